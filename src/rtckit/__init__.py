@@ -1,0 +1,57 @@
+"""rtckit: WebRTC applications in Python, on aiortc.
+
+Layers, from the bottom up:
+
+* pure cores, no I/O: :mod:`rtckit.ice`, :mod:`rtckit.turn`, :mod:`rtckit.certs`,
+  the signaling protocol, topology planning;
+* thin asyncio adapters: signaling server and client, peer sessions on aiortc;
+* topologies: mesh, SFU, MCU;
+* applications: the ``rtckit`` command line (``demo``, ``serve``, ``cert``, ``turn``...).
+
+Every touch of aiortc's private internals lives in :mod:`rtckit._aiortc`.
+"""
+
+from __future__ import annotations
+
+from rtckit.errors import (
+    AuthError,
+    CertificateError,
+    CertificateExpiredError,
+    ConfigurationError,
+    ConnectionClosedError,
+    CredentialError,
+    IceError,
+    InternalsError,
+    NegotiationError,
+    PeerError,
+    ProtocolError,
+    RoomError,
+    RtcKitError,
+    SignalingError,
+    SystemComponentError,
+    TopologyError,
+    TurnAuthError,
+)
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "AuthError",
+    "CertificateError",
+    "CertificateExpiredError",
+    "ConfigurationError",
+    "ConnectionClosedError",
+    "CredentialError",
+    "IceError",
+    "InternalsError",
+    "NegotiationError",
+    "PeerError",
+    "ProtocolError",
+    "RoomError",
+    "RtcKitError",
+    "SignalingError",
+    "SystemComponentError",
+    "TopologyError",
+    "TurnAuthError",
+    "__version__",
+]

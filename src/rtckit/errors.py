@@ -1,0 +1,115 @@
+"""The exceptions rtckit raises: one tree under :class:`RtcKitError`.
+
+.. code-block:: text
+
+    RtcKitError
+    ├── ConfigurationError (ValueError)       bad configuration given to rtckit
+    ├── CertificateError                      certificate generation, loading, validity
+    │   └── CertificateExpiredError
+    ├── CredentialError (PermissionError)     TURN credentials: forged, malformed, expired
+    ├── SignalingError                        signaling layer
+    │   ├── ProtocolError (ValueError)        a message that breaks the wire protocol
+    │   ├── AuthError (PermissionError)       a refused room token
+    │   ├── RoomError                         unknown room, full room, not joined
+    │   └── ConnectionClosedError (ConnectionError) signaling connection gone
+    ├── PeerError                             peer sessions
+    │   ├── NegotiationError (ValueError)     bad or unacceptable SDP, failed negotiation
+    │   └── IceError (ConnectionError)        ICE failed or cannot start
+    │       └── TurnAuthError                 a TURN server refused the credentials (401)
+    ├── TopologyError                         mesh/SFU/MCU room strategies
+    ├── SystemComponentError (RuntimeError)   a system program (coturn, ip, ...) missing or failing
+    └── InternalsError (RuntimeError)         aiortc/aioice moved an internal rtckit needs
+
+Errors caused by the remote side (a peer or server that misbehaves) and errors caused by the
+caller's own misuse are told apart by the class, never by parsing messages.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuthError",
+    "CertificateError",
+    "CertificateExpiredError",
+    "ConfigurationError",
+    "ConnectionClosedError",
+    "CredentialError",
+    "IceError",
+    "InternalsError",
+    "NegotiationError",
+    "PeerError",
+    "ProtocolError",
+    "RoomError",
+    "RtcKitError",
+    "SignalingError",
+    "SystemComponentError",
+    "TopologyError",
+    "TurnAuthError",
+]
+
+
+class RtcKitError(Exception):
+    """Base class of every exception rtckit raises on purpose."""
+
+
+class ConfigurationError(RtcKitError, ValueError):
+    """A configuration value (URI, port, credential, file) is invalid."""
+
+
+class CertificateError(RtcKitError):
+    """A certificate or key cannot be generated, loaded or used."""
+
+
+class CertificateExpiredError(CertificateError):
+    """A certificate is outside its validity period."""
+
+
+class CredentialError(RtcKitError, PermissionError):
+    """A TURN REST credential is malformed, forged or expired."""
+
+
+class SignalingError(RtcKitError):
+    """Base class of signaling errors."""
+
+
+class ProtocolError(SignalingError, ValueError):
+    """A signaling message breaks the wire protocol (bad JSON, wrong types, bad state)."""
+
+
+class AuthError(SignalingError, PermissionError):
+    """A room token was refused (expired, forged, wrong room, missing permission)."""
+
+
+class RoomError(SignalingError):
+    """A room cannot be used: unknown, full, or the peer is not a member."""
+
+
+class ConnectionClosedError(SignalingError, ConnectionError):
+    """The signaling connection is closed and cannot be used."""
+
+
+class PeerError(RtcKitError):
+    """Base class of peer-session errors."""
+
+
+class NegotiationError(PeerError, ValueError):
+    """An SDP offer or answer is malformed or cannot be applied."""
+
+
+class IceError(PeerError, ConnectionError):
+    """ICE failed, or cannot start with the given configuration."""
+
+
+class TurnAuthError(IceError):
+    """A TURN server refused the credentials rtckit gave it (STUN error 401)."""
+
+
+class TopologyError(RtcKitError):
+    """A room topology (mesh, SFU, MCU) cannot do what was asked."""
+
+
+class SystemComponentError(RtcKitError, RuntimeError):
+    """A system program rtckit drives (coturn, ip, iptables) is missing or failed."""
+
+
+class InternalsError(RtcKitError, RuntimeError):
+    """The installed aiortc or aioice no longer has an internal rtckit relies on."""
