@@ -1,0 +1,997 @@
+"""The forwarding engine on aiortc: publications, subscriptions, feedback, no decoding.
+
+An :class:`SfuRouter` is given, per participant, the server-side aiortc transceivers:
+
+* :meth:`SfuRouter.publish` takes a transceiver that *receives* a participant's track. Its
+  receiver is taken over before it starts: aiortc's decoder thread and jitter buffer are never
+  started; the decrypted RTP packets go straight to the forwarding code.
+* :meth:`SfuRouter.subscribe` takes a transceiver that *sends* to another participant (its
+  sender carries a :class:`ForwardingTrack` placeholder, so aiortc never creates an encoder).
+  Each packet of the publication is rewritten for the subscriber (SSRC, payload type,
+  sequence number, timestamp, header extension IDs) and handed to the subscriber's DTLS
+  transport, which encrypts and sends it.
+* RTCP from subscribers is handled here: NACKs are answered from the publication's packet
+  cache (or relayed upstream when the packet is not cached), PLI/FIR are relayed upstream
+  rate limited, REMB estimates are aggregated (minimum) and relayed upstream. The
+  publisher's sender reports are rewritten for each subscriber.
+
+Tracks are named by a :class:`TrackKey` (participant, name). When a participant publishes
+again under the same key (a reconnect, a camera switch), every subscription moves to the new
+source with continuous sequence numbers and timestamps and no renegotiation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from types import TracebackType
+from typing import Any
+
+import attrs
+from aiortc import (
+    MediaStreamTrack,
+    RTCDataChannel,
+    RTCPeerConnection,
+    RTCRtpCodecParameters,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
+from aiortc.mediastreams import MediaStreamError
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
+
+from rtckit import _aiortc
+from rtckit.errors import ConfigurationError, TopologyError
+from rtckit.sfu.forward import (
+    BandwidthAggregator,
+    KeyframeRequestLimiter,
+    OutputParameters,
+    PacketCache,
+    StreamRewriter,
+)
+from rtckit.sfu.rtp import (
+    ExtensionRemap,
+    RtcpFir,
+    RtcpNack,
+    RtcpPli,
+    RtcpRemb,
+    RtcpSenderReport,
+    RtpHeader,
+    build_nack,
+    build_pli,
+    build_remb,
+    build_sr,
+    is_keyframe,
+    parse_rtcp,
+    parse_rtp_header,
+    rewrite_abs_send_time,
+    unwrap_rtx,
+)
+
+__all__ = [
+    "DEFAULT_FORWARDED_EXTENSIONS",
+    "ForwardingTrack",
+    "PacketSink",
+    "PublishedTrack",
+    "SfuConfig",
+    "SfuEvent",
+    "SfuRouter",
+    "SfuStats",
+    "Subscription",
+    "SubscriptionPaused",
+    "SubscriptionResumed",
+    "TrackKey",
+    "TrackPublished",
+    "TrackSubscribed",
+    "TrackUnpublished",
+    "TrackUnsubscribed",
+    "add_forwarding_transceiver",
+]
+
+logger = logging.getLogger(__name__)
+
+ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+#: Header extensions forwarded (remapped to the subscriber's IDs) by default. Others are
+#: stripped: ``sdes:mid`` and ``rid`` name the publisher's m-line, and transport-wide
+#: congestion control numbers belong to one transport.
+DEFAULT_FORWARDED_EXTENSIONS: frozenset[str] = frozenset(
+    {
+        "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+        ABS_SEND_TIME_URI,
+        "urn:ietf:params:rtp-hdrext:toffset",
+        "urn:3gpp:video-orientation",
+        "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay",
+        "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time",
+        "http://www.webrtc.org/experiments/rtp-hdrext/color-space",
+    }
+)
+
+
+def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value <= 0:
+        raise ConfigurationError(f"{attribute.name} must be positive, not {value!r}")
+
+
+def _cache_size(_: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 16 or value & (value - 1):
+        raise ConfigurationError(f"{attribute.name} must be a power of two >= 16, not {value}")
+
+
+@attrs.frozen(kw_only=True)
+class SfuConfig:
+    """Tuning of an :class:`SfuRouter`. Times are in seconds."""
+
+    #: packets kept per published track to answer NACKs (a power of two)
+    packet_cache_size: int = attrs.field(default=512, validator=_cache_size)
+    #: minimum time between two keyframe requests sent upstream for one track
+    keyframe_request_interval: float = attrs.field(default=0.3, validator=_positive)
+    #: minimum time between two REMB messages sent upstream for one track
+    bandwidth_feedback_interval: float = attrs.field(default=1.0, validator=_positive)
+    #: a subscriber's REMB estimate is forgotten after this long
+    bandwidth_estimate_max_age: float = attrs.field(default=5.0, validator=_positive)
+    #: set abs-send-time to the SFU's send time (receivers estimate bandwidth from it)
+    rewrite_abs_send_time: bool = True
+    #: header extension URIs forwarded to subscribers (remapped to their IDs)
+    forwarded_extensions: frozenset[str] = attrs.field(
+        default=DEFAULT_FORWARDED_EXTENSIONS, converter=frozenset
+    )
+    #: relay keyframe requests upstream as FIR instead of PLI
+    use_fir: bool = False
+
+
+@attrs.frozen
+class TrackKey:
+    """A published track's stable name: the participant and a name it chooses (or the kind)."""
+
+    participant: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.participant}/{self.name}"
+
+
+@attrs.frozen(kw_only=True)
+class SfuStats:
+    """Counters of an :class:`SfuRouter` since it was created."""
+
+    publications: int
+    subscriptions: int
+    packets_in: int
+    bytes_in: int
+    packets_out: int
+    bytes_out: int
+    #: packets not forwarded to one subscriber (paused, waiting for a keyframe, stale)
+    packets_dropped: int
+    send_errors: int
+    keyframes_in: int
+    nacks_received: int
+    #: lost packets asked for by subscribers, answered from the cache
+    nacks_answered: int
+    #: lost packets asked for that were not cached (relayed upstream)
+    nacks_missed: int
+    nacks_relayed: int
+    keyframe_requests_received: int
+    #: PLI (or FIR) sent upstream to publishers
+    plis_relayed: int
+    rembs_relayed: int
+    sender_reports_forwarded: int
+    data_messages_relayed: int
+    #: decoders/encoders aiortc created for the SFU's forwarded tracks (should stay 0)
+    decoders_created: int
+    encoders_created: int
+    #: receivers or senders of the SFU found with a decoder thread / encoder right now
+    decoders_running: int
+    encoders_running: int
+
+
+# --- events ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class TrackPublished:
+    """A track is published (or published again under the same key)."""
+
+    key: TrackKey
+    kind: str
+    mime_type: str
+    republished: bool
+
+
+@attrs.frozen
+class TrackUnpublished:
+    """A track is no longer published; its subscriptions wait for it to come back."""
+
+    key: TrackKey
+
+
+@attrs.frozen
+class TrackSubscribed:
+    """A subscriber now receives a track."""
+
+    subscriber: str
+    key: TrackKey
+
+
+@attrs.frozen
+class TrackUnsubscribed:
+    """A subscriber no longer receives a track."""
+
+    subscriber: str
+    key: TrackKey
+
+
+@attrs.frozen
+class SubscriptionPaused:
+    """Forwarding of a track to a subscriber is paused."""
+
+    subscriber: str
+    key: TrackKey
+
+
+@attrs.frozen
+class SubscriptionResumed:
+    """Forwarding of a track to a subscriber is resumed."""
+
+    subscriber: str
+    key: TrackKey
+
+
+SfuEvent = (
+    TrackPublished
+    | TrackUnpublished
+    | TrackSubscribed
+    | TrackUnsubscribed
+    | SubscriptionPaused
+    | SubscriptionResumed
+)
+
+#: A sink sees every packet of a publication (after RTX unwrap): ``(data, header, keyframe)``.
+PacketSink = Callable[[bytes, RtpHeader, bool], None]
+
+
+class ForwardingTrack(MediaStreamTrack):
+    """Placeholder track for a sender whose packets the SFU sends itself.
+
+    ``recv()`` waits until the track is stopped: aiortc's sender loop stays idle and never
+    creates an encoder.
+    """
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+        self._stopped = asyncio.Event()
+
+    async def recv(self) -> Any:
+        await self._stopped.wait()
+        raise MediaStreamError
+
+    def stop(self) -> None:
+        self._stopped.set()
+        super().stop()
+
+
+def _codec_matches(a: RTCRtpCodecParameters, b: RTCRtpCodecParameters) -> bool:
+    if a.mimeType.lower() != b.mimeType.lower() or a.clockRate != b.clockRate:
+        return False
+    if a.mimeType.lower() == "video/h264":
+        pa, pb = a.parameters, b.parameters
+        if pa.get("packetization-mode", 0) != pb.get("packetization-mode", 0):
+            return False
+    return True
+
+
+def _is_rtx(codec: RTCRtpCodecParameters) -> bool:
+    return codec.mimeType.lower().endswith("/rtx")
+
+
+class _Counters:
+    """Mutable counters behind :class:`SfuStats`."""
+
+    def __init__(self) -> None:
+        self.publications = 0
+        self.subscriptions = 0
+        self.packets_in = 0
+        self.bytes_in = 0
+        self.packets_out = 0
+        self.bytes_out = 0
+        self.packets_dropped = 0
+        self.send_errors = 0
+        self.keyframes_in = 0
+        self.nacks_received = 0
+        self.nacks_answered = 0
+        self.nacks_missed = 0
+        self.nacks_relayed = 0
+        self.keyframe_requests_received = 0
+        self.plis_relayed = 0
+        self.rembs_relayed = 0
+        self.sender_reports_forwarded = 0
+        self.data_messages_relayed = 0
+        self.decoders_created = 0
+        self.encoders_created = 0
+        self.decoders_running = 0
+        self.encoders_running = 0
+
+
+class PublishedTrack:
+    """One published track: its source receiver, packet cache and feedback state."""
+
+    def __init__(self, router: SfuRouter, key: TrackKey, transceiver: RTCRtpTransceiver) -> None:
+        self.key = key
+        self.kind: str = transceiver.kind
+        self.transceiver = transceiver
+        self._router = router
+        cfg = router.config
+        self.cache = PacketCache(cfg.packet_cache_size)
+        self.keyframes = KeyframeRequestLimiter(cfg.keyframe_request_interval)
+        self.bandwidth = BandwidthAggregator(
+            interval=cfg.bandwidth_feedback_interval, max_age=cfg.bandwidth_estimate_max_age
+        )
+        self.subscriptions: list[Subscription] = []
+        self.sinks: list[PacketSink] = []
+        self.codecs: dict[int, RTCRtpCodecParameters] = {}
+        self.extensions: dict[str, int] = {}
+        self.rtx_apt: dict[int, int] = {}
+        self.source_ssrc: int | None = None
+        self.started = False
+        self.closed = False
+        self._abs_send_time_id: int | None = None
+        self._fir_seq = 0
+        self._codec_name = ""
+        receiver = transceiver.receiver
+        self._rtcp_ssrc, _ = _aiortc.sfu_sender_ssrcs(transceiver.sender)
+        self._transport = receiver.transport
+        self._send = _aiortc.sfu_send_function(self._transport)
+        _aiortc.sfu_watch_codecs(receiver, router._codec_created)
+        negotiated = RTCRtpReceiveParameters(
+            codecs=_aiortc.sfu_negotiated_codecs(transceiver),
+            headerExtensions=_aiortc.sfu_negotiated_header_extensions(transceiver),
+        )
+        self._configure(negotiated)
+        if not _aiortc.sfu_take_over_receiver(receiver, self._on_start):
+            # published late: the receiver had started; its decoder thread is now stopped
+            self._on_start(negotiated)
+        _aiortc.sfu_install_rtp_tap(self._transport, receiver, self._on_rtp)
+        _aiortc.sfu_intercept_rtcp(receiver, self._on_rtcp)
+
+    @property
+    def mime_type(self) -> str:
+        """The MIME type of the first negotiated codec (``video/VP8``...), "" before start."""
+        for codec in self.codecs.values():
+            if not _is_rtx(codec):
+                return codec.mimeType
+        return ""
+
+    def _on_start(self, parameters: RTCRtpReceiveParameters) -> None:
+        self._configure(parameters)
+        self.started = True
+        for sub in self.subscriptions:
+            sub._bind(self)
+
+    def _configure(self, parameters: RTCRtpReceiveParameters) -> None:
+        self.codecs = {}
+        self.rtx_apt = {}
+        for codec in parameters.codecs:
+            if _is_rtx(codec):
+                apt = codec.parameters.get("apt")
+                if isinstance(apt, int) and codec.payloadType is not None:
+                    self.rtx_apt[codec.payloadType] = apt
+            elif codec.payloadType is not None:
+                self.codecs[codec.payloadType] = codec
+        self.extensions = {ext.uri: ext.id for ext in parameters.headerExtensions}
+        if self._router.config.rewrite_abs_send_time:
+            self._abs_send_time_id = self.extensions.get(ABS_SEND_TIME_URI)
+        for encoding in parameters.encodings:
+            if encoding.ssrc:
+                self.source_ssrc = encoding.ssrc
+                break
+        first = next(iter(self.codecs.values()), None)
+        self._codec_name = first.mimeType.split("/")[-1].lower() if first else ""
+
+    # -- media path ----------------------------------------------------------------------------
+
+    async def _on_rtp(self, data: bytes, arrival_time_ms: int) -> None:
+        if self.closed:
+            return
+        router = self._router
+        counters = router._counters
+        try:
+            header = parse_rtp_header(data)
+        except ValueError:
+            return
+        apt = self.rtx_apt.get(header.payload_type)
+        if apt is not None:
+            if self.source_ssrc is None:
+                return
+            try:
+                data = bytes(unwrap_rtx(data, header, payload_type=apt, ssrc=self.source_ssrc))
+                header = parse_rtp_header(data)
+            except ValueError:
+                return
+        elif header.ssrc != self.source_ssrc:
+            self._new_source(header.ssrc)
+        counters.packets_in += 1
+        counters.bytes_in += len(data)
+        now = router.clock()
+        keyframe = False
+        if self.kind == "video":
+            keyframe = is_keyframe(
+                self._codec_name, memoryview(data)[header.payload_offset : header.payload_end]
+            )
+            if keyframe:
+                counters.keyframes_in += 1
+                self.keyframes.keyframe_seen(now)
+        if self._abs_send_time_id is not None and header.extension_offset >= 0:
+            buf = bytearray(data)
+            if rewrite_abs_send_time(buf, header, self._abs_send_time_id, _ntp_now()):
+                data = bytes(buf)
+        self.cache.put(header.ssrc, header.sequence_number, data)
+        for sink in self.sinks:
+            sink(data, header, keyframe)
+        for sub in self.subscriptions:
+            rewriter = sub._rewriter
+            if rewriter is None or not sub._ready:
+                continue
+            out = rewriter.rewrite(data, header, now, keyframe=keyframe)
+            if out is None:
+                counters.packets_dropped += 1
+                continue
+            try:
+                await sub._send(out)
+            except ConnectionError:
+                counters.send_errors += 1
+                continue
+            counters.packets_out += 1
+            counters.bytes_out += len(out)
+        if self.keyframes.pending and self.keyframes.poll(now):
+            await self._send_keyframe_request()
+        if self.bandwidth.current(now) is not None:
+            await self._send_bandwidth(now)
+
+    def _new_source(self, ssrc: int) -> None:
+        previous = self.source_ssrc
+        self.source_ssrc = ssrc
+        if previous is not None:
+            # the publisher changed its SSRC without renegotiation: a new segment
+            for sub in self.subscriptions:
+                if sub._rewriter is not None:
+                    sub._rewriter.switch(ssrc)
+
+    async def _on_rtcp(self, data: bytes) -> None:
+        try:
+            packets = parse_rtcp(data)
+        except ValueError:
+            return
+        for packet in packets:
+            if isinstance(packet, RtcpSenderReport) and packet.ssrc == self.source_ssrc:
+                await self._forward_sender_report(packet)
+
+    async def _forward_sender_report(self, report: RtcpSenderReport) -> None:
+        for sub in self.subscriptions:
+            if sub._rewriter is None:
+                continue
+            rewritten = sub._rewriter.rewrite_sender_report(report)
+            if rewritten is None:
+                continue
+            try:
+                await sub._send(build_sr(rewritten))
+            except ConnectionError:
+                continue
+            self._router._counters.sender_reports_forwarded += 1
+
+    # -- feedback upstream ---------------------------------------------------------------------
+
+    async def request_keyframe(self) -> None:
+        """Ask the publisher for a keyframe, rate limited and coalesced."""
+        if self.kind != "video":
+            return
+        if self.keyframes.request(self._router.clock()):
+            await self._send_keyframe_request()
+
+    async def _send_keyframe_request(self) -> None:
+        if self.source_ssrc is None or self.closed:
+            return
+        if self._router.config.use_fir:
+            from rtckit.sfu.rtp import build_fir
+
+            self._fir_seq = (self._fir_seq + 1) & 0xFF
+            packet = build_fir(self._rtcp_ssrc, self.source_ssrc, self._fir_seq)
+        else:
+            packet = build_pli(self._rtcp_ssrc, self.source_ssrc)
+        with contextlib.suppress(ConnectionError):
+            await self._send(packet)
+            self._router._counters.plis_relayed += 1
+
+    async def _send_nack(self, lost: list[int]) -> None:
+        if self.source_ssrc is None or self.closed or not lost:
+            return
+        with contextlib.suppress(ConnectionError):
+            await self._send(build_nack(self._rtcp_ssrc, self.source_ssrc, lost))
+            self._router._counters.nacks_relayed += 1
+
+    async def _send_bandwidth(self, now: float) -> None:
+        value = self.bandwidth.poll(now)
+        if value is None or self.source_ssrc is None or self.closed:
+            return
+        with contextlib.suppress(ConnectionError):
+            await self._send(build_remb(self._rtcp_ssrc, value, [self.source_ssrc]))
+            self._router._counters.rembs_relayed += 1
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        receiver = self.transceiver.receiver
+        _aiortc.sfu_uninstall_rtp_tap(self._transport, receiver)
+        _aiortc.sfu_release_receiver(receiver)
+        self.cache.clear()
+
+
+class Subscription:
+    """One subscriber receiving one track (by key, across republications)."""
+
+    def __init__(
+        self, router: SfuRouter, subscriber: str, key: TrackKey, transceiver: RTCRtpTransceiver
+    ) -> None:
+        self.subscriber = subscriber
+        self.key = key
+        self.transceiver = transceiver
+        self.paused = False
+        self.closed = False
+        #: why the subscription does not forward (no common codec...), or None
+        self.problem: str | None = None
+        self._router = router
+        self._publication: PublishedTrack | None = None
+        self._rewriter: StreamRewriter | None = None
+        sender = transceiver.sender
+        if not isinstance(sender.track, ForwardingTrack):
+            sender.replaceTrack(ForwardingTrack(transceiver.kind))
+        self._ssrc, self._rtx_ssrc = _aiortc.sfu_sender_ssrcs(sender)
+        self._transport_send = _aiortc.sfu_send_function(sender.transport)
+        self._send = self._transport_send
+        _aiortc.sfu_silence_sender_reports(sender)
+        _aiortc.sfu_intercept_rtcp(sender, self._on_rtcp)
+        _aiortc.sfu_watch_codecs(sender, router._codec_created)
+        transport = sender.transport
+        self._ready = transport.state == "connected"
+        transport.on("statechange", self._on_transport_state)
+
+    def _on_transport_state(self) -> None:
+        ready = self.transceiver.sender.transport.state == "connected"
+        if ready and not self._ready and not self.closed:
+            # start the stream at a keyframe the subscriber can actually receive
+            pub = self._publication
+            if self._rewriter is not None and pub is not None:
+                self._rewriter.switch(pub.source_ssrc)
+                task = asyncio.ensure_future(pub.request_keyframe())
+                task.add_done_callback(_log_failure)
+        self._ready = ready
+
+    @property
+    def ready(self) -> bool:
+        """True once the subscriber's DTLS transport is connected (packets can flow)."""
+        return self._ready
+
+    def set_send_filter(self, keep: Callable[[bytes], bool] | None) -> None:
+        """Fault injection for tests: packets for which ``keep(data)`` is False are dropped.
+
+        The packets are dropped after the rewrite, as if lost on the network (counted as
+        sent). ``None`` removes the filter.
+        """
+        if keep is None:
+            self._send = self._transport_send
+            return
+        send = self._transport_send
+
+        async def filtered(data: bytes) -> None:
+            if keep(data):
+                await send(data)
+
+        self._send = filtered
+
+    @property
+    def publication(self) -> PublishedTrack | None:
+        """The publication currently forwarded, or None while the track is not published."""
+        return self._publication
+
+    @property
+    def rewriter(self) -> StreamRewriter | None:
+        """The stream rewriter (sequence state and counters), once bound to a publication."""
+        return self._rewriter
+
+    def _output_parameters(self, pub: PublishedTrack) -> OutputParameters | None:
+        codecs = _aiortc.sfu_negotiated_codecs(self.transceiver)
+        pt_map: dict[int, int] = {}
+        first_out: RTCRtpCodecParameters | None = None
+        for in_pt, in_codec in pub.codecs.items():
+            for out_codec in codecs:
+                out_pt = out_codec.payloadType
+                if (
+                    out_pt is not None
+                    and not _is_rtx(out_codec)
+                    and _codec_matches(in_codec, out_codec)
+                ):
+                    pt_map[in_pt] = out_pt
+                    first_out = first_out or out_codec
+                    break
+        if first_out is None:
+            self.problem = f"subscriber did not negotiate {pub.mime_type or 'the codec'}"
+            return None
+        rtx_pt = next(
+            (
+                c.payloadType
+                for c in codecs
+                if _is_rtx(c) and c.parameters.get("apt") == first_out.payloadType
+            ),
+            None,
+        )
+        forwarded = self._router.config.forwarded_extensions
+        out_ext = {
+            e.uri: e.id
+            for e in _aiortc.sfu_negotiated_header_extensions(self.transceiver)
+            if e.uri in forwarded
+        }
+        in_ext = {uri: x_id for uri, x_id in pub.extensions.items() if uri in forwarded}
+        self.problem = None
+        return OutputParameters(
+            ssrc=self._ssrc,
+            payload_types=pt_map,
+            extensions=ExtensionRemap.by_uri(in_ext, out_ext),
+            clock_rate=first_out.clockRate,
+            is_video=pub.kind == "video",
+            rtx_ssrc=self._rtx_ssrc if rtx_pt is not None else None,
+            rtx_payload_type=rtx_pt,
+            initial_sequence_number=(self._ssrc >> 7) & 0x7FFF,
+            initial_timestamp=(self._ssrc * 2654435761) & 0xFFFFFFFF,
+        )
+
+    def _bind(self, pub: PublishedTrack) -> None:
+        self._publication = pub
+        if not pub.started:
+            return
+        params = self._output_parameters(pub)
+        if params is None:
+            return
+        if self._rewriter is None:
+            self._rewriter = StreamRewriter(params)
+            self._rewriter.switch(pub.source_ssrc)
+            if self.paused:
+                self._rewriter.pause()
+        else:
+            self._rewriter.update_parameters(params)
+            self._rewriter.switch(pub.source_ssrc)
+
+    def _unbind(self) -> None:
+        self._publication = None
+
+    async def _on_rtcp(self, data: bytes) -> None:
+        pub = self._publication
+        rewriter = self._rewriter
+        if pub is None or rewriter is None:
+            return
+        try:
+            packets = parse_rtcp(data)
+        except ValueError:
+            return
+        counters = self._router._counters
+        for packet in packets:
+            if isinstance(packet, RtcpNack):
+                counters.nacks_received += 1
+                missing: list[int] = []
+                for out_seq in packet.lost:
+                    found = rewriter.incoming_sequence_number(out_seq)
+                    if found is None:
+                        counters.nacks_missed += 1
+                        continue
+                    cached = pub.cache.get(*found)
+                    if cached is None:
+                        counters.nacks_missed += 1
+                        missing.append(found[1])
+                        continue
+                    out = rewriter.retransmission(cached, parse_rtp_header(cached))
+                    if out is None:
+                        continue
+                    try:
+                        await self._send(out)
+                    except ConnectionError:
+                        counters.send_errors += 1
+                        continue
+                    counters.nacks_answered += 1
+                    counters.packets_out += 1
+                    counters.bytes_out += len(out)
+                await pub._send_nack(missing)
+            elif isinstance(packet, (RtcpPli, RtcpFir)):
+                counters.keyframe_requests_received += 1
+                await pub.request_keyframe()
+            elif isinstance(packet, RtcpRemb):
+                pub.bandwidth.update(self, packet.bitrate, self._router.clock())
+
+    def _close(self) -> None:
+        self.closed = True
+        if self._publication is not None:
+            self._publication.bandwidth.remove(self)
+        track = self.transceiver.sender.track
+        if isinstance(track, ForwardingTrack):
+            track.stop()
+
+
+class SfuRouter:
+    """Forward published tracks to subscribers without decoding; see the module docstring.
+
+    Use as an async context manager (or call :meth:`aclose`). All methods must be called
+    from the event loop the aiortc connections run on.
+    """
+
+    def __init__(
+        self, config: SfuConfig | None = None, *, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.config = config or SfuConfig()
+        self.clock = clock
+        self._counters = _Counters()
+        self._publications: dict[TrackKey, PublishedTrack] = {}
+        self._subscriptions: dict[TrackKey, list[Subscription]] = {}
+        self._events: asyncio.Queue[SfuEvent | None] = asyncio.Queue()
+        self._channels: dict[str, list[RTCDataChannel]] = {}
+        self._ever_published: set[TrackKey] = set()
+        self._closed = False
+        _aiortc.sfu_codec_counters()
+
+    async def __aenter__(self) -> SfuRouter:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop forwarding everything (idempotent). Connections are the caller's to close."""
+        if self._closed:
+            return
+        self._closed = True
+        for subs in self._subscriptions.values():
+            for sub in subs:
+                sub._close()
+        for pub in self._publications.values():
+            pub._close()
+        self._subscriptions.clear()
+        self._publications.clear()
+        self._channels.clear()
+        self._events.put_nowait(None)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise TopologyError("the SFU router is closed")
+
+    def _emit(self, event: SfuEvent) -> None:
+        self._events.put_nowait(event)
+
+    def _codec_created(self, kind: str) -> None:
+        if kind == "decoder":
+            self._counters.decoders_created += 1
+        else:
+            self._counters.encoders_created += 1
+
+    # -- publications ------------------------------------------------------------------------
+
+    @property
+    def publications(self) -> Mapping[TrackKey, PublishedTrack]:
+        """The tracks published now."""
+        return dict(self._publications)
+
+    def publish(
+        self, participant: str, transceiver: RTCRtpTransceiver, *, name: str | None = None
+    ) -> PublishedTrack:
+        """Forward the track ``transceiver`` receives from ``participant``.
+
+        Call it as soon as the transceiver exists (in the ``track`` event or right after
+        ``setRemoteDescription``), before the connection completes, so that aiortc never
+        starts a decoder for it. ``name`` defaults to the kind (``"audio"``, ``"video"``).
+        Publishing again under the same key replaces the previous source: subscribers move
+        to the new one with continuous sequence numbers.
+        """
+        self._check_open()
+        key = TrackKey(participant, name or transceiver.kind)
+        previous = self._publications.pop(key, None)
+        if previous is not None:
+            if previous.transceiver is transceiver:
+                self._publications[key] = previous
+                return previous
+            previous._close()
+        pub = PublishedTrack(self, key, transceiver)
+        self._publications[key] = pub
+        for sub in self._subscriptions.get(key, []):
+            pub.subscriptions.append(sub)
+            sub._bind(pub)
+        republished = key in self._ever_published
+        self._ever_published.add(key)
+        self._emit(
+            TrackPublished(key=key, kind=pub.kind, mime_type=pub.mime_type, republished=republished)
+        )
+        if pub.subscriptions:
+            pub.keyframes.request(self.clock())  # sent once the source is known
+        return pub
+
+    def unpublish(self, key: TrackKey) -> None:
+        """Stop forwarding a published track (idempotent); its subscriptions stay, waiting."""
+        pub = self._publications.pop(key, None)
+        if pub is None:
+            return
+        pub._close()
+        for sub in pub.subscriptions:
+            sub._unbind()
+        self._emit(TrackUnpublished(key=key))
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    def subscribe(
+        self, subscriber: str, key: TrackKey, transceiver: RTCRtpTransceiver
+    ) -> Subscription:
+        """Forward the track ``key`` to ``subscriber`` through ``transceiver`` (sending).
+
+        ``transceiver`` belongs to the subscriber's server-side connection and has negotiated
+        (or will negotiate) the publication's codec. Its sender gets a
+        :class:`ForwardingTrack` if it has no such track. The key need not be published yet.
+        """
+        self._check_open()
+        pub = self._publications.get(key)
+        if pub is not None and pub.kind != transceiver.kind:
+            raise TopologyError(f"{key} is {pub.kind}, the transceiver is {transceiver.kind}")
+        for sub in self._subscriptions.get(key, []):
+            if sub.transceiver is transceiver:
+                return sub
+        sub = Subscription(self, subscriber, key, transceiver)
+        self._subscriptions.setdefault(key, []).append(sub)
+        if pub is not None:
+            pub.subscriptions.append(sub)
+            sub._bind(pub)
+            if pub.kind == "video" and pub.keyframes.request(self.clock()):
+                task = asyncio.ensure_future(pub._send_keyframe_request())
+                task.add_done_callback(_log_failure)
+        self._emit(TrackSubscribed(subscriber=subscriber, key=key))
+        return sub
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        """Stop forwarding to this subscription (idempotent)."""
+        subs = self._subscriptions.get(subscription.key, [])
+        if subscription not in subs:
+            return
+        subs.remove(subscription)
+        pub = subscription.publication
+        if pub is not None and subscription in pub.subscriptions:
+            pub.subscriptions.remove(subscription)
+        subscription._close()
+        self._emit(TrackUnsubscribed(subscriber=subscription.subscriber, key=subscription.key))
+
+    def pause(self, subscription: Subscription) -> None:
+        """Stop sending this track to the subscriber, keeping the subscription."""
+        if subscription.paused:
+            return
+        subscription.paused = True
+        if subscription.rewriter is not None:
+            subscription.rewriter.pause()
+        self._emit(SubscriptionPaused(subscriber=subscription.subscriber, key=subscription.key))
+
+    async def resume(self, subscription: Subscription) -> None:
+        """Send the track again (from the next keyframe, which is requested)."""
+        if not subscription.paused:
+            return
+        subscription.paused = False
+        pub = subscription.publication
+        if subscription.rewriter is not None:
+            subscription.rewriter.resume(pub.source_ssrc if pub is not None else None)
+        self._emit(SubscriptionResumed(subscriber=subscription.subscriber, key=subscription.key))
+        if pub is not None:
+            await pub.request_keyframe()
+
+    def subscriptions(self, subscriber: str | None = None) -> list[Subscription]:
+        """All subscriptions, or those of one subscriber."""
+        return [
+            s
+            for subs in self._subscriptions.values()
+            for s in subs
+            if subscriber is None or s.subscriber == subscriber
+        ]
+
+    def remove_participant(self, participant: str) -> None:
+        """Unpublish all of a participant's tracks and end its subscriptions and channels."""
+        for key in [k for k in self._publications if k.participant == participant]:
+            self.unpublish(key)
+        for sub in self.subscriptions(participant):
+            self.unsubscribe(sub)
+        self._channels.pop(participant, None)
+
+    # -- data channels -----------------------------------------------------------------------
+
+    def add_data_channel(self, participant: str, channel: RTCDataChannel) -> None:
+        """Relay messages received on ``channel`` to the other participants' channels.
+
+        Messages go to every other participant's open channel with the same label.
+        """
+        self._check_open()
+        self._channels.setdefault(participant, []).append(channel)
+
+        @channel.on("message")
+        def on_message(message: str | bytes) -> None:
+            self._relay(participant, channel.label, message)
+
+        @channel.on("close")
+        def on_close() -> None:
+            channels = self._channels.get(participant, [])
+            if channel in channels:
+                channels.remove(channel)
+
+    def _relay(self, sender: str, label: str, message: str | bytes) -> None:
+        for participant, channels in self._channels.items():
+            if participant == sender:
+                continue
+            for channel in channels:
+                if channel.label == label and channel.readyState == "open":
+                    channel.send(message)
+                    self._counters.data_messages_relayed += 1
+
+    # -- observation -------------------------------------------------------------------------
+
+    def stats(self) -> SfuStats:
+        """A snapshot of the counters."""
+        c = self._counters
+        values = dict(vars(c))
+        values["publications"] = len(self._publications)
+        values["subscriptions"] = sum(len(s) for s in self._subscriptions.values())
+        values["decoders_running"] = sum(
+            _aiortc.sfu_receiver_decoding(p.transceiver.receiver)
+            for p in self._publications.values()
+        )
+        values["encoders_running"] = sum(
+            _aiortc.sfu_sender_encoding(s.transceiver.sender) for s in self.subscriptions()
+        )
+        return SfuStats(**values)
+
+    async def events(self) -> AsyncIterator[SfuEvent]:
+        """Publication and subscription events, until the router is closed."""
+        while True:
+            event = await self._events.get()
+            if event is None:
+                self._events.put_nowait(None)
+                return
+            yield event
+
+
+def add_forwarding_transceiver(
+    pc: RTCPeerConnection, kind: str, *, mime_type: str | None = None
+) -> RTCRtpTransceiver:
+    """Add a send-only transceiver for forwarded media to a subscriber's connection.
+
+    Its sender carries a :class:`ForwardingTrack`; with ``mime_type`` (``"video/VP8"``,
+    ``"video/H264"``, ``"audio/opus"``: the publication's :attr:`PublishedTrack.mime_type`)
+    the codec preferences offer only that codec (and its RTX), since forwarding cannot
+    transcode. Call before creating the offer, then :meth:`SfuRouter.subscribe`.
+    """
+    transceiver = pc.addTransceiver(ForwardingTrack(kind), direction="sendonly")
+    if mime_type is not None:
+        caps = RTCRtpSender.getCapabilities(kind).codecs
+        chosen = [c for c in caps if c.mimeType.lower() == mime_type.lower()]
+        if not chosen:
+            raise TopologyError(f"aiortc cannot negotiate {mime_type}")
+        chosen += [c for c in caps if c.mimeType.lower().endswith("/rtx")]
+        transceiver.setCodecPreferences(chosen)
+    return transceiver
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("SFU keyframe request failed", exc_info=task.exception())
+
+
+_NTP_EPOCH_OFFSET = 2208988800
+
+
+def _ntp_now() -> int:
+    now = time.time()
+    seconds = int(now)
+    return ((seconds + _NTP_EPOCH_OFFSET) << 32) | int((now - seconds) * (1 << 32))

@@ -1,0 +1,442 @@
+"""Forwarding state, per published track and per subscriber: pure, no asyncio, no aiortc.
+
+* :class:`StreamRewriter` turns the packets of one published track into one subscriber's
+  outgoing stream: the subscriber's SSRC and payload types, its header extension IDs, and
+  sequence numbers and timestamps that stay continuous when the source changes (a publisher
+  restarts, a track is switched, a paused subscription resumes).
+* :class:`PacketCache` keeps the last packets of a published track to answer NACKs.
+* :class:`KeyframeRequestLimiter` coalesces PLI/FIR requests from subscribers into at most one
+  upstream request per interval.
+* :class:`BandwidthAggregator` keeps the subscribers' bandwidth estimates (REMB) and yields
+  their minimum, rate limited, for the publisher.
+
+Times are plain floats in seconds from any monotonic clock the caller chooses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import attrs
+
+from rtckit.errors import ConfigurationError
+from rtckit.sfu.rtp import (
+    ExtensionRemap,
+    RtcpSenderReport,
+    RtpHeader,
+    rewrite_rtp_header,
+    wrap_rtx,
+)
+
+__all__ = [
+    "BandwidthAggregator",
+    "KeyframeRequestLimiter",
+    "OutputParameters",
+    "PacketCache",
+    "StreamRewriter",
+]
+
+_SEQ_MASK = 0xFFFF
+_TS_MASK = 0xFFFFFFFF
+
+
+@attrs.frozen(kw_only=True)
+class OutputParameters:
+    """What one subscriber's connection negotiated for one outgoing stream."""
+
+    #: SSRC the subscriber expects (its sender's SSRC on the SFU side)
+    ssrc: int
+    #: incoming payload type -> outgoing payload type; an unmapped payload type is dropped
+    payload_types: Mapping[int, int]
+    #: header extension ID remap (and strip) from the publisher's to the subscriber's IDs
+    extensions: ExtensionRemap = attrs.field(factory=lambda: ExtensionRemap(ids={}))
+    #: RTP clock rate of the codec (90000 for video, 48000 for Opus)
+    clock_rate: int
+    #: True for video: after a source change, wait for a keyframe before forwarding
+    is_video: bool
+    #: RTX (RFC 4588) SSRC and payload type for retransmissions, if negotiated
+    rtx_ssrc: int | None = None
+    rtx_payload_type: int | None = None
+    #: first outgoing sequence number and timestamp of a new stream
+    initial_sequence_number: int = attrs.field(default=0)
+    initial_timestamp: int = attrs.field(default=0)
+
+
+class StreamRewriter:
+    """Map one published track's packets to one subscriber's outgoing RTP stream.
+
+    The mapping is an offset per *segment* (a run of packets from one source SSRC): the
+    outgoing sequence number is the incoming one plus ``seq_offset`` and likewise for the
+    timestamp, so late and retransmitted packets of the segment map to the same numbers.
+    When a new segment starts (new source SSRC, :meth:`switch`, :meth:`resume`), the offsets
+    are recomputed at its first accepted packet: the sequence number continues at last + 1
+    and the timestamp advances by the wall-clock gap in clock units. Video segments start
+    only at a keyframe; packets before it are dropped (the caller asks upstream for one).
+    """
+
+    __slots__ = (
+        "_base_ext",
+        "_expected_ssrc",
+        "_highest_ext",
+        "_highest_in",
+        "_last_out_seq",
+        "_last_out_ts",
+        "_last_time",
+        "_paused",
+        "_rebase",
+        "_rtx_seq",
+        "_seq_offset",
+        "_src_ssrc",
+        "_ts_offset",
+        "_waiting_keyframe",
+        "dropped",
+        "octets_sent",
+        "packets_sent",
+        "params",
+    )
+
+    def __init__(self, params: OutputParameters) -> None:
+        self.params = params
+        self._src_ssrc: int | None = None
+        self._seq_offset = 0
+        self._ts_offset = 0
+        self._base_ext = 0
+        self._highest_ext = 0
+        self._highest_in = 0
+        self._last_out_seq: int | None = None
+        self._last_out_ts = 0
+        self._last_time = 0.0
+        self._rebase = True
+        self._expected_ssrc: int | None = None
+        self._waiting_keyframe = params.is_video
+        self._paused = False
+        self._rtx_seq = params.initial_sequence_number ^ 0x5A5A
+        #: packets and payload octets sent on the outgoing stream (for sender reports)
+        self.packets_sent = 0
+        self.octets_sent = 0
+        #: packets not forwarded (paused, waiting for a keyframe, stale source, unknown PT)
+        self.dropped = 0
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def waiting_keyframe(self) -> bool:
+        """True while a video stream waits for a keyframe to start a new segment."""
+        return self._waiting_keyframe
+
+    @property
+    def paused(self) -> bool:
+        """True between :meth:`pause` and :meth:`resume`."""
+        return self._paused
+
+    @property
+    def last_sequence_number(self) -> int | None:
+        """The highest outgoing sequence number sent so far, or None before the first packet."""
+        return self._last_out_seq
+
+    def switch(self, source_ssrc: int | None = None) -> None:
+        """Start a new segment at the next accepted packet (track switch, new publisher).
+
+        If ``source_ssrc`` is given, only a packet of that source can start the segment;
+        packets of any other source are dropped from now on.
+        """
+        self._rebase = True
+        self._expected_ssrc = source_ssrc
+        self._waiting_keyframe = self.params.is_video
+
+    def pause(self) -> None:
+        """Stop forwarding; :meth:`resume` continues the stream without a sequence gap."""
+        self._paused = True
+
+    def resume(self, source_ssrc: int | None = None) -> None:
+        """Forward again, from a new segment (and for video, from the next keyframe).
+
+        ``source_ssrc`` is the source to continue from (default: the one before the pause,
+        or the one announced by a :meth:`switch` during the pause).
+        """
+        if self._paused:
+            self._paused = False
+            if source_ssrc is None:
+                source_ssrc = self._expected_ssrc if self._rebase else self._src_ssrc
+            self.switch(source_ssrc)
+
+    def update_parameters(self, params: OutputParameters) -> None:
+        """Replace the negotiated parameters (renegotiation); sequence state is kept."""
+        self.params = params
+
+    # -- forwarding --------------------------------------------------------------------------
+
+    def rewrite(
+        self, data: bytes | bytearray, header: RtpHeader, now: float, *, keyframe: bool
+    ) -> bytes | None:
+        """Return the subscriber's copy of the packet, or None if it must not be forwarded.
+
+        ``keyframe`` tells whether this packet starts a keyframe (see
+        :func:`rtckit.sfu.rtp.is_keyframe`); it matters only while waiting for one.
+        """
+        params = self.params
+        out_pt = params.payload_types.get(header.payload_type)
+        if self._paused or out_pt is None:
+            self.dropped += 1
+            return None
+        in_seq = header.sequence_number
+        if self._rebase:
+            expected = self._expected_ssrc
+            if expected is not None and header.ssrc != expected:
+                self.dropped += 1
+                return None
+            if self._waiting_keyframe and not keyframe:
+                self.dropped += 1
+                return None
+            self._start_segment(header, now)
+            ext = self._base_ext
+        elif header.ssrc != self._src_ssrc:
+            self.dropped += 1  # a late packet of a previous source
+            return None
+        else:
+            delta = (in_seq - self._highest_in) & _SEQ_MASK
+            if delta >= 0x8000:
+                delta -= 0x10000
+            ext = self._highest_ext + delta
+            if ext < self._base_ext:
+                self.dropped += 1
+                return None
+        out_seq = (ext + self._seq_offset) & _SEQ_MASK
+        out_ts = (header.timestamp + self._ts_offset) & _TS_MASK
+        if ext >= self._highest_ext:
+            self._highest_ext = ext
+            self._highest_in = in_seq
+            self._last_out_seq = out_seq
+            self._last_out_ts = out_ts
+            self._last_time = now
+        buf = bytearray(data)
+        rewrite_rtp_header(
+            buf, payload_type=out_pt, sequence_number=out_seq, timestamp=out_ts, ssrc=params.ssrc
+        )
+        extensions = params.extensions
+        if header.extension_offset >= 0 and not extensions.is_identity:
+            extensions.apply(buf, header)
+        self.packets_sent += 1
+        self.octets_sent += header.payload_end - header.payload_offset
+        return bytes(buf)
+
+    def _start_segment(self, header: RtpHeader, now: float) -> None:
+        in_seq = header.sequence_number
+        if self._last_out_seq is None:
+            first_seq = self.params.initial_sequence_number
+            first_ts = self.params.initial_timestamp
+        else:
+            first_seq = (self._last_out_seq + 1) & _SEQ_MASK
+            gap = max(1, round((now - self._last_time) * self.params.clock_rate))
+            first_ts = (self._last_out_ts + gap) & _TS_MASK
+        self._seq_offset = (first_seq - in_seq) & _SEQ_MASK
+        self._ts_offset = (first_ts - header.timestamp) & _TS_MASK
+        self._src_ssrc = header.ssrc
+        self._base_ext = in_seq
+        self._highest_ext = in_seq
+        self._highest_in = in_seq
+        self._rebase = False
+        self._waiting_keyframe = False
+
+    # -- feedback ----------------------------------------------------------------------------
+
+    def incoming_sequence_number(self, out_seq: int) -> tuple[int, int] | None:
+        """Map an outgoing sequence number (from a NACK) to ``(source ssrc, incoming seq)``.
+
+        None if it does not belong to the current segment.
+        """
+        if self._src_ssrc is None or self._rebase:
+            return None
+        in_seq = (out_seq - self._seq_offset) & _SEQ_MASK
+        delta = (in_seq - self._highest_in) & _SEQ_MASK
+        if delta >= 0x8000:
+            delta -= 0x10000
+        ext = self._highest_ext + delta
+        if ext < self._base_ext or ext > self._highest_ext:
+            return None
+        return self._src_ssrc, in_seq
+
+    def retransmission(self, data: bytes | bytearray, header: RtpHeader) -> bytes | None:
+        """Rewrite a cached packet of the current segment for retransmission.
+
+        The result is an RTX packet if RTX was negotiated, else the packet itself with the
+        same outgoing sequence number as the first time.
+        """
+        params = self.params
+        out_pt = params.payload_types.get(header.payload_type)
+        if out_pt is None or header.ssrc != self._src_ssrc or self._rebase:
+            return None
+        buf = bytearray(data)
+        rewrite_rtp_header(
+            buf,
+            payload_type=out_pt,
+            sequence_number=(header.sequence_number + self._seq_offset) & _SEQ_MASK,
+            timestamp=(header.timestamp + self._ts_offset) & _TS_MASK,
+            ssrc=params.ssrc,
+        )
+        if header.extension_offset >= 0 and not params.extensions.is_identity:
+            params.extensions.apply(buf, header)
+        if params.rtx_ssrc is None or params.rtx_payload_type is None:
+            return bytes(buf)
+        seq = self._rtx_seq
+        self._rtx_seq = (seq + 1) & _SEQ_MASK
+        out_header = RtpHeader(
+            marker=header.marker,
+            payload_type=out_pt,
+            sequence_number=(header.sequence_number + self._seq_offset) & _SEQ_MASK,
+            timestamp=0,
+            ssrc=params.ssrc,
+            extension_offset=header.extension_offset,
+            extension_profile=header.extension_profile,
+            payload_offset=header.payload_offset,
+            payload_end=header.payload_end,
+        )
+        rtx = wrap_rtx(
+            buf,
+            out_header,
+            payload_type=params.rtx_payload_type,
+            sequence_number=seq,
+            ssrc=params.rtx_ssrc,
+        )
+        return bytes(rtx)
+
+    def rewrite_sender_report(self, report: RtcpSenderReport) -> RtcpSenderReport | None:
+        """The publisher's SR as this subscriber's stream: its SSRC, timestamps and counts.
+
+        The NTP time is kept, so the NTP-to-RTP mapping of every stream of one publisher
+        stays consistent and receivers keep lip sync. None if the SR's source is not the
+        current segment's.
+        """
+        if report.ssrc != self._src_ssrc or self._rebase:
+            return None
+        return RtcpSenderReport(
+            ssrc=self.params.ssrc,
+            ntp_timestamp=report.ntp_timestamp,
+            rtp_timestamp=(report.rtp_timestamp + self._ts_offset) & _TS_MASK,
+            packet_count=self.packets_sent & 0xFFFFFFFF,
+            octet_count=self.octets_sent & 0xFFFFFFFF,
+        )
+
+
+class PacketCache:
+    """The last ``size`` packets of a published track, by sequence number, for NACKs."""
+
+    __slots__ = ("_mask", "_slots")
+
+    def __init__(self, size: int = 512) -> None:
+        if size < 1 or size & (size - 1):
+            raise ConfigurationError(f"packet cache size must be a power of two, not {size}")
+        self._mask = size - 1
+        self._slots: list[tuple[int, int, bytes] | None] = [None] * size
+
+    def put(self, ssrc: int, sequence_number: int, data: bytes) -> None:
+        """Store a packet (replacing the one ``size`` sequence numbers older)."""
+        self._slots[sequence_number & self._mask] = (ssrc, sequence_number, data)
+
+    def get(self, ssrc: int, sequence_number: int) -> bytes | None:
+        """The packet with this source and sequence number, if still cached."""
+        entry = self._slots[sequence_number & self._mask]
+        if entry is None or entry[0] != ssrc or entry[1] != sequence_number:
+            return None
+        return entry[2]
+
+    def clear(self) -> None:
+        """Forget every packet."""
+        self._slots = [None] * len(self._slots)
+
+
+class KeyframeRequestLimiter:
+    """At most one upstream keyframe request (PLI/FIR) per ``min_interval`` seconds.
+
+    A request inside the interval is remembered; :meth:`poll` says when to send it, unless a
+    keyframe arrived after it was made (:meth:`keyframe_seen`).
+    """
+
+    __slots__ = ("_last_sent", "_min_interval", "_pending_since", "coalesced", "sent")
+
+    def __init__(self, min_interval: float) -> None:
+        if min_interval < 0:
+            raise ConfigurationError("keyframe request interval must not be negative")
+        self._min_interval = min_interval
+        self._last_sent: float | None = None
+        self._pending_since: float | None = None
+        #: requests sent upstream, and requests folded into another one
+        self.sent = 0
+        self.coalesced = 0
+
+    @property
+    def pending(self) -> bool:
+        """True if a request waits for the interval to pass."""
+        return self._pending_since is not None
+
+    def request(self, now: float) -> bool:
+        """A subscriber wants a keyframe: True if the caller must send a request upstream now."""
+        if self._last_sent is None or now - self._last_sent >= self._min_interval:
+            self._last_sent = now
+            self._pending_since = None
+            self.sent += 1
+            return True
+        if self._pending_since is None:
+            self._pending_since = now
+        self.coalesced += 1
+        return False
+
+    def poll(self, now: float) -> bool:
+        """True if a remembered request must be sent upstream now."""
+        if self._pending_since is None or self._last_sent is None:
+            return False
+        if now - self._last_sent < self._min_interval:
+            return False
+        self._last_sent = now
+        self._pending_since = None
+        self.sent += 1
+        return True
+
+    def keyframe_seen(self, now: float) -> None:
+        """A keyframe arrived: it answers every request made before ``now``."""
+        if self._pending_since is not None and self._pending_since <= now:
+            self._pending_since = None
+
+
+class BandwidthAggregator:
+    """Minimum of the subscribers' bandwidth estimates, sent upstream at most every interval."""
+
+    __slots__ = ("_estimates", "_interval", "_last_sent", "_last_value", "_max_age")
+
+    def __init__(self, *, interval: float, max_age: float) -> None:
+        if interval < 0 or max_age <= 0:
+            raise ConfigurationError("bandwidth feedback interval and max age must be positive")
+        self._interval = interval
+        self._max_age = max_age
+        self._estimates: dict[Hashable, tuple[int, float]] = {}
+        self._last_sent: float | None = None
+        self._last_value: int | None = None
+
+    def update(self, key: Hashable, bitrate: int, now: float) -> None:
+        """Record one subscriber's latest estimate (bits per second)."""
+        self._estimates[key] = (bitrate, now)
+
+    def remove(self, key: Hashable) -> None:
+        """Forget a subscriber."""
+        self._estimates.pop(key, None)
+
+    def current(self, now: float) -> int | None:
+        """The minimum fresh estimate, or None if there is none."""
+        fresh = [b for b, t in self._estimates.values() if now - t <= self._max_age]
+        return min(fresh) if fresh else None
+
+    def poll(self, now: float) -> int | None:
+        """The value to send upstream now, or None (nothing known, or interval not over).
+
+        A value lower than the last one sent by more than 10% is sent at once.
+        """
+        value = self.current(now)
+        if value is None:
+            return None
+        due = self._last_sent is None or now - self._last_sent >= self._interval
+        dropped = self._last_value is not None and value < self._last_value * 0.9
+        if not (due or dropped):
+            return None
+        self._last_sent = now
+        self._last_value = value
+        return value

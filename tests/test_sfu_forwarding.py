@@ -1,0 +1,375 @@
+"""The SFU forwarding engine with real aiortc peers on loopback.
+
+One aiortc publisher -> server-side aiortc connections in this process (the SFU) -> aiortc
+subscribers. Subscribers decode; the SFU's counters show it decoded and encoded nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fractions
+import random
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+)
+from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
+
+from rtckit.sfu import (
+    ForwardingTrack,
+    PublishedTrack,
+    SfuRouter,
+    Subscription,
+    TrackKey,
+    TrackPublished,
+    TrackSubscribed,
+    add_forwarding_transceiver,
+)
+from rtckit.sfu.rtp import parse_rtp_header
+
+WIDTH, HEIGHT = 320, 240
+
+
+def config() -> RTCConfiguration:
+    return RTCConfiguration(iceServers=[])
+
+
+class SyntheticVideo(MediaStreamTrack):
+    """Moving gradient frames at 30 fps."""
+
+    kind = "video"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._n = 0
+        self._start: float | None = None
+        base = np.linspace(0, 255, WIDTH, dtype=np.uint8)
+        self._base = np.tile(base, (HEIGHT, 1))
+
+    async def recv(self) -> av.VideoFrame:
+        if self._start is None:
+            self._start = time.monotonic()
+        target = self._start + self._n / 30
+        delay = target - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        img = np.stack([np.roll(self._base, self._n * 4, axis=1)] * 3, axis=-1)
+        frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+        frame.pts = self._n * 3000
+        frame.time_base = fractions.Fraction(1, 90000)
+        self._n += 1
+        return frame
+
+
+def track_transceiver(pc: RTCPeerConnection, track: MediaStreamTrack) -> RTCRtpTransceiver:
+    for t in pc.getTransceivers():
+        if t.receiver.track is track:
+            return t
+    raise AssertionError("no transceiver for track")
+
+
+async def connect_publisher(
+    router: SfuRouter, participant: str, *, video_codec: str = "video/VP8", audio: bool = True
+) -> tuple[RTCPeerConnection, RTCPeerConnection, list[PublishedTrack]]:
+    """A publisher peer and its server-side connection; returns (publisher, server, pubs)."""
+    pub_pc = RTCPeerConnection(config())
+    t = pub_pc.addTransceiver(SyntheticVideo(), direction="sendonly")
+    caps = RTCRtpSender.getCapabilities("video").codecs
+    t.setCodecPreferences([c for c in caps if c.mimeType.lower() == video_codec.lower()])
+    if audio:
+        pub_pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
+    server = RTCPeerConnection(config())
+    pubs: list[PublishedTrack] = []
+
+    @server.on("track")
+    def on_track(track: MediaStreamTrack) -> None:
+        pubs.append(router.publish(participant, track_transceiver(server, track)))
+
+    await pub_pc.setLocalDescription(await pub_pc.createOffer())
+    await server.setRemoteDescription(pub_pc.localDescription)
+    await server.setLocalDescription(await server.createAnswer())
+    await pub_pc.setRemoteDescription(server.localDescription)
+    return pub_pc, server, pubs
+
+
+class Subscriber:
+    """An aiortc subscriber peer that decodes and counts what it receives."""
+
+    def __init__(self) -> None:
+        self.pc = RTCPeerConnection(config())
+        self.server = RTCPeerConnection(config())
+        self.frames: dict[str, int] = {"video": 0, "audio": 0}
+        self.sizes: set[tuple[int, int]] = set()
+        self.tasks: list[asyncio.Task[None]] = []
+
+        @self.pc.on("track")
+        def on_track(track: MediaStreamTrack) -> None:
+            self.tasks.append(asyncio.ensure_future(self._consume(track)))
+
+    async def _consume(self, track: MediaStreamTrack) -> None:
+        try:
+            while True:
+                frame = await track.recv()
+                self.frames[track.kind] += 1
+                if isinstance(frame, av.VideoFrame):
+                    self.sizes.add((frame.width, frame.height))
+        except Exception:  # noqa: S110 - MediaStreamError when the track ends
+            pass
+
+    async def connect(
+        self, router: SfuRouter, name: str, pubs: list[PublishedTrack]
+    ) -> list[Subscription]:
+        transceivers = [
+            add_forwarding_transceiver(self.server, p.kind, mime_type=p.mime_type) for p in pubs
+        ]
+        await self.server.setLocalDescription(await self.server.createOffer())
+        await self.pc.setRemoteDescription(self.server.localDescription)
+        await self.pc.setLocalDescription(await self.pc.createAnswer())
+        await self.server.setRemoteDescription(self.pc.localDescription)
+        return [router.subscribe(name, p.key, t) for p, t in zip(pubs, transceivers, strict=True)]
+
+    async def close(self) -> None:
+        await self.pc.close()
+        await self.server.close()
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+
+
+async def wait_for(predicate: Any, limit: float = 20.0) -> None:
+    async with asyncio.timeout(limit):
+        while not predicate():  # noqa: ASYNC110 - polling counters updated by aiortc tasks
+            await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def router() -> AsyncIterator[SfuRouter]:
+    async with SfuRouter() as r:
+        yield r
+
+
+@pytest.mark.parametrize("codec", ["video/VP8", "video/H264"])
+async def test_fan_out_without_decoding(router: SfuRouter, codec: str) -> None:
+    pub_pc, server, pubs = await connect_publisher(router, "alice", video_codec=codec)
+    subs = [Subscriber() for _ in range(3)]
+    try:
+        await wait_for(lambda: len(pubs) == 2)
+        assert {p.mime_type.lower() for p in pubs} == {codec.lower(), "audio/opus"}
+        for i, sub in enumerate(subs):
+            await sub.connect(router, f"sub{i}", pubs)
+        await wait_for(
+            lambda: all(s.frames["video"] >= 10 and s.frames["audio"] >= 10 for s in subs)
+        )
+        for sub in subs:
+            assert sub.sizes == {(WIDTH, HEIGHT)}
+        stats = router.stats()
+        assert stats.publications == 2
+        assert stats.subscriptions == 6
+        assert stats.packets_out > stats.packets_in
+        assert stats.decoders_created == 0
+        assert stats.encoders_created == 0
+        assert stats.decoders_running == 0
+        assert stats.encoders_running == 0
+        assert stats.plis_relayed >= 1
+        assert stats.keyframes_in >= 1
+        # the subscribers saw the forwarder's SSRCs, and SRs were rewritten for them
+        await wait_for(lambda: router.stats().sender_reports_forwarded > 0)
+    finally:
+        for sub in subs:
+            await sub.close()
+        await pub_pc.close()
+        await server.close()
+
+
+async def test_mid_stream_join_gets_keyframe(router: SfuRouter) -> None:
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    first, late = Subscriber(), Subscriber()
+    try:
+        await wait_for(lambda: len(pubs) == 1)
+        await first.connect(router, "first", pubs)
+        await wait_for(lambda: first.frames["video"] >= 30)
+        plis_before = router.stats().plis_relayed
+        keyframes_before = router.stats().keyframes_in
+        [sub] = await late.connect(router, "late", pubs)
+        await wait_for(lambda: late.frames["video"] >= 5)
+        stats = router.stats()
+        assert stats.plis_relayed > plis_before
+        assert stats.keyframes_in > keyframes_before
+        assert sub.rewriter is not None
+        assert not sub.rewriter.waiting_keyframe
+        assert late.sizes == {(WIDTH, HEIGHT)}
+    finally:
+        await first.close()
+        await late.close()
+        await pub_pc.close()
+        await server.close()
+
+
+async def test_loss_repaired_by_nack(router: SfuRouter) -> None:
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    lossy = Subscriber()
+    try:
+        await wait_for(lambda: len(pubs) == 1)
+        [sub] = await lossy.connect(router, "lossy", pubs)
+        rng = random.Random(5)  # deterministic 5% loss of media packets
+        dropped: list[int] = []
+
+        def keep(data: bytes) -> bool:
+            if data[1] >= 192 and data[1] <= 223:
+                return True  # RTCP
+            if rng.random() < 0.05:
+                dropped.append(parse_rtp_header(data).sequence_number)
+                return False
+            return True
+
+        sub.set_send_filter(keep)
+        await wait_for(lambda: lossy.frames["video"] >= 60 and len(dropped) >= 5)
+        await wait_for(lambda: router.stats().nacks_answered >= 3)
+        stats = router.stats()
+        assert stats.nacks_received > 0
+        frames = lossy.frames["video"]
+        await wait_for(lambda: lossy.frames["video"] >= frames + 15)
+    finally:
+        await lossy.close()
+        await pub_pc.close()
+        await server.close()
+
+
+async def test_publisher_leaves_and_comes_back(router: SfuRouter) -> None:
+    events: list[Any] = []
+
+    async def collect() -> None:
+        events.extend([event async for event in router.events()])
+
+    collector = asyncio.ensure_future(collect())
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    viewer = Subscriber()
+    pub_pc2: RTCPeerConnection | None = None
+    server2: RTCPeerConnection | None = None
+    try:
+        await wait_for(lambda: len(pubs) == 1)
+        [sub] = await viewer.connect(router, "viewer", pubs)
+        await wait_for(lambda: viewer.frames["video"] >= 15)
+        assert sub.rewriter is not None
+        first_source = pubs[0].source_ssrc
+        # the publisher leaves
+        await pub_pc.close()
+        await server.close()
+        router.unpublish(TrackKey("alice", "video"))
+        assert TrackKey("alice", "video") not in router.publications
+        last_seq = sub.rewriter.last_sequence_number
+        assert last_seq is not None
+        sent_before = sub.rewriter.packets_sent
+        await asyncio.sleep(0.3)
+        assert sub.rewriter.packets_sent == sent_before  # no stale forwarding
+        frames_before = viewer.frames["video"]
+        # ... and comes back on a new connection
+        pub_pc2, server2, pubs2 = await connect_publisher(router, "alice", audio=False)
+        await wait_for(lambda: len(pubs2) == 1)
+        assert sub.publication is pubs2[0]
+        await wait_for(lambda: viewer.frames["video"] >= frames_before + 15)
+        assert pubs2[0].source_ssrc != first_source
+        assert viewer.sizes == {(WIDTH, HEIGHT)}
+        # continuous sequence numbers: the subscriber's receiver saw (almost) no loss
+        receiver = viewer.pc.getTransceivers()[0].receiver
+        report = await receiver.getStats()
+        inbound = [s for s in report.values() if s.type == "inbound-rtp"]
+        assert len(inbound) == 1
+        assert inbound[0].packetsLost < 20
+        assert sub.rewriter.packets_sent > sent_before
+        assert router.stats().decoders_created == 0
+    finally:
+        await viewer.close()
+        if pub_pc2 is not None and server2 is not None:
+            await pub_pc2.close()
+            await server2.close()
+        await pub_pc.close()
+        await server.close()
+        await router.aclose()
+        await asyncio.wait_for(collector, 5)
+    kinds = [type(e).__name__ for e in events]
+    assert kinds.count("TrackPublished") == 2
+    assert "TrackUnpublished" in kinds
+    assert any(isinstance(e, TrackPublished) and e.republished for e in events)
+    assert any(isinstance(e, TrackSubscribed) for e in events)
+
+
+async def test_pause_resume(router: SfuRouter) -> None:
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    viewer = Subscriber()
+    try:
+        await wait_for(lambda: len(pubs) == 1)
+        [sub] = await viewer.connect(router, "viewer", pubs)
+        await wait_for(lambda: viewer.frames["video"] >= 10)
+        router.pause(sub)
+        assert sub.rewriter is not None
+        sent = sub.rewriter.packets_sent
+        await asyncio.sleep(0.3)
+        assert sub.rewriter.packets_sent == sent
+        frames = viewer.frames["video"]
+        await router.resume(sub)
+        await wait_for(lambda: viewer.frames["video"] >= frames + 10)
+    finally:
+        await viewer.close()
+        await pub_pc.close()
+        await server.close()
+
+
+async def test_data_channel_relay(router: SfuRouter) -> None:
+    peers = []
+    received: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+    opened: list[str] = []
+    try:
+        for name in ("a", "b", "c"):
+            client = RTCPeerConnection(config())
+            server = RTCPeerConnection(config())
+            channel = client.createDataChannel("chat")
+            peers.append((client, server))
+
+            @channel.on("message")
+            def on_message(message: str, name: str = name) -> None:
+                received[name].append(message)
+
+            @channel.on("open")
+            def on_open(name: str = name) -> None:
+                opened.append(name)
+
+            @server.on("datachannel")
+            def on_channel(ch: Any, name: str = name) -> None:
+                router.add_data_channel(name, ch)
+
+            await client.setLocalDescription(await client.createOffer())
+            await server.setRemoteDescription(client.localDescription)
+            await server.setLocalDescription(await server.createAnswer())
+            await client.setRemoteDescription(server.localDescription)
+            peers[-1] = (client, server)
+            setattr(client, "_test_channel", channel)  # noqa: B010
+        await wait_for(lambda: len(opened) == 3 and len(router._channels) == 3)
+        peers[0][0]._test_channel.send("hello from a")  # type: ignore[attr-defined]
+        await wait_for(lambda: received["b"] and received["c"])
+        assert received == {"a": [], "b": ["hello from a"], "c": ["hello from a"]}
+        assert router.stats().data_messages_relayed == 2
+    finally:
+        for client, server in peers:
+            await client.close()
+            await server.close()
+
+
+async def test_forwarding_track_is_idle() -> None:
+    track = ForwardingTrack("video")
+    waiter = asyncio.ensure_future(track.recv())
+    await asyncio.sleep(0.01)
+    assert not waiter.done()
+    track.stop()
+    with pytest.raises(MediaStreamError):
+        await waiter
