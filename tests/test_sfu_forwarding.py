@@ -182,8 +182,10 @@ async def test_fan_out_without_decoding(router: SfuRouter, codec: str) -> None:
         assert stats.encoders_running == 0
         assert stats.plis_relayed >= 1
         assert stats.keyframes_in >= 1
-        # the subscribers saw the forwarder's SSRCs, and SRs were rewritten for them
+        # SRs were rewritten for the subscribers; their REMB estimates (from the
+        # abs-send-time the SFU rewrote) were aggregated and relayed to the publisher
         await wait_for(lambda: router.stats().sender_reports_forwarded > 0)
+        await wait_for(lambda: router.stats().rembs_relayed > 0)
     finally:
         for sub in subs:
             await sub.close()

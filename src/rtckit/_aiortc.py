@@ -15,6 +15,7 @@ from typing import Any
 
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
+from aioice.ice import StunProtocol
 from aiortc import (
     RTCDtlsTransport,
     RTCRtpCodecParameters,
@@ -22,6 +23,7 @@ from aiortc import (
     RTCRtpSender,
     RTCRtpTransceiver,
 )
+from aiortc.rtcdtlstransport import State
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpReceiveParameters
 from aiortc.rtp import RtcpSrPacket
 
@@ -30,6 +32,7 @@ from rtckit.errors import InternalsError
 __all__ = [
     "CodecCounters",
     "sfu_codec_counters",
+    "sfu_fast_rtp_sender",
     "sfu_install_rtp_tap",
     "sfu_intercept_rtcp",
     "sfu_negotiated_codecs",
@@ -64,7 +67,8 @@ def _require(obj: object, name: str, what: str) -> Any:
 #   RTCDtlsTransport._register_rtp_receiver / ._unregister_rtp_receiver;
 # * RTCDtlsTransport._handle_rtp_data(data, arrival_time_ms) being called with each
 #   decrypted RTP packet, ._rtp_router.route_rtp(packet) reading only .ssrc/.payload_type,
-#   and ._send_rtp(data) encrypting and sending RTP or RTCP;
+#   and ._send_rtp(data) encrypting and sending RTP or RTCP; for the hot path, ._state,
+#   ._tx_srtp and the ICE transport's aioice Connection._nominated pairs;
 # * the module globals aiortc.rtcrtpreceiver.get_decoder / aiortc.rtcrtpsender.get_encoder.
 
 RtpCallback = Callable[[bytes, int], Awaitable[None]]
@@ -243,6 +247,38 @@ def sfu_send_function(transport: RTCDtlsTransport) -> Callable[[bytes], Awaitabl
     Raises :class:`ConnectionError` when the transport is not connected.
     """
     send: Callable[[bytes], Awaitable[None]] = _require(transport, "_send_rtp", "RTP sending")
+    return send
+
+
+def sfu_fast_rtp_sender(transport: RTCDtlsTransport) -> Callable[[bytes], bool]:
+    """A synchronous RTP send for the forwarding hot path; returns ``send(data) -> bool``.
+
+    ``send`` SRTP-protects with ``RTCDtlsTransport._tx_srtp`` and hands the packet straight
+    to the asyncio datagram transport of the ICE connection's nominated pair
+    (``RTCIceTransport._connection._nominated[1]``, an ``aioice.ice.StunProtocol`` whose
+    ``transport.sendto`` is what its ``send_data`` calls), skipping five coroutine levels of
+    ``_send_rtp``. It returns False without sending when that shortcut does not apply
+    (not connected, or a TURN-relayed pair whose protocol wraps data): the caller then uses
+    :func:`sfu_send_function`. The DTLS transport's byte/packet statistics do not count
+    packets sent this way.
+    """
+    connected = State.CONNECTED
+    connection = _require(transport.transport, "_connection", "the aioice connection")
+    _require(connection, "_nominated", "the nominated candidate pairs")
+    _require(transport, "_state", "the DTLS state")
+
+    def send(data: bytes) -> bool:
+        if transport._state is not connected:
+            return False
+        pair = connection._nominated.get(1)
+        if pair is None:
+            return False
+        protocol = pair.protocol
+        if type(protocol) is not StunProtocol or protocol.transport is None:
+            return False
+        protocol.transport.sendto(transport._tx_srtp.protect(data), pair.remote_addr)
+        return True
+
     return send
 
 

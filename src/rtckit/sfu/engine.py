@@ -59,6 +59,7 @@ from rtckit.sfu.rtp import (
     RtcpRemb,
     RtcpSenderReport,
     RtpHeader,
+    build_fir,
     build_nack,
     build_pli,
     build_remb,
@@ -338,6 +339,7 @@ class PublishedTrack:
         self.started = False
         self.closed = False
         self._abs_send_time_id: int | None = None
+        self._keyframe_wanted = False
         self._fir_seq = 0
         self._codec_name = ""
         receiver = transceiver.receiver
@@ -438,14 +440,20 @@ class PublishedTrack:
             if out is None:
                 counters.packets_dropped += 1
                 continue
-            try:
-                await sub._send(out)
-            except ConnectionError:
-                counters.send_errors += 1
-                continue
+            keep = sub._keep
+            if (keep is None or keep(out)) and not sub._fast_send(out):
+                try:
+                    await sub._transport_send(out)
+                except ConnectionError:
+                    counters.send_errors += 1
+                    continue
             counters.packets_out += 1
             counters.bytes_out += len(out)
-        if self.keyframes.pending and self.keyframes.poll(now):
+        if self._keyframe_wanted:
+            self._keyframe_wanted = False
+            if not keyframe:
+                await self.request_keyframe()
+        elif self.keyframes.pending and self.keyframes.poll(now):
             await self._send_keyframe_request()
         if self.bandwidth.current(now) is not None:
             await self._send_bandwidth(now)
@@ -487,6 +495,9 @@ class PublishedTrack:
         """Ask the publisher for a keyframe, rate limited and coalesced."""
         if self.kind != "video":
             return
+        if self.source_ssrc is None:
+            self._keyframe_wanted = True  # asked once the first packet names the source
+            return
         if self.keyframes.request(self._router.clock()):
             await self._send_keyframe_request()
 
@@ -494,8 +505,6 @@ class PublishedTrack:
         if self.source_ssrc is None or self.closed:
             return
         if self._router.config.use_fir:
-            from rtckit.sfu.rtp import build_fir
-
             self._fir_seq = (self._fir_seq + 1) & 0xFF
             packet = build_fir(self._rtcp_ssrc, self.source_ssrc, self._fir_seq)
         else:
@@ -551,6 +560,8 @@ class Subscription:
         self._ssrc, self._rtx_ssrc = _aiortc.sfu_sender_ssrcs(sender)
         self._transport_send = _aiortc.sfu_send_function(sender.transport)
         self._send = self._transport_send
+        self._fast_send = _aiortc.sfu_fast_rtp_sender(sender.transport)
+        self._keep: Callable[[bytes], bool] | None = None
         _aiortc.sfu_silence_sender_reports(sender)
         _aiortc.sfu_intercept_rtcp(sender, self._on_rtcp)
         _aiortc.sfu_watch_codecs(sender, router._codec_created)
@@ -577,13 +588,14 @@ class Subscription:
     def set_send_filter(self, keep: Callable[[bytes], bool] | None) -> None:
         """Fault injection for tests: packets for which ``keep(data)`` is False are dropped.
 
-        The packets are dropped after the rewrite, as if lost on the network (counted as
-        sent). ``None`` removes the filter.
+        Applies to every RTP and RTCP packet sent to this subscriber, after the rewrite,
+        as if lost on the network (counted as sent). ``None`` removes the filter.
         """
-        if keep is None:
-            self._send = self._transport_send
-            return
+        self._keep = keep
         send = self._transport_send
+        if keep is None:
+            self._send = send
+            return
 
         async def filtered(data: bytes) -> None:
             if keep(data):
@@ -735,6 +747,8 @@ class SfuRouter:
         self._events: asyncio.Queue[SfuEvent | None] = asyncio.Queue()
         self._channels: dict[str, list[RTCDataChannel]] = {}
         self._ever_published: set[TrackKey] = set()
+        #: recorders by key (rtckit.sfu.record.TrackRecorder), re-attached on republish
+        self._recorders: dict[TrackKey, list[Any]] = {}
         self._closed = False
         _aiortc.sfu_codec_counters()
 
@@ -808,13 +822,15 @@ class SfuRouter:
         for sub in self._subscriptions.get(key, []):
             pub.subscriptions.append(sub)
             sub._bind(pub)
+        for recorder in self._recorders.get(key, []):
+            recorder._attach(pub)
         republished = key in self._ever_published
         self._ever_published.add(key)
         self._emit(
             TrackPublished(key=key, kind=pub.kind, mime_type=pub.mime_type, republished=republished)
         )
-        if pub.subscriptions:
-            pub.keyframes.request(self.clock())  # sent once the source is known
+        if pub.subscriptions or self._recorders.get(key):
+            pub._keyframe_wanted = True  # asked once the first packet names the source
         return pub
 
     def unpublish(self, key: TrackKey) -> None:
@@ -850,9 +866,8 @@ class SfuRouter:
         if pub is not None:
             pub.subscriptions.append(sub)
             sub._bind(pub)
-            if pub.kind == "video" and pub.keyframes.request(self.clock()):
-                task = asyncio.ensure_future(pub._send_keyframe_request())
-                task.add_done_callback(_log_failure)
+            task = asyncio.ensure_future(pub.request_keyframe())
+            task.add_done_callback(_log_failure)
         self._emit(TrackSubscribed(subscriber=subscriber, key=key))
         return sub
 
