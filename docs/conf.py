@@ -29,6 +29,8 @@ nitpick_ignore_regex = [
     (r"py:class", r"(Path|SSLContext|datetime\.datetime|datetime\.timedelta|ipaddress\..*)"),
     (r"py:class", r"(NDArray|np\..*|npt\..*)"),
     (r"py:(class|data|obj)", r"rtckit\..*\._.*"),
+    # aiortc classes named bare in autodoc type descriptions (sfu)
+    (r"py:class", r"(RTC\w+|MediaStreamTrack)"),
 ]
 
 autodoc_typehints = "description"

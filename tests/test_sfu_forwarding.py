@@ -186,6 +186,7 @@ async def test_fan_out_without_decoding(router: SfuRouter, codec: str) -> None:
         # abs-send-time the SFU rewrote) were aggregated and relayed to the publisher
         await wait_for(lambda: router.stats().sender_reports_forwarded > 0)
         await wait_for(lambda: router.stats().rembs_relayed > 0)
+        await wait_for(lambda: router.stats().receiver_reports_sent > 0)
     finally:
         for sub in subs:
             await sub.close()

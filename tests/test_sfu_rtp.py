@@ -15,6 +15,7 @@ from rtckit.sfu.forward import (
     KeyframeRequestLimiter,
     OutputParameters,
     PacketCache,
+    ReceptionStatistics,
     StreamRewriter,
 )
 from rtckit.sfu.rtp import (
@@ -445,3 +446,28 @@ def test_bandwidth_aggregator() -> None:
     assert agg.current(10.0) is None  # stale
     with pytest.raises(ConfigurationError):
         BandwidthAggregator(interval=1, max_age=0)
+
+
+def test_reception_statistics() -> None:
+    stats = ReceptionStatistics(0x1111, 90000)
+    assert stats.report_block(0.0) is None
+    # 65530..65540 with 65533 and 2 lost, steady 30 fps timing (no jitter)
+    seqs = [s for s in range(65530, 65541) if s not in (65533, 65538)]
+    for seq in seqs:
+        stats.add(seq & 0xFFFF, (seq - 65530) * 3000, (seq - 65530) / 30)
+    stats.sender_report(0x0000_1234_5678_0000, 1.0)
+    block = stats.report_block(1.5)
+    assert block is not None
+    assert block.ssrc == 0x1111
+    assert block.highest_sequence == 65540  # one wrap: cycles counted
+    assert block.packets_lost == 2
+    assert block.fraction_lost == (2 << 8) // 11
+    assert block.jitter == 0
+    assert block.lsr == 0x1234_5678
+    assert block.dlsr == 65536 // 2
+    # next interval: no loss
+    stats.add(5, 11 * 3000, 11 / 30)
+    block = stats.report_block(2.0)
+    assert block is not None
+    assert block.fraction_lost == 0
+    assert block.packets_lost == 2

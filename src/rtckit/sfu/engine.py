@@ -49,6 +49,7 @@ from rtckit.sfu.forward import (
     KeyframeRequestLimiter,
     OutputParameters,
     PacketCache,
+    ReceptionStatistics,
     StreamRewriter,
 )
 from rtckit.sfu.rtp import (
@@ -56,6 +57,7 @@ from rtckit.sfu.rtp import (
     RtcpFir,
     RtcpNack,
     RtcpPli,
+    RtcpReceiverReport,
     RtcpRemb,
     RtcpSenderReport,
     RtpHeader,
@@ -63,6 +65,7 @@ from rtckit.sfu.rtp import (
     build_nack,
     build_pli,
     build_remb,
+    build_rr,
     build_sr,
     is_keyframe,
     parse_rtcp,
@@ -141,6 +144,8 @@ class SfuConfig:
     )
     #: relay keyframe requests upstream as FIR instead of PLI
     use_fir: bool = False
+    #: interval of the receiver reports sent to publishers
+    receiver_report_interval: float = attrs.field(default=1.0, validator=_positive)
 
 
 @attrs.frozen
@@ -178,6 +183,7 @@ class SfuStats:
     #: PLI (or FIR) sent upstream to publishers
     plis_relayed: int
     rembs_relayed: int
+    receiver_reports_sent: int
     sender_reports_forwarded: int
     data_messages_relayed: int
     #: decoders/encoders aiortc created for the SFU's forwarded tracks (should stay 0)
@@ -249,7 +255,7 @@ SfuEvent = (
     | SubscriptionResumed
 )
 
-#: A sink sees every packet of a publication (after RTX unwrap): ``(data, header, keyframe)``.
+# A sink sees every packet of a publication, after RTX unwrap: (data, header, keyframe).
 PacketSink = Callable[[bytes, RtpHeader, bool], None]
 
 
@@ -292,6 +298,7 @@ class _Counters:
     """Mutable counters behind :class:`SfuStats`."""
 
     def __init__(self) -> None:
+        self.receiver_reports_sent = 0
         self.publications = 0
         self.subscriptions = 0
         self.packets_in = 0
@@ -340,6 +347,8 @@ class PublishedTrack:
         self.closed = False
         self._abs_send_time_id: int | None = None
         self._keyframe_wanted = False
+        self._reception: ReceptionStatistics | None = None
+        self._next_report = 0.0
         self._fir_seq = 0
         self._codec_name = ""
         receiver = transceiver.receiver
@@ -417,6 +426,13 @@ class PublishedTrack:
         counters.packets_in += 1
         counters.bytes_in += len(data)
         now = router.clock()
+        reception = self._reception
+        if reception is None or reception.ssrc != header.ssrc:
+            codec = self.codecs.get(header.payload_type)
+            clock_rate = codec.clockRate if codec is not None else 90000
+            reception = self._reception = ReceptionStatistics(header.ssrc, clock_rate)
+        if apt is None:
+            reception.add(header.sequence_number, header.timestamp, now)
         keyframe = False
         if self.kind == "video":
             keyframe = is_keyframe(
@@ -457,6 +473,9 @@ class PublishedTrack:
             await self._send_keyframe_request()
         if self.bandwidth.current(now) is not None:
             await self._send_bandwidth(now)
+        if now >= self._next_report:
+            self._next_report = now + router.config.receiver_report_interval
+            await self._send_receiver_report(now)
 
     def _new_source(self, ssrc: int) -> None:
         previous = self.source_ssrc
@@ -474,6 +493,8 @@ class PublishedTrack:
             return
         for packet in packets:
             if isinstance(packet, RtcpSenderReport) and packet.ssrc == self.source_ssrc:
+                if self._reception is not None and self._reception.ssrc == packet.ssrc:
+                    self._reception.sender_report(packet.ntp_timestamp, self._router.clock())
                 await self._forward_sender_report(packet)
 
     async def _forward_sender_report(self, report: RtcpSenderReport) -> None:
@@ -519,6 +540,16 @@ class PublishedTrack:
         with contextlib.suppress(ConnectionError):
             await self._send(build_nack(self._rtcp_ssrc, self.source_ssrc, lost))
             self._router._counters.nacks_relayed += 1
+
+    async def _send_receiver_report(self, now: float) -> None:
+        if self._reception is None or self.closed:
+            return
+        block = self._reception.report_block(now)
+        if block is None:
+            return
+        with contextlib.suppress(ConnectionError):
+            await self._send(build_rr(RtcpReceiverReport(self._rtcp_ssrc, (block,))))
+            self._router._counters.receiver_reports_sent += 1
 
     async def _send_bandwidth(self, now: float) -> None:
         value = self.bandwidth.poll(now)

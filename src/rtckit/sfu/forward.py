@@ -22,6 +22,7 @@ import attrs
 from rtckit.errors import ConfigurationError
 from rtckit.sfu.rtp import (
     ExtensionRemap,
+    RtcpReportBlock,
     RtcpSenderReport,
     RtpHeader,
     rewrite_rtp_header,
@@ -33,6 +34,7 @@ __all__ = [
     "KeyframeRequestLimiter",
     "OutputParameters",
     "PacketCache",
+    "ReceptionStatistics",
     "StreamRewriter",
 ]
 
@@ -52,7 +54,7 @@ class OutputParameters:
     extensions: ExtensionRemap = attrs.field(factory=lambda: ExtensionRemap(ids={}))
     #: RTP clock rate of the codec (90000 for video, 48000 for Opus)
     clock_rate: int
-    #: True for video: after a source change, wait for a keyframe before forwarding
+    #: whether this is video (after a source change, forwarding waits for a keyframe)
     is_video: bool
     #: RTX (RFC 4588) SSRC and payload type for retransmissions, if negotiated
     rtx_ssrc: int | None = None
@@ -440,3 +442,94 @@ class BandwidthAggregator:
         self._last_sent = now
         self._last_value = value
         return value
+
+
+class ReceptionStatistics:
+    """What the SFU received from one publisher stream, for its RTCP receiver reports.
+
+    RFC 3550 appendix A.3 (loss) and A.8 (interarrival jitter); LSR/DLSR from the last SR.
+    """
+
+    __slots__ = (
+        "_base",
+        "_clock_rate",
+        "_cycles",
+        "_expected_prior",
+        "_jitter",
+        "_last_arrival",
+        "_last_ts",
+        "_lsr",
+        "_lsr_time",
+        "_max_seq",
+        "_received",
+        "_received_prior",
+        "ssrc",
+    )
+
+    def __init__(self, ssrc: int, clock_rate: int) -> None:
+        self.ssrc = ssrc
+        self._clock_rate = clock_rate
+        self._base: int | None = None
+        self._max_seq = 0
+        self._cycles = 0
+        self._received = 0
+        self._expected_prior = 0
+        self._received_prior = 0
+        self._jitter = 0.0
+        self._last_arrival: float | None = None
+        self._last_ts = 0
+        self._lsr = 0
+        self._lsr_time: float | None = None
+
+    def add(self, sequence_number: int, timestamp: int, arrival: float) -> None:
+        """Count one packet (``arrival`` in seconds)."""
+        if self._base is None:
+            self._base = sequence_number
+            self._max_seq = sequence_number
+        else:
+            delta = (sequence_number - self._max_seq) & _SEQ_MASK
+            if 0 < delta < 0x8000:
+                if sequence_number < self._max_seq:
+                    self._cycles += 0x10000
+                self._max_seq = sequence_number
+        self._received += 1
+        if self._last_arrival is not None:
+            transit_delta = (arrival - self._last_arrival) * self._clock_rate - (
+                ((timestamp - self._last_ts + 0x80000000) & _TS_MASK) - 0x80000000
+            )
+            self._jitter += (abs(transit_delta) - self._jitter) / 16
+        self._last_arrival = arrival
+        self._last_ts = timestamp
+
+    def sender_report(self, ntp_timestamp: int, now: float) -> None:
+        """Note an SR from this source (for LSR/DLSR)."""
+        self._lsr = (ntp_timestamp >> 16) & 0xFFFFFFFF
+        self._lsr_time = now
+
+    def report_block(self, now: float) -> RtcpReportBlock | None:
+        """A reception report block, and start a new interval; None before any packet."""
+        if self._base is None:
+            return None
+        extended_max = self._cycles + self._max_seq
+        expected = extended_max - self._base + 1
+        lost = expected - self._received
+        expected_interval = expected - self._expected_prior
+        received_interval = self._received - self._received_prior
+        self._expected_prior = expected
+        self._received_prior = self._received
+        lost_interval = expected_interval - received_interval
+        fraction = 0
+        if expected_interval > 0 and lost_interval > 0:
+            fraction = min(255, (lost_interval << 8) // expected_interval)
+        dlsr = 0
+        if self._lsr_time is not None:
+            dlsr = min(0xFFFFFFFF, int((now - self._lsr_time) * 65536))
+        return RtcpReportBlock(
+            ssrc=self.ssrc,
+            fraction_lost=fraction,
+            packets_lost=lost,
+            highest_sequence=extended_max & 0xFFFFFFFF,
+            jitter=int(self._jitter),
+            lsr=self._lsr,
+            dlsr=dlsr,
+        )

@@ -11,7 +11,7 @@ H264       ``.mp4``, ``.mkv``
 Opus       ``.webm``, ``.mkv``, ``.ogg``
 =========  ================================
 
-One file holds one track. A recorder follows its :class:`~rtckit.sfu.TrackKey`: if the
+One file holds one track. A recorder follows its :class:`~rtckit.sfu.engine.TrackKey`: if the
 participant publishes again, recording continues in the same file with timestamps advanced
 by the wall-clock gap. Muxing runs in the event loop (a few kilobytes per frame).
 """

@@ -5,7 +5,7 @@ Pure module: no asyncio, no aiortc. Everything works on ``bytes`` / ``bytearray`
 Forwarding touches each packet once per subscriber, so this module never builds a full
 packet object: :func:`parse_rtp_header` reads the fixed header, the CSRC list and the
 position of the header extension block into a small :class:`RtpHeader`, and the rewrite
-functions patch a ``bytearray`` copy of the packet with :func:`struct.pack_into`.
+functions patch a ``bytearray`` copy of the packet with ``struct.pack_into``.
 
 RTCP feedback (SR, RR, PLI, FIR, NACK, REMB, BYE) is parsed into small frozen objects by
 :func:`parse_rtcp` and built back with the ``build_*`` functions.
