@@ -2,13 +2,13 @@
 
 Layers, from the bottom up:
 
-* pure cores, no I/O: :mod:`rtckit.ice`, :mod:`rtckit.turn`, :mod:`rtckit.certs`,
+* pure cores, no I/O: ICE/TURN configuration, certificates,
   the signaling protocol, topology planning;
 * thin asyncio adapters: signaling server and client, peer sessions on aiortc;
 * topologies: mesh, SFU, MCU;
 * applications: the ``rtckit`` command line (``demo``, ``serve``, ``cert``, ``turn``...).
 
-Every touch of aiortc's private internals lives in :mod:`rtckit._aiortc`.
+Every touch of aiortc's private internals lives in ``rtckit._aiortc``.
 """
 
 from __future__ import annotations
