@@ -6,7 +6,7 @@ whose docstring says exactly what it relies on, and ``tests/test_aiortc_internal
 test per function that fails loudly when an upgrade moves it.
 
 Supported versions: ``aiortc>=1.14,<1.17`` and ``aioice>=0.10,<0.14``.
-:func:`check_versions` raises :class:`~rtckit.InternalsError` outside that range.
+:func:`check_versions` raises :class:`~rtckit.errors.InternalsError` outside that range.
 
 Several parts of rtckit append their own section here, each under a
 ``# --- <topic> ---`` header.
@@ -52,7 +52,7 @@ def _version_tuple(text: str) -> tuple[int, ...]:
 
 
 def check_versions(*, aiortc_version: str | None = None, aioice_version: str | None = None) -> None:
-    """Raise :class:`~rtckit.InternalsError` unless the installed aiortc/aioice are supported.
+    """Raise :class:`~rtckit.errors.InternalsError` unless aiortc/aioice are supported.
 
     The versions default to the installed distributions' (read with :mod:`importlib.metadata`).
     """
@@ -160,8 +160,8 @@ async def allocate_turn(
 ) -> tuple[str, int]:
     """Create a TURN allocation on *server*, delete it, and return the relayed address.
 
-    Raises :class:`~rtckit.TurnAuthError` if the server answers 401 (wrong, forged or expired
-    credentials) and :class:`~rtckit.IceError` for any other failure or after *timeout*.
+    Raises :class:`~rtckit.errors.TurnAuthError` if the server answers 401 (wrong, forged or expired
+    credentials) and :class:`~rtckit.errors.IceError` for any other failure or after *timeout*.
 
     Relies on: ``aioice.turn.create_turn_endpoint`` (undocumented submodule; its signature
     ``(protocol_factory, server_addr, username, password, ..., ssl, transport)``) and

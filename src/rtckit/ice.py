@@ -114,7 +114,7 @@ class IceTransportPolicy(enum.StrEnum):
     ALL = "all"
     """Host, server-reflexive and relayed candidates."""
     RELAY = "relay"
-    """Only candidates relayed by a TURN server: hides the peers' addresses from each other."""
+    """Only candidates relayed by a TURN server (hides the peers' addresses from each other)."""
 
 
 def _bad(what: str, value: object, why: str) -> ConfigurationError:
@@ -217,7 +217,7 @@ class IceServerUri:
 
     @classmethod
     def parse(cls, text: str) -> IceServerUri:
-        """Parse a STUN/TURN URI; raise :class:`~rtckit.ConfigurationError` naming the problem."""
+        """Parse a STUN/TURN URI, as :func:`parse_uri`."""
         return parse_uri(text)
 
     @property
@@ -258,7 +258,7 @@ class IceServerUri:
 def parse_uri(text: str) -> IceServerUri:
     """Parse a STUN/TURN URI (:rfc:`7064`, :rfc:`7065`) into an :class:`IceServerUri`.
 
-    Raises :class:`~rtckit.ConfigurationError` with the offending text for a bad scheme, an
+    Raises :class:`~rtckit.errors.ConfigurationError` with the offending text for a bad scheme, an
     ``//authority`` or ``user@`` part, a bad host or port, a query on a STUN URI or an unknown
     TURN transport.
     """
@@ -518,8 +518,8 @@ class IceConfig:
     ) -> IceConfig:
         """Build from the ``RTCKIT_*`` environment variables listed in :mod:`rtckit.ice`.
 
-        *environ* defaults to :data:`os.environ`; *clock* (for issued REST credentials)
-        to :func:`time.time`.
+        *environ* defaults to ``os.environ``; *clock* (for issued REST credentials)
+        to ``time.time()``.
         """
         env = os.environ if environ is None else environ
         raw = env.get(ENV_ICE_SERVERS, "").strip()
@@ -560,7 +560,7 @@ class IceConfig:
         }
 
     def to_json(self, **kwargs: Any) -> str:
-        """Return :meth:`to_browser` as JSON text; *kwargs* go to :func:`json.dumps`."""
+        """Return :meth:`to_browser` as JSON text; *kwargs* go to ``json.dumps()``."""
         return json.dumps(self.to_browser(), **kwargs)
 
 

@@ -12,13 +12,13 @@ candidates only, never aiortc's default public STUN server.
 :func:`create_peer_connection` returns an :class:`RtcKitPeerConnection`, which also
 
 * applies ``iceTransportPolicy: "relay"`` (through aiortc's own ``iceTransportPolicy`` from
-  aiortc 1.16, through :mod:`rtckit._aiortc` before);
+  aiortc 1.16, through ``rtckit._aiortc`` before);
 * detects refused TURN credentials. aioice raises ``TransactionFailed (401)`` while gathering,
   aiortc swallows it, and the peer would offer an SDP without relayed candidates (without any
   candidate with the relay policy) and stay in ``new`` forever. After gathering,
   :meth:`RtcKitPeerConnection.setLocalDescription` looks at the candidates; if the TURN server
   gave none, it asks the server once more for an allocation with the same credentials and
-  raises :class:`~rtckit.TurnAuthError` naming the server on a 401.
+  raises :class:`~rtckit.errors.TurnAuthError` naming the server on a 401.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ class RtcKitPeerConnection(RTCPeerConnection):
 
     Create it with :func:`create_peer_connection`. It behaves like its base class, except that
     :meth:`setLocalDescription` applies the relay policy on old aiortc versions and raises
-    :class:`~rtckit.TurnAuthError` when the TURN server refused the credentials.
+    :class:`~rtckit.errors.TurnAuthError` when the TURN server refused the credentials.
     """
 
     def __init__(
@@ -207,7 +207,7 @@ class RtcKitPeerConnection(RTCPeerConnection):
         self,
         sessionDescription: RTCSessionDescription | None = None,  # noqa: N803
     ) -> None:
-        """Like aiortc's, then raise :class:`~rtckit.TurnAuthError` if TURN refused us."""
+        """Like aiortc's, then raise :class:`~rtckit.errors.TurnAuthError` if TURN refused us."""
         if self._rtckit_force_relay:
             for gatherer in self._rtckit_gatherers():
                 if gatherer.state == "new":
@@ -265,9 +265,9 @@ def create_peer_connection(
 
     Warns (:class:`~rtckit.ice.IceConfigWarning`) about every URI aiortc cannot use, applies
     the relay policy, and with *check_turn*, makes ``setLocalDescription`` raise
-    :class:`~rtckit.TurnAuthError` when the TURN server refuses the credentials (checked with
+    :class:`~rtckit.errors.TurnAuthError` when the TURN server refuses the credentials (checked with
     one more allocation attempt bounded by *turn_check_timeout* seconds, only when gathering
-    produced no relayed candidate). Raises :class:`~rtckit.InternalsError` if the installed
+    produced no relayed candidate). Raises :class:`~rtckit.errors.InternalsError` if the installed
     aiortc/aioice are not supported.
     """
     _aiortc.check_versions()

@@ -10,7 +10,7 @@ hands each client
 
 and coturn refuses the credential (401) once the expiry time has passed. Nothing is stored on
 either side. To rotate the secret, give coturn both secrets (``static-auth-secret`` twice),
-put the new one first in :attr:`TurnRestAuth.secrets`, and drop the old one once every
+put the new one first in ``TurnRestAuth.secrets``, and drop the old one once every
 credential issued with it has expired.
 
 Example::
@@ -58,12 +58,12 @@ def password_for(secret: str | bytes, username: str) -> str:
 
 @attrs.frozen(kw_only=True)
 class TurnCredentials:
-    """A TURN REST credential: give :attr:`username` and :attr:`password` to the client."""
+    """A TURN REST credential; give ``username`` and ``password`` to the client."""
 
     username: str
     password: str = attrs.field(repr=False)
     user: str
-    """The user part of :attr:`username` (may be empty)."""
+    """The user part of ``username`` (may be empty)."""
     expires_at: int
     """Unix time after which coturn refuses the credential."""
 
@@ -104,8 +104,8 @@ def _check_separator(_instance: object, _attribute: object, value: object) -> No
 class TurnRestAuth:
     """Issue and verify TURN REST credentials with one or more shared secrets.
 
-    :attr:`secrets` lists the secrets newest first: :meth:`issue` signs with the first one,
-    :meth:`verify` accepts any of them (rotation). :attr:`clock` returns the current Unix time
+    ``secrets`` lists the secrets newest first: :meth:`issue` signs with the first one,
+    :meth:`verify` accepts any of them (rotation). ``clock`` returns the current Unix time
     (injectable for tests). Secrets never appear in ``repr()``.
     """
 
@@ -115,7 +115,7 @@ class TurnRestAuth:
     clock: Callable[[], float] = attrs.field(default=time.time, repr=False, eq=False)
 
     def issue(self, user: str, *, ttl: int | None = None) -> TurnCredentials:
-        """Return a credential for *user*, valid for *ttl* (default :attr:`ttl`) seconds."""
+        """Return a credential for *user*, valid for *ttl* (default: the ``ttl`` field) seconds."""
         if ttl is not None:
             _check_ttl(None, None, ttl)
         if not isinstance(user, str):
@@ -130,7 +130,7 @@ class TurnRestAuth:
         )
 
     def verify(self, username: str, password: str) -> TurnCredentials:
-        """Check a credential as coturn would; return it, or raise :class:`~rtckit.CredentialError`.
+        """Check a credential as coturn would: return it, or raise a ``CredentialError``.
 
         The error says *malformed* (username not ``"<digits>:<user>"``), *forged* (the password
         matches none of the secrets) or *expired*. Passwords are compared in constant time,
@@ -171,7 +171,7 @@ class TurnRestAuth:
 def ice_server(uris: Iterable[str | IceServerUri] | str, credentials: TurnCredentials) -> IceServer:
     """Return an :class:`~rtckit.ice.IceServer` for TURN *uris* with *credentials*.
 
-    Raises :class:`~rtckit.ConfigurationError` if a URI is not ``turn:``/``turns:``.
+    Raises :class:`~rtckit.errors.ConfigurationError` if a URI is not ``turn:``/``turns:``.
     """
     server = IceServer(urls=uris, username=credentials.username, credential=credentials.password)
     for uri in server.urls:

@@ -141,7 +141,7 @@ async def run_loopback_coturn(
     *secret* is coturn's ``static-auth-secret`` (random by default). Yields a
     :class:`LoopbackCoturn` once the server answers STUN. The process is terminated
     (by its pid) and its temporary directory removed on exit. Raises
-    :class:`~rtckit.SystemComponentError` if ``turnserver`` is missing or does not start.
+    :class:`~rtckit.errors.SystemComponentError` if ``turnserver`` is missing or does not start.
     """
     executable = shutil.which(
         "turnserver", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
