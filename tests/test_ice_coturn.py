@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 import pytest
 from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransport, RTCPeerConnection
 
-from rtckit import IceError, TurnAuthError, _aiortc
-from rtckit.ice import IceConfig, IceTransportPolicy
+from rtckit import IceError, TurnAuthError, _aiortc, rtcconfig
+from rtckit.ice import IceConfig, IceConfigWarning, IceTransportPolicy
 from rtckit.rtcconfig import RtcKitPeerConnection, create_peer_connection
 from rtckit.testing import require_executable
 from rtckit.testing.coturn import LoopbackCoturn, run_loopback_coturn
@@ -251,3 +251,24 @@ async def test_without_the_check_aiortc_hides_the_refusal(coturn: LoopbackCoturn
         assert pc.iceConnectionState == "new"
     finally:
         await pc.close()
+
+
+async def test_relay_policy_on_aiortc_without_transport_policy(
+    coturn: LoopbackCoturn, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """aiortc 1.14/1.15 have no iceTransportPolicy: create_peer_connection still applies it."""
+    monkeypatch.setattr(rtcconfig, "aiortc_has_transport_policy", lambda: False)
+    config = _relay_config(coturn, coturn.auth)
+    with pytest.warns(IceConfigWarning, match="has no iceTransportPolicy"):
+        assert rtcconfig.to_aiortc(config).iceTransportPolicy.value == "all"
+    a = create_peer_connection(config)
+    b = create_peer_connection(config)
+    try:
+        await _connect(a, b)
+        for pc in (a, b):
+            assert "typ host" not in pc.localDescription.sdp
+            ((local, remote),) = _aiortc.nominated_pairs(_ice_transport(pc))
+            assert (local.type, remote.type) == ("relay", "relay")
+    finally:
+        await a.close()
+        await b.close()
