@@ -250,6 +250,8 @@ def test_config_from_json_list() -> None:
         ('{"iceServers": [], "iceTransportPolicy": "none"}', "'none': expected 'all' or 'relay'"),
         ('{"iceServer": []}', "unknown keys ['iceServer']"),
         ('{"iceServers": {"urls": "stun:s"}}', "expected a list of ICE servers"),
+        ('{"iceServers": null}', "expected a list of ICE servers"),
+        ('{"iceServers": [{"urls": null}]}', "expected a URI string or a list"),
         ('{"iceServers": ["stun:s"]}', "expected an object with 'urls'"),
         ('"stun:s"', "expected an object with 'iceServers'"),
         (

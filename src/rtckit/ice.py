@@ -424,7 +424,7 @@ class IceServer:
 
 
 def _to_servers(value: Iterable[IceServer | Mapping[str, Any]]) -> tuple[IceServer, ...]:
-    if isinstance(value, str | bytes | Mapping):
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Iterable):
         raise _bad("ICE server list", value, "expected a list of ICE servers")
     return tuple(
         item if isinstance(item, IceServer) else IceServer.from_dict(item) for item in value

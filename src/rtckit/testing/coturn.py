@@ -128,77 +128,115 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
         await process.wait()
 
 
+async def _start(
+    executable: str,
+    *,
+    host: str,
+    secret: str,
+    realm: str,
+    workdir: Path,
+    startup_timeout: float,
+    extra_args: Sequence[str],
+) -> tuple[asyncio.subprocess.Process, LoopbackCoturn]:
+    """Start one turnserver and wait until it answers; stop it again if it does not."""
+    log_path = workdir / "turnserver.log"
+    port = _free_port(host)
+    relay_low = random.randrange(20000, 60000 - 200)
+    argv = [
+        executable,
+        "-n",
+        "--no-cli",
+        f"--log-file={log_path}",
+        "--simple-log",
+        f"--listening-ip={host}",
+        f"--relay-ip={host}",
+        f"--listening-port={port}",
+        f"--min-port={relay_low}",
+        f"--max-port={relay_low + 199}",
+        f"--realm={realm}",
+        "--fingerprint",
+        "--no-tls",
+        "--no-dtls",
+        "--no-rfc5780",
+        "--no-multicast-peers",
+        "--allow-loopback-peers",
+        f"--pidfile={workdir / 'turnserver.pid'}",
+        f"--userdb={workdir / 'turndb.sqlite'}",
+        "--use-auth-secret",
+        f"--static-auth-secret={secret}",
+        *extra_args,
+    ]
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    server = LoopbackCoturn(
+        host=host, port=port, secret=secret, realm=realm, pid=process.pid, log_path=log_path
+    )
+    try:
+        await _wait_until_answering(host, port, process, startup_timeout)
+    except TimeoutError:
+        await _stop(process)
+        raise SystemComponentError(
+            f"turnserver on {host}:{port} did not answer within {startup_timeout} s; "
+            f"log:\n{server.log()[-2000:]}"
+        ) from None
+    except SystemComponentError as exc:
+        await _stop(process)
+        raise SystemComponentError(f"{exc}; log:\n{server.log()[-2000:]}") from None
+    except BaseException:
+        await _stop(process)
+        raise
+    return process, server
+
+
 @contextlib.asynccontextmanager
 async def run_loopback_coturn(
     *,
     secret: str | None = None,
     realm: str = "rtckit.test",
     startup_timeout: float = 5.0,
+    attempts: int = 3,
     extra_args: Sequence[str] = (),
 ) -> AsyncIterator[LoopbackCoturn]:
     """Run coturn on 127.0.0.1 with TURN REST auth for the duration of the ``async with``.
 
-    *secret* is coturn's ``static-auth-secret`` (random by default). Yields a
-    :class:`LoopbackCoturn` once the server answers STUN. The process is terminated
-    (by its pid) and its temporary directory removed on exit. Raises
-    :class:`~rtckit.errors.SystemComponentError` if ``turnserver`` is missing or does not start.
+    *secret* is coturn's ``static-auth-secret`` (random by default; it is visible on the
+    process's command line, which is fine for tests only). Yields a :class:`LoopbackCoturn`
+    once the server answers STUN; a start that fails (e.g. another process took the free port
+    meanwhile) is retried up to *attempts* times. The process is terminated (by its pid) and its
+    temporary directory removed on exit. Raises :class:`~rtckit.errors.SystemComponentError` if
+    ``turnserver`` is missing or does not start.
     """
     executable = shutil.which(
         "turnserver", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
     )
     if executable is None:
         raise SystemComponentError("turnserver is not installed (apt-get install coturn)")
-    host = "127.0.0.1"
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, not {attempts}")
     if secret is None:
         secret = secrets.token_urlsafe(16)
     workdir = Path(tempfile.mkdtemp(prefix="rtckit-coturn-"))
-    log_path = workdir / "turnserver.log"
     process: asyncio.subprocess.Process | None = None
     try:
-        port = _free_port(host)
-        relay_low = random.randrange(20000, 60000 - 200)
-        argv = [
-            executable,
-            "-n",
-            "--no-cli",
-            f"--log-file={log_path}",
-            "--simple-log",
-            f"--listening-ip={host}",
-            f"--relay-ip={host}",
-            f"--listening-port={port}",
-            f"--min-port={relay_low}",
-            f"--max-port={relay_low + 199}",
-            f"--realm={realm}",
-            "--fingerprint",
-            "--no-tls",
-            "--no-dtls",
-            "--no-rfc5780",
-            "--no-multicast-peers",
-            "--allow-loopback-peers",
-            f"--pidfile={workdir / 'turnserver.pid'}",
-            f"--userdb={workdir / 'turndb.sqlite'}",
-            "--use-auth-secret",
-            f"--static-auth-secret={secret}",
-            *extra_args,
-        ]
-        process = await asyncio.create_subprocess_exec(
-            *argv,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.DEVNULL,
-        )
-        server = LoopbackCoturn(
-            host=host, port=port, secret=secret, realm=realm, pid=process.pid, log_path=log_path
-        )
-        try:
-            await _wait_until_answering(host, port, process, startup_timeout)
-        except TimeoutError:
-            raise SystemComponentError(
-                f"turnserver on {host}:{port} did not answer within {startup_timeout} s; "
-                f"log:\n{server.log()[-2000:]}"
-            ) from None
-        except SystemComponentError as exc:
-            raise SystemComponentError(f"{exc}; log:\n{server.log()[-2000:]}") from None
+        for attempt in range(1, attempts + 1):
+            try:
+                process, server = await _start(
+                    executable,
+                    host="127.0.0.1",
+                    secret=secret,
+                    realm=realm,
+                    workdir=workdir,
+                    startup_timeout=startup_timeout,
+                    extra_args=extra_args,
+                )
+                break
+            except SystemComponentError:
+                if attempt == attempts:
+                    raise
         yield server
     finally:
         if process is not None:
