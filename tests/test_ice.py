@@ -156,6 +156,18 @@ def test_uri_format_parse_round_trip(uri: IceServerUri) -> None:
         assert f"[{ipaddress.ip_address(uri.host)}]" in text
 
 
+_uri_alphabet = st.sampled_from(list("stunrs:[]?=/@.%-_0123456789abcdefABCDEF transporudpc\u0663"))
+
+
+@given(st.one_of(st.text(), st.text(_uri_alphabet, max_size=40)))
+def test_parse_arbitrary_text_fails_only_with_configuration_error(text: str) -> None:
+    try:
+        uri = parse_uri(text)
+    except ConfigurationError:
+        return
+    assert parse_uri(str(uri)) == uri
+
+
 # --- servers ---
 
 
