@@ -182,8 +182,13 @@ def _check_dns_name(text: str, original: str) -> str:
         raise CertificateError(f"bad host {original!r}: a DNS name has 1 to 253 characters")
     labels = name.split(".")
     for index, label in enumerate(labels):
-        if label == "*" and index == 0 and len(labels) > 2:
-            continue  # a wildcard, only leftmost and above a registrable-looking name
+        if label == "*":
+            if index == 0 and len(labels) > 2:
+                continue  # a wildcard: leftmost, above at least two labels
+            raise CertificateError(
+                f"bad host {original!r}: '*' may only be the leftmost label, above at least "
+                "two others (*.example.test)"
+            )
         if not 1 <= len(label) <= 63 or label.startswith("-") or label.endswith("-"):
             raise CertificateError(
                 f"bad host {original!r}: label {label!r} must have 1 to 63 characters "
