@@ -29,6 +29,8 @@ nitpick_ignore_regex = [
     (r"py:class", r"(Path|SSLContext|datetime\.datetime|datetime\.timedelta|ipaddress\..*)"),
     (r"py:class", r"(NDArray|np\..*|npt\..*)"),
     (r"py:(class|data|obj)", r"rtckit\..*\._.*"),
+    # certs: cryptography's classes and stdlib types of its signatures (no inventory offline).
+    (r"py:(class|mod)", r"(cryptography|pathlib|os|enum|ssl)(\..*)?"),
 ]
 
 autodoc_typehints = "description"

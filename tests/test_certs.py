@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import doctest
 import ipaddress
 import re
 import ssl
@@ -15,6 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+import rtckit.certs
 from rtckit import CertificateError, CertificateExpiredError
 from rtckit.certs import (
     CA_CERT_FILE,
@@ -633,3 +635,9 @@ def test_ensure_dev_certificate_validates_arguments(tmp_path: Path) -> None:
 def test_certificate_hosts_without_san() -> None:
     ca = LocalCA.create(key_type=KeyType.EC)
     assert certificate_hosts(ca.certificate) == ()
+
+
+def test_docstring_examples() -> None:
+    result = doctest.testmod(rtckit.certs, raise_on_error=False)
+    assert result.attempted >= 1
+    assert result.failed == 0

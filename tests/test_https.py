@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import doctest
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+import rtckit.https
 from rtckit import ConfigurationError
 from rtckit.certs import (
     CertificateSpec,
@@ -336,3 +338,9 @@ async def test_middleware_redirects_plain_http_only(ca: LocalCA, leaf: IssuedCer
             assert response.status == 200
             assert str(response.url) == f"https://127.0.0.1:{https_port}/"
             assert await response.text() == "hello over https"
+
+
+def test_docstring_examples() -> None:
+    result = doctest.testmod(rtckit.https, raise_on_error=False)
+    assert result.attempted >= 2
+    assert result.failed == 0

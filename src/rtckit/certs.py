@@ -83,7 +83,7 @@ __all__ = [
 ]
 
 PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-"""The private keys rtckit makes and accepts: RSA or ECDSA (every browser supports both)."""
+"""The private keys rtckit makes and accepts, RSA or ECDSA (every browser supports both)."""
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 """An IPv4 or IPv6 address."""
@@ -96,7 +96,7 @@ user trusts, so keep ``days`` at most 825 for certificates that iPhones and Macs
 """
 
 DEFAULT_CA_DAYS = 3650
-"""Validity of a local CA, in days (ten years: you trust it once)."""
+"""Validity of a local CA in days, ten years since you trust it once by hand."""
 
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 """The hosts of a certificate for this machine only."""
@@ -130,7 +130,7 @@ class KeyType(enum.Enum):
     RSA = "rsa"
     """RSA 2048 bits (what ``keytool -keyalg RSA -keysize 2048`` makes)."""
     EC = "ec"
-    """ECDSA on the P-256 curve: smaller and much faster to generate."""
+    """ECDSA on the P-256 curve, smaller and much faster to generate."""
 
     def generate(self) -> PrivateKey:
         """Return a new private key of this type."""
@@ -506,7 +506,7 @@ class CertificateFiles:
     key: Path
     """Its private key (PEM, unencrypted, mode ``0600``)."""
     fullchain: Path
-    """The certificate followed by its issuers (PEM): give this one to servers."""
+    """The certificate followed by its issuers, PEM; give this one to servers."""
 
 
 # --- issued certificates ----------------------------------------------------------------------
