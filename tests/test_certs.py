@@ -381,6 +381,8 @@ def test_file_errors(leaf: IssuedCertificate, tmp_path: Path) -> None:
     garbage.write_bytes(b"hello")
     with pytest.raises(CertificateError, match="no PEM or DER certificate"):
         load_certificates(garbage)
+    with pytest.raises(CertificateError, match="it holds a private key"):
+        load_certificates(leaf.save(tmp_path / "saved").key)
     other = create_self_signed(CertificateSpec(key_type=KeyType.EC))
     (tmp_path / "cert.pem").write_bytes(leaf.cert_pem())
     (tmp_path / "key.pem").write_bytes(other.key_pem())
@@ -641,3 +643,20 @@ def test_docstring_examples() -> None:
     result = doctest.testmod(rtckit.certs, raise_on_error=False)
     assert result.attempted >= 1
     assert result.failed == 0
+
+
+def test_ensure_dev_certificate_replaces_an_expiring_ca_but_not_a_future_one(
+    tmp_path: Path,
+) -> None:
+    first = ensure_dev_certificate(tmp_path, HOSTS, key_type=KeyType.EC)
+    near_end = first.ca.certificate.not_valid_after_utc - dt.timedelta(days=10)
+    late = ensure_dev_certificate(tmp_path, HOSTS, key_type=KeyType.EC, now=near_end)
+    assert late.created_ca
+    assert late.renewed
+    assert late.ca.fingerprint != first.ca.fingerprint
+    late.certificate.certificate.verify_directly_issued_by(late.ca.certificate)
+    # a clock set before the CA's start: the CA is kept and the error names the clock
+    long_ago = late.ca.certificate.not_valid_before_utc - dt.timedelta(days=1)
+    with pytest.raises(CertificateExpiredError, match="check this machine's clock"):
+        ensure_dev_certificate(tmp_path, HOSTS, key_type=KeyType.EC, now=long_ago)
+    assert LocalCA.load(tmp_path).fingerprint == late.ca.fingerprint

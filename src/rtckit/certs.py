@@ -223,8 +223,6 @@ def parse_host(host: str) -> x509.DNSName | x509.IPAddress:
 
 
 def _general_name_text(name: x509.GeneralName) -> str:
-    if isinstance(name, x509.IPAddress):
-        return str(name.value)
     return str(name.value)
 
 
@@ -405,9 +403,12 @@ def load_certificates(path: str | os.PathLike[str]) -> list[x509.Certificate]:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
     except ValueError:
-        raise CertificateError(
-            f"{file} holds no PEM or DER certificate (a PKCS#12 keystore needs its password)"
-        ) from None
+        hint = (
+            "it holds a private key"
+            if b"PRIVATE KEY-----" in data
+            else "a PKCS#12 keystore needs its password"
+        )
+        raise CertificateError(f"{file} holds no PEM or DER certificate ({hint})") from None
 
 
 def _check_private_key(key: object, source: str) -> PrivateKey:
@@ -1266,11 +1267,8 @@ def ensure_dev_certificate(
     ca: LocalCA | None = None
     if LocalCA.exists(folder):
         ca = LocalCA.load(folder)
-        if (
-            ca.days_left(now=moment) < renew_within_days
-            or moment < ca.certificate.not_valid_before_utc
-        ):
-            ca = None
+        if ca.days_left(now=moment) < renew_within_days:
+            ca = None  # a CA not valid *yet* is kept: issue() then blames the clock
     if ca is None:
         ca = LocalCA.create(key_type=key_type, now=moment)
         ca.save(folder)
