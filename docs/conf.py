@@ -30,6 +30,8 @@ nitpick_ignore_regex = [
     (r"py:class", r"(NDArray|np\..*|npt\..*)"),
     (r"py:class", r"(enum|pathlib)\..*"),
     (r"py:(class|data|obj)", r"rtckit\..*\._.*"),
+    # certs: cryptography's classes and stdlib types of its signatures (no inventory offline).
+    (r"py:(class|mod)", r"(cryptography|pathlib|os|enum|ssl)(\..*)?"),
 ]
 
 autodoc_typehints = "description"
