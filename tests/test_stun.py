@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 import zlib
 
@@ -260,8 +261,9 @@ def test_serialize_parse_round_trip(
 )
 def test_addresses_round_trip_and_match_aioice(host: str, port: int, transaction_id: bytes) -> None:
     canonical = (host, port)
-    if host.startswith("::ffff:") and "." in host:  # an IPv4-mapped address encodes as IPv4
-        canonical = (host.removeprefix("::ffff:"), port)
+    address = ipaddress.ip_address(host)
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        canonical = (str(address.ipv4_mapped), port)  # an IPv4-mapped address encodes as IPv4
     assert decode_address(encode_address(host, port)) == canonical
     assert decode_xor_address(encode_xor_address(host, port, transaction_id), transaction_id) == (
         canonical
