@@ -21,6 +21,7 @@ __all__ = ["build_parser", "main"]
 _COMMAND_MODULES: tuple[str, ...] = (
     "rtckit.cli.cert",
     "rtckit.cli.turn",
+    "rtckit.cli.stun",
 )
 
 

@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from rtckit.cli.turn_serve import register_serve
 from rtckit.errors import ConfigurationError
 from rtckit.ice import ENV_TURN_SECRET, IceConfig, IceTransportPolicy
 from rtckit.turn import DEFAULT_TTL, TurnRestAuth, ice_server
@@ -95,7 +96,7 @@ def _add_credentials(turn_subparsers: Any) -> None:
     parser.set_defaults(handler=_credentials)
 
 
-TURN_COMMANDS: list[Callable[[Any], None]] = [_add_credentials]
+TURN_COMMANDS: list[Callable[[Any], None]] = [_add_credentials, register_serve]
 """Functions ``(turn_subparsers) -> None`` adding the sub-commands of ``rtckit turn``."""
 
 
@@ -109,7 +110,7 @@ def _usage(parser: argparse.ArgumentParser) -> Callable[[argparse.Namespace], in
 
 def register(subparsers: Any) -> None:
     """Add ``rtckit turn`` and its sub-commands to the ``rtckit`` parser."""
-    parser = subparsers.add_parser("turn", help="TURN helpers (credentials for coturn)")
+    parser = subparsers.add_parser("turn", help="TURN: credentials for coturn, run coturn")
     turn_subparsers = parser.add_subparsers(dest="turn_command", metavar="TURN_COMMAND")
     parser.set_defaults(handler=_usage(parser))
     for add in TURN_COMMANDS:
