@@ -198,8 +198,9 @@ def parse_candidate(line: str) -> IceCandidate:
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
-def _lower_set(items: Iterable[str]) -> frozenset[str]:
-    return frozenset(item.lower() for item in items)
+def _check_lower(items: frozenset[str]) -> None:
+    if any(item != item.lower() for item in items):
+        raise ConfigurationError("transports must be a frozenset of lowercase names")
 
 
 def _networks(nets: Iterable[str | IPNetwork]) -> tuple[IPNetwork, ...]:
@@ -229,7 +230,9 @@ class CandidatePolicy:
     #: Other hostnames in candidates (never produced by browsers): refused by default.
     allow_hostnames: bool = False
     #: Transports accepted (lowercase).
-    transports: frozenset[str] = attrs.field(default=frozenset({"udp", "tcp"}), converter=frozenset)
+    transports: frozenset[str] = attrs.field(
+        default=frozenset({"udp", "tcp"}), validator=lambda _i, _a, v: _check_lower(v)
+    )
     #: Extra networks always refused, e.g. your own service subnet.
     blocked_networks: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = attrs.field(
         default=(), converter=_networks

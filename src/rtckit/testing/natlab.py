@@ -48,14 +48,18 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
+import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import attrs
+from aiortc import RTCIceServer
 
 from rtckit.errors import ConfigurationError, SystemComponentError
 
@@ -65,8 +69,10 @@ __all__ = [
     "LabHost",
     "NatLab",
     "NatType",
+    "PeerResult",
     "RunResult",
     "cleanup_stale",
+    "connect_peers",
 ]
 
 NatType = Literal["cone", "symmetric"]
@@ -619,3 +625,130 @@ def _nat_ruleset(nat: NatType) -> str:
         "-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
         "COMMIT\n"
     )
+
+
+@attrs.frozen(kw_only=True)
+class PeerResult:
+    """What one aiortc peer process of :func:`connect_peers` reported."""
+
+    role: Literal["offer", "answer"]
+    #: ICE connected *and* a data channel message went through.
+    connected: bool
+    #: Final ``RTCPeerConnection.connectionState``.
+    state: str
+    #: Types of the local candidates gathered (``host``, ``srflx``, ``relay``).
+    local_candidate_types: tuple[str, ...]
+    #: Types of the nominated pair's candidates, when connected.
+    local_candidate_type: str | None
+    remote_candidate_type: str | None
+    local_candidate: str | None
+    remote_candidate: str | None
+    #: Seconds to gather candidates (create + set the local description).
+    gather_seconds: float | None
+    #: Seconds from having both descriptions to ``connectionState == "connected"``.
+    connect_seconds: float | None
+    #: Seconds from having both descriptions to the first data channel round trip.
+    data_seconds: float | None
+    #: rtckit error class name (``IceError``, ``TurnAuthError``...) and message, on failure.
+    error_type: str | None
+    error: str | None
+    stderr: str = ""
+
+    @property
+    def uses_relay(self) -> bool:
+        """Whether the nominated pair goes through a TURN relay on either side."""
+        return "relay" in (self.local_candidate_type, self.remote_candidate_type)
+
+
+# The directory that holds the rtckit package, so peer processes import this very rtckit.
+_SRC_DIR = str(Path(__file__).resolve().parents[2])
+
+
+def _ice_server_json(server: RTCIceServer) -> str:
+    return json.dumps(
+        {"urls": server.urls, "username": server.username, "credential": server.credential}
+    )
+
+
+def _peer_result(proc_out: bytes, proc_err: bytes, role: str) -> PeerResult:
+    stderr = proc_err.decode(errors="replace")
+    lines = [line for line in proc_out.decode(errors="replace").splitlines() if line.strip()]
+    try:
+        data: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise SystemComponentError(
+            f"the {role} peer printed no result; stderr:\n{stderr[-2000:]}"
+        ) from None
+    return PeerResult(
+        role=data["role"],
+        connected=bool(data["connected"]),
+        state=str(data["state"]),
+        local_candidate_types=tuple(data["local_candidate_types"]),
+        local_candidate_type=data["local_candidate_type"],
+        remote_candidate_type=data["remote_candidate_type"],
+        local_candidate=data["local_candidate"],
+        remote_candidate=data["remote_candidate"],
+        gather_seconds=data["gather_seconds"],
+        connect_seconds=data["connect_seconds"],
+        data_seconds=data["data_seconds"],
+        error_type=data["error_type"],
+        error=data["error"],
+        stderr=stderr,
+    )
+
+
+async def connect_peers(
+    lab: NatLab,
+    offer_host: str,
+    answer_host: str,
+    *,
+    ice_servers: Sequence[RTCIceServer],
+    answer_ice_servers: Sequence[RTCIceServer] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 40.0,  # noqa: ASYNC109 - passed down to the peer processes
+    ice_timeout: float = 20.0,
+    stun_retries: int | None = 2,
+) -> tuple[PeerResult, PeerResult]:
+    """Run an aiortc peer process on each host, connect them, return both results.
+
+    Each peer is ``python -m rtckit.testing._natpeer`` inside its host's namespace; they
+    exchange offer and answer through files, so no signaling server is needed. The ICE
+    servers are exactly *ice_servers* (and *answer_ice_servers* for the answerer, default the
+    same): never an implicit public STUN server. *env* is added to the peers' environment
+    (e.g. ``SSL_CERT_FILE`` for a lab CA). *ice_timeout* bounds ICE; *stun_retries* sets
+    aioice's STUN retransmissions in the peers (2: a dead pair fails after 3.5 s; ``None``:
+    aioice's default, 63.5 s).
+    """
+    signal_dir = Path(tempfile.mkdtemp(prefix=f"{lab.prefix}-signal-"))
+    src = _SRC_DIR
+    peer_env = dict(os.environ)
+    peer_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (src, os.environ.get("PYTHONPATH", "")) if p
+    )
+    peer_env.update(env or {})
+
+    def argv(role: str, servers: Sequence[RTCIceServer], label: str) -> list[str]:
+        args = [
+            sys.executable, "-m", "rtckit.testing._natpeer", "--role", role,
+            "--signal-dir", str(signal_dir), "--label", label,
+            "--timeout", str(timeout), "--ice-timeout", str(ice_timeout),
+        ]  # fmt: skip
+        if stun_retries is not None:
+            args += ["--stun-retries", str(stun_retries)]
+        for server in servers:
+            args += ["--ice-server", _ice_server_json(server)]
+        return args
+
+    answer_servers = ice_servers if answer_ice_servers is None else answer_ice_servers
+    try:
+        offerer = await lab.spawn(offer_host, argv("offer", ice_servers, offer_host), env=peer_env)
+        answerer = await lab.spawn(
+            answer_host, argv("answer", answer_servers, answer_host), env=peer_env
+        )
+        async with asyncio.timeout(timeout + 15):
+            (out_o, err_o), (out_a, err_a) = await asyncio.gather(
+                offerer.communicate(), answerer.communicate()
+            )
+        return _peer_result(out_o, err_o, "offer"), _peer_result(out_a, err_a, "answer")
+    finally:
+        shutil.rmtree(signal_dir, ignore_errors=True)
