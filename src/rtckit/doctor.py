@@ -27,6 +27,7 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import ipaddress
 import ssl
 import struct
 import time
@@ -99,10 +100,14 @@ def parse_ice_uri(uri: str) -> IceServerUri:
     if scheme.endswith("s") and transport != "tcp":
         raise ConfigurationError(f"ICE server URI {uri!r}: TLS runs over TCP only")
     if hostport.startswith("["):
-        host, _, tail = hostport[1:].partition("]")
+        host, bracket, tail = hostport[1:].partition("]")
         port_text = tail[1:] if tail.startswith(":") else ""
-        if tail and not tail.startswith(":"):
+        if not bracket or (tail and not tail.startswith(":")):
             raise ConfigurationError(f"ICE server URI {uri!r}: bad IPv6 literal")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            raise ConfigurationError(f"ICE server URI {uri!r}: bad IPv6 literal") from None
     else:
         host, _, port_text = hostport.partition(":")
     if not host or "/" in host or "@" in host:
