@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 
-from natlab_coturn import Coturn, coturn, free_port
 from rtckit.cli import main
 from rtckit.doctor import (
     DoctorConfig,
@@ -29,6 +28,7 @@ from rtckit.doctor import (
 )
 from rtckit.errors import ConfigurationError
 from rtckit.testing import require_executable
+from rtckit.testing._labcoturn import Coturn, coturn, free_port
 
 # -- URIs and credentials ---------------------------------------------------------------------
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from aiortc import RTCIceServer
 
-from natlab_coturn import Coturn, coturn
 from rtckit.doctor import mint_rest_credential
 from rtckit.errors import ConfigurationError
 from rtckit.testing import require_executable, require_root
+from rtckit.testing._labcoturn import Coturn, coturn
 from rtckit.testing.natlab import NatLab, PeerResult, cleanup_stale, connect_peers
 
 pytestmark = pytest.mark.integration

@@ -1,7 +1,9 @@
-"""Test support for the NAT lab: start coturn (in a lab namespace or on loopback), make certs.
+"""Start coturn for NAT lab tests and benchmarks (in a lab namespace or on loopback).
 
-Stand-in until the "stun" helper's :mod:`rtckit.coturn` lands: replace :func:`coturn` with its
-context manager, given a way to start the child inside a namespace (``NatLab.spawn``).
+A private stand-in for rtckit's coturn management: :func:`coturn` is the one place to switch to
+it, given a way to start the child inside a namespace (``NatLab.spawn``). The process is
+started through *spawn*, so the same code runs coturn in the lab's ``pub`` namespace or on
+loopback; it is stopped by PID.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+__all__ = ["PRIVATE_RANGES", "Coturn", "coturn", "free_port", "make_cert"]
 
 Spawn = Callable[[Sequence[str]], Awaitable[asyncio.subprocess.Process]]
 
