@@ -74,10 +74,10 @@ class IceCandidate:
     foundation: str
     #: 1 (RTP) or 2 (RTCP); 1..256 allowed.
     component: int
-    #: Lowercase transport: ``"udp"`` or ``"tcp"`` (other tokens are kept as given).
+    #: Lowercase transport, ``"udp"`` or ``"tcp"`` (other tokens are kept as given).
     transport: str
     priority: int
-    #: Connection address: a canonical IP address string or a lowercase hostname.
+    #: Connection address, a canonical IP address string or a lowercase hostname.
     address: str
     port: int
     #: ``"host"``, ``"srflx"``, ``"prflx"`` or ``"relay"`` (other tokens are kept as given).
@@ -86,7 +86,7 @@ class IceCandidate:
     related_port: int | None = None
     #: ``"active"``, ``"passive"`` or ``"so"`` for TCP candidates.
     tcp_type: str | None = None
-    #: Other attributes, in order: ``(("generation", "0"), ("ufrag", "abcd"), ...)``.
+    #: Other attributes in order, as in ``(("generation", "0"), ("ufrag", "abcd"))``.
     extensions: tuple[tuple[str, str], ...] = ()
 
     @property
@@ -223,11 +223,11 @@ class CandidatePolicy:
     allow_multicast: bool = False
     #: Cloud metadata endpoints (:data:`METADATA_ADDRESSES`), e.g. 169.254.169.254.
     allow_metadata: bool = False
-    #: RFC 1918 / ULA / CGNAT addresses: allowed by default (LAN peers connect through them).
+    #: RFC 1918, ULA and CGNAT addresses, allowed by default (LAN peers connect through them).
     allow_private: bool = True
     #: ``<uuid>.local`` hostnames, resolved by the ICE agent through mDNS.
     allow_mdns: bool = True
-    #: Other hostnames in candidates (never produced by browsers): refused by default.
+    #: Other hostnames in candidates, never produced by browsers, refused by default.
     allow_hostnames: bool = False
     #: Transports accepted (lowercase).
     transports: frozenset[str] = attrs.field(

@@ -86,7 +86,7 @@ class IceServerUri:
 def parse_ice_uri(uri: str) -> IceServerUri:
     """Parse one ICE server URI; raise :class:`~rtckit.errors.ConfigurationError` if bad.
 
-    Kept minimal on purpose: the one place to switch to :mod:`rtckit.ice`'s parser.
+    Kept minimal on purpose: the one place to switch to the parser of ``rtckit.ice``.
     """
     scheme, sep, rest = uri.partition(":")
     if not sep or scheme not in _DEFAULT_PORTS:
@@ -133,7 +133,7 @@ def mint_rest_credential(
     """A TURN REST credential ``(username, password)`` for coturn's ``use-auth-secret``.
 
     ``username = "<expiry unix time>:<user>"``, ``password = base64(HMAC-SHA1(secret,
-    username))``. (Kept local so that :mod:`rtckit.turn` can replace it.)
+    username))``. (Kept local so that ``rtckit.turn`` can replace it.)
     """
     expiry = int((time.time() if now is None else now) + ttl)
     username = f"{expiry}:{user}"
@@ -195,7 +195,7 @@ class DoctorReport:
 
     @property
     def ok(self) -> bool:
-        """The exit rule: a relay if TURN was asked for, else a STUN answer."""
+        """The exit rule of ``rtckit doctor``, a relay if TURN was asked for, else STUN."""
         if any(r.server.is_turn for r in self.results):
             return self.relay_available
         return self.stun_available

@@ -103,7 +103,7 @@ class LabHost:
     namespace: str
     #: The host's own address (private behind a NAT, public otherwise).
     address: str
-    #: The address the public network sees: the NAT's WAN address, or :attr:`address`.
+    #: The address the public network sees (the NAT's WAN address, or :attr:`address`).
     public_address: str
     #: ``"cone"``, ``"symmetric"``, or ``None`` for a host directly on the public network.
     nat: NatType | None
@@ -649,7 +649,7 @@ class PeerResult:
     connect_seconds: float | None
     #: Seconds from having both descriptions to the first data channel round trip.
     data_seconds: float | None
-    #: rtckit error class name (``IceError``, ``TurnAuthError``...) and message, on failure.
+    #: Name of the rtckit error class on failure (``IceError``, ``TurnAuthError``...).
     error_type: str | None
     error: str | None
     stderr: str = ""
