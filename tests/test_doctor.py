@@ -10,8 +10,11 @@ import base64
 import contextlib
 import hashlib
 import hmac
+import json
+import os
 import random
 import socket
+import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 
@@ -21,6 +24,7 @@ from rtckit.cli import main
 from rtckit.doctor import (
     DoctorConfig,
     format_report,
+    load_ice_config,
     mint_rest_credential,
     parse_ice_uri,
     probe_server,
@@ -81,11 +85,37 @@ def test_mint_rest_credential() -> None:
     assert base64.b64decode(password) == expected
 
 
+def test_load_ice_config() -> None:
+    text = json.dumps(
+        {
+            "iceServers": [
+                {"urls": "stun:192.0.2.1"},
+                {
+                    "urls": ["turn:192.0.2.1?transport=udp", "turns:192.0.2.1:443"],
+                    "username": "u",
+                    "credential": "p",
+                },
+            ]
+        }
+    )
+    servers = load_ice_config(text)
+    assert [s.uri.uri for s in servers] == [
+        "stun:192.0.2.1",
+        "turn:192.0.2.1?transport=udp",
+        "turns:192.0.2.1:443",
+    ]
+    assert servers[0].username is None
+    assert (servers[2].username, servers[2].credential) == ("u", "p")
+    assert load_ice_config(json.dumps([{"urls": "stun:a.example"}]))[0].uri.host == "a.example"
+    for bad in ("{", "{}", '[{"url": "stun:x"}]', '[{"urls": 5}]', '[{"urls": "http:x"}]'):
+        with pytest.raises(ConfigurationError):
+            load_ice_config(bad)
+
+
 def test_turn_without_credentials_is_a_usage_error() -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["doctor"])
-    assert info.value.code == 2
+    assert main(["doctor", "--quiet"]) == 2  # nothing to probe
     assert main(["doctor", "turn:127.0.0.1:9", "--quiet"]) == 2
+    assert main(["doctor", "--ice-config", "/nonexistent/ice.json", "--quiet"]) == 2
 
 
 # -- diagnoses without any server -------------------------------------------------------------
@@ -177,15 +207,44 @@ async def test_loopback_coturn_green(tmp_path: Path) -> None:
         config = DoctorConfig(
             timeout=3, username=username, credential=password, ca_file=str(tmp_path / "cert.pem")
         )
-        uris = [ct.uri("turn", "udp"), ct.uri("turn", "tcp"), ct.uri("turns", "tcp")]
+        uris = [ct.uri("stuns"), ct.uri("turn", "udp"), ct.uri("turn", "tcp"), ct.uri("turns")]
         report = await run_doctor(uris, config)
-    assert [r.verdict for r in report.results] == ["ok"] * 3, format_report(report)
+    assert [r.verdict for r in report.results] == ["ok"] * 4, format_report(report)
     assert report.relay_available
     assert report.ok
-    for result in report.results:
+    for result in report.results[1:]:
         assert result.relayed_address is not None
         assert result.relayed_address[0] == "127.0.0.1"
     assert "relay path available" in format_report(report)
+
+
+@pytest.mark.integration
+def test_cli_ice_config_with_per_server_credentials(tmp_path: Path) -> None:
+    """An ICE configuration file: each TURN server probed with its own credential."""
+
+    async def scenario() -> tuple[int, str]:
+        async with _loopback_coturn(tmp_path, "--allow-loopback-peers") as ct:
+            username, password = mint_rest_credential(ct.secret)
+            config = {
+                "iceServers": [
+                    {"urls": ct.uri("stun")},
+                    {"urls": ct.uri("turn", "udp"), "username": username, "credential": password},
+                ]
+            }
+            path = tmp_path / "ice.json"
+            path.write_text(json.dumps(config))
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "rtckit", "doctor", "--ice-config", str(path), "--quiet",
+                env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")},
+                stdout=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            async with asyncio.timeout(30):
+                out, _ = await proc.communicate()
+            return proc.returncode or 0, out.decode()
+
+    status, output = asyncio.run(scenario())
+    assert status == 0, output
+    assert "relay path available" in output
 
 
 @pytest.mark.integration

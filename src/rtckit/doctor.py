@@ -28,6 +28,7 @@ import contextlib
 import hashlib
 import hmac
 import ipaddress
+import json
 import ssl
 import struct
 import time
@@ -44,9 +45,11 @@ from rtckit.errors import ConfigurationError
 __all__ = [
     "DoctorConfig",
     "DoctorReport",
+    "DoctorServer",
     "IceServerUri",
     "ProbeResult",
     "format_report",
+    "load_ice_config",
     "mint_rest_credential",
     "parse_ice_uri",
     "probe_server",
@@ -125,6 +128,46 @@ def parse_ice_uri(uri: str) -> IceServerUri:
         port=port,
         transport=transport,  # type: ignore[arg-type]
     )
+
+
+@attrs.frozen(kw_only=True)
+class DoctorServer:
+    """A server to probe with its own credential (overriding :class:`DoctorConfig`'s)."""
+
+    uri: IceServerUri
+    username: str | None = None
+    credential: str | None = None
+
+
+def load_ice_config(text: str) -> tuple[DoctorServer, ...]:
+    """Read an ICE configuration in the browser's JSON shape.
+
+    Either ``{"iceServers": [...]}`` or the list itself; each entry has ``urls`` (a string or a
+    list) and optionally ``username`` and ``credential``. (The place to switch to the
+    configuration objects of ``rtckit.ice``.)
+    """
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigurationError(f"ICE configuration is not JSON: {exc}") from exc
+    entries = data.get("iceServers") if isinstance(data, dict) else data
+    if not isinstance(entries, list):
+        raise ConfigurationError("ICE configuration: expected a list of iceServers")
+    servers: list[DoctorServer] = []
+    for entry in entries:
+        if not isinstance(entry, dict) or "urls" not in entry:
+            raise ConfigurationError(f"ICE configuration: entry {entry!r} has no urls")
+        urls = entry["urls"] if isinstance(entry["urls"], list) else [entry["urls"]]
+        username, credential = entry.get("username"), entry.get("credential")
+        if not all(isinstance(v, str | None) for v in (username, credential)):
+            raise ConfigurationError("ICE configuration: username/credential must be strings")
+        for url in urls:
+            if not isinstance(url, str):
+                raise ConfigurationError(f"ICE configuration: url {url!r} is not a string")
+            servers.append(
+                DoctorServer(uri=parse_ice_uri(url), username=username, credential=credential)
+            )
+    return tuple(servers)
 
 
 def mint_rest_credential(
@@ -440,26 +483,43 @@ async def probe_server(server: IceServerUri | str, config: DoctorConfig) -> Prob
     )
 
 
+def _target(server: str | IceServerUri | DoctorServer, config: DoctorConfig) -> DoctorServer:
+    if isinstance(server, DoctorServer):
+        if server.username is None and server.credential is None:
+            return attrs.evolve(server, username=config.username, credential=config.credential)
+        return server
+    uri = parse_ice_uri(server) if isinstance(server, str) else server
+    return DoctorServer(uri=uri, username=config.username, credential=config.credential)
+
+
 async def run_doctor(
-    servers: Sequence[str | IceServerUri],
+    servers: Sequence[str | IceServerUri | DoctorServer],
     config: DoctorConfig,
     *,
     progress: Callable[[str], None] | None = None,
 ) -> DoctorReport:
-    """Probe every server concurrently; call *progress* with a line as each one starts/ends."""
-    parsed = [parse_ice_uri(s) if isinstance(s, str) else s for s in servers]
-    if not parsed:
+    """Probe every server concurrently; call *progress* with a line as each one starts/ends.
+
+    A :class:`DoctorServer` without a credential of its own uses *config*'s.
+    """
+    targets = [_target(s, config) for s in servers]
+    if not targets:
         raise ConfigurationError("give at least one stun:/turn: URI")
-    if any(s.is_turn for s in parsed) and (config.username is None or config.credential is None):
-        raise ConfigurationError("TURN URIs need --username/--credential or --secret")
-    total = len(parsed)
+    for target in targets:
+        if target.uri.is_turn and (target.username is None or target.credential is None):
+            raise ConfigurationError(
+                f"{target.uri.uri} needs a credential (--username/--credential or --secret)"
+            )
+    total = len(targets)
     done = 0
 
-    async def one(server: IceServerUri) -> ProbeResult:
+    async def one(target: DoctorServer) -> ProbeResult:
         nonlocal done
+        server = target.uri
         if progress is not None:
             progress(f"probing {server.uri} over {server.label} ...")
-        result = await probe_server(server, config)
+        own = attrs.evolve(config, username=target.username, credential=target.credential)
+        result = await probe_server(server, own)
         done += 1
         if progress is not None:
             progress(
@@ -468,7 +528,7 @@ async def run_doctor(
             )
         return result
 
-    results = await asyncio.gather(*(one(s) for s in parsed))
+    results = await asyncio.gather(*(one(t) for t in targets))
     return DoctorReport(results=tuple(results))
 
 

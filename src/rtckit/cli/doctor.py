@@ -6,8 +6,17 @@ import argparse
 import asyncio
 import json
 import sys
+from pathlib import Path
 
-from rtckit.doctor import DoctorConfig, format_report, mint_rest_credential, run_doctor
+from rtckit.doctor import (
+    DoctorConfig,
+    DoctorServer,
+    format_report,
+    load_ice_config,
+    mint_rest_credential,
+    run_doctor,
+)
+from rtckit.errors import ConfigurationError
 
 __all__ = ["register"]
 
@@ -32,7 +41,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "uris", nargs="+", metavar="URI", help="stun:/stuns:/turn:/turns: URI (repeatable)"
+        "uris", nargs="*", metavar="URI", help="stun:/stuns:/turn:/turns: URI (repeatable)"
+    )
+    parser.add_argument(
+        "--ice-config",
+        metavar="FILE",
+        help='JSON ICE configuration ({"iceServers": [{"urls": ..., "username": ..., '
+        '"credential": ...}]}), probed with its own credentials',
     )
     parser.add_argument("--username", help="TURN long-term credential user name")
     parser.add_argument("--credential", help="TURN long-term credential password")
@@ -64,7 +79,14 @@ def _handle(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    report = asyncio.run(run_doctor(args.uris, config, progress=progress))
+    servers: list[str | DoctorServer] = list(args.uris)
+    if args.ice_config is not None:
+        try:
+            text = Path(args.ice_config).read_text()
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read {args.ice_config}: {exc}") from exc
+        servers.extend(load_ice_config(text))
+    report = asyncio.run(run_doctor(servers, config, progress=progress))
     if args.json:
         print(
             json.dumps(
