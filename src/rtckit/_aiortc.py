@@ -19,9 +19,12 @@ import re
 from importlib import metadata
 from typing import TYPE_CHECKING, Any, Final
 
-from rtckit.errors import IceError, InternalsError, TurnAuthError
+import aioice.stun
+
+from rtckit.errors import ConfigurationError, IceError, InternalsError, TurnAuthError
 
 if TYPE_CHECKING:
+    import aioice
     from aioice import Candidate, Connection
     from aiortc import RTCIceGatherer, RTCIceTransport
 
@@ -33,6 +36,9 @@ __all__ = [
     "force_relay_policy",
     "ice_connection",
     "nominated_pairs",
+    "selected_candidate_pair",
+    "set_stun_retransmissions",
+    "stun_transaction_timeout",
 ]
 
 SUPPORTED_AIORTC: Final = ((1, 14), (1, 17))
@@ -206,3 +212,50 @@ async def allocate_turn(
     except (stun.TransactionError, OSError) as exc:
         raise IceError(f"TURN server {name} cannot be used: {exc}") from exc
     return relayed
+
+
+# --- natlab / ice timeouts ---
+
+
+def set_stun_retransmissions(count: int) -> int:
+    """Set how many times aioice retransmits a STUN request; return the previous count.
+
+    Relies on the module global ``aioice.stun.RETRY_MAX`` (default 6), which
+    ``aioice.stun.Transaction.__init__`` reads whenever no explicit ``retransmissions`` is
+    given: every ICE connectivity check, STUN binding and TURN request of the process.
+    With the default, one unanswered check gives up after 63.5 s, so a hopeless ICE attempt
+    (symmetric NAT on both sides, no TURN) takes about a minute to be declared failed;
+    ``set_stun_retransmissions(2)`` makes that 3.5 s. This is process-wide: set it once at
+    start-up (the NAT lab's peer processes do), not per connection.
+    """
+    if not 0 <= count <= 10:
+        raise ConfigurationError(f"STUN retransmissions must be 0..10, not {count}")
+    previous = getattr(aioice.stun, "RETRY_MAX", None)
+    if not isinstance(previous, int):
+        raise InternalsError("aioice.stun.RETRY_MAX is gone: cannot bound ICE check timeouts")
+    aioice.stun.RETRY_MAX = count
+    return previous
+
+
+def stun_transaction_timeout(retransmissions: int | None = None) -> float:
+    """Seconds after which one unanswered aioice STUN transaction gives up.
+
+    Relies on ``aioice.stun.RETRY_RTO`` (initial timeout, doubled at each try) and
+    ``aioice.stun.RETRY_MAX`` (used when *retransmissions* is ``None``).
+    """
+    rto = getattr(aioice.stun, "RETRY_RTO", None)
+    count: int = retransmissions if retransmissions is not None else aioice.stun.RETRY_MAX
+    if not isinstance(rto, int | float):
+        raise InternalsError("aioice.stun.RETRY_RTO is gone")
+    return float(rto) * float(2 ** (count + 1) - 1)
+
+
+def selected_candidate_pair(
+    ice_transport: RTCIceTransport,
+) -> tuple[aioice.Candidate, aioice.Candidate] | None:
+    """The (local, remote) candidates of the first nominated pair (component 1), if any.
+
+    Relies on what :func:`nominated_pairs` relies on.
+    """
+    pairs = nominated_pairs(ice_transport)
+    return pairs[0] if pairs else None

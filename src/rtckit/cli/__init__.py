@@ -22,6 +22,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "rtckit.cli.cert",
     "rtckit.cli.turn",
     "rtckit.cli.stun",
+    "rtckit.cli.doctor",
 )
 
 
