@@ -67,7 +67,8 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, the tests, the examples and the benchmarks."""
     _install(session, "typecheck")
-    session.run("mypy", "src", "tests", "examples", "benchmarks", "noxfile.py")
+    targets = [d for d in ("src", "tests", "examples", "benchmarks") if any(Path(d).rglob("*.py"))]
+    session.run("mypy", *targets, "noxfile.py")
 
 
 @nox.session(python=MAIN_PYTHON)

@@ -28,8 +28,11 @@ nitpick_ignore_regex = [
     (r"py:class", r"(_io|ssl|asyncio|collections\.abc|typing|typing_extensions|argparse)\..*"),
     (r"py:class", r"(Path|SSLContext|datetime\.datetime|datetime\.timedelta|ipaddress\..*)"),
     (r"py:class", r"(NDArray|np\..*|npt\..*)"),
+    (r"py:class", r"(enum|pathlib)\..*"),
     (r"py:(class|data|obj)", r"rtckit\..*\._.*"),
-    # aiortc classes named bare in autodoc type descriptions (sfu)
+    # certs: cryptography's classes and stdlib types of its signatures (no inventory offline).
+    (r"py:(class|mod)", r"(cryptography|pathlib|os|enum|ssl)(\..*)?"),
+    # sfu: aiortc classes named bare in autodoc type descriptions
     (r"py:class", r"(RTC\w+|MediaStreamTrack)"),
 ]
 

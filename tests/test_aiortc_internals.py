@@ -1,23 +1,215 @@
-"""The aiortc/aioice internals rtckit relies on are still where rtckit expects them.
+"""Every aiortc/aioice internal rtckit relies on (rtckit._aiortc) is still where we expect.
 
-Each section belongs to one topic of :mod:`rtckit._aiortc`; a failure here means an aiortc
-upgrade moved something: fix ``rtckit._aiortc`` before anything else.
+These tests fail loudly when an aiortc or aioice upgrade moves something: read the failing
+test's docstring and the matching function in rtckit._aiortc.
 """
 
 from __future__ import annotations
 
-# --- sfu ---
+import asyncio
 import inspect
 from typing import Any
 
+import aioice
+import aioice.stun
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection, RTCRtpReceiver, RTCRtpSender
+from aiortc import (
+    RTCConfiguration,
+    RTCIceGatherer,
+    RTCIceServer,
+    RTCIceTransport,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+)
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
+from aiortc.rtcicetransport import connection_kwargs
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
 
-from rtckit import _aiortc
+from rtckit import IceError, InternalsError, _aiortc
+from rtckit.errors import ConfigurationError
+from rtckit.ice import IceConfig
+from rtckit.rtcconfig import create_peer_connection
+
+# --- versions ---
+
+
+def test_installed_versions_are_supported() -> None:
+    _aiortc.check_versions()
+
+
+@pytest.mark.parametrize(
+    ("aiortc_version", "aioice_version", "bad"),
+    [
+        ("1.17.0", "0.13.0", "aiortc 1.17.0"),
+        ("1.13.2", "0.13.0", "aiortc 1.13.2"),
+        ("2.0", "0.13.0", "aiortc 2.0"),
+        ("1.16.0", "0.14.0", "aioice 0.14.0"),
+        ("1.16.0", "0.9.1", "aioice 0.9.1"),
+    ],
+)
+def test_unsupported_versions_raise(aiortc_version: str, aioice_version: str, bad: str) -> None:
+    with pytest.raises(InternalsError, match=f"{bad} is installed"):
+        _aiortc.check_versions(aiortc_version=aiortc_version, aioice_version=aioice_version)
+
+
+@pytest.mark.parametrize(
+    ("aiortc_version", "aioice_version"), [("1.14.0", "0.10.0"), ("1.16.2rc1", "0.13.0")]
+)
+def test_supported_versions_pass(aiortc_version: str, aioice_version: str) -> None:
+    _aiortc.check_versions(aiortc_version=aiortc_version, aioice_version=aioice_version)
+
+
+# --- ICE / TURN (ice helper) ---
+
+
+def test_ice_connection_of_gatherer_and_transport() -> None:
+    """Relies on RTCIceGatherer._connection / RTCIceTransport._connection."""
+    gatherer = RTCIceGatherer(iceServers=[])
+    transport = RTCIceTransport(gatherer)
+    connection = _aiortc.ice_connection(gatherer)
+    assert isinstance(connection, aioice.Connection)
+    assert _aiortc.ice_connection(transport) is connection
+
+
+def test_ice_connection_reports_a_moved_attribute() -> None:
+    with pytest.raises(InternalsError, match=r"object._connection is not an aioice.Connection"):
+        _aiortc.ice_connection(object())  # type: ignore[arg-type]
+
+
+def test_force_relay_policy_sets_aioice_transport_policy() -> None:
+    """Relies on aioice.Connection._transport_policy, read by gather_candidates."""
+    gatherer = RTCIceGatherer(iceServers=[])
+    connection = _aiortc.ice_connection(gatherer)
+    before: object = connection._transport_policy
+    assert before == aioice.TransportPolicy.ALL
+    _aiortc.force_relay_policy(gatherer)
+    after: object = connection._transport_policy
+    assert after == aioice.TransportPolicy.RELAY
+    assert "self._transport_policy == TransportPolicy.ALL" in inspect.getsource(
+        aioice.Connection.gather_candidates
+    )
+
+
+async def test_force_relay_policy_gathers_nothing_without_turn() -> None:
+    gatherer = RTCIceGatherer(iceServers=[])
+    _aiortc.force_relay_policy(gatherer)
+    await gatherer.gather()
+    assert gatherer.getLocalCandidates() == []
+    with pytest.raises(IceError, match="after gathering started"):
+        _aiortc.force_relay_policy(gatherer)
+    await RTCIceTransport(gatherer).stop()
+
+
+def test_nominated_pairs_empty_before_connecting() -> None:
+    """Relies on aioice.Connection._nominated (component -> CandidatePair)."""
+    transport = RTCIceTransport(RTCIceGatherer(iceServers=[]))
+    assert _aiortc.nominated_pairs(transport) == []
+    assert isinstance(_aiortc.ice_connection(transport)._nominated, dict)
+    pair_class = aioice.ice.CandidatePair
+    local_candidate: object = vars(pair_class)["local_candidate"]
+    assert isinstance(local_candidate, property)
+    assert "remote_candidate" in inspect.signature(pair_class).parameters
+
+
+def test_allocate_turn_relies_on_aioice_turn() -> None:
+    """Relies on aioice.turn.create_turn_endpoint and aioice.stun.TransactionFailed."""
+    from aioice import stun, turn
+
+    parameters = inspect.signature(turn.create_turn_endpoint).parameters
+    for name in ("protocol_factory", "server_addr", "username", "password", "ssl", "transport"):
+        assert name in parameters, name
+    assert issubclass(stun.TransactionFailed, stun.TransactionError)
+    assert "response" in stun.TransactionFailed.__annotations__
+
+
+def test_aiortc_gatherer_still_swallows_turn_errors() -> None:
+    """aioice drops failed TURN allocations without a trace, which is why rtckit checks.
+
+    If aiortc/aioice start reporting them, rtckit.rtcconfig's probe can use that instead.
+    """
+    source = inspect.getsource(aioice.Connection.get_component_candidates)
+    assert "if task.exception() is None" in source
+
+
+def test_aiortc_configuration_fields() -> None:
+    """rtckit.rtcconfig uses aiortc's iceTransportPolicy where it exists (aiortc 1.16+)."""
+    kwargs = connection_kwargs(
+        [RTCIceServer(urls="turn:t:3478?transport=udp", username="u", credential="c")]
+    )
+    assert kwargs["turn_server"] == ("t", 3478)
+    assert RTCConfiguration().iceServers is None  # None would mean aiortc's public STUN default
+
+
+async def test_peer_connection_gatherers_are_reachable() -> None:
+    """RtcKitPeerConnection finds gatherers through public attributes (sctp, transceivers)."""
+    pc = create_peer_connection(IceConfig())
+    pc.createDataChannel("probe")
+    gatherers = pc._rtckit_gatherers()
+    assert len(gatherers) == 1
+    assert isinstance(gatherers[0], RTCIceGatherer)
+    await pc.close()
+
+
+# --- natlab / ice timeouts ---
+
+
+class _Recorder:
+    def __init__(self) -> None:
+        self.sent = 0
+
+    def send_stun(self, message: aioice.stun.Message, addr: tuple[str, int]) -> None:
+        self.sent += 1
+
+
+async def test_set_stun_retransmissions_bounds_a_transaction() -> None:
+    previous = _aiortc.set_stun_retransmissions(1)
+    try:
+        assert previous == 6  # aioice's default; a change means our timing docs are stale
+        assert _aiortc.stun_transaction_timeout() == pytest.approx(1.5)
+        recorder = _Recorder()
+        request = aioice.stun.Message(
+            message_method=aioice.stun.Method.BINDING, message_class=aioice.stun.Class.REQUEST
+        )
+        transaction = aioice.stun.Transaction(request, ("192.0.2.1", 3478), recorder)
+        async with asyncio.timeout(5):
+            with pytest.raises(aioice.stun.TransactionTimeout):
+                await transaction.run()
+        assert recorder.sent == 2  # the request and one retransmission
+    finally:
+        assert _aiortc.set_stun_retransmissions(previous) == 1
+    assert _aiortc.stun_transaction_timeout() == pytest.approx(63.5)
+    with pytest.raises(ConfigurationError):
+        _aiortc.set_stun_retransmissions(-1)
+
+
+async def test_selected_candidate_pair_on_loopback_pair() -> None:
+    config = RTCConfiguration(iceServers=[])
+    a, b = RTCPeerConnection(config), RTCPeerConnection(config)
+    try:
+        opened = asyncio.Event()
+        channel = a.createDataChannel("x")
+        channel.on("open", opened.set)
+        async with asyncio.timeout(20):
+            await a.setLocalDescription(await a.createOffer())
+            await b.setRemoteDescription(a.localDescription)
+            await b.setLocalDescription(await b.createAnswer())
+            await a.setRemoteDescription(b.localDescription)
+            await opened.wait()
+        assert a.sctp is not None
+        pair = _aiortc.selected_candidate_pair(a.sctp.transport.transport)
+        assert pair is not None
+        local, remote = pair
+        assert local.type == "host"
+        assert remote.type == "host"
+    finally:
+        await a.close()
+        await b.close()
+
+
+# --- sfu ---
 
 _RECEIVER_MODULE: Any = aiortc.rtcrtpreceiver
 _SENDER_MODULE: Any = aiortc.rtcrtpsender
@@ -89,7 +281,5 @@ def test_sfu_codec_counters_wrap_the_factories() -> None:
 
 
 def test_sfu_missing_internal_raises_internals_error() -> None:
-    from rtckit.errors import InternalsError
-
     with pytest.raises(InternalsError, match="negotiated codecs"):
         _aiortc.sfu_negotiated_codecs(object())  # type: ignore[arg-type]

@@ -2,13 +2,13 @@
 
 Layers, from the bottom up:
 
-* pure cores, no I/O: :mod:`rtckit.ice`, :mod:`rtckit.turn`, :mod:`rtckit.certs`,
+* pure cores, no I/O: ICE/TURN configuration, certificates,
   the signaling protocol, topology planning;
 * thin asyncio adapters: signaling server and client, peer sessions on aiortc;
 * topologies: mesh, SFU, MCU;
 * applications: the ``rtckit`` command line (``demo``, ``serve``, ``cert``, ``turn``...).
 
-Every touch of aiortc's private internals lives in :mod:`rtckit._aiortc`.
+Every touch of aiortc's private internals lives in ``rtckit._aiortc``.
 """
 
 from __future__ import annotations
@@ -28,10 +28,13 @@ from rtckit.errors import (
     RoomError,
     RtcKitError,
     SignalingError,
+    StunFormatError,
     SystemComponentError,
     TopologyError,
     TurnAuthError,
 )
+from rtckit.ice import IceConfig, IceConfigWarning, IceServer, IceServerUri, IceTransportPolicy
+from rtckit.turn import TurnCredentials, TurnRestAuth
 
 __version__ = "0.1.0.dev0"
 
@@ -42,7 +45,12 @@ __all__ = [
     "ConfigurationError",
     "ConnectionClosedError",
     "CredentialError",
+    "IceConfig",
+    "IceConfigWarning",
     "IceError",
+    "IceServer",
+    "IceServerUri",
+    "IceTransportPolicy",
     "InternalsError",
     "NegotiationError",
     "PeerError",
@@ -50,8 +58,11 @@ __all__ = [
     "RoomError",
     "RtcKitError",
     "SignalingError",
+    "StunFormatError",
     "SystemComponentError",
     "TopologyError",
     "TurnAuthError",
+    "TurnCredentials",
+    "TurnRestAuth",
     "__version__",
 ]

@@ -1,36 +1,55 @@
-"""Every touch of aiortc's and aioice's private internals, in one place.
+"""The only module of rtckit that touches aiortc's and aioice's private internals.
 
-Each touch is a small named function with a docstring saying what it relies on; each has a
-test in ``tests/test_aiortc_internals.py`` that fails loudly if an aiortc upgrade moves it.
-Sections are appended per topic (``# --- <topic> ---``).
+Everything here relies on names that aiortc/aioice do not promise to keep (underscore
+attributes, undocumented submodules, name-mangled fields). Each touch is one small function
+whose docstring says exactly what it relies on, and ``tests/test_aiortc_internals.py`` has a
+test per function that fails loudly when an upgrade moves it.
+
+Supported versions: ``aiortc>=1.14,<1.17`` and ``aioice>=0.10,<0.14``.
+:func:`check_versions` raises :class:`~rtckit.errors.InternalsError` outside that range.
+
+Several parts of rtckit append their own section here, each under a
+``# --- <topic> ---`` header.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import re
 import sys
 import weakref
 from collections.abc import Awaitable, Callable
-from typing import Any
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Final
 
+import aioice.stun
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 from aioice.ice import StunProtocol
-from aiortc import (
-    RTCDtlsTransport,
-    RTCRtpCodecParameters,
-    RTCRtpReceiver,
-    RTCRtpSender,
-    RTCRtpTransceiver,
-)
-from aiortc.rtcdtlstransport import State
+from aiortc import RTCRtpCodecParameters, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpReceiveParameters
 from aiortc.rtp import RtcpSrPacket
 
-from rtckit.errors import InternalsError
+from rtckit.errors import ConfigurationError, IceError, InternalsError, TurnAuthError
+
+if TYPE_CHECKING:
+    import aioice
+    from aioice import Candidate, Connection
+    from aiortc import RTCIceGatherer, RTCIceTransport
 
 __all__ = [
+    "SUPPORTED_AIOICE",
+    "SUPPORTED_AIORTC",
     "CodecCounters",
+    "allocate_turn",
+    "check_versions",
+    "force_relay_policy",
+    "ice_connection",
+    "nominated_pairs",
+    "selected_candidate_pair",
+    "set_stun_retransmissions",
     "sfu_codec_counters",
     "sfu_fast_rtp_sender",
     "sfu_install_rtp_tap",
@@ -46,17 +65,227 @@ __all__ = [
     "sfu_take_over_receiver",
     "sfu_uninstall_rtp_tap",
     "sfu_watch_codecs",
+    "stun_transaction_timeout",
 ]
 
+SUPPORTED_AIORTC: Final = ((1, 14), (1, 17))
+"""aiortc versions rtckit's internals support: ``>=1.14,<1.17``."""
+SUPPORTED_AIOICE: Final = ((0, 10), (0, 14))
+"""aioice versions rtckit's internals support: ``>=0.10,<0.14``."""
 
-_logger = logging.getLogger("rtckit._aiortc")
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in text.split("."):
+        match = re.match(r"\d+", piece)
+        if match is None:
+            break
+        parts.append(int(match.group()))
+    return tuple(parts)
 
 
-def _require(obj: object, name: str, what: str) -> Any:
+def check_versions(*, aiortc_version: str | None = None, aioice_version: str | None = None) -> None:
+    """Raise :class:`~rtckit.errors.InternalsError` unless aiortc/aioice are supported.
+
+    The versions default to the installed distributions' (read with :mod:`importlib.metadata`).
+    """
+    for name, given, (low, high) in (
+        ("aiortc", aiortc_version, SUPPORTED_AIORTC),
+        ("aioice", aioice_version, SUPPORTED_AIOICE),
+    ):
+        text = given if given is not None else metadata.version(name)
+        version = _version_tuple(text)
+        if not low <= version[:2] < high:
+            raise InternalsError(
+                f"rtckit supports {name}>={low[0]}.{low[1]},<{high[0]}.{high[1]} "
+                f"(it relies on some of its internals), but {name} {text} is installed"
+            )
+
+
+def _missing(what: str, exc: BaseException | None = None) -> InternalsError:
+    error = InternalsError(
+        f"aiortc/aioice internals moved: {what} (supported: aiortc>=1.14,<1.17, aioice<0.14)"
+    )
+    if exc is not None:
+        error.__cause__ = exc
+    return error
+
+
+# --- ICE / TURN (ice helper) ---
+
+
+def ice_connection(transport: RTCIceGatherer | RTCIceTransport) -> Connection:
+    """Return the :class:`aioice.Connection` behind an aiortc ICE gatherer or transport.
+
+    Relies on: ``RTCIceGatherer._connection`` and ``RTCIceTransport._connection`` (the aioice
+    connection, set in their ``__init__``).
+    """
+    from aioice import Connection
+
+    connection = getattr(transport, "_connection", None)
+    if not isinstance(connection, Connection):
+        raise _missing(f"{type(transport).__name__}._connection is not an aioice.Connection")
+    return connection
+
+
+def force_relay_policy(gatherer: RTCIceGatherer) -> None:
+    """Make *gatherer* gather relayed candidates only, as ``iceTransportPolicy: "relay"``.
+
+    For aiortc < 1.16, whose ``RTCConfiguration`` has no ``iceTransportPolicy``. Must be
+    called before the gatherer starts gathering (its ``state`` is ``"new"``).
+
+    Relies on: ``RTCIceGatherer._connection`` and ``aioice.Connection._transport_policy``
+    (read by ``gather_candidates``, compared with ``aioice.TransportPolicy.RELAY``).
+    """
+    from aioice import TransportPolicy
+
+    connection = ice_connection(gatherer)
+    if not hasattr(connection, "_transport_policy"):
+        raise _missing("aioice.Connection has no _transport_policy")
+    if gatherer.state != "new":
+        raise IceError(
+            "cannot switch an ICE gatherer to relay-only after gathering started "
+            f"(state {gatherer.state!r})"
+        )
+    connection._transport_policy = TransportPolicy.RELAY
+
+
+def nominated_pairs(transport: RTCIceTransport) -> list[tuple[Candidate, Candidate]]:
+    """Return the ``(local, remote)`` candidates of each nominated (selected) pair.
+
+    aiortc's ``getStats()`` has no candidate-pair statistics, so this is the way to tell
+    whether a connection goes through a relay. Empty before ICE completes.
+
+    Relies on: ``aioice.Connection._nominated`` (a dict component -> ``CandidatePair``) and
+    ``CandidatePair.local_candidate`` / ``remote_candidate``.
+    """
+    nominated: Any = getattr(ice_connection(transport), "_nominated", None)
+    if not isinstance(nominated, dict):
+        raise _missing("aioice.Connection._nominated is not a dict")
     try:
-        return getattr(obj, name)
-    except AttributeError:
-        raise InternalsError(f"aiortc moved {what} ({type(obj).__name__}.{name})") from None
+        return [
+            (pair.local_candidate, pair.remote_candidate)
+            for _component, pair in sorted(nominated.items())
+        ]
+    except AttributeError as exc:
+        raise _missing("aioice.CandidatePair has no local_candidate/remote_candidate", exc) from exc
+
+
+class _ProbeProtocol(asyncio.DatagramProtocol):
+    """Receives nothing; tells when the TURN allocation is gone."""
+
+    def __init__(self) -> None:
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def allocate_turn(
+    *,
+    server: tuple[str, int],
+    username: str,
+    password: str,
+    transport: str = "udp",
+    ssl: bool = False,
+    timeout: float = 5.0,  # noqa: ASYNC109 - a bound on a probe of several round trips
+) -> tuple[str, int]:
+    """Create a TURN allocation on *server*, delete it, and return the relayed address.
+
+    Raises :class:`~rtckit.errors.TurnAuthError` if the server answers 401 (wrong, forged or expired
+    credentials) and :class:`~rtckit.errors.IceError` for any other failure or after *timeout*.
+
+    Relies on: ``aioice.turn.create_turn_endpoint`` (undocumented submodule; its signature
+    ``(protocol_factory, server_addr, username, password, ..., ssl, transport)``) and
+    ``aioice.stun.TransactionFailed.response.attributes["ERROR-CODE"]``.
+    """
+    try:
+        from aioice import stun, turn
+    except ImportError as exc:  # pragma: no cover - depends on the installed aioice
+        raise _missing("aioice.turn / aioice.stun cannot be imported", exc) from exc
+    name = f"turn{'s' if ssl else ''}:{server[0]}:{server[1]}?transport={transport}"
+    protocol: _ProbeProtocol | None = None
+
+    def factory() -> _ProbeProtocol:
+        nonlocal protocol
+        protocol = _ProbeProtocol()
+        return protocol
+
+    try:
+        async with asyncio.timeout(timeout):
+            relay_transport, _ = await turn.create_turn_endpoint(
+                factory,
+                server_addr=server,
+                username=username,
+                password=password,
+                ssl=ssl,
+                transport=transport,
+            )
+            relayed: tuple[str, int] = relay_transport.get_extra_info("sockname")
+            relay_transport.close()
+            if protocol is not None:
+                await protocol.closed
+    except stun.TransactionFailed as exc:
+        code, reason = exc.response.attributes.get("ERROR-CODE", (0, "no error code"))
+        if code == 401:
+            raise TurnAuthError(
+                f"TURN server {name} refused the credentials for {username!r}: "
+                f"401 {reason} (wrong, forged or expired)"
+            ) from exc
+        raise IceError(f"TURN server {name} refused the allocation: {code} {reason}") from exc
+    except TimeoutError as exc:
+        raise IceError(f"TURN server {name} did not answer within {timeout} s") from exc
+    except (stun.TransactionError, OSError) as exc:
+        raise IceError(f"TURN server {name} cannot be used: {exc}") from exc
+    return relayed
+
+
+# --- natlab / ice timeouts ---
+
+
+def set_stun_retransmissions(count: int) -> int:
+    """Set how many times aioice retransmits a STUN request; return the previous count.
+
+    Relies on the module global ``aioice.stun.RETRY_MAX`` (default 6), which
+    ``aioice.stun.Transaction.__init__`` reads whenever no explicit ``retransmissions`` is
+    given: every ICE connectivity check, STUN binding and TURN request of the process.
+    With the default, one unanswered check gives up after 63.5 s, so a hopeless ICE attempt
+    (symmetric NAT on both sides, no TURN) takes about a minute to be declared failed;
+    ``set_stun_retransmissions(2)`` makes that 3.5 s. This is process-wide: set it once at
+    start-up (the NAT lab's peer processes do), not per connection.
+    """
+    if not 0 <= count <= 10:
+        raise ConfigurationError(f"STUN retransmissions must be 0..10, not {count}")
+    previous = getattr(aioice.stun, "RETRY_MAX", None)
+    if not isinstance(previous, int):
+        raise InternalsError("aioice.stun.RETRY_MAX is gone: cannot bound ICE check timeouts")
+    aioice.stun.RETRY_MAX = count
+    return previous
+
+
+def stun_transaction_timeout(retransmissions: int | None = None) -> float:
+    """Seconds after which one unanswered aioice STUN transaction gives up.
+
+    Relies on ``aioice.stun.RETRY_RTO`` (initial timeout, doubled at each try) and
+    ``aioice.stun.RETRY_MAX`` (used when *retransmissions* is ``None``).
+    """
+    rto = getattr(aioice.stun, "RETRY_RTO", None)
+    count: int = retransmissions if retransmissions is not None else aioice.stun.RETRY_MAX
+    if not isinstance(rto, int | float):
+        raise InternalsError("aioice.stun.RETRY_RTO is gone")
+    return float(rto) * float(2 ** (count + 1) - 1)
+
+
+def selected_candidate_pair(
+    ice_transport: RTCIceTransport,
+) -> tuple[aioice.Candidate, aioice.Candidate] | None:
+    """The (local, remote) candidates of the first nominated pair (component 1), if any.
+
+    Relies on what :func:`nominated_pairs` relies on.
+    """
+    pairs = nominated_pairs(ice_transport)
+    return pairs[0] if pairs else None
 
 
 # --- sfu ---
@@ -71,6 +300,16 @@ def _require(obj: object, name: str, what: str) -> Any:
 #   ._tx_srtp and the ICE transport's aioice Connection._nominated pairs;
 # * the module globals aiortc.rtcrtpreceiver.get_decoder / aiortc.rtcrtpsender.get_encoder.
 
+_sfu_logger = logging.getLogger("rtckit._aiortc")
+
+
+def _sfu_require(obj: object, name: str, what: str) -> Any:
+    try:
+        return getattr(obj, name)
+    except AttributeError as exc:
+        raise _missing(f"{what} ({type(obj).__name__}.{name})") from exc
+
+
 RtpCallback = Callable[[bytes, int], Awaitable[None]]
 
 
@@ -79,7 +318,7 @@ def sfu_negotiated_codecs(transceiver: RTCRtpTransceiver) -> list[RTCRtpCodecPar
 
     The sender sends with the first; RTX entries carry ``parameters["apt"]``.
     """
-    codecs: list[RTCRtpCodecParameters] = _require(transceiver, "_codecs", "negotiated codecs")
+    codecs: list[RTCRtpCodecParameters] = _sfu_require(transceiver, "_codecs", "negotiated codecs")
     return list(codecs)
 
 
@@ -87,7 +326,7 @@ def sfu_negotiated_header_extensions(
     transceiver: RTCRtpTransceiver,
 ) -> list[RTCRtpHeaderExtensionParameters]:
     """The negotiated header extensions (``RTCRtpTransceiver._headerExtensions``)."""
-    exts: list[RTCRtpHeaderExtensionParameters] = _require(
+    exts: list[RTCRtpHeaderExtensionParameters] = _sfu_require(
         transceiver, "_headerExtensions", "negotiated header extensions"
     )
     return list(exts)
@@ -98,8 +337,8 @@ def sfu_sender_ssrcs(sender: RTCRtpSender) -> tuple[int, int]:
 
     These are the SSRCs announced in the SDP; the remote side routes RTCP feedback by them.
     """
-    ssrc: int = _require(sender, "_ssrc", "the sender SSRC")
-    rtx: int = _require(sender, "_rtx_ssrc", "the sender RTX SSRC")
+    ssrc: int = _sfu_require(sender, "_ssrc", "the sender SSRC")
+    rtx: int = _sfu_require(sender, "_rtx_ssrc", "the sender RTX SSRC")
     return ssrc, rtx
 
 
@@ -116,12 +355,12 @@ def sfu_take_over_receiver(
     :func:`sfu_release_receiver`). If the receiver already started (``__started``), its
     decoder thread is stopped at once (``__stop_decoder``) and False is returned.
     """
-    started = _require(receiver, "_RTCRtpReceiver__started", "the receiver started flag")
+    started = _sfu_require(receiver, "_RTCRtpReceiver__started", "the receiver started flag")
     if started:
-        stop = _require(receiver, "_RTCRtpReceiver__stop_decoder", "the receiver decoder stop")
+        stop = _sfu_require(receiver, "_RTCRtpReceiver__stop_decoder", "the receiver decoder stop")
         stop()
         return False
-    _require(receiver.transport, "_register_rtp_receiver", "RTP receiver registration")
+    _sfu_require(receiver.transport, "_register_rtp_receiver", "RTP receiver registration")
 
     async def receive(parameters: RTCRtpReceiveParameters) -> None:
         if getattr(receiver, "_rtckit_sfu_registered", False):
@@ -154,7 +393,7 @@ class _RtpTap:
 
     def __init__(self, transport: RTCDtlsTransport) -> None:
         self.original: Callable[[bytes, int], Awaitable[None]] = transport._handle_rtp_data
-        self.router = _require(transport, "_rtp_router", "the RTP router")
+        self.router = _sfu_require(transport, "_rtp_router", "the RTP router")
         self.callbacks: dict[RTCRtpReceiver, RtpCallback] = {}
         self.by_ssrc: dict[int, RtpCallback | None] = {}
 
@@ -171,7 +410,7 @@ class _RtpTap:
                 try:
                     await callback(data, arrival_time_ms)
                 except Exception:
-                    _logger.exception("SFU RTP callback failed")
+                    _sfu_logger.exception("SFU RTP callback failed")
                 return
         await self.original(data, arrival_time_ms)
 
@@ -192,7 +431,7 @@ def sfu_install_rtp_tap(
     """
     tap = getattr(transport, "_rtckit_sfu_tap", None)
     if tap is None:
-        _require(transport, "_handle_rtp_data", "the decrypted RTP handler")
+        _sfu_require(transport, "_handle_rtp_data", "the decrypted RTP handler")
         tap = _RtpTap(transport)
         transport._rtckit_sfu_tap = tap  # type: ignore[attr-defined]
         transport._handle_rtp_data = tap.handle  # type: ignore[method-assign]
@@ -217,7 +456,7 @@ def sfu_intercept_rtcp(
     sender would answer NACKs from its empty history and flag keyframes for an encoder that
     does not exist) no longer runs. ``bytes(packet)`` re-serializes aiortc's parsed packet.
     """
-    _require(endpoint, "_handle_rtcp_packet", "the RTCP handler")
+    _sfu_require(endpoint, "_handle_rtcp_packet", "the RTCP handler")
 
     async def handle(packet: Any) -> None:
         await callback(bytes(packet))
@@ -231,7 +470,7 @@ def sfu_silence_sender_reports(sender: RTCRtpSender) -> None:
     Its counters stay at zero since the SFU sends the RTP itself, so its SRs would carry a
     wrong NTP/RTP mapping; the SFU sends rewritten SRs instead. SDES and BYE still go out.
     """
-    original = _require(sender, "_send_rtcp", "the sender RTCP send")
+    original = _sfu_require(sender, "_send_rtcp", "the sender RTCP send")
 
     async def send_rtcp(packets: list[Any]) -> None:
         kept = [p for p in packets if not isinstance(p, RtcpSrPacket)]
@@ -246,7 +485,7 @@ def sfu_send_function(transport: RTCDtlsTransport) -> Callable[[bytes], Awaitabl
 
     Raises :class:`ConnectionError` when the transport is not connected.
     """
-    send: Callable[[bytes], Awaitable[None]] = _require(transport, "_send_rtp", "RTP sending")
+    send: Callable[[bytes], Awaitable[None]] = _sfu_require(transport, "_send_rtp", "RTP sending")
     return send
 
 
@@ -255,7 +494,7 @@ def sfu_fast_rtp_sender(transport: RTCDtlsTransport) -> Callable[[bytes], bool]:
 
     ``send`` SRTP-protects with ``RTCDtlsTransport._tx_srtp`` and hands the packet straight
     to the asyncio datagram transport of the ICE connection's nominated pair
-    (``RTCIceTransport._connection._nominated[1]``, an ``aioice.ice.StunProtocol`` whose
+    (:func:`ice_connection`, then ``Connection._nominated[1]``, an ``aioice.ice.StunProtocol`` whose
     ``transport.sendto`` is what its ``send_data`` calls), skipping five coroutine levels of
     ``_send_rtp``. It returns False without sending when that shortcut does not apply
     (not connected, or a TURN-relayed pair whose protocol wraps data): the caller then uses
@@ -263,9 +502,9 @@ def sfu_fast_rtp_sender(transport: RTCDtlsTransport) -> Callable[[bytes], bool]:
     packets sent this way.
     """
     connected = State.CONNECTED
-    connection = _require(transport.transport, "_connection", "the aioice connection")
-    _require(connection, "_nominated", "the nominated candidate pairs")
-    _require(transport, "_state", "the DTLS state")
+    connection = ice_connection(transport.transport)
+    _sfu_require(connection, "_nominated", "the nominated candidate pairs")
+    _sfu_require(transport, "_state", "the DTLS state")
 
     def send(data: bytes) -> bool:
         if transport._state is not connected:
@@ -284,12 +523,14 @@ def sfu_fast_rtp_sender(transport: RTCDtlsTransport) -> Callable[[bytes], bool]:
 
 def sfu_receiver_decoding(receiver: RTCRtpReceiver) -> bool:
     """True if aiortc's decoder thread runs for ``receiver`` (``__decoder_thread``)."""
-    return _require(receiver, "_RTCRtpReceiver__decoder_thread", "the decoder thread") is not None
+    return (
+        _sfu_require(receiver, "_RTCRtpReceiver__decoder_thread", "the decoder thread") is not None
+    )
 
 
 def sfu_sender_encoding(sender: RTCRtpSender) -> bool:
     """True if ``sender`` holds an encoder (``RTCRtpSender.__encoder``)."""
-    return _require(sender, "_RTCRtpSender__encoder", "the sender encoder") is not None
+    return _sfu_require(sender, "_RTCRtpSender__encoder", "the sender encoder") is not None
 
 
 class CodecCounters:
@@ -331,8 +572,8 @@ def sfu_codec_counters() -> CodecCounters:
     counters = CodecCounters()
     receiver_module: Any = aiortc.rtcrtpreceiver
     sender_module: Any = aiortc.rtcrtpsender
-    get_decoder = _require(receiver_module, "get_decoder", "the decoder factory")
-    get_encoder = _require(sender_module, "get_encoder", "the encoder factory")
+    get_decoder = _sfu_require(receiver_module, "get_decoder", "the decoder factory")
+    get_encoder = _sfu_require(sender_module, "get_encoder", "the encoder factory")
 
     def counting_get_decoder(codec: RTCRtpCodecParameters) -> Any:
         counters.decoders += 1
@@ -359,7 +600,7 @@ def sfu_watch_codecs(
     """
     counters = sfu_codec_counters()
     if isinstance(endpoint, RTCRtpReceiver):
-        key = _require(endpoint, "_RTCRtpReceiver__decoder_queue", "the decoder queue")
+        key = _sfu_require(endpoint, "_RTCRtpReceiver__decoder_queue", "the decoder queue")
     else:
         key = endpoint
     counters.watched[key] = callback

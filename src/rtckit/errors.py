@@ -7,6 +7,7 @@
     ├── CertificateError                      certificate generation, loading, validity
     │   └── CertificateExpiredError
     ├── CredentialError (PermissionError)     TURN credentials: forged, malformed, expired
+    ├── StunFormatError (ValueError)          bytes that are not a well-formed STUN message
     ├── SignalingError                        signaling layer
     │   ├── ProtocolError (ValueError)        a message that breaks the wire protocol
     │   ├── AuthError (PermissionError)       a refused room token
@@ -41,6 +42,7 @@ __all__ = [
     "RoomError",
     "RtcKitError",
     "SignalingError",
+    "StunFormatError",
     "SystemComponentError",
     "TopologyError",
     "TurnAuthError",
@@ -65,6 +67,14 @@ class CertificateExpiredError(CertificateError):
 
 class CredentialError(RtcKitError, PermissionError):
     """A TURN REST credential is malformed, forged or expired."""
+
+
+class StunFormatError(RtcKitError, ValueError):
+    """Bytes received as STUN are not a well-formed STUN message (RFC 8489).
+
+    Raised by :func:`rtckit.stun.parse_message` and the attribute decoders; STUN servers catch
+    it, count the datagram as malformed and drop it.
+    """
 
 
 class SignalingError(RtcKitError):

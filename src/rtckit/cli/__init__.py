@@ -18,7 +18,12 @@ from rtckit.errors import RtcKitError
 __all__ = ["build_parser", "main"]
 
 # One line per sub-command module, in the order ``rtckit --help`` lists them.
-_COMMAND_MODULES: tuple[str, ...] = ()
+_COMMAND_MODULES: tuple[str, ...] = (
+    "rtckit.cli.cert",
+    "rtckit.cli.turn",
+    "rtckit.cli.stun",
+    "rtckit.cli.doctor",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

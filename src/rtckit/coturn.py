@@ -1,0 +1,646 @@
+"""Run coturn, the TURN server, with a safe configuration rendered by rtckit.
+
+rtckit does not relay media itself: `coturn <https://github.com/coturn/coturn>`_ does. This
+module
+
+* describes a coturn instance with :class:`CoturnConfig` (TURN REST secret authentication,
+  realm, ports, TLS from PEM files such as :mod:`rtckit.certs` writes) and renders it as
+  ``turnserver.conf`` text (:meth:`CoturnConfig.render`) or command-line flags
+  (:meth:`CoturnConfig.argv`);
+* refuses relaying to internal addresses by default: :data:`DEFAULT_DENIED_PEER_NETWORKS`
+  becomes ``denied-peer-ip`` lines, so a TURN client cannot use the relay to reach private
+  networks, loopback, link-local, carrier-grade NAT, multicast or the cloud metadata service
+  (:data:`CLOUD_METADATA_ADDRESSES`, which no exception can allow);
+* runs ``turnserver`` as a child process (:class:`CoturnProcess`, :func:`run_coturn`), waits
+  until it answers a STUN Binding request, and stops it by PID.
+
+Labs that relay between peers on loopback or private addresses opt in with
+``allow_loopback_peers=True`` or ``allowed_peer_ips=[...]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import ipaddress
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterable
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import attrs
+
+from rtckit.errors import ConfigurationError, SystemComponentError
+from rtckit.stunserver import stun_binding
+
+__all__ = [
+    "CLOUD_METADATA_ADDRESSES",
+    "DEFAULT_DENIED_PEER_NETWORKS",
+    "INSTALL_HINT",
+    "CoturnConfig",
+    "CoturnProcess",
+    "IPNetwork",
+    "run_coturn",
+]
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+"""An IPv4 or IPv6 network (a single address is a /32 or /128)."""
+
+INSTALL_HINT = "apt-get install coturn"
+"""How to install coturn on Debian and Ubuntu."""
+
+_DENIED: tuple[tuple[str, str], ...] = (
+    ("0.0.0.0/8", "'this network' (0.0.0.0 reaches the TURN host itself)"),
+    ("10.0.0.0/8", "private (RFC 1918)"),
+    ("100.64.0.0/10", "carrier-grade NAT shared space (RFC 6598); Alibaba's metadata"),
+    ("127.0.0.0/8", "loopback: services on the TURN host itself"),
+    ("169.254.0.0/16", "link-local, which holds the cloud metadata service 169.254.169.254"),
+    ("172.16.0.0/12", "private (RFC 1918)"),
+    ("192.168.0.0/16", "private (RFC 1918)"),
+    ("224.0.0.0/4", "multicast"),
+    ("240.0.0.0/4", "reserved, and the broadcast address 255.255.255.255"),
+    ("::1/128", "IPv6 loopback"),
+    ("::ffff:0:0/96", "IPv4-mapped IPv6: would reach every IPv4 range above"),
+    ("64:ff9b:1::/48", "local-use NAT64 (RFC 8215): may translate to private IPv4"),
+    ("fc00::/7", "IPv6 unique local (private), including AWS metadata fd00:ec2::254"),
+    ("fe80::/10", "IPv6 link-local"),
+    ("ff00::/8", "IPv6 multicast"),
+)
+
+DEFAULT_DENIED_PEER_NETWORKS: tuple[IPNetwork, ...] = tuple(
+    ipaddress.ip_network(network) for network, _ in _DENIED
+)
+"""Peer addresses coturn refuses to relay to unless a lab opts in (each with why):
+
+""" + "\n".join(f"* ``{network}``: {why}" for network, why in _DENIED)
+
+CLOUD_METADATA_ADDRESSES: tuple[IPNetwork, ...] = (
+    ipaddress.ip_network("169.254.169.254/32"),
+    ipaddress.ip_network("fd00:ec2::254/128"),
+)
+"""Cloud instance metadata services (AWS, GCP, Azure, OpenStack...; AWS over IPv6).
+
+Always denied: an ``allowed_peer_ips`` entry containing one is refused.
+"""
+
+_LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
+
+# Values rendered into turnserver.conf: no whitespace, quotes, comment signs or control
+# characters, so a value can never start a second option.
+_SAFE_VALUE = re.compile(r"[!$-&(-~]+")
+
+
+def _networks(value: Iterable[Any]) -> tuple[IPNetwork, ...]:
+    if isinstance(value, str):
+        value = [value]
+    try:
+        return tuple(ipaddress.ip_network(item, strict=False) for item in value)
+    except ValueError as exc:
+        raise ConfigurationError(f"not an IP address or network: {exc}") from None
+
+
+def _strings(value: Iterable[Any]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return (value,)
+    return tuple(str(item) for item in value)
+
+
+def _optional_path(value: str | os.PathLike[str] | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+def _check_ips(_instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]) -> None:
+    for item in value:
+        try:
+            ipaddress.ip_address(item)
+        except ValueError:
+            raise ConfigurationError(f"{attribute.name}: {item!r} is not an IP address") from None
+
+
+def _check_port(_instance: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 1 <= value <= 65535:
+        raise ConfigurationError(f"{attribute.name} must be a port 1-65535, not {value!r}")
+
+
+def _check_safe(_instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if not _SAFE_VALUE.fullmatch(value):
+        raise ConfigurationError(
+            f"{attribute.name} must be non-empty printable ASCII without spaces, quotes or '#'"
+        )
+
+
+def _check_secrets(
+    _instance: object, attribute: attrs.Attribute[Any], value: tuple[str, ...]
+) -> None:
+    if not value:
+        raise ConfigurationError("at least one static auth secret is needed (TURN REST auth)")
+    for secret in value:
+        _check_safe(_instance, attribute, secret)
+
+
+def _check_optional_positive(
+    _instance: object, attribute: attrs.Attribute[Any], value: float | None
+) -> None:
+    if value is not None and value <= 0:
+        raise ConfigurationError(f"{attribute.name} must be positive, not {value!r}")
+
+
+def _check_path(_instance: object, attribute: attrs.Attribute[Any], value: Path | None) -> None:
+    if value is not None and not _SAFE_VALUE.fullmatch(str(value)):
+        raise ConfigurationError(f"{attribute.name}: {str(value)!r} has spaces or odd characters")
+
+
+def _check_extra(_instance: object, _attribute: object, value: tuple[str, ...]) -> None:
+    for option in value:
+        name, _, argument = option.partition("=")
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", name) or (
+            argument and not _SAFE_VALUE.fullmatch(argument)
+        ):
+            raise ConfigurationError(f"extra option {option!r} is not 'name' or 'name=value'")
+
+
+def _check_external_ip(_instance: object, _attribute: object, value: str | None) -> None:
+    if value is None:
+        return
+    try:
+        for part in value.split("/", 1):
+            ipaddress.ip_address(part)
+    except ValueError:
+        raise ConfigurationError(
+            f"external_ip {value!r} is 'public-ip' or 'public-ip/private-ip'"
+        ) from None
+
+
+def _range(network: IPNetwork) -> str | None:
+    """coturn's ``ip`` or ``ip-ip`` form of *network*.
+
+    coturn 4.6 reads an all-zero address in a range as "any address": ``denied-peer-ip=0.0.0.0``
+    or ``=::`` denies every peer. So a range starting at zero starts one address later, and
+    the zero address alone is left out: coturn refuses zero peers itself (its fix for
+    CVE-2020-26262) unless loopback peers are allowed.
+    """
+    first, last = network.network_address, network.broadcast_address
+    if int(first) == 0:
+        if first == last:
+            return None
+        first += 1
+    return str(first) if first == last else f"{first}-{last}"
+
+
+@attrs.frozen(kw_only=True)
+class CoturnConfig:
+    """A coturn instance: what :meth:`render` writes to ``turnserver.conf``.
+
+    Authentication is always TURN REST (``use-auth-secret``): clients present a username
+    ``"<expiry>:<user>"`` and the password ``base64(HMAC-SHA1(secret, username))`` (see
+    :mod:`rtckit.turn`). Several secrets may be given to rotate them.
+
+    The last three fields only concern :class:`CoturnProcess` and are not rendered.
+    """
+
+    realm: str = attrs.field(validator=_check_safe)
+    """The TURN realm (e.g. your domain)."""
+    static_auth_secrets: tuple[str, ...] = attrs.field(converter=_strings, validator=_check_secrets)
+    """REST API shared secrets (coturn ``static-auth-secret``); the first signs new credentials."""
+    listening_ips: tuple[str, ...] = attrs.field(
+        default=("127.0.0.1",), converter=_strings, validator=_check_ips
+    )
+    """Addresses to listen on. The default listens on loopback only: deliberate, not usable
+    from other machines until you give a public address."""
+    listening_port: int = attrs.field(default=3478, validator=_check_port)
+    """STUN/TURN port for UDP and TCP."""
+    tls_listening_port: int = attrs.field(default=5349, validator=_check_port)
+    """TURN over TLS port (used when a certificate is given)."""
+    relay_ips: tuple[str, ...] = attrs.field(default=(), converter=_strings, validator=_check_ips)
+    """Addresses relayed traffic leaves from; empty: the listening addresses."""
+    external_ip: str | None = attrs.field(default=None, validator=_check_external_ip)
+    """``"public"`` or ``"public/private"`` when coturn is behind a 1:1 NAT (cloud VMs)."""
+    min_port: int = attrs.field(default=49152, validator=_check_port)
+    """Lowest relay port."""
+    max_port: int = attrs.field(default=65535, validator=_check_port)
+    """Highest relay port."""
+    tls_cert: Path | None = attrs.field(
+        default=None, converter=_optional_path, validator=_check_path
+    )
+    """PEM certificate (chain) for TURN over TLS; with :attr:`tls_key`."""
+    tls_key: Path | None = attrs.field(
+        default=None, converter=_optional_path, validator=_check_path
+    )
+    """PEM private key (unencrypted) for :attr:`tls_cert`."""
+    udp: bool = True
+    """Accept clients over UDP."""
+    tcp: bool = True
+    """Accept clients over TCP."""
+    dtls: bool = False
+    """Accept clients over DTLS (needs a certificate; aiortc does not use TURN over DTLS)."""
+    tcp_relay: bool = True
+    """Allow TCP relay allocations (RFC 6062)."""
+    denied_peer_ips: tuple[IPNetwork, ...] = attrs.field(
+        default=DEFAULT_DENIED_PEER_NETWORKS, converter=_networks
+    )
+    """Peer networks coturn will not relay to (``denied-peer-ip``)."""
+    allowed_peer_ips: tuple[IPNetwork, ...] = attrs.field(default=(), converter=_networks)
+    """Exceptions for labs (``allowed-peer-ip``), which win over :attr:`denied_peer_ips`.
+    Cloud metadata addresses cannot be allowed."""
+    allow_loopback_peers: bool = False
+    """Relay to loopback peers (``allow-loopback-peers``); for tests on one machine only."""
+    fingerprint: bool = True
+    """Add FINGERPRINT to TURN messages (browsers expect it)."""
+    cli: bool = False
+    """coturn's telnet admin CLI; off (``no-cli``)."""
+    rfc5780: bool = False
+    """NAT behaviour discovery (needs two addresses); off (``no-rfc5780``)."""
+    stun_backward_compatibility: bool = False
+    """Answer RFC 3489 requests without the magic cookie; off."""
+    software_attribute: bool = False
+    """Reveal coturn's version in SOFTWARE; off (``no-software-attribute``)."""
+    secure_stun: bool = False
+    """Require authentication for plain STUN Binding requests too."""
+    stale_nonce: int | None = attrs.field(default=600, validator=_check_optional_positive)
+    """Nonce lifetime in seconds; ``None`` keeps coturn's default."""
+    user_quota: int | None = attrs.field(default=None, validator=_check_optional_positive)
+    """Concurrent allocations per user."""
+    total_quota: int | None = attrs.field(default=None, validator=_check_optional_positive)
+    """Concurrent allocations in total."""
+    max_bps: int | None = attrs.field(default=None, validator=_check_optional_positive)
+    """Bandwidth cap per session, bytes per second."""
+    verbose: bool = False
+    """coturn's moderate verbose logging."""
+    extra_options: tuple[str, ...] = attrs.field(
+        default=(), converter=_strings, validator=_check_extra
+    )
+    """More ``name`` or ``name=value`` options, rendered last (no validation beyond syntax)."""
+    executable: str = "turnserver"
+    """The coturn binary: a name looked up on ``PATH`` (and ``/usr/sbin``) or a path."""
+    startup_timeout: float = attrs.field(default=10.0, validator=_check_optional_positive)
+    """Seconds :class:`CoturnProcess` waits for the first STUN answer."""
+    stop_timeout: float = attrs.field(default=5.0, validator=_check_optional_positive)
+    """Seconds between SIGTERM and SIGKILL when stopping."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.min_port > self.max_port:
+            raise ConfigurationError(f"min_port {self.min_port} > max_port {self.max_port}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ConfigurationError("tls_cert and tls_key go together")
+        if self.dtls and self.tls_cert is None:
+            raise ConfigurationError("DTLS needs tls_cert and tls_key")
+        if not (self.udp or self.tcp or self.tls_cert is not None):
+            raise ConfigurationError("coturn needs at least one of UDP, TCP or TLS listeners")
+        for allowed in self.allowed_peer_ips:
+            for metadata in CLOUD_METADATA_ADDRESSES:
+                if metadata.version == allowed.version and metadata.subnet_of(allowed):  # type: ignore[arg-type]
+                    raise ConfigurationError(
+                        f"allowed_peer_ips {allowed} contains the cloud metadata address "
+                        f"{metadata.network_address}, which is never allowed"
+                    )
+
+    @property
+    def tls(self) -> bool:
+        """Whether TURN over TLS is served (a certificate is configured)."""
+        return self.tls_cert is not None
+
+    def effective_denied_peer_ips(self) -> tuple[IPNetwork, ...]:
+        """The denied networks rendered: :attr:`denied_peer_ips` plus the metadata addresses,
+        without loopback when :attr:`allow_loopback_peers` is set."""
+        networks: list[IPNetwork] = []
+        for network in (*self.denied_peer_ips, *CLOUD_METADATA_ADDRESSES):
+            if self.allow_loopback_peers and any(
+                network.version == loopback.version and network.subnet_of(loopback)  # type: ignore[arg-type]
+                for loopback in _LOOPBACK
+            ):
+                continue
+            if network not in networks:
+                networks.append(network)
+        return tuple(networks)
+
+    def options(self) -> list[tuple[str, str | None]]:
+        """The options as ``(name, value)`` pairs (value ``None`` for flags), in order."""
+        options: list[tuple[str, str | None]] = []
+        add = options.append
+        options.extend(("listening-ip", ip) for ip in self.listening_ips)
+        add(("listening-port", str(self.listening_port)))
+        options.extend(("relay-ip", ip) for ip in self.relay_ips)
+        if self.external_ip is not None:
+            add(("external-ip", self.external_ip))
+        add(("min-port", str(self.min_port)))
+        add(("max-port", str(self.max_port)))
+        add(("realm", self.realm))
+        add(("use-auth-secret", None))
+        options.extend(("static-auth-secret", secret) for secret in self.static_auth_secrets)
+        if self.tls_cert is not None and self.tls_key is not None:
+            add(("tls-listening-port", str(self.tls_listening_port)))
+            add(("cert", str(self.tls_cert)))
+            add(("pkey", str(self.tls_key)))
+            add(("no-tlsv1", None))
+            add(("no-tlsv1_1", None))
+        else:
+            add(("no-tls", None))
+        for enabled, flag in (
+            (self.dtls, "no-dtls"),
+            (self.udp, "no-udp"),
+            (self.tcp, "no-tcp"),
+            (self.tcp_relay, "no-tcp-relay"),
+            (self.cli, "no-cli"),
+            (self.rfc5780, "no-rfc5780"),
+            (self.stun_backward_compatibility, "no-stun-backward-compatibility"),
+            (self.software_attribute, "no-software-attribute"),
+        ):
+            if not enabled:
+                add((flag, None))
+        for enabled, flag in (
+            (self.fingerprint, "fingerprint"),
+            (self.secure_stun, "secure-stun"),
+            (self.verbose, "verbose"),
+            (self.allow_loopback_peers, "allow-loopback-peers"),
+        ):
+            if enabled:
+                add((flag, None))
+        add(("no-multicast-peers", None))
+        for name, number in (
+            ("stale-nonce", self.stale_nonce),
+            ("user-quota", self.user_quota),
+            ("total-quota", self.total_quota),
+            ("max-bps", self.max_bps),
+        ):
+            if number is not None:
+                add((name, str(number)))
+        for name, networks in (
+            ("denied-peer-ip", self.effective_denied_peer_ips()),
+            ("allowed-peer-ip", self.allowed_peer_ips),
+        ):
+            for network in networks:
+                text = _range(network)
+                if text is not None:
+                    add((name, text))
+        for option in self.extra_options:
+            name, sep, argument = option.partition("=")
+            add((name, argument if sep else None))
+        return options
+
+    def render(self, extra: Iterable[tuple[str, str | None]] = ()) -> str:
+        """``turnserver.conf`` text; *extra* options (e.g. pidfile, log) are appended.
+
+        The text holds the REST secrets: store it readable by coturn only (mode 0600).
+        """
+        lines = [
+            "# turnserver.conf rendered by rtckit.coturn.CoturnConfig.render()",
+            "# TURN REST authentication: use-auth-secret + static-auth-secret.",
+            "# denied-peer-ip keeps relays away from internal networks; see rtckit docs.",
+        ]
+        for name, value in (*self.options(), *extra):
+            lines.append(name if value is None else f"{name}={value}")
+        return "\n".join(lines) + "\n"
+
+    def argv(self, extra: Iterable[tuple[str, str | None]] = ()) -> list[str]:
+        """The same options as ``turnserver`` command-line flags (``--name=value``).
+
+        Start with ``turnserver -n <flags>``. Beware: secrets on a command line are visible
+        to every local user (``ps``); :class:`CoturnProcess` uses a 0600 file instead.
+        """
+        return [
+            f"--{name}" if value is None else f"--{name}={value}"
+            for name, value in (*self.options(), *extra)
+        ]
+
+    def urls(self) -> list[str]:
+        """ICE server URLs clients use for this instance (first listening address)."""
+        host = self.external_ip.split("/", 1)[0] if self.external_ip else self.listening_ips[0]
+        host = _client_host(host)
+        shown = f"[{host}]" if ":" in host else host
+        urls = [f"stun:{shown}:{self.listening_port}"]
+        if self.udp:
+            urls.append(f"turn:{shown}:{self.listening_port}?transport=udp")
+        if self.tcp:
+            urls.append(f"turn:{shown}:{self.listening_port}?transport=tcp")
+        if self.tls:
+            urls.append(f"turns:{shown}:{self.tls_listening_port}?transport=tcp")
+        return urls
+
+
+def _client_host(host: str) -> str:
+    """Where a local client reaches a server listening on *host* (wildcards -> loopback)."""
+    address = ipaddress.ip_address(host)
+    if address.is_unspecified:
+        return "::1" if address.version == 6 else "127.0.0.1"
+    return host
+
+
+def _find_executable(name: str) -> str:
+    if os.sep in name:
+        if Path(name).is_file() and os.access(name, os.X_OK):
+            return name
+        found = None
+    else:
+        search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+        found = shutil.which(name, path=search)
+    if found is None:
+        raise SystemComponentError(
+            f"coturn's {name!r} was not found; install coturn: {INSTALL_HINT}"
+        )
+    return found
+
+
+class CoturnProcess:
+    """coturn as a child process: started in a private temp dir, stopped by PID.
+
+    .. code-block:: python
+
+        config = CoturnConfig(realm="example.org", static_auth_secrets=[secret])
+        async with CoturnProcess(config) as turn:
+            print(turn.pid, config.urls())
+
+    :meth:`start` writes ``turnserver.conf`` (mode 0600; with a pidfile, a SQLite userdb and
+    logging to stdout) into a fresh temp dir, runs ``turnserver -c <conf>`` (``-c`` also keeps
+    coturn from reading ``/etc/turnserver.conf``), and returns once coturn answers a STUN
+    Binding request on its first listening address. Raises
+    :class:`~rtckit.errors.SystemComponentError` if coturn is not installed (with the install
+    hint), exits early, or does not answer within ``startup_timeout`` (with the log tail).
+    """
+
+    def __init__(
+        self,
+        config: CoturnConfig,
+        *,
+        log_lines: int = 200,
+        on_log: Callable[[str], None] | None = None,
+    ) -> None:
+        self.config = config
+        self._log: collections.deque[str] = collections.deque(maxlen=log_lines)
+        self._on_log = on_log
+        self._process: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._directory: Path | None = None
+        self._closed = False
+
+    @property
+    def pid(self) -> int | None:
+        """The PID of ``turnserver`` once started."""
+        return None if self._process is None else self._process.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """coturn's exit status once it has exited, else ``None``."""
+        return None if self._process is None else self._process.returncode
+
+    @property
+    def config_path(self) -> Path | None:
+        """The ``turnserver.conf`` written for this run (removed by :meth:`aclose`)."""
+        return None if self._directory is None else self._directory / "turnserver.conf"
+
+    def log_tail(self, lines: int = 30) -> list[str]:
+        """The last *lines* lines coturn logged."""
+        return list(self._log)[-lines:]
+
+    async def start(self) -> None:
+        """Start coturn and wait until it answers (see the class docstring)."""
+        if self._process is not None or self._closed:
+            raise SystemComponentError("a CoturnProcess is started once")
+        executable = _find_executable(self.config.executable)
+        for path in (self.config.tls_cert, self.config.tls_key):
+            if path is not None and not path.is_file():
+                raise ConfigurationError(f"TLS file {path} does not exist")
+        self._directory = Path(tempfile.mkdtemp(prefix="rtckit-coturn-"))
+        runtime: list[tuple[str, str | None]] = [
+            ("pidfile", str(self._directory / "turnserver.pid")),
+            ("userdb", str(self._directory / "turndb.sqlite")),
+            ("log-file", "stdout"),
+            ("simple-log", None),
+        ]
+        conf = self._directory / "turnserver.conf"
+        descriptor = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(self.config.render(runtime))
+        try:
+            self._process = await asyncio.create_subprocess_exec(
+                executable,
+                "-c",
+                str(conf),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=self._directory,
+            )
+            self._reader = asyncio.create_task(self._read_log(self._process))
+            await self._wait_ready(self._process)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _read_log(self, process: asyncio.subprocess.Process) -> None:
+        assert process.stdout is not None
+        while line := await process.stdout.readline():
+            text = line.decode(errors="replace").rstrip()
+            self._log.append(text)
+            if self._on_log is not None:
+                self._on_log(text)
+
+    def _describe_failure(self, what: str) -> SystemComponentError:
+        tail = "\n".join(self.log_tail())
+        return SystemComponentError(f"coturn {what}; last log lines:\n{tail}")
+
+    async def _wait_ready(self, process: asyncio.subprocess.Process) -> None:
+        config = self.config
+        host = _client_host(config.listening_ips[0])
+        transport: Literal["udp", "tcp"] = "udp" if config.udp else "tcp"
+        port = config.listening_port
+        exited = asyncio.create_task(process.wait())
+        probe: asyncio.Task[Any] | None = None
+        try:
+            async with asyncio.timeout(config.startup_timeout):
+                while not exited.done():
+                    probe = asyncio.create_task(
+                        stun_binding(
+                            host,
+                            port,
+                            transport=transport,
+                            retransmit_interval=0.05,
+                            retransmissions=3,
+                            tcp_timeout=1.0,
+                        )
+                    )
+                    await asyncio.wait({probe, exited}, return_when=asyncio.FIRST_COMPLETED)
+                    if probe.done() and probe.exception() is None:
+                        return
+                    if not exited.done():
+                        await asyncio.sleep(0.05)
+                if self._reader is not None:  # let the last log lines arrive
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(1):
+                            await asyncio.shield(self._reader)
+                raise self._describe_failure(
+                    f"exited with status {process.returncode} before answering"
+                )
+        except TimeoutError:
+            raise self._describe_failure(
+                f"did not answer STUN on {transport} {host}:{port} "
+                f"within {config.startup_timeout} s"
+            ) from None
+        finally:
+            for task in (probe, exited):
+                if task is not None and not task.done():
+                    task.cancel()
+                if task is not None:
+                    with contextlib.suppress(BaseException):
+                        await task
+
+    async def wait(self) -> int:
+        """Wait until coturn exits by itself; return its exit status."""
+        if self._process is None:
+            raise SystemComponentError("coturn was not started")
+        return await self._process.wait()
+
+    async def aclose(self) -> None:
+        """Stop coturn (SIGTERM, then SIGKILL after ``stop_timeout``); remove the temp dir.
+
+        Safe to call twice.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        process = self._process
+        if process is not None and process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.terminate()
+            try:
+                async with asyncio.timeout(self.config.stop_timeout):
+                    await process.wait()
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    process.kill()
+                await process.wait()
+        if self._reader is not None:
+            try:
+                async with asyncio.timeout(2):
+                    await asyncio.shield(self._reader)
+            except TimeoutError:
+                self._reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._reader
+        if self._directory is not None:
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+@contextlib.asynccontextmanager
+async def run_coturn(
+    config: CoturnConfig, *, on_log: Callable[[str], None] | None = None
+) -> AsyncIterator[CoturnProcess]:
+    """Run coturn for the duration of an ``async with`` block (see :class:`CoturnProcess`)."""
+    async with CoturnProcess(config, on_log=on_log) as process:
+        yield process

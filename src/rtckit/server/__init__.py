@@ -1,0 +1,1 @@
+"""The rtckit application server: ``rtckit demo`` and ``rtckit serve``."""

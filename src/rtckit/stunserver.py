@@ -1,0 +1,358 @@
+"""An embedded STUN server (RFC 8489 Binding over UDP and TCP) and a small STUN client.
+
+The protocol work is :func:`rtckit.stun.handle_request`; this module only moves bytes:
+
+* UDP: one datagram is one message;
+* TCP: messages follow each other on the stream with no extra framing (RFC 8489 section
+  6.2.2; the RFC 4571 length prefix is *not* used), so each is framed by the length in its
+  header. A stream that does not start with a STUN header is closed.
+
+Malformed input is dropped and counted in :attr:`StunServer.stats`, never raised.
+
+.. code-block:: python
+
+    async with StunServer(StunServerConfig(bind=[("127.0.0.1", 3478)], tcp=True)) as server:
+        print(server.udp_addresses, server.tcp_addresses)
+        await asyncio.Event().wait()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Iterable
+from types import TracebackType
+from typing import Any, Literal, Self, cast
+
+import attrs
+
+from rtckit.errors import ConfigurationError, StunFormatError, SystemComponentError
+from rtckit.stun import (
+    DEFAULT_SOFTWARE,
+    HEADER_LENGTH,
+    MessageClass,
+    StunMessage,
+    StunStats,
+    TransportAddress,
+    binding_request,
+    handle_request,
+    is_stun_header,
+    message_length,
+    new_transaction_id,
+    parse_message,
+)
+
+__all__ = ["DEFAULT_PORT", "StunServer", "StunServerConfig", "stun_binding"]
+
+DEFAULT_PORT = 3478
+"""The IANA port of STUN over UDP and TCP."""
+
+logger = logging.getLogger(__name__)
+
+_BIND_ATTEMPTS = 20  # tries to find one free port for both UDP and TCP when port 0 is asked
+
+
+def _to_bind(value: Iterable[Iterable[Any]]) -> tuple[TransportAddress, ...]:
+    pairs: list[TransportAddress] = []
+    for item in value:
+        host, port = tuple(item)
+        pairs.append((str(host), int(port)))
+    return tuple(pairs)
+
+
+def _check_bind(_instance: object, _attribute: object, value: tuple[TransportAddress, ...]) -> None:
+    if not value:
+        raise ConfigurationError("a STUN server binds at least one address")
+    for host, port in value:
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            raise ConfigurationError(f"bind host {host!r} is not an IP address") from None
+        if not 0 <= port <= 0xFFFF:
+            raise ConfigurationError(f"bind port {port!r} is out of range")
+
+
+def _check_software(_instance: object, _attribute: object, value: str | None) -> None:
+    if value is not None and len(value) >= 128:
+        raise ConfigurationError("SOFTWARE is shorter than 128 characters")
+
+
+def _check_positive(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ConfigurationError(f"{attribute.name} must be positive, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class StunServerConfig:
+    """What a :class:`StunServer` listens on and how it answers."""
+
+    bind: tuple[TransportAddress, ...] = attrs.field(
+        default=(("127.0.0.1", DEFAULT_PORT),), converter=_to_bind, validator=_check_bind
+    )
+    """``(ip, port)`` pairs to listen on; IPv6 literals allowed; port 0 picks a free port
+    (the same one for UDP and TCP)."""
+    udp: bool = True
+    """Listen on UDP."""
+    tcp: bool = False
+    """Listen on TCP as well."""
+    software: str | None = attrs.field(default=DEFAULT_SOFTWARE, validator=_check_software)
+    """SOFTWARE attribute of every response; ``None`` leaves it out."""
+    tcp_idle_timeout: float = attrs.field(default=30.0, validator=_check_positive)
+    """Seconds a TCP connection may stay silent (or half-way through a message)."""
+    max_tcp_connections: int = attrs.field(default=256, validator=_check_positive)
+    """Concurrent TCP connections; more are closed at once."""
+
+    def __attrs_post_init__(self) -> None:
+        if not (self.udp or self.tcp):
+            raise ConfigurationError("a STUN server listens on UDP, TCP or both")
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, server: StunServer) -> None:
+        self._server = server
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # CPython's selector transport does not subclass DatagramTransport; it has sendto().
+        self.transport = cast(asyncio.DatagramTransport, transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        reply = self._server._answer(data, addr)
+        if reply is not None and self.transport is not None:
+            self.transport.sendto(reply, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable from a client that went away): nothing to do.
+        logger.debug("STUN UDP socket error: %s", exc)
+
+
+class StunServer:
+    """An asyncio STUN server answering Binding requests on UDP and/or TCP.
+
+    Use it as an async context manager, or call :meth:`start` and :meth:`aclose`.
+    """
+
+    def __init__(self, config: StunServerConfig | None = None) -> None:
+        self.config = config if config is not None else StunServerConfig()
+        self.stats = StunStats()
+        """Counters over every transport (see :class:`rtckit.stun.StunStats`)."""
+        self._udp: list[asyncio.DatagramTransport] = []
+        self._tcp: list[asyncio.Server] = []
+        self._tcp_tasks: set[asyncio.Task[None]] = set()
+        self._started = False
+        self._closed = False
+
+    @property
+    def udp_addresses(self) -> list[TransportAddress]:
+        """The ``(ip, port)`` each UDP socket is bound to (actual ports, also for port 0)."""
+        return [_sockname(transport.get_extra_info("sockname")) for transport in self._udp]
+
+    @property
+    def tcp_addresses(self) -> list[TransportAddress]:
+        """The ``(ip, port)`` each TCP listener is bound to."""
+        return [_sockname(sock.getsockname()) for server in self._tcp for sock in server.sockets]
+
+    async def start(self) -> None:
+        """Bind every address. Raises :class:`~rtckit.errors.SystemComponentError` if one
+        cannot be bound (in use, or not an address of this machine)."""
+        if self._started:
+            return
+        self._started = True
+        try:
+            for host, port in self.config.bind:
+                await self._bind(host, port)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _bind(self, host: str, port: int) -> None:
+        attempts = _BIND_ATTEMPTS if port == 0 and self.config.udp and self.config.tcp else 1
+        for attempt in range(attempts):
+            udp: asyncio.DatagramTransport | None = None
+            try:
+                chosen = port
+                if self.config.udp:
+                    udp = await self._bind_udp(host, port)
+                    chosen = _sockname(udp.get_extra_info("sockname"))[1]
+                if self.config.tcp:
+                    server = await asyncio.start_server(self._serve_tcp, host, chosen)
+                    self._tcp.append(server)
+            except OSError as exc:
+                if udp is not None:
+                    udp.close()
+                if exc.errno == errno.EADDRINUSE and attempt + 1 < attempts:
+                    continue
+                raise SystemComponentError(f"cannot listen on [{host}]:{port}: {exc}") from exc
+            if udp is not None:
+                self._udp.append(udp)
+            return
+
+    async def _bind_udp(self, host: str, port: int) -> asyncio.DatagramTransport:
+        loop = asyncio.get_running_loop()
+        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: _UdpProtocol(self), local_addr=(host, port), family=family
+        )
+        return transport
+
+    def _answer(self, data: bytes, addr: tuple[Any, ...]) -> bytes | None:
+        try:
+            return handle_request(data, addr, stats=self.stats, software=self.config.software)
+        except Exception:
+            # handle_request never raises on any input (it is fuzzed); if a bug proves
+            # otherwise, the server keeps serving and the counter tells.
+            self.stats.internal_errors += 1
+            logger.exception("STUN server failed to answer %d bytes from %s", len(data), addr)
+            return None
+
+    async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        if len(self._tcp_tasks) >= self.config.max_tcp_connections or self._closed:
+            writer.close()
+            return
+        self._tcp_tasks.add(task)
+        peer = writer.get_extra_info("peername")
+        try:
+            while True:
+                async with asyncio.timeout(self.config.tcp_idle_timeout):
+                    header = await reader.readexactly(HEADER_LENGTH)
+                    if not is_stun_header(header):
+                        # Framing is lost: nothing after this can be trusted to be STUN.
+                        self.stats.received += 1
+                        self.stats.malformed += 1
+                        break
+                    body = await reader.readexactly(message_length(header) - HEADER_LENGTH)
+                reply = self._answer(header + body, peer)
+                if reply is not None:
+                    writer.write(reply)
+                    await writer.drain()
+        except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
+            pass
+        finally:
+            self._tcp_tasks.discard(task)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def aclose(self) -> None:
+        """Stop listening and close every TCP connection. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for transport in self._udp:
+            transport.close()
+        for server in self._tcp:
+            server.close()
+        tasks = list(self._tcp_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for server in self._tcp:
+            await server.wait_closed()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+def _sockname(name: tuple[Any, ...]) -> TransportAddress:
+    return str(name[0]), int(name[1])
+
+
+class _ClientProtocol(asyncio.DatagramProtocol):
+    def __init__(self, transaction_id: bytes) -> None:
+        self.transaction_id = transaction_id
+        self.answer: asyncio.Future[StunMessage] = asyncio.get_running_loop().create_future()
+
+    def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
+        try:
+            message = parse_message(data)
+        except StunFormatError:
+            return
+        if (
+            message.transaction_id == self.transaction_id
+            and message.message_class
+            in (MessageClass.SUCCESS_RESPONSE, MessageClass.ERROR_RESPONSE)
+            and not self.answer.done()
+        ):
+            self.answer.set_result(message)
+
+    def error_received(self, exc: Exception) -> None:
+        # ECONNREFUSED from an ICMP port unreachable: keep retrying until the timeout.
+        logger.debug("STUN client socket error: %s", exc)
+
+
+async def stun_binding(
+    host: str,
+    port: int = DEFAULT_PORT,
+    *,
+    transport: Literal["udp", "tcp"] = "udp",
+    retransmit_interval: float = 0.25,
+    retransmissions: int = 6,
+    tcp_timeout: float = 39.5,
+    software: str | None = None,
+) -> StunMessage:
+    """Send a Binding request to a STUN server at *host* (an IP literal); return its response.
+
+    The response may be a success or an error response; read the reflexive address with
+    :meth:`~rtckit.stun.StunMessage.mapped_address`. Over UDP the request is sent, then
+    retransmitted *retransmissions* times, *retransmit_interval* seconds apart (a fixed
+    interval: this is a probe for local and lab servers, not RFC 8489's doubling). Over TCP
+    it is sent once on a fresh connection and the answer awaited *tcp_timeout* seconds
+    (RFC 8489's Ti). Wrap the call in :func:`asyncio.timeout` for a tighter bound.
+
+    Raises :class:`TimeoutError` when nothing answers, :class:`OSError` when a TCP connection
+    cannot be opened, :class:`~rtckit.errors.StunFormatError` when a TCP peer answers
+    something that is not STUN.
+    """
+    transaction_id = new_transaction_id()
+    request = binding_request(transaction_id, software=software)
+    if transport == "tcp":
+        async with asyncio.timeout(tcp_timeout):
+            return await _binding_tcp(host, port, request, transaction_id)
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    udp, protocol = await loop.create_datagram_endpoint(
+        lambda: _ClientProtocol(transaction_id), remote_addr=(host, port), family=family
+    )
+    try:
+        for _ in range(1 + retransmissions):
+            udp.sendto(request)
+            done, _pending = await asyncio.wait({protocol.answer}, timeout=retransmit_interval)
+            if done:
+                return protocol.answer.result()
+    finally:
+        udp.close()
+    raise TimeoutError(f"no STUN answer from [{host}]:{port} over UDP")
+
+
+async def _binding_tcp(host: str, port: int, request: bytes, transaction_id: bytes) -> StunMessage:
+    reader, writer = await asyncio.open_connection(host, port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        while True:
+            header = await reader.readexactly(HEADER_LENGTH)
+            if not is_stun_header(header):
+                raise StunFormatError("the TCP peer answered something that is not STUN")
+            body = await reader.readexactly(message_length(header) - HEADER_LENGTH)
+            message = parse_message(header + body)
+            if message.transaction_id == transaction_id:
+                return message
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception):
+            await writer.wait_closed()

@@ -1,0 +1,754 @@
+"""A NAT traversal lab made of Linux network namespaces (needs root, ``ip`` and ``iptables``).
+
+:class:`NatLab` builds, inside one process-private set of namespaces::
+
+                      198.51.100.0/24  (documentation range, never routed off the machine)
+      pub ── br0 198.51.100.1 ──┬── nat-alice (wan 198.51.100.11) ── alice 10.0.1.2
+      (coturn, STUN,            ├── nat-bob   (wan 198.51.100.12) ── bob   10.0.2.2
+       signaling live here)     └── carol 198.51.100.13  (a host without NAT)
+
+* ``pub`` holds a bridge; servers (coturn, a STUN server, signaling) run there and listen on
+  :attr:`NatLab.public_address`. Its default route points at a neighbour that does not exist,
+  so a packet toward an unroutable address (a peer's private host candidate) is silently lost
+  instead of failing with ``Network is unreachable`` (which makes coturn drop a whole
+  allocation).
+* Each NAT namespace masquerades its LAN behind its WAN address. ``"cone"`` keeps source ports
+  (endpoint-independent mapping, the kind STUN is enough for); ``"symmetric"`` uses
+  ``--random-fully`` so every destination gets a new public port (STUN is not enough: TURN is
+  needed). The NAT drops unsolicited input on its WAN side *before* conntrack confirms an
+  entry, otherwise an early ICE check from the other side would claim the mapping and the
+  NAT's own later outgoing packet would lose its port.
+* Each host namespace has one interface ``eth0`` and a default route via its NAT.
+
+Every namespace name starts with a random per-lab prefix (``rk`` and six hex digits), and every
+interface is created directly inside its namespace with a short name (``br0``, ``wan``,
+``lan``, ``eth0``, ``v<n>``) that is only unique within that namespace: two labs run side by
+side without touching each other or the host's own interfaces.
+
+Cleanup: closing the lab kills every process it started (by process group) and any process
+still inside its namespaces, then deletes the namespaces, which deletes their interfaces.
+Before it creates anything, a lab writes a state file ``/run/rtckit-natlab/<prefix>.json``
+naming its owner PID, its namespaces and its processes; :func:`cleanup_stale` (called at every
+lab start) removes the leftovers of labs whose owner process is gone, e.g. after ``kill -9``.
+
+Example::
+
+    async with NatLab() as lab:
+        await lab.add_host("alice", nat="symmetric")
+        await lab.add_host("bob", nat="cone")
+        turn = await lab.spawn("pub", ["turnserver", "-n", ...])
+        result = await lab.run("alice", ["ping", "-c1", lab.public_address])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import attrs
+from aiortc import RTCIceServer
+
+from rtckit.errors import ConfigurationError, SystemComponentError
+
+__all__ = [
+    "DEFAULT_STATE_DIR",
+    "PUBLIC_HOST",
+    "LabHost",
+    "NatLab",
+    "NatType",
+    "PeerResult",
+    "RunResult",
+    "cleanup_stale",
+    "connect_peers",
+]
+
+NatType = Literal["cone", "symmetric"]
+
+#: Name of the public namespace, usable as a host name in :meth:`NatLab.run` / :meth:`NatLab.spawn`.
+PUBLIC_HOST = "pub"
+
+#: Where labs register themselves so that :func:`cleanup_stale` can find leftovers.
+DEFAULT_STATE_DIR = Path("/run/rtckit-natlab")
+
+_PUBLIC_NET = "198.51.100"
+_PUBLIC_PREFIXLEN = 24
+_BLACKHOLE_GATEWAY = "192.0.2.254"
+_BLACKHOLE_LLADDR = "02:00:00:00:00:fe"
+_MAX_HOSTS = 200
+_HOST_NAME = re.compile(r"^[a-z][a-z0-9]{0,11}$")
+_PREFIX = re.compile(r"^rk[0-9a-f]{6}$")
+_NAT_TYPES = ("cone", "symmetric")
+
+
+@attrs.frozen(kw_only=True)
+class LabHost:
+    """A host of the lab, as :meth:`NatLab.add_host` made it."""
+
+    #: Name given to :meth:`NatLab.add_host`.
+    name: str
+    #: Network namespace the host's processes run in.
+    namespace: str
+    #: The host's own address (private behind a NAT, public otherwise).
+    address: str
+    #: The address the public network sees (the NAT's WAN address, or :attr:`address`).
+    public_address: str
+    #: ``"cone"``, ``"symmetric"``, or ``None`` for a host directly on the public network.
+    nat: NatType | None
+    #: Namespace of the host's NAT, or ``None``.
+    nat_namespace: str | None
+
+
+@attrs.frozen(kw_only=True)
+class RunResult:
+    """The outcome of :meth:`NatLab.run`."""
+
+    argv: tuple[str, ...]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def _process_start_time(pid: int) -> int | None:
+    """Start time of *pid* in clock ticks since boot (field 22 of ``/proc/<pid>/stat``)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after its last ')'.
+    fields = stat[stat.rindex(")") + 2 :].split()
+    return int(fields[19])
+
+
+def _inode(path: str) -> int | None:
+    try:
+        return Path(path).stat().st_ino
+    except OSError:
+        return None
+
+
+def _owner_alive(pid: int, start_time: int | None) -> bool:
+    current = _process_start_time(pid)
+    return current is not None and (start_time is None or current == start_time)
+
+
+async def _exec(
+    argv: Sequence[str], *, limit: float, check: bool = True, stdin: str | None = None
+) -> RunResult:
+    """Run *argv* to completion within *limit* seconds; raise on failure if *check*."""
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+    except FileNotFoundError as exc:
+        raise SystemComponentError(
+            f"{argv[0]} is not installed (apt-get install iproute2 iptables)"
+        ) from exc
+    try:
+        async with asyncio.timeout(limit):
+            out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise SystemComponentError(f"{' '.join(argv)} did not finish within {limit} s") from None
+    result = RunResult(
+        argv=tuple(argv),
+        returncode=proc.returncode if proc.returncode is not None else -1,
+        stdout=out.decode(errors="replace"),
+        stderr=err.decode(errors="replace"),
+    )
+    if check and result.returncode != 0:
+        raise SystemComponentError(
+            f"{' '.join(argv)} failed with status {result.returncode}: {result.stderr.strip()}"
+        )
+    return result
+
+
+async def _namespace_pids(namespace: str) -> list[int]:
+    result = await _exec(["ip", "netns", "pids", namespace], limit=10, check=False)
+    return [int(word) for word in result.stdout.split() if word.isdigit()]
+
+
+def _kill_group(pid: int, sig: int) -> None:
+    """Send *sig* to the process group led by *pid* (each spawned process leads its own)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+def _existing_namespaces() -> set[str]:
+    netns = Path("/run/netns")
+    return {p.name for p in netns.iterdir()} if netns.is_dir() else set()
+
+
+def _read_states(state_dir: Path) -> list[tuple[Path, dict[str, object]]]:
+    """Every readable lab state file under *state_dir*."""
+    states: list[tuple[Path, dict[str, object]]] = []
+    if not state_dir.is_dir():
+        return states
+    for path in sorted(state_dir.glob("rk*.json")):
+        try:
+            state = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(state, dict):
+            states.append((path, state))
+    return states
+
+
+async def _destroy_namespaces(namespaces: Sequence[str]) -> None:
+    """Kill every process inside *namespaces*, then delete them (and so their interfaces)."""
+    existing = _existing_namespaces()
+    for namespace in namespaces:
+        if namespace not in existing:
+            continue
+        for _ in range(3):
+            pids = await _namespace_pids(namespace)
+            if not pids:
+                break
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            await asyncio.sleep(0.05)
+        await _exec(["ip", "netns", "delete", namespace], limit=10, check=False)
+
+
+async def cleanup_stale(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
+    """Remove the namespaces and processes of labs whose owner process has died.
+
+    Reads the state files under *state_dir*; a lab whose owner PID is gone (or was reused by
+    another process, told apart by its start time) has its processes killed and namespaces
+    deleted. Returns the prefixes of the labs cleaned up. Labs of live processes are left alone,
+    so this is safe to call while other labs run.
+    """
+    cleaned: list[str] = []
+    for path, state in _read_states(state_dir):
+        try:
+            owner = int(state["owner_pid"])  # type: ignore[call-overload]
+            start = state.get("owner_start")
+            namespaces = [str(name) for name in state["namespaces"]]  # type: ignore[attr-defined]
+            pids = [int(pid) for pid in state.get("pids", [])]  # type: ignore[attr-defined]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if _owner_alive(owner, start if isinstance(start, int) else None):
+            continue
+        # A recorded PID is only the lab's if it still lives in one of the lab's namespaces
+        # (a reused PID elsewhere is left alone); kill its whole process group.
+        inodes = {_inode(f"/run/netns/{name}") for name in namespaces} - {None}
+        for pid in pids:
+            if _inode(f"/proc/{pid}/ns/net") in inodes:
+                _kill_group(pid, signal.SIGKILL)
+        await _destroy_namespaces(namespaces)
+        path.unlink(missing_ok=True)
+        cleaned.append(path.stem)
+    return cleaned
+
+
+class NatLab:
+    """An async context manager that builds a NAT lab and tears it all down on exit.
+
+    :param state_dir: where the lab registers itself for crash cleanup.
+    :param command_timeout: bound, in seconds, on each ``ip``/``iptables`` command.
+    :param terminate_grace: seconds a spawned process gets after SIGTERM before SIGKILL.
+    """
+
+    def __init__(
+        self,
+        *,
+        state_dir: Path = DEFAULT_STATE_DIR,
+        command_timeout: float = 10.0,
+        terminate_grace: float = 2.0,
+    ) -> None:
+        if command_timeout <= 0 or terminate_grace < 0:
+            raise ConfigurationError("command_timeout must be > 0 and terminate_grace >= 0")
+        self._state_dir = state_dir
+        self._command_timeout = command_timeout
+        self._terminate_grace = terminate_grace
+        self.prefix = "rk" + secrets.token_hex(3)
+        self._hosts: dict[str, LabHost] = {}
+        self._namespaces: list[str] = []
+        self._processes: list[asyncio.subprocess.Process] = []
+        self._started = False
+        self._closed = False
+        self._lock = asyncio.Lock()
+
+    # -- public properties --------------------------------------------------------------------
+
+    @property
+    def public_namespace(self) -> str:
+        """Namespace of the public network (servers run here)."""
+        return f"{self.prefix}-{PUBLIC_HOST}"
+
+    @property
+    def public_address(self) -> str:
+        """Address of the public namespace on the bridge, where servers listen."""
+        return f"{_PUBLIC_NET}.1"
+
+    @property
+    def hosts(self) -> Mapping[str, LabHost]:
+        """The hosts added so far, by name."""
+        return dict(self._hosts)
+
+    @property
+    def namespaces(self) -> tuple[str, ...]:
+        """Every namespace this lab created, in creation order."""
+        return tuple(self._namespaces)
+
+    @property
+    def state_file(self) -> Path:
+        """The registry file of this lab."""
+        return self._state_dir / f"{self.prefix}.json"
+
+    def host(self, name: str) -> LabHost:
+        """Return the host called *name*."""
+        try:
+            return self._hosts[name]
+        except KeyError:
+            raise ConfigurationError(f"no host {name!r} in this lab") from None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Clean up stale labs, register this one and build the public network."""
+        if self._started:
+            raise ConfigurationError("this NatLab was already started")
+        if os.geteuid() != 0:
+            raise SystemComponentError("NatLab needs root (network namespaces, iptables)")
+        self._started = True
+        await cleanup_stale(self._state_dir)
+        try:
+            await self._build_public()
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        """Kill every process, delete every namespace and the state file. Idempotent."""
+        if self._closed or not self._started:
+            self._closed = True
+            return
+        self._closed = True
+        await asyncio.shield(self._teardown())
+
+    async def _teardown(self) -> None:
+        running = [p for p in self._processes if p.returncode is None]
+        for proc in running:
+            _kill_group(proc.pid, signal.SIGTERM)
+        if running:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._terminate_grace):
+                    await asyncio.gather(*(p.wait() for p in running))
+        for proc in running:
+            if proc.returncode is None:
+                _kill_group(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(5):
+                        await proc.wait()
+        await _destroy_namespaces(list(reversed(self._namespaces)))
+        self.state_file.unlink(missing_ok=True)
+
+    # -- registry -----------------------------------------------------------------------------
+
+    def _save_state(self, pending_namespace: str | None = None) -> None:
+        namespaces = list(self._namespaces)
+        if pending_namespace is not None:
+            namespaces.append(pending_namespace)
+        self._state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        state = {
+            "prefix": self.prefix,
+            "owner_pid": os.getpid(),
+            "owner_start": _process_start_time(os.getpid()),
+            "created": time.time(),
+            "namespaces": namespaces,
+            "pids": [p.pid for p in self._processes if p.returncode is None],
+        }
+        tmp = self.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(self.state_file)
+
+    async def _add_namespace(self, namespace: str) -> None:
+        # Registered before it exists: a crash right after creation still leaves a record.
+        self._save_state(pending_namespace=namespace)
+        await self._ip("netns", "add", namespace)
+        self._namespaces.append(namespace)
+        await self._ip("-n", namespace, "link", "set", "lo", "up")
+        await self._sysctl(
+            namespace,
+            "net.ipv6.conf.all.disable_ipv6=1",
+            "net.ipv6.conf.default.disable_ipv6=1",
+        )
+
+    # -- building -----------------------------------------------------------------------------
+
+    async def _ip(self, *args: str) -> None:
+        await _exec(["ip", *args], limit=self._command_timeout)
+
+    async def _sysctl(self, namespace: str, *settings: str) -> None:
+        await _exec(
+            ["ip", "netns", "exec", namespace, "sysctl", "-q", "-w", *settings],
+            limit=self._command_timeout,
+        )
+
+    async def _build_public(self) -> None:
+        pub = self.public_namespace
+        await self._add_namespace(pub)
+        await self._ip("-n", pub, "link", "add", "br0", "type", "bridge")
+        await self._ip(
+            "-n", pub, "addr", "add", f"{self.public_address}/{_PUBLIC_PREFIXLEN}", "dev", "br0"
+        )
+        await self._ip("-n", pub, "link", "set", "br0", "up")
+        # Fix 2 of the notes: a default route toward a neighbour that swallows everything.
+        await self._ip("-n", pub, "link", "add", "bh0", "type", "veth", "peer", "name", "bh1")
+        await self._ip("-n", pub, "link", "set", "bh0", "up")
+        await self._ip("-n", pub, "link", "set", "bh1", "up")
+        await self._ip(
+            "-n", pub, "neigh", "add", _BLACKHOLE_GATEWAY, "lladdr", _BLACKHOLE_LLADDR,
+            "dev", "bh0", "nud", "permanent",
+        )  # fmt: skip
+        await self._ip(
+            "-n", pub, "route", "add", "default", "via", _BLACKHOLE_GATEWAY, "dev", "bh0", "onlink"
+        )
+
+    async def add_host(self, name: str, *, nat: NatType | None = None) -> LabHost:
+        """Add a host called *name*, behind a NAT of type *nat* or (``None``) on the public net.
+
+        *name*: lowercase letters and digits, starting with a letter, at most 12 characters.
+        """
+        if not self._started or self._closed:
+            raise ConfigurationError("add_host() needs a started, open NatLab")
+        if not _HOST_NAME.match(name) or name == PUBLIC_HOST:
+            raise ConfigurationError(
+                f"host name {name!r}: use 1-12 lowercase letters/digits, not {PUBLIC_HOST!r}"
+            )
+        if nat is not None and nat not in _NAT_TYPES:
+            raise ConfigurationError(f"nat must be 'cone', 'symmetric' or None, not {nat!r}")
+        async with self._lock:
+            if name in self._hosts:
+                raise ConfigurationError(f"host {name!r} already exists")
+            index = len(self._hosts) + 1
+            if index > _MAX_HOSTS:
+                raise ConfigurationError(f"a NatLab holds at most {_MAX_HOSTS} hosts")
+            host = await self._build_host(name, index, nat)
+            self._hosts[name] = host
+            return host
+
+    async def _plug_into_bridge(self, namespace: str, ifname: str, index: int) -> None:
+        """Create veth *ifname* in *namespace*, its peer ``v<index>`` on ``pub``'s bridge."""
+        pub = self.public_namespace
+        port = f"v{index}"
+        await self._ip(
+            "link", "add", ifname, "netns", namespace, "type", "veth",
+            "peer", "name", port, "netns", pub,
+        )  # fmt: skip
+        await self._ip("-n", pub, "link", "set", port, "master", "br0", "up")
+
+    async def _build_host(self, name: str, index: int, nat: NatType | None) -> LabHost:
+        public_address = f"{_PUBLIC_NET}.{10 + index}"
+        host_ns = f"{self.prefix}-{name}"
+        if nat is None:
+            await self._add_namespace(host_ns)
+            await self._plug_into_bridge(host_ns, "eth0", index)
+            await self._ip(
+                "-n", host_ns, "addr", "add", f"{public_address}/{_PUBLIC_PREFIXLEN}", "dev", "eth0"
+            )
+            await self._ip("-n", host_ns, "link", "set", "eth0", "up")
+            await self._ip("-n", host_ns, "route", "add", "default", "via", self.public_address)
+            return LabHost(
+                name=name,
+                namespace=host_ns,
+                address=public_address,
+                public_address=public_address,
+                nat=None,
+                nat_namespace=None,
+            )
+
+        nat_ns = f"{self.prefix}-nat-{name}"
+        lan_gateway = f"10.0.{index}.1"
+        address = f"10.0.{index}.2"
+        await self._add_namespace(nat_ns)
+        await self._add_namespace(host_ns)
+        await self._plug_into_bridge(nat_ns, "wan", index)
+        await self._ip(
+            "-n", nat_ns, "addr", "add", f"{public_address}/{_PUBLIC_PREFIXLEN}", "dev", "wan"
+        )
+        await self._ip("-n", nat_ns, "link", "set", "wan", "up")
+        await self._ip("-n", nat_ns, "route", "add", "default", "via", self.public_address)
+        await self._ip(
+            "link", "add", "lan", "netns", nat_ns, "type", "veth",
+            "peer", "name", "eth0", "netns", host_ns,
+        )  # fmt: skip
+        await self._ip("-n", nat_ns, "addr", "add", f"{lan_gateway}/24", "dev", "lan")
+        await self._ip("-n", nat_ns, "link", "set", "lan", "up")
+        await self._ip("-n", host_ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        await self._ip("-n", host_ns, "link", "set", "eth0", "up")
+        await self._ip("-n", host_ns, "route", "add", "default", "via", lan_gateway)
+        await self._sysctl(nat_ns, "net.ipv4.ip_forward=1")
+        await _exec(
+            ["ip", "netns", "exec", nat_ns, "iptables-restore"],
+            limit=self._command_timeout,
+            stdin=_nat_ruleset(nat),
+        )
+        return LabHost(
+            name=name,
+            namespace=host_ns,
+            address=address,
+            public_address=public_address,
+            nat=nat,
+            nat_namespace=nat_ns,
+        )
+
+    # -- processes ----------------------------------------------------------------------------
+
+    def _namespace_of(self, host: str) -> str:
+        if host == PUBLIC_HOST:
+            return self.public_namespace
+        return self.host(host).namespace
+
+    async def spawn(
+        self,
+        host: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        stdin: int | None = asyncio.subprocess.DEVNULL,
+        stdout: int | None = asyncio.subprocess.PIPE,
+        stderr: int | None = asyncio.subprocess.PIPE,
+    ) -> asyncio.subprocess.Process:
+        """Start *argv* inside *host*'s namespace (``"pub"`` for the public one).
+
+        The process leads its own process group; closing the lab terminates that group.
+        *env* replaces the environment (default: this process's environment).
+        """
+        if not self._started or self._closed:
+            raise ConfigurationError("spawn() needs a started, open NatLab")
+        if not argv:
+            raise ConfigurationError("spawn() needs a non-empty argv")
+        namespace = self._namespace_of(host)
+        proc = await asyncio.create_subprocess_exec(
+            "ip",
+            "netns",
+            "exec",
+            namespace,
+            *argv,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+            env=dict(env) if env is not None else None,
+            start_new_session=True,
+        )
+        self._processes.append(proc)
+        self._save_state()
+        return proc
+
+    async def run(
+        self,
+        host: str,
+        argv: Sequence[str],
+        *,
+        timeout: float = 30.0,  # noqa: ASYNC109 - a per-command bound reads better here
+        check: bool = False,
+        env: Mapping[str, str] | None = None,
+    ) -> RunResult:
+        """Run *argv* inside *host*'s namespace to completion (killed after *timeout* s)."""
+        proc = await self.spawn(host, argv, env=env)
+        try:
+            async with asyncio.timeout(timeout):
+                out, err = await proc.communicate()
+        except TimeoutError:
+            _kill_group(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            raise SystemComponentError(
+                f"{' '.join(argv)} in {host} did not finish within {timeout} s"
+            ) from None
+        result = RunResult(
+            argv=tuple(argv),
+            returncode=proc.returncode if proc.returncode is not None else -1,
+            stdout=out.decode(errors="replace"),
+            stderr=err.decode(errors="replace"),
+        )
+        if check and result.returncode != 0:
+            raise SystemComponentError(
+                f"{' '.join(argv)} in {host} failed with status {result.returncode}: "
+                f"{result.stderr.strip()}"
+            )
+        return result
+
+
+def _nat_ruleset(nat: NatType) -> str:
+    """The ``iptables-restore`` input of a NAT namespace (WAN ``wan``, LAN ``lan``)."""
+    random = " --random-fully" if nat == "symmetric" else ""
+    return (
+        "*nat\n"
+        ":PREROUTING ACCEPT [0:0]\n"
+        ":INPUT ACCEPT [0:0]\n"
+        ":OUTPUT ACCEPT [0:0]\n"
+        ":POSTROUTING ACCEPT [0:0]\n"
+        f"-A POSTROUTING -o wan -j MASQUERADE{random}\n"
+        "COMMIT\n"
+        "*filter\n"
+        ":INPUT ACCEPT [0:0]\n"
+        ":FORWARD DROP [0:0]\n"
+        ":OUTPUT ACCEPT [0:0]\n"
+        # Fix 1 of the notes: unsolicited input on the WAN side never confirms a conntrack
+        # entry, so it cannot steal the mapping of a later outgoing packet.
+        "-A INPUT -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
+        "-A INPUT -i wan -j DROP\n"
+        "-A FORWARD -i lan -o wan -j ACCEPT\n"
+        "-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT\n"
+        "COMMIT\n"
+    )
+
+
+@attrs.frozen(kw_only=True)
+class PeerResult:
+    """What one aiortc peer process of :func:`connect_peers` reported."""
+
+    role: Literal["offer", "answer"]
+    #: ICE connected *and* a data channel message went through.
+    connected: bool
+    #: Final ``RTCPeerConnection.connectionState``.
+    state: str
+    #: Types of the local candidates gathered (``host``, ``srflx``, ``relay``).
+    local_candidate_types: tuple[str, ...]
+    #: Types of the nominated pair's candidates, when connected.
+    local_candidate_type: str | None
+    remote_candidate_type: str | None
+    local_candidate: str | None
+    remote_candidate: str | None
+    #: Seconds to gather candidates (create + set the local description).
+    gather_seconds: float | None
+    #: Seconds from having both descriptions to ``connectionState == "connected"``.
+    connect_seconds: float | None
+    #: Seconds from having both descriptions to the first data channel round trip.
+    data_seconds: float | None
+    #: Name of the rtckit error class on failure (``IceError``, ``TurnAuthError``...).
+    error_type: str | None
+    error: str | None
+    stderr: str = ""
+
+    @property
+    def uses_relay(self) -> bool:
+        """Whether the nominated pair goes through a TURN relay on either side."""
+        return "relay" in (self.local_candidate_type, self.remote_candidate_type)
+
+
+# The directory that holds the rtckit package, so peer processes import this very rtckit.
+_SRC_DIR = str(Path(__file__).resolve().parents[2])
+
+
+def _ice_server_json(server: RTCIceServer) -> str:
+    return json.dumps(
+        {"urls": server.urls, "username": server.username, "credential": server.credential}
+    )
+
+
+def _peer_result(proc_out: bytes, proc_err: bytes, role: str) -> PeerResult:
+    stderr = proc_err.decode(errors="replace")
+    lines = [line for line in proc_out.decode(errors="replace").splitlines() if line.strip()]
+    try:
+        data: dict[str, Any] = json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise SystemComponentError(
+            f"the {role} peer printed no result; stderr:\n{stderr[-2000:]}"
+        ) from None
+    return PeerResult(
+        role=data["role"],
+        connected=bool(data["connected"]),
+        state=str(data["state"]),
+        local_candidate_types=tuple(data["local_candidate_types"]),
+        local_candidate_type=data["local_candidate_type"],
+        remote_candidate_type=data["remote_candidate_type"],
+        local_candidate=data["local_candidate"],
+        remote_candidate=data["remote_candidate"],
+        gather_seconds=data["gather_seconds"],
+        connect_seconds=data["connect_seconds"],
+        data_seconds=data["data_seconds"],
+        error_type=data["error_type"],
+        error=data["error"],
+        stderr=stderr,
+    )
+
+
+async def connect_peers(
+    lab: NatLab,
+    offer_host: str,
+    answer_host: str,
+    *,
+    ice_servers: Sequence[RTCIceServer],
+    answer_ice_servers: Sequence[RTCIceServer] | None = None,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 40.0,  # noqa: ASYNC109 - passed down to the peer processes
+    ice_timeout: float = 20.0,
+    stun_retries: int | None = 2,
+) -> tuple[PeerResult, PeerResult]:
+    """Run an aiortc peer process on each host, connect them, return both results.
+
+    Each peer is ``python -m rtckit.testing._natpeer`` inside its host's namespace; they
+    exchange offer and answer through files, so no signaling server is needed. The ICE
+    servers are exactly *ice_servers* (and *answer_ice_servers* for the answerer, default the
+    same): never an implicit public STUN server. *env* is added to the peers' environment
+    (e.g. ``SSL_CERT_FILE`` for a lab CA). *ice_timeout* bounds ICE; *stun_retries* sets
+    aioice's STUN retransmissions in the peers (2: a dead pair fails after 3.5 s; ``None``:
+    aioice's default, 63.5 s).
+    """
+    signal_dir = Path(tempfile.mkdtemp(prefix=f"{lab.prefix}-signal-"))
+    src = _SRC_DIR
+    peer_env = dict(os.environ)
+    peer_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (src, os.environ.get("PYTHONPATH", "")) if p
+    )
+    peer_env.update(env or {})
+
+    def argv(role: str, servers: Sequence[RTCIceServer], label: str) -> list[str]:
+        args = [
+            sys.executable, "-m", "rtckit.testing._natpeer", "--role", role,
+            "--signal-dir", str(signal_dir), "--label", label,
+            "--timeout", str(timeout), "--ice-timeout", str(ice_timeout),
+        ]  # fmt: skip
+        if stun_retries is not None:
+            args += ["--stun-retries", str(stun_retries)]
+        for server in servers:
+            args += ["--ice-server", _ice_server_json(server)]
+        return args
+
+    answer_servers = ice_servers if answer_ice_servers is None else answer_ice_servers
+    try:
+        offerer = await lab.spawn(offer_host, argv("offer", ice_servers, offer_host), env=peer_env)
+        answerer = await lab.spawn(
+            answer_host, argv("answer", answer_servers, answer_host), env=peer_env
+        )
+        async with asyncio.timeout(timeout + 15):
+            (out_o, err_o), (out_a, err_a) = await asyncio.gather(
+                offerer.communicate(), answerer.communicate()
+            )
+        return _peer_result(out_o, err_o, "offer"), _peer_result(out_a, err_a, "answer")
+    finally:
+        shutil.rmtree(signal_dir, ignore_errors=True)

@@ -1,0 +1,367 @@
+"""The NAT lab: real namespaces, real iptables NATs, real coturn, real aiortc peer processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiortc import RTCIceServer
+
+from rtckit.doctor import mint_rest_credential
+from rtckit.errors import ConfigurationError
+from rtckit.testing import require_executable, require_root
+from rtckit.testing._labcoturn import Coturn, coturn
+from rtckit.testing.natlab import NatLab, PeerResult, cleanup_stale, connect_peers
+
+pytestmark = pytest.mark.integration
+
+SECRET = "natlab-secret"
+SRC = str(Path(__file__).resolve().parents[1] / "src")
+STATE_DIR = Path("/run/rtckit-natlab")
+
+
+def _require_lab() -> None:
+    require_root("network namespaces")
+    require_executable("ip", hint="apt-get install iproute2")
+    require_executable("iptables", hint="apt-get install iptables")
+    require_executable("turnserver", hint="apt-get install coturn")
+
+
+def _namespaces() -> set[str]:
+    netns = Path("/run/netns")
+    return {p.name for p in netns.iterdir()} if netns.is_dir() else set()
+
+
+@pytest.fixture
+async def lab() -> AsyncIterator[NatLab]:
+    _require_lab()
+    async with NatLab() as lab:
+        yield lab
+    assert not {n for n in _namespaces() if n.startswith(lab.prefix)}
+    assert not lab.state_file.exists()
+
+
+def _turn(ct: Coturn, scheme: str, transport: str, *, ttl: float = 600) -> RTCIceServer:
+    username, password = mint_rest_credential(ct.secret, user="peer", ttl=ttl)
+    return RTCIceServer(urls=ct.uri(scheme, transport), username=username, credential=password)
+
+
+def _explain(*results: PeerResult) -> str:
+    return "\n".join(
+        f"{r.role}: {r.state} {r.error_type}: {r.error}\n{r.stderr[-3000:]}" for r in results
+    )
+
+
+# -- the lab itself ---------------------------------------------------------------------------
+
+UDP_ECHO = """
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", 9999))
+while True:
+    data, addr = s.recvfrom(100)
+    s.sendto(("%s:%d" % addr).encode(), addr)
+"""
+
+UDP_ASK = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(1)
+s.bind(("0.0.0.0", 5555))
+for dst in sys.argv[1:]:
+    try:
+        s.sendto(b"x", (dst, 9999))
+        print(s.recvfrom(100)[0].decode())
+    except OSError:
+        print("timeout")
+"""
+
+
+async def test_nat_mappings_and_filtering(lab: NatLab) -> None:
+    cone = await lab.add_host("cone", nat="cone")
+    sym = await lab.add_host("sym", nat="symmetric")
+    pub = await lab.add_host("carol")
+    assert cone.address == "10.0.1.2"
+    assert cone.public_address != cone.address
+    assert pub.nat is None
+    assert pub.address == pub.public_address
+    assert set(lab.namespaces) <= _namespaces()
+    await lab.spawn("pub", [sys.executable, "-c", UDP_ECHO])
+    await lab.spawn("carol", [sys.executable, "-c", UDP_ECHO])
+    await asyncio.sleep(0.3)
+    targets = [lab.public_address, pub.address]
+
+    seen = (await lab.run("cone", [sys.executable, "-c", UDP_ASK, *targets])).stdout.split()
+    # Cone: the same public port (here even the private one) toward every destination.
+    assert seen == [f"{cone.public_address}:5555"] * 2
+
+    seen = (await lab.run("sym", [sys.executable, "-c", UDP_ASK, *targets])).stdout.split()
+    assert [s.split(":")[0] for s in seen] == [sym.public_address] * 2
+    assert seen[0] != seen[1]  # symmetric: a new public port per destination
+
+    # Unsolicited input to a NAT is dropped.
+    probe = await lab.run("carol", [sys.executable, "-c", UDP_ASK, cone.public_address])
+    assert probe.stdout.split() == ["timeout"]
+
+
+async def test_host_names_are_checked(lab: NatLab) -> None:
+    await lab.add_host("alice")
+    with pytest.raises(ConfigurationError):
+        await lab.add_host("alice")
+    with pytest.raises(ConfigurationError):
+        await lab.add_host("pub")
+    with pytest.raises(ConfigurationError):
+        await lab.add_host("Bad-Name")
+    with pytest.raises(ConfigurationError):
+        await lab.add_host("bob", nat="full-cone")  # type: ignore[arg-type]
+
+
+CRASHING_OWNER = """
+import asyncio, os, sys
+sys.path.insert(0, {src!r})
+from rtckit.testing.natlab import NatLab
+
+async def main():
+    lab = NatLab()
+    await lab.start()
+    await lab.add_host("alice", nat="cone")
+    await lab.spawn("alice", ["sleep", "300"])
+    print(lab.prefix, flush=True)
+    await asyncio.sleep(300)
+
+asyncio.run(main())
+"""
+
+
+async def test_cleanup_stale_after_owner_is_killed() -> None:
+    _require_lab()
+    owner = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        CRASHING_OWNER.format(src=SRC),
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        assert owner.stdout is not None
+        async with asyncio.timeout(20):
+            prefix = (await owner.stdout.readline()).decode().strip()
+        assert prefix.startswith("rk")
+        state = _read_state(prefix)
+        assert state is not None
+        [sleeper] = [int(pid) for pid in state["pids"]]
+        assert {n for n in _namespaces() if n.startswith(prefix)} == set(state["namespaces"])
+        # A live owner is left alone.
+        assert prefix not in await cleanup_stale()
+        assert _proc_state(sleeper) not in ("gone", "Z")
+    finally:
+        os.killpg(owner.pid, signal.SIGKILL)
+        await owner.wait()
+    assert prefix in await cleanup_stale()
+    assert not {n for n in _namespaces() if n.startswith(prefix)}
+    assert _read_state(prefix) is None
+    for _ in range(100):
+        if _proc_state(sleeper) in ("gone", "Z"):
+            break
+        await asyncio.sleep(0.05)
+    assert _proc_state(sleeper) in ("gone", "Z")
+
+
+def _read_state(prefix: str) -> dict[str, list[str]] | None:
+    try:
+        data: dict[str, list[str]] = json.loads((STATE_DIR / f"{prefix}.json").read_text())
+    except FileNotFoundError:
+        return None
+    return data
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
+
+
+# -- peers across NATs ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def turn_lab(lab: NatLab, tmp_path: Path) -> AsyncIterator[tuple[NatLab, Coturn]]:
+    async with coturn(
+        lambda argv: lab.spawn("pub", argv),
+        tmp_path,
+        ip=lab.public_address,
+        secret=SECRET,
+        tls_port=5349,
+    ) as ct:
+        yield lab, ct
+
+
+async def test_cone_nats_connect_through_stun(turn_lab: tuple[NatLab, Coturn]) -> None:
+    lab, ct = turn_lab
+    await lab.add_host("alice", nat="cone")
+    await lab.add_host("bob", nat="cone")
+    stun = [RTCIceServer(urls=ct.uri("stun"))]
+    offer, answer = await connect_peers(lab, "alice", "bob", ice_servers=stun)
+    assert offer.connected, _explain(offer, answer)
+    assert answer.connected, _explain(offer, answer)
+    for result in (offer, answer):
+        assert "srflx" in result.local_candidate_types
+        assert "relay" not in result.local_candidate_types
+        # The pair's local side is the base (a host candidate); the far side is reflexive.
+        assert result.remote_candidate_type == "srflx"
+
+
+async def test_symmetric_nats_fail_with_stun_only(turn_lab: tuple[NatLab, Coturn]) -> None:
+    lab, ct = turn_lab
+    await lab.add_host("alice", nat="symmetric")
+    await lab.add_host("bob", nat="symmetric")
+    stun = [RTCIceServer(urls=ct.uri("stun"))]
+    # ice_timeout is a backstop far above aioice's own verdict with 2 retransmissions (3.5 s):
+    # state "failed" below means aioice declared the failure, not the backstop.
+    offer, answer = await connect_peers(
+        lab, "alice", "bob", ice_servers=stun, ice_timeout=30, stun_retries=2
+    )
+    for result in (offer, answer):
+        assert not result.connected
+        assert result.state == "failed", _explain(result)
+        assert result.error_type == "IceError"
+        assert result.error is not None
+        assert "ICE failed" in result.error
+
+
+@pytest.mark.parametrize(
+    ("scheme", "transport"), [("turn", "udp"), ("turn", "tcp"), ("turns", "tcp")]
+)
+async def test_symmetric_nats_connect_through_turn(
+    turn_lab: tuple[NatLab, Coturn], tmp_path: Path, scheme: str, transport: str
+) -> None:
+    lab, ct = turn_lab
+    await lab.add_host("alice", nat="symmetric")
+    await lab.add_host("bob", nat="symmetric")
+    servers = [_turn(ct, scheme, transport)]
+    offer, answer = await connect_peers(
+        lab,
+        "alice",
+        "bob",
+        ice_servers=servers,
+        env={"SSL_CERT_FILE": str(tmp_path / "cert.pem")},
+    )
+    assert offer.connected, _explain(offer, answer)
+    assert answer.connected, _explain(offer, answer)
+    assert offer.uses_relay
+    assert answer.uses_relay
+    assert "relay" in offer.local_candidate_types
+
+
+async def test_expired_credential_is_a_clear_error(turn_lab: tuple[NatLab, Coturn]) -> None:
+    lab, ct = turn_lab
+    await lab.add_host("alice", nat="symmetric")
+    await lab.add_host("bob", nat="symmetric")
+    expired = [_turn(ct, "turn", "udp", ttl=-3600)]
+    offer, answer = await connect_peers(lab, "alice", "bob", ice_servers=expired)
+    assert not offer.connected
+    assert offer.error_type == "TurnAuthError", _explain(offer)
+    assert offer.error is not None
+    assert ct.uri("turn", "udp") in offer.error
+    assert "401" in offer.error
+    # The other side stops at once instead of waiting for an offer that never comes.
+    assert not answer.connected
+    assert answer.error is not None
+    assert "gave up" in answer.error
+
+
+async def test_two_labs_in_parallel(tmp_path: Path) -> None:
+    _require_lab()
+    before = _namespaces()
+
+    async def one(index: int) -> tuple[str, PeerResult, PeerResult]:
+        workdir = tmp_path / str(index)
+        workdir.mkdir()
+        async with NatLab() as lab:
+            await lab.add_host("alice", nat="cone")
+            await lab.add_host("bob", nat="symmetric")
+            async with coturn(
+                lambda argv: lab.spawn("pub", argv), workdir, ip=lab.public_address, secret=SECRET
+            ) as ct:
+                offer, answer = await connect_peers(
+                    lab, "alice", "bob", ice_servers=[_turn(ct, "turn", "udp")]
+                )
+            return lab.prefix, offer, answer
+
+    results = await asyncio.gather(one(1), one(2))
+    assert results[0][0] != results[1][0]
+    for _, offer, answer in results:
+        assert offer.connected, _explain(offer, answer)
+        assert answer.connected, _explain(offer, answer)
+    assert _namespaces() == before
+
+
+# -- rtckit doctor inside the lab -------------------------------------------------------------
+
+
+async def _doctor(lab: NatLab, *args: str, env: dict[str, str] | None = None) -> tuple[int, str]:
+    full_env = {**os.environ, "PYTHONPATH": SRC, **(env or {})}
+    result = await lab.run("alice", [sys.executable, "-m", "rtckit", "doctor", *args], env=full_env)
+    return result.returncode, result.stdout + result.stderr
+
+
+async def test_doctor_green_with_the_right_secret(turn_lab: tuple[NatLab, Coturn]) -> None:
+    lab, ct = turn_lab
+    alice = await lab.add_host("alice", nat="symmetric")
+    status, output = await _doctor(
+        lab, ct.uri("stun"), ct.uri("turn", "udp"), ct.uri("turn", "tcp"), "--secret", SECRET
+    )
+    assert status == 0, output
+    assert "relay path available" in output
+    assert "FAIL" not in output
+    assert f"reflexive {alice.public_address}:" in output
+    assert f"relay {lab.public_address}:" in output
+    assert "[3/3]" in output  # progress lines
+
+
+async def test_doctor_tls_needs_the_ca(turn_lab: tuple[NatLab, Coturn], tmp_path: Path) -> None:
+    lab, ct = turn_lab
+    await lab.add_host("alice", nat="cone")
+    uri = ct.uri("turns", "tcp")
+    status, output = await _doctor(
+        lab, uri, "--secret", SECRET, "--ca-file", str(tmp_path / "cert.pem")
+    )
+    assert status == 0, output
+    status, output = await _doctor(lab, uri, "--secret", SECRET)
+    assert status == 1, output
+    assert "certificate" in output
+
+
+async def test_doctor_diagnoses_a_wrong_secret(turn_lab: tuple[NatLab, Coturn]) -> None:
+    lab, ct = turn_lab
+    await lab.add_host("alice", nat="cone")
+    status, output = await _doctor(
+        lab, ct.uri("stun"), ct.uri("turn", "udp"), "--secret", "not-the-secret"
+    )
+    assert status == 1, output
+    assert "401" in output
+    assert "wrong secret" in output
+    assert "NO relay path available" in output
+    # STUN alone still answers, and says so.
+    assert "OK" in output
+
+
+async def test_doctor_json_output(turn_lab: tuple[NatLab, Coturn]) -> None:
+    lab, ct = turn_lab
+    await lab.add_host("alice", nat="cone")
+    status, output = await _doctor(
+        lab, ct.uri("turn", "udp"), "--secret", SECRET, "--json", "--quiet"
+    )
+    assert status == 0, output
+    data = json.loads(output)
+    assert data["relay_available"] is True
+    [row] = data["results"]
+    assert row["verdict"] == "ok"
+    assert row["relayed_address"][0] == lab.public_address

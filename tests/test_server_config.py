@@ -1,0 +1,157 @@
+"""``rtckit serve`` configuration: parsing, defaults and clear errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rtckit.errors import ConfigurationError
+from rtckit.server.config import ServeConfig, load_config, parse_config
+
+OPEN_INSECURE = '[server]\ninsecure = true\n[auth]\nmode = "open"\n'
+
+
+def _files(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cert.write_text("cert")
+    key.write_text("key")
+    return cert, key
+
+
+def test_full_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _files(tmp_path)
+    monkeypatch.setenv("TOKEN_SECRET", "s3cret")
+    monkeypatch.setenv("TURN_SECRET", "t3rn")
+    text = """
+[server]
+host = "127.0.0.1"
+port = 9443
+http_port = 9080
+[tls]
+cert = "cert.pem"
+key = "key.pem"
+[auth]
+secret_env = "TOKEN_SECRET"
+[ice]
+urls = ["stun:127.0.0.1:3478", "turn:127.0.0.1:3478?transport=udp"]
+turn_secret_env = "TURN_SECRET"
+turn_ttl = 3600
+policy = "relay"
+[limits]
+max_message_bytes = 4096
+messages_per_second = 10
+max_peers_per_room = 4
+[rooms]
+default_topology = "sfu"
+[[rooms.declare]]
+name = "hall"
+topology = "mcu"
+max_peers = 9
+[[rooms.declare]]
+name = "lobby"
+[logging]
+level = "debug"
+format = "text"
+[metrics]
+path = "/m"
+"""
+    config = parse_config(text, base_dir=tmp_path)
+    assert config.server.port == 9443
+    assert config.server.http_port == 9080
+    assert config.tls is not None
+    assert config.tls.cert == tmp_path / "cert.pem"
+    assert config.auth.mode == "token"
+    assert config.auth.secret == "s3cret"
+    assert config.ice.turn_secret == "t3rn"
+    assert config.ice.policy == "relay"
+    assert config.limits.messages_per_second == 10.0
+    assert [(r.name, r.topology, r.max_peers) for r in config.rooms.declared] == [
+        ("hall", "mcu", 9),
+        ("lobby", "sfu", None),
+    ]
+    assert config.logging.format == "text"
+    assert config.metrics.path == "/m"
+    assert "s3cret" not in repr(config)
+
+
+def test_tokens_are_required_by_default() -> None:
+    with pytest.raises(ConfigurationError, match=r"\[auth\] token mode needs secret_env"):
+        parse_config("[server]\ninsecure = true\n")
+
+
+def test_open_mode_is_explicit() -> None:
+    config = parse_config(OPEN_INSECURE)
+    assert config == ServeConfig(
+        server=config.server, auth=config.auth
+    )  # every other table at its default
+    assert config.auth.mode == "open"
+
+
+def test_tls_is_required_unless_insecure() -> None:
+    with pytest.raises(ConfigurationError, match=r"\[tls\] cert and key are required"):
+        parse_config('[auth]\nmode = "open"\n')
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[server\n", "not valid TOML"),
+        ("[surver]\n", r"unknown table\(s\) surver"),
+        (
+            OPEN_INSECURE + "[limits]\nmax_peer_per_room = 3\n",
+            r"unknown key\(s\) max_peer_per_room",
+        ),
+        (
+            "[server]\ninsecure = true\nport = 70000\n[auth]\nmode='open'\n",
+            "70000 is not in 1..65535",
+        ),
+        (
+            "[server]\ninsecure = true\nport = '80'\n[auth]\nmode='open'\n",
+            "expected an integer, got str",
+        ),
+        ("[server]\ninsecure = 1\n[auth]\nmode='open'\n", "expected true or false"),
+        (
+            OPEN_INSECURE + "[rooms]\ndefault_topology = 'p2p'\n",
+            "'p2p' is not one of mesh, sfu, mcu",
+        ),
+        (OPEN_INSECURE + "[ice]\nurls = ['turn:x:3478']\n", "turn urls need turn_secret_env"),
+        (
+            OPEN_INSECURE + "[ice]\nurls = ['stun:x']\npolicy = 'relay'\n",
+            "needs a turn: or turns: url",
+        ),
+        (OPEN_INSECURE + "[auth]\n", "auth"),
+        (
+            OPEN_INSECURE.replace(
+                "[auth]\nmode", "[auth]\nsecret_env = 'RTCKIT_UNSET_VAR_X'\nmode"
+            ),
+            "RTCKIT_UNSET_VAR_X is not set",
+        ),
+        (
+            OPEN_INSECURE + "[[rooms.declare]]\nname='a'\n[[rooms.declare]]\nname='a'\n",
+            "declared twice",
+        ),
+        (OPEN_INSECURE + "[rooms]\ncreate_on_demand = false\n", "needs at least one"),
+        (OPEN_INSECURE + "[metrics]\npath = 'metrics'\n", "must start with /"),
+        ("[server]\nport = 8000\nhttp_port = 8000\n", "http_port must differ"),
+    ],
+)
+def test_bad_config_is_named(text: str, message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message):
+        parse_config(text, source="serve.toml")
+
+
+def test_missing_tls_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"\[tls\] cert: file not found"):
+        parse_config('[tls]\ncert = "nope.pem"\nkey = "nope.key"\n', base_dir=tmp_path)
+
+
+def test_load_config_names_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "serve.toml"
+    path.write_text(OPEN_INSECURE)
+    assert load_config(path).auth.mode == "open"
+    with pytest.raises(ConfigurationError, match="cannot read"):
+        load_config(tmp_path / "missing.toml")
+    path.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigurationError, match="not UTF-8"):
+        load_config(path)

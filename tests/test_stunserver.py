@@ -1,0 +1,350 @@
+"""The asyncio STUN server (rtckit.stunserver) against independent clients, and ``rtckit stun``."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import struct
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aioice.stun
+import pytest
+from aioice import ice
+from aioice.candidate import Candidate
+
+from rtckit import ConfigurationError, SystemComponentError
+from rtckit.cli import build_parser
+from rtckit.stun import MessageClass, binding_request, new_transaction_id, parse_message
+from rtckit.stunserver import StunServer, StunServerConfig, stun_binding
+from rtckit.testing import require_executable
+
+SRC = Path(__file__).resolve().parent.parent / "src"
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[StunServer]:
+    config = StunServerConfig(bind=[("127.0.0.1", 0), ("::1", 0)], tcp=True)
+    async with StunServer(config) as running:
+        yield running
+
+
+async def _udp_socket(host: str) -> tuple[asyncio.DatagramTransport, asyncio.Queue[bytes]]:
+    """A plain UDP client socket whose datagrams land in a queue."""
+    queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Receiver(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[object, ...]) -> None:
+            queue.put_nowait(data)
+
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    transport, _ = await loop.create_datagram_endpoint(
+        Receiver, local_addr=(host, 0), family=family
+    )
+    return transport, queue
+
+
+# --- independent clients ---------------------------------------------------------------------
+
+
+async def test_aioice_gathers_a_server_reflexive_candidate(server: StunServer) -> None:
+    """aioice's own srflx gathering code (server_reflexive_candidate) against the server."""
+    connection = ice.Connection(ice_controlling=True)
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: ice.StunProtocol(connection), local_addr=("127.0.0.1", 0)
+    )
+    try:
+        local_port = transport.get_extra_info("sockname")[1]
+        protocol.local_candidate = Candidate(
+            foundation="1",
+            component=1,
+            transport="udp",
+            priority=1,
+            host="127.0.0.1",
+            port=local_port,
+            type="host",
+        )
+        async with asyncio.timeout(10):
+            candidate, _ = await ice.server_reflexive_candidate(protocol, server.udp_addresses[0])
+    finally:
+        await protocol.close()
+        await connection.close()
+    assert candidate.type == "srflx"
+    assert (candidate.host, candidate.port) == ("127.0.0.1", local_port)
+    assert server.stats.success_responses == 1
+
+
+async def test_aioice_transaction_over_ipv6(server: StunServer) -> None:
+    """aioice's STUN transaction (with retransmissions) over IPv6, parsed by aioice."""
+    connection = ice.Connection(ice_controlling=True)
+    loop = asyncio.get_running_loop()
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: ice.StunProtocol(connection), local_addr=("::1", 0)
+    )
+    try:
+        local_port = transport.get_extra_info("sockname")[1]
+        request = aioice.stun.Message(
+            message_method=aioice.stun.Method.BINDING,
+            message_class=aioice.stun.Class.REQUEST,
+        )
+        request.add_fingerprint()
+        async with asyncio.timeout(10):
+            response, _ = await protocol.request(request, server.udp_addresses[1])
+    finally:
+        await protocol.close()
+        await connection.close()
+    assert response.message_class == aioice.stun.Class.RESPONSE
+    assert response.attributes["XOR-MAPPED-ADDRESS"] == ("::1", local_port)
+    assert response.attributes["SOFTWARE"] == "rtckit"
+    assert "FINGERPRINT" in response.attributes  # aioice checked it while parsing
+
+
+@pytest.mark.integration
+async def test_coturn_stunclient(server: StunServer) -> None:
+    """coturn's turnutils_stunclient (UDP) reads the reflexive address."""
+    client = require_executable("turnutils_stunclient", hint="apt-get install coturn")
+    host, port = server.udp_addresses[0]
+    process = await asyncio.create_subprocess_exec(
+        client,
+        "-p",
+        str(port),
+        host,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(20):
+            output, _ = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text
+    assert "UDP reflexive addr: 127.0.0.1:" in text, text
+    assert server.stats.success_responses >= 1
+    assert server.stats.malformed == 0
+
+
+# --- our own client, UDP and TCP ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+@pytest.mark.parametrize("family", [0, 1], ids=["ipv4", "ipv6"])
+async def test_stun_binding_client(server: StunServer, transport: str, family: int) -> None:
+    addresses = server.udp_addresses if transport == "udp" else server.tcp_addresses
+    host, port = addresses[family]
+    async with asyncio.timeout(10):
+        response = await stun_binding(host, port, transport=transport)  # type: ignore[arg-type]
+    assert response.message_class is MessageClass.SUCCESS_RESPONSE
+    mapped = response.mapped_address()
+    assert mapped is not None
+    assert mapped[0] == host
+    assert response.software() == "rtckit"
+
+
+async def test_udp_and_tcp_share_the_port(server: StunServer) -> None:
+    assert server.udp_addresses == server.tcp_addresses
+    assert [host for host, _ in server.udp_addresses] == ["127.0.0.1", "::1"]
+
+
+async def test_tcp_framing_pipelined_and_split(server: StunServer) -> None:
+    host, port = server.tcp_addresses[0]
+    ids = [new_transaction_id() for _ in range(3)]
+    requests = [binding_request(tid) for tid in ids]
+    async with asyncio.timeout(10):
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            local_port = writer.get_extra_info("sockname")[1]
+            writer.write(requests[0] + requests[1])  # two messages in one segment
+            await writer.drain()
+            for byte in requests[2]:  # one message a byte at a time
+                writer.write(bytes([byte]))
+                await writer.drain()
+            answers = []
+            for _ in ids:
+                header = await reader.readexactly(20)
+                body = await reader.readexactly(struct.unpack_from("!H", header, 2)[0])
+                answers.append(parse_message(header + body))
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    assert [answer.transaction_id for answer in answers] == ids
+    assert {answer.mapped_address() for answer in answers} == {("127.0.0.1", local_port)}
+
+
+async def test_tcp_garbage_closes_the_connection_and_is_counted(server: StunServer) -> None:
+    host, port = server.tcp_addresses[0]
+    async with asyncio.timeout(10):
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: stun\r\n\r\n")
+            await writer.drain()
+            assert await reader.read() == b""  # closed by the server
+        finally:
+            writer.close()
+            await writer.wait_closed()
+        assert server.stats.malformed == 1
+        response = await stun_binding(host, port, transport="tcp")
+    assert response.message_class is MessageClass.SUCCESS_RESPONSE
+
+
+async def test_udp_malformed_datagrams_are_counted_and_service_continues(
+    server: StunServer,
+) -> None:
+    host, port = server.udp_addresses[0]
+    transport, queue = await _udp_socket(host)
+    try:
+        good = binding_request()
+        # (no empty datagram: asyncio's sendto() silently skips those)
+        garbage = [b"\x00", good[:-1], b"\xff" * 40, good[:4] + bytes(4) + good[8:]]
+        for datagram in garbage:
+            transport.sendto(datagram, (host, port))
+        transport.sendto(good, (host, port))
+        async with asyncio.timeout(10):
+            answer = await queue.get()
+    finally:
+        transport.close()
+    assert parse_message(answer).transaction_id == good[8:20]
+    assert server.stats.malformed == len(garbage)
+    assert server.stats.success_responses == 1
+    assert server.stats.internal_errors == 0
+    assert queue.empty()
+
+
+async def test_unknown_method_over_udp_gets_400(server: StunServer) -> None:
+    host, port = server.udp_addresses[0]
+    transport, queue = await _udp_socket(host)
+    try:
+        allocate = aioice.stun.Message(
+            message_method=aioice.stun.Method.ALLOCATE,
+            message_class=aioice.stun.Class.REQUEST,
+        )
+        transport.sendto(bytes(allocate), (host, port))
+        async with asyncio.timeout(10):
+            answer = aioice.stun.parse_message(await queue.get())
+    finally:
+        transport.close()
+    assert answer.message_class == aioice.stun.Class.ERROR
+    assert answer.error_code == 400
+
+
+# --- lifecycle -------------------------------------------------------------------------------
+
+
+async def test_close_is_idempotent_and_drops_open_tcp_connections() -> None:
+    server = StunServer(StunServerConfig(bind=[("127.0.0.1", 0)], tcp=True))
+    await server.start()
+    host, port = server.tcp_addresses[0]
+    async with asyncio.timeout(10):
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(binding_request()[:10])  # half a header: the handler is mid-read
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        await server.aclose()
+        await server.aclose()
+        assert await reader.read() == b""
+        writer.close()
+        await writer.wait_closed()
+    assert not server._tcp_tasks
+    with pytest.raises(ConnectionRefusedError):
+        await asyncio.open_connection(host, port)
+
+
+async def test_tcp_idle_timeout_and_connection_limit() -> None:
+    config = StunServerConfig(
+        bind=[("127.0.0.1", 0)], udp=False, tcp=True, tcp_idle_timeout=0.3, max_tcp_connections=1
+    )
+    async with StunServer(config) as server:
+        assert server.udp_addresses == []
+        host, port = server.tcp_addresses[0]
+        async with asyncio.timeout(10):
+            first_reader, first_writer = await asyncio.open_connection(host, port)
+            await asyncio.sleep(0.05)
+            second_reader, second_writer = await asyncio.open_connection(host, port)
+            assert await second_reader.read() == b""  # over the limit: closed at once
+            assert await first_reader.read() == b""  # idle: closed after the timeout
+            for writer in (first_writer, second_writer):
+                writer.close()
+                await writer.wait_closed()
+
+
+async def test_port_in_use_is_a_system_component_error() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy:
+        busy.bind(("127.0.0.1", 0))
+        port = busy.getsockname()[1]
+        with pytest.raises(SystemComponentError, match="cannot listen"):
+            async with StunServer(StunServerConfig(bind=[("127.0.0.1", port)])):
+                pass
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"bind": []},
+        {"bind": [("localhost", 3478)]},
+        {"bind": [("127.0.0.1", 70000)]},
+        {"udp": False, "tcp": False},
+        {"software": "x" * 128},
+        {"tcp_idle_timeout": 0},
+    ],
+)
+def test_config_validation(kwargs: dict[str, object]) -> None:
+    with pytest.raises(ConfigurationError):
+        StunServerConfig(**kwargs)  # type: ignore[arg-type]
+
+
+async def test_client_times_out_when_nobody_answers() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind(("127.0.0.1", 0))
+        port = silent.getsockname()[1]
+        with pytest.raises(TimeoutError):
+            await stun_binding("127.0.0.1", port, retransmit_interval=0.05, retransmissions=2)
+
+
+# --- the command line --------------------------------------------------------------------------
+
+
+def test_cli_registers_stun() -> None:
+    args = build_parser().parse_args(["stun", "--port", "0", "--tcp", "--host", "::1"])
+    assert (args.command, args.port, args.tcp, args.host) == ("stun", 0, True, ["::1"])
+
+
+async def test_cli_serves_until_interrupted() -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rtckit",
+        "stun",
+        "--port",
+        "0",
+        "--tcp",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            lines = [(await process.stdout.readline()).decode() for _ in range(2)]
+            assert lines[0].startswith("rtckit stun: listening on udp 127.0.0.1:"), lines
+            assert lines[1].startswith("rtckit stun: listening on tcp 127.0.0.1:"), lines
+            port = int(lines[0].rsplit(":", 1)[1])
+            udp = await stun_binding("127.0.0.1", port)
+            tcp = await stun_binding("127.0.0.1", port, transport="tcp")
+            assert udp.mapped_address() is not None
+            assert tcp.mapped_address() is not None
+            process.send_signal(signal.SIGINT)
+            rest, errors = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, errors.decode()
+    assert "stopped; received=2 requests=2 success_responses=2" in rest.decode()

@@ -1,0 +1,33 @@
+"""rtckit.testing's system-component checks: skip on a laptop, fail under RTCKIT_REQUIRE_SYSTEM."""
+
+from __future__ import annotations
+
+import pytest
+
+from rtckit.testing import REQUIRE_SYSTEM_ENV, require_executable, system_required
+
+_ABSENT = "rtckit-no-such-program-7f3a"
+
+
+@pytest.mark.parametrize(("value", "expected"), [("", False), ("0", False), ("1", True)])
+def test_system_required_reads_env(
+    monkeypatch: pytest.MonkeyPatch, value: str, *, expected: bool
+) -> None:
+    monkeypatch.setenv(REQUIRE_SYSTEM_ENV, value)
+    assert system_required() is expected
+
+
+def test_missing_executable_skips_without_requirement(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(REQUIRE_SYSTEM_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install x"):
+        require_executable(_ABSENT, hint="apt-get install x")
+
+
+def test_missing_executable_fails_under_requirement(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(REQUIRE_SYSTEM_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match=REQUIRE_SYSTEM_ENV):
+        require_executable(_ABSENT)
+
+
+def test_present_executable_is_found() -> None:
+    assert require_executable("sh").endswith("/sh")
