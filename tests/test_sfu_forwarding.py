@@ -22,6 +22,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCRtpSender,
     RTCRtpTransceiver,
+    RTCSessionDescription,
 )
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
@@ -33,6 +34,7 @@ from rtckit.sfu import (
     TrackKey,
     TrackPublished,
     TrackSubscribed,
+    accept_forwarding_transceiver,
     add_forwarding_transceiver,
 )
 from rtckit.sfu.rtp import parse_rtp_header
@@ -376,3 +378,60 @@ async def test_forwarding_track_is_idle() -> None:
     track.stop()
     with pytest.raises(MediaStreamError):
         await waiter
+
+
+def munge(sdp: str, payload_types: dict[int, int], extension_ids: dict[int, int]) -> str:
+    """Renumber payload types and extension IDs in an SDP, as a browser's choice would."""
+    out = []
+    for line in sdp.splitlines():
+        if line.startswith("m=video"):
+            parts = line.split(" ")
+            line = " ".join(parts[:3] + [str(payload_types.get(int(p), int(p))) for p in parts[3:]])
+        for old, new in payload_types.items():
+            for prefix in ("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"):
+                if line.startswith(f"{prefix}{old} "):
+                    line = f"{prefix}{new} " + line[len(f"{prefix}{old} ") :]
+            line = line.replace(f"apt={old}", f"apt={new}")
+        for old, new in extension_ids.items():
+            if line.startswith(f"a=extmap:{old} "):
+                line = f"a=extmap:{new} " + line[len(f"a=extmap:{old} ") :]
+        out.append(line)
+    return "\r\n".join(out) + "\r\n"
+
+
+async def test_subscriber_with_other_payload_types_and_extension_ids(router: SfuRouter) -> None:
+    """A browser-like subscriber offers, with its own payload types and extension IDs."""
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    viewer = Subscriber()
+    try:
+        await wait_for(lambda: len(pubs) == 1)
+        viewer.pc.addTransceiver("video", direction="recvonly")
+        caps = RTCRtpSender.getCapabilities("video").codecs
+        viewer.pc.getTransceivers()[0].setCodecPreferences(
+            [c for c in caps if c.mimeType in ("video/VP8", "video/rtx")]
+        )
+        offer = await viewer.pc.createOffer()
+        assert "a=rtpmap:97 VP8/90000" in offer.sdp
+        assert "a=extmap:3 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time" in offer.sdp
+        munged = munge(offer.sdp, {97: 120, 98: 121}, {1: 4, 3: 9})
+        await viewer.pc.setLocalDescription(RTCSessionDescription(sdp=munged, type="offer"))
+        await viewer.server.setRemoteDescription(viewer.pc.localDescription)
+        transceiver = accept_forwarding_transceiver(viewer.server.getTransceivers()[0])
+        await viewer.server.setLocalDescription(await viewer.server.createAnswer())
+        assert "a=rtpmap:120 VP8/90000" in viewer.server.localDescription.sdp
+        await viewer.pc.setRemoteDescription(viewer.server.localDescription)
+        sub = router.subscribe("viewer", pubs[0].key, transceiver)
+        await wait_for(lambda: viewer.frames["video"] >= 10)
+        assert sub.rewriter is not None
+        params = sub.rewriter.params
+        assert params.payload_types == {97: 120}
+        assert params.rtx_payload_type == 121
+        # abs-send-time moved from ID 3 to 9; mid is not forwarded
+        assert dict(params.extensions.ids) == {3: 9}
+        # the subscriber's bandwidth estimator read abs-send-time at ID 9: it sent REMB
+        await wait_for(lambda: router.stats().rembs_relayed > 0)
+        assert viewer.sizes == {(WIDTH, HEIGHT)}
+    finally:
+        await viewer.close()
+        await pub_pc.close()
+        await server.close()

@@ -24,6 +24,7 @@ from rtckit.sfu.engine import (
     TrackSubscribed,
     TrackUnpublished,
     TrackUnsubscribed,
+    accept_forwarding_transceiver,
     add_forwarding_transceiver,
 )
 
@@ -44,5 +45,6 @@ __all__ = [
     "TrackSubscribed",
     "TrackUnpublished",
     "TrackUnsubscribed",
+    "accept_forwarding_transceiver",
     "add_forwarding_transceiver",
 ]

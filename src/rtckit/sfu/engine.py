@@ -91,6 +91,7 @@ __all__ = [
     "TrackSubscribed",
     "TrackUnpublished",
     "TrackUnsubscribed",
+    "accept_forwarding_transceiver",
     "add_forwarding_transceiver",
 ]
 
@@ -1026,6 +1027,21 @@ def add_forwarding_transceiver(
             raise TopologyError(f"aiortc cannot negotiate {mime_type}")
         chosen += [c for c in caps if c.mimeType.lower().endswith("/rtx")]
         transceiver.setCodecPreferences(chosen)
+    return transceiver
+
+
+def accept_forwarding_transceiver(transceiver: RTCRtpTransceiver) -> RTCRtpTransceiver:
+    """Make a transceiver created by a subscriber's *offer* send forwarded media.
+
+    For the flow where the subscriber (a browser) offers ``recvonly`` m-lines: after
+    ``setRemoteDescription(offer)`` and before ``createAnswer``, call this on the server-side
+    transceiver, then :meth:`SfuRouter.subscribe` it once negotiated. The subscriber's
+    payload types and header extension IDs are kept (they are remapped per packet).
+    """
+    if transceiver.direction in ("recvonly", "inactive"):
+        transceiver.direction = "sendonly"
+    if not isinstance(transceiver.sender.track, ForwardingTrack):
+        transceiver.sender.replaceTrack(ForwardingTrack(transceiver.kind))
     return transceiver
 
 
