@@ -26,6 +26,7 @@ from aiortc import (
 )
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
+from rtckit import _aiortc
 from rtckit.sfu import (
     ForwardingTrack,
     PublishedTrack,
@@ -431,6 +432,33 @@ async def test_subscriber_with_other_payload_types_and_extension_ids(router: Sfu
         # the subscriber's bandwidth estimator read abs-send-time at ID 9: it sent REMB
         await wait_for(lambda: router.stats().rembs_relayed > 0)
         assert viewer.sizes == {(WIDTH, HEIGHT)}
+    finally:
+        await viewer.close()
+        await pub_pc.close()
+        await server.close()
+
+
+async def test_publish_after_the_receiver_started(router: SfuRouter) -> None:
+    """Publishing late stops aiortc's decoder thread and forwards from then on."""
+    pub_pc = RTCPeerConnection(config())
+    pub_pc.addTransceiver(SyntheticVideo(), direction="sendonly")
+    server = RTCPeerConnection(config())
+    viewer = Subscriber()
+    try:
+        await pub_pc.setLocalDescription(await pub_pc.createOffer())
+        await server.setRemoteDescription(pub_pc.localDescription)
+        await server.setLocalDescription(await server.createAnswer())
+        await pub_pc.setRemoteDescription(server.localDescription)
+        await wait_for(lambda: server.connectionState == "connected")
+        transceiver = server.getTransceivers()[0]
+        await wait_for(lambda: _aiortc.sfu_receiver_decoding(transceiver.receiver))
+        pub = router.publish("alice", transceiver)
+        assert not _aiortc.sfu_receiver_decoding(transceiver.receiver)
+        await viewer.connect(router, "viewer", [pub])
+        await wait_for(lambda: viewer.frames["video"] >= 10)
+        stats = router.stats()
+        assert stats.decoders_running == 0
+        assert stats.encoders_created == 0
     finally:
         await viewer.close()
         await pub_pc.close()

@@ -449,7 +449,7 @@ class PublishedTrack:
         self.cache.put(header.ssrc, header.sequence_number, data)
         for sink in self.sinks:
             sink(data, header, keyframe)
-        for sub in self.subscriptions:
+        for sub in tuple(self.subscriptions):
             rewriter = sub._rewriter
             if rewriter is None or not sub._ready:
                 continue
@@ -499,7 +499,7 @@ class PublishedTrack:
                 await self._forward_sender_report(packet)
 
     async def _forward_sender_report(self, report: RtcpSenderReport) -> None:
-        for sub in self.subscriptions:
+        for sub in tuple(self.subscriptions):
             if sub._rewriter is None:
                 continue
             rewritten = sub._rewriter.rewrite_sender_report(report)
