@@ -146,7 +146,7 @@ def test_extension_remap_and_strip_one_byte() -> None:
         {"mid": 1, "abs": 3, "unknown": 4}, {"mid": 9, "abs": 3, "level": 2}
     )
     assert remap.ids == {1: 9, 3: 3}
-    assert not remap.is_identity
+    assert remap.key == frozenset({(1, 9), (3, 3)})
     remap.apply(buf, h)
     got = {i: bytes(buf[o : o + n]) for i, o, n in iter_extensions(buf, h)}
     assert got == {9: b"\xaa", 3: b"\x01\x02\x03"}
@@ -471,3 +471,21 @@ def test_reception_statistics() -> None:
     assert block is not None
     assert block.fraction_lost == 0
     assert block.packets_lost == 2
+
+
+def test_rewriter_strips_unmapped_extension_and_shares_block() -> None:
+    remap = ExtensionRemap(ids={3: 3})  # abs-send-time kept as is, mid (1) not forwarded
+    a = StreamRewriter(params(extensions=remap))
+    b = StreamRewriter(params(extensions=remap, ssrc=0x2222))
+    data = make_packet(seq=1, ts=1, extensions=bytes([0x10, ord("0"), 0x32, 1, 2, 3]))
+    h = parse_rtp_header(data)
+    cache: dict[ExtensionRemap, bytes] = {}
+    out_a = a.rewrite(data, h, 0.0, keyframe=True, extension_cache=cache)
+    out_b = b.rewrite(data, h, 0.0, keyframe=True, extension_cache=cache)
+    assert out_a is not None
+    assert out_b is not None
+    assert list(cache) == [remap]
+    for out in (out_a, out_b):
+        got = {i: bytes(out[o : o + n]) for i, o, n in iter_extensions(out, h)}
+        assert got == {3: b"\x01\x02\x03"}
+    assert parse_rtp_header(out_b).ssrc == 0x2222

@@ -449,11 +449,14 @@ class PublishedTrack:
         self.cache.put(header.ssrc, header.sequence_number, data)
         for sink in self.sinks:
             sink(data, header, keyframe)
+        extension_cache: dict[ExtensionRemap, bytes] = {}
         for sub in tuple(self.subscriptions):
             rewriter = sub._rewriter
             if rewriter is None or not sub._ready:
                 continue
-            out = rewriter.rewrite(data, header, now, keyframe=keyframe)
+            out = rewriter.rewrite(
+                data, header, now, keyframe=keyframe, extension_cache=extension_cache
+            )
             if out is None:
                 counters.packets_dropped += 1
                 continue
@@ -682,7 +685,7 @@ class Subscription:
         return OutputParameters(
             ssrc=self._ssrc,
             payload_types=pt_map,
-            extensions=ExtensionRemap.by_uri(in_ext, out_ext),
+            extensions=self._router._intern_remap(ExtensionRemap.by_uri(in_ext, out_ext)),
             clock_rate=first_out.clockRate,
             is_video=pub.kind == "video",
             rtx_ssrc=self._rtx_ssrc if rtx_pt is not None else None,
@@ -779,6 +782,7 @@ class SfuRouter:
         self._events: asyncio.Queue[SfuEvent | None] = asyncio.Queue()
         self._channels: dict[str, list[RTCDataChannel]] = {}
         self._ever_published: set[TrackKey] = set()
+        self._remaps: dict[frozenset[tuple[int, int]], ExtensionRemap] = {}
         #: recorders by key (rtckit.sfu.record.TrackRecorder), re-attached on republish
         self._recorders: dict[TrackKey, list[Any]] = {}
         self._closed = False
@@ -816,6 +820,9 @@ class SfuRouter:
 
     def _emit(self, event: SfuEvent) -> None:
         self._events.put_nowait(event)
+
+    def _intern_remap(self, remap: ExtensionRemap) -> ExtensionRemap:
+        return self._remaps.setdefault(remap.key, remap)
 
     def _codec_created(self, kind: str) -> None:
         if kind == "decoder":

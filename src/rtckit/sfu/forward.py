@@ -169,12 +169,20 @@ class StreamRewriter:
     # -- forwarding --------------------------------------------------------------------------
 
     def rewrite(
-        self, data: bytes | bytearray, header: RtpHeader, now: float, *, keyframe: bool
+        self,
+        data: bytes | bytearray,
+        header: RtpHeader,
+        now: float,
+        *,
+        keyframe: bool,
+        extension_cache: dict[ExtensionRemap, bytes] | None = None,
     ) -> bytes | None:
         """Return the subscriber's copy of the packet, or None if it must not be forwarded.
 
         ``keyframe`` tells whether this packet starts a keyframe (see
         :func:`rtckit.sfu.rtp.is_keyframe`); it matters only while waiting for one.
+        ``extension_cache``, a dict fresh for each incoming packet, lets subscribers sharing
+        one :class:`~rtckit.sfu.rtp.ExtensionRemap` share its rewritten extension block.
         """
         params = self.params
         out_pt = params.payload_types.get(header.payload_type)
@@ -215,9 +223,15 @@ class StreamRewriter:
         rewrite_rtp_header(
             buf, payload_type=out_pt, sequence_number=out_seq, timestamp=out_ts, ssrc=params.ssrc
         )
-        extensions = params.extensions
-        if header.extension_offset >= 0 and not extensions.is_identity:
-            extensions.apply(buf, header)
+        if header.extension_offset >= 0:
+            extensions = params.extensions
+            cached = extension_cache.get(extensions) if extension_cache is not None else None
+            if cached is None:
+                cached = extensions.block(data, header)
+                if extension_cache is not None:
+                    extension_cache[extensions] = cached
+            block = cached
+            buf[header.extension_offset + 4 : header.payload_offset] = block
         self.packets_sent += 1
         self.octets_sent += header.payload_end - header.payload_offset
         return bytes(buf)
@@ -276,8 +290,7 @@ class StreamRewriter:
             timestamp=(header.timestamp + self._ts_offset) & _TS_MASK,
             ssrc=params.ssrc,
         )
-        if header.extension_offset >= 0 and not params.extensions.is_identity:
-            params.extensions.apply(buf, header)
+        params.extensions.apply(buf, header)
         if params.rtx_ssrc is None or params.rtx_payload_type is None:
             return bytes(buf)
         seq = self._rtx_seq

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Iterator, Mapping
+from typing import NamedTuple
 
 import attrs
 
@@ -82,9 +83,11 @@ def is_rtcp(data: bytes | bytearray) -> bool:
     return len(data) >= 2 and 192 <= data[1] <= 223
 
 
-@attrs.frozen(slots=True)
-class RtpHeader:
-    """The parts of an RTP header forwarding needs, with byte offsets into the packet."""
+class RtpHeader(NamedTuple):
+    """The parts of an RTP header forwarding needs, with byte offsets into the packet.
+
+    A named tuple: built once per incoming packet, it must be cheap to create.
+    """
 
     marker: bool
     payload_type: int
@@ -126,15 +129,7 @@ def parse_rtp_header(data: bytes | bytearray) -> RtpHeader:
     if pos > end:
         raise ValueError("RTP header longer than the packet")
     return RtpHeader(
-        marker=bool(second & 0x80),
-        payload_type=second & 0x7F,
-        sequence_number=seq,
-        timestamp=ts,
-        ssrc=ssrc,
-        extension_offset=ext_offset,
-        extension_profile=profile,
-        payload_offset=pos,
-        payload_end=end,
+        bool(second & 0x80), second & 0x7F, seq, ts, ssrc, ext_offset, profile, pos, end
     )
 
 
@@ -193,7 +188,7 @@ def iter_extensions(data: bytes | bytearray, header: RtpHeader) -> Iterator[tupl
             pos += 2 + length
 
 
-@attrs.frozen(slots=True)
+@attrs.frozen(eq=False)
 class ExtensionRemap:
     """Map header extension IDs from an incoming stream to one outgoing stream.
 
@@ -201,6 +196,10 @@ class ExtensionRemap:
     the one-byte form cannot carry, above 14) is stripped. Stripping is done in place by
     turning the element into padding bytes (zero), which RFC 8285 allows between elements,
     so the packet keeps its length and no byte moves.
+
+    Compared and hashed by identity: a forwarder keeps one instance per distinct map, so the
+    rewritten extension block of a packet can be computed once for all subscribers sharing
+    it (:meth:`block`).
     """
 
     ids: Mapping[int, int]
@@ -211,27 +210,34 @@ class ExtensionRemap:
         return cls(ids={x_id: outgoing[uri] for uri, x_id in incoming.items() if uri in outgoing})
 
     @property
-    def is_identity(self) -> bool:
-        """True if no byte needs to change for any packet (every ID maps to itself)."""
-        return all(k == v for k, v in self.ids.items())
+    def key(self) -> frozenset[tuple[int, int]]:
+        """The map as a hashable value (to share one instance among equal maps)."""
+        return frozenset(self.ids.items())
+
+    def block(self, data: bytes | bytearray, header: RtpHeader) -> bytes:
+        """The packet's extension elements (after the 4-byte preamble), remapped."""
+        start = header.extension_offset + 4
+        out = bytearray(data[start : header.payload_offset])
+        ids = self.ids
+        one_byte = header.extension_profile == _ONE_BYTE_PROFILE
+        for x_id, value_offset, length in iter_extensions(data, header):
+            new_id = ids.get(x_id)
+            pos = value_offset - start
+            if one_byte:
+                if new_id is None or new_id > 14:
+                    out[pos - 1 : pos + length] = bytes(length + 1)
+                elif new_id != x_id:
+                    out[pos - 1] = (new_id << 4) | (length - 1)
+            elif new_id is None:
+                out[pos - 2 : pos + length] = bytes(length + 2)
+            elif new_id != x_id:
+                out[pos - 2] = new_id
+        return bytes(out)
 
     def apply(self, buf: bytearray, header: RtpHeader) -> None:
         """Rewrite or strip the extension IDs of ``buf`` in place."""
-        if header.extension_offset < 0:
-            return
-        ids = self.ids
-        one_byte = header.extension_profile == _ONE_BYTE_PROFILE
-        for x_id, value_offset, length in list(iter_extensions(buf, header)):
-            new_id = ids.get(x_id)
-            if one_byte:
-                if new_id is None or new_id > 14:
-                    buf[value_offset - 1 : value_offset + length] = bytes(length + 1)
-                elif new_id != x_id:
-                    buf[value_offset - 1] = (new_id << 4) | (length - 1)
-            elif new_id is None:
-                buf[value_offset - 2 : value_offset + length] = bytes(length + 2)
-            elif new_id != x_id:
-                buf[value_offset - 2] = new_id
+        if header.extension_offset >= 0:
+            buf[header.extension_offset + 4 : header.payload_offset] = self.block(buf, header)
 
 
 def rewrite_abs_send_time(buf: bytearray, header: RtpHeader, x_id: int, ntp_time: int) -> bool:
