@@ -640,7 +640,9 @@ def write_svg(sfu: list[dict[str, Any]], relay: list[dict[str, Any]]) -> None:
             x, y = xy(r["subscribers"], r["cpu"] * 100)
             parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"/>')
         lx, ly = xy(rows[-1]["subscribers"], rows[-1]["cpu"] * 100)
-        parts.append(f'<text x="{lx:.1f}" y="{ly - 8:.1f}" fill="{color}">{label}</text>')
+        parts.append(
+            f'<text x="{lx:.1f}" y="{ly - 8:.1f}" fill="{color}" text-anchor="end">{label}</text>'
+        )
     parts.append("</svg>")
     out = ROOT / "docs" / "_static" / "sfu-benchmark.svg"
     out.parent.mkdir(parents=True, exist_ok=True)

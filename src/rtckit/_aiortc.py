@@ -506,16 +506,21 @@ def sfu_fast_rtp_sender(transport: RTCDtlsTransport) -> Callable[[bytes], bool]:
     _sfu_require(connection, "_nominated", "the nominated candidate pairs")
     _sfu_require(transport, "_state", "the DTLS state")
 
+    cached: list[Any] = [None, None, None]  # pair, datagram transport, remote address
+
     def send(data: bytes) -> bool:
         if transport._state is not connected:
             return False
         pair = connection._nominated.get(1)
-        if pair is None:
+        if pair is not cached[0]:
+            cached[:] = [pair, None, None]
+            if pair is not None and type(pair.protocol) is StunProtocol:
+                cached[1] = pair.protocol.transport
+                cached[2] = pair.remote_addr
+        datagrams = cached[1]
+        if datagrams is None or datagrams.is_closing():
             return False
-        protocol = pair.protocol
-        if type(protocol) is not StunProtocol or protocol.transport is None:
-            return False
-        protocol.transport.sendto(transport._tx_srtp.protect(data), pair.remote_addr)
+        datagrams.sendto(transport._tx_srtp.protect(data), cached[2])
         return True
 
     return send
