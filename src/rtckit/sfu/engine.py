@@ -348,6 +348,7 @@ class PublishedTrack:
         self.closed = False
         self._abs_send_time_id: int | None = None
         self._keyframe_wanted = False
+        self._retired: set[int] = set()
         self._reception: ReceptionStatistics | None = None
         self._next_report = 0.0
         self._fir_seq = 0
@@ -423,6 +424,8 @@ class PublishedTrack:
             except ValueError:
                 return
         elif header.ssrc != self.source_ssrc:
+            if header.ssrc in self._retired:
+                return  # a late packet of a source the publisher replaced
             self._new_source(header.ssrc)
         counters.packets_in += 1
         counters.bytes_in += len(data)
@@ -475,8 +478,6 @@ class PublishedTrack:
                 await self.request_keyframe()
         elif self.keyframes.pending and self.keyframes.poll(now):
             await self._send_keyframe_request()
-        if self.bandwidth.current(now) is not None:
-            await self._send_bandwidth(now)
         if now >= self._next_report:
             self._next_report = now + router.config.receiver_report_interval
             await self._send_receiver_report(now)
@@ -485,6 +486,7 @@ class PublishedTrack:
         previous = self.source_ssrc
         self.source_ssrc = ssrc
         if previous is not None:
+            self._retired.add(previous)
             # the publisher changed its SSRC without renegotiation: a new segment
             for sub in self.subscriptions:
                 if sub._rewriter is not None:
@@ -753,7 +755,9 @@ class Subscription:
                 counters.keyframe_requests_received += 1
                 await pub.request_keyframe()
             elif isinstance(packet, RtcpRemb):
-                pub.bandwidth.update(self, packet.bitrate, self._router.clock())
+                now = self._router.clock()
+                pub.bandwidth.update(self, packet.bitrate, now)
+                await pub._send_bandwidth(now)
 
     def _close(self) -> None:
         self.closed = True
