@@ -29,6 +29,8 @@ nitpick_ignore_regex = [
     (r"py:class", r"(Path|SSLContext|datetime\.datetime|datetime\.timedelta|ipaddress\..*)"),
     (r"py:class", r"(NDArray|np\..*|npt\..*)"),
     (r"py:(class|data|obj)", r"rtckit\..*\._.*"),
+    # Standard-library classes shown in signatures and bases (no offline inventory).
+    (r"py:class", r"(pathlib\.Path|enum\.IntEnum|enum\.Enum)"),
 ]
 
 autodoc_typehints = "description"

@@ -288,11 +288,11 @@ class StunStats:
     error_responses: int = 0
     """Error responses produced (400, 420)."""
     indications: int = 0
-    """Binding indications (keep-alives): no answer is due."""
+    """Binding indications (keep-alives), which get no answer."""
     malformed: int = 0
-    """Dropped: not a well-formed RFC 8489 message (bad header, length, attribute, FINGERPRINT)."""
+    """Dropped as not a well-formed RFC 8489 message (header, length, attribute, FINGERPRINT)."""
     ignored: int = 0
-    """Dropped: well-formed, but a response or an indication a server has nothing to do with."""
+    """Dropped although well formed (responses, and indications other than Binding)."""
     internal_errors: int = 0
     """Bugs caught by a server layer instead of crashing it (should stay 0)."""
 

@@ -312,7 +312,7 @@ async def stun_binding(
     retransmitted *retransmissions* times, *retransmit_interval* seconds apart (a fixed
     interval: this is a probe for local and lab servers, not RFC 8489's doubling). Over TCP
     it is sent once on a fresh connection and the answer awaited *tcp_timeout* seconds
-    (RFC 8489's Ti). Wrap the call in :func:`asyncio.timeout` for a tighter bound.
+    (RFC 8489's Ti). Wrap the call in ``asyncio.timeout()`` for a tighter bound.
 
     Raises :class:`TimeoutError` when nothing answers, :class:`OSError` when a TCP connection
     cannot be opened, :class:`~rtckit.errors.StunFormatError` when a TCP peer answers
