@@ -430,6 +430,12 @@ async def test_rest_credentials_allocate_with_turnutils_uclient() -> None:
         )
         assert status != 0
 
+        # turnutils_uclient's own REST computation from the right secret agrees.
+        status, output = await uclient(
+            "-y", "-c", "-n", "2", "-u", "bob", "-W", SECRET, "-p", port, "127.0.0.1"
+        )
+        assert status == 0, output
+
 
 @pytest.mark.integration
 async def test_loopback_peers_are_denied_by_default() -> None:
@@ -590,3 +596,49 @@ async def test_cli_turn_serve_runs_until_interrupted() -> None:
     assert process.returncode == 0, errors.decode()
     assert "rtckit turn serve: stopped" in rest.decode()
     assert _gone(coturn_pid)
+
+
+@pytest.mark.integration
+async def test_coturn_dies_with_its_parent() -> None:
+    """kill -9 of the Python process that started coturn leaves no orphan turnserver."""
+    require_executable("turnserver", hint="apt-get install coturn")
+    config = lab_config()
+    script = (
+        "import asyncio, sys\n"
+        "from rtckit.coturn import CoturnConfig, CoturnProcess\n"
+        "async def main():\n"
+        f"    config = CoturnConfig(realm='lab.test', static_auth_secrets=['{SECRET}'],\n"
+        f"        listening_port={config.listening_port},\n"
+        f"        min_port={config.min_port}, max_port={config.max_port})\n"
+        "    turn = CoturnProcess(config)\n"
+        "    await turn.start()\n"
+        "    print(turn.pid, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert parent.stdout is not None
+    coturn_pid = 0
+    try:
+        async with asyncio.timeout(30):
+            coturn_pid = int((await parent.stdout.readline()).decode())
+            assert not _gone(coturn_pid)
+            parent.kill()
+            await parent.wait()
+            for _ in range(400):  # bounded: 20 s at most, inside the 30 s timeout
+                if _gone(coturn_pid):
+                    break
+                await asyncio.sleep(0.05)
+            assert _gone(coturn_pid), "coturn outlived the process that started it"
+    finally:
+        if parent.returncode is None:
+            parent.kill()
+            await parent.wait()
+        if coturn_pid and not _gone(coturn_pid):
+            os.kill(coturn_pid, signal.SIGKILL)

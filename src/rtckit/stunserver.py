@@ -192,11 +192,20 @@ class StunServer:
             return
 
     async def _bind_udp(self, host: str, port: int) -> asyncio.DatagramTransport:
+        # IPv6 sockets are IPv6-only, as asyncio makes TCP listeners: "::" and "0.0.0.0"
+        # can then be bound side by side on one port.
+        ipv6 = ipaddress.ip_address(host).version == 6
+        sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            if ipv6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(host, port), family=family
-        )
+        transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
         return transport
 
     def _answer(self, data: bytes, addr: tuple[Any, ...]) -> bytes | None:
