@@ -612,7 +612,7 @@ async def test_coturn_dies_with_its_parent() -> None:
         f"        min_port={config.min_port}, max_port={config.max_port})\n"
         "    turn = CoturnProcess(config)\n"
         "    await turn.start()\n"
-        "    print(turn.pid, flush=True)\n"
+        "    print(turn.pid, turn.config_path.parent, flush=True)\n"
         "    await asyncio.sleep(60)\n"
         "asyncio.run(main())\n"
     )
@@ -625,9 +625,11 @@ async def test_coturn_dies_with_its_parent() -> None:
     )
     assert parent.stdout is not None
     coturn_pid = 0
+    directory: Path | None = None
     try:
         async with asyncio.timeout(30):
-            coturn_pid = int((await parent.stdout.readline()).decode())
+            pid_text, directory_text = (await parent.stdout.readline()).decode().split()
+            coturn_pid, directory = int(pid_text), Path(directory_text)
             assert not _gone(coturn_pid)
             parent.kill()
             await parent.wait()
@@ -642,3 +644,5 @@ async def test_coturn_dies_with_its_parent() -> None:
             await parent.wait()
         if coturn_pid and not _gone(coturn_pid):
             os.kill(coturn_pid, signal.SIGKILL)
+        if directory is not None:  # kill -9 left no chance to remove it
+            shutil.rmtree(directory, ignore_errors=True)
