@@ -231,6 +231,13 @@ async def test_missing_turnserver_has_install_hint(executable: str) -> None:
     assert process.pid is None
 
 
+async def test_process_needs_udp_or_tcp_to_probe(tmp_path: Path) -> None:
+    config = base_config(udp=False, tcp=False, tls_cert=tmp_path / "c.pem", tls_key=tmp_path / "k")
+    assert "no-udp" in lines(config)  # a TLS-only configuration renders fine
+    with pytest.raises(ConfigurationError, match="UDP or TCP"):
+        await CoturnProcess(config).start()
+
+
 def test_cli_missing_turnserver(capsys: pytest.CaptureFixture[str]) -> None:
     args = _turn_parser().parse_args(
         [

@@ -495,7 +495,8 @@ class CoturnProcess:
 
     :meth:`aclose` stops coturn by its PID: SIGTERM, then SIGKILL after ``stop_timeout``. On
     Linux coturn also gets SIGTERM if the Python process dies without closing it (even by
-    ``kill -9``), so no orphan keeps the ports.
+    ``kill -9``), so no orphan keeps the ports (Linux sends it when the thread that started
+    coturn ends: start it from the thread running the event loop, as asyncio does).
     """
 
     def __init__(
@@ -536,6 +537,10 @@ class CoturnProcess:
         """Start coturn and wait until it answers (see the class docstring)."""
         if self._process is not None or self._closed:
             raise SystemComponentError("a CoturnProcess is started once")
+        if not (self.config.udp or self.config.tcp):
+            raise ConfigurationError(
+                "CoturnProcess checks coturn is up over UDP or TCP: enable one of them"
+            )
         executable = _find_executable(self.config.executable)
         for path in (self.config.tls_cert, self.config.tls_key):
             if path is not None and not path.is_file():

@@ -241,7 +241,10 @@ class StunServer:
                     writer.write(reply)
                     await writer.drain()
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-            pass
+            pass  # the client went away, or was idle too long
+        except Exception:
+            self.stats.internal_errors += 1
+            logger.exception("STUN TCP connection from %s failed", peer)
         finally:
             self._tcp_tasks.discard(task)
             writer.close()
