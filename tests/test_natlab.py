@@ -279,7 +279,6 @@ async def test_expired_credential_is_a_clear_error(turn_lab: tuple[NatLab, Cotur
 
 async def test_two_labs_in_parallel(tmp_path: Path) -> None:
     _require_lab()
-    before = _namespaces()
 
     async def one(index: int) -> tuple[str, PeerResult, PeerResult]:
         workdir = tmp_path / str(index)
@@ -297,10 +296,11 @@ async def test_two_labs_in_parallel(tmp_path: Path) -> None:
 
     results = await asyncio.gather(one(1), one(2))
     assert results[0][0] != results[1][0]
-    for _, offer, answer in results:
+    for prefix, offer, answer in results:
         assert offer.connected, _explain(offer, answer)
         assert answer.connected, _explain(offer, answer)
-    assert _namespaces() == before
+        # Other tests (and other engineers) may run labs meanwhile: look at ours only.
+        assert not {n for n in _namespaces() if n.startswith(prefix)}
 
 
 # -- rtckit doctor inside the lab -------------------------------------------------------------

@@ -73,6 +73,7 @@ __all__ = [
     "RunResult",
     "cleanup_stale",
     "connect_peers",
+    "run_peer",
 ]
 
 NatType = Literal["cone", "symmetric"]
@@ -697,6 +698,46 @@ def _peer_result(proc_out: bytes, proc_err: bytes, role: str) -> PeerResult:
     )
 
 
+async def run_peer(
+    lab: NatLab,
+    host: str,
+    role: Literal["offer", "answer"],
+    signal_dir: Path,
+    *,
+    ice_servers: Sequence[RTCIceServer],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 40.0,  # noqa: ASYNC109 - passed down to the peer process
+    ice_timeout: float = 20.0,
+    stun_retries: int | None = 2,
+) -> PeerResult:
+    """Run one aiortc peer process on *host* until it reports; see :func:`connect_peers`.
+
+    The other side may be anything that speaks the same file signaling in *signal_dir*:
+    ``offer.json`` / ``answer.json`` holding ``{"type": ..., "sdp": ...}`` (or
+    ``{"abort": reason}``), a data channel on which the offerer sends ``ping`` and the
+    answerer replies ``pong``, and ``done.json`` written by the offerer at the end. A browser
+    page driven by a test is such a side.
+    """
+    peer_env = dict(os.environ)
+    peer_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_SRC_DIR, os.environ.get("PYTHONPATH", "")) if p
+    )
+    peer_env.update(env or {})
+    argv = [
+        sys.executable, "-m", "rtckit.testing._natpeer", "--role", role,
+        "--signal-dir", str(signal_dir), "--label", host,
+        "--timeout", str(timeout), "--ice-timeout", str(ice_timeout),
+    ]  # fmt: skip
+    if stun_retries is not None:
+        argv += ["--stun-retries", str(stun_retries)]
+    for server in ice_servers:
+        argv += ["--ice-server", _ice_server_json(server)]
+    proc = await lab.spawn(host, argv, env=peer_env)
+    async with asyncio.timeout(timeout + 15):
+        out, err = await proc.communicate()
+    return _peer_result(out, err, role)
+
+
 async def connect_peers(
     lab: NatLab,
     offer_host: str,
@@ -720,35 +761,18 @@ async def connect_peers(
     aioice's default, 63.5 s).
     """
     signal_dir = Path(tempfile.mkdtemp(prefix=f"{lab.prefix}-signal-"))
-    src = _SRC_DIR
-    peer_env = dict(os.environ)
-    peer_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (src, os.environ.get("PYTHONPATH", "")) if p
-    )
-    peer_env.update(env or {})
-
-    def argv(role: str, servers: Sequence[RTCIceServer], label: str) -> list[str]:
-        args = [
-            sys.executable, "-m", "rtckit.testing._natpeer", "--role", role,
-            "--signal-dir", str(signal_dir), "--label", label,
-            "--timeout", str(timeout), "--ice-timeout", str(ice_timeout),
-        ]  # fmt: skip
-        if stun_retries is not None:
-            args += ["--stun-retries", str(stun_retries)]
-        for server in servers:
-            args += ["--ice-server", _ice_server_json(server)]
-        return args
-
+    options: dict[str, Any] = {
+        "env": env,
+        "timeout": timeout,
+        "ice_timeout": ice_timeout,
+        "stun_retries": stun_retries,
+    }
     answer_servers = ice_servers if answer_ice_servers is None else answer_ice_servers
     try:
-        offerer = await lab.spawn(offer_host, argv("offer", ice_servers, offer_host), env=peer_env)
-        answerer = await lab.spawn(
-            answer_host, argv("answer", answer_servers, answer_host), env=peer_env
+        offer, answer = await asyncio.gather(
+            run_peer(lab, offer_host, "offer", signal_dir, ice_servers=ice_servers, **options),
+            run_peer(lab, answer_host, "answer", signal_dir, ice_servers=answer_servers, **options),
         )
-        async with asyncio.timeout(timeout + 15):
-            (out_o, err_o), (out_a, err_a) = await asyncio.gather(
-                offerer.communicate(), answerer.communicate()
-            )
-        return _peer_result(out_o, err_o, "offer"), _peer_result(out_a, err_a, "answer")
+        return offer, answer
     finally:
         shutil.rmtree(signal_dir, ignore_errors=True)
