@@ -17,7 +17,13 @@ from rtckit.doctor import mint_rest_credential
 from rtckit.errors import ConfigurationError
 from rtckit.testing import require_executable, require_root
 from rtckit.testing._labcoturn import Coturn, coturn
-from rtckit.testing.natlab import NatLab, PeerResult, cleanup_stale, connect_peers
+from rtckit.testing.natlab import (
+    NatLab,
+    PeerResult,
+    cleanup_stale,
+    connect_peers,
+    unshare_command,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -186,6 +192,40 @@ def _proc_state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:
         return "gone"
+
+
+INSIDE_UNSHARE = """
+import asyncio, sys
+sys.path.insert(0, {src!r})
+from rtckit.testing.natlab import NatLab
+
+async def main():
+    async with NatLab() as lab:
+        host = await lab.add_host("alice", nat="symmetric")
+        route = await lab.run("alice", ["ip", "route"], check=True)
+        print(lab.prefix, host.address, route.stdout.split()[2], flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_lab_inside_unshare() -> None:
+    """The lab also runs inside user+network namespaces (the no-root variant), leaving nothing."""
+    _require_lab()
+    require_executable("unshare", hint="apt-get install util-linux")
+    proc = await asyncio.create_subprocess_exec(
+        *unshare_command([sys.executable, "-c", INSIDE_UNSHARE.format(src=SRC)]),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(60):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    prefix, address, gateway = out.decode().split()
+    assert (address, gateway) == ("10.0.1.2", "10.0.1.1")
+    # Its namespaces lived under a private /run: never visible here.
+    assert not {n for n in _namespaces() if n.startswith(prefix)}
+    assert _read_state(prefix) is None
 
 
 # -- peers across NATs ------------------------------------------------------------------------

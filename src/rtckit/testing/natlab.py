@@ -31,6 +31,10 @@ Before it creates anything, a lab writes a state file ``/run/rtckit-natlab/<pref
 naming its owner PID, its namespaces and its processes; :func:`cleanup_stale` (called at every
 lab start) removes the leftovers of labs whose owner process is gone, e.g. after ``kill -9``.
 
+Without root, run the whole program that uses the lab through :func:`unshare_command`: inside
+a new user namespace it is root over its own network namespaces, with a private ``/run``, and
+everything it made disappears when it exits.
+
 Example::
 
     async with NatLab() as lab:
@@ -74,6 +78,7 @@ __all__ = [
     "cleanup_stale",
     "connect_peers",
     "run_peer",
+    "unshare_command",
 ]
 
 NatType = Literal["cone", "symmetric"]
@@ -601,6 +606,23 @@ class NatLab:
                 f"{result.stderr.strip()}"
             )
         return result
+
+
+def unshare_command(argv: Sequence[str]) -> list[str]:
+    """Wrap *argv* so that it runs a :class:`NatLab` without root (``unshare`` from util-linux).
+
+    The command runs in new user, mount, network and PID namespaces (``unshare -Urmnpf
+    --kill-child --mount-proc``) where it is root, with a fresh tmpfs on ``/run`` for
+    ``/run/netns`` and the lab registry. Everything it starts lives in those namespaces, so
+    killing the outer process kills all of it and leaves nothing behind. The kernel must allow
+    unprivileged user namespaces, and *argv*'s program must be readable by the calling user.
+    """
+    if not argv:
+        raise ConfigurationError("unshare_command() needs a non-empty argv")
+    return [
+        "unshare", "-Urmnpf", "--kill-child", "--mount-proc",
+        "sh", "-c", 'mount -t tmpfs tmpfs /run && exec "$@"', "sh", *argv,
+    ]  # fmt: skip
 
 
 def _nat_ruleset(nat: NatType) -> str:
