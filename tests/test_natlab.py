@@ -179,6 +179,34 @@ async def test_cleanup_stale_after_owner_is_killed() -> None:
     assert _proc_state(sleeper) in ("gone", "Z")
 
 
+async def _ip(*args: str) -> int:
+    proc = await asyncio.create_subprocess_exec("ip", *args, stderr=asyncio.subprocess.DEVNULL)
+    async with asyncio.timeout(10):
+        return await proc.wait()
+
+
+async def test_cleanup_stale_only_touches_its_own_prefix(tmp_path: Path) -> None:
+    _require_lab()
+    dead = await asyncio.create_subprocess_exec("true")
+    await dead.wait()
+    prefix = "rk" + os.urandom(3).hex()
+    victim = f"victim{os.urandom(3).hex()}"
+    ours = f"{prefix}-pub"
+    for name in (victim, ours):
+        await _ip("netns", "add", name)
+    try:
+        state = {"owner_pid": dead.pid, "owner_start": None, "namespaces": [ours, victim]}
+        (tmp_path / f"{prefix}.json").write_text(json.dumps(state))
+        (tmp_path / "rkbroken.json").write_text("{not json")
+        assert await cleanup_stale(tmp_path) == [prefix]
+        assert ours not in _namespaces()
+        assert victim in _namespaces()
+        assert not (tmp_path / f"{prefix}.json").exists()
+    finally:
+        for name in (victim, ours):
+            await _ip("netns", "delete", name)
+
+
 def _read_state(prefix: str) -> dict[str, list[str]] | None:
     try:
         data: dict[str, list[str]] = json.loads((STATE_DIR / f"{prefix}.json").read_text())

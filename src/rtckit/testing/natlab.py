@@ -235,6 +235,28 @@ async def _destroy_namespaces(namespaces: Sequence[str]) -> None:
         await _exec(["ip", "netns", "delete", namespace], limit=10, check=False)
 
 
+def _parse_state(
+    prefix: str, state: dict[str, object]
+) -> tuple[int, int | None, list[str], list[int]] | None:
+    """(owner PID, owner start time, namespaces, PIDs) of a state file, or None if malformed.
+
+    Only namespaces named after the file's own prefix are returned, so a damaged or foreign
+    file can never make cleanup delete someone else's namespace.
+    """
+    owner, start = state.get("owner_pid"), state.get("owner_start")
+    namespaces, pids = state.get("namespaces"), state.get("pids", [])
+    if (
+        not _PREFIX.match(prefix)
+        or not isinstance(owner, int)
+        or not isinstance(start, int | None)
+        or not isinstance(namespaces, list)
+        or not isinstance(pids, list)
+    ):
+        return None
+    own = [n for n in namespaces if isinstance(n, str) and n.startswith(f"{prefix}-")]
+    return owner, start, own, [p for p in pids if isinstance(p, int)]
+
+
 async def cleanup_stale(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     """Remove the namespaces and processes of labs whose owner process has died.
 
@@ -245,14 +267,11 @@ async def cleanup_stale(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     """
     cleaned: list[str] = []
     for path, state in _read_states(state_dir):
-        try:
-            owner = int(state["owner_pid"])  # type: ignore[call-overload]
-            start = state.get("owner_start")
-            namespaces = [str(name) for name in state["namespaces"]]  # type: ignore[attr-defined]
-            pids = [int(pid) for pid in state.get("pids", [])]  # type: ignore[attr-defined]
-        except (ValueError, KeyError, TypeError):
+        parsed = _parse_state(path.stem, state)
+        if parsed is None:
             continue
-        if _owner_alive(owner, start if isinstance(start, int) else None):
+        owner, start, namespaces, pids = parsed
+        if _owner_alive(owner, start):
             continue
         # A recorded PID is only the lab's if it still lives in one of the lab's namespaces
         # (a reused PID elsewhere is left alone); kill its whole process group.
