@@ -193,7 +193,7 @@ async def test_cleanup_stale_only_touches_its_own_prefix(tmp_path: Path) -> None
     victim = f"victim{os.urandom(3).hex()}"
     ours = f"{prefix}-pub"
     for name in (victim, ours):
-        await _ip("netns", "add", name)
+        assert await _ip("netns", "add", name) == 0
     try:
         state = {"owner_pid": dead.pid, "owner_start": None, "namespaces": [ours, victim]}
         (tmp_path / f"{prefix}.json").write_text(json.dumps(state))
