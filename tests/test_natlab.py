@@ -384,14 +384,15 @@ async def test_doctor_green_with_the_right_secret(turn_lab: tuple[NatLab, Coturn
     lab, ct = turn_lab
     alice = await lab.add_host("alice", nat="symmetric")
     status, output = await _doctor(
-        lab, ct.uri("stun"), ct.uri("turn", "udp"), ct.uri("turn", "tcp"), "--secret", SECRET
+        lab, ct.uri("stun"), ct.uri("turn"), "--secret", SECRET, "--all-transports"
     )
     assert status == 0, output
     assert "relay path available" in output
     assert "FAIL" not in output
     assert f"reflexive {alice.public_address}:" in output
     assert f"relay {lab.public_address}:" in output
-    assert "[3/3]" in output  # progress lines
+    assert f"turn:{lab.public_address}:3478?transport=tcp" in output
+    assert "[4/4]" in output  # progress lines: STUN and TURN, each over UDP and TCP
 
 
 async def test_doctor_tls_needs_the_ca(turn_lab: tuple[NatLab, Coturn], tmp_path: Path) -> None:
