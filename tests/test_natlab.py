@@ -179,6 +179,31 @@ async def test_cleanup_stale_after_owner_is_killed() -> None:
     assert _proc_state(sleeper) in ("gone", "Z")
 
 
+async def test_cancelled_lab_still_cleans_up() -> None:
+    _require_lab()
+    ready = asyncio.Event()
+    prefixes: list[str] = []
+
+    async def use() -> None:
+        async with NatLab() as lab:
+            prefixes.append(lab.prefix)
+            await lab.add_host("alice", nat="cone")
+            await lab.spawn("alice", ["sleep", "300"])
+            ready.set()
+            await asyncio.sleep(300)
+
+    task = asyncio.create_task(use())
+    async with asyncio.timeout(20):
+        await ready.wait()
+    [prefix] = prefixes
+    assert {n for n in _namespaces() if n.startswith(prefix)}
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert not {n for n in _namespaces() if n.startswith(prefix)}
+    assert _read_state(prefix) is None
+
+
 async def _ip(*args: str) -> int:
     proc = await asyncio.create_subprocess_exec("ip", *args, stderr=asyncio.subprocess.DEVNULL)
     async with asyncio.timeout(10):

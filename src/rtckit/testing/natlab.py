@@ -19,6 +19,7 @@
   entry, otherwise an early ICE check from the other side would claim the mapping and the
   NAT's own later outgoing packet would lose its port.
 * Each host namespace has one interface ``eth0`` and a default route via its NAT.
+* IPv4 only: IPv6 is disabled in every namespace of the lab.
 
 Every namespace name starts with a random per-lab prefix (``rk`` and six hex digits), and every
 interface is created directly inside its namespace with a short name (``br0``, ``wan``,
@@ -381,7 +382,13 @@ class NatLab:
             self._closed = True
             return
         self._closed = True
-        await asyncio.shield(self._teardown())
+        teardown = asyncio.ensure_future(self._teardown())
+        try:
+            await asyncio.shield(teardown)
+        except asyncio.CancelledError:
+            # Finish the cleanup even when cancelled (e.g. a test timeout), then re-raise.
+            await teardown
+            raise
 
     async def _teardown(self) -> None:
         running = [p for p in self._processes if p.returncode is None]
