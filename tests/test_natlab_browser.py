@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from aiortc import RTCIceServer
+from playwright.async_api import async_playwright
 
 from rtckit.doctor import mint_rest_credential
 from rtckit.testing import require_executable, require_root
@@ -114,7 +115,6 @@ async def lab() -> AsyncIterator[NatLab]:
     require_executable("iptables", hint="apt-get install iptables")
     require_executable("turnserver", hint="apt-get install coturn")
     require_executable("chromium", hint="apt-get install chromium")
-    pytest.importorskip("playwright")
     async with NatLab() as lab:
         yield lab
 
@@ -174,8 +174,6 @@ async def _wait_json(path: Path, limit: float) -> dict[str, Any]:
 async def test_chromium_behind_nat_connects_to_aiortc(
     lab: NatLab, tmp_path: Path, nat: str, path: str
 ) -> None:
-    from playwright.async_api import async_playwright
-
     alice = await lab.add_host("alice", nat=nat)  # type: ignore[arg-type]
     await lab.add_host("bob", nat=nat)  # type: ignore[arg-type]
     signal_dir = tmp_path / "signal"
