@@ -781,8 +781,15 @@ async def run_peer(
     for server in ice_servers:
         argv += ["--ice-server", _ice_server_json(server)]
     proc = await lab.spawn(host, argv, env=peer_env)
-    async with asyncio.timeout(timeout + 15):
-        out, err = await proc.communicate()
+    try:
+        async with asyncio.timeout(timeout + 15):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        _kill_group(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        raise SystemComponentError(
+            f"the {role} peer on {host} did not report within {timeout + 15:g} s"
+        ) from None
     return _peer_result(out, err, role)
 
 
