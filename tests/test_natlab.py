@@ -19,6 +19,7 @@ from rtckit.testing import require_executable, require_root
 from rtckit.testing._labcoturn import Coturn, coturn
 from rtckit.testing.natlab import (
     NatLab,
+    NatType,
     PeerResult,
     cleanup_stale,
     connect_peers,
@@ -311,9 +312,13 @@ async def test_cone_nats_connect_through_stun(turn_lab: tuple[NatLab, Coturn]) -
         assert result.remote_candidate_type == "srflx"
 
 
-async def test_symmetric_nats_fail_with_stun_only(turn_lab: tuple[NatLab, Coturn]) -> None:
+@pytest.mark.parametrize("alice_nat", ["symmetric", "cone"])
+async def test_symmetric_nats_fail_with_stun_only(
+    turn_lab: tuple[NatLab, Coturn], alice_nat: NatType
+) -> None:
+    """Symmetric against symmetric, and against a port-restricted cone, cannot use STUN."""
     lab, ct = turn_lab
-    await lab.add_host("alice", nat="symmetric")
+    await lab.add_host("alice", nat=alice_nat)
     await lab.add_host("bob", nat="symmetric")
     stun = [RTCIceServer(urls=ct.uri("stun"))]
     # ice_timeout is a backstop far above aioice's own verdict with 2 retransmissions (3.5 s):
