@@ -15,9 +15,10 @@
 * Each NAT namespace masquerades its LAN behind its WAN address. ``"cone"`` keeps source ports
   (endpoint-independent mapping with port-restricted filtering: STUN is enough between two
   of them); ``"symmetric"`` uses ``--random-fully`` so every destination gets a new public
-  port (against a symmetric NAT, STUN is not enough: TURN is needed). The NAT drops unsolicited input on its WAN side *before* conntrack confirms an
-  entry, otherwise an early ICE check from the other side would claim the mapping and the
-  NAT's own later outgoing packet would lose its port.
+  port (against a symmetric NAT, STUN is not enough: TURN is needed). The NAT drops
+  unsolicited input on its WAN side *before* conntrack confirms an entry, otherwise an early
+  ICE check from the other side would claim the mapping and the NAT's own later outgoing
+  packet would lose its port.
 * Each host namespace has one interface ``eth0`` and a default route via its NAT.
 * IPv4 only: IPv6 is disabled in every namespace of the lab.
 
