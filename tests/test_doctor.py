@@ -23,12 +23,14 @@ import pytest
 from rtckit.cli import main
 from rtckit.doctor import (
     DoctorConfig,
+    DoctorServer,
     format_report,
     load_ice_config,
     mint_rest_credential,
     parse_ice_uri,
     probe_server,
     run_doctor,
+    with_all_transports,
 )
 from rtckit.errors import ConfigurationError
 from rtckit.testing import require_executable
@@ -110,6 +112,24 @@ def test_load_ice_config() -> None:
     for bad in ("{", "{}", '[{"url": "stun:x"}]', '[{"urls": 5}]', '[{"urls": "http:x"}]'):
         with pytest.raises(ConfigurationError):
             load_ice_config(bad)
+
+
+def test_with_all_transports() -> None:
+    servers = [
+        DoctorServer(uri=parse_ice_uri(u), username="u", credential="p")
+        for u in ("turn:192.0.2.1", "turn:192.0.2.1?transport=tcp", "turns:192.0.2.1", "stun:[::1]")
+    ]
+    expanded = with_all_transports(servers)
+    assert [s.uri.uri for s in expanded] == [
+        "turn:192.0.2.1",
+        "turn:192.0.2.1:3478?transport=tcp",
+        "turns:192.0.2.1",
+        "stun:[::1]",
+        "stun:[::1]:3478?transport=tcp",
+    ]
+    assert all(s.username == "u" for s in expanded)
+    for server in expanded:
+        assert parse_ice_uri(server.uri.uri) == server.uri
 
 
 def test_turn_without_credentials_is_a_usage_error() -> None:

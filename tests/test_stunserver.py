@@ -153,6 +153,22 @@ async def test_udp_and_tcp_share_the_port(server: StunServer) -> None:
     assert [host for host, _ in server.udp_addresses] == ["127.0.0.1", "::1"]
 
 
+async def test_ipv4_and_ipv6_wildcards_share_a_port() -> None:
+    """IPv6 sockets are IPv6-only, so "0.0.0.0" and "::" bind one port side by side."""
+    async with StunServer(StunServerConfig(bind=[("0.0.0.0", 0)], tcp=True)) as ipv4:
+        port = ipv4.udp_addresses[0][1]
+        async with StunServer(StunServerConfig(bind=[("::", port)], tcp=True)) as ipv6:
+            assert ipv6.udp_addresses == ipv6.tcp_addresses == [("::", port)]
+            async with asyncio.timeout(10):
+                from_ipv4 = await stun_binding("127.0.0.1", port)
+                from_ipv6 = await stun_binding("::1", port, transport="tcp")
+    assert from_ipv4.mapped_address() is not None
+    assert from_ipv6.mapped_address() is not None
+    assert from_ipv4.mapped_address()[0] == "127.0.0.1"  # type: ignore[index]
+    assert from_ipv6.mapped_address()[0] == "::1"  # type: ignore[index]
+    assert (ipv4.stats.success_responses, ipv6.stats.success_responses) == (1, 1)
+
+
 async def test_tcp_framing_pipelined_and_split(server: StunServer) -> None:
     host, port = server.tcp_addresses[0]
     ids = [new_transaction_id() for _ in range(3)]

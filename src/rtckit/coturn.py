@@ -4,7 +4,7 @@ rtckit does not relay media itself: `coturn <https://github.com/coturn/coturn>`_
 module
 
 * describes a coturn instance with :class:`CoturnConfig` (TURN REST secret authentication,
-  realm, ports, TLS from PEM files such as :mod:`rtckit.certs` writes) and renders it as
+  realm, ports, TLS from PEM files such as ``rtckit.certs`` writes) and renders it as
   ``turnserver.conf`` text (:meth:`CoturnConfig.render`) or command-line flags
   (:meth:`CoturnConfig.argv`);
 * refuses relaying to internal addresses by default: :data:`DEFAULT_DENIED_PEER_NETWORKS`
@@ -23,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ctypes
 import ipaddress
 import os
 import re
 import shutil
+import signal
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterable
 from pathlib import Path
@@ -75,9 +78,13 @@ _DENIED: tuple[tuple[str, str], ...] = (
 DEFAULT_DENIED_PEER_NETWORKS: tuple[IPNetwork, ...] = tuple(
     ipaddress.ip_network(network) for network, _ in _DENIED
 )
-"""Peer addresses coturn refuses to relay to unless a lab opts in (each with why):
+"""Peer networks coturn refuses to relay to unless a lab opts in.
 
-""" + "\n".join(f"* ``{network}``: {why}" for network, why in _DENIED)
+IPv4: ``0.0.0.0/8``, ``10.0.0.0/8``, ``100.64.0.0/10``, ``127.0.0.0/8``, ``169.254.0.0/16``,
+``172.16.0.0/12``, ``192.168.0.0/16``, ``224.0.0.0/4``, ``240.0.0.0/4``. IPv6: ``::1/128``,
+``::ffff:0:0/96`` (IPv4-mapped), ``64:ff9b:1::/48``, ``fc00::/7``, ``fe80::/10``, ``ff00::/8``.
+The how-to guide "Run coturn with rtckit" says why each is there.
+"""
 
 CLOUD_METADATA_ADDRESSES: tuple[IPNetwork, ...] = (
     ipaddress.ip_network("169.254.169.254/32"),
@@ -198,7 +205,7 @@ class CoturnConfig:
 
     Authentication is always TURN REST (``use-auth-secret``): clients present a username
     ``"<expiry>:<user>"`` and the password ``base64(HMAC-SHA1(secret, username))`` (see
-    :mod:`rtckit.turn`). Several secrets may be given to rotate them.
+    ``rtckit.turn``). Several secrets may be given to rotate them.
 
     The last three fields only concern :class:`CoturnProcess` and are not rendered.
     """
@@ -210,14 +217,14 @@ class CoturnConfig:
     listening_ips: tuple[str, ...] = attrs.field(
         default=("127.0.0.1",), converter=_strings, validator=_check_ips
     )
-    """Addresses to listen on. The default listens on loopback only: deliberate, not usable
-    from other machines until you give a public address."""
+    """Addresses to listen on (by default loopback only, so that the server is not reachable
+    from other machines until you choose an address)."""
     listening_port: int = attrs.field(default=3478, validator=_check_port)
     """STUN/TURN port for UDP and TCP."""
     tls_listening_port: int = attrs.field(default=5349, validator=_check_port)
     """TURN over TLS port (used when a certificate is given)."""
     relay_ips: tuple[str, ...] = attrs.field(default=(), converter=_strings, validator=_check_ips)
-    """Addresses relayed traffic leaves from; empty: the listening addresses."""
+    """Addresses relayed traffic leaves from (the listening addresses when empty)."""
     external_ip: str | None = attrs.field(default=None, validator=_check_external_ip)
     """``"public"`` or ``"public/private"`` when coturn is behind a 1:1 NAT (cloud VMs)."""
     min_port: int = attrs.field(default=49152, validator=_check_port)
@@ -276,7 +283,7 @@ class CoturnConfig:
     )
     """More ``name`` or ``name=value`` options, rendered last (no validation beyond syntax)."""
     executable: str = "turnserver"
-    """The coturn binary: a name looked up on ``PATH`` (and ``/usr/sbin``) or a path."""
+    """The coturn binary, a name looked up on ``PATH`` (and ``/usr/sbin``) or a path."""
     startup_timeout: float = attrs.field(default=10.0, validator=_check_optional_positive)
     """Seconds :class:`CoturnProcess` waits for the first STUN answer."""
     stop_timeout: float = attrs.field(default=5.0, validator=_check_optional_positive)
@@ -430,6 +437,31 @@ def _client_host(host: str) -> str:
     return host
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when rtckit's process dies.
+
+    Without it, a ``kill -9`` of the Python process would leave coturn running. Resolved
+    before the fork, so the child only makes one system call. ``None`` off Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    death_signal = int(signal.SIGTERM)
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, death_signal)
+
+    return preexec
+
+
 def _find_executable(name: str) -> str:
     if os.sep in name:
         if Path(name).is_file() and os.access(name, os.X_OK):
@@ -460,6 +492,11 @@ class CoturnProcess:
     Binding request on its first listening address. Raises
     :class:`~rtckit.errors.SystemComponentError` if coturn is not installed (with the install
     hint), exits early, or does not answer within ``startup_timeout`` (with the log tail).
+
+    :meth:`aclose` stops coturn by its PID: SIGTERM, then SIGKILL after ``stop_timeout``. On
+    Linux coturn also gets SIGTERM if the Python process dies without closing it (even by
+    ``kill -9``), so no orphan keeps the ports (Linux sends it when the thread that started
+    coturn ends: start it from the thread running the event loop, as asyncio does).
     """
 
     def __init__(
@@ -500,6 +537,10 @@ class CoturnProcess:
         """Start coturn and wait until it answers (see the class docstring)."""
         if self._process is not None or self._closed:
             raise SystemComponentError("a CoturnProcess is started once")
+        if not (self.config.udp or self.config.tcp):
+            raise ConfigurationError(
+                "CoturnProcess checks coturn is up over UDP or TCP: enable one of them"
+            )
         executable = _find_executable(self.config.executable)
         for path in (self.config.tls_cert, self.config.tls_key):
             if path is not None and not path.is_file():
@@ -524,6 +565,7 @@ class CoturnProcess:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=self._directory,
+                preexec_fn=_parent_death_signal(),
             )
             self._reader = asyncio.create_task(self._read_log(self._process))
             await self._wait_ready(self._process)

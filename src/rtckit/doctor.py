@@ -54,6 +54,7 @@ __all__ = [
     "parse_ice_uri",
     "probe_server",
     "run_doctor",
+    "with_all_transports",
 ]
 
 Verdict = Literal["ok", "fail"]
@@ -481,6 +482,33 @@ async def probe_server(server: IceServerUri | str, config: DoctorConfig) -> Prob
         relayed_address=relayed,
         elapsed=elapsed,
     )
+
+
+def with_all_transports(servers: Sequence[DoctorServer]) -> tuple[DoctorServer, ...]:
+    """*servers* plus, for each ``stun:``/``turn:`` URI, its twin over the other transport.
+
+    ``turn:host`` (UDP) adds ``turn:host?transport=tcp`` and the reverse; TLS URIs are kept
+    as they are (TLS needs its own port). Duplicates are dropped, order is kept.
+    """
+    result: list[DoctorServer] = []
+    seen: set[tuple[str, str, int, str]] = set()
+    for server in servers:
+        uri = server.uri
+        variants = [uri]
+        if not uri.secure:
+            other: Literal["udp", "tcp"] = "tcp" if uri.transport == "udp" else "udp"
+            host = f"[{uri.host}]" if ":" in uri.host else uri.host
+            variants.append(
+                attrs.evolve(
+                    uri, uri=f"{uri.scheme}:{host}:{uri.port}?transport={other}", transport=other
+                )
+            )
+        for variant in variants:
+            key = (variant.scheme, variant.host, variant.port, variant.transport)
+            if key not in seen:
+                seen.add(key)
+                result.append(attrs.evolve(server, uri=variant))
+    return tuple(result)
 
 
 def _target(server: str | IceServerUri | DoctorServer, config: DoctorConfig) -> DoctorServer:

@@ -33,6 +33,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+import socket
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -288,11 +289,11 @@ class StunStats:
     error_responses: int = 0
     """Error responses produced (400, 420)."""
     indications: int = 0
-    """Binding indications (keep-alives): no answer is due."""
+    """Binding indications (keep-alives), which get no answer."""
     malformed: int = 0
-    """Dropped: not a well-formed RFC 8489 message (bad header, length, attribute, FINGERPRINT)."""
+    """Dropped as not a well-formed RFC 8489 message (header, length, attribute, FINGERPRINT)."""
     ignored: int = 0
-    """Dropped: well-formed, but a response or an indication a server has nothing to do with."""
+    """Dropped although well formed (responses, and indications other than Binding)."""
     internal_errors: int = 0
     """Bugs caught by a server layer instead of crashing it (should stay 0)."""
 
@@ -515,14 +516,21 @@ def binding_request(
 # --- attribute values ------------------------------------------------------------------------
 
 
-def _ip(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+_IPV4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+
+def _packed_ip(host: str) -> bytes:
+    """The 4 or 16 bytes of IP literal *host*; IPv6 zones dropped, IPv4-mapped as IPv4."""
+    text = host.partition("%")[0]
     try:
-        address = ipaddress.ip_address(host.split("%", 1)[0])
-    except ValueError:
+        return socket.inet_pton(socket.AF_INET, text)
+    except OSError:
+        pass
+    try:
+        packed = socket.inet_pton(socket.AF_INET6, text)
+    except OSError:
         raise ConfigurationError(f"{host!r} is not an IP address") from None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address
+    return packed[12:] if packed[:12] == _IPV4_MAPPED_PREFIX else packed
 
 
 def _check_port(port: int) -> None:
@@ -535,10 +543,10 @@ def encode_address(host: str, port: int) -> bytes:
 
     An IPv4-mapped IPv6 address (``::ffff:a.b.c.d``) is encoded as the IPv4 address.
     """
-    address = _ip(host)
+    packed = _packed_ip(host)
     _check_port(port)
-    family = _FAMILY_IPV4 if address.version == 4 else _FAMILY_IPV6
-    return struct.pack("!BBH", 0, family, port) + address.packed
+    family = _FAMILY_IPV4 if len(packed) == 4 else _FAMILY_IPV6
+    return struct.pack("!BBH", 0, family, port) + packed
 
 
 def decode_address(value: bytes) -> TransportAddress:
@@ -559,7 +567,8 @@ def _xor_pad(transaction_id: bytes) -> bytes:
 
 
 def _xor(value: bytes, pad: bytes) -> bytes:
-    return bytes(a ^ b for a, b in zip(value, pad, strict=False))
+    mask = int.from_bytes(pad[: len(value)], "big")
+    return (int.from_bytes(value, "big") ^ mask).to_bytes(len(value), "big")
 
 
 def encode_xor_address(host: str, port: int, transaction_id: bytes) -> bytes:
@@ -624,12 +633,6 @@ def decode_unknown_attributes(value: bytes) -> tuple[int, ...]:
 
 
 # --- the Binding responder -------------------------------------------------------------------
-
-
-def _source(source_addr: Sequence[Any]) -> TransportAddress:
-    """``(ip, port)`` of a socket address (IPv6 4-tuples and zones accepted)."""
-    host, port = str(source_addr[0]), int(source_addr[1])
-    return str(_ip(host)), port
 
 
 def _respond(
@@ -708,8 +711,8 @@ def handle_request(
             Attribute(AttributeType.UNKNOWN_ATTRIBUTES, encode_unknown_attributes(unknown)),
         ]
         return _respond(request, MessageClass.ERROR_RESPONSE, attributes, software)
-    host, port = _source(source_addr)
-    mapped = encode_xor_address(host, port, request.transaction_id)
+    # A socket address: (host, port), or (host, port, flowinfo, scope_id) for IPv6.
+    mapped = encode_xor_address(str(source_addr[0]), int(source_addr[1]), request.transaction_id)
     counters.success_responses += 1
     return _respond(
         request,

@@ -192,11 +192,20 @@ class StunServer:
             return
 
     async def _bind_udp(self, host: str, port: int) -> asyncio.DatagramTransport:
+        # IPv6 sockets are IPv6-only, as asyncio makes TCP listeners: "::" and "0.0.0.0"
+        # can then be bound side by side on one port.
+        ipv6 = ipaddress.ip_address(host).version == 6
+        sock = socket.socket(socket.AF_INET6 if ipv6 else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            if ipv6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((host, port))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
         loop = asyncio.get_running_loop()
-        family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-        transport, _ = await loop.create_datagram_endpoint(
-            lambda: _UdpProtocol(self), local_addr=(host, port), family=family
-        )
+        transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
         return transport
 
     def _answer(self, data: bytes, addr: tuple[Any, ...]) -> bytes | None:
@@ -232,7 +241,10 @@ class StunServer:
                     writer.write(reply)
                     await writer.drain()
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
-            pass
+            pass  # the client went away, or was idle too long
+        except Exception:
+            self.stats.internal_errors += 1
+            logger.exception("STUN TCP connection from %s failed", peer)
         finally:
             self._tcp_tasks.discard(task)
             writer.close()
@@ -312,7 +324,7 @@ async def stun_binding(
     retransmitted *retransmissions* times, *retransmit_interval* seconds apart (a fixed
     interval: this is a probe for local and lab servers, not RFC 8489's doubling). Over TCP
     it is sent once on a fresh connection and the answer awaited *tcp_timeout* seconds
-    (RFC 8489's Ti). Wrap the call in :func:`asyncio.timeout` for a tighter bound.
+    (RFC 8489's Ti). Wrap the call in ``asyncio.timeout()`` for a tighter bound.
 
     Raises :class:`TimeoutError` when nothing answers, :class:`OSError` when a TCP connection
     cannot be opened, :class:`~rtckit.errors.StunFormatError` when a TCP peer answers

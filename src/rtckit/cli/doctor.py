@@ -14,7 +14,9 @@ from rtckit.doctor import (
     format_report,
     load_ice_config,
     mint_rest_credential,
+    parse_ice_uri,
     run_doctor,
+    with_all_transports,
 )
 from rtckit.errors import ConfigurationError
 
@@ -62,6 +64,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument(
         "--timeout", type=float, default=5.0, help="bound on each server's probe, seconds"
     )
+    parser.add_argument(
+        "--all-transports",
+        action="store_true",
+        help="also probe each stun:/turn: URI over the other transport (UDP <-> TCP)",
+    )
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.set_defaults(handler=_handle)
@@ -79,13 +86,15 @@ def _handle(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    servers: list[str | DoctorServer] = list(args.uris)
+    servers: list[DoctorServer] = [DoctorServer(uri=parse_ice_uri(uri)) for uri in args.uris]
     if args.ice_config is not None:
         try:
             text = Path(args.ice_config).read_text()
         except OSError as exc:
             raise ConfigurationError(f"cannot read {args.ice_config}: {exc}") from exc
         servers.extend(load_ice_config(text))
+    if args.all_transports:
+        servers = list(with_all_transports(servers))
     report = asyncio.run(run_doctor(servers, config, progress=progress))
     if args.json:
         print(

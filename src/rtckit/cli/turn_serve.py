@@ -1,6 +1,6 @@
 """``rtckit turn serve``: run coturn with a configuration rendered by :mod:`rtckit.coturn`.
 
-The ``turn`` command group lives in :mod:`rtckit.cli.turn`, which calls
+The ``turn`` command group lives in ``rtckit.cli.turn``, which calls
 :func:`register_serve` with its sub-parsers.
 """
 

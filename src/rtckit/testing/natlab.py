@@ -13,12 +13,14 @@
   instead of failing with ``Network is unreachable`` (which makes coturn drop a whole
   allocation).
 * Each NAT namespace masquerades its LAN behind its WAN address. ``"cone"`` keeps source ports
-  (endpoint-independent mapping, the kind STUN is enough for); ``"symmetric"`` uses
-  ``--random-fully`` so every destination gets a new public port (STUN is not enough: TURN is
-  needed). The NAT drops unsolicited input on its WAN side *before* conntrack confirms an
-  entry, otherwise an early ICE check from the other side would claim the mapping and the
-  NAT's own later outgoing packet would lose its port.
+  (endpoint-independent mapping with port-restricted filtering: STUN is enough between two
+  of them); ``"symmetric"`` uses ``--random-fully`` so every destination gets a new public
+  port (against a symmetric NAT, STUN is not enough: TURN is needed). The NAT drops
+  unsolicited input on its WAN side *before* conntrack confirms an entry, otherwise an early
+  ICE check from the other side would claim the mapping and the NAT's own later outgoing
+  packet would lose its port.
 * Each host namespace has one interface ``eth0`` and a default route via its NAT.
+* IPv4 only: IPv6 is disabled in every namespace of the lab.
 
 Every namespace name starts with a random per-lab prefix (``rk`` and six hex digits), and every
 interface is created directly inside its namespace with a short name (``br0``, ``wan``,
@@ -30,6 +32,10 @@ still inside its namespaces, then deletes the namespaces, which deletes their in
 Before it creates anything, a lab writes a state file ``/run/rtckit-natlab/<prefix>.json``
 naming its owner PID, its namespaces and its processes; :func:`cleanup_stale` (called at every
 lab start) removes the leftovers of labs whose owner process is gone, e.g. after ``kill -9``.
+
+Without root, run the whole program that uses the lab through :func:`unshare_command`: inside
+a new user namespace it is root over its own network namespaces, with a private ``/run``, and
+everything it made disappears when it exits.
 
 Example::
 
@@ -73,6 +79,8 @@ __all__ = [
     "RunResult",
     "cleanup_stale",
     "connect_peers",
+    "run_peer",
+    "unshare_command",
 ]
 
 NatType = Literal["cone", "symmetric"]
@@ -229,6 +237,28 @@ async def _destroy_namespaces(namespaces: Sequence[str]) -> None:
         await _exec(["ip", "netns", "delete", namespace], limit=10, check=False)
 
 
+def _parse_state(
+    prefix: str, state: dict[str, object]
+) -> tuple[int, int | None, list[str], list[int]] | None:
+    """(owner PID, owner start time, namespaces, PIDs) of a state file, or None if malformed.
+
+    Only namespaces named after the file's own prefix are returned, so a damaged or foreign
+    file can never make cleanup delete someone else's namespace.
+    """
+    owner, start = state.get("owner_pid"), state.get("owner_start")
+    namespaces, pids = state.get("namespaces"), state.get("pids", [])
+    if (
+        not _PREFIX.match(prefix)
+        or not isinstance(owner, int)
+        or not isinstance(start, int | None)
+        or not isinstance(namespaces, list)
+        or not isinstance(pids, list)
+    ):
+        return None
+    own = [n for n in namespaces if isinstance(n, str) and n.startswith(f"{prefix}-")]
+    return owner, start, own, [p for p in pids if isinstance(p, int)]
+
+
 async def cleanup_stale(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     """Remove the namespaces and processes of labs whose owner process has died.
 
@@ -239,14 +269,11 @@ async def cleanup_stale(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
     """
     cleaned: list[str] = []
     for path, state in _read_states(state_dir):
-        try:
-            owner = int(state["owner_pid"])  # type: ignore[call-overload]
-            start = state.get("owner_start")
-            namespaces = [str(name) for name in state["namespaces"]]  # type: ignore[attr-defined]
-            pids = [int(pid) for pid in state.get("pids", [])]  # type: ignore[attr-defined]
-        except (ValueError, KeyError, TypeError):
+        parsed = _parse_state(path.stem, state)
+        if parsed is None:
             continue
-        if _owner_alive(owner, start if isinstance(start, int) else None):
+        owner, start, namespaces, pids = parsed
+        if _owner_alive(owner, start):
             continue
         # A recorded PID is only the lab's if it still lives in one of the lab's namespaces
         # (a reused PID elsewhere is left alone); kill its whole process group.
@@ -356,7 +383,13 @@ class NatLab:
             self._closed = True
             return
         self._closed = True
-        await asyncio.shield(self._teardown())
+        teardown = asyncio.ensure_future(self._teardown())
+        try:
+            await asyncio.shield(teardown)
+        except asyncio.CancelledError:
+            # Finish the cleanup even when cancelled (e.g. a test timeout), then re-raise.
+            await teardown
+            raise
 
     async def _teardown(self) -> None:
         running = [p for p in self._processes if p.returncode is None]
@@ -602,6 +635,23 @@ class NatLab:
         return result
 
 
+def unshare_command(argv: Sequence[str]) -> list[str]:
+    """Wrap *argv* so that it runs a :class:`NatLab` without root (``unshare`` from util-linux).
+
+    The command runs in new user, mount, network and PID namespaces (``unshare -Urmnpf
+    --kill-child --mount-proc``) where it is root, with a fresh tmpfs on ``/run`` for
+    ``/run/netns`` and the lab registry. Everything it starts lives in those namespaces, so
+    killing the outer process kills all of it and leaves nothing behind. The kernel must allow
+    unprivileged user namespaces, and *argv*'s program must be readable by the calling user.
+    """
+    if not argv:
+        raise ConfigurationError("unshare_command() needs a non-empty argv")
+    return [
+        "unshare", "-Urmnpf", "--kill-child", "--mount-proc",
+        "sh", "-c", 'mount -t tmpfs tmpfs /run && exec "$@"', "sh", *argv,
+    ]  # fmt: skip
+
+
 def _nat_ruleset(nat: NatType) -> str:
     """The ``iptables-restore`` input of a NAT namespace (WAN ``wan``, LAN ``lan``)."""
     random = " --random-fully" if nat == "symmetric" else ""
@@ -697,6 +747,53 @@ def _peer_result(proc_out: bytes, proc_err: bytes, role: str) -> PeerResult:
     )
 
 
+async def run_peer(
+    lab: NatLab,
+    host: str,
+    role: Literal["offer", "answer"],
+    signal_dir: Path,
+    *,
+    ice_servers: Sequence[RTCIceServer],
+    env: Mapping[str, str] | None = None,
+    timeout: float = 40.0,  # noqa: ASYNC109 - passed down to the peer process
+    ice_timeout: float = 20.0,
+    stun_retries: int | None = 2,
+) -> PeerResult:
+    """Run one aiortc peer process on *host* until it reports; see :func:`connect_peers`.
+
+    The other side may be anything that speaks the same file signaling in *signal_dir*:
+    ``offer.json`` / ``answer.json`` holding ``{"type": ..., "sdp": ...}`` (or
+    ``{"abort": reason}``), a data channel on which the offerer sends ``ping`` and the
+    answerer replies ``pong``, and ``done.json`` written by the offerer at the end. A browser
+    page driven by a test is such a side.
+    """
+    peer_env = dict(os.environ)
+    peer_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (_SRC_DIR, os.environ.get("PYTHONPATH", "")) if p
+    )
+    peer_env.update(env or {})
+    argv = [
+        sys.executable, "-m", "rtckit.testing._natpeer", "--role", role,
+        "--signal-dir", str(signal_dir), "--label", host,
+        "--timeout", str(timeout), "--ice-timeout", str(ice_timeout),
+    ]  # fmt: skip
+    if stun_retries is not None:
+        argv += ["--stun-retries", str(stun_retries)]
+    for server in ice_servers:
+        argv += ["--ice-server", _ice_server_json(server)]
+    proc = await lab.spawn(host, argv, env=peer_env)
+    try:
+        async with asyncio.timeout(timeout + 15):
+            out, err = await proc.communicate()
+    except TimeoutError:
+        _kill_group(proc.pid, signal.SIGKILL)
+        await proc.wait()
+        raise SystemComponentError(
+            f"the {role} peer on {host} did not report within {timeout + 15:g} s"
+        ) from None
+    return _peer_result(out, err, role)
+
+
 async def connect_peers(
     lab: NatLab,
     offer_host: str,
@@ -720,35 +817,18 @@ async def connect_peers(
     aioice's default, 63.5 s).
     """
     signal_dir = Path(tempfile.mkdtemp(prefix=f"{lab.prefix}-signal-"))
-    src = _SRC_DIR
-    peer_env = dict(os.environ)
-    peer_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (src, os.environ.get("PYTHONPATH", "")) if p
-    )
-    peer_env.update(env or {})
-
-    def argv(role: str, servers: Sequence[RTCIceServer], label: str) -> list[str]:
-        args = [
-            sys.executable, "-m", "rtckit.testing._natpeer", "--role", role,
-            "--signal-dir", str(signal_dir), "--label", label,
-            "--timeout", str(timeout), "--ice-timeout", str(ice_timeout),
-        ]  # fmt: skip
-        if stun_retries is not None:
-            args += ["--stun-retries", str(stun_retries)]
-        for server in servers:
-            args += ["--ice-server", _ice_server_json(server)]
-        return args
-
+    options: dict[str, Any] = {
+        "env": env,
+        "timeout": timeout,
+        "ice_timeout": ice_timeout,
+        "stun_retries": stun_retries,
+    }
     answer_servers = ice_servers if answer_ice_servers is None else answer_ice_servers
     try:
-        offerer = await lab.spawn(offer_host, argv("offer", ice_servers, offer_host), env=peer_env)
-        answerer = await lab.spawn(
-            answer_host, argv("answer", answer_servers, answer_host), env=peer_env
+        offer, answer = await asyncio.gather(
+            run_peer(lab, offer_host, "offer", signal_dir, ice_servers=ice_servers, **options),
+            run_peer(lab, answer_host, "answer", signal_dir, ice_servers=answer_servers, **options),
         )
-        async with asyncio.timeout(timeout + 15):
-            (out_o, err_o), (out_a, err_a) = await asyncio.gather(
-                offerer.communicate(), answerer.communicate()
-            )
-        return _peer_result(out_o, err_o, "offer"), _peer_result(out_a, err_a, "answer")
+        return offer, answer
     finally:
         shutil.rmtree(signal_dir, ignore_errors=True)

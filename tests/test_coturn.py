@@ -1,0 +1,655 @@
+"""coturn management (rtckit.coturn): configuration rendering, and real coturn processes."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import datetime
+import hashlib
+import hmac
+import ipaddress
+import os
+import random
+import shutil
+import signal
+import socket
+import ssl
+import struct
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from rtckit import ConfigurationError, SystemComponentError
+from rtckit.cli.turn_serve import config_from_args, register_serve, serve
+from rtckit.coturn import (
+    CLOUD_METADATA_ADDRESSES,
+    DEFAULT_DENIED_PEER_NETWORKS,
+    CoturnConfig,
+    CoturnProcess,
+    run_coturn,
+)
+from rtckit.stun import MessageClass, binding_request, parse_message
+from rtckit.stunserver import stun_binding
+from rtckit.testing import require_executable
+
+ROOT = Path(__file__).resolve().parent.parent
+SECRET = "north-wind-7"
+
+
+def base_config(**changes: object) -> CoturnConfig:
+    arguments: dict[str, object] = {"realm": "lab.test", "static_auth_secrets": [SECRET]}
+    arguments.update(changes)
+    return CoturnConfig(**arguments)  # type: ignore[arg-type]
+
+
+def lines(config: CoturnConfig) -> list[str]:
+    return [line for line in config.render().splitlines() if not line.startswith("#")]
+
+
+# --- rendering -----------------------------------------------------------------------------------
+
+
+def test_default_config_is_safe() -> None:
+    rendered = lines(base_config())
+    for expected in (
+        "listening-ip=127.0.0.1",
+        "listening-port=3478",
+        "realm=lab.test",
+        "use-auth-secret",
+        f"static-auth-secret={SECRET}",
+        "fingerprint",
+        "no-cli",
+        "no-rfc5780",
+        "no-stun-backward-compatibility",
+        "no-software-attribute",
+        "no-multicast-peers",
+        "no-tls",
+        "no-dtls",
+        "stale-nonce=600",
+        # private, loopback, link-local, CGNAT, 0/8, multicast, metadata; and IPv6 equivalents
+        "denied-peer-ip=10.0.0.0-10.255.255.255",
+        "denied-peer-ip=172.16.0.0-172.31.255.255",
+        "denied-peer-ip=192.168.0.0-192.168.255.255",
+        "denied-peer-ip=127.0.0.0-127.255.255.255",
+        "denied-peer-ip=169.254.0.0-169.254.255.255",
+        "denied-peer-ip=100.64.0.0-100.127.255.255",
+        "denied-peer-ip=0.0.0.1-0.255.255.255",
+        "denied-peer-ip=224.0.0.0-239.255.255.255",
+        "denied-peer-ip=169.254.169.254",
+        "denied-peer-ip=::1",
+        "denied-peer-ip=fc00::-fdff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "denied-peer-ip=fe80::-febf:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "denied-peer-ip=ff00::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+        "denied-peer-ip=::ffff:0:0-::ffff:ffff:ffff",
+        "denied-peer-ip=fd00:ec2::254",
+    ):
+        assert expected in rendered, expected
+    assert "allow-loopback-peers" not in rendered
+    assert not any(line.startswith("allowed-peer-ip") for line in rendered)
+    # coturn reads a zero address as "any": it must never be rendered on its own.
+    assert "denied-peer-ip=0.0.0.0" not in rendered
+    assert "denied-peer-ip=::" not in rendered
+    assert not any(
+        line.startswith(("denied-peer-ip=0.0.0.0", "denied-peer-ip=::-")) for line in rendered
+    )
+
+
+def test_every_default_network_is_denied() -> None:
+    config = base_config()
+    denied = config.effective_denied_peer_ips()
+    for network in (*DEFAULT_DENIED_PEER_NETWORKS, *CLOUD_METADATA_ADDRESSES):
+        assert network in denied
+    for sample in ("10.1.2.3", "172.20.0.1", "192.168.1.1", "127.0.0.53", "169.254.169.254"):
+        address = ipaddress.ip_address(sample)
+        assert any(address in network for network in denied), sample
+    for sample in ("fd00:ec2::254", "fe80::1", "::ffff:10.0.0.1", "ff02::1", "::1"):
+        address = ipaddress.ip_address(sample)
+        assert any(address in network for network in denied), sample
+    for public in ("198.51.100.10", "8.8.8.8", "2001:db8::1"):
+        address = ipaddress.ip_address(public)
+        assert not any(address in network for network in denied), public
+
+
+def test_loopback_exception() -> None:
+    rendered = lines(base_config(allow_loopback_peers=True))
+    assert "allow-loopback-peers" in rendered
+    assert "denied-peer-ip=127.0.0.0-127.255.255.255" not in rendered
+    assert "denied-peer-ip=::1" not in rendered
+    assert "denied-peer-ip=10.0.0.0-10.255.255.255" in rendered
+    assert "denied-peer-ip=169.254.169.254" in rendered
+
+
+def test_allowed_peer_exceptions() -> None:
+    config = base_config(allowed_peer_ips=["10.0.1.0/24", "192.168.7.5", "fd12:3456::/64"])
+    rendered = lines(config)
+    assert "allowed-peer-ip=10.0.1.0-10.0.1.255" in rendered
+    assert "allowed-peer-ip=192.168.7.5" in rendered
+    assert "allowed-peer-ip=fd12:3456::-fd12:3456::ffff:ffff:ffff:ffff" in rendered
+    assert "denied-peer-ip=10.0.0.0-10.255.255.255" in rendered  # the rest stays denied
+
+
+@pytest.mark.parametrize("network", ["169.254.0.0/16", "169.254.169.254", "fd00::/8", "0.0.0.0/0"])
+def test_metadata_can_never_be_allowed(network: str) -> None:
+    with pytest.raises(ConfigurationError, match="metadata"):
+        base_config(allowed_peer_ips=[network])
+
+
+def test_tls_lines(tmp_path: Path) -> None:
+    cert, key = tmp_path / "turn.pem", tmp_path / "turn.key"
+    rendered = lines(base_config(tls_cert=cert, tls_key=key, tls_listening_port=5350))
+    assert "tls-listening-port=5350" in rendered
+    assert f"cert={cert}" in rendered
+    assert f"pkey={key}" in rendered
+    assert "no-tlsv1" in rendered
+    assert "no-tlsv1_1" in rendered
+    assert "no-tls" not in rendered
+    assert "no-dtls" in rendered
+    with pytest.raises(ConfigurationError, match="together"):
+        base_config(tls_cert=cert)
+
+
+def test_argv_matches_render() -> None:
+    config = base_config(static_auth_secrets=["one", "two"], relay_ips=["127.0.0.1"], max_bps=1000)
+    assert config.argv() == [f"--{line}" for line in lines(config)]
+    assert "--static-auth-secret=two" in config.argv()
+    assert "--max-bps=1000" in config.argv()
+    assert config.argv([("pidfile", "/run/x.pid"), ("simple-log", None)])[-2:] == [
+        "--pidfile=/run/x.pid",
+        "--simple-log",
+    ]
+
+
+def test_urls() -> None:
+    assert base_config(listening_port=3479).urls() == [
+        "stun:127.0.0.1:3479",
+        "turn:127.0.0.1:3479?transport=udp",
+        "turn:127.0.0.1:3479?transport=tcp",
+    ]
+    tls = base_config(
+        listening_ips=["::"], tls_cert="/etc/turn.pem", tls_key="/etc/turn.key", udp=False
+    )
+    assert tls.urls() == [
+        "stun:[::1]:3478",
+        "turn:[::1]:3478?transport=tcp",
+        "turns:[::1]:5349?transport=tcp",
+    ]
+    assert base_config(external_ip="203.0.113.9/10.0.0.4").urls()[0] == "stun:203.0.113.9:3478"
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"realm": "two words"},
+        {"realm": ""},
+        {"static_auth_secrets": []},
+        {"static_auth_secrets": ["ok\nlistening-ip=0.0.0.0"]},  # no option injection
+        {"static_auth_secrets": ["has#hash"]},
+        {"listening_ips": ["localhost"]},
+        {"listening_port": 0},
+        {"min_port": 50000, "max_port": 40000},
+        {"external_ip": "a.b.c.d"},
+        {"allowed_peer_ips": ["10.0.0.300"]},
+        {"dtls": True},
+        {"udp": False, "tcp": False},
+        {"extra_options": ["bad option"]},
+        {"tls_cert": "/tmp/with space.pem", "tls_key": "/tmp/k.pem"},
+        {"startup_timeout": 0},
+    ],
+)
+def test_config_validation(changes: dict[str, object]) -> None:
+    arguments: dict[str, object] = {"realm": "lab.test", "static_auth_secrets": [SECRET]}
+    arguments.update(changes)
+    with pytest.raises(ConfigurationError):
+        CoturnConfig(**arguments)  # type: ignore[arg-type]
+
+
+def test_howto_lists_every_default_range() -> None:
+    text = (ROOT / "docs" / "howto" / "coturn.rst").read_text(encoding="utf-8")
+    for network in (*DEFAULT_DENIED_PEER_NETWORKS, *CLOUD_METADATA_ADDRESSES):
+        shown = str(network.network_address if network.num_addresses == 1 else network)
+        assert shown in text, shown
+
+
+# --- the missing binary --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "executable", ["/nonexistent/sbin/turnserver", "rtckit-no-such-turnserver"]
+)
+async def test_missing_turnserver_has_install_hint(executable: str) -> None:
+    process = CoturnProcess(base_config(executable=executable))
+    with pytest.raises(SystemComponentError, match="apt-get install coturn"):
+        await process.start()
+    await process.aclose()
+    assert process.pid is None
+
+
+async def test_process_needs_udp_or_tcp_to_probe(tmp_path: Path) -> None:
+    config = base_config(udp=False, tcp=False, tls_cert=tmp_path / "c.pem", tls_key=tmp_path / "k")
+    assert "no-udp" in lines(config)  # a TLS-only configuration renders fine
+    with pytest.raises(ConfigurationError, match="UDP or TCP"):
+        await CoturnProcess(config).start()
+
+
+def test_cli_missing_turnserver(capsys: pytest.CaptureFixture[str]) -> None:
+    args = _turn_parser().parse_args(
+        [
+            "turn",
+            "serve",
+            "--secret",
+            SECRET,
+            "--realm",
+            "lab.test",
+            "--turnserver",
+            "/nonexistent/x",
+        ]
+    )
+    with pytest.raises(SystemComponentError, match="apt-get install coturn"):
+        serve(args)
+
+
+# --- the CLI handler ------------------------------------------------------------------------------
+
+
+def _turn_parser() -> argparse.ArgumentParser:
+    """A parser with a ``turn`` group as rtckit.cli.turn builds it, plus ``serve``."""
+    parser = argparse.ArgumentParser(prog="rtckit")
+    commands = parser.add_subparsers(dest="command", required=True)
+    turn = commands.add_parser("turn")
+    register_serve(turn.add_subparsers(dest="turn_command", required=True))
+    return parser
+
+
+def test_cli_print_config(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.write_text("# rotated monthly\nfirst-secret\n\nsecond-secret\n", encoding="utf-8")
+    args = _turn_parser().parse_args(
+        [
+            "turn",
+            "serve",
+            "--secret-file",
+            str(secrets),
+            "--realm",
+            "example.org",
+            "--listen",
+            "127.0.0.1",
+            "--listen",
+            "::1",
+            "--port",
+            "3479",
+            "--tls-cert",
+            "/etc/rtckit/turn.pem",
+            "--tls-key",
+            "/etc/rtckit/turn.key",
+            "--allow-peer",
+            "10.0.1.0/24",
+            "--print-config",
+        ]
+    )
+    assert args.handler(args) == 0
+    out = capsys.readouterr().out
+    rendered = out.splitlines()
+    for expected in (
+        "static-auth-secret=first-secret",
+        "static-auth-secret=second-secret",
+        "realm=example.org",
+        "listening-ip=::1",
+        "listening-port=3479",
+        "cert=/etc/rtckit/turn.pem",
+        "allowed-peer-ip=10.0.1.0-10.0.1.255",
+        "denied-peer-ip=169.254.169.254",
+    ):
+        assert expected in rendered, expected
+
+
+def test_cli_secret_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    parser = _turn_parser()
+    monkeypatch.setenv("RTCKIT_TURN_SECRET", "from-env")
+    args = parser.parse_args(["turn", "serve", "--realm", "lab.test"])
+    assert config_from_args(args).static_auth_secrets == ("from-env",)
+    monkeypatch.delenv("RTCKIT_TURN_SECRET")
+    with pytest.raises(ConfigurationError, match="--secret"):
+        config_from_args(args)
+
+
+# --- real coturn --------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    """A port free on 127.0.0.1 for both UDP and TCP (as coturn listens on both)."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port: int = udp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port")
+
+
+def lab_config(**changes: object) -> CoturnConfig:
+    relay_base = random.randrange(40000, 48000, 40)
+    arguments: dict[str, object] = {
+        "listening_port": free_port(),
+        "min_port": relay_base,
+        "max_port": relay_base + 39,
+        "startup_timeout": 15.0,
+    }
+    arguments.update(changes)
+    return base_config(**arguments)
+
+
+def rest_credential(secret: str, user: str, lifetime: int) -> tuple[str, str]:
+    """TURN REST credential computed here, independently of rtckit.turn."""
+    username = f"{int(time.time()) + lifetime}:{user}"
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(digest).decode()
+
+
+async def uclient(*args: str) -> tuple[int, str]:
+    binary = require_executable("turnutils_uclient", hint="apt-get install coturn")
+    process = await asyncio.create_subprocess_exec(
+        binary, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    try:
+        async with asyncio.timeout(60):
+            output, _ = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, output.decode(errors="replace")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
+@pytest.mark.integration
+async def test_coturn_starts_answers_and_stops() -> None:
+    require_executable("turnserver", hint="apt-get install coturn")
+    config = lab_config()
+    async with run_coturn(config) as turn:
+        pid = turn.pid
+        assert pid is not None
+        conf = turn.config_path
+        assert conf is not None
+        assert conf.stat().st_mode & 0o777 == 0o600
+        assert f"static-auth-secret={SECRET}" in conf.read_text(encoding="utf-8")
+        for transport in ("udp", "tcp"):
+            async with asyncio.timeout(10):
+                response = await stun_binding(
+                    "127.0.0.1",
+                    config.listening_port,
+                    transport=transport,
+                )
+            assert response.message_class is MessageClass.SUCCESS_RESPONSE
+            assert response.mapped_address() is not None
+        assert any("Black listing: 169.254.169.254" in line for line in turn.log_tail(500))
+    assert turn.returncode is not None
+    assert _gone(pid)
+    assert not conf.parent.exists()
+    await turn.aclose()  # idempotent
+
+
+@pytest.mark.integration
+async def test_rest_credentials_allocate_with_turnutils_uclient() -> None:
+    require_executable("turnserver", hint="apt-get install coturn")
+    config = lab_config(allow_loopback_peers=True)
+    port = str(config.listening_port)
+    async with run_coturn(config):
+        username, password = rest_credential(SECRET, "alice", 600)
+        status, output = await uclient(
+            "-y", "-c", "-n", "2", "-u", username, "-w", password, "-p", port, "127.0.0.1"
+        )
+        assert status == 0, output
+
+        username, password = rest_credential("not-the-secret", "alice", 600)
+        status, output = await uclient(
+            "-y", "-c", "-n", "2", "-u", username, "-w", password, "-p", port, "127.0.0.1"
+        )
+        assert status != 0
+        assert "Cannot complete Allocation" in output
+
+        username, password = rest_credential(SECRET, "alice", -60)  # expired
+        status, output = await uclient(
+            "-y", "-c", "-n", "2", "-u", username, "-w", password, "-p", port, "127.0.0.1"
+        )
+        assert status != 0
+
+        status, output = await uclient(
+            "-y", "-c", "-n", "2", "-u", "bob", "-W", "wrong", "-p", port, "127.0.0.1"
+        )
+        assert status != 0
+
+        # turnutils_uclient's own REST computation from the right secret agrees.
+        status, output = await uclient(
+            "-y", "-c", "-n", "2", "-u", "bob", "-W", SECRET, "-p", port, "127.0.0.1"
+        )
+        assert status == 0, output
+
+
+@pytest.mark.integration
+async def test_loopback_peers_are_denied_by_default() -> None:
+    """Without the lab exception, coturn refuses to relay to 127.0.0.1 (403 Forbidden IP)."""
+    require_executable("turnserver", hint="apt-get install coturn")
+    config = lab_config()
+    async with run_coturn(config):
+        username, password = rest_credential(SECRET, "alice", 600)
+        status, output = await uclient(
+            "-y",
+            "-c",
+            "-n",
+            "2",
+            "-u",
+            username,
+            "-w",
+            password,
+            "-p",
+            str(config.listening_port),
+            "127.0.0.1",
+        )
+    assert status != 0
+    assert "403" in output, output
+
+
+def _write_certificate(directory: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "turn.pem", directory / "turn.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@pytest.mark.integration
+async def test_coturn_serves_tls_with_pem_files(tmp_path: Path) -> None:
+    require_executable("turnserver", hint="apt-get install coturn")
+    cert, key = _write_certificate(tmp_path)
+    config = lab_config(tls_cert=cert, tls_key=key, tls_listening_port=free_port())
+    context = ssl.create_default_context(cafile=str(cert))
+    async with run_coturn(config):
+        request = binding_request()
+        async with asyncio.timeout(10):
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", config.tls_listening_port, ssl=context, server_hostname="localhost"
+            )
+            try:
+                writer.write(request)
+                await writer.drain()
+                header = await reader.readexactly(20)
+                body = await reader.readexactly(struct.unpack_from("!H", header, 2)[0])
+            finally:
+                writer.close()
+                await writer.wait_closed()
+    response = parse_message(header + body)
+    assert response.message_class is MessageClass.SUCCESS_RESPONSE
+    assert response.transaction_id == request[8:20]
+
+
+@pytest.mark.integration
+async def test_startup_timeout_reports_the_log_tail() -> None:
+    """coturn runs but never answers (listeners off): a clear error with its log."""
+    require_executable("turnserver", hint="apt-get install coturn")
+    config = lab_config(extra_options=["no-udp", "no-tcp"], startup_timeout=1.5)
+    process = CoturnProcess(config)
+    with pytest.raises(SystemComponentError, match="did not answer STUN") as info:
+        await process.start()
+    assert "last log lines" in str(info.value)
+    assert process.pid is not None
+    assert _gone(process.pid)
+
+
+@pytest.mark.integration
+async def test_early_exit_is_reported() -> None:
+    false = shutil.which("false")
+    assert false is not None
+    process = CoturnProcess(lab_config(executable=false))
+    with pytest.raises(SystemComponentError, match="exited with status 1 before answering"):
+        await process.start()
+
+
+@pytest.mark.integration
+async def test_cli_turn_serve_runs_until_interrupted() -> None:
+    require_executable("turnserver", hint="apt-get install coturn")
+    port = free_port()
+    script = (
+        "import sys, argparse\n"
+        "from rtckit.cli.turn_serve import register_serve\n"
+        "parser = argparse.ArgumentParser()\n"
+        "turn = parser.add_subparsers().add_parser('turn')\n"
+        "register_serve(turn.add_subparsers())\n"
+        "args = parser.parse_args(sys.argv[1:])\n"
+        "sys.exit(args.handler(args))\n"
+    )
+    relay_base = random.randrange(40000, 48000, 40)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        "turn",
+        "serve",
+        "--realm",
+        "lab.test",
+        "--port",
+        str(port),
+        "--min-port",
+        str(relay_base),
+        "--max-port",
+        str(relay_base + 39),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src"), "RTCKIT_TURN_SECRET": SECRET},
+    )
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(30):
+            first = (await process.stdout.readline()).decode()
+            assert first.startswith("rtckit turn serve: coturn running, pid "), first
+            coturn_pid = int(first.rsplit(" ", 1)[1])
+            assert (
+                (await process.stdout.readline())
+                .decode()
+                .strip()
+                .endswith(f"stun:127.0.0.1:{port}")
+            )
+            response = await stun_binding("127.0.0.1", port)
+            assert response.message_class is MessageClass.SUCCESS_RESPONSE
+            process.send_signal(signal.SIGINT)
+            rest, errors = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, errors.decode()
+    assert "rtckit turn serve: stopped" in rest.decode()
+    assert _gone(coturn_pid)
+
+
+@pytest.mark.integration
+async def test_coturn_dies_with_its_parent() -> None:
+    """kill -9 of the Python process that started coturn leaves no orphan turnserver."""
+    require_executable("turnserver", hint="apt-get install coturn")
+    config = lab_config()
+    script = (
+        "import asyncio, sys\n"
+        "from rtckit.coturn import CoturnConfig, CoturnProcess\n"
+        "async def main():\n"
+        f"    config = CoturnConfig(realm='lab.test', static_auth_secrets=['{SECRET}'],\n"
+        f"        listening_port={config.listening_port},\n"
+        f"        min_port={config.min_port}, max_port={config.max_port})\n"
+        "    turn = CoturnProcess(config)\n"
+        "    await turn.start()\n"
+        "    print(turn.pid, turn.config_path.parent, flush=True)\n"
+        "    await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    parent = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        script,
+        stdout=asyncio.subprocess.PIPE,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert parent.stdout is not None
+    coturn_pid = 0
+    directory: Path | None = None
+    try:
+        async with asyncio.timeout(30):
+            pid_text, directory_text = (await parent.stdout.readline()).decode().split()
+            coturn_pid, directory = int(pid_text), Path(directory_text)
+            assert not _gone(coturn_pid)
+            parent.kill()
+            await parent.wait()
+            for _ in range(400):  # bounded: 20 s at most, inside the 30 s timeout
+                if _gone(coturn_pid):
+                    break
+                await asyncio.sleep(0.05)
+            assert _gone(coturn_pid), "coturn outlived the process that started it"
+    finally:
+        if parent.returncode is None:
+            parent.kill()
+            await parent.wait()
+        if coturn_pid and not _gone(coturn_pid):
+            os.kill(coturn_pid, signal.SIGKILL)
+        if directory is not None:  # kill -9 left no chance to remove it
+            shutil.rmtree(directory, ignore_errors=True)

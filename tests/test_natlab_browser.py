@@ -1,0 +1,241 @@
+"""A headless Chromium inside a NAT lab namespace connects to an aiortc peer behind another NAT.
+
+Chromium runs through a launcher that enters the namespace (``ip netns exec``) so Playwright's
+pipes survive; it trusts the lab CA through its own NSS database for ``turns:``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiortc import RTCIceServer
+from playwright.async_api import async_playwright
+
+from rtckit.doctor import mint_rest_credential
+from rtckit.testing import require_executable, require_root
+from rtckit.testing._labcoturn import coturn
+from rtckit.testing.natlab import NatLab, run_peer
+
+pytestmark = pytest.mark.browser
+
+SECRET = "natlab-browser-secret"
+
+# Playwright's own --disable-features list (Chromium keeps only the last such switch), plus
+# WebRtcHideLocalIpsWithMdns so that candidates carry addresses, not .local names.
+_DISABLED_FEATURES = ",".join(
+    [
+        "AvoidUnnecessaryBeforeUnloadCheckSync",
+        "DestroyProfileOnBrowserClose",
+        "HttpsUpgrades",
+        "HttpsFirstBalancedModeAutoEnable",
+        "LensOverlay",
+        "MediaRouter",
+        "PaintHolding",
+        "ThirdPartyStoragePartitioning",
+        "AvoidCorsURLLoaderRestartOnRedirect",
+        "TcpPortRandomizationWin",
+        "OptimizationHints",
+        "NetworkTimeServiceQuerying",
+        "AimEnabled",
+        "PreconnectToSearch",
+        "WebRtcHideLocalIpsWithMdns",
+    ]
+)
+_CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # The lab's public address must be excluded too: Chromium sends TURN over TCP/TLS through
+    # its host resolver, which the MAP rule would otherwise answer NOTFOUND even for an IP.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, "
+    "EXCLUDE 198.51.100.1",
+    f"--disable-features={_DISABLED_FEATURES}",
+]
+
+# The page is the offerer: data channel, ping/pong, ICE servers given explicitly.
+_OFFER_JS = """
+async (iceServers) => {
+  const pc = new RTCPeerConnection({iceServers});
+  window.pc = pc;
+  const dc = pc.createDataChannel("natlab");
+  window.pong = new Promise((resolve) => {
+    dc.onmessage = (e) => { if (e.data === "pong") resolve(performance.now()); };
+  });
+  dc.onopen = () => dc.send("ping");
+  await pc.setLocalDescription(await pc.createOffer());
+  await new Promise((resolve) => {
+    if (pc.iceGatheringState === "complete") return resolve();
+    pc.onicegatheringstatechange = () => {
+      if (pc.iceGatheringState === "complete") resolve();
+    };
+  });
+  return {type: pc.localDescription.type, sdp: pc.localDescription.sdp};
+}
+"""
+
+_ANSWER_JS = """
+async ([answer, limitMs]) => {
+  const started = performance.now();
+  await window.pc.setRemoteDescription(answer);
+  const timeout = new Promise((resolve) => setTimeout(() => resolve(null), limitMs));
+  const pong = await Promise.race([window.pong, timeout]);
+  let local = null, remote = null;
+  const stats = await window.pc.getStats();
+  stats.forEach((s) => {
+    if (s.type === "transport" && s.selectedCandidatePairId) {
+      const pair = stats.get(s.selectedCandidatePairId);
+      local = stats.get(pair.localCandidateId).candidateType;
+      remote = stats.get(pair.remoteCandidateId).candidateType;
+    }
+  });
+  return {
+    connected: pong !== null,
+    seconds: pong === null ? null : (pong - started) / 1000,
+    state: window.pc.connectionState,
+    local, remote,
+  };
+}
+"""
+
+
+@pytest.fixture
+async def lab() -> AsyncIterator[NatLab]:
+    require_root("network namespaces")
+    require_executable("ip", hint="apt-get install iproute2")
+    require_executable("iptables", hint="apt-get install iptables")
+    require_executable("turnserver", hint="apt-get install coturn")
+    require_executable("chromium", hint="apt-get install chromium")
+    async with NatLab() as lab:
+        yield lab
+
+
+def _chromium_in(namespace: str, directory: Path, ca: Path) -> Path:
+    """A launcher that runs the system Chromium inside *namespace* (pipes survive the exec).
+
+    Chromium verifies ``turns:`` certificates against its NSS database: the launcher gives it
+    a fresh ``$HOME`` whose database trusts the lab CA *ca*.
+    """
+    home = directory / "home"
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    certutil = require_executable("certutil", hint="apt-get install libnss3-tools")
+    subprocess.run(
+        [certutil, "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True, timeout=30
+    )
+    subprocess.run(
+        [certutil, "-d", f"sql:{nssdb}", "-A", "-n", "rtckit-lab", "-t", "CP,,", "-i", str(ca)],
+        check=True,
+        timeout=30,
+    )
+    wrapper = directory / "chromium-in-netns"
+    wrapper.write_text(
+        f'#!/bin/sh\nHOME={home} exec ip netns exec {namespace} /usr/bin/chromium "$@"\n'
+    )
+    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
+    return wrapper
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    return data
+
+
+async def _wait_json(path: Path, limit: float) -> dict[str, Any]:
+    for _ in range(int(limit / 0.05)):
+        data = _read_json(path)
+        if data is not None:
+            return data
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{path} did not appear within {limit} s")
+
+
+@pytest.mark.parametrize(
+    ("nat", "path"),
+    [
+        ("cone", "stun"),
+        ("symmetric", "turn-udp"),
+        ("symmetric", "turn-tcp"),
+        ("symmetric", "turns"),
+    ],
+)
+async def test_chromium_behind_nat_connects_to_aiortc(
+    lab: NatLab, tmp_path: Path, nat: str, path: str
+) -> None:
+    alice = await lab.add_host("alice", nat=nat)  # type: ignore[arg-type]
+    await lab.add_host("bob", nat=nat)  # type: ignore[arg-type]
+    signal_dir = tmp_path / "signal"
+    signal_dir.mkdir()
+    async with coturn(
+        lambda argv: lab.spawn("pub", argv),
+        tmp_path,
+        ip=lab.public_address,
+        secret=SECRET,
+        tls_port=5349,
+    ) as ct:
+        username, password = mint_rest_credential(SECRET)
+        if path == "stun":
+            servers = [RTCIceServer(urls=ct.uri("stun"))]
+        elif path.startswith("turn-"):
+            servers = [
+                RTCIceServer(urls=ct.uri("turn", path[5:]), username=username, credential=password)
+            ]
+        else:
+            servers = [RTCIceServer(urls=ct.uri("turns"), username=username, credential=password)]
+        js_servers = [
+            {"urls": s.urls, "username": s.username, "credential": s.credential} for s in servers
+        ]
+        answerer = asyncio.create_task(
+            run_peer(
+                lab,
+                "bob",
+                "answer",
+                signal_dir,
+                ice_servers=servers,
+                env={"SSL_CERT_FILE": str(tmp_path / "cert.pem")},
+                timeout=30,
+            )
+        )
+        try:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch(
+                    executable_path=str(
+                        _chromium_in(alice.namespace, tmp_path, tmp_path / "cert.pem")
+                    ),
+                    args=_CHROMIUM_ARGS,
+                )
+                try:
+                    page = await browser.new_page()
+                    async with asyncio.timeout(20):
+                        offer = await page.evaluate(_OFFER_JS, js_servers)
+                    (signal_dir / "offer.json").write_text(json.dumps(offer))
+                    answer = await _wait_json(signal_dir / "answer.json", 20)
+                    assert "abort" not in answer, answer
+                    outcome = await page.evaluate(_ANSWER_JS, [answer, 15000])
+                    (signal_dir / "done.json").write_text("{}")
+                finally:
+                    await browser.close()
+            result = await answerer
+        finally:
+            if not answerer.done():
+                answerer.cancel()
+    assert outcome["connected"], (outcome, result.error, result.stderr[-2000:])
+    assert result.connected, (result.error, result.stderr[-2000:])
+    if path == "stun":
+        assert outcome["remote"] == "srflx"
+        assert result.remote_candidate_type in ("srflx", "prflx")
+    else:
+        assert "relay" in (outcome["local"], outcome["remote"])
+        assert result.uses_relay
