@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCSessionDescription
-from test_sfu_forwarding import Subscriber, config, track_transceiver, wait_for
 
 from rtckit.sfu import PublishedTrack, SfuRouter, accept_forwarding_transceiver
 from rtckit.testing import require_executable
+from test_sfu_forwarding import Subscriber, config, track_transceiver, wait_for
 
 pytestmark = pytest.mark.browser
 
