@@ -221,9 +221,11 @@ async def test_chromium_publisher_to_chromium_and_aiortc_subscribers(mime: str) 
 
                 while not await all_decoding():  # noqa: ASYNC110 - polling the pages' stats
                     await asyncio.sleep(0.25)
+                # Chromium may scale its camera down (bandwidth/CPU adaptation): 4:3, <= 640
                 for page in pages:
-                    assert (await decoded(page))["width"] == 640
-                assert aiortc_viewer.sizes == {(640, 480)}
+                    assert 160 <= (await decoded(page))["width"] <= 640
+                assert aiortc_viewer.sizes
+                assert all(w * 3 == h * 4 and w <= 640 for w, h in aiortc_viewer.sizes)
                 stats = router.stats()
                 assert stats.decoders_created == 0
                 assert stats.encoders_created == 0
