@@ -88,7 +88,9 @@ async def connect_publisher(
     pub_pc = RTCPeerConnection(config())
     t = pub_pc.addTransceiver(SyntheticVideo(), direction="sendonly")
     caps = RTCRtpSender.getCapabilities("video").codecs
-    t.setCodecPreferences([c for c in caps if c.mimeType.lower() == video_codec.lower()])
+    t.setCodecPreferences(
+        [c for c in caps if c.mimeType.lower() in (video_codec.lower(), "video/rtx")]
+    )
     if audio:
         pub_pc.addTransceiver(AudioStreamTrack(), direction="sendonly")
     server = RTCPeerConnection(config())
@@ -459,6 +461,28 @@ async def test_publish_after_the_receiver_started(router: SfuRouter) -> None:
         stats = router.stats()
         assert stats.decoders_running == 0
         assert stats.encoders_created == 0
+    finally:
+        await viewer.close()
+        await pub_pc.close()
+        await server.close()
+
+
+async def test_publisher_path_loss_repaired_by_upstream_nack(router: SfuRouter) -> None:
+    """Loss between publisher and SFU: the SFU NACKs upstream, the publisher sends RTX."""
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    viewer = Subscriber()
+    try:
+        await wait_for(lambda: len(pubs) == 1)
+        [_sub] = await viewer.connect(router, "viewer", pubs)
+        await wait_for(lambda: viewer.frames["video"] >= 10)
+        rng = random.Random(11)  # deterministic 5% loss of the publisher's media packets
+        pubs[0].set_receive_filter(lambda data: rng.random() >= 0.05)
+        await wait_for(lambda: router.stats().retransmissions_in >= 3)
+        stats = router.stats()
+        assert stats.nacks_generated >= 1
+        frames = viewer.frames["video"]
+        await wait_for(lambda: viewer.frames["video"] >= frames + 15)
+        pubs[0].set_receive_filter(None)
     finally:
         await viewer.close()
         await pub_pc.close()

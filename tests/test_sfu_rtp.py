@@ -13,6 +13,7 @@ from rtckit.errors import ConfigurationError
 from rtckit.sfu.forward import (
     BandwidthAggregator,
     KeyframeRequestLimiter,
+    LossTracker,
     OutputParameters,
     PacketCache,
     ReceptionStatistics,
@@ -381,12 +382,11 @@ def test_rewriter_nack_lookup_and_retransmission() -> None:
     rh = parse_rtp_header(rtx)
     assert (rh.ssrc, rh.payload_type) == (0x7777, 101)
     assert rtx[rh.payload_offset : rh.payload_offset + 2] == struct.pack("!H", 1007)
-    # without RTX: the same packet again
+    # without RTX nothing can be re-sent (SRTP forbids re-protecting an index)
     plain = StreamRewriter(params())
     data = make_packet(seq=5, ts=5)
-    first = plain.rewrite(data, parse_rtp_header(data), 0.0, keyframe=True)
-    again = plain.retransmission(data, parse_rtp_header(data))
-    assert first == again
+    assert plain.rewrite(data, parse_rtp_header(data), 0.0, keyframe=True) is not None
+    assert plain.retransmission(data, parse_rtp_header(data)) is None
 
 
 def test_sender_report_rewrite() -> None:
@@ -489,3 +489,20 @@ def test_rewriter_strips_unmapped_extension_and_shares_block() -> None:
         got = {i: bytes(out[o : o + n]) for i, o, n in iter_extensions(out, h)}
         assert got == {3: b"\x01\x02\x03"}
     assert parse_rtp_header(out_b).ssrc == 0x2222
+
+
+def test_loss_tracker() -> None:
+    tracker = LossTracker(max_gap=10, window=8)
+    assert tracker.add(65534) == ()
+    assert tracker.add(65535) == ()
+    assert tracker.add(2) == (0, 1)  # across the wrap
+    assert tracker.missing == {0, 1}
+    assert tracker.add(0) == ()  # retransmission fills the hole
+    assert tracker.missing == {1}
+    assert tracker.add(2) == ()  # duplicate
+    assert tracker.add(500) == ()  # a jump: a restart, not 497 losses
+    assert tracker.missing == set()
+    for seq in range(501, 530, 2):
+        tracker.add(seq)
+    assert len(tracker.missing) <= 9
+    assert max(tracker.missing) == 528

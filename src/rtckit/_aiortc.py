@@ -459,7 +459,10 @@ def sfu_intercept_rtcp(
     _sfu_require(endpoint, "_handle_rtcp_packet", "the RTCP handler")
 
     async def handle(packet: Any) -> None:
-        await callback(bytes(packet))
+        try:
+            await callback(bytes(packet))
+        except Exception:
+            _sfu_logger.exception("SFU RTCP callback failed")
 
     endpoint._handle_rtcp_packet = handle  # type: ignore[method-assign]
 

@@ -47,6 +47,7 @@ from rtckit.errors import ConfigurationError, TopologyError
 from rtckit.sfu.forward import (
     BandwidthAggregator,
     KeyframeRequestLimiter,
+    LossTracker,
     OutputParameters,
     PacketCache,
     ReceptionStatistics,
@@ -145,6 +146,8 @@ class SfuConfig:
     )
     #: relay keyframe requests upstream as FIR instead of PLI
     use_fir: bool = False
+    #: ask publishers for their lost video packets (NACK) as soon as a gap is seen
+    nack_upstream: bool = True
     #: interval of the receiver reports sent to publishers
     receiver_report_interval: float = attrs.field(default=1.0, validator=_positive)
 
@@ -179,7 +182,11 @@ class SfuStats:
     nacks_answered: int
     #: lost packets asked for that were not cached (relayed upstream)
     nacks_missed: int
+    #: NACK messages sent upstream (relayed cache misses and the SFU's own)
     nacks_relayed: int
+    #: lost publisher packets the SFU asked for itself (upstream NACK), and RTX received
+    nacks_generated: int
+    retransmissions_in: int
     keyframe_requests_received: int
     #: PLI (or FIR) sent upstream to publishers
     plis_relayed: int
@@ -313,6 +320,8 @@ class _Counters:
         self.nacks_answered = 0
         self.nacks_missed = 0
         self.nacks_relayed = 0
+        self.nacks_generated = 0
+        self.retransmissions_in = 0
         self.keyframe_requests_received = 0
         self.plis_relayed = 0
         self.rembs_relayed = 0
@@ -349,6 +358,8 @@ class PublishedTrack:
         self._abs_send_time_id: int | None = None
         self._keyframe_wanted = False
         self._retired: set[int] = set()
+        self._losses = LossTracker() if self.kind == "video" and cfg.nack_upstream else None
+        self._receive_filter: Callable[[bytes], bool] | None = None
         self._reception: ReceptionStatistics | None = None
         self._next_report = 0.0
         self._fir_seq = 0
@@ -405,8 +416,15 @@ class PublishedTrack:
 
     # -- media path ----------------------------------------------------------------------------
 
+    def set_receive_filter(self, keep: Callable[[bytes], bool] | None) -> None:
+        """Fault injection for tests: incoming packets for which ``keep(data)`` is False are
+        dropped on arrival, as if lost between the publisher and the SFU. None removes it."""
+        self._receive_filter = keep
+
     async def _on_rtp(self, data: bytes, arrival_time_ms: int) -> None:
         if self.closed:
+            return
+        if self._receive_filter is not None and not self._receive_filter(data):
             return
         router = self._router
         counters = router._counters
@@ -423,6 +441,7 @@ class PublishedTrack:
                 header = parse_rtp_header(data)
             except ValueError:
                 return
+            counters.retransmissions_in += 1
         elif header.ssrc != self.source_ssrc:
             if header.ssrc in self._retired:
                 return  # a late packet of a source the publisher replaced
@@ -437,6 +456,9 @@ class PublishedTrack:
             reception = self._reception = ReceptionStatistics(header.ssrc, clock_rate)
         if apt is None:
             reception.add(header.sequence_number, header.timestamp, now)
+        lost: tuple[int, ...] = ()
+        if self._losses is not None:
+            lost = self._losses.add(header.sequence_number)
         keyframe = False
         if self.kind == "video":
             keyframe = is_keyframe(
@@ -478,6 +500,9 @@ class PublishedTrack:
                 await self.request_keyframe()
         elif self.keyframes.pending and self.keyframes.poll(now):
             await self._send_keyframe_request()
+        if lost and self.rtx_apt:
+            counters.nacks_generated += len(lost)
+            await self._send_nack(list(lost))
         if now >= self._next_report:
             self._next_report = now + router.config.receiver_report_interval
             await self._send_receiver_report(now)
@@ -485,6 +510,8 @@ class PublishedTrack:
     def _new_source(self, ssrc: int) -> None:
         previous = self.source_ssrc
         self.source_ssrc = ssrc
+        if self._losses is not None:
+            self._losses = LossTracker()
         if previous is not None:
             self._retired.add(previous)
             # the publisher changed its SSRC without renegotiation: a new segment
@@ -541,7 +568,8 @@ class PublishedTrack:
             self._router._counters.plis_relayed += 1
 
     async def _send_nack(self, lost: list[int]) -> None:
-        if self.source_ssrc is None or self.closed or not lost:
+        # without RTX the publisher cannot re-send (SRTP forbids re-protecting an index)
+        if self.source_ssrc is None or self.closed or not lost or not self.rtx_apt:
             return
         with contextlib.suppress(ConnectionError):
             await self._send(build_nack(self._rtcp_ssrc, self.source_ssrc, lost))

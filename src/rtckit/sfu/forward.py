@@ -32,6 +32,7 @@ from rtckit.sfu.rtp import (
 __all__ = [
     "BandwidthAggregator",
     "KeyframeRequestLimiter",
+    "LossTracker",
     "OutputParameters",
     "PacketCache",
     "ReceptionStatistics",
@@ -273,14 +274,17 @@ class StreamRewriter:
         return self._src_ssrc, in_seq
 
     def retransmission(self, data: bytes | bytearray, header: RtpHeader) -> bytes | None:
-        """Rewrite a cached packet of the current segment for retransmission.
+        """Rewrite a cached packet of the current segment as an RTX retransmission.
 
-        The result is an RTX packet if RTX was negotiated, else the packet itself with the
-        same outgoing sequence number as the first time.
+        None without negotiated RTX: SRTP forbids protecting the same packet index twice
+        (libsrtp refuses it), so a plain re-send is impossible; such a subscriber recovers
+        with a keyframe request instead.
         """
         params = self.params
         out_pt = params.payload_types.get(header.payload_type)
         if out_pt is None or header.ssrc != self._src_ssrc or self._rebase:
+            return None
+        if params.rtx_ssrc is None or params.rtx_payload_type is None:
             return None
         buf = bytearray(data)
         rewrite_rtp_header(
@@ -291,8 +295,6 @@ class StreamRewriter:
             ssrc=params.ssrc,
         )
         params.extensions.apply(buf, header)
-        if params.rtx_ssrc is None or params.rtx_payload_type is None:
-            return bytes(buf)
         seq = self._rtx_seq
         self._rtx_seq = (seq + 1) & _SEQ_MASK
         out_header = RtpHeader(
@@ -546,3 +548,45 @@ class ReceptionStatistics:
             lsr=self._lsr,
             dlsr=dlsr,
         )
+
+
+class LossTracker:
+    """Sequence numbers missing from a publisher's stream, for the SFU's own upstream NACKs.
+
+    :meth:`add` returns the numbers a new packet reveals as missing (a gap before it); a late
+    or retransmitted packet fills its hole. A jump larger than ``max_gap`` is taken as a
+    restart of the numbering, not as loss. Holes older than ``window`` are forgotten.
+    """
+
+    __slots__ = ("_highest", "_max_gap", "_window", "missing")
+
+    def __init__(self, *, max_gap: int = 100, window: int = 512) -> None:
+        self._highest: int | None = None
+        self._max_gap = max_gap
+        self._window = window
+        #: sequence numbers still missing
+        self.missing: set[int] = set()
+
+    def add(self, sequence_number: int) -> tuple[int, ...]:
+        """Count one packet; return the sequence numbers newly found missing."""
+        highest = self._highest
+        if highest is None:
+            self._highest = sequence_number
+            return ()
+        delta = (sequence_number - highest) & _SEQ_MASK
+        if delta == 0:
+            return ()
+        if delta >= 0x8000:
+            self.missing.discard(sequence_number)  # late or retransmitted
+            return ()
+        self._highest = sequence_number
+        if delta > self._max_gap:
+            self.missing.clear()
+            return ()
+        new = tuple((highest + i) & _SEQ_MASK for i in range(1, delta))
+        self.missing.update(new)
+        if len(self.missing) > self._window:
+            self.missing = {
+                seq for seq in self.missing if (sequence_number - seq) & _SEQ_MASK <= self._window
+            }
+        return new

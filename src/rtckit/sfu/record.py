@@ -18,6 +18,7 @@ by the wall-clock gap. Muxing runs in the event loop (a few kilobytes per frame)
 
 from __future__ import annotations
 
+import asyncio
 import fractions
 import struct
 from pathlib import Path
@@ -65,6 +66,7 @@ class TrackRecorder:
         self._last_pts = -1
         self._last_wall = 0.0
         self._closed = False
+        self._tasks: set[asyncio.Future[None]] = set()
 
     @property
     def frames_dropped(self) -> int:
@@ -121,7 +123,13 @@ class TrackRecorder:
             return
         if header.ssrc != self._source:
             self._new_source(header)
+        waiting = self._assembler.needs_keyframe
         frame = self._assembler.add(header, data[header.payload_offset : header.payload_end])
+        if self._assembler.needs_keyframe and not waiting and self._publication is not None:
+            # a frame was lost: ask for a keyframe rather than wait for the next one
+            task = asyncio.ensure_future(self._publication.request_keyframe())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         if frame is None:
             return
         ext = self._unwrap(frame.timestamp)
@@ -173,6 +181,9 @@ class TrackRecorder:
         recorders = self.router._recorders.get(self.key, [])
         if self in recorders:
             recorders.remove(self)
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._container is not None:
             self._container.close()
             self._container = None
