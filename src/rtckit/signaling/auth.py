@@ -34,6 +34,7 @@ from rtckit.signaling.protocol import MAX_ID_LENGTH, ErrorCode
 __all__ = [
     "ALL_PERMISSIONS",
     "DEFAULT_PERMISSIONS",
+    "MIN_SECRET_LENGTH",
     "Authenticator",
     "Grant",
     "OpenAuth",
@@ -69,7 +70,7 @@ class Authenticator(Protocol):
 class OpenAuth:
     """Admit everyone, with or without a token (tokens are ignored). For local demos only."""
 
-    permissions: tuple[str, ...] = ALL_PERMISSIONS
+    permissions: tuple[str, ...] = DEFAULT_PERMISSIONS
 
     def authenticate(self, room: str, token: str | None) -> Grant:
         """Return a grant with no identity and :attr:`permissions`."""
@@ -82,9 +83,17 @@ def _check_permissions(_instance: object, _attribute: object, value: tuple[str, 
         raise ConfigurationError(f"unknown permission(s) {sorted(unknown)}")
 
 
+#: Shortest secret accepted, in bytes (RFC 7518 section 3.2: at least the hash size).
+MIN_SECRET_LENGTH = 32
+
+
 def _check_secret(_instance: object, _attribute: object, value: str | bytes) -> None:
-    if len(value) < 16:
-        raise ConfigurationError("the token secret must have at least 16 characters")
+    raw = value.encode() if isinstance(value, str) else value
+    if len(raw) < MIN_SECRET_LENGTH:
+        raise ConfigurationError(
+            f"the token secret must have at least {MIN_SECRET_LENGTH} bytes "
+            "(e.g. secrets.token_urlsafe(32))"
+        )
 
 
 @attrs.frozen(kw_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -14,6 +15,15 @@ __all__ = ["TOPOLOGIES", "RoomConfig", "SignalingConfig"]
 
 #: Topology names a room can declare (carried to clients in ``welcome``).
 TOPOLOGIES: tuple[str, ...] = ("mesh", "sfu", "mcu")
+
+
+def _rooms(value: Iterable[RoomConfig]) -> tuple[RoomConfig, ...]:
+    return tuple(value)
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
 
 _positive = attrs.validators.gt(0)
 _positive_time = attrs.validators.gt(0.0)
@@ -61,7 +71,7 @@ class SignalingConfig:
     #: :class:`~rtckit.signaling.auth.OpenAuth`.
     auth: Authenticator = attrs.field(validator=_check_auth)
     #: Pre-declared rooms.
-    rooms: tuple[RoomConfig, ...] = attrs.field(default=(), converter=tuple)
+    rooms: tuple[RoomConfig, ...] = attrs.field(default=(), converter=_rooms)
     #: Create a room when someone joins a name that is not declared.
     create_rooms: bool = True
     #: Topology of rooms created on demand.
@@ -93,7 +103,7 @@ class SignalingConfig:
     #: Browser origins allowed to connect (``Origin`` header). Empty: same origin as the
     #: server's ``Host`` only; ``"*"`` allows any. Clients without ``Origin`` are not browsers
     #: and are always allowed.
-    allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
     def __attrs_post_init__(self) -> None:
         names = [room.name for room in self.rooms]

@@ -366,7 +366,8 @@ class AppMessage(Relayed):
     type: ClassVar[str] = "app"
     to: str | None = attrs.field(default=None, metadata=_m("id", True))
     sender: str | None = attrs.field(default=None, metadata=_m("id", True, "from"))
-    payload: JsonValue = attrs.field(metadata=_m("json"))
+    #: Any JSON value; ``null`` and a missing ``payload`` are the same.
+    payload: JsonValue = attrs.field(default=None, metadata=_m("json", True))
     seq: int | None = attrs.field(default=None, metadata=_m("int", True))
 
 

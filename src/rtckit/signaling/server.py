@@ -166,14 +166,18 @@ class SignalingServer:
         app.on_startup.append(on_startup)
         app.on_shutdown.append(on_shutdown)
 
-    async def listen(self, host: str = "127.0.0.1", port: int = 8765) -> tuple[str, int]:
-        """Run standalone on *host*:*port* (0: any free port); return the bound address."""
+    async def listen(
+        self, host: str = "127.0.0.1", port: int = 8765, *, path: str = "/ws"
+    ) -> tuple[str, int]:
+        """Run standalone on *host*:*port* (0: any free port) with the WebSocket at *path*;
+        return the bound address."""
         if self._runner is not None:
             raise RuntimeError("already listening")
         await self.start()
         app = web.Application()
-        app.router.add_get(self._path, self.handle)
-        app.router.add_get(f"{self._path}/{CLIENT_SCRIPT}", self.handle_script)
+        self._path = path
+        app.router.add_get(path, self.handle)
+        app.router.add_get(f"{path.rstrip('/')}/{CLIENT_SCRIPT}", self.handle_script)
         runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1)
         await runner.setup()
         site = web.TCPSite(runner, host, port)
