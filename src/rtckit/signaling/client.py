@@ -536,15 +536,16 @@ class SignalingClient:
             if seq <= self._in_seq:
                 return  # already delivered before a reconnect
             self._in_seq = seq
-            if self._in_seq - self._acked_in >= self._ack_every:
-                await self._send_ack()
         if isinstance(message, PeerJoined):
             self.peers[message.peer.id] = message.peer
         elif isinstance(message, PeerLeft):
             self.peers.pop(message.peer_id, None)
         elif isinstance(message, Bye):
             self._closing = True  # the server removed us: do not reconnect
+        # Queue the event before any await: once _in_seq moved, the message must be delivered.
         self._events.put_nowait(message)
+        if self._in_seq - self._acked_in >= self._ack_every:
+            await self._send_ack()
 
     async def _housekeeping(self) -> None:
         loop = asyncio.get_running_loop()

@@ -653,8 +653,10 @@ def as_dict(message: Message) -> dict[str, Any]:
     return _dump(type(message), message)
 
 
+# ensure_ascii: non-ASCII text travels as \u escapes, so that a lone surrogate a peer put in a
+# JSON string (valid JSON, not valid UTF-8) is relayed as it came instead of failing to encode.
 _dumps: Callable[[Any], str] = json.JSONEncoder(
-    ensure_ascii=False, separators=(",", ":"), allow_nan=False
+    ensure_ascii=True, separators=(",", ":"), allow_nan=False
 ).encode
 
 
