@@ -32,6 +32,13 @@ from rtckit.errors import (
     TopologyError,
     TurnAuthError,
 )
+from rtckit.signaling import (
+    OpenAuth,
+    SignalingClient,
+    SignalingConfig,
+    SignalingServer,
+    TokenAuth,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -45,12 +52,17 @@ __all__ = [
     "IceError",
     "InternalsError",
     "NegotiationError",
+    "OpenAuth",
     "PeerError",
     "ProtocolError",
     "RoomError",
     "RtcKitError",
+    "SignalingClient",
+    "SignalingConfig",
     "SignalingError",
+    "SignalingServer",
     "SystemComponentError",
+    "TokenAuth",
     "TopologyError",
     "TurnAuthError",
     "__version__",
