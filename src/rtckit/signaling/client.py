@@ -101,7 +101,11 @@ _ROOM_CODES = frozenset(
 
 
 def error_for(error: Error) -> SignalingError:
-    """Return the exception matching a server :class:`Error` (``AuthError`` for ``auth_*``...)."""
+    """Return the exception matching a server :class:`~rtckit.signaling.protocol.Error`.
+
+    ``auth_*`` codes give :class:`~rtckit.errors.AuthError`, room codes
+    :class:`~rtckit.errors.RoomError`, others :class:`~rtckit.errors.ProtocolError`.
+    """
     text = f"{error.code}: {error.message}"
     if error.code.startswith("auth_"):
         return AuthError(text, code=error.code)
@@ -200,6 +204,9 @@ class _Connect:
 class SignalingClient:
     """A peer in one room of a signaling server. Create it with :meth:`connect`."""
 
+    #: The other peers of the room by peer id, kept up to date from the events.
+    peers: dict[str, PeerInfo]
+
     def __init__(
         self,
         transport: ClientTransport,
@@ -254,8 +261,8 @@ class SignalingClient:
 
         Use as ``async with SignalingClient.connect(...) as client`` or
         ``client = await SignalingClient.connect(...)`` (then ``await client.aclose()``).
-        Raises :class:`~rtckit.AuthError`, :class:`~rtckit.RoomError` or
-        :class:`~rtckit.ProtocolError` if the server refuses the join.
+        Raises :class:`~rtckit.errors.AuthError`, :class:`~rtckit.errors.RoomError` or
+        :class:`~rtckit.errors.ProtocolError` if the server refuses the join.
         """
         if isinstance(target, str):
             from rtckit.signaling.websocket import WebSocketTransport
@@ -384,9 +391,9 @@ class SignalingClient:
         return event
 
     async def next_event(self) -> ClientEvent:
-        """Return the next event; raise :class:`~rtckit.ConnectionClosedError` once closed.
+        """Return the next event; raise :class:`~rtckit.errors.ConnectionClosedError` once closed.
 
-        Bound the wait with :func:`asyncio.timeout` if needed.
+        Bound the wait with ``asyncio.timeout()`` if needed.
         """
         try:
             return await self.__anext__()
@@ -399,7 +406,8 @@ class SignalingClient:
         """Send a relayed message (its ``seq`` and ``sender`` are set here); return its seq.
 
         The message is kept until the server acknowledges it and resent after a reconnect; if
-        its target leaves first, an ``undeliverable`` :class:`Error` event names this seq.
+        its target leaves first, an ``undeliverable``
+        :class:`~rtckit.signaling.protocol.Error` event names this seq.
         """
         if self._closing or self._closed:
             raise ConnectionClosedError("the signaling client is closed")

@@ -50,7 +50,7 @@ class RoomConfig:
 
     name: str = attrs.field(validator=_check_name)
     topology: str = attrs.field(default="mesh", validator=_check_topology)
-    #: Overrides :attr:`SignalingConfig.max_peers_per_room` for this room.
+    #: Overrides ``SignalingConfig.max_peers_per_room`` for this room.
     max_peers: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(_positive)
     )
@@ -67,7 +67,7 @@ class SignalingConfig:
     later; a peer whose connection drops cleanly is removed after ``resume_window``.
     """
 
-    #: Who may join: :class:`~rtckit.signaling.auth.TokenAuth` or, for demos,
+    #: Who may join, :class:`~rtckit.signaling.auth.TokenAuth` or, for demos,
     #: :class:`~rtckit.signaling.auth.OpenAuth`.
     auth: Authenticator = attrs.field(validator=_check_auth)
     #: Pre-declared rooms.
@@ -82,7 +82,7 @@ class SignalingConfig:
     #: Largest message in bytes; the server closes with 1009 above it.
     max_message_size: int = attrs.field(default=DEFAULT_MAX_SIZE, validator=_positive)
     max_json_depth: int = attrs.field(default=DEFAULT_MAX_DEPTH, validator=_positive)
-    #: Sustained messages per second per connection; above it: error then close 1008.
+    #: Sustained messages per second per connection; above it, error then close 1008.
     max_messages_per_second: float = attrs.field(default=100.0, validator=_positive_time)
     #: Messages a connection may send in a burst above the sustained rate.
     burst: int = attrs.field(default=200, validator=_positive)
@@ -100,9 +100,9 @@ class SignalingConfig:
     ack_every: int = attrs.field(default=16, validator=_positive)
     #: Period of the server's timer (heartbeats, timeouts, acks).
     tick_interval: float = attrs.field(default=0.5, validator=_positive_time)
-    #: Browser origins allowed to connect (``Origin`` header). Empty: same origin as the
-    #: server's ``Host`` only; ``"*"`` allows any. Clients without ``Origin`` are not browsers
-    #: and are always allowed.
+    #: Browser origins allowed to connect (``Origin`` header). Empty means the same origin as
+    #: the server's ``Host`` only; ``"*"`` allows any. Clients without ``Origin`` are not
+    #: browsers and are always allowed.
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
     def __attrs_post_init__(self) -> None:

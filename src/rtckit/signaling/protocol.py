@@ -72,7 +72,7 @@ PROTOCOL_VERSION = 1
 DEFAULT_MAX_SIZE = 64 * 1024
 #: Default maximum nesting depth of free-form JSON (``payload``, ``metadata``, ``ice_servers``).
 DEFAULT_MAX_DEPTH = 16
-#: Longest room name, peer id, identity or token accepted (characters; tokens: 8 times this).
+#: Longest room name, peer id or identity accepted, in characters (tokens may be 8 times it).
 MAX_ID_LENGTH = 128
 #: Largest sequence number (``2**53 - 1``, exact in JavaScript numbers).
 MAX_SEQ = 2**53 - 1
@@ -82,7 +82,7 @@ JsonValue: TypeAlias = Any
 
 
 class ErrorCode(enum.StrEnum):
-    """The ``code`` of an :class:`Error` message (and of :class:`~rtckit.SignalingError`).
+    """The ``code`` of an :class:`Error` message (and of :class:`~rtckit.errors.SignalingError`).
 
     Codes are stable strings; a client must treat an unknown code like ``internal``.
     """
@@ -91,7 +91,7 @@ class ErrorCode(enum.StrEnum):
     BAD_JSON = "bad_json"
     #: The frame is not valid UTF-8 (for example a truncated multi-byte sequence).
     BAD_ENCODING = "bad_encoding"
-    #: The message is larger than the server's limit (over WebSocket: close 1009 instead).
+    #: The message is larger than the server's limit (over WebSocket, close 1009 instead).
     TOO_LARGE = "too_large"
     #: Free-form JSON nests deeper than allowed.
     TOO_DEEP = "too_deep"
@@ -149,7 +149,7 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001
     #: Protocol violation that makes the connection unusable (e.g. a binary frame).
     PROTOCOL_ERROR = 1002
-    #: Policy: rate limit exceeded, origin not allowed.
+    #: Policy violation, such as the rate limit exceeded.
     POLICY_VIOLATION = 1008
     #: A message exceeds the maximum size.
     MESSAGE_TOO_BIG = 1009
@@ -231,7 +231,7 @@ class Welcome(Message):
     identity: str | None = attrs.field(default=None, metadata=_m("id", True))
     #: The other members, in join order.
     peers: tuple[PeerInfo, ...] = attrs.field(metadata=_m("peers"))
-    #: The room's topology: ``"mesh"``, ``"sfu"`` or ``"mcu"``.
+    #: The room's topology, ``"mesh"``, ``"sfu"`` or ``"mcu"``.
     topology: str = attrs.field(metadata=_m("id"))
     #: ``RTCIceServer`` dictionaries (JSON list) for the client, if the server gives them.
     ice_servers: JsonValue = attrs.field(default=None, metadata=_m("json", True))
@@ -261,7 +261,7 @@ class Resumed(Message):
     type: ClassVar[str] = "resumed"
     room: str = attrs.field(metadata=_m("id"))
     peer_id: str = attrs.field(metadata=_m("id"))
-    #: Highest client ``seq`` the server has processed: the client resends the later ones.
+    #: Highest client ``seq`` the server has processed; the client resends the later ones.
     ack: int = attrs.field(metadata=_m("int"))
 
 
@@ -585,7 +585,7 @@ def decode(
     max_size: int = DEFAULT_MAX_SIZE,
     max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> Message:
-    """Parse one message; raise :class:`~rtckit.ProtocolError` (with ``.code``) if invalid.
+    """Parse one message; raise :class:`~rtckit.errors.ProtocolError` (with ``.code``) if invalid.
 
     *max_size* bounds the UTF-8 size in bytes, *max_depth* the nesting of free-form JSON fields.
     Never raises anything else, whatever *data* holds.

@@ -80,7 +80,7 @@ SERVER_AGENT = "rtckit-py/1"
 
 ConnectionId: TypeAlias = int
 
-#: Relayed message types that negotiate media: they need ``publish`` or ``subscribe``.
+#: Permissions of which one is needed to negotiate media (offer, answer, candidates).
 _MEDIA_PERMISSIONS = frozenset({"publish", "subscribe"})
 
 
@@ -211,7 +211,7 @@ class SignalingState:
 
     def __init__(self, config: SignalingConfig) -> None:
         self.config = config
-        #: Emit :class:`MessageEvent` for each relayed message (off: saves work).
+        #: Emit :class:`MessageEvent` for each relayed message (off by default, saving work).
         self.message_events = False
         self._conns: dict[ConnectionId, _Conn] = {}
         self._rooms: dict[str, _Room] = {}
