@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import attrs
 
@@ -84,21 +84,42 @@ ConnectionId: TypeAlias = int
 _MEDIA_PERMISSIONS = frozenset({"publish", "subscribe"})
 
 
-@attrs.frozen
-class Send:
+class Send(NamedTuple):
     """Send *message* on connection *conn*."""
 
     conn: ConnectionId
     message: Message
 
 
-@attrs.frozen
-class Close:
+class Close(NamedTuple):
     """Close connection *conn* with WebSocket close *code* and *reason*."""
 
     conn: ConnectionId
     code: int
     reason: str
+
+
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _with_seq(message: Any, seq: int | None, sender: str | None = None) -> Any:
+    """Copy a frozen message with ``seq`` (and ``sender`` if given) replaced.
+
+    Same result as :func:`attrs.evolve`, without its per-call introspection (this is on the
+    path of every relayed message).
+    """
+    cls = type(message)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(field.name for field in attrs.fields(cls))
+    copy = object.__new__(cls)
+    setter = object.__setattr__
+    for name in names:
+        setter(copy, name, getattr(message, name))
+    setter(copy, "seq", seq)
+    if sender is not None:
+        setter(copy, "sender", sender)
+    return copy
 
 
 Action: TypeAlias = Send | Close
@@ -547,7 +568,7 @@ class SignalingState:
             )
             return
         room = session.room
-        stamped: Any = attrs.evolve(message, sender=me, seq=None)  # type: ignore[misc]
+        stamped = _with_seq(message, None, me)
         if message.to is None:
             targets = [other for other in room.sessions.values() if other is not session]
         elif message.to == me:
@@ -583,7 +604,7 @@ class SignalingState:
         origin_seq: int | None = None,
     ) -> None:
         session.out_seq += 1
-        sequenced: Message = attrs.evolve(message, seq=session.out_seq)
+        sequenced: Message = _with_seq(message, session.out_seq)
         session.outbox.append(_Pending(session.out_seq, sequenced, origin, origin_seq))
         if session.conn is not None:
             out.send(session.conn.id, sequenced)
