@@ -464,7 +464,7 @@ def report(
             ),
             "",
             "Idle clients: server memory growth per connected client and the server's CPU "
-            "while they stay connected (rtckit pings each silent connection every 2 s; the "
+            "while they stay connected (rtckit pings each silent connection every 3 s; the "
             "benchmark clients answer).",
             "",
             table(["server", "clients", "KiB/client", "server RSS MiB", "idle CPU %"], idle_rows),

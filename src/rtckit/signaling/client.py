@@ -217,7 +217,7 @@ class SignalingClient:
         peer_id: str | None = None,
         reconnect: ReconnectPolicy | None = None,
         ack_every: int = 16,
-        ack_delay: float = 0.1,
+        ack_delay: float = 1.0,
     ) -> None:
         if not isinstance(transport, ClientTransport):
             raise ConfigurationError("transport must implement ClientTransport")
@@ -238,6 +238,7 @@ class SignalingClient:
         self._acked_in = 0
         self._connected = False
         self._closing = False
+        self._removed = False
         self._closed = False
         self._failure: SignalingError | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -348,7 +349,7 @@ class SignalingClient:
         if self._closing:
             return
         self._closing = True
-        if self._connected:
+        if self._connected and not self._removed:
             with contextlib.suppress(ConnectionClosedError, OSError):
                 await self._send_ack()
                 await self.transport.send(encode(Bye(reason="closed")))
@@ -511,7 +512,8 @@ class SignalingClient:
                 try:
                     message = await self._receive_message()
                 except ConnectionClosedError as exc:
-                    if self._closing:
+                    if self._closing or self._removed:
+                        self._finish(None)
                         return
                     await self._recover(exc)
                     continue
@@ -549,7 +551,7 @@ class SignalingClient:
         elif isinstance(message, PeerLeft):
             self.peers.pop(message.peer_id, None)
         elif isinstance(message, Bye):
-            self._closing = True  # the server removed us: do not reconnect
+            self._removed = True  # the server removed us: do not reconnect
         # Queue the event before any await: once _in_seq moved, the message must be delivered.
         self._events.put_nowait(message)
         if self._in_seq - self._acked_in >= self._ack_every:
@@ -569,7 +571,7 @@ class SignalingClient:
                     logger.info("signaling server silent for %.1f s: reconnecting", idle)
                     self._connected = False
                     await self.transport.close()
-                elif idle > interval:
+                elif idle > 2 * interval:  # the server pings first; this is a fallback
                     await self.transport.send(encode(Ping()))
             except ConnectionClosedError:
                 pass

@@ -63,7 +63,7 @@ class SignalingConfig:
     """Everything the signaling server enforces. ``auth`` has no default on purpose.
 
     Times are in seconds. With the defaults a peer that vanishes without ``bye`` is removed
-    (others get ``peer-left``) at most ``dead_peer_timeout + resume_window + tick`` = 12.5 s
+    (others get ``peer-left``) at most ``dead_peer_timeout + resume_window + tick`` = 13.5 s
     later; a peer whose connection drops cleanly is removed after ``resume_window``.
     """
 
@@ -89,15 +89,17 @@ class SignalingConfig:
     #: Seconds a new connection has to send ``hello`` and ``join``/``resume``.
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive_time)
     #: Seconds of silence from a client after which the server sends ``ping``.
-    heartbeat_interval: float = attrs.field(default=2.0, validator=_positive_time)
+    heartbeat_interval: float = attrs.field(default=3.0, validator=_positive_time)
     #: Seconds of silence after which a connection is considered dead and closed.
-    dead_peer_timeout: float = attrs.field(default=6.0, validator=_positive_time)
+    dead_peer_timeout: float = attrs.field(default=8.0, validator=_positive_time)
     #: Seconds a session survives without a connection, waiting for ``resume``.
-    resume_window: float = attrs.field(default=6.0, validator=attrs.validators.ge(0.0))
+    resume_window: float = attrs.field(default=5.0, validator=attrs.validators.ge(0.0))
     #: Unacknowledged messages kept per session; beyond it relays are refused (backlog_full).
     max_pending: int = attrs.field(default=1024, validator=_positive)
-    #: The server acknowledges a client's messages at least every this many messages.
+    #: The server acknowledges a client's messages at least every this many messages...
     ack_every: int = attrs.field(default=16, validator=_positive)
+    #: ... and at most this many seconds after the oldest unacknowledged one arrived.
+    ack_delay: float = attrs.field(default=1.0, validator=attrs.validators.ge(0.0))
     #: Period of the server's timer (heartbeats, timeouts, acks).
     tick_interval: float = attrs.field(default=0.5, validator=_positive_time)
     #: Browser origins allowed to connect (``Origin`` header). Empty means the same origin as

@@ -202,6 +202,7 @@ class _Session:
     outbox: deque[_Pending] = attrs.Factory(deque)
     in_seq: int = 0
     acked_in: int = 0
+    ack_due: float | None = None  # when the oldest unacknowledged client message arrived
     detached_at: float | None = None
 
     @property
@@ -338,7 +339,12 @@ class SignalingState:
                 state.ping_nonce += 1
                 state.last_ping = now
                 out.send(state.id, Ping(nonce=state.ping_nonce))
-            if session.in_seq > session.acked_in:
+            if (
+                session.ack_due is not None
+                and now - session.ack_due >= config.ack_delay
+                and session.in_seq > session.acked_in
+            ):
+                session.ack_due = None
                 session.acked_in = session.in_seq
                 out.send(state.id, Ack(ack=session.in_seq))
         for session in list(self._tokens.values()):
@@ -538,6 +544,7 @@ class SignalingState:
         while outbox and outbox[0].seq <= message.ack:
             outbox.popleft()
         session.acked_in = session.in_seq
+        session.ack_due = None
         out.send(
             state.id,
             Resumed(room=session.room.name, peer_id=session.peer_id, ack=session.in_seq),
@@ -553,7 +560,10 @@ class SignalingState:
         if seq <= session.in_seq:
             return  # a duplicate resent after resume: already processed
         session.in_seq = seq
+        if session.ack_due is None:
+            session.ack_due = state.last_recv
         if session.in_seq - session.acked_in >= self.config.ack_every:
+            session.ack_due = None
             session.acked_in = session.in_seq
             out.send(state.id, Ack(ack=session.in_seq))
         me = session.peer_id
