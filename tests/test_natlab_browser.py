@@ -15,13 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiortc import RTCIceServer
 from playwright.async_api import async_playwright
 
-from rtckit.doctor import mint_rest_credential
+from rtckit.ice import IceConfig
 from rtckit.testing import require_executable, require_root
-from rtckit.testing._labcoturn import coturn
-from rtckit.testing.natlab import NatLab, run_peer
+from rtckit.testing.natlab import NatLab, lab_tls, run_peer
+from rtckit.turn import TurnRestAuth
 
 pytestmark = pytest.mark.browser
 
@@ -178,42 +177,32 @@ async def test_chromium_behind_nat_connects_to_aiortc(
     await lab.add_host("bob", nat=nat)  # type: ignore[arg-type]
     signal_dir = tmp_path / "signal"
     signal_dir.mkdir()
-    async with coturn(
-        lambda argv: lab.spawn("pub", argv),
-        tmp_path,
-        ip=lab.public_address,
-        secret=SECRET,
-        tls_port=5349,
-    ) as ct:
-        username, password = mint_rest_credential(SECRET)
+    auth = TurnRestAuth(secrets=[SECRET])
+    tls = lab_tls(tmp_path, lab.public_address)
+    config = lab.coturn_config(auth, tls=tls)
+    async with lab.run_coturn(config):
+        stun, turn_udp, turn_tcp, turns = config.uris()
         if path == "stun":
-            servers = [RTCIceServer(urls=ct.uri("stun"))]
-        elif path.startswith("turn-"):
-            servers = [
-                RTCIceServer(urls=ct.uri("turn", path[5:]), username=username, credential=password)
-            ]
+            ice = IceConfig.from_uris([stun])
         else:
-            servers = [RTCIceServer(urls=ct.uri("turns"), username=username, credential=password)]
-        js_servers = [
-            {"urls": s.urls, "username": s.username, "credential": s.credential} for s in servers
-        ]
+            uri = {"turn-udp": turn_udp, "turn-tcp": turn_tcp, "turns": turns}[path]
+            ice = IceConfig(servers=[auth.ice_server([uri], "peer")])
+        js_servers = ice.to_browser()["iceServers"]
         answerer = asyncio.create_task(
             run_peer(
                 lab,
                 "bob",
                 "answer",
                 signal_dir,
-                ice_servers=servers,
-                env={"SSL_CERT_FILE": str(tmp_path / "cert.pem")},
+                ice_servers=ice,
+                env={"SSL_CERT_FILE": str(tls.ca_file)},
                 timeout=30,
             )
         )
         try:
             async with async_playwright() as pw:
                 browser = await pw.chromium.launch(
-                    executable_path=str(
-                        _chromium_in(alice.namespace, tmp_path, tmp_path / "cert.pem")
-                    ),
+                    executable_path=str(_chromium_in(alice.namespace, tmp_path, tls.ca_file)),
                     args=_CHROMIUM_ARGS,
                 )
                 try:
