@@ -184,6 +184,15 @@ def test_urls() -> None:
         "turns:[::1]:5349?transport=tcp",
     ]
     assert base_config(external_ip="203.0.113.9/10.0.0.4").urls()[0] == "stun:203.0.113.9:3478"
+    assert str(tls.uri("turns")) == "turns:[::1]"
+    assert (
+        str(tls.uri("turn", "tcp", host="turn.example.org"))
+        == "turn:turn.example.org?transport=tcp"
+    )
+    with pytest.raises(ConfigurationError, match="no single turn: over udp"):
+        tls.uri("turn", "udp")
+    with pytest.raises(ConfigurationError, match="no single turn:"):
+        base_config().uri("turn")  # UDP and TCP: say which
 
 
 @pytest.mark.parametrize(

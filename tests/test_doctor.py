@@ -196,12 +196,7 @@ class Loopback:
     def uri(self, scheme: str, transport: str | None = None) -> str:
         if scheme == "stuns":  # coturn answers STUN on its TLS port too; clients are not told
             return f"stuns:127.0.0.1:{self.config.tls_listening_port}"
-        [uri] = [
-            u
-            for u in self.config.uris()
-            if u.scheme == scheme and (transport is None or u.transport == transport)
-        ]
-        return uri.format(explicit=True)
+        return self.config.uri(scheme, transport).format(explicit=True)
 
 
 @contextlib.asynccontextmanager

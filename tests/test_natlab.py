@@ -70,12 +70,7 @@ class LabTurn:
 
     def uri(self, scheme: str, transport: str | None = None) -> IceServerUri:
         """The one URI of this coturn with *scheme* (and *transport*)."""
-        [uri] = [
-            u
-            for u in self.config.uris()
-            if u.scheme == scheme and (transport is None or u.transport == transport)
-        ]
-        return uri
+        return self.config.uri(scheme, transport)
 
     def turn(self, scheme: str, transport: str, *, expired: bool = False) -> IceConfig:
         """A TURN-only ICE config for the peers, with a REST credential (or an expired one)."""

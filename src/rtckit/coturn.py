@@ -454,6 +454,23 @@ class CoturnConfig:
             )
         return uris
 
+    def uri(
+        self, scheme: UriScheme | str, transport: str | None = None, *, host: str | None = None
+    ) -> IceServerUri:
+        """The one URI of :meth:`uris` with *scheme* (and, for ``turn:``, *transport*).
+
+        Raises :class:`~rtckit.errors.ConfigurationError` if this coturn does not serve it.
+        """
+        matches = [
+            uri
+            for uri in self.uris(host=host)
+            if uri.scheme == scheme and (transport is None or uri.transport == transport)
+        ]
+        if len(matches) != 1:
+            wanted = f"{scheme}:" + (f" over {transport}" if transport else "")
+            raise ConfigurationError(f"this coturn serves no single {wanted} URI")
+        return matches[0]
+
     def urls(self, *, host: str | None = None) -> list[str]:
         """:meth:`uris` as text, each with its port and TURN transport spelled out."""
         return [uri.format(explicit=True) for uri in self.uris(host=host)]

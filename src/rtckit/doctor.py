@@ -122,7 +122,7 @@ class DoctorConfig:
     timeout: float = attrs.field(default=5.0, validator=attrs.validators.gt(0))
     #: How long to wait for a refused ChannelBind after the allocation, in seconds.
     permission_wait: float = attrs.field(default=0.5, validator=attrs.validators.ge(0))
-    #: TURN credential: long-term, or a REST credential issued by
+    #: The TURN credential, long-term or a REST credential issued by
     #: :meth:`rtckit.turn.TurnRestAuth.issue` from the shared secret.
     username: str | None = None
     credential: str | None = attrs.field(default=None, repr=False)

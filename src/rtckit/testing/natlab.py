@@ -187,13 +187,27 @@ async def _exec(
         raise SystemComponentError(
             f"{argv[0]} is not installed (apt-get install iproute2 iptables)"
         ) from exc
+    return await _collect(proc, argv, limit=limit, check=check, stdin=stdin)
+
+
+async def _collect(
+    proc: asyncio.subprocess.Process,
+    argv: Sequence[str],
+    *,
+    limit: float,
+    check: bool,
+    stdin: str | None = None,
+    where: str = "",
+) -> RunResult:
+    """Wait for *proc* (running *argv*) within *limit* s, killing its group after that."""
+    command = " ".join(argv) + (f" in {where}" if where else "")
     try:
         async with asyncio.timeout(limit):
             out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
     except TimeoutError:
-        proc.kill()
+        _kill_group(proc.pid, signal.SIGKILL)
         await proc.wait()
-        raise SystemComponentError(f"{' '.join(argv)} did not finish within {limit} s") from None
+        raise SystemComponentError(f"{command} did not finish within {limit} s") from None
     result = RunResult(
         argv=tuple(argv),
         returncode=proc.returncode if proc.returncode is not None else -1,
@@ -202,7 +216,7 @@ async def _exec(
     )
     if check and result.returncode != 0:
         raise SystemComponentError(
-            f"{' '.join(argv)} failed with status {result.returncode}: {result.stderr.strip()}"
+            f"{command} failed with status {result.returncode}: {result.stderr.strip()}"
         )
     return result
 
@@ -353,7 +367,7 @@ def _socket_in_namespace(
 class LabTls:
     """TLS files for a lab server, from :func:`lab_tls`."""
 
-    #: The lab CA's certificate: trust it (``SSL_CERT_FILE`` for aiortc, ``--ca-file``).
+    #: The lab CA's certificate, to trust (``SSL_CERT_FILE`` for aiortc, ``--ca-file``).
     ca_file: Path
     #: The server's certificate chain (PEM), e.g. coturn's ``tls_cert``.
     cert_file: Path
@@ -697,27 +711,7 @@ class NatLab:
     ) -> RunResult:
         """Run *argv* inside *host*'s namespace to completion (killed after *timeout* s)."""
         proc = await self.spawn(host, argv, env=env)
-        try:
-            async with asyncio.timeout(timeout):
-                out, err = await proc.communicate()
-        except TimeoutError:
-            _kill_group(proc.pid, signal.SIGKILL)
-            await proc.wait()
-            raise SystemComponentError(
-                f"{' '.join(argv)} in {host} did not finish within {timeout} s"
-            ) from None
-        result = RunResult(
-            argv=tuple(argv),
-            returncode=proc.returncode if proc.returncode is not None else -1,
-            stdout=out.decode(errors="replace"),
-            stderr=err.decode(errors="replace"),
-        )
-        if check and result.returncode != 0:
-            raise SystemComponentError(
-                f"{' '.join(argv)} in {host} failed with status {result.returncode}: "
-                f"{result.stderr.strip()}"
-            )
-        return result
+        return await _collect(proc, argv, limit=timeout, check=check, where=host)
 
     def socket_factory(self, host: str) -> SocketFactory:
         """A factory of sockets inside *host*'s namespace (``"pub"`` for the public one).
