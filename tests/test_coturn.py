@@ -39,7 +39,7 @@ from rtckit.rtcconfig import create_peer_connection
 from rtckit.stun import MessageClass, binding_request, parse_message
 from rtckit.stunserver import stun_binding
 from rtckit.testing import require_executable
-from rtckit.testing.coturn import free_port
+from rtckit.testing.coturn import free_port, turnutils_uclient
 from rtckit.turn import TurnRestAuth
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -353,20 +353,14 @@ def rest_credential(secret: str, user: str, lifetime: int) -> tuple[str, str]:
     return username, base64.b64encode(digest).decode()
 
 
-async def uclient(*args: str) -> tuple[int, str]:
-    binary = require_executable("turnutils_uclient", hint="apt-get install coturn")
-    process = await asyncio.create_subprocess_exec(
-        binary, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+async def uclient(
+    port: int, username: str, *, password: str | None = None, secret: str | None = None
+) -> tuple[int, str]:
+    """coturn's own client on 127.0.0.1:*port*."""
+    require_executable("turnutils_uclient", hint="apt-get install coturn")
+    return await turnutils_uclient(
+        "127.0.0.1", port, username=username, password=password, secret=secret
     )
-    try:
-        async with asyncio.timeout(60):
-            output, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, output.decode(errors="replace")
 
 
 def _gone(pid: int) -> bool:
@@ -408,36 +402,26 @@ async def test_coturn_starts_answers_and_stops() -> None:
 async def test_rest_credentials_allocate_with_turnutils_uclient() -> None:
     require_executable("turnserver", hint="apt-get install coturn")
     config = lab_config(allow_loopback_peers=True)
-    port = str(config.listening_port)
+    port = config.listening_port
     async with run_coturn(config):
         username, password = rest_credential(SECRET, "alice", 600)
-        status, output = await uclient(
-            "-y", "-c", "-n", "2", "-u", username, "-w", password, "-p", port, "127.0.0.1"
-        )
+        status, output = await uclient(port, username, password=password)
         assert status == 0, output
 
         username, password = rest_credential("not-the-secret", "alice", 600)
-        status, output = await uclient(
-            "-y", "-c", "-n", "2", "-u", username, "-w", password, "-p", port, "127.0.0.1"
-        )
+        status, output = await uclient(port, username, password=password)
         assert status != 0
         assert "Cannot complete Allocation" in output
 
         username, password = rest_credential(SECRET, "alice", -60)  # expired
-        status, output = await uclient(
-            "-y", "-c", "-n", "2", "-u", username, "-w", password, "-p", port, "127.0.0.1"
-        )
+        status, output = await uclient(port, username, password=password)
         assert status != 0
 
-        status, output = await uclient(
-            "-y", "-c", "-n", "2", "-u", "bob", "-W", "wrong", "-p", port, "127.0.0.1"
-        )
+        status, output = await uclient(port, "bob", secret="wrong")
         assert status != 0
 
         # turnutils_uclient's own REST computation from the right secret agrees.
-        status, output = await uclient(
-            "-y", "-c", "-n", "2", "-u", "bob", "-W", SECRET, "-p", port, "127.0.0.1"
-        )
+        status, output = await uclient(port, "bob", secret=SECRET)
         assert status == 0, output
 
 
@@ -448,19 +432,7 @@ async def test_loopback_peers_are_denied_by_default() -> None:
     config = lab_config()
     async with run_coturn(config):
         username, password = rest_credential(SECRET, "alice", 600)
-        status, output = await uclient(
-            "-y",
-            "-c",
-            "-n",
-            "2",
-            "-u",
-            username,
-            "-w",
-            password,
-            "-p",
-            str(config.listening_port),
-            "127.0.0.1",
-        )
+        status, output = await uclient(config.listening_port, username, password=password)
     assert status != 0
     assert "403" in output, output
 

@@ -161,6 +161,17 @@ class _Peer:
         self.result["local_candidate"] = f"{local.host}:{local.port}"
         self.result["remote_candidate"] = f"{remote.host}:{remote.port}"
 
+    async def remote_description(self, kind: str, deadline: float) -> dict[str, Any] | None:
+        """The other peer's *kind* (offer/answer) description, or None (failure recorded)."""
+        description = await _wait_file(self.signal_dir / f"{kind}.json", deadline)
+        if description is None:
+            self.fail("SignalingError", f"no {kind} from the other peer")
+            return None
+        if "abort" in description:
+            self.fail("IceError", f"the other peer gave up: {description['abort']}")
+            return None
+        return description
+
     async def run_offer(self, deadline: float) -> None:
         channel = self.pc.createDataChannel("natlab")
         channel.on("open", lambda: channel.send("ping"))
@@ -171,12 +182,8 @@ class _Peer:
             return
         sdp = self.pc.localDescription
         _write(offer_path, {"type": sdp.type, "sdp": sdp.sdp})
-        answer = await _wait_file(self.signal_dir / "answer.json", deadline)
+        answer = await self.remote_description("answer", deadline)
         if answer is None:
-            self.fail("SignalingError", "no answer from the other peer")
-            return
-        if "abort" in answer:
-            self.fail("IceError", f"the other peer gave up: {answer['abort']}")
             return
         started = time.monotonic()
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
@@ -206,12 +213,8 @@ class _Peer:
             channel.on("message", on_message)
 
         self.pc.on("datachannel", on_channel)
-        offer = await _wait_file(self.signal_dir / "offer.json", deadline)
+        offer = await self.remote_description("offer", deadline)
         if offer is None:
-            self.fail("SignalingError", "no offer from the other peer")
-            return
-        if "abort" in offer:
-            self.fail("IceError", f"the other peer gave up: {offer['abort']}")
             return
         await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], offer["type"]))
         answer_path = self.signal_dir / "answer.json"

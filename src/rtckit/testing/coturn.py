@@ -12,9 +12,12 @@ relay policy connect through it without any traffic leaving the machine.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import os
 import random
 import secrets
+import shutil
 import socket
 from collections.abc import AsyncIterator, Sequence
 
@@ -25,7 +28,7 @@ from rtckit.errors import ConfigurationError, SystemComponentError
 from rtckit.ice import IceConfig, IceTransportPolicy
 from rtckit.turn import TurnRestAuth
 
-__all__ = ["LoopbackCoturn", "free_port", "run_loopback_coturn"]
+__all__ = ["LoopbackCoturn", "free_port", "run_loopback_coturn", "turnutils_uclient"]
 
 _HOST = "127.0.0.1"
 
@@ -151,3 +154,48 @@ async def run_loopback_coturn(
         finally:
             await process.aclose()
         return
+
+
+async def turnutils_uclient(
+    host: str,
+    port: int,
+    *,
+    username: str,
+    password: str | None = None,
+    secret: str | None = None,
+    messages: int = 2,
+    timeout: float = 60.0,  # noqa: ASYNC109 - a bound on a whole child process
+) -> tuple[int, str]:
+    """Allocate, relay *messages* and check them with coturn's own ``turnutils_uclient``.
+
+    An independent TURN client (neither aioice nor rtckit): give *password* for a credential
+    computed elsewhere, or *secret* to let it compute the TURN REST credential itself for the
+    user *username*. Returns its exit status (0: allocated and relayed; coturn's refusal prints
+    ``Cannot complete Allocation``) and its output. Raises
+    :class:`~rtckit.errors.SystemComponentError` if it is not installed or outlives *timeout*.
+    """
+    if (password is None) == (secret is None):
+        raise ConfigurationError("give password= or secret=")
+    executable = shutil.which(
+        "turnutils_uclient", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"])
+    )
+    if executable is None:
+        raise SystemComponentError("turnutils_uclient is not installed (apt-get install coturn)")
+    credential = ["-w", password] if password is not None else ["-W", str(secret)]
+    process = await asyncio.create_subprocess_exec(
+        executable,
+        *("-y", "-c", "-n", str(messages), "-u", username, *credential, "-p", str(port), host),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            output, _ = await process.communicate()
+    except TimeoutError:
+        raise SystemComponentError(f"turnutils_uclient did not finish within {timeout} s") from None
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, output.decode(errors="replace")

@@ -602,17 +602,21 @@ class NatLab:
         )  # fmt: skip
         await self._ip("-n", pub, "link", "set", port, "master", "br0", "up")
 
+    async def _attach_public(self, namespace: str, ifname: str, index: int, address: str) -> None:
+        """Plug *namespace* into the public network as *address*, its default route via pub."""
+        await self._plug_into_bridge(namespace, ifname, index)
+        await self._ip(
+            "-n", namespace, "addr", "add", f"{address}/{_PUBLIC_PREFIXLEN}", "dev", ifname
+        )
+        await self._ip("-n", namespace, "link", "set", ifname, "up")
+        await self._ip("-n", namespace, "route", "add", "default", "via", self.public_address)
+
     async def _build_host(self, name: str, index: int, nat: NatType | None) -> LabHost:
         public_address = f"{_PUBLIC_NET}.{10 + index}"
         host_ns = f"{self.prefix}-{name}"
         if nat is None:
             await self._add_namespace(host_ns)
-            await self._plug_into_bridge(host_ns, "eth0", index)
-            await self._ip(
-                "-n", host_ns, "addr", "add", f"{public_address}/{_PUBLIC_PREFIXLEN}", "dev", "eth0"
-            )
-            await self._ip("-n", host_ns, "link", "set", "eth0", "up")
-            await self._ip("-n", host_ns, "route", "add", "default", "via", self.public_address)
+            await self._attach_public(host_ns, "eth0", index, public_address)
             return LabHost(
                 name=name,
                 namespace=host_ns,
@@ -627,12 +631,7 @@ class NatLab:
         address = f"10.0.{index}.2"
         await self._add_namespace(nat_ns)
         await self._add_namespace(host_ns)
-        await self._plug_into_bridge(nat_ns, "wan", index)
-        await self._ip(
-            "-n", nat_ns, "addr", "add", f"{public_address}/{_PUBLIC_PREFIXLEN}", "dev", "wan"
-        )
-        await self._ip("-n", nat_ns, "link", "set", "wan", "up")
-        await self._ip("-n", nat_ns, "route", "add", "default", "via", self.public_address)
+        await self._attach_public(nat_ns, "wan", index, public_address)
         await self._ip(
             "link", "add", "lan", "netns", nat_ns, "type", "veth",
             "peer", "name", "eth0", "netns", host_ns,
