@@ -331,6 +331,30 @@ def test_cli_secret_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         config_from_args(args)
 
 
+def test_cli_serves_what_the_environment_tells_clients(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RTCKIT_ICE_SERVERS", "stun:203.0.113.9:3479 turn:203.0.113.9:3479")
+    monkeypatch.setenv("RTCKIT_TURN_SECRET", "from-env")
+    args = _turn_parser().parse_args(["turn", "serve", "--realm", "lab.test", "--from-env"])
+    config = config_from_args(args)
+    assert config.listening_ips == ("203.0.113.9",)
+    assert (config.listening_port, config.udp, config.tcp) == (3479, True, False)
+    assert config.static_auth_secrets == ("from-env",)
+    # Explicit options win: behind a 1:1 NAT, listen on the private address.
+    args = _turn_parser().parse_args(
+        ["turn", "serve", "--realm", "lab.test", "--from-env", "--listen", "10.0.0.4"]
+    )
+    assert config_from_args(args).listening_ips == ("10.0.0.4",)
+    # A turns: URI needs the certificate.
+    monkeypatch.setenv("RTCKIT_ICE_SERVERS", "turns:203.0.113.9:443")
+    with pytest.raises(ConfigurationError, match="tls_cert"):
+        config_from_args(args)
+    monkeypatch.setenv("RTCKIT_ICE_SERVERS", "")
+    with pytest.raises(ConfigurationError, match="no ICE server"):
+        config_from_args(args)
+
+
 # --- real coturn --------------------------------------------------------------------------------
 
 

@@ -569,14 +569,13 @@ class CoturnConfig:
             **_listeners(uris, changes),
         }
         arguments.update(changes)
-        config = cls(**arguments)
         secure = [uri for uri in uris if uri.scheme.is_secure]
-        if secure and not config.tls:
+        if secure and arguments.get("tls_cert") is None:
             raise ConfigurationError(
                 f"{secure[0]} needs TLS: give tls_cert= and tls_key= (PEM files, e.g. from "
                 "rtckit.certs)"
             )
-        return config
+        return cls(**arguments)
 
 
 def _check_issued_by(config: IceConfig, auth: TurnRestAuth) -> None:
