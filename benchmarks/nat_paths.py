@@ -94,7 +94,8 @@ def render(rows: list[tuple[str, str, list[float], list[float]]], runs: int) -> 
         "..\n   Written by benchmarks/nat_paths.py; do not edit by hand.\n\n"
         "Measured connect times\n----------------------\n\n"
         f"Median of {runs} runs per path on the build machine (2 cores, noisy: allow +-30%),\n"
-        "aiortc 1.16 / aioice 0.13 / coturn 4.6, all in one NAT lab. *Connected*: both\n"
+        "aiortc 1.16 / aioice 0.13, STUN from rtckit's own server, TURN from coturn 4.6, all in\n"
+        "one NAT lab. *Connected*: both\n"
         'descriptions set to ``connectionState == "connected"`` on the offerer; *data*: to the\n'
         "first data channel round trip; *ratio*: connected time over the direct host path's.\n"
         "The failure row is the wall time (peer processes included) until both peers report\n"
