@@ -30,7 +30,7 @@ def _install(session: nox.Session, *groups: str, extras: str = "media,redis,metr
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Unit and loopback tests (no root, no system services)."""
-    _install(session, "test")
+    _install(session, "test", "browser")
     session.run(
         "pytest",
         "-m",
@@ -44,7 +44,7 @@ def tests(session: nox.Session) -> None:
 @nox.session(python=MAIN_PYTHON)
 def integration(session: nox.Session) -> None:
     """Tests against real system components: coturn, redis-server, network namespaces."""
-    _install(session, "test")
+    _install(session, "test", "browser")
     session.run("pytest", "-m", "integration", "-p", "no:cacheprovider", *session.posargs)
 
 
@@ -83,7 +83,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(python=MAIN_PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Run the benchmarks (not part of the default run): ``nox -s bench -- signaling``."""
-    _install(session, "test")
+    _install(session, "test", "browser")
     names = session.posargs or sorted(
         path.stem for path in Path("benchmarks").glob("*.py") if not path.name.startswith("_")
     )
