@@ -11,8 +11,14 @@ module
   becomes ``denied-peer-ip`` lines, so a TURN client cannot use the relay to reach private
   networks, loopback, link-local, carrier-grade NAT, multicast or the cloud metadata service
   (:data:`CLOUD_METADATA_ADDRESSES`, which no exception can allow);
+* translates between coturn's configuration and rtckit's ICE configuration:
+  :meth:`CoturnConfig.from_ice` builds the coturn that serves an :class:`~rtckit.ice.IceConfig`
+  (or a :class:`~rtckit.turn.TurnRestAuth`), :meth:`CoturnConfig.ice_config` gives the
+  :class:`~rtckit.ice.IceConfig` its clients use (URIs and a REST credential);
 * runs ``turnserver`` as a child process (:class:`CoturnProcess`, :func:`run_coturn`), waits
-  until it answers a STUN Binding request, and stops it by PID.
+  until it answers a STUN Binding request on its own listening address, and stops it by PID;
+  a *spawn* hook starts it elsewhere, e.g. in a network namespace of
+  :class:`rtckit.testing.natlab.NatLab`.
 
 Labs that relay between peers on loopback or private addresses opt in with
 ``allow_loopback_peers=True`` or ``allowed_peer_ips=[...]``.

@@ -74,7 +74,6 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import attrs
-from aiortc import RTCIceServer
 
 from rtckit import coturn as _coturn
 from rtckit.certs import CertificateSpec, KeyType, LocalCA
@@ -887,22 +886,13 @@ class PeerResult:
         return "relay" in (self.local_candidate_type, self.remote_candidate_type)
 
 
-IceServers = IceConfig | Sequence[IceServer | RTCIceServer]
+IceServers = IceConfig | Sequence[IceServer]
 """What :func:`connect_peers` takes as ICE servers: an :class:`~rtckit.ice.IceConfig` (with
-its transport policy), or servers as rtckit or aiortc objects (policy ``all``)."""
+its transport policy), or a list of :class:`~rtckit.ice.IceServer` (policy ``all``)."""
 
 
 def _ice_config(servers: IceServers) -> IceConfig:
-    if isinstance(servers, IceConfig):
-        return servers
-    return IceConfig(
-        servers=[
-            server
-            if isinstance(server, IceServer)
-            else IceServer(urls=server.urls, username=server.username, credential=server.credential)
-            for server in servers
-        ]
-    )
+    return servers if isinstance(servers, IceConfig) else IceConfig(servers=servers)
 
 
 def _peer_result(proc_out: bytes, proc_err: bytes, role: str) -> PeerResult:
