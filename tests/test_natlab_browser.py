@@ -15,51 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import async_playwright
 
 from rtckit.ice import IceConfig
 from rtckit.testing import require_executable, require_root
+from rtckit.testing.browser import HOST_RESOLVER_RULES, launch_chromium
 from rtckit.testing.natlab import NatLab, lab_tls, run_peer
 from rtckit.turn import TurnRestAuth
 
 pytestmark = pytest.mark.browser
 
 SECRET = "natlab-browser-secret"
-
-# Playwright's own --disable-features list (Chromium keeps only the last such switch), plus
-# WebRtcHideLocalIpsWithMdns so that candidates carry addresses, not .local names.
-_DISABLED_FEATURES = ",".join(
-    [
-        "AvoidUnnecessaryBeforeUnloadCheckSync",
-        "DestroyProfileOnBrowserClose",
-        "HttpsUpgrades",
-        "HttpsFirstBalancedModeAutoEnable",
-        "LensOverlay",
-        "MediaRouter",
-        "PaintHolding",
-        "ThirdPartyStoragePartitioning",
-        "AvoidCorsURLLoaderRestartOnRedirect",
-        "TcpPortRandomizationWin",
-        "OptimizationHints",
-        "NetworkTimeServiceQuerying",
-        "AimEnabled",
-        "PreconnectToSearch",
-        "WebRtcHideLocalIpsWithMdns",
-    ]
-)
-_CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # The lab's public address must be excluded too: Chromium sends TURN over TCP/TLS through
-    # its host resolver, which the MAP rule would otherwise answer NOTFOUND even for an IP.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, "
-    "EXCLUDE 198.51.100.1",
-    f"--disable-features={_DISABLED_FEATURES}",
-]
 
 # The page is the offerer: data channel, ping/pong, ICE servers given explicitly.
 _OFFER_JS = """
@@ -200,22 +165,23 @@ async def test_chromium_behind_nat_connects_to_aiortc(
             )
         )
         try:
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(
-                    executable_path=str(_chromium_in(alice.namespace, tmp_path, tls.ca_file)),
-                    args=_CHROMIUM_ARGS,
-                )
-                try:
-                    page = await browser.new_page()
-                    async with asyncio.timeout(20):
-                        offer = await page.evaluate(_OFFER_JS, js_servers)
-                    (signal_dir / "offer.json").write_text(json.dumps(offer))
-                    answer = await _wait_json(signal_dir / "answer.json", 20)
-                    assert "abort" not in answer, answer
-                    outcome = await page.evaluate(_ANSWER_JS, [answer, 15000])
-                    (signal_dir / "done.json").write_text("{}")
-                finally:
-                    await browser.close()
+            # The lab's public address is excluded from the resolver rules too: Chromium sends
+            # TURN over TCP and TLS through its host resolver, which the MAP rule would answer
+            # NOTFOUND even for an IP literal (the last --host-resolver-rules wins).
+            rules = f"--host-resolver-rules={HOST_RESOLVER_RULES}, EXCLUDE {lab.public_address}"
+            async with launch_chromium(
+                executable_path=str(_chromium_in(alice.namespace, tmp_path, tls.ca_file)),
+                fake_media=False,
+                extra_args=[rules],
+            ) as browser:
+                page = await browser.new_page()
+                async with asyncio.timeout(20):
+                    offer = await page.evaluate(_OFFER_JS, js_servers)
+                (signal_dir / "offer.json").write_text(json.dumps(offer))
+                answer = await _wait_json(signal_dir / "answer.json", 20)
+                assert "abort" not in answer, answer
+                outcome = await page.evaluate(_ANSWER_JS, [answer, 15000])
+                (signal_dir / "done.json").write_text("{}")
             result = await answerer
         finally:
             if not answerer.done():
