@@ -17,6 +17,7 @@ import ssl
 import struct
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -248,6 +249,32 @@ async def test_process_needs_udp_or_tcp_to_probe(tmp_path: Path) -> None:
     assert "no-udp" in lines(config)  # a TLS-only configuration renders fine
     with pytest.raises(ConfigurationError, match="UDP or TCP"):
         await CoturnProcess(config).start()
+
+
+async def test_spawn_hook_gets_the_command_line_and_must_pipe_stdout() -> None:
+    """The hook starts ``<turnserver> -c <conf>`` (never -n); no stdout pipe is refused."""
+    true = shutil.which("true")
+    assert true is not None
+    seen: list[list[str]] = []
+    started: list[asyncio.subprocess.Process] = []
+
+    async def spawn(argv: Sequence[str]) -> asyncio.subprocess.Process:
+        seen.append(list(argv))
+        started.append(await asyncio.create_subprocess_exec("sleep", "30"))
+        return started[-1]
+
+    process = CoturnProcess(base_config(executable=true), spawn=spawn)
+    with pytest.raises(ConfigurationError, match="pipe stdout"):
+        await process.start()
+    [argv] = seen
+    assert argv[:2] == [true, "-c"]
+    assert argv[2].endswith("turnserver.conf")
+    assert "-n" not in argv
+    assert started[0].returncode is not None  # killed, not left running
+    conf = process.config_path
+    assert conf is not None
+    assert str(conf) == argv[2]
+    assert not conf.exists()  # its directory is gone
 
 
 def test_cli_missing_turnserver(capsys: pytest.CaptureFixture[str]) -> None:

@@ -181,6 +181,17 @@ def test_cli_exit_status_on_timeout(silent_port: int, capsys: pytest.CaptureFixt
     assert "[1/1]" in captured.err
 
 
+def test_cli_probes_the_environment_configuration(
+    silent_port: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("RTCKIT_ICE_SERVERS", f"stun:127.0.0.1:{silent_port}")
+    status = main(["doctor", "--from-env", "--timeout", "0.5", "--quiet"])
+    assert status == 1
+    assert f"stun:127.0.0.1:{silent_port}" in capsys.readouterr().out
+    monkeypatch.setenv("RTCKIT_ICE_SERVERS", "turn:127.0.0.1:9")  # TURN without a credential
+    assert main(["doctor", "--from-env", "--quiet"]) == 2
+
+
 # -- against a loopback coturn ----------------------------------------------------------------
 
 

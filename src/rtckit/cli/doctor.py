@@ -54,6 +54,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help='JSON ICE configuration ({"iceServers": [{"urls": ..., "username": ..., '
         '"credential": ...}]}), probed with its own credentials',
     )
+    parser.add_argument(
+        "--from-env",
+        action="store_true",
+        help="probe the ICE configuration of the RTCKIT_* environment variables (as "
+        "rtckit.ice.IceConfig.from_env reads them), each server with its own credential",
+    )
     parser.add_argument("--username", help="TURN long-term credential user name")
     parser.add_argument("--credential", help="TURN long-term credential password")
     parser.add_argument("--secret", help="TURN REST shared secret: mint a credential from it")
@@ -99,6 +105,8 @@ def _handle(args: argparse.Namespace) -> int:
         except OSError as exc:
             raise ConfigurationError(f"cannot read {args.ice_config}: {exc}") from exc
         servers.extend(servers_from_ice(IceConfig.from_json(text)))
+    if args.from_env:
+        servers.extend(servers_from_ice(IceConfig.from_env()))
     if args.all_transports:
         servers = list(with_all_transports(servers))
     report = asyncio.run(run_doctor(servers, config, progress=progress))
