@@ -53,8 +53,8 @@ class LoopbackCoturn:
         return TurnRestAuth(secrets=[self.secret])
 
     def uri(self, transport: str = "udp") -> str:
-        """The ``turn:`` URI of this server for *transport* (``udp`` or ``tcp``)."""
-        return f"turn:{self.host}:{self.port}?transport={transport}"
+        """The ``turn:`` URI of this server for *transport* (``udp`` or ``tcp``), explicit."""
+        return self.config.uri("turn", transport).format(explicit=True)
 
     def ice_config(
         self,
