@@ -19,14 +19,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiortc import RTCIceServer
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from rtckit.doctor import mint_rest_credential  # noqa: E402
-from rtckit.testing._labcoturn import coturn  # noqa: E402
-from rtckit.testing.natlab import NatLab, connect_peers  # noqa: E402
+from rtckit.ice import IceConfig, IceServerUri  # noqa: E402
+from rtckit.testing.natlab import NatLab, connect_peers, lab_tls  # noqa: E402
+from rtckit.turn import TurnRestAuth  # noqa: E402
 
 SECRET = "bench-secret"  # noqa: S105 - a lab-only shared secret
 OUTPUT = ROOT / "docs" / "topics" / "nat-paths-benchmark.rst"
@@ -43,31 +41,24 @@ async def bench(runs: int, time_budget: float) -> list[tuple[str, str, list[floa
             await lab.add_host("cb", nat="cone")
             await lab.add_host("sa", nat="symmetric")
             await lab.add_host("sb", nat="symmetric")
-            async with coturn(
-                lambda argv: lab.spawn("pub", argv),
-                Path(workdir),
-                ip=lab.public_address,
-                secret=SECRET,
-                tls_port=5349,
-            ) as ct:
-                user, password = mint_rest_credential(SECRET, ttl=3600)
+            auth = TurnRestAuth(secrets=[SECRET], ttl=3600)
+            tls = lab_tls(Path(workdir), lab.public_address)
+            config = lab.coturn_config(auth, tls=tls)
+            async with lab.run_coturn(config), lab.run_stun_server(port=3479) as stun_uri:
+                _coturn_stun, turn_udp, turn_tcp, turns = config.uris()
 
-                def turn(scheme: str, transport: str) -> list[RTCIceServer]:
-                    return [
-                        RTCIceServer(
-                            urls=ct.uri(scheme, transport), username=user, credential=password
-                        )
-                    ]
+                def turn(uri: IceServerUri) -> IceConfig:
+                    return IceConfig(servers=[auth.ice_server([uri], "bench")])
 
-                stun = [RTCIceServer(urls=ct.uri("stun"))]
+                stun = IceConfig.from_uris([stun_uri])
                 scenarios = [
-                    ("host", "no NAT, no server", "pa", "pb", []),
+                    ("host", "no NAT, no server", "pa", "pb", IceConfig()),
                     ("srflx", "cone NATs, STUN", "ca", "cb", stun),
-                    ("relay UDP", "symmetric NATs, TURN/UDP", "sa", "sb", turn("turn", "udp")),
-                    ("relay TCP", "symmetric NATs, TURN/TCP", "sa", "sb", turn("turn", "tcp")),
-                    ("relay TLS", "symmetric NATs, TURN/TLS", "sa", "sb", turn("turns", "tcp")),
+                    ("relay UDP", "symmetric NATs, TURN/UDP", "sa", "sb", turn(turn_udp)),
+                    ("relay TCP", "symmetric NATs, TURN/TCP", "sa", "sb", turn(turn_tcp)),
+                    ("relay TLS", "symmetric NATs, TURN/TLS", "sa", "sb", turn(turns)),
                 ]
-                env = {"SSL_CERT_FILE": str(Path(workdir) / "cert.pem")}
+                env = {"SSL_CERT_FILE": str(tls.ca_file)}
                 for name, setup, a, b, servers in scenarios:
                     connect: list[float] = []
                     data: list[float] = []
@@ -103,7 +94,8 @@ def render(rows: list[tuple[str, str, list[float], list[float]]], runs: int) -> 
         "..\n   Written by benchmarks/nat_paths.py; do not edit by hand.\n\n"
         "Measured connect times\n----------------------\n\n"
         f"Median of {runs} runs per path on the build machine (2 cores, noisy: allow +-30%),\n"
-        "aiortc 1.16 / aioice 0.13 / coturn 4.6, all in one NAT lab. *Connected*: both\n"
+        "aiortc 1.16 / aioice 0.13, STUN from rtckit's own server, TURN from coturn 4.6, all in\n"
+        "one NAT lab. *Connected*: both\n"
         'descriptions set to ``connectionState == "connected"`` on the offerer; *data*: to the\n'
         "first data channel round trip; *ratio*: connected time over the direct host path's.\n"
         "The failure row is the wall time (peer processes included) until both peers report\n"

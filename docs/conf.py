@@ -26,6 +26,7 @@ nitpick_ignore_regex = [
     # Third-party classes whose docs have no intersphinx inventory reachable offline.
     (r"py:class", r"(aiortc|aioice|av|aiohttp|attr|attrs|jwt|redis|numpy|pylibsrtp)\..*"),
     (r"py:class", r"(_io|ssl|asyncio|collections\.abc|typing|typing_extensions|argparse)\..*"),
+    (r"py:class", r"socket\..*"),
     (r"py:class", r"(Path|SSLContext|datetime\.datetime|datetime\.timedelta|ipaddress\..*)"),
     (r"py:class", r"(NDArray|np\..*|npt\..*)"),
     (r"py:class", r"(enum|pathlib)\..*"),

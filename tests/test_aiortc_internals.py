@@ -185,7 +185,7 @@ async def test_set_stun_retransmissions_bounds_a_transaction() -> None:
         _aiortc.set_stun_retransmissions(-1)
 
 
-async def test_selected_candidate_pair_on_loopback_pair() -> None:
+async def test_nominated_pairs_on_a_connected_pair() -> None:
     config = RTCConfiguration(iceServers=[])
     a, b = RTCPeerConnection(config), RTCPeerConnection(config)
     try:
@@ -199,9 +199,7 @@ async def test_selected_candidate_pair_on_loopback_pair() -> None:
             await a.setRemoteDescription(b.localDescription)
             await opened.wait()
         assert a.sctp is not None
-        pair = _aiortc.selected_candidate_pair(a.sctp.transport.transport)
-        assert pair is not None
-        local, remote = pair
+        ((local, remote),) = _aiortc.nominated_pairs(a.sctp.transport.transport)
         assert local.type == "host"
         assert remote.type == "host"
     finally:
@@ -283,3 +281,22 @@ def test_sfu_codec_counters_wrap_the_factories() -> None:
 def test_sfu_missing_internal_raises_internals_error() -> None:
     with pytest.raises(InternalsError, match="negotiated codecs"):
         _aiortc.sfu_negotiated_codecs(object())  # type: ignore[arg-type]
+
+
+def test_stun_error_reads_aioice_error_responses() -> None:
+    response = aioice.stun.Message(
+        message_method=aioice.stun.Method.ALLOCATE, message_class=aioice.stun.Class.ERROR
+    )
+    response.attributes["ERROR-CODE"] = (401, "Unauthorized")
+    assert _aiortc.stun_error(aioice.stun.TransactionFailed(response)) == (401, "Unauthorized")
+    assert _aiortc.stun_error(TimeoutError()) is None
+    assert _aiortc.is_stun_timeout(aioice.stun.TransactionTimeout())
+    assert not _aiortc.is_stun_timeout(TimeoutError())
+
+
+def test_turn_endpoint_relies_on_create_turn_endpoint() -> None:
+    import aioice.turn
+
+    parameters = inspect.signature(aioice.turn.create_turn_endpoint).parameters
+    for name in ("protocol_factory", "server_addr", "username", "password", "ssl", "transport"):
+        assert name in parameters, name

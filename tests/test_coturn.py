@@ -13,11 +13,11 @@ import os
 import random
 import shutil
 import signal
-import socket
 import ssl
 import struct
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from rtckit import ConfigurationError, SystemComponentError
+from rtckit import ConfigurationError, SystemComponentError, _aiortc
 from rtckit.cli.turn_serve import config_from_args, register_serve, serve
 from rtckit.coturn import (
     CLOUD_METADATA_ADDRESSES,
@@ -35,9 +35,13 @@ from rtckit.coturn import (
     CoturnProcess,
     run_coturn,
 )
+from rtckit.ice import IceConfig, IceServer
+from rtckit.rtcconfig import create_peer_connection
 from rtckit.stun import MessageClass, binding_request, parse_message
 from rtckit.stunserver import stun_binding
 from rtckit.testing import require_executable
+from rtckit.testing.coturn import free_port, turnutils_uclient
+from rtckit.turn import TurnRestAuth
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "north-wind-7"
@@ -181,6 +185,15 @@ def test_urls() -> None:
         "turns:[::1]:5349?transport=tcp",
     ]
     assert base_config(external_ip="203.0.113.9/10.0.0.4").urls()[0] == "stun:203.0.113.9:3478"
+    assert str(tls.uri("turns")) == "turns:[::1]"
+    assert (
+        str(tls.uri("turn", "tcp", host="turn.example.org"))
+        == "turn:turn.example.org?transport=tcp"
+    )
+    with pytest.raises(ConfigurationError, match="no single turn: over udp"):
+        tls.uri("turn", "udp")
+    with pytest.raises(ConfigurationError, match="no single turn:"):
+        base_config().uri("turn")  # UDP and TCP: say which
 
 
 @pytest.mark.parametrize(
@@ -236,6 +249,32 @@ async def test_process_needs_udp_or_tcp_to_probe(tmp_path: Path) -> None:
     assert "no-udp" in lines(config)  # a TLS-only configuration renders fine
     with pytest.raises(ConfigurationError, match="UDP or TCP"):
         await CoturnProcess(config).start()
+
+
+async def test_spawn_hook_gets_the_command_line_and_must_pipe_stdout() -> None:
+    """The hook starts ``<turnserver> -c <conf>`` (never -n); no stdout pipe is refused."""
+    true = shutil.which("true")
+    assert true is not None
+    seen: list[list[str]] = []
+    started: list[asyncio.subprocess.Process] = []
+
+    async def spawn(argv: Sequence[str]) -> asyncio.subprocess.Process:
+        seen.append(list(argv))
+        started.append(await asyncio.create_subprocess_exec("sleep", "30"))
+        return started[-1]
+
+    process = CoturnProcess(base_config(executable=true), spawn=spawn)
+    with pytest.raises(ConfigurationError, match="pipe stdout"):
+        await process.start()
+    [argv] = seen
+    assert argv[:2] == [true, "-c"]
+    assert argv[2].endswith("turnserver.conf")
+    assert "-n" not in argv
+    assert started[0].returncode is not None  # killed, not left running
+    conf = process.config_path
+    assert conf is not None
+    assert str(conf) == argv[2]
+    assert not conf.exists()  # its directory is gone
 
 
 def test_cli_missing_turnserver(capsys: pytest.CaptureFixture[str]) -> None:
@@ -319,22 +358,31 @@ def test_cli_secret_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
         config_from_args(args)
 
 
+def test_cli_serves_what_the_environment_tells_clients(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    monkeypatch.setenv("RTCKIT_ICE_SERVERS", "stun:203.0.113.9:3479 turn:203.0.113.9:3479")
+    monkeypatch.setenv("RTCKIT_TURN_SECRET", "from-env")
+    args = _turn_parser().parse_args(["turn", "serve", "--realm", "lab.test", "--from-env"])
+    config = config_from_args(args)
+    assert config.listening_ips == ("203.0.113.9",)
+    assert (config.listening_port, config.udp, config.tcp) == (3479, True, False)
+    assert config.static_auth_secrets == ("from-env",)
+    # Explicit options win: behind a 1:1 NAT, listen on the private address.
+    args = _turn_parser().parse_args(
+        ["turn", "serve", "--realm", "lab.test", "--from-env", "--listen", "10.0.0.4"]
+    )
+    assert config_from_args(args).listening_ips == ("10.0.0.4",)
+    # A turns: URI needs the certificate.
+    monkeypatch.setenv("RTCKIT_ICE_SERVERS", "turns:203.0.113.9:443")
+    with pytest.raises(ConfigurationError, match="tls_cert"):
+        config_from_args(args)
+    monkeypatch.setenv("RTCKIT_ICE_SERVERS", "")
+    with pytest.raises(ConfigurationError, match="no ICE server"):
+        config_from_args(args)
+
+
 # --- real coturn --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A port free on 127.0.0.1 for both UDP and TCP (as coturn listens on both)."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            udp.bind(("127.0.0.1", 0))
-            port: int = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-                try:
-                    tcp.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port")
 
 
 def lab_config(**changes: object) -> CoturnConfig:
@@ -356,20 +404,14 @@ def rest_credential(secret: str, user: str, lifetime: int) -> tuple[str, str]:
     return username, base64.b64encode(digest).decode()
 
 
-async def uclient(*args: str) -> tuple[int, str]:
-    binary = require_executable("turnutils_uclient", hint="apt-get install coturn")
-    process = await asyncio.create_subprocess_exec(
-        binary, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+async def uclient(
+    port: int, username: str, *, password: str | None = None, secret: str | None = None
+) -> tuple[int, str]:
+    """coturn's own client on 127.0.0.1:*port*."""
+    require_executable("turnutils_uclient", hint="apt-get install coturn")
+    return await turnutils_uclient(
+        "127.0.0.1", port, username=username, password=password, secret=secret
     )
-    try:
-        async with asyncio.timeout(60):
-            output, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, output.decode(errors="replace")
 
 
 def _gone(pid: int) -> bool:
@@ -411,36 +453,26 @@ async def test_coturn_starts_answers_and_stops() -> None:
 async def test_rest_credentials_allocate_with_turnutils_uclient() -> None:
     require_executable("turnserver", hint="apt-get install coturn")
     config = lab_config(allow_loopback_peers=True)
-    port = str(config.listening_port)
+    port = config.listening_port
     async with run_coturn(config):
         username, password = rest_credential(SECRET, "alice", 600)
-        status, output = await uclient(
-            "-y", "-c", "-n", "2", "-u", username, "-w", password, "-p", port, "127.0.0.1"
-        )
+        status, output = await uclient(port, username, password=password)
         assert status == 0, output
 
         username, password = rest_credential("not-the-secret", "alice", 600)
-        status, output = await uclient(
-            "-y", "-c", "-n", "2", "-u", username, "-w", password, "-p", port, "127.0.0.1"
-        )
+        status, output = await uclient(port, username, password=password)
         assert status != 0
         assert "Cannot complete Allocation" in output
 
         username, password = rest_credential(SECRET, "alice", -60)  # expired
-        status, output = await uclient(
-            "-y", "-c", "-n", "2", "-u", username, "-w", password, "-p", port, "127.0.0.1"
-        )
+        status, output = await uclient(port, username, password=password)
         assert status != 0
 
-        status, output = await uclient(
-            "-y", "-c", "-n", "2", "-u", "bob", "-W", "wrong", "-p", port, "127.0.0.1"
-        )
+        status, output = await uclient(port, "bob", secret="wrong")
         assert status != 0
 
         # turnutils_uclient's own REST computation from the right secret agrees.
-        status, output = await uclient(
-            "-y", "-c", "-n", "2", "-u", "bob", "-W", SECRET, "-p", port, "127.0.0.1"
-        )
+        status, output = await uclient(port, "bob", secret=SECRET)
         assert status == 0, output
 
 
@@ -451,19 +483,7 @@ async def test_loopback_peers_are_denied_by_default() -> None:
     config = lab_config()
     async with run_coturn(config):
         username, password = rest_credential(SECRET, "alice", 600)
-        status, output = await uclient(
-            "-y",
-            "-c",
-            "-n",
-            "2",
-            "-u",
-            username,
-            "-w",
-            password,
-            "-p",
-            str(config.listening_port),
-            "127.0.0.1",
-        )
+        status, output = await uclient(config.listening_port, username, password=password)
     assert status != 0
     assert "403" in output, output
 
@@ -653,3 +673,172 @@ async def test_coturn_dies_with_its_parent() -> None:
             os.kill(coturn_pid, signal.SIGKILL)
         if directory is not None:  # kill -9 left no chance to remove it
             shutil.rmtree(directory, ignore_errors=True)
+
+
+# --- between rtckit's ICE configuration and coturn's ----------------------------------------------
+
+
+def test_ice_config_for_the_clients() -> None:
+    config = base_config(listening_ips=["198.51.100.1"], listening_port=3479)
+    auth = TurnRestAuth(secrets=[SECRET], clock=lambda: 1_700_000_000.0)
+    ice = config.ice_config(user="alice", auth=auth, ttl=60)
+    assert [str(uri) for uri in ice.uris] == [
+        "stun:198.51.100.1:3479",
+        "turn:198.51.100.1:3479",
+        "turn:198.51.100.1:3479?transport=tcp",
+    ]
+    [stun, turn] = ice.servers
+    assert stun.username is None
+    assert turn.username == "1700000060:alice"
+    # The credential is the one coturn computes from its secret (independent computation).
+    assert (turn.username, turn.credential) == rest_credential_at(SECRET, turn.username)
+    assert auth.verify(turn.username, turn.credential or "").user == "alice"
+    # Default auth: coturn's own secrets; a DNS name for clients; the relay policy.
+    relay = config.ice_config(host="turn.example.org", transport_policy="relay")
+    assert str(relay.uris[1]) == "turn:turn.example.org:3479"
+    assert relay.transport_policy.value == "relay"
+    assert relay.servers[-1].username is not None
+    assert relay.servers[-1].username.endswith(":rtckit")
+
+
+def test_ice_config_refuses_a_secret_coturn_does_not_know() -> None:
+    config = base_config()
+    with pytest.raises(ConfigurationError, match="401"):
+        config.ice_config(auth=TurnRestAuth(secrets=["another-secret"]))
+    # Rotation: a config with old and new secrets issues with whichever auth gives first.
+    rotated = base_config(static_auth_secrets=["new-secret", SECRET])
+    assert rotated.ice_config(auth=TurnRestAuth(secrets=[SECRET])).servers
+    with pytest.raises(ConfigurationError, match="separator"):
+        config.ice_config(auth=TurnRestAuth(secrets=[SECRET], separator="/"))
+
+
+def test_from_rest_auth() -> None:
+    auth = TurnRestAuth(secrets=["new-secret", "old-secret"], separator="/")
+    config = CoturnConfig.from_ice(auth, realm="example.org", listening_ips=["203.0.113.9"])
+    assert config.static_auth_secrets == ("new-secret", "old-secret")
+    assert config.rest_api_separator == "/"
+    assert "rest-api-separator=/" in lines(config)
+    assert "denied-peer-ip=10.0.0.0-10.255.255.255" in lines(config)  # safe defaults kept
+    assert (config.udp, config.tcp, config.tls) == (True, True, False)
+    # What coturn serves is what clients are told, credentials verified by the same auth.
+    ice = config.ice_config(user="bob", auth=auth)
+    turn = ice.servers[-1]
+    assert auth.verify(turn.username or "", turn.credential or "").user == "bob"
+    assert "rest-api-separator" not in "\n".join(lines(base_config()))
+
+
+def test_from_ice_derives_the_listeners(tmp_path: Path) -> None:
+    auth = TurnRestAuth(secrets=[SECRET])
+    ice = IceConfig(
+        servers=[
+            IceServer(urls=["stun:198.51.100.1:3479"]),
+            auth.ice_server(["turn:198.51.100.1:3479?transport=tcp"], "alice"),
+        ]
+    )
+    config = CoturnConfig.from_ice(ice, auth=auth, realm="lab.test", allow_loopback_peers=True)
+    assert config.listening_ips == ("198.51.100.1",)
+    assert config.listening_port == 3479
+    assert (config.udp, config.tcp, config.tls, config.dtls) == (True, True, False, False)
+    assert config.allow_loopback_peers
+    assert config.static_auth_secrets == (SECRET,)
+    # TCP only, and TLS with rtckit.certs files.
+    tls = IceConfig(
+        servers=[
+            auth.ice_server(
+                ["turn:[2001:db8::5]?transport=tcp", "turns:[2001:db8::5]:443"], "alice"
+            )
+        ]
+    )
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    config = CoturnConfig.from_ice(tls, auth=auth, realm="lab.test", tls_cert=cert, tls_key=key)
+    assert (config.udp, config.tcp, config.tls) == (False, True, True)
+    assert config.listening_ips == ("2001:db8::5",)
+    assert (config.listening_port, config.tls_listening_port) == (3478, 443)
+    assert [str(uri) for uri in config.ice_config(auth=auth).uris] == [
+        "stun:[2001:db8::5]",
+        "turn:[2001:db8::5]?transport=tcp",
+        "turns:[2001:db8::5]:443",
+    ]
+    with pytest.raises(ConfigurationError, match="tls_cert"):
+        CoturnConfig.from_ice(tls, auth=auth, realm="lab.test")
+
+
+def test_from_ice_refuses_what_coturn_cannot_serve() -> None:
+    auth = TurnRestAuth(secrets=[SECRET])
+    named = IceConfig(servers=[auth.ice_server(["turn:turn.example.org"], "a")])
+    with pytest.raises(ConfigurationError, match="listening_ips"):
+        CoturnConfig.from_ice(named, auth=auth, realm="lab.test")
+    config = CoturnConfig.from_ice(
+        named, auth=auth, realm="lab.test", listening_ips=["10.0.0.4"], external_ip="203.0.113.9"
+    )
+    assert config.ice_config(host="turn.example.org").uris[0].host == "turn.example.org"
+    two_ports = IceConfig.from_uris(["stun:192.0.2.1:3478", "stun:192.0.2.1:3479"])
+    with pytest.raises(ConfigurationError, match="one listening port"):
+        CoturnConfig.from_ice(two_ports, auth=auth, realm="lab.test")
+    with pytest.raises(ConfigurationError, match="auth="):
+        CoturnConfig.from_ice(two_ports, realm="lab.test")
+    foreign = IceConfig(servers=[TurnRestAuth(secrets=["x"]).ice_server(["turn:192.0.2.1"], "a")])
+    with pytest.raises(ConfigurationError, match="not issued with these REST secrets"):
+        CoturnConfig.from_ice(foreign, auth=auth, realm="lab.test")
+    static = IceConfig(
+        servers=[IceServer(urls=["turn:192.0.2.1"], username="alice", credential="pw")]
+    )
+    with pytest.raises(ConfigurationError, match="malformed"):
+        CoturnConfig.from_ice(static, auth=auth, realm="lab.test")
+    # An expired credential was still issued with the secret: coturn's config is right.
+    old = TurnRestAuth(secrets=[SECRET], clock=lambda: 1_000_000_000.0)
+    expired = IceConfig(servers=[old.ice_server(["turn:192.0.2.1"], "a")])
+    assert CoturnConfig.from_ice(expired, auth=auth, realm="lab.test").listening_ips == (
+        "192.0.2.1",
+    )
+
+
+def rest_credential_at(secret: str, username: str) -> tuple[str, str]:
+    digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
+    return username, base64.b64encode(digest).decode()
+
+
+@pytest.mark.integration
+async def test_ice_config_to_coturn_to_relay_only_peers() -> None:
+    """rtckit's ICE config -> coturn config -> running coturn -> clients' config -> relay."""
+    require_executable("turnserver", hint="apt-get install coturn")
+    auth = TurnRestAuth(secrets=[SECRET], ttl=600)
+    port = free_port()
+    deployment = IceConfig(
+        servers=[auth.ice_server([f"turn:127.0.0.1:{port}?transport=udp"], "ops")],
+        transport_policy="relay",
+    )
+    relay_base = random.randrange(40000, 48000, 40)
+    config = CoturnConfig.from_ice(
+        deployment,
+        auth=auth,
+        realm="lab.test",
+        allow_loopback_peers=True,  # both peers on this machine
+        min_port=relay_base,
+        max_port=relay_base + 39,
+    )
+    assert (config.listening_ips, config.udp, config.tcp) == (("127.0.0.1",), True, False)
+    async with run_coturn(config):
+        clients = [
+            config.ice_config(user=user, auth=auth, transport_policy="relay")
+            for user in ("alice", "bob")
+        ]
+        a, b = (create_peer_connection(ice) for ice in clients)
+        try:
+            channel = a.createDataChannel("x")
+            opened = asyncio.Event()
+            channel.on("open", opened.set)
+            async with asyncio.timeout(20):
+                await a.setLocalDescription(await a.createOffer())
+                await b.setRemoteDescription(a.localDescription)
+                await b.setLocalDescription(await b.createAnswer())
+                await a.setRemoteDescription(b.localDescription)
+                await opened.wait()
+            for pc in (a, b):
+                assert pc.sctp is not None
+                ((local, remote),) = _aiortc.nominated_pairs(pc.sctp.transport.transport)
+                assert (local.type, remote.type) == ("relay", "relay")
+                assert local.host == "127.0.0.1"
+        finally:
+            await a.close()
+            await b.close()

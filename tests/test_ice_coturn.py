@@ -13,7 +13,7 @@ from rtckit import IceError, TurnAuthError, _aiortc, rtcconfig
 from rtckit.ice import IceConfig, IceConfigWarning, IceTransportPolicy
 from rtckit.rtcconfig import RtcKitPeerConnection, create_peer_connection
 from rtckit.testing import require_executable
-from rtckit.testing.coturn import LoopbackCoturn, run_loopback_coturn
+from rtckit.testing.coturn import LoopbackCoturn, run_loopback_coturn, turnutils_uclient
 from rtckit.turn import TurnRestAuth, ice_server
 
 pytestmark = pytest.mark.integration
@@ -104,23 +104,10 @@ async def test_bad_credentials_are_refused_with_401(coturn: LoopbackCoturn, case
 
 async def _uclient(coturn: LoopbackCoturn, username: str, password: str) -> tuple[int, str]:
     """Run coturn's own test client (independent of aioice); return its status and output."""
-    executable = require_executable("turnutils_uclient", hint="apt-get install coturn")
-    process = await asyncio.create_subprocess_exec(
-        executable,
-        *("-y", "-c", "-n", "3", "-u", username, "-w", password),
-        *("-p", str(coturn.port), coturn.host),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
+    require_executable("turnutils_uclient", hint="apt-get install coturn")
+    return await turnutils_uclient(
+        coturn.host, coturn.port, username=username, password=password, messages=3
     )
-    try:
-        async with asyncio.timeout(30):
-            out, _ = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, out.decode(errors="replace")
 
 
 async def test_independent_client_agrees(coturn: LoopbackCoturn) -> None:

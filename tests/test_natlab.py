@@ -7,24 +7,30 @@ import json
 import os
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
+import attrs
 import pytest
-from aiortc import RTCIceServer
 
-from rtckit.doctor import mint_rest_credential
+from rtckit.coturn import CoturnConfig
 from rtckit.errors import ConfigurationError
+from rtckit.ice import IceConfig, IceServerUri
+from rtckit.stunserver import stun_binding
 from rtckit.testing import require_executable, require_root
-from rtckit.testing._labcoturn import Coturn, coturn
 from rtckit.testing.natlab import (
+    LabTls,
     NatLab,
     NatType,
     PeerResult,
     cleanup_stale,
     connect_peers,
+    lab_tls,
     unshare_command,
 )
+from rtckit.turn import TurnRestAuth
 
 pytestmark = pytest.mark.integration
 
@@ -54,9 +60,25 @@ async def lab() -> AsyncIterator[NatLab]:
     assert not lab.state_file.exists()
 
 
-def _turn(ct: Coturn, scheme: str, transport: str, *, ttl: float = 600) -> RTCIceServer:
-    username, password = mint_rest_credential(ct.secret, user="peer", ttl=ttl)
-    return RTCIceServer(urls=ct.uri(scheme, transport), username=username, credential=password)
+@attrs.frozen(kw_only=True)
+class LabTurn:
+    """The lab's coturn: its configuration, the REST auth its clients get, its TLS files."""
+
+    config: CoturnConfig
+    auth: TurnRestAuth
+    tls: LabTls
+
+    def uri(self, scheme: str, transport: str | None = None) -> IceServerUri:
+        """The one URI of this coturn with *scheme* (and *transport*)."""
+        return self.config.uri(scheme, transport)
+
+    def turn(self, scheme: str, transport: str, *, expired: bool = False) -> IceConfig:
+        """A TURN-only ICE config for the peers, with a REST credential (or an expired one)."""
+        auth = self.auth
+        if expired:
+            auth = attrs.evolve(auth, clock=lambda: time.time() - 7200)
+        server = auth.ice_server([self.uri(scheme, transport)], "peer", ttl=3600)
+        return IceConfig(servers=[server])
 
 
 def _explain(*results: PeerResult) -> str:
@@ -286,23 +308,42 @@ async def test_lab_inside_unshare() -> None:
 
 
 @pytest.fixture
-async def turn_lab(lab: NatLab, tmp_path: Path) -> AsyncIterator[tuple[NatLab, Coturn]]:
-    async with coturn(
-        lambda argv: lab.spawn("pub", argv),
-        tmp_path,
-        ip=lab.public_address,
-        secret=SECRET,
-        tls_port=5349,
-    ) as ct:
-        yield lab, ct
+async def turn_lab(lab: NatLab, tmp_path: Path) -> AsyncIterator[tuple[NatLab, LabTurn]]:
+    auth = TurnRestAuth(secrets=[SECRET])
+    tls = lab_tls(tmp_path, lab.public_address)
+    config = lab.coturn_config(auth, tls=tls)
+    async with lab.run_coturn(config):
+        yield lab, LabTurn(config=config, auth=auth, tls=tls)
 
 
-async def test_cone_nats_connect_through_stun(turn_lab: tuple[NatLab, Coturn]) -> None:
-    lab, ct = turn_lab
+async def test_coturn_runs_in_the_public_namespace(turn_lab: tuple[NatLab, LabTurn]) -> None:
+    """coturn answers on its own address inside ``pub``, probed from there."""
+    lab, turn = turn_lab
+    stun = turn.uri("stun")
+    transports: tuple[Literal["udp", "tcp"], ...] = ("udp", "tcp")
+    for transport in transports:
+        async with asyncio.timeout(5):
+            response = await stun_binding(
+                stun.host, stun.port, transport=transport, socket_factory=lab.socket_factory("pub")
+            )
+        mapped = response.mapped_address()
+        assert mapped is not None
+        assert mapped[0] == lab.public_address
+
+
+@pytest.fixture
+async def stun_lab(lab: NatLab) -> AsyncIterator[tuple[NatLab, IceServerUri]]:
+    """The lab with rtckit's own STUN server (``rtckit stun``) in ``pub``."""
+    async with lab.run_stun_server() as uri:
+        yield lab, uri
+
+
+async def test_cone_nats_connect_through_stun(stun_lab: tuple[NatLab, IceServerUri]) -> None:
+    lab, stun = stun_lab
     await lab.add_host("alice", nat="cone")
     await lab.add_host("bob", nat="cone")
-    stun = [RTCIceServer(urls=ct.uri("stun"))]
-    offer, answer = await connect_peers(lab, "alice", "bob", ice_servers=stun)
+    ice = IceConfig.from_uris([stun])
+    offer, answer = await connect_peers(lab, "alice", "bob", ice_servers=ice)
     assert offer.connected, _explain(offer, answer)
     assert answer.connected, _explain(offer, answer)
     for result in (offer, answer):
@@ -314,17 +355,17 @@ async def test_cone_nats_connect_through_stun(turn_lab: tuple[NatLab, Coturn]) -
 
 @pytest.mark.parametrize("alice_nat", ["symmetric", "cone"])
 async def test_symmetric_nats_fail_with_stun_only(
-    turn_lab: tuple[NatLab, Coturn], alice_nat: NatType
+    stun_lab: tuple[NatLab, IceServerUri], alice_nat: NatType
 ) -> None:
     """Symmetric against symmetric, and against a port-restricted cone, cannot use STUN."""
-    lab, ct = turn_lab
+    lab, stun = stun_lab
     await lab.add_host("alice", nat=alice_nat)
     await lab.add_host("bob", nat="symmetric")
-    stun = [RTCIceServer(urls=ct.uri("stun"))]
+    ice = IceConfig.from_uris([stun])
     # ice_timeout is a backstop far above aioice's own verdict with 2 retransmissions (3.5 s):
     # state "failed" below means aioice declared the failure, not the backstop.
     offer, answer = await connect_peers(
-        lab, "alice", "bob", ice_servers=stun, ice_timeout=30, stun_retries=2
+        lab, "alice", "bob", ice_servers=ice, ice_timeout=30, stun_retries=2
     )
     for result in (offer, answer):
         assert not result.connected
@@ -338,18 +379,17 @@ async def test_symmetric_nats_fail_with_stun_only(
     ("scheme", "transport"), [("turn", "udp"), ("turn", "tcp"), ("turns", "tcp")]
 )
 async def test_symmetric_nats_connect_through_turn(
-    turn_lab: tuple[NatLab, Coturn], tmp_path: Path, scheme: str, transport: str
+    turn_lab: tuple[NatLab, LabTurn], scheme: str, transport: str
 ) -> None:
-    lab, ct = turn_lab
+    lab, turn = turn_lab
     await lab.add_host("alice", nat="symmetric")
     await lab.add_host("bob", nat="symmetric")
-    servers = [_turn(ct, scheme, transport)]
     offer, answer = await connect_peers(
         lab,
         "alice",
         "bob",
-        ice_servers=servers,
-        env={"SSL_CERT_FILE": str(tmp_path / "cert.pem")},
+        ice_servers=turn.turn(scheme, transport),
+        env={"SSL_CERT_FILE": str(turn.tls.ca_file)},
     )
     assert offer.connected, _explain(offer, answer)
     assert answer.connected, _explain(offer, answer)
@@ -358,16 +398,16 @@ async def test_symmetric_nats_connect_through_turn(
     assert "relay" in offer.local_candidate_types
 
 
-async def test_expired_credential_is_a_clear_error(turn_lab: tuple[NatLab, Coturn]) -> None:
-    lab, ct = turn_lab
+async def test_expired_credential_is_a_clear_error(turn_lab: tuple[NatLab, LabTurn]) -> None:
+    lab, turn = turn_lab
     await lab.add_host("alice", nat="symmetric")
     await lab.add_host("bob", nat="symmetric")
-    expired = [_turn(ct, "turn", "udp", ttl=-3600)]
+    expired = turn.turn("turn", "udp", expired=True)
     offer, answer = await connect_peers(lab, "alice", "bob", ice_servers=expired)
     assert not offer.connected
     assert offer.error_type == "TurnAuthError", _explain(offer)
     assert offer.error is not None
-    assert ct.uri("turn", "udp") in offer.error
+    assert turn.uri("turn", "udp").format(explicit=True) in offer.error
     assert "401" in offer.error
     # The other side stops at once instead of waiting for an offer that never comes.
     assert not answer.connected
@@ -375,28 +415,28 @@ async def test_expired_credential_is_a_clear_error(turn_lab: tuple[NatLab, Cotur
     assert "gave up" in answer.error
 
 
-async def test_two_labs_in_parallel(tmp_path: Path) -> None:
+async def test_two_labs_in_parallel() -> None:
     _require_lab()
+    auth = TurnRestAuth(secrets=[SECRET])
 
-    async def one(index: int) -> tuple[str, PeerResult, PeerResult]:
-        workdir = tmp_path / str(index)
-        workdir.mkdir()
+    async def one() -> tuple[str, PeerResult, PeerResult]:
         async with NatLab() as lab:
             await lab.add_host("alice", nat="cone")
             await lab.add_host("bob", nat="symmetric")
-            async with coturn(
-                lambda argv: lab.spawn("pub", argv), workdir, ip=lab.public_address, secret=SECRET
-            ) as ct:
-                offer, answer = await connect_peers(
-                    lab, "alice", "bob", ice_servers=[_turn(ct, "turn", "udp")]
-                )
+            config = lab.coturn_config(auth)
+            async with lab.run_coturn(config):
+                # What the clients of this coturn get: its URIs, a credential, relay only.
+                ice = config.ice_config(user="peer", auth=auth, transport_policy="relay")
+                offer, answer = await connect_peers(lab, "alice", "bob", ice_servers=ice)
             return lab.prefix, offer, answer
 
-    results = await asyncio.gather(one(1), one(2))
+    results = await asyncio.gather(one(), one())
     assert results[0][0] != results[1][0]
     for prefix, offer, answer in results:
         assert offer.connected, _explain(offer, answer)
         assert answer.connected, _explain(offer, answer)
+        assert offer.uses_relay
+        assert set(offer.local_candidate_types) == {"relay"}
         # Other tests (and other engineers) may run labs meanwhile: look at ours only.
         assert not {n for n in _namespaces() if n.startswith(prefix)}
 
@@ -410,11 +450,20 @@ async def _doctor(lab: NatLab, *args: str, env: dict[str, str] | None = None) ->
     return result.returncode, result.stdout + result.stderr
 
 
-async def test_doctor_green_with_the_right_secret(turn_lab: tuple[NatLab, Coturn]) -> None:
-    lab, ct = turn_lab
+def _arg(uri: IceServerUri) -> str:
+    return uri.format(explicit=True)
+
+
+async def test_doctor_green_with_the_right_secret(turn_lab: tuple[NatLab, LabTurn]) -> None:
+    lab, turn = turn_lab
     alice = await lab.add_host("alice", nat="symmetric")
     status, output = await _doctor(
-        lab, ct.uri("stun"), ct.uri("turn"), "--secret", SECRET, "--all-transports"
+        lab,
+        str(turn.uri("stun")),
+        str(turn.uri("turn", "udp")),
+        "--secret",
+        SECRET,
+        "--all-transports",
     )
     assert status == 0, output
     assert "relay path available" in output
@@ -425,24 +474,22 @@ async def test_doctor_green_with_the_right_secret(turn_lab: tuple[NatLab, Coturn
     assert "[4/4]" in output  # progress lines: STUN and TURN, each over UDP and TCP
 
 
-async def test_doctor_tls_needs_the_ca(turn_lab: tuple[NatLab, Coturn], tmp_path: Path) -> None:
-    lab, ct = turn_lab
+async def test_doctor_tls_needs_the_ca(turn_lab: tuple[NatLab, LabTurn]) -> None:
+    lab, turn = turn_lab
     await lab.add_host("alice", nat="cone")
-    uri = ct.uri("turns", "tcp")
-    status, output = await _doctor(
-        lab, uri, "--secret", SECRET, "--ca-file", str(tmp_path / "cert.pem")
-    )
+    uri = _arg(turn.uri("turns"))
+    status, output = await _doctor(lab, uri, "--secret", SECRET, "--ca-file", str(turn.tls.ca_file))
     assert status == 0, output
     status, output = await _doctor(lab, uri, "--secret", SECRET)
     assert status == 1, output
     assert "certificate" in output
 
 
-async def test_doctor_diagnoses_a_wrong_secret(turn_lab: tuple[NatLab, Coturn]) -> None:
-    lab, ct = turn_lab
+async def test_doctor_diagnoses_a_wrong_secret(turn_lab: tuple[NatLab, LabTurn]) -> None:
+    lab, turn = turn_lab
     await lab.add_host("alice", nat="cone")
     status, output = await _doctor(
-        lab, ct.uri("stun"), ct.uri("turn", "udp"), "--secret", "not-the-secret"
+        lab, _arg(turn.uri("stun")), _arg(turn.uri("turn", "udp")), "--secret", "not-the-secret"
     )
     assert status == 1, output
     assert "401" in output
@@ -452,11 +499,11 @@ async def test_doctor_diagnoses_a_wrong_secret(turn_lab: tuple[NatLab, Coturn]) 
     assert "OK" in output
 
 
-async def test_doctor_json_output(turn_lab: tuple[NatLab, Coturn]) -> None:
-    lab, ct = turn_lab
+async def test_doctor_json_output(turn_lab: tuple[NatLab, LabTurn]) -> None:
+    lab, turn = turn_lab
     await lab.add_host("alice", nat="cone")
     status, output = await _doctor(
-        lab, ct.uri("turn", "udp"), "--secret", SECRET, "--json", "--quiet"
+        lab, _arg(turn.uri("turn", "udp")), "--secret", SECRET, "--json", "--quiet"
     )
     assert status == 0, output
     data = json.loads(output)

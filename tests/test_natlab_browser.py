@@ -15,52 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiortc import RTCIceServer
-from playwright.async_api import async_playwright
 
-from rtckit.doctor import mint_rest_credential
+from rtckit.ice import IceConfig
 from rtckit.testing import require_executable, require_root
-from rtckit.testing._labcoturn import coturn
-from rtckit.testing.natlab import NatLab, run_peer
+from rtckit.testing.browser import HOST_RESOLVER_RULES, launch_chromium
+from rtckit.testing.natlab import NatLab, lab_tls, run_peer
+from rtckit.turn import TurnRestAuth
 
 pytestmark = pytest.mark.browser
 
 SECRET = "natlab-browser-secret"
-
-# Playwright's own --disable-features list (Chromium keeps only the last such switch), plus
-# WebRtcHideLocalIpsWithMdns so that candidates carry addresses, not .local names.
-_DISABLED_FEATURES = ",".join(
-    [
-        "AvoidUnnecessaryBeforeUnloadCheckSync",
-        "DestroyProfileOnBrowserClose",
-        "HttpsUpgrades",
-        "HttpsFirstBalancedModeAutoEnable",
-        "LensOverlay",
-        "MediaRouter",
-        "PaintHolding",
-        "ThirdPartyStoragePartitioning",
-        "AvoidCorsURLLoaderRestartOnRedirect",
-        "TcpPortRandomizationWin",
-        "OptimizationHints",
-        "NetworkTimeServiceQuerying",
-        "AimEnabled",
-        "PreconnectToSearch",
-        "WebRtcHideLocalIpsWithMdns",
-    ]
-)
-_CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    # The lab's public address must be excluded too: Chromium sends TURN over TCP/TLS through
-    # its host resolver, which the MAP rule would otherwise answer NOTFOUND even for an IP.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1, "
-    "EXCLUDE 198.51.100.1",
-    f"--disable-features={_DISABLED_FEATURES}",
-]
 
 # The page is the offerer: data channel, ping/pong, ICE servers given explicitly.
 _OFFER_JS = """
@@ -178,55 +142,46 @@ async def test_chromium_behind_nat_connects_to_aiortc(
     await lab.add_host("bob", nat=nat)  # type: ignore[arg-type]
     signal_dir = tmp_path / "signal"
     signal_dir.mkdir()
-    async with coturn(
-        lambda argv: lab.spawn("pub", argv),
-        tmp_path,
-        ip=lab.public_address,
-        secret=SECRET,
-        tls_port=5349,
-    ) as ct:
-        username, password = mint_rest_credential(SECRET)
+    auth = TurnRestAuth(secrets=[SECRET])
+    tls = lab_tls(tmp_path, lab.public_address)
+    config = lab.coturn_config(auth, tls=tls)
+    async with lab.run_coturn(config):
+        stun, turn_udp, turn_tcp, turns = config.uris()
         if path == "stun":
-            servers = [RTCIceServer(urls=ct.uri("stun"))]
-        elif path.startswith("turn-"):
-            servers = [
-                RTCIceServer(urls=ct.uri("turn", path[5:]), username=username, credential=password)
-            ]
+            ice = IceConfig.from_uris([stun])
         else:
-            servers = [RTCIceServer(urls=ct.uri("turns"), username=username, credential=password)]
-        js_servers = [
-            {"urls": s.urls, "username": s.username, "credential": s.credential} for s in servers
-        ]
+            uri = {"turn-udp": turn_udp, "turn-tcp": turn_tcp, "turns": turns}[path]
+            ice = IceConfig(servers=[auth.ice_server([uri], "peer")])
+        js_servers = ice.to_browser()["iceServers"]
         answerer = asyncio.create_task(
             run_peer(
                 lab,
                 "bob",
                 "answer",
                 signal_dir,
-                ice_servers=servers,
-                env={"SSL_CERT_FILE": str(tmp_path / "cert.pem")},
+                ice_servers=ice,
+                env={"SSL_CERT_FILE": str(tls.ca_file)},
                 timeout=30,
             )
         )
         try:
-            async with async_playwright() as pw:
-                browser = await pw.chromium.launch(
-                    executable_path=str(
-                        _chromium_in(alice.namespace, tmp_path, tmp_path / "cert.pem")
-                    ),
-                    args=_CHROMIUM_ARGS,
-                )
-                try:
-                    page = await browser.new_page()
-                    async with asyncio.timeout(20):
-                        offer = await page.evaluate(_OFFER_JS, js_servers)
-                    (signal_dir / "offer.json").write_text(json.dumps(offer))
-                    answer = await _wait_json(signal_dir / "answer.json", 20)
-                    assert "abort" not in answer, answer
-                    outcome = await page.evaluate(_ANSWER_JS, [answer, 15000])
-                    (signal_dir / "done.json").write_text("{}")
-                finally:
-                    await browser.close()
+            # The lab's public address is excluded from the resolver rules too: Chromium sends
+            # TURN over TCP and TLS through its host resolver, which the MAP rule would answer
+            # NOTFOUND even for an IP literal (the last --host-resolver-rules wins).
+            rules = f"--host-resolver-rules={HOST_RESOLVER_RULES}, EXCLUDE {lab.public_address}"
+            async with launch_chromium(
+                executable_path=str(_chromium_in(alice.namespace, tmp_path, tls.ca_file)),
+                fake_media=False,
+                extra_args=[rules],
+            ) as browser:
+                page = await browser.new_page()
+                async with asyncio.timeout(20):
+                    offer = await page.evaluate(_OFFER_JS, js_servers)
+                (signal_dir / "offer.json").write_text(json.dumps(offer))
+                answer = await _wait_json(signal_dir / "answer.json", 20)
+                assert "abort" not in answer, answer
+                outcome = await page.evaluate(_ANSWER_JS, [answer, 15000])
+                (signal_dir / "done.json").write_text("{}")
             result = await answerer
         finally:
             if not answerer.done():

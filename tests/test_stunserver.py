@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import ssl
 import struct
 import sys
 from collections.abc import AsyncIterator
@@ -321,6 +322,38 @@ async def test_client_times_out_when_nobody_answers() -> None:
         port = silent.getsockname()[1]
         with pytest.raises(TimeoutError):
             await stun_binding("127.0.0.1", port, retransmit_interval=0.05, retransmissions=2)
+
+
+async def test_client_says_refused_when_the_port_is_closed() -> None:
+    """ICMP port unreachable on every try: ConnectionRefusedError, not a bare timeout."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    with pytest.raises(ConnectionRefusedError, match="port unreachable"):
+        await stun_binding("127.0.0.1", port, retransmit_interval=0.05, retransmissions=2)
+
+
+async def test_client_resolves_names_and_uses_a_socket_factory(server: StunServer) -> None:
+    # "localhost" resolves to 127.0.0.1 or ::1 first: use the server's port on that one.
+    first = socket.getaddrinfo("localhost", 0, type=socket.SOCK_DGRAM)[0][4][0]
+    [(host, port)] = [address for address in server.udp_addresses if address[0] == first]
+    made: list[socket.socket] = []
+
+    def factory(family: socket.AddressFamily, kind: socket.SocketKind) -> socket.socket:
+        made.append(socket.socket(family, kind))
+        return made[-1]
+
+    for transport in ("udp", "tcp"):
+        response = await stun_binding(
+            "localhost",
+            port,
+            transport=transport,
+            socket_factory=factory,
+        )
+        assert response.mapped_address() is not None
+    assert [sock.type for sock in made] == [socket.SOCK_DGRAM, socket.SOCK_STREAM]
+    with pytest.raises(ConfigurationError, match="TCP"):
+        await stun_binding(host, port, ssl_context=ssl.create_default_context())
 
 
 # --- the command line --------------------------------------------------------------------------

@@ -8,39 +8,30 @@ import os
 import pytest
 
 from rtckit import SystemComponentError
+from rtckit.stun import MessageClass
+from rtckit.stunserver import stun_binding
 from rtckit.testing import require_executable
-from rtckit.testing.coturn import _StunProbe, run_loopback_coturn, stun_binding_request
+from rtckit.testing.coturn import run_loopback_coturn
 
 pytestmark = pytest.mark.integration
-
-
-async def _answers_stun(host: str, port: int) -> bool:
-    request, transaction_id = stun_binding_request()
-    loop = asyncio.get_running_loop()
-    transport, probe = await loop.create_datagram_endpoint(
-        lambda: _StunProbe(transaction_id), remote_addr=(host, port)
-    )
-    try:
-        transport.sendto(request)
-        async with asyncio.timeout(2):
-            await probe.answered
-    except TimeoutError:
-        return False
-    finally:
-        transport.close()
-    return True
 
 
 async def test_runs_answers_and_cleans_up() -> None:
     require_executable("turnserver", hint="apt-get install coturn")
     async with run_loopback_coturn(secret="s") as server:
         assert server.host == "127.0.0.1"
-        assert await _answers_stun(server.host, server.port)
+        async with asyncio.timeout(5):
+            response = await stun_binding(server.host, server.port)
+        assert response.message_class is MessageClass.SUCCESS_RESPONSE
         assert server.uri("tcp") == f"turn:127.0.0.1:{server.port}?transport=tcp"
         assert server.auth.secrets == (b"s",)
         assert "secret" not in repr(server)
-        workdir = server.log_path.parent
+        assert server.config.allow_loopback_peers
+        config_path = server.process.config_path
+        assert config_path is not None
+        workdir = config_path.parent
         assert workdir.is_dir()
+        assert "Listener address to use: 127.0.0.1" in server.log()
     with pytest.raises(ProcessLookupError):
         os.kill(server.pid, 0)
     assert not workdir.exists()

@@ -15,13 +15,15 @@ Several parts of rtckit append their own section here, each under a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import sys
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from importlib import metadata
-from typing import TYPE_CHECKING, Any, Final
+from ssl import SSLContext
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import aioice.stun
 import aiortc.rtcrtpreceiver
@@ -37,6 +39,7 @@ from rtckit.errors import ConfigurationError, IceError, InternalsError, TurnAuth
 if TYPE_CHECKING:
     import aioice
     from aioice import Candidate, Connection
+    from aioice.turn import TurnTransport
     from aiortc import RTCIceGatherer, RTCIceTransport
 
 __all__ = [
@@ -47,8 +50,8 @@ __all__ = [
     "check_versions",
     "force_relay_policy",
     "ice_connection",
+    "is_stun_timeout",
     "nominated_pairs",
-    "selected_candidate_pair",
     "set_stun_retransmissions",
     "sfu_codec_counters",
     "sfu_fast_rtp_sender",
@@ -65,7 +68,9 @@ __all__ = [
     "sfu_take_over_receiver",
     "sfu_uninstall_rtp_tap",
     "sfu_watch_codecs",
+    "stun_error",
     "stun_transaction_timeout",
+    "turn_endpoint",
 ]
 
 SUPPORTED_AIORTC: Final = ((1, 14), (1, 17))
@@ -171,6 +176,68 @@ def nominated_pairs(transport: RTCIceTransport) -> list[tuple[Candidate, Candida
         raise _missing("aioice.CandidatePair has no local_candidate/remote_candidate", exc) from exc
 
 
+def stun_error(exc: BaseException) -> tuple[int, str] | None:
+    """The ``(code, reason)`` of a STUN/TURN error response aioice raised, else ``None``.
+
+    Relies on: ``aioice.stun.TransactionFailed`` and its
+    ``response.attributes["ERROR-CODE"]`` (a ``(code, reason)`` tuple).
+    """
+    if not isinstance(exc, aioice.stun.TransactionFailed):
+        return None
+    code, reason = exc.response.attributes.get("ERROR-CODE", (0, "no error code"))
+    return int(code), str(reason)
+
+
+def is_stun_timeout(exc: BaseException) -> bool:
+    """Whether *exc* is aioice giving up on an unanswered STUN/TURN transaction.
+
+    Relies on: ``aioice.stun.TransactionTimeout``.
+    """
+    return isinstance(exc, aioice.stun.TransactionTimeout)
+
+
+_P = TypeVar("_P", bound=asyncio.DatagramProtocol)
+
+
+@contextlib.asynccontextmanager
+async def turn_endpoint(
+    protocol_factory: Callable[[], _P],
+    *,
+    server: tuple[str, int],
+    username: str,
+    password: str,
+    transport: str = "udp",
+    ssl: bool | SSLContext = False,
+) -> AsyncIterator[tuple[TurnTransport, _P]]:
+    """Hold a TURN allocation on *server* for the ``async with`` block, with aioice's client.
+
+    Yields the relay transport (``get_extra_info("sockname")``: the relayed address,
+    ``get_extra_info("related_address")``: the client's reflexive address; ``sendto`` asks
+    the server to relay) and the protocol receiving what the relay hands over. Failures are
+    aioice's own exceptions (see :func:`stun_error`, :func:`is_stun_timeout`) or
+    :class:`OSError`/:class:`ssl.SSLError`. The allocation is released on exit.
+
+    Relies on: ``aioice.turn.create_turn_endpoint`` (undocumented submodule; its signature
+    ``(protocol_factory, server_addr, username, password, ..., ssl, transport)``).
+    """
+    try:
+        from aioice import turn
+    except ImportError as exc:  # pragma: no cover - depends on the installed aioice
+        raise _missing("aioice.turn cannot be imported", exc) from exc
+    relay, protocol = await turn.create_turn_endpoint(
+        protocol_factory,
+        server_addr=server,
+        username=username,
+        password=password,
+        ssl=ssl,
+        transport=transport,
+    )
+    try:
+        yield relay, protocol
+    finally:
+        relay.close()
+
+
 class _ProbeProtocol(asyncio.DatagramProtocol):
     """Receives nothing; tells when the TURN allocation is gone."""
 
@@ -196,48 +263,35 @@ async def allocate_turn(
     Raises :class:`~rtckit.errors.TurnAuthError` if the server answers 401 (wrong, forged or expired
     credentials) and :class:`~rtckit.errors.IceError` for any other failure or after *timeout*.
 
-    Relies on: ``aioice.turn.create_turn_endpoint`` (undocumented submodule; its signature
-    ``(protocol_factory, server_addr, username, password, ..., ssl, transport)``) and
-    ``aioice.stun.TransactionFailed.response.attributes["ERROR-CODE"]``.
+    Relies on what :func:`turn_endpoint` and :func:`stun_error` rely on.
     """
-    try:
-        from aioice import stun, turn
-    except ImportError as exc:  # pragma: no cover - depends on the installed aioice
-        raise _missing("aioice.turn / aioice.stun cannot be imported", exc) from exc
     name = f"turn{'s' if ssl else ''}:{server[0]}:{server[1]}?transport={transport}"
-    protocol: _ProbeProtocol | None = None
-
-    def factory() -> _ProbeProtocol:
-        nonlocal protocol
-        protocol = _ProbeProtocol()
-        return protocol
-
     try:
         async with asyncio.timeout(timeout):
-            relay_transport, _ = await turn.create_turn_endpoint(
-                factory,
-                server_addr=server,
+            endpoint = turn_endpoint(
+                _ProbeProtocol,
+                server=server,
                 username=username,
                 password=password,
                 ssl=ssl,
                 transport=transport,
             )
-            relayed: tuple[str, int] = relay_transport.get_extra_info("sockname")
-            relay_transport.close()
-            if protocol is not None:
-                await protocol.closed
-    except stun.TransactionFailed as exc:
-        code, reason = exc.response.attributes.get("ERROR-CODE", (0, "no error code"))
+            async with endpoint as (relay, protocol):
+                relayed: tuple[str, int] = relay.get_extra_info("sockname")
+            await protocol.closed
+    except TimeoutError as exc:
+        raise IceError(f"TURN server {name} did not answer within {timeout} s") from exc
+    except (aioice.stun.TransactionError, OSError) as exc:
+        error = stun_error(exc)
+        if error is None:
+            raise IceError(f"TURN server {name} cannot be used: {exc}") from exc
+        code, reason = error
         if code == 401:
             raise TurnAuthError(
                 f"TURN server {name} refused the credentials for {username!r}: "
                 f"401 {reason} (wrong, forged or expired)"
             ) from exc
         raise IceError(f"TURN server {name} refused the allocation: {code} {reason}") from exc
-    except TimeoutError as exc:
-        raise IceError(f"TURN server {name} did not answer within {timeout} s") from exc
-    except (stun.TransactionError, OSError) as exc:
-        raise IceError(f"TURN server {name} cannot be used: {exc}") from exc
     return relayed
 
 
@@ -275,17 +329,6 @@ def stun_transaction_timeout(retransmissions: int | None = None) -> float:
     if not isinstance(rto, int | float):
         raise InternalsError("aioice.stun.RETRY_RTO is gone")
     return float(rto) * float(2 ** (count + 1) - 1)
-
-
-def selected_candidate_pair(
-    ice_transport: RTCIceTransport,
-) -> tuple[aioice.Candidate, aioice.Candidate] | None:
-    """The (local, remote) candidates of the first nominated pair (component 1), if any.
-
-    Relies on what :func:`nominated_pairs` relies on.
-    """
-    pairs = nominated_pairs(ice_transport)
-    return pairs[0] if pairs else None
 
 
 # --- sfu ---

@@ -11,8 +11,14 @@ module
   becomes ``denied-peer-ip`` lines, so a TURN client cannot use the relay to reach private
   networks, loopback, link-local, carrier-grade NAT, multicast or the cloud metadata service
   (:data:`CLOUD_METADATA_ADDRESSES`, which no exception can allow);
+* translates between coturn's configuration and rtckit's ICE configuration:
+  :meth:`CoturnConfig.from_ice` builds the coturn that serves an :class:`~rtckit.ice.IceConfig`
+  (or a :class:`~rtckit.turn.TurnRestAuth`), :meth:`CoturnConfig.ice_config` gives the
+  :class:`~rtckit.ice.IceConfig` its clients use (URIs and a REST credential);
 * runs ``turnserver`` as a child process (:class:`CoturnProcess`, :func:`run_coturn`), waits
-  until it answers a STUN Binding request, and stops it by PID.
+  until it answers a STUN Binding request on its own listening address, and stops it by PID;
+  a *spawn* hook starts it elsewhere, e.g. in a network namespace of
+  :class:`rtckit.testing.natlab.NatLab`.
 
 Labs that relay between peers on loopback or private addresses opt in with
 ``allow_loopback_peers=True`` or ``allowed_peer_ips=[...]``.
@@ -31,15 +37,17 @@ import shutil
 import signal
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import attrs
 
-from rtckit.errors import ConfigurationError, SystemComponentError
-from rtckit.stunserver import stun_binding
+from rtckit.errors import ConfigurationError, CredentialError, SystemComponentError
+from rtckit.ice import IceConfig, IceServerUri, IceTransportPolicy, TurnTransport, UriScheme
+from rtckit.stunserver import SocketFactory, stun_binding
+from rtckit.turn import DEFAULT_SEPARATOR, TurnRestAuth
 
 __all__ = [
     "CLOUD_METADATA_ADDRESSES",
@@ -48,6 +56,7 @@ __all__ = [
     "CoturnConfig",
     "CoturnProcess",
     "IPNetwork",
+    "Spawn",
     "run_coturn",
 ]
 
@@ -94,6 +103,11 @@ CLOUD_METADATA_ADDRESSES: tuple[IPNetwork, ...] = (
 
 Always denied: an ``allowed_peer_ips`` entry containing one is refused.
 """
+
+Spawn = Callable[[Sequence[str]], Awaitable[asyncio.subprocess.Process]]
+"""Starts a command line as a child process whose standard output is a pipe (standard error
+merged into it or discarded), e.g. inside a network namespace
+(``lambda argv: lab.spawn("pub", argv, stderr=asyncio.subprocess.STDOUT)``)."""
 
 _LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
@@ -171,6 +185,11 @@ def _check_extra(_instance: object, _attribute: object, value: tuple[str, ...]) 
             raise ConfigurationError(f"extra option {option!r} is not 'name' or 'name=value'")
 
 
+def _check_separator(_instance: object, attribute: attrs.Attribute[Any], value: str) -> None:
+    if len(value) != 1 or value.isdigit() or not _SAFE_VALUE.fullmatch(value):
+        raise ConfigurationError(f"{attribute.name} must be one printable non-digit character")
+
+
 def _check_external_ip(_instance: object, _attribute: object, value: str | None) -> None:
     if value is None:
         return
@@ -214,6 +233,8 @@ class CoturnConfig:
     """The TURN realm (e.g. your domain)."""
     static_auth_secrets: tuple[str, ...] = attrs.field(converter=_strings, validator=_check_secrets)
     """REST API shared secrets (coturn ``static-auth-secret``); the first signs new credentials."""
+    rest_api_separator: str = attrs.field(default=DEFAULT_SEPARATOR, validator=_check_separator)
+    """Between expiry time and user in REST usernames (coturn ``rest-api-separator``)."""
     listening_ips: tuple[str, ...] = attrs.field(
         default=("127.0.0.1",), converter=_strings, validator=_check_ips
     )
@@ -339,6 +360,8 @@ class CoturnConfig:
         add(("realm", self.realm))
         add(("use-auth-secret", None))
         options.extend(("static-auth-secret", secret) for secret in self.static_auth_secrets)
+        if self.rest_api_separator != DEFAULT_SEPARATOR:
+            add(("rest-api-separator", self.rest_api_separator))
         if self.tls_cert is not None and self.tls_key is not None:
             add(("tls-listening-port", str(self.tls_listening_port)))
             add(("cert", str(self.tls_cert)))
@@ -414,19 +437,205 @@ class CoturnConfig:
             for name, value in (*self.options(), *extra)
         ]
 
-    def urls(self) -> list[str]:
-        """ICE server URLs clients use for this instance (first listening address)."""
-        host = self.external_ip.split("/", 1)[0] if self.external_ip else self.listening_ips[0]
-        host = _client_host(host)
-        shown = f"[{host}]" if ":" in host else host
-        urls = [f"stun:{shown}:{self.listening_port}"]
+    def uris(self, *, host: str | None = None) -> list[IceServerUri]:
+        """The ICE server URIs clients use for this instance.
+
+        ``stun:`` and ``turn:`` (UDP, then TCP) on :attr:`listening_port`, ``turns:`` on
+        :attr:`tls_listening_port` when TLS is configured. *host* defaults to the public part
+        of :attr:`external_ip`, else the first listening address (a wildcard becomes
+        loopback); give a DNS name when the TLS certificate is for one.
+        """
+        if host is None:
+            host = self.external_ip.split("/", 1)[0] if self.external_ip else self.listening_ips[0]
+            host = _client_host(host)
+        port = self.listening_port
+        uris = [IceServerUri(scheme=UriScheme.STUN, host=host, port=port)]
         if self.udp:
-            urls.append(f"turn:{shown}:{self.listening_port}?transport=udp")
+            uris.append(IceServerUri(scheme=UriScheme.TURN, host=host, port=port))
         if self.tcp:
-            urls.append(f"turn:{shown}:{self.listening_port}?transport=tcp")
+            uris.append(IceServerUri(scheme=UriScheme.TURN, host=host, port=port, transport="tcp"))
         if self.tls:
-            urls.append(f"turns:{shown}:{self.tls_listening_port}?transport=tcp")
-        return urls
+            uris.append(
+                IceServerUri(scheme=UriScheme.TURNS, host=host, port=self.tls_listening_port)
+            )
+        return uris
+
+    def uri(
+        self, scheme: UriScheme | str, transport: str | None = None, *, host: str | None = None
+    ) -> IceServerUri:
+        """The one URI of :meth:`uris` with *scheme* (and, for ``turn:``, *transport*).
+
+        Raises :class:`~rtckit.errors.ConfigurationError` if this coturn does not serve it.
+        """
+        matches = [
+            uri
+            for uri in self.uris(host=host)
+            if uri.scheme == scheme and (transport is None or uri.transport == transport)
+        ]
+        if len(matches) != 1:
+            wanted = f"{scheme}:" + (f" over {transport}" if transport else "")
+            raise ConfigurationError(f"this coturn serves no single {wanted} URI")
+        return matches[0]
+
+    def urls(self, *, host: str | None = None) -> list[str]:
+        """:meth:`uris` as text, each with its port and TURN transport spelled out."""
+        return [uri.format(explicit=True) for uri in self.uris(host=host)]
+
+    def ice_config(
+        self,
+        *,
+        user: str = "rtckit",
+        auth: TurnRestAuth | None = None,
+        ttl: int | None = None,
+        host: str | None = None,
+        transport_policy: IceTransportPolicy | str = IceTransportPolicy.ALL,
+    ) -> IceConfig:
+        """The :class:`~rtckit.ice.IceConfig` a client of this coturn uses.
+
+        Its servers are :meth:`uris` (*host* as there): one per STUN URI, and one holding the
+        TURN URIs with a TURN REST credential issued for *user*, valid *ttl* seconds. *auth*
+        issues it (default: a :class:`~rtckit.turn.TurnRestAuth` with
+        :attr:`static_auth_secrets`); its first secret must be one of them and its separator
+        :attr:`rest_api_separator`, else coturn would refuse the credential. The reverse of
+        :meth:`from_ice`.
+        """
+        if auth is None:
+            auth = TurnRestAuth(secrets=self.static_auth_secrets, separator=self.rest_api_separator)
+        elif auth.secrets[0] not in {secret.encode() for secret in self.static_auth_secrets}:
+            raise ConfigurationError(
+                "the TurnRestAuth signs with a secret this coturn does not know: "
+                "coturn would refuse its credentials (401)"
+            )
+        elif auth.separator != self.rest_api_separator:
+            raise ConfigurationError(
+                f"the TurnRestAuth separator {auth.separator!r} is not this coturn's "
+                f"rest-api-separator {self.rest_api_separator!r}"
+            )
+        credentials = auth.issue(user, ttl=ttl)
+        return IceConfig.from_uris(
+            self.uris(host=host),
+            username=credentials.username,
+            credential=credentials.password,
+            transport_policy=transport_policy,
+        )
+
+    @classmethod
+    def from_ice(
+        cls,
+        source: IceConfig | TurnRestAuth,
+        *,
+        realm: str,
+        auth: TurnRestAuth | None = None,
+        **changes: Any,
+    ) -> CoturnConfig:
+        """A safe coturn configuration serving what rtckit's ICE configuration describes.
+
+        *source* is either
+
+        * a :class:`~rtckit.turn.TurnRestAuth`: its secrets (newest first) and separator
+          become :attr:`static_auth_secrets` and :attr:`rest_api_separator`; the rest keeps
+          the defaults; or
+        * an :class:`~rtckit.ice.IceConfig` (the one clients get) with *auth*, the
+          ``TurnRestAuth`` that issues its credentials. Its ``stun:``/``turn:``/``turns:`` URIs
+          give the listening addresses (IP literals; pass ``listening_ips=`` when they name
+          hosts), :attr:`listening_port` and :attr:`tls_listening_port`, and which listeners
+          are on (:attr:`udp` for ``stun:`` and ``turn:...?transport=udp``, :attr:`tcp` for
+          ``turn:...?transport=tcp``, TLS for ``turns:``/``stuns:``, which needs
+          ``tls_cert=``/``tls_key=``, e.g. files from :mod:`rtckit.certs`). Each TURN
+          server's credential must have been issued with *auth*'s secrets (expiry aside).
+
+        *changes* set or override any other field (``allow_loopback_peers=True`` for a lab,
+        ``min_port``...). Everything else keeps the safe defaults: REST authentication only,
+        internal peer addresses denied. The reverse is :meth:`ice_config`.
+        """
+        uris: tuple[IceServerUri, ...] = ()
+        if isinstance(source, TurnRestAuth):
+            if auth is not None:
+                raise ConfigurationError("from_ice(): the TurnRestAuth is given twice")
+            auth = source
+        elif isinstance(source, IceConfig):
+            if auth is None:
+                raise ConfigurationError(
+                    "from_ice(): coturn needs the REST secrets, pass auth=TurnRestAuth(...)"
+                )
+            _check_issued_by(source, auth)
+            uris = source.uris
+        else:
+            raise ConfigurationError(
+                f"from_ice() takes an IceConfig or a TurnRestAuth, not {type(source).__name__}"
+            )
+        try:
+            secrets = [secret.decode() for secret in auth.secrets]
+        except UnicodeDecodeError:
+            raise ConfigurationError("coturn's REST secrets must be text") from None
+        arguments: dict[str, Any] = {
+            "realm": realm,
+            "static_auth_secrets": secrets,
+            "rest_api_separator": auth.separator,
+            **_listeners(uris, changes),
+        }
+        arguments.update(changes)
+        secure = [uri for uri in uris if uri.scheme.is_secure]
+        if secure and arguments.get("tls_cert") is None:
+            raise ConfigurationError(
+                f"{secure[0]} needs TLS: give tls_cert= and tls_key= (PEM files, e.g. from "
+                "rtckit.certs)"
+            )
+        return cls(**arguments)
+
+
+def _check_issued_by(config: IceConfig, auth: TurnRestAuth) -> None:
+    """Raise unless every TURN credential of *config* is one *auth* could have issued."""
+    timeless = attrs.evolve(auth, clock=lambda: 0.0)  # expiry is not the question here
+    for server in config.servers:
+        if not server.has_turn:
+            continue
+        assert server.username is not None
+        assert server.credential is not None
+        try:
+            timeless.verify(server.username, server.credential)
+        except CredentialError as exc:
+            turn = next(str(uri) for uri in server.urls if uri.is_turn)
+            raise ConfigurationError(
+                f"the credential for {turn} was not issued with these REST secrets: {exc}"
+            ) from None
+
+
+def _listeners(uris: Sequence[IceServerUri], changes: dict[str, Any]) -> dict[str, Any]:
+    """The listener fields of :class:`CoturnConfig` that serve *uris* (nothing if empty)."""
+    if not uris:
+        return {}
+    derived: dict[str, Any] = {}
+    if "listening_ips" not in changes:
+        names = [uri.host for uri in uris if not _is_ip(uri.host)]
+        if names:
+            raise ConfigurationError(
+                f"coturn listens on IP addresses, not on {names[0]!r}: pass listening_ips=[...]"
+            )
+        derived["listening_ips"] = list(dict.fromkeys(uri.host for uri in uris))
+    for field, secure in (("listening_port", False), ("tls_listening_port", True)):
+        ports = sorted({uri.port for uri in uris if uri.scheme.is_secure == secure})
+        if len(ports) > 1:
+            raise ConfigurationError(
+                f"coturn has one {field.replace('_', ' ')}, the URIs use {ports}"
+            )
+        if ports:
+            derived[field] = ports[0]
+    plain = [uri for uri in uris if not uri.scheme.is_secure]
+    derived["udp"] = any(uri.transport in (None, TurnTransport.UDP) for uri in plain)
+    derived["tcp"] = any(uri.transport is TurnTransport.TCP for uri in plain)
+    derived["dtls"] = any(
+        uri.scheme is UriScheme.TURNS and uri.transport is TurnTransport.UDP for uri in uris
+    )
+    return derived
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
 
 
 def _client_host(host: str) -> str:
@@ -488,15 +697,22 @@ class CoturnProcess:
 
     :meth:`start` writes ``turnserver.conf`` (mode 0600; with a pidfile, a SQLite userdb and
     logging to stdout) into a fresh temp dir, runs ``turnserver -c <conf>`` (``-c`` also keeps
-    coturn from reading ``/etc/turnserver.conf``), and returns once coturn answers a STUN
-    Binding request on its first listening address. Raises
-    :class:`~rtckit.errors.SystemComponentError` if coturn is not installed (with the install
-    hint), exits early, or does not answer within ``startup_timeout`` (with the log tail).
+    coturn from reading ``/etc/turnserver.conf``; never add ``-n``, with which coturn ignores
+    ``-c``), and returns once coturn answers a STUN Binding request on its first listening
+    address. Raises :class:`~rtckit.errors.SystemComponentError` if coturn is not installed
+    (with the install hint), exits early, or does not answer within ``startup_timeout`` (with
+    the log tail).
+
+    *spawn* starts the command line elsewhere, e.g. in a network namespace (see
+    :data:`Spawn`); *socket_factory* then makes the probe's sockets where coturn listens
+    (:meth:`rtckit.testing.natlab.NatLab.run_coturn` passes both). By default coturn is a
+    plain child process.
 
     :meth:`aclose` stops coturn by its PID: SIGTERM, then SIGKILL after ``stop_timeout``. On
-    Linux coturn also gets SIGTERM if the Python process dies without closing it (even by
-    ``kill -9``), so no orphan keeps the ports (Linux sends it when the thread that started
-    coturn ends: start it from the thread running the event loop, as asyncio does).
+    Linux a coturn started without *spawn* also gets SIGTERM if the Python process dies
+    without closing it (even by ``kill -9``), so no orphan keeps the ports (Linux sends it
+    when the thread that started coturn ends: start it from the thread running the event
+    loop, as asyncio does).
     """
 
     def __init__(
@@ -505,10 +721,14 @@ class CoturnProcess:
         *,
         log_lines: int = 200,
         on_log: Callable[[str], None] | None = None,
+        spawn: Spawn | None = None,
+        socket_factory: SocketFactory | None = None,
     ) -> None:
         self.config = config
         self._log: collections.deque[str] = collections.deque(maxlen=log_lines)
         self._on_log = on_log
+        self._spawn = spawn
+        self._socket_factory = socket_factory
         self._process: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
         self._directory: Path | None = None
@@ -557,7 +777,16 @@ class CoturnProcess:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(self.config.render(runtime))
         try:
-            self._process = await asyncio.create_subprocess_exec(
+            self._process = await self._launch(executable, conf)
+            self._reader = asyncio.create_task(self._read_log(self._process))
+            await self._wait_ready(self._process)
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def _launch(self, executable: str, conf: Path) -> asyncio.subprocess.Process:
+        if self._spawn is None:
+            return await asyncio.create_subprocess_exec(
                 executable,
                 "-c",
                 str(conf),
@@ -567,11 +796,12 @@ class CoturnProcess:
                 cwd=self._directory,
                 preexec_fn=_parent_death_signal(),
             )
-            self._reader = asyncio.create_task(self._read_log(self._process))
-            await self._wait_ready(self._process)
-        except BaseException:
-            await self.aclose()
-            raise
+        process = await self._spawn([executable, "-c", str(conf)])
+        if process.stdout is None:
+            process.kill()
+            await process.wait()
+            raise ConfigurationError("a CoturnProcess spawn hook must pipe stdout")
+        return process
 
     async def _read_log(self, process: asyncio.subprocess.Process) -> None:
         assert process.stdout is not None
@@ -583,7 +813,8 @@ class CoturnProcess:
 
     def _describe_failure(self, what: str) -> SystemComponentError:
         tail = "\n".join(self.log_tail())
-        return SystemComponentError(f"coturn {what}; last log lines:\n{tail}")
+        name = Path(self.config.executable).name
+        return SystemComponentError(f"coturn ({name}) {what}; last log lines:\n{tail}")
 
     async def _wait_ready(self, process: asyncio.subprocess.Process) -> None:
         config = self.config
@@ -603,6 +834,7 @@ class CoturnProcess:
                             retransmit_interval=0.05,
                             retransmissions=3,
                             tcp_timeout=1.0,
+                            socket_factory=self._socket_factory,
                         )
                     )
                     await asyncio.wait({probe, exited}, return_when=asyncio.FIRST_COMPLETED)
@@ -681,8 +913,14 @@ class CoturnProcess:
 
 @contextlib.asynccontextmanager
 async def run_coturn(
-    config: CoturnConfig, *, on_log: Callable[[str], None] | None = None
+    config: CoturnConfig,
+    *,
+    on_log: Callable[[str], None] | None = None,
+    spawn: Spawn | None = None,
+    socket_factory: SocketFactory | None = None,
 ) -> AsyncIterator[CoturnProcess]:
     """Run coturn for the duration of an ``async with`` block (see :class:`CoturnProcess`)."""
-    async with CoturnProcess(config, on_log=on_log) as process:
+    async with CoturnProcess(
+        config, on_log=on_log, spawn=spawn, socket_factory=socket_factory
+    ) as process:
         yield process

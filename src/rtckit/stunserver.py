@@ -24,7 +24,8 @@ import errno
 import ipaddress
 import logging
 import socket
-from collections.abc import Iterable
+import ssl
+from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Literal, Self, cast
 
@@ -46,7 +47,7 @@ from rtckit.stun import (
     parse_message,
 )
 
-__all__ = ["DEFAULT_PORT", "StunServer", "StunServerConfig", "stun_binding"]
+__all__ = ["DEFAULT_PORT", "SocketFactory", "StunServer", "StunServerConfig", "stun_binding"]
 
 DEFAULT_PORT = 3478
 """The IANA port of STUN over UDP and TCP."""
@@ -284,10 +285,16 @@ def _sockname(name: tuple[Any, ...]) -> TransportAddress:
     return str(name[0]), int(name[1])
 
 
+SocketFactory = Callable[[socket.AddressFamily, socket.SocketKind], socket.socket]
+"""Makes a client socket of a family and type, e.g. one inside another network namespace
+(:meth:`rtckit.testing.natlab.NatLab.socket_factory`)."""
+
+
 class _ClientProtocol(asyncio.DatagramProtocol):
     def __init__(self, transaction_id: bytes) -> None:
         self.transaction_id = transaction_id
         self.answer: asyncio.Future[StunMessage] = asyncio.get_running_loop().create_future()
+        self.refused = False
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
         try:
@@ -303,8 +310,30 @@ class _ClientProtocol(asyncio.DatagramProtocol):
             self.answer.set_result(message)
 
     def error_received(self, exc: Exception) -> None:
-        # ECONNREFUSED from an ICMP port unreachable: keep retrying until the timeout.
+        # ECONNREFUSED from an ICMP port unreachable: keep retrying until the last try (the
+        # server may be starting), then say so instead of a bare timeout.
         logger.debug("STUN client socket error: %s", exc)
+        if isinstance(exc, ConnectionRefusedError):
+            self.refused = True
+
+
+async def _resolve(
+    host: str, port: int, kind: socket.SocketKind
+) -> tuple[socket.AddressFamily, tuple[Any, ...]]:
+    """The first address *host* resolves to (an IP literal resolves to itself)."""
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=kind)
+    if not infos:  # pragma: no cover - getaddrinfo raises rather than answer nothing
+        raise OSError(f"cannot resolve {host!r}")
+    family, _type, _proto, _name, address = infos[0]
+    return family, address
+
+
+def _client_socket(
+    family: socket.AddressFamily, kind: socket.SocketKind, factory: SocketFactory | None
+) -> socket.socket:
+    sock = socket.socket(family, kind) if factory is None else factory(family, kind)
+    sock.setblocking(False)
+    return sock
 
 
 async def stun_binding(
@@ -316,30 +345,48 @@ async def stun_binding(
     retransmissions: int = 6,
     tcp_timeout: float = 39.5,
     software: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    socket_factory: SocketFactory | None = None,
 ) -> StunMessage:
-    """Send a Binding request to a STUN server at *host* (an IP literal); return its response.
+    """Send a Binding request to a STUN server at *host*; return its response.
 
-    The response may be a success or an error response; read the reflexive address with
-    :meth:`~rtckit.stun.StunMessage.mapped_address`. Over UDP the request is sent, then
+    *host* is an IP address or a name (the first address it resolves to is used). The
+    response may be a success or an error response; read the reflexive address with
+    :meth:`~rtckit.stun.StunMessage.mapped_address` and the error with
+    :meth:`~rtckit.stun.StunMessage.error_code`. Over UDP the request is sent, then
     retransmitted *retransmissions* times, *retransmit_interval* seconds apart (a fixed
     interval: this is a probe for local and lab servers, not RFC 8489's doubling). Over TCP
-    it is sent once on a fresh connection and the answer awaited *tcp_timeout* seconds
-    (RFC 8489's Ti). Wrap the call in ``asyncio.timeout()`` for a tighter bound.
+    it is sent once on a fresh connection, inside TLS with *ssl_context* (``stuns:``; the
+    certificate must be valid for *host*), and the answer awaited *tcp_timeout* seconds
+    (RFC 8489's Ti). *socket_factory* makes the client socket (e.g. inside another network
+    namespace). Wrap the call in ``asyncio.timeout()`` for a tighter bound.
 
-    Raises :class:`TimeoutError` when nothing answers, :class:`OSError` when a TCP connection
-    cannot be opened, :class:`~rtckit.errors.StunFormatError` when a TCP peer answers
-    something that is not STUN.
+    Raises :class:`TimeoutError` when nothing answers, :class:`ConnectionRefusedError` when
+    nothing answered over UDP and the host said *port unreachable*, :class:`OSError` when a
+    TCP connection cannot be opened, :class:`ssl.SSLError` when TLS fails,
+    :class:`~rtckit.errors.StunFormatError` when a TCP peer answers something that is not
+    STUN.
     """
+    if ssl_context is not None and transport != "tcp":
+        raise ConfigurationError("STUN over TLS runs over TCP: pass transport='tcp'")
     transaction_id = new_transaction_id()
     request = binding_request(transaction_id, software=software)
     if transport == "tcp":
         async with asyncio.timeout(tcp_timeout):
-            return await _binding_tcp(host, port, request, transaction_id)
+            return await _binding_tcp(
+                host, port, request, transaction_id, ssl_context, socket_factory
+            )
     loop = asyncio.get_running_loop()
-    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
-    udp, protocol = await loop.create_datagram_endpoint(
-        lambda: _ClientProtocol(transaction_id), remote_addr=(host, port), family=family
-    )
+    family, address = await _resolve(host, port, socket.SOCK_DGRAM)
+    sock = _client_socket(family, socket.SOCK_DGRAM, socket_factory)
+    try:
+        sock.connect(address)
+        udp, protocol = await loop.create_datagram_endpoint(
+            lambda: _ClientProtocol(transaction_id), sock=sock
+        )
+    except BaseException:
+        sock.close()
+        raise
     try:
         for _ in range(1 + retransmissions):
             udp.sendto(request)
@@ -348,11 +395,32 @@ async def stun_binding(
                 return protocol.answer.result()
     finally:
         udp.close()
+    if protocol.refused:
+        raise ConnectionRefusedError(f"[{host}]:{port} refused STUN over UDP (port unreachable)")
     raise TimeoutError(f"no STUN answer from [{host}]:{port} over UDP")
 
 
-async def _binding_tcp(host: str, port: int, request: bytes, transaction_id: bytes) -> StunMessage:
-    reader, writer = await asyncio.open_connection(host, port)
+async def _binding_tcp(
+    host: str,
+    port: int,
+    request: bytes,
+    transaction_id: bytes,
+    ssl_context: ssl.SSLContext | None,
+    socket_factory: SocketFactory | None,
+) -> StunMessage:
+    loop = asyncio.get_running_loop()
+    family, address = await _resolve(host, port, socket.SOCK_STREAM)
+    sock = _client_socket(family, socket.SOCK_STREAM, socket_factory)
+    try:
+        await loop.sock_connect(sock, address)
+        reader, writer = await asyncio.open_connection(
+            sock=sock,
+            ssl=ssl_context,
+            server_hostname=host if ssl_context is not None else None,
+        )
+    except BaseException:
+        sock.close()
+        raise
     try:
         writer.write(request)
         await writer.drain()

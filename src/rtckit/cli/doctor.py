@@ -12,17 +12,20 @@ from rtckit.doctor import (
     DoctorConfig,
     DoctorServer,
     format_report,
-    load_ice_config,
-    mint_rest_credential,
-    parse_ice_uri,
     run_doctor,
+    servers_from_ice,
     with_all_transports,
 )
 from rtckit.errors import ConfigurationError
+from rtckit.ice import IceConfig
+from rtckit.turn import TurnRestAuth
 
 __all__ = ["register"]
 
 _EPILOG = """\
+progress: a line on stderr as each probe starts and ends (not with --quiet); the table (or
+the --json document) alone goes to stdout.
+
 exit status: 0 if a relay path is available (at least one TURN URI allocated a relay that
 may send to a public peer); when no TURN URI is given, 0 if at least one STUN server
 answered. 1 otherwise; 2 for a usage error.
@@ -51,6 +54,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help='JSON ICE configuration ({"iceServers": [{"urls": ..., "username": ..., '
         '"credential": ...}]}), probed with its own credentials',
     )
+    parser.add_argument(
+        "--from-env",
+        action="store_true",
+        help="probe the ICE configuration of the RTCKIT_* environment variables (as "
+        "rtckit.ice.IceConfig.from_env reads them), each server with its own credential",
+    )
     parser.add_argument("--username", help="TURN long-term credential user name")
     parser.add_argument("--credential", help="TURN long-term credential password")
     parser.add_argument("--secret", help="TURN REST shared secret: mint a credential from it")
@@ -58,7 +67,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "--user", default="rtckit-doctor", help="user part of a minted REST credential"
     )
     parser.add_argument(
-        "--ttl", type=float, default=600.0, help="lifetime of a minted credential, seconds"
+        "--ttl", type=int, default=600, help="lifetime of a minted credential, seconds"
     )
     parser.add_argument("--ca-file", help="PEM CA bundle trusted for stuns:/turns:")
     parser.add_argument(
@@ -77,7 +86,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _handle(args: argparse.Namespace) -> int:
     username, credential = args.username, args.credential
     if args.secret is not None:
-        username, credential = mint_rest_credential(args.secret, user=args.user, ttl=args.ttl)
+        if username is not None or credential is not None:
+            raise ConfigurationError("give --secret or --username/--credential, not both")
+        issued = TurnRestAuth(secrets=[args.secret], ttl=args.ttl).issue(args.user)
+        username, credential = issued.username, issued.password
     config = DoctorConfig(
         timeout=args.timeout, username=username, credential=credential, ca_file=args.ca_file
     )
@@ -86,13 +98,15 @@ def _handle(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(line, file=sys.stderr, flush=True)
 
-    servers: list[DoctorServer] = [DoctorServer(uri=parse_ice_uri(uri)) for uri in args.uris]
+    servers: list[DoctorServer] = [DoctorServer(uri=uri) for uri in args.uris]
     if args.ice_config is not None:
         try:
             text = Path(args.ice_config).read_text()
         except OSError as exc:
             raise ConfigurationError(f"cannot read {args.ice_config}: {exc}") from exc
-        servers.extend(load_ice_config(text))
+        servers.extend(servers_from_ice(IceConfig.from_json(text)))
+    if args.from_env:
+        servers.extend(servers_from_ice(IceConfig.from_env()))
     if args.all_transports:
         servers = list(with_all_transports(servers))
     report = asyncio.run(run_doctor(servers, config, progress=progress))
@@ -105,7 +119,7 @@ def _handle(args: argparse.Namespace) -> int:
                     "stun_available": report.stun_available,
                     "results": [
                         {
-                            "uri": r.server.uri,
+                            "uri": r.server.name,
                             "via": r.server.label,
                             "verdict": r.verdict,
                             "detail": r.detail,

@@ -17,11 +17,20 @@ from typing import Any, TextIO
 
 from rtckit.coturn import CoturnConfig, CoturnProcess
 from rtckit.errors import ConfigurationError
+from rtckit.ice import (
+    ENV_ICE_SERVERS,
+    ENV_TURN_CREDENTIAL,
+    ENV_TURN_SECRET,
+    ENV_TURN_USERNAME,
+    IceConfig,
+)
+from rtckit.turn import TurnRestAuth
 
 __all__ = ["SECRET_ENV", "config_from_args", "register_serve", "serve"]
 
-SECRET_ENV = "RTCKIT_TURN_SECRET"  # noqa: S105 (a variable name, not a secret)
-"""Environment variable read for the REST secret when no ``--secret`` is given."""
+SECRET_ENV = ENV_TURN_SECRET
+"""Environment variable read for the REST secret when no ``--secret`` is given
+(``rtckit.ice.ENV_TURN_SECRET``)."""
 
 
 def register_serve(turn_subparsers: Any) -> None:
@@ -54,8 +63,14 @@ def register_serve(turn_subparsers: Any) -> None:
         metavar="IP",
         help="address to listen on, repeatable (default 127.0.0.1)",
     )
-    network.add_argument("--port", type=int, default=3478, help="UDP/TCP port (default 3478)")
-    network.add_argument("--tls-port", type=int, default=5349, help="TLS port (default 5349)")
+    network.add_argument(
+        "--from-env",
+        action="store_true",
+        help=f"serve the ICE servers ${ENV_ICE_SERVERS} lists (the URIs clients get, see "
+        "rtckit.ice): listening addresses, ports and UDP/TCP/TLS listeners come from them",
+    )
+    network.add_argument("--port", type=int, help="UDP/TCP port (default 3478)")
+    network.add_argument("--tls-port", type=int, help="TLS port (default 5349)")
     network.add_argument("--relay-ip", action="append", default=[], help="relay address")
     network.add_argument("--external-ip", help="PUBLIC or PUBLIC/PRIVATE behind a 1:1 NAT")
     network.add_argument("--min-port", type=int, default=49152, help="lowest relay port")
@@ -100,23 +115,43 @@ def _secrets(args: argparse.Namespace) -> list[str]:
 
 
 def config_from_args(args: argparse.Namespace) -> CoturnConfig:
-    """The :class:`~rtckit.coturn.CoturnConfig` that ``rtckit turn serve`` arguments describe."""
-    return CoturnConfig(
-        realm=args.realm,
-        static_auth_secrets=_secrets(args),
-        listening_ips=args.listen or ["127.0.0.1"],
-        listening_port=args.port,
-        tls_listening_port=args.tls_port,
-        relay_ips=args.relay_ip,
-        external_ip=args.external_ip,
-        min_port=args.min_port,
-        max_port=args.max_port,
-        tls_cert=args.tls_cert,
-        tls_key=args.tls_key,
-        allow_loopback_peers=args.allow_loopback_peers,
-        allowed_peer_ips=args.allow_peer,
-        executable=args.turnserver,
-    )
+    """The :class:`~rtckit.coturn.CoturnConfig` that ``rtckit turn serve`` arguments describe.
+
+    With ``--from-env``, :meth:`~rtckit.coturn.CoturnConfig.from_ice` of
+    :meth:`rtckit.ice.IceConfig.from_env` (its TURN credentials issued with the first secret),
+    the options given explicitly overriding what the URIs say.
+    """
+    secrets = _secrets(args)
+    changes: dict[str, Any] = {
+        "relay_ips": args.relay_ip,
+        "external_ip": args.external_ip,
+        "min_port": args.min_port,
+        "max_port": args.max_port,
+        "tls_cert": args.tls_cert,
+        "tls_key": args.tls_key,
+        "allow_loopback_peers": args.allow_loopback_peers,
+        "allowed_peer_ips": args.allow_peer,
+        "executable": args.turnserver,
+    }
+    given = {
+        "listening_ips": args.listen,
+        "listening_port": args.port,
+        "tls_listening_port": args.tls_port,
+    }
+    changes.update({name: value for name, value in given.items() if value is not None})
+    auth = TurnRestAuth(secrets=secrets)
+    if not args.from_env:
+        return CoturnConfig.from_ice(auth, realm=args.realm, **changes)
+    environ = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in (ENV_TURN_USERNAME, ENV_TURN_CREDENTIAL)
+    }
+    environ[ENV_TURN_SECRET] = secrets[0]
+    clients = IceConfig.from_env(environ)
+    if not clients.servers:
+        raise ConfigurationError(f"--from-env: ${ENV_ICE_SERVERS} lists no ICE server")
+    return CoturnConfig.from_ice(clients, auth=auth, realm=args.realm, **changes)
 
 
 def serve(args: argparse.Namespace) -> int:

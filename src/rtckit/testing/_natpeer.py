@@ -3,7 +3,12 @@
 Usage (the NAT lab tests build this command line)::
 
     python -m rtckit.testing._natpeer --role offer --signal-dir DIR \\
-        --ice-server '{"urls": "turn:198.51.100.1:3478", "username": "u", "credential": "p"}'
+        --ice-config '{"iceServers": [{"urls": "turn:198.51.100.1", "username": "u",
+                       "credential": "p"}], "iceTransportPolicy": "relay"}'
+
+The peer connection comes from :func:`rtckit.rtcconfig.create_peer_connection`: the relay
+policy is honoured and a TURN server that refuses the credential is a ``TurnAuthError``
+naming it (aiortc alone would offer no relay candidate and wait forever).
 
 Signaling goes through files in ``--signal-dir`` (every namespace shares the filesystem):
 the offerer writes ``offer.json``, the answerer ``answer.json``, each written atomically; a
@@ -16,8 +21,8 @@ The peer prints one JSON object on stdout and exits 0 (exit 2 only for a usage e
      "local_candidate_type": "relay", "remote_candidate_type": "srflx", ...,
      "gather_seconds": 0.1, "connect_seconds": 0.4, "error": null, "error_type": null}
 
-There is never an implicit ICE server: only the ``--ice-server`` options given (aiortc would
-otherwise use Google's public STUN server).
+There is never an implicit ICE server: only the ``--ice-config`` given (none: host candidates
+only; aiortc would otherwise use Google's public STUN server).
 """
 
 from __future__ import annotations
@@ -32,27 +37,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc import RTCSessionDescription
 
 from rtckit import _aiortc
 from rtckit.candidates import parse_candidate
-from rtckit.doctor import DoctorConfig, probe_server
+from rtckit.errors import IceError
+from rtckit.ice import IceConfig
+from rtckit.rtcconfig import create_peer_connection
 
 __all__ = ["main"]
 
 _POLL = 0.02
-
-
-def _ice_servers(specs: list[str]) -> list[RTCIceServer]:
-    servers = []
-    for spec in specs:
-        data = json.loads(spec)
-        servers.append(
-            RTCIceServer(
-                urls=data["urls"], username=data.get("username"), credential=data.get("credential")
-            )
-        )
-    return servers
 
 
 def _write(path: Path, data: dict[str, Any]) -> None:
@@ -84,31 +79,13 @@ def _candidate_types(sdp: str) -> list[str]:
     ]
 
 
-async def _turn_diagnosis(servers: list[RTCIceServer]) -> tuple[str, str] | None:
-    """If a TURN server is configured, say why it gave no relay candidate."""
-    for server in servers:
-        urls = [server.urls] if isinstance(server.urls, str) else list(server.urls)
-        for url in urls:
-            if not url.startswith(("turn:", "turns:")):
-                continue
-            config = DoctorConfig(
-                timeout=3.0, username=server.username, credential=server.credential
-            )
-            result = await probe_server(url, config)
-            if result.error_code == 401:
-                return "TurnAuthError", f"TURN server {url} refused the credentials: {result.cause}"
-            cause = result.cause or "the allocation worked when probed again"
-            return "IceError", f"TURN server {url} gave no relay candidate: {cause}"
-    return None
-
-
 class _Peer:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.role: str = args.role
         self.signal_dir = Path(args.signal_dir)
-        self.servers = _ice_servers(args.ice_server)
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=self.servers))
+        self.ice_config = IceConfig.from_json(args.ice_config)
+        self.pc = create_peer_connection(self.ice_config)
         self.result: dict[str, Any] = {
             "role": self.role,
             "label": args.label,
@@ -135,24 +112,18 @@ class _Peer:
             self.result["error"] = message
 
     async def gather(self, make: str) -> bool:
-        """Create and set the local description; False (and abort) if TURN gave nothing."""
+        """Create and set the local description; False (and abort) if TURN refused us."""
         started = time.monotonic()
         description = await (self.pc.createOffer() if make == "offer" else self.pc.createAnswer())
-        await self.pc.setLocalDescription(description)
-        self.result["gather_seconds"] = round(time.monotonic() - started, 4)
-        types = _candidate_types(self.pc.localDescription.sdp)
-        self.result["local_candidate_types"] = types
-        wants_turn = any(
-            u.startswith(("turn:", "turns:"))
-            for s in self.servers
-            for u in ([s.urls] if isinstance(s.urls, str) else s.urls)
-        )
-        if wants_turn and "relay" not in types:
-            diagnosis = await _turn_diagnosis(self.servers)
-            error_type, message = diagnosis or ("IceError", "no relay candidate")
-            self.fail(error_type, message)
+        try:
+            await self.pc.setLocalDescription(description)
+        except IceError as exc:  # TurnAuthError: the server refused the credential
+            self.fail(type(exc).__name__, str(exc))
             self.result["state"] = "failed"
             return False
+        finally:
+            self.result["gather_seconds"] = round(time.monotonic() - started, 4)
+        self.result["local_candidate_types"] = _candidate_types(self.pc.localDescription.sdp)
         return True
 
     async def wait_connected(self, started: float, deadline: float) -> None:
@@ -181,14 +152,25 @@ class _Peer:
         sctp = self.pc.sctp
         if sctp is None:
             return
-        pair = _aiortc.selected_candidate_pair(sctp.transport.transport)
-        if pair is None:
+        pairs = _aiortc.nominated_pairs(sctp.transport.transport)
+        if not pairs:
             return
-        local, remote = pair
+        local, remote = pairs[0]
         self.result["local_candidate_type"] = local.type
         self.result["remote_candidate_type"] = remote.type
         self.result["local_candidate"] = f"{local.host}:{local.port}"
         self.result["remote_candidate"] = f"{remote.host}:{remote.port}"
+
+    async def remote_description(self, kind: str, deadline: float) -> dict[str, Any] | None:
+        """The other peer's *kind* (offer/answer) description, or None (failure recorded)."""
+        description = await _wait_file(self.signal_dir / f"{kind}.json", deadline)
+        if description is None:
+            self.fail("SignalingError", f"no {kind} from the other peer")
+            return None
+        if "abort" in description:
+            self.fail("IceError", f"the other peer gave up: {description['abort']}")
+            return None
+        return description
 
     async def run_offer(self, deadline: float) -> None:
         channel = self.pc.createDataChannel("natlab")
@@ -200,12 +182,8 @@ class _Peer:
             return
         sdp = self.pc.localDescription
         _write(offer_path, {"type": sdp.type, "sdp": sdp.sdp})
-        answer = await _wait_file(self.signal_dir / "answer.json", deadline)
+        answer = await self.remote_description("answer", deadline)
         if answer is None:
-            self.fail("SignalingError", "no answer from the other peer")
-            return
-        if "abort" in answer:
-            self.fail("IceError", f"the other peer gave up: {answer['abort']}")
             return
         started = time.monotonic()
         await self.pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], answer["type"]))
@@ -235,12 +213,8 @@ class _Peer:
             channel.on("message", on_message)
 
         self.pc.on("datachannel", on_channel)
-        offer = await _wait_file(self.signal_dir / "offer.json", deadline)
+        offer = await self.remote_description("offer", deadline)
         if offer is None:
-            self.fail("SignalingError", "no offer from the other peer")
-            return
-        if "abort" in offer:
-            self.fail("IceError", f"the other peer gave up: {offer['abort']}")
             return
         await self.pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], offer["type"]))
         answer_path = self.signal_dir / "answer.json"
@@ -285,10 +259,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--signal-dir", required=True)
     parser.add_argument("--label", default="")
     parser.add_argument(
-        "--ice-server",
-        action="append",
-        default=[],
-        help='JSON {"urls": ..., "username": ..., "credential": ...}; repeatable',
+        "--ice-config",
+        default="[]",
+        help="the browser RTCConfiguration as JSON (rtckit.ice.IceConfig.to_json())",
     )
     parser.add_argument("--timeout", type=float, default=30.0, help="whole run, seconds")
     parser.add_argument(

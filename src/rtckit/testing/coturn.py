@@ -1,12 +1,12 @@
 """A throwaway coturn on 127.0.0.1 for tests: :func:`run_loopback_coturn`.
 
-Minimal and test-oriented: one ``turnserver`` child process with TURN REST authentication
-(``--use-auth-secret``), plain UDP/TCP only (no TLS/DTLS), loopback peers allowed, a free
-listening port, its own temporary directory for the user database, pid file and log. Full
-coturn management for deployments is a different module.
+A thin layer over :mod:`rtckit.coturn`: one :class:`~rtckit.coturn.CoturnProcess` with TURN
+REST authentication, plain UDP/TCP only (no TLS/DTLS), loopback peers allowed
+(``allow_loopback_peers``), every other internal network still denied, a free listening
+port and a random relay port range.
 
 Neither aioice nor Chromium offers ``127.0.0.1`` as a host candidate, but relayed candidates
-from a coturn on ``127.0.0.1`` with ``--allow-loopback-peers`` work: two local peers with the
+from a coturn on ``127.0.0.1`` with loopback peers allowed work: two local peers with the
 relay policy connect through it without any traffic leaving the machine.
 """
 
@@ -19,19 +19,18 @@ import random
 import secrets
 import shutil
 import socket
-import struct
-import tempfile
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 
 import attrs
 
-from rtckit.errors import SystemComponentError
+from rtckit.coturn import CoturnConfig, CoturnProcess
+from rtckit.errors import ConfigurationError, SystemComponentError
+from rtckit.ice import IceConfig, IceTransportPolicy
 from rtckit.turn import TurnRestAuth
 
-__all__ = ["LoopbackCoturn", "run_loopback_coturn", "stun_binding_request"]
+__all__ = ["LoopbackCoturn", "free_port", "run_loopback_coturn", "turnutils_uclient"]
 
-_MAGIC_COOKIE = 0x2112A442
+_HOST = "127.0.0.1"
 
 
 @attrs.frozen(kw_only=True)
@@ -43,7 +42,10 @@ class LoopbackCoturn:
     secret: str = attrs.field(repr=False)
     realm: str
     pid: int
-    log_path: Path
+    config: CoturnConfig = attrs.field(repr=False)
+    """What coturn runs with."""
+    process: CoturnProcess = attrs.field(repr=False, eq=False)
+    """The running coturn."""
 
     @property
     def auth(self) -> TurnRestAuth:
@@ -51,145 +53,47 @@ class LoopbackCoturn:
         return TurnRestAuth(secrets=[self.secret])
 
     def uri(self, transport: str = "udp") -> str:
-        """The ``turn:`` URI of this server for *transport* (``udp`` or ``tcp``)."""
-        return f"turn:{self.host}:{self.port}?transport={transport}"
+        """The ``turn:`` URI of this server for *transport* (``udp`` or ``tcp``), explicit."""
+        return self.config.uri("turn", transport).format(explicit=True)
+
+    def ice_config(
+        self,
+        *,
+        user: str = "rtckit-test",
+        ttl: int | None = None,
+        transport_policy: IceTransportPolicy | str = IceTransportPolicy.ALL,
+    ) -> IceConfig:
+        """What a client of this server uses (see :meth:`rtckit.coturn.CoturnConfig.ice_config`)."""
+        return self.config.ice_config(user=user, ttl=ttl, transport_policy=transport_policy)
 
     def log(self) -> str:
-        """The server's log so far (for test failure messages)."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
+        """The server's recent log lines (for test failure messages)."""
+        return "\n".join(self.process.log_tail(200))
 
 
-def stun_binding_request() -> tuple[bytes, bytes]:
-    """Return a STUN Binding request (:rfc:`5389`) and its transaction id."""
-    transaction_id = os.urandom(12)
-    return struct.pack("!HHI", 0x0001, 0, _MAGIC_COOKIE) + transaction_id, transaction_id
-
-
-class _StunProbe(asyncio.DatagramProtocol):
-    def __init__(self, transaction_id: bytes) -> None:
-        self.transaction_id = transaction_id
-        self.answered = asyncio.get_running_loop().create_future()
-
-    def datagram_received(self, data: bytes, addr: tuple[str | int, int]) -> None:
-        if len(data) >= 20 and data[8:20] == self.transaction_id and not self.answered.done():
-            self.answered.set_result(None)
-
-
-async def _wait_until_answering(
-    host: str, port: int, process: asyncio.subprocess.Process, within: float
-) -> None:
-    request, transaction_id = stun_binding_request()
-    loop = asyncio.get_running_loop()
-    transport, probe = await loop.create_datagram_endpoint(
-        lambda: _StunProbe(transaction_id), remote_addr=(host, port)
-    )
-    try:
-        async with asyncio.timeout(within):
-            while True:
-                if process.returncode is not None:
-                    raise SystemComponentError(
-                        f"turnserver exited with status {process.returncode} while starting"
-                    )
-                transport.sendto(request)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.shield(probe.answered), 0.05)
-                    return
-    finally:
-        transport.close()
-
-
-def _free_port(host: str) -> int:
-    """A port free for both UDP and TCP on *host* (coturn listens on both)."""
-    for _ in range(20):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+def free_port(host: str = _HOST) -> int:
+    """A port free right now on *host* for both UDP and TCP (coturn listens on both)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(50):
+        with socket.socket(family, socket.SOCK_DGRAM) as udp:
             udp.bind((host, 0))
             port: int = udp.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            with socket.socket(family, socket.SOCK_STREAM) as tcp:
                 try:
                     tcp.bind((host, port))
                 except OSError:
                     continue
                 return port
-    raise SystemComponentError("no free UDP+TCP port on 127.0.0.1")
+    raise SystemComponentError(f"no free UDP+TCP port on {host}")
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is not None:
-        return
-    process.terminate()
-    try:
-        async with asyncio.timeout(5):
-            await process.wait()
-    except TimeoutError:
-        process.kill()
-        await process.wait()
-
-
-async def _start(
-    executable: str,
-    *,
-    host: str,
-    secret: str,
-    realm: str,
-    workdir: Path,
-    startup_timeout: float,
-    extra_args: Sequence[str],
-) -> tuple[asyncio.subprocess.Process, LoopbackCoturn]:
-    """Start one turnserver and wait until it answers; stop it again if it does not."""
-    log_path = workdir / "turnserver.log"
-    port = _free_port(host)
-    relay_low = random.randrange(20000, 60000 - 200)
-    argv = [
-        executable,
-        "-n",
-        "--no-cli",
-        f"--log-file={log_path}",
-        "--simple-log",
-        f"--listening-ip={host}",
-        f"--relay-ip={host}",
-        f"--listening-port={port}",
-        f"--min-port={relay_low}",
-        f"--max-port={relay_low + 199}",
-        f"--realm={realm}",
-        "--fingerprint",
-        "--no-tls",
-        "--no-dtls",
-        "--no-rfc5780",
-        "--no-multicast-peers",
-        "--allow-loopback-peers",
-        f"--pidfile={workdir / 'turnserver.pid'}",
-        f"--userdb={workdir / 'turndb.sqlite'}",
-        "--use-auth-secret",
-        f"--static-auth-secret={secret}",
-        *extra_args,
-    ]
-    process = await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.DEVNULL,
-    )
-    server = LoopbackCoturn(
-        host=host, port=port, secret=secret, realm=realm, pid=process.pid, log_path=log_path
-    )
-    try:
-        await _wait_until_answering(host, port, process, startup_timeout)
-    except TimeoutError:
-        await _stop(process)
-        raise SystemComponentError(
-            f"turnserver on {host}:{port} did not answer within {startup_timeout} s; "
-            f"log:\n{server.log()[-2000:]}"
-        ) from None
-    except SystemComponentError as exc:
-        await _stop(process)
-        raise SystemComponentError(f"{exc}; log:\n{server.log()[-2000:]}") from None
-    except BaseException:
-        await _stop(process)
-        raise
-    return process, server
+def _extra_options(extra_args: Sequence[str]) -> list[str]:
+    options = []
+    for argument in extra_args:
+        if not argument.startswith("--"):
+            raise ConfigurationError(f"extra coturn argument {argument!r} is not '--name[=value]'")
+        options.append(argument[2:])
+    return options
 
 
 @contextlib.asynccontextmanager
@@ -203,42 +107,95 @@ async def run_loopback_coturn(
 ) -> AsyncIterator[LoopbackCoturn]:
     """Run coturn on 127.0.0.1 with TURN REST auth for the duration of the ``async with``.
 
-    *secret* is coturn's ``static-auth-secret`` (random by default; it is visible on the
-    process's command line, which is fine for tests only). Yields a :class:`LoopbackCoturn`
-    once the server answers STUN; a start that fails (e.g. another process took the free port
-    meanwhile) is retried up to *attempts* times. The process is terminated (by its pid) and its
-    temporary directory removed on exit. Raises :class:`~rtckit.errors.SystemComponentError` if
-    ``turnserver`` is missing or does not start.
+    *secret* is coturn's ``static-auth-secret`` (random by default). *extra_args* are more
+    ``--name=value`` coturn options. Yields a :class:`LoopbackCoturn` once the server answers
+    STUN; a start that fails (e.g. another process took the free port meanwhile) is retried up
+    to *attempts* times. coturn is stopped by its PID and its temporary directory removed on
+    exit. Raises :class:`~rtckit.errors.SystemComponentError` if ``turnserver`` is missing or
+    does not start.
     """
-    executable = shutil.which(
-        "turnserver", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
-    )
-    if executable is None:
-        raise SystemComponentError("turnserver is not installed (apt-get install coturn)")
     if attempts < 1:
         raise ValueError(f"attempts must be at least 1, not {attempts}")
     if secret is None:
         secret = secrets.token_urlsafe(16)
-    workdir = Path(tempfile.mkdtemp(prefix="rtckit-coturn-"))
-    process: asyncio.subprocess.Process | None = None
+    extra_options = _extra_options(extra_args)
+    for attempt in range(1, attempts + 1):
+        relay_low = random.randrange(20000, 60000 - 200)
+        config = CoturnConfig(
+            realm=realm,
+            static_auth_secrets=[secret],
+            listening_ips=[_HOST],
+            listening_port=free_port(),
+            relay_ips=[_HOST],
+            min_port=relay_low,
+            max_port=relay_low + 199,
+            allow_loopback_peers=True,
+            extra_options=extra_options,
+            startup_timeout=startup_timeout,
+        )
+        process = CoturnProcess(config)
+        try:
+            await process.start()
+        except SystemComponentError:
+            if attempt == attempts:
+                raise
+            continue
+        try:
+            assert process.pid is not None
+            yield LoopbackCoturn(
+                host=_HOST,
+                port=config.listening_port,
+                secret=secret,
+                realm=realm,
+                pid=process.pid,
+                config=config,
+                process=process,
+            )
+        finally:
+            await process.aclose()
+        return
+
+
+async def turnutils_uclient(
+    host: str,
+    port: int,
+    *,
+    username: str,
+    password: str | None = None,
+    secret: str | None = None,
+    messages: int = 2,
+    timeout: float = 60.0,  # noqa: ASYNC109 - a bound on a whole child process
+) -> tuple[int, str]:
+    """Allocate, relay *messages* and check them with coturn's own ``turnutils_uclient``.
+
+    An independent TURN client (neither aioice nor rtckit): give *password* for a credential
+    computed elsewhere, or *secret* to let it compute the TURN REST credential itself for the
+    user *username*. Returns its exit status (0: allocated and relayed; coturn's refusal prints
+    ``Cannot complete Allocation``) and its output. Raises
+    :class:`~rtckit.errors.SystemComponentError` if it is not installed or outlives *timeout*.
+    """
+    if (password is None) == (secret is None):
+        raise ConfigurationError("give password= or secret=")
+    executable = shutil.which(
+        "turnutils_uclient", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"])
+    )
+    if executable is None:
+        raise SystemComponentError("turnutils_uclient is not installed (apt-get install coturn)")
+    credential = ["-w", password] if password is not None else ["-W", str(secret)]
+    process = await asyncio.create_subprocess_exec(
+        executable,
+        *("-y", "-c", "-n", str(messages), "-u", username, *credential, "-p", str(port), host),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     try:
-        for attempt in range(1, attempts + 1):
-            try:
-                process, server = await _start(
-                    executable,
-                    host="127.0.0.1",
-                    secret=secret,
-                    realm=realm,
-                    workdir=workdir,
-                    startup_timeout=startup_timeout,
-                    extra_args=extra_args,
-                )
-                break
-            except SystemComponentError:
-                if attempt == attempts:
-                    raise
-        yield server
+        async with asyncio.timeout(timeout):
+            output, _ = await process.communicate()
+    except TimeoutError:
+        raise SystemComponentError(f"turnutils_uclient did not finish within {timeout} s") from None
     finally:
-        if process is not None:
-            await _stop(process)
-        shutil.rmtree(workdir, ignore_errors=True)
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, output.decode(errors="replace")

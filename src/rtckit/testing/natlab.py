@@ -37,48 +37,64 @@ Without root, run the whole program that uses the lab through :func:`unshare_com
 a new user namespace it is root over its own network namespaces, with a private ``/run``, and
 everything it made disappears when it exits.
 
-Example::
+Servers run in ``pub``: :meth:`NatLab.run_coturn` runs :mod:`rtckit.coturn`'s coturn there,
+:meth:`NatLab.run_stun_server` rtckit's own STUN server. Example::
 
+    auth = TurnRestAuth(secrets=[secret])
     async with NatLab() as lab:
         await lab.add_host("alice", nat="symmetric")
-        await lab.add_host("bob", nat="cone")
-        turn = await lab.spawn("pub", ["turnserver", "-n", ...])
-        result = await lab.run("alice", ["ping", "-c1", lab.public_address])
+        await lab.add_host("bob", nat="symmetric")
+        config = lab.coturn_config(auth)
+        async with lab.run_coturn(config):
+            ice = config.ice_config(auth=auth, transport_policy="relay")
+            offer, answer = await connect_peers(lab, "alice", "bob", ice_servers=ice)
+        assert offer.connected and offer.uses_relay
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
+import functools
 import json
 import os
 import re
 import secrets
 import shutil
 import signal
+import socket
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
 
 import attrs
-from aiortc import RTCIceServer
 
+from rtckit import coturn as _coturn
+from rtckit.certs import CertificateSpec, KeyType, LocalCA
 from rtckit.errors import ConfigurationError, SystemComponentError
+from rtckit.ice import IceConfig, IceServer, IceServerUri, UriScheme
+from rtckit.stunserver import SocketFactory
+from rtckit.turn import TurnRestAuth
 
 __all__ = [
     "DEFAULT_STATE_DIR",
     "PUBLIC_HOST",
+    "IceServers",
     "LabHost",
+    "LabTls",
     "NatLab",
     "NatType",
     "PeerResult",
     "RunResult",
     "cleanup_stale",
     "connect_peers",
+    "lab_tls",
     "run_peer",
     "unshare_command",
 ]
@@ -90,6 +106,9 @@ PUBLIC_HOST = "pub"
 
 #: Where labs register themselves so that :func:`cleanup_stale` can find leftovers.
 DEFAULT_STATE_DIR = Path("/run/rtckit-natlab")
+
+# The directory that holds the rtckit package, so child processes import this very rtckit.
+_SRC_DIR = str(Path(__file__).resolve().parents[2])
 
 _PUBLIC_NET = "198.51.100"
 _PUBLIC_PREFIXLEN = 24
@@ -167,13 +186,27 @@ async def _exec(
         raise SystemComponentError(
             f"{argv[0]} is not installed (apt-get install iproute2 iptables)"
         ) from exc
+    return await _collect(proc, argv, limit=limit, check=check, stdin=stdin)
+
+
+async def _collect(
+    proc: asyncio.subprocess.Process,
+    argv: Sequence[str],
+    *,
+    limit: float,
+    check: bool,
+    stdin: str | None = None,
+    where: str = "",
+) -> RunResult:
+    """Wait for *proc* (running *argv*) within *limit* s, killing its group after that."""
+    command = " ".join(argv) + (f" in {where}" if where else "")
     try:
         async with asyncio.timeout(limit):
             out, err = await proc.communicate(stdin.encode() if stdin is not None else None)
     except TimeoutError:
-        proc.kill()
+        _kill_group(proc.pid, signal.SIGKILL)
         await proc.wait()
-        raise SystemComponentError(f"{' '.join(argv)} did not finish within {limit} s") from None
+        raise SystemComponentError(f"{command} did not finish within {limit} s") from None
     result = RunResult(
         argv=tuple(argv),
         returncode=proc.returncode if proc.returncode is not None else -1,
@@ -182,7 +215,7 @@ async def _exec(
     )
     if check and result.returncode != 0:
         raise SystemComponentError(
-            f"{' '.join(argv)} failed with status {result.returncode}: {result.stderr.strip()}"
+            f"{command} failed with status {result.returncode}: {result.stderr.strip()}"
         )
     return result
 
@@ -285,6 +318,71 @@ async def cleanup_stale(state_dir: Path = DEFAULT_STATE_DIR) -> list[str]:
         path.unlink(missing_ok=True)
         cleaned.append(path.stem)
     return cleaned
+
+
+_CLONE_NEWNET = 0x40000000
+
+
+@functools.cache
+def _setns() -> Callable[[int, int], int]:
+    function: Callable[[int, int], int] = ctypes.CDLL(None, use_errno=True).setns
+    return function
+
+
+def _socket_in_namespace(
+    namespace: str, family: socket.AddressFamily, kind: socket.SocketKind
+) -> socket.socket:
+    """A socket created inside network namespace *namespace* (it stays there for good).
+
+    A socket belongs to the network namespace of the thread that creates it: a short-lived
+    thread enters the namespace (``setns``), creates the socket and ends, so the calling
+    thread never changes namespace.
+    """
+    made: list[socket.socket] = []
+    failed: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            descriptor = os.open(f"/run/netns/{namespace}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if _setns()(descriptor, _CLONE_NEWNET) != 0:
+                    number = ctypes.get_errno()
+                    raise OSError(number, f"setns into {namespace}: {os.strerror(number)}")
+                made.append(socket.socket(family, kind))
+            finally:
+                os.close(descriptor)
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=work, name=f"rtckit-netns-{namespace}")
+    thread.start()
+    thread.join()
+    if failed:
+        raise failed[0]
+    return made[0]
+
+
+@attrs.frozen(kw_only=True)
+class LabTls:
+    """TLS files for a lab server, from :func:`lab_tls`."""
+
+    #: The lab CA's certificate, to trust (``SSL_CERT_FILE`` for aiortc, ``--ca-file``).
+    ca_file: Path
+    #: The server's certificate chain (PEM), e.g. coturn's ``tls_cert``.
+    cert_file: Path
+    #: The server's private key (PEM, unencrypted, mode 0600).
+    key_file: Path
+
+
+def lab_tls(directory: Path, host: str) -> LabTls:
+    """Create a one-day lab CA and a certificate for *host* (an IP or name) in *directory*.
+
+    Made with :mod:`rtckit.certs` (ECDSA keys: fast to generate).
+    """
+    ca = LocalCA.create(common_name="rtckit natlab CA", days=1, key_type=KeyType.EC)
+    issued = ca.issue(CertificateSpec(hosts=[host], days=1, key_type=KeyType.EC))
+    files = issued.save(directory)
+    return LabTls(ca_file=ca.save(directory), cert_file=files.fullchain, key_file=files.key)
 
 
 class NatLab:
@@ -503,17 +601,21 @@ class NatLab:
         )  # fmt: skip
         await self._ip("-n", pub, "link", "set", port, "master", "br0", "up")
 
+    async def _attach_public(self, namespace: str, ifname: str, index: int, address: str) -> None:
+        """Plug *namespace* into the public network as *address*, its default route via pub."""
+        await self._plug_into_bridge(namespace, ifname, index)
+        await self._ip(
+            "-n", namespace, "addr", "add", f"{address}/{_PUBLIC_PREFIXLEN}", "dev", ifname
+        )
+        await self._ip("-n", namespace, "link", "set", ifname, "up")
+        await self._ip("-n", namespace, "route", "add", "default", "via", self.public_address)
+
     async def _build_host(self, name: str, index: int, nat: NatType | None) -> LabHost:
         public_address = f"{_PUBLIC_NET}.{10 + index}"
         host_ns = f"{self.prefix}-{name}"
         if nat is None:
             await self._add_namespace(host_ns)
-            await self._plug_into_bridge(host_ns, "eth0", index)
-            await self._ip(
-                "-n", host_ns, "addr", "add", f"{public_address}/{_PUBLIC_PREFIXLEN}", "dev", "eth0"
-            )
-            await self._ip("-n", host_ns, "link", "set", "eth0", "up")
-            await self._ip("-n", host_ns, "route", "add", "default", "via", self.public_address)
+            await self._attach_public(host_ns, "eth0", index, public_address)
             return LabHost(
                 name=name,
                 namespace=host_ns,
@@ -528,12 +630,7 @@ class NatLab:
         address = f"10.0.{index}.2"
         await self._add_namespace(nat_ns)
         await self._add_namespace(host_ns)
-        await self._plug_into_bridge(nat_ns, "wan", index)
-        await self._ip(
-            "-n", nat_ns, "addr", "add", f"{public_address}/{_PUBLIC_PREFIXLEN}", "dev", "wan"
-        )
-        await self._ip("-n", nat_ns, "link", "set", "wan", "up")
-        await self._ip("-n", nat_ns, "route", "add", "default", "via", self.public_address)
+        await self._attach_public(nat_ns, "wan", index, public_address)
         await self._ip(
             "link", "add", "lan", "netns", nat_ns, "type", "veth",
             "peer", "name", "eth0", "netns", host_ns,
@@ -612,27 +709,106 @@ class NatLab:
     ) -> RunResult:
         """Run *argv* inside *host*'s namespace to completion (killed after *timeout* s)."""
         proc = await self.spawn(host, argv, env=env)
-        try:
-            async with asyncio.timeout(timeout):
-                out, err = await proc.communicate()
-        except TimeoutError:
-            _kill_group(proc.pid, signal.SIGKILL)
-            await proc.wait()
-            raise SystemComponentError(
-                f"{' '.join(argv)} in {host} did not finish within {timeout} s"
-            ) from None
-        result = RunResult(
-            argv=tuple(argv),
-            returncode=proc.returncode if proc.returncode is not None else -1,
-            stdout=out.decode(errors="replace"),
-            stderr=err.decode(errors="replace"),
+        return await _collect(proc, argv, limit=timeout, check=check, where=host)
+
+    def socket_factory(self, host: str) -> SocketFactory:
+        """A factory of sockets inside *host*'s namespace (``"pub"`` for the public one).
+
+        The sockets work from this process's event loop, e.g. for
+        :func:`rtckit.stunserver.stun_binding`'s *socket_factory*.
+        """
+        return functools.partial(_socket_in_namespace, self._namespace_of(host))
+
+    def coturn_config(
+        self, auth: TurnRestAuth, *, tls: LabTls | None = None, **changes: Any
+    ) -> _coturn.CoturnConfig:
+        """A coturn configuration for :meth:`run_coturn` in ``pub``.
+
+        :meth:`rtckit.coturn.CoturnConfig.from_ice` with *auth*'s secrets, realm ``lab.test``,
+        listening and relaying on :attr:`public_address`, relay ports 49160-49260, TLS with
+        *tls*'s files (port 5349), and the default denied peer networks (so coturn answers
+        ``403`` toward a peer's private host candidate instead of trying to relay to it).
+        *changes* override any field.
+        """
+        arguments: dict[str, Any] = {
+            "realm": "lab.test",
+            "listening_ips": [self.public_address],
+            "relay_ips": [self.public_address],
+            "min_port": 49160,
+            "max_port": 49260,
+        }
+        if tls is not None:
+            arguments.update(tls_cert=tls.cert_file, tls_key=tls.key_file)
+        arguments.update(changes)
+        return _coturn.CoturnConfig.from_ice(auth, **arguments)
+
+    @contextlib.asynccontextmanager
+    async def run_coturn(
+        self,
+        config: _coturn.CoturnConfig,
+        *,
+        host: str = PUBLIC_HOST,
+        on_log: Callable[[str], None] | None = None,
+    ) -> AsyncIterator[_coturn.CoturnProcess]:
+        """Run coturn with *config* inside *host*'s namespace (default ``"pub"``).
+
+        :func:`rtckit.coturn.run_coturn`, started through :meth:`spawn` and probed from inside
+        the namespace, on coturn's own listening address.
+        """
+
+        async def spawn(argv: Sequence[str]) -> asyncio.subprocess.Process:
+            return await self.spawn(host, argv, stderr=asyncio.subprocess.STDOUT)
+
+        async with _coturn.run_coturn(
+            config, on_log=on_log, spawn=spawn, socket_factory=self.socket_factory(host)
+        ) as process:
+            yield process
+
+    @contextlib.asynccontextmanager
+    async def run_stun_server(
+        self, *, host: str = PUBLIC_HOST, port: int = 3478, startup_timeout: float = 10.0
+    ) -> AsyncIterator[IceServerUri]:
+        """Run rtckit's STUN server (``python -m rtckit stun``) in *host*'s namespace.
+
+        It listens on the host's address (:attr:`public_address` for ``"pub"``), UDP and TCP;
+        yields its ``stun:`` URI once it listens, and stops it on exit.
+        """
+        address = self.public_address if host == PUBLIC_HOST else self.host(host).address
+        argv = [
+            sys.executable, "-m", "rtckit", "stun",
+            "--host", address, "--port", str(port), "--tcp",
+        ]  # fmt: skip
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_SRC_DIR, os.environ.get("PYTHONPATH", "")) if p
         )
-        if check and result.returncode != 0:
+        proc = await self.spawn(host, argv, env=env, stderr=asyncio.subprocess.STDOUT)
+        assert proc.stdout is not None
+        seen: list[str] = []
+        try:
+            async with asyncio.timeout(startup_timeout):
+                while len([line for line in seen if "listening on" in line]) < 2:
+                    line = (await proc.stdout.readline()).decode(errors="replace")
+                    if not line:
+                        raise SystemComponentError(
+                            "rtckit stun exited while starting: " + "".join(seen)
+                        )
+                    seen.append(line)
+        except TimeoutError:
             raise SystemComponentError(
-                f"{' '.join(argv)} in {host} failed with status {result.returncode}: "
-                f"{result.stderr.strip()}"
-            )
-        return result
+                f"rtckit stun did not listen within {startup_timeout} s: " + "".join(seen)
+            ) from None
+        try:
+            yield IceServerUri(scheme=UriScheme.STUN, host=address, port=port)
+        finally:
+            if proc.returncode is None:
+                proc.send_signal(signal.SIGTERM)
+                try:
+                    async with asyncio.timeout(self._terminate_grace + 1):
+                        await proc.communicate()
+                except TimeoutError:
+                    _kill_group(proc.pid, signal.SIGKILL)
+                    await proc.wait()
 
 
 def unshare_command(argv: Sequence[str]) -> list[str]:
@@ -710,14 +886,13 @@ class PeerResult:
         return "relay" in (self.local_candidate_type, self.remote_candidate_type)
 
 
-# The directory that holds the rtckit package, so peer processes import this very rtckit.
-_SRC_DIR = str(Path(__file__).resolve().parents[2])
+IceServers = IceConfig | Sequence[IceServer]
+"""What :func:`connect_peers` takes as ICE servers: an :class:`~rtckit.ice.IceConfig` (with
+its transport policy), or a list of :class:`~rtckit.ice.IceServer` (policy ``all``)."""
 
 
-def _ice_server_json(server: RTCIceServer) -> str:
-    return json.dumps(
-        {"urls": server.urls, "username": server.username, "credential": server.credential}
-    )
+def _ice_config(servers: IceServers) -> IceConfig:
+    return servers if isinstance(servers, IceConfig) else IceConfig(servers=servers)
 
 
 def _peer_result(proc_out: bytes, proc_err: bytes, role: str) -> PeerResult:
@@ -753,7 +928,7 @@ async def run_peer(
     role: Literal["offer", "answer"],
     signal_dir: Path,
     *,
-    ice_servers: Sequence[RTCIceServer],
+    ice_servers: IceServers,
     env: Mapping[str, str] | None = None,
     timeout: float = 40.0,  # noqa: ASYNC109 - passed down to the peer process
     ice_timeout: float = 20.0,
@@ -779,8 +954,7 @@ async def run_peer(
     ]  # fmt: skip
     if stun_retries is not None:
         argv += ["--stun-retries", str(stun_retries)]
-    for server in ice_servers:
-        argv += ["--ice-server", _ice_server_json(server)]
+    argv += ["--ice-config", _ice_config(ice_servers).to_json()]
     proc = await lab.spawn(host, argv, env=peer_env)
     try:
         async with asyncio.timeout(timeout + 15):
@@ -799,8 +973,8 @@ async def connect_peers(
     offer_host: str,
     answer_host: str,
     *,
-    ice_servers: Sequence[RTCIceServer],
-    answer_ice_servers: Sequence[RTCIceServer] | None = None,
+    ice_servers: IceServers,
+    answer_ice_servers: IceServers | None = None,
     env: Mapping[str, str] | None = None,
     timeout: float = 40.0,  # noqa: ASYNC109 - passed down to the peer processes
     ice_timeout: float = 20.0,
@@ -810,8 +984,12 @@ async def connect_peers(
 
     Each peer is ``python -m rtckit.testing._natpeer`` inside its host's namespace; they
     exchange offer and answer through files, so no signaling server is needed. The ICE
-    servers are exactly *ice_servers* (and *answer_ice_servers* for the answerer, default the
-    same): never an implicit public STUN server. *env* is added to the peers' environment
+    configuration is exactly *ice_servers* (and *answer_ice_servers* for the answerer, default
+    the same): an :class:`~rtckit.ice.IceConfig` (e.g. from
+    :meth:`rtckit.coturn.CoturnConfig.ice_config`, relay policy included) or a list of
+    servers; never an implicit public STUN server. The peers use it through
+    :func:`rtckit.rtcconfig.create_peer_connection`, so a refused TURN credential is a
+    ``TurnAuthError`` naming the server. *env* is added to the peers' environment
     (e.g. ``SSL_CERT_FILE`` for a lab CA). *ice_timeout* bounds ICE; *stun_retries* sets
     aioice's STUN retransmissions in the peers (2: a dead pair fails after 3.5 s; ``None``:
     aioice's default, 63.5 s).
