@@ -327,3 +327,16 @@ def test_bounded_fuzz_loop_over_mutated_messages() -> None:
             outcomes["ok"] += 1
     assert outcomes["error"] > 1000
     assert outcomes["ok"] > 10
+
+
+@pytest.mark.parametrize("opener", ["[", '{"a":'])
+def test_deep_nesting_is_too_deep_on_every_python(opener: str) -> None:
+    """Depth is checked before json parses, so Python 3.11-3.13's recursion limits never decide."""
+    with pytest.raises(ProtocolError) as info:
+        decode(opener * 1000)
+    assert info.value.code == ErrorCode.TOO_DEEP
+
+
+def test_brackets_inside_strings_do_not_count_as_nesting() -> None:
+    message = decode('{"type":"app","payload":"' + "[" * 500 + '","seq":1}')
+    assert isinstance(message, AppMessage)

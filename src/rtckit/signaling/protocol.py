@@ -21,6 +21,7 @@ from __future__ import annotations
 import enum
 import json
 import math
+import re
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, TypeAlias
 
@@ -633,6 +634,31 @@ def _no_constant(name: str) -> Any:
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_no_constant)
 
+# Levels a valid message may use above its free-form fields (message object, peers list, peer).
+_STRUCTURAL_DEPTH = 4
+_NESTING_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def _nests_deeper_than(text: str, limit: int) -> bool:
+    """Whether *text*'s brackets (outside strings) nest deeper than *limit*.
+
+    Checked before parsing, so that the verdict does not depend on the json module's
+    recursion limits (they differ between Python versions). Free when the text holds fewer
+    brackets than *limit*.
+    """
+    if text.count("[") + text.count("{") <= limit:
+        return False
+    depth = 0
+    for token in _NESTING_TOKEN.finditer(text):
+        char = token.group()
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in "]}":
+            depth -= 1
+    return False
+
 
 def decode(
     data: str | bytes | bytearray | memoryview,
@@ -668,6 +694,8 @@ def decode(
             raise _fail(ErrorCode.BAD_ENCODING, "message is not valid UTF-8") from None
     else:
         raise _fail(ErrorCode.BAD_MESSAGE, f"cannot decode {type(data).__name__}")
+    if _nests_deeper_than(text, max_depth + _STRUCTURAL_DEPTH):
+        raise _fail(ErrorCode.TOO_DEEP, "message nests too deeply")
     try:
         obj = _DECODER.decode(text)
     except ProtocolError:
