@@ -1,0 +1,1 @@
+// rtckit browser client: see below (placeholder until written)
