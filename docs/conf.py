@@ -28,6 +28,7 @@ nitpick_ignore_regex = [
     (r"py:class", r"(_io|ssl|asyncio|collections\.abc|typing|typing_extensions|argparse)\..*"),
     (r"py:class", r"(Path|SSLContext|datetime\.datetime|datetime\.timedelta|ipaddress\..*)"),
     (r"py:class", r"(NDArray|np\..*|npt\..*)"),
+    (r"py:class", r"(enum|pathlib)\..*"),
     (r"py:(class|data|obj)", r"rtckit\..*\._.*"),
 ]
 

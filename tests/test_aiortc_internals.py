@@ -1,16 +1,151 @@
-"""Each private aiortc/aioice internal rtckit touches, checked against the installed version."""
+"""Every aiortc/aioice internal rtckit relies on (rtckit._aiortc) is still where we expect.
+
+These tests fail loudly when an aiortc or aioice upgrade moves something: read the failing
+test's docstring and the matching function in rtckit._aiortc.
+"""
 
 from __future__ import annotations
 
-# --- peer sessions: rollback, ICE transports, nominated pair (helper "peer") ---------------
 import asyncio
+import inspect
 
+import aioice
 import pytest
-from aiortc import RTCConfiguration, RTCPeerConnection
+from aiortc import (
+    RTCConfiguration,
+    RTCIceGatherer,
+    RTCIceServer,
+    RTCIceTransport,
+    RTCPeerConnection,
+)
 from aiortc.rtcconfiguration import RTCBundlePolicy
+from aiortc.rtcicetransport import connection_kwargs
 
-from rtckit import _aiortc
-from rtckit.errors import InternalsError
+from rtckit import IceError, InternalsError, _aiortc
+from rtckit.ice import IceConfig
+from rtckit.rtcconfig import create_peer_connection
+
+# --- versions ---
+
+
+def test_installed_versions_are_supported() -> None:
+    _aiortc.check_versions()
+
+
+@pytest.mark.parametrize(
+    ("aiortc_version", "aioice_version", "bad"),
+    [
+        ("1.17.0", "0.13.0", "aiortc 1.17.0"),
+        ("1.13.2", "0.13.0", "aiortc 1.13.2"),
+        ("2.0", "0.13.0", "aiortc 2.0"),
+        ("1.16.0", "0.14.0", "aioice 0.14.0"),
+        ("1.16.0", "0.9.1", "aioice 0.9.1"),
+    ],
+)
+def test_unsupported_versions_raise(aiortc_version: str, aioice_version: str, bad: str) -> None:
+    with pytest.raises(InternalsError, match=f"{bad} is installed"):
+        _aiortc.check_versions(aiortc_version=aiortc_version, aioice_version=aioice_version)
+
+
+@pytest.mark.parametrize(
+    ("aiortc_version", "aioice_version"), [("1.14.0", "0.10.0"), ("1.16.2rc1", "0.13.0")]
+)
+def test_supported_versions_pass(aiortc_version: str, aioice_version: str) -> None:
+    _aiortc.check_versions(aiortc_version=aiortc_version, aioice_version=aioice_version)
+
+
+# --- ICE / TURN (ice helper) ---
+
+
+def test_ice_connection_of_gatherer_and_transport() -> None:
+    """Relies on RTCIceGatherer._connection / RTCIceTransport._connection."""
+    gatherer = RTCIceGatherer(iceServers=[])
+    transport = RTCIceTransport(gatherer)
+    connection = _aiortc.ice_connection(gatherer)
+    assert isinstance(connection, aioice.Connection)
+    assert _aiortc.ice_connection(transport) is connection
+
+
+def test_ice_connection_reports_a_moved_attribute() -> None:
+    with pytest.raises(InternalsError, match=r"object._connection is not an aioice.Connection"):
+        _aiortc.ice_connection(object())  # type: ignore[arg-type]
+
+
+def test_force_relay_policy_sets_aioice_transport_policy() -> None:
+    """Relies on aioice.Connection._transport_policy, read by gather_candidates."""
+    gatherer = RTCIceGatherer(iceServers=[])
+    connection = _aiortc.ice_connection(gatherer)
+    before: object = connection._transport_policy
+    assert before == aioice.TransportPolicy.ALL
+    _aiortc.force_relay_policy(gatherer)
+    after: object = connection._transport_policy
+    assert after == aioice.TransportPolicy.RELAY
+    assert "self._transport_policy == TransportPolicy.ALL" in inspect.getsource(
+        aioice.Connection.gather_candidates
+    )
+
+
+async def test_force_relay_policy_gathers_nothing_without_turn() -> None:
+    gatherer = RTCIceGatherer(iceServers=[])
+    _aiortc.force_relay_policy(gatherer)
+    await gatherer.gather()
+    assert gatherer.getLocalCandidates() == []
+    with pytest.raises(IceError, match="after gathering started"):
+        _aiortc.force_relay_policy(gatherer)
+    await RTCIceTransport(gatherer).stop()
+
+
+def test_nominated_pairs_empty_before_connecting() -> None:
+    """Relies on aioice.Connection._nominated (component -> CandidatePair)."""
+    transport = RTCIceTransport(RTCIceGatherer(iceServers=[]))
+    assert _aiortc.nominated_pairs(transport) == []
+    assert isinstance(_aiortc.ice_connection(transport)._nominated, dict)
+    pair_class = aioice.ice.CandidatePair
+    local_candidate: object = vars(pair_class)["local_candidate"]
+    assert isinstance(local_candidate, property)
+    assert "remote_candidate" in inspect.signature(pair_class).parameters
+
+
+def test_allocate_turn_relies_on_aioice_turn() -> None:
+    """Relies on aioice.turn.create_turn_endpoint and aioice.stun.TransactionFailed."""
+    from aioice import stun, turn
+
+    parameters = inspect.signature(turn.create_turn_endpoint).parameters
+    for name in ("protocol_factory", "server_addr", "username", "password", "ssl", "transport"):
+        assert name in parameters, name
+    assert issubclass(stun.TransactionFailed, stun.TransactionError)
+    assert "response" in stun.TransactionFailed.__annotations__
+
+
+def test_aiortc_gatherer_still_swallows_turn_errors() -> None:
+    """aioice drops failed TURN allocations without a trace, which is why rtckit checks.
+
+    If aiortc/aioice start reporting them, rtckit.rtcconfig's probe can use that instead.
+    """
+    source = inspect.getsource(aioice.Connection.get_component_candidates)
+    assert "if task.exception() is None" in source
+
+
+def test_aiortc_configuration_fields() -> None:
+    """rtckit.rtcconfig uses aiortc's iceTransportPolicy where it exists (aiortc 1.16+)."""
+    kwargs = connection_kwargs(
+        [RTCIceServer(urls="turn:t:3478?transport=udp", username="u", credential="c")]
+    )
+    assert kwargs["turn_server"] == ("t", 3478)
+    assert RTCConfiguration().iceServers is None  # None would mean aiortc's public STUN default
+
+
+async def test_peer_connection_gatherers_are_reachable() -> None:
+    """RtcKitPeerConnection finds gatherers through public attributes (sctp, transceivers)."""
+    pc = create_peer_connection(IceConfig())
+    pc.createDataChannel("probe")
+    gatherers = pc._rtckit_gatherers()
+    assert len(gatherers) == 1
+    assert isinstance(gatherers[0], RTCIceGatherer)
+    await pc.close()
+
+
+# --- peer sessions: rollback, ICE transports, nominated pair (helper "peer") ---------------
 
 
 def _pc() -> RTCPeerConnection:

@@ -32,6 +32,8 @@ from rtckit.errors import (
     TopologyError,
     TurnAuthError,
 )
+from rtckit.ice import IceConfig, IceConfigWarning, IceServer, IceServerUri, IceTransportPolicy
+from rtckit.turn import TurnCredentials, TurnRestAuth
 
 __version__ = "0.1.0.dev0"
 
@@ -42,7 +44,12 @@ __all__ = [
     "ConfigurationError",
     "ConnectionClosedError",
     "CredentialError",
+    "IceConfig",
+    "IceConfigWarning",
     "IceError",
+    "IceServer",
+    "IceServerUri",
+    "IceTransportPolicy",
     "InternalsError",
     "NegotiationError",
     "PeerError",
@@ -53,5 +60,7 @@ __all__ = [
     "SystemComponentError",
     "TopologyError",
     "TurnAuthError",
+    "TurnCredentials",
+    "TurnRestAuth",
     "__version__",
 ]

@@ -1,32 +1,225 @@
-"""Every touch of aiortc's and aioice's private internals, in one place.
+"""The only module of rtckit that touches aiortc's and aioice's private internals.
 
-Each function is small, says in its docstring what it relies on, and has a test in
-``tests/test_aiortc_internals.py`` that fails loudly (:class:`~rtckit.errors.InternalsError`)
-when an aiortc/aioice upgrade moves it. Several parts of rtckit append their own section here.
+Everything here relies on names that aiortc/aioice do not promise to keep (underscore
+attributes, undocumented submodules, name-mangled fields). Each touch is one small function
+whose docstring says exactly what it relies on, and ``tests/test_aiortc_internals.py`` has a
+test per function that fails loudly when an upgrade moves it.
+
+Supported versions: ``aiortc>=1.14,<1.17`` and ``aioice>=0.10,<0.14``.
+:func:`check_versions` raises :class:`~rtckit.errors.InternalsError` outside that range.
+
+Several parts of rtckit append their own section here, each under a
+``# --- <topic> ---`` header.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import asyncio
+import re
+from importlib import metadata
+from typing import TYPE_CHECKING, Any, Final
 
-from rtckit.errors import InternalsError
+from rtckit.errors import IceError, InternalsError, TurnAuthError
 
 if TYPE_CHECKING:
-    from aiortc import RTCPeerConnection
-
-    from rtckit.peer.stats import CandidatePairInfo
+    from aioice import Candidate, Connection
+    from aiortc import RTCIceGatherer, RTCIceTransport
 
 __all__ = [
+    "SUPPORTED_AIOICE",
+    "SUPPORTED_AIORTC",
+    "allocate_turn",
+    "check_versions",
+    "force_relay_policy",
+    "ice_connection",
     "ice_transports",
     "mark_sctp_bundled",
+    "nominated_pairs",
     "resume_connect",
     "rollback_local_offer",
     "selected_candidate_pair",
     "settle_unoffered_transceivers",
 ]
 
+SUPPORTED_AIORTC: Final = ((1, 14), (1, 17))
+"""aiortc versions rtckit's internals support: ``>=1.14,<1.17``."""
+SUPPORTED_AIOICE: Final = ((0, 10), (0, 14))
+"""aioice versions rtckit's internals support: ``>=0.10,<0.14``."""
 
-# --- peer sessions: rollback, ICE transports, nominated pair (helper "peer") ---------------
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for piece in text.split("."):
+        match = re.match(r"\d+", piece)
+        if match is None:
+            break
+        parts.append(int(match.group()))
+    return tuple(parts)
+
+
+def check_versions(*, aiortc_version: str | None = None, aioice_version: str | None = None) -> None:
+    """Raise :class:`~rtckit.errors.InternalsError` unless aiortc/aioice are supported.
+
+    The versions default to the installed distributions' (read with :mod:`importlib.metadata`).
+    """
+    for name, given, (low, high) in (
+        ("aiortc", aiortc_version, SUPPORTED_AIORTC),
+        ("aioice", aioice_version, SUPPORTED_AIOICE),
+    ):
+        text = given if given is not None else metadata.version(name)
+        version = _version_tuple(text)
+        if not low <= version[:2] < high:
+            raise InternalsError(
+                f"rtckit supports {name}>={low[0]}.{low[1]},<{high[0]}.{high[1]} "
+                f"(it relies on some of its internals), but {name} {text} is installed"
+            )
+
+
+def _missing(what: str, exc: BaseException | None = None) -> InternalsError:
+    error = InternalsError(
+        f"aiortc/aioice internals moved: {what} (supported: aiortc>=1.14,<1.17, aioice<0.14)"
+    )
+    if exc is not None:
+        error.__cause__ = exc
+    return error
+
+
+# --- ICE / TURN (ice helper) ---
+
+
+def ice_connection(transport: RTCIceGatherer | RTCIceTransport) -> Connection:
+    """Return the :class:`aioice.Connection` behind an aiortc ICE gatherer or transport.
+
+    Relies on: ``RTCIceGatherer._connection`` and ``RTCIceTransport._connection`` (the aioice
+    connection, set in their ``__init__``).
+    """
+    from aioice import Connection
+
+    connection = getattr(transport, "_connection", None)
+    if not isinstance(connection, Connection):
+        raise _missing(f"{type(transport).__name__}._connection is not an aioice.Connection")
+    return connection
+
+
+def force_relay_policy(gatherer: RTCIceGatherer) -> None:
+    """Make *gatherer* gather relayed candidates only, as ``iceTransportPolicy: "relay"``.
+
+    For aiortc < 1.16, whose ``RTCConfiguration`` has no ``iceTransportPolicy``. Must be
+    called before the gatherer starts gathering (its ``state`` is ``"new"``).
+
+    Relies on: ``RTCIceGatherer._connection`` and ``aioice.Connection._transport_policy``
+    (read by ``gather_candidates``, compared with ``aioice.TransportPolicy.RELAY``).
+    """
+    from aioice import TransportPolicy
+
+    connection = ice_connection(gatherer)
+    if not hasattr(connection, "_transport_policy"):
+        raise _missing("aioice.Connection has no _transport_policy")
+    if gatherer.state != "new":
+        raise IceError(
+            "cannot switch an ICE gatherer to relay-only after gathering started "
+            f"(state {gatherer.state!r})"
+        )
+    connection._transport_policy = TransportPolicy.RELAY
+
+
+def nominated_pairs(transport: RTCIceTransport) -> list[tuple[Candidate, Candidate]]:
+    """Return the ``(local, remote)`` candidates of each nominated (selected) pair.
+
+    aiortc's ``getStats()`` has no candidate-pair statistics, so this is the way to tell
+    whether a connection goes through a relay. Empty before ICE completes.
+
+    Relies on: ``aioice.Connection._nominated`` (a dict component -> ``CandidatePair``) and
+    ``CandidatePair.local_candidate`` / ``remote_candidate``.
+    """
+    nominated: Any = getattr(ice_connection(transport), "_nominated", None)
+    if not isinstance(nominated, dict):
+        raise _missing("aioice.Connection._nominated is not a dict")
+    try:
+        return [
+            (pair.local_candidate, pair.remote_candidate)
+            for _component, pair in sorted(nominated.items())
+        ]
+    except AttributeError as exc:
+        raise _missing("aioice.CandidatePair has no local_candidate/remote_candidate", exc) from exc
+
+
+class _ProbeProtocol(asyncio.DatagramProtocol):
+    """Receives nothing; tells when the TURN allocation is gone."""
+
+    def __init__(self) -> None:
+        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+
+async def allocate_turn(
+    *,
+    server: tuple[str, int],
+    username: str,
+    password: str,
+    transport: str = "udp",
+    ssl: bool = False,
+    timeout: float = 5.0,  # noqa: ASYNC109 - a bound on a probe of several round trips
+) -> tuple[str, int]:
+    """Create a TURN allocation on *server*, delete it, and return the relayed address.
+
+    Raises :class:`~rtckit.errors.TurnAuthError` if the server answers 401 (wrong, forged or expired
+    credentials) and :class:`~rtckit.errors.IceError` for any other failure or after *timeout*.
+
+    Relies on: ``aioice.turn.create_turn_endpoint`` (undocumented submodule; its signature
+    ``(protocol_factory, server_addr, username, password, ..., ssl, transport)``) and
+    ``aioice.stun.TransactionFailed.response.attributes["ERROR-CODE"]``.
+    """
+    try:
+        from aioice import stun, turn
+    except ImportError as exc:  # pragma: no cover - depends on the installed aioice
+        raise _missing("aioice.turn / aioice.stun cannot be imported", exc) from exc
+    name = f"turn{'s' if ssl else ''}:{server[0]}:{server[1]}?transport={transport}"
+    protocol: _ProbeProtocol | None = None
+
+    def factory() -> _ProbeProtocol:
+        nonlocal protocol
+        protocol = _ProbeProtocol()
+        return protocol
+
+    try:
+        async with asyncio.timeout(timeout):
+            relay_transport, _ = await turn.create_turn_endpoint(
+                factory,
+                server_addr=server,
+                username=username,
+                password=password,
+                ssl=ssl,
+                transport=transport,
+            )
+            relayed: tuple[str, int] = relay_transport.get_extra_info("sockname")
+            relay_transport.close()
+            if protocol is not None:
+                await protocol.closed
+    except stun.TransactionFailed as exc:
+        code, reason = exc.response.attributes.get("ERROR-CODE", (0, "no error code"))
+        if code == 401:
+            raise TurnAuthError(
+                f"TURN server {name} refused the credentials for {username!r}: "
+                f"401 {reason} (wrong, forged or expired)"
+            ) from exc
+        raise IceError(f"TURN server {name} refused the allocation: {code} {reason}") from exc
+    except TimeoutError as exc:
+        raise IceError(f"TURN server {name} did not answer within {timeout} s") from exc
+    except (stun.TransactionError, OSError) as exc:
+        raise IceError(f"TURN server {name} cannot be used: {exc}") from exc
+    return relayed
+
+
+# --- peer sessions: rollback, bundling, restart, nominated pair (peer helper) ---
+
+if TYPE_CHECKING:
+    from aiortc import RTCPeerConnection
+
+    from rtckit.peer.stats import CandidatePairInfo
 
 _PC = "_RTCPeerConnection__"
 _TRANSCEIVER_MID = "_RTCRtpTransceiver__mid"

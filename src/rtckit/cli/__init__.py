@@ -18,7 +18,7 @@ from rtckit.errors import RtcKitError
 __all__ = ["build_parser", "main"]
 
 # One line per sub-command module, in the order ``rtckit --help`` lists them.
-_COMMAND_MODULES: tuple[str, ...] = ("rtckit.cli.signaling",)
+_COMMAND_MODULES: tuple[str, ...] = ("rtckit.cli.signaling", "rtckit.cli.turn")
 
 
 def build_parser() -> argparse.ArgumentParser:
