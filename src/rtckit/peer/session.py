@@ -29,16 +29,16 @@ from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
     RTCDataChannel,
-    RTCIceServer,
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.rtcconfiguration import RTCBundlePolicy, RTCIceTransportPolicy
+from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.sdp import SessionDescription as SdpDescription
 from aiortc.sdp import candidate_from_sdp
 
 from rtckit import _aiortc
 from rtckit.errors import ConfigurationError, NegotiationError, PeerError
+from rtckit.ice import IceConfig
 from rtckit.peer.events import (
     ConnectionReplaced,
     ConnectionStateChanged,
@@ -65,6 +65,7 @@ from rtckit.peer.negotiation import (
 )
 from rtckit.peer.signaller import Candidate, Description, PeerMessage, Restart, Signaller
 from rtckit.peer.stats import Quality, StatsSnapshot, quality_of, snapshot_from_report
+from rtckit.rtcconfig import to_aiortc
 
 __all__ = ["HEARTBEAT_CHANNEL_ID", "HEARTBEAT_LABEL", "DataChannel", "PeerSession", "SessionConfig"]
 
@@ -90,12 +91,12 @@ def _optional_positive(_inst: object, attribute: attrs.Attribute[Any], value: An
 class SessionConfig:
     """How a session connects and watches its connection (all times in seconds).
 
-    ``ice_servers`` is always explicit: the default is *no* server (host candidates only),
-    never aiortc's default public STUN server.
+    ``ice`` is always explicit: the default :class:`~rtckit.ice.IceConfig` has *no* server
+    (host candidates only), never aiortc's default public STUN server. Its relay policy applies
+    to every connection the session makes, replacements included.
     """
 
-    ice_servers: tuple[RTCIceServer, ...] = attrs.field(default=(), converter=tuple)
-    relay_only: bool = False
+    ice: IceConfig = attrs.field(factory=IceConfig)
     heartbeat_interval: float = attrs.field(default=1.0, validator=_positive)
     disconnected_after: float = attrs.field(default=3.0, validator=_positive)
     restart_after: float = attrs.field(default=4.0, validator=_positive)
@@ -105,14 +106,14 @@ class SessionConfig:
     stats_interval: float | None = attrs.field(default=None, validator=_optional_positive)
 
     def rtc_configuration(self) -> RTCConfiguration:
-        """The aiortc configuration: explicit servers, max-bundle, relay policy if asked."""
-        return RTCConfiguration(
-            iceServers=list(self.ice_servers),
-            iceTransportPolicy=(
-                RTCIceTransportPolicy.RELAY if self.relay_only else RTCIceTransportPolicy.ALL
-            ),
-            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
-        )
+        """The aiortc configuration: :func:`rtckit.rtcconfig.to_aiortc` of ``ice``, max-bundle.
+
+        One bundled transport per connection: gathering happens once, and a replacement
+        (see :doc:`/topics/ice-restart`) re-creates one transport only.
+        """
+        configuration = to_aiortc(self.ice)
+        configuration.bundlePolicy = RTCBundlePolicy.MAX_BUNDLE
+        return configuration
 
 
 class DataChannel:
