@@ -123,12 +123,23 @@ class DataChannel:
     flushed when it opens.
     """
 
-    def __init__(self, label: str, *, ordered: bool, max_retransmits: int | None) -> None:
+    def __init__(
+        self,
+        label: str,
+        *,
+        ordered: bool,
+        max_retransmits: int | None,
+        negotiated_id: int | None = None,
+    ) -> None:
         self.label = label
         self.ordered = ordered
         self.max_retransmits = max_retransmits
+        #: Stream id of a pre-negotiated channel (both sides create it), or ``None``.
+        self.negotiated_id = negotiated_id
         self._channel: RTCDataChannel | None = None
         self._buffer: list[str | bytes] = []
+        #: The connection the current underlying channel belongs to.
+        self.bound_to: RTCPeerConnection | None = None
 
     @property
     def is_open(self) -> bool:
@@ -250,10 +261,11 @@ class PeerSession:
             for task in self._tasks:
                 if task is not current:
                     task.cancel()
-            for task in self._tasks:
-                if task is not current:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+            others = [task for task in self._tasks if task is not current]
+            if others:
+                # asyncio.wait, not "suppress(CancelledError)": a cancellation of the task
+                # running close() itself must propagate, not be swallowed.
+                await asyncio.wait(others)
             pc, self._pc = self._pc, None
             if pc is not None:
                 await self._close_pc(pc)
@@ -322,13 +334,27 @@ class PeerSession:
         self._ops.put_nowait(("remove_track", track))
 
     def create_data_channel(
-        self, label: str, *, ordered: bool = True, max_retransmits: int | None = None
+        self,
+        label: str,
+        *,
+        ordered: bool = True,
+        max_retransmits: int | None = None,
+        negotiated_id: int | None = None,
     ) -> DataChannel:
-        """Open a data channel named *label* (unique per session) to the remote side."""
+        """Open a data channel named *label* (unique per session) to the remote side.
+
+        With *negotiated_id*, the channel is pre-negotiated: both sides must create it with
+        the same label and id (ids 1000 and up are reserved for rtckit), and no
+        :class:`~rtckit.peer.events.DataChannelOpened` event is emitted.
+        """
         self._check_open()
         if label == HEARTBEAT_LABEL or label in self._channels:
             raise PeerError(f"data channel label {label!r} is already used")
-        channel = DataChannel(label, ordered=ordered, max_retransmits=max_retransmits)
+        if negotiated_id == HEARTBEAT_CHANNEL_ID:
+            raise PeerError(f"data channel id {negotiated_id} is rtckit's heartbeat")
+        channel = DataChannel(
+            label, ordered=ordered, max_retransmits=max_retransmits, negotiated_id=negotiated_id
+        )
         self._channels[label] = channel
         self._local_labels.append(label)
         self._ops.put_nowait(("channel", channel))
@@ -403,8 +429,9 @@ class PeerSession:
         pc = RTCPeerConnection(self.config.rtc_configuration())
         self._pc = pc
         generation = self._generation
-        for track in self._local_tracks:
-            pc.addTrack(track)
+        # The heartbeat's SCTP transport comes first and is marked bundled, so that every
+        # transceiver created later shares it and is bundled too: aiortc then never "replaces"
+        # (and stops) the one shared transport, whatever m-line order the remote side uses.
         heartbeat = pc.createDataChannel(
             HEARTBEAT_LABEL,
             negotiated=True,
@@ -419,6 +446,8 @@ class PeerSession:
             self._alive()
 
         heartbeat.on("message", on_heartbeat)
+        for track in self._local_tracks:
+            pc.addTrack(track)
         for label in self._local_labels:
             self._open_local_channel(pc, self._channels[label])
 
@@ -437,8 +466,13 @@ class PeerSession:
         self._offer_started = None
 
     def _open_local_channel(self, pc: RTCPeerConnection, wrapper: DataChannel) -> None:
+        wrapper.bound_to = pc
         channel = pc.createDataChannel(
-            wrapper.label, ordered=wrapper.ordered, maxRetransmits=wrapper.max_retransmits
+            wrapper.label,
+            ordered=wrapper.ordered,
+            maxRetransmits=wrapper.max_retransmits,
+            negotiated=wrapper.negotiated_id is not None,
+            id=wrapper.negotiated_id,
         )
         self._watch_channel(wrapper, channel)
 
@@ -558,9 +592,10 @@ class PeerSession:
             ):
                 await self._replace(reason)
         elif kind == "add_track":
-            if arg in self._local_tracks:
+            # idempotent: a replacement since the call may have added it already
+            if arg in self._local_tracks and all(s.track is not arg for s in pc.getSenders()):
                 pc.addTrack(arg)
-                await self._drive(self._negotiator.local_change())
+            await self._drive(self._negotiator.local_change())
         elif kind == "remove_track":
             for transceiver in pc.getTransceivers():
                 if transceiver.sender.track is arg:
@@ -570,7 +605,8 @@ class PeerSession:
                     )
             await self._drive(self._negotiator.local_change())
         elif kind == "channel":
-            self._open_local_channel(pc, arg)
+            if arg.bound_to is not pc:  # a replacement since the call may have opened it
+                self._open_local_channel(pc, arg)
         elif kind == "resume":
             if arg == self._generation:
                 await _aiortc.resume_connect(pc)
