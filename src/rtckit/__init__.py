@@ -34,6 +34,13 @@ from rtckit.errors import (
 )
 from rtckit.ice import IceConfig, IceConfigWarning, IceServer, IceServerUri, IceTransportPolicy
 from rtckit.turn import TurnCredentials, TurnRestAuth
+from rtckit.signaling import (
+    OpenAuth,
+    SignalingClient,
+    SignalingConfig,
+    SignalingServer,
+    TokenAuth,
+)
 
 __version__ = "0.1.0.dev0"
 
@@ -52,12 +59,17 @@ __all__ = [
     "IceTransportPolicy",
     "InternalsError",
     "NegotiationError",
+    "OpenAuth",
     "PeerError",
     "ProtocolError",
     "RoomError",
     "RtcKitError",
+    "SignalingClient",
+    "SignalingConfig",
     "SignalingError",
+    "SignalingServer",
     "SystemComponentError",
+    "TokenAuth",
     "TopologyError",
     "TurnAuthError",
     "TurnCredentials",

@@ -1,6 +1,6 @@
 """Testing kit for rtckit and for applications built on it.
 
-Public API, as :mod:`trio.testing` is for trio: helpers that tests of rtckit itself and tests of
+Public API, as ``trio.testing`` is for trio: helpers that tests of rtckit itself and tests of
 user applications both use (system-component checks, browser launching, the NAT lab, the
 signaling transport conformance suite).
 """
