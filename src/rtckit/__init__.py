@@ -33,7 +33,6 @@ from rtckit.errors import (
     TurnAuthError,
 )
 from rtckit.ice import IceConfig, IceConfigWarning, IceServer, IceServerUri, IceTransportPolicy
-from rtckit.turn import TurnCredentials, TurnRestAuth
 from rtckit.signaling import (
     OpenAuth,
     SignalingClient,
@@ -41,6 +40,7 @@ from rtckit.signaling import (
     SignalingServer,
     TokenAuth,
 )
+from rtckit.turn import TurnCredentials, TurnRestAuth
 
 __version__ = "0.1.0.dev0"
 

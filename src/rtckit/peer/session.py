@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import aiortc
 import attrs
 from aiortc import (
     MediaStreamTrack,
@@ -308,12 +309,12 @@ class PeerSession:
         return self._pc
 
     @property
-    def local_tracks(self) -> Sequence[MediaStreamTrack]:
+    def local_tracks(self) -> Sequence[aiortc.MediaStreamTrack]:
         """The tracks this side sends."""
         return tuple(self._local_tracks)
 
     @property
-    def remote_tracks(self) -> Sequence[MediaStreamTrack]:
+    def remote_tracks(self) -> Sequence[aiortc.MediaStreamTrack]:
         """The tracks the remote side currently sends to this side."""
         return tuple(self._remote_tracks.values())
 

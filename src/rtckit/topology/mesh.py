@@ -170,7 +170,10 @@ class _Link:
 
 
 class MeshRoom:
-    """A mesh room on a joined :class:`~rtckit.signaling.SignalingClient` (see module doc)."""
+    """A mesh room on a joined :class:`~rtckit.signaling.client.SignalingClient`.
+
+    See the module documentation.
+    """
 
     def __init__(self, client: SignalingClient, *, session_config: SessionConfig) -> None:
         self.client = client
@@ -189,7 +192,7 @@ class MeshRoom:
 
     @property
     def topology(self) -> Topology:
-        """Always :attr:`Topology.MESH`."""
+        """Always ``Topology.MESH``."""
         return Topology.MESH
 
     @property
