@@ -104,6 +104,8 @@ class SessionConfig:
     dead_peer_timeout: float = attrs.field(default=30.0, validator=_positive)
     auto_restart: bool = True
     close_timeout: float = attrs.field(default=5.0, validator=_positive)
+    #: Longest wait for STUN/TURN answers while gathering (aioice's own cap is 5 s).
+    gather_timeout: float = attrs.field(default=2.0, validator=_positive)
     stats_interval: float | None = attrs.field(default=None, validator=_optional_positive)
 
     def rtc_configuration(self) -> RTCConfiguration:
@@ -442,6 +444,8 @@ class PeerSession:
         )
         self._heartbeat = heartbeat
         _aiortc.mark_sctp_bundled(pc)
+        # One bundled transport: its gatherer exists now, bound its STUN/TURN wait.
+        _aiortc.bound_gathering(pc, self.config.gather_timeout)
 
         def on_heartbeat(_message: object) -> None:
             self._alive()
