@@ -149,6 +149,18 @@ async def test_three_peers_exchange_data_and_video_then_one_leaves(hub: Signalin
             await log.aclose()
 
 
+async def test_no_task_left_after_the_room_closes(hub: SignalingHub) -> None:
+    before = set(asyncio.all_tasks())
+    async with member(hub, "alice") as (_, alice), member(hub, "bob") as (_, bob):
+        await alice.publish(TestPatternTrack(SMALL))
+        log = RoomLog(bob)
+        await log.wait(lambda events: any(isinstance(e, TrackPublished) for e in events))
+        await log.aclose()
+    await asyncio.sleep(0.1)  # let cancelled aiortc internals finish
+    left = [t.get_name() for t in asyncio.all_tasks() - before if not t.done()]
+    assert [name for name in left if name.startswith(("peer-", "mesh-"))] == []
+
+
 async def test_rejoining_peer_reconnects_to_everyone(hub: SignalingHub) -> None:
     async with member(hub, "alice") as (_, alice), member(hub, "bob") as (_, _bob):
         log = RoomLog(alice)
