@@ -49,11 +49,12 @@ import asyncio
 import concurrent.futures
 import contextlib
 import fractions
+import functools
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
@@ -71,6 +72,7 @@ from rtckit.mcu.video import MAX_PARTICIPANTS, Compositor, CompositorConfig, I42
 
 __all__ = [
     "AUDIO_TIME_BASE",
+    "SCALING_ALGORITHMS",
     "VIDEO_TIME_BASE",
     "EncodedPacket",
     "McuConfig",
@@ -92,6 +94,16 @@ VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
 """Time base of the video packets the engine emits (the RTP clock of VP8)."""
 AUDIO_TIME_BASE = fractions.Fraction(1, SAMPLE_RATE)
 """Time base of the audio packets the engine emits (the RTP clock of Opus)."""
+
+
+SCALING_ALGORITHMS = {
+    "area": "AREA",
+    "bilinear": "BILINEAR",
+    "fast_bilinear": "FAST_BILINEAR",
+    "bicubic": "BICUBIC",
+    "point": "POINT",
+}
+"""Names accepted by :attr:`McuConfig.scaling`, mapped to swscale's interpolation names."""
 
 
 def _positive(_inst: object, attr: attrs.Attribute[float], value: float) -> None:
@@ -120,7 +132,13 @@ class McuConfig:
     video_bitrate: int = attrs.field(default=1_000_000, validator=_positive_int)
     """Target bitrate of the shared VP8 encoder, bits per second."""
     encoder_threads: int = attrs.field(default=1, validator=_positive_int)
-    """libvpx threads of the shared video encoder."""
+    """libvpx threads of the shared video encoder (more than 1 was much slower on a busy
+    2-core machine: see the benchmark page)."""
+    scaling: str = attrs.field(
+        default="area", validator=attrs.validators.in_(tuple(SCALING_ALGORITHMS))
+    )
+    """swscale algorithm for scaling inputs into tiles: ``"area"`` (best for downscaling),
+    ``"bilinear"``, ``"fast_bilinear"``, ``"bicubic"`` or ``"point"`` (fastest, blocky)."""
     mixer: MixerConfig = attrs.field(factory=MixerConfig)
     """Audio mixer settings (speaking gate, limiter)."""
     audio_bitrate: int = attrs.field(default=48000, validator=_positive_int)
@@ -183,6 +201,9 @@ class McuStats:
     """Wall time spent composing, in the worker thread."""
     encode_seconds: float
     """Wall time spent in the VP8 encoder, in the worker thread."""
+    video_input_age_mean: float
+    """Mean age, in seconds, of the input pictures in each composite when it is handed to
+    the viewers (sampling wait + compose + encode): the latency the MCU adds to video."""
     audio_ticks: int
     """20 ms audio clock ticks mixed."""
     audio_ticks_skipped: int
@@ -332,9 +353,19 @@ class OpusStreamEncoder:
         return packets
 
 
-def swscale_tile(frame: av.VideoFrame, width: int, height: int) -> I420Image:
-    """Scale a decoded frame to a tile with swscale (area filter) and wrap it as I420."""
-    out = frame.reformat(width=width, height=height, format="yuv420p", interpolation="AREA")
+def swscale_tile(
+    frame: av.VideoFrame, width: int, height: int, *, scaling: str = "area"
+) -> I420Image:
+    """Scale a decoded frame to a tile with swscale and wrap it as I420.
+
+    ``scaling`` is one of :data:`SCALING_ALGORITHMS`.
+    """
+    out = frame.reformat(
+        width=width,
+        height=height,
+        format="yuv420p",
+        interpolation=SCALING_ALGORITHMS[scaling],
+    )
     return I420Image.from_stacked(out.to_ndarray().astype(np.uint8, copy=False))
 
 
@@ -419,7 +450,8 @@ class McuEngine:
         self.config = config if config is not None else McuConfig()
         self._participants: dict[str, McuParticipant] = {}
         self._compositor: Compositor[str, av.VideoFrame] = Compositor(
-            self.config.video, scaler=swscale_tile
+            self.config.video,
+            scaler=functools.partial(swscale_tile, scaling=self.config.scaling),
         )
         self._mixer: AudioMixer[str] = AudioMixer(self.config.mixer)
         self._video_encoder = Vp8StreamEncoder(
@@ -464,9 +496,8 @@ class McuEngine:
         self._encode_seconds = 0.0
         self._removed_audio_dropped = 0
         self._audio_forget: list[str] = []
-        self.on_video_frame: Callable[[float], None] | None = None
-        """Optional hook called (on the loop) with the tick's scheduled ``loop.time()`` after
-        each composite is distributed; benchmarks use it to measure added latency."""
+        self._age_sum = 0.0
+        self._age_count = 0
 
     # --- lifecycle ---------------------------------------------------------------------------
 
@@ -624,6 +655,7 @@ class McuEngine:
             layout_changes=self._compositor.layout_version,
             compose_seconds=self._compose_seconds,
             encode_seconds=self._encode_seconds,
+            video_input_age_mean=self._age_sum / self._age_count if self._age_count else 0.0,
             audio_ticks=c["audio_ticks"],
             audio_ticks_skipped=c["audio_ticks_skipped"],
             audio_encodes_common=c["audio_encodes_common"],
@@ -730,9 +762,15 @@ class McuEngine:
                 self._keyframe_pending = False
                 self._last_keyframe_at = now
             pts = round((scheduled - start) / VIDEO_TIME_BASE)
+            tiles = self._tiles(now)
+            fed_at = [
+                p.latest_video_at
+                for p, t in zip(self._participants.values(), tiles, strict=True)
+                if t.source is not None
+            ]
             try:
                 packets = await loop.run_in_executor(
-                    self._video_pool, self._compose_and_encode, self._tiles(now), pts, keyframe
+                    self._video_pool, self._compose_and_encode, tiles, pts, keyframe
                 )
             except (ValueError, av.FFmpegError):
                 logger.exception("MCU video compose/encode failed; skipping a frame")
@@ -740,8 +778,9 @@ class McuEngine:
             self._counters["video_ticks"] += 1
             self._counters["video_frames_composed"] += 1
             self._distribute_video(packets)
-            if self.on_video_frame is not None:
-                self.on_video_frame(scheduled)
+            sent_at = loop.time()
+            self._age_sum += sum(sent_at - t for t in fed_at)
+            self._age_count += len(fed_at)
 
     def _distribute_video(self, packets: list[EncodedPacket]) -> None:
         for packet in packets:

@@ -1,0 +1,508 @@
+"""Benchmark of the MCU engine: compose + encode once vs. encode per viewer.
+
+Runs :class:`rtckit.mcu.engine.McuEngine` with N synthetic participants (4, 9, 16) sending
+640x480 at 30 fps and a tone each (everyone "speaking": the worst case for audio), output
+640x480 (and 1280x720) at 30 fps, for a few seconds each, and reports:
+
+* real-time factor: composite frames produced per second / target frame rate;
+* CPU: process CPU time (all threads) per wall second, in cores, and per participant;
+  "incl. decode" adds the cost of decoding every input (VP8 640x480 at 30 fps and Opus at
+  50 packets/s per participant), measured separately in the same run on the same content,
+  because the benchmark feeds decoded frames directly (no network, no RTP);
+* added latency: mean age of the input pictures when their composite is handed to the
+  viewers (sampling wait + compose + encode), from the engine's stats;
+* the same with a naive baseline engine that encodes the composite once *per viewer*.
+
+Every viewer's packets are drained through aiortc's own VP8/Opus packetizer (``pack``), the
+per-viewer work a real sender does before RTP/SRTP.
+
+Run: ``python benchmarks/mcu.py`` (about 2 minutes; ``--quick`` for a short run). Writes
+``docs/topics/mcu-benchmark.rst`` and ``docs/topics/mcu-benchmark.svg``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import fractions
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import attrs
+import av
+import numpy as np
+from aiortc.codecs.opus import OpusDecoder, OpusEncoder
+from aiortc.codecs.vpx import Vp8Decoder, Vp8Encoder
+from aiortc.jitterbuffer import JitterFrame
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT / "src") not in sys.path:
+    sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing rtckit
+
+from rtckit.mcu.engine import (  # noqa: E402
+    SCALING_ALGORITHMS,
+    EncodedPacket,
+    McuConfig,
+    McuEngine,
+    OpusStreamEncoder,
+    Vp8StreamEncoder,
+    swscale_tile,
+)
+from rtckit.mcu.video import (  # noqa: E402
+    Compositor,
+    CompositorConfig,
+    I420Image,
+    Tile,
+    scale_nearest,
+)
+
+IN_W, IN_H, IN_FPS = 640, 480, 30
+CYCLE = 30  # distinct synthetic input frames (one second of motion)
+
+
+def synthetic_frames() -> list[av.VideoFrame]:
+    """One second of a moving test pattern: gradient, textured noise, a moving square."""
+    rng = np.random.default_rng(7)
+    noise = rng.integers(0, 40, size=(IN_H, IN_W + CYCLE * 8), dtype=np.uint8)
+    yy, xx = np.mgrid[0:IN_H, 0:IN_W]
+    frames = []
+    for i in range(CYCLE):
+        img = np.zeros((IN_H, IN_W, 3), dtype=np.uint8)
+        img[..., 0] = (xx * 255 // IN_W).astype(np.uint8)
+        img[..., 1] = (yy * 255 // IN_H).astype(np.uint8)
+        img[..., 2] = 128
+        img = img + noise[:, i * 8 : i * 8 + IN_W, None]
+        x0 = 40 + i * 16
+        img[180:300, x0 : x0 + 120] = (250, 250, 250)
+        frames.append(av.VideoFrame.from_ndarray(img, format="rgb24").reformat(format="yuv420p"))
+    return frames
+
+
+def measure_decode(frames: list[av.VideoFrame]) -> tuple[float, float]:
+    """CPU seconds to decode one 640x480 VP8 frame and one 20 ms Opus packet (aiortc's decoders)."""
+    enc = Vp8StreamEncoder(IN_W, IN_H, bitrate=1_000_000)
+    packets = []
+    for i in range(CYCLE * 3):
+        img = I420Image.from_stacked(frames[i % CYCLE].to_ndarray().astype(np.uint8, copy=False))
+        packets.extend(enc.encode(img, i * 3000))
+    dec = Vp8Decoder()
+    t0 = time.thread_time()
+    for i, p in enumerate(packets):
+        dec.decode(JitterFrame(data=bytes(p), timestamp=i * 3000))
+    vp8 = (time.thread_time() - t0) / len(packets)
+    opus = OpusStreamEncoder(bitrate=48000)
+    tone = np.rint(6000 * np.sin(2 * np.pi * 440 * np.arange(960 * 100) / 48000)).astype(np.int16)
+    opackets = [p for k in range(100) for p in opus.encode(tone[k * 960 : (k + 1) * 960], k)]
+    odec = OpusDecoder()
+    t0 = time.thread_time()
+    for i, p in enumerate(opackets):
+        odec.decode(JitterFrame(data=bytes(p), timestamp=i * 960))
+    return vp8, (time.thread_time() - t0) / len(opackets)
+
+
+def measure_scalers(frames: list[av.VideoFrame]) -> dict[str, float]:
+    """Wall ms to scale a 640x480 frame into a 3x3-grid tile (212x158), per algorithm."""
+    out: dict[str, float] = {}
+    reps = 200
+    for name in SCALING_ALGORITHMS:
+        t0 = time.perf_counter()
+        for i in range(reps):
+            swscale_tile(frames[i % CYCLE], 212, 158, scaling=name)
+        out[f"swscale {name}"] = 1000 * (time.perf_counter() - t0) / reps
+    t0 = time.perf_counter()
+    for i in range(reps):
+        img = I420Image.from_stacked(frames[i % CYCLE].to_ndarray().astype(np.uint8, copy=False))
+        scale_nearest(img, 212, 158)
+    out["numpy nearest (incl. frame to ndarray)"] = 1000 * (time.perf_counter() - t0) / reps
+    return out
+
+
+def measure_encoder_threads(frames: list[av.VideoFrame]) -> dict[int, float]:
+    """Wall ms per 1280x720 VP8 encode of a 9-tile composite, by libvpx thread count."""
+    comp: Compositor[str, av.VideoFrame] = Compositor(
+        CompositorConfig(width=1280, height=720), scaler=swscale_tile
+    )
+    images = [
+        comp.compose([Tile(f"p{k}", f"User {k}", frames[(i + 3 * k) % CYCLE]) for k in range(9)])
+        .stacked()
+        .copy()
+        for i in range(CYCLE)
+    ]
+    out: dict[int, float] = {}
+    for threads in (1, 2):
+        enc = Vp8StreamEncoder(1280, 720, bitrate=1_500_000, threads=threads)
+        t0 = time.perf_counter()
+        for i in range(60):
+            enc.encode(I420Image.from_stacked(images[i % CYCLE]), i * 3000)
+        out[threads] = 1000 * (time.perf_counter() - t0) / 60
+    return out
+
+
+class PerViewerEngine(McuEngine):
+    """Naive baseline: composes once but encodes the composite separately for every viewer."""
+
+    def __init__(self, config: McuConfig) -> None:
+        super().__init__(config)
+        self._encoders: dict[str, Vp8StreamEncoder] = {}
+        self._per_viewer: dict[str, list[EncodedPacket]] = {}
+        self.viewer_encodes = 0
+
+    def _compose_and_encode(
+        self, tiles: list[Tile[str, av.VideoFrame]], pts: int, keyframe: bool
+    ) -> list[EncodedPacket]:
+        t0 = time.perf_counter()
+        image = self._compositor.compose(tiles)
+        t1 = time.perf_counter()
+        out: dict[str, list[EncodedPacket]] = {}
+        for tile in tiles:
+            enc = self._encoders.get(tile.key)
+            if enc is None:
+                cfg = self.config
+                enc = self._encoders[tile.key] = Vp8StreamEncoder(
+                    cfg.video.width, cfg.video.height, bitrate=cfg.video_bitrate
+                )
+            out[tile.key] = enc.encode(image, pts, keyframe=keyframe)
+            self.viewer_encodes += 1
+        self._compose_seconds += t1 - t0
+        self._encode_seconds += time.perf_counter() - t1
+        self._per_viewer = out
+        return next(iter(out.values()), [])
+
+    def _distribute_video(self, packets: list[EncodedPacket]) -> None:
+        for participant in self.participants:
+            for packet in self._per_viewer.get(participant.id, []):
+                participant.video_track.push(packet)
+
+
+@attrs.frozen
+class Result:
+    mode: str
+    participants: int
+    out: str
+    rtf: float
+    cores: float
+    cores_with_decode: float
+    encode_ms: float
+    compose_ms: float
+    age_ms: float
+    video_encodes_per_frame: float
+    audio_encodes_per_tick: float
+
+
+async def drain(track: Any, packer: Any) -> None:
+    with contextlib.suppress(Exception):
+        while True:
+            packer.pack(await track.recv())
+
+
+async def run_case(
+    mode: str,
+    n: int,
+    out_size: tuple[int, int],
+    seconds: float,
+    frames: list[av.VideoFrame],
+    decode_costs: tuple[float, float],
+) -> Result:
+    config = McuConfig(
+        video=CompositorConfig(width=out_size[0], height=out_size[1], labels=True),
+        fps=30.0,
+        video_bitrate=1_500_000 if out_size[0] > 640 else 1_000_000,
+    )
+    engine = McuEngine(config) if mode == "shared" else PerViewerEngine(config)
+    loop = asyncio.get_running_loop()
+    tasks: list[asyncio.Task[None]] = []
+    tone = [
+        np.rint(4000 * np.sin(2 * np.pi * (300 + 110 * k) * np.arange(960) / 48000)).astype(
+            np.int16
+        )
+        for k in range(n)
+    ]
+
+    async def feed_video() -> None:
+        start = loop.time()
+        i = 0
+        while True:
+            await asyncio.sleep(max(0.0, start + i / IN_FPS - loop.time()))
+            now = loop.time()
+            for k in range(n):
+                engine.feed_video(f"p{k}", frames[(i + 3 * k) % CYCLE], at=now)
+            i += 1
+
+    async def feed_audio() -> None:
+        start = loop.time()
+        i = 0
+        while True:
+            await asyncio.sleep(max(0.0, start + i * 0.02 - loop.time()))
+            for k in range(n):
+                frame = av.AudioFrame.from_ndarray(
+                    tone[k].reshape(1, -1), format="s16", layout="mono"
+                )
+                frame.sample_rate = 48000
+                frame.time_base = fractions.Fraction(1, 48000)
+                engine.feed_audio(f"p{k}", frame)
+            i += 1
+
+    async with engine:
+        for k in range(n):
+            p = engine.add_participant(f"p{k}", name=f"User {k}")
+            tasks.append(asyncio.create_task(drain(p.video_track, Vp8Encoder())))
+            tasks.append(asyncio.create_task(drain(p.audio_track, OpusEncoder())))
+        tasks.append(asyncio.create_task(feed_video()))
+        tasks.append(asyncio.create_task(feed_audio()))
+        await asyncio.sleep(1.0)  # warm up
+        s0 = engine.stats()
+        vencodes0 = engine.viewer_encodes if isinstance(engine, PerViewerEngine) else 0
+        c0, w0 = time.process_time(), time.perf_counter()
+        await asyncio.sleep(seconds)
+        c1, w1 = time.process_time(), time.perf_counter()
+        s1 = engine.stats()
+        vencodes1 = engine.viewer_encodes if isinstance(engine, PerViewerEngine) else 0
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+    wall = w1 - w0
+    frames_out = s1.video_frames_composed - s0.video_frames_composed
+    cores = (c1 - c0) / wall
+    vp8_dec, opus_dec = decode_costs
+    decode_cores = n * (IN_FPS * vp8_dec + 50 * opus_dec)
+    encodes = s1.video_encodes - s0.video_encodes if mode == "shared" else vencodes1 - vencodes0
+    ticks = s1.audio_ticks - s0.audio_ticks
+    audio_encodes = (s1.audio_encodes_common - s0.audio_encodes_common) + (
+        s1.audio_encodes_private - s0.audio_encodes_private
+    )
+    return Result(
+        mode=mode,
+        participants=n,
+        out=f"{out_size[0]}x{out_size[1]}",
+        rtf=frames_out / (wall * config.fps),
+        cores=cores,
+        cores_with_decode=cores + decode_cores,
+        encode_ms=1000 * (s1.encode_seconds - s0.encode_seconds) / max(frames_out, 1),
+        compose_ms=1000 * (s1.compose_seconds - s0.compose_seconds) / max(frames_out, 1),
+        age_ms=1000 * s1.video_input_age_mean,
+        video_encodes_per_frame=encodes / max(frames_out, 1),
+        audio_encodes_per_tick=audio_encodes / max(ticks, 1),
+    )
+
+
+def svg_chart(results: list[Result], path: Path) -> None:
+    """A small bar chart (no plotting dependency): real-time factor per case and mode."""
+    cases = [r for r in results if r.mode == "shared"]
+    width, height, left, bottom, top = 720, 300, 60, 50, 20
+    plot_h = height - bottom - top
+    group_w = (width - left - 20) / max(len(cases), 1)
+    bar_w = group_w / 3
+    ymax = 1.2
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        'font-family="sans-serif" font-size="11">',
+        f'<rect width="{width}" height="{height}" fill="white"/>',
+    ]
+    for tick in (0.0, 0.25, 0.5, 0.75, 1.0):
+        y = top + plot_h * (1 - tick / ymax)
+        parts.append(
+            f'<line x1="{left}" y1="{y:.1f}" x2="{width - 20}" y2="{y:.1f}" '
+            f'stroke="{"#c00" if tick == 1.0 else "#ddd"}"/>'
+        )
+        parts.append(f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{tick:.2f}</text>')
+    for i, case in enumerate(cases):
+        x0 = left + i * group_w + bar_w / 2
+        for j, mode in enumerate(("shared", "per-viewer")):
+            match = [
+                r
+                for r in results
+                if r.mode == mode and r.participants == case.participants and r.out == case.out
+            ]
+            if not match:
+                continue
+            rtf = min(match[0].rtf, ymax)
+            h = plot_h * rtf / ymax
+            colour = "#2a7ab0" if mode == "shared" else "#d98c2b"
+            parts.append(
+                f'<rect x="{x0 + j * bar_w:.1f}" y="{top + plot_h - h:.1f}" '
+                f'width="{bar_w - 2:.1f}" height="{h:.1f}" fill="{colour}"/>'
+            )
+        parts.append(
+            f'<text x="{x0 + bar_w:.1f}" y="{height - bottom + 16}" text-anchor="middle">'
+            f"N={case.participants}</text>"
+        )
+        parts.append(
+            f'<text x="{x0 + bar_w:.1f}" y="{height - bottom + 30}" text-anchor="middle">'
+            f"{case.out}</text>"
+        )
+    parts.append(
+        f'<text x="{left}" y="{height - 4}">real-time factor (1.0 = 30 fps out): '
+        '<tspan fill="#2a7ab0">■ encode once</tspan>  '
+        '<tspan fill="#d98c2b">■ encode per viewer</tspan></text>'
+    )
+    parts.append("</svg>")
+    path.write_text("\n".join(parts) + "\n")
+
+
+def rst_table(
+    results: list[Result],
+    decode_costs: tuple[float, float],
+    seconds: float,
+    scalers: dict[str, float],
+    threads: dict[int, float],
+) -> str:
+    vp8_dec, opus_dec = decode_costs
+    head = (
+        "mode",
+        "N",
+        "output",
+        "RTF",
+        "cores",
+        "cores incl. decode",
+        "per participant",
+        "VP8 encodes / frame",
+        "encode ms / frame",
+        "compose ms / frame",
+        "added latency ms",
+        "Opus encodes / 20 ms",
+    )
+    rows = [
+        (
+            "encode once" if r.mode == "shared" else "per viewer",
+            str(r.participants),
+            r.out,
+            f"{r.rtf:.2f}",
+            f"{r.cores:.2f}",
+            f"{r.cores_with_decode:.2f}",
+            f"{100 * r.cores_with_decode / r.participants:.1f} %",
+            f"{r.video_encodes_per_frame:.2f}",
+            f"{r.encode_ms:.1f}",
+            f"{r.compose_ms:.1f}",
+            f"{r.age_ms:.0f}",
+            f"{r.audio_encodes_per_tick:.1f}",
+        )
+        for r in results
+    ]
+    lines = [
+        "MCU benchmark results",
+        "=====================",
+        "",
+        "Latest run of ``python benchmarks/mcu.py`` (generated file: do not edit by hand).",
+        f"Machine: {platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}, "
+        f"PyAV {av.__version__}; {seconds:.0f} s measured per case after 1 s warm-up. "
+        "Inputs: 640x480 at 30 fps per participant (moving textured pattern), every "
+        "participant sending a tone (all speaking); output at 30 fps.",
+        "",
+        f"Decode cost measured in the same run and added in *cores incl. decode*: VP8 640x480 "
+        f"{1000 * vp8_dec:.2f} ms per frame, Opus {1000 * opus_dec:.3f} ms per 20 ms packet "
+        "(aiortc's decoders, one thread).",
+        "",
+        ".. image:: mcu-benchmark.svg",
+        "   :alt: real-time factor per case, encode once vs. encode per viewer",
+        "",
+        ".. list-table::",
+        "   :header-rows: 1",
+        "",
+    ]
+    for row in (head, *rows):
+        lines.append("   * - " + row[0])
+        lines.extend(f"     - {cell}" for cell in row[1:])
+    lines.append("")
+    lines.append(
+        "RTF: composite frames produced per second / 30. cores: process CPU seconds per wall "
+        "second (all threads; 2.0 = both cores of this machine). per participant: cores incl. "
+        "decode / N. added latency: mean age of the input pictures when their composite is "
+        "handed to the viewers (sampling wait, compose, encode); the network, aiortc's jitter "
+        "buffer (+1 frame) and the viewer's decode come on top."
+    )
+    lines += [
+        "",
+        "Scaling one 640x480 input into a 212x158 tile (wall ms, same run):",
+        "",
+        ".. list-table::",
+        "   :header-rows: 1",
+        "",
+        "   * - scaler",
+        "     - ms per tile",
+    ]
+    for name, ms in scalers.items():
+        lines += [f"   * - {name}", f"     - {ms:.3f}"]
+    lines += [
+        "",
+        "libvpx threads, 1280x720 composite of 9 tiles (wall ms per encode, same run): "
+        + ", ".join(f"{t} thread(s): {ms:.1f} ms" for t, ms in threads.items())
+        + ".",
+        "",
+        f"Load average when the run ended: {os.getloadavg()[0]:.2f} (other work on the "
+        "machine makes these figures noisy; compare rows of the same run).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _cpus() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 s per case, 640x480 only")
+    parser.add_argument("--seconds", type=float, default=None, help="measured seconds per case")
+    parser.add_argument("--no-write", action="store_true", help="do not write the docs page")
+    args = parser.parse_args()
+    seconds = args.seconds or (2.0 if args.quick else 5.0)
+    sizes = [(640, 480)] if args.quick else [(640, 480), (1280, 720)]
+    frames = synthetic_frames()
+    decode_costs = measure_decode(frames)
+    print(
+        f"decode: VP8 640x480 {1000 * decode_costs[0]:.2f} ms/frame, "
+        f"Opus {1000 * decode_costs[1]:.3f} ms/packet"
+    )
+    scalers = measure_scalers(frames)
+    threads = measure_encoder_threads(frames)
+    print("scalers (ms per tile):", {k: round(v, 3) for k, v in scalers.items()})
+    print("1280x720 encode ms by libvpx threads:", {k: round(v, 1) for k, v in threads.items()})
+    results: list[Result] = []
+    for size in sizes:
+        for n in (4, 9, 16):
+            if size[0] > 640 and n == 4:
+                continue
+            for mode in ("shared", "per-viewer"):
+                r = await run_case(mode, n, size, seconds, frames, decode_costs)
+                results.append(r)
+                print(
+                    f"{r.mode:>10} N={n:2d} {r.out:>9}: RTF {r.rtf:.2f}, "
+                    f"{r.cores:.2f} cores ({r.cores_with_decode:.2f} incl. decode, "
+                    f"{100 * r.cores_with_decode / n:.1f}% per participant), "
+                    f"encodes/frame {r.video_encodes_per_frame:.2f}, "
+                    f"encode {r.encode_ms:.1f} ms, compose {r.compose_ms:.1f} ms, "
+                    f"latency {r.age_ms:.0f} ms, opus/tick {r.audio_encodes_per_tick:.1f}",
+                    flush=True,
+                )
+    for shared in (r for r in results if r.mode == "shared"):
+        naive = next(
+            r
+            for r in results
+            if r.mode == "per-viewer"
+            and r.participants == shared.participants
+            and r.out == shared.out
+        )
+        print(
+            f"N={shared.participants} {shared.out}: per-viewer encoding costs "
+            f"{naive.encode_ms / max(shared.encode_ms, 1e-9):.1f}x the shared encode per frame; "
+            f"RTF {shared.rtf:.2f} vs {naive.rtf:.2f}"
+        )
+    if not args.no_write:
+        topics = ROOT / "docs" / "topics"
+        (topics / "mcu-benchmark.rst").write_text(
+            rst_table(results, decode_costs, seconds, scalers, threads)
+        )
+        svg_chart(results, topics / "mcu-benchmark.svg")
+        print(f"wrote {topics / 'mcu-benchmark.rst'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
