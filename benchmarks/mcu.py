@@ -63,6 +63,7 @@ from rtckit.mcu.video import (  # noqa: E402
 
 IN_W, IN_H, IN_FPS = 640, 480, 30
 CYCLE = 30  # distinct synthetic input frames (one second of motion)
+LOAD_AT_START = os.getloadavg()[0]
 
 
 def synthetic_frames() -> list[av.VideoFrame]:
@@ -124,7 +125,7 @@ def measure_scalers(frames: list[av.VideoFrame]) -> dict[str, float]:
 
 def measure_encoder_threads(frames: list[av.VideoFrame]) -> dict[int, float]:
     """Wall ms per 1280x720 VP8 encode of a 9-tile composite, by libvpx thread count."""
-    comp: Compositor[str, av.VideoFrame] = Compositor(
+    comp: Compositor[str] = Compositor(
         CompositorConfig(width=1280, height=720), scaler=swscale_tile
     )
     images = [
@@ -153,7 +154,7 @@ class PerViewerEngine(McuEngine):
         self.viewer_encodes = 0
 
     def _compose_and_encode(
-        self, tiles: list[Tile[str, av.VideoFrame]], pts: int, keyframe: bool
+        self, tiles: list[Tile[str]], pts: int, keyframe: bool
     ) -> list[EncodedPacket]:
         t0 = time.perf_counter()
         image = self._compositor.compose(tiles)
@@ -187,6 +188,7 @@ class Result:
     rtf: float
     cores: float
     cores_with_decode: float
+    cpu_ms_per_frame: float
     encode_ms: float
     compose_ms: float
     age_ms: float
@@ -284,6 +286,7 @@ async def run_case(
         rtf=frames_out / (wall * config.fps),
         cores=cores,
         cores_with_decode=cores + decode_cores,
+        cpu_ms_per_frame=1000 * (c1 - c0) / max(frames_out, 1),
         encode_ms=1000 * (s1.encode_seconds - s0.encode_seconds) / max(frames_out, 1),
         compose_ms=1000 * (s1.compose_seconds - s0.compose_seconds) / max(frames_out, 1),
         age_ms=1000 * s1.video_input_age_mean,
@@ -361,6 +364,7 @@ def rst_table(
         "RTF",
         "cores",
         "cores incl. decode",
+        "CPU ms / output frame",
         "per participant",
         "VP8 encodes / frame",
         "encode ms / frame",
@@ -376,6 +380,7 @@ def rst_table(
             f"{r.rtf:.2f}",
             f"{r.cores:.2f}",
             f"{r.cores_with_decode:.2f}",
+            f"{r.cpu_ms_per_frame:.1f}",
             f"{100 * r.cores_with_decode / r.participants:.1f} %",
             f"{r.video_encodes_per_frame:.2f}",
             f"{r.encode_ms:.1f}",
@@ -412,7 +417,10 @@ def rst_table(
     lines.append("")
     lines.append(
         "RTF: composite frames produced per second / 30. cores: process CPU seconds per wall "
-        "second (all threads; 2.0 = both cores of this machine). per participant: cores incl. "
+        "second (all threads; 2.0 = both cores of this machine). CPU ms / output frame: process "
+        "CPU per composite produced (everything: feeding, mixing, composing, encoding, "
+        "packetizing for every viewer), the figure least disturbed by other load on the "
+        "machine. per participant: cores incl. "
         "decode / N. added latency: mean age of the input pictures when their composite is "
         "handed to the viewers (sampling wait, compose, encode); the network, aiortc's jitter "
         "buffer (+1 frame) and the viewer's decode come on top."
@@ -435,7 +443,8 @@ def rst_table(
         + ", ".join(f"{t} thread(s): {ms:.1f} ms" for t, ms in threads.items())
         + ".",
         "",
-        f"Load average when the run ended: {os.getloadavg()[0]:.2f} (other work on the "
+        f"Load average (1 min) when the run started: {LOAD_AT_START:.2f}, when it ended: "
+        f"{os.getloadavg()[0]:.2f} (other work on the "
         "machine makes these figures noisy; compare rows of the same run).",
         "",
     ]
@@ -475,6 +484,7 @@ async def main() -> int:
                 print(
                     f"{r.mode:>10} N={n:2d} {r.out:>9}: RTF {r.rtf:.2f}, "
                     f"{r.cores:.2f} cores ({r.cores_with_decode:.2f} incl. decode, "
+                    f"{r.cpu_ms_per_frame:.1f} CPU ms/frame, "
                     f"{100 * r.cores_with_decode / n:.1f}% per participant), "
                     f"encodes/frame {r.video_encodes_per_frame:.2f}, "
                     f"encode {r.encode_ms:.1f} ms, compose {r.compose_ms:.1f} ms, "

@@ -118,7 +118,7 @@ def test_scale_nearest_and_stacked_roundtrip() -> None:
 
 
 def test_compositor_draws_each_colour_in_its_cell() -> None:
-    comp: Compositor[str, I420Image] = Compositor(
+    comp: Compositor[str] = Compositor(
         CompositorConfig(width=640, height=480, labels=False), scaler=scale_nearest
     )
     tiles = [Tile(f"p{i}", f"P{i}", I420Image.blank(320, 240, c)) for i, c in enumerate(COLOURS)]
@@ -140,7 +140,7 @@ def test_compositor_draws_each_colour_in_its_cell() -> None:
 
 
 def test_layout_changes_on_join_and_leave() -> None:
-    comp: Compositor[str, I420Image] = Compositor(
+    comp: Compositor[str] = Compositor(
         CompositorConfig(width=320, height=240, labels=False), scaler=scale_nearest
     )
     srcs = [I420Image.blank(64, 48, c) for c in COLOURS]
@@ -160,7 +160,7 @@ def test_layout_changes_on_join_and_leave() -> None:
 
 
 def test_placeholder_and_labels_are_drawn() -> None:
-    comp: Compositor[str, I420Image] = Compositor(
+    comp: Compositor[str] = Compositor(
         CompositorConfig(width=640, height=480, labels=True, background=(0, 0, 0)),
         scaler=scale_nearest,
     )

@@ -5,7 +5,7 @@
 * :mod:`rtckit.mcu.engine`: the asyncio engine on aiortc tracks: clocks, shared encoders,
   per-viewer output tracks of pre-encoded packets, stats.
 
-This package imports numpy and PyAV; :mod:`rtckit` never imports it on its own.
+This package imports numpy and PyAV; ``import rtckit`` never imports it.
 """
 
 from __future__ import annotations

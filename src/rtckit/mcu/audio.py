@@ -59,14 +59,11 @@ SAMPLE_RATE = 48000
 """Sample rate of the mixer, in Hz (Opus' native rate)."""
 
 FRAME_SAMPLES = 960
-"""Samples per mixer frame: 20 ms at 48 kHz (one Opus packet)."""
+"""Samples per mixer frame (20 ms at 48 kHz, one Opus packet)."""
 
 _FULL_SCALE = 32767.0
 
-K = TypeVar("K", bound=Hashable)
-
-Int16Array = npt.NDArray[np.int16]
-Float32Array = npt.NDArray[np.float32]
+_K = TypeVar("_K", bound=Hashable)
 
 
 def _db_to_linear(db: float) -> float:
@@ -83,12 +80,12 @@ def dbfs(samples: npt.NDArray[np.integer] | npt.NDArray[np.floating]) -> float:
     return 20.0 * math.log10(rms / _FULL_SCALE)
 
 
-def silence(samples: int = FRAME_SAMPLES) -> Int16Array:
+def silence(samples: int = FRAME_SAMPLES) -> npt.NDArray[np.int16]:
     """A frame of int16 silence."""
     return np.zeros(samples, dtype=np.int16)
 
 
-def soft_clip(x: Float32Array, *, knee: float) -> Float32Array:
+def soft_clip(x: npt.NDArray[np.float32], *, knee: float) -> npt.NDArray[np.float32]:
     """Soft-knee limit of int16-scaled float samples, in place-free form.
 
     Samples with ``|x| <= knee * 32767`` pass unchanged; above the knee, the excess is
@@ -160,7 +157,7 @@ class Limiter:
         self.gain = 1.0
         """Gain applied at the end of the last frame (1.0 = untouched)."""
 
-    def process(self, mix: Float32Array) -> Int16Array:
+    def process(self, mix: npt.NDArray[np.float32]) -> npt.NDArray[np.int16]:
         """Limit one frame of summed samples (float32, int16 scale) to int16."""
         peak = float(np.max(np.abs(mix))) if mix.size else 0.0
         target = 1.0
@@ -183,21 +180,21 @@ class Limiter:
 
 
 @attrs.frozen
-class MixResult(Generic[K]):
+class MixResult(Generic[_K]):
     """The distinct mixes of one frame.
 
     Listeners who are not in :attr:`speakers` (including participants that sent nothing) hear
     :attr:`common`; each speaker hears its own entry in :attr:`mix_minus`.
     """
 
-    common: Int16Array
+    common: npt.NDArray[np.int16]
     """Mix of every speaker."""
-    mix_minus: Mapping[K, Int16Array]
-    """Per speaker: every other speaker, without themselves."""
-    speakers: frozenset[K]
+    mix_minus: Mapping[_K, npt.NDArray[np.int16]]
+    """For each speaker, the mix of every other speaker (without themselves)."""
+    speakers: frozenset[_K]
     """Participants whose audio is in the mix this frame."""
 
-    def for_listener(self, listener: K) -> Int16Array:
+    def for_listener(self, listener: _K) -> npt.NDArray[np.int16]:
         """The samples ``listener`` hears in this frame."""
         own = self.mix_minus.get(listener)
         return self.common if own is None else own
@@ -208,7 +205,7 @@ class MixResult(Generic[K]):
         return 1 + len(self.mix_minus)
 
 
-class AudioMixer(Generic[K]):
+class AudioMixer(Generic[_K]):
     """Mix-minus mixer on fixed-size int16 mono frames.
 
     Call :meth:`mix` once per frame period with the frame of every participant that has one;
@@ -219,16 +216,16 @@ class AudioMixer(Generic[K]):
     def __init__(self, config: MixerConfig | None = None) -> None:
         self.config = config if config is not None else MixerConfig()
         self._gate = _db_to_linear(self.config.gate_dbfs) * _FULL_SCALE
-        self._hangover: dict[K, int] = {}
+        self._hangover: dict[_K, int] = {}
         self._common_limiter = Limiter(self.config)
-        self._limiters: dict[K, Limiter] = {}
+        self._limiters: dict[_K, Limiter] = {}
 
-    def forget(self, participant: K) -> None:
+    def forget(self, participant: _K) -> None:
         """Drop the speaking and limiter state of a participant who left."""
         self._hangover.pop(participant, None)
         self._limiters.pop(participant, None)
 
-    def _is_speaking(self, participant: K, frame: Int16Array | None) -> bool:
+    def _is_speaking(self, participant: _K, frame: npt.NDArray[np.int16] | None) -> bool:
         loud = False
         if frame is not None and frame.size:
             rms = float(np.sqrt(np.mean(np.square(frame, dtype=np.float32))))
@@ -243,7 +240,7 @@ class AudioMixer(Generic[K]):
         self._hangover.pop(participant, None)
         return False
 
-    def mix(self, frames: Mapping[K, Int16Array | None]) -> MixResult[K]:
+    def mix(self, frames: Mapping[_K, npt.NDArray[np.int16] | None]) -> MixResult[_K]:
         """Mix one frame.
 
         ``frames`` maps each participant to its frame (``frame_samples`` int16 mono samples) or
@@ -251,7 +248,7 @@ class AudioMixer(Generic[K]):
         frame of the wrong shape or type.
         """
         n = self.config.frame_samples
-        speakers: dict[K, Int16Array] = {}
+        speakers: dict[_K, npt.NDArray[np.int16]] = {}
         for participant, frame in frames.items():
             if frame is not None and (frame.dtype != np.int16 or frame.shape != (n,)):
                 raise ConfigurationError(
@@ -265,7 +262,7 @@ class AudioMixer(Generic[K]):
         for frame in speakers.values():
             total += frame
         common = self._common_limiter.process(total)
-        mix_minus: dict[K, Int16Array] = {}
+        mix_minus: dict[_K, npt.NDArray[np.int16]] = {}
         for participant, frame in speakers.items():
             limiter = self._limiters.get(participant)
             if limiter is None:
@@ -277,6 +274,6 @@ class AudioMixer(Generic[K]):
                 del self._limiters[participant]
         return MixResult(common=common, mix_minus=mix_minus, speakers=frozenset(speakers))
 
-    def participants_with_state(self) -> Iterable[K]:
+    def participants_with_state(self) -> Iterable[_K]:
         """Participants the mixer currently holds speaking state for."""
         return tuple(self._hangover)

@@ -20,7 +20,7 @@ How it runs
   frame goes to every viewer with no per-viewer encode.
 * **Keyframes on request.** A viewer's video track drops frames until the first keyframe; a
   new viewer, an overflowing viewer queue, or a viewer's RTCP PLI/FIR (hooked through
-  :func:`rtckit._aiortc.on_keyframe_request`) makes the *shared* encoder's next frame a
+  ``rtckit._aiortc.on_keyframe_request``) makes the *shared* encoder's next frame a
   keyframe (at most one forced keyframe per :attr:`McuConfig.keyframe_min_interval`).
 * The output resolution never changes; a join or leave only changes the grid drawn on it, so
   the encoded stream continues without renegotiation.
@@ -126,7 +126,7 @@ class McuConfig:
     """Settings of :class:`McuEngine`."""
 
     video: CompositorConfig = attrs.field(factory=CompositorConfig)
-    """Output canvas: resolution, gaps, labels."""
+    """The output canvas (resolution, gaps, labels)."""
     fps: float = attrs.field(default=15.0, validator=_positive)
     """Output frame rate of the composite."""
     video_bitrate: int = attrs.field(default=1_000_000, validator=_positive_int)
@@ -137,7 +137,7 @@ class McuConfig:
     scaling: str = attrs.field(
         default="area", validator=attrs.validators.in_(tuple(SCALING_ALGORITHMS))
     )
-    """swscale algorithm for scaling inputs into tiles: ``"area"`` (best for downscaling),
+    """The swscale algorithm that scales inputs into tiles, ``"area"`` (best for downscaling),
     ``"bilinear"``, ``"fast_bilinear"``, ``"bicubic"`` or ``"point"`` (fastest, blocky)."""
     mixer: MixerConfig = attrs.field(factory=MixerConfig)
     """Audio mixer settings (speaking gate, limiter)."""
@@ -152,7 +152,7 @@ class McuConfig:
     keyframe_min_interval: float = attrs.field(default=0.25, validator=_non_negative)
     """Least seconds between two forced keyframes; requests in between are deferred."""
     viewer_queue_packets: int = attrs.field(default=8, validator=_positive_int)
-    """Packets queued per viewer before the queue is flushed (video: and a keyframe asked)."""
+    """Packets queued per viewer before the queue is flushed (and, for video, a keyframe asked)."""
     max_participants: int = attrs.field(default=MAX_PARTICIPANTS, validator=_positive_int)
     """Participants the engine accepts (the grid draws at most 16)."""
 
@@ -259,7 +259,10 @@ class PacketTrack(MediaStreamTrack):
         return True
 
     async def recv(self) -> EncodedPacket:
-        """The next packet; raises :class:`MediaStreamError` once the track is stopped."""
+        """The next packet.
+
+        Raises :class:`aiortc.mediastreams.MediaStreamError` once the track is stopped.
+        """
         if self.readyState != "live":
             raise MediaStreamError
         packet = await self._queue.get()
@@ -268,7 +271,7 @@ class PacketTrack(MediaStreamTrack):
         return packet
 
     def stop(self) -> None:
-        """End the track (idempotent); a pending ``recv()`` raises :class:`MediaStreamError`."""
+        """End the track (idempotent); a pending ``recv()`` then raises ``MediaStreamError``."""
         if self.readyState == "live":
             self._queue.put_nowait(None)
         super().stop()
@@ -428,9 +431,9 @@ class McuParticipant:
         self.name = name
         """Display name drawn on its tile."""
         self.video_track = PacketTrack("video", max_queue=config.viewer_queue_packets)
-        """The composite, pre-encoded: send it to this participant."""
+        """The composite, pre-encoded, to send to this participant."""
         self.audio_track = PacketTrack("audio", max_queue=config.viewer_queue_packets)
-        """Everyone else's audio, pre-encoded: send it to this participant."""
+        """The mix of everyone else, pre-encoded, to send to this participant."""
         self.latest_video: av.VideoFrame | None = None
         self.latest_video_at = -math.inf
         self.audio = _AudioInput(config.audio_buffer_frames, config.audio_prebuffer_frames)
@@ -449,7 +452,7 @@ class McuEngine:
     def __init__(self, config: McuConfig | None = None) -> None:
         self.config = config if config is not None else McuConfig()
         self._participants: dict[str, McuParticipant] = {}
-        self._compositor: Compositor[str, av.VideoFrame] = Compositor(
+        self._compositor: Compositor[str] = Compositor(
             self.config.video,
             scaler=functools.partial(swscale_tile, scaling=self.config.scaling),
         )
@@ -712,7 +715,7 @@ class McuEngine:
 
     # --- video clock -------------------------------------------------------------------------
 
-    def _tiles(self, now: float) -> list[Tile[str, av.VideoFrame]]:
+    def _tiles(self, now: float) -> list[Tile[str]]:
         stale = self.config.stale_after
         return [
             Tile(
@@ -724,7 +727,7 @@ class McuEngine:
         ]
 
     def _compose_and_encode(
-        self, tiles: list[Tile[str, av.VideoFrame]], pts: int, keyframe: bool
+        self, tiles: list[Tile[str]], pts: int, keyframe: bool
     ) -> list[EncodedPacket]:
         t0 = time.perf_counter()
         image = self._compositor.compose(tiles)

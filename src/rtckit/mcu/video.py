@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import zlib
 from collections.abc import Callable, Hashable, Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import attrs
 import numpy as np
@@ -49,8 +49,6 @@ __all__ = [
 
 MAX_PARTICIPANTS = 16
 """Largest grid :func:`grid_layout` draws (4x4)."""
-
-U8Array = npt.NDArray[np.uint8]
 
 
 def rgb_to_yuv(r: int, g: int, b: int) -> tuple[int, int, int]:
@@ -86,7 +84,9 @@ class I420Image:
 
     __slots__ = ("_stacked", "height", "u", "v", "width", "y")
 
-    def __init__(self, y: U8Array, u: U8Array, v: U8Array) -> None:
+    def __init__(
+        self, y: npt.NDArray[np.uint8], u: npt.NDArray[np.uint8], v: npt.NDArray[np.uint8]
+    ) -> None:
         h, w = y.shape
         if w % 2 or h % 2 or u.shape != (h // 2, w // 2) or v.shape != (h // 2, w // 2):
             raise ConfigurationError(
@@ -98,7 +98,7 @@ class I420Image:
         self.v = v
         self.width = w
         self.height = h
-        self._stacked: U8Array | None = None
+        self._stacked: npt.NDArray[np.uint8] | None = None
 
     @classmethod
     def blank(cls, width: int, height: int, rgb: tuple[int, int, int] = (0, 0, 0)) -> I420Image:
@@ -118,7 +118,7 @@ class I420Image:
         return img
 
     @classmethod
-    def from_stacked(cls, arr: U8Array) -> I420Image:
+    def from_stacked(cls, arr: npt.NDArray[np.uint8]) -> I420Image:
         """Wrap a PyAV-style ``yuv420p`` ndarray of shape ``(height * 3 // 2, width)``."""
         rows, width = arr.shape
         height = rows * 2 // 3
@@ -135,7 +135,7 @@ class I420Image:
         img._stacked = flat.reshape(rows, width)
         return img
 
-    def stacked(self) -> U8Array:
+    def stacked(self) -> npt.NDArray[np.uint8]:
         """The image as a PyAV ``yuv420p`` ndarray (a view when the image owns one buffer)."""
         if self._stacked is not None:
             return self._stacked
@@ -336,8 +336,7 @@ def initials(name: str, limit: int = 2) -> str:
 
 # --- compositor --------------------------------------------------------------------------------
 
-S = TypeVar("S", bound=TileSource)
-K = TypeVar("K", bound=Hashable)
+_K = TypeVar("_K", bound=Hashable)
 
 
 def _check_size(_inst: object, attr: attrs.Attribute[int], value: int) -> None:
@@ -376,12 +375,12 @@ class CompositorConfig:
 
 
 @attrs.frozen
-class Tile(Generic[K, S]):
+class Tile(Generic[_K]):
     """One participant's cell input: its key, display name and latest picture (or ``None``)."""
 
-    key: K
+    key: _K
     name: str
-    source: S | None
+    source: TileSource | None
 
 
 _DARK_PALETTE: tuple[tuple[int, int, int], ...] = (
@@ -396,11 +395,13 @@ _DARK_PALETTE: tuple[tuple[int, int, int], ...] = (
 )
 
 
-class Compositor(Generic[K, S]):
+class Compositor(Generic[_K]):
     """Draws the grid of tiles onto one reused canvas.
 
-    ``scaler(source, width, height)`` turns a source into an :class:`I420Image` of exactly that
-    size. Scaled tiles are cached per key while the same source object and cell size come back,
+    ``scaler(source, width, height)`` turns a tile's source (whatever the caller puts in
+    ``Tile.source``: an :class:`I420Image` for :func:`scale_nearest`, an ``av.VideoFrame``
+    for the engine's swscale scaler) into an :class:`I420Image` of exactly that size.
+    Scaled tiles are cached per key while the same source object and cell size come back,
     so an input slower than the output frame rate is scaled once per input frame.
     """
 
@@ -408,15 +409,15 @@ class Compositor(Generic[K, S]):
         self,
         config: CompositorConfig | None = None,
         *,
-        scaler: Callable[[S, int, int], I420Image],
+        scaler: Callable[[Any, int, int], I420Image],
     ) -> None:
         self.config = config if config is not None else CompositorConfig()
         self._scaler = scaler
         self._canvas = I420Image.blank(self.config.width, self.config.height)
-        self._scaled: dict[K, tuple[S, Rect, I420Image]] = {}
-        self._placeholders: dict[tuple[K, str, Rect], I420Image] = {}
+        self._scaled: dict[_K, tuple[TileSource, Rect, I420Image]] = {}
+        self._placeholders: dict[tuple[_K, str, Rect], I420Image] = {}
         self._labels: dict[tuple[str, int], npt.NDArray[np.bool_]] = {}
-        self._layout_keys: tuple[K, ...] = ()
+        self._layout_keys: tuple[_K, ...] = ()
         self.layout: tuple[Rect, ...] = ()
         """Cells of the last composed frame, in tile order."""
         self.layout_version = 0
@@ -429,14 +430,14 @@ class Compositor(Generic[K, S]):
         """The output image; overwritten by the next :meth:`compose`."""
         return self._canvas
 
-    def cell_of(self, key: K) -> Rect | None:
+    def cell_of(self, key: _K) -> Rect | None:
         """The cell of a participant in the last composed layout."""
         try:
             return self.layout[self._layout_keys.index(key)]
         except ValueError:
             return None
 
-    def compose(self, tiles: Sequence[Tile[K, S]]) -> I420Image:
+    def compose(self, tiles: Sequence[Tile[_K]]) -> I420Image:
         """Draw ``tiles`` (at most 16) and return the canvas (valid until the next call)."""
         cfg = self.config
         keys = tuple(t.key for t in tiles)
@@ -473,7 +474,7 @@ class Compositor(Generic[K, S]):
     def _label_scale(self, cell: Rect) -> int:
         return max(1, min(3, cell.height // 90))
 
-    def _placeholder(self, key: K, name: str, cell: Rect) -> I420Image:
+    def _placeholder(self, key: _K, name: str, cell: Rect) -> I420Image:
         colour = _DARK_PALETTE[zlib.crc32(repr(key).encode()) % len(_DARK_PALETTE)]
         img = I420Image.blank(cell.width, cell.height, colour)
         text = initials(name or str(key))
