@@ -481,6 +481,7 @@ class McuEngine:
                 "video_ticks",
                 "video_ticks_skipped",
                 "video_frames_composed",
+                "video_encodes",
                 "video_keyframes",
                 "video_keyframe_requests",
                 "video_packets_delivered",
@@ -648,7 +649,7 @@ class McuEngine:
             video_ticks=c["video_ticks"],
             video_ticks_skipped=c["video_ticks_skipped"],
             video_frames_composed=c["video_frames_composed"],
-            video_encodes=self._video_encoder.encodes,
+            video_encodes=c["video_encodes"],
             video_keyframes=c["video_keyframes"],
             video_keyframe_requests=c["video_keyframe_requests"],
             video_packets_delivered=c["video_packets_delivered"],
@@ -780,6 +781,9 @@ class McuEngine:
                 continue
             self._counters["video_ticks"] += 1
             self._counters["video_frames_composed"] += 1
+            # the encoder's own call count, read on the loop so a snapshot never sees an
+            # encode whose frame is still in flight
+            self._counters["video_encodes"] = self._video_encoder.encodes
             self._distribute_video(packets)
             sent_at = loop.time()
             self._age_sum += sum(sent_at - t for t in fed_at)
