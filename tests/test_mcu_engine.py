@@ -9,8 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fractions
+import importlib.util
 import uuid
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import av
@@ -31,6 +33,7 @@ COLOURS = {
 }
 TONES = {"red": 440.0, "green": 660.0, "blue": 880.0, "yellow": 1100.0}
 OUT_W, OUT_H = 320, 240
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "mcu_loopback.py"
 
 
 class ColourTrack(MediaStreamTrack):
@@ -361,3 +364,17 @@ async def test_packet_track_waits_for_keyframe_and_ends() -> None:
         await track.recv()
     with pytest.raises(ConfigurationError):
         PacketTrack("data")
+
+
+async def test_howto_example_runs() -> None:
+    """The program shown in the how-to works (three peers, frames arrive, encode once)."""
+    spec = importlib.util.spec_from_file_location(f"mcu_loopback_{uuid.uuid4().hex}", EXAMPLE)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    async with asyncio.timeout(60):
+        frames, stats = await module.main(seconds=2.0)
+    assert frames > 5
+    assert stats.participants == 3
+    assert stats.video_encodes == stats.video_frames_composed
