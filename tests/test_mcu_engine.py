@@ -92,11 +92,12 @@ class ToneTrack(MediaStreamTrack):
 class Client:
     """One participant: sends its colour and tone, records what the MCU sends back."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, audio: bool = True) -> None:
         self.name = name
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         self.pc.addTrack(ColourTrack(COLOURS[name]))
-        self.pc.addTrack(ToneTrack(TONES[name]))
+        if audio:
+            self.pc.addTrack(ToneTrack(TONES[name]))
         self.received_kinds: list[str] = []
         self.video_frames = 0
         self.latest: np.ndarray | None = None
@@ -129,12 +130,15 @@ class Client:
                 await task
 
 
-async def connect(engine: McuEngine, client: Client) -> RTCPeerConnection:
+async def connect(
+    engine: McuEngine, client: Client, *, pass_offer: bool = False
+) -> RTCPeerConnection:
     """Direct offer/answer between a client and a server-side connection of the engine."""
     server = RTCPeerConnection(RTCConfiguration(iceServers=[]))
-    engine.attach(client.name, server, name=client.name)
     await client.pc.setLocalDescription(await client.pc.createOffer())
-    await server.setRemoteDescription(client.pc.localDescription)
+    offer = client.pc.localDescription
+    engine.attach(client.name, server, name=client.name, offer=offer if pass_offer else None)
+    await server.setRemoteDescription(offer)
     await server.setLocalDescription(await server.createAnswer())
     await client.pc.setRemoteDescription(server.localDescription)
     return server
@@ -190,9 +194,9 @@ async def mcu_room(
     servers: dict[str, RTCPeerConnection] = {}
     async with McuEngine(config) as engine:
         try:
-            for name in names:
+            for i, name in enumerate(names):
                 clients[name] = Client(name)
-                servers[name] = await connect(engine, clients[name])
+                servers[name] = await connect(engine, clients[name], pass_offer=i % 2 == 1)
             yield engine, clients, servers
         finally:
             for client in clients.values():
@@ -285,6 +289,25 @@ async def test_join_and_leave_change_the_layout_and_the_stream_continues() -> No
         )
         assert engine.cell_of("blue") == two_tile
         assert engine.stats().participants == 2
+
+
+async def test_participant_without_audio_gets_video_only() -> None:
+    async with mcu_room(["red"]) as (engine, clients, servers):
+        clients["green"] = Client("green", audio=False)
+        servers["green"] = await connect(engine, clients["green"], pass_offer=True)
+        green = clients["green"]
+        await wait_for(
+            lambda: (
+                shows(green.latest, engine.cell_of("red"), "red")
+                and shows(green.latest, engine.cell_of("green"), "green")
+            ),
+            "the video-only participant to see both tiles",
+        )
+        assert green.received_kinds == ["video"]
+        participant = next(p for p in engine.participants if p.id == "green")
+        assert participant.audio_track.readyState == "ended"
+        assert participant.video_track.readyState == "live"
+        assert engine.stats().viewers == 2
 
 
 async def test_stopped_sender_gets_placeholder() -> None:

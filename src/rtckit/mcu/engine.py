@@ -62,11 +62,11 @@ import attrs
 import av
 import numpy as np
 import numpy.typing as npt
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
 from aiortc.mediastreams import MediaStreamError
 
 from rtckit._aiortc import on_keyframe_request
-from rtckit.errors import ConfigurationError, TopologyError
+from rtckit.errors import ConfigurationError, NegotiationError, TopologyError
 from rtckit.mcu.audio import FRAME_SAMPLES, SAMPLE_RATE, AudioMixer, MixerConfig
 from rtckit.mcu.video import MAX_PARTICIPANTS, Compositor, CompositorConfig, I420Image, Tile
 
@@ -585,16 +585,37 @@ class McuEngine:
         task.add_done_callback(participant.tasks.discard)
 
     def attach(
-        self, participant_id: str, pc: RTCPeerConnection, *, name: str | None = None
+        self,
+        participant_id: str,
+        pc: RTCPeerConnection,
+        *,
+        name: str | None = None,
+        offer: RTCSessionDescription | None = None,
     ) -> McuParticipant:
         """Wire a server-side peer connection to the engine, before its SDP exchange.
 
-        Adds the participant, adds its two outgoing tracks to ``pc`` (VP8 and Opus only),
+        Adds the participant, adds its outgoing tracks to ``pc`` (VP8 and Opus preferred),
         hooks RTCP keyframe requests of the video sender, and feeds every remote track
-        ``pc`` announces to :meth:`add_input`. Works with ``pc`` as offerer or answerer.
+        ``pc`` announces to :meth:`add_input`. Call it before ``pc.createOffer()`` when the
+        server offers, or before ``pc.setRemoteDescription(offer)`` when it answers.
+
+        When ``pc`` answers, pass the participant's ``offer``: outgoing tracks are then added
+        only for the kinds (audio, video) the offer has m-lines for, because aiortc cannot
+        answer an offer that lacks a kind the answerer already added a track for. A kind the
+        participant does not negotiate has its outgoing track ended at once.
         """
+        kinds = {"audio", "video"}
+        if offer is not None:
+            try:
+                parsed = sdp.SessionDescription.parse(offer.sdp)
+            except (ValueError, IndexError) as exc:
+                raise NegotiationError(f"cannot parse the participant's offer: {exc}") from exc
+            kinds = {m.kind for m in parsed.media} & kinds
         participant = self.add_participant(participant_id, name=name)
         for track in (participant.video_track, participant.audio_track):
+            if track.kind not in kinds:
+                track.stop()
+                continue
             sender = pc.addTrack(track)
             self._prefer_codec(pc, sender, "video/VP8" if track.kind == "video" else "audio/opus")
             if track.kind == "video":
@@ -795,6 +816,8 @@ class McuEngine:
                 self._counters["video_keyframes"] += 1
             for participant in self._participants.values():
                 track = participant.video_track
+                if track.readyState != "live":
+                    continue  # this participant does not receive video
                 waiting = track.waiting_for_keyframe
                 if track.push(packet):
                     self._counters["video_packets_delivered"] += 1
@@ -857,6 +880,8 @@ class McuEngine:
             self._counters["audio_encodes_common"] += 1
             self._counters["audio_encodes_private"] += len(private)
             for participant in self._participants.values():
+                if participant.audio_track.readyState != "live":
+                    continue
                 for packet in private.get(participant.id, common):
                     if participant.audio_track.push(packet):
                         self._counters["audio_packets_delivered"] += 1
