@@ -364,27 +364,38 @@ async def test_engine_api_errors_and_idempotent_close() -> None:
 
 
 async def test_packet_track_waits_for_keyframe_and_ends() -> None:
-    track = PacketTrack("video", max_queue=2)
+    starts: list[int] = []
+    track = PacketTrack("video", max_queue=2, on_start=lambda: starts.append(1))
     enc = av.CodecContext.create("libvpx", "w")
     enc.width, enc.height, enc.pix_fmt = 64, 48, "yuv420p"
     enc.time_base = fractions.Fraction(1, 90000)
     packets = []
+    still = np.full((48, 64, 3), 90, dtype=np.uint8)
     for i in range(4):
-        f = av.VideoFrame(64, 48, "yuv420p")
+        f = av.VideoFrame.from_ndarray(still, format="rgb24").reformat(format="yuv420p")
         f.pts = i * 3000
         packets.extend(enc.encode(f))
     key, deltas = packets[0], packets[1:]
     assert key.is_keyframe
-    assert not deltas[0].is_keyframe
+    assert not any(d.is_keyframe for d in deltas)
+    assert not track.push(key)  # nobody pulls yet: nothing is queued
+    first = asyncio.create_task(track.recv())
+    await asyncio.sleep(0)
+    assert track.started
+    assert starts == [1]
     assert not track.push(deltas[0])  # nothing before a keyframe
     assert track.push(key)
+    async with asyncio.timeout(5):
+        assert await first is key
     assert track.push(deltas[0])
-    assert not track.push(deltas[1])  # queue full: flushed, waits for the next keyframe
+    assert track.push(deltas[1])
+    assert not track.push(deltas[2])  # queue full: flushed, waits for the next keyframe
     assert track.waiting_for_keyframe
     track.stop()
     track.stop()
     with pytest.raises(MediaStreamError):
         await track.recv()
+    assert starts == [1]
     with pytest.raises(ConfigurationError):
         PacketTrack("data")
 

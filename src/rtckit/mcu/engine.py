@@ -54,7 +54,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Self, TypeAlias
 
@@ -223,27 +223,40 @@ class McuStats:
 class PacketTrack(MediaStreamTrack):
     """An outgoing track whose ``recv()`` returns pre-encoded ``av.Packet`` objects.
 
-    Fed by the engine; one per participant and kind. A video track holds back everything
-    until the first keyframe, so a viewer always starts on a decodable frame.
+    Fed by the engine; one per participant and kind. Nothing is queued before the first
+    ``recv()`` (aiortc's sender starts pulling once DTLS is up), which calls ``on_start``: the
+    engine uses it to ask the shared encoder for a keyframe exactly when a viewer starts. A
+    video track holds back everything until the first keyframe, so a viewer always starts
+    on a decodable frame.
     """
 
-    def __init__(self, kind: str, *, max_queue: int = 8) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        max_queue: int = 8,
+        on_start: Callable[[], None] | None = None,
+    ) -> None:
         super().__init__()
         if kind not in ("audio", "video"):
             raise ConfigurationError(f"kind must be 'audio' or 'video', got {kind!r}")
         self.kind = kind
         self._queue: asyncio.Queue[EncodedPacket | None] = asyncio.Queue()
         self._max_queue = max_queue
+        self._on_start = on_start
+        self.started = False
+        """True once a consumer called ``recv()``."""
         self.waiting_for_keyframe = kind == "video"
         """True until a keyframe is queued (video only)."""
 
     def push(self, packet: EncodedPacket) -> bool:
-        """Queue ``packet``; returns False if it was dropped (not live, or before a keyframe).
+        """Queue ``packet``; returns False if it was dropped.
 
-        A full queue (the sender is not keeping up) is flushed; a video track then waits
-        for the next keyframe again.
+        Dropped: the track has ended, nobody pulls yet, or (video) no keyframe came yet. A
+        full queue (the sender is not keeping up) is flushed; a video track then waits for
+        the next keyframe again.
         """
-        if self.readyState != "live":
+        if self.readyState != "live" or not self.started:
             return False
         if self.waiting_for_keyframe:
             if not packet.is_keyframe:
@@ -265,6 +278,10 @@ class PacketTrack(MediaStreamTrack):
         """
         if self.readyState != "live":
             raise MediaStreamError
+        if not self.started:
+            self.started = True
+            if self._on_start is not None:
+                self._on_start()
         packet = await self._queue.get()
         if packet is None:
             raise MediaStreamError
@@ -425,12 +442,21 @@ class McuParticipant:
     Created by :meth:`McuEngine.add_participant` or :meth:`McuEngine.attach`.
     """
 
-    def __init__(self, participant_id: str, name: str, config: McuConfig) -> None:
+    def __init__(
+        self,
+        participant_id: str,
+        name: str,
+        config: McuConfig,
+        *,
+        on_video_start: Callable[[], None] | None = None,
+    ) -> None:
         self.id = participant_id
         """The participant's key in the engine."""
         self.name = name
         """Display name drawn on its tile."""
-        self.video_track = PacketTrack("video", max_queue=config.viewer_queue_packets)
+        self.video_track = PacketTrack(
+            "video", max_queue=config.viewer_queue_packets, on_start=on_video_start
+        )
         """The composite, pre-encoded, to send to this participant."""
         self.audio_track = PacketTrack("audio", max_queue=config.viewer_queue_packets)
         """The mix of everyone else, pre-encoded, to send to this participant."""
@@ -564,9 +590,13 @@ class McuEngine:
             raise TopologyError(f"participant {participant_id!r} is already in the MCU")
         if len(self._participants) >= self.config.max_participants:
             raise TopologyError(f"the MCU is full ({self.config.max_participants} participants)")
-        participant = McuParticipant(participant_id, name or participant_id, self.config)
+        participant = McuParticipant(
+            participant_id,
+            name or participant_id,
+            self.config,
+            on_video_start=self.request_keyframe,  # the new viewer starts on a keyframe
+        )
         self._participants[participant_id] = participant
-        self.request_keyframe()  # the new viewer starts on a keyframe
         return participant
 
     def add_input(self, participant_id: str, track: MediaStreamTrack) -> None:
@@ -816,8 +846,8 @@ class McuEngine:
                 self._counters["video_keyframes"] += 1
             for participant in self._participants.values():
                 track = participant.video_track
-                if track.readyState != "live":
-                    continue  # this participant does not receive video
+                if track.readyState != "live" or not track.started:
+                    continue  # this participant does not receive video (yet)
                 waiting = track.waiting_for_keyframe
                 if track.push(packet):
                     self._counters["video_packets_delivered"] += 1
@@ -880,7 +910,7 @@ class McuEngine:
             self._counters["audio_encodes_common"] += 1
             self._counters["audio_encodes_private"] += len(private)
             for participant in self._participants.values():
-                if participant.audio_track.readyState != "live":
+                if not participant.audio_track.started:
                     continue
                 for packet in private.get(participant.id, common):
                     if participant.audio_track.push(packet):
