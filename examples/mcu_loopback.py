@@ -92,9 +92,10 @@ async def main(seconds: float = 3.0) -> tuple[int, McuStats]:
                     client.on(
                         "track", lambda t: readers.append(asyncio.create_task(count_frames(t)))
                     )
-                engine.attach(name, server, name=name)  # before the SDP exchange
                 await client.setLocalDescription(await client.createOffer())
-                await server.setRemoteDescription(client.localDescription)
+                offer = client.localDescription
+                engine.attach(name, server, name=name, offer=offer)  # before the answer
+                await server.setRemoteDescription(offer)
                 await server.setLocalDescription(await server.createAnswer())
                 await client.setRemoteDescription(server.localDescription)
             await asyncio.sleep(seconds)

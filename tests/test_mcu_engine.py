@@ -238,6 +238,7 @@ async def test_four_participants_grid_mix_minus_and_encode_once() -> None:
 
         # encode once: one encoder call per composed frame, delivered to four viewers
         stats = engine.stats()
+        assert stats.elapsed > 0
         assert stats.participants == 4
         assert stats.viewers == 4
         assert stats.video_frames_composed > 10

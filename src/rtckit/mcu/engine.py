@@ -171,6 +171,8 @@ class McuStats:
     while ``video_packets_delivered`` grows with the number of viewers.
     """
 
+    elapsed: float
+    """Seconds since the engine started (divide a counter's change by this one's for rates)."""
     participants: int
     """Participants now in the engine."""
     viewers: int
@@ -499,6 +501,7 @@ class McuEngine:
         )
         self._tasks: list[asyncio.Task[None]] = []
         self._started = False
+        self._started_at = 0.0
         self._closed = False
         self._keyframe_pending = True
         self._last_keyframe_at = -math.inf
@@ -550,6 +553,7 @@ class McuEngine:
         if self._started:
             return
         self._started = True
+        self._started_at = time.monotonic()
         self._tasks = [
             asyncio.create_task(self._video_clock(), name="rtckit-mcu-video-clock"),
             asyncio.create_task(self._audio_clock(), name="rtckit-mcu-audio-clock"),
@@ -695,6 +699,7 @@ class McuEngine:
         """A snapshot of the counters."""
         c = self._counters
         return McuStats(
+            elapsed=time.monotonic() - self._started_at if self._started else 0.0,
             participants=len(self._participants),
             viewers=sum(p.video_track.readyState == "live" for p in self._participants.values()),
             video_ticks=c["video_ticks"],
