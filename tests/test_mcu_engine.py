@@ -22,7 +22,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
 from aiortc.mediastreams import MediaStreamError
 
 from rtckit.errors import ConfigurationError, TopologyError
-from rtckit.mcu.engine import McuConfig, McuEngine, PacketTrack
+from rtckit.mcu.engine import McuConfig, McuEngine, McuParticipant, PacketTrack
 from rtckit.mcu.video import CompositorConfig, rgb_to_yuv
 
 COLOURS = {
@@ -413,3 +413,69 @@ async def test_howto_example_runs() -> None:
     assert frames > 5
     assert stats.participants == 3
     assert stats.video_encodes == stats.video_frames_composed
+
+
+async def test_viewers_share_packets_and_only_speakers_get_their_own_audio() -> None:
+    """Encode once at the object level: non-speakers and every viewer get the same packets."""
+    config = McuConfig(video=CompositorConfig(width=OUT_W, height=OUT_H), fps=15.0)
+    async with McuEngine(config) as engine:
+        people = [engine.add_participant(n) for n in ("a", "b", "c")]
+        got_video: dict[str, list[object]] = {p.id: [] for p in people}
+        got_audio: dict[str, list[tuple[int, object]]] = {p.id: [] for p in people}
+
+        async def pull(p: McuParticipant) -> None:
+            async def video() -> None:
+                while True:
+                    got_video[p.id].append(await p.video_track.recv())
+
+            async def audio() -> None:
+                while True:
+                    packet = await p.audio_track.recv()
+                    assert packet.pts is not None
+                    got_audio[p.id].append((packet.pts, packet))
+
+            with contextlib.suppress(MediaStreamError):
+                await asyncio.gather(video(), audio())
+
+        pullers = [asyncio.create_task(pull(p)) for p in people]
+        frame = av.VideoFrame.from_ndarray(
+            np.full((240, 320, 3), COLOURS["blue"], dtype=np.uint8), format="rgb24"
+        ).reformat(format="yuv420p")
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(20):
+                for i in range(60):  # 1.2 s: "a" talks, "b" and "c" are silent
+                    t = (np.arange(960) + i * 960) / 48000
+                    tone = np.rint(6000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+                    for p, pcm in zip(people, (tone, tone * 0, tone * 0), strict=True):
+                        af = av.AudioFrame.from_ndarray(
+                            pcm.reshape(1, -1), format="s16", layout="mono"
+                        )
+                        af.sample_rate = 48000
+                        engine.feed_audio(p.id, af)
+                        engine.feed_video(p.id, frame, at=loop.time())
+                    await asyncio.sleep(0.02)
+                while min(len(v) for v in got_video.values()) < 5:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+        finally:
+            await engine.aclose()
+            for task in pullers:
+                task.cancel()
+            await asyncio.gather(*pullers, return_exceptions=True)
+
+        stats = engine.stats()
+        # video: one encode per frame, and the viewers got the very same packet objects
+        assert stats.video_encodes == stats.video_frames_composed
+        last = min(len(v) for v in got_video.values())
+        tails = [v[-last:] for v in got_video.values()]
+        assert all(x is y for x, y in zip(tails[0], tails[1], strict=True))
+        assert all(x is y for x, y in zip(tails[0], tails[2], strict=True))
+        # audio: only the speaker has a private stream; b and c share the common packets
+        assert 0 < stats.audio_encodes_private <= stats.audio_ticks
+        b = dict(got_audio["b"])
+        c = dict(got_audio["c"])
+        a = dict(got_audio["a"])
+        common_pts = sorted(set(a) & set(b) & set(c))
+        assert len(common_pts) > 20
+        assert all(b[pts] is c[pts] for pts in common_pts)
+        assert sum(a[pts] is not b[pts] for pts in common_pts) > 20
