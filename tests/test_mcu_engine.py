@@ -161,19 +161,28 @@ def yuv_at(frame: np.ndarray, cell: tuple[int, int, int, int]) -> tuple[float, f
     )
 
 
-def shows(frame: np.ndarray | None, cell: tuple[int, int, int, int] | None, name: str) -> bool:
+def shows_rgb(
+    frame: np.ndarray | None, cell: tuple[int, int, int, int] | None, rgb: tuple[int, int, int]
+) -> bool:
+    """Whether a decoded frame shows colour ``rgb`` in ``cell`` (YUV tolerance for the codec)."""
     if frame is None or cell is None:
         return False
     got = yuv_at(frame, cell)
-    want = rgb_to_yuv(*COLOURS[name])
+    want = rgb_to_yuv(*rgb)
     return all(abs(g - w) <= 20 for g, w in zip(got, want, strict=True))
 
 
-def tone_magnitudes(samples: np.ndarray) -> dict[str, float]:
+def shows(frame: np.ndarray | None, cell: tuple[int, int, int, int] | None, name: str) -> bool:
+    return shows_rgb(frame, cell, COLOURS[name])
+
+
+def tone_magnitudes(samples: np.ndarray, tones: dict[str, float] | None = None) -> dict[str, float]:
+    """FFT magnitude near each tone's frequency (default: the aiortc peers' tones)."""
     windowed = samples * np.hanning(samples.size)
     spectrum = np.abs(np.fft.rfft(windowed))
     freqs = np.fft.rfftfreq(samples.size, 1 / 48000)
-    return {n: float(spectrum[np.abs(freqs - f) <= 5].max()) for n, f in TONES.items()}
+    tones = TONES if tones is None else tones
+    return {n: float(spectrum[np.abs(freqs - f) <= 5].max()) for n, f in tones.items()}
 
 
 async def wait_for(cond: Callable[[], bool], what: str, seconds: float = 20.0) -> None:
