@@ -488,3 +488,28 @@ async def test_viewers_share_packets_and_only_speakers_get_their_own_audio() -> 
         assert len(common_pts) > 20
         assert all(b[pts] is c[pts] for pts in common_pts)
         assert sum(a[pts] is not b[pts] for pts in common_pts) > 20
+
+
+async def test_audio_input_of_any_rate_and_layout_is_resampled() -> None:
+    async with McuEngine() as engine:
+        p = engine.add_participant("a")
+        t = np.arange(320) / 16000
+        pcm16k = np.rint(4000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+        stereo = np.repeat(pcm16k, 2).reshape(1, -1)  # packed s16 stereo, 20 ms at 16 kHz
+        frame = av.AudioFrame.from_ndarray(stereo, format="s16", layout="stereo")
+        frame.sample_rate = 16000
+        for _ in range(5):
+            engine.feed_audio("a", frame)
+        mono48 = av.AudioFrame.from_ndarray(
+            np.zeros((1, 960), dtype=np.int16), format="s16", layout="mono"
+        )
+        mono48.sample_rate = 48000
+        engine.feed_audio("a", mono48)  # rate and layout change mid-stream
+        stats = engine.stats()
+        assert stats.audio_frames_decoded == 6
+        assert stats.input_errors == 0
+        got = p.audio.pop_frame()
+        assert got is not None
+        assert got.dtype == np.int16
+        assert got.shape == (960,)
+        assert np.abs(got).max() > 1000  # the 16 kHz tone, upsampled

@@ -220,6 +220,8 @@ class McuStats:
     """Decoded input audio frames received from remote tracks."""
     audio_samples_dropped: int
     """Input samples dropped because a buffer was full."""
+    input_errors: int
+    """Input frames that could not be used (and were skipped)."""
 
 
 class PacketTrack(MediaStreamTrack):
@@ -522,6 +524,7 @@ class McuEngine:
                 "audio_encodes_private",
                 "audio_packets_delivered",
                 "audio_frames_decoded",
+                "input_errors",
             ),
             0,
         )
@@ -722,6 +725,7 @@ class McuEngine:
             audio_encodes_private=c["audio_encodes_private"],
             audio_packets_delivered=c["audio_packets_delivered"],
             audio_frames_decoded=c["audio_frames_decoded"],
+            input_errors=c["input_errors"],
             audio_samples_dropped=self._removed_audio_dropped
             + sum(p.audio.dropped for p in self._participants.values()),
         )
@@ -745,8 +749,14 @@ class McuEngine:
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await track.recv()
-                if isinstance(frame, av.AudioFrame):
+                if not isinstance(frame, av.AudioFrame):
+                    continue
+                try:
                     self.feed_audio(participant.id, frame)
+                except (ValueError, av.FFmpegError):
+                    # one bad frame must not end the participant's audio
+                    self._counters["input_errors"] += 1
+                    logger.warning("MCU: dropped an audio frame of %s", participant.id)
 
     def feed_video(self, participant_id: str, frame: av.VideoFrame, *, at: float) -> None:
         """Offer a decoded video frame of a participant (``at``: its ``loop.time()``).
@@ -767,7 +777,13 @@ class McuEngine:
             return
         self._counters["audio_frames_decoded"] += 1
         frame.pts = None
-        for out in participant.resampler.resample(frame):
+        try:
+            resampled = participant.resampler.resample(frame)
+        except ValueError:
+            # the input changed rate or layout mid-stream: start a fresh resampler
+            participant.resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+            resampled = participant.resampler.resample(frame)
+        for out in resampled:
             participant.audio.append(out.to_ndarray().reshape(-1).astype(np.int16, copy=False))
 
     # --- video clock -------------------------------------------------------------------------
