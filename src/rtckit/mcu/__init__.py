@@ -11,6 +11,7 @@ This package imports numpy and PyAV; ``import rtckit`` never imports it.
 from __future__ import annotations
 
 from rtckit.mcu.audio import AudioMixer, MixerConfig, MixResult
+from rtckit.mcu.engine import McuConfig, McuEngine, McuParticipant, McuStats, PacketTrack
 from rtckit.mcu.video import Compositor, CompositorConfig, I420Image, Rect, Tile, grid_layout
 
 __all__ = [
@@ -18,8 +19,13 @@ __all__ = [
     "Compositor",
     "CompositorConfig",
     "I420Image",
+    "McuConfig",
+    "McuEngine",
+    "McuParticipant",
+    "McuStats",
     "MixResult",
     "MixerConfig",
+    "PacketTrack",
     "Rect",
     "Tile",
     "grid_layout",
