@@ -320,6 +320,33 @@ async def test_participant_without_audio_gets_video_only() -> None:
         assert engine.stats().viewers == 2
 
 
+async def test_vanished_peer_becomes_placeholder_and_others_continue() -> None:
+    """A participant whose connection dies without leaving: never stalls the others."""
+    async with mcu_room(["red", "green", "blue"]) as (engine, clients, servers):
+        red = clients["red"]
+
+        def everyone() -> bool:
+            return all(shows(red.latest, engine.cell_of(n), n) for n in ("red", "green", "blue"))
+
+        await wait_for(everyone, "the three-tile layout")
+        await clients["blue"].pc.close()  # no remove_participant: the peer just vanishes
+        before = red.video_frames
+        await wait_for(
+            lambda: (
+                not shows(red.latest, engine.cell_of("blue"), "blue")
+                and shows(red.latest, engine.cell_of("green"), "green")
+                and red.video_frames > before + 15
+            ),
+            "a placeholder for blue while red's stream keeps flowing",
+        )
+        assert engine.cell_of("blue") is not None  # still in the grid until it is removed
+        # the server side of the dead connection ended blue's outgoing tracks
+        await servers["blue"].close()
+        blue = next(p for p in engine.participants if p.id == "blue")
+        await wait_for(lambda: blue.video_track.readyState == "ended", "blue's track to end")
+        assert engine.stats().viewers == 2
+
+
 async def test_stopped_sender_gets_placeholder() -> None:
     config = McuConfig(
         video=CompositorConfig(width=OUT_W, height=OUT_H, labels=False),
