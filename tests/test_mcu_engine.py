@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import fractions
 import importlib.util
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -389,9 +390,14 @@ async def test_engine_api_errors_and_idempotent_close() -> None:
             engine.add_participant("c")
         with pytest.raises(TopologyError):
             engine.add_input("zzz", ColourTrack((1, 2, 3)))
+        engine.add_input("a", ColourTrack((1, 2, 3)))
         await engine.remove_participant("b")
         await engine.remove_participant("b")
+        assert any(t.get_name().startswith("rtckit-mcu") for t in asyncio.all_tasks())
     await engine.aclose()
+    # nothing left running: no task, no worker thread
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("rtckit-mcu")]
+    assert not [t for t in threading.enumerate() if t.name.startswith("rtckit-mcu")]
     with pytest.raises(TopologyError):
         engine.add_participant(f"late-{uuid.uuid4().hex[:6]}")
     with pytest.raises(ConfigurationError):
