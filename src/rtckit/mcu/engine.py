@@ -465,10 +465,15 @@ class McuParticipant:
         self.audio_track = PacketTrack("audio", max_queue=config.viewer_queue_packets)
         """The mix of everyone else, pre-encoded, to send to this participant."""
         self.latest_video: av.VideoFrame | None = None
+        """The latest decoded picture received from this participant."""
         self.latest_video_at = -math.inf
+        """``loop.time()`` when :attr:`latest_video` arrived."""
         self.audio = _AudioInput(config.audio_buffer_frames, config.audio_prebuffer_frames)
+        """Engine-internal: buffered input audio (48 kHz mono int16)."""
         self.tasks: set[asyncio.Task[None]] = set()
+        """Engine-internal: the reader tasks of this participant's remote tracks."""
         self.resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+        """Engine-internal: converts input audio to 48 kHz mono int16."""
 
 
 class McuEngine:
