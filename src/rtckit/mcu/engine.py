@@ -469,11 +469,9 @@ class McuParticipant:
         self.latest_video_at = -math.inf
         """``loop.time()`` when :attr:`latest_video` arrived."""
         self.audio = _AudioInput(config.audio_buffer_frames, config.audio_prebuffer_frames)
-        """Engine-internal: buffered input audio (48 kHz mono int16)."""
-        self.tasks: set[asyncio.Task[None]] = set()
-        """Engine-internal: the reader tasks of this participant's remote tracks."""
-        self.resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-        """Engine-internal: converts input audio to 48 kHz mono int16."""
+        """Buffered input audio, 48 kHz mono int16 (used by the engine)."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
 
 
 class McuEngine:
@@ -623,8 +621,8 @@ class McuEngine:
         else:
             raise TopologyError(f"cannot mix a {track.kind!r} track")
         task = asyncio.create_task(coro, name=f"rtckit-mcu-in-{participant_id}-{track.kind}")
-        participant.tasks.add(task)
-        task.add_done_callback(participant.tasks.discard)
+        participant._tasks.add(task)
+        task.add_done_callback(participant._tasks.discard)
 
     def attach(
         self,
@@ -689,7 +687,7 @@ class McuEngine:
             return
         participant.video_track.stop()
         participant.audio_track.stop()
-        tasks = list(participant.tasks)
+        tasks = list(participant._tasks)
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -783,11 +781,13 @@ class McuEngine:
         self._counters["audio_frames_decoded"] += 1
         frame.pts = None
         try:
-            resampled = participant.resampler.resample(frame)
+            resampled = participant._resampler.resample(frame)
         except ValueError:
             # the input changed rate or layout mid-stream: start a fresh resampler
-            participant.resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
-            resampled = participant.resampler.resample(frame)
+            participant._resampler = av.AudioResampler(
+                format="s16", layout="mono", rate=SAMPLE_RATE
+            )
+            resampled = participant._resampler.resample(frame)
         for out in resampled:
             participant.audio.append(out.to_ndarray().reshape(-1).astype(np.int16, copy=False))
 
