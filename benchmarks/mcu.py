@@ -307,6 +307,109 @@ async def measure_e2e(seconds: float) -> tuple[float, float]:
     return 1000 * float(np.median(direct)), 1000 * float(np.median(via_mcu))
 
 
+class BeepTrack(MediaStreamTrack):
+    """A microphone that plays a 660 Hz tone for ``period`` s, then silence, and so on."""
+
+    kind = "audio"
+
+    def __init__(self, period: float = 0.5) -> None:
+        super().__init__()
+        self._period = period
+        self._n = 0
+        self._start: float | None = None
+        self._on = False
+        self.onsets: list[float] = []
+        """``loop.time()`` at which the first loud frame of each beep was handed to aiortc."""
+
+    async def recv(self) -> av.AudioFrame:
+        loop = asyncio.get_running_loop()
+        if self._start is None:
+            self._start = loop.time()
+        await asyncio.sleep(max(0.0, self._start + self._n * 0.02 - loop.time()))
+        on = int((loop.time() - self._start) / self._period) % 2 == 1
+        if on and not self._on:
+            self.onsets.append(loop.time())
+        self._on = on
+        t = (np.arange(960) + self._n * 960) / 48000
+        pcm = np.rint((6000 if on else 0) * np.sin(2 * np.pi * 660 * t)).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = 48000
+        frame.pts = self._n * 960
+        frame.time_base = fractions.Fraction(1, 48000)
+        self._n += 1
+        return frame
+
+
+async def _listen(track: MediaStreamTrack, heard: list[tuple[float, bool]]) -> None:
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(MediaStreamError):
+        while True:
+            frame = await track.recv()
+            if isinstance(frame, av.AudioFrame):
+                pcm = frame.to_ndarray().astype(np.float64)
+                heard.append((loop.time(), float(np.sqrt(np.mean(pcm * pcm))) > 500))
+
+
+def _onset_delays(onsets: list[float], heard: list[tuple[float, bool]]) -> list[float]:
+    delays = []
+    for t in onsets:
+        later = [at for at, loud in heard if at >= t and loud]
+        if later:
+            delays.append(later[0] - t)
+    return delays
+
+
+async def measure_audio_e2e(seconds: float) -> tuple[float, float]:
+    """Median delay (ms) from a beep's start handed to the sender to the first loud frame a
+    listener decodes: direct peer to peer vs. through the MCU (two participants)."""
+    cfg = RTCConfiguration(iceServers=[])
+    pcs: list[RTCPeerConnection] = []
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        sender, listener = RTCPeerConnection(cfg), RTCPeerConnection(cfg)
+        pcs += [sender, listener]
+        beep = BeepTrack()
+        sender.addTrack(beep)
+        listener.addTransceiver("audio", direction="recvonly")
+        heard: list[tuple[float, bool]] = []
+        listener.on("track", lambda t: tasks.append(asyncio.create_task(_listen(t, heard))))
+        await _pair(listener, sender)
+        await asyncio.sleep(seconds)
+        direct = _onset_delays(beep.onsets, heard)[1:]
+        for pc in pcs:
+            await pc.close()
+        pcs.clear()
+
+        config = McuConfig(video=CompositorConfig(width=320, height=240, labels=False), fps=15.0)
+        async with McuEngine(config) as engine:
+            beep = BeepTrack()
+            heard = []
+            for k in range(2):
+                client, server = RTCPeerConnection(cfg), RTCPeerConnection(cfg)
+                pcs += [client, server]
+                if k == 0:
+                    client.addTrack(beep)
+                else:
+                    client.addTransceiver("audio", direction="recvonly")
+                    client.on(
+                        "track",
+                        lambda t: tasks.append(asyncio.create_task(_listen(t, heard))),
+                    )
+                await client.setLocalDescription(await client.createOffer())
+                engine.attach(f"p{k}", server, offer=client.localDescription)
+                await server.setRemoteDescription(client.localDescription)
+                await server.setLocalDescription(await server.createAnswer())
+                await client.setRemoteDescription(server.localDescription)
+            await asyncio.sleep(seconds)
+            via_mcu = _onset_delays(beep.onsets, heard)[1:]
+    finally:
+        for pc in pcs:
+            await pc.close()
+        for task in tasks:
+            task.cancel()
+    return 1000 * float(np.median(direct)), 1000 * float(np.median(via_mcu))
+
+
 class PerViewerEngine(McuEngine):
     """Naive baseline: composes once but encodes the composite separately for every viewer."""
 
@@ -519,6 +622,7 @@ def rst_table(
     scalers: dict[str, float],
     threads: dict[int, float],
     e2e: tuple[float, float],
+    audio_e2e: tuple[float, float],
 ) -> str:
     vp8_dec, opus_dec = decode_costs
     head = (
@@ -607,7 +711,11 @@ def rst_table(
         f"direct peer to peer **{e2e[0]:.0f} ms**, through the MCU (4 participants, "
         f"640x480 at 30 fps) **{e2e[1]:.0f} ms**, so the MCU adds about "
         f"**{e2e[1] - e2e[0]:.0f} ms** (its receive jitter buffer and decode, sampling, "
-        "compose, encode, a second hop).",
+        "compose, encode, a second hop). Audio, the same way with a beep (from the first "
+        "loud 20 ms frame handed to the sender until the listener decodes a loud frame): "
+        f"direct **{audio_e2e[0]:.0f} ms**, through the MCU **{audio_e2e[1]:.0f} ms** "
+        f"(+{audio_e2e[1] - audio_e2e[0]:.0f} ms: a second jitter buffer and Opus "
+        "decode/encode, the input buffer and the 20 ms mixing clock).",
         "",
         "Scaling one 640x480 input into a 212x158 tile (wall ms, same run):",
         "",
@@ -657,6 +765,8 @@ async def main() -> int:
     print("1280x720 encode ms by libvpx threads:", {k: round(v, 1) for k, v in threads.items()})
     e2e = await measure_e2e(4.0 if args.quick else 8.0)
     print(f"glass-to-glass flip delay, median: direct {e2e[0]:.0f} ms, via MCU {e2e[1]:.0f} ms")
+    audio_e2e = await measure_audio_e2e(4.0 if args.quick else 8.0)
+    print(f"beep onset delay, median: direct {audio_e2e[0]:.0f} ms, via MCU {audio_e2e[1]:.0f} ms")
     results: list[Result] = []
     for size in sizes:
         for n in (4, 9, 16):
@@ -691,7 +801,7 @@ async def main() -> int:
     if not args.no_write:
         topics = ROOT / "docs" / "topics"
         (topics / "mcu-benchmark.rst").write_text(
-            rst_table(results, decode_costs, seconds, scalers, threads, e2e)
+            rst_table(results, decode_costs, seconds, scalers, threads, e2e, audio_e2e)
         )
         svg_chart(results, topics / "mcu-benchmark.svg")
         print(f"wrote {topics / 'mcu-benchmark.rst'}")
