@@ -16,7 +16,8 @@ Runs :class:`rtckit.mcu.engine.McuEngine` with N synthetic participants (4, 9, 1
 Every viewer's packets are drained through aiortc's own VP8/Opus packetizer (``pack``), the
 per-viewer work a real sender does before RTP/SRTP.
 
-Run: ``python benchmarks/mcu.py`` (about 2 minutes; ``--quick`` for a short run). Writes
+Run: ``python benchmarks/mcu.py`` (about 4 minutes; ``--quick`` for a short run; each case is
+run ``--repeat`` times, default 2, and the best run is reported). Writes
 ``docs/topics/mcu-benchmark.rst`` and ``docs/topics/mcu-benchmark.svg``.
 """
 
@@ -431,7 +432,7 @@ class PerViewerEngine(McuEngine):
             if enc is None:
                 cfg = self.config
                 enc = self._encoders[tile.key] = Vp8StreamEncoder(
-                    cfg.video.width, cfg.video.height, bitrate=cfg.video_bitrate
+                    cfg.video.width, cfg.video.height, bitrate=cfg.video_bitrate, fps=cfg.fps
                 )
             out[tile.key] = enc.encode(image, pts, keyframe=keyframe)
             self.viewer_encodes += 1
@@ -455,6 +456,7 @@ class Result:
     cores: float
     cores_with_decode: float
     cpu_ms_per_frame: float
+    cores_needed: float
     encode_ms: float
     compose_ms: float
     age_ms: float
@@ -553,6 +555,7 @@ async def run_case(
         cores=cores,
         cores_with_decode=cores + decode_cores,
         cpu_ms_per_frame=1000 * (c1 - c0) / max(frames_out, 1),
+        cores_needed=config.fps * (c1 - c0) / max(frames_out, 1) + decode_cores,
         encode_ms=1000 * (s1.encode_seconds - s0.encode_seconds) / max(frames_out, 1),
         compose_ms=1000 * (s1.compose_seconds - s0.compose_seconds) / max(frames_out, 1),
         age_ms=1000 * s1.video_input_age_mean,
@@ -623,6 +626,7 @@ def rst_table(
     threads: dict[int, float],
     e2e: tuple[float, float],
     audio_e2e: tuple[float, float],
+    repeat: int,
 ) -> str:
     vp8_dec, opus_dec = decode_costs
     head = (
@@ -633,6 +637,7 @@ def rst_table(
         "cores",
         "cores incl. decode",
         "CPU ms / output frame",
+        "cores needed for 30 fps",
         "per participant",
         "VP8 encodes / frame",
         "encode ms / frame",
@@ -649,6 +654,7 @@ def rst_table(
             f"{r.cores:.2f}",
             f"{r.cores_with_decode:.2f}",
             f"{r.cpu_ms_per_frame:.1f}",
+            f"{r.cores_needed:.2f}",
             f"{100 * r.cores_with_decode / r.participants:.1f} %",
             f"{r.video_encodes_per_frame:.2f}",
             f"{r.encode_ms:.1f}",
@@ -664,7 +670,8 @@ def rst_table(
         "",
         "Latest run of ``python benchmarks/mcu.py`` (generated file: do not edit by hand).",
         f"Machine: {platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}, "
-        f"PyAV {av.__version__}; {seconds:.0f} s measured per case after 1 s warm-up. "
+        f"PyAV {av.__version__}; {seconds:.0f} s measured per case after 1 s warm-up, "
+        f"best of {repeat} runs per case. "
         "Inputs: 640x480 at 30 fps per participant (moving textured pattern), every "
         "participant sending a tone (all speaking); output at 30 fps.",
         "",
@@ -688,17 +695,20 @@ def rst_table(
         "second (all threads; 2.0 = both cores of this machine). CPU ms / output frame: process "
         "CPU per composite produced (everything: feeding, mixing, composing, encoding, "
         "packetizing for every viewer), the figure least disturbed by other load on the "
-        "machine. per participant: cores incl. "
+        "machine. cores needed for 30 fps: CPU ms / output frame x 30 plus the decode cost, "
+        "an estimate of real-time capacity that does not depend on how much CPU other "
+        "processes left us (real time on this machine needs it below 2.0). "
+        "per participant: cores incl. "
         "decode / N. added latency: mean age of the input pictures when their composite is "
         "handed to the viewers (sampling wait, compose, encode); the network, aiortc's jitter "
         "buffer (+1 frame) and the viewer's decode come on top."
     )
     lines += [
         "",
-        "Reading the baseline: while it keeps up (N=4 at 640x480) encoding per viewer costs N "
-        "times the shared encode, as expected. Once it falls behind, its figures get worse "
-        "than N times: the clock skips ticks, the timestamps jump, and libvpx's rate control "
-        "spends the unused bit budget on bigger, slower frames. Either way the engine's own "
+        "Reading the baseline: encoding per viewer costs about N times the shared encode "
+        "while it keeps up; once it falls behind, its figures get worse than N times (many "
+        "encoders thrash the caches of this small machine and compete with everything else "
+        "for the two cores). Either way the engine's own "
         "video encode cost does not depend on the number of viewers (one VP8 encode per "
         "output frame in every row), and its remaining per-viewer cost is packetizing "
         "(aiortc's ``pack``) plus, in a real deployment, SRTP and ``sendto`` per packet "
@@ -750,6 +760,9 @@ async def main() -> int:
     parser.add_argument("--quick", action="store_true", help="2 s per case, 640x480 only")
     parser.add_argument("--seconds", type=float, default=None, help="measured seconds per case")
     parser.add_argument("--no-write", action="store_true", help="do not write the docs page")
+    parser.add_argument(
+        "--repeat", type=int, default=2, help="runs per case; the best one is reported"
+    )
     args = parser.parse_args()
     seconds = args.seconds or (2.0 if args.quick else 5.0)
     sizes = [(640, 480)] if args.quick else [(640, 480), (1280, 720)]
@@ -773,12 +786,18 @@ async def main() -> int:
             if size[0] > 640 and n == 4:
                 continue
             for mode in ("shared", "per-viewer"):
-                r = await run_case(mode, n, size, seconds, frames, decode_costs)
+                runs = [
+                    await run_case(mode, n, size, seconds, frames, decode_costs)
+                    for _ in range(args.repeat)
+                ]
+                # best of the repeats: other processes on a shared machine only slow us down
+                r = max(runs, key=lambda x: (x.rtf, -x.cpu_ms_per_frame))
                 results.append(r)
                 print(
                     f"{r.mode:>10} N={n:2d} {r.out:>9}: RTF {r.rtf:.2f}, "
                     f"{r.cores:.2f} cores ({r.cores_with_decode:.2f} incl. decode, "
                     f"{r.cpu_ms_per_frame:.1f} CPU ms/frame, "
+                    f"{r.cores_needed:.2f} cores needed at 30 fps, "
                     f"{100 * r.cores_with_decode / n:.1f}% per participant), "
                     f"encodes/frame {r.video_encodes_per_frame:.2f}, "
                     f"encode {r.encode_ms:.1f} ms, compose {r.compose_ms:.1f} ms, "
@@ -801,7 +820,7 @@ async def main() -> int:
     if not args.no_write:
         topics = ROOT / "docs" / "topics"
         (topics / "mcu-benchmark.rst").write_text(
-            rst_table(results, decode_costs, seconds, scalers, threads, e2e, audio_e2e)
+            rst_table(results, decode_costs, seconds, scalers, threads, e2e, audio_e2e, args.repeat)
         )
         svg_chart(results, topics / "mcu-benchmark.svg")
         print(f"wrote {topics / 'mcu-benchmark.rst'}")

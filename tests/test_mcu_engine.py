@@ -225,6 +225,7 @@ async def test_four_participants_grid_mix_minus_and_encode_once() -> None:
             )
 
         await wait_for(all_grids, "every client to show the 2x2 grid of colours")
+        steady = engine.stats()  # every viewer is pulling from here on
 
         # audio: record one second at every client
         await asyncio.sleep(0.5)
@@ -251,10 +252,13 @@ async def test_four_participants_grid_mix_minus_and_encode_once() -> None:
         assert stats.elapsed > 0
         assert stats.participants == 4
         assert stats.viewers == 4
-        assert stats.video_frames_composed > 10
         assert stats.video_encodes == stats.video_frames_composed
-        assert stats.video_packets_delivered >= 3 * stats.video_encodes
-        assert stats.video_packets_delivered <= 4 * stats.video_encodes
+        encodes = stats.video_encodes - steady.video_encodes
+        delivered = stats.video_packets_delivered - steady.video_packets_delivered
+        assert encodes > 10
+        # each encoded frame went to the four viewers (a queue flush may drop a few)
+        assert delivered <= 4 * encodes
+        assert delivered >= 3.5 * encodes
         assert stats.video_frames_decoded > 0
         # audio: the common mix once per tick; everyone speaks, so four mix-minus streams
         assert stats.audio_encodes_common == stats.audio_ticks

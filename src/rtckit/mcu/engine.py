@@ -305,7 +305,9 @@ class Vp8StreamEncoder:
     packets suit aiortc's VP8 packetizer and browsers alike.
     """
 
-    def __init__(self, width: int, height: int, *, bitrate: int, threads: int = 1) -> None:
+    def __init__(
+        self, width: int, height: int, *, bitrate: int, threads: int = 1, fps: float = 30.0
+    ) -> None:
         codec = av.CodecContext.create("libvpx", "w")
         codec.width = width
         codec.height = height
@@ -330,13 +332,19 @@ class Vp8StreamEncoder:
         }
         codec.thread_count = threads
         self._codec = codec
+        self._frame_ticks = max(1, round(VIDEO_TIME_BASE.denominator / fps))
         self.encodes = 0
         """Frames encoded."""
 
     def encode(self, image: I420Image, pts: int, *, keyframe: bool = False) -> list[EncodedPacket]:
-        """Encode one image at ``pts`` (in :data:`VIDEO_TIME_BASE`)."""
+        """Encode one image; the packets carry ``pts`` (in :data:`VIDEO_TIME_BASE`).
+
+        libvpx itself sees evenly spaced frames at the nominal frame rate, whatever gaps
+        ``pts`` has: when an overloaded clock skips frames, rate control must not hand the
+        skipped frames' bits (and CPU) to the next one, which would feed the overload.
+        """
         frame = av.VideoFrame.from_ndarray(image.stacked(), format="yuv420p")
-        frame.pts = pts
+        frame.pts = self.encodes * self._frame_ticks
         frame.time_base = VIDEO_TIME_BASE
         if keyframe:
             frame.pict_type = av.video.frame.PictureType.I
@@ -495,6 +503,7 @@ class McuEngine:
             self.config.video.height,
             bitrate=self.config.video_bitrate,
             threads=self.config.encoder_threads,
+            fps=self.config.fps,
         )
         self._common_opus = OpusStreamEncoder(bitrate=self.config.audio_bitrate)
         self._private_opus: dict[str, OpusStreamEncoder] = {}
