@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT / "src") not in sys.path:
     sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing rtckit
 
+from rtckit.mcu.audio import AudioMixer  # noqa: E402
 from rtckit.mcu.engine import (  # noqa: E402
     SCALING_ALGORITHMS,
     EncodedPacket,
@@ -411,6 +412,53 @@ async def measure_audio_e2e(seconds: float) -> tuple[float, float]:
     return 1000 * float(np.median(direct)), 1000 * float(np.median(via_mcu))
 
 
+def measure_audio_mixing(n: int = 16, ticks: int = 150) -> list[tuple[int, float, float, float]]:
+    """CPU per 20 ms tick of mixing + Opus for ``n`` listeners with S speakers.
+
+    Returns (S, shared encodes per tick, shared ms per tick, naive ms per tick): "shared" is
+    the engine's scheme (common mix once, one mix-minus per speaker); "naive" encodes one
+    mix-minus per listener, every tick.
+    """
+    out = []
+    pcm = [
+        np.rint(4000 * np.sin(2 * np.pi * (300 + 50 * k) * np.arange(960 * ticks) / 48000))
+        .astype(np.int16)
+        .reshape(ticks, 960)
+        for k in range(n)
+    ]
+    silent = np.zeros(960, dtype=np.int16)
+    for speakers in (1, 3, n):
+        keys = [f"p{k}" for k in range(n)]
+        mixer: AudioMixer[str] = AudioMixer()
+        common = OpusStreamEncoder(bitrate=48000)
+        private: dict[str, OpusStreamEncoder] = {}
+        encodes = 0
+        t0 = time.thread_time()
+        for i in range(ticks):
+            frames = {k: (pcm[j][i] if j < speakers else silent) for j, k in enumerate(keys)}
+            result = mixer.mix(frames)
+            common.encode(result.common, i * 960)
+            encodes += 1
+            for who, mix in result.mix_minus.items():
+                enc = private.get(who) or private.setdefault(who, OpusStreamEncoder(bitrate=48000))
+                enc.encode(mix, i * 960)
+                encodes += 1
+        shared_ms = 1000 * (time.thread_time() - t0) / ticks
+        naive_enc = {k: OpusStreamEncoder(bitrate=48000) for k in keys}
+        t0 = time.thread_time()
+        for i in range(ticks):
+            frames = {k: (pcm[j][i] if j < speakers else silent) for j, k in enumerate(keys)}
+            total = np.zeros(960, dtype=np.float32)
+            for f in frames.values():
+                total += f
+            for k, f in frames.items():
+                mix = np.clip(total - f, -32768, 32767).astype(np.int16)
+                naive_enc[k].encode(mix, i * 960)
+        naive_ms = 1000 * (time.thread_time() - t0) / ticks
+        out.append((speakers, encodes / ticks, shared_ms, naive_ms))
+    return out
+
+
 class PerViewerEngine(McuEngine):
     """Naive baseline: composes once but encodes the composite separately for every viewer."""
 
@@ -627,6 +675,7 @@ def rst_table(
     e2e: tuple[float, float],
     audio_e2e: tuple[float, float],
     repeat: int,
+    audio_mixing: list[tuple[int, float, float, float]],
 ) -> str:
     vp8_dec, opus_dec = decode_costs
     head = (
@@ -778,6 +827,12 @@ async def main() -> int:
     print("1280x720 encode ms by libvpx threads:", {k: round(v, 1) for k, v in threads.items()})
     e2e = await measure_e2e(4.0 if args.quick else 8.0)
     print(f"glass-to-glass flip delay, median: direct {e2e[0]:.0f} ms, via MCU {e2e[1]:.0f} ms")
+    audio_mixing = measure_audio_mixing()
+    for row in audio_mixing:
+        print(
+            f"audio, 16 listeners, {row[0]} speaking: {row[1]:.0f} Opus encodes/tick, "
+            f"{row[2]:.2f} ms/tick shared vs {row[3]:.2f} ms/tick one encode per listener"
+        )
     audio_e2e = await measure_audio_e2e(4.0 if args.quick else 8.0)
     print(f"beep onset delay, median: direct {audio_e2e[0]:.0f} ms, via MCU {audio_e2e[1]:.0f} ms")
     results: list[Result] = []
