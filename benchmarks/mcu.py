@@ -875,7 +875,17 @@ async def main() -> int:
     if not args.no_write:
         topics = ROOT / "docs" / "topics"
         (topics / "mcu-benchmark.rst").write_text(
-            rst_table(results, decode_costs, seconds, scalers, threads, e2e, audio_e2e, args.repeat)
+            rst_table(
+                results,
+                decode_costs,
+                seconds,
+                scalers,
+                threads,
+                e2e,
+                audio_e2e,
+                args.repeat,
+                audio_mixing,
+            )
         )
         svg_chart(results, topics / "mcu-benchmark.svg")
         print(f"wrote {topics / 'mcu-benchmark.rst'}")
