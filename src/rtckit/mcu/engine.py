@@ -132,8 +132,8 @@ class McuConfig:
     video_bitrate: int = attrs.field(default=1_000_000, validator=_positive_int)
     """Target bitrate of the shared VP8 encoder, bits per second."""
     encoder_threads: int = attrs.field(default=1, validator=_positive_int)
-    """libvpx threads of the shared video encoder (more than 1 was much slower on a busy
-    2-core machine: see the benchmark page)."""
+    """libvpx threads of the shared video encoder. On the busy 2-core benchmark machine, 2
+    threads were sometimes a little faster and often several times slower than 1."""
     scaling: str = attrs.field(
         default="area", validator=attrs.validators.in_(tuple(SCALING_ALGORITHMS))
     )
