@@ -8,9 +8,11 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
+import attrs
 import pytest
 from aiortc import MediaStreamTrack
 
+from rtckit.candidates import CandidatePolicy
 from rtckit.errors import ConfigurationError, PeerError
 from rtckit.peer import (
     ConnectionReplaced,
@@ -24,6 +26,7 @@ from rtckit.peer import (
     TrackRemoved,
 )
 from rtckit.peer.media import PatternConfig, TestPatternTrack, read_frame_counter
+from rtckit.peer.signaller import Description, PeerMessage
 from rtckit.testing import DirectSignaller, peer_pair
 
 E = TypeVar("E")
@@ -267,3 +270,46 @@ async def test_periodic_stats_and_quality_events() -> None:
         assert updates[-1].stats.packets_received > 0
         assert updates[-1].stats.inbound_streams == 1
         await log.aclose()
+
+
+class InjectingSignaller(DirectSignaller):
+    """Adds one extra host candidate line to every description it delivers."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.line = f"a=candidate:9 1 udp 2130706431 {address} 9 typ host"
+
+    async def send(self, message: PeerMessage) -> None:
+        if isinstance(message, Description):
+            sdp = message.sdp.replace("a=end-of-candidates", self.line + "\r\na=end-of-candidates")
+            message = attrs.evolve(message, sdp=sdp)
+        await super().send(message)
+
+
+@pytest.mark.parametrize(
+    ("address", "policy", "kept"),
+    [
+        ("127.0.0.1", CandidatePolicy(), False),
+        ("169.254.169.254", CandidatePolicy(allow_link_local=True), False),
+        ("127.0.0.1", CandidatePolicy(allow_loopback=True), True),
+    ],
+)
+async def test_remote_candidates_follow_the_candidate_policy(
+    address: str, policy: CandidatePolicy, *, kept: bool
+) -> None:
+    """A remote peer cannot make a session probe loopback or cloud metadata."""
+    config = attrs.evolve(FAST, candidate_policy=policy)
+    sig_a, sig_b = InjectingSignaller(address), DirectSignaller()
+    a = PeerSession(sig_a, polite=False, config=config, name="a")
+    b = PeerSession(sig_b, polite=True, config=config, name="b")
+    sig_a.target, sig_b.target = b, a
+    async with a, b:
+        a.create_data_channel("chat")
+        await a.wait_connected()
+        await b.wait_connected()
+        pc = b.peer_connection
+        assert pc is not None
+        assert pc.sctp is not None
+        remote = {(c.ip, c.port) for c in pc.sctp.transport.transport.getRemoteCandidates()}
+        assert remote, "a's own candidates arrive"
+        assert ((address, 9) in remote) is kept

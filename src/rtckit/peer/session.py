@@ -40,6 +40,7 @@ from aiortc.sdp import SessionDescription as SdpDescription
 from aiortc.sdp import candidate_from_sdp
 
 from rtckit import _aiortc
+from rtckit.candidates import CandidatePolicy, filter_sdp_candidates, parse_candidate
 from rtckit.errors import ConfigurationError, NegotiationError, PeerError
 from rtckit.ice import IceConfig
 from rtckit.peer.events import (
@@ -108,6 +109,10 @@ class SessionConfig:
     close_timeout: float = attrs.field(default=5.0, validator=_positive)
     #: Longest wait for STUN/TURN answers while gathering (aioice's own cap is 5 s).
     gather_timeout: float = attrs.field(default=2.0, validator=_positive)
+    #: Which remote candidates may be checked: by default none at loopback, link-local,
+    #: unspecified, multicast or cloud-metadata addresses, so a remote peer cannot make this
+    #: side probe its own internal services. Labs on loopback relax it.
+    candidate_policy: CandidatePolicy = attrs.field(factory=CandidatePolicy)
     stats_interval: float | None = attrs.field(default=None, validator=_optional_positive)
 
     def rtc_configuration(self) -> RTCConfiguration:
@@ -723,7 +728,10 @@ class PeerSession:
             _aiortc.rollback_local_offer(pc)
             negotiator.rolled_back()
         try:
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=message.sdp, type=message.type))
+            sdp, refused = filter_sdp_candidates(message.sdp, self.config.candidate_policy)
+            for ignored, reason in refused:
+                logger.info("%s: ignoring remote candidate %s: %s", self.name, ignored, reason)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=message.type))
         except Exception as exc:
             negotiator.remote_failed(message.type)
             raise NegotiationError(f"cannot apply the remote {message.type}: {exc}") from exc
@@ -744,6 +752,10 @@ class PeerSession:
         try:
             if not text:
                 await pc.addIceCandidate(None)
+                return
+            reason = self.config.candidate_policy.refusal_reason(parse_candidate(text))
+            if reason is not None:
+                logger.info("%s: ignoring remote candidate %r: %s", self.name, text, reason)
                 return
             candidate = candidate_from_sdp(text.removeprefix("candidate:"))
             candidate.sdpMid = message.sdp_mid
