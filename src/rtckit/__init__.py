@@ -34,6 +34,13 @@ from rtckit.errors import (
     TurnAuthError,
 )
 from rtckit.ice import IceConfig, IceConfigWarning, IceServer, IceServerUri, IceTransportPolicy
+from rtckit.signaling import (
+    OpenAuth,
+    SignalingClient,
+    SignalingConfig,
+    SignalingServer,
+    TokenAuth,
+)
 from rtckit.turn import TurnCredentials, TurnRestAuth
 
 __version__ = "0.1.0.dev0"
@@ -53,13 +60,18 @@ __all__ = [
     "IceTransportPolicy",
     "InternalsError",
     "NegotiationError",
+    "OpenAuth",
     "PeerError",
     "ProtocolError",
     "RoomError",
     "RtcKitError",
+    "SignalingClient",
+    "SignalingConfig",
     "SignalingError",
+    "SignalingServer",
     "StunFormatError",
     "SystemComponentError",
+    "TokenAuth",
     "TopologyError",
     "TurnAuthError",
     "TurnCredentials",

@@ -78,7 +78,17 @@ class StunFormatError(RtcKitError, ValueError):
 
 
 class SignalingError(RtcKitError):
-    """Base class of signaling errors."""
+    """Base class of signaling errors.
+
+    :attr:`code` is the wire error code (a :class:`rtckit.signaling.protocol.ErrorCode` value,
+    or a close code for :class:`ConnectionClosedError`) when there is one, else ``None``.
+    """
+
+    code: str | int | None
+
+    def __init__(self, *args: object, code: str | int | None = None) -> None:
+        super().__init__(*args)
+        self.code = code
 
 
 class ProtocolError(SignalingError, ValueError):

@@ -23,6 +23,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "rtckit.cli.turn",
     "rtckit.cli.stun",
     "rtckit.cli.doctor",
+    "rtckit.cli.signaling",
 )
 
 

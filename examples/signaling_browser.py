@@ -1,0 +1,72 @@
+"""Serve a page whose JavaScript joins the room with rtckit.js; a Python peer greets it.
+
+Run it, open http://127.0.0.1:8080/ in two tabs, and type in the box: every tab and the
+Python peer see the messages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiohttp import web
+
+from rtckit.signaling import (
+    AppMessage,
+    OpenAuth,
+    PeerJoined,
+    SignalingClient,
+    SignalingConfig,
+    SignalingServer,
+)
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>rtckit chat</title>
+<input id="text" placeholder="say something"> <pre id="log"></pre>
+<script type="module">
+  import { RtcKitSignaling } from "/ws/rtckit.js";
+  const log = (line) => (document.querySelector("#log").textContent += line + "\\n");
+  const sig = await RtcKitSignaling.connect(`ws://${location.host}/ws`, { room: "lobby" });
+  log(`I am ${sig.peerId}; here: ${[...sig.peers.keys()].join(", ") || "nobody"}`);
+  sig.addEventListener("peer-joined", (e) => log(`${e.detail.peer.id} joined`));
+  sig.addEventListener("peer-left", (e) => log(`${e.detail.peer_id} left`));
+  sig.addEventListener("app", (e) => log(`${e.detail.from}: ${JSON.stringify(e.detail.payload)}`));
+  document.querySelector("#text").addEventListener("change", (e) => {
+    sig.sendApp(null, e.target.value);  // null: to everyone else
+    log(`me: ${e.target.value}`);
+    e.target.value = "";
+  });
+</script>
+"""
+
+
+async def python_peer(url: str) -> None:
+    async with SignalingClient.connect(url, room="lobby", peer_id=None) as peer:
+        async for event in peer:
+            if isinstance(event, PeerJoined):
+                await peer.send_app(event.peer.id, "welcome from Python")
+            elif isinstance(event, AppMessage):
+                print(event.sender, "says", event.payload)
+
+
+async def main(port: int = 8080) -> None:
+    server = SignalingServer(SignalingConfig(auth=OpenAuth()))
+    app = web.Application()
+
+    async def index(_request: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html")
+
+    app.router.add_get("/", index)
+    server.add_routes(app, path="/ws")
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print(f"open http://127.0.0.1:{port}/ in two browser tabs")
+    try:
+        await python_peer(f"ws://127.0.0.1:{port}/ws")
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

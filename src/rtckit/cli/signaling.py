@@ -1,0 +1,141 @@
+"""``rtckit signaling`` (run a standalone signaling server) and ``rtckit token`` (mint a
+development room token)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from typing import Any
+
+from rtckit.errors import ConfigurationError
+from rtckit.signaling.auth import ALL_PERMISSIONS, DEFAULT_PERMISSIONS, OpenAuth, TokenAuth
+from rtckit.signaling.config import TOPOLOGIES, RoomConfig, SignalingConfig
+from rtckit.signaling.server import SignalingServer
+
+__all__ = ["SECRET_ENV", "register"]
+
+#: Environment variable read when ``--secret`` is not given.
+SECRET_ENV = "RTCKIT_SIGNALING_SECRET"  # noqa: S105 - a variable name, not a secret
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``signaling`` and ``token`` sub-commands."""
+    serve = subparsers.add_parser(
+        "signaling",
+        help="run a standalone signaling server",
+        description="Run a WebSocket signaling server. Choose --secret (room tokens) or, "
+        "for local demos only, --open.",
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8765, help="port (8765; 0: any free port)")
+    serve.add_argument("--path", default="/ws", help="WebSocket path (/ws)")
+    mode = serve.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--secret", help=f"HS256 secret verifying room tokens (default: ${SECRET_ENV})"
+    )
+    mode.add_argument(
+        "--open", action="store_true", help="admit everyone without a token (demos only)"
+    )
+    serve.add_argument(
+        "--room",
+        action="append",
+        default=[],
+        metavar="NAME[:TOPOLOGY]",
+        help="declare a room (repeatable); topology mesh, sfu or mcu",
+    )
+    serve.add_argument(
+        "--no-create-rooms",
+        action="store_true",
+        help="refuse joins to rooms not declared with --room",
+    )
+    serve.add_argument("--max-peers", type=int, default=50, help="peers per room (50)")
+    serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        metavar="ORIGIN",
+        help="browser origin allowed to connect (repeatable; '*' for any; default: same origin)",
+    )
+    serve.set_defaults(handler=_serve)
+
+    token = subparsers.add_parser(
+        "token",
+        help="mint a room token for development",
+        description="Print a signed room token (JWT, HS256).",
+    )
+    token.add_argument("--secret", help=f"signing secret (default: ${SECRET_ENV})")
+    token.add_argument("--room", required=True)
+    token.add_argument("--identity", required=True, help="the holder's identity (sub claim)")
+    token.add_argument("--ttl", type=float, default=3600.0, help="validity in seconds (3600)")
+    token.add_argument(
+        "--permissions",
+        nargs="+",
+        default=list(DEFAULT_PERMISSIONS),
+        choices=ALL_PERMISSIONS,
+        help="permissions (default: publish subscribe)",
+    )
+    token.set_defaults(handler=_token)
+
+
+def _secret(args: argparse.Namespace) -> str | None:
+    secret: str | None = args.secret or os.environ.get(SECRET_ENV)
+    return secret
+
+
+def _token(args: argparse.Namespace) -> int:
+    secret = _secret(args)
+    if not secret:
+        raise ConfigurationError(f"give --secret or set ${SECRET_ENV}")
+    auth = TokenAuth(secret=secret)
+    print(
+        auth.mint(
+            room=args.room, identity=args.identity, ttl=args.ttl, permissions=args.permissions
+        )
+    )
+    return 0
+
+
+def build_config(args: argparse.Namespace) -> SignalingConfig:
+    """Return the server configuration the ``signaling`` command line describes."""
+    secret = _secret(args)
+    if args.open:
+        auth: OpenAuth | TokenAuth = OpenAuth()
+    elif secret:
+        auth = TokenAuth(secret=secret)
+    else:
+        raise ConfigurationError(f"give --secret (or ${SECRET_ENV}), or --open for a demo")
+    rooms = []
+    for spec in args.room:
+        name, _, topology = spec.partition(":")
+        if topology and topology not in TOPOLOGIES:
+            raise ConfigurationError(f"--room {spec}: topology must be one of {TOPOLOGIES}")
+        rooms.append(RoomConfig(name=name, topology=topology or "mesh"))
+    return SignalingConfig(
+        auth=auth,
+        rooms=tuple(rooms),
+        create_rooms=not args.no_create_rooms,
+        max_peers_per_room=args.max_peers,
+        allowed_origins=tuple(args.allow_origin),
+    )
+
+
+async def _run(config: SignalingConfig, host: str, port: int, path: str) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    async with SignalingServer(config) as server:
+        await server.listen(host, port, path=path)
+        mode = "open (no tokens)" if isinstance(config.auth, OpenAuth) else "room tokens"
+        print(f"rtckit signaling on {server.url} ({mode})", flush=True)
+        await stop.wait()
+    print("rtckit signaling stopped", file=sys.stderr)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = build_config(args)
+    asyncio.run(_run(config, args.host, args.port, args.path))
+    return 0

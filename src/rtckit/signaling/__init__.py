@@ -1,0 +1,93 @@
+"""rtckit's signaling layer: protocol, room state machine, server, clients, auth.
+
+Layers (each importing only those before it):
+
+* :mod:`~rtckit.signaling.protocol` -- typed messages and the strict JSON codec (pure);
+* :mod:`~rtckit.signaling.auth` -- room tokens (pure, PyJWT);
+* :mod:`~rtckit.signaling.config` -- :class:`SignalingConfig` (pure);
+* :mod:`~rtckit.signaling.state` -- the sans-I/O room/session state machine;
+* :mod:`~rtckit.signaling.hub` -- its asyncio driver; :mod:`~rtckit.signaling.memory` the
+  in-memory transport;
+* :mod:`~rtckit.signaling.server` -- the aiohttp WebSocket server;
+* :mod:`~rtckit.signaling.client` and :mod:`~rtckit.signaling.websocket` -- the Python client.
+
+The names below are the ones most applications need.
+"""
+
+from __future__ import annotations
+
+from rtckit.signaling.auth import Authenticator, Grant, OpenAuth, TokenAuth
+from rtckit.signaling.client import (
+    ClientEvent,
+    Disconnected,
+    Reconnected,
+    ReconnectPolicy,
+    SignalingClient,
+)
+from rtckit.signaling.config import RoomConfig, SignalingConfig
+from rtckit.signaling.hub import SignalingHub
+from rtckit.signaling.memory import MemoryTransport
+from rtckit.signaling.protocol import (
+    PROTOCOL_VERSION,
+    Answer,
+    AppMessage,
+    Candidate,
+    CloseCode,
+    EndOfCandidates,
+    Error,
+    ErrorCode,
+    Offer,
+    PeerInfo,
+    PeerJoined,
+    PeerLeft,
+    Restart,
+    Welcome,
+)
+from rtckit.signaling.server import SignalingServer
+from rtckit.signaling.state import (
+    MessageEvent,
+    PeerJoinedEvent,
+    PeerLeftEvent,
+    RoomClosedEvent,
+    ServerEvent,
+)
+from rtckit.signaling.transport import ClientTransport
+from rtckit.signaling.websocket import WebSocketTransport
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Answer",
+    "AppMessage",
+    "Authenticator",
+    "Candidate",
+    "ClientEvent",
+    "ClientTransport",
+    "CloseCode",
+    "Disconnected",
+    "EndOfCandidates",
+    "Error",
+    "ErrorCode",
+    "Grant",
+    "MemoryTransport",
+    "MessageEvent",
+    "Offer",
+    "OpenAuth",
+    "PeerInfo",
+    "PeerJoined",
+    "PeerJoinedEvent",
+    "PeerLeft",
+    "PeerLeftEvent",
+    "ReconnectPolicy",
+    "Reconnected",
+    "Restart",
+    "RoomClosedEvent",
+    "RoomConfig",
+    "ServerEvent",
+    "SignalingClient",
+    "SignalingConfig",
+    "SignalingHub",
+    "SignalingServer",
+    "TokenAuth",
+    "WebSocketTransport",
+    "Welcome",
+]

@@ -1,0 +1,113 @@
+"""Configuration of the signaling server and its room state machine (pure data)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import attrs
+
+from rtckit.errors import ConfigurationError
+from rtckit.signaling.auth import Authenticator
+from rtckit.signaling.protocol import DEFAULT_MAX_DEPTH, DEFAULT_MAX_SIZE, MAX_ID_LENGTH
+
+__all__ = ["TOPOLOGIES", "RoomConfig", "SignalingConfig"]
+
+#: Topology names a room can declare (carried to clients in ``welcome``).
+TOPOLOGIES: tuple[str, ...] = ("mesh", "sfu", "mcu")
+
+
+def _rooms(value: Iterable[RoomConfig]) -> tuple[RoomConfig, ...]:
+    return tuple(value)
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+_positive = attrs.validators.gt(0)
+_positive_time = attrs.validators.gt(0.0)
+
+
+def _check_name(_instance: object, _attribute: object, value: str) -> None:
+    if not 1 <= len(value) <= MAX_ID_LENGTH:
+        raise ConfigurationError(f"room name must have 1 to {MAX_ID_LENGTH} characters")
+
+
+def _check_topology(_instance: object, _attribute: object, value: str) -> None:
+    if value not in TOPOLOGIES:
+        raise ConfigurationError(f"topology must be one of {TOPOLOGIES}, not {value!r}")
+
+
+def _check_auth(_instance: object, _attribute: object, value: Any) -> None:
+    if not isinstance(value, Authenticator):
+        raise ConfigurationError("auth must be an Authenticator (TokenAuth, OpenAuth...)")
+
+
+@attrs.frozen(kw_only=True)
+class RoomConfig:
+    """A pre-declared room (it exists even when empty)."""
+
+    name: str = attrs.field(validator=_check_name)
+    topology: str = attrs.field(default="mesh", validator=_check_topology)
+    #: Overrides :attr:`SignalingConfig.max_peers_per_room` for this room.
+    max_peers: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive)
+    )
+    #: ``RTCIceServer`` dictionaries sent in ``welcome``; ``None``: the server default.
+    ice_servers: Any = None
+
+
+@attrs.frozen(kw_only=True)
+class SignalingConfig:
+    """Everything the signaling server enforces. ``auth`` has no default on purpose.
+
+    Times are in seconds. With the defaults a peer that vanishes without ``bye`` is removed
+    (others get ``peer-left``) at most ``dead_peer_timeout + resume_window + tick`` = 12.5 s
+    later; a peer whose connection drops cleanly is removed after ``resume_window``.
+    """
+
+    #: Who may join: :class:`~rtckit.signaling.auth.TokenAuth` or, for demos,
+    #: :class:`~rtckit.signaling.auth.OpenAuth`.
+    auth: Authenticator = attrs.field(validator=_check_auth)
+    #: Pre-declared rooms.
+    rooms: tuple[RoomConfig, ...] = attrs.field(default=(), converter=_rooms)
+    #: Create a room when someone joins a name that is not declared.
+    create_rooms: bool = True
+    #: Topology of rooms created on demand.
+    default_topology: str = attrs.field(default="mesh", validator=_check_topology)
+    #: ``RTCIceServer`` dictionaries given to clients in ``welcome`` (JSON list).
+    ice_servers: Any = None
+    max_peers_per_room: int = attrs.field(default=50, validator=_positive)
+    #: Largest message in bytes; the server closes with 1009 above it.
+    max_message_size: int = attrs.field(default=DEFAULT_MAX_SIZE, validator=_positive)
+    max_json_depth: int = attrs.field(default=DEFAULT_MAX_DEPTH, validator=_positive)
+    #: Sustained messages per second per connection; above it: error then close 1008.
+    max_messages_per_second: float = attrs.field(default=100.0, validator=_positive_time)
+    #: Messages a connection may send in a burst above the sustained rate.
+    burst: int = attrs.field(default=200, validator=_positive)
+    #: Seconds a new connection has to send ``hello`` and ``join``/``resume``.
+    handshake_timeout: float = attrs.field(default=10.0, validator=_positive_time)
+    #: Seconds of silence from a client after which the server sends ``ping``.
+    heartbeat_interval: float = attrs.field(default=2.0, validator=_positive_time)
+    #: Seconds of silence after which a connection is considered dead and closed.
+    dead_peer_timeout: float = attrs.field(default=6.0, validator=_positive_time)
+    #: Seconds a session survives without a connection, waiting for ``resume``.
+    resume_window: float = attrs.field(default=6.0, validator=attrs.validators.ge(0.0))
+    #: Unacknowledged messages kept per session; beyond it relays are refused (backlog_full).
+    max_pending: int = attrs.field(default=1024, validator=_positive)
+    #: The server acknowledges a client's messages at least every this many messages.
+    ack_every: int = attrs.field(default=16, validator=_positive)
+    #: Period of the server's timer (heartbeats, timeouts, acks).
+    tick_interval: float = attrs.field(default=0.5, validator=_positive_time)
+    #: Browser origins allowed to connect (``Origin`` header). Empty: same origin as the
+    #: server's ``Host`` only; ``"*"`` allows any. Clients without ``Origin`` are not browsers
+    #: and are always allowed.
+    allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+
+    def __attrs_post_init__(self) -> None:
+        names = [room.name for room in self.rooms]
+        if len(set(names)) != len(names):
+            raise ConfigurationError("two declared rooms have the same name")
+        if self.dead_peer_timeout <= self.heartbeat_interval:
+            raise ConfigurationError("dead_peer_timeout must be longer than heartbeat_interval")

@@ -1,0 +1,187 @@
+"""The asyncio driver of :class:`~rtckit.signaling.state.SignalingState` (no sockets).
+
+A :class:`SignalingHub` owns one state machine, its timer task and the connections attached to
+it. Transports (the aiohttp WebSocket server, the in-memory transport) hand it frames and
+closures; it performs the state machine's actions on them and calls event listeners. It is what
+:class:`~rtckit.signaling.server.SignalingServer` runs, and what in-process participants (an SFU
+or MCU being a member of the room) connect to through
+:class:`~rtckit.signaling.memory.MemoryTransport`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import Callable
+from types import TracebackType
+from typing import Protocol
+
+from rtckit.errors import ConnectionClosedError
+from rtckit.signaling.config import SignalingConfig
+from rtckit.signaling.protocol import Message, PeerInfo, encode
+from rtckit.signaling.state import (
+    Close,
+    ConnectionId,
+    Output,
+    ServerEvent,
+    SignalingState,
+)
+
+__all__ = ["EventListener", "ServerConnection", "SignalingHub"]
+
+logger = logging.getLogger(__name__)
+
+#: A callback receiving every server-side event (called synchronously; must not block).
+EventListener = Callable[[ServerEvent], None]
+
+
+class ServerConnection(Protocol):
+    """The server side of one connection, as a transport gives it to the hub."""
+
+    def send_text(self, text: str) -> None:
+        """Queue *text* (one frame) for sending; must not block."""
+        ...
+
+    def close(self, code: int, reason: str) -> None:
+        """Close the connection with *code*; must not block; idempotent."""
+        ...
+
+
+class SignalingHub:
+    """Run a :class:`SignalingState` under asyncio: timer, connections, listeners.
+
+    Use as an async context manager (or call :meth:`start` and :meth:`aclose`).
+    """
+
+    def __init__(self, config: SignalingConfig) -> None:
+        self.config = config
+        self.state = SignalingState(config)
+        self._connections: dict[ConnectionId, ServerConnection] = {}
+        self._ids = itertools.count(1)
+        self._listeners: list[EventListener] = []
+        self._ticker: asyncio.Task[None] | None = None
+        self._closed = False
+
+    # --- life cycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> SignalingHub:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start the timer task (idempotent)."""
+        if self._closed:
+            raise ConnectionClosedError("this hub is closed")
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(
+                self._tick_loop(), name="rtckit-signaling-tick"
+            )
+
+    async def aclose(self) -> None:
+        """Close every connection (1001) and stop the timer. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._apply(self.state.shutdown(self._now()))
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    # --- listeners -----------------------------------------------------------------------
+
+    def add_listener(self, listener: EventListener) -> Callable[[], None]:
+        """Call *listener* for every server event; return a function that removes it."""
+        self._listeners.append(listener)
+        self.state.message_events = True
+
+        def remove() -> None:
+            if listener in self._listeners:
+                self._listeners.remove(listener)
+            self.state.message_events = bool(self._listeners)
+
+        return remove
+
+    # --- connections ---------------------------------------------------------------------
+
+    def open(self, connection: ServerConnection, *, trusted: bool = False) -> ConnectionId:
+        """Attach a new connection; return its id (pass it to :meth:`feed`)."""
+        if self._closed:
+            raise ConnectionClosedError("the signaling hub is closed")
+        conn = next(self._ids)
+        self._connections[conn] = connection
+        self._apply(self.state.open(conn, self._now(), trusted=trusted))
+        return conn
+
+    def feed(self, conn: ConnectionId, data: str | bytes) -> None:
+        """A frame arrived on *conn*."""
+        self._apply(self.state.receive_data(conn, data, self._now()))
+
+    def feed_message(self, conn: ConnectionId, message: Message) -> None:
+        """A decoded message arrived on *conn* (in-process connections)."""
+        self._apply(self.state.receive(conn, message, self._now()))
+
+    def connection_lost(self, conn: ConnectionId) -> None:
+        """*conn* closed or failed (idempotent)."""
+        if self._connections.pop(conn, None) is not None:
+            self._apply(self.state.closed(conn, self._now()))
+
+    def remove_peer(self, room: str, peer_id: str) -> None:
+        """Remove a peer from a room (others get ``peer-left`` with reason ``removed``)."""
+        self._apply(self.state.remove_peer(room, peer_id))
+
+    def peers(self, room: str) -> list[PeerInfo]:
+        """Current members of *room*."""
+        return self.state.peers(room)
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _apply(self, out: Output) -> None:
+        connections = self._connections
+        for action in out.actions:
+            if isinstance(action, Close):
+                connection = connections.pop(action.conn, None)
+                if connection is not None:
+                    connection.close(action.code, action.reason)
+            else:
+                target = connections.get(action.conn)
+                if target is not None:
+                    target.send_text(encode(action.message))
+        for event in out.events:
+            for listener in list(self._listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    logger.exception("signaling event listener %r failed", listener)
+
+    async def _tick_loop(self) -> None:
+        interval = min(
+            self.config.tick_interval,
+            self.config.heartbeat_interval / 2,
+            self.config.handshake_timeout / 2,
+        )
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                self._apply(self.state.tick(self._now()))
+            except Exception:  # pragma: no cover - a bug; keep serving
+                logger.exception("signaling tick failed")

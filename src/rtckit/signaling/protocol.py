@@ -1,0 +1,668 @@
+"""The signaling wire protocol: typed messages and a strict JSON codec (sans-I/O).
+
+Every message is one JSON object (one WebSocket text frame) with a ``type`` field naming its
+class below. Field names are ``snake_case`` on the wire, except ``from`` (``sender`` in Python).
+Optional fields may be omitted or ``null``; :func:`encode` omits them. Any other field is an
+error: the codec is strict in both directions, so that implementations in other languages agree
+on what is valid (see :doc:`/topics/signaling-protocol`).
+
+This module does no I/O and imports neither asyncio nor aiohttp.
+
+.. code-block:: python
+
+    from rtckit.signaling.protocol import Offer, decode, encode
+
+    text = encode(Offer(to="b7", sdp="v=0..."))
+    assert decode(text) == Offer(to="b7", sdp="v=0...")
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, TypeAlias
+
+import attrs
+
+from rtckit.errors import ProtocolError
+
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "DEFAULT_MAX_SIZE",
+    "MAX_ID_LENGTH",
+    "MAX_SEQ",
+    "MESSAGE_TYPES",
+    "PROTOCOL_VERSION",
+    "RELAYED_TYPES",
+    "Ack",
+    "Answer",
+    "AppMessage",
+    "Bye",
+    "Candidate",
+    "CloseCode",
+    "EndOfCandidates",
+    "Error",
+    "ErrorCode",
+    "Hello",
+    "Join",
+    "JsonValue",
+    "Message",
+    "Offer",
+    "PeerInfo",
+    "PeerJoined",
+    "PeerLeft",
+    "Ping",
+    "Pong",
+    "Relayed",
+    "Restart",
+    "Resume",
+    "Resumed",
+    "Welcome",
+    "as_dict",
+    "decode",
+    "encode",
+    "json_depth",
+]
+
+#: The protocol version this module speaks (the ``version`` of :class:`Hello`).
+PROTOCOL_VERSION = 1
+#: Default maximum size of one message, in bytes of UTF-8.
+DEFAULT_MAX_SIZE = 64 * 1024
+#: Default maximum nesting depth of free-form JSON (``payload``, ``metadata``, ``ice_servers``).
+DEFAULT_MAX_DEPTH = 16
+#: Longest room name, peer id, identity or token accepted (characters; tokens: 8 times this).
+MAX_ID_LENGTH = 128
+#: Largest sequence number (``2**53 - 1``, exact in JavaScript numbers).
+MAX_SEQ = 2**53 - 1
+
+JsonValue: TypeAlias = Any
+"""Any JSON value (``None``, bool, int, float, str, list, dict with str keys)."""
+
+
+class ErrorCode(enum.StrEnum):
+    """The ``code`` of an :class:`Error` message (and of :class:`~rtckit.SignalingError`).
+
+    Codes are stable strings; a client must treat an unknown code like ``internal``.
+    """
+
+    #: The frame is not JSON, or a JSON number is NaN/Infinity, or an object repeats a key.
+    BAD_JSON = "bad_json"
+    #: The frame is not valid UTF-8 (for example a truncated multi-byte sequence).
+    BAD_ENCODING = "bad_encoding"
+    #: The message is larger than the server's limit (over WebSocket: close 1009 instead).
+    TOO_LARGE = "too_large"
+    #: Free-form JSON nests deeper than allowed.
+    TOO_DEEP = "too_deep"
+    #: A field is missing, extra, or of the wrong type or range.
+    BAD_MESSAGE = "bad_message"
+    #: ``type`` names no message of this protocol version.
+    UNKNOWN_TYPE = "unknown_type"
+    #: The message is valid but not allowed now or from this side (e.g. a client sends
+    #: ``welcome``, or ``join`` comes before ``hello``).
+    UNEXPECTED = "unexpected"
+    #: The ``hello`` asks for a protocol version the server does not speak.
+    UNSUPPORTED_VERSION = "unsupported_version"
+    #: A room message was sent before ``join``.
+    NOT_JOINED = "not_joined"
+    #: ``join`` on a connection that has already joined.
+    ALREADY_JOINED = "already_joined"
+    #: The room does not exist and the server does not create rooms on demand.
+    UNKNOWN_ROOM = "unknown_room"
+    #: The room has its maximum number of peers.
+    ROOM_FULL = "room_full"
+    #: ``to`` names no peer of the room.
+    UNKNOWN_PEER = "unknown_peer"
+    #: A requested ``peer_id`` is already used in the room.
+    PEER_ID_TAKEN = "peer_id_taken"
+    #: The peer lacks the permission for this message, or tried to speak as another peer.
+    FORBIDDEN = "forbidden"
+    #: A message was accepted but its target left before acknowledging it (``ref`` names it).
+    UNDELIVERABLE = "undeliverable"
+    #: The target's queue of unacknowledged messages is full; the message was not relayed.
+    BACKLOG_FULL = "backlog_full"
+    #: Too many messages per second; the connection is closed (1008) after this error.
+    RATE_LIMITED = "rate_limited"
+    #: ``resume`` with an unknown or expired token: join again.
+    RESUME_FAILED = "resume_failed"
+    #: ``join`` without a token on a server that requires one.
+    AUTH_REQUIRED = "auth_required"
+    #: The token is malformed, forged, unsigned (``alg: none``) or uses a refused algorithm.
+    AUTH_INVALID = "auth_invalid"
+    #: The token has expired (``exp``).
+    AUTH_EXPIRED = "auth_expired"
+    #: The token is not valid yet (``nbf``/``iat`` in the future).
+    AUTH_NOT_YET_VALID = "auth_not_yet_valid"
+    #: The token is for another room.
+    AUTH_WRONG_ROOM = "auth_wrong_room"
+    #: Unexpected server failure.
+    INTERNAL = "internal"
+
+
+class CloseCode(enum.IntEnum):
+    """WebSocket close codes the server uses."""
+
+    #: Normal close (after ``bye``, or the client closed).
+    NORMAL = 1000
+    #: The server is shutting down; clients may reconnect and resume elsewhere.
+    GOING_AWAY = 1001
+    #: Protocol violation that makes the connection unusable (e.g. a binary frame).
+    PROTOCOL_ERROR = 1002
+    #: Policy: rate limit exceeded, origin not allowed.
+    POLICY_VIOLATION = 1008
+    #: A message exceeds the maximum size.
+    MESSAGE_TOO_BIG = 1009
+    #: Unexpected server failure.
+    INTERNAL_ERROR = 1011
+    #: No ``join``/``resume`` within the handshake timeout.
+    HANDSHAKE_TIMEOUT = 4000
+    #: Nothing received within the dead-peer timeout (no ``pong`` to ``ping``).
+    HEARTBEAT_TIMEOUT = 4001
+    #: The session was resumed on another connection.
+    SESSION_REPLACED = 4002
+    #: Unsupported protocol version in ``hello``.
+    UNSUPPORTED_VERSION = 4003
+
+
+# --- field kinds ---------------------------------------------------------------------------
+
+_KIND = "rtckit.kind"
+_WIRE = "rtckit.wire"
+
+
+def _m(kind: str, optional: bool = False, wire: str | None = None) -> dict[str, Any]:
+    """Field metadata for the codec: JSON kind, optional or not, wire name if not the same."""
+    return {_KIND: (kind, optional), _WIRE: wire}
+
+
+@attrs.frozen(kw_only=True)
+class PeerInfo:
+    """A room member as others see it (in :class:`Welcome` and :class:`PeerJoined`)."""
+
+    #: Server-assigned peer id, unique in the room.
+    id: str = attrs.field(metadata=_m("id"))
+    #: The identity from the room token (``sub``), if any.
+    identity: str | None = attrs.field(default=None, metadata=_m("id", True))
+    #: Public JSON object the peer gave in :class:`Join`.
+    metadata: dict[str, JsonValue] | None = attrs.field(default=None, metadata=_m("obj", True))
+    #: Permissions granted by the token (e.g. ``publish``, ``subscribe``, ``admin``).
+    permissions: tuple[str, ...] = attrs.field(default=(), metadata=_m("strs", True))
+
+
+class Message:
+    """Base of all message classes; ``type`` is the wire ``type`` string."""
+
+    type: ClassVar[str]
+    __slots__ = ()
+
+
+@attrs.frozen(kw_only=True)
+class Hello(Message):
+    """First message on a connection, both ways: the client's, then the server's answer."""
+
+    type: ClassVar[str] = "hello"
+    version: int = attrs.field(default=PROTOCOL_VERSION, metadata=_m("int"))
+    #: Free text naming the implementation (``rtckit-py/0.1``, ``rtckit-js/0.1``...).
+    agent: str | None = attrs.field(default=None, metadata=_m("str", True))
+
+
+@attrs.frozen(kw_only=True)
+class Join(Message):
+    """Client asks to join *room*; the server answers :class:`Welcome` or :class:`Error`."""
+
+    type: ClassVar[str] = "join"
+    room: str = attrs.field(metadata=_m("id"))
+    #: Room token (JWT); optional on servers in open mode.
+    token: str | None = attrs.field(default=None, metadata=_m("token", True))
+    #: Public JSON object shown to other peers.
+    metadata: dict[str, JsonValue] | None = attrs.field(default=None, metadata=_m("obj", True))
+    #: Requested peer id; only in-process (trusted) connections or ``admin`` tokens may ask.
+    peer_id: str | None = attrs.field(default=None, metadata=_m("id", True))
+
+
+@attrs.frozen(kw_only=True)
+class Welcome(Message):
+    """Server's answer to :class:`Join`: who you are and who is there."""
+
+    type: ClassVar[str] = "welcome"
+    room: str = attrs.field(metadata=_m("id"))
+    peer_id: str = attrs.field(metadata=_m("id"))
+    identity: str | None = attrs.field(default=None, metadata=_m("id", True))
+    #: The other members, in join order.
+    peers: tuple[PeerInfo, ...] = attrs.field(metadata=_m("peers"))
+    #: The room's topology: ``"mesh"``, ``"sfu"`` or ``"mcu"``.
+    topology: str = attrs.field(metadata=_m("id"))
+    #: ``RTCIceServer`` dictionaries (JSON list) for the client, if the server gives them.
+    ice_servers: JsonValue = attrs.field(default=None, metadata=_m("json", True))
+    permissions: tuple[str, ...] = attrs.field(metadata=_m("strs"))
+    #: Secret to present in :class:`Resume` after a dropped connection.
+    resume_token: str = attrs.field(metadata=_m("id"))
+    #: Seconds the server keeps the session after its connection drops.
+    resume_window: float = attrs.field(metadata=_m("num"))
+    #: Seconds between the server's pings on an idle connection.
+    heartbeat_interval: float = attrs.field(metadata=_m("num"))
+
+
+@attrs.frozen(kw_only=True)
+class Resume(Message):
+    """Client resumes a session on a new connection (instead of :class:`Join`)."""
+
+    type: ClassVar[str] = "resume"
+    resume_token: str = attrs.field(metadata=_m("id"))
+    #: Highest server ``seq`` the client has processed (0 if none).
+    ack: int = attrs.field(metadata=_m("int"))
+
+
+@attrs.frozen(kw_only=True)
+class Resumed(Message):
+    """Server's answer to :class:`Resume`; then it resends every message with ``seq > ack``."""
+
+    type: ClassVar[str] = "resumed"
+    room: str = attrs.field(metadata=_m("id"))
+    peer_id: str = attrs.field(metadata=_m("id"))
+    #: Highest client ``seq`` the server has processed: the client resends the later ones.
+    ack: int = attrs.field(metadata=_m("int"))
+
+
+@attrs.frozen(kw_only=True)
+class PeerJoined(Message):
+    """A peer joined the room."""
+
+    type: ClassVar[str] = "peer-joined"
+    peer: PeerInfo = attrs.field(metadata=_m("peer"))
+    seq: int | None = attrs.field(default=None, metadata=_m("int", True))
+
+
+@attrs.frozen(kw_only=True)
+class PeerLeft(Message):
+    """A peer left the room (``bye``, timeout after its resume window, or removed)."""
+
+    type: ClassVar[str] = "peer-left"
+    peer_id: str = attrs.field(metadata=_m("id"))
+    #: ``"bye"``, ``"timeout"``, ``"closed"`` or ``"removed"``.
+    reason: str | None = attrs.field(default=None, metadata=_m("str", True))
+    seq: int | None = attrs.field(default=None, metadata=_m("int", True))
+
+
+class Relayed(Message):
+    """Base of messages the server relays from one peer to another.
+
+    ``to`` is the target peer id (``None``: every other peer, only for :class:`AppMessage`);
+    ``sender`` (``from`` on the wire) is stamped by the server, ``session`` lets two peers keep
+    several peer connections apart (e.g. an SFU's publish and subscribe connections).
+    """
+
+    __slots__ = ()
+    to: str | None
+    sender: str | None
+    seq: int | None
+
+
+@attrs.frozen(kw_only=True)
+class Offer(Relayed):
+    """An SDP offer."""
+
+    type: ClassVar[str] = "offer"
+    to: str | None = attrs.field(metadata=_m("id"))
+    sender: str | None = attrs.field(default=None, metadata=_m("id", True, "from"))
+    sdp: str = attrs.field(metadata=_m("str"))
+    session: str | None = attrs.field(default=None, metadata=_m("id", True))
+    seq: int | None = attrs.field(default=None, metadata=_m("int", True))
+
+
+@attrs.frozen(kw_only=True)
+class Answer(Relayed):
+    """An SDP answer."""
+
+    type: ClassVar[str] = "answer"
+    to: str | None = attrs.field(metadata=_m("id"))
+    sender: str | None = attrs.field(default=None, metadata=_m("id", True, "from"))
+    sdp: str = attrs.field(metadata=_m("str"))
+    session: str | None = attrs.field(default=None, metadata=_m("id", True))
+    seq: int | None = attrs.field(default=None, metadata=_m("int", True))
+
+
+@attrs.frozen(kw_only=True)
+class Candidate(Relayed):
+    """A trickled ICE candidate (the ``candidate`` attribute line, without ``a=``)."""
+
+    type: ClassVar[str] = "candidate"
+    to: str | None = attrs.field(metadata=_m("id"))
+    sender: str | None = attrs.field(default=None, metadata=_m("id", True, "from"))
+    candidate: str = attrs.field(metadata=_m("str"))
+    sdp_mid: str | None = attrs.field(default=None, metadata=_m("str", True))
+    sdp_mline_index: int | None = attrs.field(default=None, metadata=_m("int", True))
+    session: str | None = attrs.field(default=None, metadata=_m("id", True))
+    seq: int | None = attrs.field(default=None, metadata=_m("int", True))
+
+
+@attrs.frozen(kw_only=True)
+class EndOfCandidates(Relayed):
+    """The sender has no more candidates (for this ICE generation)."""
+
+    type: ClassVar[str] = "end-of-candidates"
+    to: str | None = attrs.field(metadata=_m("id"))
+    sender: str | None = attrs.field(default=None, metadata=_m("id", True, "from"))
+    session: str | None = attrs.field(default=None, metadata=_m("id", True))
+    seq: int | None = attrs.field(default=None, metadata=_m("int", True))
+
+
+@attrs.frozen(kw_only=True)
+class Restart(Relayed):
+    """Ask the target to restart ICE (send a new offer with fresh credentials)."""
+
+    type: ClassVar[str] = "restart"
+    to: str | None = attrs.field(metadata=_m("id"))
+    sender: str | None = attrs.field(default=None, metadata=_m("id", True, "from"))
+    session: str | None = attrs.field(default=None, metadata=_m("id", True))
+    seq: int | None = attrs.field(default=None, metadata=_m("int", True))
+
+
+@attrs.frozen(kw_only=True)
+class AppMessage(Relayed):
+    """Application data: any JSON *payload*, to one peer or (``to=None``) to all others."""
+
+    type: ClassVar[str] = "app"
+    to: str | None = attrs.field(default=None, metadata=_m("id", True))
+    sender: str | None = attrs.field(default=None, metadata=_m("id", True, "from"))
+    #: Any JSON value; ``null`` and a missing ``payload`` are the same.
+    payload: JsonValue = attrs.field(default=None, metadata=_m("json", True))
+    seq: int | None = attrs.field(default=None, metadata=_m("int", True))
+
+
+@attrs.frozen(kw_only=True)
+class Error(Message):
+    """An error; ``ref`` is the ``seq`` of the client message it answers, if any."""
+
+    type: ClassVar[str] = "error"
+    code: str = attrs.field(metadata=_m("code"))
+    message: str = attrs.field(metadata=_m("str"))
+    ref: int | None = attrs.field(default=None, metadata=_m("int", True))
+    seq: int | None = attrs.field(default=None, metadata=_m("int", True))
+
+
+@attrs.frozen(kw_only=True)
+class Bye(Message):
+    """Client: leave the room and end the session. Server: you are being disconnected."""
+
+    type: ClassVar[str] = "bye"
+    reason: str | None = attrs.field(default=None, metadata=_m("str", True))
+
+
+@attrs.frozen(kw_only=True)
+class Ping(Message):
+    """Liveness probe, both ways; answer with :class:`Pong` carrying the same *nonce*."""
+
+    type: ClassVar[str] = "ping"
+    nonce: int | None = attrs.field(default=None, metadata=_m("int", True))
+
+
+@attrs.frozen(kw_only=True)
+class Pong(Message):
+    """Answer to :class:`Ping`."""
+
+    type: ClassVar[str] = "pong"
+    nonce: int | None = attrs.field(default=None, metadata=_m("int", True))
+
+
+@attrs.frozen(kw_only=True)
+class Ack(Message):
+    """Cumulative acknowledgement: every message with ``seq <= ack`` was processed."""
+
+    type: ClassVar[str] = "ack"
+    ack: int = attrs.field(metadata=_m("int"))
+
+
+_CLASSES: tuple[type[Message], ...] = (
+    Hello,
+    Join,
+    Welcome,
+    Resume,
+    Resumed,
+    PeerJoined,
+    PeerLeft,
+    Offer,
+    Answer,
+    Candidate,
+    EndOfCandidates,
+    Restart,
+    AppMessage,
+    Error,
+    Bye,
+    Ping,
+    Pong,
+    Ack,
+)
+
+#: Wire ``type`` string -> message class.
+MESSAGE_TYPES: Mapping[str, type[Message]] = {cls.type: cls for cls in _CLASSES}
+#: Message classes the server relays between peers.
+RELAYED_TYPES: tuple[type[Relayed], ...] = (
+    Offer,
+    Answer,
+    Candidate,
+    EndOfCandidates,
+    Restart,
+    AppMessage,
+)
+
+
+# --- codec ---------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class _Spec:
+    name: str
+    wire: str
+    kind: str
+    optional: bool
+
+
+def _specs(cls: type[Any]) -> tuple[_Spec, ...]:
+    specs = []
+    for field in attrs.fields(cls):
+        kind, optional = field.metadata[_KIND]
+        specs.append(_Spec(field.name, field.metadata[_WIRE] or field.name, kind, optional))
+    return tuple(specs)
+
+
+_SPECS: dict[type[Any], tuple[_Spec, ...]] = {cls: _specs(cls) for cls in (*_CLASSES, PeerInfo)}
+_WIRE_NAMES: dict[type[Any], frozenset[str]] = {
+    cls: frozenset(spec.wire for spec in specs) | ({"type"} if cls is not PeerInfo else set())
+    for cls, specs in _SPECS.items()
+}
+
+
+def _fail(code: ErrorCode, text: str) -> ProtocolError:
+    return ProtocolError(text, code=code)
+
+
+def json_depth(value: JsonValue) -> int:
+    """Return the nesting depth of a JSON value (scalars 0, ``[]`` 1, ``[[1]]`` 2...)."""
+    depth = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            level += 1
+            stack.extend((child, level) for child in item.values())
+        elif isinstance(item, list):
+            level += 1
+            stack.extend((child, level) for child in item)
+        depth = max(depth, level)
+    return depth
+
+
+def _check_int(value: Any, where: str) -> int:
+    if type(value) is not int or not 0 <= value <= MAX_SEQ:
+        raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be an integer in [0, 2**53-1]")
+    return value
+
+
+def _check_str(value: Any, where: str, max_length: int | None = None) -> str:
+    if type(value) is not str:
+        raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be a string")
+    if max_length is not None and not 1 <= len(value) <= max_length:
+        raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must have 1 to {max_length} characters")
+    return value
+
+
+def _check_json(value: Any, where: str, max_depth: int) -> Any:
+    if json_depth(value) > max_depth:
+        raise _fail(ErrorCode.TOO_DEEP, f"{where} nests deeper than {max_depth}")
+    return value
+
+
+def _convert(kind: str, value: Any, where: str, max_depth: int) -> Any:
+    if kind == "id":
+        return _check_str(value, where, MAX_ID_LENGTH)
+    if kind == "str":
+        return _check_str(value, where)
+    if kind == "token":
+        return _check_str(value, where, 8 * MAX_ID_LENGTH)
+    if kind == "code":
+        return _check_str(value, where, 64)
+    if kind == "int":
+        return _check_int(value, where)
+    if kind == "num":
+        if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+            raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be a finite number >= 0")
+        return float(value)
+    if kind == "json":
+        return _check_json(value, where, max_depth)
+    if kind == "obj":
+        if type(value) is not dict:
+            raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be an object")
+        return _check_json(value, where, max_depth)
+    if kind == "strs":
+        if type(value) is not list:
+            raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be a list of strings")
+        return tuple(_check_str(item, where, MAX_ID_LENGTH) for item in value)
+    if kind == "peer":
+        return _build(PeerInfo, value, where, max_depth)
+    if kind == "peers":
+        if type(value) is not list:
+            raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be a list of peers")
+        return tuple(_build(PeerInfo, item, where, max_depth) for item in value)
+    raise AssertionError(kind)  # pragma: no cover
+
+
+def _build(cls: type[Any], obj: Any, where: str, max_depth: int) -> Any:
+    if type(obj) is not dict:
+        raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be a JSON object")
+    extra = obj.keys() - _WIRE_NAMES[cls]
+    if extra:
+        raise _fail(ErrorCode.BAD_MESSAGE, f"{where}: unknown field(s) {sorted(extra)}")
+    kwargs: dict[str, Any] = {}
+    for spec in _SPECS[cls]:
+        value = obj.get(spec.wire)
+        if value is None:
+            if spec.optional:
+                continue
+            raise _fail(ErrorCode.BAD_MESSAGE, f"{where}: missing field {spec.wire!r}")
+        kwargs[spec.name] = _convert(spec.kind, value, f"{where}.{spec.wire}", max_depth)
+    return cls(**kwargs)
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _fail(ErrorCode.BAD_JSON, "an object repeats a key")
+    return result
+
+
+def _no_constant(name: str) -> Any:
+    raise _fail(ErrorCode.BAD_JSON, f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_no_constant)
+
+
+def decode(
+    data: str | bytes | bytearray | memoryview,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> Message:
+    """Parse one message; raise :class:`~rtckit.ProtocolError` (with ``.code``) if invalid.
+
+    *max_size* bounds the UTF-8 size in bytes, *max_depth* the nesting of free-form JSON fields.
+    Never raises anything else, whatever *data* holds.
+    """
+    if isinstance(data, str):
+        if len(data) > max_size:
+            raise _fail(ErrorCode.TOO_LARGE, f"message larger than {max_size} bytes")
+        try:
+            size = len(data.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise _fail(ErrorCode.BAD_ENCODING, "message holds a lone surrogate") from None
+        if size > max_size:
+            raise _fail(ErrorCode.TOO_LARGE, f"message larger than {max_size} bytes")
+        text = data
+    elif isinstance(data, bytes | bytearray | memoryview):
+        raw = bytes(data)
+        if len(raw) > max_size:
+            raise _fail(ErrorCode.TOO_LARGE, f"message larger than {max_size} bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _fail(ErrorCode.BAD_ENCODING, "message is not valid UTF-8") from None
+    else:
+        raise _fail(ErrorCode.BAD_MESSAGE, f"cannot decode {type(data).__name__}")
+    try:
+        obj = _DECODER.decode(text)
+    except ProtocolError:
+        raise
+    except RecursionError:
+        raise _fail(ErrorCode.TOO_DEEP, "message nests too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, or an integer with too many digits
+        raise _fail(ErrorCode.BAD_JSON, f"not JSON: {exc}") from None
+    if type(obj) is not dict:
+        raise _fail(ErrorCode.BAD_MESSAGE, "a message must be a JSON object")
+    kind = obj.get("type")
+    if type(kind) is not str:
+        raise _fail(ErrorCode.BAD_MESSAGE, "field 'type' must be a string")
+    cls = MESSAGE_TYPES.get(kind)
+    if cls is None:
+        raise _fail(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
+    message: Message = _build(cls, obj, kind, max_depth)
+    return message
+
+
+def _dump(cls: type[Any], message: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": cls.type} if cls is not PeerInfo else {}
+    for spec in _SPECS[cls]:
+        value = getattr(message, spec.name)
+        if value is None:
+            continue
+        if spec.kind == "peer":
+            value = _dump(PeerInfo, value)
+        elif spec.kind == "peers":
+            value = [_dump(PeerInfo, peer) for peer in value]
+        elif spec.kind == "strs":
+            if not value and spec.optional:
+                continue
+            value = list(value)
+        out[spec.wire] = value
+    return out
+
+
+def as_dict(message: Message) -> dict[str, Any]:
+    """Return the JSON object (a dict) that :func:`encode` serializes."""
+    return _dump(type(message), message)
+
+
+# ensure_ascii: non-ASCII text travels as \u escapes, so that a lone surrogate a peer put in a
+# JSON string (valid JSON, not valid UTF-8) is relayed as it came instead of failing to encode.
+_dumps: Callable[[Any], str] = json.JSONEncoder(
+    ensure_ascii=True, separators=(",", ":"), allow_nan=False
+).encode
+
+
+def encode(message: Message) -> str:
+    """Serialize *message* to compact JSON text (one WebSocket text frame)."""
+    try:
+        return _dumps(_dump(type(message), message))
+    except (TypeError, ValueError) as exc:
+        raise _fail(ErrorCode.BAD_MESSAGE, f"cannot encode {message.type}: {exc}") from exc

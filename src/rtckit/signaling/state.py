@@ -1,0 +1,639 @@
+"""The server's room and session state machine, sans-I/O.
+
+:class:`SignalingState` never touches a socket or a clock. The I/O layer (the WebSocket server,
+the in-memory hub) feeds it what happened and performs what it returns:
+
+* :meth:`~SignalingState.open` a connection appeared (``trusted`` for in-process peers);
+* :meth:`~SignalingState.receive_data` / :meth:`~SignalingState.receive` a frame arrived;
+* :meth:`~SignalingState.closed` the connection went away;
+* :meth:`~SignalingState.tick` time passed (heartbeats, timeouts, acknowledgements).
+
+Each returns an :class:`Output`: ``actions`` (:class:`Send` and :class:`Close`, to perform in
+order) and ``events`` (typed server-side events for hooks: :class:`PeerJoinedEvent`,
+:class:`PeerLeftEvent`, :class:`MessageEvent`, :class:`RoomClosedEvent`).
+
+Connection life cycle (a connection is one WebSocket; a session is one peer in one room and
+can outlive its connection for ``resume_window`` seconds):
+
+.. code-block:: text
+
+    open --hello--> greeted --join--> joined ---bye----------------------> closed
+                       |                 |--drop/dead--> detached --resume--> joined
+                       '--resume---------'                   '--window expires--> removed
+
+Delivery rules (see :doc:`/topics/signaling-protocol`): every message the server sends in a
+session carries ``seq`` (1, 2, 3... per session) and stays queued until the client acknowledges
+it; every relayed client message carries the client's ``seq``, duplicates are dropped, and the
+server acknowledges. A message whose target leaves without acknowledging it is reported to its
+sender as an ``undeliverable`` error naming the sender's ``seq``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections import deque
+from typing import Any, TypeAlias
+
+import attrs
+
+from rtckit.errors import AuthError, ProtocolError
+from rtckit.signaling.config import RoomConfig, SignalingConfig
+from rtckit.signaling.protocol import (
+    PROTOCOL_VERSION,
+    Ack,
+    AppMessage,
+    Bye,
+    CloseCode,
+    Error,
+    ErrorCode,
+    Hello,
+    Join,
+    Message,
+    PeerInfo,
+    PeerJoined,
+    PeerLeft,
+    Ping,
+    Pong,
+    Relayed,
+    Resume,
+    Resumed,
+    Welcome,
+    decode,
+)
+
+__all__ = [
+    "SERVER_AGENT",
+    "Action",
+    "Close",
+    "ConnectionId",
+    "MessageEvent",
+    "Output",
+    "PeerJoinedEvent",
+    "PeerLeftEvent",
+    "RoomClosedEvent",
+    "Send",
+    "ServerEvent",
+    "SignalingState",
+]
+
+SERVER_AGENT = "rtckit-py/1"
+
+ConnectionId: TypeAlias = int
+
+#: Relayed message types that negotiate media: they need ``publish`` or ``subscribe``.
+_MEDIA_PERMISSIONS = frozenset({"publish", "subscribe"})
+
+
+@attrs.frozen
+class Send:
+    """Send *message* on connection *conn*."""
+
+    conn: ConnectionId
+    message: Message
+
+
+@attrs.frozen
+class Close:
+    """Close connection *conn* with WebSocket close *code* and *reason*."""
+
+    conn: ConnectionId
+    code: int
+    reason: str
+
+
+Action: TypeAlias = Send | Close
+
+
+@attrs.frozen(kw_only=True)
+class PeerJoinedEvent:
+    """A peer joined *room*."""
+
+    room: str
+    peer: PeerInfo
+
+
+@attrs.frozen(kw_only=True)
+class PeerLeftEvent:
+    """A peer left *room* (*reason*: ``bye``, ``timeout``, ``closed``, ``removed``)."""
+
+    room: str
+    peer_id: str
+    reason: str
+
+
+@attrs.frozen(kw_only=True)
+class MessageEvent:
+    """A message was relayed in *room* (``message.sender`` is stamped)."""
+
+    room: str
+    message: Relayed
+
+
+@attrs.frozen(kw_only=True)
+class RoomClosedEvent:
+    """The last peer left a room created on demand; the room is gone."""
+
+    room: str
+
+
+ServerEvent: TypeAlias = PeerJoinedEvent | PeerLeftEvent | MessageEvent | RoomClosedEvent
+
+
+@attrs.define
+class Output:
+    """What the I/O layer must do: ``actions`` in order, and ``events`` for hooks."""
+
+    actions: list[Action] = attrs.Factory(list)
+    events: list[ServerEvent] = attrs.Factory(list)
+
+    def send(self, conn: ConnectionId, message: Message) -> None:
+        """Append a :class:`Send`."""
+        self.actions.append(Send(conn, message))
+
+    def close(self, conn: ConnectionId, code: int, reason: str) -> None:
+        """Append a :class:`Close`."""
+        self.actions.append(Close(conn, code, reason))
+
+
+@attrs.define(eq=False)
+class _Pending:
+    seq: int
+    message: Message
+    origin: str | None  # sender peer id, for undeliverable reports
+    origin_seq: int | None
+
+
+@attrs.define(eq=False)
+class _Room:
+    name: str
+    config: RoomConfig
+    declared: bool
+    sessions: dict[str, _Session] = attrs.Factory(dict)
+
+
+@attrs.define(eq=False)
+class _Session:
+    info: PeerInfo
+    room: _Room
+    resume_token: str
+    conn: _Conn | None = None
+    out_seq: int = 0
+    outbox: deque[_Pending] = attrs.Factory(deque)
+    in_seq: int = 0
+    acked_in: int = 0
+    detached_at: float | None = None
+
+    @property
+    def peer_id(self) -> str:
+        return self.info.id
+
+
+@attrs.define(eq=False)
+class _Conn:
+    id: ConnectionId
+    trusted: bool
+    opened_at: float
+    last_recv: float
+    last_ping: float
+    tokens: float
+    bucket_time: float
+    greeted: bool = False
+    session: _Session | None = None
+    ping_nonce: int = 0
+
+
+class SignalingState:
+    """Rooms, sessions and routing for one signaling server (sans-I/O).
+
+    *config* gives the limits, the rooms and the authenticator (called synchronously on
+    ``join``). Set :attr:`message_events` to get a :class:`MessageEvent` per relayed message.
+    """
+
+    def __init__(self, config: SignalingConfig) -> None:
+        self.config = config
+        #: Emit :class:`MessageEvent` for each relayed message (off: saves work).
+        self.message_events = False
+        self._conns: dict[ConnectionId, _Conn] = {}
+        self._rooms: dict[str, _Room] = {}
+        self._tokens: dict[str, _Session] = {}
+        for room in config.rooms:
+            self._rooms[room.name] = _Room(room.name, room, declared=True)
+
+    # --- introspection -------------------------------------------------------------------
+
+    @property
+    def connection_count(self) -> int:
+        """Open connections."""
+        return len(self._conns)
+
+    def rooms(self) -> list[str]:
+        """Names of existing rooms (declared, or created on demand and not empty)."""
+        return list(self._rooms)
+
+    def peers(self, room: str) -> list[PeerInfo]:
+        """Members of *room* (including detached ones waiting for resume), in join order."""
+        found = self._rooms.get(room)
+        return [] if found is None else [s.info for s in found.sessions.values()]
+
+    def room_topology(self, room: str) -> str | None:
+        """The topology of *room*, or ``None`` if it does not exist."""
+        found = self._rooms.get(room)
+        return None if found is None else found.config.topology
+
+    # --- inputs --------------------------------------------------------------------------
+
+    def open(self, conn: ConnectionId, now: float, *, trusted: bool = False) -> Output:
+        """A new connection *conn* (unique id chosen by the caller) was accepted."""
+        if conn in self._conns:
+            raise ValueError(f"connection {conn} is already open")
+        self._conns[conn] = _Conn(
+            id=conn,
+            trusted=trusted,
+            opened_at=now,
+            last_recv=now,
+            last_ping=now,
+            tokens=float(self.config.burst),
+            bucket_time=now,
+        )
+        return Output()
+
+    def receive_data(self, conn: ConnectionId, data: str | bytes, now: float) -> Output:
+        """A text frame arrived on *conn*: decode it (strictly) and process it."""
+        out = Output()
+        state = self._conns.get(conn)
+        if state is None:
+            return out
+        if not self._admit(state, now, out):
+            return out
+        try:
+            message = decode(
+                data,
+                max_size=self.config.max_message_size,
+                max_depth=self.config.max_json_depth,
+            )
+        except ProtocolError as exc:
+            code = str(exc.code or ErrorCode.BAD_MESSAGE)
+            if code == ErrorCode.TOO_LARGE:
+                self._close(state, CloseCode.MESSAGE_TOO_BIG, "message too big", now, out)
+            else:
+                self._error(state, code, str(exc), None, out)
+            return out
+        self._dispatch(state, message, now, out)
+        return out
+
+    def receive(self, conn: ConnectionId, message: Message, now: float) -> Output:
+        """A decoded *message* arrived on *conn* (in-process connections skip the codec)."""
+        out = Output()
+        state = self._conns.get(conn)
+        if state is not None and self._admit(state, now, out):
+            self._dispatch(state, message, now, out)
+        return out
+
+    def closed(self, conn: ConnectionId, now: float) -> Output:
+        """The connection *conn* is gone (closed by either side, or failed)."""
+        out = Output()
+        state = self._conns.pop(conn, None)
+        if state is not None and state.session is not None:
+            self._detach(state.session, now)
+        return out
+
+    def tick(self, now: float) -> Output:
+        """Time is *now*: send pings and pending acks, enforce timeouts and resume windows."""
+        out = Output()
+        config = self.config
+        for state in list(self._conns.values()):
+            session = state.session
+            if session is None:
+                if now - state.opened_at >= config.handshake_timeout:
+                    self._close(state, CloseCode.HANDSHAKE_TIMEOUT, "handshake timeout", now, out)
+                continue
+            if now - state.last_recv >= config.dead_peer_timeout:
+                self._close(state, CloseCode.HEARTBEAT_TIMEOUT, "no heartbeat", now, out)
+                continue
+            if (
+                now - state.last_recv >= config.heartbeat_interval
+                and now - state.last_ping >= config.heartbeat_interval
+            ):
+                state.ping_nonce += 1
+                state.last_ping = now
+                out.send(state.id, Ping(nonce=state.ping_nonce))
+            if session.in_seq > session.acked_in:
+                session.acked_in = session.in_seq
+                out.send(state.id, Ack(ack=session.in_seq))
+        for session in list(self._tokens.values()):
+            if (
+                session.detached_at is not None
+                and now - session.detached_at >= config.resume_window
+            ):
+                self._remove(session, "timeout", out)
+        return out
+
+    def shutdown(self, now: float) -> Output:
+        """Close every connection with 1001 (going away); sessions are dropped."""
+        out = Output()
+        for state in list(self._conns.values()):
+            self._close(state, CloseCode.GOING_AWAY, "server shutting down", now, out)
+        return out
+
+    def remove_peer(self, room: str, peer_id: str) -> Output:
+        """Remove *peer_id* from *room* (an application kicks it): ``peer-left`` "removed"."""
+        out = Output()
+        found = self._rooms.get(room)
+        session = None if found is None else found.sessions.get(peer_id)
+        if session is not None:
+            conn = session.conn
+            self._remove(session, "removed", out)
+            if conn is not None:
+                out.send(conn.id, Bye(reason="removed"))
+                self._conns.pop(conn.id, None)
+                out.close(conn.id, CloseCode.NORMAL, "removed")
+        return out
+
+    # --- internals -----------------------------------------------------------------------
+
+    def _admit(self, state: _Conn, now: float, out: Output) -> bool:
+        """Note liveness and apply the rate limit (a token bucket); False: refused."""
+        state.last_recv = now
+        if state.trusted:
+            return True
+        config = self.config
+        state.tokens = min(
+            float(config.burst),
+            state.tokens + (now - state.bucket_time) * config.max_messages_per_second,
+        )
+        state.bucket_time = now
+        if state.tokens >= 1.0:
+            state.tokens -= 1.0
+            return True
+        self._error(state, ErrorCode.RATE_LIMITED, "too many messages", None, out)
+        self._close(state, CloseCode.POLICY_VIOLATION, "rate limit exceeded", now, out)
+        return False
+
+    def _dispatch(self, state: _Conn, message: Message, now: float, out: Output) -> None:
+        session = state.session
+        if isinstance(message, Relayed):
+            if session is None:
+                self._error(state, ErrorCode.NOT_JOINED, "join a room first", message.seq, out)
+            else:
+                self._relay(state, session, message, out)
+        elif isinstance(message, Ack):
+            if session is not None:
+                outbox = session.outbox
+                while outbox and outbox[0].seq <= message.ack:
+                    outbox.popleft()
+        elif isinstance(message, Ping):
+            out.send(state.id, Pong(nonce=message.nonce))
+        elif isinstance(message, Pong):
+            pass  # liveness is any received frame
+        elif isinstance(message, Hello):
+            self._hello(state, message, now, out)
+        elif isinstance(message, Join):
+            self._join(state, message, out)
+        elif isinstance(message, Resume):
+            self._resume(state, message, out)
+        elif isinstance(message, Bye):
+            if session is not None:
+                state.session = None
+                self._remove(session, "bye", out)
+            self._close(state, CloseCode.NORMAL, "bye", now, out)
+        else:
+            self._error(
+                state, ErrorCode.UNEXPECTED, f"clients do not send {message.type!r}", None, out
+            )
+
+    def _hello(self, state: _Conn, message: Hello, now: float, out: Output) -> None:
+        if state.greeted:
+            self._error(state, ErrorCode.UNEXPECTED, "hello was already sent", None, out)
+            return
+        if message.version != PROTOCOL_VERSION:
+            self._error(
+                state,
+                ErrorCode.UNSUPPORTED_VERSION,
+                f"protocol version {message.version} is not supported "
+                f"(this server speaks {PROTOCOL_VERSION})",
+                None,
+                out,
+            )
+            self._close(state, CloseCode.UNSUPPORTED_VERSION, "unsupported version", now, out)
+            return
+        state.greeted = True
+        out.send(state.id, Hello(version=PROTOCOL_VERSION, agent=SERVER_AGENT))
+
+    def _handshake_ok(self, state: _Conn, out: Output) -> bool:
+        if not state.greeted:
+            self._error(state, ErrorCode.UNEXPECTED, "send hello first", None, out)
+            return False
+        if state.session is not None:
+            self._error(state, ErrorCode.ALREADY_JOINED, "this connection has joined", None, out)
+            return False
+        return True
+
+    def _join(self, state: _Conn, message: Join, out: Output) -> None:
+        if not self._handshake_ok(state, out):
+            return
+        try:
+            grant = self.config.auth.authenticate(message.room, message.token)
+        except AuthError as exc:
+            self._error(state, str(exc.code or ErrorCode.AUTH_INVALID), str(exc), None, out)
+            return
+        room = self._rooms.get(message.room)
+        if room is None:
+            if not self.config.create_rooms:
+                self._error(state, ErrorCode.UNKNOWN_ROOM, "no such room", None, out)
+                return
+            room_config = RoomConfig(
+                name=message.room,
+                topology=self.config.default_topology,
+                ice_servers=self.config.ice_servers,
+            )
+            room = _Room(message.room, room_config, declared=False)
+        max_peers = room.config.max_peers or self.config.max_peers_per_room
+        if len(room.sessions) >= max_peers:
+            self._error(state, ErrorCode.ROOM_FULL, f"room has {max_peers} peers", None, out)
+            return
+        if message.peer_id is not None:
+            if not (state.trusted or "admin" in grant.permissions):
+                self._error(state, ErrorCode.FORBIDDEN, "choosing a peer_id needs admin", None, out)
+                return
+            if message.peer_id in room.sessions:
+                self._error(state, ErrorCode.PEER_ID_TAKEN, "peer_id is in use", None, out)
+                return
+            peer_id = message.peer_id
+        else:
+            peer_id = secrets.token_hex(4)
+            while peer_id in room.sessions:  # pragma: no cover - 32-bit collision
+                peer_id = secrets.token_hex(4)
+        self._rooms[room.name] = room
+        info = PeerInfo(
+            id=peer_id,
+            identity=grant.identity,
+            metadata=message.metadata,
+            permissions=grant.permissions,
+        )
+        session = _Session(info=info, room=room, resume_token=secrets.token_urlsafe(24))
+        others = list(room.sessions.values())
+        room.sessions[peer_id] = session
+        self._tokens[session.resume_token] = session
+        session.conn = state
+        state.session = session
+        ice_servers = room.config.ice_servers
+        if ice_servers is None:
+            ice_servers = self.config.ice_servers
+        out.send(
+            state.id,
+            Welcome(
+                room=room.name,
+                peer_id=peer_id,
+                identity=grant.identity,
+                peers=tuple(other.info for other in others),
+                topology=room.config.topology,
+                ice_servers=ice_servers,
+                permissions=grant.permissions,
+                resume_token=session.resume_token,
+                resume_window=self.config.resume_window,
+                heartbeat_interval=self.config.heartbeat_interval,
+            ),
+        )
+        for other in others:
+            self._deliver(other, PeerJoined(peer=info), out)
+        out.events.append(PeerJoinedEvent(room=room.name, peer=info))
+
+    def _resume(self, state: _Conn, message: Resume, out: Output) -> None:
+        if not self._handshake_ok(state, out):
+            return
+        session = self._tokens.get(message.resume_token)
+        if session is None:
+            self._error(state, ErrorCode.RESUME_FAILED, "unknown or expired session", None, out)
+            return
+        old = session.conn
+        if old is not None:
+            old.session = None
+            self._conns.pop(old.id, None)
+            out.close(old.id, CloseCode.SESSION_REPLACED, "session resumed elsewhere")
+        session.conn = state
+        session.detached_at = None
+        state.session = session
+        outbox = session.outbox
+        while outbox and outbox[0].seq <= message.ack:
+            outbox.popleft()
+        session.acked_in = session.in_seq
+        out.send(
+            state.id,
+            Resumed(room=session.room.name, peer_id=session.peer_id, ack=session.in_seq),
+        )
+        for pending in outbox:
+            out.send(state.id, pending.message)
+
+    def _relay(self, state: _Conn, session: _Session, message: Relayed, out: Output) -> None:
+        seq = message.seq
+        if seq is None:
+            self._error(state, ErrorCode.BAD_MESSAGE, "relayed messages need seq", None, out)
+            return
+        if seq <= session.in_seq:
+            return  # a duplicate resent after resume: already processed
+        session.in_seq = seq
+        if session.in_seq - session.acked_in >= self.config.ack_every:
+            session.acked_in = session.in_seq
+            out.send(state.id, Ack(ack=session.in_seq))
+        me = session.peer_id
+        if message.sender is not None and message.sender != me:
+            self._error(state, ErrorCode.FORBIDDEN, "cannot speak as another peer", seq, out)
+            return
+        if not isinstance(message, AppMessage) and not (
+            _MEDIA_PERMISSIONS & set(session.info.permissions)
+        ):
+            self._error(
+                state, ErrorCode.FORBIDDEN, f"{message.type} needs publish or subscribe", seq, out
+            )
+            return
+        room = session.room
+        stamped: Any = attrs.evolve(message, sender=me, seq=None)  # type: ignore[misc]
+        if message.to is None:
+            targets = [other for other in room.sessions.values() if other is not session]
+        elif message.to == me:
+            self._error(state, ErrorCode.BAD_MESSAGE, "cannot send to yourself", seq, out)
+            return
+        else:
+            target = room.sessions.get(message.to)
+            if target is None:
+                self._error(state, ErrorCode.UNKNOWN_PEER, f"no peer {message.to!r}", seq, out)
+                return
+            targets = [target]
+        for target in targets:
+            if len(target.outbox) >= self.config.max_pending:
+                self._error(
+                    state,
+                    ErrorCode.BACKLOG_FULL,
+                    f"peer {target.peer_id!r} has too many unacknowledged messages",
+                    seq,
+                    out,
+                )
+                continue
+            self._deliver(target, stamped, out, origin=me, origin_seq=seq)
+        if self.message_events:
+            out.events.append(MessageEvent(room=room.name, message=stamped))
+
+    def _deliver(
+        self,
+        session: _Session,
+        message: Any,
+        out: Output,
+        *,
+        origin: str | None = None,
+        origin_seq: int | None = None,
+    ) -> None:
+        session.out_seq += 1
+        sequenced: Message = attrs.evolve(message, seq=session.out_seq)
+        session.outbox.append(_Pending(session.out_seq, sequenced, origin, origin_seq))
+        if session.conn is not None:
+            out.send(session.conn.id, sequenced)
+
+    def _error(self, state: _Conn, code: str, text: str, ref: int | None, out: Output) -> None:
+        error = Error(code=code, message=text, ref=ref)
+        if state.session is not None:
+            self._deliver(state.session, error, out)
+        else:
+            out.send(state.id, error)
+
+    def _close(self, state: _Conn, code: int, reason: str, now: float, out: Output) -> None:
+        self._conns.pop(state.id, None)
+        if state.session is not None:
+            self._detach(state.session, now)
+            state.session = None
+        out.close(state.id, code, reason)
+
+    def _detach(self, session: _Session, now: float) -> None:
+        session.conn = None
+        session.detached_at = now
+
+    def _remove(self, session: _Session, reason: str, out: Output) -> None:
+        room = session.room
+        if room.sessions.get(session.peer_id) is not session:
+            return
+        del room.sessions[session.peer_id]
+        self._tokens.pop(session.resume_token, None)
+        if session.conn is not None:
+            session.conn.session = None
+            session.conn = None
+        for pending in session.outbox:
+            if pending.origin is None or pending.origin_seq is None:
+                continue
+            origin = room.sessions.get(pending.origin)
+            if origin is not None:
+                self._deliver(
+                    origin,
+                    Error(
+                        code=ErrorCode.UNDELIVERABLE,
+                        message=f"peer {session.peer_id!r} left before acknowledging "
+                        f"{pending.message.type}",
+                        ref=pending.origin_seq,
+                    ),
+                    out,
+                )
+        session.outbox.clear()
+        for other in room.sessions.values():
+            self._deliver(other, PeerLeft(peer_id=session.peer_id, reason=reason), out)
+        out.events.append(PeerLeftEvent(room=room.name, peer_id=session.peer_id, reason=reason))
+        if not room.sessions and not room.declared:
+            del self._rooms[room.name]
+            out.events.append(RoomClosedEvent(room=room.name))

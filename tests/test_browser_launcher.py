@@ -1,0 +1,32 @@
+"""The reusable Chromium launcher in :mod:`rtckit.testing.browser`."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from rtckit.testing import require_executable
+from rtckit.testing.browser import HOST_RESOLVER_RULES, chromium_args, launch_chromium
+
+
+def test_args_have_one_disable_features_switch_with_playwrights_list_and_mdns() -> None:
+    args = chromium_args(fps=30, extra_disabled_features=["Foo"])
+    features = [arg for arg in args if arg.startswith("--disable-features=")]
+    assert len(features) == 1
+    names = features[0].split("=", 1)[1].split(",")
+    assert "WebRtcHideLocalIpsWithMdns" in names
+    assert "Foo" in names
+    assert "PaintHolding" in names  # one of Playwright's own
+    assert f"--host-resolver-rules={HOST_RESOLVER_RULES}" in args
+    assert "--use-fake-device-for-media-stream=fps=30" in args
+    assert "--use-fake-ui-for-media-stream" in args
+
+
+@pytest.mark.browser
+async def test_launch_and_run_script() -> None:
+    require_executable("chromium", hint="apt-get install chromium")
+    async with asyncio.timeout(60), launch_chromium() as browser:
+        page = await browser.new_page()
+        assert await page.evaluate("1 + 41") == 42
+        assert await page.evaluate("navigator.userAgent.includes('HeadlessChrome')")

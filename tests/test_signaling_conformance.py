@@ -1,0 +1,77 @@
+"""The transport conformance suite over the in-memory and WebSocket transports."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from rtckit.signaling import (
+    MemoryTransport,
+    OpenAuth,
+    SignalingConfig,
+    SignalingHub,
+    SignalingServer,
+    TokenAuth,
+    WebSocketTransport,
+)
+from rtckit.testing import conformance
+
+SECRET = "0123456789abcdef-0123456789abcdef-test-secret"
+
+
+@pytest.fixture
+async def hub() -> AsyncIterator[SignalingHub]:
+    async with SignalingHub(SignalingConfig(auth=OpenAuth())) as hub:
+        yield hub
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[SignalingServer]:
+    async with SignalingServer(SignalingConfig(auth=OpenAuth())) as server:
+        await server.listen("127.0.0.1", 0)
+        yield server
+
+
+@pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)
+async def test_memory_transport(check: conformance.Check, hub: SignalingHub) -> None:
+    await check(lambda: MemoryTransport(hub))
+
+
+@pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)
+async def test_websocket_transport(check: conformance.Check, server: SignalingServer) -> None:
+    await check(lambda: WebSocketTransport(server.url))
+
+
+async def test_run_all_with_tokens() -> None:
+    auth = TokenAuth(secret=SECRET)
+    async with SignalingServer(SignalingConfig(auth=auth)) as server:
+        await server.listen("127.0.0.1", 0)
+        names = await conformance.run_all(
+            lambda: WebSocketTransport(server.url),
+            lambda room: auth.mint(room=room, identity="tester"),
+        )
+    assert names == [check.__name__ for check in conformance.CHECKS]
+
+
+async def test_a_broken_transport_fails_the_suite(hub: SignalingHub) -> None:
+    class Reordering(MemoryTransport):
+        """Delivers frames out of order: must not conform."""
+
+        def __init__(self, hub: SignalingHub) -> None:
+            super().__init__(hub)
+            self._held: str | None = None
+
+        async def receive(self) -> str:
+            text = await super().receive()
+            if '"type":"app"' in text and self._held is None:
+                self._held = text
+                text = await super().receive()
+                return text
+            if self._held is not None:
+                held, self._held = self._held, None
+                return held
+            return text
+
+    with pytest.raises(AssertionError):
+        await conformance.check_ordering(lambda: Reordering(hub), time_limit=2)
