@@ -181,7 +181,7 @@ class _Peer:
         sctp = self.pc.sctp
         if sctp is None:
             return
-        pair = _aiortc.selected_candidate_pair(sctp.transport.transport)
+        pair = _aiortc.selected_transport_pair(sctp.transport.transport)
         if pair is None:
             return
         local, remote = pair
