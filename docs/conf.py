@@ -29,6 +29,8 @@ nitpick_ignore_regex = [
     (r"py:class", r"(Path|SSLContext|datetime\.datetime|datetime\.timedelta|ipaddress\..*)"),
     (r"py:class", r"(NDArray|np\..*|npt\..*)"),
     (r"py:class", r"(enum|pathlib)\..*"),
+    # signaling: enum bases, and Playwright's Browser (an optional dependency).
+    (r"py:class", r"(enum\..*|playwright\..*|Browser)"),
     (r"py:(class|data|obj)", r"rtckit\..*\._.*"),
     # certs: cryptography's classes and stdlib types of its signatures (no inventory offline).
     (r"py:(class|mod)", r"(cryptography|pathlib|os|enum|ssl)(\..*)?"),

@@ -115,7 +115,7 @@ def test_join_welcome_and_peer_joined() -> None:
     a, wa = h.join(metadata={"name": "a"})
     assert wa.peers == ()
     assert wa.topology == "mesh"
-    assert wa.resume_window == 6.0
+    assert wa.resume_window == 5.0
     _, wb = h.join()
     assert [p.id for p in wb.peers] == [wa.peer_id]
     assert wb.peers[0].metadata == {"name": "a"}
@@ -404,8 +404,12 @@ def test_ack_trims_and_acks_are_sent() -> None:
     acks = [m for m in h.take(a) if isinstance(m, Ack)]
     assert acks == [Ack(ack=4)]
     h.send(a, AppMessage(to=wb.peer_id, payload=5, seq=5))
-    h.tick(0.1)
+    h.tick(0.9)  # acks of a few messages wait for ack_delay (1 s)
+    assert [m for m in h.take(a) if isinstance(m, Ack)] == []
+    h.tick(1.0)
     assert [m for m in h.take(a) if isinstance(m, Ack)] == [Ack(ack=5)]
+    h.tick(5.0)
+    assert [m for m in h.take(a) if isinstance(m, Ack)] == []
 
 
 def test_duplicates_are_dropped() -> None:
@@ -553,7 +557,7 @@ def test_handshake_timeout() -> None:
 
 
 def test_heartbeat_pings_and_dead_peer_removal_within_15_seconds() -> None:
-    h = Harness()  # defaults: heartbeat 2, dead 6, resume window 6
+    h = Harness()  # defaults: heartbeat 3, dead 8, resume window 5
     a, _ = h.join()
     b, _ = h.join()
     h.take(a)

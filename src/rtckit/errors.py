@@ -80,7 +80,7 @@ class StunFormatError(RtcKitError, ValueError):
 class SignalingError(RtcKitError):
     """Base class of signaling errors.
 
-    :attr:`code` is the wire error code (a :class:`rtckit.signaling.protocol.ErrorCode` value,
+    ``code`` is the wire error code (a :class:`rtckit.signaling.protocol.ErrorCode` value,
     or a close code for :class:`ConnectionClosedError`) when there is one, else ``None``.
     """
 

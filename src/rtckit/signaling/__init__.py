@@ -4,7 +4,7 @@ Layers (each importing only those before it):
 
 * :mod:`~rtckit.signaling.protocol` -- typed messages and the strict JSON codec (pure);
 * :mod:`~rtckit.signaling.auth` -- room tokens (pure, PyJWT);
-* :mod:`~rtckit.signaling.config` -- :class:`SignalingConfig` (pure);
+* :mod:`~rtckit.signaling.config` -- :class:`~rtckit.signaling.config.SignalingConfig` (pure);
 * :mod:`~rtckit.signaling.state` -- the sans-I/O room/session state machine;
 * :mod:`~rtckit.signaling.hub` -- its asyncio driver; :mod:`~rtckit.signaling.memory` the
   in-memory transport;

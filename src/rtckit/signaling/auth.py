@@ -62,7 +62,7 @@ class Authenticator(Protocol):
     """Decides whether a ``join`` to *room* with *token* is admitted."""
 
     def authenticate(self, room: str, token: str | None) -> Grant:
-        """Return the grant, or raise :class:`~rtckit.AuthError` with a ``code``."""
+        """Return the grant, or raise :class:`~rtckit.errors.AuthError` with a ``code``."""
         ...
 
 
@@ -73,7 +73,7 @@ class OpenAuth:
     permissions: tuple[str, ...] = DEFAULT_PERMISSIONS
 
     def authenticate(self, room: str, token: str | None) -> Grant:
-        """Return a grant with no identity and :attr:`permissions`."""
+        """Return a grant with no identity and these ``permissions``."""
         return Grant(identity=None, permissions=self.permissions)
 
 
@@ -83,7 +83,7 @@ def _check_permissions(_instance: object, _attribute: object, value: tuple[str, 
         raise ConfigurationError(f"unknown permission(s) {sorted(unknown)}")
 
 
-#: Shortest secret accepted, in bytes (RFC 7518 section 3.2: at least the hash size).
+#: Shortest secret accepted, in bytes (RFC 7518 section 3.2 asks for the hash size).
 MIN_SECRET_LENGTH = 32
 
 
@@ -138,7 +138,7 @@ class TokenAuth:
         return jwt.encode(claims, self.secret, algorithm=self.algorithm)
 
     def authenticate(self, room: str, token: str | None) -> Grant:
-        """Verify *token* for *room*; raise :class:`~rtckit.AuthError` with a code if refused.
+        """Verify *token* for *room*; if refused, raise :class:`~rtckit.errors.AuthError`.
 
         Codes: ``auth_required`` (no token), ``auth_invalid`` (malformed, forged, another
         algorithm, ``alg: none``, bad claims), ``auth_expired``, ``auth_not_yet_valid``,

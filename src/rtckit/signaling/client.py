@@ -101,7 +101,11 @@ _ROOM_CODES = frozenset(
 
 
 def error_for(error: Error) -> SignalingError:
-    """Return the exception matching a server :class:`Error` (``AuthError`` for ``auth_*``...)."""
+    """Return the exception matching a server :class:`~rtckit.signaling.protocol.Error`.
+
+    ``auth_*`` codes give :class:`~rtckit.errors.AuthError`, room codes
+    :class:`~rtckit.errors.RoomError`, others :class:`~rtckit.errors.ProtocolError`.
+    """
     text = f"{error.code}: {error.message}"
     if error.code.startswith("auth_"):
         return AuthError(text, code=error.code)
@@ -200,6 +204,9 @@ class _Connect:
 class SignalingClient:
     """A peer in one room of a signaling server. Create it with :meth:`connect`."""
 
+    #: The other peers of the room by peer id, kept up to date from the events.
+    peers: dict[str, PeerInfo]
+
     def __init__(
         self,
         transport: ClientTransport,
@@ -210,7 +217,7 @@ class SignalingClient:
         peer_id: str | None = None,
         reconnect: ReconnectPolicy | None = None,
         ack_every: int = 16,
-        ack_delay: float = 0.1,
+        ack_delay: float = 1.0,
     ) -> None:
         if not isinstance(transport, ClientTransport):
             raise ConfigurationError("transport must implement ClientTransport")
@@ -231,6 +238,7 @@ class SignalingClient:
         self._acked_in = 0
         self._connected = False
         self._closing = False
+        self._removed = False
         self._closed = False
         self._failure: SignalingError | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -254,8 +262,8 @@ class SignalingClient:
 
         Use as ``async with SignalingClient.connect(...) as client`` or
         ``client = await SignalingClient.connect(...)`` (then ``await client.aclose()``).
-        Raises :class:`~rtckit.AuthError`, :class:`~rtckit.RoomError` or
-        :class:`~rtckit.ProtocolError` if the server refuses the join.
+        Raises :class:`~rtckit.errors.AuthError`, :class:`~rtckit.errors.RoomError` or
+        :class:`~rtckit.errors.ProtocolError` if the server refuses the join.
         """
         if isinstance(target, str):
             from rtckit.signaling.websocket import WebSocketTransport
@@ -341,7 +349,7 @@ class SignalingClient:
         if self._closing:
             return
         self._closing = True
-        if self._connected:
+        if self._connected and not self._removed:
             with contextlib.suppress(ConnectionClosedError, OSError):
                 await self._send_ack()
                 await self.transport.send(encode(Bye(reason="closed")))
@@ -384,9 +392,9 @@ class SignalingClient:
         return event
 
     async def next_event(self) -> ClientEvent:
-        """Return the next event; raise :class:`~rtckit.ConnectionClosedError` once closed.
+        """Return the next event; raise :class:`~rtckit.errors.ConnectionClosedError` once closed.
 
-        Bound the wait with :func:`asyncio.timeout` if needed.
+        Bound the wait with ``asyncio.timeout()`` if needed.
         """
         try:
             return await self.__anext__()
@@ -399,7 +407,8 @@ class SignalingClient:
         """Send a relayed message (its ``seq`` and ``sender`` are set here); return its seq.
 
         The message is kept until the server acknowledges it and resent after a reconnect; if
-        its target leaves first, an ``undeliverable`` :class:`Error` event names this seq.
+        its target leaves first, an ``undeliverable``
+        :class:`~rtckit.signaling.protocol.Error` event names this seq.
         """
         if self._closing or self._closed:
             raise ConnectionClosedError("the signaling client is closed")
@@ -503,7 +512,8 @@ class SignalingClient:
                 try:
                     message = await self._receive_message()
                 except ConnectionClosedError as exc:
-                    if self._closing:
+                    if self._closing or self._removed:
+                        self._finish(None)
                         return
                     await self._recover(exc)
                     continue
@@ -541,7 +551,7 @@ class SignalingClient:
         elif isinstance(message, PeerLeft):
             self.peers.pop(message.peer_id, None)
         elif isinstance(message, Bye):
-            self._closing = True  # the server removed us: do not reconnect
+            self._removed = True  # the server removed us: do not reconnect
         # Queue the event before any await: once _in_seq moved, the message must be delivered.
         self._events.put_nowait(message)
         if self._in_seq - self._acked_in >= self._ack_every:
@@ -561,7 +571,7 @@ class SignalingClient:
                     logger.info("signaling server silent for %.1f s: reconnecting", idle)
                     self._connected = False
                     await self.transport.close()
-                elif idle > interval:
+                elif idle > 2 * interval:  # the server pings first; this is a fallback
                     await self.transport.send(encode(Ping()))
             except ConnectionClosedError:
                 pass

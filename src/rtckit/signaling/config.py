@@ -50,7 +50,7 @@ class RoomConfig:
 
     name: str = attrs.field(validator=_check_name)
     topology: str = attrs.field(default="mesh", validator=_check_topology)
-    #: Overrides :attr:`SignalingConfig.max_peers_per_room` for this room.
+    #: Overrides ``SignalingConfig.max_peers_per_room`` for this room.
     max_peers: int | None = attrs.field(
         default=None, validator=attrs.validators.optional(_positive)
     )
@@ -63,11 +63,11 @@ class SignalingConfig:
     """Everything the signaling server enforces. ``auth`` has no default on purpose.
 
     Times are in seconds. With the defaults a peer that vanishes without ``bye`` is removed
-    (others get ``peer-left``) at most ``dead_peer_timeout + resume_window + tick`` = 12.5 s
+    (others get ``peer-left``) at most ``dead_peer_timeout + resume_window + tick`` = 13.5 s
     later; a peer whose connection drops cleanly is removed after ``resume_window``.
     """
 
-    #: Who may join: :class:`~rtckit.signaling.auth.TokenAuth` or, for demos,
+    #: Who may join, :class:`~rtckit.signaling.auth.TokenAuth` or, for demos,
     #: :class:`~rtckit.signaling.auth.OpenAuth`.
     auth: Authenticator = attrs.field(validator=_check_auth)
     #: Pre-declared rooms.
@@ -90,27 +90,29 @@ class SignalingConfig:
     #: Largest message in bytes; the server closes with 1009 above it.
     max_message_size: int = attrs.field(default=DEFAULT_MAX_SIZE, validator=_positive)
     max_json_depth: int = attrs.field(default=DEFAULT_MAX_DEPTH, validator=_positive)
-    #: Sustained messages per second per connection; above it: error then close 1008.
+    #: Sustained messages per second per connection; above it, error then close 1008.
     max_messages_per_second: float = attrs.field(default=100.0, validator=_positive_time)
     #: Messages a connection may send in a burst above the sustained rate.
     burst: int = attrs.field(default=200, validator=_positive)
     #: Seconds a new connection has to send ``hello`` and ``join``/``resume``.
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive_time)
     #: Seconds of silence from a client after which the server sends ``ping``.
-    heartbeat_interval: float = attrs.field(default=2.0, validator=_positive_time)
+    heartbeat_interval: float = attrs.field(default=3.0, validator=_positive_time)
     #: Seconds of silence after which a connection is considered dead and closed.
-    dead_peer_timeout: float = attrs.field(default=6.0, validator=_positive_time)
+    dead_peer_timeout: float = attrs.field(default=8.0, validator=_positive_time)
     #: Seconds a session survives without a connection, waiting for ``resume``.
-    resume_window: float = attrs.field(default=6.0, validator=attrs.validators.ge(0.0))
+    resume_window: float = attrs.field(default=5.0, validator=attrs.validators.ge(0.0))
     #: Unacknowledged messages kept per session; beyond it relays are refused (backlog_full).
     max_pending: int = attrs.field(default=1024, validator=_positive)
-    #: The server acknowledges a client's messages at least every this many messages.
+    #: The server acknowledges a client's messages at least every this many messages...
     ack_every: int = attrs.field(default=16, validator=_positive)
+    #: ... and at most this many seconds after the oldest unacknowledged one arrived.
+    ack_delay: float = attrs.field(default=1.0, validator=attrs.validators.ge(0.0))
     #: Period of the server's timer (heartbeats, timeouts, acks).
     tick_interval: float = attrs.field(default=0.5, validator=_positive_time)
-    #: Browser origins allowed to connect (``Origin`` header). Empty: same origin as the
-    #: server's ``Host`` only; ``"*"`` allows any. Clients without ``Origin`` are not browsers
-    #: and are always allowed.
+    #: Browser origins allowed to connect (``Origin`` header). Empty means the same origin as
+    #: the server's ``Host`` only; ``"*"`` allows any. Clients without ``Origin`` are not
+    #: browsers and are always allowed.
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
     def __attrs_post_init__(self) -> None:

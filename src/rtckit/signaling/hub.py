@@ -50,7 +50,9 @@ class ServerConnection(Protocol):
 
 
 class SignalingHub:
-    """Run a :class:`SignalingState` under asyncio: timer, connections, listeners.
+    """Run a :class:`~rtckit.signaling.state.SignalingState` under asyncio.
+
+    The hub owns the timer, the connections and the event listeners.
 
     Use as an async context manager (or call :meth:`start` and :meth:`aclose`).
     """

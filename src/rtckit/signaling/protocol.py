@@ -72,7 +72,7 @@ PROTOCOL_VERSION = 1
 DEFAULT_MAX_SIZE = 64 * 1024
 #: Default maximum nesting depth of free-form JSON (``payload``, ``metadata``, ``ice_servers``).
 DEFAULT_MAX_DEPTH = 16
-#: Longest room name, peer id, identity or token accepted (characters; tokens: 8 times this).
+#: Longest room name, peer id or identity accepted, in characters (tokens may be 8 times it).
 MAX_ID_LENGTH = 128
 #: Largest sequence number (``2**53 - 1``, exact in JavaScript numbers).
 MAX_SEQ = 2**53 - 1
@@ -82,7 +82,7 @@ JsonValue: TypeAlias = Any
 
 
 class ErrorCode(enum.StrEnum):
-    """The ``code`` of an :class:`Error` message (and of :class:`~rtckit.SignalingError`).
+    """The ``code`` of an :class:`Error` message (and of :class:`~rtckit.errors.SignalingError`).
 
     Codes are stable strings; a client must treat an unknown code like ``internal``.
     """
@@ -91,7 +91,7 @@ class ErrorCode(enum.StrEnum):
     BAD_JSON = "bad_json"
     #: The frame is not valid UTF-8 (for example a truncated multi-byte sequence).
     BAD_ENCODING = "bad_encoding"
-    #: The message is larger than the server's limit (over WebSocket: close 1009 instead).
+    #: The message is larger than the server's limit (over WebSocket, close 1009 instead).
     TOO_LARGE = "too_large"
     #: Free-form JSON nests deeper than allowed.
     TOO_DEEP = "too_deep"
@@ -149,7 +149,7 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001
     #: Protocol violation that makes the connection unusable (e.g. a binary frame).
     PROTOCOL_ERROR = 1002
-    #: Policy: rate limit exceeded, origin not allowed.
+    #: Policy violation, such as the rate limit exceeded.
     POLICY_VIOLATION = 1008
     #: A message exceeds the maximum size.
     MESSAGE_TOO_BIG = 1009
@@ -231,7 +231,7 @@ class Welcome(Message):
     identity: str | None = attrs.field(default=None, metadata=_m("id", True))
     #: The other members, in join order.
     peers: tuple[PeerInfo, ...] = attrs.field(metadata=_m("peers"))
-    #: The room's topology: ``"mesh"``, ``"sfu"`` or ``"mcu"``.
+    #: The room's topology, ``"mesh"``, ``"sfu"`` or ``"mcu"``.
     topology: str = attrs.field(metadata=_m("id"))
     #: ``RTCIceServer`` dictionaries (JSON list) for the client, if the server gives them.
     ice_servers: JsonValue = attrs.field(default=None, metadata=_m("json", True))
@@ -261,7 +261,7 @@ class Resumed(Message):
     type: ClassVar[str] = "resumed"
     room: str = attrs.field(metadata=_m("id"))
     peer_id: str = attrs.field(metadata=_m("id"))
-    #: Highest client ``seq`` the server has processed: the client resends the later ones.
+    #: Highest client ``seq`` the server has processed; the client resends the later ones.
     ack: int = attrs.field(metadata=_m("int"))
 
 
@@ -494,74 +494,123 @@ def json_depth(value: JsonValue) -> int:
     return depth
 
 
-def _check_int(value: Any, where: str) -> int:
-    if type(value) is not int or not 0 <= value <= MAX_SEQ:
-        raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be an integer in [0, 2**53-1]")
+def _within_depth(value: Any, budget: int) -> bool:
+    """Whether *value* nests at most *budget* levels (recursion bounded by *budget*)."""
+    if type(value) is dict:
+        if budget <= 0:
+            return False
+        return all(_within_depth(child, budget - 1) for child in value.values())
+    if type(value) is list:
+        if budget <= 0:
+            return False
+        return all(_within_depth(child, budget - 1) for child in value)
+    return True
+
+
+def _bad(
+    where: str, wire: str, text: str, code: ErrorCode = ErrorCode.BAD_MESSAGE
+) -> ProtocolError:
+    return _fail(code, f"{where}.{wire} {text}")
+
+
+def _c_id(value: Any, where: str, wire: str, _depth: int) -> Any:
+    if type(value) is not str or not 0 < len(value) <= MAX_ID_LENGTH:
+        raise _bad(where, wire, f"must be a string of 1 to {MAX_ID_LENGTH} characters")
     return value
 
 
-def _check_str(value: Any, where: str, max_length: int | None = None) -> str:
+def _c_str(value: Any, where: str, wire: str, _depth: int) -> Any:
     if type(value) is not str:
-        raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be a string")
-    if max_length is not None and not 1 <= len(value) <= max_length:
-        raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must have 1 to {max_length} characters")
+        raise _bad(where, wire, "must be a string")
     return value
 
 
-def _check_json(value: Any, where: str, max_depth: int) -> Any:
-    if json_depth(value) > max_depth:
-        raise _fail(ErrorCode.TOO_DEEP, f"{where} nests deeper than {max_depth}")
+def _c_token(value: Any, where: str, wire: str, _depth: int) -> Any:
+    if type(value) is not str or not 0 < len(value) <= 8 * MAX_ID_LENGTH:
+        raise _bad(where, wire, f"must be a string of 1 to {8 * MAX_ID_LENGTH} characters")
     return value
 
 
-def _convert(kind: str, value: Any, where: str, max_depth: int) -> Any:
-    if kind == "id":
-        return _check_str(value, where, MAX_ID_LENGTH)
-    if kind == "str":
-        return _check_str(value, where)
-    if kind == "token":
-        return _check_str(value, where, 8 * MAX_ID_LENGTH)
-    if kind == "code":
-        return _check_str(value, where, 64)
-    if kind == "int":
-        return _check_int(value, where)
-    if kind == "num":
-        if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
-            raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be a finite number >= 0")
-        return float(value)
-    if kind == "json":
-        return _check_json(value, where, max_depth)
-    if kind == "obj":
-        if type(value) is not dict:
-            raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be an object")
-        return _check_json(value, where, max_depth)
-    if kind == "strs":
-        if type(value) is not list:
-            raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be a list of strings")
-        return tuple(_check_str(item, where, MAX_ID_LENGTH) for item in value)
-    if kind == "peer":
-        return _build(PeerInfo, value, where, max_depth)
-    if kind == "peers":
-        if type(value) is not list:
-            raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be a list of peers")
-        return tuple(_build(PeerInfo, item, where, max_depth) for item in value)
-    raise AssertionError(kind)  # pragma: no cover
+def _c_code(value: Any, where: str, wire: str, _depth: int) -> Any:
+    if type(value) is not str or not 0 < len(value) <= 64:
+        raise _bad(where, wire, "must be a string of 1 to 64 characters")
+    return value
+
+
+def _c_int(value: Any, where: str, wire: str, _depth: int) -> Any:
+    if type(value) is not int or not 0 <= value <= MAX_SEQ:
+        raise _bad(where, wire, "must be an integer in [0, 2**53-1]")
+    return value
+
+
+def _c_num(value: Any, where: str, wire: str, _depth: int) -> Any:
+    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+        raise _bad(where, wire, "must be a finite number >= 0")
+    return float(value)
+
+
+def _c_json(value: Any, where: str, wire: str, max_depth: int) -> Any:
+    if not _within_depth(value, max_depth):
+        raise _bad(where, wire, f"nests deeper than {max_depth}", ErrorCode.TOO_DEEP)
+    return value
+
+
+def _c_obj(value: Any, where: str, wire: str, max_depth: int) -> Any:
+    if type(value) is not dict:
+        raise _bad(where, wire, "must be an object")
+    return _c_json(value, where, wire, max_depth)
+
+
+def _c_strs(value: Any, where: str, wire: str, depth: int) -> Any:
+    if type(value) is not list:
+        raise _bad(where, wire, "must be a list of strings")
+    return tuple(_c_id(item, where, wire, depth) for item in value)
+
+
+def _c_peer(value: Any, where: str, wire: str, max_depth: int) -> Any:
+    return _build(PeerInfo, value, f"{where}.{wire}", max_depth)
+
+
+def _c_peers(value: Any, where: str, wire: str, max_depth: int) -> Any:
+    if type(value) is not list:
+        raise _bad(where, wire, "must be a list of peers")
+    return tuple(_build(PeerInfo, item, f"{where}.{wire}", max_depth) for item in value)
+
+
+_CONVERTERS: dict[str, Callable[[Any, str, str, int], Any]] = {
+    "id": _c_id,
+    "str": _c_str,
+    "token": _c_token,
+    "code": _c_code,
+    "int": _c_int,
+    "num": _c_num,
+    "json": _c_json,
+    "obj": _c_obj,
+    "strs": _c_strs,
+    "peer": _c_peer,
+    "peers": _c_peers,
+}
+_PLANS: dict[type[Any], tuple[tuple[str, str, bool, Callable[[Any, str, str, int], Any]], ...]] = {
+    cls: tuple((spec.name, spec.wire, spec.optional, _CONVERTERS[spec.kind]) for spec in specs)
+    for cls, specs in _SPECS.items()
+}
 
 
 def _build(cls: type[Any], obj: Any, where: str, max_depth: int) -> Any:
     if type(obj) is not dict:
         raise _fail(ErrorCode.BAD_MESSAGE, f"{where} must be a JSON object")
-    extra = obj.keys() - _WIRE_NAMES[cls]
-    if extra:
-        raise _fail(ErrorCode.BAD_MESSAGE, f"{where}: unknown field(s) {sorted(extra)}")
+    if not obj.keys() <= _WIRE_NAMES[cls]:
+        extra = sorted(obj.keys() - _WIRE_NAMES[cls])
+        raise _fail(ErrorCode.BAD_MESSAGE, f"{where}: unknown field(s) {extra}")
     kwargs: dict[str, Any] = {}
-    for spec in _SPECS[cls]:
-        value = obj.get(spec.wire)
+    get = obj.get
+    for name, wire, optional, convert in _PLANS[cls]:
+        value = get(wire)
         if value is None:
-            if spec.optional:
+            if optional:
                 continue
-            raise _fail(ErrorCode.BAD_MESSAGE, f"{where}: missing field {spec.wire!r}")
-        kwargs[spec.name] = _convert(spec.kind, value, f"{where}.{spec.wire}", max_depth)
+            raise _fail(ErrorCode.BAD_MESSAGE, f"{where}: missing field {wire!r}")
+        kwargs[name] = convert(value, where, wire, max_depth)
     return cls(**kwargs)
 
 
@@ -585,7 +634,7 @@ def decode(
     max_size: int = DEFAULT_MAX_SIZE,
     max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> Message:
-    """Parse one message; raise :class:`~rtckit.ProtocolError` (with ``.code``) if invalid.
+    """Parse one message; raise :class:`~rtckit.errors.ProtocolError` (with ``.code``) if invalid.
 
     *max_size* bounds the UTF-8 size in bytes, *max_depth* the nesting of free-form JSON fields.
     Never raises anything else, whatever *data* holds.
@@ -593,10 +642,13 @@ def decode(
     if isinstance(data, str):
         if len(data) > max_size:
             raise _fail(ErrorCode.TOO_LARGE, f"message larger than {max_size} bytes")
-        try:
-            size = len(data.encode("utf-8"))
-        except UnicodeEncodeError:
-            raise _fail(ErrorCode.BAD_ENCODING, "message holds a lone surrogate") from None
+        if data.isascii():
+            size = len(data)
+        else:
+            try:
+                size = len(data.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise _fail(ErrorCode.BAD_ENCODING, "message holds a lone surrogate") from None
         if size > max_size:
             raise _fail(ErrorCode.TOO_LARGE, f"message larger than {max_size} bytes")
         text = data

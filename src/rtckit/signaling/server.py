@@ -28,8 +28,9 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import TracebackType
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -56,7 +57,13 @@ def client_script() -> str:
 
 
 class _WebSocketConnection:
-    """The hub's view of one aiohttp WebSocket: queued, ordered, non-blocking sends."""
+    """The hub's view of one aiohttp WebSocket: ordered, non-blocking sends.
+
+    ``send_str`` of an uncompressed frame writes to the socket at once and only suspends when
+    the socket's buffer is full (flow control). So :meth:`send_text` runs the coroutine's first
+    step right here, like a task would, and only when it suspends does a task finish it and
+    then send what queued up meanwhile. This saves creating a task per relayed message.
+    """
 
     __slots__ = ("_closing", "_flusher", "_pending", "ws")
 
@@ -69,20 +76,37 @@ class _WebSocketConnection:
     def send_text(self, text: str) -> None:
         if self._closing is not None:
             return
-        self._pending.append(text)
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+        if self._flusher is not None:
+            self._pending.append(text)
+            return
+        coro = self.ws.send_str(text)
+        try:
+            blocker = coro.send(None)
+        except StopIteration:
+            return  # written synchronously: the usual case
+        except (ConnectionError, RuntimeError, aiohttp.ClientError):
+            return  # the connection is going away; the hub hears of it from the reader
+        self._flusher = asyncio.get_running_loop().create_task(self._finish(coro, blocker))
 
     def close(self, code: int, reason: str) -> None:
         if self._closing is not None:
             return
         self._closing = (code, reason)
         if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
+            self._flusher = asyncio.get_running_loop().create_task(self._finish(None, None))
 
-    async def _flush(self) -> None:
+    async def _finish(self, coro: Coroutine[Any, Any, None] | None, blocker: Any) -> None:
         ws = self.ws
         try:
+            while coro is not None:  # drive the suspended send_str to its end
+                if blocker is None:
+                    await asyncio.sleep(0)
+                else:
+                    await blocker
+                try:
+                    blocker = coro.send(None)
+                except StopIteration:
+                    coro = None
             while self._pending:
                 batch, self._pending = self._pending, []
                 for text in batch:
@@ -90,6 +114,8 @@ class _WebSocketConnection:
         except (ConnectionError, RuntimeError, aiohttp.ClientError):
             self._pending.clear()
         finally:
+            if coro is not None:
+                coro.close()
             self._flusher = None
         if self._closing is not None and not ws.closed:
             code, reason = self._closing

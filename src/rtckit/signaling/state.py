@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import secrets
 from collections import deque
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import attrs
 
@@ -82,25 +82,46 @@ SERVER_AGENT = "rtckit-py/1"
 
 ConnectionId: TypeAlias = int
 
-#: Relayed message types that negotiate media: they need ``publish`` or ``subscribe``.
+#: Permissions of which one is needed to negotiate media (offer, answer, candidates).
 _MEDIA_PERMISSIONS = frozenset({"publish", "subscribe"})
 
 
-@attrs.frozen
-class Send:
+class Send(NamedTuple):
     """Send *message* on connection *conn*."""
 
     conn: ConnectionId
     message: Message
 
 
-@attrs.frozen
-class Close:
+class Close(NamedTuple):
     """Close connection *conn* with WebSocket close *code* and *reason*."""
 
     conn: ConnectionId
     code: int
     reason: str
+
+
+_FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
+
+
+def _with_seq(message: Any, seq: int | None, sender: str | None = None) -> Any:
+    """Copy a frozen message with ``seq`` (and ``sender`` if given) replaced.
+
+    Same result as :func:`attrs.evolve`, without its per-call introspection (this is on the
+    path of every relayed message).
+    """
+    cls = type(message)
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(field.name for field in attrs.fields(cls))
+    copy = object.__new__(cls)
+    setter = object.__setattr__
+    for name in names:
+        setter(copy, name, getattr(message, name))
+    setter(copy, "seq", seq)
+    if sender is not None:
+        setter(copy, "sender", sender)
+    return copy
 
 
 Action: TypeAlias = Send | Close
@@ -194,6 +215,7 @@ class _Session:
     outbox: deque[_Pending] = attrs.Factory(deque)
     in_seq: int = 0
     acked_in: int = 0
+    ack_due: float | None = None  # when the oldest unacknowledged client message arrived
     detached_at: float | None = None
 
     @property
@@ -224,7 +246,7 @@ class SignalingState:
 
     def __init__(self, config: SignalingConfig) -> None:
         self.config = config
-        #: Emit :class:`MessageEvent` for each relayed message (off: saves work).
+        #: Emit :class:`MessageEvent` for each relayed message (off by default, saving work).
         self.message_events = False
         self._conns: dict[ConnectionId, _Conn] = {}
         self._rooms: dict[str, _Room] = {}
@@ -330,7 +352,12 @@ class SignalingState:
                 state.ping_nonce += 1
                 state.last_ping = now
                 out.send(state.id, Ping(nonce=state.ping_nonce))
-            if session.in_seq > session.acked_in:
+            if (
+                session.ack_due is not None
+                and now - session.ack_due >= config.ack_delay
+                and session.in_seq > session.acked_in
+            ):
+                session.ack_due = None
                 session.acked_in = session.in_seq
                 out.send(state.id, Ack(ack=session.in_seq))
         for session in list(self._tokens.values()):
@@ -537,6 +564,7 @@ class SignalingState:
         while outbox and outbox[0].seq <= message.ack:
             outbox.popleft()
         session.acked_in = session.in_seq
+        session.ack_due = None
         out.send(
             state.id,
             Resumed(room=session.room.name, peer_id=session.peer_id, ack=session.in_seq),
@@ -552,7 +580,10 @@ class SignalingState:
         if seq <= session.in_seq:
             return  # a duplicate resent after resume: already processed
         session.in_seq = seq
+        if session.ack_due is None:
+            session.ack_due = state.last_recv
         if session.in_seq - session.acked_in >= self.config.ack_every:
+            session.ack_due = None
             session.acked_in = session.in_seq
             out.send(state.id, Ack(ack=session.in_seq))
         me = session.peer_id
@@ -567,7 +598,7 @@ class SignalingState:
             )
             return
         room = session.room
-        stamped: Any = attrs.evolve(message, sender=me, seq=None)  # type: ignore[misc]
+        stamped = _with_seq(message, None, me)
         if message.to is None:
             targets = [other for other in room.sessions.values() if other is not session]
         elif message.to == me:
@@ -603,7 +634,7 @@ class SignalingState:
         origin_seq: int | None = None,
     ) -> None:
         session.out_seq += 1
-        sequenced: Message = attrs.evolve(message, seq=session.out_seq)
+        sequenced: Message = _with_seq(message, session.out_seq)
         session.outbox.append(_Pending(session.out_seq, sequenced, origin, origin_seq))
         if session.conn is not None:
             out.send(session.conn.id, sequenced)

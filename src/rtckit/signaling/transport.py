@@ -23,9 +23,9 @@ class ClientTransport(Protocol):
     * :meth:`receive` returns the next text frame;
     * :meth:`close` closes the connection (idempotent).
 
-    :meth:`send` and :meth:`receive` raise :class:`~rtckit.ConnectionClosedError` (``code``: the
-    WebSocket close code if known) once the connection is closed or broken, never another
-    exception type for that.
+    :meth:`send` and :meth:`receive` raise :class:`~rtckit.errors.ConnectionClosedError`
+    (``code`` is the WebSocket close code if known) once the connection is closed or broken,
+    never another exception type for that.
     """
 
     async def connect(self) -> None:

@@ -1,7 +1,7 @@
 """Launch the system's headless Chromium for tests, with the flags this project needs.
 
 ``launch_chromium()`` is an async context manager yielding a Playwright
-:class:`~playwright.async_api.Browser`. It uses ``/usr/bin/chromium`` (never a browser downloaded
+``playwright.async_api.Browser``. It uses ``/usr/bin/chromium`` (never a browser downloaded
 by ``playwright install``) and passes:
 
 * a fake camera and microphone (``--use-fake-device-for-media-stream``,

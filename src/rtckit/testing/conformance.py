@@ -2,7 +2,7 @@
 
 A transport conforms if :class:`~rtckit.signaling.client.SignalingClient` works over it
 against an rtckit signaling server: frames arrive whole and in order, both ways, closures
-surface as :class:`~rtckit.ConnectionClosedError`, and the transport can connect again after
+surface as :class:`~rtckit.errors.ConnectionClosedError`, and the transport can connect again after
 a close. Run every check from your own tests::
 
     import pytest

@@ -45,7 +45,7 @@ class TcpProxy:
         await self.aclose()
 
     async def start(self) -> None:
-        """Listen on a free port (see :attr:`port`)."""
+        """Listen on a free port (then in ``port``)."""
         self._server = await asyncio.start_server(self._accept, self.host, 0)
         self.port = self._server.sockets[0].getsockname()[1]
 

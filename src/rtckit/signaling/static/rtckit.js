@@ -97,7 +97,7 @@ export class RtcKitSignaling extends EventTarget {
       maxAttempts: null, connectTimeout: 10000, ...(options.reconnect || {}),
     };
     this.ackEvery = options.ackEvery ?? 16;
-    this.ackDelay = options.ackDelay ?? 100;
+    this.ackDelay = options.ackDelay ?? 1000;
     /** @type {Map<string, object>} the other peers, by id */
     this.peers = new Map();
     this.welcome = null;
@@ -420,7 +420,7 @@ export class RtcKitSignaling extends EventTarget {
       const idle = Date.now() - this._lastRecv;
       if (idle > 3 * interval + 1000) {
         this._ws.close(4001, "server silent"); // triggers a reconnect
-      } else if (idle > interval) {
+      } else if (idle > 2 * interval) { // the server pings first; this is a fallback
         this._write({ type: "ping" });
       }
     }, this.ackDelay);

@@ -1,0 +1,534 @@
+"""Signaling server benchmark: rtckit against the PeerJS server, in the same run.
+
+Each server runs in its own process; this process drives WebSocket clients in pairs that relay
+~400-byte messages to each other at a fixed offered rate for a bounded time, then measures:
+
+* delivered messages per second and lost messages (sent but never received);
+* p50/p99 latency from send to receive (same clock: the driver sends and receives);
+* server CPU microseconds per relayed message (the server process's user+system CPU time
+  during the measured window, from /proc, divided by the messages delivered in it);
+* with 5,000 idle connected clients: server memory per client (RSS growth) and idle CPU.
+
+Baseline: the PeerJS server (npm package ``peer``), installed into a temporary directory with
+``npm install peer`` and run as ``node .../peerjs.js --port P --host 127.0.0.1`` (what
+``npx peerjs`` runs, started directly so that its process is the one measured). If npm or node
+is missing, the baseline is reported as not measured.
+
+Run: ``python benchmarks/signaling.py`` (about three minutes; ``--quick`` for a short run).
+Writes the results table to ``docs/topics/signaling-benchmark.rst``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import platform
+import random
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "topics" / "signaling-benchmark.rst"
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+PAD = "x" * 290  # makes each relayed frame about 400 bytes
+
+
+# --- servers -----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def raise_fd_limit() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    url_for: Callable[[int], str]  # client index -> WebSocket URL
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+async def wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with contextlib.suppress(OSError):
+            _reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            await writer.wait_closed()
+            return
+        await asyncio.sleep(0.1)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+# The benchmark starts servers with subprocess.Popen from async code on purpose: starting a
+# process takes milliseconds and nothing else runs meanwhile.
+async def start_rtckit() -> Server:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, __file__, "--serve-rtckit", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    await wait_port(port, proc)
+    return Server("rtckit", proc, port, lambda _i: f"ws://127.0.0.1:{port}/ws")
+
+
+def serve_rtckit(port: int) -> None:
+    """The rtckit server process: limits raised so that the benchmark load is admitted."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from rtckit.signaling import OpenAuth, SignalingConfig, SignalingServer
+
+    raise_fd_limit()
+    config = SignalingConfig(
+        auth=OpenAuth(),
+        max_messages_per_second=1e6,
+        burst=1_000_000,
+        max_pending=100_000,
+    )
+
+    async def run() -> None:
+        async with SignalingServer(config) as server:
+            await server.listen("127.0.0.1", port)
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run())
+
+
+def install_peerjs(directory: Path) -> Path | None:
+    """``npm install peer`` into *directory*; return the peerjs script, or None."""
+    if shutil.which("npm") is None or shutil.which("node") is None:
+        return None
+    script = directory / "node_modules" / "peer" / "dist" / "bin" / "peerjs.js"
+    if not script.exists():
+        result = subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "peer"],
+            cwd=directory,
+            capture_output=True,
+            timeout=300,
+            check=False,
+        )
+        if result.returncode != 0:
+            return None
+    return script if script.exists() else None
+
+
+async def start_peerjs(script: Path) -> Server:
+    port = free_port()
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        [
+            "node",
+            str(script),
+            "--port",
+            str(port),
+            "--host",
+            "127.0.0.1",
+            "--concurrent_limit",
+            "20000",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    await wait_port(port, proc)
+    return Server(
+        "PeerJS",
+        proc,
+        port,
+        lambda i: f"ws://127.0.0.1:{port}/peerjs?key=peerjs&id=c{i}&token=t{i}",
+    )
+
+
+# --- clients -----------------------------------------------------------------------------
+
+
+@dataclass
+class Stats:
+    sent: int = 0
+    received: int = 0
+    window_received: int = 0
+    latencies: list[float] = field(default_factory=list)
+    measuring: bool = False
+
+
+class Client:
+    """A minimal raw-protocol client (no rtckit client code on the measured path)."""
+
+    def __init__(self, index: int, server: Server, stats: Stats) -> None:
+        self.index = index
+        self.server = server
+        self.stats = stats
+        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.peer_id = ""
+        self.partner = ""
+        self.seq = 0
+        self.in_seq = 0
+        self.acked = 0
+        self.reader: asyncio.Task[None] | None = None
+
+    @property
+    def rtckit(self) -> bool:
+        return self.server.name == "rtckit"
+
+    async def connect(self, session: aiohttp.ClientSession) -> None:
+        self.ws = await session.ws_connect(self.server.url_for(self.index), max_msg_size=0)
+        if self.rtckit:
+            await self.ws.send_str('{"type":"hello","version":1}')
+            await self.ws.send_str(json.dumps({"type": "join", "room": f"p{self.index // 2}"}))
+            while True:
+                message = json.loads((await self.ws.receive()).data)
+                if message["type"] == "welcome":
+                    self.peer_id = message["peer_id"]
+                    break
+        else:
+            message = json.loads((await self.ws.receive()).data)
+            assert message["type"] == "OPEN", message
+            self.peer_id = f"c{self.index}"
+
+    def start_reading(self) -> None:
+        self.reader = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        assert self.ws is not None
+        ws, stats = self.ws, self.stats
+        async for frame in ws:
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                break
+            message = json.loads(frame.data)
+            kind = message["type"]
+            if kind in ("app", "OFFER"):
+                now = time.perf_counter()
+                stats.received += 1
+                if stats.measuring:
+                    stats.window_received += 1
+                    stats.latencies.append(now - message["payload"]["t"])
+                if self.rtckit:
+                    self.in_seq = message["seq"]
+                    if self.in_seq - self.acked >= 16:
+                        self.acked = self.in_seq
+                        await ws.send_str(f'{{"type":"ack","ack":{self.in_seq}}}')
+            elif kind == "ping":
+                await ws.send_str('{"type":"pong"}')
+            elif kind == "peer-joined" and self.rtckit:
+                self.in_seq = message["seq"]
+
+    async def send(self) -> None:
+        assert self.ws is not None
+        payload = {"t": time.perf_counter(), "pad": PAD}
+        if self.rtckit:
+            self.seq += 1
+            text = json.dumps(
+                {"type": "app", "to": self.partner, "payload": payload, "seq": self.seq}
+            )
+        else:
+            text = json.dumps({"type": "OFFER", "dst": self.partner, "payload": payload})
+        self.stats.sent += 1
+        await self.ws.send_str(text)
+
+    async def close(self) -> None:
+        if self.ws is not None:
+            await self.ws.close()
+        if self.reader is not None:
+            self.reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.reader
+
+
+@contextlib.asynccontextmanager
+async def connected(server: Server, count: int, stats: Stats) -> AsyncIterator[list[Client]]:
+    connector = aiohttp.TCPConnector(limit=0)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        clients = [Client(i, server, stats) for i in range(count)]
+        gate = asyncio.Semaphore(50)
+
+        async def connect(client: Client) -> None:
+            async with gate:
+                await client.connect(session)
+
+        try:
+            await asyncio.gather(*(connect(c) for c in clients))
+            for a, b in zip(clients[::2], clients[1::2], strict=True):
+                a.partner, b.partner = b.peer_id, a.peer_id
+            for client in clients:
+                client.start_reading()
+            yield clients
+        finally:
+            await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+@dataclass
+class RelayResult:
+    server: str
+    clients: int
+    offered: float
+    delivered: float
+    lost: int
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float
+
+
+async def relay(server: Server, count: int, rate: float, seconds: float) -> RelayResult:
+    stats = Stats()
+    async with connected(server, count, stats) as clients:
+        per_client = rate / count
+        stop = asyncio.Event()
+
+        async def pump(client: Client) -> None:
+            await asyncio.sleep(random.random() / per_client)
+            next_at = time.perf_counter()
+            while not stop.is_set():
+                await client.send()
+                next_at += 1.0 / per_client
+                delay = next_at - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                else:
+                    await asyncio.sleep(0)
+
+        pumps = [asyncio.get_running_loop().create_task(pump(c)) for c in clients]
+        await asyncio.sleep(1.5)  # warm up
+        cpu0, t0 = cpu_seconds(server.proc.pid), time.perf_counter()
+        stats.measuring = True
+        await asyncio.sleep(seconds)
+        stats.measuring = False
+        cpu1, t1 = cpu_seconds(server.proc.pid), time.perf_counter()
+        stop.set()
+        await asyncio.gather(*pumps)
+        deadline = time.perf_counter() + 10
+        while stats.received < stats.sent and time.perf_counter() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        latencies = sorted(stats.latencies) or [float("nan")]
+        return RelayResult(
+            server=server.name,
+            clients=count,
+            offered=rate,
+            delivered=stats.window_received / (t1 - t0),
+            lost=stats.sent - stats.received,
+            p50_ms=1000 * statistics.median(latencies),
+            p99_ms=1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+            cpu_us=1e6 * (cpu1 - cpu0) / max(1, stats.window_received),
+        )
+
+
+@dataclass
+class IdleResult:
+    server: str
+    clients: int
+    rss_per_client_kb: float
+    rss_total_mb: float
+    idle_cpu_percent: float
+
+
+async def idle(server: Server, count: int, seconds: float) -> IdleResult:
+    await asyncio.sleep(0.5)
+    rss0 = rss_bytes(server.proc.pid)
+    stats = Stats()
+    async with connected(server, count, stats):
+        await asyncio.sleep(2.0)
+        rss1 = rss_bytes(server.proc.pid)
+        cpu0 = cpu_seconds(server.proc.pid)
+        await asyncio.sleep(seconds)
+        cpu1 = cpu_seconds(server.proc.pid)
+    return IdleResult(
+        server=server.name,
+        clients=count,
+        rss_per_client_kb=(rss1 - rss0) / count / 1024,
+        rss_total_mb=rss1 / 2**20,
+        idle_cpu_percent=100 * (cpu1 - cpu0) / seconds,
+    )
+
+
+# --- report ------------------------------------------------------------------------------
+
+
+def table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    for row in [headers, *rows]:
+        lines.append("   * - " + row[0])
+        lines.extend(f"     - {cell}" for cell in row[1:])
+    return "\n".join(lines)
+
+
+def report(
+    relays: list[RelayResult], idles: list[IdleResult], seconds: float, baseline: str
+) -> str:
+    base = {(r.clients, r.offered): r for r in relays if r.server == "PeerJS"}
+    rows = []
+    for r in relays:
+        ref = base.get((r.clients, r.offered))
+        ratio = f"{r.cpu_us / ref.cpu_us:.2f}" if ref and r.server != "PeerJS" else "1.00"
+        if ref is None:
+            ratio = "n/a"
+        rows.append(
+            [
+                r.server,
+                str(r.clients),
+                f"{r.offered:.0f}",
+                f"{r.delivered:.0f}",
+                str(r.lost),
+                f"{r.p50_ms:.2f}",
+                f"{r.p99_ms:.2f}",
+                f"{r.cpu_us:.1f}",
+                ratio,
+            ]
+        )
+    idle_rows = [
+        [
+            i.server,
+            str(i.clients),
+            f"{i.rss_per_client_kb:.1f}",
+            f"{i.rss_total_mb:.0f}",
+            f"{i.idle_cpu_percent:.1f}",
+        ]
+        for i in idles
+    ]
+    return "\n".join(
+        [
+            "Signaling benchmark",
+            "===================",
+            "",
+            "Written by ``python benchmarks/signaling.py`` (latest run: "
+            f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+            f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"Python {platform.python_version()}).",
+            "",
+            "Clients in pairs relay ~400-byte messages through the server at a fixed offered "
+            f"rate for {seconds:.0f} s, driven from one Python process with raw WebSocket "
+            "clients; each server runs in its own process and its CPU time is read from "
+            "``/proc``. *CPU/msg* is server CPU time per delivered message; *ratio* divides it "
+            f"by the PeerJS server's in the same run ({baseline}). rtckit's figures include "
+            "its per-message sequence numbers and acknowledgements (one ``ack`` frame per 16 "
+            "messages each way), which PeerJS does not have. rtckit runs with its rate limit "
+            "raised for the benchmark.",
+            "",
+            table(
+                [
+                    "server",
+                    "clients",
+                    "offered msg/s",
+                    "delivered msg/s",
+                    "lost",
+                    "p50 ms",
+                    "p99 ms",
+                    "CPU µs/msg",
+                    "ratio",
+                ],
+                rows,
+            ),
+            "",
+            "Idle clients: server memory growth per connected client and the server's CPU "
+            "while they stay connected (rtckit pings each silent connection every 3 s; the "
+            "benchmark clients answer).",
+            "",
+            table(["server", "clients", "KiB/client", "server RSS MiB", "idle CPU %"], idle_rows),
+            "",
+        ]
+    )
+
+
+def prepare_peerjs(args: argparse.Namespace, tmp: str) -> tuple[Path | None, str]:
+    """Install the PeerJS server; return its script and a description of the baseline."""
+    if args.no_peerjs:
+        return None, "PeerJS not measured (--no-peerjs)"
+    script = install_peerjs(Path(args.peerjs_dir or tmp))
+    if script is None:
+        return None, "PeerJS not measured: npm/node missing or `npm install peer` failed"
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True, check=False)
+    package = json.loads((script.parents[2] / "package.json").read_text())
+    return script, f"peer {package['version']} on Node {node.stdout.strip()}"
+
+
+async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> None:
+    raise_fd_limit()
+    seconds = 4.0 if args.quick else args.seconds
+    sizes = [100] if args.quick else [100, 1000]
+    idle_count = 500 if args.quick else 5000
+    relays: list[RelayResult] = []
+    idles: list[IdleResult] = []
+    starters: list[Callable[[], Any]] = [start_rtckit]
+    if script is not None:
+        starters.append(lambda: start_peerjs(script))
+    for start in starters:
+        for count in sizes:
+            server = await start()
+            try:
+                result = await relay(server, count, args.rate, seconds)
+            finally:
+                server.stop()
+            relays.append(result)
+            print(result, flush=True)
+        server = await start()
+        try:
+            result_idle = await idle(server, idle_count, 5.0)
+        finally:
+            server.stop()
+        idles.append(result_idle)
+        print(result_idle, flush=True)
+    text = report(relays, idles, seconds, baseline)
+    if not args.quick:
+        DOC.write_text(text, encoding="utf-8")
+    print(text)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serve-rtckit", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="short run, docs not written")
+    parser.add_argument("--seconds", type=float, default=10.0, help="measured window (10)")
+    parser.add_argument("--rate", type=float, default=2000.0, help="offered msg/s (2000)")
+    parser.add_argument("--no-peerjs", action="store_true", help="skip the PeerJS baseline")
+    parser.add_argument("--peerjs-dir", help="reuse a directory where `npm install peer` ran")
+    arguments = parser.parse_args()
+    if arguments.serve_rtckit:
+        serve_rtckit(arguments.serve_rtckit)
+    else:
+        with tempfile.TemporaryDirectory(prefix="rtckit-bench-") as directory:
+            peerjs, description = prepare_peerjs(arguments, directory)
+            asyncio.run(main(arguments, peerjs, description))
