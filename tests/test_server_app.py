@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -363,3 +364,16 @@ async def test_server_reports_busy_ports_and_bad_tls_as_configuration_errors(
     with pytest.raises(ConfigurationError, match=r"\[tls\] cannot load"):
         async with RtcKitServer(bad):
             pass
+
+
+async def test_the_demo_runs_without_prometheus_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    # ``pip install .`` has no extras: the demo must work, ``serve`` must say what is missing
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)
+    monkeypatch.delitem(sys.modules, "rtckit.server.metrics", raising=False)
+    async with asyncio.timeout(TIMEOUT), _client(OPEN, demo=True) as client:
+        assert (await client.get("/metrics")).status == 404
+        async with SignalingClient.connect(_ws_url(client), room="r") as peer:
+            assert peer.topology == "mesh"
+        assert (await client.get("/healthz")).status == 200
+    with pytest.raises(ConfigurationError, match=r"rtckit\[metrics\]"):
+        create_app(OPEN)

@@ -27,7 +27,7 @@ import secrets
 import ssl
 from collections.abc import Mapping
 from types import TracebackType
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -36,7 +36,6 @@ from rtckit.errors import ConfigurationError, TopologyError
 from rtckit.https import redirect_response
 from rtckit.ice import IceConfig, IceServer
 from rtckit.server.config import ServeConfig
-from rtckit.server.metrics import Metrics
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingConfig, SignalingServer, TokenAuth
 from rtckit.signaling.auth import Authenticator
 from rtckit.signaling.server import client_script
@@ -51,6 +50,9 @@ from rtckit.signaling.state import (
 from rtckit.topology import ServerStrategy, Topology, server_strategy_for
 from rtckit.turn import TurnRestAuth
 
+if TYPE_CHECKING:
+    from rtckit.server.metrics import Metrics
+
 __all__ = [
     "STATIC_FILES",
     "RtcKitServer",
@@ -58,6 +60,7 @@ __all__ = [
     "browser_ice_config",
     "check_topologies",
     "create_app",
+    "new_metrics",
     "signaling_config",
 ]
 
@@ -136,7 +139,7 @@ def signaling_config(config: ServeConfig, *, choose_topology: bool = False) -> S
                 wanted = Topology.parse(asked).value
         if not available_topologies().get(wanted, False):
             raise _unavailable(wanted)
-        logger.info("room created", extra={"room": room, "topology": wanted})
+        logger.info("room %s created (%s)", room, wanted, extra={"room": room, "topology": wanted})
         return wanted
 
     return SignalingConfig(
@@ -172,11 +175,35 @@ def browser_ice_config(config: ServeConfig, *, user: str | None = None) -> IceCo
     return IceConfig(servers=servers, transport_policy=ice.policy)
 
 
+def new_metrics(*, required: bool) -> Metrics | None:
+    """A new :class:`~rtckit.server.metrics.Metrics`, or ``None`` without prometheus-client.
+
+    With *required* (``rtckit serve`` with ``[metrics] enabled``) its absence is a
+    :class:`~rtckit.errors.ConfigurationError` naming the extra to install.
+    """
+    try:
+        from rtckit.server.metrics import Metrics
+    except ImportError as exc:
+        if required:
+            raise ConfigurationError(
+                "[metrics] enabled needs prometheus-client: pip install 'rtckit[metrics]' "
+                "(or set enabled = false)"
+            ) from exc
+        logger.info("metrics off: prometheus-client is not installed")
+        return None
+    return Metrics()
+
+
 class _State:
     """What the handlers of one app share."""
 
     def __init__(
-        self, config: ServeConfig, signaling: SignalingServer, metrics: Metrics, *, demo: bool
+        self,
+        config: ServeConfig,
+        signaling: SignalingServer,
+        metrics: Metrics | None,
+        *,
+        demo: bool,
     ) -> None:
         self.config = config
         self.signaling = signaling
@@ -188,39 +215,56 @@ class _State:
     # --- signaling events -> metrics, logs, server strategies ---------------------------
 
     def on_event(self, event: ServerEvent) -> None:
-        metrics = self.metrics
+        self._count(event)
         state = self.signaling.hub.state
         if isinstance(event, PeerJoinedEvent):
             topology = state.room_topology(event.room) or "mesh"
-            metrics.peers.labels(topology=topology).inc()
-            metrics.rooms.set(len([r for r in state.rooms() if state.peers(r)]))
             logger.info(
-                "peer joined",
+                "peer %s joined room %s (%s)",
+                event.peer.id,
+                event.room,
+                topology,
                 extra={"room": event.room, "peer": event.peer.id, "topology": topology},
             )
             if event.room not in self.strategies:
                 self._start_room(event.room, topology)
         elif isinstance(event, PeerLeftEvent):
-            topology = state.room_topology(event.room) or self._topology_of(event.room)
-            metrics.peers.labels(topology=topology).dec()
-            metrics.rooms.set(len([r for r in state.rooms() if state.peers(r)]))
             logger.info(
-                "peer left",
+                "peer %s left room %s (%s)",
+                event.peer_id,
+                event.room,
+                event.reason,
                 extra={"room": event.room, "peer": event.peer_id, "reason": event.reason},
             )
             if not state.peers(event.room):
                 self._stop_room(event.room)
-        elif isinstance(event, MessageEvent):
-            metrics.messages.labels(type=event.message.type).inc()
         elif isinstance(event, RoomClosedEvent):
-            metrics.rooms.set(len([r for r in state.rooms() if state.peers(r)]))
             self._stop_room(event.room)
         elif isinstance(event, ErrorSentEvent):
-            metrics.errors.labels(code=event.code).inc()
             logger.info(
-                "signaling error sent",
+                "signaling error %s sent",
+                event.code,
                 extra={"code": event.code, "room": event.room, "peer": event.peer_id},
             )
+
+    def _count(self, event: ServerEvent) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        state = self.signaling.hub.state
+        if isinstance(event, PeerJoinedEvent | PeerLeftEvent):
+            topology = state.room_topology(event.room) or self._topology_of(event.room)
+            gauge = metrics.peers.labels(topology=topology)
+            if isinstance(event, PeerJoinedEvent):
+                gauge.inc()
+            else:
+                gauge.dec()
+        if isinstance(event, PeerJoinedEvent | PeerLeftEvent | RoomClosedEvent):
+            metrics.rooms.set(len([room for room in state.rooms() if state.peers(room)]))
+        elif isinstance(event, MessageEvent):
+            metrics.messages.labels(type=event.message.type).inc()
+        elif isinstance(event, ErrorSentEvent):
+            metrics.errors.labels(code=event.code).inc()
 
     def _topology_of(self, room: str) -> str:
         strategy = self.strategies.get(room)
@@ -313,12 +357,15 @@ def create_app(
 ) -> web.Application:
     """The aiohttp application of an rtckit server configured by *config*.
 
-    *demo* lets the first joiner of a room choose its topology (``rtckit demo``). The app owns
-    its signaling server: it starts and stops with the app.
+    *demo* lets the first joiner of a room choose its topology (``rtckit demo``), and runs
+    without metrics when prometheus-client is missing. The app owns its signaling server: it
+    starts and stops with the app.
     """
     check_topologies(config)
+    if metrics is None and config.metrics.enabled:
+        metrics = new_metrics(required=not demo)
     signaling = SignalingServer(signaling_config(config, choose_topology=demo))
-    state = _State(config, signaling, metrics or Metrics(), demo=demo)
+    state = _State(config, signaling, metrics, demo=demo)
     app = web.Application(client_max_size=64 * 1024)
     app[_APP_KEY] = state
     app.router.add_get("/", state.page)
@@ -326,7 +373,7 @@ def create_app(
     app.router.add_get("/rtckit.js", state.script)
     app.router.add_get("/config.json", state.client_config)
     app.router.add_get("/healthz", state.healthz)
-    if config.metrics.enabled:
+    if config.metrics.enabled and state.metrics is not None:
         app.router.add_get(config.metrics.path, state.metrics.handle)
     signaling.add_routes(app, path="/ws")
     remove = signaling.add_listener(state.on_event)
@@ -380,7 +427,7 @@ class RtcKitServer:
         shutdown_timeout: float = 2.0,
     ) -> None:
         self.config = config
-        self.metrics = Metrics()
+        self.metrics: Metrics | None = None
         self._demo = demo
         self._ssl = ssl_context
         self._ca = ca_certificate
@@ -420,6 +467,8 @@ class RtcKitServer:
             return
         context = self._ssl_context()
         server = self.config.server
+        if self.config.metrics.enabled:
+            self.metrics = new_metrics(required=not self._demo)
         self.app = create_app(self.config, metrics=self.metrics, demo=self._demo)
         if self._ca is not None:
             ca = self._ca
@@ -454,7 +503,8 @@ class RtcKitServer:
             raise
         self._runner = runner
         logger.info(
-            "serving",
+            "serving on %s",
+            self.url(server.host if server.host not in ("0.0.0.0", "::") else "localhost"),  # noqa: S104
             extra={
                 "host": server.host,
                 "port": self._port,
