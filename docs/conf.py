@@ -34,6 +34,8 @@ nitpick_ignore_regex = [
     (r"py:(class|data|obj)", r"rtckit\..*\._.*"),
     # certs: cryptography's classes and stdlib types of its signatures (no inventory offline).
     (r"py:(class|mod)", r"(cryptography|pathlib|os|enum|ssl)(\..*)?"),
+    # server: aiohttp's ``web`` as imported, and the stdlib logging classes.
+    (r"py:class", r"(web|logging)\..*"),
 ]
 
 autodoc_typehints = "description"

@@ -216,3 +216,11 @@ def test_serve_check_and_bad_configurations(
     assert "[server] port: expected an integer" in capsys.readouterr().err
     assert main(["serve", "--config", str(tmp_path / "missing.toml")]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+def test_readme_quickstart_runs_the_demo() -> None:
+    """The README's Quickstart has two commands: install + ``rtckit demo``, then nox."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
+    commands = re.findall(r"```sh\n(.*?)\n```", quickstart, flags=re.DOTALL)
+    assert commands == ["pip install . && rtckit demo", "pip install nox && nox"]

@@ -165,6 +165,7 @@ async def test_healthz_and_metrics_follow_signaling() -> None:
             assert _metric(text, "rtckit_rooms ") == 1
             assert _metric(text, 'rtckit_peers{topology="mesh"}') == 2
             assert _metric(text, 'rtckit_signaling_messages_total{type="app"}') == 1
+            assert _metric(text, "rtckit_connections_total ") == 2
         for _ in range(100):
             text = await (await client.get("/metrics")).text()
             if _metric(text, 'rtckit_peers{topology="mesh"}') == 0:

@@ -5,7 +5,7 @@
 =====================  ===============================================================
 ``/``                  the room page (``index.html``, ``room.css``, ``room.js``)
 ``/rtckit.js``         the browser client ES module (also at ``/ws/rtckit.js``)
-``/ws``                the signaling WebSocket (:class:`~rtckit.signaling.SignalingServer`)
+``/ws``                the signaling WebSocket (:class:`~rtckit.signaling.server.SignalingServer`)
 ``/config.json``       what the page needs: ICE servers (with TURN REST credentials minted
                        for this client), auth mode, topologies this server can host, rooms
 ``/healthz``           ``{"status": "ok", ...}`` while the server runs
@@ -117,7 +117,7 @@ def check_topologies(config: ServeConfig) -> None:
 
 
 def signaling_config(config: ServeConfig, *, choose_topology: bool = False) -> SignalingConfig:
-    """The :class:`~rtckit.signaling.SignalingConfig` for a server configured by *config*.
+    """The :class:`~rtckit.signaling.config.SignalingConfig` for a server configured by *config*.
 
     With *choose_topology* (``rtckit demo``) the first joiner of a room picks its topology
     with ``metadata.topology``; a topology this server cannot host is refused.
@@ -366,7 +366,19 @@ def create_app(
         metrics = new_metrics(required=not demo)
     signaling = SignalingServer(signaling_config(config, choose_topology=demo))
     state = _State(config, signaling, metrics, demo=demo)
-    app = web.Application(client_max_size=64 * 1024)
+    counted = state.metrics
+
+    @web.middleware
+    async def count_connections(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (
+            counted is not None
+            and request.path == "/ws"
+            and request.headers.get("Upgrade", "").lower() == "websocket"
+        ):
+            counted.connections.inc()
+        return await handler(request)
+
+    app = web.Application(client_max_size=64 * 1024, middlewares=[count_connections])
     app[_APP_KEY] = state
     app.router.add_get("/", state.page)
     app.router.add_get("/{name:(index\\.html|room\\.css|room\\.js)}", state.page)
