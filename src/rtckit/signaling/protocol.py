@@ -496,14 +496,20 @@ def json_depth(value: JsonValue) -> int:
 
 def _within_depth(value: Any, budget: int) -> bool:
     """Whether *value* nests at most *budget* levels (recursion bounded by *budget*)."""
-    if type(value) is dict:
-        if budget <= 0:
+    kind = type(value)
+    if kind is dict:
+        children: Any = value.values()
+    elif kind is list:
+        children = value
+    else:
+        return True
+    if budget <= 0:
+        return False
+    budget -= 1
+    for child in children:
+        kind = type(child)
+        if (kind is dict or kind is list) and not _within_depth(child, budget):
             return False
-        return all(_within_depth(child, budget - 1) for child in value.values())
-    if type(value) is list:
-        if budget <= 0:
-            return False
-        return all(_within_depth(child, budget - 1) for child in value)
     return True
 
 
