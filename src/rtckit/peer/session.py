@@ -518,10 +518,15 @@ class PeerSession:
             self._set_state("connected")
         elif state == "connecting":
             self._set_state("connecting")
-        elif state in ("failed", "closed"):
+        elif state == "failed":
             self._set_state("failed")
             if self.config.auto_restart and self._signaller.connected:
                 self._ops.put_nowait(("restart", ("failed", generation)))
+        elif state == "closed":
+            # aiortc closes the connection when the remote side closed its DTLS: the remote
+            # is replacing its connection (its "restart" message follows) or leaving (the
+            # room says so). The watchdog restarts only if heartbeats stay away.
+            self._set_state("failed")
 
     async def _watchdog(self) -> None:
         config = self.config
