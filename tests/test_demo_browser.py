@@ -297,6 +297,8 @@ async def test_serve_with_tokens_refuses_a_page_without_a_valid_token(tmp_path: 
         error = page.locator("#join-error")
         await error.wait_for(state="visible", timeout=20_000)
         assert "invitation link" in (await error.text_content() or "")
+        ARTIFACTS.mkdir(exist_ok=True)
+        await page.screenshot(path=ARTIFACTS / "serve-token-refused.png")
         forged = TokenAuth(secret="f" * 40).mint(room="board", identity="mallory")
         await page.goto(f"{base}/?room=board&token={forged}")
         await page.fill("#name-input", "Mallory")

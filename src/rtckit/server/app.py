@@ -130,6 +130,7 @@ def signaling_config(config: ServeConfig, *, choose_topology: bool = False) -> S
             raise ConfigurationError("[auth] token mode needs a secret")
         auth = TokenAuth(secret=config.auth.secret)
     default = config.rooms.default_topology
+    available = available_topologies()  # strategies register at import time
 
     def pick(room: str, metadata: Mapping[str, Any] | None) -> str:
         wanted = default
@@ -137,7 +138,7 @@ def signaling_config(config: ServeConfig, *, choose_topology: bool = False) -> S
             asked = metadata.get("topology")
             if isinstance(asked, str) and asked:
                 wanted = Topology.parse(asked).value
-        if not available_topologies().get(wanted, False):
+        if not available.get(wanted, False):
             raise _unavailable(wanted)
         logger.info("room %s created (%s)", room, wanted, extra={"room": room, "topology": wanted})
         return wanted
@@ -210,6 +211,7 @@ class _State:
         self.metrics = metrics
         self.demo = demo
         self.strategies: dict[str, ServerStrategy] = {}
+        self.topologies = available_topologies()
         self.tasks: set[asyncio.Task[None]] = set()
 
     # --- signaling events -> metrics, logs, server strategies ---------------------------
@@ -325,7 +327,7 @@ class _State:
             "demo": self.demo,
             "chooseTopology": self.demo,
             "defaultTopology": config.rooms.default_topology,
-            "topologies": available_topologies(),
+            "topologies": self.topologies,
             "createRooms": config.rooms.create_on_demand,
             "rooms": [
                 {"name": room.name, "topology": room.topology} for room in config.rooms.declared

@@ -308,6 +308,9 @@ function enterCall(roomName, requested) {
   ui.topologyBadge.title = `This room is a ${signaling.topology} room`;
   ui.topologyBadge.hidden = false;
   ui.invite.hidden = false;
+  ui.invite.title = state.config.auth === "token"
+    ? "Copy a link to this room (without your token: each person needs their own invitation)"
+    : "Copy a link to this room";
   document.title = `${roomName} · rtckit`;
   const url = new URL(location.href);
   url.searchParams.set("room", roomName);
@@ -589,6 +592,8 @@ async function main() {
   ui.invite.addEventListener("click", async () => {
     const url = new URL(location.href);
     url.searchParams.delete("name");
+    // a room token names its holder: everyone invited needs their own
+    url.searchParams.delete("token");
     try {
       await navigator.clipboard.writeText(url.href);
       ui.invite.querySelector(".label").textContent = "Link copied";
