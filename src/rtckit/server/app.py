@@ -481,9 +481,10 @@ class RtcKitServer:
             return
         context = self._ssl_context()
         server = self.config.server
-        if self.config.metrics.enabled:
-            self.metrics = new_metrics(required=not self._demo)
-        self.app = create_app(self.config, metrics=self.metrics, demo=self._demo)
+        self.app = create_app(self.config, demo=self._demo)
+        state = self.app[_APP_KEY]
+        assert isinstance(state, _State)
+        self.metrics = state.metrics
         if self._ca is not None:
             ca = self._ca
 
