@@ -116,10 +116,10 @@ def check_topologies(config: ServeConfig) -> None:
             raise ConfigurationError(f"{where}: {_unavailable(topology)}")
 
 
-def signaling_config(config: ServeConfig, *, choose_topology: bool = False) -> SignalingConfig:
+def signaling_config(config: ServeConfig, *, creator_chooses: bool = False) -> SignalingConfig:
     """The :class:`~rtckit.signaling.config.SignalingConfig` for a server configured by *config*.
 
-    With *choose_topology* (``rtckit demo``) the first joiner of a room picks its topology
+    With *creator_chooses* (``rtckit demo``) the first joiner of a room picks its topology
     with ``metadata.topology``; a topology this server cannot host is refused.
     """
     auth: Authenticator
@@ -134,7 +134,7 @@ def signaling_config(config: ServeConfig, *, choose_topology: bool = False) -> S
 
     def pick(room: str, metadata: Mapping[str, Any] | None) -> str:
         wanted = default
-        if choose_topology and metadata is not None:
+        if creator_chooses and metadata is not None:
             asked = metadata.get("topology")
             if isinstance(asked, str) and asked:
                 wanted = Topology.parse(asked).value
@@ -151,7 +151,7 @@ def signaling_config(config: ServeConfig, *, choose_topology: bool = False) -> S
         ],
         create_rooms=config.rooms.create_on_demand,
         default_topology=default,
-        room_topology=pick,
+        choose_topology=pick,
         max_peers_per_room=config.limits.max_peers_per_room,
         max_message_size=config.limits.max_message_bytes,
         max_messages_per_second=config.limits.messages_per_second,
@@ -366,7 +366,7 @@ def create_app(
     check_topologies(config)
     if metrics is None and config.metrics.enabled:
         metrics = new_metrics(required=not demo)
-    signaling = SignalingServer(signaling_config(config, choose_topology=demo))
+    signaling = SignalingServer(signaling_config(config, creator_chooses=demo))
     state = _State(config, signaling, metrics, demo=demo)
     counted = state.metrics
 

@@ -81,7 +81,7 @@ class SignalingConfig:
     #: :data:`TOPOLOGIES`, or raises :class:`~rtckit.errors.TopologyError` to refuse the join
     #: (its message goes to the client in an ``unknown_room`` error). ``None``:
     #: :attr:`default_topology`.
-    room_topology: Callable[[str, Mapping[str, Any] | None], str] | None = attrs.field(
+    choose_topology: Callable[[str, Mapping[str, Any] | None], str] | None = attrs.field(
         default=None, eq=False
     )
     #: ``RTCIceServer`` dictionaries given to clients in ``welcome`` (JSON list).

@@ -482,9 +482,9 @@ class SignalingState:
                 self._error(state, ErrorCode.UNKNOWN_ROOM, "no such room", None, out)
                 return
             topology = self.config.default_topology
-            if self.config.room_topology is not None:
+            if self.config.choose_topology is not None:
                 try:
-                    topology = self.config.room_topology(message.room, message.metadata)
+                    topology = self.config.choose_topology(message.room, message.metadata)
                 except TopologyError as exc:
                     self._error(state, ErrorCode.UNKNOWN_ROOM, str(exc), None, out)
                     return
