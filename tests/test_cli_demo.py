@@ -224,3 +224,13 @@ def test_readme_quickstart_runs_the_demo() -> None:
     quickstart = readme.split("## Quickstart", 1)[1].split("\n## ", 1)[0]
     commands = re.findall(r"```sh\n(.*?)\n```", quickstart, flags=re.DOTALL)
     assert commands == ["pip install . && rtckit demo", "pip install nox && nox"]
+
+
+def test_demo_refuses_a_topology_it_cannot_host(capsys: pytest.CaptureFixture[str]) -> None:
+    from rtckit.server.app import available_topologies
+
+    missing = [name for name, ok in available_topologies().items() if not ok]
+    if not missing:
+        pytest.skip("every topology has a server strategy in this build")
+    assert main(["demo", "--topology", missing[0], "--no-tls", "--port", "0"]) == 2
+    assert f"--topology {missing[0]}" in capsys.readouterr().err

@@ -378,3 +378,22 @@ async def test_the_demo_runs_without_prometheus_client(monkeypatch: pytest.Monke
         assert (await client.get("/healthz")).status == 200
     with pytest.raises(ConfigurationError, match=r"rtckit\[metrics\]"):
         create_app(OPEN)
+
+
+async def test_limits_from_the_config_reach_signaling() -> None:
+    config = parse_config(
+        '[server]\ninsecure = true\n[auth]\nmode = "open"\n[limits]\nmax_peers_per_room = 2\n'
+        '[rooms]\ncreate_on_demand = false\n[[rooms.declare]]\nname = "duo"\n'
+    )
+    async with asyncio.timeout(TIMEOUT), _client(config) as client:
+        url = _ws_url(client)
+        with pytest.raises(RoomError, match="no such room"):
+            async with SignalingClient.connect(url, room="elsewhere"):
+                pass
+        async with (
+            SignalingClient.connect(url, room="duo"),
+            SignalingClient.connect(url, room="duo"),
+        ):
+            with pytest.raises(RoomError, match="2 peers"):
+                async with SignalingClient.connect(url, room="duo"):
+                    pass

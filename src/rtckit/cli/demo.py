@@ -122,6 +122,13 @@ def _demo(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if not 0 <= value <= 65535:
             raise ConfigurationError(f"--{name.replace('_', '-')} must be 0..65535, not {value}")
+    from rtckit.server.app import available_topologies
+
+    if not available_topologies().get(args.topology, False):
+        raise ConfigurationError(
+            f"--topology {args.topology}: this rtckit has no {args.topology.upper()} room "
+            "strategy yet; the demo hosts mesh rooms"
+        )
     if args.no_tls:
         if not _is_loopback(args.host) and args.host != "0.0.0.0":  # noqa: S104
             raise ConfigurationError(
