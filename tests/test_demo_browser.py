@@ -192,8 +192,8 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
 
 
 @pytest.mark.parametrize("topology", ["mesh", "sfu", "mcu"])
-async def test_three_pages_in_one_room(demo: tuple[str, int, Path], topology: str) -> None:
-    base, _, home = demo
+async def test_three_pages_in_one_room(demo: Demo, topology: str) -> None:
+    base, _, home, _ = demo
     room = f"{topology}-{secrets.token_hex(3)}"
     async with asyncio.timeout(TIMEOUT), _chromium(home) as browser:
         if not available_topologies()[topology]:
