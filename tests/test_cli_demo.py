@@ -4,6 +4,7 @@ stopped with SIGINT/SIGTERM; configuration errors exit with status 2 and a clear
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -18,6 +19,8 @@ import pytest
 
 from rtckit.certs import LocalCA
 from rtckit.cli import main
+from rtckit.errors import ConnectionClosedError
+from rtckit.signaling import ReconnectPolicy, SignalingClient, WebSocketTransport
 
 TIMEOUT = 60
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -115,8 +118,18 @@ async def test_demo_serves_https_redirects_http_and_stops_cleanly(
             ) as response:
                 assert response.status == 308
                 assert response.headers["Location"] == f"https://127.0.0.1:{port}/?room=standup"
-        assert demo.children() == []
-        status = await demo.stop(signum)
+            # a peer is connected over wss:// when the signal comes
+            transport = WebSocketTransport(f"wss://localhost:{port}/ws", session=session)
+            policy = ReconnectPolicy(enabled=False)
+            async with SignalingClient.connect(transport, room="r", reconnect=policy) as peer:
+                assert peer.topology == "mesh"
+                assert demo.children() == []
+                status = await demo.stop(signum)
+                with contextlib.suppress(ConnectionClosedError):
+                    async with asyncio.timeout(10):
+                        async for _event in peer:  # until the server's "going away"
+                            pass
+                assert peer.closed
     assert status == 0, "".join(demo.output)
     assert "Traceback" not in "".join(demo.output)
 
