@@ -14,7 +14,8 @@ Baseline: the PeerJS server (npm package ``peer``), installed into a temporary d
 ``npx peerjs`` runs, started directly so that its process is the one measured). If npm or node
 is missing, the baseline is reported as not measured.
 
-Run: ``python benchmarks/signaling.py`` (about three minutes; ``--quick`` for a short run).
+Run: ``python benchmarks/signaling.py --floor`` (about four minutes; ``--quick`` for a short
+run; ``--floor`` adds a bare aiohttp relay, the floor under any aiohttp-based server).
 Writes the results table to ``docs/topics/signaling-benchmark.rst``.
 """
 
@@ -142,6 +143,56 @@ def serve_rtckit(port: int) -> None:
         asyncio.run(run())
 
 
+async def start_floor() -> Server:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, __file__, "--serve-floor", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    await wait_port(port, proc)
+    return Server(
+        "aiohttp floor",
+        proc,
+        port,
+        lambda i: f"ws://127.0.0.1:{port}/peerjs?key=peerjs&id=c{i}&token=t{i}",
+    )
+
+
+def serve_floor(port: int) -> None:
+    """A bare aiohttp relay speaking PeerJS's protocol: parse, stamp ``src``, forward.
+
+    No validation, rooms, sequence numbers or acknowledgements: the cost of aiohttp and
+    asyncio alone, i.e. the floor under any aiohttp-based signaling server.
+    """
+    from aiohttp import web
+
+    raise_fd_limit()
+    sockets: dict[str, web.WebSocketResponse] = {}
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        me = request.query["id"]
+        sockets[me] = ws
+        await ws.send_str('{"type":"OPEN"}')
+        try:
+            async for frame in ws:
+                message = json.loads(frame.data)
+                message["src"] = me
+                target = sockets.get(message.get("dst", ""))
+                if target is not None:
+                    await target.send_str(json.dumps(message))
+        finally:
+            sockets.pop(me, None)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/peerjs", handle)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
 def install_peerjs(directory: Path) -> Path | None:
     """``npm install peer`` into *directory*; return the peerjs script, or None."""
     if shutil.which("npm") is None or shutil.which("node") is None:
@@ -214,7 +265,7 @@ class Client:
 
     @property
     def rtckit(self) -> bool:
-        return self.server.name == "rtckit"
+        return self.server.name == "rtckit"  # the others speak PeerJS's protocol
 
     async def connect(self, session: aiohttp.ClientSession) -> None:
         self.ws = await session.ws_connect(self.server.url_for(self.index), max_msg_size=0)
@@ -397,7 +448,11 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def report(
-    relays: list[RelayResult], idles: list[IdleResult], seconds: float, baseline: str
+    relays: list[RelayResult],
+    idles: list[IdleResult],
+    seconds: float,
+    baseline: str,
+    load: tuple[float, float],
 ) -> str:
     base = {(r.clients, r.offered): r for r in relays if r.server == "PeerJS"}
     rows = []
@@ -437,7 +492,9 @@ def report(
             "Written by ``python benchmarks/signaling.py`` (latest run: "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}).",
+            f"Python {platform.python_version()}; load average {load[0]:.1f} at the start and "
+            f"{load[1]:.1f} at the end: other jobs share this machine, so CPU figures move by "
+            "tens of percent between runs; compare ratios within one run).",
             "",
             "Clients in pairs relay ~400-byte messages through the server at a fixed offered "
             f"rate for {seconds:.0f} s, driven from one Python process with raw WebSocket "
@@ -446,7 +503,9 @@ def report(
             f"by the PeerJS server's in the same run ({baseline}). rtckit's figures include "
             "its per-message sequence numbers and acknowledgements (one ``ack`` frame per 16 "
             "messages each way), which PeerJS does not have. rtckit runs with its rate limit "
-            "raised for the benchmark.",
+            "raised for the benchmark. *aiohttp floor* (with ``--floor``) is a bare aiohttp relay "
+            "speaking PeerJS's protocol without any checks, sequence numbers or acknowledgements: "
+            "the cost of aiohttp and asyncio alone, under any aiohttp-based server.",
             "",
             table(
                 [
@@ -487,6 +546,7 @@ def prepare_peerjs(args: argparse.Namespace, tmp: str) -> tuple[Path | None, str
 
 async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> None:
     raise_fd_limit()
+    load_start = os.getloadavg()[0]
     seconds = 4.0 if args.quick else args.seconds
     sizes = [100] if args.quick else [100, 1000]
     idle_count = 500 if args.quick else 5000
@@ -495,6 +555,8 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
     starters: list[Callable[[], Any]] = [start_rtckit]
     if script is not None:
         starters.append(lambda: start_peerjs(script))
+    if args.floor:
+        starters.append(start_floor)
     for start in starters:
         for count in sizes:
             server = await start()
@@ -504,6 +566,8 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
                 server.stop()
             relays.append(result)
             print(result, flush=True)
+        if start is start_floor:
+            continue
         server = await start()
         try:
             result_idle = await idle(server, idle_count, 5.0)
@@ -511,7 +575,7 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
             server.stop()
         idles.append(result_idle)
         print(result_idle, flush=True)
-    text = report(relays, idles, seconds, baseline)
+    text = report(relays, idles, seconds, baseline, (load_start, os.getloadavg()[0]))
     if not args.quick:
         DOC.write_text(text, encoding="utf-8")
     print(text)
@@ -524,10 +588,16 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0, help="measured window (10)")
     parser.add_argument("--rate", type=float, default=2000.0, help="offered msg/s (2000)")
     parser.add_argument("--no-peerjs", action="store_true", help="skip the PeerJS baseline")
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure a bare aiohttp relay (no checks)"
+    )
+    parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--peerjs-dir", help="reuse a directory where `npm install peer` ran")
     arguments = parser.parse_args()
     if arguments.serve_rtckit:
         serve_rtckit(arguments.serve_rtckit)
+    elif arguments.serve_floor:
+        serve_floor(arguments.serve_floor)
     else:
         with tempfile.TemporaryDirectory(prefix="rtckit-bench-") as directory:
             peerjs, description = prepare_peerjs(arguments, directory)
