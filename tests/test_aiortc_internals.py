@@ -310,3 +310,32 @@ async def test_internals_still_exist() -> None:
     assert hasattr(transceiver, "_RTCRtpTransceiver__mline_index")
     ice = transceiver.receiver.transport.transport
     assert hasattr(ice._connection, "_nominated")
+
+
+async def test_bound_gathering_caps_an_unreachable_stun_server() -> None:
+    """A STUN server that never answers costs the bound, not aioice's 5 s."""
+    import socket
+    import time
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    silent.bind(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    pc = RTCPeerConnection(
+        RTCConfiguration(
+            iceServers=[RTCIceServer(urls=f"stun:127.0.0.1:{port}")],
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        )
+    )
+    try:
+        pc.createDataChannel("x")
+        assert _aiortc.bound_gathering(pc, 0.3) == 1
+        assert _aiortc.bound_gathering(pc, 0.3) == 1  # re-binding replaces, not nests
+        start = time.monotonic()
+        await pc.setLocalDescription(await pc.createOffer())
+        elapsed = time.monotonic() - start
+        assert elapsed < 4.5, elapsed  # aioice alone waits 5 s here (bound: 0.3 s)
+        assert "typ host" in pc.localDescription.sdp
+        assert _aiortc.bound_gathering(pc, 0.3) == 0  # already gathered
+    finally:
+        await pc.close()
+        silent.close()

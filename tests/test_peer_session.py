@@ -19,6 +19,7 @@ from rtckit.peer import (
     PeerSession,
     SessionClosed,
     SessionConfig,
+    StatsUpdated,
     TrackAdded,
     TrackRemoved,
 )
@@ -224,6 +225,7 @@ async def test_dead_peer_detected_and_cleaned_up() -> None:
         assert closed.reason == "peer-timeout"
         assert a.closed
         assert a.peer_connection is None
+        await asyncio.sleep(0.05)  # the watchdog that closed the session returns
         assert [
             t
             for t in asyncio.all_tasks()
@@ -249,3 +251,17 @@ def test_config_is_validated() -> None:
     with pytest.raises(ConfigurationError):
         SessionConfig(heartbeat_interval=0)
     assert SessionConfig().rtc_configuration().iceServers == []
+
+
+async def test_periodic_stats_and_quality_events() -> None:
+    config = SessionConfig(stats_interval=0.2)
+    async with peer_pair(config) as (a, b):
+        log = EventLog(b)
+        a.add_track(TestPatternTrack(SMALL))
+        [snapshot] = (await log.wait_for(StatsUpdated, count=1))[:1]
+        assert snapshot.stats.timestamp > 0
+        await log.wait_for(TrackAdded)
+        updates = await log.wait_for(StatsUpdated, count=8)
+        assert updates[-1].stats.packets_received > 0
+        assert updates[-1].stats.inbound_streams == 1
+        await log.aclose()

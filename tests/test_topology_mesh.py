@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import pytest
 
@@ -29,9 +29,11 @@ from rtckit.topology import (
     Topology,
     TrackPublished,
     join_room,
+    register_server_strategy,
     server_strategy_for,
 )
 from rtckit.topology.mesh import MeshRoom, generation_from_session
+from rtckit.topology.server import RoomStrategies, topology_of
 
 E = TypeVar("E")
 SMALL = PatternConfig(width=160, height=120, fps=10)
@@ -149,6 +151,18 @@ async def test_three_peers_exchange_data_and_video_then_one_leaves(hub: Signalin
             await log.aclose()
 
 
+async def test_no_task_left_after_the_room_closes(hub: SignalingHub) -> None:
+    before = set(asyncio.all_tasks())
+    async with member(hub, "alice") as (_, alice), member(hub, "bob") as (_, bob):
+        await alice.publish(TestPatternTrack(SMALL))
+        log = RoomLog(bob)
+        await log.wait(lambda events: any(isinstance(e, TrackPublished) for e in events))
+        await log.aclose()
+    await asyncio.sleep(0.1)  # let cancelled aiortc internals finish
+    left = [t.get_name() for t in asyncio.all_tasks() - before if not t.done()]
+    assert [name for name in left if name.startswith(("peer-", "mesh-"))] == []
+
+
 async def test_rejoining_peer_reconnects_to_everyone(hub: SignalingHub) -> None:
     async with member(hub, "alice") as (_, alice), member(hub, "bob") as (_, _bob):
         log = RoomLog(alice)
@@ -183,3 +197,50 @@ async def test_strategies_registry() -> None:
     await strategy.stop_room("x")
     with pytest.raises(TopologyError):
         Topology.parse("p2p")
+
+
+class RecordingStrategy:
+    """A server strategy that records what the hub asked of it."""
+
+    topology = Topology.SFU
+    calls: ClassVar[list[tuple[str, str]]] = []
+
+    async def start_room(self, room: str) -> None:
+        self.calls.append(("start", room))
+
+    async def stop_room(self, room: str) -> None:
+        self.calls.append(("stop", room))
+
+
+async def test_room_strategies_follow_the_rooms_of_a_hub() -> None:
+    config = SignalingConfig(
+        auth=OpenAuth(),
+        rooms=[RoomConfig(name="mesh", topology="mesh"), RoomConfig(name="big", topology="sfu")],
+        default_topology="sfu",
+    )
+    assert topology_of(config, "mesh") is Topology.MESH
+    assert topology_of(config, "elsewhere") is Topology.SFU
+    register_server_strategy("sfu", RecordingStrategy)
+    try:
+        async with SignalingHub(config) as hub, RoomStrategies(hub) as strategies:
+            async with (
+                SignalingClient.connect(MemoryTransport(hub), room="big"),
+                SignalingClient.connect(MemoryTransport(hub), room="adhoc"),
+            ):
+                async with asyncio.timeout(5):
+                    while len(RecordingStrategy.calls) < 2:  # noqa: ASYNC110
+                        await asyncio.sleep(0.01)
+                assert isinstance(strategies.running["big"], RecordingStrategy)
+            async with asyncio.timeout(5):  # "adhoc" was created on demand: it closes
+                while ("stop", "adhoc") not in RecordingStrategy.calls:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+        assert sorted(RecordingStrategy.calls) == [
+            ("start", "adhoc"),
+            ("start", "big"),
+            ("stop", "adhoc"),
+            ("stop", "big"),
+        ]
+    finally:
+        from rtckit.topology import base
+
+        base._SERVER.pop(Topology.SFU, None)

@@ -32,6 +32,7 @@ __all__ = [
     "SUPPORTED_AIOICE",
     "SUPPORTED_AIORTC",
     "allocate_turn",
+    "bound_gathering",
     "check_versions",
     "force_relay_policy",
     "ice_connection",
@@ -414,3 +415,29 @@ def settle_unoffered_transceivers(pc: RTCPeerConnection) -> None:
     for transceiver in pc.getTransceivers():
         if transceiver.mid is None and _get(transceiver, "_offerDirection") is None:
             transceiver._offerDirection = "inactive"
+
+
+def bound_gathering(pc: RTCPeerConnection, timeout: float) -> int:
+    """Cap the wait for STUN/TURN answers while gathering to *timeout* seconds.
+
+    aioice's ``Connection.get_component_candidates(component, addresses, timeout=5)`` waits up
+    to ``timeout`` for server-reflexive and relayed candidates, and aiortc calls it with the
+    default from ``setLocalDescription``: an unreachable STUN server costs 5 s per connection.
+    This binds a smaller ``timeout`` on the aioice ``Connection`` of each ICE gatherer of *pc*
+    that has not gathered yet (relies on ``RTCIceGatherer._connection`` and that method's
+    signature); host candidates are unaffected. Returns how many gatherers were bounded.
+    """
+    import functools
+
+    count = 0
+    for ice in ice_transports(pc):
+        gatherer = ice.iceGatherer
+        if gatherer.state != "new":
+            continue
+        connection = _get(gatherer, "_connection")
+        method = _get(connection, "get_component_candidates")
+        if isinstance(method, functools.partial):
+            method = method.func
+        connection.get_component_candidates = functools.partial(method, timeout=timeout)
+        count += 1
+    return count

@@ -2,7 +2,8 @@
 
 * :mod:`rtckit.peer.negotiation`: the pure perfect-negotiation state machine;
 * :mod:`rtckit.peer.signaller`: the messages a session exchanges, and the ``Signaller`` protocol;
-* :mod:`rtckit.peer.session`: :class:`PeerSession`, the asyncio layer on aiortc;
+* :mod:`rtckit.peer.session`: :class:`~rtckit.peer.session.PeerSession`, the asyncio layer on
+  aiortc;
 * :mod:`rtckit.peer.events`: the typed events it emits;
 * :mod:`rtckit.peer.stats`: typed statistics snapshots;
 * :mod:`rtckit.peer.media` (needs the ``media`` extra, numpy): test pattern, tone, files,

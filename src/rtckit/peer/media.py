@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import aiortc
 import attrs
 import av
 import numpy as np
@@ -268,7 +269,9 @@ class Recorder:
     by aiortc, so add tracks before entering or pass them as *tracks*.
     """
 
-    def __init__(self, path: str | Path, *, tracks: tuple[MediaStreamTrack, ...] = ()) -> None:
+    def __init__(
+        self, path: str | Path, *, tracks: tuple[aiortc.MediaStreamTrack, ...] = ()
+    ) -> None:
         self.path = Path(path)
         self._recorder = MediaRecorder(str(self.path))
         self._started = False
@@ -276,7 +279,7 @@ class Recorder:
         for track in tracks:
             self.add(track)
 
-    def add(self, track: MediaStreamTrack) -> None:
+    def add(self, track: aiortc.MediaStreamTrack) -> None:
         """Record *track* too."""
         if self._started:
             raise ConfigurationError("add tracks before starting the recorder")

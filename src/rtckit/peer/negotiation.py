@@ -12,7 +12,7 @@ Two differences from the browser version, both forced by aiortc:
   :meth:`Negotiator.local_change` bumps a change counter, an offer records the counter it
   covers, and the machine offers again after reaching ``stable`` while changes remain.
 * aiortc has no implicit rollback. When the polite side meets a colliding offer the machine
-  says so explicitly (:attr:`ApplyRemoteDescription.rollback`), and the session rolls back.
+  says so explicitly (``ApplyRemoteDescription(rollback=True)``), and the session rolls back.
   aiortc cannot roll back its very first offer (its ICE role is fixed by then), so on a fresh
   connection the polite side never offers first: it waits for the impolite side's offer,
   which always comes because the impolite side has at least one change to offer.

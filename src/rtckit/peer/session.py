@@ -24,6 +24,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+import aiortc
 import attrs
 from aiortc import (
     MediaStreamTrack,
@@ -32,6 +33,7 @@ from aiortc import (
     RTCPeerConnection,
     RTCSessionDescription,
 )
+from aiortc.exceptions import InvalidStateError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.sdp import SessionDescription as SdpDescription
 from aiortc.sdp import candidate_from_sdp
@@ -103,6 +105,8 @@ class SessionConfig:
     dead_peer_timeout: float = attrs.field(default=30.0, validator=_positive)
     auto_restart: bool = True
     close_timeout: float = attrs.field(default=5.0, validator=_positive)
+    #: Longest wait for STUN/TURN answers while gathering (aioice's own cap is 5 s).
+    gather_timeout: float = attrs.field(default=2.0, validator=_positive)
     stats_interval: float | None = attrs.field(default=None, validator=_optional_positive)
 
     def rtc_configuration(self) -> RTCConfiguration:
@@ -209,7 +213,7 @@ class PeerSession:
         self._state = "new"
         self._started = False
         self._closed = False
-        self._closing: asyncio.Future[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
         self._connected_event = asyncio.Event()
         now = time.monotonic()
         self._last_alive = now
@@ -251,29 +255,28 @@ class PeerSession:
         await self._shutdown("local")
 
     async def _shutdown(self, reason: str) -> None:
-        if self._closing is not None:
-            await asyncio.shield(self._closing)
-            return
-        self._closing = asyncio.get_running_loop().create_future()
-        self._closed = True
-        try:
-            current = asyncio.current_task()
-            for task in self._tasks:
-                if task is not current:
-                    task.cancel()
-            others = [task for task in self._tasks if task is not current]
-            if others:
-                # asyncio.wait, not "suppress(CancelledError)": a cancellation of the task
-                # running close() itself must propagate, not be swallowed.
-                await asyncio.wait(others)
-            pc, self._pc = self._pc, None
-            if pc is not None:
-                await self._close_pc(pc)
-            self._set_state("closed")
-            self._emit(SessionClosed(reason=reason))
-            self._events.put_nowait(None)
-        finally:
-            self._closing.set_result(None)
+        if self._closing is None:
+            self._closed = True
+            caller = asyncio.current_task()
+            # The work runs in its own task: a caller cancelled half-way (e.g. a room closing
+            # while it disconnects this session) must not leave the connection half-closed.
+            self._closing = asyncio.get_running_loop().create_task(
+                self._do_shutdown(reason, caller), name=f"peer-close-{self.name}"
+            )
+        await asyncio.shield(self._closing)
+
+    async def _do_shutdown(self, reason: str, caller: asyncio.Task[Any] | None) -> None:
+        others = [task for task in self._tasks if task is not caller]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.wait(others)
+        pc, self._pc = self._pc, None
+        if pc is not None:
+            await self._close_pc(pc)
+        self._set_state("closed")
+        self._emit(SessionClosed(reason=reason))
+        self._events.put_nowait(None)
 
     async def _close_pc(self, pc: RTCPeerConnection) -> None:
         pc.remove_all_listeners()
@@ -308,12 +311,12 @@ class PeerSession:
         return self._pc
 
     @property
-    def local_tracks(self) -> Sequence[MediaStreamTrack]:
+    def local_tracks(self) -> Sequence[aiortc.MediaStreamTrack]:
         """The tracks this side sends."""
         return tuple(self._local_tracks)
 
     @property
-    def remote_tracks(self) -> Sequence[MediaStreamTrack]:
+    def remote_tracks(self) -> Sequence[aiortc.MediaStreamTrack]:
         """The tracks the remote side currently sends to this side."""
         return tuple(self._remote_tracks.values())
 
@@ -441,6 +444,8 @@ class PeerSession:
         )
         self._heartbeat = heartbeat
         _aiortc.mark_sctp_bundled(pc)
+        # One bundled transport: its gatherer exists now, bound its STUN/TURN wait.
+        _aiortc.bound_gathering(pc, self.config.gather_timeout)
 
         def on_heartbeat(_message: object) -> None:
             self._alive()
@@ -614,7 +619,10 @@ class PeerSession:
                 self._open_local_channel(pc, arg)
         elif kind == "resume":
             if arg == self._generation:
-                await _aiortc.resume_connect(pc)
+                try:
+                    await _aiortc.resume_connect(pc)
+                except (ConnectionError, InvalidStateError) as exc:  # the connection died
+                    logger.debug("%s: resume skipped: %s", self.name, exc)
         elif kind == "change":
             await self._drive(self._negotiator.local_change())
 

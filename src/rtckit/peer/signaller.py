@@ -99,7 +99,10 @@ def message_to_dict(message: PeerMessage) -> dict[str, Any]:
 
 
 def message_from_dict(data: object) -> PeerMessage:
-    """Parse the form made by :func:`message_to_dict`; raise :class:`ProtocolError` if bad."""
+    """Parse the form made by :func:`message_to_dict`.
+
+    Raises :class:`~rtckit.errors.ProtocolError` if *data* is not a valid peer message.
+    """
     if not isinstance(data, dict):
         raise ProtocolError("a peer message must be an object")
     kind = data.get("kind")

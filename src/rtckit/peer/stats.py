@@ -3,7 +3,7 @@
 aiortc's ``getStats()`` reports RTP streams (``inbound-rtp``, ``outbound-rtp``,
 ``remote-inbound-rtp``, ``remote-outbound-rtp``) and transports, but no candidate pair and no
 frame counters. :func:`snapshot_from_report` sums the streams, and the session adds the ICE
-nominated pair it reads from aioice (:func:`rtckit._aiortc.selected_candidate_pair`).
+nominated pair it reads from aioice (``rtckit._aiortc.selected_candidate_pair``).
 
 Frame counters (``frames_sent``/``frames_received``) are ``None`` when the source (aiortc)
 does not count frames; browsers report them in their own ``getStats``.

@@ -15,7 +15,7 @@ __all__ = ["DirectSignaller", "peer_pair"]
 class DirectSignaller:
     """A :class:`~rtckit.peer.signaller.Signaller` that hands messages to another session.
 
-    Set :attr:`connected` to ``False`` to simulate a signaling outage (messages are then
+    Set ``connected`` to ``False`` to simulate a signaling outage (messages are then
     refused with :class:`~rtckit.errors.ConnectionClosedError`); *sent* counts messages.
     """
 
@@ -25,7 +25,7 @@ class DirectSignaller:
         self.sent = 0
 
     async def send(self, message: PeerMessage) -> None:
-        """Deliver *message* to :attr:`target`."""
+        """Deliver *message* to the ``target`` session."""
         if not self.connected or self.target is None:
             raise ConnectionClosedError("direct signaller is disconnected")
         self.sent += 1

@@ -1,11 +1,11 @@
 """The topology abstraction: the server decides a room's topology, clients follow it.
 
 A room's topology (:class:`Topology`) is chosen by the SERVER (``RoomConfig.topology`` of
-:mod:`rtckit.signaling`) and announced to every client in the signaling ``welcome``. Two
+``rtckit.signaling``) and announced to every client in the signaling ``welcome``. Two
 strategy interfaces plug each topology in:
 
 * :class:`ClientStrategy` -- "how do I connect, given the room's topology": it turns a joined
-  :class:`~rtckit.signaling.SignalingClient` into a :class:`Room`. Mesh opens a peer session to
+  ``rtckit.signaling.SignalingClient`` into a :class:`Room`. Mesh opens a peer session to
   every other peer; SFU and MCU clients open one session to the media server.
 * :class:`ServerStrategy` -- "what does the server do for this room": nothing but signaling
   for mesh; forward or mix media for SFU and MCU.
@@ -229,7 +229,10 @@ def register_server_strategy(
 
 
 def client_strategy_for(topology: Topology | str) -> ClientStrategy:
-    """The client strategy registered for *topology* (:class:`TopologyError` if none)."""
+    """The client strategy registered for *topology*.
+
+    Raises :class:`~rtckit.errors.TopologyError` if there is none.
+    """
     parsed = Topology.parse(topology)
     if parsed not in _CLIENT:
         raise TopologyError(f"no client strategy for {parsed.value!r} rooms is registered")
@@ -238,7 +241,10 @@ def client_strategy_for(topology: Topology | str) -> ClientStrategy:
 
 
 def server_strategy_for(topology: Topology | str) -> ServerStrategy:
-    """A new server strategy for a room of *topology* (:class:`TopologyError` if none)."""
+    """A new server strategy for a room of *topology*.
+
+    Raises :class:`~rtckit.errors.TopologyError` if there is none.
+    """
     parsed = Topology.parse(topology)
     if parsed not in _SERVER:
         raise TopologyError(f"no server strategy for {parsed.value!r} rooms is registered")

@@ -2,13 +2,13 @@
 
 For *N* participants each sending one stream of *bitrate* kbit/s:
 
-================  ===========  =============  =====================  ======================
-topology          client up    client down    server in / out        server work
-================  ===========  =============  =====================  ======================
-mesh              N-1 streams  N-1 streams    0 / 0 (signaling only) none
-SFU               1 stream     N-1 streams    N / N(N-1)             forward N(N-1) streams
-MCU               1 stream     1 stream       N / N                  decode N, mix, encode N
-================  ===========  =============  =====================  ======================
+========  ===========  ===========  ========================  =======================
+topology  client up    client down  server in / out           server work
+========  ===========  ===========  ========================  =======================
+mesh      N-1 streams  N-1 streams  0 / 0 (signaling only)    none
+SFU       1 stream     N-1 streams  N / N(N-1)                forward N(N-1) streams
+MCU       1 stream     1 stream     N / N                     decode N, mix, encode N
+========  ===========  ===========  ========================  =======================
 
 Client CPU follows the streams: a mesh client encodes its video once per connection (WebRTC
 peer connections do not share encoders; aiortc and browsers both encode per sender) and
@@ -43,14 +43,14 @@ def _nonnegative(_inst: object, attribute: attrs.Attribute[float], value: float)
 class CpuModel:
     """CPU cost of media work, in cores (1.0 = one core busy)."""
 
-    #: Encoding one video stream (VP8 640x480 at 30 fps: 4.4-5.2 ms per frame).
+    #: Encoding one video stream, VP8 640x480 at 30 fps, 4.4-5.2 ms per frame.
     encode: float = attrs.field(default=0.14, validator=_nonnegative)
-    #: Decoding one video stream (0.7-0.8 ms per frame).
+    #: Decoding one video stream, 0.7-0.8 ms per frame.
     decode: float = attrs.field(default=0.025, validator=_nonnegative)
-    #: Forwarding one outgoing stream without decoding, per 1000 kbit/s
-    #: (~100 packets/s of ~1200 B at ~25 µs each).
+    #: Forwarding one outgoing stream without decoding, per 1000 kbit/s, that is about
+    #: 100 packets/s of 1200 B at 25 µs each.
     forward_per_mbps: float = attrs.field(default=0.0025, validator=_nonnegative)
-    #: Composing one mixed output picture (4-up composite: 13 ms per frame).
+    #: Composing one mixed output picture, a 4-up composite taking 13 ms per frame.
     mix: float = attrs.field(default=0.39, validator=_nonnegative)
 
 

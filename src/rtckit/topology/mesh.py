@@ -170,13 +170,17 @@ class _Link:
 
 
 class MeshRoom:
-    """A mesh room on a joined :class:`~rtckit.signaling.SignalingClient` (see module doc)."""
+    """A mesh room on a joined :class:`~rtckit.signaling.client.SignalingClient`.
+
+    See the module documentation.
+    """
 
     def __init__(self, client: SignalingClient, *, session_config: SessionConfig) -> None:
         self.client = client
         self.session_config = session_config
         self._relay = MediaRelay()
         self._sources: dict[MediaStreamTrack, _SharedSource] = {}
+        self._finishing: set[asyncio.Task[None]] = set()
         self._links: dict[str, _Link] = {}
         self._participants: dict[str, Mapping[str, Any] | None] = {}
         self._published: list[MediaStreamTrack] = []
@@ -189,7 +193,7 @@ class MeshRoom:
 
     @property
     def topology(self) -> Topology:
-        """Always :attr:`Topology.MESH`."""
+        """Always ``Topology.MESH``."""
         return Topology.MESH
 
     @property
@@ -291,11 +295,19 @@ class MeshRoom:
         link = self._links.pop(peer_id, None)
         if link is None:
             return
+        # In its own task: if our caller is cancelled half-way (the room closing while it
+        # handles a peer-left), the session is still closed and its pump still awaited.
+        task = asyncio.create_task(self._finish(link), name=f"mesh-finish-{link.session.name}")
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+        await asyncio.shield(task)
+
+    async def _finish(self, link: _Link) -> None:
         await link.session.close()
         for proxy in link.proxies.values():
             proxy.stop()
         if link.pump is not None and link.pump is not asyncio.current_task():
-            await asyncio.wait([link.pump])  # ends with the session; never swallows our cancel
+            await asyncio.wait([link.pump])  # ends with the session
 
     async def _pump(self, link: _Link) -> None:
         peer_id = link.peer_id
@@ -390,6 +402,8 @@ class MeshRoom:
                 await asyncio.wait([reader])
             for peer_id in list(self._links):
                 await self._disconnect(peer_id)
+            if self._finishing:
+                await asyncio.wait(set(self._finishing))
             self._emit(RoomClosed(reason=reason))
             self._events.put_nowait(None)
         finally:
