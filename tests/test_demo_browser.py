@@ -272,11 +272,11 @@ async def test_http_port_redirects_the_browser_to_https(demo: Demo) -> None:
 
 @pytest.mark.xfail(
     strict=True,
-    reason="aiortc re-offers reset RTP header extension ids (createOffer assigns "
-    "HEADER_EXTENSIONS defaults to every transceiver): after a browser's first offer, the "
-    "Python peer's re-offer maps id 1 to sdes:mid where Chrome negotiated ssrc-audio-level, "
-    "and Chrome refuses it ('RTP extension ID reassignment not supported'); rtckit.peer "
-    "must keep negotiated extension ids in re-offers",
+    reason="rtckit.peer (aiortc) re-offers are refused by Chrome: 'RTP extension ID "
+    "reassignment not supported'. aiortc's createOffer resets every transceiver's codecs and "
+    "header extension ids to its defaults (after a browser's offer, id 1 becomes sdes:mid "
+    "where Chrome negotiated ssrc-audio-level); restoring the negotiated ids is not enough "
+    "when the aiortc side offers first (its new video m-line takes a mid Chrome uses)",
 )
 async def test_a_python_participant_joins_the_browsers(demo: Demo) -> None:
     """examples/demo_bot.py (aiortc, join_room) in a room with two pages: one room API."""
