@@ -453,6 +453,7 @@ def report(
     seconds: float,
     baseline: str,
     load: tuple[float, float],
+    repeat: int,
 ) -> str:
     base = {(r.clients, r.offered): r for r in relays if r.server == "PeerJS"}
     rows = []
@@ -497,7 +498,8 @@ def report(
             "tens of percent between runs; compare ratios within one run).",
             "",
             "Clients in pairs relay ~400-byte messages through the server at a fixed offered "
-            f"rate for {seconds:.0f} s, driven from one Python process with raw WebSocket "
+            f"rate for {seconds:.0f} s ({repeat} runs per row, servers taking turns; the table "
+            "shows medians and the total lost), driven from one Python process with raw WebSocket "
             "clients; each server runs in its own process and its CPU time is read from "
             "``/proc``. *CPU/msg* is server CPU time per delivered message; *ratio* divides it "
             f"by the PeerJS server's in the same run ({baseline}). rtckit's figures include "
@@ -544,28 +546,47 @@ def prepare_peerjs(args: argparse.Namespace, tmp: str) -> tuple[Path | None, str
     return script, f"peer {package['version']} on Node {node.stdout.strip()}"
 
 
+def median_result(results: list[RelayResult]) -> RelayResult:
+    """Combine repeated runs of one scenario: medians, and the total of lost messages."""
+    first = results[0]
+    return RelayResult(
+        server=first.server,
+        clients=first.clients,
+        offered=first.offered,
+        delivered=statistics.median(r.delivered for r in results),
+        lost=sum(r.lost for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        cpu_us=statistics.median(r.cpu_us for r in results),
+    )
+
+
 async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> None:
     raise_fd_limit()
     load_start = os.getloadavg()[0]
     seconds = 4.0 if args.quick else args.seconds
     sizes = [100] if args.quick else [100, 1000]
     idle_count = 500 if args.quick else 5000
-    relays: list[RelayResult] = []
+    repeat = 1 if args.quick else args.repeat
+    runs: dict[tuple[str, int], list[RelayResult]] = {}
     idles: list[IdleResult] = []
     starters: list[Callable[[], Any]] = [start_rtckit]
     if script is not None:
         starters.append(lambda: start_peerjs(script))
     if args.floor:
         starters.append(start_floor)
-    for start in starters:
+    # Servers take turns within each repetition, so that they share the machine's conditions.
+    for _ in range(repeat):
         for count in sizes:
-            server = await start()
-            try:
-                result = await relay(server, count, args.rate, seconds)
-            finally:
-                server.stop()
-            relays.append(result)
-            print(result, flush=True)
+            for start in starters:
+                server = await start()
+                try:
+                    result = await relay(server, count, args.rate, seconds)
+                finally:
+                    server.stop()
+                runs.setdefault((result.server, count), []).append(result)
+                print(result, flush=True)
+    for start in starters:
         if start is start_floor:
             continue
         server = await start()
@@ -575,7 +596,8 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
             server.stop()
         idles.append(result_idle)
         print(result_idle, flush=True)
-    text = report(relays, idles, seconds, baseline, (load_start, os.getloadavg()[0]))
+    relays = [median_result(results) for results in runs.values()]
+    text = report(relays, idles, seconds, baseline, (load_start, os.getloadavg()[0]), repeat)
     if not args.quick:
         DOC.write_text(text, encoding="utf-8")
     print(text)
@@ -585,7 +607,8 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve-rtckit", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="short run, docs not written")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured window (10)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured window (6)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per scenario (3)")
     parser.add_argument("--rate", type=float, default=2000.0, help="offered msg/s (2000)")
     parser.add_argument("--no-peerjs", action="store_true", help="skip the PeerJS baseline")
     parser.add_argument(
