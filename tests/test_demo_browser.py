@@ -120,9 +120,19 @@ async def _chromium(home: Path) -> AsyncIterator[Browser]:
             await browser.close()
 
 
+_CONSOLE: dict[int, list[str]] = {}  # id(page) -> its console errors and warnings
+
+
 async def _join(page: Page, url: str, name: str, topology: str) -> None:
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+    console = _CONSOLE.setdefault(id(page), [])
+    page.on(
+        "console",
+        lambda message: (
+            console.append(message.text[:300]) if message.type in ("error", "warning") else None
+        ),
+    )
     response = await page.goto(url)
     assert response is not None
     assert response.ok
@@ -136,7 +146,8 @@ _VIDEOS = """() => [...document.querySelectorAll('#grid .tile:not(.local) video'
     .map((v) => ({width: v.videoWidth, time: v.currentTime, paused: v.paused}))"""
 
 _TILES = """() => [...document.querySelectorAll('#grid .tile')].map((t) => ({
-    name: t.querySelector('.name').textContent, state: t.dataset.state ?? null,
+    name: t.querySelector('.name').textContent, id: t.dataset.peerId,
+    state: t.dataset.state ?? null,
     width: t.querySelector('video').videoWidth, time: t.querySelector('video').currentTime}))"""
 
 _STATS = """() => [...document.querySelectorAll('#stats-body .conn')].map((c) => c.innerText)"""
@@ -158,8 +169,10 @@ async def _remote_video_playing(page: Page, count: int) -> None:
         except PlaywrightTimeout:
             tiles = await page.evaluate(_TILES)
             stats = await page.evaluate(_STATS)
+            note = await page.locator("#preview-note").text_content()
             raise AssertionError(
-                f"{what} on {await page.title()}: tiles {tiles}, connections {stats}"
+                f"{what} on {await page.title()}: tiles {tiles}, connections {stats}, "
+                f"camera note {note!r}, console {_CONSOLE.get(id(page))}"
             ) from None
 
     await until(f"document.querySelectorAll('#grid .tile').length === {count + 1}", "tiles", 30_000)
