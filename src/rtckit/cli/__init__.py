@@ -24,6 +24,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "rtckit.cli.stun",
     "rtckit.cli.doctor",
     "rtckit.cli.signaling",
+    "rtckit.cli.demo",
+    "rtckit.cli.serve",
 )
 
 

@@ -45,6 +45,7 @@ from rtckit.signaling.protocol import (
 )
 from rtckit.signaling.server import SignalingServer
 from rtckit.signaling.state import (
+    ErrorSentEvent,
     MessageEvent,
     PeerJoinedEvent,
     PeerLeftEvent,
@@ -67,6 +68,7 @@ __all__ = [
     "EndOfCandidates",
     "Error",
     "ErrorCode",
+    "ErrorSentEvent",
     "EventStream",
     "Grant",
     "MemoryTransport",

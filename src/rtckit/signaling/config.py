@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -76,6 +76,14 @@ class SignalingConfig:
     create_rooms: bool = True
     #: Topology of rooms created on demand.
     default_topology: str = attrs.field(default="mesh", validator=_check_topology)
+    #: Chooses the topology of a room created on demand, from the room name and the first
+    #: joiner's ``metadata`` (e.g. ``rtckit demo`` lets the creator pick). It returns a name of
+    #: :data:`TOPOLOGIES`, or raises :class:`~rtckit.errors.TopologyError` to refuse the join
+    #: (its message goes to the client in an ``unknown_room`` error). ``None``:
+    #: :attr:`default_topology`.
+    choose_topology: Callable[[str, Mapping[str, Any] | None], str] | None = attrs.field(
+        default=None, eq=False
+    )
     #: ``RTCIceServer`` dictionaries given to clients in ``welcome`` (JSON list).
     ice_servers: Any = None
     max_peers_per_room: int = attrs.field(default=50, validator=_positive)

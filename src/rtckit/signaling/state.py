@@ -10,7 +10,8 @@ the in-memory hub) feeds it what happened and performs what it returns:
 
 Each returns an :class:`Output`: ``actions`` (:class:`Send` and :class:`Close`, to perform in
 order) and ``events`` (typed server-side events for hooks: :class:`PeerJoinedEvent`,
-:class:`PeerLeftEvent`, :class:`MessageEvent`, :class:`RoomClosedEvent`).
+:class:`PeerLeftEvent`, :class:`MessageEvent`, :class:`RoomClosedEvent`,
+:class:`ErrorSentEvent`).
 
 Connection life cycle (a connection is one WebSocket; a session is one peer in one room and
 can outlive its connection for ``resume_window`` seconds):
@@ -36,7 +37,7 @@ from typing import Any, NamedTuple, TypeAlias
 
 import attrs
 
-from rtckit.errors import AuthError, ProtocolError
+from rtckit.errors import AuthError, ProtocolError, TopologyError
 from rtckit.signaling.config import RoomConfig, SignalingConfig
 from rtckit.signaling.protocol import (
     PROTOCOL_VERSION,
@@ -66,6 +67,7 @@ __all__ = [
     "Action",
     "Close",
     "ConnectionId",
+    "ErrorSentEvent",
     "MessageEvent",
     "Output",
     "PeerJoinedEvent",
@@ -157,7 +159,18 @@ class RoomClosedEvent:
     room: str
 
 
-ServerEvent: TypeAlias = PeerJoinedEvent | PeerLeftEvent | MessageEvent | RoomClosedEvent
+@attrs.frozen(kw_only=True)
+class ErrorSentEvent:
+    """The server sent an ``error`` with *code* to a client (for metrics and logs)."""
+
+    code: str
+    room: str | None = None
+    peer_id: str | None = None
+
+
+ServerEvent: TypeAlias = (
+    PeerJoinedEvent | PeerLeftEvent | MessageEvent | RoomClosedEvent | ErrorSentEvent
+)
 
 
 @attrs.define
@@ -468,9 +481,16 @@ class SignalingState:
             if not self.config.create_rooms:
                 self._error(state, ErrorCode.UNKNOWN_ROOM, "no such room", None, out)
                 return
+            topology = self.config.default_topology
+            if self.config.choose_topology is not None:
+                try:
+                    topology = self.config.choose_topology(message.room, message.metadata)
+                except TopologyError as exc:
+                    self._error(state, ErrorCode.UNKNOWN_ROOM, str(exc), None, out)
+                    return
             room_config = RoomConfig(
                 name=message.room,
-                topology=self.config.default_topology,
+                topology=topology,
                 ice_servers=self.config.ice_servers,
             )
             room = _Room(message.room, room_config, declared=False)
@@ -621,10 +641,18 @@ class SignalingState:
 
     def _error(self, state: _Conn, code: str, text: str, ref: int | None, out: Output) -> None:
         error = Error(code=code, message=text, ref=ref)
-        if state.session is not None:
-            self._deliver(state.session, error, out)
+        session = state.session
+        if session is not None:
+            self._deliver(session, error, out)
         else:
             out.send(state.id, error)
+        out.events.append(
+            ErrorSentEvent(
+                code=code,
+                room=None if session is None else session.room.name,
+                peer_id=None if session is None else session.peer_id,
+            )
+        )
 
     def _close(self, state: _Conn, code: int, reason: str, now: float, out: Output) -> None:
         self._conns.pop(state.id, None)

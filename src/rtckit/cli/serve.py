@@ -1,0 +1,72 @@
+"""``rtckit serve --config FILE``: the video-room server for deployments, from a TOML file.
+
+The file format is :mod:`rtckit.server.config`; room tokens are required by default. A bad
+file is reported with the file, table and key at fault (exit status 2). ``--check`` validates
+the file and prints what would be served.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+from rtckit.cli.demo import serve_until_signal
+from rtckit.server.config import ServeConfig, load_config
+
+__all__ = ["register"]
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``serve`` sub-command."""
+    serve = subparsers.add_parser(
+        "serve",
+        help="run the video-room server from a TOML configuration file",
+        description="Run the rtckit server (room page, signaling, ICE config, metrics) as "
+        "configured by FILE (see the deployment guide). Stops cleanly on Ctrl-C or SIGTERM.",
+    )
+    serve.add_argument("--config", type=Path, required=True, metavar="FILE")
+    serve.add_argument(
+        "--check", action="store_true", help="check the configuration, print a summary, exit"
+    )
+    serve.set_defaults(handler=_serve)
+
+
+def _serve(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    if args.check:
+        _summary(config, sys.stdout)
+        return 0
+    from rtckit.server.logs import configure_logging
+
+    handler = configure_logging(config.logging.level, config.logging.format)
+    try:
+        status: int = asyncio.run(
+            serve_until_signal(config, sys.stdout, demo=False, ca=None, banner=None)
+        )
+        return status
+    finally:
+        logging.getLogger("rtckit").removeHandler(handler)
+
+
+def _summary(config: ServeConfig, out: TextIO) -> None:
+    from rtckit.server.app import check_topologies
+
+    check_topologies(config)
+    server = config.server
+    scheme = "http" if config.tls is None else "https"
+    host = f"[{server.host}]" if ":" in server.host else server.host
+    print(f"listen: {scheme}://{host}:{server.port}/", file=out)
+    if server.http_port is not None:
+        print(f"redirect: http port {server.http_port} -> {scheme}", file=out)
+    print(f"auth: {config.auth.mode}", file=out)
+    print(f"ice: {', '.join(config.ice.urls) or 'host candidates only'}", file=out)
+    rooms = ", ".join(f"{r.name} ({r.topology})" for r in config.rooms.declared) or "none"
+    print(f"declared rooms: {rooms}", file=out)
+    on_demand = config.rooms.default_topology if config.rooms.create_on_demand else "off"
+    print(f"rooms on demand: {on_demand}", file=out)
+    metrics = config.metrics.path if config.metrics.enabled else "off"
+    print(f"metrics: {metrics}", file=out)

@@ -1,0 +1,608 @@
+"""The rtckit application server: the room page, signaling, ICE config, health and metrics.
+
+:func:`create_app` composes one aiohttp application:
+
+=====================  ===============================================================
+``/``                  the room page (``index.html``, ``room.css``, ``room.js``)
+``/rtckit.js``         the browser client ES module (also at ``/ws/rtckit.js``)
+``/ws``                the signaling WebSocket (:class:`~rtckit.signaling.server.SignalingServer`)
+``/config.json``       what the page needs: ICE servers (with TURN REST credentials minted
+                       for this client), auth mode, topologies this server can host, rooms
+``/healthz``           ``{"status": "ok", ...}`` while the server runs
+``/metrics``           Prometheus metrics (path and presence from the config)
+=====================  ===============================================================
+
+:class:`RtcKitServer` runs it over HTTPS (plus the HTTP to HTTPS 308 redirect on
+``http_port``) as an async context manager; ``rtckit demo`` and ``rtckit serve`` are thin
+command lines around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import logging
+import secrets
+import ssl
+from collections.abc import Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from rtckit.errors import ConfigurationError, TopologyError
+from rtckit.https import redirect_response
+from rtckit.ice import IceConfig, IceServer
+from rtckit.server.config import ServeConfig
+from rtckit.signaling import OpenAuth, RoomConfig, SignalingConfig, SignalingServer, TokenAuth
+from rtckit.signaling.auth import Authenticator
+from rtckit.signaling.server import client_script
+from rtckit.signaling.state import (
+    ErrorSentEvent,
+    MessageEvent,
+    PeerJoinedEvent,
+    PeerLeftEvent,
+    RoomClosedEvent,
+    ServerEvent,
+)
+from rtckit.topology import ServerStrategy, Topology, server_strategy_for
+from rtckit.turn import TurnRestAuth
+
+if TYPE_CHECKING:
+    from rtckit.server.metrics import Metrics
+
+__all__ = [
+    "STATIC_FILES",
+    "RtcKitServer",
+    "available_topologies",
+    "browser_ice_config",
+    "check_topologies",
+    "create_app",
+    "new_metrics",
+    "signaling_config",
+]
+
+logger = logging.getLogger("rtckit.server")
+
+#: The room page's files (in ``rtckit/server/static``) and their content types.
+STATIC_FILES: Mapping[str, str] = {
+    "index.html": "text/html",
+    "room.css": "text/css",
+    "room.js": "text/javascript",
+}
+
+_NO_CACHE = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
+
+_APP_KEY = web.AppKey("rtckit_state", object)
+
+
+def _static(name: str) -> str:
+    return (importlib.resources.files("rtckit.server") / "static" / name).read_text(
+        encoding="utf-8"
+    )
+
+
+def available_topologies() -> dict[str, bool]:
+    """Which topologies this server can host: those with a registered server strategy."""
+    found: dict[str, bool] = {}
+    for topology in Topology:
+        try:
+            server_strategy_for(topology)
+        except TopologyError:
+            found[topology.value] = False
+        else:
+            found[topology.value] = True
+    return found
+
+
+def _unavailable(topology: str) -> TopologyError:
+    return TopologyError(
+        f"this server cannot host {topology.upper()} rooms: no {topology} room strategy is "
+        "installed in this rtckit (mesh rooms work; create the room with mesh)"
+    )
+
+
+def check_topologies(config: ServeConfig) -> None:
+    """Raise :class:`~rtckit.errors.ConfigurationError` if *config* asks for a topology (default
+    or declared room) this server cannot host."""
+    available = available_topologies()
+    wanted = {config.rooms.default_topology: "[rooms] default_topology"}
+    for room in config.rooms.declared:
+        wanted.setdefault(room.topology, f"[[rooms.declare]] {room.name!r}")
+    for topology, where in wanted.items():
+        if not available.get(topology, False):
+            raise ConfigurationError(f"{where}: {_unavailable(topology)}")
+
+
+def signaling_config(config: ServeConfig, *, creator_chooses: bool = False) -> SignalingConfig:
+    """The :class:`~rtckit.signaling.config.SignalingConfig` for a server configured by *config*.
+
+    With *creator_chooses* (``rtckit demo``) the first joiner of a room picks its topology
+    with ``metadata.topology``; a topology this server cannot host is refused.
+    """
+    auth: Authenticator
+    if config.auth.mode == "open":
+        auth = OpenAuth()
+    else:
+        if not config.auth.secret:
+            raise ConfigurationError("[auth] token mode needs a secret")
+        auth = TokenAuth(secret=config.auth.secret)
+    default = config.rooms.default_topology
+    available = available_topologies()  # strategies register at import time
+
+    def pick(room: str, metadata: Mapping[str, Any] | None) -> str:
+        wanted = default
+        if creator_chooses and metadata is not None:
+            asked = metadata.get("topology")
+            if isinstance(asked, str) and asked:
+                wanted = Topology.parse(asked).value
+        if not available.get(wanted, False):
+            raise _unavailable(wanted)
+        logger.info("room %s created (%s)", room, wanted, extra={"room": room, "topology": wanted})
+        return wanted
+
+    return SignalingConfig(
+        auth=auth,
+        rooms=[
+            RoomConfig(name=room.name, topology=room.topology, max_peers=room.max_peers)
+            for room in config.rooms.declared
+        ],
+        create_rooms=config.rooms.create_on_demand,
+        default_topology=default,
+        choose_topology=pick,
+        max_peers_per_room=config.limits.max_peers_per_room,
+        max_message_size=config.limits.max_message_bytes,
+        max_messages_per_second=config.limits.messages_per_second,
+    )
+
+
+def browser_ice_config(config: ServeConfig, *, user: str | None = None) -> IceConfig:
+    """The ICE configuration for one browser: STUN URLs as they are, TURN URLs with static
+    credentials or with a TURN REST credential minted now for *user* (random if ``None``)."""
+    ice = config.ice
+    stun = [url for url in ice.urls if not url.startswith(("turn:", "turns:"))]
+    turn = [url for url in ice.urls if url.startswith(("turn:", "turns:"))]
+    servers: list[IceServer] = []
+    if stun:
+        servers.append(IceServer(urls=stun))
+    if turn:
+        if ice.turn_secret:
+            rest = TurnRestAuth(secrets=[ice.turn_secret], ttl=ice.turn_ttl)
+            servers.append(rest.ice_server(turn, user or f"web-{secrets.token_hex(4)}"))
+        else:
+            servers.append(IceServer(urls=turn, username=ice.username, credential=ice.credential))
+    return IceConfig(servers=servers, transport_policy=ice.policy)
+
+
+def new_metrics(*, required: bool) -> Metrics | None:
+    """A new :class:`~rtckit.server.metrics.Metrics`, or ``None`` without prometheus-client.
+
+    With *required* (``rtckit serve`` with ``[metrics] enabled``) its absence is a
+    :class:`~rtckit.errors.ConfigurationError` naming the extra to install.
+    """
+    try:
+        from rtckit.server.metrics import Metrics
+    except ImportError as exc:
+        if required:
+            raise ConfigurationError(
+                "[metrics] enabled needs prometheus-client: pip install 'rtckit[metrics]' "
+                "(or set enabled = false)"
+            ) from exc
+        logger.info("metrics off: prometheus-client is not installed")
+        return None
+    return Metrics()
+
+
+class _State:
+    """What the handlers of one app share."""
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        signaling: SignalingServer,
+        metrics: Metrics | None,
+        *,
+        demo: bool,
+    ) -> None:
+        self.config = config
+        self.signaling = signaling
+        self.metrics = metrics
+        self.demo = demo
+        self.strategies: dict[str, ServerStrategy] = {}
+        self.topologies = available_topologies()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    # --- signaling events -> metrics, logs, server strategies ---------------------------
+
+    def on_event(self, event: ServerEvent) -> None:
+        self._count(event)
+        state = self.signaling.hub.state
+        if isinstance(event, PeerJoinedEvent):
+            topology = state.room_topology(event.room) or "mesh"
+            logger.info(
+                "peer %s joined room %s (%s)",
+                event.peer.id,
+                event.room,
+                topology,
+                extra={"room": event.room, "peer": event.peer.id, "topology": topology},
+            )
+            if event.room not in self.strategies:
+                self._start_room(event.room, topology)
+        elif isinstance(event, PeerLeftEvent):
+            logger.info(
+                "peer %s left room %s (%s)",
+                event.peer_id,
+                event.room,
+                event.reason,
+                extra={"room": event.room, "peer": event.peer_id, "reason": event.reason},
+            )
+            if not state.peers(event.room):
+                self._stop_room(event.room)
+        elif isinstance(event, RoomClosedEvent):
+            self._stop_room(event.room)
+        elif isinstance(event, ErrorSentEvent):
+            logger.info(
+                "signaling error %s sent",
+                event.code,
+                extra={"code": event.code, "room": event.room, "peer": event.peer_id},
+            )
+
+    def _count(self, event: ServerEvent) -> None:
+        metrics = self.metrics
+        if metrics is None:
+            return
+        state = self.signaling.hub.state
+        if isinstance(event, PeerJoinedEvent | PeerLeftEvent):
+            topology = state.room_topology(event.room) or self._topology_of(event.room)
+            gauge = metrics.peers.labels(topology=topology)
+            if isinstance(event, PeerJoinedEvent):
+                gauge.inc()
+            else:
+                gauge.dec()
+        if isinstance(event, PeerJoinedEvent | PeerLeftEvent | RoomClosedEvent):
+            metrics.rooms.set(len([room for room in state.rooms() if state.peers(room)]))
+        elif isinstance(event, MessageEvent):
+            metrics.messages.labels(type=event.message.type).inc()
+        elif isinstance(event, ErrorSentEvent):
+            metrics.errors.labels(code=event.code).inc()
+
+    def _topology_of(self, room: str) -> str:
+        strategy = self.strategies.get(room)
+        return "mesh" if strategy is None else str(strategy.topology)
+
+    def _spawn(self, coro: Any, what: str) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except Exception:
+                logger.exception("%s failed", what)
+
+        task = asyncio.get_running_loop().create_task(run(), name=f"rtckit-server {what}")
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    def _start_room(self, room: str, topology: str) -> None:
+        try:
+            strategy = server_strategy_for(topology)
+        except TopologyError:
+            logger.exception("room %s has no server strategy", room)
+            return
+        self.strategies[room] = strategy
+        self._spawn(strategy.start_room(room), f"start {topology} room {room}")
+
+    def _stop_room(self, room: str) -> None:
+        strategy = self.strategies.pop(room, None)
+        if strategy is not None:
+            self._spawn(strategy.stop_room(room), f"stop room {room}")
+
+    async def aclose(self) -> None:
+        for room in list(self.strategies):
+            self._stop_room(room)
+        if self.tasks:
+            async with asyncio.timeout(10):
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+
+    # --- handlers -----------------------------------------------------------------------
+
+    async def page(self, request: web.Request) -> web.Response:
+        name = request.match_info.get("name") or "index.html"
+        content_type = STATIC_FILES.get(name)
+        if content_type is None:
+            raise web.HTTPNotFound()
+        return web.Response(text=_static(name), content_type=content_type, headers=_NO_CACHE)
+
+    async def script(self, _request: web.Request) -> web.Response:
+        return web.Response(text=client_script(), content_type="text/javascript", headers=_NO_CACHE)
+
+    async def client_config(self, request: web.Request) -> web.Response:
+        config = self.config
+        ice = browser_ice_config(config).to_browser()
+        body = {
+            "iceServers": ice["iceServers"],
+            "iceTransportPolicy": ice["iceTransportPolicy"],
+            "signalingPath": "/ws",
+            "auth": config.auth.mode,
+            "demo": self.demo,
+            "chooseTopology": self.demo,
+            "defaultTopology": config.rooms.default_topology,
+            "topologies": self.topologies,
+            "createRooms": config.rooms.create_on_demand,
+            "rooms": [
+                {"name": room.name, "topology": room.topology} for room in config.rooms.declared
+            ],
+        }
+        del request
+        return web.json_response(body, headers={"Cache-Control": "no-store"})
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        state = self.signaling.hub.state
+        rooms = [room for room in state.rooms() if state.peers(room)]
+        return web.json_response(
+            {
+                "status": "closing" if self.signaling.hub.closed else "ok",
+                "rooms": len(rooms),
+                "peers": sum(len(state.peers(room)) for room in rooms),
+                "connections": state.connection_count,
+            },
+            status=503 if self.signaling.hub.closed else 200,
+            headers={"Cache-Control": "no-store"},
+        )
+
+
+def create_app(
+    config: ServeConfig,
+    *,
+    metrics: Metrics | None = None,
+    demo: bool = False,
+) -> web.Application:
+    """The aiohttp application of an rtckit server configured by *config*.
+
+    *demo* lets the first joiner of a room choose its topology (``rtckit demo``), and runs
+    without metrics when prometheus-client is missing. The app owns its signaling server: it
+    starts and stops with the app.
+    """
+    check_topologies(config)
+    if metrics is None and config.metrics.enabled:
+        metrics = new_metrics(required=not demo)
+    signaling = SignalingServer(signaling_config(config, creator_chooses=demo))
+    state = _State(config, signaling, metrics, demo=demo)
+    counted = state.metrics
+
+    @web.middleware
+    async def count_connections(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if (
+            counted is not None
+            and request.path == "/ws"
+            and request.headers.get("Upgrade", "").lower() == "websocket"
+        ):
+            counted.connections.inc()
+        return await handler(request)
+
+    app = web.Application(client_max_size=64 * 1024, middlewares=[count_connections])
+    app[_APP_KEY] = state
+    app.router.add_get("/", state.page)
+    app.router.add_get("/{name:(index\\.html|room\\.css|room\\.js)}", state.page)
+    app.router.add_get("/rtckit.js", state.script)
+    app.router.add_get("/config.json", state.client_config)
+    app.router.add_get("/healthz", state.healthz)
+    if config.metrics.enabled and state.metrics is not None:
+        app.router.add_get(config.metrics.path, state.metrics.handle)
+    signaling.add_routes(app, path="/ws")
+    remove = signaling.add_listener(state.on_event)
+
+    async def on_shutdown(_app: web.Application) -> None:
+        remove()
+        await state.aclose()
+
+    app.on_shutdown.append(on_shutdown)
+    return app
+
+
+def app_signaling(app: web.Application) -> SignalingServer:
+    """The signaling server of an app made by :func:`create_app`."""
+    state = app[_APP_KEY]
+    assert isinstance(state, _State)
+    return state.signaling
+
+
+def _ca_response(der: bytes) -> web.Response:
+    return web.Response(
+        body=der,
+        content_type="application/x-x509-ca-cert",
+        headers={"Content-Disposition": 'attachment; filename="rtckit-demo-ca.crt"'},
+    )
+
+
+class RtcKitServer:
+    """Run :func:`create_app` over HTTPS (or plain HTTP when insecure), and the redirect.
+
+    .. code-block:: python
+
+        async with RtcKitServer(config) as server:
+            print(server.url)
+            await stop_event.wait()
+
+    *ssl_context* overrides the certificate files of ``config.tls``. *ca_certificate* (DER)
+    is served at ``/ca.crt``, on the HTTP port too (not redirected), so that a phone can
+    install the local CA of ``rtckit demo`` before it trusts the HTTPS site. Port 0 in the
+    config picks a free port (see :attr:`port`, :attr:`http_port`). Closing stops accepting,
+    closes every signaling connection (1001), stops room strategies and leaves no task behind.
+    """
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        demo: bool = False,
+        ca_certificate: bytes | None = None,
+        shutdown_timeout: float = 2.0,
+    ) -> None:
+        self.config = config
+        self.metrics: Metrics | None = None
+        self._demo = demo
+        self._ssl = ssl_context
+        self._ca = ca_certificate
+        self._shutdown_timeout = shutdown_timeout
+        self._runner: web.AppRunner | None = None
+        self._redirect: web.AppRunner | None = None
+        self._port: int | None = None
+        self._http_port: int | None = None
+        self.app: web.Application | None = None
+
+    def _ssl_context(self) -> ssl.SSLContext | None:
+        if self._ssl is not None:
+            return self._ssl
+        tls = self.config.tls
+        if tls is None:
+            if not self.config.server.insecure:
+                raise ConfigurationError("TLS certificate and key are required")
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(tls.cert, tls.key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(
+                f"[tls] cannot load {tls.cert} / {tls.key}: {getattr(exc, 'strerror', None) or exc}"
+            ) from exc
+        return context
+
+    @property
+    def secure(self) -> bool:
+        """Whether the server speaks HTTPS."""
+        return self._ssl is not None or self.config.tls is not None
+
+    async def start(self) -> None:
+        """Bind and start serving (done by ``async with``)."""
+        if self._runner is not None:
+            return
+        context = self._ssl_context()
+        server = self.config.server
+        self.app = create_app(self.config, demo=self._demo)
+        state = self.app[_APP_KEY]
+        assert isinstance(state, _State)
+        self.metrics = state.metrics
+        if self._ca is not None:
+            ca = self._ca
+
+            async def ca_file(_request: web.Request) -> web.Response:
+                return _ca_response(ca)
+
+            self.app.router.add_get("/ca.crt", ca_file)
+        runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log=logging.getLogger("rtckit.server.access"),
+            shutdown_timeout=self._shutdown_timeout,
+        )
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, server.host, server.port, ssl_context=context)
+            try:
+                await site.start()
+            except OSError as exc:
+                raise ConfigurationError(
+                    f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}"
+                ) from exc
+            self._port = int(runner.addresses[0][1])
+            if server.http_port is not None and context is not None:
+                await self._start_redirect(server.host, server.http_port)
+        except BaseException:
+            await runner.cleanup()
+            if self._redirect is not None:
+                await self._redirect.cleanup()
+                self._redirect = None
+            raise
+        self._runner = runner
+        logger.info(
+            "serving on %s",
+            self.url(server.host if server.host not in ("0.0.0.0", "::") else "localhost"),  # noqa: S104
+            extra={
+                "host": server.host,
+                "port": self._port,
+                "http_port": self.http_port,
+                "tls": context is not None,
+                "auth": self.config.auth.mode,
+            },
+        )
+
+    async def _start_redirect(self, host: str, port: int) -> None:
+        https_port = self.port
+        ca = self._ca
+
+        @web.middleware
+        async def redirect(request: web.Request, handler: Handler) -> web.StreamResponse:
+            del handler  # every request is answered here
+            if ca is not None and request.path == "/ca.crt" and request.method in ("GET", "HEAD"):
+                return _ca_response(ca)
+            return redirect_response(request, https_port)
+
+        runner = web.AppRunner(
+            web.Application(middlewares=[redirect]),
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=self._shutdown_timeout,
+        )
+        await runner.setup()
+        self._redirect = runner
+        try:
+            await web.TCPSite(runner, host, port).start()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port} (HTTP redirect): {exc.strerror or exc}"
+            ) from exc
+        self._http_port = int(runner.addresses[0][1])
+
+    @property
+    def port(self) -> int:
+        """The HTTPS (or HTTP, when insecure) port."""
+        if self._port is None:
+            raise RuntimeError("the server is not started")
+        return self._port
+
+    @property
+    def http_port(self) -> int | None:
+        """The port of the HTTP to HTTPS redirect, if any."""
+        return self._http_port
+
+    def url(self, host: str = "localhost") -> str:
+        """The page's URL at *host*."""
+        scheme = "https" if self.secure else "http"
+        shown = f"[{host}]" if ":" in host else host
+        return f"{scheme}://{shown}:{self.port}/"
+
+    @property
+    def signaling(self) -> SignalingServer:
+        """The signaling server (after :meth:`start`)."""
+        if self.app is None:
+            raise RuntimeError("the server is not started")
+        return app_signaling(self.app)
+
+    async def aclose(self) -> None:
+        """Stop serving; idempotent."""
+        redirect, self._redirect = self._redirect, None
+        runner, self._runner = self._runner, None
+        self._http_port = None
+        if redirect is not None:
+            await redirect.cleanup()
+        if runner is not None:
+            with contextlib.suppress(TimeoutError):
+                await runner.cleanup()
+        logger.info("stopped")
+
+    close = aclose
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

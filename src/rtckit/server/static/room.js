@@ -1,0 +1,622 @@
+// room.js: the rtckit room page. Plain ES module, no build step; it uses only the public
+// browser client served by the rtckit server at /rtckit.js (signaling + room API).
+//
+// One room API whatever the topology: joinRoom(signaling, options) returns a room with
+// publish(track, stream), send(text), close() and the events participantjoined,
+// participantleft, track, trackremoved, message, connectionstate and closed. The server
+// decides the topology of an existing room; the page only asks for one when creating it.
+
+import { RtcKitSignaling, SignalingError, joinRoom } from "/rtckit.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+const ui = {
+  lobby: $("lobby"), call: $("call"), form: $("join-form"), room: $("room-input"),
+  name: $("name-input"), preview: $("preview"), previewNote: $("preview-note"),
+  join: $("join-button"), joinError: $("join-error"), topologies: $("topology-field"),
+  grid: $("grid"), messages: $("messages"), chatForm: $("chat-form"), chatInput: $("chat-input"),
+  statsBody: $("stats-body"), mic: $("mic-button"), cam: $("cam-button"),
+  leave: $("leave-button"), status: $("status"), title: $("room-title"),
+  topologyBadge: $("topology-badge"), invite: $("invite-button"), tabChat: $("tab-chat"),
+  tabStats: $("tab-stats"), chatPanel: $("chat"), statsPanel: $("stats"),
+  unread: $("unread"),
+};
+
+const state = {
+  config: null,        // /config.json
+  media: null,         // local MediaStream (may be null: no camera/mic allowed)
+  signaling: null,
+  room: null,
+  name: "",
+  participants: new Map(),  // id -> {name, tile, stream, video}
+  statsTimer: null,
+  lastStats: new Map(),     // connection key -> {time, bytesIn, bytesOut}
+  unread: 0,
+};
+
+// --- helpers ---------------------------------------------------------------------------
+
+function setStatus(text, kind = "") {
+  ui.status.textContent = text;
+  ui.status.className = `status ${kind}`;
+}
+
+function initials(name) {
+  const parts = String(name || "?").trim().split(/\s+/).filter(Boolean);
+  return (parts.length > 1 ? parts[0][0] + parts[1][0] : (parts[0] || "?").slice(0, 2))
+    .toUpperCase();
+}
+
+function describeError(error) {
+  if (error instanceof SignalingError) {
+    if (String(error.code).startsWith("auth_")) {
+      const reason = {
+        auth_required: "this server admits only people with an invitation link (room token)",
+        auth_invalid: "the invitation link (room token) is not valid",
+        auth_expired: "the invitation link (room token) has expired",
+        auth_not_yet_valid: "the invitation link (room token) is not valid yet",
+        auth_wrong_room: "the invitation link (room token) is for another room",
+      }[error.code] || "the room token was refused";
+      return `Cannot join: ${reason}. Ask for a new link.`;
+    }
+    const text = error.message.replace(/^[a-z_]+: /, "");
+    if (error.code === "room_full") return `Cannot join: the room is full (${text}).`;
+    if (error.code === "unknown_room") return `Cannot join: ${text}.`;
+    if (error.code === "connect_failed" || error.code === "closed") {
+      return "Cannot reach the signaling server. Is rtckit still running?";
+    }
+    return `Cannot join: ${text}`;
+  }
+  return `Cannot join: ${error && error.message ? error.message : error}`;
+}
+
+function formatRate(bitsPerSecond) {
+  if (bitsPerSecond === null || !Number.isFinite(bitsPerSecond)) return "–";
+  if (bitsPerSecond >= 1e6) return `${(bitsPerSecond / 1e6).toFixed(1)} Mb/s`;
+  return `${Math.round(bitsPerSecond / 1e3)} kb/s`;
+}
+
+// --- lobby -----------------------------------------------------------------------------
+
+async function loadConfig() {
+  const response = await fetch("/config.json", { cache: "no-store" });
+  if (!response.ok) throw new Error(`config.json: HTTP ${response.status}`);
+  return response.json();
+}
+
+function setupTopologies(config) {
+  const wanted = params.get("topology") || config.defaultTopology || "mesh";
+  const inputs = ui.form.querySelectorAll('input[name="topology"]');
+  for (const input of inputs) {
+    const available = Boolean(config.topologies && config.topologies[input.value]);
+    const label = input.closest("label");
+    label.classList.toggle("unavailable", !available);
+    if (!available) {
+      label.title = `${input.value.toUpperCase()} rooms are not available on this server yet`;
+      const note = label.querySelector("small");
+      if (note && !note.dataset.marked) {
+        note.dataset.marked = "1";
+        note.textContent += " (not available on this server)";
+      }
+    }
+    input.checked = input.value === wanted;
+  }
+  if (!config.chooseTopology) {
+    // rtckit serve: the configuration decides every room's topology
+    ui.topologies.hidden = true;
+  }
+}
+
+async function startPreview() {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
+    ui.previewNote.textContent = window.isSecureContext
+      ? "This browser cannot capture media."
+      : "Camera needs HTTPS (or localhost). Open the https:// address.";
+    ui.previewNote.hidden = false;
+    return;
+  }
+  try {
+    state.media = await navigator.mediaDevices.getUserMedia({
+      audio: { echoCancellation: true, noiseSuppression: true },
+      video: { width: { ideal: 640 }, height: { ideal: 480 }, frameRate: { ideal: 24 } },
+    });
+  } catch (error) {
+    try {
+      state.media = await navigator.mediaDevices.getUserMedia({ audio: true });
+      ui.previewNote.textContent = "No camera: you will join with audio only.";
+    } catch (_) {
+      ui.previewNote.textContent =
+        `Camera and microphone unavailable (${error.name}). You can still watch and chat.`;
+    }
+    ui.previewNote.hidden = false;
+  }
+  if (state.media) ui.preview.srcObject = state.media;
+}
+
+function showJoinError(text) {
+  ui.joinError.textContent = text;
+  ui.joinError.hidden = false;
+}
+
+async function join(event) {
+  event.preventDefault();
+  ui.joinError.hidden = true;
+  const roomName = ui.room.value.trim();
+  const name = ui.name.value.trim();
+  if (!roomName || !name) return;
+  const picked = ui.form.querySelector('input[name="topology"]:checked');
+  const topology = picked ? picked.value : "mesh";
+  localStorage.setItem("rtckit.name", name);
+  ui.join.disabled = true;
+  ui.join.textContent = "Joining…";
+  setStatus("Connecting…");
+  const scheme = location.protocol === "https:" ? "wss" : "ws";
+  const url = `${scheme}://${location.host}${state.config.signalingPath || "/ws"}`;
+  let signaling = null;
+  try {
+    signaling = await RtcKitSignaling.connect(url, {
+      room: roomName,
+      token: params.get("token") || undefined,
+      metadata: { name, topology },
+    });
+    const room = joinRoom(signaling, {
+      iceServers: state.config.iceServers,
+      iceTransportPolicy: state.config.iceTransportPolicy,
+    });
+    state.signaling = signaling;
+    state.room = room;
+    state.name = name;
+    enterCall(roomName, topology);
+  } catch (error) {
+    if (signaling) signaling.close();
+    showJoinError(describeError(error));
+    setStatus("Not connected", "bad");
+  } finally {
+    ui.join.disabled = false;
+    ui.join.textContent = "Join";
+  }
+}
+
+// --- in the call -----------------------------------------------------------------------
+
+function makeTile(id, name, { local = false } = {}) {
+  const tile = document.createElement("figure");
+  tile.className = local ? "tile local" : "tile";
+  tile.dataset.peerId = id;
+  tile.dataset.initials = initials(name);
+  const video = document.createElement("video");
+  video.autoplay = true;
+  video.playsInline = true;
+  if (local) video.muted = true;
+  const caption = document.createElement("figcaption");
+  caption.className = "name";
+  caption.textContent = local ? `${name} (you)` : name;
+  const badge = document.createElement("span");
+  badge.className = "badge";
+  badge.textContent = local ? "" : "connecting";
+  const mic = document.createElement("span");
+  mic.className = "mic-off";
+  mic.textContent = "muted";
+  mic.hidden = true;
+  tile.append(video, caption, badge, mic);
+  ui.grid.append(tile);
+  layoutGrid();
+  return { tile, video, badge, mic };
+}
+
+function layoutGrid() {
+  const count = ui.grid.children.length;
+  const columns = count <= 1 ? 1 : count <= 4 ? 2 : count <= 9 ? 3 : 4;
+  ui.grid.style.setProperty("--columns", columns);
+  ui.grid.dataset.count = count;
+}
+
+function participantName(id, metadata) {
+  const name = metadata && typeof metadata.name === "string" ? metadata.name.trim() : "";
+  return name.slice(0, 32) || `Guest ${id.slice(0, 4)}`;
+}
+
+function addParticipant(id, metadata) {
+  if (state.participants.has(id)) return state.participants.get(id);
+  const name = participantName(id, metadata);
+  const { tile, video, badge, mic } = makeTile(id, name);
+  const entry = { id, name, tile, video, badge, mic, stream: new MediaStream() };
+  video.srcObject = entry.stream;
+  state.participants.set(id, entry);
+  updateHeader();
+  return entry;
+}
+
+function removeParticipant(id) {
+  const entry = state.participants.get(id);
+  if (!entry) return;
+  state.participants.delete(id);
+  entry.video.srcObject = null;
+  entry.tile.remove();
+  layoutGrid();
+  updateHeader();
+}
+
+function updateHeader() {
+  const count = state.participants.size + 1;
+  setStatus(`Connected · ${count} ${count === 1 ? "person" : "people"}`, "ok");
+}
+
+function addChat(who, text, { self = false, system = false } = {}) {
+  const item = document.createElement("li");
+  if (system) {
+    item.className = "system";
+    item.textContent = text;
+  } else {
+    item.className = self ? "self" : "";
+    const author = document.createElement("span");
+    author.className = "who";
+    author.textContent = who;
+    const time = document.createElement("time");
+    time.textContent = new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    const body = document.createElement("p");
+    body.textContent = text;
+    item.append(author, time, body);
+  }
+  ui.messages.append(item);
+  ui.messages.scrollTop = ui.messages.scrollHeight;
+  if (!system && !self && ui.chatPanel.hidden) {
+    state.unread += 1;
+    ui.unread.textContent = String(state.unread);
+    ui.unread.hidden = false;
+  }
+}
+
+function broadcast(message) {
+  if (state.room) state.room.send(JSON.stringify(message));
+}
+
+function onMessage({ participantId, data }) {
+  let message;
+  try {
+    message = JSON.parse(typeof data === "string" ? data : new TextDecoder().decode(data));
+  } catch (_) {
+    return;
+  }
+  const entry = state.participants.get(participantId);
+  if (message.type === "chat" && typeof message.text === "string") {
+    addChat(entry ? entry.name : participantId, message.text.slice(0, 2000));
+  } else if (message.type === "media" && entry) {
+    entry.tile.classList.toggle("muted-video", message.video === false);
+    entry.mic.hidden = message.audio !== false;
+  } else if (message.type === "hello" && entry) {
+    // a newcomer asks for our mute state
+    sendMediaState();
+  }
+}
+
+function sendMediaState() {
+  if (!state.media) return;
+  const audio = state.media.getAudioTracks().some((t) => t.enabled);
+  const video = state.media.getVideoTracks().some((t) => t.enabled);
+  broadcast({ type: "media", audio, video });
+}
+
+function enterCall(roomName, requested) {
+  const { room, signaling } = state;
+  ui.lobby.hidden = true;
+  ui.call.hidden = false;
+  ui.title.textContent = roomName;
+  ui.title.hidden = false;
+  ui.topologyBadge.textContent = signaling.topology.toUpperCase();
+  ui.topologyBadge.title = `This room is a ${signaling.topology} room`;
+  ui.topologyBadge.hidden = false;
+  ui.invite.hidden = false;
+  ui.invite.title = state.config.auth === "token"
+    ? "Copy a link to this room (without your token: each person needs their own invitation)"
+    : "Copy a link to this room";
+  document.title = `${roomName} · rtckit`;
+  const url = new URL(location.href);
+  url.searchParams.set("room", roomName);
+  history.replaceState(null, "", url);
+
+  const local = makeTile(signaling.peerId, state.name, { local: true });
+  state.localTile = local;
+  if (state.media) {
+    local.video.srcObject = state.media;
+    for (const track of state.media.getTracks()) room.publish(track, state.media);
+  } else {
+    local.tile.classList.add("muted-video");
+  }
+  updateToggles();
+
+  room.addEventListener("participantjoined", ({ detail }) => {
+    const entry = addParticipant(detail.participantId, detail.metadata);
+    addChat("", `${entry.name} joined`, { system: true });
+    sendMediaState();
+  });
+  room.addEventListener("participantleft", ({ detail }) => {
+    const entry = state.participants.get(detail.participantId);
+    if (entry) addChat("", `${entry.name} left`, { system: true });
+    removeParticipant(detail.participantId);
+  });
+  room.addEventListener("track", ({ detail }) => {
+    const entry = addParticipant(detail.participantId, null);
+    for (const old of entry.stream.getTracks()) {
+      if (old.kind === detail.track.kind) entry.stream.removeTrack(old);
+    }
+    entry.stream.addTrack(detail.track);
+    // a new MediaStream object makes every browser pick the new track up
+    entry.stream = new MediaStream(entry.stream.getTracks());
+    entry.video.srcObject = entry.stream;
+    entry.video.play().catch(() => {});
+  });
+  room.addEventListener("trackremoved", ({ detail }) => {
+    const entry = state.participants.get(detail.participantId);
+    if (entry) entry.stream.removeTrack(detail.track);
+  });
+  room.addEventListener("message", ({ detail }) => onMessage(detail));
+  room.addEventListener("connectionstate", ({ detail }) => {
+    const entry = state.participants.get(detail.participantId);
+    if (!entry) return;
+    entry.badge.textContent = detail.state === "connected" ? "" : detail.state;
+    entry.tile.dataset.state = detail.state;
+  });
+  signaling.addEventListener("disconnected", () => setStatus("Reconnecting…", "bad"));
+  signaling.addEventListener("reconnected", () => updateHeader());
+  signaling.addEventListener("closed", ({ detail }) => {
+    if (state.signaling === signaling && detail.error) {
+      addChat("", "Lost the connection to the server.", { system: true });
+      setStatus("Disconnected", "bad");
+    }
+  });
+
+  for (const [id, info] of room.participants || []) addParticipant(id, info);
+  for (const [id, info] of signaling.peers) addParticipant(id, info.metadata);
+  addChat("", `You joined “${roomName}”, a ${signaling.topology} room.`, { system: true });
+  if (requested && state.config.chooseTopology && requested !== signaling.topology) {
+    addChat("", `The room already existed as a ${signaling.topology} room; ` +
+      `your choice (${requested}) applies to new rooms only.`, { system: true });
+  }
+  broadcast({ type: "hello" });
+  updateHeader();
+  state.statsTimer = setInterval(updateStats, 1000);
+}
+
+function updateToggles() {
+  const audio = state.media ? state.media.getAudioTracks() : [];
+  const video = state.media ? state.media.getVideoTracks() : [];
+  const micOn = audio.some((t) => t.enabled);
+  const camOn = video.some((t) => t.enabled);
+  ui.mic.disabled = audio.length === 0;
+  ui.cam.disabled = video.length === 0;
+  ui.mic.setAttribute("aria-pressed", String(micOn));
+  ui.cam.setAttribute("aria-pressed", String(camOn));
+  ui.mic.querySelector(".label").textContent = micOn ? "Mute" : "Unmute";
+  ui.cam.querySelector(".label").textContent = camOn ? "Stop video" : "Start video";
+  ui.mic.title = micOn ? "Mute your microphone" : "Unmute your microphone";
+  ui.cam.title = camOn ? "Turn your camera off" : "Turn your camera on";
+  if (state.localTile) {
+    state.localTile.tile.classList.toggle("muted-video", !camOn);
+    state.localTile.mic.hidden = micOn || audio.length === 0;
+  }
+}
+
+function toggle(kind) {
+  if (!state.media) return;
+  const tracks = kind === "audio" ? state.media.getAudioTracks() : state.media.getVideoTracks();
+  const enable = !tracks.some((t) => t.enabled);
+  for (const track of tracks) track.enabled = enable;
+  updateToggles();
+  sendMediaState();
+}
+
+function leave() {
+  clearInterval(state.statsTimer);
+  state.statsTimer = null;
+  const { room, signaling } = state;
+  state.room = null;
+  state.signaling = null;
+  if (room) room.close();
+  if (signaling) signaling.close();
+  for (const id of [...state.participants.keys()]) removeParticipant(id);
+  ui.grid.replaceChildren();
+  ui.messages.replaceChildren();
+  ui.statsBody.replaceChildren();
+  state.lastStats.clear();
+  state.localTile = null;
+  ui.call.hidden = true;
+  ui.lobby.hidden = false;
+  ui.title.hidden = true;
+  ui.topologyBadge.hidden = true;
+  ui.invite.hidden = true;
+  document.title = "rtckit room";
+  setStatus("Not connected");
+}
+
+// --- stats -----------------------------------------------------------------------------
+
+/** The media connections of the room: one per participant (mesh) or one to the server. */
+function connectionsOf(room) {
+  if (!room) return [];
+  if (typeof room.connections === "function") return room.connections();
+  const found = [];
+  if (room.sessions instanceof Map) {
+    for (const [id, session] of room.sessions) {
+      if (session && session.pc) {
+        const entry = state.participants.get(id);
+        found.push({ key: id, label: entry ? entry.name : id, pc: session.pc });
+      }
+    }
+  } else if (room.session && room.session.pc) {
+    found.push({ key: "server", label: `${room.topology.toUpperCase()} server`, pc: room.session.pc });
+  } else if (room.pc) {
+    found.push({ key: "server", label: `${room.topology.toUpperCase()} server`, pc: room.pc });
+  }
+  return found;
+}
+
+async function readStats(pc) {
+  const report = await pc.getStats();
+  const out = { bytesIn: 0, bytesOut: 0, fps: null, rtt: null, lost: 0, received: 0,
+    path: "–", framesDecoded: 0 };
+  const byId = new Map();
+  report.forEach((s) => byId.set(s.id, s));
+  report.forEach((s) => {
+    if (s.type === "inbound-rtp") {
+      out.bytesIn += s.bytesReceived || 0;
+      out.lost += Math.max(0, s.packetsLost || 0);
+      out.received += s.packetsReceived || 0;
+      if (s.kind === "video") {
+        out.framesDecoded += s.framesDecoded || 0;
+        if (s.framesPerSecond !== undefined) out.fps = (out.fps || 0) + s.framesPerSecond;
+      }
+    } else if (s.type === "outbound-rtp") {
+      out.bytesOut += s.bytesSent || 0;
+    } else if (s.type === "transport" && s.selectedCandidatePairId) {
+      const pair = byId.get(s.selectedCandidatePairId);
+      if (pair) describePair(pair, byId, out);
+    } else if (s.type === "candidate-pair" && s.nominated && s.state === "succeeded" &&
+               out.path === "–") {
+      describePair(s, byId, out);
+    }
+  });
+  return out;
+}
+
+function describePair(pair, byId, out) {
+  if (pair.currentRoundTripTime !== undefined) out.rtt = pair.currentRoundTripTime;
+  const local = byId.get(pair.localCandidateId);
+  const remote = byId.get(pair.remoteCandidateId);
+  if (local && remote) {
+    const protocol = local.relayProtocol || local.protocol || "";
+    out.path = `${local.candidateType} → ${remote.candidateType}${protocol ? ` (${protocol})` : ""}`;
+  }
+}
+
+async function updateStats() {
+  const connections = connectionsOf(state.room);
+  const rows = [];
+  const now = performance.now();
+  for (const { key, label, pc } of connections) {
+    let stats;
+    try {
+      stats = await readStats(pc);
+    } catch (_) {
+      continue;
+    }
+    const last = state.lastStats.get(key);
+    let rateIn = null;
+    let rateOut = null;
+    if (last && now > last.time) {
+      const seconds = (now - last.time) / 1000;
+      rateIn = Math.max(0, (stats.bytesIn - last.bytesIn) * 8 / seconds);
+      rateOut = Math.max(0, (stats.bytesOut - last.bytesOut) * 8 / seconds);
+    }
+    state.lastStats.set(key, { time: now, bytesIn: stats.bytesIn, bytesOut: stats.bytesOut });
+    const total = stats.lost + stats.received;
+    rows.push({
+      key, label, path: stats.path, framesDecoded: stats.framesDecoded,
+      cells: [
+        ["In", formatRate(rateIn)],
+        ["Out", formatRate(rateOut)],
+        ["Video", stats.fps === null ? "–" : `${Math.round(stats.fps)} fps`],
+        ["RTT", stats.rtt === null ? "–" : `${Math.round(stats.rtt * 1000)} ms`],
+        ["Loss", total > 0 ? `${(100 * stats.lost / total).toFixed(1)} %` : "–"],
+      ],
+    });
+  }
+  if (!state.room) return;
+  const body = document.createDocumentFragment();
+  if (rows.length === 0) {
+    const empty = document.createElement("p");
+    empty.className = "hint empty";
+    empty.textContent = "No media connection yet: invite someone with the Invite button.";
+    body.append(empty);
+  }
+  for (const row of rows) {
+    const card = document.createElement("section");
+    card.className = "conn";
+    card.dataset.connection = row.key;
+    card.dataset.framesDecoded = String(row.framesDecoded);
+    const head = document.createElement("h3");
+    head.textContent = row.label;
+    const path = document.createElement("span");
+    path.className = "path";
+    path.title = "ICE candidate pair: local → remote candidate type";
+    path.textContent = row.path;
+    head.append(path);
+    const list = document.createElement("dl");
+    for (const [name, value] of row.cells) {
+      const item = document.createElement("div");
+      const dt = document.createElement("dt");
+      dt.textContent = name;
+      const dd = document.createElement("dd");
+      dd.textContent = value;
+      item.append(dt, dd);
+      list.append(item);
+    }
+    card.append(head, list);
+    body.append(card);
+  }
+  ui.statsBody.replaceChildren(body);
+}
+
+// --- wiring ----------------------------------------------------------------------------
+
+function selectTab(which) {
+  const chat = which === "chat";
+  ui.tabChat.setAttribute("aria-selected", String(chat));
+  ui.tabStats.setAttribute("aria-selected", String(!chat));
+  ui.chatPanel.hidden = !chat;
+  ui.statsPanel.hidden = chat;
+  if (chat) {
+    state.unread = 0;
+    ui.unread.hidden = true;
+  }
+}
+
+async function main() {
+  ui.room.value = params.get("room") || "";
+  ui.name.value = params.get("name") || localStorage.getItem("rtckit.name") || "";
+  ui.form.addEventListener("submit", join);
+  ui.chatForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const text = ui.chatInput.value.trim();
+    if (!text || !state.room) return;
+    broadcast({ type: "chat", text });
+    addChat(state.name, text, { self: true });
+    ui.chatInput.value = "";
+  });
+  ui.mic.addEventListener("click", () => toggle("audio"));
+  ui.cam.addEventListener("click", () => toggle("video"));
+  ui.leave.addEventListener("click", leave);
+  ui.tabChat.addEventListener("click", () => selectTab("chat"));
+  ui.tabStats.addEventListener("click", () => selectTab("stats"));
+  ui.invite.addEventListener("click", async () => {
+    const url = new URL(location.href);
+    url.searchParams.delete("name");
+    // a room token names its holder: everyone invited needs their own
+    url.searchParams.delete("token");
+    try {
+      await navigator.clipboard.writeText(url.href);
+      ui.invite.querySelector(".label").textContent = "Link copied";
+    } catch (_) {
+      prompt("Invite link", url.href);
+    }
+    setTimeout(() => { ui.invite.querySelector(".label").textContent = "Invite"; }, 2000);
+  });
+  window.addEventListener("pagehide", () => { if (state.room) leave(); });
+  try {
+    state.config = await loadConfig();
+  } catch (error) {
+    showJoinError(`Cannot load the server configuration: ${error.message}`);
+    ui.join.disabled = true;
+    return;
+  }
+  setupTopologies(state.config);
+  if (state.config.auth === "token" && !params.get("token")) {
+    ui.tokenNote.hidden = false;
+  }
+  await startPreview();
+  (ui.room.value ? ui.name : ui.room).focus();
+}
+
+ui.tokenNote = $("token-note");
+main();
