@@ -227,6 +227,8 @@ def test_howto_lists_every_default_range() -> None:
     text = (ROOT / "docs" / "howto" / "coturn.rst").read_text(encoding="utf-8")
     for network in (*DEFAULT_DENIED_PEER_NETWORKS, *CLOUD_METADATA_ADDRESSES):
         shown = str(network.network_address if network.num_addresses == 1 else network)
+        # Python 3.13 writes IPv4-mapped networks in dotted form; the docs use the hex form.
+        shown = shown.replace("::ffff:0.0.0.0/96", "::ffff:0:0/96")
         assert shown in text, shown
 
 

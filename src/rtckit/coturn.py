@@ -215,7 +215,19 @@ def _range(network: IPNetwork) -> str | None:
         if first == last:
             return None
         first += 1
-    return str(first) if first == last else f"{first}-{last}"
+    return _address(first) if first == last else f"{_address(first)}-{_address(last)}"
+
+
+def _address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+    """*ip* as text, the same on every Python version.
+
+    Python 3.13 writes IPv4-mapped IPv6 addresses as ``::ffff:1.2.3.4``, 3.11/3.12 as
+    ``::ffff:102:304``; coturn reads both, and rtckit always writes the hexadecimal form.
+    """
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        value = int(ip.ipv4_mapped)
+        return f"::ffff:{value >> 16:x}:{value & 0xFFFF:x}"
+    return str(ip)
 
 
 @attrs.frozen(kw_only=True)
