@@ -462,3 +462,216 @@ async def test_keyframe_request_hook_sees_pli_and_fir() -> None:
         assert sender._RTCRtpSender__force_keyframe is True  # type: ignore[attr-defined]
     finally:
         await pc.close()
+
+
+# --- peer: stable re-offers (extfix) ---
+
+# A browser-like session: header extension ids and payload types unlike aiortc's defaults
+# (aiortc: sdes:mid 1, ssrc-audio-level 2, abs-send-time 3; opus 96, VP8 97, rtx 98).
+_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+_TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
+_BROWSER_IDS = {_LEVEL: 1, _ABS_SEND_TIME: 2, _MID: 4}
+_BROWSER_TYPES = {"audio": {96: 111}, "video": {97: 96, 98: 97}}
+
+
+def _browser_like(sdp: str) -> str:
+    """Rewrite an aiortc description's extmap ids and payload types to a browser's.
+
+    Also adds transport-cc (which aiortc does not support) on id 3, aiortc's abs-send-time id.
+    """
+    import re
+
+    out: list[str] = []
+    types: dict[int, int] = {}
+
+    def renumber(match: re.Match[str]) -> str:
+        return str(types.get(int(match.group()), int(match.group())))
+
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            types = _BROWSER_TYPES.get(line[2:].split()[0], {})
+            head, formats = line.split(" UDP/TLS/RTP/SAVPF ") if "RTP/" in line else (line, "")
+            if formats:
+                line = f"{head} UDP/TLS/RTP/SAVPF " + re.sub(r"\d+", renumber, formats)
+        elif line.startswith("a=extmap:"):
+            uri = line.split()[1]
+            line = f"a=extmap:{_BROWSER_IDS[uri]} {uri}"
+            if uri == _ABS_SEND_TIME:
+                out.append(line)
+                line = f"a=extmap:3 {_TRANSPORT_CC}"
+        elif line.startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:")):
+            line = re.sub(r"(?<=:)\d+", renumber, line, count=1)
+            line = re.sub(r"(?<=apt=)\d+", renumber, line)
+        out.append(line)
+    return "\r\n".join(out) + "\r\n"
+
+
+def _extmaps(sdp: str) -> list[dict[str, int]]:
+    """Per m-line: header extension URI -> id."""
+    sections = sdp.split("\r\nm=")[1:]
+    result = []
+    for section in sections:
+        found = {}
+        for line in section.splitlines():
+            if line.startswith("a=extmap:"):
+                ident, uri = line[len("a=extmap:") :].split()[:2]
+                found[uri] = int(ident.split("/")[0])
+        result.append(found)
+    return result
+
+
+def _rtpmaps(sdp: str) -> dict[int, str]:
+    """Payload type -> "codec/clock" over the whole (bundled) description; fails on a clash."""
+    import re
+
+    result: dict[int, str] = {}
+    for number, name in re.findall(r"a=rtpmap:(\d+) (\S+)", sdp):
+        assert result.setdefault(int(number), name) == name, (number, name, result)
+    return result
+
+
+def _offerer() -> RTCPeerConnection:
+    from aiortc.mediastreams import AudioStreamTrack
+
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
+    pc.addTrack(AudioStreamTrack())
+    pc.addTrack(VideoStreamTrack())
+    pc.createDataChannel("chat")
+    return pc
+
+
+def _only(pc: RTCPeerConnection) -> None:
+    """Restrict every transceiver to opus and VP8 (+ rtx), as _BROWSER_TYPES expects."""
+    from aiortc import RTCRtpSender
+
+    for transceiver in pc.getTransceivers():
+        codecs = RTCRtpSender.getCapabilities(transceiver.kind).codecs
+        transceiver.setCodecPreferences(
+            [c for c in codecs if c.mimeType.lower() in ("audio/opus", "video/vp8", "video/rtx")]
+        )
+
+
+async def test_aiortc_still_resets_extension_ids_on_reoffer() -> None:
+    """The bug create_stable_offer works around: plain createOffer renumbers (JSEP says keep).
+
+    If this fails, aiortc keeps negotiated ids itself: create_stable_offer may go.
+    """
+    from aiortc import RTCSessionDescription
+
+    browser, python = _offerer(), RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        _only(browser)
+        offer = await browser.createOffer()
+        await python.setRemoteDescription(
+            RTCSessionDescription(sdp=_browser_like(offer.sdp), type="offer")
+        )
+        await python.setLocalDescription(await python.createAnswer())
+        assert _extmaps(python.localDescription.sdp)[0] == {_LEVEL: 1, _MID: 4}
+        plain = await python.createOffer()
+        assert _extmaps(plain.sdp)[0] == {_MID: 1, _LEVEL: 2}
+        # and the internals create_stable_offer sets are what createOffer builds from
+        for transceiver in python.getTransceivers():
+            assert isinstance(transceiver._codecs, list)
+            assert isinstance(transceiver._headerExtensions, list)
+            assert callable(transceiver._get_mline_index)
+    finally:
+        await browser.close()
+        await python.close()
+
+
+async def test_stable_reoffer_after_a_browser_offer_keeps_ids_and_payload_types() -> None:
+    """A browser offered first: aiortc's re-offer keeps its extension ids, mids and PTs."""
+    from aiortc import RTCSessionDescription
+
+    browser = _offerer()
+    python = RTCPeerConnection(
+        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
+    try:
+        _only(browser)
+        offer = RTCSessionDescription(
+            sdp=_browser_like((await browser.createOffer()).sdp), type="offer"
+        )
+        python.addTrack(VideoStreamTrack())  # associated with the browser's video m-line
+        await python.setRemoteDescription(offer)
+        await python.setLocalDescription(await python.createAnswer())
+        answer_types = _rtpmaps(python.localDescription.sdp)
+        assert answer_types == {111: "opus/48000/2", 96: "VP8/90000", 97: "rtx/90000"}
+        # a new track makes a new m-line in the re-offer
+        python.addTransceiver("audio", direction="sendonly")
+
+        reoffer = await _aiortc.create_stable_offer(python)
+        maps = _extmaps(reoffer.sdp)
+        assert maps[0] == {_MID: 4, _LEVEL: 1}
+        assert maps[1] == {_MID: 4, _ABS_SEND_TIME: 2}
+        # the new audio m-line uses the session's ids too (mid 4, level 1)
+        assert maps[3] == {_MID: 4, _LEVEL: 1}
+        types = _rtpmaps(reoffer.sdp)  # asserts one codec per payload type in the bundle
+        assert {k: types[k] for k in answer_types} == answer_types
+        assert "opus/48000/2" in types.values()
+        # the new m-line's opus reuses the session's 111; its other codecs avoid 96 and 97
+        new_section = reoffer.sdp.split("\r\nm=")[4]
+        assert new_section.startswith("audio 9 UDP/TLS/RTP/SAVPF 111 ")
+        mids = [line.split(":")[1] for line in reoffer.sdp.splitlines() if "a=mid:" in line]
+        assert mids == ["0", "1", "2", "3"]
+        await python.setLocalDescription(reoffer)
+        assert sorted(str(t.mid) for t in python.getTransceivers()) == ["0", "1", "3"]
+        for transceiver in python.getTransceivers():
+            ids = {e.uri: e.id for e in transceiver._headerExtensions}
+            assert ids[_MID] == 4
+        # the browser side takes the re-offer
+        await browser.setRemoteDescription(
+            RTCSessionDescription(sdp=python.localDescription.sdp, type="offer")
+        )
+    finally:
+        await browser.close()
+        await python.close()
+
+
+async def test_stable_reoffer_after_an_answer_with_other_ids_keeps_them() -> None:
+    """aiortc offered first; the answer numbered the extensions its own way: kept on re-offer."""
+    from aiortc import RTCSessionDescription
+
+    python, remote = _offerer(), RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        _only(python)
+        await python.setLocalDescription(await python.createOffer())
+        await remote.setRemoteDescription(python.localDescription)
+        answer = await remote.createAnswer()
+        crafted = _browser_like(answer.sdp)
+        assert _extmaps(crafted)[0] == {_LEVEL: 1, _MID: 4}
+        await python.setRemoteDescription(RTCSessionDescription(sdp=crafted, type="answer"))
+
+        first = await _aiortc.create_stable_offer(python)
+        maps = _extmaps(first.sdp)
+        assert maps[0] == {_MID: 4, _LEVEL: 1}
+        assert maps[1] == {_MID: 4, _ABS_SEND_TIME: 2}
+        assert _rtpmaps(first.sdp) == {111: "opus/48000/2", 96: "VP8/90000", 97: "rtx/90000"}
+        # a second round (re-offer, answer, re-offer) is stable too
+        await python.setLocalDescription(first)
+        await python.setRemoteDescription(RTCSessionDescription(sdp=crafted, type="answer"))
+        second = await _aiortc.create_stable_offer(python)
+        assert _extmaps(second.sdp) == maps
+        assert _rtpmaps(second.sdp) == _rtpmaps(first.sdp)
+    finally:
+        await python.close()
+        await remote.close()
+
+
+async def test_stable_first_offer_numbers_extensions_as_a_browser_does() -> None:
+    """Nothing negotiated yet: ids a browser's own offer uses (a glare must not collide)."""
+    python = _offerer()
+    try:
+        offer = await _aiortc.create_stable_offer(python)
+        assert _extmaps(offer.sdp) == [
+            {_MID: 4, _LEVEL: 1},
+            {_MID: 4, _ABS_SEND_TIME: 2},
+            {},
+        ]
+        await python.setLocalDescription(offer)
+        for transceiver in python.getTransceivers():
+            assert {e.uri: e.id for e in transceiver._headerExtensions}[_MID] == 4
+    finally:
+        await python.close()

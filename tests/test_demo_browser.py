@@ -321,14 +321,6 @@ async def test_http_port_redirects_the_browser_to_https(demo: Demo) -> None:
         assert redirect.status == 308
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rtckit.peer (aiortc) re-offers are refused by Chrome: 'RTP extension ID "
-    "reassignment not supported'. aiortc's createOffer resets every transceiver's codecs and "
-    "header extension ids to its defaults (after a browser's offer, id 1 becomes sdes:mid "
-    "where Chrome negotiated ssrc-audio-level); restoring the negotiated ids is not enough "
-    "when the aiortc side offers first (its new video m-line takes a mid Chrome uses)",
-)
 async def test_a_python_participant_joins_the_browsers(demo: Demo) -> None:
     """examples/demo_bot.py (aiortc, join_room) in a room with two pages: one room API."""
     pytest.importorskip("numpy", reason="the bot's test pattern needs the media extra")

@@ -29,7 +29,13 @@ import aioice.stun
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
 from aioice.ice import StunProtocol
-from aiortc import RTCRtpCodecParameters, RTCRtpReceiver, RTCRtpSender, RTCRtpTransceiver
+from aiortc import (
+    RTCRtpCodecParameters,
+    RTCRtpReceiver,
+    RTCRtpSender,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpReceiveParameters
 from aiortc.rtp import RtcpSrPacket
@@ -49,6 +55,7 @@ __all__ = [
     "allocate_turn",
     "bound_gathering",
     "check_versions",
+    "create_stable_offer",
     "force_relay_policy",
     "ice_connection",
     "ice_transports",
@@ -861,3 +868,163 @@ def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> N
         callback()
 
     setattr(sender, "_send_keyframe", hook)  # noqa: B010 - instance override is the point
+
+
+# --- peer: stable re-offers (extfix) ---
+
+_EXTENSION_IDS: Final = range(1, 15)  # one-byte RTP header extension ids (RFC 8285)
+_DYNAMIC_PAYLOAD_TYPES: Final = range(96, 128)
+_BROWSER_EXTENSION_IDS: Final = {
+    # Chrome's numbering (the same in all its offers, audio and video): used for an extension
+    # the session has not numbered yet, because Chrome checks a new id against every id its
+    # transport registered, including those of its own offer rolled back in a glare.
+    "urn:ietf:params:rtp-hdrext:ssrc-audio-level": 1,
+    "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time": 2,
+    "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01": 3,
+    "urn:ietf:params:rtp-hdrext:sdes:mid": 4,
+}
+
+
+def _codec_key(codec: RTCRtpCodecParameters, apt: tuple[Any, ...] | None = None) -> tuple[Any, ...]:
+    """What identifies a codec across m-lines (RTX: with the key of its ``apt`` codec)."""
+    parameters = {k: v for k, v in codec.parameters.items() if k != "apt"}
+    return (
+        codec.mimeType.lower(),
+        codec.clockRate,
+        codec.channels or None,
+        tuple(sorted((str(k), str(v)) for k, v in parameters.items())),
+        apt,
+    )
+
+
+def _negotiated_media(pc: RTCPeerConnection) -> list[Any]:
+    """The ``aiortc.sdp.MediaDescription`` objects of *pc*'s remote then local description."""
+    import aiortc.sdp
+
+    found: list[Any] = []
+    for description in (pc.remoteDescription, pc.localDescription):
+        if description is not None:
+            found.extend(aiortc.sdp.SessionDescription.parse(description.sdp).media)
+    return found
+
+
+def _renumber_codecs(
+    codecs: list[RTCRtpCodecParameters],
+    payload_types: dict[tuple[Any, ...], int],
+    used_types: set[int],
+) -> list[RTCRtpCodecParameters]:
+    """A new m-line's codecs, with the session's payload type for a known codec, else a free one.
+
+    RTX codecs follow their ``apt`` codec (aiortc lists each right after it).
+    """
+    import dataclasses
+
+    renumbered: dict[int, int] = {}
+    keys: dict[int, tuple[Any, ...]] = {}
+    result: list[RTCRtpCodecParameters] = []
+    for codec in codecs:
+        assert codec.payloadType is not None
+        apt = codec.parameters.get("apt")
+        key = _codec_key(codec, keys.get(apt) if isinstance(apt, int) else None)
+        keys[codec.payloadType] = _codec_key(codec)
+        number = payload_types.get(key)
+        if number is None:
+            number = codec.payloadType
+            if number in used_types and number in _DYNAMIC_PAYLOAD_TYPES:
+                free = [p for p in _DYNAMIC_PAYLOAD_TYPES if p not in used_types]
+                if not free:
+                    raise InternalsError(f"no RTP payload type left for {codec}")
+                number = free[0]
+            payload_types[key] = number
+        used_types.add(number)
+        renumbered[codec.payloadType] = number
+        parameters = dict(codec.parameters)
+        if isinstance(apt, int) and apt in renumbered:
+            parameters["apt"] = renumbered[apt]
+        result.append(dataclasses.replace(codec, payloadType=number, parameters=parameters))
+    return result
+
+
+async def create_stable_offer(pc: RTCPeerConnection) -> RTCSessionDescription:
+    """``pc.createOffer()``, keeping what the current session negotiated (JSEP re-offers).
+
+    aiortc's ``createOffer`` resets every transceiver's codecs and RTP header extensions to
+    its defaults (``CODECS``/``HEADER_EXTENSIONS``, sdes:mid is id 1). After a browser's
+    offer that is a reassignment Chrome refuses ("RTP extension ID reassignment not
+    supported"), and the sender keeps the payload types it started with. This offer instead:
+
+    - gives every m-line already negotiated (its mid in the remote or local description)
+      the codecs it negotiated, with their payload types;
+    - numbers every header extension (of every m-line, new ones too: they share the BUNDLE
+      transport) with the id the session already uses for that URI, or else an id no m-line
+      of the session uses, Chrome's own number for it when free (a first offer made in a
+      glare with a browser's must not reuse an id of the browser's offer);
+    - gives a new m-line's codecs the session's payload type for the same codec, or else a
+      free one (RTX ``apt`` follows its codec);
+    - keeps mids as aiortc allocates them (existing m-lines keep theirs, new ones take mids
+      the connection never saw).
+
+    Relies on: the private ``RTCRtpTransceiver._codecs`` and ``_headerExtensions`` (what
+    ``createOffer`` overwrites and ``setLocalDescription``/``__connect`` then use for the
+    sender and receiver parameters), and on ``aiortc.sdp.SessionDescription.parse``/``str``
+    with ``MediaDescription.kind``, ``fmt``, ``rtp.muxId``, ``rtp.codecs`` and
+    ``rtp.headerExtensions``.
+    """
+    import aiortc.sdp
+
+    media_known = _negotiated_media(pc)
+    negotiated_mids = {m.rtp.muxId for m in media_known}
+    extension_ids: dict[str, int] = {}
+    used_ids: set[int] = set()
+    payload_types: dict[tuple[Any, ...], int] = {}
+    used_types: set[int] = set()
+    for media in media_known:
+        for extension in media.rtp.headerExtensions:
+            if extension.uri not in extension_ids and extension.id not in used_ids:
+                extension_ids[extension.uri] = extension.id
+            used_ids.add(extension.id)
+        by_type = {c.payloadType: c for c in media.rtp.codecs}
+        for codec in media.rtp.codecs:
+            apt = codec.parameters.get("apt")
+            target = by_type.get(apt) if isinstance(apt, int) else None
+            key = _codec_key(codec, None if target is None else _codec_key(target))
+            payload_types.setdefault(key, codec.payloadType)
+            used_types.add(codec.payloadType)
+
+    def extension_id(uri: str) -> int:
+        if uri not in extension_ids:
+            preferred = _BROWSER_EXTENSION_IDS.get(uri)
+            reserved = set(_BROWSER_EXTENSION_IDS.values())
+            free = [i for i in _EXTENSION_IDS if i not in used_ids]
+            free.sort(key=lambda i: (i != preferred, i in reserved, i))
+            if not free:
+                raise InternalsError("no RTP header extension id left for " + uri)
+            extension_ids[uri] = free[0]
+            used_ids.add(free[0])
+        return extension_ids[uri]
+
+    transceivers = pc.getTransceivers()
+    saved = {t: list(_get(t, "_codecs")) for t in transceivers if t.mid in negotiated_mids}
+    offer = await pc.createOffer()
+    description = aiortc.sdp.SessionDescription.parse(offer.sdp)
+    for index, media in enumerate(description.media):
+        if media.kind not in ("audio", "video"):
+            continue
+        transceiver = next((t for t in transceivers if t.mid == media.rtp.muxId), None)
+        if transceiver is None:  # new: createOffer gave it this m-line, not yet its mid
+            transceiver = next(t for t in transceivers if t._get_mline_index() == index)
+        codecs = saved.get(transceiver) or _renumber_codecs(
+            media.rtp.codecs, payload_types, used_types
+        )
+        extensions = [
+            RTCRtpHeaderExtensionParameters(id=extension_id(e.uri), uri=e.uri)
+            for e in media.rtp.headerExtensions
+        ]
+        media.rtp.codecs = codecs
+        media.fmt = [c.payloadType for c in codecs]
+        media.rtp.headerExtensions = extensions
+        _get(transceiver, "_codecs")
+        _get(transceiver, "_headerExtensions")
+        transceiver._codecs = codecs
+        transceiver._headerExtensions = extensions
+    return RTCSessionDescription(sdp=str(description), type="offer")

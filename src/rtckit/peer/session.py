@@ -677,7 +677,7 @@ class PeerSession:
                 if self._offer_started is None:
                     self._offer_started = time.monotonic()
                 try:
-                    await pc.setLocalDescription(await pc.createOffer())
+                    await pc.setLocalDescription(await _aiortc.create_stable_offer(pc))
                 except Exception:
                     negotiator.offer_failed()
                     raise
