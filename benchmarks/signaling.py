@@ -397,7 +397,11 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 def report(
-    relays: list[RelayResult], idles: list[IdleResult], seconds: float, baseline: str
+    relays: list[RelayResult],
+    idles: list[IdleResult],
+    seconds: float,
+    baseline: str,
+    load: tuple[float, float],
 ) -> str:
     base = {(r.clients, r.offered): r for r in relays if r.server == "PeerJS"}
     rows = []
@@ -437,7 +441,9 @@ def report(
             "Written by ``python benchmarks/signaling.py`` (latest run: "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}).",
+            f"Python {platform.python_version()}; load average {load[0]:.1f} at the start and "
+            f"{load[1]:.1f} at the end: other jobs share this machine, so CPU figures move by "
+            "tens of percent between runs; compare ratios within one run).",
             "",
             "Clients in pairs relay ~400-byte messages through the server at a fixed offered "
             f"rate for {seconds:.0f} s, driven from one Python process with raw WebSocket "
@@ -487,6 +493,7 @@ def prepare_peerjs(args: argparse.Namespace, tmp: str) -> tuple[Path | None, str
 
 async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> None:
     raise_fd_limit()
+    load_start = os.getloadavg()[0]
     seconds = 4.0 if args.quick else args.seconds
     sizes = [100] if args.quick else [100, 1000]
     idle_count = 500 if args.quick else 5000
@@ -511,7 +518,7 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
             server.stop()
         idles.append(result_idle)
         print(result_idle, flush=True)
-    text = report(relays, idles, seconds, baseline)
+    text = report(relays, idles, seconds, baseline, (load_start, os.getloadavg()[0]))
     if not args.quick:
         DOC.write_text(text, encoding="utf-8")
     print(text)

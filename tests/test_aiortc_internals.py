@@ -24,6 +24,7 @@ from aiortc import (
     RTCRtpReceiver,
     RTCRtpSender,
 )
+from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
 from aiortc.rtcicetransport import connection_kwargs
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
@@ -283,3 +284,141 @@ def test_sfu_codec_counters_wrap_the_factories() -> None:
 def test_sfu_missing_internal_raises_internals_error() -> None:
     with pytest.raises(InternalsError, match="negotiated codecs"):
         _aiortc.sfu_negotiated_codecs(object())  # type: ignore[arg-type]
+
+
+# --- peer sessions: rollback, ICE transports, nominated pair (helper "peer") ---------------
+
+
+def _pc() -> RTCPeerConnection:
+    return RTCPeerConnection(
+        RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE)
+    )
+
+
+async def _connect(a: RTCPeerConnection, b: RTCPeerConnection) -> None:
+    await a.setLocalDescription(await a.createOffer())
+    await b.setRemoteDescription(a.localDescription)
+    await b.setLocalDescription(await b.createAnswer())
+    await a.setRemoteDescription(b.localDescription)
+
+
+async def test_rollback_local_reoffer_then_accept_remote_offer() -> None:
+    a, b = _pc(), _pc()
+    try:
+        a.createDataChannel("x")
+        b.createDataChannel("y", negotiated=True, id=5)
+        _aiortc.mark_sctp_bundled(b)
+        await _connect(a, b)
+        # both add a video transceiver and offer: b (polite) rolls back and takes a's offer
+        a.addTransceiver("video")
+        b.addTransceiver("audio")
+        await a.setLocalDescription(await a.createOffer())
+        await b.setLocalDescription(await b.createOffer())
+        new_mid = b.getTransceivers()[0].mid
+        assert new_mid is not None
+        _aiortc.rollback_local_offer(b)
+        assert b.signalingState == "stable"
+        assert b.getTransceivers()[0].mid is None
+        await b.setRemoteDescription(a.localDescription)
+        answer = await b.createAnswer()
+        _aiortc.settle_unoffered_transceivers(b)  # b's audio was not in a's offer
+        await b.setLocalDescription(answer)
+        await a.setRemoteDescription(b.localDescription)
+        assert a.signalingState == b.signalingState == "stable"
+        # b's audio transceiver is still to negotiate: its next offer carries it
+        offer = await b.createOffer()
+        assert "m=audio" in offer.sdp
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_rollback_refuses_first_offer_and_wrong_state() -> None:
+    pc = _pc()
+    try:
+        with pytest.raises(InternalsError):
+            _aiortc.rollback_local_offer(pc)
+        pc.createDataChannel("x")
+        await pc.setLocalDescription(await pc.createOffer())
+        with pytest.raises(InternalsError):
+            _aiortc.rollback_local_offer(pc)
+    finally:
+        await pc.close()
+
+
+async def test_nominated_pair_and_resume_connect() -> None:
+    a, b = _pc(), _pc()
+    try:
+        a.createDataChannel("x")
+        assert _aiortc.selected_pair_info(a) is None
+        await _connect(a, b)
+        pair = None
+        for _ in range(200):
+            pair = _aiortc.selected_pair_info(a)
+            if pair is not None and a.connectionState == "connected":
+                break
+            await asyncio.sleep(0.02)
+        assert pair is not None
+        assert pair.local_type == "host"
+        assert not pair.relayed
+        assert len(_aiortc.ice_transports(a)) == 1
+        await _aiortc.resume_connect(a)  # idempotent once connected
+        assert a.connectionState == "connected"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_internals_still_exist() -> None:
+    pc = _pc()
+    with pytest.raises(InternalsError):
+        _aiortc.mark_sctp_bundled(pc)
+    pc.createDataChannel("x")
+    _aiortc.mark_sctp_bundled(pc)
+    assert pc.sctp is not None
+    assert pc.sctp._bundled is True
+    for name in (
+        "signalingState",
+        "pendingLocalDescription",
+        "currentLocalDescription",
+        "currentRemoteDescription",
+        "pendingRemoteDescription",
+        "seenMids",
+        "setSignalingState",
+        "connect",
+    ):
+        assert hasattr(pc, "_RTCPeerConnection__" + name), name
+    transceiver = pc.addTransceiver("video")
+    assert hasattr(transceiver, "_RTCRtpTransceiver__mid")
+    assert hasattr(transceiver, "_RTCRtpTransceiver__mline_index")
+    ice = transceiver.receiver.transport.transport
+    assert hasattr(ice._connection, "_nominated")
+
+
+async def test_bound_gathering_caps_an_unreachable_stun_server() -> None:
+    """A STUN server that never answers costs the bound, not aioice's 5 s."""
+    import socket
+    import time
+
+    silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # bound, never answers
+    silent.bind(("127.0.0.1", 0))
+    port = silent.getsockname()[1]
+    pc = RTCPeerConnection(
+        RTCConfiguration(
+            iceServers=[RTCIceServer(urls=f"stun:127.0.0.1:{port}")],
+            bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
+        )
+    )
+    try:
+        pc.createDataChannel("x")
+        assert _aiortc.bound_gathering(pc, 0.3) == 1
+        assert _aiortc.bound_gathering(pc, 0.3) == 1  # re-binding replaces, not nests
+        start = time.monotonic()
+        await pc.setLocalDescription(await pc.createOffer())
+        elapsed = time.monotonic() - start
+        assert elapsed < 4.5, elapsed  # aioice alone waits 5 s here (bound: 0.3 s)
+        assert "typ host" in pc.localDescription.sdp
+        assert _aiortc.bound_gathering(pc, 0.3) == 0  # already gathered
+    finally:
+        await pc.close()
+        silent.close()

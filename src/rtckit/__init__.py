@@ -41,6 +41,7 @@ from rtckit.signaling import (
     SignalingServer,
     TokenAuth,
 )
+from rtckit.topology.base import Topology, join_room
 from rtckit.turn import TurnCredentials, TurnRestAuth
 
 __version__ = "0.1.0.dev0"
@@ -72,9 +73,11 @@ __all__ = [
     "StunFormatError",
     "SystemComponentError",
     "TokenAuth",
+    "Topology",
     "TopologyError",
     "TurnAuthError",
     "TurnCredentials",
     "TurnRestAuth",
     "__version__",
+    "join_room",
 ]

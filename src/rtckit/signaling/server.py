@@ -209,9 +209,7 @@ class SignalingServer:
         site = web.TCPSite(runner, host, port)
         await site.start()
         self._runner = runner
-        server = site._server
-        sockets = getattr(server, "sockets", None) or []
-        bound = sockets[0].getsockname() if sockets else (host, port)
+        bound = runner.addresses[0] if runner.addresses else (host, port)
         self._site_address = (str(bound[0]), int(bound[1]))
         return self._site_address
 

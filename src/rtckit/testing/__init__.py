@@ -7,6 +7,7 @@ signaling transport conformance suite).
 
 from __future__ import annotations
 
+from rtckit.testing._peer import DirectSignaller, peer_pair
 from rtckit.testing._system import (
     REQUIRE_SYSTEM_ENV,
     require_executable,
@@ -14,4 +15,11 @@ from rtckit.testing._system import (
     system_required,
 )
 
-__all__ = ["REQUIRE_SYSTEM_ENV", "require_executable", "require_root", "system_required"]
+__all__ = [
+    "REQUIRE_SYSTEM_ENV",
+    "DirectSignaller",
+    "peer_pair",
+    "require_executable",
+    "require_root",
+    "system_required",
+]

@@ -1,0 +1,66 @@
+"""Peer sessions on aiortc: perfect negotiation, connection replacement, typed events.
+
+* :mod:`rtckit.peer.negotiation`: the pure perfect-negotiation state machine;
+* :mod:`rtckit.peer.signaller`: the messages a session exchanges, and the ``Signaller`` protocol;
+* :mod:`rtckit.peer.session`: :class:`~rtckit.peer.session.PeerSession`, the asyncio layer on
+  aiortc;
+* :mod:`rtckit.peer.events`: the typed events it emits;
+* :mod:`rtckit.peer.stats`: typed statistics snapshots;
+* :mod:`rtckit.peer.media` (needs the ``media`` extra, numpy): test pattern, tone, files,
+  recording. It is not imported here.
+"""
+
+from __future__ import annotations
+
+from rtckit.peer.events import (
+    ConnectionReplaced,
+    ConnectionStateChanged,
+    DataChannelOpened,
+    DataMessage,
+    PeerEvent,
+    QualityChanged,
+    SessionClosed,
+    StatsUpdated,
+    TrackAdded,
+    TrackRemoved,
+)
+from rtckit.peer.negotiation import Negotiator, polite_for
+from rtckit.peer.session import DataChannel, PeerSession, SessionConfig
+from rtckit.peer.signaller import (
+    Candidate,
+    Description,
+    PeerMessage,
+    Restart,
+    Signaller,
+    message_from_dict,
+    message_to_dict,
+)
+from rtckit.peer.stats import CandidatePairInfo, Quality, StatsSnapshot
+
+__all__ = [
+    "Candidate",
+    "CandidatePairInfo",
+    "ConnectionReplaced",
+    "ConnectionStateChanged",
+    "DataChannel",
+    "DataChannelOpened",
+    "DataMessage",
+    "Description",
+    "Negotiator",
+    "PeerEvent",
+    "PeerMessage",
+    "PeerSession",
+    "Quality",
+    "QualityChanged",
+    "Restart",
+    "SessionClosed",
+    "SessionConfig",
+    "Signaller",
+    "StatsSnapshot",
+    "StatsUpdated",
+    "TrackAdded",
+    "TrackRemoved",
+    "message_from_dict",
+    "message_to_dict",
+    "polite_for",
+]

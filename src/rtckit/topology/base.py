@@ -1,0 +1,269 @@
+"""The topology abstraction: the server decides a room's topology, clients follow it.
+
+A room's topology (:class:`Topology`) is chosen by the SERVER (``RoomConfig.topology`` of
+``rtckit.signaling``) and announced to every client in the signaling ``welcome``. Two
+strategy interfaces plug each topology in:
+
+* :class:`ClientStrategy` -- "how do I connect, given the room's topology": it turns a joined
+  ``rtckit.signaling.SignalingClient`` into a :class:`Room`. Mesh opens a peer session to
+  every other peer; SFU and MCU clients open one session to the media server.
+* :class:`ServerStrategy` -- "what does the server do for this room": nothing but signaling
+  for mesh; forward or mix media for SFU and MCU.
+
+Applications only see :class:`Room` and its events, so the same code works whatever the
+topology::
+
+    async with SignalingClient.connect(url, room="standup") as client:
+        async with join_room(client) as room:        # mesh, sfu or mcu: the server decided
+            await room.publish(TestPatternTrack())
+            async for event in room.events():
+                ...
+
+Strategies register with :func:`register_client_strategy` / :func:`register_server_strategy`;
+the mesh ones are built in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import importlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import attrs
+
+from rtckit.errors import TopologyError
+
+if TYPE_CHECKING:
+    from rtckit.peer.session import SessionConfig
+
+__all__ = [
+    "ClientStrategy",
+    "ParticipantConnectionChanged",
+    "ParticipantJoined",
+    "ParticipantLeft",
+    "Room",
+    "RoomClosed",
+    "RoomDataMessage",
+    "RoomEvent",
+    "ServerStrategy",
+    "Topology",
+    "TrackPublished",
+    "TrackUnpublished",
+    "client_strategy_for",
+    "join_room",
+    "register_client_strategy",
+    "register_server_strategy",
+    "server_strategy_for",
+]
+
+
+class Topology(enum.StrEnum):
+    """How media flows in a room."""
+
+    #: Every peer sends to and receives from every other peer directly (N-1 connections).
+    MESH = "mesh"
+    #: Every peer sends once to a selective forwarding unit that forwards to the others.
+    SFU = "sfu"
+    #: Every peer sends once to a multipoint control unit that mixes and sends one stream back.
+    MCU = "mcu"
+
+    @classmethod
+    def parse(cls, value: str | Topology) -> Topology:
+        """The topology named *value*; :class:`~rtckit.errors.TopologyError` if unknown."""
+        try:
+            return cls(value)
+        except ValueError:
+            raise TopologyError(f"unknown topology {value!r}") from None
+
+
+# --- room events (the same for every topology) ---------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class ParticipantJoined:
+    """Someone joined the room (*metadata* is what they gave when joining)."""
+
+    participant_id: str
+    metadata: Mapping[str, Any] | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ParticipantLeft:
+    """Someone left the room; their tracks are gone."""
+
+    participant_id: str
+    reason: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TrackPublished:
+    """A remote *track* from *participant_id* is available (an aiortc ``MediaStreamTrack``)."""
+
+    participant_id: str
+    track: Any
+    kind: str
+
+
+@attrs.frozen(kw_only=True)
+class TrackUnpublished:
+    """A remote track is no longer sent."""
+
+    participant_id: str
+    track: Any
+    kind: str
+
+
+@attrs.frozen(kw_only=True)
+class RoomDataMessage:
+    """A data message from *participant_id* (sent with :meth:`Room.send`)."""
+
+    participant_id: str
+    data: str | bytes
+
+
+@attrs.frozen(kw_only=True)
+class ParticipantConnectionChanged:
+    """The media connection to *participant_id* changed state (see ``ConnectionStateChanged``)."""
+
+    participant_id: str
+    state: str
+
+
+@attrs.frozen(kw_only=True)
+class RoomClosed:
+    """The room object is closed (left, or the signaling client is gone)."""
+
+    reason: str
+
+
+RoomEvent = (
+    ParticipantJoined
+    | ParticipantLeft
+    | TrackPublished
+    | TrackUnpublished
+    | RoomDataMessage
+    | ParticipantConnectionChanged
+    | RoomClosed
+)
+
+
+@runtime_checkable
+class Room(Protocol):
+    """What an application holds after :func:`join_room`, whatever the topology."""
+
+    @property
+    def topology(self) -> Topology:
+        """The room's topology, as the server announced it."""
+
+    @property
+    def local_id(self) -> str:
+        """This participant's id."""
+
+    @property
+    def participants(self) -> Mapping[str, Mapping[str, Any] | None]:
+        """The other participants (id -> metadata)."""
+
+    async def publish(self, track: Any) -> None:
+        """Send *track* to the room."""
+
+    async def unpublish(self, track: Any) -> None:
+        """Stop sending *track*."""
+
+    def send(self, data: str | bytes, *, to: str | None = None) -> None:
+        """Send a data message to every participant, or to *to* only."""
+
+    def events(self) -> AsyncIterator[RoomEvent]:
+        """The room's events until it is closed."""
+
+    async def aclose(self) -> None:
+        """Leave: close every media connection (the signaling client stays the caller's)."""
+
+
+class ClientStrategy(Protocol):
+    """Turns a joined signaling client into a started :class:`Room` for one topology."""
+
+    async def __call__(
+        self, client: Any, *, session_config: SessionConfig | None, **options: Any
+    ) -> Room:
+        """Start and return the room for *client* (already joined)."""
+
+
+@runtime_checkable
+class ServerStrategy(Protocol):
+    """What the server runs for a room of one topology (started/stopped with the room)."""
+
+    topology: Topology
+
+    async def start_room(self, room: str) -> None:
+        """The room now exists: start whatever media work it needs."""
+
+    async def stop_room(self, room: str) -> None:
+        """The room is gone: stop its media work."""
+
+
+_CLIENT: dict[Topology, ClientStrategy | str] = {Topology.MESH: "rtckit.topology.mesh:open_mesh"}
+_SERVER: dict[Topology, Callable[[], ServerStrategy] | str] = {
+    Topology.MESH: "rtckit.topology.mesh:MeshServerStrategy"
+}
+
+
+def _load(target: Any) -> Any:
+    if isinstance(target, str):
+        module, _, name = target.partition(":")
+        return getattr(importlib.import_module(module), name)
+    return target
+
+
+def register_client_strategy(topology: Topology | str, strategy: ClientStrategy) -> None:
+    """Make :func:`join_room` use *strategy* for rooms of *topology* (SFU/MCU modules do)."""
+    _CLIENT[Topology.parse(topology)] = strategy
+
+
+def register_server_strategy(
+    topology: Topology | str, factory: Callable[[], ServerStrategy]
+) -> None:
+    """Make :func:`server_strategy_for` build *factory()* for rooms of *topology*."""
+    _SERVER[Topology.parse(topology)] = factory
+
+
+def client_strategy_for(topology: Topology | str) -> ClientStrategy:
+    """The client strategy registered for *topology*.
+
+    Raises :class:`~rtckit.errors.TopologyError` if there is none.
+    """
+    parsed = Topology.parse(topology)
+    if parsed not in _CLIENT:
+        raise TopologyError(f"no client strategy for {parsed.value!r} rooms is registered")
+    strategy: ClientStrategy = _load(_CLIENT[parsed])
+    return strategy
+
+
+def server_strategy_for(topology: Topology | str) -> ServerStrategy:
+    """A new server strategy for a room of *topology*.
+
+    Raises :class:`~rtckit.errors.TopologyError` if there is none.
+    """
+    parsed = Topology.parse(topology)
+    if parsed not in _SERVER:
+        raise TopologyError(f"no server strategy for {parsed.value!r} rooms is registered")
+    factory: Callable[[], ServerStrategy] = _load(_SERVER[parsed])
+    return factory()
+
+
+@contextlib.asynccontextmanager
+async def join_room(
+    client: Any, *, session_config: SessionConfig | None = None, **options: Any
+) -> AsyncIterator[Room]:
+    """Open the room of a joined signaling *client* with the strategy of its topology.
+
+    The topology comes from the server's ``welcome`` (``client.topology``); *options* go to
+    the strategy. The room is closed on exit; the signaling client is not.
+    """
+    strategy = client_strategy_for(client.topology)
+    room = await strategy(client, session_config=session_config, **options)
+    try:
+        yield room
+    finally:
+        await room.aclose()

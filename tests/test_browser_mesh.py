@@ -1,0 +1,148 @@
+"""Two headless Chromium pages and two aiortc peers in one mesh room over real WebSockets."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from rtckit.peer import SessionConfig
+from rtckit.peer.media import PatternConfig, TestPatternTrack
+from rtckit.signaling import OpenAuth, RoomConfig, SignalingClient, SignalingConfig
+from rtckit.signaling.server import SignalingServer
+from rtckit.testing import require_executable
+from rtckit.testing.browser import launch_chromium
+from rtckit.topology import TrackPublished, join_room
+from rtckit.topology.mesh import MeshRoom
+
+pytestmark = pytest.mark.browser
+
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rtckit mesh</title></head>
+<body><script type="module">
+import * as rtc from "/ws/rtckit.js";
+window.rtc = rtc;
+window.ready = true;
+</script></body></html>"""
+
+JOIN = """async (url) => {
+  const sig = await window.rtc.connectSignaling(url, {room: "mesh"});
+  const room = window.rtc.joinRoom(sig);
+  window.room = room;
+  window.messages = [];
+  room.addEventListener("message", ({detail}) => window.messages.push(detail));
+  const stream = await navigator.mediaDevices.getUserMedia({video: true});
+  room.publish(stream.getVideoTracks()[0], stream);
+  return sig.peerId;
+}"""
+
+FRAMES = """async () => {
+  const out = {};
+  for (const [peerId, session] of window.room.sessions) {
+    const stats = await session.stats();
+    out[peerId] = stats.framesDecoded;
+  }
+  return out;
+}"""
+
+
+@contextlib.asynccontextmanager
+async def site() -> AsyncIterator[tuple[str, str]]:
+    server = SignalingServer(
+        SignalingConfig(auth=OpenAuth(), rooms=[RoomConfig(name="mesh", topology="mesh")])
+    )
+    app = web.Application()
+    server.add_routes(app, "/ws")
+
+    async def index(_request: web.Request) -> web.Response:
+        return web.Response(text=PAGE, content_type="text/html")
+
+    app.router.add_get("/", index)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1)
+    await runner.setup()
+    tcp = web.TCPSite(runner, "127.0.0.1", 0)
+    await tcp.start()
+    try:
+        port = runner.addresses[0][1]
+        yield f"http://127.0.0.1:{port}/", f"ws://127.0.0.1:{port}/ws"
+    finally:
+        await runner.cleanup()
+
+
+async def test_two_pages_and_two_aiortc_peers_decode_each_other() -> None:
+    require_executable("chromium", hint="apt-get install chromium")
+    config = SessionConfig()
+    small = PatternConfig(width=320, height=240, fps=15)
+    async with (
+        asyncio.timeout(100),
+        site() as (http_url, ws_url),
+        contextlib.AsyncExitStack() as stack,
+    ):
+        py_rooms: list[MeshRoom] = []
+        py_events: list[list[TrackPublished]] = []
+        for _ in range(2):
+            client = await stack.enter_async_context(SignalingClient.connect(ws_url, room="mesh"))
+            room = await stack.enter_async_context(join_room(client, session_config=config))
+            assert isinstance(room, MeshRoom)
+            await room.publish(TestPatternTrack(small))
+            py_rooms.append(room)
+            published: list[TrackPublished] = []
+            py_events.append(published)
+
+            async def collect(room: MeshRoom = room, into: list[Any] = published) -> None:
+                async for event in room.events():  # appended as they come, not at the end
+                    if isinstance(event, TrackPublished):
+                        into.append(event)  # noqa: PERF401
+
+            task = asyncio.create_task(collect())
+            stack.callback(task.cancel)
+        browser = await stack.enter_async_context(launch_chromium(fps=15))
+        pages = []
+        page_ids = []
+        started = time.monotonic()
+        for _ in range(2):
+            page = await browser.new_page()
+            page.on("console", lambda msg: print("page:", msg.text))
+            await page.goto(http_url)
+            await page.wait_for_function("window.ready === true")
+            page_ids.append(await page.evaluate(JOIN, ws_url))
+            pages.append(page)
+        everyone = {room.local_id for room in py_rooms} | set(page_ids)
+        assert len(everyone) == 4
+        # every page decodes video from each of the three other peers
+        for page, page_id in zip(pages, page_ids, strict=True):
+            others = everyone - {page_id}
+            decoded: dict[str, int] = {}
+            while set(decoded) != others or min(decoded.values()) == 0:
+                await asyncio.sleep(0.25)
+                decoded = await page.evaluate(FRAMES)
+            assert all(count > 0 for count in decoded.values())
+        print(
+            f"4-peer mesh (2 Chromium + 2 aiortc) all decoding after "
+            f"{time.monotonic() - started:.2f} s"
+        )
+        # every aiortc peer decodes video from each of the three others
+        for room, published in zip(py_rooms, py_events, strict=True):
+            while {e.participant_id for e in published} != everyone - {room.local_id}:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            for participant in everyone - {room.local_id}:
+                # a participant's latest track (an earlier one may have been replaced)
+                latest = [e for e in published if e.participant_id == participant][-1]
+                async with asyncio.timeout(20):
+                    frame = await latest.track.recv()
+                assert frame.width > 0
+        # data messages from Python reach the pages
+        py_rooms[0].send("hello pages")
+        for page in pages:
+            await page.wait_for_function(
+                "window.messages.some(m => m.data === 'hello pages')", timeout=10000
+            )
+        # leave in order: Python rooms first (pages still up), then the pages
+        for room in py_rooms:
+            await room.aclose()
+        for page in pages:
+            await page.evaluate("window.room.close()")

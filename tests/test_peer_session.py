@@ -1,0 +1,267 @@
+"""PeerSession between real aiortc peers in this process (host candidates on this machine)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from typing import Any, TypeVar
+
+import pytest
+from aiortc import MediaStreamTrack
+
+from rtckit.errors import ConfigurationError, PeerError
+from rtckit.peer import (
+    ConnectionReplaced,
+    DataMessage,
+    PeerEvent,
+    PeerSession,
+    SessionClosed,
+    SessionConfig,
+    StatsUpdated,
+    TrackAdded,
+    TrackRemoved,
+)
+from rtckit.peer.media import PatternConfig, TestPatternTrack, read_frame_counter
+from rtckit.testing import DirectSignaller, peer_pair
+
+E = TypeVar("E")
+
+FAST = SessionConfig(
+    heartbeat_interval=0.2, disconnected_after=0.8, restart_after=1.0, dead_peer_timeout=20
+)
+SMALL = PatternConfig(width=160, height=120, fps=15)
+
+
+class EventLog:
+    """Collects a session's events in a background task (so nothing is missed)."""
+
+    def __init__(self, session: PeerSession) -> None:
+        self.session = session
+        self.events: list[PeerEvent] = []
+        self._changed = asyncio.Condition()
+        self._task = asyncio.create_task(self._run())
+
+    async def _run(self) -> None:
+        async for event in self.session.events():
+            async with self._changed:
+                self.events.append(event)
+                self._changed.notify_all()
+
+    async def wait_for(self, cls: type[E], *, count: int = 1, within: float = 10) -> list[E]:
+        async with asyncio.timeout(within), self._changed:
+            while True:
+                found: list[E] = [e for e in self.events if isinstance(e, cls)]
+                if len(found) >= count:
+                    return found
+                await self._changed.wait()
+
+    async def aclose(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+
+class SilentTrack(MediaStreamTrack):
+    """A track that never produces a frame: negotiation only, no encoder load."""
+
+    def __init__(self, kind: str = "video") -> None:
+        super().__init__()
+        self.kind = kind
+
+    async def recv(self) -> Any:
+        await asyncio.Event().wait()
+
+
+async def frames(track: MediaStreamTrack, count: int, within: float = 10) -> list[int]:
+    """Receive *count* frames and return their drawn counters."""
+    async with asyncio.timeout(within):
+        return [read_frame_counter(await track.recv()) for _ in range(count)]
+
+
+@pytest.fixture
+async def pair() -> AsyncIterator[tuple[PeerSession, PeerSession]]:
+    async with peer_pair(FAST) as (a, b):
+        yield a, b
+
+
+async def test_data_and_video_flow(pair: tuple[PeerSession, PeerSession]) -> None:
+    a, b = pair
+    log_a, log_b = EventLog(a), EventLog(b)
+    a.add_track(TestPatternTrack(SMALL))
+    chat = a.create_data_channel("chat")
+    await a.wait_connected()
+    chat.send("hello")
+    [added] = await log_b.wait_for(TrackAdded)
+    assert added.kind == "video"
+    counters = await frames(added.track, 5)
+    assert counters == sorted(counters)
+    [message] = await log_b.wait_for(DataMessage)
+    assert message == DataMessage(label="chat", data="hello")
+    b.send("chat", b"back")
+    [reply] = await log_a.wait_for(DataMessage)
+    assert reply.data == b"back"
+    assert a.setup_time is not None
+    stats = await b.stats()
+    assert stats.packets_received > 0
+    assert stats.candidate_pair is not None
+    assert stats.candidate_pair.local_type == "host"
+    await log_a.aclose()
+    await log_b.aclose()
+
+
+async def test_remove_track_renegotiates(pair: tuple[PeerSession, PeerSession]) -> None:
+    a, b = pair
+    log_b = EventLog(b)
+    track = SilentTrack()
+    a.add_track(track)
+    [added] = await log_b.wait_for(TrackAdded)
+    a.remove_track(track)
+    [removed] = await log_b.wait_for(TrackRemoved)
+    assert removed.track is added.track
+    assert b.remote_tracks == ()
+    with pytest.raises(PeerError):
+        a.remove_track(track)
+    await log_b.aclose()
+
+
+async def test_glare_repeated_both_sides_renegotiate_at_once(
+    pair: tuple[PeerSession, PeerSession],
+) -> None:
+    """Ten rounds: both sides add a track in the same instant; the call survives."""
+    a, b = pair
+    log_a, log_b = EventLog(a), EventLog(b)
+    video = TestPatternTrack(SMALL)
+    a.add_track(video)
+    await a.wait_connected()
+    [first] = await log_b.wait_for(TrackAdded)
+    rounds = 10
+    for i in range(1, rounds + 1):
+        # odd rounds: same kind on both sides; even rounds: audio against video
+        a.add_track(SilentTrack("video"))
+        b.add_track(SilentTrack("video" if i % 2 else "audio"))
+        await log_a.wait_for(TrackAdded, count=i)
+        await log_b.wait_for(TrackAdded, count=i + 1)
+    assert len(a.remote_tracks) == rounds
+    assert len(b.remote_tracks) == rounds + 1
+    with pytest.raises(PeerError):
+        a.send("after-glare", "x")
+    channel = b.create_data_channel("after-glare")
+    channel.send("still alive")
+    [message] = await log_a.wait_for(DataMessage)
+    assert message.data == "still alive"
+    counters = await frames(first.track, 3)
+    assert counters[-1] > 0
+    assert a.generation == b.generation == 0  # glare never needed a replacement
+    await log_a.aclose()
+    await log_b.aclose()
+
+
+async def test_requested_restart_replaces_connection(
+    pair: tuple[PeerSession, PeerSession],
+) -> None:
+    a, b = pair
+    log_a, log_b = EventLog(a), EventLog(b)
+    a.add_track(TestPatternTrack(SMALL))
+    chat = a.create_data_channel("chat")
+    [before] = await log_b.wait_for(TrackAdded)
+    await frames(before.track, 2)
+    old_pc = a.peer_connection
+    await b.restart()  # the polite side asks; the impolite side offers the new connection
+    [replaced] = await log_a.wait_for(ConnectionReplaced)
+    assert replaced.reason == "remote"
+    [_, after] = await log_b.wait_for(TrackAdded, count=2)
+    assert after.generation == 1
+    counters = await frames(after.track, 3)
+    assert counters == sorted(counters)
+    assert a.peer_connection is not old_pc
+    await a.wait_connected()
+    chat.send("same channel")  # the app's DataChannel object survives the replacement
+    [message] = await log_b.wait_for(DataMessage)
+    assert message.data == "same channel"
+    assert b.recovery_time is not None
+    await log_a.aclose()
+    await log_b.aclose()
+
+
+async def test_cut_ice_transport_recovers(pair: tuple[PeerSession, PeerSession]) -> None:
+    """Kill the impolite side's ICE transport: it restarts by itself and media resumes."""
+    a, b = pair
+    log_b = EventLog(b)
+    a.add_track(TestPatternTrack(SMALL))
+    [before] = await log_b.wait_for(TrackAdded)
+    last = (await frames(before.track, 2))[-1]
+    pc = a.peer_connection
+    assert pc is not None
+    cut = time.monotonic()
+    await pc.getTransceivers()[0].receiver.transport.transport.stop()
+    [_, after] = await log_b.wait_for(TrackAdded, count=2, within=15)
+    counters = await frames(after.track, 2, within=15)
+    recovered = time.monotonic() - cut
+    assert counters[-1] > last
+    assert a.generation == b.generation == 1
+    print(f"ICE cut -> media again: {recovered:.3f} s")
+    await log_b.aclose()
+
+
+async def test_dead_peer_detected_and_cleaned_up() -> None:
+    config = SessionConfig(
+        heartbeat_interval=0.1, disconnected_after=0.4, restart_after=0.5, dead_peer_timeout=1.5
+    )
+    sig_a, sig_b = DirectSignaller(), DirectSignaller()
+    a = PeerSession(sig_a, polite=False, config=config, name="a")
+    b = PeerSession(sig_b, polite=True, config=config, name="b")
+    sig_a.target, sig_b.target = b, a
+    async with a, b:
+        log_a = EventLog(a)
+        await a.wait_connected()
+        # b vanishes: no signaling, no packets (its ICE transport is gone without a goodbye)
+        sig_a.connected = sig_b.connected = False
+        pc = b.peer_connection
+        assert pc is not None
+        await pc.sctp.transport.transport.stop()  # type: ignore[union-attr]
+        [closed] = await log_a.wait_for(SessionClosed, within=10)
+        assert closed.reason == "peer-timeout"
+        assert a.closed
+        assert a.peer_connection is None
+        await asyncio.sleep(0.05)  # the watchdog that closed the session returns
+        assert [
+            t
+            for t in asyncio.all_tasks()
+            if t.get_name().startswith("peer-") and t.get_name().endswith("-a") and not t.done()
+        ] == []
+        await log_a.aclose()
+
+
+async def test_close_is_idempotent_and_leaves_no_task() -> None:
+    before = set(asyncio.all_tasks())
+    async with peer_pair(FAST) as (a, b):
+        await a.wait_connected()
+    await a.close()
+    await b.close()
+    await asyncio.sleep(0)
+    left = [t for t in asyncio.all_tasks() - before if not t.done()]
+    assert [t.get_name() for t in left if t.get_name().startswith("peer-")] == []
+    with pytest.raises(PeerError):
+        a.add_track(SilentTrack())
+
+
+def test_config_is_validated() -> None:
+    with pytest.raises(ConfigurationError):
+        SessionConfig(heartbeat_interval=0)
+    assert SessionConfig().rtc_configuration().iceServers == []
+
+
+async def test_periodic_stats_and_quality_events() -> None:
+    config = SessionConfig(stats_interval=0.2)
+    async with peer_pair(config) as (a, b):
+        log = EventLog(b)
+        a.add_track(TestPatternTrack(SMALL))
+        [snapshot] = (await log.wait_for(StatsUpdated, count=1))[:1]
+        assert snapshot.stats.timestamp > 0
+        await log.wait_for(TrackAdded)
+        updates = await log.wait_for(StatsUpdated, count=8)
+        assert updates[-1].stats.packets_received > 0
+        assert updates[-1].stats.inbound_streams == 1
+        await log.aclose()
