@@ -146,3 +146,58 @@ async def test_two_pages_and_two_aiortc_peers_decode_each_other() -> None:
             await room.aclose()
         for page in pages:
             await page.evaluate("window.room.close()")
+
+
+GENERATION = """() => {
+  const [session] = window.room.sessions.values();
+  return session ? [session.generation, session.state] : null;
+}"""
+
+
+async def test_replacement_both_ways_between_a_page_and_aiortc() -> None:
+    """aiortc replaces its connection, the page follows; then the page does, aiortc follows."""
+    require_executable("chromium", hint="apt-get install chromium")
+    async with (
+        asyncio.timeout(90),
+        site() as (http_url, ws_url),
+        contextlib.AsyncExitStack() as stack,
+    ):
+        client = await stack.enter_async_context(SignalingClient.connect(ws_url, room="mesh"))
+        room = await stack.enter_async_context(join_room(client, session_config=SessionConfig()))
+        assert isinstance(room, MeshRoom)
+        await room.publish(TestPatternTrack(PatternConfig(width=320, height=240, fps=15)))
+        browser = await stack.enter_async_context(launch_chromium(fps=15))
+        page = await browser.new_page()
+        await page.goto(http_url)
+        await page.wait_for_function("window.ready === true")
+        page_id = await page.evaluate(JOIN, ws_url)
+
+        async def page_decoding(generation: int) -> None:
+            while True:
+                state = await page.evaluate(GENERATION)
+                frames = await page.evaluate(FRAMES)
+                if state == [generation, "connected"] and frames.get(room.local_id, 0) > 0:
+                    return
+                await asyncio.sleep(0.2)
+
+        await page_decoding(0)
+        session = room.sessions[page_id]
+        # 1. the aiortc side replaces its connection: the page follows to generation 1
+        started = time.monotonic()
+        await session.restart()
+        await page_decoding(1)
+        print(
+            f"aiortc-initiated replacement: page decoding again after "
+            f"{time.monotonic() - started:.2f} s"
+        )
+        # 2. the page replaces its connection: the aiortc side follows to generation 2
+        started = time.monotonic()
+        await page.evaluate("() => { const [s] = window.room.sessions.values(); s.restart(); }")
+        await page_decoding(2)
+        while session.generation != 2 or session.state != "connected":  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        print(
+            f"page-initiated replacement: decoding again after {time.monotonic() - started:.2f} s"
+        )
+        await room.aclose()
+        await page.evaluate("window.room.close()")

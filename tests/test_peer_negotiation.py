@@ -159,3 +159,25 @@ def test_messages_round_trip(message: object) -> None:
 def test_bad_messages_are_protocol_errors(data: object) -> None:
     with pytest.raises(ProtocolError):
         message_from_dict(data)
+
+
+def test_stats_snapshot_sums_streams_and_tolerates_missing_rtt() -> None:
+    from types import SimpleNamespace
+
+    from rtckit.peer.stats import Quality, quality_of, snapshot_from_report
+
+    report = [
+        SimpleNamespace(type="inbound-rtp", packetsReceived=10, packetsLost=1, jitter=0.01),
+        SimpleNamespace(type="inbound-rtp", packetsReceived=5, packetsLost=-1, jitter=0.02),
+        SimpleNamespace(type="outbound-rtp", packetsSent=7),
+        SimpleNamespace(type="remote-inbound-rtp", roundTripTime=None, fractionLost=0.0),
+        SimpleNamespace(type="remote-inbound-rtp", roundTripTime=0.2, fractionLost=0.05),
+        SimpleNamespace(type="transport", bytesSent=100, bytesReceived=200),
+    ]
+    snap = snapshot_from_report(report, timestamp=1.0)
+    assert (snap.packets_received, snap.packets_lost, snap.packets_sent) == (15, 1, 7)
+    assert (snap.bytes_sent, snap.bytes_received) == (100, 200)
+    assert snap.round_trip_time == 0.2
+    assert snap.inbound_streams == 2
+    assert quality_of(snap) is Quality.FAIR
+    assert quality_of(snapshot_from_report([], timestamp=0)) is Quality.UNKNOWN

@@ -163,7 +163,8 @@ async def test_requested_restart_replaces_connection(
 ) -> None:
     a, b = pair
     log_a, log_b = EventLog(a), EventLog(b)
-    a.add_track(TestPatternTrack(SMALL))
+    source = TestPatternTrack(SMALL)
+    a.add_track(source)
     chat = a.create_data_channel("chat")
     [before] = await log_b.wait_for(TrackAdded)
     await frames(before.track, 2)
@@ -181,6 +182,7 @@ async def test_requested_restart_replaces_connection(
     [message] = await log_b.wait_for(DataMessage)
     assert message.data == "same channel"
     assert b.recovery_time is not None
+    assert source.readyState == "live"  # the application's track survives the replacement
     await log_a.aclose()
     await log_b.aclose()
 

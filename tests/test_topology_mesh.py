@@ -244,3 +244,22 @@ async def test_room_strategies_follow_the_rooms_of_a_hub() -> None:
         from rtckit.topology import base
 
         base._SERVER.pop(Topology.SFU, None)
+
+
+async def test_published_track_survives_a_session_replacement(hub: SignalingHub) -> None:
+    """The relay-fed track keeps flowing after the session to a peer replaces its connection."""
+    async with member(hub, "alice") as (_, alice), member(hub, "bob") as (_, bob):
+        source = TestPatternTrack(SMALL)
+        await alice.publish(source)
+        log = RoomLog(bob)
+        await log.wait(lambda events: len(log.of(TrackPublished)) == 1)
+        async with asyncio.timeout(20):
+            await log.of(TrackPublished)[0].track.recv()
+        await alice.sessions["bob"].restart()
+        await log.wait(lambda events: len(log.of(TrackPublished)) == 2)
+        latest = log.of(TrackPublished)[-1]
+        async with asyncio.timeout(20):
+            frame = await latest.track.recv()
+        assert read_frame_counter(frame) > 0
+        assert source.readyState == "live"
+        await log.aclose()

@@ -34,6 +34,7 @@ from aiortc import (
     RTCSessionDescription,
 )
 from aiortc.exceptions import InvalidStateError
+from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.sdp import SessionDescription as SdpDescription
 from aiortc.sdp import candidate_from_sdp
@@ -174,6 +175,25 @@ class DataChannel:
             channel.on("open", flush)
 
 
+class _ForwardTrack(MediaStreamTrack):
+    """What a connection's sender reads: the application's track, behind a stop barrier.
+
+    aiortc's ``RTCRtpSender`` *stops* its track when it stops (when its connection closes).
+    Senders therefore get this forwarding track, one per connection: a replacement stops the
+    old forwarder, never the application's track (a camera, a ``MediaRelay`` proxy...).
+    """
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self.source = source
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        return await self.source.recv()
+
+
 _Op = tuple[str, Any]
 
 
@@ -205,6 +225,8 @@ class PeerSession:
         self._events: asyncio.Queue[PeerEvent | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[None]] = []
         self._local_tracks: list[MediaStreamTrack] = []
+        # per connection: the application's track -> the forwarding track its sender reads
+        self._forwards: dict[MediaStreamTrack, _ForwardTrack] = {}
         self._channels: dict[str, DataChannel] = {}
         self._local_labels: list[str] = []
         self._remote_tracks: dict[str, MediaStreamTrack] = {}
@@ -451,8 +473,9 @@ class PeerSession:
             self._alive()
 
         heartbeat.on("message", on_heartbeat)
+        self._forwards = {}
         for track in self._local_tracks:
-            pc.addTrack(track)
+            self._send_track(pc, track)
         for label in self._local_labels:
             self._open_local_channel(pc, self._channels[label])
 
@@ -469,6 +492,11 @@ class PeerSession:
         self._negotiator = Negotiator(polite=self.polite)
         self._pending_candidates = []
         self._offer_started = None
+
+    def _send_track(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
+        forward = _ForwardTrack(track)
+        self._forwards[track] = forward
+        pc.addTrack(forward)
 
     def _open_local_channel(self, pc: RTCPeerConnection, wrapper: DataChannel) -> None:
         wrapper.bound_to = pc
@@ -603,13 +631,15 @@ class PeerSession:
                 await self._replace(reason)
         elif kind == "add_track":
             # idempotent: a replacement since the call may have added it already
-            if arg in self._local_tracks and all(s.track is not arg for s in pc.getSenders()):
-                pc.addTrack(arg)
+            if arg in self._local_tracks and arg not in self._forwards:
+                self._send_track(pc, arg)
             await self._drive(self._negotiator.local_change())
         elif kind == "remove_track":
+            forward = self._forwards.pop(arg, None)
             for transceiver in pc.getTransceivers():
-                if transceiver.sender.track is arg:
+                if forward is not None and transceiver.sender.track is forward:
                     transceiver.sender.replaceTrack(None)
+                    forward.stop()
                     transceiver.direction = (
                         "recvonly" if transceiver.direction == "sendrecv" else "inactive"
                     )

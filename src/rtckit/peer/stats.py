@@ -89,8 +89,11 @@ def snapshot_from_report(
             outbound += 1
             packets_sent += int(item.packetsSent)
         elif kind == "remote-inbound-rtp":
-            rtts.append(float(item.roundTripTime))
-            fractions.append(float(item.fractionLost))
+            # aiortc leaves roundTripTime None until a report echoes one of its SRs
+            if getattr(item, "roundTripTime", None) is not None:
+                rtts.append(float(item.roundTripTime))
+            if getattr(item, "fractionLost", None) is not None:
+                fractions.append(float(item.fractionLost))
         elif kind == "transport":
             # aiortc reports one transport per sender/receiver, all the same bundled one.
             bytes_sent = max(bytes_sent, int(item.bytesSent))
