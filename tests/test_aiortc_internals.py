@@ -24,12 +24,15 @@ from aiortc import (
     RTCRtpReceiver,
     RTCRtpSender,
 )
+from aiortc.mediastreams import VideoStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
 from aiortc.rtcicetransport import connection_kwargs
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
+from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
 
 from rtckit import IceError, InternalsError, _aiortc
+from rtckit._aiortc import on_keyframe_request
 from rtckit.errors import ConfigurationError
 from rtckit.ice import IceConfig
 from rtckit.rtcconfig import create_peer_connection
@@ -422,3 +425,23 @@ async def test_bound_gathering_caps_an_unreachable_stun_server() -> None:
     finally:
         await pc.close()
         silent.close()
+
+
+# --- mcu ---
+
+
+async def test_keyframe_request_hook_sees_pli_and_fir() -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        sender = pc.addTrack(VideoStreamTrack())
+        calls: list[int] = []
+        on_keyframe_request(sender, lambda: calls.append(1))
+        for fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            packet = RtcpPsfbPacket(fmt=fmt, ssrc=1234, media_ssrc=sender._ssrc)
+            async with asyncio.timeout(5):
+                await sender._handle_rtcp_packet(packet)
+        assert calls == [1, 1]
+        # the original still ran: aiortc's own flag is set
+        assert sender._RTCRtpSender__force_keyframe is True  # type: ignore[attr-defined]
+    finally:
+        await pc.close()

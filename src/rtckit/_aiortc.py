@@ -51,6 +51,7 @@ __all__ = [
     "ice_transports",
     "mark_sctp_bundled",
     "nominated_pairs",
+    "on_keyframe_request",
     "resume_connect",
     "rollback_local_offer",
     "selected_candidate_pair",
@@ -794,3 +795,26 @@ def bound_gathering(pc: RTCPeerConnection, timeout: float) -> int:
         connection.get_component_candidates = functools.partial(method, timeout=timeout)
         count += 1
     return count
+
+
+# --- mcu ---
+
+
+def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> None:
+    """Call ``callback()`` whenever the remote side asks ``sender`` for a keyframe.
+
+    Relies on ``RTCRtpSender._handle_rtcp_packet`` calling ``self._send_keyframe()`` when an
+    RTCP PLI or FIR arrives (aiortc 1.9-1.16). On the pre-encoded packet path that call only
+    sets a flag nobody reads, so the MCU wraps the method on this one instance: the original
+    still runs, then ``callback``. Raises :class:`~rtckit.errors.InternalsError` if the method
+    is gone.
+    """
+    original = getattr(sender, "_send_keyframe", None)
+    if not callable(original):
+        raise InternalsError("aiortc RTCRtpSender has no _send_keyframe() any more")
+
+    def hook() -> None:
+        original()
+        callback()
+
+    setattr(sender, "_send_keyframe", hook)  # noqa: B010 - instance override is the point
