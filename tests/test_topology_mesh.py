@@ -205,6 +205,9 @@ class RecordingStrategy:
     topology = Topology.SFU
     calls: ClassVar[list[tuple[str, str]]] = []
 
+    def __init__(self, hub: object = None) -> None:
+        self.hub = hub
+
     async def start_room(self, room: str) -> None:
         self.calls.append(("start", room))
 
