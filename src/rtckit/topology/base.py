@@ -210,9 +210,11 @@ ServerStrategyFactory = Callable[[Any], ServerStrategy]
 
 _CLIENT: dict[Topology, ClientStrategy | str] = {
     Topology.MESH: "rtckit.topology.mesh:open_mesh",
+    Topology.MCU: "rtckit.topology.mcu:open_mcu",
 }
 _SERVER: dict[Topology, ServerStrategyFactory | str] = {
     Topology.MESH: "rtckit.topology.mesh:MeshServerStrategy",
+    Topology.MCU: "rtckit.topology.mcu:McuServerStrategy",
 }
 
 
