@@ -210,10 +210,12 @@ ServerStrategyFactory = Callable[[Any], ServerStrategy]
 
 _CLIENT: dict[Topology, ClientStrategy | str] = {
     Topology.MESH: "rtckit.topology.mesh:open_mesh",
+    Topology.SFU: "rtckit.topology.sfu:open_sfu",
     Topology.MCU: "rtckit.topology.mcu:open_mcu",
 }
 _SERVER: dict[Topology, ServerStrategyFactory | str] = {
     Topology.MESH: "rtckit.topology.mesh:MeshServerStrategy",
+    Topology.SFU: "rtckit.topology.sfu:SfuServerStrategy",
     Topology.MCU: "rtckit.topology.mcu:McuServerStrategy",
 }
 
