@@ -13,7 +13,6 @@ import pytest
 from aiortc import MediaStreamTrack
 from aiortc.mediastreams import MediaStreamError
 
-from rtckit.errors import TopologyError
 from rtckit.mcu.engine import McuConfig
 from rtckit.mcu.video import CompositorConfig
 from rtckit.signaling import (
@@ -39,8 +38,6 @@ from rtckit.topology.mcu import (
     McuRoom,
     McuRoomConfig,
     McuServerStrategy,
-    unwrap_relay,
-    wrap_relay,
 )
 from rtckit.topology.server import RoomStrategies
 from test_mcu_engine import COLOURS, TONES, ColourTrack, ToneTrack, shows, tone_magnitudes, wait_for
@@ -137,16 +134,6 @@ async def participant(
 def mcu_room(p: Participant) -> McuRoom:
     assert isinstance(p.room, McuRoom)
     return p.room
-
-
-def test_relay_envelope_round_trips() -> None:
-    assert unwrap_relay(wrap_relay("bob", "hi")) == ("bob", "hi")
-    assert unwrap_relay(wrap_relay(None, "hi")) == (None, "hi")
-    assert unwrap_relay(wrap_relay("bob", b"\x00\x01")) == ("bob", b"\x00\x01")
-    assert unwrap_relay(wrap_relay(None, b"x")) == (None, b"x")
-    for bad in ("not json", '{"peer": "a"}', "[1]", b"no-separator"):
-        with pytest.raises(TopologyError):
-            unwrap_relay(bad)
 
 
 def test_mcu_strategies_are_registered() -> None:

@@ -2,7 +2,7 @@
 
 Server side (:class:`McuServerStrategy`, started by
 :class:`~rtckit.topology.server.RoomStrategies` for rooms whose topology is ``mcu``): the
-server joins the room through the signaling protocol as the participant ``"mcu"``
+server joins the room through the signaling protocol as the participant ``"rtckit-mcu"``
 (:data:`MCU_PEER_ID`, an in-process trusted :class:`~rtckit.signaling.memory.MemoryTransport`)
 and opens one :class:`~rtckit.peer.session.PeerSession` to every other participant. Each
 participant sends its audio and video up; the server sends back the room's composite video
@@ -16,13 +16,14 @@ Client side (:class:`McuRoom`, opened by :func:`~rtckit.topology.base.join_room`
 server says the room is ``mcu``): one session to the server, whatever the number of
 participants. The application sees the same :class:`~rtckit.topology.base.Room` API and
 events as in a mesh, except that remote media comes as exactly **one** video and **one**
-audio track, published by the pseudo-participant ``"mcu"``; :attr:`McuRoom.layout` lists
-the participants drawn in the composite, in grid order.
+audio track, published by the server's pseudo-participant :data:`MCU_PEER_ID`;
+:attr:`McuRoom.layout` lists the participants drawn in the composite, in grid order.
 
 Roles: the server is the impolite side (it makes the first offer), clients are polite. Room
 data messages travel on the pre-negotiated ``rtckit-room`` channel of each session; the
-server relays them, wrapped so that the receiver learns the original sender
-(:func:`wrap_relay` / :func:`unwrap_relay`).
+server relays them with the SFU's envelope (:func:`~rtckit.topology.sfu.seal_envelope`:
+``"<to>\\x00<data>"`` up, ``"<from>\\x00<data>"`` down). The server's own messages on that
+channel (sender :data:`MCU_PEER_ID`) carry the layout, ``{"mcu-layout": [peer ids]}``.
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ from rtckit.topology.mesh import (
     SignalingSignaller,
     peer_message_from_signaling,
 )
+from rtckit.topology.sfu import open_envelope, seal_envelope
 
 __all__ = [
     "MCU_PEER_ID",
@@ -78,51 +80,14 @@ __all__ = [
     "McuRoomConfig",
     "McuServerStrategy",
     "open_mcu",
-    "unwrap_relay",
-    "wrap_relay",
 ]
 
 logger = logging.getLogger(__name__)
 
-MCU_PEER_ID = "mcu"
+MCU_PEER_ID = "rtckit-mcu"
 """The peer id the MCU server takes in each room it serves."""
 
 _LAYOUT_KEY = "mcu-layout"
-
-
-# --- relayed data messages (pure) -----------------------------------------------------------
-
-
-def wrap_relay(peer: str | None, data: str | bytes) -> str | bytes:
-    """Wrap a room data message for the hop through the server.
-
-    *peer* is the addressee (client to server; ``None``: everyone) or the original sender
-    (server to client). Text becomes the JSON object ``{"peer": ..., "data": ...}``; bytes
-    become ``peer`` in UTF-8, a NUL byte, then the payload.
-    """
-    if isinstance(data, str):
-        return json.dumps({"peer": peer, "data": data}, separators=(",", ":"))
-    return (peer or "").encode() + b"\x00" + data
-
-
-def unwrap_relay(message: str | bytes) -> tuple[str | None, str | bytes]:
-    """``(peer, data)`` of a message made by :func:`wrap_relay`.
-
-    Raises :class:`~rtckit.errors.TopologyError` if *message* is not one.
-    """
-    if isinstance(message, str):
-        try:
-            value = json.loads(message)
-        except ValueError:
-            raise TopologyError("relayed text is not JSON") from None
-        if not isinstance(value, dict) or not isinstance(value.get("data"), str):
-            raise TopologyError("relayed text has no data")
-        peer = value.get("peer")
-        return (peer if isinstance(peer, str) else None), value["data"]
-    head, sep, payload = message.partition(b"\x00")
-    if not sep:
-        raise TopologyError("relayed bytes have no peer header")
-    return (head.decode("utf-8", "replace") or None), payload
 
 
 # --- server side ----------------------------------------------------------------------------
@@ -218,11 +183,20 @@ class McuServerStrategy:
             engine = McuEngine(self.config.engine)
             engine.start()
             self.engine = engine
+            token = None
+            mint = getattr(self.hub.config.auth, "mint", None)
+            if mint is not None:  # token auth: the server mints its own (as the SFU does)
+                token = mint(
+                    room=self.room,
+                    identity=self.config.peer_id,
+                    permissions=("publish", "subscribe", "admin"),
+                )
             client = await SignalingClient.connect(
                 MemoryTransport(self.hub, trusted=True),
                 room=self.room,
+                token=token,
                 peer_id=self.config.peer_id,
-                metadata={"role": "mcu"},
+                metadata={"rtckit_role": "mcu"},
             )
             self.client = client
             for peer_id, info in client.peers.items():
@@ -340,7 +314,7 @@ class McuServerStrategy:
         text = json.dumps({_LAYOUT_KEY: [p.id for p in engine.participants]})
         for member in self._members.values():
             if not member.session.closed:
-                member.session.send(ROOM_CHANNEL_LABEL, wrap_relay(self.config.peer_id, text))
+                member.session.send(ROOM_CHANNEL_LABEL, seal_envelope(self.config.peer_id, text))
 
     async def _pump(self, member: _Member) -> None:
         engine = self.engine
@@ -364,14 +338,14 @@ class McuServerStrategy:
                 self._send_layout()
 
     def _relay(self, sender: str, data: str | bytes) -> None:
-        try:
-            to, payload = unwrap_relay(data)
-        except TopologyError as exc:
-            logger.debug("MCU room %r: dropped a data message of %s: %s", self.room, sender, exc)
+        opened = open_envelope(data)
+        if opened is None:
+            logger.debug("MCU room %r: dropped a data message of %s", self.room, sender)
             return
-        wrapped = wrap_relay(sender, payload)
+        to, payload = opened
+        wrapped = seal_envelope(sender, payload)
         for peer_id, member in self._members.items():
-            if peer_id != sender and (to is None or to == peer_id) and not member.session.closed:
+            if peer_id != sender and to in ("", peer_id) and not member.session.closed:
                 member.session.send(ROOM_CHANNEL_LABEL, wrapped)
 
 
@@ -449,7 +423,7 @@ class McuRoom:
         if to is not None and to not in self._participants:
             raise TopologyError(f"unknown participant {to!r}")
         if self._session is not None and not self._session.closed:
-            self._session.send(ROOM_CHANNEL_LABEL, wrap_relay(to, data))
+            self._session.send(ROOM_CHANNEL_LABEL, seal_envelope(to or "", data))
 
     async def events(self) -> AsyncIterator[RoomEvent]:
         """Room events until the room is closed."""
@@ -530,17 +504,17 @@ class McuRoom:
                 self._emit(ParticipantConnectionChanged(participant_id=server, state=event.state))
 
     def _on_data(self, data: str | bytes) -> None:
-        try:
-            sender, payload = unwrap_relay(data)
-        except TopologyError as exc:
-            logger.debug("MCU room: dropped a data message: %s", exc)
+        opened = open_envelope(data)
+        if opened is None:
+            logger.debug("MCU room: dropped a data message without an envelope")
             return
+        sender, payload = opened
         if sender == self.server_id and isinstance(payload, str):
             with contextlib.suppress(ValueError, TypeError):
                 layout = json.loads(payload)[_LAYOUT_KEY]
                 self._layout = tuple(str(peer) for peer in layout)
             return
-        if sender is not None:
+        if sender:
             self._emit(RoomDataMessage(participant_id=sender, data=payload))
 
     async def _read(self) -> None:
