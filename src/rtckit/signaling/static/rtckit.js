@@ -1103,6 +1103,7 @@ export class SfuRoom extends EventTarget {
     this.signaling = signaling;
     this.options = options;
     this.topology = "sfu";
+    this.serverId = SFU_PEER_ID;  // the server participant (McuRoom: MCU_PEER_ID)
     this.localId = signaling.peerId;
     this.participants = new Map();
     this.session = null;
@@ -1114,18 +1115,18 @@ export class SfuRoom extends EventTarget {
   }
 
   get sessions() {  // the one session, under the server's id (like MeshRoom.sessions)
-    return new Map(this.session ? [[SFU_PEER_ID, this.session]] : []);
+    return new Map(this.session ? [[this.serverId, this.session]] : []);
   }
 
   start() {
     for (const [peerId, info] of this.signaling.peers) {
-      if (peerId === SFU_PEER_ID) continue;
+      if (peerId === this.serverId) continue;
       this.participants.set(peerId, info.metadata ?? null);
       emit(this, "participantjoined", { participantId: peerId, metadata: info.metadata ?? null });
     }
     this.signaling.addEventListener("message", this._onMessage);
     this.signaling.addEventListener("reconnected", this._onReconnected);
-    if (this.signaling.peers.has(SFU_PEER_ID)) this._connect();
+    if (this.signaling.peers.has(this.serverId)) this._connect();
     return this;
   }
 
@@ -1146,6 +1147,16 @@ export class SfuRoom extends EventTarget {
     }
   }
 
+  // Who published a remote track: the SFU names the publisher in the m-line's msid.
+  _publisherOf(session, detail) {
+    const remote = session.pc && session.pc.remoteDescription;
+    return participantOfMsid(remote ? msidOfMid(remote.sdp, detail.mid) : null);
+  }
+
+  _onData(participantId, data) {
+    emit(this, "message", { participantId, data });
+  }
+
   _endTrack(mid) {
     const entry = this.remote.get(mid);
     if (!entry) return;
@@ -1159,18 +1170,17 @@ export class SfuRoom extends EventTarget {
     const signaling = this.signaling;
     const signaller = {
       get connected() { return signaling.connected; },
-      send: (message) => signaling.send(toSignaling(SFU_PEER_ID, message)),
+      send: (message) => signaling.send(toSignaling(this.serverId, message)),
     };
     const iceServers = this.options.iceServers ?? signaling.iceServers ?? [];
     const session = new PeerSession(signaller, {
-      ...this.options, iceServers, polite: true, name: `${this.localId}->sfu`,
+      ...this.options, iceServers, polite: true, name: `${this.localId}->${this.serverId}`,
     });
     this.session = session;
     for (const { track, stream } of this.published) session.addTrack(track, stream);
     session.createDataChannel(ROOM_CHANNEL_LABEL, { negotiatedId: ROOM_CHANNEL_ID });
     session.addEventListener("track", ({ detail }) => {
-      const remote = session.pc && session.pc.remoteDescription;
-      const participantId = participantOfMsid(remote ? msidOfMid(remote.sdp, detail.mid) : null);
+      const participantId = this._publisherOf(session, detail);
       if (!participantId) return;
       this._endTrack(detail.mid);
       this.remote.set(detail.mid, { participantId, track: detail.track });
@@ -1180,10 +1190,10 @@ export class SfuRoom extends EventTarget {
     session.addEventListener("message", ({ detail }) => {
       if (detail.label !== ROOM_CHANNEL_LABEL) return;
       const opened = openEnvelope(detail.data);
-      if (opened) emit(this, "message", { participantId: opened[0], data: opened[1] });
+      if (opened) this._onData(opened[0], opened[1]);
     });
     session.addEventListener("statechange", ({ detail }) =>
-      emit(this, "connectionstate", { participantId: SFU_PEER_ID, state: detail.state }));
+      emit(this, "connectionstate", { participantId: this.serverId, state: detail.state }));
     session.start();
   }
 
@@ -1204,27 +1214,27 @@ export class SfuRoom extends EventTarget {
     }
     this.localId = this.signaling.peerId;
     for (const [peerId, info] of this.signaling.peers) {
-      if (peerId === SFU_PEER_ID) continue;
+      if (peerId === this.serverId) continue;
       if (!this.participants.has(peerId)) {
         emit(this, "participantjoined", { participantId: peerId, metadata: info.metadata ?? null });
       }
       this.participants.set(peerId, info.metadata ?? null);
     }
-    if (this.signaling.peers.has(SFU_PEER_ID)) this._connect();
+    if (this.signaling.peers.has(this.serverId)) this._connect();
   }
 
   _onSignaling(message) {
     if (this.closed) return;
     if (message.type === "peer-joined") {
       const peerId = message.peer.id;
-      if (peerId === SFU_PEER_ID) {
+      if (peerId === this.serverId) {
         this._connect();
       } else if (peerId !== this.localId) {
         this.participants.set(peerId, message.peer.metadata ?? null);
         emit(this, "participantjoined", { participantId: peerId, metadata: message.peer.metadata ?? null });
       }
     } else if (message.type === "peer-left") {
-      if (message.peer_id === SFU_PEER_ID) {
+      if (message.peer_id === this.serverId) {
         this._disconnect();
       } else if (this.participants.delete(message.peer_id)) {
         for (const [mid, entry] of [...this.remote]) {
@@ -1232,7 +1242,7 @@ export class SfuRoom extends EventTarget {
         }
         emit(this, "participantleft", { participantId: message.peer_id, reason: message.reason ?? null });
       }
-    } else if (message.from === SFU_PEER_ID) {
+    } else if (message.from === this.serverId) {
       const peerMessage = fromSignaling(message);
       if (peerMessage && this.session) this.session.receive(peerMessage);
     }
