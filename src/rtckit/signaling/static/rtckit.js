@@ -1263,8 +1263,50 @@ export function joinSfu(signaling, options = {}) {
   return new SfuRoom(signaling, options).start();
 }
 
+// -- MCU room -------------------------------------------------------------------------------
+// The same one-connection client as the SFU room, to the server peer MCU_PEER_ID. The MCU sends
+// ONE composed video and ONE mixed (mix-minus) audio track: both are published by MCU_PEER_ID.
+// The server's own data messages carry the layout: {"mcu-layout": [peer ids in grid order]},
+// kept in room.layout and announced with a "layout" event ({ layout }).
+
+export const MCU_PEER_ID = "rtckit-mcu";
+
+export class McuRoom extends SfuRoom {
+  constructor(signaling, options = {}) {
+    super(signaling, options);
+    this.topology = "mcu";
+    this.serverId = MCU_PEER_ID;
+    this.layout = [];
+  }
+
+  _publisherOf() {
+    return this.serverId;
+  }
+
+  _onData(participantId, data) {
+    if (participantId !== this.serverId) {
+      super._onData(participantId, data);
+      return;
+    }
+    try {
+      const layout = JSON.parse(data)["mcu-layout"];
+      if (Array.isArray(layout)) {
+        this.layout = layout.map(String);
+        emit(this, "layout", { layout: this.layout });
+      }
+    } catch (error) {
+      // not a layout message: ignore it
+    }
+  }
+}
+
+export function joinMcu(signaling, options = {}) {
+  if (signaling.topology !== "mcu") throw new Error(`joinMcu in a ${signaling.topology} room`);
+  return new McuRoom(signaling, options).start();
+}
+
 // joinRoom: the same entry point as Python's join_room; SFU/MCU clients register here.
-export const roomStrategies = { mesh: joinMesh, sfu: joinSfu };
+export const roomStrategies = { mesh: joinMesh, sfu: joinSfu, mcu: joinMcu };
 
 export function joinRoom(signaling, options = {}) {
   const strategy = roomStrategies[signaling.topology || "mesh"];
