@@ -3,7 +3,7 @@
 One Chromium page publishes its fake camera (VP8, and again H264), two Chromium pages and one
 aiortc participant (which publishes a test pattern) subscribe through the room API; every
 subscriber decodes; the server decoded and encoded nothing. Then a page joins mid-stream and
-the time to its first decoded frame of the publisher is measured (bounded at 5 s).
+the time to its first decoded frame of the publisher is measured (bounded at 10 s).
 """
 
 from __future__ import annotations
@@ -188,7 +188,7 @@ async def test_pages_and_aiortc_in_an_sfu_room(codec: str) -> None:
         await late.wait_for_function("window.ready === true")
         t0 = time.monotonic()
         await late.evaluate(JOIN, [ws_url, False])
-        await decoding(late, {publisher_id}, within=5)
+        await decoding(late, {publisher_id}, within=10)  # generous: the machine is shared
         first = await late.evaluate("() => window.firstFrame")
         print(
             f"SFU room ({codec}): mid-stream joiner decoded its first frame "

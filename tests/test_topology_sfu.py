@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import contextlib
+import os
+import re
+import subprocess
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
@@ -263,3 +269,96 @@ async def test_on_demand_room_closes_when_everyone_left(server: Server) -> None:
             server.strategies is not None and "adhoc" in server.strategies.running
         ):
             await asyncio.sleep(0.05)
+
+
+def test_sfu_room_example_decodes_everyone() -> None:
+    root = Path(__file__).resolve().parent.parent
+    env = {**os.environ, "PYTHONPATH": str(root / "src")}
+    result = subprocess.run(
+        [sys.executable, str(root / "examples" / "sfu_room.py"), "--peers", "3", "--seconds", "5"],
+        capture_output=True,
+        text=True,
+        timeout=90,
+        env=env,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    counts = re.findall(r"decoded frames: (\{.*\})", result.stdout)
+    assert len(counts) == 3, result.stdout
+    for text in counts:
+        frames = ast.literal_eval(text)
+        assert len(frames) == 2
+        assert all(count > 0 for count in frames.values())
+    assert re.search(
+        r"server: [1-9]\d* packets forwarded .*, 0 decoders, 0 encoders", result.stdout
+    )
+
+
+async def test_unpublish_and_publish_again_reuses_the_m_line(server: Server) -> None:
+    async with (
+        member(server) as (_, alice),
+        member(server) as (_, bob),
+        member(server) as (
+            _,
+            carol,
+        ),
+    ):
+        log = RoomLog(bob)
+        carol_log = RoomLog(carol)
+        first = TestPatternTrack(SMALL)
+        await alice.publish(first)
+        await log.wait(lambda events: len(log.of(TrackPublished)) == 1)
+        track = log.of(TrackPublished)[0].track
+        await first_frame(track)
+        router = server.sfu().router
+        assert router is not None
+        (to_bob,) = router.subscriptions(bob.local_id)
+        rewriter = to_bob.rewriter
+        assert rewriter is not None
+        sent_before = rewriter.last_sequence_number
+        assert sent_before is not None
+        await alice.unpublish(first)
+        await log.wait(lambda events: len(log.of(TrackUnpublished)) == 1)
+        assert log.of(TrackUnpublished)[0].participant_id == alice.local_id
+        assert track.readyState == "ended"
+        # publish again: the server reuses the idle m-line and sender towards bob; the
+        # forwarded stream continues (SRTP would drop a sequence going back) and decodes
+        other_size = PatternConfig(width=176, height=144, fps=10)
+        await alice.publish(TestPatternTrack(other_size))
+        await log.wait(lambda events: len(log.of(TrackPublished)) == 2)
+        again = log.of(TrackPublished)[1]
+        assert again.participant_id == alice.local_id
+        async with asyncio.timeout(20):  # frames of the new source (its own size) decode
+            while (await again.track.recv()).width != other_size.width:
+                pass
+        assert isinstance(bob, SfuRoom)
+        assert bob.session is not None
+        pc = bob.session.peer_connection
+        assert pc is not None
+        assert [t.kind for t in pc.getTransceivers()] == ["video"]  # one m-line, reused
+        (to_bob_again,) = router.subscriptions(bob.local_id)
+        assert to_bob_again is not to_bob
+        assert to_bob_again.rewriter is rewriter  # the same outgoing stream continues
+        last = rewriter.last_sequence_number
+        assert last is not None
+        assert (last - sent_before) % 65536 < 30000  # went forward, not back to the start
+        stats = server.sfu().stats()
+        assert stats is not None
+        assert stats.decoders_created == 0
+        assert stats.encoders_created == 0
+        # a message to one participant reaches only them
+        await asyncio.sleep(0.5)
+        alice.send("just for bob", to=bob.local_id)
+        alice.send(b"\x00\x01 for all")
+        await log.wait(
+            lambda events: (
+                {e.data for e in log.of(RoomDataMessage)} == {"just for bob", b"\x00\x01 for all"}
+            )
+        )
+        await carol_log.wait(
+            lambda events: any(e.data == b"\x00\x01 for all" for e in carol_log.of(RoomDataMessage))
+        )
+        assert all(e.data != "just for bob" for e in carol_log.of(RoomDataMessage))
+        assert all(e.participant_id == alice.local_id for e in log.of(RoomDataMessage))
+        await log.aclose()
+        await carol_log.aclose()

@@ -198,7 +198,7 @@ class SfuServerStrategy:
     registered factory), or with :func:`sfu_strategy_factory` for a configured one.
     *on_forwarded* is called with the number of RTP packets forwarded since its previous
     call, about once a second and when the room stops (e.g.
-    ``metrics.forwarded_packets.inc`` of :class:`rtckit.server.metrics.Metrics`).
+    ``metrics.forwarded_packets.inc`` of ``rtckit.server.metrics.Metrics``).
     """
 
     topology = Topology.SFU
