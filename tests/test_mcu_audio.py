@@ -68,9 +68,13 @@ def test_hangover_keeps_speaker_through_short_pause() -> None:
     assert mixer.mix({"a": silence()}).speakers == {"a"}
     assert mixer.mix({"a": silence()}).speakers == {"a"}
     assert mixer.mix({"a": silence()}).speakers == frozenset()
-    # a missing frame ends speaking at once
+    # a missing frame (late packet) counts as silence: the hangover holds
     mixer.mix({"a": tone(440)})
-    assert mixer.mix({"a": None}).speakers == frozenset()
+    out = mixer.mix({"a": None, "b": tone(660)})
+    assert out.speakers == {"a", "b"}
+    assert peak_freqs(out.for_listener("a")) == {660.0}
+    mixer.mix({"a": None})
+    assert "a" not in mixer.mix({"a": None}).speakers
 
 
 def test_loud_mix_is_limited_without_wraparound() -> None:

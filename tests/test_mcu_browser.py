@@ -67,7 +67,9 @@ _ARGS = [
 ]
 
 BROWSER_COLOURS = {"magenta": (230, 40, 220), "cyan": (40, 220, 230)}
-BROWSER_TONES = {"magenta": 1320.0, "cyan": 1540.0}
+# Not on a harmonic or low-order intermodulation product of the other tones (440 and 660 Hz
+# make 880, 1100, 1320, 1540, 1760...), which glitches under heavy CPU load can produce.
+BROWSER_TONES = {"magenta": 1250.0, "cyan": 1730.0}
 
 _START = """
 async ({rgb, freq}) => {
@@ -134,9 +136,17 @@ _SPECTRUM = """
   const data = new Float32Array(an.frequencyBinCount);
   an.getFloatFrequencyData(data);
   const binHz = window.mcu.ac.sampleRate / an.fftSize;
+  // per tone: [peak dB at its bin, median and 90th percentile (dB) of the bins 40-120 Hz
+  // to either side]
   return freqs.map((f) => {
     const i = Math.round(f / binHz);
-    return Math.max(data[i - 1], data[i], data[i + 1]);
+    const peak = Math.max(data[i - 1], data[i], data[i + 1]);
+    const side = [];
+    for (let d = Math.round(40 / binHz); d <= Math.round(120 / binHz); d++) {
+      side.push(data[i - d], data[i + d]);
+    }
+    side.sort((a, b) => a - b);
+    return [peak, side[Math.floor(side.length / 2)], side[Math.floor(side.length * 0.9)]];
   });
 }
 """
@@ -252,24 +262,28 @@ async def test_two_browsers_and_two_aiortc_peers_in_one_mcu() -> None:
                 assert min(others) > 0, (name, mags)
                 assert mags[name] < 0.05 * min(others), (name, mags)
 
-            # audio in the browsers (WebAudio analyser, dB): others loud, own tone absent
+            # audio in the browsers (WebAudio analyser, dB): a clear peak at every other
+            # tone's frequency, none at its own (judged against the nearby noise floor, which
+            # CPU starvation on a busy machine raises with clicks and gaps)
             freqs = [tones[n] for n in all_colours]
             for name, page in pages.items():
                 async with asyncio.timeout(30):
                     while True:
                         levels = await page.evaluate(_SPECTRUM, freqs)
-                        if (
-                            levels is not None
-                            and min(
-                                lv for n, lv in zip(all_colours, levels, strict=True) if n != name
-                            )
-                            > -60
-                        ):
-                            break
+                        if levels is not None:
+                            # others: peak above the median floor; own: above the floor's
+                            # 90th percentile (a max of 3 noise bins often tops the median)
+                            prominence = {
+                                n: peak - (p90 if n == name else median)
+                                for n, (peak, median, p90) in zip(all_colours, levels, strict=True)
+                            }
+                            if min(v for n, v in prominence.items() if n != name) > 20:
+                                break
                         await asyncio.sleep(0.2)
-                db = dict(zip(all_colours, levels, strict=True))
-                loudest_other = min(v for n, v in db.items() if n != name)
-                assert db[name] < loudest_other - 30, (name, db)
+                assert prominence[name] < 6, (name, prominence, levels)
+                own_peak = levels[list(all_colours).index(name)][0]
+                others = [lv[0] for n, lv in zip(all_colours, levels, strict=True) if n != name]
+                assert own_peak < min(others) - 15, (name, levels)
 
             # exactly one video and one audio stream per participant
             for page in pages.values():

@@ -20,6 +20,7 @@ import av
 import numpy as np
 import pytest
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection
+from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamError
 
 from rtckit.errors import ConfigurationError, TopologyError
@@ -398,6 +399,11 @@ async def test_engine_api_errors_and_idempotent_close() -> None:
         await engine.remove_participant("b")
         await engine.remove_participant("b")
         assert any(t.get_name().startswith("rtckit-mcu") for t in asyncio.all_tasks())
+        closed = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+        await closed.close()
+        with pytest.raises(InvalidStateError):
+            engine.attach("late", closed)
+        assert "late" not in [p.id for p in engine.participants]
     await engine.aclose()
     # nothing left running: no task, no worker thread
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("rtckit-mcu")]

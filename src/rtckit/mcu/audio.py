@@ -12,7 +12,14 @@ A participant is **speaking** in a frame when its frame's RMS level is at or abo
 short pauses do not flap the state). Frames of participants who are not speaking are **left out
 of the mix** (a noise gate). This is what makes sharing exact rather than approximate: a
 non-speaker contributes nothing, so its mix-minus *is* the common mix, sample for sample, and
-it can receive the one shared encoding of the common mix.
+it can receive the one shared encoding of the common mix. A missing frame (a late or lost
+packet) counts as a silent one: it does not end speaking before the hangover runs out.
+
+The hangover also keeps the encoded streams clean. Opus frames overlap, so the first packet a
+listener gets from another encoder still carries a few milliseconds of what that encoder coded
+before: a speaker switched to the common stream right after talking would hear a faint echo of
+themselves. After 200 ms of silence the common stream holds none of their voice any more, and
+the switch is inaudible.
 
 So per frame there are ``1 + len(speakers)`` distinct mixes:
 
@@ -219,6 +226,7 @@ class AudioMixer(Generic[_K]):
         self._hangover: dict[_K, int] = {}
         self._common_limiter = Limiter(self.config)
         self._limiters: dict[_K, Limiter] = {}
+        self._silence = np.zeros(self.config.frame_samples, dtype=np.int16)
 
     def forget(self, participant: _K) -> None:
         """Drop the speaking and limiter state of a participant who left."""
@@ -234,7 +242,9 @@ class AudioMixer(Generic[_K]):
             self._hangover[participant] = self.config.hangover_frames
             return True
         left = self._hangover.get(participant, 0)
-        if left > 0 and frame is not None:
+        if left > 0:
+            # a quiet or missing frame (a late packet) within the hangover: still speaking,
+            # so the listener stays on its own stream instead of flapping between encoders
             self._hangover[participant] = left - 1
             return True
         self._hangover.pop(participant, None)
@@ -256,8 +266,7 @@ class AudioMixer(Generic[_K]):
                     f"got {frame.dtype} {frame.shape}"
                 )
             if self._is_speaking(participant, frame):
-                assert frame is not None
-                speakers[participant] = frame
+                speakers[participant] = frame if frame is not None else self._silence
         total = np.zeros(n, dtype=np.float32)
         for frame in speakers.values():
             total += frame

@@ -132,8 +132,8 @@ class McuConfig:
     video_bitrate: int = attrs.field(default=1_000_000, validator=_positive_int)
     """Target bitrate of the shared VP8 encoder, bits per second."""
     encoder_threads: int = attrs.field(default=1, validator=_positive_int)
-    """libvpx threads of the shared video encoder (more than 1 was much slower on a busy
-    2-core machine: see the benchmark page)."""
+    """libvpx threads of the shared video encoder. On the busy 2-core benchmark machine, 2
+    threads were sometimes a little faster and often several times slower than 1."""
     scaling: str = attrs.field(
         default="area", validator=attrs.validators.in_(tuple(SCALING_ALGORITHMS))
     )
@@ -661,14 +661,22 @@ class McuEngine:
                 raise NegotiationError(f"cannot parse the participant's offer: {exc}") from exc
             kinds = {m.kind for m in parsed.media} & kinds
         participant = self.add_participant(participant_id, name=name)
-        for track in (participant.video_track, participant.audio_track):
-            if track.kind not in kinds:
-                track.stop()
-                continue
-            sender = pc.addTrack(track)
-            self._prefer_codec(pc, sender, "video/VP8" if track.kind == "video" else "audio/opus")
-            if track.kind == "video":
-                on_keyframe_request(sender, self.request_keyframe)
+        try:
+            for track in (participant.video_track, participant.audio_track):
+                if track.kind not in kinds:
+                    track.stop()
+                    continue
+                sender = pc.addTrack(track)
+                mime = "video/VP8" if track.kind == "video" else "audio/opus"
+                self._prefer_codec(pc, sender, mime)
+                if track.kind == "video":
+                    on_keyframe_request(sender, self.request_keyframe)
+        except BaseException:
+            # e.g. a closed peer connection: leave no half-attached participant behind
+            del self._participants[participant_id]
+            participant.video_track.stop()
+            participant.audio_track.stop()
+            raise
 
         @pc.on("track")
         def _on_track(track: MediaStreamTrack) -> None:
