@@ -307,7 +307,7 @@ async def app(hub: SignalingHub, room: str, name: str, expect: int) -> dict[str,
             async with asyncio.timeout(60):
                 while not (
                     len(greeted) == expect
-                    and len(frames) == len(videos) > 0
+                    and len(frames) == len(set(videos)) > 0
                     and min(frames.values()) > 3
                 ):
                     joined.send(f"hello from {name}")  # repeated: others may not listen yet
