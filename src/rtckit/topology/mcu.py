@@ -202,6 +202,9 @@ class McuServerStrategy:
             for peer_id, info in client.peers.items():
                 await self._add(peer_id, info.metadata)
             self._reader = asyncio.create_task(self._read(client), name=f"mcu-room-{self.room}")
+        if not self._members:
+            # everyone left before the MCU came in: leave, so that the room can close
+            await self._leave()
 
     async def _leave(self) -> None:
         async with self._lock:
