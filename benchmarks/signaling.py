@@ -14,7 +14,8 @@ Baseline: the PeerJS server (npm package ``peer``), installed into a temporary d
 ``npx peerjs`` runs, started directly so that its process is the one measured). If npm or node
 is missing, the baseline is reported as not measured.
 
-Run: ``python benchmarks/signaling.py`` (about three minutes; ``--quick`` for a short run).
+Run: ``python benchmarks/signaling.py --floor`` (about four minutes; ``--quick`` for a short
+run; ``--floor`` adds a bare aiohttp relay, the floor under any aiohttp-based server).
 Writes the results table to ``docs/topics/signaling-benchmark.rst``.
 """
 
@@ -142,6 +143,56 @@ def serve_rtckit(port: int) -> None:
         asyncio.run(run())
 
 
+async def start_floor() -> Server:
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    proc = subprocess.Popen(  # noqa: ASYNC220
+        [sys.executable, __file__, "--serve-floor", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    await wait_port(port, proc)
+    return Server(
+        "aiohttp floor",
+        proc,
+        port,
+        lambda i: f"ws://127.0.0.1:{port}/peerjs?key=peerjs&id=c{i}&token=t{i}",
+    )
+
+
+def serve_floor(port: int) -> None:
+    """A bare aiohttp relay speaking PeerJS's protocol: parse, stamp ``src``, forward.
+
+    No validation, rooms, sequence numbers or acknowledgements: the cost of aiohttp and
+    asyncio alone, i.e. the floor under any aiohttp-based signaling server.
+    """
+    from aiohttp import web
+
+    raise_fd_limit()
+    sockets: dict[str, web.WebSocketResponse] = {}
+
+    async def handle(request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(compress=False)
+        await ws.prepare(request)
+        me = request.query["id"]
+        sockets[me] = ws
+        await ws.send_str('{"type":"OPEN"}')
+        try:
+            async for frame in ws:
+                message = json.loads(frame.data)
+                message["src"] = me
+                target = sockets.get(message.get("dst", ""))
+                if target is not None:
+                    await target.send_str(json.dumps(message))
+        finally:
+            sockets.pop(me, None)
+        return ws
+
+    app = web.Application()
+    app.router.add_get("/peerjs", handle)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
 def install_peerjs(directory: Path) -> Path | None:
     """``npm install peer`` into *directory*; return the peerjs script, or None."""
     if shutil.which("npm") is None or shutil.which("node") is None:
@@ -214,7 +265,7 @@ class Client:
 
     @property
     def rtckit(self) -> bool:
-        return self.server.name == "rtckit"
+        return self.server.name == "rtckit"  # the others speak PeerJS's protocol
 
     async def connect(self, session: aiohttp.ClientSession) -> None:
         self.ws = await session.ws_connect(self.server.url_for(self.index), max_msg_size=0)
@@ -402,6 +453,7 @@ def report(
     seconds: float,
     baseline: str,
     load: tuple[float, float],
+    repeat: int,
 ) -> str:
     base = {(r.clients, r.offered): r for r in relays if r.server == "PeerJS"}
     rows = []
@@ -446,13 +498,16 @@ def report(
             "tens of percent between runs; compare ratios within one run).",
             "",
             "Clients in pairs relay ~400-byte messages through the server at a fixed offered "
-            f"rate for {seconds:.0f} s, driven from one Python process with raw WebSocket "
+            f"rate for {seconds:.0f} s ({repeat} runs per row, servers taking turns; the table "
+            "shows medians and the total lost), driven from one Python process with raw WebSocket "
             "clients; each server runs in its own process and its CPU time is read from "
             "``/proc``. *CPU/msg* is server CPU time per delivered message; *ratio* divides it "
             f"by the PeerJS server's in the same run ({baseline}). rtckit's figures include "
             "its per-message sequence numbers and acknowledgements (one ``ack`` frame per 16 "
             "messages each way), which PeerJS does not have. rtckit runs with its rate limit "
-            "raised for the benchmark.",
+            "raised for the benchmark. *aiohttp floor* (with ``--floor``) is a bare aiohttp relay "
+            "speaking PeerJS's protocol without any checks, sequence numbers or acknowledgements: "
+            "the cost of aiohttp and asyncio alone, under any aiohttp-based server.",
             "",
             table(
                 [
@@ -491,26 +546,49 @@ def prepare_peerjs(args: argparse.Namespace, tmp: str) -> tuple[Path | None, str
     return script, f"peer {package['version']} on Node {node.stdout.strip()}"
 
 
+def median_result(results: list[RelayResult]) -> RelayResult:
+    """Combine repeated runs of one scenario: medians, and the total of lost messages."""
+    first = results[0]
+    return RelayResult(
+        server=first.server,
+        clients=first.clients,
+        offered=first.offered,
+        delivered=statistics.median(r.delivered for r in results),
+        lost=sum(r.lost for r in results),
+        p50_ms=statistics.median(r.p50_ms for r in results),
+        p99_ms=statistics.median(r.p99_ms for r in results),
+        cpu_us=statistics.median(r.cpu_us for r in results),
+    )
+
+
 async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> None:
     raise_fd_limit()
     load_start = os.getloadavg()[0]
     seconds = 4.0 if args.quick else args.seconds
     sizes = [100] if args.quick else [100, 1000]
     idle_count = 500 if args.quick else 5000
-    relays: list[RelayResult] = []
+    repeat = 1 if args.quick else args.repeat
+    runs: dict[tuple[str, int], list[RelayResult]] = {}
     idles: list[IdleResult] = []
     starters: list[Callable[[], Any]] = [start_rtckit]
     if script is not None:
         starters.append(lambda: start_peerjs(script))
-    for start in starters:
+    if args.floor:
+        starters.append(start_floor)
+    # Servers take turns within each repetition, so that they share the machine's conditions.
+    for _ in range(repeat):
         for count in sizes:
-            server = await start()
-            try:
-                result = await relay(server, count, args.rate, seconds)
-            finally:
-                server.stop()
-            relays.append(result)
-            print(result, flush=True)
+            for start in starters:
+                server = await start()
+                try:
+                    result = await relay(server, count, args.rate, seconds)
+                finally:
+                    server.stop()
+                runs.setdefault((result.server, count), []).append(result)
+                print(result, flush=True)
+    for start in starters:
+        if start is start_floor:
+            continue
         server = await start()
         try:
             result_idle = await idle(server, idle_count, 5.0)
@@ -518,7 +596,8 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
             server.stop()
         idles.append(result_idle)
         print(result_idle, flush=True)
-    text = report(relays, idles, seconds, baseline, (load_start, os.getloadavg()[0]))
+    relays = [median_result(results) for results in runs.values()]
+    text = report(relays, idles, seconds, baseline, (load_start, os.getloadavg()[0]), repeat)
     if not args.quick:
         DOC.write_text(text, encoding="utf-8")
     print(text)
@@ -528,13 +607,20 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--serve-rtckit", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--quick", action="store_true", help="short run, docs not written")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured window (10)")
+    parser.add_argument("--seconds", type=float, default=6.0, help="measured window (6)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per scenario (3)")
     parser.add_argument("--rate", type=float, default=2000.0, help="offered msg/s (2000)")
     parser.add_argument("--no-peerjs", action="store_true", help="skip the PeerJS baseline")
+    parser.add_argument(
+        "--floor", action="store_true", help="also measure a bare aiohttp relay (no checks)"
+    )
+    parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--peerjs-dir", help="reuse a directory where `npm install peer` ran")
     arguments = parser.parse_args()
     if arguments.serve_rtckit:
         serve_rtckit(arguments.serve_rtckit)
+    elif arguments.serve_floor:
+        serve_floor(arguments.serve_floor)
     else:
         with tempfile.TemporaryDirectory(prefix="rtckit-bench-") as directory:
             peerjs, description = prepare_peerjs(arguments, directory)

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from aiortc import MediaStreamTrack
 
 from rtckit.peer import SessionConfig
 from rtckit.peer.media import PatternConfig, TestPatternTrack
@@ -198,6 +199,68 @@ async def test_replacement_both_ways_between_a_page_and_aiortc() -> None:
             await asyncio.sleep(0.1)
         print(
             f"page-initiated replacement: decoding again after {time.monotonic() - started:.2f} s"
+        )
+        await room.aclose()
+        await page.evaluate("window.room.close()")
+
+
+class SilentTrack(MediaStreamTrack):
+    """A video track that never produces a frame: negotiation only."""
+
+    kind = "video"
+
+    async def recv(self) -> Any:
+        await asyncio.Event().wait()
+
+
+ADD_CANVAS_TRACK = """() => {
+  const canvas = document.createElement("canvas");
+  canvas.width = 64; canvas.height = 48;
+  const [session] = window.room.sessions.values();
+  session.addTrack(canvas.captureStream(1).getVideoTracks()[0]);
+}"""
+
+REMOTE_TRACKS = "() => [...window.room.sessions.values()][0].remoteTracks.size"
+
+
+async def test_glare_between_a_page_and_aiortc() -> None:
+    """Both sides add a track at the same moment, five times; the call survives."""
+    require_executable("chromium", hint="apt-get install chromium")
+    async with (
+        asyncio.timeout(90),
+        site() as (http_url, ws_url),
+        contextlib.AsyncExitStack() as stack,
+    ):
+        client = await stack.enter_async_context(SignalingClient.connect(ws_url, room="mesh"))
+        room = await stack.enter_async_context(join_room(client, session_config=SessionConfig()))
+        assert isinstance(room, MeshRoom)
+        await room.publish(TestPatternTrack(PatternConfig(width=320, height=240, fps=15)))
+        browser = await stack.enter_async_context(launch_chromium(fps=15))
+        page = await browser.new_page()
+        await page.goto(http_url)
+        await page.wait_for_function("window.ready === true")
+        page_id = await page.evaluate(JOIN, ws_url)
+        while page_id not in room.sessions or room.sessions[page_id].state != "connected":  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        session = room.sessions[page_id]
+        while await page.evaluate(REMOTE_TRACKS) < 1:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+        rounds = 5
+        for i in range(1, rounds + 1):
+            session.add_track(SilentTrack())
+            await page.evaluate(ADD_CANVAS_TRACK)
+            # the page sees our published track plus i silent ones; we see its camera + i
+            while await page.evaluate(REMOTE_TRACKS) < 1 + i:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+            while len(session.remote_tracks) < 1 + i:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert session.generation == 0  # glare never needed a replacement
+        before = (await page.evaluate(FRAMES))[room.local_id]
+        while (await page.evaluate(FRAMES))[room.local_id] <= before:  # noqa: ASYNC110
+            await asyncio.sleep(0.2)
+        room.send("after glare")
+        await page.wait_for_function(
+            "window.messages.some(m => m.data === 'after glare')", timeout=10000
         )
         await room.aclose()
         await page.evaluate("window.room.close()")

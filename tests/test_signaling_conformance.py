@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -76,18 +75,3 @@ async def test_a_broken_transport_fails_the_suite(hub: SignalingHub) -> None:
 
     with pytest.raises(AssertionError):
         await conformance.check_ordering(lambda: Reordering(hub), time_limit=2)
-
-
-async def test_client_removed_by_the_server_stops_iterating(hub: SignalingHub) -> None:
-    from rtckit.signaling import SignalingClient
-    from rtckit.signaling.protocol import Bye
-
-    async with (
-        asyncio.timeout(10),
-        SignalingClient.connect(MemoryTransport(hub), room="kick") as client,
-    ):
-        hub.remove_peer("kick", client.peer_id)
-        events = [event async for event in client]
-        assert events == [Bye(reason="removed")]
-        assert client.closed
-    assert hub.peers("kick") == []

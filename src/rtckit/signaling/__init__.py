@@ -25,7 +25,7 @@ from rtckit.signaling.client import (
     SignalingClient,
 )
 from rtckit.signaling.config import RoomConfig, SignalingConfig
-from rtckit.signaling.hub import SignalingHub
+from rtckit.signaling.hub import EventStream, SignalingHub
 from rtckit.signaling.memory import MemoryTransport
 from rtckit.signaling.protocol import (
     PROTOCOL_VERSION,
@@ -67,6 +67,7 @@ __all__ = [
     "EndOfCandidates",
     "Error",
     "ErrorCode",
+    "EventStream",
     "Grant",
     "MemoryTransport",
     "MessageEvent",

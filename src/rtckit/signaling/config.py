@@ -99,7 +99,7 @@ class SignalingConfig:
     #: The server acknowledges a client's messages at least every this many messages...
     ack_every: int = attrs.field(default=16, validator=_positive)
     #: ... and at most this many seconds after the oldest unacknowledged one arrived.
-    ack_delay: float = attrs.field(default=1.0, validator=attrs.validators.ge(0.0))
+    ack_delay: float = attrs.field(default=5.0, validator=attrs.validators.ge(0.0))
     #: Period of the server's timer (heartbeats, timeouts, acks).
     tick_interval: float = attrs.field(default=0.5, validator=_positive_time)
     #: Browser origins allowed to connect (``Origin`` header). Empty means the same origin as

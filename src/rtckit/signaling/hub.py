@@ -29,7 +29,7 @@ from rtckit.signaling.state import (
     SignalingState,
 )
 
-__all__ = ["EventListener", "ServerConnection", "SignalingHub"]
+__all__ = ["EventListener", "EventStream", "ServerConnection", "SignalingHub"]
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +47,48 @@ class ServerConnection(Protocol):
     def close(self, code: int, reason: str) -> None:
         """Close the connection with *code*; must not block; idempotent."""
         ...
+
+
+class EventStream:
+    """Server events as an async iterator (from :meth:`SignalingHub.subscribe`).
+
+    .. code-block:: python
+
+        with server.subscribe() as events:
+            async for event in events:
+                if isinstance(event, PeerJoinedEvent): ...
+
+    Iteration ends after :meth:`close` (or leaving the ``with`` block) once the queued events
+    are consumed. Events are queued without bound: consume them.
+    """
+
+    def __init__(self, hub: SignalingHub) -> None:
+        self._queue: asyncio.Queue[ServerEvent | None] = asyncio.Queue()
+        self._remove = hub.add_listener(self._queue.put_nowait)
+        self._closed = False
+
+    def close(self) -> None:
+        """Stop receiving events (idempotent)."""
+        if not self._closed:
+            self._closed = True
+            self._remove()
+            self._queue.put_nowait(None)
+
+    def __enter__(self) -> EventStream:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __aiter__(self) -> EventStream:
+        return self
+
+    async def __anext__(self) -> ServerEvent:
+        event = await self._queue.get()
+        if event is None:
+            self._queue.put_nowait(None)
+            raise StopAsyncIteration
+        return event
 
 
 class SignalingHub:
@@ -119,6 +161,10 @@ class SignalingHub:
             self.state.message_events = bool(self._listeners)
 
         return remove
+
+    def subscribe(self) -> EventStream:
+        """Return an :class:`EventStream` of every server event from now on."""
+        return EventStream(self)
 
     # --- connections ---------------------------------------------------------------------
 

@@ -38,7 +38,7 @@ from yarl import URL
 
 from rtckit.errors import ConnectionClosedError
 from rtckit.signaling.config import SignalingConfig
-from rtckit.signaling.hub import EventListener, SignalingHub
+from rtckit.signaling.hub import EventListener, EventStream, SignalingHub
 from rtckit.signaling.memory import MemoryTransport
 from rtckit.signaling.protocol import CloseCode
 
@@ -234,6 +234,10 @@ class SignalingServer:
     def add_listener(self, listener: EventListener) -> Callable[[], None]:
         """Call *listener* with every server event; return a function removing it."""
         return self.hub.add_listener(listener)
+
+    def subscribe(self) -> EventStream:
+        """Server events as an async iterator (see :class:`~rtckit.signaling.hub.EventStream`)."""
+        return self.hub.subscribe()
 
     # --- handlers ------------------------------------------------------------------------
 

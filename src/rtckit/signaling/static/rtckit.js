@@ -740,6 +740,8 @@ export class PeerSession extends EventTarget {
     this._updateRemoteTracks();
     if (message.type === "offer") {
       await pc.setLocalDescription();
+      // currentDirection is known only once the answer is set
+      this._updateRemoteTracks();
       await this._send({ kind: "description", type: pc.localDescription.type,
         sdp: pc.localDescription.sdp, generation: this.generation });
     }
