@@ -403,6 +403,8 @@ class PublishedTrack:
         return ""
 
     def _on_start(self, parameters: RTCRtpReceiveParameters) -> None:
+        if self.closed:
+            return
         self._configure(parameters)
         self.started = True
         for sub in self.subscriptions:

@@ -104,6 +104,7 @@ SFU_PEER_ID = "rtckit-sfu"
 _MSID_SEPARATOR = "~"
 _SUBSCRIBE_TIMEOUT = 30.0
 _POLL = 0.02
+_KEYFRAME_RETRY = 0.5
 
 
 # --- pure helpers ---------------------------------------------------------------------------
@@ -325,10 +326,35 @@ class SfuServerStrategy:
                 logger.exception("on_forwarded callback failed")
 
     async def _report_loop(self) -> None:
+        next_report = asyncio.get_running_loop().time() + self.report_interval
         while True:
-            await asyncio.sleep(self.report_interval)
-            if self.router is not None:
-                self._report(self.router)
+            await asyncio.sleep(_KEYFRAME_RETRY)
+            router = self.router
+            if router is None:
+                continue
+            await self._retry_keyframes(router)
+            if asyncio.get_running_loop().time() >= next_report:
+                next_report += self.report_interval
+                self._report(router)
+
+    @staticmethod
+    async def _retry_keyframes(router: SfuRouter) -> None:
+        """Ask again for a keyframe for subscriptions still waiting for one.
+
+        The router asks once per new subscription (and once its transport connects); a
+        request lost on the way, or one the publisher got before its encoder ran, would
+        leave the subscriber without picture until the publisher's next periodic keyframe.
+        """
+        for sub in router.subscriptions():
+            pub, rewriter = sub.publication, sub.rewriter
+            if (
+                pub is not None
+                and rewriter is not None
+                and sub.ready
+                and not sub.paused
+                and rewriter.waiting_keyframe
+            ):
+                await pub.request_keyframe()
 
     # -- signaling --------------------------------------------------------------------------
 
