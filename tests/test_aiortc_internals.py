@@ -675,3 +675,28 @@ async def test_stable_first_offer_numbers_extensions_as_a_browser_does() -> None
             assert {e.uri: e.id for e in transceiver._headerExtensions}[_MID] == 4
     finally:
         await python.close()
+
+
+# --- sfu rooms: republish on a reused receiver ---
+
+
+async def test_sfu_take_over_again_after_receive_ran_without_an_owner() -> None:
+    """aiortc may call ``receive`` for a renegotiated m-line before the new owner takes over."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        transceiver = pc.addTransceiver("video", direction="sendrecv")
+        receiver = transceiver.receiver
+        first: list[RTCRtpReceiveParameters] = []
+        assert _aiortc.sfu_take_over_receiver(receiver, first.append)
+        parameters = RTCRtpReceiveParameters(codecs=[], headerExtensions=[])
+        await receiver.receive(parameters)  # what aiortc's __connect does after negotiation
+        assert first == [parameters]
+        _aiortc.sfu_release_receiver(receiver)  # unpublished
+        await receiver.receive(parameters)  # the republish negotiation, before the take-over
+        assert first == [parameters]  # the old owner is not called again
+        second: list[RTCRtpReceiveParameters] = []
+        assert _aiortc.sfu_take_over_receiver(receiver, second.append)
+        assert second == [parameters]  # started at once: aiortc will not call receive again
+        _aiortc.sfu_release_receiver(receiver)
+    finally:
+        await pc.close()

@@ -205,6 +205,9 @@ class RecordingStrategy:
     topology = Topology.SFU
     calls: ClassVar[list[tuple[str, str]]] = []
 
+    def __init__(self, hub: object = None) -> None:
+        self.hub = hub
+
     async def start_room(self, room: str) -> None:
         self.calls.append(("start", room))
 
@@ -220,6 +223,9 @@ async def test_room_strategies_follow_the_rooms_of_a_hub() -> None:
     )
     assert topology_of(config, "mesh") is Topology.MESH
     assert topology_of(config, "elsewhere") is Topology.SFU
+    from rtckit.topology import base
+
+    previous = base._SERVER[Topology.SFU]
     register_server_strategy("sfu", RecordingStrategy)
     try:
         async with SignalingHub(config) as hub, RoomStrategies(hub) as strategies:
@@ -241,9 +247,7 @@ async def test_room_strategies_follow_the_rooms_of_a_hub() -> None:
             ("stop", "big"),
         ]
     finally:
-        from rtckit.topology import base
-
-        base._SERVER.pop(Topology.SFU, None)
+        base._SERVER[Topology.SFU] = previous
 
 
 async def test_published_track_survives_a_session_replacement(hub: SignalingHub) -> None:

@@ -407,11 +407,17 @@ def sfu_take_over_receiver(
 
     Replaces ``receive`` on the instance: the replacement registers the receiver with its
     DTLS transport's RTP router (``RTCDtlsTransport._register_rtp_receiver``), so packets and
-    RTCP are still routed to it by SSRC and payload type, and calls ``on_start(parameters)``.
-    It does not start aiortc's decoder thread nor its RTCP task, and the receiver is never
-    marked started (so ``RTCRtpReceiver.stop()`` does nothing: undo with
-    :func:`sfu_release_receiver`). If the receiver already started (``__started``), its
-    decoder thread is stopped at once (``__stop_decoder``) and False is returned.
+    RTCP are still routed to it by SSRC and payload type, and calls the *current* ``on_start``
+    (the one of the latest take-over) with the parameters. It does not start aiortc's decoder
+    thread nor its RTCP task, and the receiver is never marked started (so
+    ``RTCRtpReceiver.stop()`` does nothing: undo with :func:`sfu_release_receiver`).
+
+    Taken over again (a republish on a reused m-line), a receiver that aiortc already asked to
+    receive (its ``receive`` ran, possibly while no publication owned it) calls ``on_start``
+    at once with the parameters it got: aiortc calls ``receive`` only after a negotiation, and
+    that call may come before the new owner took over. If the receiver already started the
+    stock way (``__started``), its decoder thread is stopped at once (``__stop_decoder``) and
+    False is returned.
     """
     started = _sfu_require(receiver, "_RTCRtpReceiver__started", "the receiver started flag")
     if started:
@@ -419,20 +425,36 @@ def sfu_take_over_receiver(
         stop()
         return False
     _sfu_require(receiver.transport, "_register_rtp_receiver", "RTP receiver registration")
+    receiver._rtckit_sfu_on_start = on_start  # type: ignore[attr-defined]
+    if getattr(receiver, "_rtckit_sfu_receive", None) is None:
 
-    async def receive(parameters: RTCRtpReceiveParameters) -> None:
-        if getattr(receiver, "_rtckit_sfu_registered", False):
-            return
-        receiver._rtckit_sfu_registered = True  # type: ignore[attr-defined]
-        receiver.transport._register_rtp_receiver(receiver, parameters)
+        async def receive(parameters: RTCRtpReceiveParameters) -> None:
+            receiver._rtckit_sfu_parameters = parameters  # type: ignore[attr-defined]
+            if not getattr(receiver, "_rtckit_sfu_registered", False):
+                receiver._rtckit_sfu_registered = True  # type: ignore[attr-defined]
+                receiver.transport._register_rtp_receiver(receiver, parameters)
+            current = getattr(receiver, "_rtckit_sfu_on_start", None)
+            if current is not None:
+                receiver._rtckit_sfu_on_start = None  # type: ignore[attr-defined]
+                current(parameters)
+
+        receiver._rtckit_sfu_receive = receive  # type: ignore[attr-defined]
+        receiver.receive = receive  # type: ignore[method-assign]
+    elif getattr(receiver, "_rtckit_sfu_parameters", None) is not None:
+        # aiortc already called receive (this m-line was negotiated before): start now,
+        # registered with the router again
+        receiver._rtckit_sfu_on_start = None  # type: ignore[attr-defined]
+        parameters = receiver._rtckit_sfu_parameters  # type: ignore[attr-defined]
+        if not getattr(receiver, "_rtckit_sfu_registered", False):
+            receiver._rtckit_sfu_registered = True  # type: ignore[attr-defined]
+            receiver.transport._register_rtp_receiver(receiver, parameters)
         on_start(parameters)
-
-    receiver.receive = receive  # type: ignore[method-assign]
     return True
 
 
 def sfu_release_receiver(receiver: RTCRtpReceiver) -> None:
     """Unregister a taken-over receiver from its transport's RTP router (idempotent)."""
+    receiver._rtckit_sfu_on_start = None  # type: ignore[attr-defined]
     if getattr(receiver, "_rtckit_sfu_registered", False):
         receiver.transport._unregister_rtp_receiver(receiver)
         receiver._rtckit_sfu_registered = False  # type: ignore[attr-defined]

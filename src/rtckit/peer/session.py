@@ -193,6 +193,11 @@ class _ForwardTrack(MediaStreamTrack):
         self.kind = source.kind
         self.source = source
 
+    @property
+    def id(self) -> str:
+        """The application track's id: the SDP's ``msid`` names it, as a browser's does."""
+        return self.source.id
+
     async def recv(self) -> Any:
         if self.readyState != "live":
             raise MediaStreamError

@@ -26,6 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
 from typing import Any
@@ -94,6 +95,7 @@ __all__ = [
     "TrackUnsubscribed",
     "accept_forwarding_transceiver",
     "add_forwarding_transceiver",
+    "reads_forwarding_track",
 ]
 
 logger = logging.getLogger(__name__)
@@ -288,6 +290,18 @@ class ForwardingTrack(MediaStreamTrack):
         super().stop()
 
 
+def reads_forwarding_track(track: MediaStreamTrack | None) -> bool:
+    """Whether a sender's *track* is a :class:`ForwardingTrack`, or a wrapper reading one.
+
+    A wrapper is a track whose ``source`` attribute is the :class:`ForwardingTrack` (as
+    :class:`rtckit.peer.session.PeerSession` puts between its senders and the tracks given
+    to ``add_track``): its ``recv()`` waits as long as the placeholder's, so no encoder runs.
+    """
+    if isinstance(track, ForwardingTrack):
+        return True
+    return isinstance(getattr(track, "source", None), ForwardingTrack)
+
+
 def _codec_matches(a: RTCRtpCodecParameters, b: RTCRtpCodecParameters) -> bool:
     if a.mimeType.lower() != b.mimeType.lower() or a.clockRate != b.clockRate:
         return False
@@ -389,6 +403,8 @@ class PublishedTrack:
         return ""
 
     def _on_start(self, parameters: RTCRtpReceiveParameters) -> None:
+        if self.closed:
+            return
         self._configure(parameters)
         self.started = True
         for sub in self.subscriptions:
@@ -620,7 +636,7 @@ class Subscription:
         self._publication: PublishedTrack | None = None
         self._rewriter: StreamRewriter | None = None
         sender = transceiver.sender
-        if not isinstance(sender.track, ForwardingTrack):
+        if not reads_forwarding_track(sender.track):
             sender.replaceTrack(ForwardingTrack(transceiver.kind))
         self._ssrc, self._rtx_ssrc = _aiortc.sfu_sender_ssrcs(sender)
         self._transport_send = _aiortc.sfu_send_function(sender.transport)
@@ -732,8 +748,17 @@ class Subscription:
         if params is None:
             return
         if self._rewriter is None:
-            self._rewriter = StreamRewriter(params)
-            self._rewriter.switch(pub.source_ssrc)
+            # a sender reused after an earlier subscription (aiortc's addTrack reuses idle
+            # senders, same SSRC): continue its stream, SRTP refuses sequence numbers going back
+            retired = self._router._retired_rewriters.pop(self.transceiver.sender, None)
+            if retired is not None:
+                self._rewriter = retired
+                retired.update_parameters(params)
+                retired.resume()
+                retired.switch(pub.source_ssrc)
+            else:
+                self._rewriter = StreamRewriter(params)
+                self._rewriter.switch(pub.source_ssrc)
             if self.paused:
                 self._rewriter.pause()
         else:
@@ -817,6 +842,10 @@ class SfuRouter:
         self._remaps: dict[frozenset[tuple[int, int]], ExtensionRemap] = {}
         #: recorders by key (rtckit.sfu.record.TrackRecorder), re-attached on republish
         self._recorders: dict[TrackKey, list[Any]] = {}
+        #: rewriters of ended subscriptions by sender, continued if the sender is reused
+        self._retired_rewriters: weakref.WeakKeyDictionary[RTCRtpSender, StreamRewriter] = (
+            weakref.WeakKeyDictionary()
+        )
         self._closed = False
         _aiortc.sfu_codec_counters()
 
@@ -952,6 +981,8 @@ class SfuRouter:
         if pub is not None and subscription in pub.subscriptions:
             pub.subscriptions.remove(subscription)
         subscription._close()
+        if subscription.rewriter is not None:
+            self._retired_rewriters[subscription.transceiver.sender] = subscription.rewriter
         self._emit(TrackUnsubscribed(subscriber=subscription.subscriber, key=subscription.key))
 
     def pause(self, subscription: Subscription) -> None:

@@ -48,6 +48,7 @@ __all__ = [
     "RoomDataMessage",
     "RoomEvent",
     "ServerStrategy",
+    "ServerStrategyFactory",
     "Topology",
     "TrackPublished",
     "TrackUnpublished",
@@ -203,9 +204,19 @@ class ServerStrategy(Protocol):
         """The room is gone: stop its media work."""
 
 
-_CLIENT: dict[Topology, ClientStrategy | str] = {Topology.MESH: "rtckit.topology.mesh:open_mesh"}
-_SERVER: dict[Topology, Callable[[], ServerStrategy] | str] = {
-    Topology.MESH: "rtckit.topology.mesh:MeshServerStrategy"
+#: Builds a room's server strategy, given the signaling hub it serves (strategies that take
+#: part in the room, like an SFU, join it through the hub; others ignore it).
+ServerStrategyFactory = Callable[[Any], ServerStrategy]
+
+_CLIENT: dict[Topology, ClientStrategy | str] = {
+    Topology.MESH: "rtckit.topology.mesh:open_mesh",
+    Topology.SFU: "rtckit.topology.sfu:open_sfu",
+    Topology.MCU: "rtckit.topology.mcu:open_mcu",
+}
+_SERVER: dict[Topology, ServerStrategyFactory | str] = {
+    Topology.MESH: "rtckit.topology.mesh:MeshServerStrategy",
+    Topology.SFU: "rtckit.topology.sfu:SfuServerStrategy",
+    Topology.MCU: "rtckit.topology.mcu:McuServerStrategy",
 }
 
 
@@ -221,10 +232,8 @@ def register_client_strategy(topology: Topology | str, strategy: ClientStrategy)
     _CLIENT[Topology.parse(topology)] = strategy
 
 
-def register_server_strategy(
-    topology: Topology | str, factory: Callable[[], ServerStrategy]
-) -> None:
-    """Make :func:`server_strategy_for` build *factory()* for rooms of *topology*."""
+def register_server_strategy(topology: Topology | str, factory: ServerStrategyFactory) -> None:
+    """Make :func:`server_strategy_for` build *factory(hub)* for rooms of *topology*."""
     _SERVER[Topology.parse(topology)] = factory
 
 
@@ -240,16 +249,18 @@ def client_strategy_for(topology: Topology | str) -> ClientStrategy:
     return strategy
 
 
-def server_strategy_for(topology: Topology | str) -> ServerStrategy:
-    """A new server strategy for a room of *topology*.
+def server_strategy_for(topology: Topology | str, hub: Any = None) -> ServerStrategy:
+    """A new server strategy for a room of *topology* on the signaling *hub*.
 
-    Raises :class:`~rtckit.errors.TopologyError` if there is none.
+    *hub* is the :class:`~rtckit.signaling.hub.SignalingHub` the room lives on (strategies
+    that join the room, such as the SFU, need it). Raises
+    :class:`~rtckit.errors.TopologyError` if no strategy is registered.
     """
     parsed = Topology.parse(topology)
     if parsed not in _SERVER:
         raise TopologyError(f"no server strategy for {parsed.value!r} rooms is registered")
-    factory: Callable[[], ServerStrategy] = _load(_SERVER[parsed])
-    return factory()
+    factory: ServerStrategyFactory = _load(_SERVER[parsed])
+    return factory(hub)
 
 
 @contextlib.asynccontextmanager

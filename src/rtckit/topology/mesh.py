@@ -434,6 +434,9 @@ class MeshServerStrategy:
 
     topology = Topology.MESH
 
+    def __init__(self, hub: object = None) -> None:
+        del hub  # signaling is all a mesh room needs
+
     async def start_room(self, room: str) -> None:
         """Nothing to start."""
 

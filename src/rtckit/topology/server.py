@@ -18,11 +18,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from rtckit.signaling.state import PeerJoinedEvent, RoomClosedEvent, ServerEvent
-from rtckit.topology.base import ServerStrategy, Topology, server_strategy_for
+from rtckit.topology.base import (
+    ServerStrategy,
+    ServerStrategyFactory,
+    Topology,
+    server_strategy_for,
+)
 
 if TYPE_CHECKING:
     from rtckit.signaling.config import SignalingConfig
@@ -44,8 +49,15 @@ def topology_of(config: SignalingConfig, room: str) -> Topology:
 class RoomStrategies:
     """Start and stop the server-side strategy of every room of *hub* (async context manager)."""
 
-    def __init__(self, hub: SignalingHub) -> None:
+    def __init__(
+        self,
+        hub: SignalingHub,
+        *,
+        factories: Mapping[Topology | str, ServerStrategyFactory] | None = None,
+    ) -> None:
         self.hub = hub
+        #: per-topology factories overriding the registered ones (e.g. a configured SFU)
+        self.factories = {Topology.parse(k): v for k, v in (factories or {}).items()}
         self.running: dict[str, ServerStrategy] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._remove = hub.add_listener(self._on_event)
@@ -66,7 +78,13 @@ class RoomStrategies:
         if self._closed:
             return
         if isinstance(event, PeerJoinedEvent) and event.room not in self.running:
-            strategy = server_strategy_for(topology_of(self.hub.config, event.room))
+            topology = topology_of(self.hub.config, event.room)
+            factory = self.factories.get(topology)
+            strategy = (
+                factory(self.hub)
+                if factory is not None
+                else server_strategy_for(topology, self.hub)
+            )
             self.running[event.room] = strategy
             self._spawn(self._call(strategy.start_room, event.room), f"room-start-{event.room}")
         elif isinstance(event, RoomClosedEvent) and event.room in self.running:

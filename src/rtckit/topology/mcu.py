@@ -1,0 +1,604 @@
+"""The MCU topology: every participant talks to the server, which mixes and composes.
+
+Server side (:class:`McuServerStrategy`, started by
+:class:`~rtckit.topology.server.RoomStrategies` for rooms whose topology is ``mcu``): the
+server joins the room through the signaling protocol as the participant ``"rtckit-mcu"``
+(:data:`MCU_PEER_ID`, an in-process trusted :class:`~rtckit.signaling.memory.MemoryTransport`)
+and opens one :class:`~rtckit.peer.session.PeerSession` to every other participant. Each
+participant sends its audio and video up; the server sends back the room's composite video
+(the same encoded frames to everyone) and the participant's mix-minus audio, from one
+:class:`~rtckit.mcu.engine.McuEngine` per room. A join or leave only redraws the grid; the
+engine stops when the last participant leaves, and the server then leaves the room too (a
+room created on demand closes; in a declared room the server comes back with the next
+participant).
+
+Client side (:class:`McuRoom`, opened by :func:`~rtckit.topology.base.join_room` when the
+server says the room is ``mcu``): one session to the server, whatever the number of
+participants. The application sees the same :class:`~rtckit.topology.base.Room` API and
+events as in a mesh, except that remote media comes as exactly **one** video and **one**
+audio track, published by the server's pseudo-participant :data:`MCU_PEER_ID`;
+:attr:`McuRoom.layout` lists the participants drawn in the composite, in grid order.
+
+Roles: the server is the impolite side (it makes the first offer), clients are polite. Room
+data messages travel on the pre-negotiated ``rtckit-room`` channel of each session; the
+server relays them with the SFU's envelope (:func:`~rtckit.topology.sfu.seal_envelope`:
+``"<to>\\x00<data>"`` up, ``"<from>\\x00<data>"`` down). The server's own messages on that
+channel (sender :data:`MCU_PEER_ID`) carry the layout, ``{"mcu-layout": [peer ids]}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+from aiortc import MediaStreamTrack, RTCRtpSender
+
+from rtckit._aiortc import on_keyframe_request
+from rtckit.errors import SignalingError, TopologyError
+from rtckit.ice import IceConfig
+from rtckit.mcu.engine import McuConfig, McuEngine, McuParticipant
+from rtckit.peer.events import (
+    ConnectionReplaced,
+    ConnectionStateChanged,
+    DataMessage,
+    SessionClosed,
+    TrackAdded,
+    TrackRemoved,
+)
+from rtckit.peer.session import PeerSession, SessionConfig
+from rtckit.signaling import protocol as sp
+from rtckit.signaling.client import Reconnected, SignalingClient
+from rtckit.signaling.memory import MemoryTransport
+from rtckit.signaling.state import PeerJoinedEvent, ServerEvent
+from rtckit.topology.base import (
+    ParticipantConnectionChanged,
+    ParticipantJoined,
+    ParticipantLeft,
+    RoomClosed,
+    RoomDataMessage,
+    RoomEvent,
+    Topology,
+    TrackPublished,
+    TrackUnpublished,
+)
+from rtckit.topology.mesh import (
+    ROOM_CHANNEL_ID,
+    ROOM_CHANNEL_LABEL,
+    SignalingSignaller,
+    peer_message_from_signaling,
+)
+from rtckit.topology.sfu import open_envelope, seal_envelope
+
+__all__ = [
+    "MCU_PEER_ID",
+    "McuRoom",
+    "McuRoomConfig",
+    "McuServerStrategy",
+    "open_mcu",
+]
+
+logger = logging.getLogger(__name__)
+
+MCU_PEER_ID = "rtckit-mcu"
+"""The peer id the MCU server takes in each room it serves."""
+
+_LAYOUT_KEY = "mcu-layout"
+
+
+# --- server side ----------------------------------------------------------------------------
+
+
+@attrs.frozen(kw_only=True)
+class McuRoomConfig:
+    """Settings of the MCU rooms of a server (:class:`McuServerStrategy`)."""
+
+    engine: McuConfig = attrs.field(factory=McuConfig)
+    """The mixing engine of each room (resolution, frame rate, bitrates)."""
+    session: SessionConfig = attrs.field(factory=SessionConfig)
+    """The server's peer sessions to the participants (ICE servers, heartbeats)."""
+    peer_id: str = MCU_PEER_ID
+    """The server's peer id in the room."""
+
+
+class _Member:
+    """The server's session to one participant, with its engine slot and event pump."""
+
+    def __init__(self, peer_id: str, session: PeerSession, participant: McuParticipant) -> None:
+        self.peer_id = peer_id
+        self.session = session
+        self.participant = participant
+        self.pump: asyncio.Task[None] | None = None
+
+
+class McuServerStrategy:
+    """The server side of MCU rooms (one instance per room; see the module documentation).
+
+    *hub* is the :class:`~rtckit.signaling.hub.SignalingHub` the room lives on.
+    """
+
+    topology = Topology.MCU
+
+    def __init__(self, hub: Any, *, config: McuRoomConfig | None = None) -> None:
+        self.hub = hub
+        self.config = config if config is not None else McuRoomConfig()
+        self.room: str | None = None
+        #: The running engine (``None`` while the room has no participant).
+        self.engine: McuEngine | None = None
+        self.client: SignalingClient | None = None
+        self._members: dict[str, _Member] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._remove_listener: Any = None
+        self._restart: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @property
+    def members(self) -> Sequence[str]:
+        """The participants the server has a session with."""
+        return tuple(self._members)
+
+    async def start_room(self, room: str) -> None:
+        """Join *room* as the MCU and serve everyone in it."""
+        self.room = room
+        if self._remove_listener is None:
+            self._remove_listener = self.hub.add_listener(self._on_hub_event)
+        await self._join()
+
+    async def stop_room(self, room: str) -> None:
+        """Leave the room, close every session, stop the engine. Idempotent."""
+        self._stopped = True
+        if self._remove_listener is not None:
+            self._remove_listener()
+            self._remove_listener = None
+        restart = self._restart
+        if restart is not None and restart is not asyncio.current_task():
+            await asyncio.wait([restart])
+        await self._leave()
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _on_hub_event(self, event: ServerEvent) -> None:
+        # A declared room outlives its participants: come back with the next one.
+        if (
+            isinstance(event, PeerJoinedEvent)
+            and event.room == self.room
+            and event.peer.id != self.config.peer_id
+            and self.client is None
+            and not self._stopped
+            and (self._restart is None or self._restart.done())
+        ):
+            self._restart = asyncio.get_running_loop().create_task(
+                self._join(), name=f"mcu-rejoin-{self.room}"
+            )
+
+    async def _join(self) -> None:
+        async with self._lock:
+            if self.client is not None or self._stopped or self.room is None:
+                return
+            engine = McuEngine(self.config.engine)
+            engine.start()
+            self.engine = engine
+            token = None
+            mint = getattr(self.hub.config.auth, "mint", None)
+            if mint is not None:  # token auth: the server mints its own (as the SFU does)
+                token = mint(
+                    room=self.room,
+                    identity=self.config.peer_id,
+                    permissions=("publish", "subscribe", "admin"),
+                )
+            client = await SignalingClient.connect(
+                MemoryTransport(self.hub, trusted=True),
+                room=self.room,
+                token=token,
+                peer_id=self.config.peer_id,
+                metadata={"rtckit_role": "mcu"},
+            )
+            self.client = client
+            for peer_id, info in client.peers.items():
+                await self._add(peer_id, info.metadata)
+            self._reader = asyncio.create_task(self._read(client), name=f"mcu-room-{self.room}")
+        if not self._members:
+            # everyone left before the MCU came in: leave, so that the room can close
+            await self._leave()
+
+    async def _leave(self) -> None:
+        async with self._lock:
+            reader, self._reader = self._reader, None
+            if reader is not None and reader is not asyncio.current_task():
+                reader.cancel()
+                await asyncio.wait([reader])
+            for peer_id in list(self._members):
+                await self._remove(peer_id)
+            client, self.client = self.client, None
+            if client is not None:
+                await client.aclose()
+            engine, self.engine = self.engine, None
+            if engine is not None:
+                await engine.aclose()
+
+    async def _read(self, client: SignalingClient) -> None:
+        try:
+            async for event in client:
+                if isinstance(event, sp.PeerJoined):
+                    await self._add(event.peer.id, event.peer.metadata)
+                elif isinstance(event, sp.PeerLeft):
+                    await self._remove(event.peer_id)
+                    if not self._members:
+                        break  # nobody left to serve
+                elif isinstance(event, sp.Relayed):
+                    message = peer_message_from_signaling(event)
+                    member = self._members.get(event.sender or "")
+                    if message is not None and member is not None:
+                        await member.session.receive(message)
+        except SignalingError as exc:
+            logger.warning("MCU room %r: signaling failed: %s", self.room, exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("MCU room %r failed", self.room)
+        self._reader = None  # _leave must not wait for the task it runs in
+        await self._leave()
+
+    async def _add(self, peer_id: str, metadata: Mapping[str, Any] | None) -> None:
+        engine = self.engine
+        client = self.client
+        if engine is None or client is None or peer_id in self._members:
+            return
+        name = metadata.get("name") if metadata else None
+        try:
+            participant = engine.add_participant(
+                peer_id, name=name if isinstance(name, str) else None
+            )
+        except TopologyError as exc:
+            logger.warning("MCU room %r: %s", self.room, exc)
+            return
+        session = PeerSession(
+            SignalingSignaller(client, peer_id),
+            polite=False,  # the server offers first
+            config=self.config.session,
+            name=f"{self.config.peer_id}->{peer_id}",
+        )
+        session.add_track(participant.video_track)
+        session.add_track(participant.audio_track)
+        session.create_data_channel(ROOM_CHANNEL_LABEL, negotiated_id=ROOM_CHANNEL_ID)
+        member = _Member(peer_id, session, participant)
+        self._members[peer_id] = member
+        await session.start()  # creates the connection; its offer is made by a task later
+        self._wire_senders(member, prefer_codecs=True)
+        member.pump = asyncio.create_task(self._pump(member), name=f"mcu-pump-{session.name}")
+        self._send_layout()
+
+    def _wire_senders(self, member: _Member, *, prefer_codecs: bool) -> None:
+        """Hook keyframe requests (and, before the first offer, prefer VP8 and Opus)."""
+        pc = member.session.peer_connection
+        if pc is None:
+            return
+        for transceiver in pc.getTransceivers():
+            source = getattr(transceiver.sender.track, "source", None)
+            if source is member.participant.video_track:
+                on_keyframe_request(transceiver.sender, self._keyframe)
+                mime = "video/VP8"
+            elif source is member.participant.audio_track:
+                mime = "audio/opus"
+            else:
+                continue
+            if prefer_codecs:
+                kind = mime.split("/")[0]
+                codecs = RTCRtpSender.getCapabilities(kind).codecs
+                transceiver.setCodecPreferences(
+                    [c for c in codecs if c.mimeType.lower() in (mime.lower(), f"{kind}/rtx")]
+                )
+
+    def _keyframe(self) -> None:
+        if self.engine is not None:
+            self.engine.request_keyframe()
+
+    async def _remove(self, peer_id: str) -> None:
+        member = self._members.pop(peer_id, None)
+        if member is None:
+            return
+        await member.session.close()
+        if member.pump is not None and member.pump is not asyncio.current_task():
+            await asyncio.wait([member.pump])
+        if self.engine is not None:
+            await self.engine.remove_participant(peer_id)
+        self._send_layout()
+
+    def _send_layout(self) -> None:
+        """Tell every participant who is in the grid (in order)."""
+        engine = self.engine
+        if engine is None:
+            return
+        text = json.dumps({_LAYOUT_KEY: [p.id for p in engine.participants]})
+        for member in self._members.values():
+            if not member.session.closed:
+                member.session.send(ROOM_CHANNEL_LABEL, seal_envelope(self.config.peer_id, text))
+
+    async def _pump(self, member: _Member) -> None:
+        engine = self.engine
+        async for event in member.session.events():
+            if isinstance(event, TrackAdded) and engine is not None:
+                with contextlib.suppress(TopologyError):  # removed meanwhile
+                    engine.add_input(member.peer_id, event.track)
+            elif isinstance(event, ConnectionReplaced):
+                self._wire_senders(member, prefer_codecs=False)
+            elif isinstance(event, DataMessage) and event.label == ROOM_CHANNEL_LABEL:
+                self._relay(member.peer_id, event.data)
+            elif (
+                isinstance(event, SessionClosed)
+                and event.reason == "peer-timeout"
+                and self._members.get(member.peer_id) is member
+            ):
+                # the participant vanished: free its cell now (signaling reports it later)
+                del self._members[member.peer_id]
+                if engine is not None:
+                    await engine.remove_participant(member.peer_id)
+                self._send_layout()
+
+    def _relay(self, sender: str, data: str | bytes) -> None:
+        opened = open_envelope(data)
+        if opened is None:
+            logger.debug("MCU room %r: dropped a data message of %s", self.room, sender)
+            return
+        to, payload = opened
+        wrapped = seal_envelope(sender, payload)
+        for peer_id, member in self._members.items():
+            if peer_id != sender and to in ("", peer_id) and not member.session.closed:
+                member.session.send(ROOM_CHANNEL_LABEL, wrapped)
+
+
+# --- client side ----------------------------------------------------------------------------
+
+
+class McuRoom:
+    """An MCU room on a joined :class:`~rtckit.signaling.client.SignalingClient`.
+
+    See the module documentation.
+    """
+
+    def __init__(
+        self, client: SignalingClient, *, session_config: SessionConfig, server_id: str
+    ) -> None:
+        self.client = client
+        self.session_config = session_config
+        self.server_id = server_id
+        self._session: PeerSession | None = None
+        self._pump_task: asyncio.Task[None] | None = None
+        self._participants: dict[str, Mapping[str, Any] | None] = {}
+        self._published: list[MediaStreamTrack] = []
+        self._remote: dict[str, Any] = {}
+        self._layout: tuple[str, ...] = ()
+        self._events: asyncio.Queue[RoomEvent | None] = asyncio.Queue()
+        self._reader: asyncio.Task[None] | None = None
+        self._closing: asyncio.Future[None] | None = None
+        self._local_id = client.peer_id
+
+    # -- Room API ---------------------------------------------------------------------------
+
+    @property
+    def topology(self) -> Topology:
+        """Always ``Topology.MCU``."""
+        return Topology.MCU
+
+    @property
+    def local_id(self) -> str:
+        """This participant's peer id."""
+        return self._local_id
+
+    @property
+    def participants(self) -> Mapping[str, Mapping[str, Any] | None]:
+        """The other participants (peer id -> metadata); the server is not one."""
+        return dict(self._participants)
+
+    @property
+    def layout(self) -> Sequence[str]:
+        """Peer ids drawn in the composite video, in grid order (as the server last said)."""
+        return self._layout
+
+    @property
+    def session(self) -> PeerSession | None:
+        """The session to the MCU (``None`` until the server is in the room)."""
+        return self._session
+
+    async def publish(self, track: MediaStreamTrack) -> None:
+        """Send *track* to the MCU (mixed into everyone's audio or drawn in the grid)."""
+        if track in self._published:
+            raise TopologyError("track already published")
+        self._published.append(track)
+        if self._session is not None and not self._session.closed:
+            self._session.add_track(track)
+
+    async def unpublish(self, track: MediaStreamTrack) -> None:
+        """Stop sending *track*."""
+        if track not in self._published:
+            raise TopologyError("track is not published")
+        self._published.remove(track)
+        if self._session is not None and not self._session.closed:
+            self._session.remove_track(track)
+
+    def send(self, data: str | bytes, *, to: str | None = None) -> None:
+        """Send a data message to every participant, or to *to* only (relayed by the MCU)."""
+        if to is not None and to not in self._participants:
+            raise TopologyError(f"unknown participant {to!r}")
+        if self._session is not None and not self._session.closed:
+            self._session.send(ROOM_CHANNEL_LABEL, seal_envelope(to or "", data))
+
+    async def events(self) -> AsyncIterator[RoomEvent]:
+        """Room events until the room is closed."""
+        while True:
+            event = await self._events.get()
+            if event is None:
+                self._events.put_nowait(None)
+                return
+            yield event
+
+    async def start(self) -> None:
+        """Announce the participants already there and connect to the MCU (once it is in)."""
+        for peer_id, info in self.client.peers.items():
+            if peer_id == self.server_id:
+                continue
+            self._participants[peer_id] = info.metadata
+            self._emit(ParticipantJoined(participant_id=peer_id, metadata=info.metadata))
+        if self.server_id in self.client.peers:
+            await self._connect()
+        self._reader = asyncio.create_task(self._read(), name=f"mcu-reader-{self._local_id}")
+
+    async def aclose(self) -> None:
+        """Close the session to the MCU (the signaling client stays open). Idempotent."""
+        await self._close("left")
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _emit(self, event: RoomEvent) -> None:
+        self._events.put_nowait(event)
+
+    async def _connect(self) -> None:
+        if self._session is not None:
+            return
+        session = PeerSession(
+            SignalingSignaller(self.client, self.server_id),
+            polite=True,  # the MCU offers first
+            config=self.session_config,
+            name=f"{self._local_id}->{self.server_id}",
+        )
+        for track in self._published:
+            session.add_track(track)
+        session.create_data_channel(ROOM_CHANNEL_LABEL, negotiated_id=ROOM_CHANNEL_ID)
+        self._session = session
+        await session.start()
+        self._pump_task = asyncio.create_task(self._pump(session), name=f"mcu-{session.name}")
+
+    async def _disconnect(self) -> None:
+        session, self._session = self._session, None
+        if session is None:
+            return
+        await asyncio.shield(session.close())
+        pump, self._pump_task = self._pump_task, None
+        if pump is not None and pump is not asyncio.current_task():
+            await asyncio.wait([pump])
+        for mid, track in self._remote.items():
+            del mid
+            self._emit(
+                TrackUnpublished(participant_id=self.server_id, track=track, kind=track.kind)
+            )
+        self._remote.clear()
+
+    async def _pump(self, session: PeerSession) -> None:
+        server = self.server_id
+        async for event in session.events():
+            if isinstance(event, TrackAdded):
+                self._remote[event.mid or event.track.id] = event.track
+                self._emit(
+                    TrackPublished(participant_id=server, track=event.track, kind=event.kind)
+                )
+            elif isinstance(event, TrackRemoved):
+                if self._remote.pop(event.mid or event.track.id, None) is not None:
+                    self._emit(
+                        TrackUnpublished(participant_id=server, track=event.track, kind=event.kind)
+                    )
+            elif isinstance(event, DataMessage) and event.label == ROOM_CHANNEL_LABEL:
+                self._on_data(event.data)
+            elif isinstance(event, ConnectionStateChanged):
+                self._emit(ParticipantConnectionChanged(participant_id=server, state=event.state))
+
+    def _on_data(self, data: str | bytes) -> None:
+        opened = open_envelope(data)
+        if opened is None:
+            logger.debug("MCU room: dropped a data message without an envelope")
+            return
+        sender, payload = opened
+        if sender == self.server_id and isinstance(payload, str):
+            with contextlib.suppress(ValueError, TypeError):
+                layout = json.loads(payload)[_LAYOUT_KEY]
+                self._layout = tuple(str(peer) for peer in layout)
+            return
+        if sender:
+            self._emit(RoomDataMessage(participant_id=sender, data=payload))
+
+    async def _read(self) -> None:
+        reason = "signaling closed"
+        try:
+            async for event in self.client:
+                await self._on_signaling(event)
+        except SignalingError as exc:
+            reason = f"signaling failed: {exc}"
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("MCU room reader failed")
+            reason = "error"
+        await self._close(reason)
+
+    async def _on_signaling(self, event: object) -> None:
+        if isinstance(event, sp.PeerJoined):
+            peer_id = event.peer.id
+            if peer_id == self.server_id:
+                await self._connect()
+            elif peer_id != self._local_id:
+                self._participants[peer_id] = event.peer.metadata
+                self._emit(ParticipantJoined(participant_id=peer_id, metadata=event.peer.metadata))
+        elif isinstance(event, sp.PeerLeft):
+            if event.peer_id == self.server_id:
+                await self._disconnect()
+            elif self._participants.pop(event.peer_id, ...) is not ...:
+                self._emit(ParticipantLeft(participant_id=event.peer_id, reason=event.reason))
+        elif isinstance(event, Reconnected) and not event.resumed:
+            await self._disconnect()
+            self._local_id = self.client.peer_id
+            for peer_id in list(self._participants):
+                if peer_id not in self.client.peers:
+                    del self._participants[peer_id]
+                    self._emit(ParticipantLeft(participant_id=peer_id, reason="rejoined"))
+            for peer_id, info in self.client.peers.items():
+                if peer_id != self.server_id and peer_id not in self._participants:
+                    self._participants[peer_id] = info.metadata
+                    self._emit(ParticipantJoined(participant_id=peer_id, metadata=info.metadata))
+            if self.server_id in self.client.peers:
+                await self._connect()
+        elif isinstance(event, sp.Relayed) and event.sender == self.server_id:
+            message = peer_message_from_signaling(event)
+            if message is not None and self._session is not None:
+                await self._session.receive(message)
+
+    async def _close(self, reason: str) -> None:
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+            return
+        self._closing = asyncio.get_running_loop().create_future()
+        try:
+            reader = self._reader
+            if reader is not None and reader is not asyncio.current_task():
+                reader.cancel()
+                await asyncio.wait([reader])
+            await self._disconnect()
+            self._emit(RoomClosed(reason=reason))
+            self._events.put_nowait(None)
+        finally:
+            self._closing.set_result(None)
+
+
+async def open_mcu(
+    client: SignalingClient,
+    *,
+    session_config: SessionConfig | None = None,
+    server_id: str = MCU_PEER_ID,
+    **options: Any,
+) -> McuRoom:
+    """The MCU :class:`~rtckit.topology.base.ClientStrategy`: start a :class:`McuRoom`.
+
+    Without *session_config*, the session uses the ICE servers of the server's ``welcome``.
+    """
+    if options:
+        raise TopologyError(f"unknown MCU options {sorted(options)}")
+    if session_config is None:
+        servers = client.ice_servers
+        ice = IceConfig(servers=servers) if servers else IceConfig()
+        session_config = SessionConfig(ice=ice)
+    room = McuRoom(client, session_config=session_config, server_id=server_id)
+    await room.start()
+    return room

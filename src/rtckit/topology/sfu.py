@@ -1,0 +1,851 @@
+"""The SFU topology: every participant has one connection, to the server, which forwards.
+
+Server side (:class:`SfuServerStrategy`, started for each ``sfu`` room by
+:class:`~rtckit.topology.server.RoomStrategies`): the server joins the room through the
+signaling hub as a participant of its own, with the reserved peer id :data:`SFU_PEER_ID`
+(an in-process, trusted connection; only trusted or ``admin`` peers may choose an id, so no
+client can pose as the server). It opens one :class:`~rtckit.peer.session.PeerSession` to
+each participant (the server impolite, the participant polite; both offer when they need
+to: perfect negotiation). On that one connection:
+
+* what the participant publishes is handed to an :class:`~rtckit.sfu.engine.SfuRouter`
+  (published under :class:`~rtckit.sfu.engine.TrackKey` ``(participant, mid)``), never decoded;
+* every other participant's publication is added as a send-only forwarded track, subscribed
+  once negotiated; a subscriber that joins mid-stream gets a keyframe (the router asks the
+  publisher for one);
+* when a participant unpublishes or leaves, its forwarded tracks are removed from everyone's
+  connection (renegotiation), so nothing stale is forwarded.
+
+Which participant a forwarded track comes from travels in the SDP itself: the ``msid``
+track id of a forwarded m-line is ``"<participant id>~<serial>"`` (:func:`participant_of_msid`).
+Clients read it from the remote description when the track arrives.
+
+Room data messages use the same pre-negotiated channel as mesh (label ``rtckit-room``, id
+1001) with a small envelope: a client sends ``"<to>\\x00<data>"`` (``to`` empty: everyone),
+the server relays ``"<from>\\x00<data>"`` (bytes: the same with bytes).
+
+Client side (:class:`SfuRoom`, opened by :func:`~rtckit.topology.base.join_room` when the
+welcome says ``sfu``): the same :class:`~rtckit.topology.base.Room` API and events as mesh.
+The server peer is hidden from ``participants``; connection state events name it
+(``ParticipantConnectionChanged(participant_id=SFU_PEER_ID)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from aiortc import MediaStreamTrack, RTCRtpTransceiver
+from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import SessionDescription as SdpDescription
+
+from rtckit.errors import SignalingError, TopologyError
+from rtckit.ice import IceConfig
+from rtckit.peer.events import (
+    ConnectionReplaced,
+    ConnectionStateChanged,
+    DataMessage,
+    TrackAdded,
+    TrackRemoved,
+)
+from rtckit.peer.session import PeerSession, SessionConfig
+from rtckit.sfu.engine import (
+    ForwardingTrack,
+    SfuConfig,
+    SfuRouter,
+    SfuStats,
+    Subscription,
+    TrackKey,
+)
+from rtckit.signaling import protocol as sp
+from rtckit.signaling.client import Reconnected, SignalingClient
+from rtckit.signaling.memory import MemoryTransport
+from rtckit.topology.base import (
+    ParticipantConnectionChanged,
+    ParticipantJoined,
+    ParticipantLeft,
+    RoomClosed,
+    RoomDataMessage,
+    RoomEvent,
+    ServerStrategyFactory,
+    Topology,
+    TrackPublished,
+    TrackUnpublished,
+)
+from rtckit.topology.mesh import (
+    ROOM_CHANNEL_ID,
+    ROOM_CHANNEL_LABEL,
+    SignalingSignaller,
+    peer_message_from_signaling,
+)
+
+if TYPE_CHECKING:
+    from rtckit.signaling.hub import SignalingHub
+
+__all__ = [
+    "SFU_PEER_ID",
+    "SfuRoom",
+    "SfuServerStrategy",
+    "open_envelope",
+    "open_sfu",
+    "participant_of_msid",
+    "seal_envelope",
+    "sfu_strategy_factory",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The peer id the SFU takes in the rooms it serves.
+SFU_PEER_ID = "rtckit-sfu"
+_MSID_SEPARATOR = "~"
+_SUBSCRIBE_TIMEOUT = 30.0
+_POLL = 0.02
+_KEYFRAME_RETRY = 0.5
+
+
+# --- pure helpers ---------------------------------------------------------------------------
+
+
+def seal_envelope(peer: str, data: str | bytes) -> str | bytes:
+    """Wrap a room data message with a peer id (target from a client, origin from the SFU)."""
+    if isinstance(data, bytes):
+        return peer.encode() + b"\x00" + data
+    return f"{peer}\x00{data}"
+
+
+def open_envelope(message: str | bytes) -> tuple[str, str | bytes] | None:
+    """The ``(peer id, data)`` of an enveloped message, or ``None`` if it has no envelope."""
+    if isinstance(message, bytes):
+        peer_b, sep, data = message.partition(b"\x00")
+        if not sep:
+            return None
+        try:
+            return peer_b.decode(), data
+        except UnicodeDecodeError:
+            return None
+    peer_s, sep_s, text = message.partition("\x00")
+    return (peer_s, text) if sep_s else None
+
+
+def participant_of_msid(msid: str | None) -> str | None:
+    """The publishing participant named by a forwarded m-line's ``msid`` (``"stream track"``)."""
+    if not msid:
+        return None
+    track_id = msid.split()[-1]
+    participant, sep, serial = track_id.rpartition(_MSID_SEPARATOR)
+    if not sep or not participant or not serial.isdigit():
+        return None
+    return participant
+
+
+def _msid_of_mid(sdp: str, mid: str) -> str | None:
+    for media in SdpDescription.parse(sdp).media:
+        if str(media.rtp.muxId) == mid:
+            return media.msid
+    return None
+
+
+def _default_session_config(client: SignalingClient) -> SessionConfig:
+    servers = client.ice_servers
+    return SessionConfig(ice=IceConfig(servers=servers) if servers else IceConfig())
+
+
+# --- server side ----------------------------------------------------------------------------
+
+
+class _ForwardedTrack(ForwardingTrack):
+    """The placeholder a subscriber's sender carries; its id names the publisher (msid)."""
+
+    def __init__(self, kind: str, track_id: str) -> None:
+        super().__init__(kind)
+        self._track_id = track_id
+
+    @property
+    def id(self) -> str:
+        return self._track_id
+
+
+class _Forward:
+    """One publication forwarded to one member."""
+
+    def __init__(self, key: TrackKey, track: _ForwardedTrack) -> None:
+        self.key = key
+        self.track = track
+        self.subscription: Subscription | None = None
+        self.waiter: asyncio.Task[None] | None = None
+
+
+class _Member:
+    """One participant as the SFU sees it: its session and what flows on it."""
+
+    def __init__(self, peer_id: str, session: PeerSession) -> None:
+        self.id = peer_id
+        self.session = session
+        self.pump: asyncio.Task[None] | None = None
+        #: what this member publishes, by mid of its connection
+        self.published: dict[str, TrackKey] = {}
+        #: what is forwarded to this member, by publication
+        self.forwards: dict[TrackKey, _Forward] = {}
+
+
+class SfuServerStrategy:
+    """The server side of an SFU room: joins it, connects to everyone, forwards.
+
+    Built per room by :class:`~rtckit.topology.server.RoomStrategies` with the hub (the
+    registered factory), or with :func:`sfu_strategy_factory` for a configured one.
+    *on_forwarded* is called with the number of RTP packets forwarded since its previous
+    call, about once a second and when the room stops (e.g.
+    ``metrics.forwarded_packets.inc`` of ``rtckit.server.metrics.Metrics``).
+    """
+
+    topology = Topology.SFU
+
+    def __init__(
+        self,
+        hub: SignalingHub,
+        *,
+        sfu_config: SfuConfig | None = None,
+        session_config: SessionConfig | None = None,
+        on_forwarded: Callable[[int], None] | None = None,
+        report_interval: float = 1.0,
+    ) -> None:
+        if hub is None:
+            raise TopologyError("an SFU room strategy needs the signaling hub")
+        self.hub = hub
+        self.sfu_config = sfu_config or SfuConfig()
+        self.session_config = session_config or SessionConfig()
+        self.on_forwarded = on_forwarded
+        self.report_interval = report_interval
+        self.room: str | None = None
+        self.router: SfuRouter | None = None
+        self.client: SignalingClient | None = None
+        self.members: dict[str, _Member] = {}
+        #: data messages relayed between participants
+        self.data_messages_relayed = 0
+        self._serial = itertools.count(1)
+        self._reported = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reader: asyncio.Task[None] | None = None
+        self._reporter: asyncio.Task[None] | None = None
+        self._stopping = False
+        self._lock = asyncio.Lock()
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    async def start_room(self, room: str) -> None:
+        """Join *room* as :data:`SFU_PEER_ID` and connect to everyone in it."""
+        self.room = room
+        self.router = SfuRouter(self.sfu_config)
+        await self._join()
+        if self.client is not None and not self.client.peers:
+            # everyone left before the SFU came in: leave, so that the room can close
+            reader, self._reader = self._reader, None
+            if reader is not None:
+                reader.cancel()
+                await asyncio.wait([reader])
+            await self._rejoin_if_needed()
+        self._reporter = asyncio.create_task(self._report_loop(), name=f"sfu-report-{room}")
+
+    async def _join(self) -> None:
+        assert self.room is not None
+        token = None
+        mint = getattr(self.hub.config.auth, "mint", None)
+        if mint is not None:
+            token = mint(
+                room=self.room,
+                identity=SFU_PEER_ID,
+                permissions=("publish", "subscribe", "admin"),
+            )
+        client = SignalingClient(
+            MemoryTransport(self.hub, trusted=True),
+            room=self.room,
+            token=token,
+            peer_id=SFU_PEER_ID,
+            metadata={"rtckit_role": "sfu"},
+        )
+        await client.start()
+        self.client = client
+        for peer_id in list(client.peers):
+            await self._add_member(peer_id)
+        self._reader = asyncio.create_task(self._read(client), name=f"sfu-reader-{self.room}")
+
+    async def stop_room(self, room: str) -> None:
+        """Leave the room: close every connection and the router. Idempotent."""
+        del room
+        if self._stopping:
+            return
+        self._stopping = True
+        reporter, self._reporter = self._reporter, None
+        if reporter is not None:
+            reporter.cancel()
+            await asyncio.wait([reporter])
+        await self._leave()
+        router, self.router = self.router, None
+        if router is not None:
+            self._report(router)
+            await router.aclose()
+
+    async def _leave(self) -> None:
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+            await asyncio.wait([reader])
+        for peer_id in list(self.members):
+            await self._remove_member(peer_id)
+        if self._tasks:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.wait(set(self._tasks))
+        client, self.client = self.client, None
+        if client is not None:
+            await client.aclose()
+
+    # -- observation ------------------------------------------------------------------------
+
+    def stats(self) -> SfuStats | None:
+        """The room router's counters (``None`` once stopped)."""
+        return None if self.router is None else self.router.stats()
+
+    @property
+    def forwarded_packets(self) -> int:
+        """RTP packets forwarded so far in this room."""
+        stats = self.stats()
+        return self._reported if stats is None else stats.packets_out
+
+    def _report(self, router: SfuRouter) -> None:
+        total = router.stats().packets_out
+        delta, self._reported = total - self._reported, total
+        if delta > 0 and self.on_forwarded is not None:
+            try:
+                self.on_forwarded(delta)
+            except Exception:
+                logger.exception("on_forwarded callback failed")
+
+    async def _report_loop(self) -> None:
+        next_report = asyncio.get_running_loop().time() + self.report_interval
+        while True:
+            await asyncio.sleep(_KEYFRAME_RETRY)
+            router = self.router
+            if router is None:
+                continue
+            await self._retry_keyframes(router)
+            if asyncio.get_running_loop().time() >= next_report:
+                next_report += self.report_interval
+                self._report(router)
+
+    @staticmethod
+    async def _retry_keyframes(router: SfuRouter) -> None:
+        """Ask again for a keyframe for subscriptions still waiting for one.
+
+        The router asks once per new subscription (and once its transport connects); a
+        request lost on the way, or one the publisher got before its encoder ran, would
+        leave the subscriber without picture until the publisher's next periodic keyframe.
+        """
+        for sub in router.subscriptions():
+            pub, rewriter = sub.publication, sub.rewriter
+            if (
+                pub is not None
+                and rewriter is not None
+                and sub.ready
+                and not sub.paused
+                and rewriter.waiting_keyframe
+            ):
+                await pub.request_keyframe()
+
+    # -- signaling --------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _read(self, client: SignalingClient) -> None:
+        try:
+            async for event in client:
+                async with self._lock:
+                    await self._on_signaling(event)
+                    if not self.members and not client.peers and not self._stopping:
+                        # Everyone left: leave too, so that a room created on demand closes
+                        # (RoomStrategies then stops this strategy). Someone joining meanwhile
+                        # keeps it open: then join again.
+                        await self._rejoin_if_needed()
+                        return
+        except SignalingError as exc:
+            logger.warning("SFU signaling for room %r failed: %s", self.room, exc)
+
+    async def _rejoin_if_needed(self) -> None:
+        self._reader = None
+        client, self.client = self.client, None
+        if client is not None:
+            await client.aclose()
+        assert self.room is not None
+        if not self._stopping and self.hub.peers(self.room) and not self.hub.closed:
+            await self._join()
+
+    async def _on_signaling(self, event: object) -> None:
+        if isinstance(event, sp.PeerJoined):
+            await self._add_member(event.peer.id)
+        elif isinstance(event, sp.PeerLeft):
+            await self._remove_member(event.peer_id)
+        elif isinstance(event, Reconnected) and not event.resumed:
+            for peer_id in list(self.members):
+                await self._remove_member(peer_id)
+            assert self.client is not None
+            for peer_id in list(self.client.peers):
+                await self._add_member(peer_id)
+        elif isinstance(event, sp.Relayed):
+            message = peer_message_from_signaling(event)
+            member = self.members.get(event.sender or "")
+            if message is not None and member is not None:
+                await member.session.receive(message)
+
+    # -- members ----------------------------------------------------------------------------
+
+    async def _add_member(self, peer_id: str) -> None:
+        client, router = self.client, self.router
+        if peer_id in self.members or peer_id == SFU_PEER_ID or client is None or router is None:
+            return
+        session = PeerSession(
+            SignalingSignaller(client, peer_id),
+            polite=False,
+            config=self.session_config,
+            name=f"sfu->{peer_id}",
+        )
+        member = _Member(peer_id, session)
+        self.members[peer_id] = member
+        session.create_data_channel(ROOM_CHANNEL_LABEL, negotiated_id=ROOM_CHANNEL_ID)
+        for key in list(router.publications):
+            if key.participant != peer_id:
+                self._forward(member, key)
+        await session.start()
+        member.pump = asyncio.create_task(self._pump(member), name=f"sfu-pump-{peer_id}")
+
+    async def _remove_member(self, peer_id: str) -> None:
+        member = self.members.pop(peer_id, None)
+        if member is None:
+            return
+        router = self.router
+        for key in list(member.published.values()):
+            self._unpublished(key)
+        for forward in list(member.forwards.values()):
+            self._drop_forward(member, forward, renegotiate=False)
+        if router is not None:
+            router.remove_participant(peer_id)
+        await member.session.close()
+        if member.pump is not None and member.pump is not asyncio.current_task():
+            await asyncio.wait([member.pump])
+
+    async def _pump(self, member: _Member) -> None:
+        async for event in member.session.events():
+            if isinstance(event, TrackAdded):
+                self._published(member, event)
+            elif isinstance(event, TrackRemoved):
+                key = member.published.pop(str(event.mid), None)
+                if key is not None:
+                    self._unpublished(key)
+            elif isinstance(event, DataMessage) and event.label == ROOM_CHANNEL_LABEL:
+                self._relay(member, event.data)
+            elif isinstance(event, ConnectionReplaced):
+                # new connection: the forwarded tracks are re-added to it; subscribe again
+                for forward in member.forwards.values():
+                    self._resubscribe(member, forward)
+
+    def _published(self, member: _Member, event: TrackAdded) -> None:
+        router = self.router
+        pc = member.session.peer_connection
+        if router is None or pc is None or event.mid is None:
+            return
+        transceiver = next((t for t in pc.getTransceivers() if t.mid == event.mid), None)
+        if transceiver is None:
+            return
+        key = TrackKey(member.id, str(event.mid))
+        router.publish(member.id, transceiver, name=key.name)
+        member.published[key.name] = key
+        for other in self.members.values():
+            if other is not member:
+                self._forward(other, key)
+
+    def _unpublished(self, key: TrackKey) -> None:
+        if self.router is not None:
+            self.router.unpublish(key)
+        for other in self.members.values():
+            forward = other.forwards.get(key)
+            if forward is not None:
+                self._drop_forward(other, forward, renegotiate=True)
+
+    def _relay(self, sender: _Member, message: str | bytes) -> None:
+        opened = open_envelope(message)
+        if opened is None:
+            return
+        to, data = opened
+        for other in self.members.values():
+            if other is sender or (to and other.id != to) or other.session.closed:
+                continue
+            other.session.send(ROOM_CHANNEL_LABEL, seal_envelope(sender.id, data))
+            self.data_messages_relayed += 1
+
+    # -- forwarding -------------------------------------------------------------------------
+
+    def _forward(self, member: _Member, key: TrackKey) -> None:
+        router = self.router
+        if router is None or key in member.forwards or member.session.closed:
+            return
+        pub = router.publications.get(key)
+        if pub is None:
+            return
+        track = _ForwardedTrack(pub.kind, f"{key.participant}{_MSID_SEPARATOR}{next(self._serial)}")
+        forward = _Forward(key, track)
+        member.forwards[key] = forward
+        member.session.add_track(track)
+        self._resubscribe(member, forward)
+
+    def _resubscribe(self, member: _Member, forward: _Forward) -> None:
+        if forward.waiter is not None:
+            forward.waiter.cancel()
+        if forward.subscription is not None and self.router is not None:
+            self.router.unsubscribe(forward.subscription)
+            forward.subscription = None
+        forward.waiter = asyncio.create_task(
+            self._subscribe_when_negotiated(member, forward), name=f"sfu-sub-{member.id}"
+        )
+
+    async def _subscribe_when_negotiated(self, member: _Member, forward: _Forward) -> None:
+        """Subscribe once the member's connection has negotiated the forwarded m-line."""
+        track = forward.track
+        try:
+            async with asyncio.timeout(_SUBSCRIBE_TIMEOUT):
+                while True:
+                    transceiver = self._transceiver_of(member, track)
+                    if transceiver is not None:
+                        break
+                    await asyncio.sleep(_POLL)
+        except TimeoutError:
+            logger.warning("SFU: %s never negotiated %s", member.id, forward.key)
+            return
+        router = self.router
+        if router is None or member.forwards.get(forward.key) is not forward:
+            return
+        forward.subscription = router.subscribe(member.id, forward.key, transceiver)
+        if forward.subscription.problem:
+            logger.warning(
+                "SFU: %s cannot receive %s: %s",
+                member.id,
+                forward.key,
+                forward.subscription.problem,
+            )
+
+    @staticmethod
+    def _transceiver_of(member: _Member, track: MediaStreamTrack) -> RTCRtpTransceiver | None:
+        pc = member.session.peer_connection
+        if pc is None:
+            return None
+        for transceiver in pc.getTransceivers():
+            sent = transceiver.sender.track
+            if (sent is track or getattr(sent, "source", None) is track) and (
+                transceiver.currentDirection in ("sendonly", "sendrecv")
+            ):
+                return transceiver
+        return None
+
+    def _drop_forward(self, member: _Member, forward: _Forward, *, renegotiate: bool) -> None:
+        member.forwards.pop(forward.key, None)
+        if forward.waiter is not None:
+            forward.waiter.cancel()
+        if forward.subscription is not None and self.router is not None:
+            self.router.unsubscribe(forward.subscription)
+        if renegotiate and not member.session.closed:
+            with contextlib.suppress(Exception):
+                member.session.remove_track(forward.track)
+        forward.track.stop()
+
+
+def sfu_strategy_factory(
+    *,
+    sfu_config: SfuConfig | None = None,
+    session_config: SessionConfig | None = None,
+    on_forwarded: Callable[[int], None] | None = None,
+) -> ServerStrategyFactory:
+    """A factory of configured :class:`SfuServerStrategy` for
+    ``RoomStrategies(hub, factories={"sfu": ...})``."""
+
+    def factory(hub: Any) -> SfuServerStrategy:
+        return SfuServerStrategy(
+            hub, sfu_config=sfu_config, session_config=session_config, on_forwarded=on_forwarded
+        )
+
+    return factory
+
+
+# --- client side ----------------------------------------------------------------------------
+
+
+class _RemoteView(MediaStreamTrack):
+    """A forwarded track as the application sees it: it ends when its publication does.
+
+    The m-line (and aiortc's receiver track) behind it may be reused later for another
+    participant's track, which then gets a view of its own.
+    """
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        super().__init__()
+        self.kind = source.kind
+        self._source = source
+        self._ended = asyncio.Event()
+
+    async def recv(self) -> Any:
+        if self.readyState != "live":
+            raise MediaStreamError
+        frame = asyncio.ensure_future(self._source.recv())
+        ended = asyncio.ensure_future(self._ended.wait())
+        try:
+            await asyncio.wait([frame, ended], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ended.cancel()
+            if not frame.done():
+                frame.cancel()
+        if frame.cancelled() or self.readyState != "live":
+            raise MediaStreamError
+        return frame.result()
+
+    def stop(self) -> None:
+        self._ended.set()
+        super().stop()
+
+
+class SfuRoom:
+    """An SFU room on a joined :class:`~rtckit.signaling.client.SignalingClient`.
+
+    See the module documentation; the API is the one of
+    :class:`~rtckit.topology.base.Room`, the same as :class:`~rtckit.topology.mesh.MeshRoom`.
+    """
+
+    def __init__(self, client: SignalingClient, *, session_config: SessionConfig) -> None:
+        self.client = client
+        self.session_config = session_config
+        self._session: PeerSession | None = None
+        self._pump: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._participants: dict[str, Mapping[str, Any] | None] = {}
+        self._published: list[MediaStreamTrack] = []
+        # mid -> (participant, view) of the forwarded tracks being received
+        self._views: dict[str, tuple[str, _RemoteView]] = {}
+        self._events: asyncio.Queue[RoomEvent | None] = asyncio.Queue()
+        self._closing: asyncio.Future[None] | None = None
+        self._local_id = client.peer_id
+
+    # -- Room API ---------------------------------------------------------------------------
+
+    @property
+    def topology(self) -> Topology:
+        """Always ``Topology.SFU``."""
+        return Topology.SFU
+
+    @property
+    def local_id(self) -> str:
+        """This participant's peer id."""
+        return self._local_id
+
+    @property
+    def participants(self) -> Mapping[str, Mapping[str, Any] | None]:
+        """The other participants (peer id -> metadata), the server not included."""
+        return dict(self._participants)
+
+    @property
+    def session(self) -> PeerSession | None:
+        """The session to the SFU (``None`` while the server is not in the room)."""
+        return self._session
+
+    async def publish(self, track: MediaStreamTrack) -> None:
+        """Send *track* to the SFU, which forwards it to everyone, present and future."""
+        if track in self._published:
+            raise TopologyError("track already published")
+        self._published.append(track)
+        if self._session is not None and not self._session.closed:
+            self._session.add_track(track)
+
+    async def unpublish(self, track: MediaStreamTrack) -> None:
+        """Stop sending *track*."""
+        if track not in self._published:
+            raise TopologyError("track is not published")
+        self._published.remove(track)
+        if self._session is not None and not self._session.closed:
+            self._session.remove_track(track)
+
+    def send(self, data: str | bytes, *, to: str | None = None) -> None:
+        """Send a data message to every participant, or to *to* only (relayed by the SFU)."""
+        if self._session is not None and not self._session.closed:
+            self._session.send(ROOM_CHANNEL_LABEL, seal_envelope(to or "", data))
+
+    async def events(self) -> AsyncIterator[RoomEvent]:
+        """Room events until the room is closed."""
+        while True:
+            event = await self._events.get()
+            if event is None:
+                self._events.put_nowait(None)
+                return
+            yield event
+
+    async def start(self) -> None:
+        """Report the participants present, connect to the SFU (now or once it is there)."""
+        for peer_id, info in self.client.peers.items():
+            if peer_id == SFU_PEER_ID:
+                continue
+            self._participants[peer_id] = info.metadata
+            self._emit(ParticipantJoined(participant_id=peer_id, metadata=info.metadata))
+        if SFU_PEER_ID in self.client.peers:
+            await self._connect()
+        self._reader = asyncio.create_task(self._read(), name=f"sfu-room-{self._local_id}")
+
+    async def aclose(self) -> None:
+        """Close the connection to the SFU (the signaling client stays open). Idempotent."""
+        await self._close("left")
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _emit(self, event: RoomEvent) -> None:
+        self._events.put_nowait(event)
+
+    async def _connect(self) -> None:
+        if self._session is not None:
+            return
+        session = PeerSession(
+            SignalingSignaller(self.client, SFU_PEER_ID),
+            polite=True,
+            config=self.session_config,
+            name=f"{self._local_id}->sfu",
+        )
+        self._session = session
+        for track in self._published:
+            session.add_track(track)
+        session.create_data_channel(ROOM_CHANNEL_LABEL, negotiated_id=ROOM_CHANNEL_ID)
+        await session.start()
+        self._pump = asyncio.create_task(
+            self._pump_events(session), name=f"sfu-pump-{session.name}"
+        )
+
+    async def _disconnect(self) -> None:
+        session, self._session = self._session, None
+        pump, self._pump = self._pump, None
+        for mid in list(self._views):
+            self._end_view(mid)
+        if session is not None:
+            await session.close()
+        if pump is not None and pump is not asyncio.current_task():
+            await asyncio.wait([pump])
+
+    def _end_view(self, mid: str) -> None:
+        participant, view = self._views.pop(mid)
+        view.stop()
+        self._emit(TrackUnpublished(participant_id=participant, track=view, kind=view.kind))
+
+    async def _pump_events(self, session: PeerSession) -> None:
+        async for event in session.events():
+            if isinstance(event, TrackAdded):
+                pc = session.peer_connection
+                mid = str(event.mid)
+                remote = None if pc is None else pc.remoteDescription
+                msid = None if remote is None else _msid_of_mid(remote.sdp, mid)
+                participant = participant_of_msid(msid)
+                if participant is None:
+                    logger.warning("SFU track on mid %s names no participant (%r)", mid, msid)
+                    continue
+                if mid in self._views:
+                    self._end_view(mid)
+                view = _RemoteView(event.track)
+                self._views[mid] = (participant, view)
+                self._emit(TrackPublished(participant_id=participant, track=view, kind=view.kind))
+            elif isinstance(event, TrackRemoved):
+                if str(event.mid) in self._views:
+                    self._end_view(str(event.mid))
+            elif isinstance(event, DataMessage) and event.label == ROOM_CHANNEL_LABEL:
+                opened = open_envelope(event.data)
+                if opened is not None:
+                    self._emit(RoomDataMessage(participant_id=opened[0], data=opened[1]))
+            elif isinstance(event, ConnectionStateChanged):
+                self._emit(
+                    ParticipantConnectionChanged(participant_id=SFU_PEER_ID, state=event.state)
+                )
+
+    async def _read(self) -> None:
+        reason = "signaling closed"
+        try:
+            async for event in self.client:
+                await self._on_signaling(event)
+        except SignalingError as exc:
+            reason = f"signaling failed: {exc}"
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("SFU room reader failed")
+            reason = "error"
+        await self._close(reason)
+
+    async def _on_signaling(self, event: object) -> None:
+        if isinstance(event, sp.PeerJoined):
+            peer_id = event.peer.id
+            if peer_id == SFU_PEER_ID:
+                await self._connect()
+            elif peer_id != self._local_id:
+                self._participants[peer_id] = event.peer.metadata
+                self._emit(ParticipantJoined(participant_id=peer_id, metadata=event.peer.metadata))
+        elif isinstance(event, sp.PeerLeft):
+            if event.peer_id == SFU_PEER_ID:
+                await self._disconnect()
+            elif self._participants.pop(event.peer_id, ...) is not ...:
+                for mid, (participant, _view) in list(self._views.items()):
+                    if participant == event.peer_id:
+                        self._end_view(mid)
+                self._emit(ParticipantLeft(participant_id=event.peer_id, reason=event.reason))
+        elif isinstance(event, Reconnected) and not event.resumed:
+            await self._disconnect()
+            for peer_id in list(self._participants):
+                if peer_id not in self.client.peers:
+                    del self._participants[peer_id]
+                    self._emit(ParticipantLeft(participant_id=peer_id, reason="rejoined"))
+            self._local_id = self.client.peer_id
+            for peer_id, info in self.client.peers.items():
+                if peer_id == SFU_PEER_ID:
+                    continue
+                if peer_id not in self._participants:
+                    self._emit(ParticipantJoined(participant_id=peer_id, metadata=info.metadata))
+                self._participants[peer_id] = info.metadata
+            if SFU_PEER_ID in self.client.peers:
+                await self._connect()
+        elif isinstance(event, sp.Relayed) and event.sender == SFU_PEER_ID:
+            message = peer_message_from_signaling(event)
+            if message is not None and self._session is not None:
+                await self._session.receive(message)
+
+    async def _close(self, reason: str) -> None:
+        if self._closing is not None:
+            await asyncio.shield(self._closing)
+            return
+        self._closing = asyncio.get_running_loop().create_future()
+        try:
+            reader = self._reader
+            if reader is not None and reader is not asyncio.current_task():
+                reader.cancel()
+                await asyncio.wait([reader])
+            await asyncio.shield(self._disconnect())
+            self._emit(RoomClosed(reason=reason))
+            self._events.put_nowait(None)
+        finally:
+            self._closing.set_result(None)
+
+
+async def open_sfu(
+    client: SignalingClient, *, session_config: SessionConfig | None = None, **options: Any
+) -> SfuRoom:
+    """The SFU :class:`~rtckit.topology.base.ClientStrategy`: start an :class:`SfuRoom`.
+
+    Without *session_config*, the session uses the ICE servers of the server's ``welcome``.
+    """
+    if options:
+        raise TopologyError(f"unknown sfu options {sorted(options)}")
+    room = SfuRoom(client, session_config=session_config or _default_session_config(client))
+    await room.start()
+    return room
