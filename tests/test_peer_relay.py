@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from rtckit.candidates import CandidatePolicy
 from rtckit.ice import IceConfig, IceTransportPolicy
 from rtckit.peer import ConnectionStateChanged, PeerSession, SessionConfig
 from rtckit.testing import DirectSignaller, require_executable
@@ -22,7 +23,8 @@ async def test_relay_only_sessions_select_a_relay_pair_and_survive_replacement()
             servers=[ice_server([coturn.uri()], coturn.auth.issue("peer"))],
             transport_policy=IceTransportPolicy.RELAY,
         )
-        config = SessionConfig(ice=ice)
+        # coturn listens on loopback here, so its relayed candidates are loopback addresses.
+        config = SessionConfig(ice=ice, candidate_policy=CandidatePolicy(allow_loopback=True))
         sig_a, sig_b = DirectSignaller(), DirectSignaller()
         a = PeerSession(sig_a, polite=False, config=config, name="a")
         b = PeerSession(sig_b, polite=True, config=config, name="b")

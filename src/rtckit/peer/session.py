@@ -109,9 +109,9 @@ class SessionConfig:
     close_timeout: float = attrs.field(default=5.0, validator=_positive)
     #: Longest wait for STUN/TURN answers while gathering (aioice's own cap is 5 s).
     gather_timeout: float = attrs.field(default=2.0, validator=_positive)
-    #: Which remote candidates may be checked: by default none at loopback, link-local,
-    #: unspecified, multicast or cloud-metadata addresses, so a remote peer cannot make this
-    #: side probe its own internal services. Labs on loopback relax it.
+    #: The remote candidates this side may send checks to. By default none at loopback,
+    #: link-local, unspecified, multicast or cloud-metadata addresses, so a remote peer cannot
+    #: make this side probe its own internal services. Labs on loopback relax it.
     candidate_policy: CandidatePolicy = attrs.field(factory=CandidatePolicy)
     stats_interval: float | None = attrs.field(default=None, validator=_optional_positive)
 
