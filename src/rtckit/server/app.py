@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from rtckit.server.metrics import Metrics
 
 __all__ = [
+    "APP_TOPOLOGIES",
     "STATIC_FILES",
     "RtcKitServer",
     "available_topologies",
@@ -84,10 +85,21 @@ def _static(name: str) -> str:
     )
 
 
+#: Topologies the app server hosts. SFU and MCU room strategies exist (``rtckit.topology.sfu``,
+#: ``rtckit.topology.mcu``) and are tested with Python and browser clients, but wired into this
+#: app a participant who joins second does not yet receive media, so the app refuses them with a
+#: clear error rather than serve a broken room.
+APP_TOPOLOGIES: frozenset[str] = frozenset({"mesh"})
+
+
 def available_topologies() -> dict[str, bool]:
-    """Which topologies this server can host: those with a registered server strategy."""
+    """Which topologies this server can host: those of :data:`APP_TOPOLOGIES` with a registered
+    server strategy."""
     found: dict[str, bool] = {}
     for topology in Topology:
+        if topology.value not in APP_TOPOLOGIES:
+            found[topology.value] = False
+            continue
         try:
             server_strategy_for(topology)
         except TopologyError:
@@ -99,8 +111,8 @@ def available_topologies() -> dict[str, bool]:
 
 def _unavailable(topology: str) -> TopologyError:
     return TopologyError(
-        f"this server cannot host {topology.upper()} rooms: no {topology} room strategy is "
-        "installed in this rtckit (mesh rooms work; create the room with mesh)"
+        f"this server cannot host {topology.upper()} rooms yet (mesh rooms work; create the "
+        "room with mesh)"
     )
 
 
