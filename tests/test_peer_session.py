@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
@@ -207,6 +208,34 @@ async def test_cut_ice_transport_recovers(pair: tuple[PeerSession, PeerSession])
     assert counters[-1] > last
     assert a.generation == b.generation == 1
     print(f"ICE cut -> media again: {recovered:.3f} s")
+    await log_b.aclose()
+
+
+async def test_changes_after_the_remote_closed_are_skipped_quietly(
+    pair: tuple[PeerSession, PeerSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The remote side left: aiortc closes our connection by itself; a change queued for it
+    afterwards (an SFU removing a departed publisher's track) is skipped, not an error."""
+    a, b = pair
+    log_b = EventLog(b)
+    track = SilentTrack()
+    a.add_track(track)
+    await log_b.wait_for(TrackAdded)
+    await a.wait_connected()
+    pc = a.peer_connection
+    assert pc is not None
+    await b.close()  # DTLS close_notify: aiortc then closes a's connection
+    async with asyncio.timeout(10):
+        while pc.signalingState != "closed":
+            await asyncio.sleep(0.02)
+    caplog.set_level(logging.DEBUG, logger="rtckit.peer.session")
+    a.remove_track(track)
+    async with asyncio.timeout(5):
+        while not any("remove_track" in r.getMessage() for r in caplog.records):
+            await asyncio.sleep(0.02)
+    [record] = [r for r in caplog.records if "remove_track" in r.getMessage()]
+    assert record.levelno == logging.DEBUG
+    assert "skipped: the connection is closed" in record.getMessage()
     await log_b.aclose()
 
 

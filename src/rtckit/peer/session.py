@@ -626,7 +626,13 @@ class PeerSession:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("%s: %s failed", self.name, kind)
+                pc = self._pc
+                if pc is not None and pc.signalingState == "closed":
+                    # aiortc closes a connection by itself once the remote side closed DTLS
+                    # (it left); what was queued for it has nobody to negotiate with.
+                    logger.debug("%s: %s skipped: the connection is closed", self.name, kind)
+                else:
+                    logger.exception("%s: %s failed", self.name, kind)
 
     async def _run_op(self, kind: str, arg: Any) -> None:
         pc = self._pc
