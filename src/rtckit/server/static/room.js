@@ -37,6 +37,7 @@ const state = window.rtckitPage = {
   statsTimer: null,
   lastStats: new Map(),     // connection key -> {time, bytesIn, bytesOut}
   unread: 0,
+  setup: null,              // Promise: configuration loaded and camera preview settled
 };
 
 // --- helpers ---------------------------------------------------------------------------
@@ -162,6 +163,15 @@ async function join(event) {
   localStorage.setItem("rtckit.name", name);
   ui.join.disabled = true;
   ui.join.textContent = "Joining…";
+  // Join with the camera: a click that comes before the configuration has loaded or the
+  // camera has opened (or the person has answered the permission prompt) waits for them
+  // instead of joining without media.
+  if (!state.media) setStatus("Waiting for the camera…");
+  await state.setup;
+  if (!state.config) {  // the page could not load its configuration (shown already)
+    ui.join.textContent = "Join";
+    return;
+  }
   setStatus("Connecting…");
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const url = `${scheme}://${location.host}${state.config.signalingPath || "/ws"}`;
@@ -641,6 +651,16 @@ function selectTab(which) {
 }
 
 async function main() {
+  let setupDone;
+  state.setup = new Promise((resolve) => { setupDone = resolve; });
+  try {
+    await setup();
+  } finally {
+    setupDone();
+  }
+}
+
+async function setup() {
   ui.room.value = params.get("room") || "";
   ui.name.value = params.get("name") || localStorage.getItem("rtckit.name") || "";
   ui.form.addEventListener("submit", join);
