@@ -33,7 +33,6 @@ const state = window.rtckitPage = {
   participants: new Map(),  // id -> {name, tile, stream, video}
   mix: null,                // MCU rooms: the tile of the room's composite {tile, video, ...}
   serverState: null,        // SFU/MCU rooms: the state of the one connection, to the server
-  preview: null,            // the promise of startPreview(): join waits for the camera
   statsTimer: null,
   lastStats: new Map(),     // connection key -> {time, bytesIn, bytesOut}
   unread: 0,
@@ -177,8 +176,6 @@ async function join(event) {
   const url = `${scheme}://${location.host}${state.config.signalingPath || "/ws"}`;
   let signaling = null;
   try {
-    // someone quick may click Join while the camera is still starting: join with it
-    await state.preview;
     signaling = await RtcKitSignaling.connect(url, {
       room: roomName,
       token: params.get("token") || undefined,
@@ -702,8 +699,7 @@ async function setup() {
   if (state.config.auth === "token" && !params.get("token")) {
     ui.tokenNote.hidden = false;
   }
-  state.preview = startPreview();
-  await state.preview;
+  await startPreview();
   (ui.room.value ? ui.name : ui.room).focus();
 }
 
