@@ -83,6 +83,13 @@ function describeError(error) {
   return `Cannot join: ${error && error.message ? error.message : error}`;
 }
 
+/** Received frame rate; an SFU connection carries a video per participant: "2 × 15 fps". */
+function formatFps({ fps, videos }) {
+  if (fps === null || videos === 0) return "–";
+  const each = `${Math.round(fps / videos)} fps`;
+  return videos > 1 ? `${videos} × ${each}` : each;
+}
+
 function formatRate(bitsPerSecond) {
   if (bitsPerSecond === null || !Number.isFinite(bitsPerSecond)) return "–";
   if (bitsPerSecond >= 1e6) return `${(bitsPerSecond / 1e6).toFixed(1)} Mb/s`;
@@ -229,7 +236,10 @@ function makeTile(id, name, { local = false, detached = false } = {}) {
 }
 
 function layoutGrid() {
-  const count = ui.grid.children.length;
+  // MCU rooms: the room mix fills the grid, your own preview floats in a corner
+  const mcu = isMcu();
+  ui.grid.classList.toggle("mcu", mcu);
+  const count = mcu ? 1 : ui.grid.children.length;
   const columns = count <= 1 ? 1 : count <= 4 ? 2 : count <= 9 ? 3 : 4;
   ui.grid.style.setProperty("--columns", columns);
   ui.grid.dataset.count = count;
@@ -490,6 +500,7 @@ function leave() {
   state.mix = null;
   state.serverState = null;
   ui.grid.replaceChildren();
+  layoutGrid();
   ui.messages.replaceChildren();
   ui.statsBody.replaceChildren();
   state.lastStats.clear();
@@ -529,7 +540,7 @@ function connectionsOf(room) {
 
 async function readStats(pc) {
   const report = await pc.getStats();
-  const out = { bytesIn: 0, bytesOut: 0, fps: null, rtt: null, lost: 0, received: 0,
+  const out = { bytesIn: 0, bytesOut: 0, fps: null, videos: 0, rtt: null, lost: 0, received: 0,
     path: "–", framesDecoded: 0 };
   const byId = new Map();
   report.forEach((s) => byId.set(s.id, s));
@@ -540,7 +551,10 @@ async function readStats(pc) {
       out.received += s.packetsReceived || 0;
       if (s.kind === "video") {
         out.framesDecoded += s.framesDecoded || 0;
-        if (s.framesPerSecond !== undefined) out.fps = (out.fps || 0) + s.framesPerSecond;
+        if (s.framesPerSecond !== undefined) {
+          out.fps = (out.fps || 0) + s.framesPerSecond;
+          out.videos += 1;
+        }
       }
     } else if (s.type === "outbound-rtp") {
       out.bytesOut += s.bytesSent || 0;
@@ -591,7 +605,7 @@ async function updateStats() {
       cells: [
         ["In", formatRate(rateIn)],
         ["Out", formatRate(rateOut)],
-        ["Video", stats.fps === null ? "–" : `${Math.round(stats.fps)} fps`],
+        ["Video", formatFps(stats)],
         ["RTT", stats.rtt === null ? "–" : `${Math.round(stats.rtt * 1000)} ms`],
         ["Loss", total > 0 ? `${(100 * stats.lost / total).toFixed(1)} %` : "–"],
       ],
