@@ -60,6 +60,7 @@ __all__ = [
     "SERVER_PEER_IDS",
     "STATIC_FILES",
     "RtcKitServer",
+    "app_signaling",
     "available_topologies",
     "browser_ice_config",
     "check_topologies",
