@@ -1,10 +1,11 @@
 """``rtckit demo`` in real browsers: three headless Chromium pages join one room over HTTPS
 (the browser trusts the demo's local CA through an NSS database, no certificate errors are
-ignored), see each other's video decoded and playing, chat, and leave. Topologies the server
-cannot host are refused with a clear message on the page. ``rtckit serve`` with tokens
-refuses a page without a valid ``?token=``.
+ignored), in each topology: mesh, SFU (the server forwards) and MCU (the server composes one
+picture). They see each other's video decoded and playing, chat, and leave. A topology the
+server cannot host (a strategy module that does not import) is refused with a clear message
+on the page. ``rtckit serve`` with tokens refuses a page without a valid ``?token=``.
 
-Screenshots of the three-person room go to ``test-artifacts/``.
+Screenshots of the three-person room in each topology go to ``test-artifacts/``.
 """
 
 from __future__ import annotations
@@ -150,17 +151,40 @@ _TILES = """() => [...document.querySelectorAll('#grid .tile')].map((t) => ({
     state: t.dataset.state ?? null,
     width: t.querySelector('video').videoWidth, time: t.querySelector('video').currentTime}))"""
 
+_DEBUG = """async () => {
+  // what the page's room received: remote tracks by mid, transceivers, inbound RTP
+  const room = window.rtckitPage.room;
+  const out = {};
+  out.remote = [...(room.remote || new Map())].map(
+    ([mid, e]) => [mid, e.participantId, e.track.kind, e.track.muted]);
+  const pc = room.session ? room.session.pc : null;
+  if (pc) {
+    out.transceivers = pc.getTransceivers().map(
+      (t) => [t.mid, t.currentDirection, t.receiver.track.kind]);
+    out.inbound = [];
+    (await pc.getStats()).forEach((s) => {
+      if (s.type === 'inbound-rtp') out.inbound.push([s.mid, s.packetsReceived]);
+    });
+  }
+  return JSON.stringify(out);
+}"""
+
 _STATS = """() => [...document.querySelectorAll('#stats-body .conn')].map((c) => c.innerText)"""
 
 _FRAMES = """() => [...document.querySelectorAll('#stats-body .conn')]
     .map((c) => Number(c.dataset.framesDecoded))"""
 
 
-async def _remote_video_playing(page: Page, count: int) -> None:
+async def _remote_video_playing(page: Page, count: int, topology: str = "mesh") -> None:
     """Every remote tile of *page* decodes frames and its video element advances.
 
+    Mesh and SFU: one tile per other participant (*count*); MCU: one tile, the room's
+    composite. Mesh has a connection per participant, SFU and MCU one, to the server.
     Deadlines are generous: other test runs share this machine's two cores.
     """
+    connections = count if topology == "mesh" else 1
+    if topology == "mcu":
+        count = 1
     from playwright.async_api import TimeoutError as PlaywrightTimeout
 
     async def until(condition: str, what: str, milliseconds: float) -> None:
@@ -170,9 +194,10 @@ async def _remote_video_playing(page: Page, count: int) -> None:
             tiles = await page.evaluate(_TILES)
             stats = await page.evaluate(_STATS)
             note = await page.locator("#preview-note").text_content()
+            debug = await page.evaluate(_DEBUG)
             raise AssertionError(
                 f"{what} on {await page.title()}: tiles {tiles}, connections {stats}, "
-                f"camera note {note!r}, console {_CONSOLE.get(id(page))}"
+                f"camera note {note!r}, console {_CONSOLE.get(id(page))}, room {debug}"
             ) from None
 
     await until(f"document.querySelectorAll('#grid .tile').length === {count + 1}", "tiles", 30_000)
@@ -187,7 +212,7 @@ async def _remote_video_playing(page: Page, count: int) -> None:
     )
     await until(
         f"() => {{ const f = ({_FRAMES})(); "
-        f"return f.length === {count} && f.every((n) => n > 0); }}",
+        f"return f.length === {connections} && f.every((n) => n > 0); }}",
         "no frame decoded",
         30_000,
     )
@@ -242,12 +267,48 @@ async def demo(tmp_path: Path) -> AsyncIterator[Demo]:
         yield Demo(f"https://localhost:{port}", http_port, home, certs)
 
 
+_MIX = "#grid .tile.mix"
+
+
+async def _mix_names(page: Page, names: list[str]) -> None:
+    """The MCU page's mix tile names exactly *names* (the server's layout), in any order."""
+    caption = page.locator(f"{_MIX} .name")
+    try:
+        await page.wait_for_function(
+            """(names) => {
+                const c = document.querySelector('#grid .tile.mix .name');
+                if (!c || !c.textContent.startsWith('Room mix · ')) return false;
+                const shown = c.textContent.slice('Room mix · '.length).split(', ').sort();
+                return JSON.stringify(shown) === JSON.stringify([...names].sort());
+            }""",
+            arg=names,
+            timeout=30_000,
+        )
+    except Exception:
+        raise AssertionError(
+            f"mix caption {await caption.text_content()!r}, expected {names}"
+        ) from None
+
+
+async def _advancing(page: Page, selector: str) -> None:
+    """The video element at *selector* plays and its clock advances."""
+    before = await page.evaluate(f"document.querySelector({selector!r} + ' video').currentTime")
+    await page.wait_for_function(
+        f"""() => {{
+            const v = document.querySelector({selector!r} + ' video');
+            return v && v.videoWidth > 0 && !v.paused && v.currentTime > {before};
+        }}""",
+        timeout=30_000,
+    )
+
+
+@pytest.mark.timeout(TIMEOUT + 30)
 @pytest.mark.parametrize("topology", ["mesh", "sfu", "mcu"])
 async def test_three_pages_in_one_room(demo: Demo, topology: str) -> None:
     base, _, home, _ = demo
     room = f"{topology}-{secrets.token_hex(3)}"
     async with asyncio.timeout(TIMEOUT), _chromium(home) as browser:
-        if not available_topologies()[topology]:
+        if not available_topologies()[topology]:  # e.g. the MCU without numpy
             page = await browser.new_page()
             await _join(page, f"{base}/?room={room}", "Ada", topology)
             error = page.locator("#join-error")
@@ -265,12 +326,20 @@ async def test_three_pages_in_one_room(demo: Demo, topology: str) -> None:
             await page.wait_for_selector("#call:not([hidden])", timeout=20_000)
             pages.append(page)
         for page in pages:
-            await _remote_video_playing(page, len(NAMES) - 1)
+            await _remote_video_playing(page, len(NAMES) - 1, topology)
             assert await page.locator("#topology-badge").text_content() == topology.upper()
+            me = await page.input_value("#name-input")
             labels = await page.locator("#grid .tile .name").all_text_contents()
-            assert sorted(labels) == sorted(
-                [f"{n} (you)" if n == await page.input_value("#name-input") else n for n in NAMES]
-            )
+            if topology == "mcu":
+                # one composite of everyone, plus the local preview
+                await _mix_names(page, list(NAMES))
+                labels = await page.locator("#grid .tile:not(.mix) .name").all_text_contents()
+                assert labels == [f"{me} (you)"]
+                assert await page.locator(_MIX).count() == 1
+            else:
+                assert await page.locator(_MIX).count() == 0
+                assert sorted(labels) == sorted([f"{n} (you)" if n == me else n for n in NAMES])
+            assert "3 people" in (await page.locator("#status").text_content() or "")
         # chat over the room's data channels
         await pages[0].fill("#chat-input", "Hello from Ada")
         await pages[0].press("#chat-input", "Enter")
@@ -280,13 +349,9 @@ async def test_three_pages_in_one_room(demo: Demo, topology: str) -> None:
             await _chat_arrives(page, "Hello from Ada")
         for page in (pages[0], pages[2]):
             await _chat_arrives(page, "Grace here")
-        # mute: the others see the camera off
-        await pages[1].click("#cam-button")
-        await pages[0].wait_for_selector("#grid .tile.muted-video:has-text('Grace')")
-        await pages[1].click("#cam-button")
-        await pages[0].wait_for_selector(
-            "#grid .tile:has-text('Grace'):not(.muted-video)", timeout=10_000
-        )
+        # mute: the others see the camera off (MCU: inside the composite, not a tile's state)
+        if topology != "mcu":
+            await _muted_camera_shows(pages)
         ARTIFACTS.mkdir(exist_ok=True)
         await pages[0].wait_for_timeout(1500)  # let the stats panel fill its rates
         for index, page in enumerate(pages):
@@ -294,14 +359,28 @@ async def test_three_pages_in_one_room(demo: Demo, topology: str) -> None:
         await pages[2].click("#tab-stats")
         await pages[2].wait_for_timeout(1200)
         await pages[2].screenshot(path=ARTIFACTS / f"demo-room-{topology}-stats.png")
-        # leaving removes the tile everywhere
+        # leaving removes the tile everywhere (MCU: the composite's layout drops the person)
         await pages[2].click("#leave-button")
         for page in pages[:2]:
-            await page.wait_for_function(
-                "document.querySelectorAll('#grid .tile').length === 2", timeout=20_000
-            )
-            assert await page.locator("#grid .tile:has-text('Linus')").count() == 0
+            if topology == "mcu":
+                await _mix_names(page, list(NAMES[:2]))
+                await _advancing(page, _MIX)
+            else:
+                await page.wait_for_function(
+                    "document.querySelectorAll('#grid .tile').length === 2", timeout=20_000
+                )
+                assert await page.locator("#grid .tile:has-text('Linus')").count() == 0
+            await page.wait_for_selector("#status:has-text('2 people')", timeout=20_000)
         assert await pages[2].locator("#lobby").is_visible()
+
+
+async def _muted_camera_shows(pages: list[Page]) -> None:
+    await pages[1].click("#cam-button")
+    await pages[0].wait_for_selector("#grid .tile.muted-video:has-text('Grace')")
+    await pages[1].click("#cam-button")
+    await pages[0].wait_for_selector(
+        "#grid .tile:has-text('Grace'):not(.muted-video)", timeout=10_000
+    )
 
 
 async def test_http_port_redirects_the_browser_to_https(demo: Demo) -> None:

@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -17,8 +18,11 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from rtckit.certs import ensure_dev_certificate
 from rtckit.errors import AuthError, ConfigurationError, RoomError
+from rtckit.server import app as app_module
 from rtckit.server.app import (
+    _APP_KEY,
     RtcKitServer,
+    app_signaling,
     available_topologies,
     browser_ice_config,
     check_topologies,
@@ -188,16 +192,18 @@ async def test_metrics_can_be_disabled_or_moved() -> None:
         assert (await client.get("/internal/m")).status == 200
 
 
-async def test_demo_lets_the_creator_choose_the_topology() -> None:
+async def test_demo_lets_the_creator_choose_the_topology(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # an app that hosts mesh and SFU rooms only (as a build without numpy has no MCU)
+    monkeypatch.setattr(app_module, "APP_TOPOLOGIES", frozenset({"mesh", "sfu"}))
     async with asyncio.timeout(TIMEOUT), _client(OPEN, demo=True) as client:
         url = _ws_url(client)
-        unavailable = [name for name, ok in available_topologies().items() if not ok]
-        for topology in unavailable:
-            with pytest.raises(RoomError, match=f"cannot host {topology.upper()} rooms"):
-                async with SignalingClient.connect(
-                    url, room=f"r-{topology}", metadata={"topology": topology}
-                ):
-                    pass
+        with pytest.raises(RoomError, match=r"cannot host MCU rooms \(this app does not"):
+            async with SignalingClient.connect(url, room="r-mcu", metadata={"topology": "mcu"}):
+                pass
+        async with SignalingClient.connect(url, room="s", metadata={"topology": "sfu"}) as s:
+            assert s.topology == "sfu"
         async with SignalingClient.connect(url, room="m", metadata={"topology": "mesh"}) as a:
             assert a.topology == "mesh"
             # the room exists: a later joiner's wish does not change it
@@ -225,11 +231,12 @@ async def test_serve_ignores_the_joiners_topology_wish() -> None:
         assert body["rooms"] == [{"name": "hall", "topology": "mesh"}]
 
 
-def test_rooms_of_a_topology_without_strategy_are_a_configuration_error() -> None:
-    unavailable = [name for name, ok in available_topologies().items() if not ok]
-    if not unavailable:
-        pytest.skip("every topology has a server strategy in this build")
-    topology = unavailable[0]
+def test_rooms_of_a_topology_without_strategy_are_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(app_module, "APP_TOPOLOGIES", frozenset({"mesh"}))
+    assert available_topologies() == {"mesh": True, "sfu": False, "mcu": False}
+    topology = "mcu"
     declared = ServeConfig(
         server=ServerSettings(insecure=True),
         auth=AuthSettings(mode="open"),
@@ -397,3 +404,66 @@ async def test_limits_from_the_config_reach_signaling() -> None:
             with pytest.raises(RoomError, match="2 peers"):
                 async with SignalingClient.connect(url, room="duo"):
                     pass
+
+
+@pytest.mark.parametrize(
+    ("topology", "server_peer"), [("sfu", "rtckit-sfu"), ("mcu", "rtckit-mcu")]
+)
+async def test_demo_sfu_and_mcu_rooms_run_their_server_and_stop_it_when_empty(
+    topology: str, server_peer: str
+) -> None:
+    """The server joins an SFU/MCU room with the first person (not counted as a peer), and
+    leaves when the last person does: the room closes, no strategy or task is left."""
+    if topology == "mcu":
+        pytest.importorskip("numpy", reason="the MCU needs the media extra")
+    assert available_topologies()[topology]
+    metrics = Metrics()
+    app = create_app(OPEN, metrics=metrics, demo=True)
+    state: Any = app[_APP_KEY]  # the app's private state: its running strategies and tasks
+    async with asyncio.timeout(TIMEOUT):
+        async with TestClient(TestServer(app)) as client:
+            url = _ws_url(client)
+            async with SignalingClient.connect(
+                url, room=f"r-{topology}", metadata={"topology": topology}
+            ) as a:
+                assert a.topology == topology
+                async for _event in a:
+                    if server_peer in a.peers:
+                        break
+                assert topology in str(type(state.strategies[f"r-{topology}"])).lower()
+                text = await (await client.get("/metrics")).text()
+                assert _metric(text, f'rtckit_peers{{topology="{topology}"}}') == 1
+            while state.strategies or state.tasks:  # noqa: ASYNC110 - bounded by the timeout
+                await asyncio.sleep(0.05)
+            while (await (await client.get("/healthz")).json())["rooms"]:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+            text = await (await client.get("/metrics")).text()
+            assert _metric(text, f'rtckit_peers{{topology="{topology}"}}') == 0
+        assert not state.tasks
+
+
+async def test_a_declared_sfu_room_with_tokens_gets_its_server_back_with_each_new_visit() -> None:
+    """``rtckit serve``: a declared SFU room outlives its visitors. The SFU joins with the first
+    person (minting its own token), leaves with the last, and comes back with the next one."""
+    config = ServeConfig(
+        server=ServerSettings(insecure=True),
+        auth=AuthSettings(mode="token", secret=SECRET),
+        rooms=RoomsSettings(declared=(RoomSettings(name="hall", topology="sfu"),)),
+    )
+    tokens = TokenAuth(secret=SECRET)
+    app = create_app(config, metrics=Metrics())
+    state: Any = app[_APP_KEY]  # the app's private state: its running strategies and tasks
+    async with asyncio.timeout(TIMEOUT), TestClient(TestServer(app)) as client:
+        url = _ws_url(client)
+        for visit in range(2):
+            token = tokens.mint(room="hall", identity=f"ada-{visit}")
+            async with SignalingClient.connect(url, room="hall", token=token) as ada:
+                assert ada.topology == "sfu"
+                async for _event in ada:
+                    if "rtckit-sfu" in ada.peers:
+                        break
+                health = await (await client.get("/healthz")).json()
+                assert (health["rooms"], health["peers"]) == (1, 1)  # the SFU is not a person
+            while state.strategies or state.tasks:  # noqa: ASYNC110 - bounded by the timeout
+                await asyncio.sleep(0.05)
+            assert not app_signaling(app).hub.state.peers("hall")

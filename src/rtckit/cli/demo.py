@@ -65,7 +65,7 @@ def register(subparsers: Any) -> None:
         "--topology",
         choices=TOPOLOGIES,
         default="mesh",
-        help="topology pre-selected on the page for new rooms (mesh)",
+        help="topology pre-selected on the page for new rooms: mesh, sfu or mcu (default mesh)",
     )
     demo.add_argument(
         "--cert-dir",
@@ -122,12 +122,11 @@ def _demo(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if not 0 <= value <= 65535:
             raise ConfigurationError(f"--{name.replace('_', '-')} must be 0..65535, not {value}")
-    from rtckit.server.app import available_topologies
+    from rtckit.server.app import available_topologies, topology_unavailable
 
     if not available_topologies().get(args.topology, False):
         raise ConfigurationError(
-            f"--topology {args.topology}: this rtckit has no {args.topology.upper()} room "
-            "strategy yet; the demo hosts mesh rooms"
+            f"--topology {args.topology}: {topology_unavailable(args.topology)}"
         )
     if args.no_tls:
         if not _is_loopback(args.host) and args.host != "0.0.0.0":  # noqa: S104

@@ -35,9 +35,11 @@ from aiohttp.typedefs import Handler
 from rtckit.errors import ConfigurationError, TopologyError
 from rtckit.https import redirect_response
 from rtckit.ice import IceConfig, IceServer
+from rtckit.peer.session import SessionConfig
 from rtckit.server.config import ServeConfig
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingConfig, SignalingServer, TokenAuth
 from rtckit.signaling.auth import Authenticator
+from rtckit.signaling.protocol import PeerInfo
 from rtckit.signaling.server import client_script
 from rtckit.signaling.state import (
     ErrorSentEvent,
@@ -47,7 +49,7 @@ from rtckit.signaling.state import (
     RoomClosedEvent,
     ServerEvent,
 )
-from rtckit.topology import ServerStrategy, Topology, server_strategy_for
+from rtckit.topology import ServerStrategy, Topology, has_server_strategy, server_strategy_for
 from rtckit.turn import TurnRestAuth
 
 if TYPE_CHECKING:
@@ -55,14 +57,17 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APP_TOPOLOGIES",
+    "SERVER_PEER_IDS",
     "STATIC_FILES",
     "RtcKitServer",
+    "app_signaling",
     "available_topologies",
     "browser_ice_config",
     "check_topologies",
     "create_app",
     "new_metrics",
     "signaling_config",
+    "topology_unavailable",
 ]
 
 logger = logging.getLogger("rtckit.server")
@@ -85,34 +90,43 @@ def _static(name: str) -> str:
     )
 
 
-#: Topologies the app server hosts. SFU and MCU room strategies exist (``rtckit.topology.sfu``,
-#: ``rtckit.topology.mcu``) and are tested with Python and browser clients, but wired into this
-#: app a participant who joins second does not yet receive media, so the app refuses them with a
-#: clear error rather than serve a broken room.
-APP_TOPOLOGIES: frozenset[str] = frozenset({"mesh"})
+#: The topologies the app server hosts, all three. Mesh is signaling only; in SFU rooms the
+#: server forwards every publication to everyone (:mod:`rtckit.topology.sfu`); in MCU rooms it
+#: composes one picture and mixes the sound (:mod:`rtckit.topology.mcu`, which needs numpy,
+#: without which MCU rooms are refused with a clear error).
+APP_TOPOLOGIES: frozenset[str] = frozenset(topology.value for topology in Topology)
+
+#: The peer ids the SFU and MCU room strategies take in the rooms they serve
+#: (:data:`rtckit.topology.sfu.SFU_PEER_ID`, :data:`rtckit.topology.mcu.MCU_PEER_ID`; not
+#: imported here so that the app starts without loading aiortc's media stack). They are not
+#: people: not counted as peers, and a room with only them in it is empty.
+SERVER_PEER_IDS: frozenset[str] = frozenset({"rtckit-sfu", "rtckit-mcu"})
 
 
 def available_topologies() -> dict[str, bool]:
     """Which topologies this server can host: those of :data:`APP_TOPOLOGIES` with a registered
-    server strategy."""
-    found: dict[str, bool] = {}
-    for topology in Topology:
-        if topology.value not in APP_TOPOLOGIES:
-            found[topology.value] = False
-            continue
-        try:
-            server_strategy_for(topology)
-        except TopologyError:
-            found[topology.value] = False
-        else:
-            found[topology.value] = True
-    return found
+    server strategy whose module imports (the MCU's needs numpy)."""
+    return {
+        topology.value: topology.value in APP_TOPOLOGIES and has_server_strategy(topology)
+        for topology in Topology
+    }
 
 
-def _unavailable(topology: str) -> TopologyError:
+def _people(peers: list[PeerInfo]) -> list[PeerInfo]:
+    """*peers* without the SFU/MCU server's own peer."""
+    return [peer for peer in peers if peer.id not in SERVER_PEER_IDS]
+
+
+def topology_unavailable(topology: str) -> TopologyError:
+    """The error refusing a room of *topology* this server cannot host, saying why."""
+    if topology not in APP_TOPOLOGIES:
+        why = "this app does not host them"
+    elif topology == Topology.MCU:
+        why = "the MCU needs numpy: pip install 'rtckit[media]'"
+    else:
+        why = f"no {topology} room strategy is installed in this rtckit"
     return TopologyError(
-        f"this server cannot host {topology.upper()} rooms yet (mesh rooms work; create the "
-        "room with mesh)"
+        f"this server cannot host {topology.upper()} rooms ({why}); mesh rooms work"
     )
 
 
@@ -125,7 +139,7 @@ def check_topologies(config: ServeConfig) -> None:
         wanted.setdefault(room.topology, f"[[rooms.declare]] {room.name!r}")
     for topology, where in wanted.items():
         if not available.get(topology, False):
-            raise ConfigurationError(f"{where}: {_unavailable(topology)}")
+            raise ConfigurationError(f"{where}: {topology_unavailable(topology)}")
 
 
 def signaling_config(config: ServeConfig, *, creator_chooses: bool = False) -> SignalingConfig:
@@ -151,7 +165,7 @@ def signaling_config(config: ServeConfig, *, creator_chooses: bool = False) -> S
             if isinstance(asked, str) and asked:
                 wanted = Topology.parse(asked).value
         if not available.get(wanted, False):
-            raise _unavailable(wanted)
+            raise topology_unavailable(wanted)
         logger.info("room %s created (%s)", room, wanted, extra={"room": room, "topology": wanted})
         return wanted
 
@@ -225,6 +239,10 @@ class _State:
         self.strategies: dict[str, ServerStrategy] = {}
         self.topologies = available_topologies()
         self.tasks: set[asyncio.Task[None]] = set()
+        # the last start/stop task of each room: the next one waits for it, so that a room
+        # re-created while its old strategy stops does not get two servers in it
+        self._last: dict[str, asyncio.Task[None]] = {}
+        self.closing = False
 
     # --- signaling events -> metrics, logs, server strategies ---------------------------
 
@@ -240,7 +258,7 @@ class _State:
                 topology,
                 extra={"room": event.room, "peer": event.peer.id, "topology": topology},
             )
-            if event.room not in self.strategies:
+            if event.room not in self.strategies and event.peer.id not in SERVER_PEER_IDS:
                 self._start_room(event.room, topology)
         elif isinstance(event, PeerLeftEvent):
             logger.info(
@@ -250,7 +268,8 @@ class _State:
                 event.reason,
                 extra={"room": event.room, "peer": event.peer_id, "reason": event.reason},
             )
-            if not state.peers(event.room):
+            if not _people(state.peers(event.room)):
+                # the last person left: the SFU/MCU leaves too, and the room closes
                 self._stop_room(event.room)
         elif isinstance(event, RoomClosedEvent):
             self._stop_room(event.room)
@@ -267,6 +286,9 @@ class _State:
             return
         state = self.signaling.hub.state
         if isinstance(event, PeerJoinedEvent | PeerLeftEvent):
+            peer_id = event.peer.id if isinstance(event, PeerJoinedEvent) else event.peer_id
+            if peer_id in SERVER_PEER_IDS:
+                return  # the SFU/MCU's own connection to the room is not a person
             topology = state.room_topology(event.room) or self._topology_of(event.room)
             gauge = metrics.peers.labels(topology=topology)
             if isinstance(event, PeerJoinedEvent):
@@ -274,7 +296,7 @@ class _State:
             else:
                 gauge.dec()
         if isinstance(event, PeerJoinedEvent | PeerLeftEvent | RoomClosedEvent):
-            metrics.rooms.set(len([room for room in state.rooms() if state.peers(room)]))
+            metrics.rooms.set(len([room for room in state.rooms() if _people(state.peers(room))]))
         elif isinstance(event, MessageEvent):
             metrics.messages.labels(type=event.message.type).inc()
         elif isinstance(event, ErrorSentEvent):
@@ -284,32 +306,69 @@ class _State:
         strategy = self.strategies.get(room)
         return "mesh" if strategy is None else str(strategy.topology)
 
-    def _spawn(self, coro: Any, what: str) -> None:
+    def _spawn(self, room: str, method: Any, what: str) -> None:
+        """Run ``method(room)`` once the previous start/stop of *room* is done."""
+        previous = self._last.get(room)
+
         async def run() -> None:
+            if previous is not None:
+                await asyncio.wait([previous])
             try:
-                await coro
+                await method(room)
             except Exception:
                 logger.exception("%s failed", what)
 
         task = asyncio.get_running_loop().create_task(run(), name=f"rtckit-server {what}")
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self._last[room] = task
+
+        def done(task: asyncio.Task[None]) -> None:
+            self.tasks.discard(task)
+            if self._last.get(room) is task:
+                del self._last[room]
+
+        task.add_done_callback(done)
+
+    def _session_config(self) -> SessionConfig:
+        """The server side's peer sessions: the ICE servers the pages get (TURN credentials
+        minted for the server), never aiortc's default public STUN server."""
+        return SessionConfig(ice=browser_ice_config(self.config, user="rtckit-server"))
+
+    def _build(self, topology: str) -> ServerStrategy:
+        hub = self.signaling.hub
+        if topology == Topology.SFU:
+            from rtckit.topology.sfu import SfuServerStrategy
+
+            metrics = self.metrics
+            return SfuServerStrategy(
+                hub,
+                session_config=self._session_config(),
+                on_forwarded=None if metrics is None else metrics.forwarded_packets.inc,
+            )
+        if topology == Topology.MCU:
+            from rtckit.topology.mcu import McuRoomConfig, McuServerStrategy
+
+            return McuServerStrategy(hub, config=McuRoomConfig(session=self._session_config()))
+        return server_strategy_for(topology, hub)
 
     def _start_room(self, room: str, topology: str) -> None:
+        if self.closing:
+            return
         try:
-            strategy = server_strategy_for(topology)
-        except TopologyError:
+            strategy = self._build(topology)
+        except (TopologyError, ImportError):
             logger.exception("room %s has no server strategy", room)
             return
         self.strategies[room] = strategy
-        self._spawn(strategy.start_room(room), f"start {topology} room {room}")
+        self._spawn(room, strategy.start_room, f"start {topology} room {room}")
 
     def _stop_room(self, room: str) -> None:
         strategy = self.strategies.pop(room, None)
         if strategy is not None:
-            self._spawn(strategy.stop_room(room), f"stop room {room}")
+            self._spawn(room, strategy.stop_room, f"stop room {room}")
 
     async def aclose(self) -> None:
+        self.closing = True
         for room in list(self.strategies):
             self._stop_room(room)
         if self.tasks:
@@ -350,12 +409,12 @@ class _State:
 
     async def healthz(self, _request: web.Request) -> web.Response:
         state = self.signaling.hub.state
-        rooms = [room for room in state.rooms() if state.peers(room)]
+        rooms = [room for room in state.rooms() if _people(state.peers(room))]
         return web.json_response(
             {
                 "status": "closing" if self.signaling.hub.closed else "ok",
                 "rooms": len(rooms),
-                "peers": sum(len(state.peers(room)) for room in rooms),
+                "peers": sum(len(_people(state.peers(room))) for room in rooms),
                 "connections": state.connection_count,
             },
             status=503 if self.signaling.hub.closed else 200,

@@ -53,6 +53,7 @@ __all__ = [
     "TrackPublished",
     "TrackUnpublished",
     "client_strategy_for",
+    "has_server_strategy",
     "join_room",
     "register_client_strategy",
     "register_server_strategy",
@@ -261,6 +262,20 @@ def server_strategy_for(topology: Topology | str, hub: Any = None) -> ServerStra
         raise TopologyError(f"no server strategy for {parsed.value!r} rooms is registered")
     factory: ServerStrategyFactory = _load(_SERVER[parsed])
     return factory(hub)
+
+
+def has_server_strategy(topology: Topology | str) -> bool:
+    """Whether a server strategy is registered for *topology* and its module imports (an
+    optional dependency of a strategy, such as numpy for the MCU, may be missing), without
+    building one (the SFU and MCU factories need a hub)."""
+    parsed = Topology.parse(topology)
+    if parsed not in _SERVER:
+        return False
+    try:
+        _load(_SERVER[parsed])
+    except (ImportError, AttributeError):
+        return False
+    return True
 
 
 @contextlib.asynccontextmanager

@@ -23,13 +23,16 @@ const ui = {
   unread: $("unread"),
 };
 
-const state = {
+// the page state, also reachable from the browser console (window.rtckitPage) for diagnosis
+const state = window.rtckitPage = {
   config: null,        // /config.json
   media: null,         // local MediaStream (may be null: no camera/mic allowed)
   signaling: null,
   room: null,
   name: "",
   participants: new Map(),  // id -> {name, tile, stream, video}
+  mix: null,                // MCU rooms: the tile of the room's composite {tile, video, ...}
+  serverState: null,        // SFU/MCU rooms: the state of the one connection, to the server
   statsTimer: null,
   lastStats: new Map(),     // connection key -> {time, bytesIn, bytesOut}
   unread: 0,
@@ -37,6 +40,14 @@ const state = {
 };
 
 // --- helpers ---------------------------------------------------------------------------
+
+// The peer ids the SFU and MCU servers take in their rooms (rtckit.js SFU_PEER_ID, MCU_PEER_ID):
+// they are not people, so they get no tile of their own.
+const SERVER_PEERS = new Set(["rtckit-sfu", "rtckit-mcu"]);
+
+function isMcu() {
+  return Boolean(state.signaling && state.signaling.topology === "mcu");
+}
 
 function setStatus(text, kind = "") {
   ui.status.textContent = text;
@@ -70,6 +81,13 @@ function describeError(error) {
     return `Cannot join: ${text}`;
   }
   return `Cannot join: ${error && error.message ? error.message : error}`;
+}
+
+/** Received frame rate; an SFU connection carries a video per participant: "2 × 15 fps". */
+function formatFps({ fps, videos }) {
+  if (fps === null || videos === 0) return "–";
+  const each = `${Math.round(fps / videos)} fps`;
+  return videos > 1 ? `${videos} × ${each}` : each;
 }
 
 function formatRate(bitsPerSecond) {
@@ -190,7 +208,7 @@ async function join(event) {
 
 // --- in the call -----------------------------------------------------------------------
 
-function makeTile(id, name, { local = false } = {}) {
+function makeTile(id, name, { local = false, detached = false } = {}) {
   const tile = document.createElement("figure");
   tile.className = local ? "tile local" : "tile";
   tile.dataset.peerId = id;
@@ -210,13 +228,18 @@ function makeTile(id, name, { local = false } = {}) {
   mic.textContent = "muted";
   mic.hidden = true;
   tile.append(video, caption, badge, mic);
-  ui.grid.append(tile);
-  layoutGrid();
-  return { tile, video, badge, mic };
+  if (!detached) {
+    ui.grid.append(tile);
+    layoutGrid();
+  }
+  return { tile, video, badge, mic, caption };
 }
 
 function layoutGrid() {
-  const count = ui.grid.children.length;
+  // MCU rooms: the room mix fills the grid, your own preview floats in a corner
+  const mcu = isMcu();
+  ui.grid.classList.toggle("mcu", mcu);
+  const count = mcu ? 1 : ui.grid.children.length;
   const columns = count <= 1 ? 1 : count <= 4 ? 2 : count <= 9 ? 3 : 4;
   ui.grid.style.setProperty("--columns", columns);
   ui.grid.dataset.count = count;
@@ -228,14 +251,51 @@ function participantName(id, metadata) {
 }
 
 function addParticipant(id, metadata) {
+  if (SERVER_PEERS.has(id)) return null;
   if (state.participants.has(id)) return state.participants.get(id);
   const name = participantName(id, metadata);
-  const { tile, video, badge, mic } = makeTile(id, name);
+  // MCU: everyone is drawn in the room's composite; a person's own tile stays off the grid
+  const { tile, video, badge, mic } = makeTile(id, name, { detached: isMcu() });
   const entry = { id, name, tile, video, badge, mic, stream: new MediaStream() };
   video.srcObject = entry.stream;
+  if (state.serverState) showState(entry, state.serverState);
   state.participants.set(id, entry);
   updateHeader();
+  updateMixCaption();
   return entry;
+}
+
+/** MCU rooms: the one tile showing the server's composite of everyone. */
+function mixTile() {
+  if (state.mix) return state.mix;
+  const made = makeTile(state.room.serverId, "Room mix");
+  made.tile.classList.add("mix");
+  const entry = { ...made, stream: new MediaStream() };
+  made.video.srcObject = entry.stream;
+  // the local preview comes first in the DOM; the mix takes the big first place
+  ui.grid.prepend(made.tile);
+  state.mix = entry;
+  if (state.serverState) showState(entry, state.serverState);
+  updateMixCaption();
+  return entry;
+}
+
+/** The mix tile names who is in the picture, in grid order (the server's layout). */
+function updateMixCaption() {
+  if (!state.mix || !state.room) return;
+  const layout = Array.isArray(state.room.layout) ? state.room.layout : [];
+  const names = layout.map((id) => {
+    if (state.signaling && id === state.signaling.peerId) return state.name;
+    const entry = state.participants.get(id);
+    return entry ? entry.name : null;
+  }).filter(Boolean);
+  state.mix.caption.textContent = names.length ? `Room mix · ${names.join(", ")}` : "Room mix";
+  state.mix.tile.dataset.layout = layout.join(" ");
+}
+
+function showState(entry, connectionState) {
+  entry.badge.textContent = connectionState === "connected" ? "" : connectionState;
+  entry.tile.dataset.state = connectionState;
 }
 
 function removeParticipant(id) {
@@ -246,6 +306,7 @@ function removeParticipant(id) {
   entry.tile.remove();
   layoutGrid();
   updateHeader();
+  updateMixCaption();
 }
 
 function updateHeader() {
@@ -338,6 +399,7 @@ function enterCall(roomName, requested) {
 
   room.addEventListener("participantjoined", ({ detail }) => {
     const entry = addParticipant(detail.participantId, detail.metadata);
+    if (!entry) return;
     addChat("", `${entry.name} joined`, { system: true });
     sendMediaState();
   });
@@ -347,7 +409,9 @@ function enterCall(roomName, requested) {
     removeParticipant(detail.participantId);
   });
   room.addEventListener("track", ({ detail }) => {
-    const entry = addParticipant(detail.participantId, null);
+    const entry = detail.participantId === room.serverId && isMcu()
+      ? mixTile() : addParticipant(detail.participantId, null);
+    if (!entry) return;
     for (const old of entry.stream.getTracks()) {
       if (old.kind === detail.track.kind) entry.stream.removeTrack(old);
     }
@@ -358,15 +422,22 @@ function enterCall(roomName, requested) {
     entry.video.play().catch(() => {});
   });
   room.addEventListener("trackremoved", ({ detail }) => {
-    const entry = state.participants.get(detail.participantId);
+    const entry = detail.participantId === room.serverId && isMcu()
+      ? state.mix : state.participants.get(detail.participantId);
     if (entry) entry.stream.removeTrack(detail.track);
   });
+  room.addEventListener("layout", () => updateMixCaption());
   room.addEventListener("message", ({ detail }) => onMessage(detail));
   room.addEventListener("connectionstate", ({ detail }) => {
+    if (detail.participantId === room.serverId) {
+      // SFU/MCU: one connection, to the server, carries everyone's media
+      state.serverState = detail.state;
+      for (const entry of state.participants.values()) showState(entry, detail.state);
+      if (state.mix) showState(state.mix, detail.state);
+      return;
+    }
     const entry = state.participants.get(detail.participantId);
-    if (!entry) return;
-    entry.badge.textContent = detail.state === "connected" ? "" : detail.state;
-    entry.tile.dataset.state = detail.state;
+    if (entry) showState(entry, detail.state);
   });
   signaling.addEventListener("disconnected", () => setStatus("Reconnecting…", "bad"));
   signaling.addEventListener("reconnected", () => updateHeader());
@@ -426,7 +497,10 @@ function leave() {
   if (room) room.close();
   if (signaling) signaling.close();
   for (const id of [...state.participants.keys()]) removeParticipant(id);
+  state.mix = null;
+  state.serverState = null;
   ui.grid.replaceChildren();
+  layoutGrid();
   ui.messages.replaceChildren();
   ui.statsBody.replaceChildren();
   state.lastStats.clear();
@@ -451,7 +525,9 @@ function connectionsOf(room) {
     for (const [id, session] of room.sessions) {
       if (session && session.pc) {
         const entry = state.participants.get(id);
-        found.push({ key: id, label: entry ? entry.name : id, pc: session.pc });
+        const label = SERVER_PEERS.has(id) ? `${room.topology.toUpperCase()} server`
+          : entry ? entry.name : id;
+        found.push({ key: id, label, pc: session.pc });
       }
     }
   } else if (room.session && room.session.pc) {
@@ -464,7 +540,7 @@ function connectionsOf(room) {
 
 async function readStats(pc) {
   const report = await pc.getStats();
-  const out = { bytesIn: 0, bytesOut: 0, fps: null, rtt: null, lost: 0, received: 0,
+  const out = { bytesIn: 0, bytesOut: 0, fps: null, videos: 0, rtt: null, lost: 0, received: 0,
     path: "–", framesDecoded: 0 };
   const byId = new Map();
   report.forEach((s) => byId.set(s.id, s));
@@ -475,7 +551,10 @@ async function readStats(pc) {
       out.received += s.packetsReceived || 0;
       if (s.kind === "video") {
         out.framesDecoded += s.framesDecoded || 0;
-        if (s.framesPerSecond !== undefined) out.fps = (out.fps || 0) + s.framesPerSecond;
+        if (s.framesPerSecond !== undefined) {
+          out.fps = (out.fps || 0) + s.framesPerSecond;
+          out.videos += 1;
+        }
       }
     } else if (s.type === "outbound-rtp") {
       out.bytesOut += s.bytesSent || 0;
@@ -526,7 +605,7 @@ async function updateStats() {
       cells: [
         ["In", formatRate(rateIn)],
         ["Out", formatRate(rateOut)],
-        ["Video", stats.fps === null ? "–" : `${Math.round(stats.fps)} fps`],
+        ["Video", formatFps(stats)],
         ["RTT", stats.rtt === null ? "–" : `${Math.round(stats.rtt * 1000)} ms`],
         ["Loss", total > 0 ? `${(100 * stats.lost / total).toFixed(1)} %` : "–"],
       ],

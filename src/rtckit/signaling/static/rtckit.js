@@ -551,15 +551,15 @@ export class PeerSession extends EventTarget {
     }
     const current = () => this.pc === pc && !this.closed;
     // Like the Python session: on a fresh connection the polite side waits for the first
-    // offer (aiortc cannot roll back a first offer), then offers what is still pending.
+    // offer (aiortc cannot roll back a first offer), then offers what is still to negotiate.
+    // No blind re-offer: the browser fires negotiationneeded again when the connection is
+    // back to stable and something is still to negotiate (its tracks may have been taken by
+    // the remote offer's m-lines). A needless offer invites glare, and Chromium's rollback of
+    // a local offer (the polite side's answer to glare) leaves the video receivers of
+    // sendrecv m-lines decoding into nothing (docs/topics/browser-quirks.rst).
     this.established = false;
-    this._offerPending = false;
     pc.onnegotiationneeded = () => {
-      if (!current()) return;
-      if (this.polite && !this.established) {
-        this._offerPending = true;
-        return;
-      }
+      if (!current() || (this.polite && !this.established)) return;
       this._run(() => this._makeOffer(pc));
     };
     pc.onicecandidate = ({ candidate }) => {
@@ -690,10 +690,8 @@ export class PeerSession extends EventTarget {
 
   async _makeOffer(pc) {
     if (pc !== this.pc || this.closed) return;
-    if (pc.signalingState !== "stable") {
-      this._offerPending = true;  // offered again once stable (see _onRemote)
-      return;
-    }
+    // not stable: negotiationneeded fires again once it is (if still needed)
+    if (pc.signalingState !== "stable") return;
     try {
       this.makingOffer = true;
       if (this._offerStarted === null) this._offerStarted = performance.now();
@@ -740,16 +738,14 @@ export class PeerSession extends EventTarget {
     this._updateRemoteTracks();
     if (message.type === "offer") {
       await pc.setLocalDescription();
+      // before the negotiationneeded the browser may fire now that it is stable again
+      this.established = true;
       // currentDirection is known only once the answer is set
       this._updateRemoteTracks();
       await this._send({ kind: "description", type: pc.localDescription.type,
         sdp: pc.localDescription.sdp, generation: this.generation });
     }
     this.established = true;
-    if (this._offerPending && pc.signalingState === "stable") {
-      this._offerPending = false;
-      await this._makeOffer(pc);
-    }
   }
 
   _updateRemoteTracks() {
