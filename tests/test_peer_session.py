@@ -226,12 +226,12 @@ async def test_changes_after_the_remote_closed_are_skipped_quietly(
     assert pc is not None
     await b.close()  # DTLS close_notify: aiortc then closes a's connection
     async with asyncio.timeout(10):
-        while pc.signalingState != "closed":
+        while pc.signalingState != "closed":  # noqa: ASYNC110 - bounded by the timeout
             await asyncio.sleep(0.02)
     caplog.set_level(logging.DEBUG, logger="rtckit.peer.session")
     a.remove_track(track)
     async with asyncio.timeout(5):
-        while not any("remove_track" in r.getMessage() for r in caplog.records):
+        while not any("remove_track" in r.getMessage() for r in caplog.records):  # noqa: ASYNC110
             await asyncio.sleep(0.02)
     [record] = [r for r in caplog.records if "remove_track" in r.getMessage()]
     assert record.levelno == logging.DEBUG
