@@ -28,22 +28,28 @@ from rtckit.topology.sfu import SfuRoom, SfuServerStrategy
 
 pytestmark = pytest.mark.browser
 
-PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rtckit sfu</title></head>
+# The icon link: without it Chromium asks for /favicon.ico (a 404 in the page console).
+PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rtckit sfu</title>
+<link rel="icon" href="data:,"></head>
 <body><script type="module">
 import * as rtc from "/ws/rtckit.js";
-// Test-only: make this page's published video prefer one codec (?codec=video/h264).
+// Test-only: make this page publish its video with one codec (?codec=video/h264).
+// setCodecPreferences orders only this page's own list; Chromium SENDS the first codec of the
+// remote description's list. addTrack may put the camera on an m-line the SFU offered (to
+// forward the aiortc participant's video, VP8 first): addTrack reuses such a transceiver, and a
+// remote offer's new m-line takes over a transceiver addTrack made. A transceiver made by
+// addTransceiver is never reused so: this page offers its m-line, in its order, and the SFU
+// answers in that order.
 const codec = new URLSearchParams(location.search).get("codec");
 if (codec) {
   const addTrack = RTCPeerConnection.prototype.addTrack;
   RTCPeerConnection.prototype.addTrack = function (track, ...streams) {
-    const sender = addTrack.call(this, track, ...streams);
-    const transceiver = this.getTransceivers().find((t) => t.sender === sender);
-    if (transceiver && track.kind === "video") {
-      const caps = RTCRtpReceiver.getCapabilities("video").codecs;
-      const first = caps.filter((c) => c.mimeType.toLowerCase() === codec);
-      transceiver.setCodecPreferences(first.concat(caps.filter((c) => !first.includes(c))));
-    }
-    return sender;
+    if (track.kind !== "video") return addTrack.call(this, track, ...streams);
+    const transceiver = this.addTransceiver(track, { direction: "sendrecv", streams });
+    const caps = RTCRtpReceiver.getCapabilities("video").codecs;
+    const first = caps.filter((c) => c.mimeType.toLowerCase() === codec);
+    transceiver.setCodecPreferences(first.concat(caps.filter((c) => !first.includes(c))));
+    return transceiver.sender;
   };
 }
 window.rtc = rtc;
@@ -126,12 +132,17 @@ async def site() -> AsyncIterator[tuple[str, str, RoomStrategies]]:
 
 
 async def decoding(page: object, publishers: set[str], within: float = 30) -> dict[str, int]:
-    async with asyncio.timeout(within):
-        while True:
-            decoded: dict[str, int] = await page.evaluate(FRAMES)  # type: ignore[attr-defined]
-            if publishers <= set(decoded) and all(decoded[p] > 0 for p in publishers):
-                return decoded
-            await asyncio.sleep(0.1)
+    decoded: dict[str, int] = {}
+    try:
+        async with asyncio.timeout(within):
+            while True:
+                decoded = await page.evaluate(FRAMES)  # type: ignore[attr-defined]
+                if publishers <= set(decoded) and all(decoded[p] > 0 for p in publishers):
+                    return decoded
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        missing = sorted(p for p in publishers if decoded.get(p, 0) == 0)
+        pytest.fail(f"no frame decoded from {missing} in {within} s (decoded: {decoded})")
 
 
 @pytest.mark.parametrize("codec", ["video/vp8", "video/h264"])

@@ -239,6 +239,53 @@ async def test_changes_after_the_remote_closed_are_skipped_quietly(
     await log_b.aclose()
 
 
+@pytest.mark.parametrize(("open_timeout", "replaced"), [(10.0, False), (0.5, True)])
+async def test_silence_before_the_heartbeat_channel_opens(
+    open_timeout: float, replaced: bool
+) -> None:
+    """A loaded machine: the loop stalls right after DTLS connects, before SCTP is set up.
+
+    Heartbeats cannot flow before the heartbeat channel opens (seconds after ``connected`` on
+    a busy machine), so that wait is not silence: the session used to replace such healthy
+    new connections. A channel that does not open within ``heartbeat_open_timeout`` still is.
+    """
+    config = SessionConfig(
+        heartbeat_interval=0.2,
+        disconnected_after=1.0,
+        restart_after=1.2,
+        dead_peer_timeout=20,
+        heartbeat_open_timeout=open_timeout,
+    )
+    async with peer_pair(config) as (a, b):
+        log_a = EventLog(a)
+        chat = a.create_data_channel("chat")
+        pc = a.peer_connection
+        assert pc is not None
+        stalled: list[float] = []
+
+        def stall() -> None:  # runs in aiortc's DTLS handshake, before the SCTP start
+            if pc.connectionState == "connected" and not stalled:
+                stalled.append(time.monotonic())
+                time.sleep(2.0)  # blocks the event loop, as a busy machine does
+
+        pc.on("connectionstatechange", stall)
+        await a.wait_connected()
+        if replaced:
+            [replacement] = await log_a.wait_for(ConnectionReplaced, within=10)
+            assert replacement.reason == "disconnected"
+        else:
+            chat.send("after the stall")  # the SCTP association works
+            log_b = EventLog(b)
+            [message] = await log_b.wait_for(DataMessage, within=10)
+            assert message.data == "after the stall"
+            await asyncio.sleep(3 * config.heartbeat_interval)  # a few heartbeats
+            assert stalled
+            assert a.replacements == b.replacements == 0
+            assert a.state == b.state == "connected"
+            await log_b.aclose()
+        await log_a.aclose()
+
+
 async def test_dead_peer_detected_and_cleaned_up() -> None:
     config = SessionConfig(
         heartbeat_interval=0.1, disconnected_after=0.4, restart_after=0.5, dead_peer_timeout=1.5

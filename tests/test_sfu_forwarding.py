@@ -223,6 +223,68 @@ async def test_mid_stream_join_gets_keyframe(router: SfuRouter) -> None:
         await server.close()
 
 
+def h264_listed_first(sdp: str) -> str:
+    """The video m-line's codecs reordered, H264 (and its RTX) first.
+
+    Chromium answers so when it prefers H264 (``setCodecPreferences``), while it sends the
+    first codec of the *offer*: the SFU negotiates H264 first and receives VP8. (aiortc reads
+    the order of the ``a=rtpmap`` lines, Chromium of the ``m=`` line: both are reordered.)
+    """
+    lines = sdp.split("\r\n")
+    h264 = {line.split()[0].split(":")[1] for line in lines if " H264/" in line}
+    h264 |= {
+        line.split()[0].split(":")[1]
+        for line in lines
+        if line.startswith("a=fmtp:") and any(f"apt={pt}" in line for pt in h264)
+    }
+    video = next(i for i, line in enumerate(lines) if line.startswith("m=video"))
+    end = next((i for i in range(video + 1, len(lines)) if lines[i].startswith("m=")), len(lines))
+    head, pts = lines[video].split()[:3], lines[video].split()[3:]
+    lines[video] = " ".join(head + sorted(pts, key=lambda pt: pt not in h264))
+    slots = [
+        i
+        for i in range(video + 1, end)
+        if lines[i].startswith(("a=rtpmap:", "a=fmtp:", "a=rtcp-fb:"))
+    ]
+    codec_lines = sorted(
+        (lines[i] for i in slots), key=lambda line: line.split()[0].split(":")[1] not in h264
+    )
+    for i, line in zip(slots, codec_lines, strict=True):
+        lines[i] = line
+    return "\r\n".join(lines)
+
+
+async def test_publisher_sending_another_codec_than_the_first_negotiated(
+    router: SfuRouter,
+) -> None:
+    server = RTCPeerConnection(config())
+    transceiver = server.addTransceiver("video", direction="recvonly")
+    pub_pc = RTCPeerConnection(config())
+    viewer = Subscriber()
+    try:
+        await server.setLocalDescription(await server.createOffer())
+        await pub_pc.setRemoteDescription(server.localDescription)
+        pub_pc.addTrack(SyntheticVideo())  # sends the offer's first codec: VP8
+        await pub_pc.setLocalDescription(await pub_pc.createAnswer())
+        answer = h264_listed_first(pub_pc.localDescription.sdp)
+        assert answer != pub_pc.localDescription.sdp
+        await server.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        pub = router.publish("alice", transceiver)
+        assert pub.mime_type == "video/H264"  # the first negotiated codec
+        await wait_for(lambda: router.stats().packets_in > 0)
+        assert pub.mime_type == "video/VP8"  # the codec received
+        [sub] = await viewer.connect(router, "viewer", [pub])
+        await wait_for(lambda: viewer.frames["video"] >= 5)
+        assert sub.rewriter is not None
+        assert not sub.rewriter.waiting_keyframe
+        assert router.stats().keyframes_in >= 1
+        assert viewer.sizes == {(WIDTH, HEIGHT)}
+    finally:
+        await viewer.close()
+        await pub_pc.close()
+        await server.close()
+
+
 async def test_loss_repaired_by_nack(router: SfuRouter) -> None:
     pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
     lossy = Subscriber()

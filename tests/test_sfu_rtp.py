@@ -389,6 +389,29 @@ def test_rewriter_nack_lookup_and_retransmission() -> None:
     assert plain.retransmission(data, parse_rtp_header(data)) is None
 
 
+def test_retransmission_names_the_rtx_of_the_packets_codec() -> None:
+    # Two codecs forwarded (a publisher may send either): each has its own RTX payload type.
+    rw = StreamRewriter(
+        params(
+            payload_types={96: 100, 98: 102},
+            rtx_ssrc=0x7777,
+            rtx_payload_type=101,
+            rtx_payload_types={100: 101, 102: 103},
+        )
+    )
+    data = make_packet(pt=98, seq=5, ts=5)
+    assert rw.rewrite(data, parse_rtp_header(data), 0.0, keyframe=True) is not None
+    rtx = rw.retransmission(data, parse_rtp_header(data))
+    assert rtx is not None
+    assert parse_rtp_header(rtx).payload_type == 103  # apt=102, not the first codec's RTX
+    # a forwarded codec without RTX is not retransmitted
+    no_rtx = StreamRewriter(
+        params(payload_types={96: 100, 98: 102}, rtx_ssrc=0x7777, rtx_payload_types={100: 101})
+    )
+    assert no_rtx.rewrite(data, parse_rtp_header(data), 0.0, keyframe=True) is not None
+    assert no_rtx.retransmission(data, parse_rtp_header(data)) is None
+
+
 def test_sender_report_rewrite() -> None:
     rw = StreamRewriter(params())
     assert rw.rewrite_sender_report(RtcpSenderReport(0x1111, 1, 2, 3, 4)) is None

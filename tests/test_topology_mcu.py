@@ -268,8 +268,15 @@ async def test_engine_stops_when_the_room_empties_and_restarts_for_the_next() ->
         await wait_for(lambda: strategy.engine is None, "the engine to stop again")
 
 
-async def app(hub: SignalingHub, room: str, name: str, expect: int) -> dict[str, Any]:
-    """Application code that knows nothing about the topology."""
+async def app(
+    hub: SignalingHub, room: str, name: str, expect: int, finished: set[str]
+) -> dict[str, Any]:
+    """Application code that knows nothing about the topology.
+
+    It stays in the room until every participant (*expect* others) has seen what it waits for
+    (each adds its name to *finished*): leaving ends its media to the others, so a participant
+    that left as soon as it was satisfied itself would leave the others short of its frames.
+    """
     transport = MemoryTransport(hub, trusted=True)
     async with (
         SignalingClient.connect(transport, room=room, peer_id=name) as client,
@@ -301,12 +308,16 @@ async def app(hub: SignalingHub, room: str, name: str, expect: int) -> dict[str,
         tasks.append(asyncio.create_task(follow()))
         try:
             async with asyncio.timeout(60):
-                while not (
-                    len(greeted) == expect
-                    and len(frames) == len(set(videos)) > 0
-                    and min(frames.values()) > 3
-                ):
-                    joined.send(f"hello from {name}")  # repeated: others may not listen yet
+                while len(finished) <= expect:
+                    if (
+                        len(greeted) == expect
+                        and len(frames) == len(set(videos)) > 0
+                        and min(frames.values()) > 3
+                    ):
+                        finished.add(name)
+                    # repeated until everyone is done: others may not listen yet, and a
+                    # connection replacement loses the messages in flight
+                    joined.send(f"hello from {name}")
                     await asyncio.sleep(0.2)
         finally:
             for task in tasks:
@@ -318,15 +329,7 @@ async def app(hub: SignalingHub, room: str, name: str, expect: int) -> dict[str,
 @pytest.mark.parametrize(
     "topology",
     [
-        pytest.param(
-            "mesh",
-            marks=pytest.mark.xfail(
-                strict=False,
-                raises=TimeoutError,
-                reason="three-way aiortc mesh sometimes stalls here (about half the CI runs); "
-                "the same app in a mesh room passes in tests/test_topology_sfu.py; under study",
-            ),
-        ),
+        "mesh",
         "sfu",
         "mcu",
     ],
@@ -334,7 +337,8 @@ async def app(hub: SignalingHub, room: str, name: str, expect: int) -> dict[str,
 async def test_same_app_code_in_mesh_sfu_and_mcu_rooms(topology: str) -> None:
     async with server(RoomConfig(name="r", topology=topology)) as (hub, _strategies):
         names = ("red", "green", "blue")
-        results = await asyncio.gather(*(app(hub, "r", n, len(names) - 1) for n in names))
+        finished: set[str] = set()
+        results = await asyncio.gather(*(app(hub, "r", n, len(names) - 1, finished) for n in names))
     for name, result in zip(names, results, strict=True):
         others = set(names) - {name}
         assert result["topology"] == topology

@@ -12,7 +12,11 @@ data channel (label ``rtckit-heartbeat``, stream id 1000) and sends a small hear
 every ``heartbeat_interval``. Without heartbeats for ``disconnected_after`` the session is
 ``disconnected``; after ``restart_after`` (twice that on the polite side, so that both sides
 rarely restart at once) it replaces its connection if the signaller is connected; after
-``dead_peer_timeout`` it reports the peer gone and closes. See :doc:`/topics/ice-restart`.
+``dead_peer_timeout`` it reports the peer gone and closes. Heartbeats can flow only once the
+SCTP association is up, which follows DTLS and takes seconds on a loaded machine: until the
+heartbeat channel opens, a ``connected`` session waits ``heartbeat_open_timeout`` instead of
+``disconnected_after``, and the channel opening counts as a sign of life. See
+:doc:`/topics/ice-restart`.
 """
 
 from __future__ import annotations
@@ -105,6 +109,10 @@ class SessionConfig:
     disconnected_after: float = attrs.field(default=3.0, validator=_positive)
     restart_after: float = attrs.field(default=4.0, validator=_positive)
     dead_peer_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: How long a ``connected`` connection may stay silent while its heartbeat channel is not
+    #: open yet (the SCTP association follows DTLS; on a loaded machine it takes seconds).
+    #: Judging it by ``disconnected_after`` would replace healthy new connections.
+    heartbeat_open_timeout: float = attrs.field(default=10.0, validator=_positive)
     auto_restart: bool = True
     close_timeout: float = attrs.field(default=5.0, validator=_positive)
     #: Longest wait for STUN/TURN answers while gathering (aioice's own cap is 5 s).
@@ -482,7 +490,14 @@ class PeerSession:
         def on_heartbeat(_message: object) -> None:
             self._alive()
 
+        def on_heartbeat_open() -> None:
+            # The SCTP association is up: the remote side answered, and heartbeats can flow
+            # from now on. The silence clock starts here rather than at DTLS ``connected``.
+            if self._pc is pc and not self._closed:
+                self._alive()
+
         heartbeat.on("message", on_heartbeat)
+        heartbeat.on("open", on_heartbeat_open)
         self._forwards = {}
         for track in self._local_tracks:
             self._send_track(pc, track)
@@ -587,7 +602,7 @@ class PeerSession:
                 logger.info("%s: no heartbeat for %.1f s, peer gone", self.name, silent)
                 await self._shutdown("peer-timeout")
                 return
-            if self._state == "connected" and silent >= config.disconnected_after:
+            if self._state == "connected" and silent >= self._silence_limit(heartbeat):
                 self._set_state("disconnected")
             if (
                 self._state in ("disconnected", "failed")
@@ -598,6 +613,14 @@ class PeerSession:
             ):
                 self._ops.put_nowait(("restart", ("disconnected", self._generation)))
                 self._last_replacement = now
+
+    def _silence_limit(self, heartbeat: RTCDataChannel | None) -> float:
+        """How long a ``connected`` session may go without heartbeats before ``disconnected``."""
+        config = self.config
+        if heartbeat is not None and heartbeat.readyState == "connecting":
+            # No heartbeat can arrive before the heartbeat channel opens.
+            return max(config.disconnected_after, config.heartbeat_open_timeout)
+        return config.disconnected_after
 
     async def _stats_loop(self) -> None:
         interval = self.config.stats_interval

@@ -377,7 +377,10 @@ class PublishedTrack:
         self._reception: ReceptionStatistics | None = None
         self._next_report = 0.0
         self._fir_seq = 0
-        self._codec_name = ""
+        #: codec name ("vp8", "h264"...) by payload type: keyframes are recognised by the
+        #: codec of each packet, which need not be the first negotiated one
+        self._codec_names: dict[int, str] = {}
+        self._received_pt: int | None = None
         receiver = transceiver.receiver
         self._rtcp_ssrc, _ = _aiortc.sfu_sender_ssrcs(transceiver.sender)
         self._transport = receiver.transport
@@ -396,7 +399,16 @@ class PublishedTrack:
 
     @property
     def mime_type(self) -> str:
-        """The MIME type of the first negotiated codec (``video/VP8``...), "" before start."""
+        """The MIME type of the codec received (``video/VP8``...), "" before start.
+
+        Before the first packet, the first negotiated codec. A browser may send another
+        negotiated codec than the first one listed: Chromium sends the first codec of the
+        *remote* description, so the codec it lists first in its own answer (its
+        ``setCodecPreferences`` order) need not be the one it sends.
+        """
+        received = self.codecs.get(self._received_pt) if self._received_pt is not None else None
+        if received is not None:
+            return received.mimeType
         for codec in self.codecs.values():
             if not _is_rtx(codec):
                 return codec.mimeType
@@ -427,8 +439,9 @@ class PublishedTrack:
             if encoding.ssrc:
                 self.source_ssrc = encoding.ssrc
                 break
-        first = next(iter(self.codecs.values()), None)
-        self._codec_name = first.mimeType.split("/")[-1].lower() if first else ""
+        self._codec_names = {
+            pt: codec.mimeType.split("/")[-1].lower() for pt, codec in self.codecs.items()
+        }
 
     # -- media path ----------------------------------------------------------------------------
 
@@ -464,6 +477,7 @@ class PublishedTrack:
             self._new_source(header.ssrc)
         counters.packets_in += 1
         counters.bytes_in += len(data)
+        self._received_pt = header.payload_type
         now = router.clock()
         reception = self._reception
         if reception is None or reception.ssrc != header.ssrc:
@@ -477,8 +491,11 @@ class PublishedTrack:
             lost = self._losses.add(header.sequence_number)
         keyframe = False
         if self.kind == "video":
-            keyframe = is_keyframe(
-                self._codec_name, memoryview(data)[header.payload_offset : header.payload_end]
+            # A publisher may send any negotiated codec, not only the first one listed (see
+            # mime_type): read each packet as the codec of its payload type.
+            codec_name = self._codec_names.get(header.payload_type)
+            keyframe = codec_name is not None and is_keyframe(
+                codec_name, memoryview(data)[header.payload_offset : header.payload_end]
             )
             if keyframe:
                 counters.keyframes_in += 1
@@ -712,14 +729,15 @@ class Subscription:
         if first_out is None:
             self.problem = f"subscriber did not negotiate {pub.mime_type or 'the codec'}"
             return None
-        rtx_pt = next(
-            (
-                c.payloadType
-                for c in codecs
-                if _is_rtx(c) and c.parameters.get("apt") == first_out.payloadType
-            ),
-            None,
-        )
+        # the RTX payload type of each forwarded codec: a retransmission must name the codec
+        # of the packet it carries, which need not be the first one
+        rtx_of: dict[int, int] = {}
+        for c in codecs:
+            apt = c.parameters.get("apt")
+            if _is_rtx(c) and isinstance(apt, int) and c.payloadType is not None:
+                rtx_of.setdefault(apt, c.payloadType)
+        rtx_pts = {out_pt: rtx_of[out_pt] for out_pt in pt_map.values() if out_pt in rtx_of}
+        rtx_pt = rtx_pts.get(first_out.payloadType) if first_out.payloadType is not None else None
         forwarded = self._router.config.forwarded_extensions
         out_ext = {
             e.uri: e.id
@@ -734,8 +752,9 @@ class Subscription:
             extensions=self._router._intern_remap(ExtensionRemap.by_uri(in_ext, out_ext)),
             clock_rate=first_out.clockRate,
             is_video=pub.kind == "video",
-            rtx_ssrc=self._rtx_ssrc if rtx_pt is not None else None,
+            rtx_ssrc=self._rtx_ssrc if rtx_pts else None,
             rtx_payload_type=rtx_pt,
+            rtx_payload_types=rtx_pts,
             initial_sequence_number=(self._ssrc >> 7) & 0x7FFF,
             initial_timestamp=(self._ssrc * 2654435761) & 0xFFFFFFFF,
         )

@@ -60,6 +60,10 @@ class OutputParameters:
     #: RTX (RFC 4588) SSRC and payload type for retransmissions, if negotiated
     rtx_ssrc: int | None = None
     rtx_payload_type: int | None = None
+    #: outgoing payload type -> its RTX payload type, when several codecs are forwarded (a
+    #: publisher may send any negotiated codec); if set, it wins over ``rtx_payload_type``
+    #: and a payload type missing from it is not retransmitted
+    rtx_payload_types: Mapping[int, int] = attrs.field(factory=dict)
     #: first outgoing sequence number and timestamp of a new stream
     initial_sequence_number: int = attrs.field(default=0)
     initial_timestamp: int = attrs.field(default=0)
@@ -284,7 +288,12 @@ class StreamRewriter:
         out_pt = params.payload_types.get(header.payload_type)
         if out_pt is None or header.ssrc != self._src_ssrc or self._rebase:
             return None
-        if params.rtx_ssrc is None or params.rtx_payload_type is None:
+        rtx_pt = (
+            params.rtx_payload_types.get(out_pt)
+            if params.rtx_payload_types
+            else params.rtx_payload_type
+        )
+        if params.rtx_ssrc is None or rtx_pt is None:
             return None
         buf = bytearray(data)
         rewrite_rtp_header(
@@ -311,7 +320,7 @@ class StreamRewriter:
         rtx = wrap_rtx(
             buf,
             out_header,
-            payload_type=params.rtx_payload_type,
+            payload_type=rtx_pt,
             sequence_number=seq,
             ssrc=params.rtx_ssrc,
         )
