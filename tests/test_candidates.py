@@ -41,6 +41,25 @@ def test_parse_srflx_with_related_and_extensions() -> None:
     assert c.extensions == (("generation", "0"), ("ufrag", "Ab12"), ("network-id", "1"))
 
 
+@pytest.mark.parametrize("ufrag", ["/Ln4", "a+b/", "+/+/"])
+def test_a_browser_ufrag_with_ice_chars_parses(ufrag: str) -> None:
+    """Chromium's ufrags are ice-chars, "/" and "+" included (a trickled candidate seen with
+    ``ufrag /Ln4`` was refused once, and the connection to that page failed)."""
+    line = (
+        f"candidate:2044798325 1 udp 2122194687 192.0.2.2 57861 typ host generation 0 "
+        f"ufrag {ufrag} network-id 1"
+    )
+    c = parse_candidate(line)
+    assert ("ufrag", ufrag) in c.extensions
+    assert c.to_sdp() == line
+
+
+@pytest.mark.parametrize("value", ["caf\u00e9", "a\x7fb", "a\x01b"])
+def test_an_extension_value_that_is_not_visible_ascii_is_refused(value: str) -> None:
+    with pytest.raises(NegotiationError, match="not visible ASCII"):
+        parse_candidate(f"candidate:1 1 udp 1 192.0.2.2 9 typ host ufrag {value}")
+
+
 def test_parse_relay_and_round_trip() -> None:
     line = "candidate:abc+/ 2 udp 16777215 198.51.100.1 49170 typ relay raddr 0.0.0.0 rport 9"
     c = parse_candidate(line)

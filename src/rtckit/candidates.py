@@ -42,6 +42,8 @@ METADATA_ADDRESSES: frozenset[IPAddress] = frozenset(
 
 _ICE_CHARS = re.compile(r"^[A-Za-z0-9+/]{1,32}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+\-.^_`{|}~]+$")
+# RFC 8839: extension-att-value = *VCHAR (browsers send e.g. "ufrag a/B+"; ice-chars has "/")
+_VCHARS = re.compile(r"^[\x21-\x7e]+$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
     r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -171,8 +173,12 @@ def parse_candidate(line: str) -> IceCandidate:
             if value not in _TCP_TYPES:
                 raise NegotiationError(f"candidate tcptype {value!r} is not active/passive/so")
             tcp_type = value
-        elif not _TOKEN.match(name) or not _TOKEN.match(value):
-            raise NegotiationError(f"candidate attribute {name!r} {value!r} is not a token pair")
+        elif not _TOKEN.match(name):
+            raise NegotiationError(f"candidate attribute name {name!r} is not a token")
+        elif not _VCHARS.match(value):
+            raise NegotiationError(
+                f"candidate attribute {name!r} value {value!r} is not visible ASCII"
+            )
         else:
             extensions.append((name, value))
     if (related_address is None) != (related_port is None):
