@@ -483,14 +483,14 @@ export class PeerSession extends EventTarget {
   constructor(signaller, {
     polite, iceServers = [], iceTransportPolicy = "all", heartbeatInterval = 1000,
     disconnectedAfter = 3000, restartAfter = 4000, deadPeerTimeout = 30000, autoRestart = true,
-    name = "",
+    heartbeatOpenTimeout = 10000, name = "",
   } = {}) {
     super();
     if (typeof polite !== "boolean") throw new Error("polite must be true or false");
     this.signaller = signaller;
     this.polite = polite;
     this.config = { iceServers, iceTransportPolicy, heartbeatInterval, disconnectedAfter,
-      restartAfter, deadPeerTimeout, autoRestart };
+      restartAfter, deadPeerTimeout, autoRestart, heartbeatOpenTimeout };
     this.name = name;
     this.generation = 0;
     this.state = "new";
@@ -544,6 +544,10 @@ export class PeerSession extends EventTarget {
       negotiated: true, id: HEARTBEAT_CHANNEL_ID, ordered: false, maxRetransmits: 0,
     });
     heartbeat.onmessage = () => this._alive();
+    // Like the Python session: heartbeats flow only once SCTP is up (after DTLS, seconds later
+    // on a loaded machine); the channel opening is a sign of life, and until it opens a
+    // connected session waits heartbeatOpenTimeout rather than disconnectedAfter.
+    heartbeat.onopen = () => { if (this.pc === pc && !this.closed) this._alive(); };
     this.heartbeat = heartbeat;
     for (const { track, stream } of this.localTracks) pc.addTrack(track, stream);
     for (const [label, entry] of this.channels) {
@@ -806,7 +810,10 @@ export class PeerSession extends EventTarget {
       this._shutdown("peer-timeout");
       return;
     }
-    if (this.state === "connected" && silent >= disconnectedAfter) this._setState("disconnected");
+    const opening = this.heartbeat && this.heartbeat.readyState === "connecting";
+    const limit = opening ? Math.max(disconnectedAfter, this.config.heartbeatOpenTimeout)
+      : disconnectedAfter;
+    if (this.state === "connected" && silent >= limit) this._setState("disconnected");
     const wait = restartAfter * (this.polite ? 2 : 1);
     if ((this.state === "disconnected" || this.state === "failed") && autoRestart &&
         silent >= wait && now - this._lastReplacement >= wait && this.signaller.connected) {
