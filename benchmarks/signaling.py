@@ -520,7 +520,8 @@ def report(
             "tens of percent between runs; compare ratios within one run).",
             "",
             "Clients in pairs relay ~400-byte messages through the server at a fixed offered "
-            f"rate for {seconds:.0f} s ({repeat} runs per row, servers taking turns; the table "
+            f"rate for {seconds:.0f} s ({repeat} runs per row, servers taking turns in a rotating "
+            "order; the table "
             "shows medians and the total lost), driven from one Python process with raw WebSocket "
             "clients; each server runs in its own process and its CPU time is read from "
             "``/proc``. *loop* is the server's event loop: asyncio's own, uvloop (libuv, the "
@@ -623,22 +624,25 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
         starters.append(functools.partial(start_rtckit, loop))
         if args.floor:
             starters.append(functools.partial(start_floor, loop))
-    # Servers take turns within each repetition, so that they share the machine's conditions;
-    # each ratio compares with the PeerJS run of the same repetition.
-    for _ in range(repeat):
+    # Servers take turns within each repetition, so that they share the machine's conditions,
+    # starting with a different one each time; each ratio compares with the PeerJS run of the
+    # same repetition.
+    for rep in range(repeat):
+        turn = starters[rep % len(starters) :] + starters[: rep % len(starters)]
         for count in sizes:
-            baseline_cpu = float("nan")
-            for start in starters:
+            results = []
+            for start in turn:
                 server = await start()
                 try:
                     result = await relay(server, count, args.rate, seconds)
                 finally:
                     server.stop()
-                if result.server == "PeerJS":
-                    baseline_cpu = result.cpu_us
+                results.append(result)
+                print(result, flush=True)
+            baseline_cpu = next((r.cpu_us for r in results if r.server == "PeerJS"), float("nan"))
+            for result in results:
                 result.ratio = result.cpu_us / baseline_cpu
                 runs.setdefault((result.server, result.loop, count), []).append(result)
-                print(result, flush=True)
     for start in starters:
         server = await start()
         try:
