@@ -62,6 +62,10 @@ def test_loop_argument() -> None:
     assert set(LOOP_CHOICES) == {"auto", "asyncio", "uvloop"}
     with pytest.raises(SystemExit):
         parser.parse_args(["--loop", "other"])
+    opt_in = argparse.ArgumentParser()
+    add_loop_argument(opt_in, default="asyncio")  # rtckit serve and demo: uvloop opt-in
+    assert opt_in.parse_args([]).loop == "asyncio"
+    assert opt_in.parse_args(["--loop", "uvloop"]).loop == "uvloop"
 
 
 def test_loop_name_of_a_given_loop() -> None:
@@ -106,3 +110,13 @@ def test_signaling_server_relays_on_uvloop() -> None:
     assert (
         got[1] == f'{{"type":"app","to":"{first}","from":"{second}","payload":"on uvloop","seq":2}}'
     )
+
+
+def test_command_line_defaults() -> None:
+    from rtckit.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["signaling", "--open"]).loop == "auto"
+    assert parser.parse_args(["serve", "--config", "x.toml"]).loop == "asyncio"
+    assert parser.parse_args(["demo"]).loop == "asyncio"
+    assert parser.parse_args(["demo", "--loop", "uvloop"]).loop == "uvloop"

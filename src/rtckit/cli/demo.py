@@ -80,7 +80,7 @@ def register(subparsers: Any) -> None:
         help="plain HTTP on 127.0.0.1 only (browsers allow the camera over HTTP on localhost only)",
     )
     demo.add_argument("--verbose", action="store_true", help="log every request and event")
-    add_loop_argument(demo)
+    add_loop_argument(demo, default="asyncio")  # uvloop opt-in: see rtckit.eventloop
     demo.set_defaults(handler=_demo)
 
 
@@ -228,7 +228,7 @@ def _run_server(
     verbose: bool,
     ca: bytes | None,
     banner: Any,
-    loop: str = "auto",
+    loop: str = "asyncio",
 ) -> int:
     from rtckit.server.logs import configure_logging
 

@@ -32,7 +32,7 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--check", action="store_true", help="check the configuration, print a summary, exit"
     )
-    add_loop_argument(serve)
+    add_loop_argument(serve, default="asyncio")  # uvloop opt-in: see rtckit.eventloop
     serve.set_defaults(handler=_serve)
 
 
