@@ -16,7 +16,8 @@ is missing, the baseline is reported as not measured.
 
 Run: ``python benchmarks/signaling.py --floor`` (about four minutes; ``--quick`` for a short
 run; ``--floor`` adds a bare aiohttp relay, the floor under any aiohttp-based server).
-Writes the results table to ``docs/topics/signaling-benchmark.rst``.
+Writes the results tables to ``docs/topics/signaling-benchmark-results.inc`` (included by
+``docs/topics/signaling-benchmark.rst``).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
+import importlib.metadata
 import json
 import os
 import platform
@@ -44,7 +47,9 @@ from typing import Any
 import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
-DOC = ROOT / "docs" / "topics" / "signaling-benchmark.rst"
+# The results (method and tables), included by docs/topics/signaling-benchmark.rst, whose
+# analysis of where the CPU goes is written by hand.
+DOC = ROOT / "docs" / "topics" / "signaling-benchmark-results.inc"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAD = "x" * 290  # makes each relayed frame about 400 bytes
 
@@ -82,6 +87,7 @@ class Server:
     proc: subprocess.Popen[bytes]
     port: int
     url_for: Callable[[int], str]  # client index -> WebSocket URL
+    loop: str  # the server's event loop: asyncio, uvloop (Python) or libuv (Node.js)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -109,21 +115,26 @@ async def wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 3
 
 # The benchmark starts servers with subprocess.Popen from async code on purpose: starting a
 # process takes milliseconds and nothing else runs meanwhile.
-async def start_rtckit() -> Server:
+async def start_rtckit(loop: str) -> Server:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, __file__, "--serve-rtckit", str(port)],
+        [sys.executable, __file__, "--serve-rtckit", str(port), "--server-loop", loop],
         env=env,
         stdout=subprocess.DEVNULL,
     )
     await wait_port(port, proc)
-    return Server("rtckit", proc, port, lambda _i: f"ws://127.0.0.1:{port}/ws")
+    return Server("rtckit", proc, port, lambda _i: f"ws://127.0.0.1:{port}/ws", loop)
 
 
-def serve_rtckit(port: int) -> None:
-    """The rtckit server process: limits raised so that the benchmark load is admitted."""
+def serve_rtckit(port: int, loop: str) -> None:
+    """The rtckit server process: limits raised so that the benchmark load is admitted.
+
+    Runs on the event loop *loop* through :func:`rtckit.eventloop.run`, as ``rtckit
+    signaling`` does.
+    """
     sys.path.insert(0, str(ROOT / "src"))
+    from rtckit.eventloop import run as run_loop
     from rtckit.signaling import OpenAuth, SignalingConfig, SignalingServer
 
     raise_fd_limit()
@@ -140,14 +151,14 @@ def serve_rtckit(port: int) -> None:
             await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run())
+        run_loop(run(), loop=loop)
 
 
-async def start_floor() -> Server:
+async def start_floor(loop: str) -> Server:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, __file__, "--serve-floor", str(port)],
+        [sys.executable, __file__, "--serve-floor", str(port), "--server-loop", loop],
         env=env,
         stdout=subprocess.DEVNULL,
     )
@@ -157,10 +168,11 @@ async def start_floor() -> Server:
         proc,
         port,
         lambda i: f"ws://127.0.0.1:{port}/peerjs?key=peerjs&id=c{i}&token=t{i}",
+        loop,
     )
 
 
-def serve_floor(port: int) -> None:
+def serve_floor(port: int, loop: str) -> None:
     """A bare aiohttp relay speaking PeerJS's protocol: parse, stamp ``src``, forward.
 
     No validation, rooms, sequence numbers or acknowledgements: the cost of aiohttp and
@@ -190,7 +202,17 @@ def serve_floor(port: int) -> None:
 
     app = web.Application()
     app.router.add_get("/peerjs", handle)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+    sys.path.insert(0, str(ROOT / "src"))
+    from rtckit.eventloop import loop_factory
+
+    web.run_app(
+        app,
+        host="127.0.0.1",
+        port=port,
+        print=None,
+        access_log=None,
+        loop=loop_factory(loop)(),
+    )
 
 
 def install_peerjs(directory: Path) -> Path | None:
@@ -233,6 +255,7 @@ async def start_peerjs(script: Path) -> Server:
         proc,
         port,
         lambda i: f"ws://127.0.0.1:{port}/peerjs?key=peerjs&id=c{i}&token=t{i}",
+        "libuv",
     )
 
 
@@ -356,6 +379,7 @@ async def connected(server: Server, count: int, stats: Stats) -> AsyncIterator[l
 @dataclass
 class RelayResult:
     server: str
+    loop: str
     clients: int
     offered: float
     delivered: float
@@ -363,6 +387,7 @@ class RelayResult:
     p50_ms: float
     p99_ms: float
     cpu_us: float
+    ratio: float = float("nan")  # cpu_us / PeerJS's in the same repetition
 
 
 async def relay(server: Server, count: int, rate: float, seconds: float) -> RelayResult:
@@ -398,6 +423,7 @@ async def relay(server: Server, count: int, rate: float, seconds: float) -> Rela
         latencies = sorted(stats.latencies) or [float("nan")]
         return RelayResult(
             server=server.name,
+            loop=server.loop,
             clients=count,
             offered=rate,
             delivered=stats.window_received / (t1 - t0),
@@ -411,6 +437,7 @@ async def relay(server: Server, count: int, rate: float, seconds: float) -> Rela
 @dataclass
 class IdleResult:
     server: str
+    loop: str
     clients: int
     rss_per_client_kb: float
     rss_total_mb: float
@@ -429,6 +456,7 @@ async def idle(server: Server, count: int, seconds: float) -> IdleResult:
         cpu1 = cpu_seconds(server.proc.pid)
     return IdleResult(
         server=server.name,
+        loop=server.loop,
         clients=count,
         rss_per_client_kb=(rss1 - rss0) / count / 1024,
         rss_total_mb=rss1 / 2**20,
@@ -455,29 +483,25 @@ def report(
     load: tuple[float, float],
     repeat: int,
 ) -> str:
-    base = {(r.clients, r.offered): r for r in relays if r.server == "PeerJS"}
-    rows = []
-    for r in relays:
-        ref = base.get((r.clients, r.offered))
-        ratio = f"{r.cpu_us / ref.cpu_us:.2f}" if ref and r.server != "PeerJS" else "1.00"
-        if ref is None:
-            ratio = "n/a"
-        rows.append(
-            [
-                r.server,
-                str(r.clients),
-                f"{r.offered:.0f}",
-                f"{r.delivered:.0f}",
-                str(r.lost),
-                f"{r.p50_ms:.2f}",
-                f"{r.p99_ms:.2f}",
-                f"{r.cpu_us:.1f}",
-                ratio,
-            ]
-        )
+    rows = [
+        [
+            r.server,
+            r.loop,
+            str(r.clients),
+            f"{r.offered:.0f}",
+            f"{r.delivered:.0f}",
+            str(r.lost),
+            f"{r.p50_ms:.2f}",
+            f"{r.p99_ms:.2f}",
+            f"{r.cpu_us:.1f}",
+            "n/a" if r.ratio != r.ratio else f"{r.ratio:.2f}",  # NaN: no baseline
+        ]
+        for r in relays
+    ]
     idle_rows = [
         [
             i.server,
+            i.loop,
             str(i.clients),
             f"{i.rss_per_client_kb:.1f}",
             f"{i.rss_total_mb:.0f}",
@@ -487,31 +511,34 @@ def report(
     ]
     return "\n".join(
         [
-            "Signaling benchmark",
-            "===================",
-            "",
             "Written by ``python benchmarks/signaling.py`` (latest run: "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
             f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-            f"Python {platform.python_version()}; load average {load[0]:.1f} at the start and "
+            f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, "
+            f"{uvloop_version()}; load average {load[0]:.1f} at the start and "
             f"{load[1]:.1f} at the end: other jobs share this machine, so CPU figures move by "
             "tens of percent between runs; compare ratios within one run).",
             "",
             "Clients in pairs relay ~400-byte messages through the server at a fixed offered "
-            f"rate for {seconds:.0f} s ({repeat} runs per row, servers taking turns; the table "
+            f"rate for {seconds:.0f} s ({repeat} runs per row, servers taking turns in a rotating "
+            "order; the table "
             "shows medians and the total lost), driven from one Python process with raw WebSocket "
             "clients; each server runs in its own process and its CPU time is read from "
-            "``/proc``. *CPU/msg* is server CPU time per delivered message; *ratio* divides it "
-            f"by the PeerJS server's in the same run ({baseline}). rtckit's figures include "
+            "``/proc``. *loop* is the server's event loop: asyncio's own, uvloop (libuv, the "
+            "``rtckit[speed]`` extra, which ``rtckit signaling`` uses when installed), or libuv "
+            "under Node.js for PeerJS. *CPU/msg* is server CPU time per delivered message; "
+            "*ratio* divides it by the PeerJS server's in the same repetition (median over the "
+            f"repetitions; {baseline}). rtckit's figures include "
             "its per-message sequence numbers and acknowledgements (one ``ack`` frame per 16 "
             "messages each way), which PeerJS does not have. rtckit runs with its rate limit "
             "raised for the benchmark. *aiohttp floor* (with ``--floor``) is a bare aiohttp relay "
             "speaking PeerJS's protocol without any checks, sequence numbers or acknowledgements: "
-            "the cost of aiohttp and asyncio alone, under any aiohttp-based server.",
+            "the cost of aiohttp and the event loop alone, under any aiohttp-based server.",
             "",
             table(
                 [
                     "server",
+                    "loop",
                     "clients",
                     "offered msg/s",
                     "delivered msg/s",
@@ -528,10 +555,20 @@ def report(
             "while they stay connected (rtckit pings each silent connection every 3 s; the "
             "benchmark clients answer).",
             "",
-            table(["server", "clients", "KiB/client", "server RSS MiB", "idle CPU %"], idle_rows),
+            table(
+                ["server", "loop", "clients", "KiB/client", "server RSS MiB", "idle CPU %"],
+                idle_rows,
+            ),
             "",
         ]
     )
+
+
+def uvloop_version() -> str:
+    try:
+        return f"uvloop {importlib.metadata.version('uvloop')}"
+    except importlib.metadata.PackageNotFoundError:
+        return "uvloop not installed"
 
 
 def prepare_peerjs(args: argparse.Namespace, tmp: str) -> tuple[Path | None, str]:
@@ -551,6 +588,7 @@ def median_result(results: list[RelayResult]) -> RelayResult:
     first = results[0]
     return RelayResult(
         server=first.server,
+        loop=first.loop,
         clients=first.clients,
         offered=first.offered,
         delivered=statistics.median(r.delivered for r in results),
@@ -558,7 +596,15 @@ def median_result(results: list[RelayResult]) -> RelayResult:
         p50_ms=statistics.median(r.p50_ms for r in results),
         p99_ms=statistics.median(r.p99_ms for r in results),
         cpu_us=statistics.median(r.cpu_us for r in results),
+        ratio=statistics.median(r.ratio for r in results),
     )
+
+
+def python_loops(choice: str) -> list[str]:
+    """The event loops to run the Python servers on, from ``--loop``."""
+    if choice == "both":
+        return ["asyncio", "uvloop"] if uvloop_version().startswith("uvloop ") else ["asyncio"]
+    return [choice]
 
 
 async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> None:
@@ -568,35 +614,51 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
     sizes = [100] if args.quick else [100, 1000]
     idle_count = 500 if args.quick else 5000
     repeat = 1 if args.quick else args.repeat
-    runs: dict[tuple[str, int], list[RelayResult]] = {}
+    loops = python_loops(args.loop)
+    runs: dict[tuple[str, str, int], list[RelayResult]] = {}
     idles: list[IdleResult] = []
-    starters: list[Callable[[], Any]] = [start_rtckit]
+    starters: list[Callable[[], Any]] = []
     if script is not None:
         starters.append(lambda: start_peerjs(script))
-    if args.floor:
-        starters.append(start_floor)
-    # Servers take turns within each repetition, so that they share the machine's conditions.
-    for _ in range(repeat):
+    for loop in loops:
+        starters.append(functools.partial(start_rtckit, loop))
+        if args.floor:
+            starters.append(functools.partial(start_floor, loop))
+    # Servers take turns within each repetition, so that they share the machine's conditions,
+    # starting with a different one each time; each ratio compares with the PeerJS run of the
+    # same repetition.
+    for rep in range(repeat):
+        turn = starters[rep % len(starters) :] + starters[: rep % len(starters)]
         for count in sizes:
-            for start in starters:
+            results = []
+            for start in turn:
                 server = await start()
                 try:
                     result = await relay(server, count, args.rate, seconds)
                 finally:
                     server.stop()
-                runs.setdefault((result.server, count), []).append(result)
+                results.append(result)
                 print(result, flush=True)
+            baseline_cpu = next((r.cpu_us for r in results if r.server == "PeerJS"), float("nan"))
+            for result in results:
+                result.ratio = result.cpu_us / baseline_cpu
+                runs.setdefault((result.server, result.loop, count), []).append(result)
     for start in starters:
-        if start is start_floor:
-            continue
         server = await start()
         try:
+            if server.name == "aiohttp floor":
+                continue
             result_idle = await idle(server, idle_count, 5.0)
         finally:
             server.stop()
         idles.append(result_idle)
         print(result_idle, flush=True)
-    relays = [median_result(results) for results in runs.values()]
+    order = {"rtckit": 0, "aiohttp floor": 1, "PeerJS": 2}
+    relays = sorted(
+        (median_result(results) for results in runs.values()),
+        key=lambda r: (r.clients, order[r.server], r.loop),
+    )
+    idles.sort(key=lambda i: (order[i.server], i.loop))
     text = report(relays, idles, seconds, baseline, (load_start, os.getloadavg()[0]), repeat)
     if not args.quick:
         DOC.write_text(text, encoding="utf-8")
@@ -616,11 +678,18 @@ if __name__ == "__main__":
     )
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--peerjs-dir", help="reuse a directory where `npm install peer` ran")
+    parser.add_argument(
+        "--loop",
+        choices=["both", "asyncio", "uvloop"],
+        default="both",
+        help="event loop(s) of the Python servers (both: asyncio, and uvloop if installed)",
+    )
+    parser.add_argument("--server-loop", default="asyncio", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.serve_rtckit:
-        serve_rtckit(arguments.serve_rtckit)
+        serve_rtckit(arguments.serve_rtckit, arguments.server_loop)
     elif arguments.serve_floor:
-        serve_floor(arguments.serve_floor)
+        serve_floor(arguments.serve_floor, arguments.server_loop)
     else:
         with tempfile.TemporaryDirectory(prefix="rtckit-bench-") as directory:
             peerjs, description = prepare_peerjs(arguments, directory)

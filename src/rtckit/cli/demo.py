@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from rtckit.certs import CA_DER_FILE, default_dev_hosts, ensure_dev_certificate, lan_addresses
 from rtckit.errors import ConfigurationError
+from rtckit.eventloop import add_loop_argument, run
 from rtckit.server.config import (
     TOPOLOGIES,
     AuthSettings,
@@ -79,6 +80,7 @@ def register(subparsers: Any) -> None:
         help="plain HTTP on 127.0.0.1 only (browsers allow the camera over HTTP on localhost only)",
     )
     demo.add_argument("--verbose", action="store_true", help="log every request and event")
+    add_loop_argument(demo, default="asyncio")  # uvloop opt-in: see rtckit.eventloop
     demo.set_defaults(handler=_demo)
 
 
@@ -138,7 +140,9 @@ def _demo(args: argparse.Namespace) -> int:
         config = demo_config(
             host=host, port=args.port, http_port=None, topology=args.topology, tls=None
         )
-        return _run_server(config, out, verbose=args.verbose, ca=None, banner=_plain_banner)
+        return _run_server(
+            config, out, verbose=args.verbose, ca=None, banner=_plain_banner, loop=args.loop
+        )
 
     cert_dir: Path = args.cert_dir or default_cert_dir()
     hosts = list(default_dev_hosts())
@@ -158,7 +162,7 @@ def _demo(args: argparse.Namespace) -> int:
     def banner(server: Any, stream: TextIO) -> None:
         _tls_banner(server, stream, args.host, dev.ca_file, created=dev.created_ca)
 
-    return _run_server(config, out, verbose=args.verbose, ca=ca_der, banner=banner)
+    return _run_server(config, out, verbose=args.verbose, ca=ca_der, banner=banner, loop=args.loop)
 
 
 def _plain_banner(server: Any, out: TextIO) -> None:
@@ -217,7 +221,13 @@ def _tls_banner(server: Any, out: TextIO, host: str, ca_file: Path, *, created: 
 
 
 def _run_server(
-    config: ServeConfig, out: TextIO, *, verbose: bool, ca: bytes | None, banner: Any
+    config: ServeConfig,
+    out: TextIO,
+    *,
+    verbose: bool,
+    ca: bytes | None,
+    banner: Any,
+    loop: str = "asyncio",
 ) -> int:
     from rtckit.server.logs import configure_logging
 
@@ -227,7 +237,7 @@ def _run_server(
     if not verbose:
         access.setLevel(logging.WARNING)
     try:
-        return asyncio.run(serve_until_signal(config, out, demo=True, ca=ca, banner=banner))
+        return run(serve_until_signal(config, out, demo=True, ca=ca, banner=banner), loop=loop)
     finally:
         access.setLevel(previous)
         logging.getLogger("rtckit").removeHandler(handler)

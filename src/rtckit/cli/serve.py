@@ -8,13 +8,13 @@ the file and prints what would be served.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from rtckit.cli.demo import serve_until_signal
+from rtckit.eventloop import add_loop_argument, run
 from rtckit.server.config import ServeConfig, load_config
 
 __all__ = ["register"]
@@ -32,6 +32,7 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--check", action="store_true", help="check the configuration, print a summary, exit"
     )
+    add_loop_argument(serve, default="asyncio")  # uvloop opt-in: see rtckit.eventloop
     serve.set_defaults(handler=_serve)
 
 
@@ -44,8 +45,9 @@ def _serve(args: argparse.Namespace) -> int:
 
     handler = configure_logging(config.logging.level, config.logging.format)
     try:
-        status: int = asyncio.run(
-            serve_until_signal(config, sys.stdout, demo=False, ca=None, banner=None)
+        status: int = run(
+            serve_until_signal(config, sys.stdout, demo=False, ca=None, banner=None),
+            loop=args.loop,
         )
         return status
     finally:

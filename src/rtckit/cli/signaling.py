@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from rtckit.errors import ConfigurationError
+from rtckit.eventloop import add_loop_argument, loop_name, run
 from rtckit.signaling.auth import ALL_PERMISSIONS, DEFAULT_PERMISSIONS, OpenAuth, TokenAuth
 from rtckit.signaling.config import TOPOLOGIES, RoomConfig, SignalingConfig
 from rtckit.signaling.server import SignalingServer
@@ -59,6 +60,7 @@ def register(subparsers: Any) -> None:
         metavar="ORIGIN",
         help="browser origin allowed to connect (repeatable; '*' for any; default: same origin)",
     )
+    add_loop_argument(serve)
     serve.set_defaults(handler=_serve)
 
     token = subparsers.add_parser(
@@ -130,12 +132,12 @@ async def _run(config: SignalingConfig, host: str, port: int, path: str) -> None
     async with SignalingServer(config) as server:
         await server.listen(host, port, path=path)
         mode = "open (no tokens)" if isinstance(config.auth, OpenAuth) else "room tokens"
-        print(f"rtckit signaling on {server.url} ({mode})", flush=True)
+        print(f"rtckit signaling on {server.url} ({mode}, {loop_name()} loop)", flush=True)
         await stop.wait()
     print("rtckit signaling stopped", file=sys.stderr)
 
 
 def _serve(args: argparse.Namespace) -> int:
     config = build_config(args)
-    asyncio.run(_run(config, args.host, args.port, args.path))
+    run(_run(config, args.host, args.port, args.path), loop=args.loop)
     return 0

@@ -14,17 +14,18 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Protocol
 
 from rtckit.errors import ConnectionClosedError
 from rtckit.signaling.config import SignalingConfig
-from rtckit.signaling.protocol import Message, PeerInfo, encode
+from rtckit.signaling.protocol import Message, PeerInfo
 from rtckit.signaling.state import (
-    Close,
     ConnectionId,
     Output,
+    Send,
     ServerEvent,
     SignalingState,
 )
@@ -201,25 +202,26 @@ class SignalingHub:
     # --- internals -----------------------------------------------------------------------
 
     def _now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return time.monotonic()  # the clock of asyncio's loop.time()
 
     def _apply(self, out: Output) -> None:
         connections = self._connections
         for action in out.actions:
-            if isinstance(action, Close):
+            if isinstance(action, Send):
+                target = connections.get(action.conn)
+                if target is not None:
+                    target.send_text(action.text)
+            else:
                 connection = connections.pop(action.conn, None)
                 if connection is not None:
                     connection.close(action.code, action.reason)
-            else:
-                target = connections.get(action.conn)
-                if target is not None:
-                    target.send_text(encode(action.message))
-        for event in out.events:
-            for listener in list(self._listeners):
-                try:
-                    listener(event)
-                except Exception:
-                    logger.exception("signaling event listener %r failed", listener)
+        if out.events:
+            for event in out.events:
+                for listener in list(self._listeners):
+                    try:
+                        listener(event)
+                    except Exception:
+                        logger.exception("signaling event listener %r failed", listener)
 
     async def _tick_loop(self) -> None:
         interval = min(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 import json
+import json.encoder
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -64,7 +65,9 @@ __all__ = [
     "as_dict",
     "decode",
     "encode",
+    "encode_relayed",
     "json_depth",
+    "with_seq",
 ]
 
 #: The protocol version this module speaks (the ``version`` of :class:`Hello`).
@@ -633,6 +636,24 @@ def _no_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_no_constant)
+# The decoder's scanner (what JSONDecoder.decode calls after skipping whitespace), called
+# directly for a message that starts with "{" and ends where the value does: the usual case.
+# (JSONDecoder.__init__ sets scan_once; typeshed does not declare it.)
+_SCAN: Callable[[str, int], tuple[Any, int]] = _DECODER.scan_once  # type: ignore[attr-defined]
+
+
+def _parse(text: str) -> Any:
+    """``_DECODER.decode(text)``, the same value and errors, with less overhead."""
+    if text[:1] == "{":
+        try:
+            obj, end = _SCAN(text, 0)
+        except StopIteration:  # pragma: no cover - "{" always starts a value
+            pass
+        else:
+            if end == len(text):
+                return obj
+    return _DECODER.decode(text)  # whitespace around the value, or an error to report
+
 
 # Levels a valid message may use above its free-form fields (message object, peers list, peer).
 _STRUCTURAL_DEPTH = 4
@@ -697,7 +718,7 @@ def decode(
     if _nests_deeper_than(text, max_depth + _STRUCTURAL_DEPTH):
         raise _fail(ErrorCode.TOO_DEEP, "message nests too deeply")
     try:
-        obj = _DECODER.decode(text)
+        obj = _parse(text)
     except ProtocolError:
         raise
     except RecursionError:
@@ -741,14 +762,83 @@ def as_dict(message: Message) -> dict[str, Any]:
 
 # ensure_ascii: non-ASCII text travels as \u escapes, so that a lone surrogate a peer put in a
 # JSON string (valid JSON, not valid UTF-8) is relayed as it came instead of failing to encode.
-_dumps: Callable[[Any], str] = json.JSONEncoder(
-    ensure_ascii=True, separators=(",", ":"), allow_nan=False
-).encode
+_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False)
+
+
+def _make_dumps() -> Callable[[Any], str]:
+    """Return a function serializing a dict as ``_ENCODER.encode`` does, with less overhead.
+
+    ``JSONEncoder.encode`` builds a C encoder (``json.encoder.c_make_encoder``, with the same
+    arguments since Python 2.7) on every call; this builds it once. Without circular-reference
+    markers: a cyclic value exhausts the recursion limit instead (``RecursionError``, which
+    :func:`encode` reports like the ``ValueError`` the markers would give). Falls back to
+    ``_ENCODER.encode`` where the C accelerator is missing.
+    """
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has it
+        return _ENCODER.encode
+    iterencode = make(
+        None,
+        _ENCODER.default,
+        json.encoder.encode_basestring_ascii,
+        None,
+        _ENCODER.key_separator,
+        _ENCODER.item_separator,
+        _ENCODER.sort_keys,
+        _ENCODER.skipkeys,
+        _ENCODER.allow_nan,
+    )
+    join = "".join
+
+    def dumps(obj: Any) -> str:
+        return join(iterencode(obj, 0))
+
+    return dumps
+
+
+_dumps: Callable[[Any], str] = _make_dumps()
 
 
 def encode(message: Message) -> str:
     """Serialize *message* to compact JSON text (one WebSocket text frame)."""
     try:
         return _dumps(_dump(type(message), message))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise _fail(ErrorCode.BAD_MESSAGE, f"cannot encode {message.type}: {exc}") from exc
+
+
+# For each relayed class: (attribute, wire name) of every field but ``seq``, in encoding order.
+# Their field kinds need no conversion when dumped (checked by the tests).
+_RELAY_PLANS: dict[type[Any], tuple[tuple[str, str], ...]] = {
+    cls: tuple((spec.name, spec.wire) for spec in _SPECS[cls] if spec.name != "seq")
+    for cls in RELAYED_TYPES
+}
+
+
+def encode_relayed(message: Relayed, sender: str) -> str:
+    """Serialize a relayed *message* as the server forwards it: ``from`` is *sender*, no ``seq``.
+
+    The same text as ``encode(attrs.evolve(message, sender=sender, seq=None))``, without the
+    copy; :func:`with_seq` then numbers it for each recipient. This is the server's path for
+    every relayed message: one serialization, whatever the number of recipients.
+    """
+    cls = type(message)
+    out: dict[str, Any] = {"type": cls.type}
+    for name, wire in _RELAY_PLANS[cls]:
+        value = sender if name == "sender" else getattr(message, name)
+        if value is not None:
+            out[wire] = value
+    try:
+        return _dumps(out)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _fail(ErrorCode.BAD_MESSAGE, f"cannot encode {cls.type}: {exc}") from exc
+
+
+def with_seq(text: str, seq: int) -> str:
+    """Return *text* (the encoding of a message without ``seq``) with ``seq`` added.
+
+    ``seq`` is the last field of every message class that has one, so the result is the same
+    text as encoding the message with that ``seq``: the server serializes a message once and
+    numbers it per recipient with a string operation.
+    """
+    return f'{text[:-1]},"seq":{seq}}}'

@@ -285,18 +285,21 @@ class SignalingServer:
         except ConnectionClosedError:
             await ws.close(code=CloseCode.GOING_AWAY, message=b"server closing")
             return ws
-        hub = self.hub
+        feed, receive = self.hub.feed, ws.receive
+        text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
         try:
-            async for message in ws:
-                if message.type == aiohttp.WSMsgType.TEXT:
-                    hub.feed(conn, message.data)
-                elif message.type == aiohttp.WSMsgType.BINARY:
+            while True:  # receive() rather than ``async for``: one coroutine less per frame
+                message = await receive()
+                kind = message.type
+                if kind == text:
+                    feed(conn, message.data)
+                elif kind == binary:
                     await ws.close(code=CloseCode.PROTOCOL_ERROR, message=b"text frames only")
                     break
-                else:
+                else:  # close, closing, closed, error
                     break
         finally:
-            hub.connection_lost(conn)
+            self.hub.connection_lost(conn)
             if task is not None:
                 self._handlers.discard(task)
         return ws

@@ -60,6 +60,9 @@ from rtckit.signaling.protocol import (
     Resumed,
     Welcome,
     decode,
+    encode,
+    encode_relayed,
+    with_seq,
 )
 
 __all__ = [
@@ -86,11 +89,47 @@ ConnectionId: TypeAlias = int
 _MEDIA_PERMISSIONS = frozenset({"publish", "subscribe"})
 
 
-class Send(NamedTuple):
-    """Send *message* on connection *conn*."""
+class Send:
+    """Send one message on connection ``conn``: ``text`` is the frame, already encoded.
 
-    conn: ConnectionId
-    message: Message
+    The state machine serializes each message once (a relayed message once for all its
+    recipients, numbered per recipient with :func:`~rtckit.signaling.protocol.with_seq`), so
+    the I/O layer only writes ``text``. :attr:`message` gives the message object (decoded
+    from ``text`` on first use when the state machine did not keep one), for tests and
+    in-process consumers.
+    """
+
+    __slots__ = ("_message", "conn", "text")
+
+    def __init__(self, conn: ConnectionId, text: str, message: Message | None = None) -> None:
+        self.conn = conn
+        self.text = text
+        self._message = message
+
+    @classmethod
+    def of(cls, conn: ConnectionId, message: Message) -> Send:
+        """Return the :class:`Send` of *message* (encoded here)."""
+        return cls(conn, encode(message), message)
+
+    @property
+    def message(self) -> Message:
+        """The message ``text`` encodes."""
+        message = self._message
+        if message is None:
+            text = self.text  # ASCII (encode escapes the rest): one byte per character
+            message = self._message = decode(text, max_size=len(text), max_depth=len(text))
+        return message
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Send):
+            return NotImplemented
+        return self.conn == other.conn and self.text == other.text
+
+    def __hash__(self) -> int:
+        return hash((self.conn, self.text))
+
+    def __repr__(self) -> str:
+        return f"Send(conn={self.conn!r}, text={self.text!r})"
 
 
 class Close(NamedTuple):
@@ -107,8 +146,7 @@ _FIELD_NAMES: dict[type[Any], tuple[str, ...]] = {}
 def _with_seq(message: Any, seq: int | None, sender: str | None = None) -> Any:
     """Copy a frozen message with ``seq`` (and ``sender`` if given) replaced.
 
-    Same result as :func:`attrs.evolve`, without its per-call introspection (this is on the
-    path of every relayed message).
+    Same result as :func:`attrs.evolve`, without its per-call introspection.
     """
     cls = type(message)
     names = _FIELD_NAMES.get(cls)
@@ -181,20 +219,23 @@ class Output:
     events: list[ServerEvent] = attrs.Factory(list)
 
     def send(self, conn: ConnectionId, message: Message) -> None:
-        """Append a :class:`Send`."""
-        self.actions.append(Send(conn, message))
+        """Append a :class:`Send` of *message*."""
+        self.actions.append(Send(conn, encode(message), message))
+
+    def send_text(self, conn: ConnectionId, text: str) -> None:
+        """Append a :class:`Send` of an encoded message."""
+        self.actions.append(Send(conn, text))
 
     def close(self, conn: ConnectionId, code: int, reason: str) -> None:
         """Append a :class:`Close`."""
         self.actions.append(Close(conn, code, reason))
 
 
-@attrs.define(eq=False)
-class _Pending:
-    seq: int
-    message: Message
-    origin: str | None  # sender peer id, for undeliverable reports
-    origin_seq: int | None
+# A message sent in a session and not acknowledged yet, kept for resume: (seq, text with its
+# seq, type, sender peer id, sender's seq); the last three for undeliverable reports. A plain
+# tuple of strings and numbers, which the garbage collector stops tracking: outboxes hold
+# thousands of them on a busy server, for seconds.
+_Pending: TypeAlias = tuple[int, str, str, str | None, int | None]
 
 
 @attrs.define(eq=False)
@@ -419,7 +460,7 @@ class SignalingState:
         elif isinstance(message, Ack):
             if session is not None:
                 outbox = session.outbox
-                while outbox and outbox[0].seq <= message.ack:
+                while outbox and outbox[0][0] <= message.ack:
                     outbox.popleft()
         elif isinstance(message, Ping):
             out.send(state.id, Pong(nonce=message.nonce))
@@ -541,8 +582,9 @@ class SignalingState:
                 heartbeat_interval=self.config.heartbeat_interval,
             ),
         )
+        joined = encode(PeerJoined(peer=info))
         for other in others:
-            self._deliver(other, PeerJoined(peer=info), out)
+            self._deliver_text(other, joined, PeerJoined.type, out, None, None)
         out.events.append(PeerJoinedEvent(room=room.name, peer=info))
 
     def _resume(self, state: _Conn, message: Resume, out: Output) -> None:
@@ -561,7 +603,7 @@ class SignalingState:
         session.detached_at = None
         state.session = session
         outbox = session.outbox
-        while outbox and outbox[0].seq <= message.ack:
+        while outbox and outbox[0][0] <= message.ack:
             outbox.popleft()
         session.acked_in = session.in_seq
         session.ack_due = None
@@ -570,7 +612,7 @@ class SignalingState:
             Resumed(room=session.room.name, peer_id=session.peer_id, ack=session.in_seq),
         )
         for pending in outbox:
-            out.send(state.id, pending.message)
+            out.send_text(state.id, pending[1])
 
     def _relay(self, state: _Conn, session: _Session, message: Relayed, out: Output) -> None:
         seq = message.seq
@@ -598,7 +640,6 @@ class SignalingState:
             )
             return
         room = session.room
-        stamped = _with_seq(message, None, me)
         if message.to is None:
             targets = [other for other in room.sessions.values() if other is not session]
         elif message.to == me:
@@ -610,8 +651,15 @@ class SignalingState:
                 self._error(state, ErrorCode.UNKNOWN_PEER, f"no peer {message.to!r}", seq, out)
                 return
             targets = [target]
+        try:
+            text = encode_relayed(message, me)  # once, whatever the number of targets
+        except ProtocolError as exc:  # only from in-process senders: decoded JSON encodes
+            self._error(state, ErrorCode.BAD_MESSAGE, str(exc), seq, out)
+            return
+        kind = message.type
+        max_pending = self.config.max_pending
         for target in targets:
-            if len(target.outbox) >= self.config.max_pending:
+            if len(target.outbox) >= max_pending:
                 self._error(
                     state,
                     ErrorCode.BACKLOG_FULL,
@@ -620,24 +668,30 @@ class SignalingState:
                     out,
                 )
                 continue
-            self._deliver(target, stamped, out, origin=me, origin_seq=seq)
+            self._deliver_text(target, text, kind, out, me, seq)
         if self.message_events:
-            out.events.append(MessageEvent(room=room.name, message=stamped))
+            out.events.append(MessageEvent(room=room.name, message=_with_seq(message, None, me)))
 
-    def _deliver(
+    def _deliver(self, session: _Session, message: Message, out: Output) -> None:
+        """Send a server-made *message* (no ``seq`` yet) in *session*."""
+        self._deliver_text(session, encode(message), message.type, out, None, None)
+
+    def _deliver_text(
         self,
         session: _Session,
-        message: Any,
+        text: str,
+        kind: str,
         out: Output,
-        *,
-        origin: str | None = None,
-        origin_seq: int | None = None,
+        origin: str | None,
+        origin_seq: int | None,
     ) -> None:
-        session.out_seq += 1
-        sequenced: Message = _with_seq(message, session.out_seq)
-        session.outbox.append(_Pending(session.out_seq, sequenced, origin, origin_seq))
-        if session.conn is not None:
-            out.send(session.conn.id, sequenced)
+        """Number the encoded message *text* (no ``seq`` yet) in *session*, queue, send it."""
+        seq = session.out_seq = session.out_seq + 1
+        sequenced = with_seq(text, seq)
+        session.outbox.append((seq, sequenced, kind, origin, origin_seq))
+        conn = session.conn
+        if conn is not None:
+            out.actions.append(Send(conn.id, sequenced))
 
     def _error(self, state: _Conn, code: str, text: str, ref: int | None, out: Output) -> None:
         error = Error(code=code, message=text, ref=ref)
@@ -674,24 +728,24 @@ class SignalingState:
         if session.conn is not None:
             session.conn.session = None
             session.conn = None
-        for pending in session.outbox:
-            if pending.origin is None or pending.origin_seq is None:
+        for _seq, _text, kind, sender, sender_seq in session.outbox:
+            if sender is None or sender_seq is None:
                 continue
-            origin = room.sessions.get(pending.origin)
+            origin = room.sessions.get(sender)
             if origin is not None:
                 self._deliver(
                     origin,
                     Error(
                         code=ErrorCode.UNDELIVERABLE,
-                        message=f"peer {session.peer_id!r} left before acknowledging "
-                        f"{pending.message.type}",
-                        ref=pending.origin_seq,
+                        message=f"peer {session.peer_id!r} left before acknowledging {kind}",
+                        ref=sender_seq,
                     ),
                     out,
                 )
         session.outbox.clear()
+        left = encode(PeerLeft(peer_id=session.peer_id, reason=reason))
         for other in room.sessions.values():
-            self._deliver(other, PeerLeft(peer_id=session.peer_id, reason=reason), out)
+            self._deliver_text(other, left, PeerLeft.type, out, None, None)
         out.events.append(PeerLeftEvent(room=room.name, peer_id=session.peer_id, reason=reason))
         if not room.sessions and not room.declared:
             del self._rooms[room.name]
