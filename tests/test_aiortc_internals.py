@@ -700,3 +700,72 @@ async def test_sfu_take_over_again_after_receive_ran_without_an_owner() -> None:
         _aiortc.sfu_release_receiver(receiver)
     finally:
         await pc.close()
+
+
+# --- peer: trickled candidates on bundled transports (icefail) ---
+
+
+async def _offered_without_candidates() -> tuple[RTCPeerConnection, RTCPeerConnection]:
+    """A remote offer (video first, then data) applied without candidates, as a browser's."""
+    from aiortc import RTCSessionDescription
+
+    remote, local = _pc(), _pc()
+    remote.addTransceiver("video")
+    remote.createDataChannel("chat")
+    await remote.setLocalDescription(await remote.createOffer())
+    sdp = "\r\n".join(
+        line
+        for line in remote.localDescription.sdp.split("\r\n")
+        if not line.startswith(("a=candidate:", "a=end-of-candidates"))
+    )
+    local.createDataChannel("hb", negotiated=True, id=1000)  # as a PeerSession does
+    _aiortc.mark_sctp_bundled(local)
+    await local.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+    return remote, local
+
+
+def _host(port: int, *, mid: str | None, index: int | None) -> Any:
+    from aiortc.sdp import candidate_from_sdp
+
+    candidate = candidate_from_sdp(f"1 1 udp 2130706431 192.0.2.7 {port} typ host")
+    candidate.sdpMid, candidate.sdpMLineIndex = mid, index
+    return candidate
+
+
+async def test_aiortc_still_drops_trickled_candidates_of_bundled_media() -> None:
+    """Why add_trickled_candidate exists: aiortc's addIceCandidate skips bundled m-lines.
+
+    If this fails, aiortc passes such candidates on itself and the work-around is redundant
+    (still harmless: aioice ignores a candidate it has already).
+    """
+    remote, local = await _offered_without_candidates()
+    try:
+        ice = local.sctp.transport.transport if local.sctp else None
+        assert ice is not None
+        for index, transceiver in enumerate(local.getTransceivers()):
+            await local.addIceCandidate(_host(4000 + index, mid=transceiver.mid, index=index))
+        assert ice.getRemoteCandidates() == []
+    finally:
+        await remote.close()
+        await local.close()
+
+
+async def test_add_trickled_candidate_reaches_the_bundled_ice_transport() -> None:
+    remote, local = await _offered_without_candidates()
+    try:
+        assert local.sctp is not None
+        ice = local.sctp.transport.transport
+        [video] = local.getTransceivers()
+        assert video.receiver.transport.transport is ice  # one bundled transport
+        assert video.mid is not None
+        await _aiortc.add_trickled_candidate(local, _host(4000, mid=video.mid, index=0))
+        await _aiortc.add_trickled_candidate(local, _host(4001, mid=None, index=1))  # by index
+        await _aiortc.add_trickled_candidate(local, _host(4000, mid=video.mid, index=0))
+        assert sorted(c.port for c in ice.getRemoteCandidates()) == [4000, 4001]
+        assert local.remoteDescription is not None
+        assert "192.0.2.7 4001" in local.remoteDescription.sdp  # aiortc's bookkeeping too
+        with pytest.raises(ValueError, match="unknown m-line"):
+            await _aiortc.add_trickled_candidate(local, _host(4002, mid="nope", index=None))
+    finally:
+        await remote.close()
+        await local.close()

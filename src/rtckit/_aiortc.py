@@ -1050,3 +1050,49 @@ async def create_stable_offer(pc: RTCPeerConnection) -> RTCSessionDescription:
         transceiver._codecs = codecs
         transceiver._headerExtensions = extensions
     return RTCSessionDescription(sdp=str(description), type="offer")
+
+
+# --- peer: trickled candidates on bundled transports (icefail) ---
+
+
+async def add_trickled_candidate(pc: RTCPeerConnection, candidate: aiortc.RTCIceCandidate) -> None:
+    """Add a trickled remote *candidate* to *pc*, reaching the ICE transport even when bundled.
+
+    aiortc 1.16's ``addIceCandidate`` hands a candidate to the ICE transport of the m-line it
+    names only if that transceiver / SCTP transport is not flagged as bundled (its private
+    ``_bundled``); otherwise it only records the candidate in the remote description. A
+    session's connection is max-bundle with its SCTP transport marked bundled
+    (:func:`mark_sctp_bundled`) and every transceiver created bundled onto it, so *every*
+    trickled candidate was dropped there: aioice saw only the end-of-candidates marker, and
+    failed at once ("Components {1} have no candidate pairs") unless a check from the remote
+    side had already given it a peer-reflexive candidate. A peer that trickles (a browser)
+    then lost a race on each new connection.
+
+    This calls ``addIceCandidate`` (it keeps the remote description's candidate list), then
+    gives the candidate to the ICE transport that the named m-line uses now through the
+    public ``RTCIceTransport.addRemoteCandidate`` (aioice ignores a candidate it has already).
+    The m-line is found by ``sdpMid``, else by ``sdpMLineIndex`` in the remote description.
+    Raises ``ValueError`` if the candidate names no m-line of *pc*.
+    """
+    import aiortc.sdp
+
+    await pc.addIceCandidate(candidate)
+    mid = candidate.sdpMid
+    remote = pc.remoteDescription
+    if mid is None and candidate.sdpMLineIndex is not None and remote is not None:
+        media = aiortc.sdp.SessionDescription.parse(remote.sdp).media
+        if 0 <= candidate.sdpMLineIndex < len(media):
+            mid = media[candidate.sdpMLineIndex].rtp.muxId
+    transport: RTCIceTransport | None = None
+    for transceiver in pc.getTransceivers():
+        if mid is not None and transceiver.mid == mid:
+            transport = transceiver.receiver.transport.transport
+    sctp = pc.sctp
+    if sctp is not None and mid is not None and sctp.mid == mid:
+        transport = sctp.transport.transport
+    if transport is None:
+        raise ValueError(
+            f"candidate for an unknown m-line (mid {candidate.sdpMid!r}, "
+            f"index {candidate.sdpMLineIndex!r})"
+        )
+    await transport.addRemoteCandidate(candidate)

@@ -794,7 +794,8 @@ class PeerSession:
             candidate = candidate_from_sdp(text.removeprefix("candidate:"))
             candidate.sdpMid = message.sdp_mid
             candidate.sdpMLineIndex = message.sdp_mline_index
-            await pc.addIceCandidate(candidate)
+            # not pc.addIceCandidate: it drops candidates for bundled m-lines, i.e. all of them
+            await _aiortc.add_trickled_candidate(pc, candidate)
         except Exception as exc:  # noqa: BLE001 - aiortc raises ValueError, KeyError...
             if not self._negotiator.accept_candidate_errors():
                 logger.warning("%s: bad remote candidate %r: %s", self.name, text, exc)
