@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import pytest
 
+from rtckit.errors import TopologyError
 from rtckit.peer import SessionConfig
 from rtckit.peer.media import PatternConfig, TestPatternTrack, read_frame_counter
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingClient, SignalingConfig
@@ -181,6 +182,20 @@ async def test_same_app_code_in_mesh_and_sfu_rooms(server: Server, topology: str
             assert stats.decoders_running == 0
             assert stats.encoders_running == 0
             assert server.sfu().data_messages_relayed >= 6
+
+
+@pytest.mark.parametrize("topology", ["mesh", "sfu"])
+async def test_a_message_to_an_unknown_participant_is_a_topology_error(
+    server: Server, topology: str
+) -> None:
+    """Every topology answers the same: a TopologyError naming who is unknown."""
+    async with member(server, topology) as (_, alice), member(server, topology) as (_, bob):
+        async with asyncio.timeout(10):
+            while bob.local_id not in alice.participants:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        alice.send("hello", to=bob.local_id)  # a participant: fine
+        with pytest.raises(TopologyError, match="unknown participant 'nobody'"):
+            alice.send("hello", to="nobody")
 
 
 async def test_leave_ends_tracks_and_publisher_comes_back(server: Server) -> None:

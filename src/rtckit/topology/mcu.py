@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -44,7 +44,6 @@ from rtckit.ice import IceConfig
 from rtckit.mcu.engine import McuConfig, McuEngine, McuParticipant
 from rtckit.peer.events import (
     ConnectionReplaced,
-    ConnectionStateChanged,
     DataMessage,
     SessionClosed,
     TrackAdded,
@@ -52,16 +51,12 @@ from rtckit.peer.events import (
 )
 from rtckit.peer.session import PeerSession, SessionConfig
 from rtckit.signaling import protocol as sp
-from rtckit.signaling.client import Reconnected, SignalingClient
+from rtckit.signaling.client import SignalingClient
 from rtckit.signaling.memory import MemoryTransport
 from rtckit.signaling.state import PeerJoinedEvent, ServerEvent
+from rtckit.topology._server_room import ServerSessionRoom, open_envelope, seal_envelope
 from rtckit.topology.base import (
-    ParticipantConnectionChanged,
-    ParticipantJoined,
-    ParticipantLeft,
-    RoomClosed,
     RoomDataMessage,
-    RoomEvent,
     Topology,
     TrackPublished,
     TrackUnpublished,
@@ -72,7 +67,6 @@ from rtckit.topology.mesh import (
     SignalingSignaller,
     peer_message_from_signaling,
 )
-from rtckit.topology.sfu import open_envelope, seal_envelope
 
 __all__ = [
     "MCU_PEER_ID",
@@ -355,158 +349,39 @@ class McuServerStrategy:
 # --- client side ----------------------------------------------------------------------------
 
 
-class McuRoom:
+class McuRoom(ServerSessionRoom):
     """An MCU room on a joined :class:`~rtckit.signaling.client.SignalingClient`.
 
-    See the module documentation.
+    See the module documentation; the API is the one of :class:`~rtckit.topology.base.Room`.
+    The server sends one video (the composite) and one audio (the mix), both published by
+    *server_id*; :attr:`layout` says who is drawn where.
     """
+
+    TOPOLOGY = Topology.MCU
 
     def __init__(
         self, client: SignalingClient, *, session_config: SessionConfig, server_id: str
     ) -> None:
-        self.client = client
-        self.session_config = session_config
-        self.server_id = server_id
-        self._session: PeerSession | None = None
-        self._pump_task: asyncio.Task[None] | None = None
-        self._participants: dict[str, Mapping[str, Any] | None] = {}
-        self._published: list[MediaStreamTrack] = []
-        self._remote: dict[str, Any] = {}
+        super().__init__(client, session_config=session_config, server_id=server_id)
+        self._remote: dict[str, MediaStreamTrack] = {}
         self._layout: tuple[str, ...] = ()
-        self._events: asyncio.Queue[RoomEvent | None] = asyncio.Queue()
-        self._reader: asyncio.Task[None] | None = None
-        self._closing: asyncio.Future[None] | None = None
-        self._local_id = client.peer_id
-
-    # -- Room API ---------------------------------------------------------------------------
-
-    @property
-    def topology(self) -> Topology:
-        """Always ``Topology.MCU``."""
-        return Topology.MCU
-
-    @property
-    def local_id(self) -> str:
-        """This participant's peer id."""
-        return self._local_id
-
-    @property
-    def participants(self) -> Mapping[str, Mapping[str, Any] | None]:
-        """The other participants (peer id -> metadata); the server is not one."""
-        return dict(self._participants)
 
     @property
     def layout(self) -> Sequence[str]:
         """Peer ids drawn in the composite video, in grid order (as the server last said)."""
         return self._layout
 
-    @property
-    def session(self) -> PeerSession | None:
-        """The session to the MCU (``None`` until the server is in the room)."""
-        return self._session
-
-    async def publish(self, track: MediaStreamTrack) -> None:
-        """Send *track* to the MCU (mixed into everyone's audio or drawn in the grid)."""
-        if track in self._published:
-            raise TopologyError("track already published")
-        self._published.append(track)
-        if self._session is not None and not self._session.closed:
-            self._session.add_track(track)
-
-    async def unpublish(self, track: MediaStreamTrack) -> None:
-        """Stop sending *track*."""
-        if track not in self._published:
-            raise TopologyError("track is not published")
-        self._published.remove(track)
-        if self._session is not None and not self._session.closed:
-            self._session.remove_track(track)
-
-    def send(self, data: str | bytes, *, to: str | None = None) -> None:
-        """Send a data message to every participant, or to *to* only (relayed by the MCU)."""
-        if to is not None and to not in self._participants:
-            raise TopologyError(f"unknown participant {to!r}")
-        if self._session is not None and not self._session.closed:
-            self._session.send(ROOM_CHANNEL_LABEL, seal_envelope(to or "", data))
-
-    async def events(self) -> AsyncIterator[RoomEvent]:
-        """Room events until the room is closed."""
-        while True:
-            event = await self._events.get()
-            if event is None:
-                self._events.put_nowait(None)
-                return
-            yield event
-
-    async def start(self) -> None:
-        """Announce the participants already there and connect to the MCU (once it is in)."""
-        for peer_id, info in self.client.peers.items():
-            if peer_id == self.server_id:
-                continue
-            self._participants[peer_id] = info.metadata
-            self._emit(ParticipantJoined(participant_id=peer_id, metadata=info.metadata))
-        if self.server_id in self.client.peers:
-            await self._connect()
-        self._reader = asyncio.create_task(self._read(), name=f"mcu-reader-{self._local_id}")
-
-    async def aclose(self) -> None:
-        """Close the session to the MCU (the signaling client stays open). Idempotent."""
-        await self._close("left")
-
-    # -- internals --------------------------------------------------------------------------
-
-    def _emit(self, event: RoomEvent) -> None:
-        self._events.put_nowait(event)
-
-    async def _connect(self) -> None:
-        if self._session is not None:
-            return
-        session = PeerSession(
-            SignalingSignaller(self.client, self.server_id),
-            polite=True,  # the MCU offers first
-            config=self.session_config,
-            name=f"{self._local_id}->{self.server_id}",
-        )
-        for track in self._published:
-            session.add_track(track)
-        session.create_data_channel(ROOM_CHANNEL_LABEL, negotiated_id=ROOM_CHANNEL_ID)
-        self._session = session
-        await session.start()
-        self._pump_task = asyncio.create_task(self._pump(session), name=f"mcu-{session.name}")
-
-    async def _disconnect(self) -> None:
-        session, self._session = self._session, None
-        if session is None:
-            return
-        await asyncio.shield(session.close())
-        pump, self._pump_task = self._pump_task, None
-        if pump is not None and pump is not asyncio.current_task():
-            await asyncio.wait([pump])
-        for mid, track in self._remote.items():
-            del mid
-            self._emit(
-                TrackUnpublished(participant_id=self.server_id, track=track, kind=track.kind)
-            )
-        self._remote.clear()
-
-    async def _pump(self, session: PeerSession) -> None:
+    def _on_media(self, session: PeerSession, event: TrackAdded | TrackRemoved) -> None:
+        del session
         server = self.server_id
-        async for event in session.events():
-            if isinstance(event, TrackAdded):
-                self._remote[event.mid or event.track.id] = event.track
-                self._emit(
-                    TrackPublished(participant_id=server, track=event.track, kind=event.kind)
-                )
-            elif isinstance(event, TrackRemoved):
-                if self._remote.pop(event.mid or event.track.id, None) is not None:
-                    self._emit(
-                        TrackUnpublished(participant_id=server, track=event.track, kind=event.kind)
-                    )
-            elif isinstance(event, DataMessage) and event.label == ROOM_CHANNEL_LABEL:
-                self._on_data(event.data)
-            elif isinstance(event, ConnectionStateChanged):
-                self._emit(ParticipantConnectionChanged(participant_id=server, state=event.state))
+        key = event.mid or event.track.id
+        if isinstance(event, TrackAdded):
+            self._remote[key] = event.track
+            self._emit(TrackPublished(participant_id=server, track=event.track, kind=event.kind))
+        elif self._remote.pop(key, None) is not None:
+            self._emit(TrackUnpublished(participant_id=server, track=event.track, kind=event.kind))
 
-    def _on_data(self, data: str | bytes) -> None:
+    def _on_room_data(self, data: str | bytes) -> None:
         opened = open_envelope(data)
         if opened is None:
             logger.debug("MCU room: dropped a data message without an envelope")
@@ -520,66 +395,12 @@ class McuRoom:
         if sender:
             self._emit(RoomDataMessage(participant_id=sender, data=payload))
 
-    async def _read(self) -> None:
-        reason = "signaling closed"
-        try:
-            async for event in self.client:
-                await self._on_signaling(event)
-        except SignalingError as exc:
-            reason = f"signaling failed: {exc}"
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("MCU room reader failed")
-            reason = "error"
-        await self._close(reason)
-
-    async def _on_signaling(self, event: object) -> None:
-        if isinstance(event, sp.PeerJoined):
-            peer_id = event.peer.id
-            if peer_id == self.server_id:
-                await self._connect()
-            elif peer_id != self._local_id:
-                self._participants[peer_id] = event.peer.metadata
-                self._emit(ParticipantJoined(participant_id=peer_id, metadata=event.peer.metadata))
-        elif isinstance(event, sp.PeerLeft):
-            if event.peer_id == self.server_id:
-                await self._disconnect()
-            elif self._participants.pop(event.peer_id, ...) is not ...:
-                self._emit(ParticipantLeft(participant_id=event.peer_id, reason=event.reason))
-        elif isinstance(event, Reconnected) and not event.resumed:
-            await self._disconnect()
-            self._local_id = self.client.peer_id
-            for peer_id in list(self._participants):
-                if peer_id not in self.client.peers:
-                    del self._participants[peer_id]
-                    self._emit(ParticipantLeft(participant_id=peer_id, reason="rejoined"))
-            for peer_id, info in self.client.peers.items():
-                if peer_id != self.server_id and peer_id not in self._participants:
-                    self._participants[peer_id] = info.metadata
-                    self._emit(ParticipantJoined(participant_id=peer_id, metadata=info.metadata))
-            if self.server_id in self.client.peers:
-                await self._connect()
-        elif isinstance(event, sp.Relayed) and event.sender == self.server_id:
-            message = peer_message_from_signaling(event)
-            if message is not None and self._session is not None:
-                await self._session.receive(message)
-
-    async def _close(self, reason: str) -> None:
-        if self._closing is not None:
-            await asyncio.shield(self._closing)
-            return
-        self._closing = asyncio.get_running_loop().create_future()
-        try:
-            reader = self._reader
-            if reader is not None and reader is not asyncio.current_task():
-                reader.cancel()
-                await asyncio.wait([reader])
-            await self._disconnect()
-            self._emit(RoomClosed(reason=reason))
-            self._events.put_nowait(None)
-        finally:
-            self._closing.set_result(None)
+    def _end_remote_tracks(self) -> None:
+        for track in self._remote.values():
+            self._emit(
+                TrackUnpublished(participant_id=self.server_id, track=track, kind=track.kind)
+            )
+        self._remote.clear()
 
 
 async def open_mcu(

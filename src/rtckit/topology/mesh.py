@@ -234,7 +234,10 @@ class MeshRoom:
 
     def send(self, data: str | bytes, *, to: str | None = None) -> None:
         """Send a data message to every participant, or to *to* only (buffered until open)."""
-        targets = [self._links[to]] if to is not None else list(self._links.values())
+        if to is not None and to not in self._participants:
+            raise TopologyError(f"unknown participant {to!r}")
+        link = None if to is None else self._links.get(to)
+        targets = list(self._links.values()) if to is None else [link] if link else []
         for link in targets:
             if not link.session.closed:
                 link.session.send(ROOM_CHANNEL_LABEL, data)

@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiortc import MediaStreamTrack, RTCRtpTransceiver
@@ -47,7 +47,6 @@ from rtckit.errors import SignalingError, TopologyError
 from rtckit.ice import IceConfig
 from rtckit.peer.events import (
     ConnectionReplaced,
-    ConnectionStateChanged,
     DataMessage,
     TrackAdded,
     TrackRemoved,
@@ -64,13 +63,9 @@ from rtckit.sfu.engine import (
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import Reconnected, SignalingClient
 from rtckit.signaling.memory import MemoryTransport
+from rtckit.topology._server_room import ServerSessionRoom, open_envelope, seal_envelope
 from rtckit.topology.base import (
-    ParticipantConnectionChanged,
-    ParticipantJoined,
-    ParticipantLeft,
-    RoomClosed,
     RoomDataMessage,
-    RoomEvent,
     ServerStrategyFactory,
     Topology,
     TrackPublished,
@@ -108,27 +103,6 @@ _KEYFRAME_RETRY = 0.5
 
 
 # --- pure helpers ---------------------------------------------------------------------------
-
-
-def seal_envelope(peer: str, data: str | bytes) -> str | bytes:
-    """Wrap a room data message with a peer id (target from a client, origin from the SFU)."""
-    if isinstance(data, bytes):
-        return peer.encode() + b"\x00" + data
-    return f"{peer}\x00{data}"
-
-
-def open_envelope(message: str | bytes) -> tuple[str, str | bytes] | None:
-    """The ``(peer id, data)`` of an enveloped message, or ``None`` if it has no envelope."""
-    if isinstance(message, bytes):
-        peer_b, sep, data = message.partition(b"\x00")
-        if not sep:
-            return None
-        try:
-            return peer_b.decode(), data
-        except UnicodeDecodeError:
-            return None
-    peer_s, sep_s, text = message.partition("\x00")
-    return (peer_s, text) if sep_s else None
 
 
 def participant_of_msid(msid: str | None) -> str | None:
@@ -616,225 +590,59 @@ class _RemoteView(MediaStreamTrack):
         super().stop()
 
 
-class SfuRoom:
+class SfuRoom(ServerSessionRoom):
     """An SFU room on a joined :class:`~rtckit.signaling.client.SignalingClient`.
 
     See the module documentation; the API is the one of
     :class:`~rtckit.topology.base.Room`, the same as :class:`~rtckit.topology.mesh.MeshRoom`.
+    Every other participant's published track arrives as its own
+    :class:`~rtckit.topology.base.TrackPublished`, named by the forwarded m-line's ``msid``.
     """
 
+    TOPOLOGY = Topology.SFU
+
     def __init__(self, client: SignalingClient, *, session_config: SessionConfig) -> None:
-        self.client = client
-        self.session_config = session_config
-        self._session: PeerSession | None = None
-        self._pump: asyncio.Task[None] | None = None
-        self._reader: asyncio.Task[None] | None = None
-        self._participants: dict[str, Mapping[str, Any] | None] = {}
-        self._published: list[MediaStreamTrack] = []
+        super().__init__(client, session_config=session_config, server_id=SFU_PEER_ID)
         # mid -> (participant, view) of the forwarded tracks being received
         self._views: dict[str, tuple[str, _RemoteView]] = {}
-        self._events: asyncio.Queue[RoomEvent | None] = asyncio.Queue()
-        self._closing: asyncio.Future[None] | None = None
-        self._local_id = client.peer_id
 
-    # -- Room API ---------------------------------------------------------------------------
-
-    @property
-    def topology(self) -> Topology:
-        """Always ``Topology.SFU``."""
-        return Topology.SFU
-
-    @property
-    def local_id(self) -> str:
-        """This participant's peer id."""
-        return self._local_id
-
-    @property
-    def participants(self) -> Mapping[str, Mapping[str, Any] | None]:
-        """The other participants (peer id -> metadata), the server not included."""
-        return dict(self._participants)
-
-    @property
-    def session(self) -> PeerSession | None:
-        """The session to the SFU (``None`` while the server is not in the room)."""
-        return self._session
-
-    async def publish(self, track: MediaStreamTrack) -> None:
-        """Send *track* to the SFU, which forwards it to everyone, present and future."""
-        if track in self._published:
-            raise TopologyError("track already published")
-        self._published.append(track)
-        if self._session is not None and not self._session.closed:
-            self._session.add_track(track)
-
-    async def unpublish(self, track: MediaStreamTrack) -> None:
-        """Stop sending *track*."""
-        if track not in self._published:
-            raise TopologyError("track is not published")
-        self._published.remove(track)
-        if self._session is not None and not self._session.closed:
-            self._session.remove_track(track)
-
-    def send(self, data: str | bytes, *, to: str | None = None) -> None:
-        """Send a data message to every participant, or to *to* only (relayed by the SFU)."""
-        if self._session is not None and not self._session.closed:
-            self._session.send(ROOM_CHANNEL_LABEL, seal_envelope(to or "", data))
-
-    async def events(self) -> AsyncIterator[RoomEvent]:
-        """Room events until the room is closed."""
-        while True:
-            event = await self._events.get()
-            if event is None:
-                self._events.put_nowait(None)
-                return
-            yield event
-
-    async def start(self) -> None:
-        """Report the participants present, connect to the SFU (now or once it is there)."""
-        for peer_id, info in self.client.peers.items():
-            if peer_id == SFU_PEER_ID:
-                continue
-            self._participants[peer_id] = info.metadata
-            self._emit(ParticipantJoined(participant_id=peer_id, metadata=info.metadata))
-        if SFU_PEER_ID in self.client.peers:
-            await self._connect()
-        self._reader = asyncio.create_task(self._read(), name=f"sfu-room-{self._local_id}")
-
-    async def aclose(self) -> None:
-        """Close the connection to the SFU (the signaling client stays open). Idempotent."""
-        await self._close("left")
-
-    # -- internals --------------------------------------------------------------------------
-
-    def _emit(self, event: RoomEvent) -> None:
-        self._events.put_nowait(event)
-
-    async def _connect(self) -> None:
-        if self._session is not None:
+    def _on_media(self, session: PeerSession, event: TrackAdded | TrackRemoved) -> None:
+        mid = str(event.mid)
+        if isinstance(event, TrackRemoved):
+            if mid in self._views:
+                self._end_view(mid)
             return
-        session = PeerSession(
-            SignalingSignaller(self.client, SFU_PEER_ID),
-            polite=True,
-            config=self.session_config,
-            name=f"{self._local_id}->sfu",
-        )
-        self._session = session
-        for track in self._published:
-            session.add_track(track)
-        session.create_data_channel(ROOM_CHANNEL_LABEL, negotiated_id=ROOM_CHANNEL_ID)
-        await session.start()
-        self._pump = asyncio.create_task(
-            self._pump_events(session), name=f"sfu-pump-{session.name}"
-        )
+        pc = session.peer_connection
+        remote = None if pc is None else pc.remoteDescription
+        msid = None if remote is None else _msid_of_mid(remote.sdp, mid)
+        participant = participant_of_msid(msid)
+        if participant is None:
+            logger.warning("SFU track on mid %s names no participant (%r)", mid, msid)
+            return
+        if mid in self._views:
+            self._end_view(mid)
+        view = _RemoteView(event.track)
+        self._views[mid] = (participant, view)
+        self._emit(TrackPublished(participant_id=participant, track=view, kind=view.kind))
 
-    async def _disconnect(self) -> None:
-        session, self._session = self._session, None
-        pump, self._pump = self._pump, None
+    def _on_room_data(self, data: str | bytes) -> None:
+        opened = open_envelope(data)
+        if opened is not None:
+            self._emit(RoomDataMessage(participant_id=opened[0], data=opened[1]))
+
+    def _end_remote_tracks(self) -> None:
         for mid in list(self._views):
             self._end_view(mid)
-        if session is not None:
-            await session.close()
-        if pump is not None and pump is not asyncio.current_task():
-            await asyncio.wait([pump])
+
+    def _participant_gone(self, peer_id: str) -> None:
+        for mid, (participant, _view) in list(self._views.items()):
+            if participant == peer_id:
+                self._end_view(mid)
 
     def _end_view(self, mid: str) -> None:
         participant, view = self._views.pop(mid)
         view.stop()
         self._emit(TrackUnpublished(participant_id=participant, track=view, kind=view.kind))
-
-    async def _pump_events(self, session: PeerSession) -> None:
-        async for event in session.events():
-            if isinstance(event, TrackAdded):
-                pc = session.peer_connection
-                mid = str(event.mid)
-                remote = None if pc is None else pc.remoteDescription
-                msid = None if remote is None else _msid_of_mid(remote.sdp, mid)
-                participant = participant_of_msid(msid)
-                if participant is None:
-                    logger.warning("SFU track on mid %s names no participant (%r)", mid, msid)
-                    continue
-                if mid in self._views:
-                    self._end_view(mid)
-                view = _RemoteView(event.track)
-                self._views[mid] = (participant, view)
-                self._emit(TrackPublished(participant_id=participant, track=view, kind=view.kind))
-            elif isinstance(event, TrackRemoved):
-                if str(event.mid) in self._views:
-                    self._end_view(str(event.mid))
-            elif isinstance(event, DataMessage) and event.label == ROOM_CHANNEL_LABEL:
-                opened = open_envelope(event.data)
-                if opened is not None:
-                    self._emit(RoomDataMessage(participant_id=opened[0], data=opened[1]))
-            elif isinstance(event, ConnectionStateChanged):
-                self._emit(
-                    ParticipantConnectionChanged(participant_id=SFU_PEER_ID, state=event.state)
-                )
-
-    async def _read(self) -> None:
-        reason = "signaling closed"
-        try:
-            async for event in self.client:
-                await self._on_signaling(event)
-        except SignalingError as exc:
-            reason = f"signaling failed: {exc}"
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            logger.exception("SFU room reader failed")
-            reason = "error"
-        await self._close(reason)
-
-    async def _on_signaling(self, event: object) -> None:
-        if isinstance(event, sp.PeerJoined):
-            peer_id = event.peer.id
-            if peer_id == SFU_PEER_ID:
-                await self._connect()
-            elif peer_id != self._local_id:
-                self._participants[peer_id] = event.peer.metadata
-                self._emit(ParticipantJoined(participant_id=peer_id, metadata=event.peer.metadata))
-        elif isinstance(event, sp.PeerLeft):
-            if event.peer_id == SFU_PEER_ID:
-                await self._disconnect()
-            elif self._participants.pop(event.peer_id, ...) is not ...:
-                for mid, (participant, _view) in list(self._views.items()):
-                    if participant == event.peer_id:
-                        self._end_view(mid)
-                self._emit(ParticipantLeft(participant_id=event.peer_id, reason=event.reason))
-        elif isinstance(event, Reconnected) and not event.resumed:
-            await self._disconnect()
-            for peer_id in list(self._participants):
-                if peer_id not in self.client.peers:
-                    del self._participants[peer_id]
-                    self._emit(ParticipantLeft(participant_id=peer_id, reason="rejoined"))
-            self._local_id = self.client.peer_id
-            for peer_id, info in self.client.peers.items():
-                if peer_id == SFU_PEER_ID:
-                    continue
-                if peer_id not in self._participants:
-                    self._emit(ParticipantJoined(participant_id=peer_id, metadata=info.metadata))
-                self._participants[peer_id] = info.metadata
-            if SFU_PEER_ID in self.client.peers:
-                await self._connect()
-        elif isinstance(event, sp.Relayed) and event.sender == SFU_PEER_ID:
-            message = peer_message_from_signaling(event)
-            if message is not None and self._session is not None:
-                await self._session.receive(message)
-
-    async def _close(self, reason: str) -> None:
-        if self._closing is not None:
-            await asyncio.shield(self._closing)
-            return
-        self._closing = asyncio.get_running_loop().create_future()
-        try:
-            reader = self._reader
-            if reader is not None and reader is not asyncio.current_task():
-                reader.cancel()
-                await asyncio.wait([reader])
-            await asyncio.shield(self._disconnect())
-            self._emit(RoomClosed(reason=reason))
-            self._events.put_nowait(None)
-        finally:
-            self._closing.set_result(None)
 
 
 async def open_sfu(
