@@ -50,6 +50,7 @@ from rtckit.signaling.state import (
     ServerEvent,
 )
 from rtckit.topology import ServerStrategy, Topology, has_server_strategy, server_strategy_for
+from rtckit.topology.base import MCU_PEER_ID, SFU_PEER_ID
 from rtckit.turn import TurnRestAuth
 
 if TYPE_CHECKING:
@@ -96,11 +97,9 @@ def _static(name: str) -> str:
 #: without which MCU rooms are refused with a clear error).
 APP_TOPOLOGIES: frozenset[str] = frozenset(topology.value for topology in Topology)
 
-#: The peer ids the SFU and MCU room strategies take in the rooms they serve
-#: (:data:`rtckit.topology.sfu.SFU_PEER_ID`, :data:`rtckit.topology.mcu.MCU_PEER_ID`; not
-#: imported here so that the app starts without loading aiortc's media stack). They are not
+#: The peer ids the SFU and MCU room strategies take in the rooms they serve. They are not
 #: people: not counted as peers, and a room with only them in it is empty.
-SERVER_PEER_IDS: frozenset[str] = frozenset({"rtckit-sfu", "rtckit-mcu"})
+SERVER_PEER_IDS: frozenset[str] = frozenset({SFU_PEER_ID, MCU_PEER_ID})
 
 
 def available_topologies() -> dict[str, bool]:

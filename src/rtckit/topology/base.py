@@ -39,6 +39,8 @@ if TYPE_CHECKING:
     from rtckit.peer.session import SessionConfig
 
 __all__ = [
+    "MCU_PEER_ID",
+    "SFU_PEER_ID",
     "ClientStrategy",
     "ParticipantConnectionChanged",
     "ParticipantJoined",
@@ -59,6 +61,12 @@ __all__ = [
     "register_server_strategy",
     "server_strategy_for",
 ]
+
+
+#: The peer id the SFU takes in the rooms it serves (:mod:`rtckit.topology.sfu`).
+SFU_PEER_ID = "rtckit-sfu"
+#: The peer id the MCU takes in the rooms it serves (:mod:`rtckit.topology.mcu`).
+MCU_PEER_ID = "rtckit-mcu"
 
 
 class Topology(enum.StrEnum):

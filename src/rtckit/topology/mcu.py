@@ -3,7 +3,8 @@
 Server side (:class:`McuServerStrategy`, started by
 :class:`~rtckit.topology.server.RoomStrategies` for rooms whose topology is ``mcu``): the
 server joins the room through the signaling protocol as the participant ``"rtckit-mcu"``
-(:data:`MCU_PEER_ID`, an in-process trusted :class:`~rtckit.signaling.memory.MemoryTransport`)
+(:data:`~rtckit.topology.base.MCU_PEER_ID`, an in-process trusted
+:class:`~rtckit.signaling.memory.MemoryTransport`)
 and opens one :class:`~rtckit.peer.session.PeerSession` to every other participant. Each
 participant sends its audio and video up; the server sends back the room's composite video
 (the same encoded frames to everyone) and the participant's mix-minus audio, from one
@@ -16,14 +17,15 @@ Client side (:class:`McuRoom`, opened by :func:`~rtckit.topology.base.join_room`
 server says the room is ``mcu``): one session to the server, whatever the number of
 participants. The application sees the same :class:`~rtckit.topology.base.Room` API and
 events as in a mesh, except that remote media comes as exactly **one** video and **one**
-audio track, published by the server's pseudo-participant :data:`MCU_PEER_ID`;
+audio track, published by the server's pseudo-participant :data:`~rtckit.topology.base.MCU_PEER_ID`;
 :attr:`McuRoom.layout` lists the participants drawn in the composite, in grid order.
 
 Roles: the server is the impolite side (it makes the first offer), clients are polite. Room
 data messages travel on the pre-negotiated ``rtckit-room`` channel of each session; the
 server relays them with the SFU's envelope (:func:`~rtckit.topology.sfu.seal_envelope`:
 ``"<to>\\x00<data>"`` up, ``"<from>\\x00<data>"`` down). The server's own messages on that
-channel (sender :data:`MCU_PEER_ID`) carry the layout, ``{"mcu-layout": [peer ids]}``.
+channel (sender :data:`~rtckit.topology.base.MCU_PEER_ID`) carry the layout,
+``{"mcu-layout": [peer ids]}``.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from rtckit.signaling.memory import MemoryTransport
 from rtckit.signaling.state import PeerJoinedEvent, ServerEvent
 from rtckit.topology._server_room import ServerSessionRoom, open_envelope, seal_envelope
 from rtckit.topology.base import (
+    MCU_PEER_ID,
     RoomDataMessage,
     Topology,
     TrackPublished,
@@ -78,8 +81,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MCU_PEER_ID = "rtckit-mcu"
-"""The peer id the MCU server takes in each room it serves."""
 
 _LAYOUT_KEY = "mcu-layout"
 

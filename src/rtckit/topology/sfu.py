@@ -2,7 +2,8 @@
 
 Server side (:class:`SfuServerStrategy`, started for each ``sfu`` room by
 :class:`~rtckit.topology.server.RoomStrategies`): the server joins the room through the
-signaling hub as a participant of its own, with the reserved peer id :data:`SFU_PEER_ID`
+signaling hub as a participant of its own, with the reserved peer id
+:data:`~rtckit.topology.base.SFU_PEER_ID`
 (an in-process, trusted connection; only trusted or ``admin`` peers may choose an id, so no
 client can pose as the server). It opens one :class:`~rtckit.peer.session.PeerSession` to
 each participant (the server impolite, the participant polite; both offer when they need
@@ -65,6 +66,7 @@ from rtckit.signaling.client import Reconnected, SignalingClient
 from rtckit.signaling.memory import MemoryTransport
 from rtckit.topology._server_room import ServerSessionRoom, open_envelope, seal_envelope
 from rtckit.topology.base import (
+    SFU_PEER_ID,
     RoomDataMessage,
     ServerStrategyFactory,
     Topology,
@@ -94,8 +96,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The peer id the SFU takes in the rooms it serves.
-SFU_PEER_ID = "rtckit-sfu"
 _MSID_SEPARATOR = "~"
 _SUBSCRIBE_TIMEOUT = 30.0
 _POLL = 0.02
@@ -211,7 +211,7 @@ class SfuServerStrategy:
     # -- life cycle -------------------------------------------------------------------------
 
     async def start_room(self, room: str) -> None:
-        """Join *room* as :data:`SFU_PEER_ID` and connect to everyone in it."""
+        """Join *room* as :data:`~rtckit.topology.base.SFU_PEER_ID`; connect to everyone in it."""
         self.room = room
         self.router = SfuRouter(self.sfu_config)
         await self._join()

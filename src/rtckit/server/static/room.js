@@ -6,7 +6,7 @@
 // participantleft, track, trackremoved, message, connectionstate and closed. The server
 // decides the topology of an existing room; the page only asks for one when creating it.
 
-import { RtcKitSignaling, SignalingError, joinRoom } from "/rtckit.js";
+import { MCU_PEER_ID, RtcKitSignaling, SFU_PEER_ID, SignalingError, joinRoom } from "/rtckit.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -41,9 +41,9 @@ const state = window.rtckitPage = {
 
 // --- helpers ---------------------------------------------------------------------------
 
-// The peer ids the SFU and MCU servers take in their rooms (rtckit.js SFU_PEER_ID, MCU_PEER_ID):
-// they are not people, so they get no tile of their own.
-const SERVER_PEERS = new Set(["rtckit-sfu", "rtckit-mcu"]);
+// The peer ids the SFU and MCU servers take in their rooms: they are not people, so they get
+// no tile of their own.
+const SERVER_PEERS = new Set([SFU_PEER_ID, MCU_PEER_ID]);
 
 function isMcu() {
   return Boolean(state.signaling && state.signaling.topology === "mcu");
