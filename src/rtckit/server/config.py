@@ -16,7 +16,7 @@ Pure: reads text (or a file), returns objects or raises
 
     [auth]
     mode = "token"            # "token" (default) or "open" (local demos only)
-    secret_env = "RTCKIT_TOKEN_SECRET"   # or secret = "..." (discouraged in files)
+    secret_env = "RTCKIT_SIGNALING_SECRET"   # or secret = "..." (discouraged in files)
 
     [ice]
     urls = ["stun:stun.example.org:3478", "turn:turn.example.org:3478?transport=udp"]

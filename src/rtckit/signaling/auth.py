@@ -14,7 +14,9 @@ only for local demos and tests (a server config never defaults to it). Both impl
 
 .. code-block:: python
 
-    auth = TokenAuth(secret="s3cret")
+    import secrets
+
+    auth = TokenAuth(secret=secrets.token_urlsafe(32))  # at least 32 bytes
     token = auth.mint(room="lobby", identity="alice", ttl=3600)
     grant = auth.authenticate("lobby", token)  # Grant(identity='alice', permissions=(...))
 """
