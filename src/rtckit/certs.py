@@ -89,7 +89,7 @@ IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
 """An IPv4 or IPv6 address."""
 
 DEFAULT_DAYS = 700
-"""Validity of a server certificate, in days (the seed app's ``keytool -validity 700``).
+"""Validity of a server certificate, in days (as ``keytool -validity 700`` in the HTTPS how-to).
 
 Apple platforms refuse TLS server certificates valid for more than 825 days, even from a CA the
 user trusts, so keep ``days`` at most 825 for certificates that iPhones and Macs must accept.
