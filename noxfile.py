@@ -21,7 +21,7 @@ PYTHONS = ["3.11", "3.12", "3.13"]
 MAIN_PYTHON = "3.11"
 
 
-def _install(session: nox.Session, *groups: str, extras: str = "media,redis,metrics") -> None:
+def _install(session: nox.Session, *groups: str, extras: str = "media,metrics") -> None:
     session.install(f".[{extras}]")
     for group in groups:
         session.install("--group", group)
@@ -43,7 +43,7 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=MAIN_PYTHON)
 def integration(session: nox.Session) -> None:
-    """Tests against real system components: coturn, redis-server, network namespaces."""
+    """Tests against real system components: coturn, network namespaces."""
     _install(session, "test", "browser")
     session.run("pytest", "-m", "integration", "-p", "no:cacheprovider", *session.posargs)
 
