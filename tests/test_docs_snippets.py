@@ -8,10 +8,11 @@ is handled:
   page (top-level ``await`` allowed). Inside an ``async with`` body, ``...`` ("serve until
   done") runs the rest of the page, so a server block stays up for the client blocks after it.
   Blocks listed in :data:`PYTHON` as ``participant`` run twice at once (two participants of
-  the room) until each has received a media frame. Blocks that cannot run (they need root,
-  a remote host or a reader's objects) are listed as ``compile`` with the reason: they are
-  compiled, their imports run, and every name they use must be defined by the page, imported,
-  a builtin, or named in :data:`CONTEXT`.
+  the room) until each has received a media frame; ``serve`` blocks (a server that runs
+  until cancelled) run for :data:`SERVE_SECONDS` and must still be serving. Blocks that
+  cannot run (they need root, a remote host or a reader's objects) are listed as ``compile``
+  with the reason: they are compiled, their imports run, and every name they use must be
+  defined by the page, imported, a builtin, or named in :data:`CONTEXT`.
 * ``toml`` blocks load with :mod:`rtckit.server.config` (the secrets and TLS files they name
   are provided).
 * shell blocks listed in :data:`SHELL_RUN` run in bash in a temporary directory with the
@@ -72,7 +73,7 @@ PYTHON: dict[Key, str] = {
         "compile: the NAT lab needs root and network namespaces (tests/test_natlab.py)"
     ),
     ("docs/howto/doctor.rst", "doctor = [sys.executable"): (
-        "compile: an excerpt of a NAT-lab test (root, namespaces; tests/test_doctor.py)"
+        "compile: an excerpt of a NAT-lab test (root, namespaces; tests/test_natlab.py)"
     ),
     ("docs/howto/doctor.rst", "report = await run_doctor("): (
         "compile: probes turn.example.org, a remote host"
@@ -133,11 +134,9 @@ PYTHON: dict[Key, str] = {
         "compile: a fragment, the reader's server"
     ),
     ("rtckit.signaling.server", "web.run_app(app)"): "compile: serves until Ctrl-C",
-    ("rtckit.signaling.server", 'await server.listen("127.0.0.1", 8765)'): (
-        "compile: a fragment, the reader's config"
-    ),
+    ("rtckit.signaling.server", 'await server.listen("127.0.0.1", 8765)'): "run",
     ("rtckit.stunserver", "await asyncio.Event().wait()"): (
-        "compile: serves forever on port 3478 (docs/reference/stun.rst's block runs the server)"
+        "serve: serves until cancelled (it is cancelled after SERVE_SECONDS)"
     ),
     ("rtckit.testing.browser.launch_chromium", "async with launch_chromium()"): (
         "compile: needs Chromium and a page server (tests/test_browser_launcher.py)"
@@ -151,9 +150,6 @@ PYTHON: dict[Key, str] = {
     ("rtckit.testing.proxy", "async with TcpProxy("): "compile: a fragment of a test",
     ("rtckit.topology.base", "async with join_room(client) as room:"): (
         "compile: a room member of the reader's server at url"
-    ),
-    ("rtckit.topology.server", "RoomStrategies(server.hub):"): (
-        "compile: a fragment, the reader's config"
     ),
     ("rtckit.turn", 'auth = TurnRestAuth(secrets=["s3cret"]'): "run",
 }
@@ -205,16 +201,20 @@ CONTEXT: dict[str, set[str]] = {
     "rtckit.server.app.RtcKitServer": {"config", "stop_event"},
     "rtckit.signaling.client": {"answer_sdp"},
     "rtckit.signaling.hub.EventStream": {"server"},
-    "rtckit.signaling.server": {"SECRET", "config"},
+    "rtckit.signaling.server": {"SECRET"},
     "rtckit.testing.conformance": {"MyTransport"},
     "rtckit.testing.natlab": {"secret", "connect_peers"},
     "rtckit.testing.proxy": {"server_port"},
     "rtckit.topology.base": {"url", "SignalingClient", "TestPatternTrack"},
-    "rtckit.topology.server": {"config", "SignalingServer"},
 }
 
 #: Python run before a page's blocks: what the page's prose says the reader has.
 SETUP: dict[str, str] = {
+    "rtckit.signaling.server": "config = SignalingConfig(auth=OpenAuth())",
+    "rtckit.topology.server": (
+        "from rtckit.signaling import OpenAuth, SignalingConfig, SignalingServer\n"
+        "config = SignalingConfig(auth=OpenAuth())"
+    ),
     # the page's clients get credentials from $RTCKIT_TURN_SECRET: the new secret
     "docs/howto/coturn.rst": (
         "new_secret, old_secret = __import__('os').environ['RTCKIT_TURN_SECRET'], 'o' * 32"
@@ -327,7 +327,7 @@ NOT_RUN: dict[Key, str] = {
     ("docs/tutorial/signaling.rst", "alice is 274bd2c1"): (
         "the example's output (tests/test_signaling_examples.py checks it)"
     ),
-    ("rtckit.errors", "RtcKitError"): "the exception tree (tests/test_errors.py keeps it true)",
+    ("rtckit.errors", "RtcKitError"): "the exception tree (tests/test_package.py keeps it true)",
     ("rtckit.peer.negotiation", "have-local-offer"): "a transition table",
     ("rtckit.signaling.state", "open --hello--> greeted"): "a state diagram",
     ("rtckit.stun", "Magic Cookie"): "the header layout of RFC 5389",
@@ -346,9 +346,10 @@ INCLUDED_EXAMPLES = {
 #: The README's Quickstart, exactly.
 QUICKSTART = ["pip install . && rtckit demo", "pip install nox && nox"]
 
-FIXED_PORTS = ("8765", "8443", "8080")  # replaced by free ports when a page runs
+FIXED_PORTS = ("8765", "8443", "8080", "3478")  # replaced by free ports when a page runs
 PAGE_TIMEOUT = 120.0  # seconds, a whole page (peers on a loaded 2-core machine)
 SHELL_TIMEOUT = 60.0
+SERVE_SECONDS = 1.0  # how long a "serve" block runs before it is cancelled
 
 
 BLOCKS = all_blocks()
@@ -536,6 +537,15 @@ async def _run_page(source: str, blocks: list[Block]) -> None:
                 require_executable(PYTHON_NEEDS[needs])
             if mode == "participant":
                 await _run_participants(code, namespace, name)
+            elif mode == "serve":
+                serving = asyncio.create_task(_exec(code, namespace))
+                done, _ = await asyncio.wait([serving], timeout=SERVE_SECONDS)
+                if done:
+                    serving.result()  # an error ends the test
+                    pytest.fail(f"{name}: stopped serving by itself")
+                serving.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await serving
             else:
                 await _exec(code, namespace)
 
