@@ -849,7 +849,8 @@ async def test_rtp_routing_internals_exist() -> None:
 
 def test_rtp_routing_by_ssrc_mid_rid_and_payload_type() -> None:
     router = _aiortc.RtpRouting()
-    first, second = object(), object()
+    first: Any = object()
+    second: Any = object()
     router.register_receiver(first, ssrcs=[1000], payload_types=[97, 98], mid="0")
     router.register_parameters(first, _video_parameters("0", 1000, 1001))
     router.register_receiver(second, ssrcs=[], payload_types=[97, 98], mid="1")
@@ -865,7 +866,7 @@ def test_rtp_routing_by_ssrc_mid_rid_and_payload_type() -> None:
     assert router.route_rtp(_packet(4000, 97)) is None
     assert 4000 not in router.ssrc_table
     # by RID when no MID is sent
-    third = object()
+    third: Any = object()
     router.register_receiver(third, ssrcs=[], payload_types=[96])
     router.register_rids(third, ["hi"])
     router.register_rids(second, ["lo"])
@@ -882,7 +883,7 @@ async def test_rtp_routing_learns_an_rtx_ssrc_by_mid_for_aiortc_to_unwrap() -> N
     """A remote description without SSRCs: the RTX SSRC is learned from a packet's MID."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
-        receivers = [pc.addTransceiver("video").receiver for _ in range(2)]
+        receivers: list[Any] = [pc.addTransceiver("video").receiver for _ in range(2)]
         router = _aiortc.RtpRouting()
         for receiver, mid in zip(receivers, ("0", "1"), strict=True):
             parameters = _video_parameters(mid, 0, 0)
@@ -892,8 +893,8 @@ async def test_rtp_routing_learns_an_rtx_ssrc_by_mid_for_aiortc_to_unwrap() -> N
         assert router.route_rtp(_packet(7000, 97, mid="1")) is receivers[1]
         assert router.route_rtp(_packet(7001, 98, mid="1")) is receivers[1]
         assert router.route_rtp(_packet(7001, 98)) is receivers[1]
-        assert receivers[1]._RTCRtpReceiver__rtx_ssrc == {7001: 7000}  # type: ignore[attr-defined]
-        assert receivers[0]._RTCRtpReceiver__rtx_ssrc == {}  # type: ignore[attr-defined]
+        assert receivers[1]._RTCRtpReceiver__rtx_ssrc == {7001: 7000}
+        assert receivers[0]._RTCRtpReceiver__rtx_ssrc == {}
     finally:
         await pc.close()
 
