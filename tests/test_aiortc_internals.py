@@ -879,6 +879,20 @@ def test_rtp_routing_by_ssrc_mid_rid_and_payload_type() -> None:
     assert all(second not in receivers for receivers in router.rid_table.values())
 
 
+def test_rtp_routing_forgets_old_learned_ssrcs() -> None:
+    """A remote sending a valid MID with ever new SSRCs grows the tables to a bound only."""
+    router = _aiortc.RtpRouting()
+    receiver: Any = object()
+    router.register_receiver(receiver, ssrcs=[1000], payload_types=[97], mid="0")
+    for ssrc in range(5000, 5100):
+        assert router.route_rtp(_packet(ssrc, 97, mid="0")) is receiver
+    assert len(router.ssrc_table) == 33  # the signaled SSRC and the last 32 learned
+    assert router.ssrc_table[1000] is receiver
+    assert router.ssrc_table[5099] is receiver
+    assert 5000 not in router.ssrc_table
+    assert len(router.media_ssrcs[receiver]) == 32
+
+
 async def test_rtp_routing_learns_an_rtx_ssrc_by_mid_for_aiortc_to_unwrap() -> None:
     """A remote description without SSRCs: the RTX SSRC is learned from a packet's MID."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))

@@ -498,6 +498,8 @@ class _RtpTap:
         if receiver is None:
             return None
         callback: RtpCallback | None = self.callbacks.get(receiver)
+        if len(self.by_ssrc) >= 256:  # a remote sending random SSRCs: start over
+            self.by_ssrc.clear()
         self.by_ssrc[ssrc] = callback
         return callback
 
@@ -1128,7 +1130,7 @@ async def add_trickled_candidate(pc: RTCPeerConnection, candidate: aiortc.RTCIce
 # * ``RTCPeerConnection.__createDtlsTransport`` (wrapped on the instance, so that a transport
 #   created later gets the router too).
 
-_MID_URI: Final = "urn:ietf:params:rtp-hdrext:sdes:mid"
+_MAX_LEARNED_SSRCS: Final = 32  # per receiver: a remote sending random SSRCs grows nothing
 _RECEIVER_RTX_SSRC: Final = "_RTCRtpReceiver__rtx_ssrc"
 _CREATE_DTLS_TRANSPORT: Final = "_RTCPeerConnection__createDtlsTransport"
 
@@ -1149,6 +1151,7 @@ class RtpRouting(RtpRouter):
     payload type). The receiver must accept the payload type in every case. The SSRC found
     is learned; an RTX SSRC learned so is also given to the receiver (its media SSRC: the one
     of the same RID, or the receiver's only media SSRC) so that aiortc unwraps its packets.
+    At most 32 learned SSRCs are kept per receiver (the oldest is forgotten first).
     """
 
     def __init__(self) -> None:
@@ -1159,6 +1162,8 @@ class RtpRouting(RtpRouter):
         self.rtx_payload_types: dict[Any, frozenset[int]] = {}
         #: receiver -> its media SSRCs, each with the RID it was learned with (or None)
         self.media_ssrcs: dict[Any, dict[int, str | None]] = {}
+        #: receiver -> the SSRCs learned from packets, oldest first
+        self.learned: dict[Any, dict[int, None]] = {}
 
     @classmethod
     def replacing(cls, old: RtpRouter) -> RtpRouting:
@@ -1201,6 +1206,7 @@ class RtpRouting(RtpRouter):
             receivers.discard(receiver)
         self.rtx_payload_types.pop(receiver, None)
         self.media_ssrcs.pop(receiver, None)
+        self.learned.pop(receiver, None)
 
     def route_rtp(self, packet: Any) -> Any:
         pt_receivers = self.payload_type_table.get(packet.payload_type)
@@ -1230,6 +1236,17 @@ class RtpRouting(RtpRouter):
     def _learn(self, receiver: Any, ssrc: int, payload_type: int, rid: str | None) -> None:
         self.ssrc_table[ssrc] = receiver
         media = self.media_ssrcs.setdefault(receiver, {})
+        learned = self.learned.setdefault(receiver, {})
+        learned[ssrc] = None
+        if len(learned) > _MAX_LEARNED_SSRCS:
+            oldest = next(iter(learned))
+            del learned[oldest]
+            if self.ssrc_table.get(oldest) is receiver:
+                del self.ssrc_table[oldest]
+            media.pop(oldest, None)
+            rtx_map = getattr(receiver, _RECEIVER_RTX_SSRC, None)
+            if isinstance(rtx_map, dict):
+                rtx_map.pop(oldest, None)
         if payload_type not in self.rtx_payload_types.get(receiver, ()):
             media[ssrc] = rid
             return
