@@ -236,10 +236,6 @@ def test_sfu_transport_internals_exist() -> None:
         "data",
         "arrival_time_ms",
     ]
-    route = inspect.getsource(RtpRouter.route_rtp)
-    assert "packet.ssrc" in route
-    assert "packet.payload_type" in route
-    assert "packet." not in route.replace("packet.ssrc", "").replace("packet.payload_type", "")
     assert "protect" in inspect.getsource(RTCDtlsTransport._send_rtp)
     assert hasattr(RTCDtlsTransport, "_unregister_rtp_receiver")
     assert "_send_rtcp(" in inspect.getsource(RTCRtpSender._run_rtcp)
@@ -769,3 +765,172 @@ async def test_add_trickled_candidate_reaches_the_bundled_ice_transport() -> Non
     finally:
         await remote.close()
         await local.close()
+
+
+# --- RTP routing (RtpRouting) ---
+
+
+def _packet(ssrc: int, payload_type: int, *, mid: str | None = None, rid: str | None = None) -> Any:
+    from aiortc.rtp import RtpPacket
+
+    packet = RtpPacket(payload_type=payload_type, ssrc=ssrc)
+    packet.extensions.mid = mid
+    packet.extensions.rtp_stream_id = rid
+    return packet
+
+
+def _video_parameters(mid: str, ssrc: int, rtx_ssrc: int) -> RTCRtpReceiveParameters:
+    from aiortc import RTCRtpCodecParameters
+    from aiortc.rtcrtpparameters import RTCRtpDecodingParameters, RTCRtpRtxParameters
+
+    return RTCRtpReceiveParameters(
+        codecs=[
+            RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=97),
+            RTCRtpCodecParameters(
+                mimeType="video/rtx", clockRate=90000, payloadType=98, parameters={"apt": 97}
+            ),
+        ],
+        muxId=mid,
+        encodings=[
+            RTCRtpDecodingParameters(
+                ssrc=ssrc, payloadType=97, rtx=RTCRtpRtxParameters(ssrc=rtx_ssrc)
+            )
+        ],
+    )
+
+
+def test_aiortc_router_still_drops_rtx_of_two_video_receivers() -> None:
+    """The upstream limitation ``RtpRouting`` works around (aiortc 1.14-1.16).
+
+    When this fails, aiortc routes by MID or registers RTX SSRCs itself: check whether
+    ``rtckit._aiortc.install_rtp_routing`` is still needed.
+    """
+    router = RtpRouter()
+    first, second = object(), object()
+    for receiver, mid, ssrc in ((first, "0", 1000), (second, "1", 2000)):
+        parameters = _video_parameters(mid, ssrc, ssrc + 1)
+        transport: Any = type("T", (), {})()
+        transport._rtp_router = router
+        transport._rtp_header_extensions_map = aiortc.rtp.HeaderExtensionsMap()
+        RTCDtlsTransport._register_rtp_receiver(transport, receiver, parameters)  # type: ignore[arg-type]
+    assert router.route_rtp(_packet(2000, 97)) is second
+    assert router.route_rtp(_packet(2001, 98)) is None, "aiortc now routes RTX SSRCs"
+    assert router.route_rtp(_packet(2001, 98, mid="1")) is None, "aiortc now routes by MID"
+
+
+async def test_rtp_routing_internals_exist() -> None:
+    """What ``rtckit._aiortc.RtpRouting`` and its installation rely on."""
+    router = RtpRouter()
+    for name in ("receivers", "senders", "mid_table", "ssrc_table", "payload_type_table"):
+        assert hasattr(router, name), name
+    assert "self._rtp_router.route_rtp(packet)" in inspect.getsource(
+        RTCDtlsTransport._handle_rtp_data
+    )
+    assert "self._rtp_header_extensions_map" in inspect.getsource(RTCDtlsTransport._handle_rtp_data)
+    assert list(inspect.signature(RTCDtlsTransport._register_rtp_receiver).parameters) == [
+        "self",
+        "receiver",
+        "parameters",
+    ]
+    assert "self.__rtx_ssrc.get(packet.ssrc)" in inspect.getsource(
+        RTCRtpReceiver._handle_rtp_packet
+    )
+    extensions = aiortc.rtp.HeaderExtensions()
+    for name in ("mid", "rtp_stream_id", "repaired_rtp_stream_id"):
+        assert hasattr(extensions, name), name
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        assert callable(getattr(pc, "_RTCPeerConnection__createDtlsTransport", None))
+        receiver = pc.addTransceiver("video").receiver
+        assert receiver._RTCRtpReceiver__rtx_ssrc == {}  # type: ignore[attr-defined]
+    finally:
+        await pc.close()
+
+
+def test_rtp_routing_by_ssrc_mid_rid_and_payload_type() -> None:
+    router = _aiortc.RtpRouting()
+    first: Any = object()
+    second: Any = object()
+    router.register_receiver(first, ssrcs=[1000], payload_types=[97, 98], mid="0")
+    router.register_parameters(first, _video_parameters("0", 1000, 1001))
+    router.register_receiver(second, ssrcs=[], payload_types=[97, 98], mid="1")
+    # by SSRC, the RTX SSRC of the remote description included; the payload type must fit
+    assert router.route_rtp(_packet(1000, 97)) is first
+    assert router.route_rtp(_packet(1001, 98)) is first
+    assert router.route_rtp(_packet(1000, 111)) is None
+    # unknown SSRC: by MID, then learned
+    assert router.route_rtp(_packet(3000, 97, mid="1")) is second
+    assert router.route_rtp(_packet(3000, 97)) is second
+    # an unknown MID is not guessed from the payload type (shared here anyway)
+    assert router.route_rtp(_packet(4000, 97, mid="9")) is None
+    assert router.route_rtp(_packet(4000, 97)) is None
+    assert 4000 not in router.ssrc_table
+    # by RID when no MID is sent
+    third: Any = object()
+    router.register_receiver(third, ssrcs=[], payload_types=[96])
+    router.register_rids(third, ["hi"])
+    router.register_rids(second, ["lo"])
+    assert router.route_rtp(_packet(5000, 97, rid="lo")) is second
+    # by payload type when it names one receiver only (as aiortc does)
+    assert router.route_rtp(_packet(6000, 96)) is third
+    router.unregister_receiver(second)
+    assert 3000 not in router.ssrc_table
+    assert router.route_rtp(_packet(3000, 97, mid="1")) is None
+    assert all(second not in receivers for receivers in router.rid_table.values())
+
+
+def test_rtp_routing_forgets_old_learned_ssrcs() -> None:
+    """A remote sending a valid MID with ever new SSRCs grows the tables to a bound only."""
+    router = _aiortc.RtpRouting()
+    receiver: Any = object()
+    router.register_receiver(receiver, ssrcs=[1000], payload_types=[97], mid="0")
+    for ssrc in range(5000, 5100):
+        assert router.route_rtp(_packet(ssrc, 97, mid="0")) is receiver
+    assert len(router.ssrc_table) == 33  # the signaled SSRC and the last 32 learned
+    assert router.ssrc_table[1000] is receiver
+    assert router.ssrc_table[5099] is receiver
+    assert 5000 not in router.ssrc_table
+    assert len(router.media_ssrcs[receiver]) == 32
+
+
+async def test_rtp_routing_learns_an_rtx_ssrc_by_mid_for_aiortc_to_unwrap() -> None:
+    """A remote description without SSRCs: the RTX SSRC is learned from a packet's MID."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        receivers: list[Any] = [pc.addTransceiver("video").receiver for _ in range(2)]
+        router = _aiortc.RtpRouting()
+        for receiver, mid in zip(receivers, ("0", "1"), strict=True):
+            parameters = _video_parameters(mid, 0, 0)
+            parameters.encodings = []
+            router.register_receiver(receiver, ssrcs=[], payload_types=[97, 98], mid=mid)
+            router.register_parameters(receiver, parameters)
+        assert router.route_rtp(_packet(7000, 97, mid="1")) is receivers[1]
+        assert router.route_rtp(_packet(7001, 98, mid="1")) is receivers[1]
+        assert router.route_rtp(_packet(7001, 98)) is receivers[1]
+        assert receivers[1]._RTCRtpReceiver__rtx_ssrc == {7001: 7000}
+        assert receivers[0]._RTCRtpReceiver__rtx_ssrc == {}
+    finally:
+        await pc.close()
+
+
+async def test_install_rtp_routing_on_every_transport_now_and_later() -> None:
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[], bundlePolicy=RTCBundlePolicy.BALANCED))
+    try:
+        audio = pc.addTransceiver("audio")
+        _aiortc.install_rtp_routing(pc)
+        _aiortc.install_rtp_routing(pc)  # idempotent
+        video = pc.addTransceiver("video")  # BALANCED: a transport of its own
+        assert video.receiver.transport is not audio.receiver.transport
+        for transceiver in (audio, video):
+            transport: Any = transceiver.receiver.transport
+            assert isinstance(transport._rtp_router, _aiortc.RtpRouting)
+            router = transport._rtp_router
+            transport._register_rtp_receiver(
+                transceiver.receiver, _video_parameters("0", 1000, 1001)
+            )
+            assert router.ssrc_table == {1000: transceiver.receiver, 1001: transceiver.receiver}
+        assert _aiortc.install_rtp_routing_on_transport(video.receiver.transport) is (
+            video.receiver.transport._rtp_router
+        )
+    finally:
+        await pc.close()

@@ -27,6 +27,8 @@ from aiortc import (
 from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
 from rtckit import _aiortc
+from rtckit.ice import IceConfig
+from rtckit.rtcconfig import create_peer_connection
 from rtckit.sfu import (
     ForwardingTrack,
     PublishedTrack,
@@ -38,7 +40,7 @@ from rtckit.sfu import (
     accept_forwarding_transceiver,
     add_forwarding_transceiver,
 )
-from rtckit.sfu.rtp import parse_rtp_header
+from rtckit.sfu.rtp import build_nack, is_keyframe, parse_rtp_header
 
 WIDTH, HEIGHT = 320, 240
 
@@ -108,32 +110,40 @@ async def connect_publisher(
 
 
 class Subscriber:
-    """An aiortc subscriber peer that decodes and counts what it receives."""
+    """An aiortc subscriber peer that decodes and counts what it receives.
 
-    def __init__(self) -> None:
-        self.pc = RTCPeerConnection(config())
+    With ``rtckit=True`` its connection is rtckit's (:func:`create_peer_connection`, whose
+    RTP routing registers RTX SSRCs); otherwise a bare aiortc one.
+    """
+
+    def __init__(self, *, rtckit: bool = False) -> None:
+        self.pc = create_peer_connection(IceConfig()) if rtckit else RTCPeerConnection(config())
         self.server = RTCPeerConnection(config())
         self.frames: dict[str, int] = {"video": 0, "audio": 0}
+        #: frames decoded per m-line (mid)
+        self.frames_by_mid: dict[str, int] = {}
         self.sizes: set[tuple[int, int]] = set()
         self.tasks: list[asyncio.Task[None]] = []
 
         @self.pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            self.tasks.append(asyncio.ensure_future(self._consume(track)))
+            mid = next(t.mid for t in self.pc.getTransceivers() if t.receiver.track is track)
+            assert mid is not None
+            self.tasks.append(asyncio.ensure_future(self._consume(track, mid)))
 
-    async def _consume(self, track: MediaStreamTrack) -> None:
+    async def _consume(self, track: MediaStreamTrack, mid: str) -> None:
         try:
             while True:
                 frame = await track.recv()
                 self.frames[track.kind] += 1
+                self.frames_by_mid[mid] = self.frames_by_mid.get(mid, 0) + 1
                 if isinstance(frame, av.VideoFrame):
                     self.sizes.add((frame.width, frame.height))
         except Exception:  # noqa: S110 - MediaStreamError when the track ends
             pass
 
-    async def connect(
-        self, router: SfuRouter, name: str, pubs: list[PublishedTrack]
-    ) -> list[Subscription]:
+    async def negotiate(self, pubs: list[PublishedTrack]) -> list[RTCRtpTransceiver]:
+        """Add one forwarding transceiver per publication to the server side, and negotiate."""
         transceivers = [
             add_forwarding_transceiver(self.server, p.kind, mime_type=p.mime_type) for p in pubs
         ]
@@ -141,6 +151,12 @@ class Subscriber:
         await self.pc.setRemoteDescription(self.server.localDescription)
         await self.pc.setLocalDescription(await self.pc.createAnswer())
         await self.server.setRemoteDescription(self.pc.localDescription)
+        return transceivers
+
+    async def connect(
+        self, router: SfuRouter, name: str, pubs: list[PublishedTrack]
+    ) -> list[Subscription]:
+        transceivers = await self.negotiate(pubs)
         return [router.subscribe(name, p.key, t) for p, t in zip(pubs, transceivers, strict=True)]
 
     async def close(self) -> None:
@@ -549,3 +565,121 @@ async def test_publisher_path_loss_repaired_by_upstream_nack(router: SfuRouter) 
         await viewer.close()
         await pub_pc.close()
         await server.close()
+
+
+async def test_subscription_never_starts_at_a_retransmitted_keyframe_packet(
+    router: SfuRouter,
+) -> None:
+    """A publisher re-sends an old keyframe packet over RTX, unasked by the SFU (libwebrtc
+    sends such padding when it starts): a new subscription must not start there.
+
+    The test makes the aiortc publisher re-send the first packet of a keyframe the SFU
+    forwarded before the subscription existed (it NACKs the publisher itself, on the
+    publisher's path). While that RTX packet arrives, the publisher's other packets are held
+    back, so it is the first packet the subscription could start at. Started there, the
+    subscriber would miss the rest of that keyframe (it went by before the subscription).
+    """
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    viewer = Subscriber()
+    try:
+        await wait_for(lambda: len(pubs) == 1 and pubs[0].source_ssrc is not None)
+        pub = pubs[0]
+        vp8 = {pt for pt, c in pub.codecs.items() if c.mimeType.lower() == "video/vp8"}
+        keyframes: list[int] = []
+        hold = False
+
+        def receive(data: bytes) -> bool:
+            header = parse_rtp_header(data)
+            if header.payload_type in pub.rtx_apt:
+                return True
+            payload = data[header.payload_offset : header.payload_end]
+            if header.payload_type in vp8 and is_keyframe("vp8", payload):
+                keyframes.append(header.sequence_number)
+            return not hold
+
+        pub.set_receive_filter(receive)
+        [transceiver] = await viewer.negotiate(pubs)
+        await wait_for(lambda: transceiver.sender.transport.state == "connected")
+        # a keyframe goes by before the subscription exists
+        await pub.request_keyframe()
+        await wait_for(lambda: bool(keyframes))
+        old = keyframes[-1]
+        assert pub.source_ssrc is not None
+        await wait_for(lambda: pub.cache.get(pub.source_ssrc, old) is not None)
+        hold = True
+        sub = router.subscribe("viewer", pub.key, transceiver)
+        assert sub.ready
+        rewriter = sub.rewriter
+        assert rewriter is not None
+        assert rewriter.waiting_keyframe
+        # the publisher re-sends the old keyframe packet over RTX
+        retransmissions = router.stats().retransmissions_in
+        rtcp_ssrc, _ = _aiortc.sfu_sender_ssrcs(pub.transceiver.sender)
+        send = _aiortc.sfu_send_function(pub.transceiver.receiver.transport)
+        await send(build_nack(rtcp_ssrc, pub.source_ssrc, [old]))
+        await wait_for(lambda: router.stats().retransmissions_in > retransmissions)
+        assert rewriter.waiting_keyframe, "the subscription started at a retransmitted packet"
+        assert rewriter.last_sequence_number is None
+        # the subscription starts at the next keyframe the publisher sends (not re-sends)
+        hold = False
+        await wait_for(lambda: viewer.frames["video"] >= 5)
+        first = rewriter.incoming_sequence_number(rewriter.params.initial_sequence_number)
+        assert first is not None
+        assert first[1] != old
+        assert first[1] in keyframes
+    finally:
+        await viewer.close()
+        await pub_pc.close()
+        await server.close()
+
+
+async def test_retransmission_reaches_a_subscriber_of_two_videos(router: SfuRouter) -> None:
+    """Two forwarded videos on one subscriber connection share the RTX payload type.
+
+    aiortc's own RTP router drops every RTX packet then (it never registers RTX SSRCs, and
+    two receivers have that payload type): a lost packet stalls the video until aiortc's
+    512-packet jitter buffer gives up and asks for a keyframe (~10 s). With rtckit's routing
+    the SFU's RTX answer to the subscriber's NACK repairs it at once.
+    """
+    alice_pc, alice_server, alice_pubs = await connect_publisher(router, "alice", audio=False)
+    bob_pc, bob_server, bob_pubs = await connect_publisher(router, "bob", audio=False)
+    viewer = Subscriber(rtckit=True)
+    try:
+        await wait_for(lambda: len(alice_pubs) == 1 and len(bob_pubs) == 1)
+        subs = await viewer.connect(router, "viewer", alice_pubs + bob_pubs)
+        mids = [s.transceiver.mid for s in subs]
+        await wait_for(lambda: all(viewer.frames_by_mid.get(m or "", 0) >= 10 for m in mids))
+        sub = subs[1]
+        rewriter = sub.rewriter
+        assert rewriter is not None
+        media_pts = set(rewriter.params.payload_types.values())
+        dropped: list[int] = []
+
+        def keep(data: bytes) -> bool:
+            if dropped or 192 <= data[1] <= 223:
+                return True  # RTCP, or the chosen packet was dropped already
+            header = parse_rtp_header(data)
+            if header.payload_type in media_pts:
+                dropped.append(header.sequence_number)  # one chosen packet, lost once
+                return False
+            return True
+
+        answered = router.stats().nacks_answered
+        requests = router.stats().keyframe_requests_received
+        sub.set_send_filter(keep)
+        await wait_for(lambda: bool(dropped))
+        frames = viewer.frames_by_mid[mids[1] or ""]
+        # repaired by the SFU's retransmission: frames keep coming, well before aiortc's
+        # jitter buffer would give up on the hole (512 packets, several seconds here)
+        await wait_for(lambda: viewer.frames_by_mid[mids[1] or ""] >= frames + 15, limit=5.0)
+        assert router.stats().nacks_answered > answered
+        assert router.stats().keyframe_requests_received == requests
+        # the retransmission reached the subscriber's receiver of that video (aiortc lists the
+        # streams of a receiver under one stats id: the RTX stream, seen last, is the one left)
+        receiver = viewer.pc.getTransceivers()[1].receiver
+        inbound = [s for s in (await receiver.getStats()).values() if s.type == "inbound-rtp"]
+        assert rewriter.params.rtx_ssrc in {s.ssrc for s in inbound}
+    finally:
+        await viewer.close()
+        for pc in (alice_pc, alice_server, bob_pc, bob_server):
+            await pc.close()

@@ -337,6 +337,38 @@ def test_rewriter_continuity_across_source_switch() -> None:
     assert rw.rewrite(early, parse_rtp_header(early), 1.2, keyframe=True) is None
 
 
+def test_rewriter_never_starts_a_segment_at_a_retransmission() -> None:
+    """An RTX copy of an old keyframe packet, sent unasked, must not start a subscriber's stream.
+
+    libwebrtc re-sends old packets over RTX as padding: a subscription waiting for a keyframe
+    that started at such a copy would miss the packets after it (they went by before it).
+    """
+    for is_video in (True, False):
+        rw = StreamRewriter(params(is_video=is_video))
+        rw.switch(0x1111)
+        old_key = make_packet(seq=200, ts=9000)
+        assert (
+            rw.rewrite(old_key, parse_rtp_header(old_key), 0.0, keyframe=True, retransmission=True)
+            is None
+        )
+        assert rw.last_sequence_number is None
+        assert rw.waiting_keyframe is is_video
+        key = make_packet(seq=260, ts=12000)
+        out = rw.rewrite(key, parse_rtp_header(key), 0.1, keyframe=True)
+        assert out is not None
+        assert parse_rtp_header(out).sequence_number == 1000
+        # inside the segment, a retransmission is forwarded (it repairs a loss) ...
+        lost = make_packet(seq=261, ts=12000)
+        out = rw.rewrite(lost, parse_rtp_header(lost), 0.2, keyframe=False, retransmission=True)
+        assert out is not None
+        assert parse_rtp_header(out).sequence_number == 1001
+        # ... and one from before the segment is not
+        assert (
+            rw.rewrite(old_key, parse_rtp_header(old_key), 0.2, keyframe=True, retransmission=True)
+            is None
+        )
+
+
 def test_rewriter_pause_resume_keeps_sequence_continuous() -> None:
     rw = StreamRewriter(params(clock_rate=48000))
     data = make_packet(seq=10, ts=960)

@@ -348,3 +348,69 @@ async def test_unpublish_and_publish_again_reuses_the_m_line(server: Server) -> 
         assert all(e.participant_id == alice.local_id for e in log.of(RoomDataMessage))
         await log.aclose()
         await carol_log.aclose()
+
+
+async def test_a_lost_packet_is_repaired_at_a_subscriber_of_two_videos(server: Server) -> None:
+    """One packet lost towards a participant receiving two videos is repaired by RTX at once.
+
+    Both forwarded videos share the RTX payload type on the participant's connection; aiortc's
+    own RTP router dropped every retransmission then, and the video froze until aiortc's
+    512-packet jitter buffer gave up and asked for a keyframe (tens of seconds at 10 fps).
+    """
+    async with (
+        member(server) as (_, alice),
+        member(server) as (_, bob),
+        member(server) as (_, carol),
+    ):
+        log = RoomLog(carol)
+        await alice.publish(TestPatternTrack(SMALL))
+        await bob.publish(TestPatternTrack(SMALL))
+        await log.wait(lambda events: len(log.of(TrackPublished)) == 2)
+        tracks = {e.participant_id: e.track for e in log.of(TrackPublished)}
+        arrivals: dict[str, list[int]] = {alice.local_id: [], bob.local_id: []}
+
+        async def read(track: Any, frames: list[int]) -> None:
+            with contextlib.suppress(Exception):
+                while True:
+                    frames.append(read_frame_counter(await track.recv()))
+
+        readers = [asyncio.create_task(read(tracks[p], arrivals[p])) for p in arrivals]
+        try:
+            async with asyncio.timeout(20):
+                while min(len(frames) for frames in arrivals.values()) < 5:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            router = server.sfu().router
+            assert router is not None
+            (to_carol,) = [
+                s for s in router.subscriptions(carol.local_id) if s.key.participant == bob.local_id
+            ]
+            rewriter = to_carol.rewriter
+            assert rewriter is not None
+            media_pts = set(rewriter.params.payload_types.values())
+            dropped: list[int] = []
+
+            def keep(data: bytes) -> bool:
+                if dropped or 192 <= data[1] <= 223 or (data[1] & 0x7F) not in media_pts:
+                    return True  # RTCP, RTX, or the chosen packet was dropped already
+                dropped.append(int.from_bytes(data[2:4], "big"))
+                return False
+
+            stats = router.stats()
+            to_carol.set_send_filter(keep)
+            bob_frames = arrivals[bob.local_id]
+            async with asyncio.timeout(5):
+                while not dropped:  # noqa: ASYNC110
+                    await asyncio.sleep(0.02)
+            seen = len(bob_frames)
+            # repaired at once: ten more frames (1 s at 10 fps) within 4 s
+            async with asyncio.timeout(4):
+                while len(bob_frames) < seen + 10:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            after = router.stats()
+            assert after.nacks_answered > stats.nacks_answered
+            assert bob_frames[-1] - bob_frames[seen - 1] >= 10
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+            await log.aclose()

@@ -36,9 +36,9 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.rtcdtlstransport import RTCDtlsTransport, State
+from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter, State
 from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpReceiveParameters
-from aiortc.rtp import RtcpSrPacket
+from aiortc.rtp import RtcpSrPacket, RtpPacket
 
 from rtckit.errors import ConfigurationError, IceError, InternalsError, TurnAuthError
 
@@ -52,6 +52,7 @@ __all__ = [
     "SUPPORTED_AIOICE",
     "SUPPORTED_AIORTC",
     "CodecCounters",
+    "RtpRouting",
     "allocate_turn",
     "bound_gathering",
     "check_versions",
@@ -59,6 +60,8 @@ __all__ = [
     "force_relay_policy",
     "ice_connection",
     "ice_transports",
+    "install_rtp_routing",
+    "install_rtp_routing_on_transport",
     "is_stun_timeout",
     "mark_sctp_bundled",
     "nominated_pairs",
@@ -353,7 +356,7 @@ def stun_transaction_timeout(retransmissions: int | None = None) -> float:
 # * RTCRtpReceiver.receive() being what starts the decoder thread, and
 #   RTCDtlsTransport._register_rtp_receiver / ._unregister_rtp_receiver;
 # * RTCDtlsTransport._handle_rtp_data(data, arrival_time_ms) being called with each
-#   decrypted RTP packet, ._rtp_router.route_rtp(packet) reading only .ssrc/.payload_type,
+#   decrypted RTP packet, ._rtp_router.route_rtp(packet) (see the RTP routing section),
 #   and ._send_rtp(data) encrypting and sending RTP or RTCP; for the hot path, ._state,
 #   ._tx_srtp and the ICE transport's aioice Connection._nominated pairs;
 # * the module globals aiortc.rtcrtpreceiver.get_decoder / aiortc.rtcrtpsender.get_encoder.
@@ -419,6 +422,7 @@ def sfu_take_over_receiver(
     stock way (``__started``), its decoder thread is stopped at once (``__stop_decoder``) and
     False is returned.
     """
+    install_rtp_routing_on_transport(receiver.transport)
     started = _sfu_require(receiver, "_RTCRtpReceiver__started", "the receiver started flag")
     if started:
         stop = _sfu_require(receiver, "_RTCRtpReceiver__stop_decoder", "the receiver decoder stop")
@@ -460,20 +464,12 @@ def sfu_release_receiver(receiver: RTCRtpReceiver) -> None:
         receiver._rtckit_sfu_registered = False  # type: ignore[attr-defined]
 
 
-class _Probe:
-    __slots__ = ("payload_type", "ssrc")
-
-    def __init__(self, ssrc: int, payload_type: int) -> None:
-        self.ssrc = ssrc
-        self.payload_type = payload_type
-
-
 class _RtpTap:
     """Per-transport dispatcher in front of ``RTCDtlsTransport._handle_rtp_data``."""
 
     def __init__(self, transport: RTCDtlsTransport) -> None:
         self.original: Callable[[bytes, int], Awaitable[None]] = transport._handle_rtp_data
-        self.router = _sfu_require(transport, "_rtp_router", "the RTP router")
+        self.transport = transport
         self.callbacks: dict[RTCRtpReceiver, RtpCallback] = {}
         self.by_ssrc: dict[int, RtpCallback | None] = {}
 
@@ -482,10 +478,7 @@ class _RtpTap:
             ssrc = int.from_bytes(data[8:12], "big")
             callback = self.by_ssrc.get(ssrc, _MISSING)
             if callback is _MISSING:
-                receiver = self.router.route_rtp(_Probe(ssrc, data[1] & 0x7F))
-                callback = self.callbacks.get(receiver) if receiver is not None else None
-                if receiver is not None:
-                    self.by_ssrc[ssrc] = callback
+                callback = self._route(ssrc, data)
             if callback is not None:
                 try:
                     await callback(data, arrival_time_ms)
@@ -493,6 +486,22 @@ class _RtpTap:
                     _sfu_logger.exception("SFU RTP callback failed")
                 return
         await self.original(data, arrival_time_ms)
+
+    def _route(self, ssrc: int, data: bytes) -> RtpCallback | None:
+        """The callback of a packet of a new SSRC, found (and learned) by the transport's router."""
+        transport = self.transport
+        try:
+            packet = RtpPacket.parse(data, transport._rtp_header_extensions_map)
+        except ValueError:
+            return None
+        receiver: Any = transport._rtp_router.route_rtp(packet)
+        if receiver is None:
+            return None
+        callback: RtpCallback | None = self.callbacks.get(receiver)
+        if len(self.by_ssrc) >= 256:  # a remote sending random SSRCs: start over
+            self.by_ssrc.clear()
+        self.by_ssrc[ssrc] = callback
+        return callback
 
 
 _MISSING: Any = object()
@@ -504,11 +513,13 @@ def sfu_install_rtp_tap(
     """Deliver the decrypted RTP bytes routed to ``receiver`` to ``callback`` instead.
 
     Replaces ``_handle_rtp_data`` on the transport instance with a dispatcher (once per
-    transport) that reads the SSRC, asks aiortc's router (``_rtp_router.route_rtp``, which
-    reads only ``.ssrc`` and ``.payload_type``, and learns unknown SSRCs by payload type)
-    which receiver the packet is for, and calls ``callback(data, arrival_time_ms)`` for
-    tapped receivers; other packets go to aiortc's original handler (which parses them).
+    transport) that reads the SSRC and, for an SSRC it has not seen, parses the packet
+    (``RtpPacket.parse`` with ``_rtp_header_extensions_map``) and asks the transport's router
+    (an :class:`RtpRouting`, installed here if missing: by SSRC, MID, RID, payload type)
+    which receiver it is for; it calls ``callback(data, arrival_time_ms)`` for tapped
+    receivers, and other packets go to aiortc's original handler (which parses them).
     """
+    install_rtp_routing_on_transport(transport)
     tap = getattr(transport, "_rtckit_sfu_tap", None)
     if tap is None:
         _sfu_require(transport, "_handle_rtp_data", "the decrypted RTP handler")
@@ -1096,3 +1107,199 @@ async def add_trickled_candidate(pc: RTCPeerConnection, candidate: aiortc.RTCIce
             f"index {candidate.sdpMLineIndex!r})"
         )
     await transport.addRemoteCandidate(candidate)
+
+
+# --- RTP routing: by SSRC, then MID, then RID; RTX SSRCs registered (rtprouting) ---
+# aiortc 1.14-1.16's ``RtpRouter.route_rtp`` (aiortc.rtcdtlstransport) routes a packet by its
+# SSRC, else by its payload type when exactly one receiver of the transport has it (learning
+# the SSRC). It fills ``mid_table`` but never reads it, and
+# ``RTCDtlsTransport._register_rtp_receiver`` registers the media SSRC of each encoding, not
+# its RTX SSRC (``RTCRtpDecodingParameters.rtx.ssrc``). On a bundle with two video receivers
+# (two forwarded videos from an SFU) the RTX payload type is shared, so every retransmission
+# is dropped: a lost packet is never repaired, and aiortc's 512-packet video jitter buffer
+# waits ~10 s before it sends a PLI. This section replaces the router of each rtckit
+# connection's DTLS transports by :class:`RtpRouting`. It relies on:
+# * ``aiortc.rtcdtlstransport.RtpRouter`` (subclassed) and its ``receivers``, ``senders``,
+#   ``mid_table``, ``ssrc_table``, ``payload_type_table`` and ``unregister_receiver``;
+# * ``RTCDtlsTransport._rtp_router`` (read by ``_handle_rtp_data`` at each packet, and by the
+#   SFU's tap) and ``RTCDtlsTransport._register_rtp_receiver(receiver, parameters)``, wrapped
+#   on the instance; ``RTCDtlsTransport._rtp_header_extensions_map`` (for the tap's parse);
+# * the parsed ``RtpPacket.extensions.mid`` / ``rtp_stream_id`` / ``repaired_rtp_stream_id``;
+# * ``RTCRtpReceiver.__rtx_ssrc`` (RTX SSRC -> media SSRC, read when unwrapping RTX),
+#   completed for an RTX SSRC learned from a packet;
+# * ``RTCPeerConnection.__createDtlsTransport`` (wrapped on the instance, so that a transport
+#   created later gets the router too).
+
+_MAX_LEARNED_SSRCS: Final = 32  # per receiver: a remote sending random SSRCs grows nothing
+_RECEIVER_RTX_SSRC: Final = "_RTCRtpReceiver__rtx_ssrc"
+_CREATE_DTLS_TRANSPORT: Final = "_RTCPeerConnection__createDtlsTransport"
+
+
+def _is_rtx_codec(codec: RTCRtpCodecParameters) -> bool:
+    return codec.mimeType.lower().endswith("/rtx")
+
+
+class RtpRouting(RtpRouter):
+    """aiortc's RTP router, routing by SSRC, then MID, then RID, then payload type.
+
+    A packet goes to the receiver registered for its SSRC (media *and* RTX SSRCs of the
+    remote description, see :meth:`register_parameters`). A packet of an unknown SSRC goes to
+    the receiver of its MID header extension (``sdes:mid``); without a MID, to the only
+    receiver registered for its RID (``rtp-stream-id`` or, for RTX, ``repaired-rtp-stream-id``:
+    what simulcast streams carry); without either, as aiortc does, to the only receiver of its
+    payload type. A packet with a MID no receiver has is dropped (it is not guessed by
+    payload type). The receiver must accept the payload type in every case. The SSRC found
+    is learned; an RTX SSRC learned so is also given to the receiver (its media SSRC: the one
+    of the same RID, or the receiver's only media SSRC) so that aiortc unwraps its packets.
+    At most 32 learned SSRCs are kept per receiver (the oldest is forgotten first).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        #: RID -> receivers registered for it (:meth:`register_rids`)
+        self.rid_table: dict[str, set[Any]] = {}
+        #: receiver -> its RTX payload types
+        self.rtx_payload_types: dict[Any, frozenset[int]] = {}
+        #: receiver -> its media SSRCs, each with the RID it was learned with (or None)
+        self.media_ssrcs: dict[Any, dict[int, str | None]] = {}
+        #: receiver -> the SSRCs learned from packets, oldest first
+        self.learned: dict[Any, dict[int, None]] = {}
+
+    @classmethod
+    def replacing(cls, old: RtpRouter) -> RtpRouting:
+        """A router taking over *old*'s registrations (RTX SSRCs of started receivers too)."""
+        router = cls()
+        router.receivers = set(old.receivers)
+        router.senders = dict(old.senders)
+        router.mid_table = dict(old.mid_table)
+        router.ssrc_table = dict(old.ssrc_table)
+        router.payload_type_table = {pt: set(r) for pt, r in old.payload_type_table.items()}
+        for receiver in router.receivers:
+            rtx_ssrcs: dict[int, int] = getattr(receiver, _RECEIVER_RTX_SSRC, None) or {}
+            for rtx_ssrc, media_ssrc in rtx_ssrcs.items():
+                router.ssrc_table[rtx_ssrc] = receiver
+                router.media_ssrcs.setdefault(receiver, {})[media_ssrc] = None
+        return router
+
+    def register_parameters(self, receiver: Any, parameters: RTCRtpReceiveParameters) -> None:
+        """Register what aiortc's registration leaves out: RTX SSRCs and RTX payload types."""
+        self.rtx_payload_types[receiver] = frozenset(
+            c.payloadType
+            for c in parameters.codecs
+            if _is_rtx_codec(c) and c.payloadType is not None
+        )
+        media = self.media_ssrcs.setdefault(receiver, {})
+        for encoding in parameters.encodings:
+            if encoding.ssrc:
+                media.setdefault(encoding.ssrc, None)
+            if encoding.rtx is not None and encoding.rtx.ssrc:
+                self.ssrc_table[encoding.rtx.ssrc] = receiver
+
+    def register_rids(self, receiver: Any, rids: list[str]) -> None:
+        """Route packets of these RIDs (and RTX repairing them) to *receiver*."""
+        for rid in rids:
+            self.rid_table.setdefault(rid, set()).add(receiver)
+
+    def unregister_receiver(self, receiver: Any) -> None:
+        super().unregister_receiver(receiver)
+        for receivers in self.rid_table.values():
+            receivers.discard(receiver)
+        self.rtx_payload_types.pop(receiver, None)
+        self.media_ssrcs.pop(receiver, None)
+        self.learned.pop(receiver, None)
+
+    def route_rtp(self, packet: Any) -> Any:
+        pt_receivers = self.payload_type_table.get(packet.payload_type)
+        if not pt_receivers:
+            return None
+        ssrc = packet.ssrc
+        known = self.ssrc_table.get(ssrc)
+        if known is not None:
+            return known if known in pt_receivers else None
+        extensions = packet.extensions
+        mid: str | None = extensions.mid
+        rid: str | None = extensions.rtp_stream_id or extensions.repaired_rtp_stream_id
+        receiver: Any = None
+        if mid is not None:
+            receiver = self.mid_table.get(mid)
+        elif rid is not None:
+            named = self.rid_table.get(rid)
+            if named is not None and len(named) == 1:
+                receiver = next(iter(named))
+        if receiver is None and mid is None and len(pt_receivers) == 1:
+            receiver = next(iter(pt_receivers))
+        if receiver is None or receiver not in pt_receivers:
+            return None
+        self._learn(receiver, ssrc, packet.payload_type, rid)
+        return receiver
+
+    def _learn(self, receiver: Any, ssrc: int, payload_type: int, rid: str | None) -> None:
+        self.ssrc_table[ssrc] = receiver
+        media = self.media_ssrcs.setdefault(receiver, {})
+        learned = self.learned.setdefault(receiver, {})
+        learned[ssrc] = None
+        if len(learned) > _MAX_LEARNED_SSRCS:
+            oldest = next(iter(learned))
+            del learned[oldest]
+            if self.ssrc_table.get(oldest) is receiver:
+                del self.ssrc_table[oldest]
+            media.pop(oldest, None)
+            rtx_map = getattr(receiver, _RECEIVER_RTX_SSRC, None)
+            if isinstance(rtx_map, dict):
+                rtx_map.pop(oldest, None)
+        if payload_type not in self.rtx_payload_types.get(receiver, ()):
+            media[ssrc] = rid
+            return
+        # the media SSRC this RTX SSRC repairs: the one of its RID, else the only one
+        repaired = [s for s, r in media.items() if rid is None or r == rid]
+        rtx_ssrcs = getattr(receiver, _RECEIVER_RTX_SSRC, None)
+        if len(repaired) == 1 and isinstance(rtx_ssrcs, dict):
+            rtx_ssrcs.setdefault(ssrc, repaired[0])
+
+
+def install_rtp_routing_on_transport(transport: RTCDtlsTransport) -> RtpRouting:
+    """Give *transport* an :class:`RtpRouting` router (idempotent); return it.
+
+    Receivers registered before keep their registrations (and the RTX SSRCs aiortc gave
+    them). Later registrations (``_register_rtp_receiver``) also register the RTX SSRCs and
+    payload types.
+    """
+    current = _get(transport, "_rtp_router")
+    if isinstance(current, RtpRouting):
+        return current
+    register = _get(transport, "_register_rtp_receiver")
+    _get(transport, "_rtp_header_extensions_map")
+    router = RtpRouting.replacing(current)
+
+    def register_rtp_receiver(receiver: Any, parameters: RTCRtpReceiveParameters) -> None:
+        register(receiver, parameters)
+        routing = transport._rtp_router
+        if isinstance(routing, RtpRouting):
+            routing.register_parameters(receiver, parameters)
+
+    transport._register_rtp_receiver = register_rtp_receiver  # type: ignore[method-assign]
+    transport._rtp_router = router
+    return router
+
+
+def install_rtp_routing(pc: RTCPeerConnection) -> None:
+    """Route *pc*'s incoming RTP with :class:`RtpRouting`, on its transports now and later.
+
+    Call it right after creating the connection (rtckit's peer sessions and
+    :func:`rtckit.rtcconfig.create_peer_connection` do). Idempotent.
+    """
+    create = _get(pc, _CREATE_DTLS_TRANSPORT)
+    if not getattr(create, "_rtckit_routing", False):
+
+        def create_dtls_transport() -> RTCDtlsTransport:
+            transport: RTCDtlsTransport = create()
+            install_rtp_routing_on_transport(transport)
+            return transport
+
+        create_dtls_transport._rtckit_routing = True  # type: ignore[attr-defined]
+        setattr(pc, _CREATE_DTLS_TRANSPORT, create_dtls_transport)
+    transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        transports.append(pc.sctp.transport)
+    for transport in transports:
+        install_rtp_routing_on_transport(transport)

@@ -168,7 +168,9 @@ class RtcKitPeerConnection(RTCPeerConnection):
 
     Create it with :func:`create_peer_connection`. It behaves like its base class, except that
     :meth:`setLocalDescription` applies the relay policy on old aiortc versions and raises
-    :class:`~rtckit.errors.TurnAuthError` when the TURN server refused the credentials.
+    :class:`~rtckit.errors.TurnAuthError` when the TURN server refused the credentials, and
+    incoming RTP is routed by SSRC, MID and RID with RTX SSRCs registered
+    (``rtckit._aiortc.RtpRouting``).
     """
 
     def __init__(
@@ -181,6 +183,7 @@ class RtcKitPeerConnection(RTCPeerConnection):
     ) -> None:
         selection = _selection if _selection is not None else select_for_aiortc(ice_config)
         super().__init__(configuration=_to_rtc_configuration(ice_config, selection))
+        _aiortc.install_rtp_routing(self)
         self.ice_config = ice_config
         """The configuration this connection was created with."""
         self.aiortc_selection = selection

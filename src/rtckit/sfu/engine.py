@@ -265,7 +265,8 @@ SfuEvent = (
     | SubscriptionResumed
 )
 
-# A sink sees every packet of a publication, after RTX unwrap: (data, header, keyframe).
+# A sink sees every packet of a publication, after RTX unwrap: (data, header, keyframe);
+# keyframe is True for the first packet of a keyframe, never for a retransmitted copy.
 PacketSink = Callable[[bytes, RtpHeader, bool], None]
 
 
@@ -489,6 +490,7 @@ class PublishedTrack:
         lost: tuple[int, ...] = ()
         if self._losses is not None:
             lost = self._losses.add(header.sequence_number)
+        subs = tuple(self.subscriptions)
         keyframe = False
         if self.kind == "video":
             # A publisher may send any negotiated codec, not only the first one listed (see
@@ -497,9 +499,16 @@ class PublishedTrack:
             keyframe = codec_name is not None and is_keyframe(
                 codec_name, memoryview(data)[header.payload_offset : header.payload_end]
             )
-            if keyframe:
+            if keyframe and apt is None:
                 counters.keyframes_in += 1
                 self.keyframes.keyframe_seen(now)
+            elif keyframe:
+                # A re-sent copy of a keyframe's first packet (libwebrtc sends some unasked,
+                # as padding): no segment starts at it, since the packets after it may have
+                # gone by already; a subscription waiting for a keyframe needs a new one.
+                keyframe = False
+                if any(s._rewriter is not None and s._rewriter.waiting_keyframe for s in subs):
+                    self._keyframe_wanted = True
         if self._abs_send_time_id is not None and header.extension_offset >= 0:
             buf = bytearray(data)
             if rewrite_abs_send_time(buf, header, self._abs_send_time_id, _ntp_now()):
@@ -508,12 +517,18 @@ class PublishedTrack:
         for sink in self.sinks:
             sink(data, header, keyframe)
         extension_cache: dict[ExtensionRemap, bytes] = {}
-        for sub in tuple(self.subscriptions):
+        retransmission = apt is not None
+        for sub in subs:
             rewriter = sub._rewriter
             if rewriter is None or not sub._ready:
                 continue
             out = rewriter.rewrite(
-                data, header, now, keyframe=keyframe, extension_cache=extension_cache
+                data,
+                header,
+                now,
+                keyframe=keyframe,
+                extension_cache=extension_cache,
+                retransmission=retransmission,
             )
             if out is None:
                 counters.packets_dropped += 1

@@ -79,6 +79,7 @@ class StreamRewriter:
     are recomputed at its first accepted packet: the sequence number continues at last + 1
     and the timestamp advances by the wall-clock gap in clock units. Video segments start
     only at a keyframe; packets before it are dropped (the caller asks upstream for one).
+    No segment starts at a retransmitted packet.
     """
 
     __slots__ = (
@@ -181,6 +182,7 @@ class StreamRewriter:
         *,
         keyframe: bool,
         extension_cache: dict[ExtensionRemap, bytes] | None = None,
+        retransmission: bool = False,
     ) -> bytes | None:
         """Return the subscriber's copy of the packet, or None if it must not be forwarded.
 
@@ -188,6 +190,10 @@ class StreamRewriter:
         :func:`rtckit.sfu.rtp.is_keyframe`); it matters only while waiting for one.
         ``extension_cache``, a dict fresh for each incoming packet, lets subscribers sharing
         one :class:`~rtckit.sfu.rtp.ExtensionRemap` share its rewritten extension block.
+        ``retransmission`` marks a packet the publisher re-sent (unwrapped from RTX): it is
+        forwarded inside the current segment but never starts one, since it may be a copy of
+        an old packet whose successors went by before the segment (libwebrtc sends such
+        copies unasked, as padding).
         """
         params = self.params
         out_pt = params.payload_types.get(header.payload_type)
@@ -200,7 +206,7 @@ class StreamRewriter:
             if expected is not None and header.ssrc != expected:
                 self.dropped += 1
                 return None
-            if self._waiting_keyframe and not keyframe:
+            if retransmission or (self._waiting_keyframe and not keyframe):
                 self.dropped += 1
                 return None
             self._start_segment(header, now)
