@@ -1109,7 +1109,7 @@ async def add_trickled_candidate(pc: RTCPeerConnection, candidate: aiortc.RTCIce
     await transport.addRemoteCandidate(candidate)
 
 
-# --- RTP routing: by SSRC, then MID, then RID; RTX SSRCs registered (rtprouting) ---
+# --- RTP routing: by SSRC, then MID, then RID; RTX SSRCs registered ---
 # aiortc 1.14-1.16's ``RtpRouter.route_rtp`` (aiortc.rtcdtlstransport) routes a packet by its
 # SSRC, else by its payload type when exactly one receiver of the transport has it (learning
 # the SSRC). It fills ``mid_table`` but never reads it, and
