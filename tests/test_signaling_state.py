@@ -729,16 +729,18 @@ def test_total_pending_bytes_bound_relays_across_sessions() -> None:
 
 def test_server_messages_piling_up_close_the_connection_4004() -> None:
     """Errors to a client that never acknowledges them: its own outbox is bounded too."""
-    h = Harness(max_pending=5)
-    a, wa = h.join()
-    for seq in range(1, 7):  # each gets unknown_peer, kept until a acknowledges it
+    h = Harness(max_pending=5, burst=3)
+    a, wa = h.join(trusted=True)  # no rate limit
+    for seq in range(1, 9):  # each gets unknown_peer, kept until a acknowledges it
         h.send(a, AppMessage(to="nobody", payload=seq, seq=seq))
+    assert a not in h.closes  # up to max_pending + burst
+    h.send(a, AppMessage(to="nobody", payload=9, seq=9))
     assert h.closes[a][0] == CloseCode.SLOW_CONSUMER
-    assert errors(h.take(a)) == [ErrorCode.UNKNOWN_PEER] * 6
+    assert errors(h.take(a)) == [ErrorCode.UNKNOWN_PEER] * 9
     # the session survives for resume; the resent errors can then be acknowledged
     c = h.open()
     h.send(c, Hello())
-    h.send(c, Resume(resume_token=wa.resume_token, ack=6))
+    h.send(c, Resume(resume_token=wa.resume_token, ack=9))
     assert isinstance(h.take(c)[1], Resumed)
 
 
@@ -755,8 +757,8 @@ def test_metadata_is_limited() -> None:
 def test_welcome_never_exceeds_the_message_size_limit() -> None:
     """4 peers with 60 KiB of metadata each used to give a 234 KiB welcome."""
     h = Harness(max_metadata_size=61_000)
-    sizes = []
-    refused = []
+    sizes: list[int] = []
+    refused: list[str] = []
     for _ in range(4):
         conn = h.open()
         h.send(conn, Hello())

@@ -111,7 +111,8 @@ class SignalingConfig:
     max_pending: int = attrs.field(default=1024, validator=_positive)
     #: Bytes of unacknowledged messages kept per session; beyond it relays are refused
     #: (backlog_full). The server's own messages (``peer-left``, ``error``...) are always
-    #: queued; one that finds the queue over either limit closes the connection with 4004.
+    #: queued; one that finds more than ``max_pending + burst`` messages or twice
+    #: ``max_pending_bytes`` queued closes the connection with 4004 (slow consumer).
     max_pending_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_positive)
     #: Bytes of unacknowledged messages kept across all sessions; beyond it relays are
     #: refused (backlog_full).

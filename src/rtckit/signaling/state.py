@@ -777,12 +777,14 @@ class SignalingState:
         conn = session.conn
         if conn is not None:
             out.actions.append(Send(conn.id, sequenced))
+            config = self.config
             if origin is None and (
-                len(outbox) > self.config.max_pending
-                or session.outbox_bytes > self.config.max_pending_bytes
+                len(outbox) > config.max_pending + config.burst
+                or session.outbox_bytes > 2 * config.max_pending_bytes
             ):
-                # The server's own messages are always queued (they are owed to the client);
-                # a client that lets them pile up does not acknowledge: close its connection.
+                # The server's own messages are always queued (they are owed to the client),
+                # even above the limits that refuse relays; a client that lets them pile up
+                # beyond a burst does not acknowledge: close its connection.
                 self._close(
                     conn, CloseCode.SLOW_CONSUMER, "too many unacknowledged", self._now, out
                 )
