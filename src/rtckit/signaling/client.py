@@ -623,6 +623,11 @@ class SignalingClient:
                 async with asyncio.timeout(policy.connect_timeout):
                     await self.transport.connect()
                     event = await self._resume_or_rejoin()
+            except AuthError:
+                # The server re-checks the room token on resume (and rejoin): once it has
+                # expired, trying again cannot succeed. (AuthError is an OSError too.)
+                await self.transport.close()
+                raise
             except (ConnectionClosedError, OSError, TimeoutError) as exc:
                 logger.info("signaling reconnect attempt %d failed: %r", attempt, exc)
                 continue
