@@ -27,7 +27,17 @@ from rtckit.signaling import (
     SignalingServer,
     TokenAuth,
 )
-from rtckit.signaling.protocol import Ack, Hello, Join, Message, Welcome, decode, encode
+from rtckit.signaling.protocol import (
+    Ack,
+    Hello,
+    Join,
+    Message,
+    Ping,
+    Pong,
+    Welcome,
+    decode,
+    encode,
+)
 
 SECRET = "0123456789abcdef-0123456789abcdef-test-secret"
 
@@ -207,3 +217,20 @@ async def test_resume_with_an_expired_token_ends_the_client() -> None:
         assert caught.value.code == "auth_expired"
         assert len(server.hub.peers("r")) == 1  # still waiting for a valid resume
         await client.aclose()
+
+
+async def test_unmasked_client_frames_are_still_accepted_by_aiohttp(
+    raw_sockets: list[RawWebSocket],
+) -> None:
+    """RFC 6455 section 5.1: a server must close on an unmasked client frame (1002).
+
+    aiohttp's frame reader does not check the mask bit, and exposes neither the bit nor a hook
+    to check it without replacing its private parser; the protocol page says the server does
+    not enforce masking. This test fails when an aiohttp upgrade starts enforcing it: then
+    update the page (and expect 1002 here).
+    """
+    server, port = await start()
+    async with server, asyncio.timeout(20):
+        raw = await raw_join(port, raw_sockets)
+        await raw.send_frame(TEXT, encode(Ping(nonce=7)).encode(), mask=False)
+        assert await raw.receive() == Pong(nonce=7)
