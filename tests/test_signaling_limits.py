@@ -38,6 +38,7 @@ from rtckit.signaling.protocol import (
     decode,
     encode,
 )
+from rtckit.signaling.server import _WebSocketConnection as Wsc
 
 SECRET = "0123456789abcdef-0123456789abcdef-test-secret"
 
@@ -181,8 +182,10 @@ async def test_a_client_that_stops_reading_is_closed_4004_with_bounded_memory(
                     # let the server read it: data it has not read when it closes the socket
                     # would make the kernel reset the connection, dropping the close frame
                     await asyncio.sleep(0.005)
-                peak = max(peak, server.hub.buffered_bytes)
-            assert peak <= limit
+                # what the server holds for it: its queue and the transport's write buffer
+                held = [c.buffered for c in server.hub._connections.values() if isinstance(c, Wsc)]
+                peak = max(peak, server.hub.buffered_bytes, *held)
+            assert peak <= limit + 64 * 1024  # aiohttp writes up to its limit before draining
             assert await raw.close_code() == CloseCode.SLOW_CONSUMER
             assert server.hub.buffered_bytes == 0
         finally:
