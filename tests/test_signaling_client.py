@@ -9,10 +9,12 @@ import pytest
 
 from rtckit.errors import ConnectionClosedError
 from rtckit.signaling import (
+    Disconnected,
     MemoryTransport,
     OpenAuth,
     PeerJoinedEvent,
     PeerLeftEvent,
+    Reconnected,
     RoomClosedEvent,
     SignalingClient,
     SignalingConfig,
@@ -141,3 +143,23 @@ async def test_memory_transport_queue_is_bounded() -> None:
             assert caught.value.code == CloseCode.SLOW_CONSUMER
             assert hub.buffered_bytes == 0
         await transport.close()
+
+
+async def test_closed_as_slow_consumer_the_client_resumes() -> None:
+    """4004 is not final: the client reconnects, resumes, and nothing is lost."""
+    config = SignalingConfig(auth=OpenAuth(), max_pending=4, burst=2)
+    async with (
+        asyncio.timeout(20),
+        SignalingHub(config) as hub,
+        # trusted: no rate limit, so that the burst only sizes the slow-consumer threshold
+        SignalingClient.connect(MemoryTransport(hub, trusted=True), room="slow") as client,
+    ):
+        for _ in range(7):  # 7 errors it does not consume: more than max_pending + burst
+            await client.send_app("nobody", "x")
+        events: list[object] = []
+        while not isinstance(event := await client.next_event(), Reconnected):
+            events.append(event)
+        assert event.resumed
+        assert [e.code for e in events if isinstance(e, Disconnected)] == [CloseCode.SLOW_CONSUMER]
+        refs = [e.ref for e in events if isinstance(e, Error)]
+        assert refs == list(range(1, 8))
