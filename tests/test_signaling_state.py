@@ -785,3 +785,17 @@ def test_resume_checks_the_token_again() -> None:
     messages = h.take(c)
     assert errors(messages) == [ErrorCode.AUTH_EXPIRED]
     assert not any(isinstance(m, Resumed) for m in messages)
+
+
+def test_trusted_resume_skips_the_token_check() -> None:
+    """In-process participants (an SFU with a token it minted itself) are the server's own."""
+    clock = [1000.0]
+    auth = TokenAuth(secret=SECRET, clock=lambda: clock[0])
+    h = Harness(auth=auth, resume_window=60.0, heartbeat_interval=20.0, dead_peer_timeout=30.0)
+    a, wa = h.join(token=auth.mint(room="r", identity="sfu", ttl=10), trusted=True)
+    h.drop(a)
+    clock[0] += 11
+    c = h.open(trusted=True)
+    h.send(c, Hello())
+    h.send(c, Resume(resume_token=wa.resume_token, ack=0))
+    assert isinstance(h.take(c)[1], Resumed)
