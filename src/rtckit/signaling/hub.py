@@ -42,7 +42,13 @@ class ServerConnection(Protocol):
     """The server side of one connection, as a transport gives it to the hub."""
 
     def send_text(self, text: str) -> None:
-        """Queue *text* (one frame) for sending; must not block."""
+        """Queue *text* (one frame) for sending; must not block.
+
+        What it holds for a client that does not read is bounded: it counts it with
+        :meth:`SignalingHub.reserve` (and :meth:`SignalingHub.release` once read), and closes
+        the connection with 4004 (:attr:`~rtckit.signaling.protocol.CloseCode.SLOW_CONSUMER`)
+        when refused.
+        """
         ...
 
     def close(self, code: int, reason: str) -> None:

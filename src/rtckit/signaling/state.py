@@ -27,6 +27,13 @@ session carries ``seq`` (1, 2, 3... per session) and stays queued until the clie
 it; every relayed client message carries the client's ``seq``, duplicates are dropped, and the
 server acknowledges. A message whose target leaves without acknowledging it is reported to its
 sender as an ``undeliverable`` error naming the sender's ``seq``.
+
+Limits (the protocol page's "Limits"): an acknowledgement beyond the last ``seq`` sent is
+refused (``bad_ack``, in ``ack`` and in ``resume``); queued messages are bounded per session
+(``max_pending``, ``max_pending_bytes``) and in total (``max_total_pending_bytes``), beyond
+which relays are refused (``backlog_full``); the server's own messages are always queued, and a
+session that lets them pile up is closed with 4004. ``join`` metadata and ``welcome`` are
+bounded; ``resume`` checks the room token again.
 """
 
 from __future__ import annotations
