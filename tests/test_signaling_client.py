@@ -115,7 +115,7 @@ async def test_memory_transport_queue_is_bounded() -> None:
         auth=OpenAuth(),
         max_messages_per_second=1e6,
         max_pending_bytes=64 * 1024,
-        max_send_buffer=100_000,
+        max_send_buffer=150_000,
         max_pending=100_000,
     )
     async with asyncio.timeout(20), SignalingHub(config) as hub:
@@ -127,10 +127,10 @@ async def test_memory_transport_queue_is_bounded() -> None:
             (peer_id,) = sender.peers
 
             async def flood() -> None:
-                for i in range(400):  # about 120 KB of relays, acknowledged without reading
+                for i in range(800):  # about 240 KB of relays, acknowledged without reading
                     await sender.send_app(peer_id, {"i": i, "pad": "x" * 250})
                     await transport.send(encode(Ack(ack=i + 2)))  # peer-joined, then i + 1
-                    assert hub.buffered_bytes <= 100_000
+                    assert hub.buffered_bytes <= 150_000
 
             async def drain() -> None:
                 while True:

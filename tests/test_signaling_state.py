@@ -644,6 +644,10 @@ def test_config_validation() -> None:
         RoomConfig(name="x", topology="star")
     with pytest.raises(ValueError, match="must be > 0"):
         SignalingConfig(auth=OpenAuth(), max_peers_per_room=0)
+    with pytest.raises(ConfigurationError, match="twice max_pending_bytes"):
+        SignalingConfig(auth=OpenAuth(), max_pending_bytes=1000, max_send_buffer=2000)
+    with pytest.raises(ValueError, match="must be > 0"):
+        SignalingConfig(auth=OpenAuth(), max_total_send_buffer=0)
     config = SignalingConfig(auth=OpenAuth())
     assert attrs.evolve(config, resume_window=0).resume_window == 0
 
@@ -696,7 +700,7 @@ def test_resume_with_an_ack_beyond_what_was_sent_is_refused() -> None:
 
 
 def test_pending_bytes_bound_relays() -> None:
-    h = Harness(max_pending_bytes=1000, max_message_size=1000, max_send_buffer=2000)
+    h = Harness(max_pending_bytes=1000, max_message_size=1000, max_send_buffer=3000)
     a, _ = h.join()
     b, wb = h.join()
     h.take(a)

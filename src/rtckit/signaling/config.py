@@ -113,13 +113,13 @@ class SignalingConfig:
     #: (backlog_full). The server's own messages (``peer-left``, ``error``...) are always
     #: queued; one that finds more than ``max_pending + burst`` messages or twice
     #: ``max_pending_bytes`` queued closes the connection with 4004 (slow consumer).
-    max_pending_bytes: int = attrs.field(default=4 * 1024 * 1024, validator=_positive)
+    max_pending_bytes: int = attrs.field(default=2 * 1024 * 1024, validator=_positive)
     #: Bytes of unacknowledged messages kept across all sessions; beyond it relays are
     #: refused (backlog_full).
     max_total_pending_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
     #: Bytes a connection may hold waiting for the client to read them (the WebSocket's
     #: write buffer, the in-memory transport's queue); beyond it the connection is closed
-    #: with 4004 (slow consumer). Larger than ``max_pending_bytes``, so that the resend
+    #: with 4004 (slow consumer). Larger than twice ``max_pending_bytes``, so that the resend
     #: after ``resume`` fits.
     max_send_buffer: int = attrs.field(default=8 * 1024 * 1024, validator=_positive)
     #: Bytes all connections together may hold waiting for their clients to read them; a
@@ -145,5 +145,8 @@ class SignalingConfig:
             raise ConfigurationError("two declared rooms have the same name")
         if self.dead_peer_timeout <= self.heartbeat_interval:
             raise ConfigurationError("dead_peer_timeout must be longer than heartbeat_interval")
-        if self.max_send_buffer <= self.max_pending_bytes:
-            raise ConfigurationError("max_send_buffer must be larger than max_pending_bytes")
+        if self.max_send_buffer <= 2 * self.max_pending_bytes:
+            raise ConfigurationError(
+                "max_send_buffer must be larger than twice max_pending_bytes (a resume resends "
+                "up to that much at once)"
+            )
