@@ -149,9 +149,6 @@ class _WebSocketConnection:
         self._closing = (code, reason)
         self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
 
-    # The flusher is never cancelled while it may wait on aiohttp's drain waiter: that would
-    # cancel the waiter, which aiohttp shares with the close frame's drain.
-
     async def _finish(self, coro: Coroutine[Any, Any, None] | None, blocker: Any) -> None:
         ws = self.ws
         try:
@@ -181,15 +178,20 @@ class _WebSocketConnection:
         ws = self.ws
         try:
             async with asyncio.timeout(self._hub.config.close_timeout):
+                # What was sent before the close goes first; a slow consumer's queue was
+                # dropped, and its flusher may wait for the client forever. (The flusher is
+                # not cancelled while it may wait on aiohttp's drain waiter: that would cancel
+                # the waiter, which aiohttp shares with the close frame's drain.)
                 flusher = self._flusher
                 if flusher is not None and code != CloseCode.SLOW_CONSUMER:
-                    await asyncio.wait([flusher])  # what was sent before the close goes first
+                    await asyncio.wait([flusher])
                 if not ws.closed:
                     await ws.close(code=code, message=reason.encode()[:120])
                 transport = self.transport
-                # aiohttp closes the transport without waiting for its buffer to reach the
-                # client (when the client had closed first); asyncio flushes it, give it time.
-                # Polled: the transport tells only its protocol (aiohttp's) when it drains.
+                # close() returns without waiting for the transport's buffer to reach the
+                # client when the handler was waiting in receive() (it then closes at once);
+                # asyncio still flushes it, give it time. Polled: the transport tells only its
+                # protocol (aiohttp's) when it drains.
                 while transport is not None and transport.get_write_buffer_size():  # noqa: ASYNC110
                     await asyncio.sleep(_FLUSH_POLL)
         except (TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError):
@@ -199,7 +201,7 @@ class _WebSocketConnection:
             transport = self.transport
             if transport is not None and transport.get_write_buffer_size():
                 transport.abort()  # the client did not take it in time: free the buffer
-            if self._flusher is not None:  # the transport is gone: its waiter with it
+            if self._flusher is not None:  # the close is done: stop waiting for the client
                 self._flusher.cancel()
 
 
