@@ -181,3 +181,25 @@ async def test_browser_join_refused_with_code() -> None:
             token = auth.mint(room="r", identity="ada")
             assert await page.evaluate("(t) => window.join('r', t)", token)
             assert await page.evaluate("() => window.sig.identity") == "ada"
+
+
+async def test_browser_stops_when_resume_finds_its_token_expired() -> None:
+    """The server checks the token again on resume; retrying cannot help, so the page stops."""
+    require_executable("chromium", hint="apt-get install chromium")
+    clock = [1_000_000.0]
+    auth = TokenAuth(secret=SECRET, clock=lambda: clock[0])
+    async for host, _server in _serve(SignalingConfig(auth=auth, resume_window=30.0)):
+        async with asyncio.timeout(60), launch_chromium() as browser:
+            page = await browser.new_page()
+            await page.goto(f"http://{host}/")
+            await page.wait_for_function("() => window.ready === true")
+            token = auth.mint(room="r", identity="ada", ttl=60)
+            assert await page.evaluate("(t) => window.join('r', t)", token)
+            await page.evaluate(
+                """() => window.sig.addEventListener("closed", (event) =>
+                    window.log.push({type: "closed", code: event.detail.error?.code}))"""
+            )
+            clock[0] += 61
+            await page.evaluate("() => window.sig._ws.close()")
+            closed = await _wait_log(page, "m.type === 'closed'")
+            assert closed["code"] == "auth_expired"

@@ -644,5 +644,162 @@ def test_config_validation() -> None:
         RoomConfig(name="x", topology="star")
     with pytest.raises(ValueError, match="must be > 0"):
         SignalingConfig(auth=OpenAuth(), max_peers_per_room=0)
+    with pytest.raises(ConfigurationError, match="twice max_pending_bytes"):
+        SignalingConfig(auth=OpenAuth(), max_pending_bytes=1000, max_send_buffer=2000)
+    with pytest.raises(ValueError, match="must be > 0"):
+        SignalingConfig(auth=OpenAuth(), max_total_send_buffer=0)
     config = SignalingConfig(auth=OpenAuth())
     assert attrs.evolve(config, resume_window=0).resume_window == 0
+
+
+# --- limits: acknowledgements, buffered bytes, welcome size, resume auth ---------------------
+
+
+def test_ack_beyond_what_was_sent_is_refused_and_trims_nothing() -> None:
+    h = Harness(max_pending=5)
+    a, _ = h.join()
+    b, wb = h.join()
+    h.take(a)
+    for seq in range(1, 4):
+        h.send(a, AppMessage(to=wb.peer_id, payload=seq, seq=seq))
+    h.take(b)
+    h.send(b, Ack(ack=2**53 - 1))  # "I processed everything you will ever send"
+    assert errors(h.take(b)) == [ErrorCode.BAD_ACK]
+    # the outbox still holds the 3 relayed messages and the error: 1 more fits, not 2
+    h.send(a, AppMessage(to=wb.peer_id, payload=4, seq=4))
+    h.send(a, AppMessage(to=wb.peer_id, payload=5, seq=5))
+    assert [(e.code, e.ref) for e in h.take(a) if isinstance(e, Error)] == [
+        (ErrorCode.BACKLOG_FULL, 5)
+    ]
+    # an ack of exactly what was sent is fine
+    h.send(b, Ack(ack=5))
+    assert errors(h.take(b)) == []
+
+
+def ack_all(h: Harness, conn: int) -> None:
+    """Acknowledge everything *conn* received (so that only other outboxes count)."""
+    seqs = [getattr(m, "seq", None) for m in h.take(conn)]
+    h.send(conn, Ack(ack=max((s for s in seqs if s is not None), default=0)))
+
+
+def test_resume_with_an_ack_beyond_what_was_sent_is_refused() -> None:
+    h = Harness()
+    a, _ = h.join()
+    b, wb = h.join()
+    h.send(a, AppMessage(to=wb.peer_id, payload=1, seq=1))
+    h.drop(b)
+    c = h.open()
+    h.send(c, Hello())
+    h.send(c, Resume(resume_token=wb.resume_token, ack=10**9))
+    messages = h.take(c)
+    assert errors(messages) == [ErrorCode.BAD_ACK]
+    assert not any(isinstance(m, Resumed) for m in messages)
+    # the session is intact: an honest resume gets everything
+    h.send(c, Resume(resume_token=wb.resume_token, ack=0))
+    assert [m.payload for m in h.take(c) if isinstance(m, AppMessage)] == [1]
+
+
+def test_pending_bytes_bound_relays() -> None:
+    h = Harness(max_pending_bytes=1000, max_message_size=1000, max_send_buffer=3000)
+    a, _ = h.join()
+    b, wb = h.join()
+    h.take(a)
+    for seq in range(1, 11):
+        h.send(a, AppMessage(to=wb.peer_id, payload="x" * 200, seq=seq))
+    refused = [e.ref for e in h.inbox[a] if isinstance(e, Error)]
+    delivered = [m for m in h.take(b) if isinstance(m, AppMessage)]
+    assert len(delivered) == 3  # 1000 bytes hold 3 of about 250 bytes
+    assert refused == list(range(4, 11))
+    ack_all(h, a)
+    assert 750 < h.state.pending_bytes <= 1000
+
+
+def test_total_pending_bytes_bound_relays_across_sessions() -> None:
+    h = Harness(max_total_pending_bytes=2000)
+    a, _ = h.join()
+    targets = [h.join()[1].peer_id for _ in range(4)]
+    h.take(a)
+    seq = 0
+    for target in targets:
+        for _ in range(5):
+            seq += 1
+            h.send(a, AppMessage(to=target, payload="x" * 200, seq=seq))
+    refused = [e for e in h.inbox[a] if isinstance(e, Error)]
+    assert refused
+    assert {e.code for e in refused} == {ErrorCode.BACKLOG_FULL}
+    ack_all(h, a)
+    assert h.state.pending_bytes <= 2000
+
+
+def test_server_messages_piling_up_close_the_connection_4004() -> None:
+    """Errors to a client that never acknowledges them: its own outbox is bounded too."""
+    h = Harness(max_pending=5, burst=3)
+    a, wa = h.join(trusted=True)  # no rate limit
+    for seq in range(1, 9):  # each gets unknown_peer, kept until a acknowledges it
+        h.send(a, AppMessage(to="nobody", payload=seq, seq=seq))
+    assert a not in h.closes  # up to max_pending + burst
+    h.send(a, AppMessage(to="nobody", payload=9, seq=9))
+    assert h.closes[a][0] == CloseCode.SLOW_CONSUMER
+    assert errors(h.take(a)) == [ErrorCode.UNKNOWN_PEER] * 9
+    # the session survives for resume; the resent errors can then be acknowledged
+    c = h.open()
+    h.send(c, Hello())
+    h.send(c, Resume(resume_token=wa.resume_token, ack=9))
+    assert isinstance(h.take(c)[1], Resumed)
+
+
+def test_metadata_is_limited() -> None:
+    h = Harness(max_metadata_size=100)
+    conn = h.open()
+    h.send(conn, Hello())
+    h.send(conn, Join(room="r", metadata={"name": "x" * 100}))
+    assert errors(h.take(conn)) == [ErrorCode.TOO_LARGE]
+    h.send(conn, Join(room="r", metadata={"name": "x" * 80}))
+    assert isinstance(h.take(conn)[-1], Welcome)
+
+
+def test_welcome_never_exceeds_the_message_size_limit() -> None:
+    """4 peers with 60 KiB of metadata each used to give a 234 KiB welcome."""
+    h = Harness(max_metadata_size=61_000)
+    sizes: list[int] = []
+    refused: list[str] = []
+    for _ in range(4):
+        conn = h.open()
+        h.send(conn, Hello())
+        h.send(conn, Join(room="r", metadata={"blob": "x" * 60_000}))
+        messages = h.take(conn)
+        sizes.extend(len(encode(m)) for m in messages if isinstance(m, Welcome))
+        refused.extend(errors(messages))
+    assert len(sizes) == 2
+    assert max(sizes) <= 64 * 1024
+    assert refused == [ErrorCode.ROOM_FULL] * 2  # the first two fit, not a third
+    assert len(h.state.peers("r")) == 2
+
+
+def test_resume_checks_the_token_again() -> None:
+    clock = [1000.0]
+    auth = TokenAuth(secret=SECRET, clock=lambda: clock[0])
+    h = Harness(auth=auth, resume_window=60.0, heartbeat_interval=20.0, dead_peer_timeout=30.0)
+    a, wa = h.join(token=auth.mint(room="r", identity="ann", ttl=10))
+    h.drop(a)
+    clock[0] += 11  # the token expired while the connection was down
+    c = h.open()
+    h.send(c, Hello())
+    h.send(c, Resume(resume_token=wa.resume_token, ack=0))
+    messages = h.take(c)
+    assert errors(messages) == [ErrorCode.AUTH_EXPIRED]
+    assert not any(isinstance(m, Resumed) for m in messages)
+
+
+def test_trusted_resume_skips_the_token_check() -> None:
+    """In-process participants (an SFU with a token it minted itself) are the server's own."""
+    clock = [1000.0]
+    auth = TokenAuth(secret=SECRET, clock=lambda: clock[0])
+    h = Harness(auth=auth, resume_window=60.0, heartbeat_interval=20.0, dead_peer_timeout=30.0)
+    a, wa = h.join(token=auth.mint(room="r", identity="sfu", ttl=10), trusted=True)
+    h.drop(a)
+    clock[0] += 11
+    c = h.open(trusted=True)
+    h.send(c, Hello())
+    h.send(c, Resume(resume_token=wa.resume_token, ack=0))
+    assert isinstance(h.take(c)[1], Resumed)

@@ -16,6 +16,14 @@ and jitter and resumes its session: nothing sent to it or by it is lost or dupli
 server has forgotten the session (its resume window passed), the client joins again as a new
 peer, reports each of its own unacknowledged messages as an ``undeliverable``
 :class:`~rtckit.signaling.protocol.Error` event, and emits ``Reconnected(resumed=False)``.
+
+The client acknowledges a server message once the application has taken its event (``async
+for``, :meth:`SignalingClient.next_event`), not when it arrives: a consumer that falls behind
+makes the server refuse further messages to it (``backlog_full`` to their senders, beyond
+:attr:`~rtckit.signaling.config.SignalingConfig.max_pending`) instead of queueing them here.
+The server closes a connection with 4004 when it holds too much for the client
+(:attr:`~rtckit.signaling.protocol.CloseCode.SLOW_CONSUMER`); the client then reconnects and
+resumes like after any drop.
 """
 
 from __future__ import annotations
@@ -231,11 +239,17 @@ class SignalingClient:
         self._ack_delay = ack_delay
         self._welcome: Welcome | None = None
         self.peers: dict[str, PeerInfo] = {}
+        # (session generation, event), or _CLOSED. Bounded by the server: it holds at most
+        # max_pending messages this client has not acknowledged, and the client acknowledges
+        # an event once the application took it (see __anext__).
         self._events: asyncio.Queue[Any] = asyncio.Queue()
         self._out_seq = 0
         self._unacked: deque[Relayed] = deque()
-        self._in_seq = 0
+        self._in_seq = 0  # highest server seq received
+        self._processed = 0  # highest server seq the application took from the events
         self._acked_in = 0
+        self._generation = 0  # counts sessions: seqs restart at 1 in a new one
+        self._ack_wanted = asyncio.Event()
         self._connected = False
         self._closing = False
         self._removed = False
@@ -388,8 +402,18 @@ class SignalingClient:
             if self._failure is not None:
                 raise self._failure
             raise StopAsyncIteration
-        event: ClientEvent = item
-        return event
+        generation, event = item
+        seq = getattr(event, "seq", None)
+        if seq is not None and generation == self._generation and seq > self._processed:
+            # Acknowledge what the application consumed, not what arrived: so the server's
+            # max_pending bounds what waits here for a slow consumer.
+            self._processed = seq
+            if seq - self._acked_in >= self._ack_every:
+                self._ack_wanted.set()
+        return event  # type: ignore[no-any-return]
+
+    def _emit(self, event: ClientEvent) -> None:
+        self._events.put_nowait((self._generation, event))
 
     async def next_event(self) -> ClientEvent:
         """Return the next event; raise :class:`~rtckit.errors.ConnectionClosedError` once closed.
@@ -501,9 +525,10 @@ class SignalingClient:
         self.peers = {peer.id: peer for peer in welcome.peers}
 
     async def _send_ack(self) -> None:
-        if self._in_seq > self._acked_in:
-            self._acked_in = self._in_seq
-            await self.transport.send(encode(Ack(ack=self._in_seq)))
+        processed = self._processed
+        if processed > self._acked_in:
+            self._acked_in = processed
+            await self.transport.send(encode(Ack(ack=processed)))
 
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -553,14 +578,16 @@ class SignalingClient:
         elif isinstance(message, Bye):
             self._removed = True  # the server removed us: do not reconnect
         # Queue the event before any await: once _in_seq moved, the message must be delivered.
-        self._events.put_nowait(message)
-        if self._in_seq - self._acked_in >= self._ack_every:
-            await self._send_ack()
+        self._emit(message)  # type: ignore[arg-type]
 
     async def _housekeeping(self) -> None:
         loop = asyncio.get_running_loop()
+        wanted = self._ack_wanted
         while True:
-            await asyncio.sleep(self._ack_delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._ack_delay):
+                    await wanted.wait()
+            wanted.clear()
             if not self._connected:
                 continue
             try:
@@ -583,7 +610,7 @@ class SignalingClient:
         policy = self.reconnect_policy
         if not policy.enabled or code in _FINAL_CLOSE_CODES or self._closing:
             raise ConnectionClosedError(str(cause), code=code)
-        self._events.put_nowait(Disconnected(code=code, reason=str(cause)))
+        self._emit(Disconnected(code=code, reason=str(cause)))
         attempt = 0
         while not self._closing:
             if policy.max_attempts is not None and attempt >= policy.max_attempts:
@@ -596,11 +623,16 @@ class SignalingClient:
                 async with asyncio.timeout(policy.connect_timeout):
                     await self.transport.connect()
                     event = await self._resume_or_rejoin()
+            except AuthError:
+                # The server re-checks the room token on resume (and rejoin): once it has
+                # expired, trying again cannot succeed. (AuthError is an OSError too.)
+                await self.transport.close()
+                raise
             except (ConnectionClosedError, OSError, TimeoutError) as exc:
                 logger.info("signaling reconnect attempt %d failed: %r", attempt, exc)
                 continue
             self._last_recv = asyncio.get_running_loop().time()
-            self._events.put_nowait(event)
+            self._emit(event)
             return
 
     async def _resume_or_rejoin(self) -> Reconnected:
@@ -631,7 +663,7 @@ class SignalingClient:
     async def _rejoin(self) -> Reconnected:
         welcome = await self._handshake_join_after_hello()
         for message in self._unacked:
-            self._events.put_nowait(
+            self._emit(
                 Error(
                     code=ErrorCode.UNDELIVERABLE,
                     message="the session expired before the server acknowledged this message",
@@ -639,7 +671,8 @@ class SignalingClient:
                 )
             )
         self._unacked.clear()
-        self._in_seq = self._acked_in = 0
+        self._in_seq = self._processed = self._acked_in = 0
+        self._generation += 1
         self._set_welcome(welcome)
         self._connected = True
         return Reconnected(resumed=False, welcome=welcome)

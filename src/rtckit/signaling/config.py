@@ -90,6 +90,11 @@ class SignalingConfig:
     #: Largest message in bytes; the server closes with 1009 above it.
     max_message_size: int = attrs.field(default=DEFAULT_MAX_SIZE, validator=_positive)
     max_json_depth: int = attrs.field(default=DEFAULT_MAX_DEPTH, validator=_positive)
+    #: Largest ``metadata`` of a ``join``, in bytes of compact JSON; above it the join is
+    #: refused with ``too_large``. Every ``welcome`` lists the other peers with their metadata:
+    #: with the defaults, 50 peers with 1 KiB each fit in one 64 KiB message. A join whose
+    #: ``welcome`` would still exceed ``max_message_size`` is refused with ``room_full``.
+    max_metadata_size: int = attrs.field(default=1024, validator=_positive)
     #: Sustained messages per second per connection; above it, error then close 1008.
     max_messages_per_second: float = attrs.field(default=100.0, validator=_positive_time)
     #: Messages a connection may send in a burst above the sustained rate.
@@ -104,6 +109,25 @@ class SignalingConfig:
     resume_window: float = attrs.field(default=5.0, validator=attrs.validators.ge(0.0))
     #: Unacknowledged messages kept per session; beyond it relays are refused (backlog_full).
     max_pending: int = attrs.field(default=1024, validator=_positive)
+    #: Bytes of unacknowledged messages kept per session; beyond it relays are refused
+    #: (backlog_full). The server's own messages (``peer-left``, ``error``...) are always
+    #: queued; one that finds more than ``max_pending + burst`` messages or twice
+    #: ``max_pending_bytes`` queued closes the connection with 4004 (slow consumer).
+    max_pending_bytes: int = attrs.field(default=2 * 1024 * 1024, validator=_positive)
+    #: Bytes of unacknowledged messages kept across all sessions; beyond it relays are
+    #: refused (backlog_full).
+    max_total_pending_bytes: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
+    #: Bytes a connection may hold waiting for the client to read them (the WebSocket's
+    #: write buffer, the in-memory transport's queue); beyond it the connection is closed
+    #: with 4004 (slow consumer). Larger than twice ``max_pending_bytes``, so that the resend
+    #: after ``resume`` fits.
+    max_send_buffer: int = attrs.field(default=8 * 1024 * 1024, validator=_positive)
+    #: Bytes all connections together may hold waiting for their clients to read them; a
+    #: connection that would pass it is closed with 4004.
+    max_total_send_buffer: int = attrs.field(default=64 * 1024 * 1024, validator=_positive)
+    #: Seconds a connection closed as a slow consumer has to take its close frame before
+    #: its socket is dropped.
+    close_timeout: float = attrs.field(default=2.0, validator=_positive_time)
     #: The server acknowledges a client's messages at least every this many messages...
     ack_every: int = attrs.field(default=16, validator=_positive)
     #: ... and at most this many seconds after the oldest unacknowledged one arrived.
@@ -121,3 +145,8 @@ class SignalingConfig:
             raise ConfigurationError("two declared rooms have the same name")
         if self.dead_peer_timeout <= self.heartbeat_interval:
             raise ConfigurationError("dead_peer_timeout must be longer than heartbeat_interval")
+        if self.max_send_buffer <= 2 * self.max_pending_bytes:
+            raise ConfigurationError(
+                "max_send_buffer must be larger than twice max_pending_bytes (a resume resends "
+                "up to that much at once)"
+            )

@@ -42,7 +42,13 @@ class ServerConnection(Protocol):
     """The server side of one connection, as a transport gives it to the hub."""
 
     def send_text(self, text: str) -> None:
-        """Queue *text* (one frame) for sending; must not block."""
+        """Queue *text* (one frame) for sending; must not block.
+
+        What it holds for a client that does not read is bounded: it counts it with
+        :meth:`SignalingHub.reserve` (and :meth:`SignalingHub.release` once read), and closes
+        the connection with 4004 (:attr:`~rtckit.signaling.protocol.CloseCode.SLOW_CONSUMER`)
+        when refused.
+        """
         ...
 
     def close(self, code: int, reason: str) -> None:
@@ -108,6 +114,7 @@ class SignalingHub:
         self._listeners: list[EventListener] = []
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
+        self._buffered = 0
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -190,6 +197,32 @@ class SignalingHub:
         """*conn* closed or failed (idempotent)."""
         if self._connections.pop(conn, None) is not None:
             self._apply(self.state.closed(conn, self._now()))
+
+    # --- send buffers (for transports) ----------------------------------------------------
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes all connections hold for clients that have not read them yet."""
+        return self._buffered
+
+    def reserve(self, held: int, size: int) -> bool:
+        """Account *size* more bytes for a connection holding *held* bytes its client has
+        not read; False (nothing accounted) if that would pass
+        :attr:`~rtckit.signaling.config.SignalingConfig.max_send_buffer` or
+        :attr:`~rtckit.signaling.config.SignalingConfig.max_total_send_buffer`: the transport
+        then closes the connection with 4004 (slow consumer)."""
+        config = self.config
+        if (
+            held + size > config.max_send_buffer
+            or self._buffered + size > config.max_total_send_buffer
+        ):
+            return False
+        self._buffered += size
+        return True
+
+    def release(self, size: int) -> None:
+        """The client read (or the connection dropped) *size* bytes :meth:`reserve` counted."""
+        self._buffered -= size
 
     def remove_peer(self, room: str, peer_id: str) -> None:
         """Remove a peer from a room (others get ``peer-left`` with reason ``removed``)."""

@@ -32,15 +32,47 @@ class _Closed:
 
 
 class _ServerSide:
-    """The hub's view of one in-memory connection."""
+    """The hub's view of one in-memory connection.
 
-    def __init__(self) -> None:
+    The queue is bounded like a socket's buffer: the bytes it holds count against the hub's
+    ``max_send_buffer`` and ``max_total_send_buffer``; a frame that would pass them closes the
+    connection with 4004 (slow consumer), dropping what the client has not read (the session
+    keeps it for ``resume``).
+    """
+
+    def __init__(self, hub: SignalingHub) -> None:
+        self.hub = hub
+        self.conn: ConnectionId | None = None
         self.queue: asyncio.Queue[str | _Closed] = asyncio.Queue()
+        self.held = 0  # bytes of text in the queue, reserved from the hub
         self.closed: _Closed | None = None
 
     def send_text(self, text: str) -> None:
-        if self.closed is None:
-            self.queue.put_nowait(text)
+        if self.closed is not None:
+            return
+        size = len(text)  # ASCII (the codec escapes the rest)
+        if not self.hub.reserve(self.held, size):
+            self.discard()
+            self.close(CloseCode.SLOW_CONSUMER, "slow consumer: too much unread")
+            if self.conn is not None:  # not from inside the hub's own loop
+                asyncio.get_running_loop().call_soon(self.hub.connection_lost, self.conn)
+            return
+        self.held += size
+        self.queue.put_nowait(text)
+
+    def taken(self, text: str) -> None:
+        """The client read *text*."""
+        self.held -= len(text)
+        self.hub.release(len(text))
+
+    def discard(self) -> None:
+        """Drop every frame not read yet (the connection is going away)."""
+        while not self.queue.empty():
+            self.queue.get_nowait()
+        self.hub.release(self.held)
+        self.held = 0
+        if self.closed is not None:
+            self.queue.put_nowait(self.closed)
 
     def close(self, code: int, reason: str) -> None:
         if self.closed is None:
@@ -64,8 +96,8 @@ class MemoryTransport:
     async def connect(self) -> None:
         """Open a new in-memory connection (closing the previous one)."""
         await self.close()
-        side = _ServerSide()
-        self._conn = self.hub.open(side, trusted=self.trusted)
+        side = _ServerSide(self.hub)
+        self._conn = side.conn = self.hub.open(side, trusted=self.trusted)
         self._side = side
 
     async def send(self, text: str) -> None:
@@ -90,6 +122,7 @@ class MemoryTransport:
             raise ConnectionClosedError(
                 f"connection closed ({item.code} {item.reason})", code=item.code
             )
+        side.taken(item)
         return item
 
     async def close(self) -> None:
@@ -99,6 +132,7 @@ class MemoryTransport:
             return
         if side.closed is None:
             side.close(CloseCode.NORMAL, "closed by client")
+        side.discard()
         self.hub.connection_lost(conn)
 
     async def abort(self) -> None:

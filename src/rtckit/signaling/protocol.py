@@ -67,6 +67,7 @@ __all__ = [
     "encode",
     "encode_relayed",
     "json_depth",
+    "json_size",
     "with_seq",
 ]
 
@@ -93,7 +94,8 @@ class ErrorCode(enum.StrEnum):
 
     #: The frame is not JSON, or a JSON number is NaN/Infinity, or an object repeats a key.
     BAD_JSON = "bad_json"
-    #: The frame is not valid UTF-8 (for example a truncated multi-byte sequence).
+    #: The frame is not valid UTF-8 (for example a truncated multi-byte sequence). In-process
+    #: transports only: over WebSocket such a text frame closes the connection with 1007.
     BAD_ENCODING = "bad_encoding"
     #: The message is larger than the server's limit (over WebSocket, close 1009 instead).
     TOO_LARGE = "too_large"
@@ -124,8 +126,12 @@ class ErrorCode(enum.StrEnum):
     FORBIDDEN = "forbidden"
     #: A message was accepted but its target left before acknowledging it (``ref`` names it).
     UNDELIVERABLE = "undeliverable"
-    #: The target's queue of unacknowledged messages is full; the message was not relayed.
+    #: The target's queue of unacknowledged messages is full (in messages or bytes), or the
+    #: server's total across sessions is; the message was not relayed.
     BACKLOG_FULL = "backlog_full"
+    #: An ``ack`` (or the ``ack`` of ``resume``) names a ``seq`` the server has not sent; it
+    #: acknowledges nothing (and the ``resume`` is refused).
+    BAD_ACK = "bad_ack"
     #: Too many messages per second; the connection is closed (1008) after this error.
     RATE_LIMITED = "rate_limited"
     #: ``resume`` with an unknown or expired token: join again.
@@ -153,6 +159,8 @@ class CloseCode(enum.IntEnum):
     GOING_AWAY = 1001
     #: Protocol violation that makes the connection unusable (e.g. a binary frame).
     PROTOCOL_ERROR = 1002
+    #: A text frame that is not valid UTF-8 (RFC 6455 section 8.1; aiohttp closes with it).
+    INVALID_DATA = 1007
     #: Policy violation, such as the rate limit exceeded.
     POLICY_VIOLATION = 1008
     #: A message exceeds the maximum size.
@@ -167,6 +175,9 @@ class CloseCode(enum.IntEnum):
     SESSION_REPLACED = 4002
     #: Unsupported protocol version in ``hello``.
     UNSUPPORTED_VERSION = 4003
+    #: The client does not read (or acknowledge) fast enough: what the server holds for it
+    #: passed a limit. The session waits for ``resume``: reconnect and resume.
+    SLOW_CONSUMER = 4004
 
 
 # --- field kinds ---------------------------------------------------------------------------
@@ -797,6 +808,14 @@ def _make_dumps() -> Callable[[Any], str]:
 
 
 _dumps: Callable[[Any], str] = _make_dumps()
+
+
+def json_size(value: JsonValue) -> int:
+    """Return the size in bytes of *value* as :func:`encode` writes it (compact, ASCII)."""
+    try:
+        return len(_dumps(value))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _fail(ErrorCode.BAD_MESSAGE, f"cannot encode {type(value).__name__}: {exc}") from exc
 
 
 def encode(message: Message) -> str:

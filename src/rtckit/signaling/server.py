@@ -56,32 +56,80 @@ def client_script() -> str:
     return resource.read_text(encoding="utf-8")
 
 
+# Seconds between two looks at a closing connection's write buffer.
+_FLUSH_POLL = 0.02
+
+
+def _step(coro: Coroutine[Any, Any, None]) -> Any:
+    """Run *coro* to its next suspension, as an asyncio task's step does; return what it
+    waits for (a future, or ``None`` for a bare yield). Raises StopIteration when it is done.
+
+    Like ``Task.__step``, clear the flag the future's ``__await__`` set to tell the task it
+    is being awaited (asyncio's Future protocol, see :func:`asyncio.isfuture`). Left set, the
+    next ``await`` of that future raises "await wasn't used with future": aiohttp shares one
+    drain waiter between every writer of a connection, so the close frame's drain (and ours
+    in :meth:`_WebSocketConnection._finish`) would fail the first time the socket blocked.
+    """
+    blocker = coro.send(None)
+    if getattr(blocker, "_asyncio_future_blocking", False):
+        blocker._asyncio_future_blocking = False
+    return blocker
+
+
 class _WebSocketConnection:
-    """The hub's view of one aiohttp WebSocket: ordered, non-blocking sends.
+    """The hub's view of one aiohttp WebSocket: ordered, non-blocking, bounded sends.
 
     ``send_str`` of an uncompressed frame writes to the socket at once and only suspends when
     the socket's buffer is full (flow control). So :meth:`send_text` runs the coroutine's first
     step right here, like a task would, and only when it suspends does a task finish it and
     then send what queued up meanwhile. This saves creating a task per relayed message.
+
+    What queues up while the socket is blocked is bounded: with the transport's own write
+    buffer it may not pass ``max_send_buffer`` bytes, nor the queues of all connections
+    ``max_total_send_buffer`` (:meth:`SignalingHub.reserve
+    <rtckit.signaling.hub.SignalingHub.reserve>`). A client that does not read (or acks what
+    it never read, which empties its session's queue but not the socket's) is closed with
+    4004, slow consumer. Every close waits ``close_timeout`` at most for the client to take
+    what is queued and the close frame, then drops the socket: a blocked one would otherwise
+    hold its buffer forever.
     """
 
-    __slots__ = ("_closing", "_flusher", "_pending", "ws")
+    __slots__ = ("_closer", "_closing", "_flusher", "_held", "_hub", "_pending", "transport", "ws")
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
+    def __init__(
+        self, ws: web.WebSocketResponse, hub: SignalingHub, transport: asyncio.Transport | None
+    ) -> None:
         self.ws = ws
+        self.transport = transport
+        self._hub = hub
         self._pending: list[str] = []
+        self._held = 0  # bytes in _pending, reserved from the hub
         self._flusher: asyncio.Task[None] | None = None
+        self._closer: asyncio.Task[None] | None = None
         self._closing: tuple[int, str] | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes waiting for the client: queued here and in the transport's write buffer."""
+        transport = self.transport
+        in_transport = 0 if transport is None else transport.get_write_buffer_size()
+        return self._held + in_transport
 
     def send_text(self, text: str) -> None:
         if self._closing is not None:
             return
         if self._flusher is not None:
+            size = len(text)  # ASCII (the codec escapes the rest)
+            if not self._hub.reserve(self.buffered, size):
+                self._drop_pending()
+                self._start_close(CloseCode.SLOW_CONSUMER, "slow consumer")
+                return
+            self._held += size
             self._pending.append(text)
             return
         coro = self.ws.send_str(text)
         try:
-            blocker = coro.send(None)
+            blocker = _step(coro)
         except StopIteration:
             return  # written synchronously: the usual case
         except (ConnectionError, RuntimeError, aiohttp.ClientError):
@@ -89,11 +137,17 @@ class _WebSocketConnection:
         self._flusher = asyncio.get_running_loop().create_task(self._finish(coro, blocker))
 
     def close(self, code: int, reason: str) -> None:
-        if self._closing is not None:
-            return
+        if self._closing is None:
+            self._start_close(code, reason)
+
+    def _drop_pending(self) -> None:
+        self._pending.clear()
+        self._hub.release(self._held)
+        self._held = 0
+
+    def _start_close(self, code: int, reason: str) -> None:
         self._closing = (code, reason)
-        if self._flusher is None:
-            self._flusher = asyncio.get_running_loop().create_task(self._finish(None, None))
+        self._closer = asyncio.get_running_loop().create_task(self._close(code, reason))
 
     async def _finish(self, coro: Coroutine[Any, Any, None] | None, blocker: Any) -> None:
         ws = self.ws
@@ -104,23 +158,51 @@ class _WebSocketConnection:
                 else:
                     await blocker
                 try:
-                    blocker = coro.send(None)
+                    blocker = _step(coro)
                 except StopIteration:
                     coro = None
             while self._pending:
                 batch, self._pending = self._pending, []
                 for text in batch:
+                    self._held -= len(text)
+                    self._hub.release(len(text))
                     await ws.send_str(text)
         except (ConnectionError, RuntimeError, aiohttp.ClientError):
-            self._pending.clear()
+            self._drop_pending()
         finally:
             if coro is not None:
                 coro.close()
             self._flusher = None
-        if self._closing is not None and not ws.closed:
-            code, reason = self._closing
-            with contextlib.suppress(ConnectionError, RuntimeError, aiohttp.ClientError):
-                await ws.close(code=code, message=reason.encode()[:120])
+
+    async def _close(self, code: int, reason: str) -> None:
+        ws = self.ws
+        try:
+            async with asyncio.timeout(self._hub.config.close_timeout):
+                # What was sent before the close goes first; a slow consumer's queue was
+                # dropped, and its flusher may wait for the client forever. (The flusher is
+                # not cancelled while it may wait on aiohttp's drain waiter: that would cancel
+                # the waiter, which aiohttp shares with the close frame's drain.)
+                flusher = self._flusher
+                if flusher is not None and code != CloseCode.SLOW_CONSUMER:
+                    await asyncio.wait([flusher])
+                if not ws.closed:
+                    await ws.close(code=code, message=reason.encode()[:120])
+                transport = self.transport
+                # close() returns without waiting for the transport's buffer to reach the
+                # client when the handler was waiting in receive() (it then closes at once);
+                # asyncio still flushes it, give it time. Polled: the transport tells only its
+                # protocol (aiohttp's) when it drains.
+                while transport is not None and transport.get_write_buffer_size():  # noqa: ASYNC110
+                    await asyncio.sleep(_FLUSH_POLL)
+        except (TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError):
+            pass
+        finally:
+            self._drop_pending()
+            transport = self.transport
+            if transport is not None and transport.get_write_buffer_size():
+                transport.abort()  # the client did not take it in time: free the buffer
+            if self._flusher is not None:  # the close is done: stop waiting for the client
+                self._flusher.cancel()
 
 
 class SignalingServer:
@@ -279,7 +361,7 @@ class SignalingServer:
         task = asyncio.current_task()
         if task is not None:
             self._handlers.add(task)
-        connection = _WebSocketConnection(ws)
+        connection = _WebSocketConnection(ws, self.hub, request.transport)
         try:
             conn = self.hub.open(connection)
         except ConnectionClosedError:

@@ -27,6 +27,13 @@ session carries ``seq`` (1, 2, 3... per session) and stays queued until the clie
 it; every relayed client message carries the client's ``seq``, duplicates are dropped, and the
 server acknowledges. A message whose target leaves without acknowledging it is reported to its
 sender as an ``undeliverable`` error naming the sender's ``seq``.
+
+Limits (the protocol page's "Limits"): an acknowledgement beyond the last ``seq`` sent is
+refused (``bad_ack``, in ``ack`` and in ``resume``); queued messages are bounded per session
+(``max_pending``, ``max_pending_bytes``) and in total (``max_total_pending_bytes``), beyond
+which relays are refused (``backlog_full``); the server's own messages are always queued, and a
+session that lets them pile up is closed with 4004. ``join`` metadata and ``welcome`` are
+bounded; ``resume`` checks the room token again.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ import attrs
 from rtckit.errors import AuthError, ProtocolError, TopologyError
 from rtckit.signaling.config import RoomConfig, SignalingConfig
 from rtckit.signaling.protocol import (
+    MAX_SEQ,
     PROTOCOL_VERSION,
     Ack,
     AppMessage,
@@ -62,6 +70,7 @@ from rtckit.signaling.protocol import (
     decode,
     encode,
     encode_relayed,
+    json_size,
     with_seq,
 )
 
@@ -237,6 +246,9 @@ class Output:
 # thousands of them on a busy server, for seconds.
 _Pending: TypeAlias = tuple[int, str, str, str | None, int | None]
 
+# The most with_seq adds to a message: ',"seq":' and 16 digits.
+_SEQ_SIZE = len(',"seq":') + len(str(MAX_SEQ))
+
 
 @attrs.define(eq=False)
 class _Room:
@@ -251,9 +263,12 @@ class _Session:
     info: PeerInfo
     room: _Room
     resume_token: str
+    #: The room token given in ``join``, checked again on ``resume``.
+    token: str | None = None
     conn: _Conn | None = None
     out_seq: int = 0
     outbox: deque[_Pending] = attrs.Factory(deque)
+    outbox_bytes: int = 0  # the size of the texts in outbox
     in_seq: int = 0
     acked_in: int = 0
     ack_due: float | None = None  # when the oldest unacknowledged client message arrived
@@ -292,6 +307,8 @@ class SignalingState:
         self._conns: dict[ConnectionId, _Conn] = {}
         self._rooms: dict[str, _Room] = {}
         self._tokens: dict[str, _Session] = {}
+        self._pending_bytes = 0  # outbox_bytes summed over every session
+        self._now = 0.0  # the time of the latest input
         for room in config.rooms:
             self._rooms[room.name] = _Room(room.name, room, declared=True)
 
@@ -301,6 +318,13 @@ class SignalingState:
     def connection_count(self) -> int:
         """Open connections."""
         return len(self._conns)
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes of unacknowledged messages held across all sessions (bounded by
+        :attr:`~rtckit.signaling.config.SignalingConfig.max_total_pending_bytes`, give or take
+        the server's own messages)."""
+        return self._pending_bytes
 
     def rooms(self) -> list[str]:
         """Names of existing rooms (declared, or created on demand and not empty)."""
@@ -322,6 +346,7 @@ class SignalingState:
         """A new connection *conn* (unique id chosen by the caller) was accepted."""
         if conn in self._conns:
             raise ValueError(f"connection {conn} is already open")
+        self._now = now
         self._conns[conn] = _Conn(
             id=conn,
             trusted=trusted,
@@ -336,6 +361,7 @@ class SignalingState:
     def receive_data(self, conn: ConnectionId, data: str | bytes, now: float) -> Output:
         """A text frame arrived on *conn*: decode it (strictly) and process it."""
         out = Output()
+        self._now = now
         state = self._conns.get(conn)
         if state is None:
             return out
@@ -360,6 +386,7 @@ class SignalingState:
     def receive(self, conn: ConnectionId, message: Message, now: float) -> Output:
         """A decoded *message* arrived on *conn* (in-process connections skip the codec)."""
         out = Output()
+        self._now = now
         state = self._conns.get(conn)
         if state is not None and self._admit(state, now, out):
             self._dispatch(state, message, now, out)
@@ -368,6 +395,7 @@ class SignalingState:
     def closed(self, conn: ConnectionId, now: float) -> Output:
         """The connection *conn* is gone (closed by either side, or failed)."""
         out = Output()
+        self._now = now
         state = self._conns.pop(conn, None)
         if state is not None and state.session is not None:
             self._detach(state.session, now)
@@ -376,6 +404,7 @@ class SignalingState:
     def tick(self, now: float) -> Output:
         """Time is *now*: send pings and pending acks, enforce timeouts and resume windows."""
         out = Output()
+        self._now = now
         config = self.config
         for state in list(self._conns.values()):
             session = state.session
@@ -458,10 +487,8 @@ class SignalingState:
             else:
                 self._relay(state, session, message, out)
         elif isinstance(message, Ack):
-            if session is not None:
-                outbox = session.outbox
-                while outbox and outbox[0][0] <= message.ack:
-                    outbox.popleft()
+            if session is not None and self._ack_ok(state, session, message.ack, out):
+                self._trim(session, message.ack)
         elif isinstance(message, Ping):
             out.send(state.id, Pong(nonce=message.nonce))
         elif isinstance(message, Pong):
@@ -512,6 +539,18 @@ class SignalingState:
     def _join(self, state: _Conn, message: Join, out: Output) -> None:
         if not self._handshake_ok(state, out):
             return
+        if message.metadata is not None:
+            limit = self.config.max_metadata_size
+            try:
+                size = json_size(message.metadata)
+            except ProtocolError as exc:  # only from in-process senders: decoded JSON encodes
+                self._error(state, ErrorCode.BAD_MESSAGE, str(exc), None, out)
+                return
+            if size > limit:
+                self._error(
+                    state, ErrorCode.TOO_LARGE, f"metadata larger than {limit} bytes", None, out
+                )
+                return
         try:
             grant = self.config.auth.authenticate(message.room, message.token)
         except AuthError as exc:
@@ -551,41 +590,73 @@ class SignalingState:
             peer_id = secrets.token_hex(4)
             while peer_id in room.sessions:  # pragma: no cover - 32-bit collision
                 peer_id = secrets.token_hex(4)
-        self._rooms[room.name] = room
         info = PeerInfo(
             id=peer_id,
             identity=grant.identity,
             metadata=message.metadata,
             permissions=grant.permissions,
         )
-        session = _Session(info=info, room=room, resume_token=secrets.token_urlsafe(24))
+        resume_token = secrets.token_urlsafe(24)
         others = list(room.sessions.values())
-        room.sessions[peer_id] = session
-        self._tokens[session.resume_token] = session
-        session.conn = state
-        state.session = session
         ice_servers = room.config.ice_servers
         if ice_servers is None:
             ice_servers = self.config.ice_servers
-        out.send(
-            state.id,
-            Welcome(
-                room=room.name,
-                peer_id=peer_id,
-                identity=grant.identity,
-                peers=tuple(other.info for other in others),
-                topology=room.config.topology,
-                ice_servers=ice_servers,
-                permissions=grant.permissions,
-                resume_token=session.resume_token,
-                resume_window=self.config.resume_window,
-                heartbeat_interval=self.config.heartbeat_interval,
-            ),
+        welcome = Welcome(
+            room=room.name,
+            peer_id=peer_id,
+            identity=grant.identity,
+            peers=tuple(other.info for other in others),
+            topology=room.config.topology,
+            ice_servers=ice_servers,
+            permissions=grant.permissions,
+            resume_token=resume_token,
+            resume_window=self.config.resume_window,
+            heartbeat_interval=self.config.heartbeat_interval,
         )
+        text = encode(welcome)  # ASCII: one byte per character
+        if len(text) > self.config.max_message_size:
+            self._error(
+                state,
+                ErrorCode.ROOM_FULL,
+                f"the room's member list would make welcome larger than "
+                f"{self.config.max_message_size} bytes",
+                None,
+                out,
+            )
+            return
+        self._rooms[room.name] = room
+        session = _Session(info=info, room=room, resume_token=resume_token, token=message.token)
+        room.sessions[peer_id] = session
+        self._tokens[resume_token] = session
+        session.conn = state
+        state.session = session
+        out.actions.append(Send(state.id, text, welcome))
         joined = encode(PeerJoined(peer=info))
         for other in others:
             self._deliver_text(other, joined, PeerJoined.type, out, None, None)
         out.events.append(PeerJoinedEvent(room=room.name, peer=info))
+
+    def _ack_ok(self, state: _Conn, session: _Session, ack: int, out: Output) -> bool:
+        """Whether *ack* names a ``seq`` sent in *session*; if not, answer ``bad_ack``."""
+        if ack <= session.out_seq:
+            return True
+        self._error(
+            state,
+            ErrorCode.BAD_ACK,
+            f"ack {ack} is beyond the last seq sent ({session.out_seq})",
+            None,
+            out,
+        )
+        return False
+
+    def _trim(self, session: _Session, ack: int) -> None:
+        """Forget the messages of *session*'s outbox up to ``seq`` *ack*."""
+        outbox = session.outbox
+        freed = 0
+        while outbox and outbox[0][0] <= ack:
+            freed += len(outbox.popleft()[1])
+        session.outbox_bytes -= freed
+        self._pending_bytes -= freed
 
     def _resume(self, state: _Conn, message: Resume, out: Output) -> None:
         if not self._handshake_ok(state, out):
@@ -593,6 +664,14 @@ class SignalingState:
         session = self._tokens.get(message.resume_token)
         if session is None:
             self._error(state, ErrorCode.RESUME_FAILED, "unknown or expired session", None, out)
+            return
+        if not state.trusted:  # in-process participants are the server's own
+            try:  # the token that admitted the session may have expired (or been revoked)
+                self.config.auth.authenticate(session.room.name, session.token)
+            except AuthError as exc:
+                self._error(state, str(exc.code or ErrorCode.AUTH_INVALID), str(exc), None, out)
+                return
+        if not self._ack_ok(state, session, message.ack, out):
             return
         old = session.conn
         if old is not None:
@@ -602,9 +681,8 @@ class SignalingState:
         session.conn = state
         session.detached_at = None
         state.session = session
+        self._trim(session, message.ack)
         outbox = session.outbox
-        while outbox and outbox[0][0] <= message.ack:
-            outbox.popleft()
         session.acked_in = session.in_seq
         session.ack_due = None
         out.send(
@@ -657,13 +735,24 @@ class SignalingState:
             self._error(state, ErrorCode.BAD_MESSAGE, str(exc), seq, out)
             return
         kind = message.type
-        max_pending = self.config.max_pending
+        config = self.config
+        max_pending, max_bytes = config.max_pending, config.max_pending_bytes
+        size = len(text) + _SEQ_SIZE
         for target in targets:
-            if len(target.outbox) >= max_pending:
+            if len(target.outbox) >= max_pending or target.outbox_bytes + size > max_bytes:
                 self._error(
                     state,
                     ErrorCode.BACKLOG_FULL,
                     f"peer {target.peer_id!r} has too many unacknowledged messages",
+                    seq,
+                    out,
+                )
+                continue
+            if self._pending_bytes + size > config.max_total_pending_bytes:
+                self._error(
+                    state,
+                    ErrorCode.BACKLOG_FULL,
+                    "the server holds too many unacknowledged messages",
                     seq,
                     out,
                 )
@@ -688,10 +777,25 @@ class SignalingState:
         """Number the encoded message *text* (no ``seq`` yet) in *session*, queue, send it."""
         seq = session.out_seq = session.out_seq + 1
         sequenced = with_seq(text, seq)
-        session.outbox.append((seq, sequenced, kind, origin, origin_seq))
+        outbox = session.outbox
+        outbox.append((seq, sequenced, kind, origin, origin_seq))
+        size = len(sequenced)
+        session.outbox_bytes += size
+        self._pending_bytes += size
         conn = session.conn
         if conn is not None:
             out.actions.append(Send(conn.id, sequenced))
+            config = self.config
+            if origin is None and (
+                len(outbox) > config.max_pending + config.burst
+                or session.outbox_bytes > 2 * config.max_pending_bytes
+            ):
+                # The server's own messages are always queued (they are owed to the client),
+                # even above the limits that refuse relays; a client that lets them pile up
+                # beyond a burst does not acknowledge: close its connection.
+                self._close(
+                    conn, CloseCode.SLOW_CONSUMER, "too many unacknowledged", self._now, out
+                )
 
     def _error(self, state: _Conn, code: str, text: str, ref: int | None, out: Output) -> None:
         error = Error(code=code, message=text, ref=ref)
@@ -743,6 +847,8 @@ class SignalingState:
                     out,
                 )
         session.outbox.clear()
+        self._pending_bytes -= session.outbox_bytes
+        session.outbox_bytes = 0
         left = encode(PeerLeft(peer_id=session.peer_id, reason=reason))
         for other in room.sessions.values():
             self._deliver_text(other, left, PeerLeft.type, out, None, None)

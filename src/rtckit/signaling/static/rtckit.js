@@ -41,6 +41,7 @@ export const ErrorCode = Object.freeze({
   FORBIDDEN: "forbidden",
   UNDELIVERABLE: "undeliverable",
   BACKLOG_FULL: "backlog_full",
+  BAD_ACK: "bad_ack",
   RATE_LIMITED: "rate_limited",
   RESUME_FAILED: "resume_failed",
   AUTH_REQUIRED: "auth_required",
@@ -51,7 +52,11 @@ export const ErrorCode = Object.freeze({
   INTERNAL: "internal",
 });
 
-/** WebSocket close codes after which reconnecting is pointless. */
+/**
+ * WebSocket close codes after which reconnecting is pointless. Every other code reconnects
+ * and resumes, including 4004 (slow consumer: the server held too much this client had not
+ * read or acknowledged; the session waits for the resume).
+ */
 const FINAL_CLOSE_CODES = new Set([1008, 4002, 4003]);
 
 /** Message types delivered to the application as events. */
@@ -383,7 +388,13 @@ export class RtcKitSignaling extends EventTarget {
       let result;
       try {
         result = await this._open("resume");
-      } catch (_) {
+      } catch (error) {
+        // The server checks the room token again on resume: once it has expired, trying
+        // again cannot succeed (joining needs a fresh token).
+        if (String(error.code).startsWith("auth_")) {
+          this._finish(error);
+          return;
+        }
         this._reconnect(attempt + 1);
         return;
       }
