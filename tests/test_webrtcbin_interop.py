@@ -25,7 +25,14 @@ from rtckit.peer import PeerSession, SessionConfig
 from rtckit.peer.events import TrackAdded
 from rtckit.peer.media import PatternConfig, TestPatternTrack
 from rtckit.peer.signaller import Description, PeerMessage
+from rtckit.signaling import OpenAuth, RoomConfig, SignalingClient, SignalingConfig
+from rtckit.signaling import protocol as sp
+from rtckit.signaling.server import SignalingServer
 from rtckit.testing._webrtcbin import WebrtcbinPeer, require_webrtcbin
+from rtckit.topology import TrackPublished, join_room
+from rtckit.topology.mesh import SignalingSignaller, peer_message_from_signaling
+from rtckit.topology.server import RoomStrategies
+from rtckit.topology.sfu import SFU_PEER_ID, SfuServerStrategy, sfu_strategy_factory
 
 pytestmark = pytest.mark.integration
 
@@ -129,12 +136,13 @@ async def _remote_video(session: PeerSession) -> Any:
     raise AssertionError("the session ended without a video track")
 
 
-@pytest.mark.parametrize("keep_dtls_role", [True, False], ids=["jsep-roles", "webrtcbin-roles"])
+@pytest.mark.parametrize("keep_dtls_role", [True, False], ids=["kept-roles", "webrtcbin-roles"])
 async def test_webrtcbin_offers_and_an_rtckit_session_answers(keep_dtls_role: bool) -> None:
     """webrtcbin offers ``actpass``, sending video; an rtckit session answers ``active``.
 
-    jsep-roles: aiortc stays the DTLS client; without widen_dtls_ciphers webrtcbin's DTLS
-    server finds no shared cipher and the session never connects. webrtcbin-roles: the
+    kept-roles (webrtcbin's answers keep the roles of the first exchange): aiortc stays the
+    DTLS client; without widen_dtls_ciphers webrtcbin's DTLS server finds no shared cipher
+    and the session never connects. webrtcbin-roles: the
     session re-offers at once (its own changes) and webrtcbin 1.22 answers that ``active``
     although it is the server, so the roles may flip before the handshake; it connects
     either way.
@@ -190,3 +198,90 @@ async def test_an_rtckit_session_offers_and_webrtcbin_answers(
         _assert_rsa_and_fingerprint(peer)
         assert frames >= MIN_FRAMES, f"{frames} frames in {COUNT_FOR} s"
         assert session.state == "connected"
+
+
+@pytest.fixture
+async def sfu_server() -> AsyncIterator[SignalingServer]:
+    """A signaling server on loopback whose room ``sfu`` runs the SFU strategy."""
+    config = SignalingConfig(
+        auth=OpenAuth(), rooms=[RoomConfig(name="sfu", topology="sfu")], default_topology="sfu"
+    )
+    server = SignalingServer(config)
+    async with server:
+        await server.listen("127.0.0.1", 0)
+        factory = sfu_strategy_factory(session_config=SESSION)
+        async with RoomStrategies(server.hub, factories={"sfu": factory}) as strategies:
+            server.strategies = strategies  # type: ignore[attr-defined]
+            yield server
+
+
+async def _bridge(client: SignalingClient, peer: WebrtcbinPeer) -> None:
+    """Carry the SFU's peer messages between signaling and webrtcbin, both ways."""
+    signaller = SignalingSignaller(client, SFU_PEER_ID)
+
+    async def to_webrtcbin() -> None:
+        async for event in client:
+            if isinstance(event, sp.Relayed) and event.sender == SFU_PEER_ID:
+                message = peer_message_from_signaling(event)
+                if message is not None:
+                    await peer.send(message)
+
+    async def to_sfu() -> None:
+        async for message in peer.messages():
+            await signaller.send(message)
+
+    await asyncio.gather(to_webrtcbin(), to_sfu())
+
+
+async def test_webrtcbin_publishes_into_an_sfu_room(sfu_server: SignalingServer) -> None:
+    """webrtcbin joins an SFU room and publishes; an aiortc participant receives its video.
+
+    The SFU offers first (``actpass``); webrtcbin answers ``passive``, so the SFU's aiortc is
+    the DTLS client (failed before the fix), then re-offers to add its video. The SFU
+    forwards it without decoding.
+    """
+    async with contextlib.AsyncExitStack() as stack:
+        viewer_client = await stack.enter_async_context(
+            SignalingClient.connect(sfu_server.url, room="sfu")
+        )
+        viewer = await stack.enter_async_context(join_room(viewer_client, session_config=SESSION))
+        peer = await stack.enter_async_context(
+            WebrtcbinPeer(
+                role="answer", heartbeat=True, answer_setup="passive", keep_dtls_role=True
+            )
+        )
+        client = await stack.enter_async_context(
+            SignalingClient.connect(sfu_server.url, room="sfu")
+        )
+        bridge = asyncio.create_task(_bridge(client, peer))
+        stack.push_async_callback(_cancel, bridge)
+
+        await peer.wait_for(lambda _: peer.report("dtls"), CONNECT_WITHIN)
+        await peer.publish()
+        track = None
+        async with asyncio.timeout(CONNECT_WITHIN):
+            async for event in viewer.events():
+                if isinstance(event, TrackPublished) and event.participant_id == client.peer_id:
+                    track = event.track
+                    break
+        assert track is not None
+        async with asyncio.timeout(CONNECT_WITHIN):
+            await track.recv()
+        frames = await _count_frames(track, COUNT_FOR)
+
+        assert _setup(peer.descriptions[0]["sdp"]) == {"passive"}
+        assert peer.report("dtls")["client"] is False  # type: ignore[index]
+        _assert_rsa_and_fingerprint(peer)
+        assert frames >= MIN_FRAMES, f"{frames} frames in {COUNT_FOR} s"
+        strategy = sfu_server.strategies.running["sfu"]  # type: ignore[attr-defined]
+        assert isinstance(strategy, SfuServerStrategy)
+        stats = strategy.stats()
+        assert stats is not None
+        assert stats.publications == 1
+        assert stats.decoders_created == 0
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -54,14 +54,24 @@ def _python() -> str:
     return os.environ.get(GST_PYTHON_ENV, "/usr/bin/python3")
 
 
+def _child_env() -> dict[str, str]:
+    """This process's environment without what points a Python at rtckit's environment."""
+    drop = {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "PYTHONSTARTUP"}
+    return {key: value for key, value in os.environ.items() if key not in drop}
+
+
 @functools.cache
-def _webrtcbin_problem() -> str | None:
-    python = _python()
+def _webrtcbin_problem(python: str) -> str | None:
     if not Path(python).exists():
         return f"{python} does not exist"
     try:
         result = subprocess.run(
-            [python, "-c", _CHECK], capture_output=True, text=True, timeout=60, check=False
+            [python, "-c", _CHECK],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+            env=_child_env(),
         )
     except subprocess.TimeoutExpired:
         return f"{python} took over 60 s to load GStreamer"
@@ -75,7 +85,7 @@ def _webrtcbin_problem() -> str | None:
 
 def require_webrtcbin() -> str:
     """Return the Python that can run ``webrtcbin``, or skip/fail the calling test."""
-    problem = _webrtcbin_problem()
+    problem = _webrtcbin_problem(_python())
     if problem is not None:
         _missing(f"GStreamer's webrtcbin is not usable: {problem}: apt-get install {GST_PACKAGES}")
     return _python()
@@ -89,7 +99,7 @@ class WebrtcbinPeer:
     offers only after :meth:`publish`. *answer_setup* (``"passive"``) rewrites the ``a=setup``
     of its first answer (webrtcbin itself always answers ``active``, i.e. as the DTLS client).
     With *keep_dtls_role*, its later answers and offers keep the DTLS role of the first
-    exchange, as JSEP asks (webrtcbin 1.22 answers every re-offer ``active``).
+    exchange, as a browser does (webrtcbin 1.22 answers every re-offer ``active``).
     """
 
     def __init__(
@@ -131,6 +141,7 @@ class WebrtcbinPeer:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
             limit=1 << 20,
+            env=_child_env(),
         )
         self._tasks = [
             asyncio.create_task(self._read_stdout(), name="webrtcbin-stdout"),

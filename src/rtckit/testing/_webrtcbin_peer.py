@@ -24,7 +24,7 @@ stays unset), so ICE gathers host candidates only, and nothing leaves the machin
 ``a=setup`` attribute of the local answer, so that webrtcbin takes the DTLS server role and the
 offerer is the DTLS client (webrtcbin itself always answers ``active``). With
 ``--keep-dtls-role`` its later answers and offers keep the role of the first exchange, as
-JSEP asks; webrtcbin 1.22 by itself answers every re-offer ``active``, so a re-offer that
+a browser does; webrtcbin 1.22 by itself answers every re-offer ``active``, so a re-offer that
 arrives before the handshake starts flips the roles. ``--heartbeat`` opens
 rtckit's pre-negotiated heartbeat channel (label ``rtckit-heartbeat``, id 1000) and sends on
 it every half second, as any peer of a :class:`~rtckit.peer.session.PeerSession` must.
