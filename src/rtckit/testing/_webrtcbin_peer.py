@@ -151,42 +151,30 @@ class Peer:
             GLib.idle_add(self.make_offer)
 
     def make_offer(self) -> bool:
-        promise = Gst.Promise.new_with_change_func(self._on_offer_created, None)
+        promise = Gst.Promise.new_with_change_func(self._on_created, "offer")
         self.webrtc.emit("create-offer", None, promise)
         return False
 
-    def _on_offer_created(self, promise: Any, _data: Any) -> None:
+    def _on_created(self, promise: Any, kind: str) -> None:
+        """An offer or answer (*kind*) was created: set it locally and send it."""
         reply = promise.get_reply()
-        offer = reply.get_value("offer") if reply is not None else None
-        if offer is None:
-            self.fail(f"create-offer failed: {reply}")
+        created = reply.get_value(kind) if reply is not None else None
+        if created is None:
+            self.fail(f"create-{kind} failed: {reply}")
             return
-        text = offer.sdp.as_text()
-        if self.args.keep_dtls_role and self.dtls_role is not None:
-            text = _SETUP.sub(f"a=setup:{self.dtls_role}", text)
-            offer = self.description(GstWebRTC.WebRTCSDPType.OFFER, text)
-        self.webrtc.emit("set-local-description", offer, Gst.Promise.new())
-        GLib.idle_add(self.watch_dtls)
-        emit("description", type="offer", sdp=text, generation=0)
-
-    def _on_answer_created(self, promise: Any, _data: Any) -> None:
-        reply = promise.get_reply()
-        answer = reply.get_value("answer") if reply is not None else None
-        if answer is None:
-            self.fail(f"create-answer failed: {reply}")
-            return
-        text = answer.sdp.as_text()
-        setup = self.args.answer_setup if self.dtls_role is None else None
-        if self.args.keep_dtls_role and self.dtls_role is not None:
-            setup = self.dtls_role
+        text = created.sdp.as_text()
+        if self.dtls_role is not None:
+            setup = self.dtls_role if self.args.keep_dtls_role else None
+        else:
+            setup = self.args.answer_setup if kind == "answer" else None
         if setup is not None:
             text = _SETUP.sub(f"a=setup:{setup}", text)
-            answer = self.description(GstWebRTC.WebRTCSDPType.ANSWER, text)
-        if self.dtls_role is None:
+            created = self.description(created.type, text)
+        if kind == "answer" and self.dtls_role is None:
             self.dtls_role = _setup_of(text)
-        self.webrtc.emit("set-local-description", answer, Gst.Promise.new())
+        self.webrtc.emit("set-local-description", created, Gst.Promise.new())
         GLib.idle_add(self.watch_dtls)
-        emit("description", type="answer", sdp=text, generation=0)
+        emit("description", type=kind, sdp=text, generation=0)
 
     def description(self, sdp_type: Any, text: str) -> Any:
         result, message = GstSdp.SDPMessage.new_from_text(text)
@@ -213,7 +201,7 @@ class Peer:
                 self.dtls_role = {"active": "passive", "passive": "active"}[_setup_of(text)]
 
     def _on_offer_set(self, _promise: Any, _data: Any) -> None:
-        promise = Gst.Promise.new_with_change_func(self._on_answer_created, None)
+        promise = Gst.Promise.new_with_change_func(self._on_created, "answer")
         self.webrtc.emit("create-answer", None, promise)
 
     def publish(self) -> None:
