@@ -245,12 +245,17 @@ class Peer:
 
     def dtls_elements(self, factory: str) -> list[Any]:
         """webrtcbin's inner elements made by *factory* (one each: every m-line is bundled)."""
-        found = []
-        for element in self.webrtc.iterate_recurse():
-            element_factory = element.get_factory()
-            if element_factory is not None and element_factory.get_name() == factory:
-                found.append(element)
-        return found
+        for _ in range(10):  # the bin may change while it is walked: then walk it again
+            found = []
+            try:
+                for element in self.webrtc.iterate_recurse():
+                    element_factory = element.get_factory()
+                    if element_factory is not None and element_factory.get_name() == factory:
+                        found.append(element)
+            except Exception:  # noqa: BLE001, S112 - Gst.IteratorError (resync); gi-defined
+                continue
+            return found
+        return []
 
     def watch_dtls(self) -> bool:
         """Note webrtcbin's DTLS role when its handshake starts (a renegotiation may change
