@@ -7,6 +7,8 @@ test's docstring and the matching function in rtckit._aiortc.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime
 import inspect
 from typing import Any
 
@@ -26,10 +28,14 @@ from aiortc import (
 )
 from aiortc.mediastreams import VideoStreamTrack
 from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.rtcdtlstransport import RTCDtlsTransport, RtpRouter
+from aiortc.rtcdtlstransport import SRTP_AES128_CM_SHA1_80, RTCDtlsTransport, RtpRouter
 from aiortc.rtcicetransport import connection_kwargs
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
 from aiortc.rtp import RTCP_PSFB_FIR, RTCP_PSFB_PLI, RtcpPsfbPacket
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import rsa
+from OpenSSL import SSL
 
 from rtckit import IceError, InternalsError, _aiortc
 from rtckit._aiortc import on_keyframe_request
@@ -932,5 +938,119 @@ async def test_install_rtp_routing_on_every_transport_now_and_later() -> None:
         assert _aiortc.install_rtp_routing_on_transport(video.receiver.transport) is (
             video.receiver.transport._rtp_router
         )
+    finally:
+        await pc.close()
+
+
+# --- DTLS: peers with an RSA certificate (dtlsrsa) ---
+
+
+def _rsa_dtls_server_context() -> SSL.Context:
+    """A DTLS server as GStreamer's webrtcbin sets it up: RSA certificate, OpenSSL's suites."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "webrtcbin")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(days=1))
+        .not_valid_after(now + datetime.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    context = SSL.Context(SSL.DTLS_METHOD)
+    context.set_verify(SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, lambda *_: True)
+    context.use_certificate(cert)
+    context.use_privatekey(key)
+    context.set_cipher_list(b"ALL:!ADH:!LOW:!EXP:!MD5:@STRENGTH")  # gst-plugins-bad's dtls
+    context.set_tlsext_use_srtp(b"SRTP_AES128_CM_SHA1_80")
+    return context
+
+
+def _client_context(pc: RTCPeerConnection) -> SSL.Context:
+    """The context *pc*'s DTLS transport would open as the client (read through privates)."""
+    transport = pc.addTransceiver("video").sender.transport
+    certificate = transport._RTCDtlsTransport__local_certificate  # type: ignore[attr-defined]
+    context = certificate._create_ssl_context(srtp_profiles=[SRTP_AES128_CM_SHA1_80])
+    assert isinstance(context, SSL.Context)
+    return context
+
+
+def _dtls_handshake(client_context: SSL.Context, server_context: SSL.Context) -> str:
+    """Run a DTLS handshake in memory; return the cipher the two sides agreed on."""
+    client, server = SSL.Connection(client_context), SSL.Connection(server_context)
+    client.set_connect_state()
+    server.set_accept_state()
+    done = {"client": False, "server": False}
+    for _ in range(20):
+        for name, this, other in (("client", client, server), ("server", server, client)):
+            try:
+                this.do_handshake()
+                done[name] = True
+            except SSL.WantReadError:
+                pass
+            with contextlib.suppress(SSL.WantReadError):
+                while data := this.bio_read(65536):
+                    other.bio_write(data)
+        if all(done.values()):
+            cipher = client.get_cipher_name()
+            assert cipher == server.get_cipher_name()
+            return str(cipher)
+    raise AssertionError(f"the DTLS handshake did not finish: {done}")
+
+
+async def test_aiortc_client_still_offers_no_rsa_suite() -> None:
+    """Why widen_dtls_ciphers exists: a stock aiortc DTLS client cannot talk to an RSA server.
+
+    If this fails, aiortc offers RSA suites itself and the work-around can go.
+    """
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        with pytest.raises(SSL.Error, match="no shared cipher"):
+            _dtls_handshake(_client_context(pc), _rsa_dtls_server_context())
+    finally:
+        await pc.close()
+
+
+async def test_widened_client_handshakes_with_an_rsa_server() -> None:
+    """Relies on RTCPeerConnection.__certificates, RTCCertificate._key/_cert/_create_ssl_context.
+
+    The fingerprint is unchanged (same certificate), and aiortc's DTLS transports take the
+    widened certificate.
+    """
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        before = [f.value for f in pc._RTCPeerConnection__certificates[0].getFingerprints()]  # type: ignore[attr-defined]
+        _aiortc.widen_dtls_ciphers(pc)
+        _aiortc.widen_dtls_ciphers(pc)  # idempotent
+        after = [f.value for f in pc._RTCPeerConnection__certificates[0].getFingerprints()]  # type: ignore[attr-defined]
+        assert after == before
+        cipher = _dtls_handshake(_client_context(pc), _rsa_dtls_server_context())
+        assert cipher == "ECDHE-RSA-AES128-GCM-SHA256"
+        with pytest.raises(ValueError, match="before the connection has a transport"):
+            _aiortc.widen_dtls_ciphers(pc)
+    finally:
+        await pc.close()
+
+
+async def test_widened_server_still_serves_ecdsa() -> None:
+    """As the DTLS server, aiortc's ECDSA certificate picks an ECDSA suite, as before."""
+    server_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    client_pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        _aiortc.widen_dtls_ciphers(server_pc)
+        cipher = _dtls_handshake(_client_context(client_pc), _client_context(server_pc))
+        assert cipher == "ECDHE-ECDSA-AES128-GCM-SHA256"
+    finally:
+        await server_pc.close()
+        await client_pc.close()
+
+
+async def test_sessions_and_rtckit_connections_widen_their_ciphers() -> None:
+    pc = create_peer_connection(IceConfig())
+    try:
+        assert _dtls_handshake(_client_context(pc), _rsa_dtls_server_context())
     finally:
         await pc.close()

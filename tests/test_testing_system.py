@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rtckit.testing import REQUIRE_SYSTEM_ENV, require_executable, system_required
+from rtckit.testing._webrtcbin import GST_PYTHON_ENV, require_webrtcbin
 
 _ABSENT = "rtckit-no-such-program-7f3a"
 
@@ -31,3 +32,13 @@ def test_missing_executable_fails_under_requirement(monkeypatch: pytest.MonkeyPa
 
 def test_present_executable_is_found() -> None:
     assert require_executable("sh").endswith("/sh")
+
+
+def test_missing_webrtcbin_skips_or_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(GST_PYTHON_ENV, f"/nonexistent/{_ABSENT}")
+    monkeypatch.delenv(REQUIRE_SYSTEM_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"apt-get install .*gstreamer1\.0-nice"):
+        require_webrtcbin()
+    monkeypatch.setenv(REQUIRE_SYSTEM_ENV, "1")
+    with pytest.raises(pytest.fail.Exception, match=REQUIRE_SYSTEM_ENV):
+        require_webrtcbin()

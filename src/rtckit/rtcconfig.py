@@ -18,7 +18,10 @@ candidates only, never aiortc's default public STUN server.
   candidate with the relay policy) and stay in ``new`` forever. After gathering,
   :meth:`RtcKitPeerConnection.setLocalDescription` looks at the candidates; if the TURN server
   gave none, it asks the server once more for an allocation with the same credentials and
-  raises :class:`~rtckit.errors.TurnAuthError` naming the server on a 401.
+  raises :class:`~rtckit.errors.TurnAuthError` naming the server on a 401;
+* completes DTLS handshakes with peers whose certificate is RSA, such as GStreamer's
+  ``webrtcbin`` (``rtckit._aiortc.widen_dtls_ciphers``; aiortc alone offers only
+  ECDSA suites when it is the DTLS client).
 """
 
 from __future__ import annotations
@@ -183,6 +186,7 @@ class RtcKitPeerConnection(RTCPeerConnection):
     ) -> None:
         selection = _selection if _selection is not None else select_for_aiortc(ice_config)
         super().__init__(configuration=_to_rtc_configuration(ice_config, selection))
+        _aiortc.widen_dtls_ciphers(self)
         _aiortc.install_rtp_routing(self)
         self.ice_config = ice_config
         """The configuration this connection was created with."""

@@ -470,6 +470,8 @@ class PeerSession:
 
     def _new_connection(self) -> None:
         pc = RTCPeerConnection(self.config.rtc_configuration())
+        # before any transport exists: DTLS with peers whose certificate is RSA (webrtcbin)
+        _aiortc.widen_dtls_ciphers(pc)
         self._pc = pc
         generation = self._generation
         # The heartbeat's SCTP transport comes first and is marked bundled, so that every
