@@ -942,7 +942,7 @@ async def test_install_rtp_routing_on_every_transport_now_and_later() -> None:
         await pc.close()
 
 
-# --- DTLS: peers with an RSA certificate (dtlsrsa) ---
+# --- DTLS: peers with an RSA certificate ---
 
 
 def _rsa_dtls_server_context() -> SSL.Context:

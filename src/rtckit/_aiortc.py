@@ -1307,7 +1307,7 @@ def install_rtp_routing(pc: RTCPeerConnection) -> None:
         install_rtp_routing_on_transport(transport)
 
 
-# --- DTLS: peers with an RSA certificate (dtlsrsa) ---
+# --- DTLS: peers with an RSA certificate ---
 
 DTLS_CIPHERS: Final = (
     # aiortc 1.16's own list, in its order (ECDSA: what aiortc's certificate can serve) ...
