@@ -114,7 +114,7 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["tests", "lint", "typecheck", "docs", "integration", "browser"]
 
 
-def _install(session: nox.Session, *groups: str, extras: str = "media,redis,metrics") -> None:
+def _install(session: nox.Session, *groups: str, extras: str = "redis,metrics") -> None:
     session.install(f".[{extras}]")
     for group in groups:
         session.install("--group", group)
