@@ -1,6 +1,6 @@
 """A Python participant in an ``rtckit demo`` room: colour bars on video, and it answers chat.
 
-Start the demo, then the bot (it needs the ``media`` extra, for numpy)::
+Start the demo, then the bot::
 
     rtckit demo
     python examples/demo_bot.py https://localhost:8443 standup

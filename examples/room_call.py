@@ -11,7 +11,9 @@ Chromium or Firefox on this machine to join with your camera) and joins N aiortc
 each publish a synthetic test pattern and a tone.
 
 The participants' code (``run_peer`` and the page) does not change with the topology: only the
-server's room declaration does. Every peer prints how many frames it decoded from each sender
+server's room declaration does. Every peer greets each other one on the data channel once its
+connection toward them is up, and prints the greetings it gets and how many frames it decoded
+from each sender
 (everyone else in mesh and SFU rooms; the MCU's composite alone in an MCU room), and the server
 prints its counters: packets forwarded without a decoder or encoder (SFU), composites encoded
 once for every viewer (MCU).
@@ -32,6 +34,9 @@ from rtckit.peer.media import PatternConfig, TestPatternTrack, ToneTrack
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingClient, SignalingConfig
 from rtckit.signaling.server import SignalingServer
 from rtckit.topology import (
+    ParticipantConnectionChanged,
+    ParticipantJoined,
+    ParticipantLeft,
     RoomDataMessage,
     ServerStrategyFactory,
     Topology,
@@ -70,8 +75,18 @@ async def run_peer(url: str, name: str, seconds: float, tone: float) -> None:
     ):
         await room.publish(TestPatternTrack(PatternConfig(width=320, height=240, fps=15)))
         await room.publish(ToneTrack(tone))
-        room.send(f"hello from {name}")
         frames: Counter[str] = Counter()
+        greeted: set[str] = set()
+        connected: set[str] = set()  # the ends of our media connections that are up
+
+        def greet() -> None:
+            """Say hello to each participant once our connection toward them is up: theirs in
+            a mesh; in SFU and MCU rooms our one connection, to the server (no participant)."""
+            via_server = any(peer not in room.participants for peer in connected)
+            for peer in room.participants:
+                if peer not in greeted and (via_server or peer in connected):
+                    greeted.add(peer)
+                    room.send(f"hello from {name}", to=peer)
 
         async def count(event: TrackPublished) -> None:
             with contextlib.suppress(Exception):
@@ -87,6 +102,16 @@ async def run_peer(url: str, name: str, seconds: float, tone: float) -> None:
                         counters.append(asyncio.create_task(count(event)))
                     elif isinstance(event, RoomDataMessage):
                         print(f"{name} <- {event.participant_id}: {event.data!r}")
+                    elif isinstance(event, ParticipantConnectionChanged):
+                        if event.state == "connected":
+                            connected.add(event.participant_id)
+                        else:
+                            connected.discard(event.participant_id)
+                        greet()
+                    elif isinstance(event, ParticipantJoined):
+                        greet()
+                    elif isinstance(event, ParticipantLeft):
+                        connected.discard(event.participant_id)
         for task in counters:
             task.cancel()
         await asyncio.gather(*counters, return_exceptions=True)

@@ -1,12 +1,15 @@
 """Serve a page whose JavaScript joins the room with rtckit.js; a Python peer greets it.
 
 Run it, open http://127.0.0.1:8080/ in two tabs, and type in the box: every tab and the
-Python peer see the messages.
+Python peer see the messages. ``--port`` serves another port (8080 is also the HTTP port of
+``rtckit demo``); Ctrl-C stops it.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import sys
 
 from aiohttp import web
 
@@ -49,7 +52,7 @@ async def python_peer(url: str) -> None:
                 print(event.sender, "says", event.payload)
 
 
-async def main(port: int = 8080) -> None:
+async def main(port: int = 8080) -> int:
     server = SignalingServer(SignalingConfig(auth=OpenAuth()))
     app = web.Application()
 
@@ -60,13 +63,33 @@ async def main(port: int = 8080) -> None:
     server.add_routes(app, path="/ws")
     runner = web.AppRunner(app)
     await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    print(f"open http://127.0.0.1:{port}/ in two browser tabs")
     try:
+        try:
+            await web.TCPSite(runner, "127.0.0.1", port).start()
+        except OSError as exc:  # the port is taken, most often
+            print(
+                f"error: cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}; "
+                "choose another port with --port",
+                file=sys.stderr,
+            )
+            return 1
+        print(f"open http://127.0.0.1:{port}/ in two browser tabs (Ctrl-C stops)", flush=True)
         await python_peer(f"ws://127.0.0.1:{port}/ws")
     finally:
         await runner.cleanup()
+    return 0
+
+
+def cli() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--port", type=int, default=8080, help="HTTP port (8080)")
+    args = parser.parse_args()
+    try:
+        return asyncio.run(main(args.port))
+    except KeyboardInterrupt:  # Ctrl-C: how this example ends
+        print("stopped", file=sys.stderr)
+        return 0
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(cli())

@@ -114,8 +114,6 @@ async def site(topology: str) -> AsyncIterator[tuple[str, str]]:
 @pytest.mark.parametrize(("topology", "remote_videos"), [("sfu", 2), ("mcu", 1)])
 async def test_every_page_plays_what_it_receives(topology: str, remote_videos: int) -> None:
     require_executable("chromium", hint="apt-get install chromium")
-    if topology == "mcu":
-        pytest.importorskip("numpy", reason="the MCU needs the media extra")
     async with (
         asyncio.timeout(150),
         site(topology) as (http_url, ws_url),

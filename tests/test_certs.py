@@ -533,7 +533,21 @@ def test_client_context_needs_something_to_trust() -> None:
     with pytest.raises(CertificateError, match="at least one"):
         client_ssl_context([])
     with pytest.raises(CertificateError, match="not a certificate"):
-        client_ssl_context(["ca.pem"])  # type: ignore[list-item]
+        client_ssl_context([42])  # type: ignore[list-item]
+
+
+def test_client_context_trusting_a_certificate_file(
+    ca: LocalCA, leaf: IssuedCertificate, tmp_path: Path
+) -> None:
+    """A path (string or Path) is a file of certificates to trust, not a list of characters."""
+    ca.save(tmp_path / "ca")
+    ca_file = tmp_path / "ca" / CA_CERT_FILE
+    server = leaf.server_ssl_context()
+    for trust in (str(ca_file), ca_file, [str(ca_file)]):
+        client = client_ssl_context(trust)
+        assert _handshake(server, client, "localhost") == leaf.certificate
+    with pytest.raises(CertificateError, match=r"missing\.pem"):
+        client_ssl_context(str(tmp_path / "missing.pem"))
 
 
 # --- this machine -----------------------------------------------------------------------------

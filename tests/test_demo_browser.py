@@ -436,7 +436,6 @@ async def test_a_join_clicked_before_the_camera_opened_waits_for_it(demo: Demo) 
 
 async def test_a_python_participant_joins_the_browsers(demo: Demo) -> None:
     """examples/demo_bot.py (aiortc, join_room) in a room with two pages: one room API."""
-    pytest.importorskip("numpy", reason="the bot's test pattern needs the media extra")
     room = f"bot-{secrets.token_hex(3)}"
     async with asyncio.timeout(TIMEOUT), _chromium(demo.home) as browser:
         pages: list[Page] = []

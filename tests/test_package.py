@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
 
 import rtckit
 from rtckit import errors
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -43,3 +51,66 @@ def test_builtin_bases() -> None:
     assert issubclass(rtckit.AuthError, PermissionError)
     assert issubclass(rtckit.IceError, ConnectionError)
     assert issubclass(rtckit.TurnAuthError, rtckit.IceError)
+
+
+def _closure(requirements: list[str]) -> set[str]:
+    """The distributions *requirements* install, transitively (without extras), normalised."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    seen: set[str] = set()
+    todo = list(requirements)
+    while todo:
+        requirement = Requirement(todo.pop())
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        name = canonicalize_name(requirement.name)
+        if name in seen:
+            continue
+        seen.add(name)
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            todo.extend(metadata.requires(name) or [])
+    return seen
+
+
+def test_the_default_install_has_what_the_demo_and_the_examples_import() -> None:
+    """``pip install . && rtckit demo`` hosts all three topologies, and the examples run: every
+    third-party module they import comes with rtckit's default dependencies (no extra)."""
+    from importlib import metadata
+
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    installed = _closure(project["dependencies"])
+    code = (
+        "import sys, runpy\n"
+        "import rtckit.cli, rtckit.server.app, rtckit.peer.media\n"
+        "from rtckit.topology.base import Topology, server_strategy_for, client_strategy_for\n"
+        "for topology in Topology:\n"
+        "    client_strategy_for(topology)\n"
+        "    assert rtckit.server.app.available_topologies()[topology.value], topology\n"
+        "for example in sys.argv[1:]:\n"
+        "    runpy.run_path(example, run_name='imported')\n"
+        "print(' '.join(sorted({name.partition('.')[0] for name in sys.modules})))\n"
+    )
+    examples = [str(path) for path in sorted((ROOT / "examples").glob("*.py"))]
+    result = subprocess.run(
+        [sys.executable, "-c", code, *examples],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
+    )
+    assert result.returncode == 0, result.stderr
+    distributions = metadata.packages_distributions()
+    missing = {}
+    for module in result.stdout.split():
+        if module in sys.stdlib_module_names or module.startswith("_") or module == "rtckit":
+            continue
+        for distribution in distributions.get(module, []):
+            if canonicalize_name(distribution) not in installed:
+                missing[module] = distribution
+    assert missing == {}, f"imported but not a default dependency: {missing}"

@@ -32,6 +32,11 @@ def _run(topology: str) -> str:
     assert "open http://127.0.0.1:" in result.stdout
     # nothing went wrong on the way, not even while everyone left at once
     assert "Traceback" not in result.stderr, result.stderr
+    # every peer greets every other once its connection toward them is up: none is lost
+    for receiver in range(3):
+        for sender in set(range(3)) - {receiver}:
+            greeting = rf"^py{receiver} <- \S+: 'hello from py{sender}'$"
+            assert len(re.findall(greeting, result.stdout, flags=re.M)) == 1, result.stdout
     return result.stdout
 
 

@@ -4,6 +4,7 @@ metrics wired to signaling, topology choice, token auth, HTTPS and the 308 redir
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 import sys
 from collections.abc import AsyncIterator
@@ -108,6 +109,7 @@ async def test_config_json_for_the_demo() -> None:
         assert body["chooseTopology"] is True
         assert body["topologies"] == available_topologies()
         assert body["topologies"]["mesh"] is True
+        assert body["unavailableTopologies"] == {}
         assert body["signalingPath"] == "/ws"
 
 
@@ -214,6 +216,30 @@ async def test_demo_lets_the_creator_choose_the_topology(
                 pass
         text = await (await client.get("/metrics")).text()
         assert _metric(text, 'rtckit_errors_total{code="unknown_room"}') >= 1
+
+
+#: A module that is not installed, standing in for a strategy's missing dependency (numpy).
+MISSING = "rtckit_test_missing_dependency"
+
+
+async def test_a_topology_whose_strategy_does_not_import_is_refused_with_the_reason(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rtckit.topology import Topology, base
+
+    monkeypatch.setitem(base._SERVER, Topology.MCU, f"{MISSING}.mcu:McuServerStrategy")
+    reason = f"the MCU server needs {MISSING}, which is not installed (pip install {MISSING})"
+    assert available_topologies() == {"mesh": True, "sfu": True, "mcu": False}
+    assert app_module.unavailable_topologies() == {"mcu": reason}
+    async with asyncio.timeout(TIMEOUT), _client(OPEN, demo=True) as client:
+        body = await (await client.get("/config.json")).json()
+        # the room page shows the reason next to the greyed-out choice
+        assert body["unavailableTopologies"] == {"mcu": reason}
+        with pytest.raises(RoomError, match=re.escape(f"cannot host MCU rooms ({reason})")):
+            async with SignalingClient.connect(
+                _ws_url(client), room="m", metadata={"topology": "mcu"}
+            ):
+                pass
 
 
 async def test_serve_ignores_the_joiners_topology_wish() -> None:
@@ -414,8 +440,6 @@ async def test_demo_sfu_and_mcu_rooms_run_their_server_and_stop_it_when_empty(
 ) -> None:
     """The server joins an SFU/MCU room with the first person (not counted as a peer), and
     leaves when the last person does: the room closes, no strategy or task is left."""
-    if topology == "mcu":
-        pytest.importorskip("numpy", reason="the MCU needs the media extra")
     assert available_topologies()[topology]
     metrics = Metrics()
     app = create_app(OPEN, metrics=metrics, demo=True)

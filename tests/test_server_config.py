@@ -75,9 +75,33 @@ path = "/m"
     assert "s3cret" not in repr(config)
 
 
-def test_tokens_are_required_by_default() -> None:
-    with pytest.raises(ConfigurationError, match=r"\[auth\] token mode needs secret_env"):
+def test_tokens_are_required_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RTCKIT_SIGNALING_SECRET", raising=False)
+    with pytest.raises(
+        ConfigurationError,
+        match=r"\[auth\] token mode needs a secret: set \$RTCKIT_SIGNALING_SECRET, or secret_env",
+    ):
         parse_config("[server]\ninsecure = true\n")
+
+
+def test_the_token_secret_defaults_to_the_signaling_secret_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As for ``rtckit signaling`` and ``rtckit token``: one variable for every command."""
+    monkeypatch.setenv("RTCKIT_SIGNALING_SECRET", "from-the-environment")
+    monkeypatch.setenv("OTHER_SECRET", "named-in-the-file")
+    assert parse_config("[server]\ninsecure = true\n").auth.secret == "from-the-environment"
+    named = parse_config('[server]\ninsecure = true\n[auth]\nsecret_env = "OTHER_SECRET"\n')
+    assert named.auth.secret == "named-in-the-file"
+    # open mode takes no secret, from the environment either
+    assert parse_config(OPEN_INSECURE).auth.secret is None
+
+
+def test_port_zero_picks_a_free_port_as_in_the_demo() -> None:
+    config = parse_config(
+        OPEN_INSECURE.replace("[server]\n", "[server]\nport = 0\nhttp_port = 0\n")
+    )
+    assert (config.server.port, config.server.http_port) == (0, 0)
 
 
 def test_open_mode_is_explicit() -> None:
@@ -104,7 +128,7 @@ def test_tls_is_required_unless_insecure() -> None:
         ),
         (
             "[server]\ninsecure = true\nport = 70000\n[auth]\nmode='open'\n",
-            "70000 is not in 1..65535",
+            "70000 is not in 0..65535",
         ),
         (
             "[server]\ninsecure = true\nport = '80'\n[auth]\nmode='open'\n",

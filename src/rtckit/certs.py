@@ -1060,15 +1060,17 @@ def server_ssl_context(certificate: IssuedCertificate, *, check: bool = True) ->
     return context
 
 
-_Trust: TypeAlias = LocalCA | IssuedCertificate | x509.Certificate
+_Trust: TypeAlias = LocalCA | IssuedCertificate | x509.Certificate | str | os.PathLike[str]
 
 
 def _trusted_certificates(trust: _Trust | Iterable[_Trust]) -> Iterator[x509.Certificate]:
-    items: Iterable[_Trust] = (
-        [trust] if isinstance(trust, LocalCA | IssuedCertificate | x509.Certificate) else trust
-    )
+    # one item, or several: a path is one item (a string is not iterated as characters)
+    single = (LocalCA, IssuedCertificate, x509.Certificate, str, os.PathLike)
+    items: Iterable[_Trust] = [trust] if isinstance(trust, single) else trust
     for item in items:
-        if isinstance(item, LocalCA):
+        if isinstance(item, str | os.PathLike):
+            yield from load_certificates(item)
+        elif isinstance(item, LocalCA):
             yield item.certificate
         elif isinstance(item, IssuedCertificate):
             yield item.chain[-1] if item.chain else item.certificate
@@ -1079,13 +1081,15 @@ def _trusted_certificates(trust: _Trust | Iterable[_Trust]) -> Iterator[x509.Cer
 
 
 def client_ssl_context(
-    trust: LocalCA | IssuedCertificate | x509.Certificate | Iterable[_Trust],
+    trust: _Trust | Iterable[_Trust],
 ) -> ssl.SSLContext:
     """Return a TLS client context that trusts only *trust*, not the system's CAs.
 
-    *trust* is a :class:`LocalCA`, a certificate, or an :class:`IssuedCertificate` (its root
-    issuer, or itself when self-signed), or several of them. Host names are checked, and
-    OpenSSL's strict X.509 checks are on (as Python 3.13 does by default).
+    *trust* is a :class:`LocalCA`, a certificate, an :class:`IssuedCertificate` (its root
+    issuer, or itself when self-signed), the path of a PEM or DER certificate file (every
+    certificate in it, as :func:`load_certificates` reads them), or several of them. Host
+    names are checked, and OpenSSL's strict X.509 checks are on (as Python 3.13 does by
+    default).
     """
     certificates = list(_trusted_certificates(trust))
     if not certificates:

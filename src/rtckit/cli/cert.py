@@ -16,6 +16,7 @@ from pathlib import Path
 from cryptography import x509
 
 from rtckit import certs
+from rtckit.cli import os_error_text
 from rtckit.errors import CertificateError, ConfigurationError
 
 __all__ = ["register"]
@@ -162,6 +163,7 @@ def _create(args: argparse.Namespace) -> int:
         key_type=certs.KeyType(args.key_type),
         common_name=args.common_name,
     )
+    alias = args.alias if args.alias is not None else "rtckit"
     out: Path = args.out
     if out.exists() and not out.is_dir():
         raise CertificateError(f"--out {out} is not a directory")
@@ -174,7 +176,12 @@ def _create(args: argparse.Namespace) -> int:
             lines.append(f"Using the local CA in {ca_dir} ({ca.common_name})")
         else:
             ca = certs.LocalCA.create(key_type=spec.key_type)
-            ca.save(ca_dir)
+            try:
+                ca.save(ca_dir)
+            except OSError as exc:
+                raise CertificateError(
+                    f"--ca {ca_dir}: cannot write: {os_error_text(exc)}"
+                ) from exc
             lines.append(f"Created a local CA in {ca_dir} ({ca.common_name})")
         lines += [
             f"  CA certificate: {ca_dir / certs.CA_CERT_FILE}"
@@ -185,7 +192,15 @@ def _create(args: argparse.Namespace) -> int:
         issued = ca.issue(spec)
     else:
         issued = certs.create_self_signed(spec)
-    files = issued.save(out)
+    try:
+        files = issued.save(out)
+        keystore = (
+            None
+            if p12_password is None
+            else issued.save_pkcs12(out / certs.KEYSTORE_FILE, p12_password, alias=alias)
+        )
+    except OSError as exc:
+        raise CertificateError(f"--out {out}: cannot write: {os_error_text(exc)}") from exc
     kind = "self-signed certificate" if ca is None else "certificate issued by the local CA"
     lines += [
         f"Wrote a {kind} for {', '.join(issued.hosts)} "
@@ -194,9 +209,7 @@ def _create(args: argparse.Namespace) -> int:
         f"  private key: {files.key} (keep it private)",
         f"  full chain:  {files.fullchain} (what servers send)",
     ]
-    if p12_password is not None:
-        alias = args.alias if args.alias is not None else "rtckit"
-        keystore = issued.save_pkcs12(out / certs.KEYSTORE_FILE, p12_password, alias=alias)
+    if keystore is not None:
         lines.append(f'  keystore:    {keystore} (PKCS#12, alias "{alias}")')
     lines += [
         f"  SHA-256 fingerprint: {issued.fingerprint}",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rtckit.certs import CA_DER_FILE, default_dev_hosts, ensure_dev_certificate, lan_addresses
+from rtckit.cli import os_error_text
 from rtckit.errors import ConfigurationError
 from rtckit.eventloop import add_loop_argument, run
 from rtckit.server.config import (
@@ -148,7 +149,14 @@ def _demo(args: argparse.Namespace) -> int:
     hosts = list(default_dev_hosts())
     if args.host not in ("0.0.0.0", "::") and args.host not in hosts:  # noqa: S104
         hosts.append(args.host)
-    dev = ensure_dev_certificate(cert_dir, hosts)
+    try:
+        dev = ensure_dev_certificate(cert_dir, hosts)
+        ca_der = (cert_dir / CA_DER_FILE).read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(
+            f"--cert-dir {cert_dir}: cannot keep the demo's CA and certificate there: "
+            f"{os_error_text(exc)}"
+        ) from exc
     config = demo_config(
         host=args.host,
         port=args.port,
@@ -157,7 +165,6 @@ def _demo(args: argparse.Namespace) -> int:
         tls=TlsSettings(cert=dev.files.fullchain, key=dev.files.key),
         verbose=args.verbose,
     )
-    ca_der = (cert_dir / CA_DER_FILE).read_bytes()
 
     def banner(server: Any, stream: TextIO) -> None:
         _tls_banner(server, stream, args.host, dev.ca_file, created=dev.created_ca)

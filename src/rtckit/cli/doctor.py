@@ -8,6 +8,7 @@ import json
 import sys
 from pathlib import Path
 
+from rtckit.cli import plain_text
 from rtckit.doctor import (
     DoctorConfig,
     DoctorServer,
@@ -41,7 +42,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser = subparsers.add_parser(
         "doctor",
         help="check STUN/TURN servers: reachability, auth, allocation, public address",
-        description=__doc__,
+        description=plain_text(__doc__ or ""),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rtckit.cli.demo import serve_until_signal
+from rtckit.errors import ConfigurationError
 from rtckit.eventloop import add_loop_argument, run
 from rtckit.server.config import ServeConfig, load_config
 
@@ -28,7 +29,14 @@ def register(subparsers: Any) -> None:
         description="Run the rtckit server (room page, signaling, ICE config, metrics) as "
         "configured by FILE (see the deployment guide). Stops cleanly on Ctrl-C or SIGTERM.",
     )
-    serve.add_argument("--config", type=Path, required=True, metavar="FILE")
+    serve.add_argument(
+        "--config",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the server's TOML configuration file (format: rtckit.server.config, "
+        "docs/howto/deploy.rst)",
+    )
     serve.add_argument(
         "--check", action="store_true", help="check the configuration, print a summary, exit"
     )
@@ -37,6 +45,18 @@ def register(subparsers: Any) -> None:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    """Every configuration error names the file, also those found after parsing it (a
+    topology or the metrics extra this installation lacks, certificates, ports)."""
+    source = str(args.config)
+    try:
+        return _serve_file(args)
+    except ConfigurationError as exc:
+        if str(exc).startswith(f"{source}: "):
+            raise
+        raise ConfigurationError(f"{source}: {exc}") from exc
+
+
+def _serve_file(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     if args.check:
         _summary(config, sys.stdout)
@@ -55,15 +75,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _summary(config: ServeConfig, out: TextIO) -> None:
-    from rtckit.server.app import check_topologies
+    from rtckit.server.app import check_topologies, new_metrics
 
+    # what the real start would refuse, --check refuses too
     check_topologies(config)
+    if config.metrics.enabled:
+        new_metrics(required=True)
     server = config.server
     scheme = "http" if config.tls is None else "https"
     host = f"[{server.host}]" if ":" in server.host else server.host
-    print(f"listen: {scheme}://{host}:{server.port}/", file=out)
+    port = server.port or "0 (any free port)"
+    print(f"listen: {scheme}://{host}:{port}/", file=out)
     if server.http_port is not None:
-        print(f"redirect: http port {server.http_port} -> {scheme}", file=out)
+        http_port = server.http_port or "0 (any free port)"
+        print(f"redirect: http port {http_port} -> {scheme}", file=out)
     print(f"auth: {config.auth.mode}", file=out)
     print(f"ice: {', '.join(config.ice.urls) or 'host candidates only'}", file=out)
     rooms = ", ".join(f"{r.name} ({r.topology})" for r in config.rooms.declared) or "none"

@@ -10,16 +10,23 @@ import signal
 import sys
 from typing import Any
 
+from rtckit.cli import os_error_text
 from rtckit.errors import ConfigurationError
 from rtckit.eventloop import add_loop_argument, loop_name, run
-from rtckit.signaling.auth import ALL_PERMISSIONS, DEFAULT_PERMISSIONS, OpenAuth, TokenAuth
+from rtckit.signaling.auth import (
+    ALL_PERMISSIONS,
+    DEFAULT_PERMISSIONS,
+    ENV_SIGNALING_SECRET,
+    OpenAuth,
+    TokenAuth,
+)
 from rtckit.signaling.config import TOPOLOGIES, RoomConfig, SignalingConfig
 from rtckit.signaling.server import SignalingServer
 
 __all__ = ["SECRET_ENV", "register"]
 
 #: Environment variable read when ``--secret`` is not given.
-SECRET_ENV = "RTCKIT_SIGNALING_SECRET"  # noqa: S105 - a variable name, not a secret
+SECRET_ENV = ENV_SIGNALING_SECRET
 
 
 def register(subparsers: Any) -> None:
@@ -130,7 +137,11 @@ async def _run(config: SignalingConfig, host: str, port: int, path: str) -> None
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with SignalingServer(config) as server:
-        await server.listen(host, port, path=path)
+        try:
+            await server.listen(host, port, path=path)
+        except OSError as exc:
+            where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
+            raise ConfigurationError(f"cannot listen on {where}: {os_error_text(exc)}") from exc
         mode = "open (no tokens)" if isinstance(config.auth, OpenAuth) else "room tokens"
         print(f"rtckit signaling on {server.url} ({mode}, {loop_name()} loop)", flush=True)
         await stop.wait()

@@ -6,7 +6,7 @@
   aiortc;
 * :mod:`rtckit.peer.events`: the typed events it emits;
 * :mod:`rtckit.peer.stats`: typed statistics snapshots;
-* :mod:`rtckit.peer.media` (needs the ``media`` extra, numpy): test pattern, tone, files,
+* :mod:`rtckit.peer.media` (imports numpy): test pattern, tone, files,
   recording. It is not imported here.
 """
 

@@ -1,4 +1,4 @@
-"""Media sources and sinks for apps and tests (needs the ``media`` extra: numpy).
+"""Media sources and sinks for apps and tests (with numpy).
 
 * :class:`TestPatternTrack`: a synthetic video track (solid colour or moving bars) with the
   frame number drawn as digits and as a 16-bit barcode that survives VP8 compression

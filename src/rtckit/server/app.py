@@ -49,7 +49,12 @@ from rtckit.signaling.state import (
     RoomClosedEvent,
     ServerEvent,
 )
-from rtckit.topology import ServerStrategy, Topology, has_server_strategy, server_strategy_for
+from rtckit.topology import (
+    ServerStrategy,
+    Topology,
+    server_strategy_for,
+    server_strategy_problem,
+)
 from rtckit.topology.base import MCU_PEER_ID, SFU_PEER_ID
 from rtckit.turn import TurnRestAuth
 
@@ -69,6 +74,7 @@ __all__ = [
     "new_metrics",
     "signaling_config",
     "topology_unavailable",
+    "unavailable_topologies",
 ]
 
 logger = logging.getLogger("rtckit.server")
@@ -105,10 +111,19 @@ SERVER_PEER_IDS: frozenset[str] = frozenset({SFU_PEER_ID, MCU_PEER_ID})
 def available_topologies() -> dict[str, bool]:
     """Which topologies this server can host: those of :data:`APP_TOPOLOGIES` with a registered
     server strategy whose module imports (the MCU's needs numpy)."""
-    return {
-        topology.value: topology.value in APP_TOPOLOGIES and has_server_strategy(topology)
-        for topology in Topology
-    }
+    unavailable = unavailable_topologies()
+    return {topology.value: topology.value not in unavailable for topology in Topology}
+
+
+def unavailable_topologies() -> dict[str, str]:
+    """The topologies this server cannot host, each with the reason (the room page shows it)."""
+    reasons: dict[str, str] = {}
+    for topology in Topology:
+        if topology.value not in APP_TOPOLOGIES:
+            reasons[topology.value] = "this app does not host them"
+        elif (problem := server_strategy_problem(topology)) is not None:
+            reasons[topology.value] = problem
+    return reasons
 
 
 def _people(peers: list[PeerInfo]) -> list[PeerInfo]:
@@ -118,12 +133,7 @@ def _people(peers: list[PeerInfo]) -> list[PeerInfo]:
 
 def topology_unavailable(topology: str) -> TopologyError:
     """The error refusing a room of *topology* this server cannot host, saying why."""
-    if topology not in APP_TOPOLOGIES:
-        why = "this app does not host them"
-    elif topology == Topology.MCU:
-        why = "the MCU needs numpy: pip install 'rtckit[media]'"
-    else:
-        why = f"no {topology} room strategy is installed in this rtckit"
+    why = unavailable_topologies().get(topology) or "it is not available here"
     return TopologyError(
         f"this server cannot host {topology.upper()} rooms ({why}); mesh rooms work"
     )
@@ -237,6 +247,7 @@ class _State:
         self.demo = demo
         self.strategies: dict[str, ServerStrategy] = {}
         self.topologies = available_topologies()
+        self.unavailable = unavailable_topologies()
         self.tasks: set[asyncio.Task[None]] = set()
         # the last start/stop task of each room: the next one waits for it, so that a room
         # re-created while its old strategy stops does not get two servers in it
@@ -398,6 +409,7 @@ class _State:
             "chooseTopology": self.demo,
             "defaultTopology": config.rooms.default_topology,
             "topologies": self.topologies,
+            "unavailableTopologies": self.unavailable,
             "createRooms": config.rooms.create_on_demand,
             "rooms": [
                 {"name": room.name, "topology": room.topology} for room in config.rooms.declared

@@ -7,7 +7,7 @@ Pure: reads text (or a file), returns objects or raises
 
     [server]
     host = "0.0.0.0"          # HTTPS listen address
-    port = 8443
+    port = 8443               # 0: any free port (likewise http_port)
     http_port = 8080          # optional: plain HTTP port that answers 308 to HTTPS
 
     [tls]                     # required unless [server] insecure = true
@@ -16,7 +16,7 @@ Pure: reads text (or a file), returns objects or raises
 
     [auth]
     mode = "token"            # "token" (default) or "open" (local demos only)
-    secret_env = "RTCKIT_SIGNALING_SECRET"   # or secret = "..." (discouraged in files)
+    secret_env = "RTCKIT_SIGNALING_SECRET"   # the default; or secret = "..." (not in files)
 
     [ice]
     urls = ["stun:stun.example.org:3478", "turn:turn.example.org:3478?transport=udp"]
@@ -58,6 +58,7 @@ from typing import Any, Literal
 import attrs
 
 from rtckit.errors import ConfigurationError
+from rtckit.signaling.auth import ENV_SIGNALING_SECRET
 
 __all__ = [
     "AuthSettings",
@@ -262,7 +263,8 @@ class _Table:
 
 
 def _port(table: _Table, key: str, default: int | None) -> int | None:
-    return table.integer(key, default, low=1, high=65535)
+    """A TCP port; 0 picks any free port when the server starts (as ``rtckit demo``'s)."""
+    return table.integer(key, default, low=0, high=65535)
 
 
 def parse_config(
@@ -290,12 +292,12 @@ def parse_config(
     t = table("server")
     server = ServerSettings(
         host=t.string("host", "0.0.0.0") or "0.0.0.0",  # noqa: S104
-        port=_port(t, "port", 8443) or 8443,
+        port=8443 if (port := _port(t, "port", 8443)) is None else port,
         http_port=_port(t, "http_port", None),
         insecure=t.boolean("insecure", default=False),
     )
     t.done()
-    if server.http_port is not None and server.http_port == server.port:
+    if server.http_port and server.http_port == server.port:
         raise ConfigurationError(f"{source}: [server] http_port must differ from port")
 
     tls: TlsSettings | None = None
@@ -320,12 +322,16 @@ def parse_config(
 
     t = table("auth")
     mode = t.choice("mode", ("token", "open"), "token")
-    auth = AuthSettings(mode="open" if mode == "open" else "token", secret=t.secret("secret"))
+    secret = t.secret("secret")
+    if secret is None and mode == "token":
+        # neither secret nor secret_env: the variable every rtckit command reads
+        secret = os.environ.get(ENV_SIGNALING_SECRET) or None
+    auth = AuthSettings(mode="open" if mode == "open" else "token", secret=secret)
     t.done()
     if auth.mode == "token" and not auth.secret:
         raise ConfigurationError(
-            f"{source}: [auth] token mode needs secret_env (or secret); "
-            'mode = "open" disables tokens for local demos'
+            f"{source}: [auth] token mode needs a secret: set ${ENV_SIGNALING_SECRET}, or "
+            'secret_env (or secret); mode = "open" disables tokens for local demos'
         )
 
     t = table("ice")

@@ -36,12 +36,17 @@ from rtckit.signaling.protocol import MAX_ID_LENGTH, ErrorCode
 __all__ = [
     "ALL_PERMISSIONS",
     "DEFAULT_PERMISSIONS",
+    "ENV_SIGNALING_SECRET",
     "MIN_SECRET_LENGTH",
     "Authenticator",
     "Grant",
     "OpenAuth",
     "TokenAuth",
 ]
+
+#: The environment variable holding the room-token secret when none is given otherwise
+#: (``rtckit signaling``, ``rtckit token``, ``rtckit serve``'s ``[auth]`` table).
+ENV_SIGNALING_SECRET = "RTCKIT_SIGNALING_SECRET"  # noqa: S105 - a variable name, not a secret
 
 #: Permissions a token may carry.
 ALL_PERMISSIONS: tuple[str, ...] = ("admin", "publish", "subscribe")

@@ -28,6 +28,7 @@ from rtckit.topology.base import (
     register_client_strategy,
     register_server_strategy,
     server_strategy_for,
+    server_strategy_problem,
 )
 from rtckit.topology.cost import CpuModel, TopologyCost, compare, cost, cost_table
 
@@ -56,4 +57,5 @@ __all__ = [
     "register_client_strategy",
     "register_server_strategy",
     "server_strategy_for",
+    "server_strategy_problem",
 ]

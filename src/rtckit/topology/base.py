@@ -60,6 +60,7 @@ __all__ = [
     "register_client_strategy",
     "register_server_strategy",
     "server_strategy_for",
+    "server_strategy_problem",
 ]
 
 
@@ -275,15 +276,31 @@ def server_strategy_for(topology: Topology | str, hub: Any = None) -> ServerStra
 def has_server_strategy(topology: Topology | str) -> bool:
     """Whether a server strategy is registered for *topology* and its module imports (an
     optional dependency of a strategy, such as numpy for the MCU, may be missing), without
-    building one (the SFU and MCU factories need a hub)."""
+    building one (the SFU and MCU factories need a hub). :func:`server_strategy_problem`
+    says why not."""
+    return server_strategy_problem(topology) is None
+
+
+def server_strategy_problem(topology: Topology | str) -> str | None:
+    """Why no server strategy for *topology* can be built here, or ``None`` if one can: none
+    is registered, or its module does not import (the reason names the missing module)."""
     parsed = Topology.parse(topology)
-    if parsed not in _SERVER:
-        return False
+    target = _SERVER.get(parsed)
+    if target is None:
+        return f"no {parsed.value} server strategy is registered"
     try:
-        _load(_SERVER[parsed])
-    except (ImportError, AttributeError):
-        return False
-    return True
+        _load(target)
+    except ImportError as exc:
+        missing = (exc.name or "").partition(".")[0]
+        if not missing:
+            return f"the {parsed.value.upper()} server does not import: {exc}"
+        return (
+            f"the {parsed.value.upper()} server needs {missing}, which is not installed "
+            f"(pip install {missing})"
+        )
+    except AttributeError as exc:
+        return f"the {parsed.value.upper()} server does not import: {exc}"
+    return None
 
 
 @contextlib.asynccontextmanager

@@ -45,6 +45,12 @@ const state = window.rtckitPage = {
 // no tile of their own.
 const SERVER_PEERS = new Set([SFU_PEER_ID, MCU_PEER_ID]);
 
+/** "a mesh room", "an SFU room", "an MCU room": the topology's name with its article. */
+function roomKind(topology) {
+  const name = topology === "mesh" ? "mesh" : String(topology).toUpperCase();
+  return `${/^[AEFHILMNORSX]/.test(name) ? "an" : "a"} ${name} room`;
+}
+
 function isMcu() {
   return Boolean(state.signaling && state.signaling.topology === "mcu");
 }
@@ -112,11 +118,17 @@ function setupTopologies(config) {
     const label = input.closest("label");
     label.classList.toggle("unavailable", !available);
     if (!available) {
-      label.title = `${input.value.toUpperCase()} rooms are not available on this server yet`;
+      // the server says why (config.json: unavailableTopologies), e.g. a missing dependency
+      const reasons = config.unavailableTopologies || {};
+      const why = reasons[input.value] || "not available on this server";
+      label.title = `${input.value.toUpperCase()} rooms are not available on this server: ${why}`;
       const note = label.querySelector("small");
       if (note && !note.dataset.marked) {
         note.dataset.marked = "1";
-        note.textContent += " (not available on this server)";
+        const reason = document.createElement("span");
+        reason.className = "reason";
+        reason.textContent = `Not available: ${why}`;
+        note.after(reason);
       }
     }
     input.checked = input.value === wanted;
@@ -236,7 +248,7 @@ function makeTile(id, name, { local = false, detached = false } = {}) {
 }
 
 function layoutGrid() {
-  // MCU rooms: the room mix fills the grid, your own preview floats in a corner
+  // MCU rooms: the room mix fills the grid, your own preview sits beside it (room.css)
   const mcu = isMcu();
   ui.grid.classList.toggle("mcu", mcu);
   const count = mcu ? 1 : ui.grid.children.length;
@@ -376,7 +388,7 @@ function enterCall(roomName, requested) {
   ui.title.textContent = roomName;
   ui.title.hidden = false;
   ui.topologyBadge.textContent = signaling.topology.toUpperCase();
-  ui.topologyBadge.title = `This room is a ${signaling.topology} room`;
+  ui.topologyBadge.title = `This room is ${roomKind(signaling.topology)}`;
   ui.topologyBadge.hidden = false;
   ui.invite.hidden = false;
   ui.invite.title = state.config.auth === "token"
@@ -450,10 +462,10 @@ function enterCall(roomName, requested) {
 
   for (const [id, info] of room.participants || []) addParticipant(id, info);
   for (const [id, info] of signaling.peers) addParticipant(id, info.metadata);
-  addChat("", `You joined “${roomName}”, a ${signaling.topology} room.`, { system: true });
+  addChat("", `You joined “${roomName}”, ${roomKind(signaling.topology)}.`, { system: true });
   if (requested && state.config.chooseTopology && requested !== signaling.topology) {
-    addChat("", `The room already existed as a ${signaling.topology} room; ` +
-      `your choice (${requested}) applies to new rooms only.`, { system: true });
+    addChat("", `The room already existed as ${roomKind(signaling.topology)}; ` +
+      `your choice (${roomKind(requested)}) applies to new rooms only.`, { system: true });
   }
   broadcast({ type: "hello" });
   updateHeader();
