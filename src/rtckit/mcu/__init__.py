@@ -1,4 +1,4 @@
-"""MCU media engine: mix audio, compose video, encode once (needs the ``media`` extra).
+"""MCU media engine: mix audio, compose video, encode once (numpy, a default dependency).
 
 * :mod:`rtckit.mcu.audio`: mix-minus mixer with a limiter (pure numpy);
 * :mod:`rtckit.mcu.video`: grid layouts and the compositor (pure numpy);
