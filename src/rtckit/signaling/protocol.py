@@ -175,8 +175,8 @@ class CloseCode(enum.IntEnum):
     SESSION_REPLACED = 4002
     #: Unsupported protocol version in ``hello``.
     UNSUPPORTED_VERSION = 4003
-    #: The client does not read (or acknowledge) fast enough: what the server holds for it
-    #: passed a limit. The session waits for ``resume``: reconnect and resume.
+    #: The client does not read or acknowledge fast enough, so what the server holds for it
+    #: passed a limit. The session waits for ``resume``; reconnect and resume.
     SLOW_CONSUMER = 4004
 
 
