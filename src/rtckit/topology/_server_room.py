@@ -40,6 +40,7 @@ from rtckit.topology.mesh import (
     ROOM_CHANNEL_ID,
     ROOM_CHANNEL_LABEL,
     SignalingSignaller,
+    log_dropped,
     peer_message_from_signaling,
 )
 
@@ -218,7 +219,10 @@ class ServerSessionRoom:
 
     async def _pump(self, session: PeerSession) -> None:
         async for event in session.events():
-            self._on_session_event(session, event)
+            try:
+                self._on_session_event(session, event)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not end the pump
+                log_dropped(logger, f"{self.TOPOLOGY} room {self._local_id}", event, exc)
 
     def _on_session_event(self, session: PeerSession, event: object) -> None:
         if isinstance(event, TrackAdded | TrackRemoved):
@@ -234,7 +238,10 @@ class ServerSessionRoom:
         reason = "signaling closed"
         try:
             async for event in self.client:
-                await self._on_signaling(event)
+                try:
+                    await self._on_signaling(event)
+                except Exception as exc:  # noqa: BLE001 - a peer's bad message is dropped
+                    log_dropped(logger, f"{self.TOPOLOGY} room {self._local_id}", event, exc)
         except SignalingError as exc:
             reason = f"signaling failed: {exc}"
         except asyncio.CancelledError:

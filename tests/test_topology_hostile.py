@@ -1,0 +1,196 @@
+"""A hostile participant cannot kill a room's reader: one log line per bad message, no traceback.
+
+Real aiortc participants in SFU, MCU and mesh rooms on the in-memory signaling hub. "mallory"
+is a bare :class:`~rtckit.signaling.client.SignalingClient`: it sends, to the server peer (or
+to another participant in a mesh), a ``restart`` whose ``session`` is ``"g\\u00b2"``
+(``"²".isdigit()`` is true, ``int("²")`` raises), an over-long generation, garbage SDP answers
+and offers, and garbage candidates. The room must go on: a newcomer still gets an offer and
+connects, the MCU stays in the room, and nothing is logged with a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from rtckit.errors import ProtocolError
+from rtckit.peer.media import TestPatternTrack
+from rtckit.signaling import (
+    MemoryTransport,
+    OpenAuth,
+    RoomConfig,
+    SignalingClient,
+    SignalingConfig,
+    SignalingHub,
+)
+from rtckit.signaling import protocol as sp
+from rtckit.signaling.state import PeerLeftEvent
+from rtckit.topology import Room, Topology, TrackPublished, join_room
+from rtckit.topology.base import MCU_PEER_ID, SFU_PEER_ID, ServerStrategyFactory
+from rtckit.topology.mcu import McuRoom, McuServerStrategy
+from rtckit.topology.mesh import MeshRoom, generation_from_session
+from rtckit.topology.server import RoomStrategies
+from rtckit.topology.sfu import SfuRoom, sfu_strategy_factory
+from test_topology_mcu import small_mcu
+from test_topology_mesh import FAST
+from test_topology_sfu import SMALL, RoomLog
+
+GARBAGE_SDP = [
+    "garbage",
+    "v=0\r\n",
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE 0 1 2 3 4\r\n"
+    "m=application 9 DTLS/SCTP 5000\r\nc=IN IP4 0.0.0.0\r\na=mid:0\r\n",
+    "\x00" * 64,
+]
+
+
+def test_generation_from_session_takes_ascii_digits_only() -> None:
+    assert generation_from_session(None) == 0
+    assert generation_from_session("g0") == 0
+    assert generation_from_session("g12") == 12
+    assert generation_from_session("g999999999") == 999_999_999
+    for bad in ["g\u00b2", "g\u0663", "g", "g-1", "g+1", "g 1", "g1_0", "g" + "9" * 10, "x1", ""]:
+        with pytest.raises(ProtocolError, match="session"):
+            generation_from_session(bad)
+
+
+@contextlib.asynccontextmanager
+async def rooms() -> AsyncIterator[tuple[SignalingHub, RoomStrategies]]:
+    config = SignalingConfig(
+        auth=OpenAuth(),
+        rooms=[
+            RoomConfig(name="sfu", topology="sfu"),
+            RoomConfig(name="mcu", topology="mcu"),
+            RoomConfig(name="mesh", topology="mesh"),
+        ],
+    )
+    factories: dict[Topology | str, ServerStrategyFactory] = {
+        Topology.SFU: sfu_strategy_factory(session_config=FAST),
+        Topology.MCU: small_mcu,
+    }
+    async with (
+        SignalingHub(config) as hub,
+        RoomStrategies(hub, factories=factories) as strategies,
+    ):
+        yield hub, strategies
+
+
+@contextlib.asynccontextmanager
+async def participant(hub: SignalingHub, room: str, name: str) -> AsyncIterator[Room]:
+    transport = MemoryTransport(hub, trusted=True)  # readable peer ids
+    async with (
+        SignalingClient.connect(transport, room=room, peer_id=name) as client,
+        join_room(client, session_config=FAST) as joined,
+    ):
+        yield joined
+
+
+async def first_offer(client: SignalingClient, sender: str) -> sp.Offer:
+    async with asyncio.timeout(20):
+        async for event in client:
+            if isinstance(event, sp.Offer) and event.sender == sender:
+                return event
+    raise AssertionError("the client closed before an offer came")
+
+
+async def attack(client: SignalingClient, target: str, generation: int = 0) -> None:
+    """Everything a hostile peer can send that once killed a reader or logged a traceback."""
+    session = f"g{generation}"
+    await client.send_restart(target, session="g\u00b2")  # the repro of the issue
+    await client.send_restart(target, session="g" + "9" * 100)
+    await client.send_candidate(target, "candidate:1 1 udp 1 1.2.3.4 5 typ host", session="g\u00b2")
+    for sdp in GARBAGE_SDP:
+        await client.send_answer(target, sdp, session=session)
+        await client.send_candidate(target, sdp, session=session)
+    for sdp in GARBAGE_SDP:
+        await client.send_offer(target, sdp, session=session)
+    await client.send_restart(target, session="g\u00b2")
+
+
+def assert_no_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    loud = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not loud, [f"{r.name}: {r.getMessage()}" for r in loud]
+
+
+async def wait_connected(room: Room) -> None:
+    assert isinstance(room, SfuRoom | McuRoom)
+    async with asyncio.timeout(30):
+        while room.session is None:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        await room.session.wait_connected(timeout=30)
+
+
+@pytest.mark.parametrize("topology", ["sfu", "mcu"])
+async def test_a_hostile_participant_cannot_stop_the_server_peer(
+    topology: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="rtckit")
+    server_id = SFU_PEER_ID if topology == "sfu" else MCU_PEER_ID
+    left: list[PeerLeftEvent] = []
+    async with rooms() as (hub, strategies), participant(hub, topology, "alice") as alice:
+        await wait_connected(alice)
+
+        def on_event(event: object) -> None:
+            if isinstance(event, PeerLeftEvent) and event.peer_id == server_id:
+                left.append(event)
+
+        remove = hub.add_listener(on_event)
+        async with SignalingClient.connect(
+            MemoryTransport(hub, trusted=True), room=topology, peer_id="mallory"
+        ) as mallory:
+            await first_offer(mallory, server_id)
+            await attack(mallory, server_id)
+            # alice sends it all too: the server's session to her is connected (stable)
+            assert isinstance(alice, SfuRoom | McuRoom)
+            assert alice.session is not None
+            await attack(alice.client, server_id, alice.session.generation)
+            await asyncio.sleep(1.0)  # let the server read all of it
+            async with participant(hub, topology, "bob") as bob:
+                await wait_connected(bob)  # the newcomer got an offer and connected
+                assert server_id in {peer.id for peer in hub.peers(topology)}
+                assert not alice.session.closed
+                if topology == "sfu":
+                    # the server's session to alice still negotiates: bob's track reaches her
+                    log = RoomLog(alice)
+                    await bob.publish(TestPatternTrack(SMALL))
+                    await log.wait(
+                        lambda events: any(
+                            isinstance(e, TrackPublished) and e.participant_id == "bob"
+                            for e in events
+                        )
+                    )
+                    await log.aclose()
+        remove()
+        strategy = strategies.running[topology]
+        if isinstance(strategy, McuServerStrategy):
+            assert strategy.client is not None
+            assert "alice" in strategy.members
+    assert not left, f"the server peer left the room: {left}"
+    assert_no_traceback(caplog)
+    dropped = [r.getMessage() for r in caplog.records if "mallory" in r.getMessage()]
+    assert any("\u00b2" in message or "session" in message for message in dropped), dropped
+
+
+async def test_a_hostile_participant_cannot_close_a_mesh_room(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="rtckit")
+    async with rooms() as (hub, _), participant(hub, "mesh", "alice") as alice:
+        assert isinstance(alice, MeshRoom)
+        async with SignalingClient.connect(
+            MemoryTransport(hub, trusted=True), room="mesh", peer_id="mallory"
+        ) as mallory:
+            await attack(mallory, "alice")
+            await asyncio.sleep(1.0)
+            async with participant(hub, "mesh", "bob") as bob:
+                assert isinstance(bob, MeshRoom)
+                async with asyncio.timeout(30):
+                    while "bob" not in alice.sessions:  # noqa: ASYNC110
+                        await asyncio.sleep(0.05)
+                await alice.sessions["bob"].wait_connected(timeout=30)
+    assert_no_traceback(caplog)
