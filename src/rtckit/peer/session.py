@@ -220,14 +220,29 @@ _Op = tuple[str, Any]
 
 
 def _check_description(sdp: str) -> None:
-    """Refuse what aiortc would take as an offer although it is not SDP at all.
+    """Refuse remote SDP that aiortc 1.x accepts but then fails on in a task of its own.
 
-    aiortc 1.x parses any text ("garbage", NUL bytes) into a description without media and
-    answers it. Every rtckit or browser offer has at least one m-line (rtckit's heartbeat
-    channel is one), so none is lost by refusing those.
+    * Any text ("garbage", NUL bytes) parses into a description without media, which aiortc
+      answers. Every rtckit or browser offer has at least one m-line (rtckit's heartbeat
+      channel is one), so none is lost by refusing those.
+    * A media section without ``a=fingerprint`` is accepted; connecting then fails on an
+      ``AssertionError`` in ``RTCPeerConnection.__connect``, logged as an unretrieved task
+      exception with its traceback.
+    * ``a=sctp-port`` outside 1-65535 is accepted; SCTP then fails to pack it (``struct.error``
+      in the same task, and a traceback logged by ``aiortc.rtcdtlstransport``).
     """
-    if not sdp.startswith("v=0") or not SdpDescription.parse(sdp).media:
-        raise NegotiationError("not an SDP description with a media section")
+    if not sdp.startswith("v=0"):
+        raise NegotiationError("not an SDP description")
+    media = SdpDescription.parse(sdp).media
+    if not media:
+        raise NegotiationError("an SDP description without a media section")
+    for section in media:
+        if section.port == 0:
+            continue  # rejected: nothing is connected for it
+        if section.dtls is None or not section.dtls.fingerprints:
+            raise NegotiationError(f"m-line {section.kind} has no DTLS fingerprint")
+        if section.sctp_port is not None and not 0 < section.sctp_port <= 0xFFFF:
+            raise NegotiationError(f"sctp-port {section.sctp_port} is out of range")
 
 
 def _quote(text: str) -> str:
@@ -811,7 +826,8 @@ class PeerSession:
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=message.type))
         except Exception as exc:
             negotiator.remote_failed(message.type)
-            raise NegotiationError(f"cannot apply the remote {message.type}: {exc}") from exc
+            detail = str(exc) or type(exc).__name__
+            raise NegotiationError(f"cannot apply the remote {message.type}: {detail}") from exc
         self._update_remote_tracks(message.sdp)
         pending, self._pending_candidates = self._pending_candidates, []
         for candidate in pending:
