@@ -435,3 +435,37 @@ async def test_remote_candidates_before_a_description_are_bounded(
         assert len(session._pending_candidates) <= 201
     dropping = [r for r in caplog.records if "dropping the rest" in r.getMessage()]
     assert len(dropping) == 1
+
+
+async def test_an_offer_that_cannot_be_answered_replaces_the_connection(
+    pair: tuple[PeerSession, PeerSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiortc applies an offer with an m-line kind it does not know, then cannot answer it
+    (and cannot roll a remote offer back): the connection is replaced, not left waiting in
+    have-remote-offer with every later change stuck."""
+    a, b = pair
+    a.create_data_channel("chat")
+    await a.wait_connected()
+    await b.wait_connected()
+    log_a, log_b = EventLog(a), EventLog(b)
+    async with asyncio.timeout(10):
+        while a.peer_connection is None or a.peer_connection.signalingState != "stable":  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    pc_b = b.peer_connection
+    assert pc_b is not None
+    offer = (await pc_b.createOffer()).sdp + (
+        "m=text 9 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\na=mid:7\r\n"
+        "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+        "a=fingerprint:sha-256 00\r\na=setup:actpass\r\n"
+    )
+    caplog.set_level(logging.DEBUG, logger="rtckit")
+    await a.receive(Description(type="offer", sdp=offer, generation=a.generation))
+    [replaced] = await log_a.wait_for(ConnectionReplaced, within=20)
+    assert replaced.reason == "bad-offer"
+    a.add_track(SilentTrack())  # the new connection negotiates
+    await log_b.wait_for(TrackAdded, within=20)
+    await a.wait_connected(timeout=20)
+    loud = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not loud, [r.getMessage() for r in loud]
+    await log_a.aclose()
+    await log_b.aclose()

@@ -219,6 +219,10 @@ class _ForwardTrack(MediaStreamTrack):
 _Op = tuple[str, Any]
 
 
+class _UnanswerableOfferError(NegotiationError):
+    """A remote offer was applied, but no answer can be made to it."""
+
+
 def _check_description(sdp: str) -> None:
     """Refuse remote SDP that aiortc 1.x accepts but then fails on in a task of its own.
 
@@ -774,9 +778,12 @@ class PeerSession:
                     raise
                 decision = negotiator.offer_made()
             elif isinstance(decision, MakeAnswer):
-                answer = await pc.createAnswer()
-                _aiortc.settle_unoffered_transceivers(pc)
-                await pc.setLocalDescription(answer)
+                try:
+                    answer = await pc.createAnswer()
+                    _aiortc.settle_unoffered_transceivers(pc)
+                    await pc.setLocalDescription(answer)
+                except Exception as exc:
+                    raise _UnanswerableOfferError(_one_line(exc)) from exc
                 decision = negotiator.answer_made()
             elif isinstance(decision, SendDescription):
                 local = pc.localDescription
@@ -832,7 +839,14 @@ class PeerSession:
         pending, self._pending_candidates = self._pending_candidates, []
         for candidate in pending:
             await self._add_candidate(candidate)
-        await self._drive(negotiator.remote_applied(message.type))
+        try:
+            await self._drive(negotiator.remote_applied(message.type))
+        except _UnanswerableOfferError as exc:
+            # aiortc took the offer but cannot answer it (e.g. an m-line kind it does not
+            # know), and it cannot roll a remote offer back: the connection would wait in
+            # have-remote-offer for ever, renegotiating nothing. Start a fresh one.
+            logger.warning("%s: cannot answer the remote offer (%s); replacing", self.name, exc)
+            await self._replace("bad-offer")
 
     async def _add_candidate(self, message: Candidate) -> None:
         pc = self._pc
