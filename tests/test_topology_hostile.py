@@ -31,7 +31,7 @@ from rtckit.signaling import (
 )
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.state import PeerLeftEvent
-from rtckit.topology import Room, Topology, TrackPublished, join_room
+from rtckit.topology import Room, RoomDataMessage, Topology, TrackPublished, join_room
 from rtckit.topology.base import MCU_PEER_ID, SFU_PEER_ID, ServerStrategyFactory
 from rtckit.topology.mcu import McuRoom, McuServerStrategy
 from rtckit.topology.mesh import MeshRoom, generation_from_session
@@ -223,3 +223,33 @@ async def test_a_hostile_participant_cannot_close_a_mesh_room(
                         await asyncio.sleep(0.05)
                 await alice.sessions["bob"].wait_connected(timeout=30)
     assert_no_traceback(caplog)
+
+
+async def test_a_participant_that_never_connects_does_not_stop_room_messages(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The SFU buffers room messages for a participant whose channel is not open, up to a
+    limit; past it, that participant's copies are dropped, and the others still get theirs."""
+    caplog.set_level(logging.INFO, logger="rtckit")
+    count = 1100  # past the 1000 messages a closed channel buffers
+    async with rooms() as (hub, _), participant(hub, "sfu", "alice") as alice:
+        await wait_connected(alice)
+        async with (
+            SignalingClient.connect(
+                MemoryTransport(hub, trusted=True), room="sfu", peer_id="mallory"
+            ) as mallory,
+            participant(hub, "sfu", "bob") as bob,
+        ):
+            await first_offer(mallory, SFU_PEER_ID)  # and never answered
+            await wait_connected(bob)
+            log = RoomLog(bob)
+            await asyncio.sleep(0.5)  # the room channels open after DTLS
+            for i in range(count):
+                alice.send(f"m{i}")
+            await log.wait(lambda events: len(log.of(RoomDataMessage)) == count, within=30)
+            assert [e.data for e in log.of(RoomDataMessage)] == [f"m{i}" for i in range(count)]
+            await log.aclose()
+    assert_no_traceback(caplog)
+    assert not [
+        r for r in caplog.records if r.levelno >= logging.WARNING and "dropped" in r.getMessage()
+    ]

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiortc import MediaStreamTrack
 
-from rtckit.errors import SignalingError, TopologyError
+from rtckit.errors import PeerError, SignalingError, TopologyError
 from rtckit.peer.events import (
     ConnectionStateChanged,
     DataMessage,
@@ -44,7 +44,7 @@ from rtckit.topology.mesh import (
     peer_message_from_signaling,
 )
 
-__all__ = ["ServerSessionRoom", "open_envelope", "seal_envelope"]
+__all__ = ["ServerSessionRoom", "open_envelope", "seal_envelope", "send_room_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,23 @@ def open_envelope(message: str | bytes) -> tuple[str, str | bytes] | None:
             return None
     peer_s, sep_s, text = message.partition("\x00")
     return (peer_s, text) if sep_s else None
+
+
+def send_room_data(session: PeerSession, data: str | bytes) -> bool:
+    """Send *data* on *session*'s room channel; ``False`` if it was dropped.
+
+    A session that is closed, or whose channel never opened and whose buffer is full (a
+    participant that never completes its connection), drops the message: the server relays
+    to every participant in turn, and one that takes nothing must not stop the others.
+    """
+    if session.closed:
+        return False
+    try:
+        session.send(ROOM_CHANNEL_LABEL, data)
+    except PeerError as exc:
+        logger.debug("%s: room message dropped: %s", session.name, exc)
+        return False
+    return True
 
 
 class ServerSessionRoom:

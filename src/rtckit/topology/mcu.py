@@ -56,7 +56,12 @@ from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import SignalingClient
 from rtckit.signaling.memory import MemoryTransport
 from rtckit.signaling.state import PeerJoinedEvent, ServerEvent
-from rtckit.topology._server_room import ServerSessionRoom, open_envelope, seal_envelope
+from rtckit.topology._server_room import (
+    ServerSessionRoom,
+    open_envelope,
+    seal_envelope,
+    send_room_data,
+)
 from rtckit.topology.base import (
     MCU_PEER_ID,
     RoomDataMessage,
@@ -318,8 +323,7 @@ class McuServerStrategy:
             return
         text = json.dumps({_LAYOUT_KEY: [p.id for p in engine.participants]})
         for member in self._members.values():
-            if not member.session.closed:
-                member.session.send(ROOM_CHANNEL_LABEL, seal_envelope(self.config.peer_id, text))
+            send_room_data(member.session, seal_envelope(self.config.peer_id, text))
 
     async def _pump(self, member: _Member) -> None:
         engine = self.engine
@@ -358,8 +362,8 @@ class McuServerStrategy:
         to, payload = opened
         wrapped = seal_envelope(sender, payload)
         for peer_id, member in self._members.items():
-            if peer_id != sender and to in ("", peer_id) and not member.session.closed:
-                member.session.send(ROOM_CHANNEL_LABEL, wrapped)
+            if peer_id != sender and to in ("", peer_id):
+                send_room_data(member.session, wrapped)
 
 
 # --- client side ----------------------------------------------------------------------------

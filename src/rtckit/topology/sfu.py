@@ -64,7 +64,12 @@ from rtckit.sfu.engine import (
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import Reconnected, SignalingClient
 from rtckit.signaling.memory import MemoryTransport
-from rtckit.topology._server_room import ServerSessionRoom, open_envelope, seal_envelope
+from rtckit.topology._server_room import (
+    ServerSessionRoom,
+    open_envelope,
+    seal_envelope,
+    send_room_data,
+)
 from rtckit.topology.base import (
     SFU_PEER_ID,
     RoomDataMessage,
@@ -467,10 +472,10 @@ class SfuServerStrategy:
             return
         to, data = opened
         for other in self.members.values():
-            if other is sender or (to and other.id != to) or other.session.closed:
+            if other is sender or (to and other.id != to):
                 continue
-            other.session.send(ROOM_CHANNEL_LABEL, seal_envelope(sender.id, data))
-            self.data_messages_relayed += 1
+            if send_room_data(other.session, seal_envelope(sender.id, data)):
+                self.data_messages_relayed += 1
 
     # -- forwarding -------------------------------------------------------------------------
 
