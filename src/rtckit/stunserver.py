@@ -290,6 +290,12 @@ class StunServer:
                     await writer.drain()
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
             pass  # the client went away, or was idle too long
+        except asyncio.CancelledError:
+            # aclose() cancels the open connections. Python 3.11's start_server calls
+            # task.exception() on a handler task that ended cancelled, which raises and logs
+            # a traceback per connection: end normally instead.
+            if not self._closed:
+                raise
         except Exception:
             self.stats.internal_errors += 1
             logger.exception("STUN TCP connection from %s failed", peer)
