@@ -649,11 +649,13 @@ def _check_reply(data: bytes, reply: bytes | None, stats: StunStats) -> None:
         stats.malformed
         + stats.ignored
         + stats.indications
+        + stats.rate_limited
         + stats.success_responses
         + stats.error_responses
         == 1
     )
     if reply is not None:
+        assert len(reply) <= 2.2 * len(data)  # the amplification bound of the docs
         response = parse_message(reply)
         assert response.message_class in (
             MessageClass.SUCCESS_RESPONSE,
