@@ -27,7 +27,7 @@ from rtckit.peer import (
     TrackRemoved,
 )
 from rtckit.peer.media import PatternConfig, TestPatternTrack, read_frame_counter
-from rtckit.peer.signaller import Description, PeerMessage
+from rtckit.peer.signaller import Candidate, Description, PeerMessage
 from rtckit.testing import DirectSignaller, peer_pair
 
 E = TypeVar("E")
@@ -389,3 +389,83 @@ async def test_remote_candidates_follow_the_candidate_policy(
         remote = {(c.ip, c.port) for c in pc.sctp.transport.transport.getRemoteCandidates()}
         assert remote, "a's own candidates arrive"
         assert ((address, 9) in remote) is kept
+
+
+async def test_bad_remote_descriptions_and_candidates_cost_one_line_each(
+    pair: tuple[PeerSession, PeerSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Garbage SDP and candidates from the remote side: a warning line each, no traceback,
+    and the session still negotiates afterwards."""
+    a, b = pair
+    a.create_data_channel("chat")
+    await a.wait_connected()
+    await b.wait_connected()
+    caplog.set_level(logging.DEBUG, logger="rtckit")
+    generation = a.generation
+    garbage = ["garbage", "v=0\r\n", "\x00" * 50, "v=0\r\nm=audio 9 RTP/AVP 0\r\n" * 50]
+    for sdp in garbage:
+        await a.receive(Description(type="offer", sdp=sdp, generation=generation))
+        await a.receive(Description(type="answer", sdp=sdp, generation=generation))
+        await a.receive(Candidate(candidate=sdp, generation=generation))
+    log_b = EventLog(b)
+    a.add_track(SilentTrack())  # negotiation still works
+    await log_b.wait_for(TrackAdded)
+    assert a.generation == generation
+    loud = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not loud, [r.getMessage() for r in loud]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    failed_offers = [w for w in warnings if "remote offer" in w and "NegotiationError" in w]
+    assert len(failed_offers) == len(garbage), warnings
+    assert all("\n" not in w and len(w) < 400 for w in warnings), warnings
+    await log_b.aclose()
+
+
+async def test_remote_candidates_before_a_description_are_bounded(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Candidates wait for the remote description, but not without bound."""
+    session = PeerSession(DirectSignaller(), polite=True, config=FAST, name="lone")
+    async with session:
+        line = "candidate:1 1 udp 2130706431 192.0.2.1 {port} typ host"
+        for port in range(1000, 6000):
+            await session.receive(Candidate(candidate=line.format(port=port)))
+        async with asyncio.timeout(10):
+            while session._ops.qsize():  # noqa: ASYNC110 - the worker drains the queue
+                await asyncio.sleep(0.02)
+        assert len(session._pending_candidates) <= 201
+    dropping = [r for r in caplog.records if "dropping the rest" in r.getMessage()]
+    assert len(dropping) == 1
+
+
+async def test_an_offer_that_cannot_be_answered_replaces_the_connection(
+    pair: tuple[PeerSession, PeerSession], caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiortc applies an offer with an m-line kind it does not know, then cannot answer it
+    (and cannot roll a remote offer back): the connection is replaced, not left waiting in
+    have-remote-offer with every later change stuck."""
+    a, b = pair
+    a.create_data_channel("chat")
+    await a.wait_connected()
+    await b.wait_connected()
+    log_a, log_b = EventLog(a), EventLog(b)
+    async with asyncio.timeout(10):
+        while a.peer_connection is None or a.peer_connection.signalingState != "stable":  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    pc_b = b.peer_connection
+    assert pc_b is not None
+    offer = (await pc_b.createOffer()).sdp + (
+        "m=text 9 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 0.0.0.0\r\na=mid:7\r\n"
+        "a=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\n"
+        "a=fingerprint:sha-256 00\r\na=setup:actpass\r\n"
+    )
+    caplog.set_level(logging.DEBUG, logger="rtckit")
+    await a.receive(Description(type="offer", sdp=offer, generation=a.generation))
+    [replaced] = await log_a.wait_for(ConnectionReplaced, within=20)
+    assert replaced.reason == "bad-offer"
+    a.add_track(SilentTrack())  # the new connection negotiates
+    await log_b.wait_for(TrackAdded, within=20)
+    await a.wait_connected(timeout=20)
+    loud = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not loud, [r.getMessage() for r in loud]
+    await log_a.aclose()
+    await log_b.aclose()

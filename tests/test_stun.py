@@ -13,12 +13,15 @@ from hypothesis import strategies as st
 
 from rtckit import ConfigurationError, StunFormatError
 from rtckit.stun import (
+    DEFAULT_SOFTWARE,
     FINGERPRINT_XOR,
     MAGIC_COOKIE,
     Attribute,
     AttributeType,
     MessageClass,
     Method,
+    RateLimit,
+    SourceRateLimiter,
     StunMessage,
     StunStats,
     binding_request,
@@ -31,12 +34,14 @@ from rtckit.stun import (
     encode_error_code,
     encode_unknown_attributes,
     encode_xor_address,
+    format_transport_address,
     handle_request,
     is_stun_header,
     message_length,
     message_type,
     parse_message,
     serialize_message,
+    source_key,
     verify_message_integrity,
 )
 
@@ -170,7 +175,7 @@ def test_server_answers_rfc5769_request_with_the_vector_xor_mapped_address(
     vector = RFC5769_IPV4_RESPONSE if source == IPV4_MAPPED else RFC5769_IPV6_RESPONSE
     expected = attribute_values(vector)[AttributeType.XOR_MAPPED_ADDRESS]
     assert values[AttributeType.XOR_MAPPED_ADDRESS] == expected
-    assert values[AttributeType.SOFTWARE] == b"rtckit"
+    assert AttributeType.SOFTWARE not in values  # not by default
     assert reply[-8:-4] == unhex("80 28 00 04")
     assert crc_fingerprint(reply) == struct.unpack("!I", reply[-4:])[0]
     # aioice's parser, an independent implementation, reads the same.
@@ -184,6 +189,9 @@ def test_server_answers_rfc5769_request_with_the_vector_xor_mapped_address(
         "indications": 0,
         "malformed": 0,
         "ignored": 0,
+        "rate_limited": 0,
+        "tcp_refused": 0,
+        "tcp_timeouts": 0,
         "internal_errors": 0,
         "responses": 1,
     }
@@ -371,7 +379,7 @@ def test_unknown_method_gets_400() -> None:
     response = parse_message(reply)
     assert response.message_class is MessageClass.ERROR_RESPONSE
     assert response.method == Method.ALLOCATE
-    assert response.error_code() == (400, "Bad Request")
+    assert response.error_code() == (400, "")  # no reason phrase: as short as it can be
     assert response.transaction_id == bytes(range(12))
     assert (stats.requests, stats.error_responses, stats.success_responses) == (1, 1, 0)
 
@@ -388,7 +396,7 @@ def test_unknown_comprehension_required_attributes_get_420() -> None:
     assert reply is not None
     response = parse_message(reply)
     assert response.message_class is MessageClass.ERROR_RESPONSE
-    assert response.error_code() == (420, "Unknown Attribute")
+    assert response.error_code() == (420, "")
     unknown = response.get(AttributeType.UNKNOWN_ATTRIBUTES)
     assert unknown is not None
     assert decode_unknown_attributes(unknown) == (0x0003, 0x7FFF)
@@ -443,10 +451,126 @@ def test_indications_and_responses_get_no_answer() -> None:
     assert (stats.requests, stats.responses, stats.received) == (0, 0, 4)
 
 
-def test_software_can_be_left_out() -> None:
-    reply = handle_request(binding_request(), ("127.0.0.1", 5000), software=None)
+def test_software_only_when_asked() -> None:
+    reply = handle_request(binding_request(), ("127.0.0.1", 5000))
     assert reply is not None
     assert parse_message(reply).software() is None
+    reply = handle_request(binding_request(), ("127.0.0.1", 5000), software=DEFAULT_SOFTWARE)
+    assert reply is not None
+    assert parse_message(reply).software() == "rtckit"
+
+
+# Sizes in bytes: (request, response). Requests are the smallest that get each answer.
+UNKNOWN_EMPTY = Attribute(0x7FFE, b"")  # comprehension-required, unknown, no value
+RESPONSE_SIZES = {
+    "binding ipv4": (binding_request(fingerprint=False), ("192.0.2.1", 5000), 20, 32),
+    "binding ipv6": (binding_request(fingerprint=False), ("2001:db8::1", 5000, 0, 0), 20, 44),
+    "binding ipv4 + fingerprint": (binding_request(), ("192.0.2.1", 5000), 28, 40),
+    "binding ipv6 + fingerprint": (binding_request(), ("2001:db8::1", 5000, 0, 0), 28, 52),
+    "420": (
+        serialize_message(
+            StunMessage(
+                method=Method.BINDING,
+                message_class=MessageClass.REQUEST,
+                transaction_id=bytes(12),
+                attributes=(UNKNOWN_EMPTY,),
+            )
+        ),
+        ("192.0.2.1", 5000),
+        24,
+        36,
+    ),
+    "420 change-request + fingerprint": (
+        _request([Attribute(AttributeType.CHANGE_REQUEST, bytes(4))]),
+        ("192.0.2.1", 5000),
+        36,
+        44,
+    ),
+    "400": (
+        serialize_message(
+            StunMessage(
+                method=Method.ALLOCATE, message_class=MessageClass.REQUEST, transaction_id=bytes(12)
+            )
+        ),
+        ("192.0.2.1", 5000),
+        20,
+        28,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(RESPONSE_SIZES))
+def test_responses_are_as_short_as_they_can_be(case: str) -> None:
+    """The numbers of docs/reference/stun.rst: at most 2.2 times the request."""
+    request, source, request_size, response_size = RESPONSE_SIZES[case]
+    reply = handle_request(request, source)
+    assert reply is not None
+    assert (len(request), len(reply)) == (request_size, response_size)
+    assert len(reply) / len(request) <= 2.2
+    attributes = {attribute.type for attribute in parse_message(reply).attributes}
+    assert AttributeType.SOFTWARE not in attributes
+    has_fingerprint = parse_message(request).get(AttributeType.FINGERPRINT) is not None
+    assert (AttributeType.FINGERPRINT in attributes) is has_fingerprint
+
+
+def test_rate_limit_per_source_with_injected_time() -> None:
+    limiter = SourceRateLimiter(RateLimit(rate=10, burst=3))
+    stats = StunStats()
+    request = binding_request()
+
+    def answered(host: str, now: float) -> bool:
+        return (
+            handle_request(request, (host, 5000), stats=stats, limiter=limiter, now=now) is not None
+        )
+
+    assert [answered("192.0.2.1", 0.0) for _ in range(5)] == [True, True, True, False, False]
+    assert stats.rate_limited == 2
+    assert answered("192.0.2.2", 0.0)  # another source has its own bucket
+    assert not answered("192.0.2.1", 0.05)  # half a token earned
+    assert answered("192.0.2.1", 0.1)  # one token
+    assert not answered("192.0.2.1", 0.1)
+    assert [answered("192.0.2.1", 100.0) for _ in range(4)] == [True, True, True, False]
+    # an IPv6 /64 is one source; an IPv4-mapped address is its IPv4 address
+    assert [answered(f"2001:db8::{i}", 0.0) for i in range(1, 5)] == [True, True, True, False]
+    assert answered("2001:db8:0:1::1", 0.0)
+    assert [answered("::ffff:192.0.2.2", 0.0) for _ in range(2)] == [True, True]
+    assert not answered("192.0.2.2", 0.0)  # 1 + 2 of its 3 tokens
+    # only answered requests take a token: indications and garbage never do
+    indication = serialize_message(
+        StunMessage(
+            method=Method.BINDING, message_class=MessageClass.INDICATION, transaction_id=bytes(12)
+        )
+    )
+    for _ in range(10):
+        handle_request(indication, ("192.0.2.3", 1), stats=stats, limiter=limiter, now=0.0)
+        handle_request(b"junk", ("192.0.2.3", 1), stats=stats, limiter=limiter, now=0.0)
+    assert answered("192.0.2.3", 0.0)
+    with pytest.raises(ConfigurationError, match="now"):
+        handle_request(request, ("192.0.2.1", 1), limiter=limiter)
+
+
+def test_rate_limiter_memory_is_bounded() -> None:
+    limiter = SourceRateLimiter(RateLimit(rate=1, burst=1, max_sources=100))
+    for i in range(10_000):
+        limiter.allow(str(ipaddress.IPv4Address(0x0A000000 + i)), float(i))
+    assert len(limiter) == 100
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"rate": 0}, {"burst": 0.5}, {"max_sources": 0}, {"rate": float("nan")}]
+)
+def test_rate_limit_is_validated(kwargs: dict[str, float]) -> None:
+    with pytest.raises(ConfigurationError):
+        RateLimit(**kwargs)  # type: ignore[arg-type]
+
+
+def test_source_keys_and_addresses() -> None:
+    assert source_key("192.0.2.1") == "192.0.2.1"
+    assert source_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert source_key("2001:db8::1") == source_key("2001:db8::ffff:1") == "2001:db8::/64"
+    assert source_key("fe80::1%eth0") == "fe80::/64"
+    assert format_transport_address("127.0.0.1", 3478) == "127.0.0.1:3478"
+    assert format_transport_address("::1", 3478) == "[::1]:3478"
 
 
 def test_request_without_fingerprint_is_answered() -> None:
@@ -525,11 +649,13 @@ def _check_reply(data: bytes, reply: bytes | None, stats: StunStats) -> None:
         stats.malformed
         + stats.ignored
         + stats.indications
+        + stats.rate_limited
         + stats.success_responses
         + stats.error_responses
         == 1
     )
     if reply is not None:
+        assert len(reply) <= 2.2 * len(data)  # the amplification bound of the docs
         response = parse_message(reply)
         assert response.message_class in (
             MessageClass.SUCCESS_RESPONSE,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -19,8 +20,16 @@ from aioice.candidate import Candidate
 
 from rtckit import ConfigurationError, SystemComponentError
 from rtckit.cli import build_parser
-from rtckit.stun import MessageClass, binding_request, new_transaction_id, parse_message
-from rtckit.stunserver import StunServer, StunServerConfig, stun_binding
+from rtckit.stun import (
+    DEFAULT_SOFTWARE,
+    HEADER_LENGTH,
+    MessageClass,
+    RateLimit,
+    binding_request,
+    new_transaction_id,
+    parse_message,
+)
+from rtckit.stunserver import SocketFactory, StunServer, StunServerConfig, stun_binding
 from rtckit.testing import require_executable
 
 SRC = Path(__file__).resolve().parent.parent / "src"
@@ -101,8 +110,8 @@ async def test_aioice_transaction_over_ipv6(server: StunServer) -> None:
         await connection.close()
     assert response.message_class == aioice.stun.Class.RESPONSE
     assert response.attributes["XOR-MAPPED-ADDRESS"] == ("::1", local_port)
-    assert response.attributes["SOFTWARE"] == "rtckit"
-    assert "FINGERPRINT" in response.attributes  # aioice checked it while parsing
+    assert "SOFTWARE" not in response.attributes
+    assert "FINGERPRINT" in response.attributes  # the request had one; aioice checked it
 
 
 @pytest.mark.integration
@@ -146,6 +155,13 @@ async def test_stun_binding_client(server: StunServer, transport: str, family: i
     mapped = response.mapped_address()
     assert mapped is not None
     assert mapped[0] == host
+    assert response.software() is None  # only when configured
+
+
+async def test_software_when_configured() -> None:
+    config = StunServerConfig(bind=[("127.0.0.1", 0)], software=DEFAULT_SOFTWARE)
+    async with StunServer(config) as server, asyncio.timeout(10):
+        response = await stun_binding(*server.udp_addresses[0])
     assert response.software() == "rtckit"
 
 
@@ -254,7 +270,9 @@ async def test_unknown_method_over_udp_gets_400(server: StunServer) -> None:
 # --- lifecycle -------------------------------------------------------------------------------
 
 
-async def test_close_is_idempotent_and_drops_open_tcp_connections() -> None:
+async def test_close_is_idempotent_and_drops_open_tcp_connections(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     server = StunServer(StunServerConfig(bind=[("127.0.0.1", 0)], tcp=True))
     await server.start()
     host, port = server.tcp_addresses[0]
@@ -271,11 +289,19 @@ async def test_close_is_idempotent_and_drops_open_tcp_connections() -> None:
     assert not server._tcp_tasks
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection(host, port)
+    # Python 3.11's start_server logs a traceback for a handler task that ends cancelled
+    loud = [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert not loud, [r.getMessage() for r in loud]
 
 
 async def test_tcp_idle_timeout_and_connection_limit() -> None:
     config = StunServerConfig(
-        bind=[("127.0.0.1", 0)], udp=False, tcp=True, tcp_idle_timeout=0.3, max_tcp_connections=1
+        bind=[("127.0.0.1", 0)],
+        udp=False,
+        tcp=True,
+        tcp_idle_timeout=0.3,
+        max_tcp_connections=2,
+        max_tcp_connections_per_source=1,
     )
     async with StunServer(config) as server:
         assert server.udp_addresses == []
@@ -289,6 +315,105 @@ async def test_tcp_idle_timeout_and_connection_limit() -> None:
             for writer in (first_writer, second_writer):
                 writer.close()
                 await writer.wait_closed()
+
+
+def _bound_to(host: str) -> SocketFactory:
+    """A client socket factory: sockets bound to *host* (another loopback source)."""
+
+    def factory(family: socket.AddressFamily, kind: socket.SocketKind) -> socket.socket:
+        sock = socket.socket(family, kind)
+        sock.bind((host, 0))
+        return sock
+
+    return factory
+
+
+# A header announcing the largest body, then nothing: a connection held at no cost.
+HOLD = struct.pack("!HHI12s", 0x0001, 65532, 0x2112A442, bytes(12))
+
+
+async def _hold(
+    host: str, port: int, source: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    sock = _bound_to(source)(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, (host, port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    writer.write(HOLD)
+    await writer.drain()
+    return reader, writer
+
+
+async def test_tcp_one_source_cannot_take_every_connection() -> None:
+    """One source holding connections (a header, then nothing) cannot lock others out."""
+    config = StunServerConfig(
+        bind=[("127.0.0.1", 0)],
+        udp=False,
+        tcp=True,
+        max_tcp_connections=8,
+        max_tcp_connections_per_source=3,
+        tcp_message_timeout=30,
+    )
+    async with StunServer(config) as server, asyncio.timeout(20):
+        host, port = server.tcp_addresses[0]
+        held = [await _hold(host, port, "127.0.0.2") for _ in range(20)]
+        await asyncio.sleep(0.2)
+        assert len(server._tcp_tasks) == 3
+        assert server.stats.tcp_refused == 17
+        response = await stun_binding(
+            host, port, transport="tcp", socket_factory=_bound_to("127.0.0.3")
+        )
+        mapped = response.mapped_address()
+        assert mapped is not None
+        assert mapped[0] == "127.0.0.3"
+        for _reader, writer in held:
+            writer.close()
+
+
+async def test_tcp_incomplete_message_is_closed_within_the_message_timeout() -> None:
+    config = StunServerConfig(
+        bind=[("127.0.0.1", 0)], udp=False, tcp=True, tcp_idle_timeout=30, tcp_message_timeout=0.3
+    )
+    async with StunServer(config) as server, asyncio.timeout(10):
+        host, port = server.tcp_addresses[0]
+        loop = asyncio.get_running_loop()
+        for partial in (HOLD, HOLD[: HEADER_LENGTH // 2], binding_request()[:-1]):
+            reader, writer = await asyncio.open_connection(host, port)
+            writer.write(partial)
+            await writer.drain()
+            start = loop.time()
+            assert await reader.read() == b""  # closed by the server
+            assert 0.25 <= loop.time() - start < 3
+            writer.close()
+        assert server.stats.tcp_timeouts == 3
+        # a complete message still gets its answer, then the connection waits for the next
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(binding_request())
+        header = await reader.readexactly(HEADER_LENGTH)
+        assert header[:2] == b"\x01\x01"
+        writer.close()
+
+
+async def test_udp_responses_are_rate_limited_per_source() -> None:
+    config = StunServerConfig(bind=[("127.0.0.1", 0)], udp_rate_limit=RateLimit(rate=1, burst=5))
+    async with StunServer(config) as server:
+        host, port = server.udp_addresses[0]
+        noisy, noisy_replies = await _udp_socket("127.0.0.2")
+        quiet, quiet_replies = await _udp_socket("127.0.0.3")
+        try:
+            for _ in range(20):
+                noisy.sendto(binding_request(), (host, port))
+            quiet.sendto(binding_request(), (host, port))
+            async with asyncio.timeout(10):
+                await quiet_replies.get()
+                while server.stats.received < 21:  # noqa: ASYNC110
+                    await asyncio.sleep(0.01)
+            await asyncio.sleep(0.1)
+            assert noisy_replies.qsize() == 5
+            assert server.stats.rate_limited == 15
+        finally:
+            noisy.close()
+            quiet.close()
 
 
 async def test_port_in_use_is_a_system_component_error() -> None:
@@ -309,6 +434,8 @@ async def test_port_in_use_is_a_system_component_error() -> None:
         {"udp": False, "tcp": False},
         {"software": "x" * 128},
         {"tcp_idle_timeout": 0},
+        {"tcp_message_timeout": 0},
+        {"tcp": True, "max_tcp_connections": 8, "max_tcp_connections_per_source": 8},
     ],
 )
 def test_config_validation(kwargs: dict[str, object]) -> None:
@@ -397,3 +524,33 @@ async def test_cli_serves_until_interrupted() -> None:
             await process.wait()
     assert process.returncode == 0, errors.decode()
     assert "stopped; received=2 requests=2 success_responses=2" in rest.decode()
+
+
+@pytest.mark.parametrize(
+    ("host", "family"), [("127.0.0.1", socket.AF_INET), ("::1", socket.AF_INET6)]
+)
+async def test_cli_names_a_busy_address_as_it_is_written(host: str, family: int) -> None:
+    """``127.0.0.1:3478`` and ``[::1]:3478``; no counters from a server that never ran."""
+    with socket.socket(family, socket.SOCK_DGRAM) as busy:
+        busy.bind((host, 0))
+        port = busy.getsockname()[1]
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "rtckit",
+            "stun",
+            "--host",
+            host,
+            "--port",
+            str(port),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(SRC)},
+        )
+        async with asyncio.timeout(30):
+            out, errors = await process.communicate()
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    assert process.returncode == 2
+    assert f"cannot listen on {shown}: " in errors.decode()
+    assert "[127.0.0.1]" not in errors.decode()
+    assert out.decode() == ""

@@ -51,6 +51,8 @@ __all__ = [
     "AttributeType",
     "MessageClass",
     "Method",
+    "RateLimit",
+    "SourceRateLimiter",
     "StunMessage",
     "StunStats",
     "TransportAddress",
@@ -65,6 +67,7 @@ __all__ = [
     "encode_text",
     "encode_unknown_attributes",
     "encode_xor_address",
+    "format_transport_address",
     "handle_request",
     "is_stun_header",
     "message_length",
@@ -72,6 +75,7 @@ __all__ = [
     "new_transaction_id",
     "parse_message",
     "serialize_message",
+    "source_key",
     "verify_message_integrity",
 ]
 
@@ -85,7 +89,9 @@ FINGERPRINT_XOR = 0x5354554E
 """FINGERPRINT is the CRC-32 of the message XOR this value (ASCII ``STUN``)."""
 
 DEFAULT_SOFTWARE = "rtckit"
-"""The SOFTWARE attribute rtckit's STUN server puts in its responses by default."""
+"""A SOFTWARE value for rtckit's STUN server. It is not sent unless asked for
+(:attr:`rtckit.stunserver.StunServerConfig.software`): it makes every response 12 bytes
+longer and tells the world which software answers."""
 
 TransportAddress = tuple[str, int]
 """An ``(ip, port)`` pair; IPv6 addresses without brackets or zone."""
@@ -277,7 +283,8 @@ class StunStats:
 
     Every datagram or framed message handed to :func:`handle_request` adds one to
     :attr:`received` and to exactly one of :attr:`malformed`, :attr:`ignored`,
-    :attr:`indications`, :attr:`success_responses` or :attr:`error_responses`.
+    :attr:`indications`, :attr:`rate_limited`, :attr:`success_responses` or
+    :attr:`error_responses`.
     """
 
     received: int = 0
@@ -294,6 +301,12 @@ class StunStats:
     """Dropped as not a well-formed RFC 8489 message (header, length, attribute, FINGERPRINT)."""
     ignored: int = 0
     """Dropped although well formed (responses, and indications other than Binding)."""
+    rate_limited: int = 0
+    """Requests left unanswered because their source was over its rate limit."""
+    tcp_refused: int = 0
+    """TCP connections closed at once, over the total or the per-source limit."""
+    tcp_timeouts: int = 0
+    """TCP connections closed because a message did not arrive whole in time."""
     internal_errors: int = 0
     """Bugs caught by a server layer instead of crashing it (should stay 0)."""
 
@@ -635,6 +648,87 @@ def decode_unknown_attributes(value: bytes) -> tuple[int, ...]:
 # --- the Binding responder -------------------------------------------------------------------
 
 
+def format_transport_address(host: str, port: int) -> str:
+    """``host:port`` for IPv4 (``127.0.0.1:3478``), ``[host]:port`` for IPv6 (``[::1]:3478``)."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def source_key(host: str) -> str:
+    """The source a limit counts *host* under: an IPv4 address, or an IPv6 /64 prefix.
+
+    One IPv6 host usually holds a whole /64, so counting its addresses one by one would give
+    it 2**64 allowances. An IPv4-mapped IPv6 address counts as its IPv4 address; text that is
+    not an IP address counts as itself.
+    """
+    try:
+        address = ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
+
+
+def _check_rate(_instance: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if not value > 0:
+        raise ConfigurationError(f"{attribute.name} must be positive, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class RateLimit:
+    """A token bucket per source (:func:`source_key`): how many responses a source may get.
+
+    A STUN response goes to the source address of its request, which over UDP nobody
+    checked: a flood of requests with a forged source turns the server into a reflector
+    aimed at that address. The limit bounds what any one address can be sent.
+    """
+
+    rate: float = attrs.field(default=50.0, validator=_check_rate)
+    """Responses per second a source earns (an ICE agent sends a few per gathering)."""
+    burst: float = attrs.field(default=100.0, validator=_check_rate)
+    """Responses a source may get at once (the bucket's size; at least 1)."""
+    max_sources: int = attrs.field(default=10_000, validator=_check_rate)
+    """Sources tracked at once; beyond, the least recently seen is forgotten (bounded
+    memory under a flood of forged sources)."""
+
+    def __attrs_post_init__(self) -> None:
+        if self.burst < 1:
+            raise ConfigurationError(f"burst must be at least 1, not {self.burst!r}")
+
+
+class SourceRateLimiter:
+    """Token buckets per source, with time as an input (no clock, no I/O).
+
+    ``allow(host, now)`` takes one token from the bucket of *host*'s source and says whether
+    there was one. *now* is any monotonic clock in seconds (``loop.time()``).
+    """
+
+    def __init__(self, limit: RateLimit | None = None) -> None:
+        self.limit = limit if limit is not None else RateLimit()
+        # source -> (tokens, time of the last update); insertion order = least recent first
+        self._buckets: dict[str, tuple[float, float]] = {}
+
+    def __len__(self) -> int:
+        """Sources tracked now."""
+        return len(self._buckets)
+
+    def allow(self, host: str, now: float) -> bool:
+        """Whether *host* may get one more response at *now* (and count it if so)."""
+        limit = self.limit
+        key = source_key(host)
+        tokens, then = self._buckets.pop(key, (limit.burst, now))
+        tokens = min(limit.burst, tokens + max(0.0, now - then) * limit.rate)
+        allowed = tokens >= 1.0
+        if allowed:
+            tokens -= 1.0
+        while len(self._buckets) >= limit.max_sources:
+            del self._buckets[next(iter(self._buckets))]
+        self._buckets[key] = (tokens, now)
+        return allowed
+
+
 def _respond(
     request: StunMessage,
     message_class: MessageClass,
@@ -649,7 +743,8 @@ def _respond(
         transaction_id=request.transaction_id,
         attributes=tuple(attributes),
     )
-    return serialize_message(response, fingerprint=True)
+    fingerprint = request.get(AttributeType.FINGERPRINT) is not None
+    return serialize_message(response, fingerprint=fingerprint)
 
 
 def handle_request(
@@ -657,7 +752,9 @@ def handle_request(
     source_addr: Sequence[Any],
     *,
     stats: StunStats | None = None,
-    software: str | None = DEFAULT_SOFTWARE,
+    software: str | None = None,
+    limiter: SourceRateLimiter | None = None,
+    now: float | None = None,
 ) -> bytes | None:
     """Answer one message received from *source_addr*, as a plain STUN server does.
 
@@ -667,6 +764,8 @@ def handle_request(
       the message, a wrong FINGERPRINT): dropped silently, counted as ``malformed``;
     * a response or error response (a server sends no requests), or an indication: dropped,
       counted as ``ignored`` (Binding indications, keep-alives, count as ``indications``);
+    * with a *limiter*, a request from a source over its :class:`RateLimit` (at *now*):
+      dropped, counted as ``rate_limited``; only requests that get an answer take a token;
     * a request for another method than Binding: error 400 (Bad Request);
     * a Binding request with comprehension-required attributes it does not understand
       (e.g. CHANGE-REQUEST, since NAT behaviour discovery is not offered): error 420
@@ -674,10 +773,15 @@ def handle_request(
     * any other Binding request: a success response with XOR-MAPPED-ADDRESS set to
       *source_addr*.
 
-    Every response carries SOFTWARE (unless *software* is ``None``) and FINGERPRINT. The
-    server does not authenticate: USERNAME and MESSAGE-INTEGRITY are accepted and ignored.
-    *stats*, if given, is updated. Never raises for any *data*.
+    Responses carry no more than needed: FINGERPRINT only if the request had one, error
+    responses an empty reason phrase, SOFTWARE only if *software* is given. A response is
+    therefore at most 2.2 times its request (a 20-byte Binding request from IPv6: 44 bytes;
+    see :doc:`/reference/stun` for every size). The server does not authenticate: USERNAME
+    and MESSAGE-INTEGRITY are accepted and ignored. *stats*, if given, is updated. Never
+    raises for any *data*.
     """
+    if limiter is not None and now is None:
+        raise ConfigurationError("a rate limiter needs the time: pass now=")
     counters = stats if stats is not None else StunStats()
     counters.received += 1
     try:
@@ -692,9 +796,12 @@ def handle_request(
         counters.ignored += 1
         return None
     counters.requests += 1
+    if limiter is not None and now is not None and not limiter.allow(str(source_addr[0]), now):
+        counters.rate_limited += 1
+        return None
     if request.method != Method.BINDING:
         counters.error_responses += 1
-        error = Attribute(AttributeType.ERROR_CODE, encode_error_code(400))
+        error = Attribute(AttributeType.ERROR_CODE, encode_error_code(400, ""))
         return _respond(request, MessageClass.ERROR_RESPONSE, [error], software)
     unknown: list[int] = []
     for attribute in request.authenticated_attributes():
@@ -707,7 +814,7 @@ def handle_request(
     if unknown:
         counters.error_responses += 1
         attributes = [
-            Attribute(AttributeType.ERROR_CODE, encode_error_code(420)),
+            Attribute(AttributeType.ERROR_CODE, encode_error_code(420, "")),
             Attribute(AttributeType.UNKNOWN_ATTRIBUTES, encode_unknown_attributes(unknown)),
         ]
         return _respond(request, MessageClass.ERROR_RESPONSE, attributes, software)

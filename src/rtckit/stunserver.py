@@ -9,6 +9,13 @@ The protocol work is :func:`rtckit.stun.handle_request`; this module only moves 
 
 Malformed input is dropped and counted in :attr:`StunServer.stats`, never raised.
 
+Abuse limits (all in :class:`StunServerConfig`): over UDP, where a source address is not
+checked, each source (:func:`rtckit.stun.source_key`) gets at most
+:attr:`~StunServerConfig.udp_rate_limit` responses; over TCP, a source holds at most
+:attr:`~StunServerConfig.max_tcp_connections_per_source` of the
+:attr:`~StunServerConfig.max_tcp_connections`, and a message must arrive whole within
+:attr:`~StunServerConfig.tcp_message_timeout` of its first byte.
+
 .. code-block:: python
 
     async with StunServer(StunServerConfig(bind=[("127.0.0.1", 3478)], tcp=True)) as server:
@@ -33,18 +40,21 @@ import attrs
 
 from rtckit.errors import ConfigurationError, StunFormatError, SystemComponentError
 from rtckit.stun import (
-    DEFAULT_SOFTWARE,
     HEADER_LENGTH,
     MessageClass,
+    RateLimit,
+    SourceRateLimiter,
     StunMessage,
     StunStats,
     TransportAddress,
     binding_request,
+    format_transport_address,
     handle_request,
     is_stun_header,
     message_length,
     new_transaction_id,
     parse_message,
+    source_key,
 )
 
 __all__ = ["DEFAULT_PORT", "SocketFactory", "StunServer", "StunServerConfig", "stun_binding"]
@@ -100,16 +110,30 @@ class StunServerConfig:
     """Listen on UDP."""
     tcp: bool = False
     """Listen on TCP as well."""
-    software: str | None = attrs.field(default=DEFAULT_SOFTWARE, validator=_check_software)
-    """SOFTWARE attribute of every response; ``None`` leaves it out."""
+    software: str | None = attrs.field(default=None, validator=_check_software)
+    """SOFTWARE attribute of every response; ``None`` (the default) leaves it out
+    (:data:`rtckit.stun.DEFAULT_SOFTWARE` is ``"rtckit"``)."""
+    udp_rate_limit: RateLimit | None = attrs.field(factory=RateLimit)
+    """Responses per source over UDP (a token bucket per source); ``None``: no limit."""
     tcp_idle_timeout: float = attrs.field(default=30.0, validator=_check_positive)
-    """Seconds a TCP connection may stay silent (or half-way through a message)."""
+    """Seconds a TCP connection may stay silent between messages."""
+    tcp_message_timeout: float = attrs.field(default=5.0, validator=_check_positive)
+    """Seconds a message on TCP may take to arrive whole, from its first byte (a header
+    announcing 65532 bytes and then nothing is closed after this, not the idle timeout)."""
     max_tcp_connections: int = attrs.field(default=256, validator=_check_positive)
     """Concurrent TCP connections; more are closed at once."""
+    max_tcp_connections_per_source: int = attrs.field(default=8, validator=_check_positive)
+    """Concurrent TCP connections from one source (:func:`rtckit.stun.source_key`); must be
+    below :attr:`max_tcp_connections`, so that no source can take them all."""
 
     def __attrs_post_init__(self) -> None:
         if not (self.udp or self.tcp):
             raise ConfigurationError("a STUN server listens on UDP, TCP or both")
+        if self.tcp and self.max_tcp_connections_per_source >= self.max_tcp_connections:
+            raise ConfigurationError(
+                "max_tcp_connections_per_source must be below max_tcp_connections "
+                "(one source could otherwise take every connection)"
+            )
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -122,7 +146,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         self.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[Any, ...]) -> None:
-        reply = self._server._answer(data, addr)
+        reply = self._server._answer(data, addr, udp=True)
         if reply is not None and self.transport is not None:
             self.transport.sendto(reply, addr)
 
@@ -141,6 +165,9 @@ class StunServer:
         self.config = config if config is not None else StunServerConfig()
         self.stats = StunStats()
         """Counters over every transport (see :class:`rtckit.stun.StunStats`)."""
+        limit = self.config.udp_rate_limit
+        self._udp_limiter = None if limit is None else SourceRateLimiter(limit)
+        self._tcp_per_source: dict[str, int] = {}
         self._udp: list[asyncio.DatagramTransport] = []
         self._tcp: list[asyncio.Server] = []
         self._tcp_tasks: set[asyncio.Task[None]] = set()
@@ -187,7 +214,8 @@ class StunServer:
                     udp.close()
                 if exc.errno == errno.EADDRINUSE and attempt + 1 < attempts:
                     continue
-                raise SystemComponentError(f"cannot listen on [{host}]:{port}: {exc}") from exc
+                where = format_transport_address(host, port)
+                raise SystemComponentError(f"cannot listen on {where}: {exc}") from exc
             if udp is not None:
                 self._udp.append(udp)
             return
@@ -209,9 +237,17 @@ class StunServer:
         transport, _ = await loop.create_datagram_endpoint(lambda: _UdpProtocol(self), sock=sock)
         return transport
 
-    def _answer(self, data: bytes, addr: tuple[Any, ...]) -> bytes | None:
+    def _answer(self, data: bytes, addr: tuple[Any, ...], *, udp: bool) -> bytes | None:
+        limiter = self._udp_limiter if udp else None
         try:
-            return handle_request(data, addr, stats=self.stats, software=self.config.software)
+            return handle_request(
+                data,
+                addr,
+                stats=self.stats,
+                software=self.config.software,
+                limiter=limiter,
+                now=asyncio.get_running_loop().time() if limiter is not None else None,
+            )
         except Exception:
             # handle_request never raises on any input (it is fuzzed); if a bug proves
             # otherwise, the server keeps serving and the counter tells.
@@ -222,35 +258,65 @@ class StunServer:
     async def _serve_tcp(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
-        if len(self._tcp_tasks) >= self.config.max_tcp_connections or self._closed:
+        config = self.config
+        peer = writer.get_extra_info("peername")
+        source = source_key(str(peer[0])) if peer else ""
+        held = self._tcp_per_source.get(source, 0)
+        if (
+            self._closed
+            or len(self._tcp_tasks) >= config.max_tcp_connections
+            or held >= config.max_tcp_connections_per_source
+        ):
+            self.stats.tcp_refused += 1
             writer.close()
             return
         self._tcp_tasks.add(task)
-        peer = writer.get_extra_info("peername")
+        self._tcp_per_source[source] = held + 1
         try:
             while True:
-                async with asyncio.timeout(self.config.tcp_idle_timeout):
-                    header = await reader.readexactly(HEADER_LENGTH)
-                    if not is_stun_header(header):
-                        # Framing is lost: nothing after this can be trusted to be STUN.
-                        self.stats.received += 1
-                        self.stats.malformed += 1
-                        break
-                    body = await reader.readexactly(message_length(header) - HEADER_LENGTH)
-                reply = self._answer(header + body, peer)
+                async with asyncio.timeout(config.tcp_idle_timeout):
+                    first = await reader.readexactly(1)
+                try:
+                    async with asyncio.timeout(config.tcp_message_timeout):
+                        message = await self._read_message(reader, first)
+                except TimeoutError:
+                    self.stats.tcp_timeouts += 1
+                    break
+                if message is None:
+                    break
+                reply = self._answer(message, peer, udp=False)
                 if reply is not None:
                     writer.write(reply)
                     await writer.drain()
         except (asyncio.IncompleteReadError, TimeoutError, ConnectionError):
             pass  # the client went away, or was idle too long
+        except asyncio.CancelledError:
+            # aclose() cancels the open connections. Python 3.11's start_server calls
+            # task.exception() on a handler task that ended cancelled, which raises and logs
+            # a traceback per connection: end normally instead.
+            if not self._closed:
+                raise
         except Exception:
             self.stats.internal_errors += 1
             logger.exception("STUN TCP connection from %s failed", peer)
         finally:
             self._tcp_tasks.discard(task)
+            left = self._tcp_per_source.pop(source, 1) - 1
+            if left > 0:
+                self._tcp_per_source[source] = left
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _read_message(self, reader: asyncio.StreamReader, first: bytes) -> bytes | None:
+        """The rest of a TCP message whose *first* byte came; ``None`` if it is not STUN."""
+        header = first + await reader.readexactly(HEADER_LENGTH - 1)
+        if not is_stun_header(header):
+            # Framing is lost: nothing after this can be trusted to be STUN.
+            self.stats.received += 1
+            self.stats.malformed += 1
+            return None
+        return header + await reader.readexactly(message_length(header) - HEADER_LENGTH)
 
     async def aclose(self) -> None:
         """Stop listening and close every TCP connection. Safe to call twice."""
@@ -396,8 +462,9 @@ async def stun_binding(
     finally:
         udp.close()
     if protocol.refused:
-        raise ConnectionRefusedError(f"[{host}]:{port} refused STUN over UDP (port unreachable)")
-    raise TimeoutError(f"no STUN answer from [{host}]:{port} over UDP")
+        where = format_transport_address(host, port)
+        raise ConnectionRefusedError(f"{where} refused STUN over UDP (port unreachable)")
+    raise TimeoutError(f"no STUN answer from {format_transport_address(host, port)} over UDP")
 
 
 async def _binding_tcp(

@@ -9,9 +9,12 @@ import signal
 import sys
 from typing import Any, TextIO
 
+from rtckit.stun import DEFAULT_SOFTWARE, RateLimit, format_transport_address
 from rtckit.stunserver import DEFAULT_PORT, StunServer, StunServerConfig
 
 __all__ = ["register", "run"]
+
+_LIMIT = RateLimit()
 
 
 def register(subparsers: Any) -> None:
@@ -39,8 +42,22 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--tcp", action="store_true", help="listen on TCP as well as UDP")
     parser.add_argument(
         "--software",
-        default="rtckit",
-        help="SOFTWARE attribute of responses (default 'rtckit'; '' leaves it out)",
+        nargs="?",
+        const=DEFAULT_SOFTWARE,
+        default=None,
+        metavar="TEXT",
+        help=(
+            f"add a SOFTWARE attribute to responses ('{DEFAULT_SOFTWARE}' if no TEXT); "
+            "none by default"
+        ),
+    )
+    parser.add_argument(
+        "--no-rate-limit",
+        action="store_true",
+        help=(
+            "answer every UDP request (default: at most "
+            f"{_LIMIT.rate:g} a second per source, bursts of {_LIMIT.burst:g})"
+        ),
     )
     parser.set_defaults(handler=run)
 
@@ -51,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         bind=[(host, args.port) for host in (args.host or ["127.0.0.1"])],
         tcp=args.tcp,
         software=args.software or None,
+        udp_rate_limit=None if args.no_rate_limit else _LIMIT,
     )
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve(config, sys.stdout))
@@ -62,14 +80,17 @@ async def _serve(config: StunServerConfig, out: TextIO) -> None:
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     server = StunServer(config)
+    started = False
     try:
         async with server:
+            started = True
             for kind, addresses in (("udp", server.udp_addresses), ("tcp", server.tcp_addresses)):
                 for host, port in addresses:
-                    shown = f"[{host}]" if ":" in host else host
-                    print(f"rtckit stun: listening on {kind} {shown}:{port}", file=out, flush=True)
+                    shown = format_transport_address(host, port)
+                    print(f"rtckit stun: listening on {kind} {shown}", file=out, flush=True)
             await stop.wait()
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
-        counters = " ".join(f"{name}={value}" for name, value in server.stats.as_dict().items())
-        print(f"rtckit stun: stopped; {counters}", file=out, flush=True)
+        if started:  # else nothing was served, and the error says why
+            counters = " ".join(f"{name}={value}" for name, value in server.stats.as_dict().items())
+            print(f"rtckit stun: stopped; {counters}", file=out, flush=True)

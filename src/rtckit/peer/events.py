@@ -86,7 +86,8 @@ class ConnectionStateChanged:
 class ConnectionReplaced:
     """The ``RTCPeerConnection`` was replaced (rtckit's ICE restart on aiortc).
 
-    *reason* is ``"requested"``, ``"failed"``, ``"disconnected"`` or ``"remote"``.
+    *reason* is ``"requested"``, ``"failed"``, ``"disconnected"``, ``"remote"`` or
+    ``"bad-offer"`` (a remote offer was applied but could not be answered).
     """
 
     generation: int

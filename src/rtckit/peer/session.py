@@ -45,7 +45,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from rtckit import _aiortc
 from rtckit.candidates import CandidatePolicy, filter_sdp_candidates, parse_candidate
-from rtckit.errors import ConfigurationError, NegotiationError, PeerError
+from rtckit.errors import ConfigurationError, NegotiationError, PeerError, RtcKitError
 from rtckit.ice import IceConfig
 from rtckit.peer.events import (
     ConnectionReplaced,
@@ -83,6 +83,10 @@ HEARTBEAT_LABEL = "rtckit-heartbeat"
 HEARTBEAT_CHANNEL_ID = 1000
 _HEARTBEAT = "\x00rtckit-hb"
 _MAX_BUFFERED = 1000
+#: Remote candidates kept until the remote description arrives (a browser sends a few dozen).
+_MAX_PENDING_CANDIDATES = 200
+#: Characters of remote input quoted in a log line.
+_QUOTE = 100
 
 
 def _positive(_inst: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -213,6 +217,59 @@ class _ForwardTrack(MediaStreamTrack):
 
 
 _Op = tuple[str, Any]
+
+
+class _UnanswerableOfferError(NegotiationError):
+    """A remote offer was applied, but no answer can be made to it."""
+
+
+def _check_description(sdp: str) -> None:
+    """Refuse remote SDP that aiortc 1.x accepts but then fails on in a task of its own.
+
+    * Any text ("garbage", NUL bytes) parses into a description without media, which aiortc
+      answers. Every rtckit or browser offer has at least one m-line (rtckit's heartbeat
+      channel is one), so none is lost by refusing those.
+    * A media section without ``a=fingerprint`` is accepted; connecting then fails on an
+      ``AssertionError`` in ``RTCPeerConnection.__connect``, logged as an unretrieved task
+      exception with its traceback.
+    * ``a=sctp-port`` outside 1-65535 is accepted; SCTP then fails to pack it (``struct.error``
+      in the same task, and a traceback logged by ``aiortc.rtcdtlstransport``).
+    """
+    if not sdp.startswith("v=0"):
+        raise NegotiationError("not an SDP description")
+    media = SdpDescription.parse(sdp).media
+    if not media:
+        raise NegotiationError("an SDP description without a media section")
+    for section in media:
+        if section.port == 0:
+            continue  # rejected: nothing is connected for it
+        if section.dtls is None or not section.dtls.fingerprints:
+            raise NegotiationError(f"m-line {section.kind} has no DTLS fingerprint")
+        if section.sctp_port is not None and not 0 < section.sctp_port <= 0xFFFF:
+            raise NegotiationError(f"sctp-port {section.sctp_port} is out of range")
+
+
+def _quote(text: str) -> str:
+    """Remote input quoted in a log line: escaped (one line) and cut short."""
+    quoted = repr(text)
+    return quoted if len(quoted) <= _QUOTE else quoted[:_QUOTE] + "..."
+
+
+def _one_line(exc: Exception) -> str:
+    """An error as one short log line (its text may quote what the remote side sent)."""
+    text = " ".join(str(exc).split())
+    if len(text) > 2 * _QUOTE:
+        text = text[: 2 * _QUOTE] + "..."
+    return f"{type(exc).__name__}: {text}"
+
+
+def _what(kind: str, arg: Any) -> str:
+    """A worker operation as a log line names it (``remote answer``, ``add_track``...)."""
+    if kind != "remote":
+        return kind
+    if isinstance(arg, Description):
+        return f"remote {arg.type} (generation {arg.generation})"
+    return f"remote {type(arg).__name__.lower()} (generation {arg.generation})"
 
 
 class PeerSession:
@@ -653,12 +710,16 @@ class PeerSession:
                 await self._run_op(kind, arg)
             except asyncio.CancelledError:
                 raise
-            except Exception:
+            except Exception as exc:
                 pc = self._pc
                 if pc is not None and pc.signalingState == "closed":
                     # aiortc closes a connection by itself once the remote side closed DTLS
                     # (it left); what was queued for it has nobody to negotiate with.
                     logger.debug("%s: %s skipped: the connection is closed", self.name, kind)
+                elif kind == "remote" or isinstance(exc, RtcKitError):
+                    # The remote side sent something unusable (bad SDP, an answer aiortc
+                    # refuses...): one line, no traceback; the session carries on.
+                    logger.warning("%s: %s failed: %s", self.name, _what(kind, arg), _one_line(exc))
                 else:
                     logger.exception("%s: %s failed", self.name, kind)
 
@@ -722,9 +783,12 @@ class PeerSession:
                     raise
                 decision = negotiator.offer_made()
             elif isinstance(decision, MakeAnswer):
-                answer = await pc.createAnswer()
-                _aiortc.settle_unoffered_transceivers(pc)
-                await pc.setLocalDescription(answer)
+                try:
+                    answer = await pc.createAnswer()
+                    _aiortc.settle_unoffered_transceivers(pc)
+                    await pc.setLocalDescription(answer)
+                except Exception as exc:
+                    raise _UnanswerableOfferError(_one_line(exc)) from exc
                 decision = negotiator.answer_made()
             elif isinstance(decision, SendDescription):
                 local = pc.localDescription
@@ -767,25 +831,43 @@ class PeerSession:
             _aiortc.rollback_local_offer(pc)
             negotiator.rolled_back()
         try:
+            _check_description(message.sdp)
             sdp, refused = filter_sdp_candidates(message.sdp, self.config.candidate_policy)
             for ignored, reason in refused:
                 logger.info("%s: ignoring remote candidate %s: %s", self.name, ignored, reason)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=message.type))
         except Exception as exc:
             negotiator.remote_failed(message.type)
-            raise NegotiationError(f"cannot apply the remote {message.type}: {exc}") from exc
+            detail = str(exc) or type(exc).__name__
+            raise NegotiationError(f"cannot apply the remote {message.type}: {detail}") from exc
         self._update_remote_tracks(message.sdp)
         pending, self._pending_candidates = self._pending_candidates, []
         for candidate in pending:
             await self._add_candidate(candidate)
-        await self._drive(negotiator.remote_applied(message.type))
+        try:
+            await self._drive(negotiator.remote_applied(message.type))
+        except _UnanswerableOfferError as exc:
+            # aiortc took the offer but cannot answer it (e.g. an m-line kind it does not
+            # know), and it cannot roll a remote offer back: the connection would wait in
+            # have-remote-offer for ever, renegotiating nothing. Start a fresh one.
+            logger.warning("%s: cannot answer the remote offer (%s); replacing", self.name, exc)
+            await self._replace("bad-offer")
 
     async def _add_candidate(self, message: Candidate) -> None:
         pc = self._pc
         assert pc is not None
         remote: RTCSessionDescription | None = pc.remoteDescription
         if remote is None:
-            self._pending_candidates.append(message)
+            if len(self._pending_candidates) < _MAX_PENDING_CANDIDATES:
+                self._pending_candidates.append(message)
+            elif len(self._pending_candidates) == _MAX_PENDING_CANDIDATES:
+                self._pending_candidates.append(message)  # one over: warn once
+                logger.warning(
+                    "%s: more than %d remote candidates before a remote description; "
+                    "dropping the rest",
+                    self.name,
+                    _MAX_PENDING_CANDIDATES,
+                )
             return
         text = message.candidate
         try:
@@ -794,7 +876,7 @@ class PeerSession:
                 return
             reason = self.config.candidate_policy.refusal_reason(parse_candidate(text))
             if reason is not None:
-                logger.info("%s: ignoring remote candidate %r: %s", self.name, text, reason)
+                logger.info("%s: ignoring remote candidate %s: %s", self.name, _quote(text), reason)
                 return
             candidate = candidate_from_sdp(text.removeprefix("candidate:"))
             candidate.sdpMid = message.sdp_mid
@@ -803,7 +885,9 @@ class PeerSession:
             await _aiortc.add_trickled_candidate(pc, candidate)
         except Exception as exc:  # noqa: BLE001 - aiortc raises ValueError, KeyError...
             if not self._negotiator.accept_candidate_errors():
-                logger.warning("%s: bad remote candidate %r: %s", self.name, text, exc)
+                logger.warning(
+                    "%s: bad remote candidate %s: %s", self.name, _quote(text), _one_line(exc)
+                )
 
     def _update_remote_tracks(self, sdp: str) -> None:
         pc = self._pc

@@ -18,7 +18,7 @@ from typing import Any
 
 from aiortc import MediaStreamTrack
 
-from rtckit.errors import SignalingError, TopologyError
+from rtckit.errors import PeerError, SignalingError, TopologyError
 from rtckit.peer.events import (
     ConnectionStateChanged,
     DataMessage,
@@ -40,10 +40,11 @@ from rtckit.topology.mesh import (
     ROOM_CHANNEL_ID,
     ROOM_CHANNEL_LABEL,
     SignalingSignaller,
+    log_dropped,
     peer_message_from_signaling,
 )
 
-__all__ = ["ServerSessionRoom", "open_envelope", "seal_envelope"]
+__all__ = ["ServerSessionRoom", "open_envelope", "seal_envelope", "send_room_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,23 @@ def open_envelope(message: str | bytes) -> tuple[str, str | bytes] | None:
             return None
     peer_s, sep_s, text = message.partition("\x00")
     return (peer_s, text) if sep_s else None
+
+
+def send_room_data(session: PeerSession, data: str | bytes) -> bool:
+    """Send *data* on *session*'s room channel; ``False`` if it was dropped.
+
+    A session that is closed, or whose channel never opened and whose buffer is full (a
+    participant that never completes its connection), drops the message: the server relays
+    to every participant in turn, and one that takes nothing must not stop the others.
+    """
+    if session.closed:
+        return False
+    try:
+        session.send(ROOM_CHANNEL_LABEL, data)
+    except PeerError as exc:
+        logger.debug("%s: room message dropped: %s", session.name, exc)
+        return False
+    return True
 
 
 class ServerSessionRoom:
@@ -218,7 +236,10 @@ class ServerSessionRoom:
 
     async def _pump(self, session: PeerSession) -> None:
         async for event in session.events():
-            self._on_session_event(session, event)
+            try:
+                self._on_session_event(session, event)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not end the pump
+                log_dropped(logger, f"{self.TOPOLOGY} room {self._local_id}", event, exc)
 
     def _on_session_event(self, session: PeerSession, event: object) -> None:
         if isinstance(event, TrackAdded | TrackRemoved):
@@ -234,7 +255,10 @@ class ServerSessionRoom:
         reason = "signaling closed"
         try:
             async for event in self.client:
-                await self._on_signaling(event)
+                try:
+                    await self._on_signaling(event)
+                except Exception as exc:  # noqa: BLE001 - a peer's bad message is dropped
+                    log_dropped(logger, f"{self.TOPOLOGY} room {self._local_id}", event, exc)
         except SignalingError as exc:
             reason = f"signaling failed: {exc}"
         except asyncio.CancelledError:

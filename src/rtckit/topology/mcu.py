@@ -56,7 +56,12 @@ from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import SignalingClient
 from rtckit.signaling.memory import MemoryTransport
 from rtckit.signaling.state import PeerJoinedEvent, ServerEvent
-from rtckit.topology._server_room import ServerSessionRoom, open_envelope, seal_envelope
+from rtckit.topology._server_room import (
+    ServerSessionRoom,
+    open_envelope,
+    seal_envelope,
+    send_room_data,
+)
 from rtckit.topology.base import (
     MCU_PEER_ID,
     RoomDataMessage,
@@ -68,6 +73,7 @@ from rtckit.topology.mesh import (
     ROOM_CHANNEL_ID,
     ROOM_CHANNEL_LABEL,
     SignalingSignaller,
+    log_dropped,
     peer_message_from_signaling,
 )
 
@@ -219,17 +225,12 @@ class McuServerStrategy:
     async def _read(self, client: SignalingClient) -> None:
         try:
             async for event in client:
-                if isinstance(event, sp.PeerJoined):
-                    await self._add(event.peer.id, event.peer.metadata)
-                elif isinstance(event, sp.PeerLeft):
-                    await self._remove(event.peer_id)
-                    if not self._members:
-                        break  # nobody left to serve
-                elif isinstance(event, sp.Relayed):
-                    message = peer_message_from_signaling(event)
-                    member = self._members.get(event.sender or "")
-                    if message is not None and member is not None:
-                        await member.session.receive(message)
+                try:
+                    await self._on_signaling(event)
+                except Exception as exc:  # noqa: BLE001 - a peer's bad message is dropped
+                    log_dropped(logger, f"MCU room {self.room!r}", event, exc)
+                if isinstance(event, sp.PeerLeft) and not self._members:
+                    break  # nobody left to serve
         except SignalingError as exc:
             logger.warning("MCU room %r: signaling failed: %s", self.room, exc)
         except asyncio.CancelledError:
@@ -238,6 +239,17 @@ class McuServerStrategy:
             logger.exception("MCU room %r failed", self.room)
         self._reader = None  # _leave must not wait for the task it runs in
         await self._leave()
+
+    async def _on_signaling(self, event: object) -> None:
+        if isinstance(event, sp.PeerJoined):
+            await self._add(event.peer.id, event.peer.metadata)
+        elif isinstance(event, sp.PeerLeft):
+            await self._remove(event.peer_id)
+        elif isinstance(event, sp.Relayed):
+            message = peer_message_from_signaling(event)
+            member = self._members.get(event.sender or "")
+            if message is not None and member is not None:
+                await member.session.receive(message)
 
     async def _add(self, peer_id: str, metadata: Mapping[str, Any] | None) -> None:
         engine = self.engine
@@ -311,29 +323,36 @@ class McuServerStrategy:
             return
         text = json.dumps({_LAYOUT_KEY: [p.id for p in engine.participants]})
         for member in self._members.values():
-            if not member.session.closed:
-                member.session.send(ROOM_CHANNEL_LABEL, seal_envelope(self.config.peer_id, text))
+            send_room_data(member.session, seal_envelope(self.config.peer_id, text))
 
     async def _pump(self, member: _Member) -> None:
         engine = self.engine
         async for event in member.session.events():
-            if isinstance(event, TrackAdded) and engine is not None:
-                with contextlib.suppress(TopologyError):  # removed meanwhile
-                    engine.add_input(member.peer_id, event.track)
-            elif isinstance(event, ConnectionReplaced):
-                self._wire_senders(member, prefer_codecs=False)
-            elif isinstance(event, DataMessage) and event.label == ROOM_CHANNEL_LABEL:
-                self._relay(member.peer_id, event.data)
-            elif (
-                isinstance(event, SessionClosed)
-                and event.reason == "peer-timeout"
-                and self._members.get(member.peer_id) is member
-            ):
-                # the participant vanished: free its cell now (signaling reports it later)
-                del self._members[member.peer_id]
-                if engine is not None:
-                    await engine.remove_participant(member.peer_id)
-                self._send_layout()
+            try:
+                await self._on_session_event(member, engine, event)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not end the pump
+                log_dropped(logger, f"MCU room {self.room!r}", event, exc, sender=member.peer_id)
+
+    async def _on_session_event(
+        self, member: _Member, engine: McuEngine | None, event: object
+    ) -> None:
+        if isinstance(event, TrackAdded) and engine is not None:
+            with contextlib.suppress(TopologyError):  # removed meanwhile
+                engine.add_input(member.peer_id, event.track)
+        elif isinstance(event, ConnectionReplaced):
+            self._wire_senders(member, prefer_codecs=False)
+        elif isinstance(event, DataMessage) and event.label == ROOM_CHANNEL_LABEL:
+            self._relay(member.peer_id, event.data)
+        elif (
+            isinstance(event, SessionClosed)
+            and event.reason == "peer-timeout"
+            and self._members.get(member.peer_id) is member
+        ):
+            # the participant vanished: free its cell now (signaling reports it later)
+            del self._members[member.peer_id]
+            if engine is not None:
+                await engine.remove_participant(member.peer_id)
+            self._send_layout()
 
     def _relay(self, sender: str, data: str | bytes) -> None:
         opened = open_envelope(data)
@@ -343,8 +362,8 @@ class McuServerStrategy:
         to, payload = opened
         wrapped = seal_envelope(sender, payload)
         for peer_id, member in self._members.items():
-            if peer_id != sender and to in ("", peer_id) and not member.session.closed:
-                member.session.send(ROOM_CHANNEL_LABEL, wrapped)
+            if peer_id != sender and to in ("", peer_id):
+                send_room_data(member.session, wrapped)
 
 
 # --- client side ----------------------------------------------------------------------------

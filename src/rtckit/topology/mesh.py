@@ -15,7 +15,13 @@ Server side (:class:`MeshServerStrategy`): nothing but signaling.
 
 Signaling mapping: a session's messages become the signaling protocol's ``offer``,
 ``answer``, ``candidate``, ``end-of-candidates`` and ``restart``, with the session's
-connection generation in the ``session`` field as ``"g<generation>"``.
+connection generation in the ``session`` field as ``"g<generation>"`` (ASCII digits, at most
+nine): :func:`generation_from_session` refuses anything else with a
+:class:`~rtckit.errors.ProtocolError`.
+
+Nothing a peer sends ends a room's reader: every reader (this module's, the SFU's and the
+MCU's, client and server side) handles each message on its own, and a message it cannot
+handle is logged as one warning line naming the sender (:func:`log_dropped`) and dropped.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaRelay
 
-from rtckit.errors import SignalingError, TopologyError
+from rtckit.errors import ProtocolError, SignalingError, TopologyError
 from rtckit.ice import IceConfig
 from rtckit.peer.events import (
     ConnectionStateChanged,
@@ -62,6 +68,7 @@ __all__ = [
     "MeshServerStrategy",
     "SignalingSignaller",
     "generation_from_session",
+    "log_dropped",
     "open_mesh",
 ]
 
@@ -71,11 +78,50 @@ ROOM_CHANNEL_LABEL = "rtckit-room"
 ROOM_CHANNEL_ID = 1001
 
 
+_MAX_GENERATION_DIGITS = 9
+_MAX_LOGGED = 200  # characters of an error (which may quote a peer's message) in a log line
+
+
 def generation_from_session(session: str | None) -> int:
-    """The connection generation carried in a signaling ``session`` field (``"g3"`` -> 3)."""
-    if session and session.startswith("g") and session[1:].isdigit():
-        return int(session[1:])
-    return 0
+    """The connection generation carried in a signaling ``session`` field (``"g3"`` -> 3).
+
+    No ``session`` is generation 0. Anything but ``"g"`` and one to nine ASCII digits raises
+    :class:`~rtckit.errors.ProtocolError` (``str.isdigit`` alone would let ``"g\u00b2"``
+    through to ``int()``, which raises ``ValueError``).
+    """
+    if session is None:
+        return 0
+    digits = session[1:]
+    if (
+        session[:1] == "g"
+        and 0 < len(digits) <= _MAX_GENERATION_DIGITS
+        and digits.isascii()
+        and digits.isdigit()
+    ):
+        return int(digits)
+    raise ProtocolError(
+        f"session {session[:40]!r} is not 'g' and 1 to {_MAX_GENERATION_DIGITS} digits",
+        code=sp.ErrorCode.BAD_MESSAGE,
+    )
+
+
+def log_dropped(
+    log: logging.Logger, where: str, event: object, exc: Exception, *, sender: str | None = None
+) -> None:
+    """Log, on one line and without a traceback, an *event* that could not be handled.
+
+    Readers call it for each message they drop, so that a peer's bad message costs one line
+    and never ends the reader. *sender* defaults to the event's own ``sender``. The error text
+    is cut to one short line: it may quote what the peer sent.
+    """
+    sender = sender or getattr(event, "sender", None)
+    kind = getattr(event, "type", None) or type(event).__name__
+    text = " ".join(str(exc).split())
+    if len(text) > _MAX_LOGGED:
+        text = text[:_MAX_LOGGED] + "..."
+    log.warning(
+        "%s: dropped %s from %s: %s: %s", where, kind, sender or "?", type(exc).__name__, text
+    )
 
 
 class SignalingSignaller:
@@ -341,7 +387,10 @@ class MeshRoom:
         reason = "signaling closed"
         try:
             async for event in self.client:
-                await self._on_signaling(event)
+                try:
+                    await self._on_signaling(event)
+                except Exception as exc:  # noqa: BLE001 - a peer's bad message is dropped
+                    log_dropped(logger, f"mesh room {self._local_id}", event, exc)
         except SignalingError as exc:
             reason = f"signaling failed: {exc}"
         except asyncio.CancelledError:

@@ -64,7 +64,12 @@ from rtckit.sfu.engine import (
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import Reconnected, SignalingClient
 from rtckit.signaling.memory import MemoryTransport
-from rtckit.topology._server_room import ServerSessionRoom, open_envelope, seal_envelope
+from rtckit.topology._server_room import (
+    ServerSessionRoom,
+    open_envelope,
+    seal_envelope,
+    send_room_data,
+)
 from rtckit.topology.base import (
     SFU_PEER_ID,
     RoomDataMessage,
@@ -77,6 +82,7 @@ from rtckit.topology.mesh import (
     ROOM_CHANNEL_ID,
     ROOM_CHANNEL_LABEL,
     SignalingSignaller,
+    log_dropped,
     peer_message_from_signaling,
 )
 
@@ -341,7 +347,10 @@ class SfuServerStrategy:
         try:
             async for event in client:
                 async with self._lock:
-                    await self._on_signaling(event)
+                    try:
+                        await self._on_signaling(event)
+                    except Exception as exc:  # noqa: BLE001 - a peer's bad message is dropped
+                        log_dropped(logger, f"SFU room {self.room!r}", event, exc)
                     if not self.members and not client.peers and not self._stopping:
                         # Everyone left: leave too, so that a room created on demand closes
                         # (RoomStrategies then stops this strategy). Someone joining meanwhile
@@ -415,18 +424,24 @@ class SfuServerStrategy:
 
     async def _pump(self, member: _Member) -> None:
         async for event in member.session.events():
-            if isinstance(event, TrackAdded):
-                self._published(member, event)
-            elif isinstance(event, TrackRemoved):
-                key = member.published.pop(str(event.mid), None)
-                if key is not None:
-                    self._unpublished(key)
-            elif isinstance(event, DataMessage) and event.label == ROOM_CHANNEL_LABEL:
-                self._relay(member, event.data)
-            elif isinstance(event, ConnectionReplaced):
-                # new connection: the forwarded tracks are re-added to it; subscribe again
-                for forward in member.forwards.values():
-                    self._resubscribe(member, forward)
+            try:
+                self._on_session_event(member, event)
+            except Exception as exc:  # noqa: BLE001 - one bad event must not end the pump
+                log_dropped(logger, f"SFU room {self.room!r}", event, exc, sender=member.id)
+
+    def _on_session_event(self, member: _Member, event: object) -> None:
+        if isinstance(event, TrackAdded):
+            self._published(member, event)
+        elif isinstance(event, TrackRemoved):
+            key = member.published.pop(str(event.mid), None)
+            if key is not None:
+                self._unpublished(key)
+        elif isinstance(event, DataMessage) and event.label == ROOM_CHANNEL_LABEL:
+            self._relay(member, event.data)
+        elif isinstance(event, ConnectionReplaced):
+            # new connection: the forwarded tracks are re-added to it; subscribe again
+            for forward in member.forwards.values():
+                self._resubscribe(member, forward)
 
     def _published(self, member: _Member, event: TrackAdded) -> None:
         router = self.router
@@ -457,10 +472,10 @@ class SfuServerStrategy:
             return
         to, data = opened
         for other in self.members.values():
-            if other is sender or (to and other.id != to) or other.session.closed:
+            if other is sender or (to and other.id != to):
                 continue
-            other.session.send(ROOM_CHANNEL_LABEL, seal_envelope(sender.id, data))
-            self.data_messages_relayed += 1
+            if send_room_data(other.session, seal_envelope(sender.id, data)):
+                self.data_messages_relayed += 1
 
     # -- forwarding -------------------------------------------------------------------------
 
