@@ -32,7 +32,7 @@ from rtckit.mcu.engine import McuConfig
 from rtckit.mcu.video import CompositorConfig
 from rtckit.peer.media import PatternConfig, TestPatternTrack, ToneTrack
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingClient, SignalingConfig
-from rtckit.signaling.server import SignalingServer
+from rtckit.signaling.wsserver import SignalingServer
 from rtckit.topology import (
     ParticipantConnectionChanged,
     ParticipantJoined,

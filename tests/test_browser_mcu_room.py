@@ -20,7 +20,7 @@ from aiohttp import web
 
 from rtckit.peer import SessionConfig
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingClient, SignalingConfig
-from rtckit.signaling.server import SignalingServer
+from rtckit.signaling.wsserver import SignalingServer
 from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
 from rtckit.topology import Topology, join_room

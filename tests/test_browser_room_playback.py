@@ -25,7 +25,7 @@ import pytest
 from aiohttp import web
 
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingConfig
-from rtckit.signaling.server import SignalingServer
+from rtckit.signaling.wsserver import SignalingServer
 from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
 from rtckit.topology.server import RoomStrategies

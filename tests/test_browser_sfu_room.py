@@ -19,7 +19,7 @@ from aiohttp import web
 from rtckit.peer import SessionConfig
 from rtckit.peer.media import PatternConfig, TestPatternTrack
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingClient, SignalingConfig
-from rtckit.signaling.server import SignalingServer
+from rtckit.signaling.wsserver import SignalingServer
 from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
 from rtckit.topology import TrackPublished, join_room

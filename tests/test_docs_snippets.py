@@ -133,8 +133,8 @@ PYTHON: dict[Key, str] = {
     ("rtckit.signaling.hub.EventStream", "with server.subscribe() as events:"): (
         "compile: a fragment, the reader's server"
     ),
-    ("rtckit.signaling.server", "web.run_app(app)"): "compile: serves until Ctrl-C",
-    ("rtckit.signaling.server", 'await server.listen("127.0.0.1", 8765)'): "run",
+    ("rtckit.signaling.wsserver", "web.run_app(app)"): "compile: serves until Ctrl-C",
+    ("rtckit.signaling.wsserver", 'await server.listen("127.0.0.1", 8765)'): "run",
     ("rtckit.stunserver", "await asyncio.Event().wait()"): (
         "serve: serves until cancelled (it is cancelled after SERVE_SECONDS)"
     ),
@@ -201,7 +201,7 @@ CONTEXT: dict[str, set[str]] = {
     "rtckit.server.app.RtcKitServer": {"config", "stop_event"},
     "rtckit.signaling.client": {"answer_sdp"},
     "rtckit.signaling.hub.EventStream": {"server"},
-    "rtckit.signaling.server": {"SECRET"},
+    "rtckit.signaling.wsserver": {"SECRET"},
     "rtckit.testing.conformance": {"MyTransport"},
     "rtckit.testing.natlab": {"secret", "connect_peers"},
     "rtckit.testing.proxy": {"server_port"},
@@ -210,7 +210,7 @@ CONTEXT: dict[str, set[str]] = {
 
 #: Python run before a page's blocks: what the page's prose says the reader has.
 SETUP: dict[str, str] = {
-    "rtckit.signaling.server": "config = SignalingConfig(auth=OpenAuth())",
+    "rtckit.signaling.wsserver": "config = SignalingConfig(auth=OpenAuth())",
     "rtckit.topology.server": (
         "from rtckit.signaling import OpenAuth, SignalingConfig, SignalingServer\n"
         "config = SignalingConfig(auth=OpenAuth())"

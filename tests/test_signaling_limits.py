@@ -38,7 +38,7 @@ from rtckit.signaling.protocol import (
     decode,
     encode,
 )
-from rtckit.signaling.server import _WebSocketConnection as Wsc
+from rtckit.signaling.wsserver import _WebSocketConnection as Wsc
 
 SECRET = "0123456789abcdef-0123456789abcdef-test-secret"
 

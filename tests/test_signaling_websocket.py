@@ -38,7 +38,7 @@ from rtckit.signaling import (
     TokenAuth,
 )
 from rtckit.signaling.protocol import Hello, Join, Welcome, decode, encode
-from rtckit.signaling.server import client_script
+from rtckit.signaling.wsserver import client_script
 from rtckit.testing.proxy import TcpProxy
 
 SECRET = "0123456789abcdef-0123456789abcdef-test-secret"

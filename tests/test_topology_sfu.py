@@ -13,7 +13,7 @@ from rtckit.errors import TopologyError
 from rtckit.peer import SessionConfig
 from rtckit.peer.media import PatternConfig, TestPatternTrack, read_frame_counter
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingClient, SignalingConfig
-from rtckit.signaling.server import SignalingServer
+from rtckit.signaling.wsserver import SignalingServer
 from rtckit.topology import (
     ParticipantJoined,
     ParticipantLeft,

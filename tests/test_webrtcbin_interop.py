@@ -27,7 +27,7 @@ from rtckit.peer.media import PatternConfig, TestPatternTrack
 from rtckit.peer.signaller import Description, PeerMessage
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingClient, SignalingConfig
 from rtckit.signaling import protocol as sp
-from rtckit.signaling.server import SignalingServer
+from rtckit.signaling.wsserver import SignalingServer
 from rtckit.testing._webrtcbin import WebrtcbinPeer, require_webrtcbin
 from rtckit.topology import TrackPublished, join_room
 from rtckit.topology.mesh import SignalingSignaller, peer_message_from_signaling

@@ -21,7 +21,7 @@ from rtckit.signaling.auth import (
     TokenAuth,
 )
 from rtckit.signaling.config import TOPOLOGIES, RoomConfig, SignalingConfig
-from rtckit.signaling.server import SignalingServer
+from rtckit.signaling.wsserver import SignalingServer
 
 __all__ = ["SECRET_ENV", "register"]
 

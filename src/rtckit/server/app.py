@@ -5,7 +5,7 @@
 =====================  ===============================================================
 ``/``                  the room page (``index.html``, ``room.css``, ``room.js``)
 ``/rtckit.js``         the browser client ES module (also at ``/ws/rtckit.js``)
-``/ws``                the signaling WebSocket (:class:`~rtckit.signaling.server.SignalingServer`)
+``/ws``                the signaling WebSocket (:class:`~rtckit.signaling.wsserver.SignalingServer`)
 ``/config.json``       what the page needs: ICE servers (with TURN REST credentials minted
                        for this client), auth mode, topologies this server can host, rooms
 ``/healthz``           ``{"status": "ok", ...}`` while the server runs
@@ -40,7 +40,6 @@ from rtckit.server.config import ServeConfig
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingConfig, SignalingServer, TokenAuth
 from rtckit.signaling.auth import Authenticator
 from rtckit.signaling.protocol import PeerInfo
-from rtckit.signaling.server import client_script
 from rtckit.signaling.state import (
     ErrorSentEvent,
     MessageEvent,
@@ -49,6 +48,7 @@ from rtckit.signaling.state import (
     RoomClosedEvent,
     ServerEvent,
 )
+from rtckit.signaling.wsserver import client_script
 from rtckit.topology import (
     ServerStrategy,
     Topology,

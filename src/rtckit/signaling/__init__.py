@@ -8,7 +8,7 @@ Layers (each importing only those before it):
 * :mod:`~rtckit.signaling.state` -- the sans-I/O room/session state machine;
 * :mod:`~rtckit.signaling.hub` -- its asyncio driver; :mod:`~rtckit.signaling.memory` the
   in-memory transport;
-* :mod:`~rtckit.signaling.server` -- the aiohttp WebSocket server;
+* :mod:`~rtckit.signaling.wsserver` -- the aiohttp WebSocket signaling server;
 * :mod:`~rtckit.signaling.client` and :mod:`~rtckit.signaling.websocket` -- the Python client.
 
 The names below are the ones most applications need.
@@ -43,7 +43,6 @@ from rtckit.signaling.protocol import (
     Restart,
     Welcome,
 )
-from rtckit.signaling.server import SignalingServer
 from rtckit.signaling.state import (
     ErrorSentEvent,
     MessageEvent,
@@ -54,6 +53,7 @@ from rtckit.signaling.state import (
 )
 from rtckit.signaling.transport import ClientTransport
 from rtckit.signaling.websocket import WebSocketTransport
+from rtckit.signaling.wsserver import SignalingServer
 
 __all__ = [
     "PROTOCOL_VERSION",

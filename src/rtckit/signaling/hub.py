@@ -3,7 +3,7 @@
 A :class:`SignalingHub` owns one state machine, its timer task and the connections attached to
 it. Transports (the aiohttp WebSocket server, the in-memory transport) hand it frames and
 closures; it performs the state machine's actions on them and calls event listeners. It is what
-:class:`~rtckit.signaling.server.SignalingServer` runs, and what in-process participants (an SFU
+:class:`~rtckit.signaling.wsserver.SignalingServer` runs, and what in-process participants (an SFU
 or MCU being a member of the room) connect to through
 :class:`~rtckit.signaling.memory.MemoryTransport`.
 """

@@ -1,7 +1,7 @@
 """Run each room's server-side strategy on a signaling hub (mesh: nothing; SFU/MCU: media).
 
 :class:`RoomStrategies` watches a :class:`~rtckit.signaling.hub.SignalingHub` (or the hub of a
-:class:`~rtckit.signaling.server.SignalingServer`): when the first peer joins a room it builds
+:class:`~rtckit.signaling.wsserver.SignalingServer`): when the first peer joins a room it builds
 the room's :class:`~rtckit.topology.base.ServerStrategy` (from the room's topology in the
 signaling configuration, via :func:`~rtckit.topology.base.server_strategy_for`) and calls
 ``start_room``; when a room created on demand closes, or on :meth:`RoomStrategies.aclose`,
