@@ -41,6 +41,7 @@ from rtckit import IceError, InternalsError, _aiortc
 from rtckit._aiortc import on_keyframe_request
 from rtckit.errors import ConfigurationError
 from rtckit.ice import IceConfig
+from rtckit.peer.stats import CandidatePairInfo
 from rtckit.rtcconfig import create_peer_connection
 
 # --- versions ---
@@ -372,17 +373,18 @@ async def test_nominated_pair_and_resume_connect() -> None:
     a, b = _pc(), _pc()
     try:
         a.createDataChannel("x")
-        assert _aiortc.selected_pair_info(a) is None
+        assert _aiortc.selected_pair(a) is None
         await _connect(a, b)
         pair = None
         for _ in range(200):
-            pair = _aiortc.selected_pair_info(a)
+            pair = _aiortc.selected_pair(a)
             if pair is not None and a.connectionState == "connected":
                 break
             await asyncio.sleep(0.02)
         assert pair is not None
-        assert pair.local_type == "host"
-        assert not pair.relayed
+        info = CandidatePairInfo.from_candidates(*pair)
+        assert info.local_type == "host"
+        assert not info.relayed
         assert len(_aiortc.ice_transports(a)) == 1
         await _aiortc.resume_connect(a)  # idempotent once connected
         assert a.connectionState == "connected"
@@ -1054,3 +1056,15 @@ async def test_sessions_and_rtckit_connections_widen_their_ciphers() -> None:
         assert _dtls_handshake(_client_context(pc), _rsa_dtls_server_context())
     finally:
         await pc.close()
+
+
+def test_sdp_parser_names() -> None:
+    """``aiortc.sdp`` (undocumented) still has the parser and candidate reader rtckit uses."""
+    sdp = (
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\nc=IN IP4 0.0.0.0\r\n"
+        "a=mid:0\r\na=sctp-port:5000\r\n"
+    )
+    assert [m.kind for m in _aiortc.SdpDescription.parse(sdp).media] == ["application"]
+    candidate = _aiortc.candidate_from_sdp("1 1 udp 2130706431 127.0.0.1 5000 typ host")
+    assert (candidate.ip, candidate.port, candidate.type) == ("127.0.0.1", 5000, "host")

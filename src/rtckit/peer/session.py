@@ -40,10 +40,9 @@ from aiortc import (
 from aiortc.exceptions import InvalidStateError
 from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcconfiguration import RTCBundlePolicy
-from aiortc.sdp import SessionDescription as SdpDescription
-from aiortc.sdp import candidate_from_sdp
 
 from rtckit import _aiortc
+from rtckit._aiortc.sdp import SdpDescription, candidate_from_sdp
 from rtckit.candidates import CandidatePolicy, filter_sdp_candidates, parse_candidate
 from rtckit.errors import ConfigurationError, NegotiationError, PeerError, RtcKitError
 from rtckit.ice import IceConfig
@@ -72,7 +71,13 @@ from rtckit.peer.negotiation import (
     Wait,
 )
 from rtckit.peer.signaller import Candidate, Description, PeerMessage, Restart, Signaller
-from rtckit.peer.stats import Quality, StatsSnapshot, quality_of, snapshot_from_report
+from rtckit.peer.stats import (
+    CandidatePairInfo,
+    Quality,
+    StatsSnapshot,
+    quality_of,
+    snapshot_from_report,
+)
 from rtckit.rtcconfig import to_aiortc
 
 __all__ = ["HEARTBEAT_CHANNEL_ID", "HEARTBEAT_LABEL", "DataChannel", "PeerSession", "SessionConfig"]
@@ -501,10 +506,11 @@ class PeerSession:
         if pc is None:
             return StatsSnapshot(timestamp=time.time())
         report = await pc.getStats()
+        pair = _aiortc.selected_pair(pc)
         return snapshot_from_report(
             report.values(),
             timestamp=time.time(),
-            candidate_pair=_aiortc.selected_pair_info(pc),
+            candidate_pair=None if pair is None else CandidatePairInfo.from_candidates(*pair),
         )
 
     # -- internals --------------------------------------------------------------------------

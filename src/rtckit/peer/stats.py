@@ -3,7 +3,7 @@
 aiortc's ``getStats()`` reports RTP streams (``inbound-rtp``, ``outbound-rtp``,
 ``remote-inbound-rtp``, ``remote-outbound-rtp``) and transports, but no candidate pair and no
 frame counters. :func:`snapshot_from_report` sums the streams, and the session adds the ICE
-nominated pair it reads from aioice (``rtckit._aiortc.selected_pair_info``).
+nominated pair it reads from aioice (``rtckit._aiortc.selected_pair``).
 
 Frame counters (``frames_sent``/``frames_received``) are ``None`` when the source (aiortc)
 does not count frames; browsers report them in their own ``getStats``.
@@ -43,6 +43,21 @@ class CandidatePairInfo:
     def relayed(self) -> bool:
         """Whether either end of the pair is a TURN relay candidate."""
         return "relay" in (self.local_type, self.remote_type)
+
+    @classmethod
+    def from_candidates(cls, local: Any, remote: Any) -> CandidatePairInfo:
+        """Build from the (local, remote) ends of a pair: aioice candidates.
+
+        Each end needs ``type``, ``host``, ``port`` and ``transport``; the session gets them
+        from ``rtckit._aiortc.selected_pair``.
+        """
+        return cls(
+            local_type=local.type,
+            remote_type=remote.type,
+            local_address=(local.host, local.port),
+            remote_address=(remote.host, remote.port),
+            protocol=local.transport,
+        )
 
 
 @attrs.frozen(kw_only=True)

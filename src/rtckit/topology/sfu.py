@@ -42,8 +42,8 @@ from typing import TYPE_CHECKING, Any
 
 from aiortc import MediaStreamTrack, RTCRtpTransceiver
 from aiortc.mediastreams import MediaStreamError
-from aiortc.sdp import SessionDescription as SdpDescription
 
+from rtckit._aiortc.sdp import SdpDescription
 from rtckit.errors import SignalingError, TopologyError
 from rtckit.ice import IceConfig
 from rtckit.peer.events import (
