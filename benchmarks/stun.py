@@ -1,8 +1,8 @@
 """STUN server benchmark: rtckit's Binding responder against baselines measured in the same run.
 
-* codec: :func:`rtckit.stun.handle_request` against aioice doing the same work (parse the
+* codec: :func:`rtckit.stun.codec.handle_request` against aioice doing the same work (parse the
   request, build a response with XOR-MAPPED-ADDRESS and FINGERPRINT, serialize);
-* UDP: Binding round trips per second through :class:`rtckit.stunserver.StunServer` on
+* UDP: Binding round trips per second through :class:`rtckit.stun.server.StunServer` on
   127.0.0.1, against an asyncio UDP echo server (the cost of asyncio and the kernel alone).
 
 Run ``python benchmarks/stun.py``; it takes about ten seconds and writes the table to
@@ -23,8 +23,8 @@ import aioice.stun
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from rtckit.stun import binding_request, handle_request
-from rtckit.stunserver import StunServer, StunServerConfig
+from rtckit.stun.codec import binding_request, handle_request
+from rtckit.stun.server import StunServer, StunServerConfig
 
 ROUNDS = 5  # rtckit and baseline alternate; the best round of each counts (the machine is shared)
 CODEC_SECONDS = 0.4  # per round

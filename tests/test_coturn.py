@@ -37,8 +37,8 @@ from rtckit.coturn import (
 )
 from rtckit.ice import IceConfig, IceServer
 from rtckit.rtcconfig import create_peer_connection
-from rtckit.stun import MessageClass, binding_request, parse_message
-from rtckit.stunserver import stun_binding
+from rtckit.stun.codec import MessageClass, binding_request, parse_message
+from rtckit.stun.server import stun_binding
 from rtckit.testing import require_executable
 from rtckit.testing.coturn import free_port, turnutils_uclient
 from rtckit.turn import TurnRestAuth

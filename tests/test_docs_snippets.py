@@ -135,7 +135,7 @@ PYTHON: dict[Key, str] = {
     ),
     ("rtckit.signaling.wsserver", "web.run_app(app)"): "compile: serves until Ctrl-C",
     ("rtckit.signaling.wsserver", 'await server.listen("127.0.0.1", 8765)'): "run",
-    ("rtckit.stunserver", "await asyncio.Event().wait()"): (
+    ("rtckit.stun.server", "await asyncio.Event().wait()"): (
         "serve: serves until cancelled (it is cancelled after SERVE_SECONDS)"
     ),
     ("rtckit.testing.browser.launch_chromium", "async with launch_chromium()"): (
@@ -330,7 +330,7 @@ NOT_RUN: dict[Key, str] = {
     ("rtckit.errors", "RtcKitError"): "the exception tree (tests/test_package.py keeps it true)",
     ("rtckit.peer.negotiation", "have-local-offer"): "a transition table",
     ("rtckit.signaling.state", "open --hello--> greeted"): "a state diagram",
-    ("rtckit.stun", "Magic Cookie"): "the header layout of RFC 5389",
+    ("rtckit.stun.codec", "Magic Cookie"): "the header layout of RFC 5389",
     ("rtckit.testing.natlab", "198.51.100.0/24"): "a network diagram",
 }
 

@@ -18,7 +18,7 @@ import pytest
 from rtckit.coturn import CoturnConfig
 from rtckit.errors import ConfigurationError
 from rtckit.ice import IceConfig, IceServerUri
-from rtckit.stunserver import stun_binding
+from rtckit.stun.server import stun_binding
 from rtckit.testing import require_executable, require_root
 from rtckit.testing.natlab import (
     LabTls,

@@ -1,4 +1,4 @@
-"""The pure STUN codec and Binding responder (rtckit.stun): RFC 5769 vectors, malformed input."""
+"""The pure STUN codec and Binding responder (rtckit.stun.codec): RFC 5769 vectors, bad input."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rtckit import ConfigurationError, StunFormatError
-from rtckit.stun import (
+from rtckit.stun.codec import (
     DEFAULT_SOFTWARE,
     FINGERPRINT_XOR,
     MAGIC_COOKIE,

@@ -1,4 +1,4 @@
-"""The asyncio STUN server (rtckit.stunserver) against independent clients, and ``rtckit stun``."""
+"""The asyncio STUN server (rtckit.stun.server) against independent clients, and ``rtckit stun``."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from aioice.candidate import Candidate
 
 from rtckit import ConfigurationError, SystemComponentError
 from rtckit.cli import build_parser
-from rtckit.stun import (
+from rtckit.stun.codec import (
     DEFAULT_SOFTWARE,
     HEADER_LENGTH,
     MessageClass,
@@ -29,7 +29,7 @@ from rtckit.stun import (
     new_transaction_id,
     parse_message,
 )
-from rtckit.stunserver import SocketFactory, StunServer, StunServerConfig, stun_binding
+from rtckit.stun.server import SocketFactory, StunServer, StunServerConfig, stun_binding
 from rtckit.testing import require_executable
 
 SRC = Path(__file__).resolve().parent.parent / "src"

@@ -8,8 +8,8 @@ import os
 import pytest
 
 from rtckit import SystemComponentError
-from rtckit.stun import MessageClass
-from rtckit.stunserver import stun_binding
+from rtckit.stun.codec import MessageClass
+from rtckit.stun.server import stun_binding
 from rtckit.testing import require_executable
 from rtckit.testing.coturn import run_loopback_coturn
 

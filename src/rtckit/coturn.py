@@ -46,7 +46,7 @@ import attrs
 
 from rtckit.errors import ConfigurationError, CredentialError, SystemComponentError
 from rtckit.ice import IceConfig, IceServerUri, IceTransportPolicy, TurnTransport, UriScheme
-from rtckit.stunserver import SocketFactory, stun_binding
+from rtckit.stun.server import SocketFactory, stun_binding
 from rtckit.turn import DEFAULT_SEPARATOR, TurnRestAuth
 
 __all__ = [

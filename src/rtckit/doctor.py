@@ -4,7 +4,7 @@ The servers are :class:`rtckit.ice.IceServerUri` (``stun:``, ``stuns:``, ``turn:
 ``turns:``, parsed by :func:`rtckit.ice.parse_uri`) or a whole :class:`rtckit.ice.IceConfig`,
 each server probed with its own credential. For each, :func:`probe_server` checks:
 
-* reachability (a STUN Binding with :func:`rtckit.stunserver.stun_binding`, or a TURN
+* reachability (a STUN Binding with :func:`rtckit.stun.server.stun_binding`, or a TURN
   Allocate with aioice's TURN client, answered within the timeout);
 * for TURN: authentication (a long-term credential, or a TURN REST credential issued by
   :class:`rtckit.turn.TurnRestAuth` from the shared secret), allocation, the relayed
@@ -38,8 +38,8 @@ import attrs
 from rtckit import _aiortc
 from rtckit.errors import ConfigurationError
 from rtckit.ice import IceConfig, IceServerUri, TurnTransport, UriScheme, parse_uri
-from rtckit.stun import MessageClass
-from rtckit.stunserver import stun_binding
+from rtckit.stun.codec import MessageClass
+from rtckit.stun.server import stun_binding
 
 __all__ = [
     "DoctorConfig",

@@ -72,7 +72,7 @@ class CredentialError(RtcKitError, PermissionError):
 class StunFormatError(RtcKitError, ValueError):
     """Bytes received as STUN are not a well-formed STUN message (RFC 8489).
 
-    Raised by :func:`rtckit.stun.parse_message` and the attribute decoders; STUN servers catch
+    Raised by :func:`rtckit.stun.codec.parse_message` and the attribute decoders; STUN servers catch
     it, count the datagram as malformed and drop it.
     """
 

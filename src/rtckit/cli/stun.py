@@ -9,8 +9,8 @@ import signal
 import sys
 from typing import Any, TextIO
 
-from rtckit.stun import DEFAULT_SOFTWARE, RateLimit, format_transport_address
-from rtckit.stunserver import DEFAULT_PORT, StunServer, StunServerConfig
+from rtckit.stun.codec import DEFAULT_SOFTWARE, RateLimit, format_transport_address
+from rtckit.stun.server import DEFAULT_PORT, StunServer, StunServerConfig
 
 __all__ = ["register", "run"]
 

@@ -79,7 +79,7 @@ from rtckit import coturn as _coturn
 from rtckit.certs import CertificateSpec, KeyType, LocalCA
 from rtckit.errors import ConfigurationError, SystemComponentError
 from rtckit.ice import IceConfig, IceServer, IceServerUri, UriScheme
-from rtckit.stunserver import SocketFactory
+from rtckit.stun.server import SocketFactory
 from rtckit.turn import TurnRestAuth
 
 __all__ = [
@@ -715,7 +715,7 @@ class NatLab:
         """A factory of sockets inside *host*'s namespace (``"pub"`` for the public one).
 
         The sockets work from this process's event loop, e.g. for
-        :func:`rtckit.stunserver.stun_binding`'s *socket_factory*.
+        :func:`rtckit.stun.server.stun_binding`'s *socket_factory*.
         """
         return functools.partial(_socket_in_namespace, self._namespace_of(host))
 

@@ -1,6 +1,6 @@
 """STUN messages (RFC 8489): a pure codec and a pure Binding responder.
 
-No I/O here: bytes in, bytes out. :mod:`rtckit.stunserver` wires :func:`handle_request` to
+No I/O here: bytes in, bytes out. :mod:`rtckit.stun.server` wires :func:`handle_request` to
 UDP and TCP sockets; :mod:`rtckit.coturn` uses :func:`binding_request` to see whether coturn
 answers.
 
@@ -90,7 +90,7 @@ FINGERPRINT_XOR = 0x5354554E
 
 DEFAULT_SOFTWARE = "rtckit"
 """A SOFTWARE value for rtckit's STUN server. It is not sent unless asked for
-(:attr:`rtckit.stunserver.StunServerConfig.software`): it makes every response 12 bytes
+(:attr:`rtckit.stun.server.StunServerConfig.software`): it makes every response 12 bytes
 longer and tells the world which software answers."""
 
 TransportAddress = tuple[str, int]

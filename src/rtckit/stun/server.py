@@ -1,6 +1,6 @@
 """An embedded STUN server (RFC 8489 Binding over UDP and TCP) and a small STUN client.
 
-The protocol work is :func:`rtckit.stun.handle_request`; this module only moves bytes:
+The protocol work is :func:`rtckit.stun.codec.handle_request`; this module only moves bytes:
 
 * UDP: one datagram is one message;
 * TCP: messages follow each other on the stream with no extra framing (RFC 8489 section
@@ -10,7 +10,7 @@ The protocol work is :func:`rtckit.stun.handle_request`; this module only moves 
 Malformed input is dropped and counted in :attr:`StunServer.stats`, never raised.
 
 Abuse limits (all in :class:`StunServerConfig`): over UDP, where a source address is not
-checked, each source (:func:`rtckit.stun.source_key`) gets at most
+checked, each source (:func:`rtckit.stun.codec.source_key`) gets at most
 :attr:`~StunServerConfig.udp_rate_limit` responses; over TCP, a source holds at most
 :attr:`~StunServerConfig.max_tcp_connections_per_source` of the
 :attr:`~StunServerConfig.max_tcp_connections`, and a message must arrive whole within
@@ -39,7 +39,7 @@ from typing import Any, Literal, Self, cast
 import attrs
 
 from rtckit.errors import ConfigurationError, StunFormatError, SystemComponentError
-from rtckit.stun import (
+from rtckit.stun.codec import (
     HEADER_LENGTH,
     MessageClass,
     RateLimit,
@@ -112,7 +112,7 @@ class StunServerConfig:
     """Listen on TCP as well."""
     software: str | None = attrs.field(default=None, validator=_check_software)
     """SOFTWARE attribute of every response; ``None`` (the default) leaves it out
-    (:data:`rtckit.stun.DEFAULT_SOFTWARE` is ``"rtckit"``)."""
+    (:data:`rtckit.stun.codec.DEFAULT_SOFTWARE` is ``"rtckit"``)."""
     udp_rate_limit: RateLimit | None = attrs.field(factory=RateLimit)
     """Responses per source over UDP (a token bucket per source); ``None``: no limit."""
     tcp_idle_timeout: float = attrs.field(default=30.0, validator=_check_positive)
@@ -123,7 +123,7 @@ class StunServerConfig:
     max_tcp_connections: int = attrs.field(default=256, validator=_check_positive)
     """Concurrent TCP connections; more are closed at once."""
     max_tcp_connections_per_source: int = attrs.field(default=8, validator=_check_positive)
-    """Concurrent TCP connections from one source (:func:`rtckit.stun.source_key`); must be
+    """Concurrent TCP connections from one source (:func:`rtckit.stun.codec.source_key`); must be
     below :attr:`max_tcp_connections`, so that no source can take them all."""
 
     def __attrs_post_init__(self) -> None:
@@ -164,7 +164,7 @@ class StunServer:
     def __init__(self, config: StunServerConfig | None = None) -> None:
         self.config = config if config is not None else StunServerConfig()
         self.stats = StunStats()
-        """Counters over every transport (see :class:`rtckit.stun.StunStats`)."""
+        """Counters over every transport (see :class:`rtckit.stun.codec.StunStats`)."""
         limit = self.config.udp_rate_limit
         self._udp_limiter = None if limit is None else SourceRateLimiter(limit)
         self._tcp_per_source: dict[str, int] = {}
@@ -418,8 +418,8 @@ async def stun_binding(
 
     *host* is an IP address or a name (the first address it resolves to is used). The
     response may be a success or an error response; read the reflexive address with
-    :meth:`~rtckit.stun.StunMessage.mapped_address` and the error with
-    :meth:`~rtckit.stun.StunMessage.error_code`. Over UDP the request is sent, then
+    :meth:`~rtckit.stun.codec.StunMessage.mapped_address` and the error with
+    :meth:`~rtckit.stun.codec.StunMessage.error_code`. Over UDP the request is sent, then
     retransmitted *retransmissions* times, *retransmit_interval* seconds apart (a fixed
     interval: this is a probe for local and lab servers, not RFC 8489's doubling). Over TCP
     it is sent once on a fresh connection, inside TLS with *ssl_context* (``stuns:``; the
