@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from rtckit.ice import IceConfig, IceServerUri  # noqa: E402
+from rtckit.ice.turn import TurnRestAuth  # noqa: E402
 from rtckit.testing.natlab import NatLab, connect_peers, lab_tls  # noqa: E402
-from rtckit.turn import TurnRestAuth  # noqa: E402
 
 SECRET = "bench-secret"  # noqa: S105 - a lab-only shared secret
 OUTPUT = ROOT / "docs" / "topics" / "nat-paths-benchmark.rst"

@@ -41,8 +41,8 @@ from rtckit import IceError, InternalsError, _aiortc
 from rtckit._aiortc import on_keyframe_request
 from rtckit.errors import ConfigurationError
 from rtckit.ice import IceConfig
+from rtckit.peer.connection import create_peer_connection
 from rtckit.peer.stats import CandidatePairInfo
-from rtckit.rtcconfig import create_peer_connection
 
 # --- versions ---
 
@@ -139,14 +139,14 @@ def test_allocate_turn_relies_on_aioice_turn() -> None:
 def test_aiortc_gatherer_still_swallows_turn_errors() -> None:
     """aioice drops failed TURN allocations without a trace, which is why rtckit checks.
 
-    If aiortc/aioice start reporting them, rtckit.rtcconfig's probe can use that instead.
+    If aiortc/aioice start reporting them, rtckit.ice.aiortc's probe can use that instead.
     """
     source = inspect.getsource(aioice.Connection.get_component_candidates)
     assert "if task.exception() is None" in source
 
 
 def test_aiortc_configuration_fields() -> None:
-    """rtckit.rtcconfig uses aiortc's iceTransportPolicy where it exists (aiortc 1.16+)."""
+    """rtckit.ice.aiortc uses aiortc's iceTransportPolicy where it exists (aiortc 1.16+)."""
     kwargs = connection_kwargs(
         [RTCIceServer(urls="turn:t:3478?transport=udp", username="u", credential="c")]
     )

@@ -6,13 +6,13 @@ import ipaddress
 
 import pytest
 
-from rtckit.candidates import (
+from rtckit.errors import NegotiationError
+from rtckit.ice.candidates import (
     CandidatePolicy,
     IceCandidate,
     filter_sdp_candidates,
     parse_candidate,
 )
-from rtckit.errors import NegotiationError
 
 
 def test_parse_host_udp() -> None:

@@ -9,7 +9,7 @@ import pytest
 
 from rtckit.cli import main
 from rtckit.ice import IceConfig, IceTransportPolicy
-from rtckit.turn import TurnRestAuth
+from rtckit.ice.turn import TurnRestAuth
 
 
 def test_credentials_text(capsys: pytest.CaptureFixture[str]) -> None:

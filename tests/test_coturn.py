@@ -36,12 +36,12 @@ from rtckit.coturn import (
     run_coturn,
 )
 from rtckit.ice import IceConfig, IceServer
-from rtckit.rtcconfig import create_peer_connection
+from rtckit.ice.turn import TurnRestAuth
+from rtckit.peer.connection import create_peer_connection
 from rtckit.stun.codec import MessageClass, binding_request, parse_message
 from rtckit.stun.server import stun_binding
 from rtckit.testing import require_executable
 from rtckit.testing.coturn import free_port, turnutils_uclient
-from rtckit.turn import TurnRestAuth
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = "north-wind-7"
@@ -400,7 +400,7 @@ def lab_config(**changes: object) -> CoturnConfig:
 
 
 def rest_credential(secret: str, user: str, lifetime: int) -> tuple[str, str]:
-    """TURN REST credential computed here, independently of rtckit.turn."""
+    """TURN REST credential computed here, independently of rtckit.ice.turn."""
     username = f"{int(time.time()) + lifetime}:{user}"
     digest = hmac.new(secret.encode(), username.encode(), hashlib.sha1).digest()
     return username, base64.b64encode(digest).decode()

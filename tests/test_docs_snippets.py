@@ -151,7 +151,7 @@ PYTHON: dict[Key, str] = {
     ("rtckit.topology.base", "async with join_room(client) as room:"): (
         "compile: a room member of the reader's server at url"
     ),
-    ("rtckit.turn", 'auth = TurnRestAuth(secrets=["s3cret"]'): "run",
+    ("rtckit.ice.turn", 'auth = TurnRestAuth(secrets=["s3cret"]'): "run",
 }
 
 #: Python blocks that need a system executable (skipped without it, unless
@@ -402,7 +402,7 @@ def test_inventory_is_complete() -> None:
     assert {"python", "toml", "::", "include", "doctest", "html", "sh"} <= languages
     assert len(BLOCKS) > 100
     # a `::` block in a docstring rendered by autodoc is found too
-    assert any(b.source == "rtckit.turn" for b in BLOCKS)
+    assert any(b.source == "rtckit.ice.turn" for b in BLOCKS)
 
 
 # --- Python ---------------------------------------------------------------------------------

@@ -20,7 +20,9 @@ import pytest
 
 from rtckit.cli import main
 from rtckit.coturn import CoturnConfig, CoturnProcess, run_coturn
-from rtckit.doctor import (
+from rtckit.errors import ConfigurationError
+from rtckit.ice import IceConfig, IceServerUri
+from rtckit.ice.doctor import (
     DoctorConfig,
     DoctorServer,
     format_report,
@@ -29,12 +31,10 @@ from rtckit.doctor import (
     servers_from_ice,
     with_all_transports,
 )
-from rtckit.errors import ConfigurationError
-from rtckit.ice import IceConfig, IceServerUri
+from rtckit.ice.turn import TurnRestAuth
 from rtckit.testing import require_executable
 from rtckit.testing.coturn import free_port
 from rtckit.testing.natlab import LabTls, lab_tls
-from rtckit.turn import TurnRestAuth
 
 # -- servers, URIs and credentials ------------------------------------------------------------
 

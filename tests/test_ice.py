@@ -20,7 +20,7 @@ from rtckit.ice import (
     UriScheme,
     parse_uri,
 )
-from rtckit.turn import TurnRestAuth
+from rtckit.ice.turn import TurnRestAuth
 
 # --- URIs ---
 

@@ -9,12 +9,14 @@ from collections.abc import AsyncIterator
 import pytest
 from aiortc import RTCConfiguration, RTCIceServer, RTCIceTransport, RTCPeerConnection
 
-from rtckit import IceError, TurnAuthError, _aiortc, rtcconfig
+from rtckit import IceError, TurnAuthError, _aiortc
 from rtckit.ice import IceConfig, IceConfigWarning, IceTransportPolicy
-from rtckit.rtcconfig import RtcKitPeerConnection, create_peer_connection
+from rtckit.ice import aiortc as ice_aiortc
+from rtckit.ice.turn import TurnRestAuth, ice_server
+from rtckit.peer import connection as peer_connection
+from rtckit.peer.connection import RtcKitPeerConnection, create_peer_connection
 from rtckit.testing import require_executable
 from rtckit.testing.coturn import LoopbackCoturn, run_loopback_coturn, turnutils_uclient
-from rtckit.turn import TurnRestAuth, ice_server
 
 pytestmark = pytest.mark.integration
 
@@ -244,10 +246,11 @@ async def test_relay_policy_on_aiortc_without_transport_policy(
     coturn: LoopbackCoturn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """aiortc 1.14/1.15 have no iceTransportPolicy: create_peer_connection still applies it."""
-    monkeypatch.setattr(rtcconfig, "aiortc_has_transport_policy", lambda: False)
+    monkeypatch.setattr(ice_aiortc, "aiortc_has_transport_policy", lambda: False)
+    monkeypatch.setattr(peer_connection, "aiortc_has_transport_policy", lambda: False)
     config = _relay_config(coturn, coturn.auth)
     with pytest.warns(IceConfigWarning, match="has no iceTransportPolicy"):
-        assert rtcconfig.to_aiortc(config).iceTransportPolicy.value == "all"
+        assert ice_aiortc.to_aiortc(config).iceTransportPolicy.value == "all"
     a = create_peer_connection(config)
     b = create_peer_connection(config)
     try:

@@ -18,6 +18,7 @@ import pytest
 from rtckit.coturn import CoturnConfig
 from rtckit.errors import ConfigurationError
 from rtckit.ice import IceConfig, IceServerUri
+from rtckit.ice.turn import TurnRestAuth
 from rtckit.stun.server import stun_binding
 from rtckit.testing import require_executable, require_root
 from rtckit.testing.natlab import (
@@ -30,7 +31,6 @@ from rtckit.testing.natlab import (
     lab_tls,
     unshare_command,
 )
-from rtckit.turn import TurnRestAuth
 
 pytestmark = pytest.mark.integration
 

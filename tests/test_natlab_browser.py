@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from rtckit.ice import IceConfig
+from rtckit.ice.turn import TurnRestAuth
 from rtckit.testing import require_executable, require_root
 from rtckit.testing.browser import HOST_RESOLVER_RULES, launch_chromium
 from rtckit.testing.natlab import NatLab, lab_tls, run_peer
-from rtckit.turn import TurnRestAuth
 
 pytestmark = pytest.mark.browser
 

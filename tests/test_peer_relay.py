@@ -6,12 +6,12 @@ import asyncio
 
 import pytest
 
-from rtckit.candidates import CandidatePolicy
 from rtckit.ice import IceConfig, IceTransportPolicy
+from rtckit.ice.candidates import CandidatePolicy
+from rtckit.ice.turn import ice_server
 from rtckit.peer import ConnectionStateChanged, PeerSession, SessionConfig
 from rtckit.testing import DirectSignaller, require_executable
 from rtckit.testing.coturn import run_loopback_coturn
-from rtckit.turn import ice_server
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import attrs
 import pytest
 from aiortc import MediaStreamTrack
 
-from rtckit.candidates import CandidatePolicy
 from rtckit.errors import ConfigurationError, PeerError
+from rtckit.ice.candidates import CandidatePolicy
 from rtckit.peer import (
     ConnectionReplaced,
     DataMessage,

@@ -1,4 +1,4 @@
-"""rtckit.rtcconfig: IceConfig -> aiortc, choosing deliberately and warning loudly."""
+"""rtckit.ice.aiortc: IceConfig -> aiortc, choosing deliberately and warning loudly."""
 
 from __future__ import annotations
 
@@ -10,13 +10,8 @@ from aiortc.rtcicetransport import connection_kwargs
 
 from rtckit import ConfigurationError
 from rtckit.ice import IceConfig, IceConfigWarning, IceServer, parse_uri
-from rtckit.rtcconfig import (
-    RtcKitPeerConnection,
-    aiortc_has_transport_policy,
-    create_peer_connection,
-    select_for_aiortc,
-    to_aiortc,
-)
+from rtckit.ice.aiortc import aiortc_has_transport_policy, select_for_aiortc, to_aiortc
+from rtckit.peer.connection import RtcKitPeerConnection, create_peer_connection
 
 TURN = {"username": "u", "credential": "c"}
 
@@ -49,7 +44,7 @@ def test_one_stun_one_turn_pass_through_explicitly() -> None:
 
 
 def test_aiortc_still_keeps_only_the_first_stun_and_turn() -> None:
-    """The aiortc limitation rtckit works around; if this fails, revisit rtcconfig."""
+    """The aiortc limitation rtckit works around; if this fails, revisit rtckit.ice.aiortc."""
     kwargs = connection_kwargs(
         [
             RTCIceServer(urls=["stun:a", "stun:b"]),

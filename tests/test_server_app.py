@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from rtckit.certs import ensure_dev_certificate
 from rtckit.errors import AuthError, ConfigurationError, RoomError
+from rtckit.ice.turn import TurnRestAuth
 from rtckit.server import app as app_module
 from rtckit.server.app import (
     _APP_KEY,
@@ -42,7 +43,6 @@ from rtckit.server.config import (
 from rtckit.server.metrics import Metrics
 from rtckit.signaling import SignalingClient, TokenAuth, WebSocketTransport
 from rtckit.signaling.protocol import AppMessage
-from rtckit.turn import TurnRestAuth
 
 TIMEOUT = 30
 SECRET = "test-secret-0123456789-abcdefghij-klmnop"

@@ -28,7 +28,7 @@ from aiortc.mediastreams import AudioStreamTrack, MediaStreamError
 
 from rtckit import _aiortc
 from rtckit.ice import IceConfig
-from rtckit.rtcconfig import create_peer_connection
+from rtckit.peer.connection import create_peer_connection
 from rtckit.sfu import (
     ForwardingTrack,
     PublishedTrack,

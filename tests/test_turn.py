@@ -1,4 +1,4 @@
-"""rtckit.turn: TURN REST credentials as coturn's use-auth-secret checks them (pure)."""
+"""rtckit.ice.turn: TURN REST credentials as coturn's use-auth-secret checks them (pure)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 
 from rtckit import ConfigurationError, CredentialError
 from rtckit.ice import IceConfig, parse_uri
-from rtckit.turn import TurnCredentials, TurnRestAuth, ice_server, password_for
+from rtckit.ice.turn import TurnCredentials, TurnRestAuth, ice_server, password_for
 
 NOW = 1_700_000_000.25
 

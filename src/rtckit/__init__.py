@@ -34,6 +34,7 @@ from rtckit.errors import (
     TurnAuthError,
 )
 from rtckit.ice import IceConfig, IceConfigWarning, IceServer, IceServerUri, IceTransportPolicy
+from rtckit.ice.turn import TurnCredentials, TurnRestAuth
 from rtckit.signaling import (
     OpenAuth,
     SignalingClient,
@@ -42,7 +43,6 @@ from rtckit.signaling import (
     TokenAuth,
 )
 from rtckit.topology.base import Topology, join_room
-from rtckit.turn import TurnCredentials, TurnRestAuth
 
 __version__ = "0.1.0.dev0"
 

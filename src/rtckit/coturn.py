@@ -13,7 +13,7 @@ module
   (:data:`CLOUD_METADATA_ADDRESSES`, which no exception can allow);
 * translates between coturn's configuration and rtckit's ICE configuration:
   :meth:`CoturnConfig.from_ice` builds the coturn that serves an :class:`~rtckit.ice.IceConfig`
-  (or a :class:`~rtckit.turn.TurnRestAuth`), :meth:`CoturnConfig.ice_config` gives the
+  (or a :class:`~rtckit.ice.turn.TurnRestAuth`), :meth:`CoturnConfig.ice_config` gives the
   :class:`~rtckit.ice.IceConfig` its clients use (URIs and a REST credential);
 * runs ``turnserver`` as a child process (:class:`CoturnProcess`, :func:`run_coturn`), waits
   until it answers a STUN Binding request on its own listening address, and stops it by PID;
@@ -46,8 +46,8 @@ import attrs
 
 from rtckit.errors import ConfigurationError, CredentialError, SystemComponentError
 from rtckit.ice import IceConfig, IceServerUri, IceTransportPolicy, TurnTransport, UriScheme
+from rtckit.ice.turn import DEFAULT_SEPARATOR, TurnRestAuth
 from rtckit.stun.server import SocketFactory, stun_binding
-from rtckit.turn import DEFAULT_SEPARATOR, TurnRestAuth
 
 __all__ = [
     "CLOUD_METADATA_ADDRESSES",
@@ -236,7 +236,7 @@ class CoturnConfig:
 
     Authentication is always TURN REST (``use-auth-secret``): clients present a username
     ``"<expiry>:<user>"`` and the password ``base64(HMAC-SHA1(secret, username))`` (see
-    ``rtckit.turn``). Several secrets may be given to rotate them.
+    ``rtckit.ice.turn``). Several secrets may be given to rotate them.
 
     The last three fields only concern :class:`CoturnProcess` and are not rendered.
     """
@@ -506,7 +506,7 @@ class CoturnConfig:
 
         Its servers are :meth:`uris` (*host* as there): one per STUN URI, and one holding the
         TURN URIs with a TURN REST credential issued for *user*, valid *ttl* seconds. *auth*
-        issues it (default: a :class:`~rtckit.turn.TurnRestAuth` with
+        issues it (default: a :class:`~rtckit.ice.turn.TurnRestAuth` with
         :attr:`static_auth_secrets`); its first secret must be one of them and its separator
         :attr:`rest_api_separator`, else coturn would refuse the credential. The reverse of
         :meth:`from_ice`.
@@ -544,7 +544,7 @@ class CoturnConfig:
 
         *source* is either
 
-        * a :class:`~rtckit.turn.TurnRestAuth`: its secrets (newest first) and separator
+        * a :class:`~rtckit.ice.turn.TurnRestAuth`: its secrets (newest first) and separator
           become :attr:`static_auth_secrets` and :attr:`rest_api_separator`; the rest keeps
           the defaults; or
         * an :class:`~rtckit.ice.IceConfig` (the one clients get) with *auth*, the

@@ -193,7 +193,7 @@ def install_rtp_routing(pc: RTCPeerConnection) -> None:
     """Route *pc*'s incoming RTP with :class:`RtpRouting`, on its transports now and later.
 
     Call it right after creating the connection (rtckit's peer sessions and
-    :func:`rtckit.rtcconfig.create_peer_connection` do). Idempotent.
+    :func:`rtckit.peer.connection.create_peer_connection` do). Idempotent.
     """
     create = get_internal(pc, _CREATE_DTLS_TRANSPORT)
     if not getattr(create, "_rtckit_routing", False):

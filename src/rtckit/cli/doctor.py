@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 from rtckit.cli import plain_text
-from rtckit.doctor import (
+from rtckit.errors import ConfigurationError
+from rtckit.ice import IceConfig
+from rtckit.ice.doctor import (
     DoctorConfig,
     DoctorServer,
     format_report,
@@ -17,9 +19,7 @@ from rtckit.doctor import (
     servers_from_ice,
     with_all_transports,
 )
-from rtckit.errors import ConfigurationError
-from rtckit.ice import IceConfig
-from rtckit.turn import TurnRestAuth
+from rtckit.ice.turn import TurnRestAuth
 
 __all__ = ["register"]
 

@@ -1,6 +1,6 @@
 """``rtckit turn``: TURN helpers.
 
-``rtckit turn credentials`` issues a coturn TURN REST credential (see :mod:`rtckit.turn`)::
+``rtckit turn credentials`` issues a coturn TURN REST credential (see :mod:`rtckit.ice.turn`)::
 
     rtckit turn credentials --secret S --user alice --ttl 3600
     rtckit turn credentials --user alice --json              # secret from $RTCKIT_TURN_SECRET
@@ -27,7 +27,7 @@ from typing import Any
 from rtckit.cli.turn_serve import register_serve
 from rtckit.errors import ConfigurationError
 from rtckit.ice import ENV_TURN_SECRET, IceConfig, IceTransportPolicy
-from rtckit.turn import DEFAULT_TTL, TurnRestAuth, ice_server
+from rtckit.ice.turn import DEFAULT_TTL, TurnRestAuth, ice_server
 
 __all__ = ["TURN_COMMANDS", "register"]
 

@@ -24,7 +24,7 @@ from rtckit.ice import (
     ENV_TURN_USERNAME,
     IceConfig,
 )
-from rtckit.turn import TurnRestAuth
+from rtckit.ice.turn import TurnRestAuth
 
 __all__ = ["SECRET_ENV", "config_from_args", "register_serve", "serve"]
 

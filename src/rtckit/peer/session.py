@@ -43,9 +43,10 @@ from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from rtckit import _aiortc
 from rtckit._aiortc.sdp import SdpDescription, candidate_from_sdp
-from rtckit.candidates import CandidatePolicy, filter_sdp_candidates, parse_candidate
 from rtckit.errors import ConfigurationError, NegotiationError, PeerError, RtcKitError
 from rtckit.ice import IceConfig
+from rtckit.ice.aiortc import to_aiortc
+from rtckit.ice.candidates import CandidatePolicy, filter_sdp_candidates, parse_candidate
 from rtckit.peer.events import (
     ConnectionReplaced,
     ConnectionStateChanged,
@@ -78,7 +79,6 @@ from rtckit.peer.stats import (
     quality_of,
     snapshot_from_report,
 )
-from rtckit.rtcconfig import to_aiortc
 
 __all__ = ["HEARTBEAT_CHANNEL_ID", "HEARTBEAT_LABEL", "DataChannel", "PeerSession", "SessionConfig"]
 
@@ -133,7 +133,7 @@ class SessionConfig:
     stats_interval: float | None = attrs.field(default=None, validator=_optional_positive)
 
     def rtc_configuration(self) -> RTCConfiguration:
-        """The aiortc configuration: :func:`rtckit.rtcconfig.to_aiortc` of ``ice``, max-bundle.
+        """The aiortc configuration: :func:`rtckit.ice.aiortc.to_aiortc` of ``ice``, max-bundle.
 
         One bundled transport per connection: gathering happens once, and a replacement
         (see :doc:`/topics/ice-restart`) re-creates one transport only.

@@ -35,6 +35,7 @@ from aiohttp.typedefs import Handler
 from rtckit.errors import ConfigurationError, TopologyError
 from rtckit.https import redirect_response
 from rtckit.ice import IceConfig, IceServer
+from rtckit.ice.turn import TurnRestAuth
 from rtckit.peer.session import SessionConfig
 from rtckit.server.config import ServeConfig
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingConfig, SignalingServer, TokenAuth
@@ -56,7 +57,6 @@ from rtckit.topology import (
     server_strategy_problem,
 )
 from rtckit.topology.base import MCU_PEER_ID, SFU_PEER_ID
-from rtckit.turn import TurnRestAuth
 
 if TYPE_CHECKING:
     from rtckit.server.metrics import Metrics

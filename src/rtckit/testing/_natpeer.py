@@ -6,7 +6,7 @@ Usage (the NAT lab tests build this command line)::
         --ice-config '{"iceServers": [{"urls": "turn:198.51.100.1", "username": "u",
                        "credential": "p"}], "iceTransportPolicy": "relay"}'
 
-The peer connection comes from :func:`rtckit.rtcconfig.create_peer_connection`: the relay
+The peer connection comes from :func:`rtckit.peer.connection.create_peer_connection`: the relay
 policy is honoured and a TURN server that refuses the credential is a ``TurnAuthError``
 naming it (aiortc alone would offer no relay candidate and wait forever).
 
@@ -40,10 +40,10 @@ from typing import Any
 from aiortc import RTCSessionDescription
 
 from rtckit import _aiortc
-from rtckit.candidates import parse_candidate
 from rtckit.errors import IceError
 from rtckit.ice import IceConfig
-from rtckit.rtcconfig import create_peer_connection
+from rtckit.ice.candidates import parse_candidate
+from rtckit.peer.connection import create_peer_connection
 
 __all__ = ["main"]
 

@@ -26,7 +26,7 @@ import attrs
 from rtckit.coturn import CoturnConfig, CoturnProcess
 from rtckit.errors import ConfigurationError, SystemComponentError
 from rtckit.ice import IceConfig, IceTransportPolicy
-from rtckit.turn import TurnRestAuth
+from rtckit.ice.turn import TurnRestAuth
 
 __all__ = ["LoopbackCoturn", "free_port", "run_loopback_coturn", "turnutils_uclient"]
 
@@ -49,7 +49,7 @@ class LoopbackCoturn:
 
     @property
     def auth(self) -> TurnRestAuth:
-        """A :class:`~rtckit.turn.TurnRestAuth` with this server's secret."""
+        """A :class:`~rtckit.ice.turn.TurnRestAuth` with this server's secret."""
         return TurnRestAuth(secrets=[self.secret])
 
     def uri(self, transport: str = "udp") -> str:

@@ -79,8 +79,8 @@ from rtckit import coturn as _coturn
 from rtckit.certs import CertificateSpec, KeyType, LocalCA
 from rtckit.errors import ConfigurationError, SystemComponentError
 from rtckit.ice import IceConfig, IceServer, IceServerUri, UriScheme
+from rtckit.ice.turn import TurnRestAuth
 from rtckit.stun.server import SocketFactory
-from rtckit.turn import TurnRestAuth
 
 __all__ = [
     "DEFAULT_STATE_DIR",
@@ -988,7 +988,7 @@ async def connect_peers(
     the same): an :class:`~rtckit.ice.IceConfig` (e.g. from
     :meth:`rtckit.coturn.CoturnConfig.ice_config`, relay policy included) or a list of
     servers; never an implicit public STUN server. The peers use it through
-    :func:`rtckit.rtcconfig.create_peer_connection`, so a refused TURN credential is a
+    :func:`rtckit.peer.connection.create_peer_connection`, so a refused TURN credential is a
     ``TurnAuthError`` naming the server. *env* is added to the peers' environment
     (e.g. ``SSL_CERT_FILE`` for a lab CA). *ice_timeout* bounds ICE; *stun_retries* sets
     aioice's STUN retransmissions in the peers (2: a dead pair fails after 3.5 s; ``None``:

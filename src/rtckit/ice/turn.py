@@ -32,7 +32,7 @@ from typing import Final
 import attrs
 
 from rtckit.errors import ConfigurationError, CredentialError
-from rtckit.ice import IceServer, IceServerUri
+from rtckit.ice.servers import IceServer, IceServerUri
 
 __all__ = [
     "DEFAULT_SEPARATOR",

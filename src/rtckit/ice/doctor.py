@@ -7,7 +7,7 @@ each server probed with its own credential. For each, :func:`probe_server` check
 * reachability (a STUN Binding with :func:`rtckit.stun.server.stun_binding`, or a TURN
   Allocate with aioice's TURN client, answered within the timeout);
 * for TURN: authentication (a long-term credential, or a TURN REST credential issued by
-  :class:`rtckit.turn.TurnRestAuth` from the shared secret), allocation, the relayed
+  :class:`rtckit.ice.turn.TurnRestAuth` from the shared secret), allocation, the relayed
   address, and that the server lets the relay send to a public peer (a ChannelBind toward
   the client's own reflexive address);
 * the public (server-reflexive) address the server saw.
@@ -37,7 +37,8 @@ import attrs
 
 from rtckit import _aiortc
 from rtckit.errors import ConfigurationError
-from rtckit.ice import IceConfig, IceServerUri, TurnTransport, UriScheme, parse_uri
+from rtckit.ice.config import IceConfig
+from rtckit.ice.servers import IceServerUri, TurnTransport, UriScheme, parse_uri
 from rtckit.stun.codec import MessageClass
 from rtckit.stun.server import stun_binding
 
@@ -123,7 +124,7 @@ class DoctorConfig:
     #: How long to wait for a refused ChannelBind after the allocation, in seconds.
     permission_wait: float = attrs.field(default=0.5, validator=attrs.validators.ge(0))
     #: The TURN credential, long-term or a REST credential issued by
-    #: :meth:`rtckit.turn.TurnRestAuth.issue` from the shared secret.
+    #: :meth:`rtckit.ice.turn.TurnRestAuth.issue` from the shared secret.
     username: str | None = None
     credential: str | None = attrs.field(default=None, repr=False)
     #: Extra CA bundle (PEM) trusted for ``stuns:``/``turns:``; else the default store.
