@@ -114,7 +114,7 @@ PYTHON: dict[Key, str] = {
     ("docs/topics/sfu-forwarding.rst", "router = SfuRouter(SfuConfig())"): (
         "compile: a summary of the router's calls across a server's handlers"
     ),
-    ("rtckit.coturn.CoturnProcess", "async with CoturnProcess(config)"): (
+    ("rtckit.coturn.process.CoturnProcess", "async with CoturnProcess(config)"): (
         "compile: starts coturn on every interface with the default ports"
     ),
     ("rtckit.eventloop", 'run(main(), loop="auto")'): (
@@ -194,7 +194,7 @@ CONTEXT: dict[str, set[str]] = {
         "transceiver_created_by_the_offer",
         "channel",
     },
-    "rtckit.coturn.CoturnProcess": {"secret"},
+    "rtckit.coturn.process.CoturnProcess": {"secret"},
     "rtckit.eventloop": {"main"},
     "rtckit.mcu.engine": {"peer_id", "pc"},
     "rtckit.peer.events": {"session"},
