@@ -16,7 +16,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-import rtckit.certs
+import rtckit.certs.x509
 from rtckit import CertificateError, CertificateExpiredError
 from rtckit.certs import (
     CA_CERT_FILE,
@@ -34,12 +34,12 @@ from rtckit.certs import (
     ensure_dev_certificate,
     fingerprint,
     key_description,
-    lan_addresses,
     load_certificates,
     normalize_host,
     parse_host,
     server_ssl_context,
 )
+from rtckit.net import lan_addresses
 from rtckit.testing import require_executable
 
 HOSTS = ("localhost", "127.0.0.1", "::1")
@@ -654,7 +654,7 @@ def test_certificate_hosts_without_san() -> None:
 
 
 def test_docstring_examples() -> None:
-    result = doctest.testmod(rtckit.certs, raise_on_error=False)
+    result = doctest.testmod(rtckit.certs.x509, raise_on_error=False)
     assert result.attempted >= 1
     assert result.failed == 0
 

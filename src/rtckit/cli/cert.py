@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryptography import x509
 
-from rtckit import certs
+from rtckit import certs, net
 from rtckit.cli import os_error_text
 from rtckit.errors import CertificateError, ConfigurationError
 
@@ -153,7 +153,7 @@ def _trust_hints(ca: certs.LocalCA, ca_dir: Path) -> list[str]:
 def _create(args: argparse.Namespace) -> int:
     hosts = list(args.hosts) if args.hosts else list(certs.DEFAULT_HOSTS)
     if args.lan:
-        hosts += [str(address) for address in certs.lan_addresses()]
+        hosts += [str(address) for address in net.lan_addresses()]
     p12_password = _password(args.p12_password, args.p12_password_env, "--p12-password-env")
     if args.alias is not None and p12_password is None:
         raise ConfigurationError("--alias names the key in keystore.p12: give --p12-password-env")

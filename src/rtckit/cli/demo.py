@@ -18,10 +18,11 @@ import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from rtckit.certs import CA_DER_FILE, default_dev_hosts, ensure_dev_certificate, lan_addresses
+from rtckit.certs import CA_DER_FILE, default_dev_hosts, ensure_dev_certificate
 from rtckit.cli import os_error_text
 from rtckit.errors import ConfigurationError
 from rtckit.eventloop import add_loop_argument, run
+from rtckit.net import lan_addresses
 from rtckit.server.config import (
     TOPOLOGIES,
     AuthSettings,

@@ -1,19 +1,11 @@
-"""Certificates for HTTPS development: self-signed, or issued by a local CA.
+"""X.509 certificates and keys: make, read, write, check (no I/O other than the files named).
 
-Browsers open the camera and microphone only on a secure origin (``https://`` or
-``http://localhost``), so a WebRTC app served to a phone on the LAN needs a certificate for the
-machine's address. This module makes them in a few lines, with no I/O other than the files you
-ask it to read or write:
-
-* :func:`create_self_signed`: one certificate that signs itself (each browser warns once);
-* :class:`LocalCA`: a small certificate authority kept in a directory, that issues server
-  certificates; trust it once on each desktop or phone and every certificate it issues is
-  accepted (what mkcert does);
-* :func:`ensure_dev_certificate`: create the CA and a server certificate once, then reuse them,
-  issuing a new server certificate when the host list changes or expiry comes near;
+* :class:`CertificateSpec` and :func:`create_self_signed`: one certificate that signs itself
+  (each browser warns once); :class:`IssuedCertificate` holds a certificate, its key and its
+  issuers;
 * PEM files (private keys written with mode ``0600``), password-protected PKCS#12 keystores
-  (the format Java's ``keytool`` reads), :mod:`ssl` contexts for servers and clients, SHA-256
-  fingerprints, validity checks.
+  (the format Java's ``keytool`` reads), SHA-256 fingerprints, validity checks;
+* :func:`server_ssl_context`: the TLS server context for a certificate.
 
 Every failure raises :class:`~rtckit.errors.CertificateError` (or its subclass
 :class:`~rtckit.errors.CertificateExpiredError`) with a message that says what to do.
@@ -27,29 +19,24 @@ import enum
 import ipaddress
 import os
 import secrets
-import socket
 import ssl
-import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TypeAlias
 
 import attrs
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from rtckit.certs.tls import server_context
 from rtckit.errors import CertificateError, CertificateExpiredError
+from rtckit.net import IPAddress
 
 __all__ = [
-    "CA_CERT_FILE",
-    "CA_DER_FILE",
-    "CA_KEY_FILE",
     "CERT_FILE",
-    "DEFAULT_CA_DAYS",
     "DEFAULT_DAYS",
     "DEFAULT_HOSTS",
     "FULLCHAIN_FILE",
@@ -58,23 +45,16 @@ __all__ = [
     "PKCS12_KDF_ROUNDS",
     "CertificateFiles",
     "CertificateSpec",
-    "DevCertificate",
-    "IPAddress",
     "IssuedCertificate",
     "KeyType",
-    "LocalCA",
     "PrivateKey",
     "certificate_hosts",
     "check_validity",
-    "client_ssl_context",
     "create_self_signed",
     "days_left",
-    "default_dev_hosts",
-    "ensure_dev_certificate",
     "fingerprint",
     "is_ca_certificate",
     "key_description",
-    "lan_addresses",
     "load_certificates",
     "load_private_key",
     "normalize_host",
@@ -85,8 +65,6 @@ __all__ = [
 PrivateKey: TypeAlias = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 """The private keys rtckit makes and accepts, RSA or ECDSA (every browser supports both)."""
 
-IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
-"""An IPv4 or IPv6 address."""
 
 DEFAULT_DAYS = 700
 """Validity of a server certificate, in days (as ``keytool -validity 700`` in the HTTPS how-to).
@@ -95,8 +73,6 @@ Apple platforms refuse TLS server certificates valid for more than 825 days, eve
 user trusts, so keep ``days`` at most 825 for certificates that iPhones and Macs must accept.
 """
 
-DEFAULT_CA_DAYS = 3650
-"""Validity of a local CA in days, ten years since you trust it once by hand."""
 
 DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 """The hosts of a certificate for this machine only."""
@@ -104,12 +80,6 @@ DEFAULT_HOSTS: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 PKCS12_KDF_ROUNDS = 100_000
 """PBKDF2 iterations protecting PKCS#12 keystores (Java's default is 10 000)."""
 
-CA_CERT_FILE = "ca.pem"
-"""File name of a local CA's certificate (PEM) in its directory."""
-CA_KEY_FILE = "ca-key.pem"
-"""File name of a local CA's private key (PEM, mode ``0600``) in its directory."""
-CA_DER_FILE = "ca.crt"
-"""File name of a local CA's certificate in DER form, the file phones install."""
 CERT_FILE = "cert.pem"
 """File name of a server certificate (PEM, the certificate alone)."""
 KEY_FILE = "key.pem"
@@ -525,7 +495,7 @@ def _check_issued(instance: IssuedCertificate) -> None:
 class IssuedCertificate:
     """A certificate with its private key and the certificates of its issuers.
 
-    Made by :func:`create_self_signed` and :meth:`LocalCA.issue`, or loaded with
+    Made by :func:`create_self_signed` and :meth:`~rtckit.certs.ca.LocalCA.issue`, or loaded with
     :meth:`load`, :meth:`from_files` or :meth:`load_pkcs12`. Creating one checks that the key
     belongs to the certificate.
     """
@@ -765,8 +735,8 @@ def create_self_signed(
 ) -> IssuedCertificate:
     """Return a new self-signed server certificate for *spec* (default: this machine only).
 
-    Each browser warns once about it; a :class:`LocalCA` avoids that. *now* sets the start
-    of validity (tests use it to make expired certificates).
+    Each browser warns once about it; a :class:`~rtckit.certs.ca.LocalCA` avoids that. *now* sets
+    the start of validity (tests use it to make expired certificates).
     """
     spec = spec if spec is not None else CertificateSpec()
     moment = _utc_now(now)
@@ -779,523 +749,13 @@ def create_self_signed(
     return IssuedCertificate(certificate=certificate, private_key=key)
 
 
-# --- local CA ---------------------------------------------------------------------------------
-
-
-def _constraint(text: str) -> x509.GeneralName:
-    value = text.strip()
-    if "/" in value:
-        try:
-            return x509.IPAddress(ipaddress.ip_network(value, strict=False))
-        except ValueError:
-            raise CertificateError(f"bad name constraint {text!r}: not an IP network") from None
-    address = _parse_ip(value)
-    if address is not None:  # a single address: a /32 or /128 network
-        return x509.IPAddress(ipaddress.ip_network(address))
-    name = x509.DNSName(_check_dns_name(value, text))
-    if name.value.startswith("*."):
-        raise CertificateError(f"bad name constraint {text!r}: no wildcards; give the domain")
-    return name
-
-
-def _name_matches(name: x509.GeneralName, constraint: x509.GeneralName) -> bool:
-    if isinstance(name, x509.DNSName) and isinstance(constraint, x509.DNSName):
-        domain = constraint.value.lower().lstrip(".")
-        host = name.value.lower()
-        if constraint.value.startswith("."):
-            return host.endswith("." + domain)
-        return host == domain or host.endswith("." + domain)
-    if isinstance(name, x509.IPAddress) and isinstance(constraint, x509.IPAddress):
-        network = constraint.value
-        address = name.value
-        return (
-            isinstance(network, ipaddress.IPv4Network | ipaddress.IPv6Network)
-            and isinstance(address, ipaddress.IPv4Address | ipaddress.IPv6Address)
-            and address.version == network.version
-            and address in network
-        )
-    return False
-
-
-def _check_name_constraints(ca: x509.Certificate, names: list[x509.GeneralName]) -> None:
-    try:
-        constraints = ca.extensions.get_extension_for_class(x509.NameConstraints).value
-    except x509.ExtensionNotFound:
-        return
-    permitted = list(constraints.permitted_subtrees or ())
-    excluded = list(constraints.excluded_subtrees or ())
-    for name in names:
-        text = _general_name_text(name)
-        same_type = [c for c in permitted if type(c) is type(name)]
-        if same_type and not any(_name_matches(name, c) for c in same_type):
-            allowed = ", ".join(_general_name_text(c) for c in same_type)
-            raise CertificateError(
-                f"the local CA may not issue a certificate for {text}: its name constraints "
-                f"permit only {allowed}"
-            )
-        if any(_name_matches(name, c) for c in excluded):
-            raise CertificateError(
-                f"the local CA may not issue a certificate for {text}: excluded by its "
-                "name constraints"
-            )
-
-
-def _check_ca(instance: LocalCA) -> None:
-    _check_key_matches(instance.certificate, instance.private_key, "local CA")
-    if not _is_ca(instance.certificate):
-        raise CertificateError(
-            f"certificate {_describe(instance.certificate)} is not a CA certificate "
-            "(basicConstraints CA:true is missing)"
-        )
-
-
-@attrs.frozen(kw_only=True)
-class LocalCA:
-    """A certificate authority of your own, to trust once on each device.
-
-    Its certificate has basicConstraints ``CA:true, pathlen:0`` and keyUsage
-    ``keyCertSign, cRLSign``; optional name constraints limit the hosts it may issue for.
-    In a directory it is the files :data:`CA_CERT_FILE`, :data:`CA_KEY_FILE` (mode ``0600``,
-    keep it private: whoever has it can impersonate any site to devices that trust the CA) and
-    :data:`CA_DER_FILE` (the certificate again, in the DER form phones install).
-    """
-
-    certificate: x509.Certificate
-    """The CA's self-signed certificate."""
-    private_key: PrivateKey = attrs.field(eq=False, repr=False)
-    """The CA's private key."""
-
-    def __attrs_post_init__(self) -> None:
-        _check_ca(self)
-
-    @classmethod
-    def create(
-        cls,
-        *,
-        common_name: str | None = None,
-        days: int = DEFAULT_CA_DAYS,
-        key_type: KeyType = KeyType.RSA,
-        permitted: Iterable[str] | None = None,
-        now: dt.datetime | None = None,
-    ) -> LocalCA:
-        """Return a new CA.
-
-        *common_name* defaults to ``"rtckit local CA <hostname> <random id>"`` so that several
-        CAs are told apart in trust stores. *permitted* adds critical name constraints: DNS
-        domains (``"example.test"`` also permits its subdomains) and IP networks
-        (``"192.168.0.0/16"``, a bare address means just that one); a type of name not listed
-        stays unconstrained (RFC 5280), and :meth:`issue` checks them before signing.
-        """
-        _require_days("days", days)
-        _require_key_type(key_type)
-        if common_name is None:
-            common_name = f"rtckit local CA {socket.gethostname()[:30]} {secrets.token_hex(4)}"
-        _require_common_name(common_name)
-        moment = _utc_now(now)
-        key = key_type.generate()
-        name = _name(common_name)
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(moment - _BACKDATE)
-            .not_valid_after(moment + dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False
-            )
-        )
-        if permitted is not None:
-            if isinstance(permitted, str):
-                raise CertificateError("permitted must be a list of domains and networks")
-            subtrees = [_constraint(item) for item in permitted]
-            if not subtrees:
-                raise CertificateError("permitted name constraints cannot be empty")
-            builder = builder.add_extension(
-                x509.NameConstraints(permitted_subtrees=subtrees, excluded_subtrees=None),
-                critical=True,
-            )
-        certificate = builder.sign(key, hashes.SHA256())
-        return cls(certificate=certificate, private_key=key)
-
-    @staticmethod
-    def exists(directory: str | os.PathLike[str]) -> bool:
-        """Whether *directory* holds a CA's certificate and key files."""
-        folder = Path(directory)
-        return (folder / CA_CERT_FILE).is_file() and (folder / CA_KEY_FILE).is_file()
-
-    @classmethod
-    def load(cls, directory: str | os.PathLike[str]) -> LocalCA:
-        """Load the CA that :meth:`save` wrote in *directory*."""
-        folder = Path(directory)
-        if not cls.exists(folder):
-            raise CertificateError(
-                f"no local CA in {folder} ({CA_CERT_FILE} and {CA_KEY_FILE} are needed); "
-                f"create one with LocalCA.create().save(...) or "
-                f"'rtckit cert create --ca {folder} ...'"
-            )
-        certificate = load_certificates(folder / CA_CERT_FILE)[0]
-        key = load_private_key(folder / CA_KEY_FILE)
-        _check_key_matches(certificate, key, f"local CA in {folder}")
-        return cls(certificate=certificate, private_key=key)
-
-    @classmethod
-    def load_or_create(
-        cls,
-        directory: str | os.PathLike[str],
-        *,
-        key_type: KeyType = KeyType.RSA,
-        days: int = DEFAULT_CA_DAYS,
-    ) -> LocalCA:
-        """Load the CA in *directory*, or create and save one there if there is none."""
-        if cls.exists(directory):
-            return cls.load(directory)
-        ca = cls.create(key_type=key_type, days=days)
-        ca.save(directory)
-        return ca
-
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write the CA's files in *directory* (created if needed); return the PEM's path."""
-        folder = Path(directory)
-        _write_file(folder / CA_KEY_FILE, _key_pem(self.private_key), private=True)
-        _write_file(folder / CA_DER_FILE, self.certificate.public_bytes(serialization.Encoding.DER))
-        return _write_file(folder / CA_CERT_FILE, self.cert_pem())
-
-    def cert_pem(self) -> bytes:
-        """The CA certificate, PEM (what clients and trust stores import)."""
-        return _cert_pem(self.certificate)
-
-    @property
-    def fingerprint(self) -> str:
-        """SHA-256 fingerprint of the CA certificate (compare it when installing on a phone)."""
-        return fingerprint(self.certificate)
-
-    @property
-    def common_name(self) -> str:
-        """The CA's common name, as trust stores list it."""
-        values = self.certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-        return str(values[0].value) if values else ""
-
-    def days_left(self, *, now: dt.datetime | None = None) -> int:
-        """Whole days until the CA expires (negative once expired)."""
-        return days_left(self.certificate, now=now)
-
-    def issue(
-        self, spec: CertificateSpec | None = None, *, now: dt.datetime | None = None
-    ) -> IssuedCertificate:
-        """Return a new server certificate for *spec*, signed by this CA.
-
-        It has a serverAuth extended key usage and subject/authority key identifiers. Its
-        validity ends no later than the CA's. Raises
-        :class:`~rtckit.errors.CertificateExpiredError` if the CA is not valid *now*, and
-        :class:`~rtckit.errors.CertificateError` if a host breaks the CA's name constraints.
-        """
-        spec = spec if spec is not None else CertificateSpec()
-        moment = _utc_now(now)
-        check_validity(self.certificate, now=moment)
-        names = spec.general_names()
-        _check_name_constraints(self.certificate, names)
-        key = spec.key_type.generate()
-        not_after = min(moment + dt.timedelta(days=spec.days), self.certificate.not_valid_after_utc)
-        ski = self.certificate.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
-        builder = _leaf_builder(spec, key, moment, not_after)
-        builder = builder.issuer_name(self.certificate.subject).add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski.value),
-            critical=False,
-        )
-        certificate = builder.sign(self.private_key, hashes.SHA256())
-        return IssuedCertificate(
-            certificate=certificate, private_key=key, chain=(self.certificate,)
-        )
-
-    def client_ssl_context(self) -> ssl.SSLContext:
-        """Return a client :class:`ssl.SSLContext` trusting only this CA."""
-        return client_ssl_context(self)
-
-
-# --- TLS contexts -----------------------------------------------------------------------------
-
-
 def server_ssl_context(certificate: IssuedCertificate, *, check: bool = True) -> ssl.SSLContext:
     """Return a TLS server context (TLS 1.2 or newer) presenting *certificate* and its chain.
 
     With *check* (the default) an expired or not yet valid certificate raises
     :class:`~rtckit.errors.CertificateExpiredError` here rather than as a browser error later.
-    :mod:`ssl` only loads keys from files: the key goes through a private temporary directory,
-    encrypted with a one-time password, and is deleted before this returns.
+    The key reaches :mod:`ssl` as :func:`rtckit.certs.tls.server_context` says.
     """
     if check:
         certificate.check_validity()
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    password = secrets.token_hex(32)
-    key_pem = certificate.private_key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.BestAvailableEncryption(password.encode()),
-    )
-    with tempfile.TemporaryDirectory(prefix="rtckit-tls-") as folder:
-        chain_file = _write_file(Path(folder, FULLCHAIN_FILE), certificate.fullchain_pem())
-        key_file = _write_file(Path(folder, KEY_FILE), key_pem, private=True)
-        try:
-            context.load_cert_chain(chain_file, key_file, password=password)
-        except ssl.SSLError as exc:
-            raise CertificateError(f"cannot use the certificate for TLS: {exc}") from exc
-    return context
-
-
-_Trust: TypeAlias = LocalCA | IssuedCertificate | x509.Certificate | str | os.PathLike[str]
-
-
-def _trusted_certificates(trust: _Trust | Iterable[_Trust]) -> Iterator[x509.Certificate]:
-    # one item, or several: a path is one item (a string is not iterated as characters)
-    single = (LocalCA, IssuedCertificate, x509.Certificate, str, os.PathLike)
-    items: Iterable[_Trust] = [trust] if isinstance(trust, single) else trust
-    for item in items:
-        if isinstance(item, str | os.PathLike):
-            yield from load_certificates(item)
-        elif isinstance(item, LocalCA):
-            yield item.certificate
-        elif isinstance(item, IssuedCertificate):
-            yield item.chain[-1] if item.chain else item.certificate
-        elif isinstance(item, x509.Certificate):
-            yield item
-        else:
-            raise CertificateError(f"cannot trust {item!r}: not a certificate")
-
-
-def client_ssl_context(
-    trust: _Trust | Iterable[_Trust],
-) -> ssl.SSLContext:
-    """Return a TLS client context that trusts only *trust*, not the system's CAs.
-
-    *trust* is a :class:`LocalCA`, a certificate, an :class:`IssuedCertificate` (its root
-    issuer, or itself when self-signed), the path of a PEM or DER certificate file (every
-    certificate in it, as :func:`load_certificates` reads them), or several of them. Host
-    names are checked, and OpenSSL's strict X.509 checks are on (as Python 3.13 does by
-    default).
-    """
-    certificates = list(_trusted_certificates(trust))
-    if not certificates:
-        raise CertificateError("a client context needs at least one certificate to trust")
-    cadata = _cert_pem(*certificates).decode("ascii")
-    try:
-        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cadata=cadata)
-    except ssl.SSLError as exc:
-        raise CertificateError(f"cannot trust these certificates: {exc}") from exc
-    context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.verify_flags |= ssl.VERIFY_X509_STRICT
-    return context
-
-
-# --- this machine's addresses -----------------------------------------------------------------
-
-
-def _proc_ipv4(text: str) -> list[ipaddress.IPv4Address]:
-    found: list[ipaddress.IPv4Address] = []
-    last: str | None = None
-    for line in text.splitlines():
-        stripped = line.strip()
-        if stripped.startswith(("|--", "+--")):
-            last = stripped[3:].split()[0]
-        elif stripped == "/32 host LOCAL" and last is not None:
-            with contextlib.suppress(ValueError):
-                address = ipaddress.IPv4Address(last)
-                if address not in found:
-                    found.append(address)
-    return found
-
-
-_IFA_F_SKIP = 0x01 | 0x08 | 0x40  # temporary (privacy), DAD failed, tentative
-
-
-def _proc_ipv6(text: str) -> list[ipaddress.IPv6Address]:
-    found: list[ipaddress.IPv6Address] = []
-    for line in text.splitlines():
-        fields = line.split()
-        if len(fields) < 5:
-            continue
-        try:
-            address = ipaddress.IPv6Address(bytes.fromhex(fields[0]))
-            flags = int(fields[4], 16)
-        except ValueError:
-            continue
-        if not flags & _IFA_F_SKIP and address not in found:
-            found.append(address)
-    return found
-
-
-def _resolver_addresses() -> list[IPAddress]:
-    hostname = socket.gethostname()
-    if not hostname or hostname.endswith(".local"):
-        return []  # ".local" names resolve by multicast DNS: that would send packets
-    try:
-        infos = socket.getaddrinfo(hostname, None, proto=socket.IPPROTO_TCP)
-    except (OSError, UnicodeError):
-        return []
-    found: list[IPAddress] = []
-    for info in infos:
-        with contextlib.suppress(ValueError):
-            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
-            if address not in found:
-                found.append(address)
-    return found
-
-
-def lan_addresses(*, include_loopback: bool = False) -> list[IPAddress]:
-    """Return this machine's IP addresses that other devices may reach, IPv4 first.
-
-    Sends nothing on the network. On Linux it reads ``/proc/net/fib_trie`` and
-    ``/proc/net/if_inet6``; elsewhere it resolves the machine's own name (which the system
-    answers from ``/etc/hosts`` or its own records; ``.local`` names are skipped because they
-    would need multicast DNS). Link-local and temporary IPv6 addresses are left out: they make
-    poor certificate names. Returns ``[]`` when nothing can be found.
-    """
-    addresses: list[IPAddress] = []
-    try:
-        addresses += _proc_ipv4(Path("/proc/net/fib_trie").read_text())
-        addresses += _proc_ipv6(Path("/proc/net/if_inet6").read_text())
-        from_proc = True
-    except OSError:
-        from_proc = False
-    if not from_proc:
-        addresses = _resolver_addresses()
-    result = [
-        address
-        for address in addresses
-        if not address.is_link_local
-        and not address.is_unspecified
-        and not address.is_multicast
-        and (include_loopback or not address.is_loopback)
-    ]
-    return sorted(dict.fromkeys(result), key=lambda a: (a.version, a.packed))
-
-
-def default_dev_hosts() -> tuple[str, ...]:
-    """:data:`DEFAULT_HOSTS` plus :func:`lan_addresses`: what a phone on the LAN may use."""
-    return DEFAULT_HOSTS + tuple(str(address) for address in lan_addresses())
-
-
-# --- development certificates -----------------------------------------------------------------
-
-
-@attrs.frozen(kw_only=True)
-class DevCertificate:
-    """What :func:`ensure_dev_certificate` found or made in its directory."""
-
-    ca: LocalCA
-    """The local CA (trust :attr:`ca_file` once on each device)."""
-    certificate: IssuedCertificate
-    """The server certificate, issued by :attr:`ca`."""
-    files: CertificateFiles
-    """Where the server certificate and key are."""
-    ca_file: Path
-    """The CA certificate's PEM file."""
-    created_ca: bool
-    """Whether this call created the CA (devices must trust the new one)."""
-    renewed: bool
-    """Whether this call issued a new server certificate."""
-
-    def server_ssl_context(self) -> ssl.SSLContext:
-        """A TLS server context presenting the server certificate."""
-        return server_ssl_context(self.certificate)
-
-
-def _issued_by(certificate: x509.Certificate, ca: x509.Certificate) -> bool:
-    try:
-        certificate.verify_directly_issued_by(ca)
-    except (ValueError, TypeError, InvalidSignature):
-        return False
-    return True
-
-
-def _leaf_is_current(
-    leaf: IssuedCertificate,
-    ca: LocalCA,
-    spec: CertificateSpec,
-    renew_within_days: int,
-    now: dt.datetime,
-) -> bool:
-    return (
-        set(leaf.hosts) == set(spec.hosts)
-        and leaf.key_type is spec.key_type
-        and _issued_by(leaf.certificate, ca.certificate)
-        and leaf.not_valid_before <= now
-        and leaf.days_left(now=now) >= renew_within_days
-    )
-
-
-def ensure_dev_certificate(
-    directory: str | os.PathLike[str],
-    hosts: Iterable[str],
-    *,
-    key_type: KeyType = KeyType.RSA,
-    days: int = DEFAULT_DAYS,
-    renew_within_days: int = 30,
-    now: dt.datetime | None = None,
-) -> DevCertificate:
-    """Create once, then reuse, a local CA and a server certificate for *hosts* in *directory*.
-
-    The CA (:data:`CA_CERT_FILE`, :data:`CA_KEY_FILE`, :data:`CA_DER_FILE`) is created only if
-    missing or expiring within *renew_within_days* (devices must then trust the new one). The
-    server certificate (:data:`CERT_FILE`, :data:`KEY_FILE`, :data:`FULLCHAIN_FILE`) is issued
-    again when *hosts* or *key_type* changed, when the CA changed, or when it expires within
-    *renew_within_days*. A damaged CA raises :class:`~rtckit.errors.CertificateError` rather
-    than being replaced behind the back of devices that trust it.
-    Not safe for two processes at once on the same directory.
-    """
-    folder = Path(directory)
-    moment = _utc_now(now)
-    spec = CertificateSpec(hosts=tuple(hosts), days=days, key_type=key_type)
-    if isinstance(renew_within_days, bool) or not 0 <= renew_within_days < days:
-        raise CertificateError(
-            f"renew_within_days must be from 0 to days - 1, not {renew_within_days!r}"
-        )
-    created_ca = False
-    ca: LocalCA | None = None
-    if LocalCA.exists(folder):
-        ca = LocalCA.load(folder)
-        if ca.days_left(now=moment) < renew_within_days:
-            ca = None  # a CA not valid *yet* is kept: issue() then blames the clock
-    if ca is None:
-        ca = LocalCA.create(key_type=key_type, now=moment)
-        ca.save(folder)
-        created_ca = True
-    leaf: IssuedCertificate | None = None
-    if (folder / CERT_FILE).exists() and (folder / KEY_FILE).exists():
-        try:
-            leaf = IssuedCertificate.load(folder)
-        except CertificateError:
-            leaf = None  # a damaged server certificate is simply issued again
-    renewed = leaf is None or not _leaf_is_current(leaf, ca, spec, renew_within_days, moment)
-    if renewed or leaf is None:
-        leaf = ca.issue(spec, now=moment)
-        files = leaf.save(folder)
-    else:
-        files = CertificateFiles(
-            cert=folder / CERT_FILE, key=folder / KEY_FILE, fullchain=folder / FULLCHAIN_FILE
-        )
-    return DevCertificate(
-        ca=ca,
-        certificate=leaf,
-        files=files,
-        ca_file=folder / CA_CERT_FILE,
-        created_ca=created_ca,
-        renewed=renewed,
-    )
+    return server_context((certificate.certificate, *certificate.chain), certificate.private_key)
