@@ -2,13 +2,15 @@
 
 Layers, from the bottom up:
 
-* pure cores, no I/O: ICE/TURN configuration, certificates,
-  the signaling protocol, topology planning;
-* thin asyncio adapters: signaling server and client, peer sessions on aiortc;
+* pure cores, no I/O: ICE/TURN configuration, STUN messages, coturn configuration,
+  certificates, the signaling protocol, topology planning;
+* every touch of aiortc's private internals: ``rtckit._aiortc``;
+* thin asyncio adapters: signaling server and client, peer sessions on aiortc, the STUN
+  server, the coturn process;
 * topologies: mesh, SFU, MCU;
 * applications: the ``rtckit`` command line (``demo``, ``serve``, ``cert``, ``turn``...).
 
-Every touch of aiortc's private internals lives in ``rtckit._aiortc``.
+The architecture topic of the documentation lists the modules of each layer.
 """
 
 from __future__ import annotations
