@@ -34,6 +34,7 @@ from aiohttp.typedefs import Handler
 
 from rtckit.errors import ConfigurationError, TopologyError
 from rtckit.https import redirect_response
+from rtckit.httpserver import LimitedSite, runner_options
 from rtckit.ice import IceConfig, IceServer
 from rtckit.peer.session import SessionConfig
 from rtckit.server.config import ServeConfig
@@ -579,10 +580,17 @@ class RtcKitServer:
             handle_signals=False,
             access_log=logging.getLogger("rtckit.server.access"),
             shutdown_timeout=self._shutdown_timeout,
+            **runner_options(self.config.http),
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, server.host, server.port, ssl_context=context)
+            site = LimitedSite(
+                runner,
+                server.host,
+                server.port,
+                ssl_context=context,
+                tls_handshake_timeout=self.config.http.tls_handshake_timeout,
+            )
             try:
                 await site.start()
             except OSError as exc:
@@ -627,11 +635,12 @@ class RtcKitServer:
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self._shutdown_timeout,
+            **runner_options(self.config.http),
         )
         await runner.setup()
         self._redirect = runner
         try:
-            await web.TCPSite(runner, host, port).start()
+            await LimitedSite(runner, host, port).start()
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {host}:{port} (HTTP redirect): {exc.strerror or exc}"

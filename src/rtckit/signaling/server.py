@@ -37,6 +37,7 @@ from aiohttp import web
 from yarl import URL
 
 from rtckit.errors import ConnectionClosedError
+from rtckit.httpserver import HttpLimits, LimitedSite, runner_options
 from rtckit.signaling.config import SignalingConfig
 from rtckit.signaling.hub import EventListener, EventStream, SignalingHub
 from rtckit.signaling.memory import MemoryTransport
@@ -275,10 +276,20 @@ class SignalingServer:
         app.on_shutdown.append(on_shutdown)
 
     async def listen(
-        self, host: str = "127.0.0.1", port: int = 8765, *, path: str = "/ws"
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        *,
+        path: str = "/ws",
+        limits: HttpLimits | None = None,
     ) -> tuple[str, int]:
         """Run standalone on *host*:*port* (0: any free port) with the WebSocket at *path*;
-        return the bound address."""
+        return the bound address.
+
+        *limits* bounds the HTTP connections before their upgrade: idle and slow-header
+        timeout, header sizes (:class:`~rtckit.httpserver.HttpLimits`, its defaults if
+        ``None``).
+        """
         if self._runner is not None:
             raise RuntimeError("already listening")
         await self.start()
@@ -286,9 +297,15 @@ class SignalingServer:
         self._path = path
         app.router.add_get(path, self.handle)
         app.router.add_get(f"{path.rstrip('/')}/{CLIENT_SCRIPT}", self.handle_script)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1)
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=1,
+            **runner_options(limits or HttpLimits()),
+        )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = LimitedSite(runner, host, port)
         await site.start()
         self._runner = runner
         bound = runner.addresses[0] if runner.addresses else (host, port)
