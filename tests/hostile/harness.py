@@ -142,6 +142,8 @@ class Canary:
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await ping.aclose()
                 await echo.aclose()
+        # aiohttp's advice: give TLS transports a moment to close before the loop ends
+        await asyncio.sleep(0.25)
 
 
 @asynccontextmanager
