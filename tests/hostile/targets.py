@@ -27,6 +27,7 @@ from rtckit.certs import ensure_dev_certificate
 from rtckit.signaling.auth import TokenAuth
 
 SRC = str(Path(__file__).resolve().parents[2] / "src")
+TESTS = str(Path(__file__).resolve().parents[1])
 SECRET = "hostile-suite-secret-" + "x" * 24
 #: Rooms every target declares (rooms are not created on demand): the canary's, and the one
 #: attackers join.
@@ -64,11 +65,11 @@ class Target:
     json_logs: bool = True
     idle_timeout: float = IDLE_TIMEOUT
     tls_handshake_timeout: float | None = None
+    #: The CA file clients must trust (TLS targets).
+    ca_file: Path | None = None
     auth: TokenAuth = attrs.field(factory=lambda: TokenAuth(secret=SECRET))
-    #: RSS once the server runs and the canary is in (the memory bound is relative to it),
-    #: and (before, after) of every case.
+    #: RSS once the server runs and the canary is in (the memory bound is relative to it).
     rss_start: int = 0
-    rss_log: list[tuple[int, int]] = attrs.field(factory=list)
 
     @property
     def main(self) -> Endpoint:
@@ -183,6 +184,7 @@ def start_app(folder: Path) -> Target:
             Endpoint(name="http-redirect", host="127.0.0.1", port=http_port),
         ],
         tls_handshake_timeout=TLS_HANDSHAKE_TIMEOUT,
+        ca_file=dev.ca_file,
     )
     _wait_listening(target)
     return target

@@ -260,9 +260,7 @@ async def test_silent_websockets_are_closed_at_the_handshake_timeout(
         sockets = [await raw_websocket(target) for _ in range(50)]
         start = time.monotonic()
         try:
-            codes = await asyncio.gather(
-                *(read_close_code(reader, 15) for reader, _ in sockets)
-            )
+            codes = await asyncio.gather(*(read_close_code(reader, 15) for reader, _ in sockets))
         finally:
             for _, writer in sockets:
                 close_quietly(writer)
