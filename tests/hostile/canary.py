@@ -78,5 +78,5 @@ async def main(url: str, ping_token: str, echo_token: str, ca_file: str | None) 
 
 
 if __name__ == "__main__":
-    arguments = sys.argv[1:]
-    asyncio.run(main(*arguments[:3], arguments[3] if len(arguments) > 3 else None))
+    url, ping_token, echo_token, *ca_file = sys.argv[1:]
+    asyncio.run(main(url, ping_token, echo_token, ca_file[0] if ca_file else None))
