@@ -53,11 +53,11 @@ class HttpLimits:
     idle_timeout: float = attrs.field(default=10.0, validator=_positive_time)
     #: A client on the TLS port must finish its TLS handshake within this.
     tls_handshake_timeout: float = attrs.field(default=10.0, validator=_positive_time)
-    #: Longest request line (method, URL, version) in bytes; longer: 400.
+    #: Longest request line (method, URL, version) in bytes; a longer one gets 400.
     max_line_size: int = attrs.field(default=8190, validator=attrs.validators.ge(256))
-    #: Longest header line in bytes; longer: 400.
+    #: Longest header line in bytes; a longer one gets 400.
     max_field_size: int = attrs.field(default=8190, validator=attrs.validators.ge(256))
-    #: Most headers in one request; more: 400.
+    #: Most headers in one request; a request with more gets 400.
     max_headers: int = attrs.field(default=128, validator=attrs.validators.ge(8))
 
 
