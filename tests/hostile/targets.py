@@ -38,6 +38,8 @@ IDLE_TIMEOUT = 2.0
 TLS_HANDSHAKE_TIMEOUT = 2.0
 #: The signaling message limit the targets run with (``max_message_bytes``).
 MAX_MESSAGE_BYTES = 65536
+#: Peers a room holds on every target.
+MAX_PEERS = 16
 START_TIMEOUT = 60.0
 
 
@@ -65,6 +67,8 @@ class Target:
     json_logs: bool = True
     idle_timeout: float = IDLE_TIMEOUT
     tls_handshake_timeout: float | None = None
+    #: Peers a room holds (``max_peers_per_room``).
+    max_peers: int = MAX_PEERS
     #: The CA file clients must trust (TLS targets).
     ca_file: Path | None = None
     auth: TokenAuth = attrs.field(factory=lambda: TokenAuth(secret=SECRET))
@@ -164,6 +168,7 @@ def start_app(folder: Path) -> Target:
         f"tls_handshake_timeout = {TLS_HANDSHAKE_TIMEOUT}\n"
         '[auth]\nsecret_env = "RTCKIT_HOSTILE_SECRET"\n'
         f"[limits]\nmax_message_bytes = {MAX_MESSAGE_BYTES}\n"
+        f"max_peers_per_room = {MAX_PEERS}\n"
         "[rooms]\ncreate_on_demand = false\n"
         f'[[rooms.declare]]\nname = "{CANARY_ROOM}"\n'
         f'[[rooms.declare]]\nname = "{ATTACK_ROOM}"\n'
@@ -206,6 +211,8 @@ def start_signaling(folder: Path) -> Target:
             CANARY_ROOM,
             "--room",
             ATTACK_ROOM,
+            "--max-peers",
+            str(MAX_PEERS),
             "--idle-timeout",
             str(IDLE_TIMEOUT),
             "--log-format",

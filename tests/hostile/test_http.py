@@ -180,6 +180,28 @@ async def test_malformed_http_is_refused(target: Target, canary: Canary, kind: s
             assert answer == b"" or status_of(answer) == 400, answer[:300]
 
 
+async def test_pipelined_request_flood_is_answered_in_order(target: Target, canary: Canary) -> None:
+    """1000 requests pipelined in one write on one connection: answered one after the other
+    (404 each), while the canary keeps its round trip."""
+    count = 1000
+    request = b"GET /nothing HTTP/1.1\r\nHost: localhost\r\n\r\n" * count
+    async with hostile_case(target, canary):
+        reader, writer = await open_raw(target.main)
+        try:
+            writer.write(request)
+            await writer.drain()
+            answered = 0
+            async with asyncio.timeout(30):
+                while answered < count:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    assert status_of(head) == 404
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    await reader.readexactly(length)
+                    answered += 1
+        finally:
+            close_quietly(writer)
+
+
 @pytest.mark.parametrize("target", TLS_TARGETS, indirect=True)
 async def test_half_open_tls_is_closed(target: Target, canary: Canary) -> None:
     """50 connections to the TLS port that never finish the handshake (half of them send a

@@ -209,6 +209,35 @@ async def test_unknown_room_is_refused(target: Target, canary: Canary) -> None:
         assert answer["code"] == "unknown_room", answer
 
 
+async def test_a_full_room_refuses_more_peers(target: Target, canary: Canary) -> None:
+    """More joins than the room holds, all at once: the first ``max_peers`` get ``welcome``,
+    the others ``room_full``; the canary's room is not affected."""
+    extra = 5
+
+    async def join(index: int) -> tuple[str, aiohttp.ClientWebSocketResponse]:
+        ws = await session.ws_connect(target.ws_url, autoping=True)
+        await ws.send_str(HELLO)
+        await _receive(ws)
+        token = target.token(ATTACK_ROOM, f"crowd-{index}")
+        await ws.send_str(json.dumps({"type": "join", "room": ATTACK_ROOM, "token": token}))
+        answer = await _receive(ws)
+        return answer.get("code", answer["type"]), ws
+
+    connector = aiohttp.TCPConnector(ssl=target.main.tls or False, limit=0)
+    async with hostile_case(target, canary), aiohttp.ClientSession(connector=connector) as session:
+        results = await asyncio.gather(*(join(i) for i in range(target.max_peers + extra)))
+        try:
+            answers = sorted(answer for answer, _ in results)
+            assert answers.count("welcome") == target.max_peers
+            assert answers.count("room_full") == extra
+        finally:  # leave at once (a dropped peer would hold its place for the resume window)
+            for _, ws in results:
+                await ws.send_str(json.dumps({"type": "bye"}))
+            await asyncio.gather(*(ws.close() for _, ws in results))
+    if target.main.tls is not None:
+        await asyncio.sleep(0.25)  # aiohttp's advice: let TLS transports close
+
+
 async def test_message_flood_is_cut_at_the_rate_limit(target: Target, canary: Canary) -> None:
     """300 broadcasts at once (over the burst of 200) from a peer of another room: error
     ``rate_limited``, then close 1008; or a reset (1006) with both lost: the server's
