@@ -1,6 +1,7 @@
 """rtckit.httpserver: idle and slow connections closed, TLS handshakes bounded, malformed
-requests logged as one line without a traceback (in process, on loopback; the hostile-input
-suite in tests/hostile runs the same attacks on the real servers)."""
+requests logged as one line without a traceback; the signaling server's close path on a TLS
+transport closed twice (in process, on loopback; the hostile-input suite in tests/hostile runs
+the same attacks on the real servers)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from rtckit.certs import ensure_dev_certificate
 from rtckit.httpserver import HTTP_LOGGER, HttpLimits, LimitedSite, runner_options
 from rtckit.server.logs import JsonFormatter
 from rtckit.signaling import OpenAuth, SignalingConfig, SignalingServer
+from rtckit.signaling.server import _write_buffer_size
 
 LIMITS = HttpLimits(idle_timeout=0.5, tls_handshake_timeout=0.5)
 
@@ -136,3 +138,30 @@ async def test_a_handler_bug_keeps_its_traceback(caplog: pytest.LogCaptureFixtur
 def test_limits_are_validated() -> None:
     with pytest.raises(ValueError, match="idle_timeout"):
         HttpLimits(idle_timeout=0)
+
+
+async def test_write_buffer_of_a_tls_transport_closed_twice(tmp_path: Path) -> None:
+    """CPython's TLS transport drops its protocol when closed twice, and its
+    ``get_write_buffer_size()`` then raises AttributeError: a ``wss://`` client resetting while
+    the signaling server closes it got a traceback into the server's log. The server reads the
+    buffer through ``_write_buffer_size``, which says 0 there. (The first assertion fails when
+    CPython changes; the workaround can go then.)"""
+    dev = ensure_dev_certificate(tmp_path, ["127.0.0.1"])
+
+    async def ignore(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(ignore, "127.0.0.1", 0, ssl=dev.server_ssl_context())
+    async with server:
+        port = server.sockets[0].getsockname()[1]
+        _, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=dev.ca.client_ssl_context(), server_hostname="127.0.0.1"
+        )
+        transport = writer.transport
+        assert isinstance(transport, asyncio.Transport)
+        transport.close()
+        transport.close()
+        with pytest.raises(AttributeError):
+            transport.get_write_buffer_size()
+        assert _write_buffer_size(transport) == 0
+        await asyncio.sleep(0.1)

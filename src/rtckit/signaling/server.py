@@ -61,6 +61,19 @@ def client_script() -> str:
 _FLUSH_POLL = 0.02
 
 
+def _write_buffer_size(transport: asyncio.Transport | None) -> int:
+    """Bytes in *transport*'s write buffer; 0 without a transport, or for asyncio's TLS
+    transport once it was closed twice: CPython (3.11 to 3.13) then drops its protocol, and
+    ``get_write_buffer_size()`` raises ``AttributeError`` (a client that resets a ``wss://``
+    connection while the server closes it gets there)."""
+    if transport is None:
+        return 0
+    try:
+        return transport.get_write_buffer_size()
+    except AttributeError:
+        return 0
+
+
 def _step(coro: Coroutine[Any, Any, None]) -> Any:
     """Run *coro* to its next suspension, as an asyncio task's step does; return what it
     waits for (a future, or ``None`` for a bare yield). Raises StopIteration when it is done.
@@ -113,8 +126,7 @@ class _WebSocketConnection:
     def buffered(self) -> int:
         """Bytes waiting for the client: queued here and in the transport's write buffer."""
         transport = self.transport
-        in_transport = 0 if transport is None else transport.get_write_buffer_size()
-        return self._held + in_transport
+        return self._held + _write_buffer_size(transport)
 
     def send_text(self, text: str) -> None:
         if self._closing is not None:
@@ -193,14 +205,14 @@ class _WebSocketConnection:
                 # client when the handler was waiting in receive() (it then closes at once);
                 # asyncio still flushes it, give it time. Polled: the transport tells only its
                 # protocol (aiohttp's) when it drains.
-                while transport is not None and transport.get_write_buffer_size():  # noqa: ASYNC110
+                while _write_buffer_size(transport):  # noqa: ASYNC110
                     await asyncio.sleep(_FLUSH_POLL)
         except (TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError):
             pass
         finally:
             self._drop_pending()
             transport = self.transport
-            if transport is not None and transport.get_write_buffer_size():
+            if transport is not None and _write_buffer_size(transport):
                 transport.abort()  # the client did not take it in time: free the buffer
             if self._flusher is not None:  # the close is done: stop waiting for the client
                 self._flusher.cancel()
