@@ -4,7 +4,8 @@
 
 =====================  ===============================================================
 ``/``                  the room page (``index.html``, ``room.css``, ``room.js``)
-``/rtckit.js``         the browser client ES module (also at ``/ws/rtckit.js``)
+``/rtckit.js``         the browser client ES module (also at ``/ws/rtckit.js``); the modules
+                       it imports at ``/rtckit/`` (:mod:`rtckit.signaling.browser`)
 ``/ws``                the signaling WebSocket (:class:`~rtckit.signaling.server.SignalingServer`)
 ``/config.json``       what the page needs: ICE servers (with TURN REST credentials minted
                        for this client), auth mode, topologies this server can host, rooms
@@ -40,8 +41,8 @@ from rtckit.peer.session import SessionConfig
 from rtckit.server.config import ServeConfig
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingConfig, SignalingServer, TokenAuth
 from rtckit.signaling.auth import Authenticator
+from rtckit.signaling.browser import client_routes, serve_client_module
 from rtckit.signaling.protocol import PeerInfo
-from rtckit.signaling.server import client_script
 from rtckit.signaling.state import (
     ErrorSentEvent,
     MessageEvent,
@@ -395,8 +396,8 @@ class _State:
             raise web.HTTPNotFound()
         return web.Response(text=_static(name), content_type=content_type, headers=_NO_CACHE)
 
-    async def script(self, _request: web.Request) -> web.Response:
-        return web.Response(text=client_script(), content_type="text/javascript", headers=_NO_CACHE)
+    async def script(self, request: web.Request) -> web.Response:
+        return serve_client_module(request)
 
     async def client_config(self, request: web.Request) -> web.Response:
         config = self.config
@@ -467,7 +468,8 @@ def create_app(
     app[_APP_KEY] = state
     app.router.add_get("/", state.page)
     app.router.add_get("/{name:(index\\.html|room\\.css|room\\.js)}", state.page)
-    app.router.add_get("/rtckit.js", state.script)
+    for route in client_routes("/"):
+        app.router.add_get(route, state.script)
     app.router.add_get("/config.json", state.client_config)
     app.router.add_get("/healthz", state.healthz)
     if config.metrics.enabled and state.metrics is not None:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
 import logging
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -38,24 +37,21 @@ from yarl import URL
 
 from rtckit.errors import ConnectionClosedError
 from rtckit.httpserver import HttpLimits, LimitedSite, runner_options
+from rtckit.signaling.browser import (
+    CLIENT_SCRIPT,
+    client_modules,
+    client_routes,
+    client_script,
+    serve_client_module,
+)
 from rtckit.signaling.config import SignalingConfig
 from rtckit.signaling.hub import EventListener, EventStream, SignalingHub
 from rtckit.signaling.memory import MemoryTransport
 from rtckit.signaling.protocol import CloseCode
 
-__all__ = ["CLIENT_SCRIPT", "SignalingServer", "client_script"]
+__all__ = ["CLIENT_SCRIPT", "SignalingServer", "client_modules", "client_script"]
 
 logger = logging.getLogger(__name__)
-
-#: File name of the browser client module, served next to the WebSocket path.
-CLIENT_SCRIPT = "rtckit.js"
-
-
-def client_script() -> str:
-    """Return the source of the browser client ES module (``rtckit.js``)."""
-    resource = importlib.resources.files("rtckit.signaling") / "static" / CLIENT_SCRIPT
-    return resource.read_text(encoding="utf-8")
-
 
 # Seconds between two looks at a closing connection's write buffer.
 _FLUSH_POLL = 0.02
@@ -270,13 +266,15 @@ class SignalingServer:
     # --- mounting ------------------------------------------------------------------------
 
     def add_routes(self, app: web.Application, path: str = "/ws") -> None:
-        """Serve the WebSocket at *path* and the browser client at ``<path>/rtckit.js``.
+        """Serve the WebSocket at *path* and the browser client at ``<path>/rtckit.js`` (with
+        the modules it imports at ``<path>/rtckit/``, see :mod:`rtckit.signaling.browser`).
 
         The hub starts with the app and closes (every connection gets 1001) at its shutdown.
         """
         self._path = path
         app.router.add_get(path, self.handle)
-        app.router.add_get(f"{path.rstrip('/')}/{CLIENT_SCRIPT}", self.handle_script)
+        for route in client_routes(path):
+            app.router.add_get(route, self.handle_script)
 
         async def on_startup(_app: web.Application) -> None:
             await self.start()
@@ -308,7 +306,8 @@ class SignalingServer:
         app = web.Application()
         self._path = path
         app.router.add_get(path, self.handle)
-        app.router.add_get(f"{path.rstrip('/')}/{CLIENT_SCRIPT}", self.handle_script)
+        for route in client_routes(path):
+            app.router.add_get(route, self.handle_script)
         runner = web.AppRunner(
             app,
             handle_signals=False,
@@ -367,13 +366,9 @@ class SignalingServer:
             return False
         return parsed.host is not None and parsed.raw_authority == request.host
 
-    async def handle_script(self, _request: web.Request) -> web.Response:
-        """Serve the browser client module."""
-        return web.Response(
-            text=client_script(),
-            content_type="text/javascript",
-            headers={"Cache-Control": "no-cache"},
-        )
+    async def handle_script(self, request: web.Request) -> web.Response:
+        """Serve the browser client: the entry ``rtckit.js`` or a module it imports."""
+        return serve_client_module(request)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The WebSocket endpoint (an aiohttp handler)."""
