@@ -2,8 +2,8 @@
 
 A :class:`~rtckit.peer.session.PeerSession` does not know how its messages travel. It calls a
 :class:`Signaller` (rtckit signaling, the memory transport, or a direct in-process pair) to send
-:class:`Description`, :class:`Candidate` and :class:`Restart` messages, and the application feeds
-incoming ones to :meth:`~rtckit.peer.session.PeerSession.receive`.
+:class:`Description`, :class:`PeerCandidate` and :class:`PeerRestart` messages, and the
+application feeds incoming ones to :meth:`~rtckit.peer.session.PeerSession.receive`.
 
 Every message carries the *generation* of the connection it belongs to: a session bumps its
 generation each time it replaces its ``RTCPeerConnection`` (see :doc:`/topics/ice-restart`),
@@ -19,13 +19,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from rtckit._deprecated import renamed
 from rtckit.errors import ProtocolError
 
 __all__ = [
-    "Candidate",
     "Description",
+    "PeerCandidate",
     "PeerMessage",
-    "Restart",
+    "PeerRestart",
     "Signaller",
     "message_from_dict",
     "message_to_dict",
@@ -47,7 +48,7 @@ class Description:
 
 
 @attrs.frozen(kw_only=True)
-class Candidate:
+class PeerCandidate:
     """A trickled ICE candidate (``candidate`` is the SDP attribute value, or ``""`` at the end)."""
 
     candidate: str
@@ -57,13 +58,22 @@ class Candidate:
 
 
 @attrs.frozen(kw_only=True)
-class Restart:
+class PeerRestart:
     """The sender replaced its connection: the receiver must move to *generation* too."""
 
     generation: int = attrs.field(validator=_nonnegative)
 
 
-PeerMessage = Description | Candidate | Restart
+PeerMessage = Description | PeerCandidate | PeerRestart
+
+# Deprecated names: rtckit.signaling.protocol has the wire messages Candidate and Restart.
+__getattr__ = renamed(
+    __name__,
+    {
+        "Candidate": ("rtckit.peer.signaller.PeerCandidate", PeerCandidate),
+        "Restart": ("rtckit.peer.signaller.PeerRestart", PeerRestart),
+    },
+)
 
 
 @runtime_checkable
@@ -87,7 +97,7 @@ def message_to_dict(message: PeerMessage) -> dict[str, Any]:
             "sdp": message.sdp,
             "generation": message.generation,
         }
-    if isinstance(message, Candidate):
+    if isinstance(message, PeerCandidate):
         return {
             "kind": "candidate",
             "candidate": message.candidate,
@@ -127,11 +137,11 @@ def message_from_dict(data: object) -> PeerMessage:
                 raise ProtocolError("sdpMid must be a string or null")
             if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
                 raise ProtocolError("sdpMLineIndex must be an integer or null")
-            return Candidate(
+            return PeerCandidate(
                 candidate=candidate, sdp_mid=mid, sdp_mline_index=index, generation=generation
             )
         if kind == "restart":
-            return Restart(generation=generation)
+            return PeerRestart(generation=generation)
     except ValueError as exc:  # attrs validators
         raise ProtocolError(str(exc)) from exc
     raise ProtocolError(f"unknown peer message kind {kind!r}")

@@ -46,7 +46,7 @@ from rtckit.peer.events import (
 )
 from rtckit.peer.negotiation import polite_for
 from rtckit.peer.session import PeerSession, SessionConfig
-from rtckit.peer.signaller import Candidate, Description, PeerMessage, Restart
+from rtckit.peer.signaller import Description, PeerCandidate, PeerMessage, PeerRestart
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import Reconnected, SignalingClient
 from rtckit.topology.base import (
@@ -144,7 +144,7 @@ class SignalingSignaller:
                 await self.client.send_offer(to, message.sdp, session=session)
             else:
                 await self.client.send_answer(to, message.sdp, session=session)
-        elif isinstance(message, Candidate):
+        elif isinstance(message, PeerCandidate):
             if message.candidate:
                 await self.client.send_candidate(
                     to,
@@ -168,16 +168,16 @@ def peer_message_from_signaling(message: sp.Message) -> PeerMessage | None:
             generation=generation_from_session(message.session),
         )
     if isinstance(message, sp.Candidate):
-        return Candidate(
+        return PeerCandidate(
             candidate=message.candidate,
             sdp_mid=message.sdp_mid,
             sdp_mline_index=message.sdp_mline_index,
             generation=generation_from_session(message.session),
         )
     if isinstance(message, sp.EndOfCandidates):
-        return Candidate(candidate="", generation=generation_from_session(message.session))
+        return PeerCandidate(candidate="", generation=generation_from_session(message.session))
     if isinstance(message, sp.Restart):
-        return Restart(generation=generation_from_session(message.session))
+        return PeerRestart(generation=generation_from_session(message.session))
     return None
 
 
