@@ -6,7 +6,7 @@ import importlib
 
 import pytest
 
-from rtckit.errors import NegotiationError, ProtocolError
+from rtckit.errors import LocalProtocolError, NegotiationError, RemoteProtocolError
 from rtckit.peer.negotiation import (
     ApplyRemoteDescription,
     DropDescription,
@@ -159,8 +159,15 @@ def test_messages_round_trip(message: object) -> None:
     ],
 )
 def test_bad_messages_are_protocol_errors(data: object) -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(RemoteProtocolError):  # what the other side sent: a remote error
         message_from_dict(data)
+
+
+def test_a_negative_generation_made_locally_is_a_local_error() -> None:
+    with pytest.raises(LocalProtocolError):
+        PeerRestart(generation=-1)
+    with pytest.raises(LocalProtocolError):
+        PeerCandidate(candidate="", generation=-1)
 
 
 def test_stats_snapshot_sums_streams_and_tolerates_missing_rtt() -> None:
