@@ -54,6 +54,7 @@ __all__ = [
     "SUPPORTED_AIORTC",
     "CodecCounters",
     "RtpRouting",
+    "add_trickled_candidate",
     "allocate_turn",
     "bound_gathering",
     "check_versions",

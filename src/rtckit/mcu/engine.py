@@ -62,8 +62,14 @@ import attrs
 import av
 import numpy as np
 import numpy.typing as npt
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
-from aiortc.mediastreams import MediaStreamError
+from aiortc import (
+    MediaStreamError,
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+    sdp,
+)
 
 from rtckit._aiortc import on_keyframe_request
 from rtckit.errors import ConfigurationError, NegotiationError, TopologyError

@@ -31,15 +31,15 @@ from typing import Any
 import aiortc
 import attrs
 from aiortc import (
+    InvalidStateError,
+    MediaStreamError,
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCDataChannel,
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.exceptions import InvalidStateError
-from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcconfiguration import RTCBundlePolicy
 from aiortc.sdp import SessionDescription as SdpDescription
 from aiortc.sdp import candidate_from_sdp
 

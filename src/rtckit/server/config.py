@@ -69,6 +69,7 @@ from rtckit.httpserver import HttpLimits
 from rtckit.signaling.auth import ENV_SIGNALING_SECRET
 
 __all__ = [
+    "TOPOLOGIES",
     "AuthSettings",
     "IceSettings",
     "LimitSettings",

@@ -33,6 +33,7 @@ from typing import Any
 
 import attrs
 from aiortc import (
+    MediaStreamError,
     MediaStreamTrack,
     RTCDataChannel,
     RTCPeerConnection,
@@ -40,7 +41,6 @@ from aiortc import (
     RTCRtpSender,
     RTCRtpTransceiver,
 )
-from aiortc.mediastreams import MediaStreamError
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
 
 from rtckit import _aiortc

@@ -70,6 +70,7 @@ __all__ = [
     "generation_from_session",
     "log_dropped",
     "open_mesh",
+    "peer_message_from_signaling",
 ]
 
 logger = logging.getLogger(__name__)
