@@ -137,7 +137,7 @@ def _missing(what: str, exc: BaseException | None = None) -> InternalsError:
     return error
 
 
-# --- ICE / TURN (ice helper) ---
+# --- ICE / TURN ---
 
 
 def ice_connection(transport: RTCIceGatherer | RTCIceTransport) -> Connection:
@@ -708,7 +708,7 @@ def sfu_watch_codecs(
     counters.watched[key] = callback
 
 
-# --- peer sessions: rollback, bundling, restart, nominated pair (peer helper) ---
+# --- peer sessions: rollback, bundling, restart, nominated pair ---
 
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
@@ -906,7 +906,7 @@ def on_keyframe_request(sender: RTCRtpSender, callback: Callable[[], None]) -> N
     setattr(sender, "_send_keyframe", hook)  # noqa: B010 - instance override is the point
 
 
-# --- peer: stable re-offers (extfix) ---
+# --- peer: stable re-offers ---
 
 _EXTENSION_IDS: Final = range(1, 15)  # one-byte RTP header extension ids (RFC 8285)
 _DYNAMIC_PAYLOAD_TYPES: Final = range(96, 128)
@@ -1066,7 +1066,7 @@ async def create_stable_offer(pc: RTCPeerConnection) -> RTCSessionDescription:
     return RTCSessionDescription(sdp=str(description), type="offer")
 
 
-# --- peer: trickled candidates on bundled transports (icefail) ---
+# --- peer: trickled candidates on bundled transports ---
 
 
 async def add_trickled_candidate(pc: RTCPeerConnection, candidate: aiortc.RTCIceCandidate) -> None:
