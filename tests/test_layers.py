@@ -31,8 +31,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("rtckit.errors", "rtckit._deprecated"),
     # ICE/TURN configuration, STUN codec, candidates, certificates
     ("rtckit.ice", "rtckit.turn", "rtckit.candidates", "rtckit.stun", "rtckit.certs"),
-    # asyncio services and helpers on those (sockets, processes, HTTPS, the event loop)
-    ("rtckit.stunserver", "rtckit.coturn", "rtckit.https", "rtckit.eventloop"),
+    # asyncio services and helpers on those (sockets, processes, HTTP(S), the event loop)
+    ("rtckit.stunserver", "rtckit.coturn", "rtckit.httpserver", "rtckit.https", "rtckit.eventloop"),
     # the aiortc adapter: its private internals, and RTCPeerConnection with rtckit's config
     ("rtckit._aiortc", "rtckit.rtcconfig"),
     # peer sessions
