@@ -148,12 +148,19 @@ def browser(session: nox.Session) -> None:
     session.run("pytest", "-m", "browser", "-p", "no:cacheprovider", *session.posargs)
 
 
+# Tests that read the source as text or syntax trees and import nothing of rtckit: the layer
+# contract, the __all__ lists, no history in comments. They also run in the tests session.
+SOURCE_TESTS = ("tests/test_layers.py", "tests/test_comments.py")
+
+
 @nox.session(python=MAIN_PYTHON)
 def lint(session: nox.Session) -> None:
-    """ruff check and ruff format --check."""
-    session.install("--group", "lint")
+    """ruff check, ruff format --check, and the source tests (layers, ``__all__``, comments)."""
+    # the test group for pytest and the plugins pyproject.toml configures; not rtckit itself
+    session.install("--group", "lint", "--group", "test")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
+    session.run("pytest", "-p", "no:cacheprovider", *SOURCE_TESTS)
 
 
 @nox.session(python=MAIN_PYTHON)

@@ -73,7 +73,7 @@ def test_supported_versions_pass(aiortc_version: str, aioice_version: str) -> No
     _aiortc.check_versions(aiortc_version=aiortc_version, aioice_version=aioice_version)
 
 
-# --- ICE / TURN (ice helper) ---
+# --- ICE / TURN ---
 
 
 def test_ice_connection_of_gatherer_and_transport() -> None:
@@ -309,7 +309,7 @@ def test_turn_endpoint_relies_on_create_turn_endpoint() -> None:
         assert name in parameters, name
 
 
-# --- peer sessions: rollback, ICE transports, nominated pair (helper "peer") ---------------
+# --- peer sessions: rollback, ICE transports, nominated pair ---
 
 
 def _pc() -> RTCPeerConnection:
@@ -468,7 +468,7 @@ async def test_keyframe_request_hook_sees_pli_and_fir() -> None:
         await pc.close()
 
 
-# --- peer: stable re-offers (extfix) ---
+# --- peer: stable re-offers ---
 
 # A browser-like session: header extension ids and payload types unlike aiortc's defaults
 # (aiortc: sdes:mid 1, ssrc-audio-level 2, abs-send-time 3; opus 96, VP8 97, rtx 98).
@@ -706,7 +706,7 @@ async def test_sfu_take_over_again_after_receive_ran_without_an_owner() -> None:
         await pc.close()
 
 
-# --- peer: trickled candidates on bundled transports (icefail) ---
+# --- peer: trickled candidates on bundled transports ---
 
 
 async def _offered_without_candidates() -> tuple[RTCPeerConnection, RTCPeerConnection]:

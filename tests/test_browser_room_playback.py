@@ -4,8 +4,8 @@ Regression test for a stall of the rooms' second and later pages: their remote v
 (getStats ``framesDecoded`` grew) but no frame reached the track, so the ``<video>`` showing it
 stayed empty (``readyState`` 0, ``videoWidth`` 0). Cause: Chromium's rollback of a local offer
 (the polite side's answer to glare) leaves the video receivers of sendrecv m-lines decoding into
-nothing, and rtckit.js's polite side used to re-offer blindly after its first answer, which
-collided with the server's own re-offer (see ``docs/topics/browser-quirks.rst``). A page's
+nothing, and a polite side that re-offers blindly after its first answer collides with the
+server's own re-offer (see ``docs/topics/browser-quirks.rst``). A page's
 camera shares its m-lines with what the server sends it whenever the page joins after someone
 already published (SFU) or always (MCU), so every page but the first was hit.
 

@@ -3,6 +3,7 @@ found (and a loud warning naming the others) on a developer's machine."""
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import os
 import sys
@@ -84,3 +85,19 @@ def test_a_python_is_found_only_if_it_runs_as_that_version(
     assert not noxfile._runs(other)
     assert not noxfile._runs("3.98")  # not on PATH at all
     assert os.environ["PATH"] == str(tmp_path)
+
+
+def test_the_lint_session_runs_source_tests_that_need_no_rtckit(noxfile: ModuleType) -> None:
+    """``nox -s lint`` installs no rtckit: its tests may import only the standard library,
+    pytest and the test group (conftest.py, which pytest loads, too)."""
+    root = Path(NOXFILE).parent
+    for name in (*noxfile.SOURCE_TESTS, "tests/conftest.py"):
+        tree = ast.parse((root / name).read_text(encoding="utf-8"))
+        modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        modules |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert {m.split(".")[0] for m in modules} <= {
+            *sys.stdlib_module_names,
+            "__future__",
+            "pytest",
+            "hypothesis",
+        }, name

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import os
+import re
 import subprocess
 import sys
 import tomllib
@@ -39,10 +40,32 @@ def test_every_error_is_exported_and_derives_from_root() -> None:
         assert getattr(rtckit, name) is cls
 
 
-def test_error_tree_is_drawn_in_docstring() -> None:
+def _drawn_tree() -> dict[str, tuple[str | None, str | None]]:
+    """The tree drawn in ``rtckit.errors``' docstring: name -> (drawn parent, drawn builtin)."""
     doc = errors.__doc__ or ""
-    for name in errors.__all__:
-        assert name in doc, f"{name} missing from the drawn tree"
+    drawing = doc.split(".. code-block:: text", 1)[1].split("\n\n")[1]
+    drawn: dict[str, tuple[str | None, str | None]] = {}
+    parents: list[str] = []  # the ancestors of the line being read, by depth
+    for line in drawing.splitlines():
+        match = re.match(r"^ {4}((?:[│ ] {3})*)(?:[├└]── )?(\w+)(?: \((\w+)\))?", line)
+        assert match is not None, line
+        depth = len(match.group(1)) // 4 + (1 if "── " in line else 0)
+        name = match.group(2)
+        del parents[depth:]
+        drawn[name] = (parents[-1] if parents else None, match.group(3))
+        parents.append(name)
+    return drawn
+
+
+def test_error_tree_is_drawn_in_docstring() -> None:
+    drawn = _drawn_tree()
+    assert set(drawn) == set(errors.__all__)
+    for name, (parent, builtin) in drawn.items():
+        cls = getattr(errors, name)
+        bases = [base.__name__ for base in cls.__bases__]
+        assert bases[0] == (parent or "Exception"), f"{name} drawn under {parent}, is a {bases}"
+        # the builtin drawn in parentheses is the class's other base (drawn where it is added)
+        assert bases[1:] == ([builtin] if builtin else []), f"{name}: drawn ({builtin}), is {bases}"
 
 
 def test_builtin_bases() -> None:

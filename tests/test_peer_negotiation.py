@@ -2,26 +2,28 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 
-from rtckit.errors import NegotiationError, ProtocolError
+from rtckit.errors import LocalProtocolError, NegotiationError, RemoteProtocolError
 from rtckit.peer.negotiation import (
     ApplyRemoteDescription,
     DropDescription,
     IgnoreOffer,
     MakeAnswer,
     MakeOffer,
+    NegotiationState,
     Negotiator,
     Nothing,
     SendDescription,
-    SignalingState,
     Wait,
     polite_for,
 )
 from rtckit.peer.signaller import (
-    Candidate,
     Description,
-    Restart,
+    PeerCandidate,
+    PeerRestart,
     message_from_dict,
     message_to_dict,
 )
@@ -41,7 +43,7 @@ def test_impolite_offers_first_and_completes() -> None:
     assert n.remote_description("answer") == ApplyRemoteDescription(type="answer")
     assert n.is_setting_remote_answer_pending
     assert n.remote_applied("answer") == Nothing()
-    assert n.state is SignalingState.STABLE
+    assert n.state is NegotiationState.STABLE
     assert n.established
     assert n.negotiated == n.changes == 1
 
@@ -79,7 +81,7 @@ def test_glare_impolite_ignores_polite_rolls_back() -> None:
     decision = polite.remote_description("offer")
     assert decision == ApplyRemoteDescription(type="offer", rollback=True)
     polite.rolled_back()
-    assert polite.state is SignalingState.STABLE
+    assert polite.state is NegotiationState.STABLE
     assert polite.remote_applied("offer") == MakeAnswer()
     assert polite.answer_made() == SendDescription(type="answer")
     # the impolite side gets its answer, the polite side offers its change again
@@ -134,9 +136,9 @@ def test_polite_for_is_antisymmetric() -> None:
     "message",
     [
         Description(type="offer", sdp="v=0\r\n", generation=2),
-        Candidate(candidate="candidate:1 1 udp 1 1.2.3.4 5 typ host", sdp_mid="0"),
-        Candidate(candidate="", sdp_mline_index=0, generation=1),
-        Restart(generation=3),
+        PeerCandidate(candidate="candidate:1 1 udp 1 1.2.3.4 5 typ host", sdp_mid="0"),
+        PeerCandidate(candidate="", sdp_mline_index=0, generation=1),
+        PeerRestart(generation=3),
     ],
 )
 def test_messages_round_trip(message: object) -> None:
@@ -157,8 +159,15 @@ def test_messages_round_trip(message: object) -> None:
     ],
 )
 def test_bad_messages_are_protocol_errors(data: object) -> None:
-    with pytest.raises(ProtocolError):
+    with pytest.raises(RemoteProtocolError):  # what the other side sent: a remote error
         message_from_dict(data)
+
+
+def test_a_negative_generation_made_locally_is_a_local_error() -> None:
+    with pytest.raises(LocalProtocolError):
+        PeerRestart(generation=-1)
+    with pytest.raises(LocalProtocolError):
+        PeerCandidate(candidate="", generation=-1)
 
 
 def test_stats_snapshot_sums_streams_and_tolerates_missing_rtt() -> None:
@@ -181,3 +190,23 @@ def test_stats_snapshot_sums_streams_and_tolerates_missing_rtt() -> None:
     assert snap.inbound_streams == 2
     assert quality_of(snap) is Quality.FAIR
     assert quality_of(snapshot_from_report([], timestamp=0)) is Quality.UNKNOWN
+
+
+@pytest.mark.parametrize(
+    ("module", "old", "new"),
+    [
+        ("rtckit.peer.negotiation", "SignalingState", "NegotiationState"),
+        ("rtckit.peer.signaller", "Candidate", "PeerCandidate"),
+        ("rtckit.peer.signaller", "Restart", "PeerRestart"),
+        ("rtckit.peer", "Candidate", "PeerCandidate"),
+        ("rtckit.peer", "Restart", "PeerRestart"),
+    ],
+)
+def test_renamed_names_still_import_with_a_warning(module: str, old: str, new: str) -> None:
+    imported = importlib.import_module(module)
+    with pytest.warns(DeprecationWarning, match=rf"{module}\.{old} is deprecated: use .*\.{new}$"):
+        value = getattr(imported, old)
+    assert value is getattr(imported, new)
+    assert old not in imported.__all__
+    with pytest.raises(AttributeError, match="no attribute 'Nonexistent'"):
+        getattr(imported, "Nonexistent")  # noqa: B009

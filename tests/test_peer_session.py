@@ -27,7 +27,7 @@ from rtckit.peer import (
     TrackRemoved,
 )
 from rtckit.peer.media import PatternConfig, TestPatternTrack, read_frame_counter
-from rtckit.peer.signaller import Candidate, Description, PeerMessage
+from rtckit.peer.signaller import Description, PeerCandidate, PeerMessage
 from rtckit.testing import DirectSignaller, peer_pair
 
 E = TypeVar("E")
@@ -406,7 +406,7 @@ async def test_bad_remote_descriptions_and_candidates_cost_one_line_each(
     for sdp in garbage:
         await a.receive(Description(type="offer", sdp=sdp, generation=generation))
         await a.receive(Description(type="answer", sdp=sdp, generation=generation))
-        await a.receive(Candidate(candidate=sdp, generation=generation))
+        await a.receive(PeerCandidate(candidate=sdp, generation=generation))
     log_b = EventLog(b)
     a.add_track(SilentTrack())  # negotiation still works
     await log_b.wait_for(TrackAdded)
@@ -428,7 +428,7 @@ async def test_remote_candidates_before_a_description_are_bounded(
     async with session:
         line = "candidate:1 1 udp 2130706431 192.0.2.1 {port} typ host"
         for port in range(1000, 6000):
-            await session.receive(Candidate(candidate=line.format(port=port)))
+            await session.receive(PeerCandidate(candidate=line.format(port=port)))
         async with asyncio.timeout(10):
             while session._ops.qsize():  # noqa: ASYNC110 - the worker drains the queue
                 await asyncio.sleep(0.02)

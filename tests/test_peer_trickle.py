@@ -16,7 +16,7 @@ from aiortc import MediaStreamTrack
 from aiortc.sdp import SessionDescription, candidate_to_sdp
 
 from rtckit.peer import PeerSession, SessionConfig
-from rtckit.peer.signaller import Candidate, Description, PeerMessage
+from rtckit.peer.signaller import Description, PeerCandidate, PeerMessage
 from rtckit.testing import DirectSignaller
 
 CONFIG = SessionConfig(dead_peer_timeout=20)
@@ -44,7 +44,7 @@ class TricklingSignaller(DirectSignaller):
         await super().send(attrs.evolve(message, sdp="\r\n".join(kept)))
         for candidate in first.ice_candidates:
             await super().send(
-                Candidate(
+                PeerCandidate(
                     candidate="candidate:" + candidate_to_sdp(candidate),
                     sdp_mid=first.rtp.muxId,
                     sdp_mline_index=0,
@@ -52,7 +52,7 @@ class TricklingSignaller(DirectSignaller):
                 )
             )
             self.trickled += 1
-        await super().send(Candidate(candidate="", generation=message.generation))
+        await super().send(PeerCandidate(candidate="", generation=message.generation))
 
 
 class SilentTrack(MediaStreamTrack):

@@ -42,6 +42,7 @@ from rtckit.server.config import (
 )
 from rtckit.server.metrics import Metrics
 from rtckit.signaling import SignalingClient, TokenAuth, WebSocketTransport
+from rtckit.signaling.browser import client_modules
 from rtckit.signaling.protocol import AppMessage
 
 TIMEOUT = 30
@@ -91,8 +92,17 @@ async def test_page_static_files_and_client_module() -> None:
         module = await client.get("/rtckit.js")
         assert module.status == 200
         assert module.content_type == "text/javascript"
-        assert "export class RtcKitSignaling" in await module.text()
+        assert "RtcKitSignaling" in await module.text()
         assert (await client.get("/ws/rtckit.js")).status == 200
+        # the modules the entry imports, at its folder under both paths
+        for name, text in client_modules().items():
+            for path in (f"/{name}", f"/ws/{name}"):
+                served = await client.get(path)
+                assert served.status == 200, path
+                assert served.content_type == "text/javascript"
+                assert await served.text() == text
+        assert (await client.get("/rtckit/nothing.js")).status == 404
+        assert (await client.get("/rtckit/..%2fconfig.py")).status == 404
         assert (await client.get("/nothing.html")).status == 404
         assert (await client.get("/../config.py")).status == 404
 

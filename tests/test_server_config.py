@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from rtckit.errors import ConfigurationError
+from rtckit.httpserver import HttpLimits
 from rtckit.server.config import ServeConfig, load_config, parse_config
 
 OPEN_INSECURE = '[server]\ninsecure = true\n[auth]\nmode = "open"\n'
@@ -31,6 +32,12 @@ http_port = 9080
 [tls]
 cert = "cert.pem"
 key = "key.pem"
+[http]
+idle_timeout = 4.5
+tls_handshake_timeout = 3
+max_line_size = 4096
+max_field_size = 2048
+max_headers = 32
 [auth]
 secret_env = "TOKEN_SECRET"
 [ice]
@@ -61,6 +68,13 @@ path = "/m"
     assert config.server.http_port == 9080
     assert config.tls is not None
     assert config.tls.cert == tmp_path / "cert.pem"
+    assert config.http == HttpLimits(
+        idle_timeout=4.5,
+        tls_handshake_timeout=3.0,
+        max_line_size=4096,
+        max_field_size=2048,
+        max_headers=32,
+    )
     assert config.auth.mode == "token"
     assert config.auth.secret == "s3cret"
     assert config.ice.turn_secret == "t3rn"
@@ -158,6 +172,9 @@ def test_tls_is_required_unless_insecure() -> None:
         (OPEN_INSECURE + "[rooms]\ncreate_on_demand = false\n", "needs at least one"),
         (OPEN_INSECURE + "[metrics]\npath = 'metrics'\n", "must start with /"),
         ("[server]\nport = 8000\nhttp_port = 8000\n", "http_port must differ"),
+        (OPEN_INSECURE + "[http]\nidle_timeout = 0\n", "idle_timeout: 0 is below 0.1"),
+        (OPEN_INSECURE + "[http]\nmax_headers = 2\n", "max_headers: 2 is not in 8..1024"),
+        (OPEN_INSECURE + "[http]\nheader_timeout = 5\n", r"unknown key\(s\) header_timeout"),
     ],
 )
 def test_bad_config_is_named(text: str, message: str) -> None:

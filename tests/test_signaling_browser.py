@@ -1,4 +1,5 @@
-"""rtckit.js in real headless Chromium: two pages and a Python client in one room."""
+"""rtckit.js in real headless Chromium: two pages and a Python client in one room, and the
+modules of rtckit.js loaded from a standalone signaling server."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 
+from jsmodules import ENTRY_EXPORTS
 from rtckit.signaling import (
     Answer,
     AppMessage,
@@ -19,6 +21,7 @@ from rtckit.signaling import (
     SignalingServer,
     TokenAuth,
 )
+from rtckit.signaling.browser import client_modules
 from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
 
@@ -203,3 +206,48 @@ async def test_browser_stops_when_resume_finds_its_token_expired() -> None:
             await page.evaluate("() => window.sig._ws.close()")
             closed = await _wait_log(page, "m.type === 'closed'")
             assert closed["code"] == "auth_expired"
+
+
+JOIN_WITH_MODULES = """async (entry) => {
+  const rtc = await import(entry);
+  const signaling = await rtc.connectSignaling(`ws://${location.host}/ws`, { room: "modules" });
+  const room = rtc.joinRoom(signaling, { iceServers: [] });
+  window.got = [];
+  room.addEventListener("message", ({ detail }) => window.got.push(detail));
+  window.room = room;
+  return { peerId: signaling.peerId, exports: Object.keys(rtc).sort() };
+}"""
+
+
+async def test_standalone_server_serves_every_module() -> None:
+    """What ``rtckit signaling`` runs (a standalone server) serves the entry and every module
+    it imports: two pages import the entry from it, meet in a mesh room with joinRoom and
+    exchange a message on the room's data channel (signaling, peer and room modules at work).
+    """
+    require_executable("chromium", hint="apt-get install chromium")
+    async with (
+        asyncio.timeout(90),
+        SignalingServer(SignalingConfig(auth=OpenAuth())) as server,
+        launch_chromium() as browser,
+    ):
+        host, port = await server.listen("127.0.0.1", 0)
+        entry = f"http://{host}:{port}/ws/rtckit.js"
+        loaded: list[tuple[str, int]] = []
+        pages = [await browser.new_page() for _ in range(2)]
+        joined = []
+        for page in pages:
+            page.on("response", lambda r: loaded.append((r.url, r.status)))
+            await page.goto(entry)  # the page's origin is the server's: no CORS needed
+            joined.append(await page.evaluate(JOIN_WITH_MODULES, entry))
+        for result in joined:
+            assert result["exports"] == sorted(ENTRY_EXPORTS)
+        base = f"http://{host}:{port}/ws/"
+        assert {url for url, _status in loaded} == {base + name for name in client_modules()}
+        assert {status for _url, status in loaded} == {200}
+        first = joined[0]["peerId"]
+        await pages[0].evaluate("(text) => window.room.send(text)", f"hello from {first}")
+        await pages[1].wait_for_function("() => window.got.length > 0", timeout=30_000)
+        got = await pages[1].evaluate("() => window.got")
+        assert got == [{"participantId": first, "data": f"hello from {first}"}]
+        for page in pages:
+            await page.evaluate("() => window.room.close()")

@@ -71,6 +71,10 @@ async def test_browser_example_serves_its_page_and_greets_a_newcomer(
                 assert 'import { RtcKitSignaling } from "/ws/rtckit.js"' in page
                 async with session.get(f"http://127.0.0.1:{port}/ws/rtckit.js") as response:
                     assert response.status == 200
+                    assert "RtcKitSignaling" in await response.text()
+                signaling_js = f"http://127.0.0.1:{port}/ws/rtckit/signaling.js"
+                async with session.get(signaling_js) as response:
+                    assert response.status == 200
                     assert "export class RtcKitSignaling" in await response.text()
             url = f"ws://127.0.0.1:{port}/ws"
             async with SignalingClient.connect(url, room="lobby") as tab:

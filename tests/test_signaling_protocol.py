@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rtckit.errors import ProtocolError, SignalingError
+from rtckit.errors import LocalProtocolError, ProtocolError, RemoteProtocolError, SignalingError
 from rtckit.signaling.protocol import (
     DEFAULT_MAX_SIZE,
     MESSAGE_TYPES,
@@ -38,7 +38,9 @@ from rtckit.signaling.protocol import (
     as_dict,
     decode,
     encode,
+    encode_relayed,
     json_depth,
+    json_size,
 )
 
 SAMPLES: list[Message] = [
@@ -109,7 +111,7 @@ def test_null_payload_is_the_same_as_no_payload() -> None:
 
 
 def _code(data: Any, **kwargs: Any) -> str | int | None:
-    with pytest.raises(ProtocolError) as info:
+    with pytest.raises(RemoteProtocolError) as info:  # what a peer sent: a remote error
         decode(data, **kwargs)
     assert isinstance(info.value, SignalingError)
     assert isinstance(info.value, ValueError)
@@ -200,10 +202,17 @@ def test_json_depth() -> None:
 
 
 def test_encode_refuses_what_decode_would_refuse() -> None:
-    with pytest.raises(ProtocolError):
-        encode(AppMessage(to="b", payload=float("nan")))
-    with pytest.raises(ProtocolError):
-        encode(AppMessage(to="b", payload=object()))
+    # what rtckit is asked to send: the caller's misuse, a local error (still a ProtocolError)
+    for payload in (float("nan"), object()):
+        with pytest.raises(LocalProtocolError) as info:
+            encode(AppMessage(to="b", payload=payload))
+        assert isinstance(info.value, ProtocolError)
+        assert not isinstance(info.value, RemoteProtocolError)
+        assert info.value.code == ErrorCode.BAD_MESSAGE
+    with pytest.raises(LocalProtocolError):
+        encode_relayed(AppMessage(payload={1, 2}), "a")
+    with pytest.raises(LocalProtocolError):
+        json_size({"a": float("inf")})
 
 
 # --- property and fuzz tests -----------------------------------------------------------------
@@ -228,7 +237,7 @@ def test_decode_never_raises_anything_but_protocol_error(data: str | bytes) -> N
     code: object = None
     try:
         message = decode(data)
-    except ProtocolError as exc:
+    except RemoteProtocolError as exc:
         code = exc.code
     else:
         assert isinstance(message, Message)

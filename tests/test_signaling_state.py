@@ -759,7 +759,8 @@ def test_metadata_is_limited() -> None:
 
 
 def test_welcome_never_exceeds_the_message_size_limit() -> None:
-    """4 peers with 60 KiB of metadata each used to give a 234 KiB welcome."""
+    """A welcome stays within 64 KiB: of 4 peers with 60 KiB of metadata each (a 234 KiB
+    welcome for the last), the room takes those whose welcome fits and refuses the others."""
     h = Harness(max_metadata_size=61_000)
     sizes: list[int] = []
     refused: list[str] = []

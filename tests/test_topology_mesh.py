@@ -9,7 +9,7 @@ from typing import Any, ClassVar, TypeVar
 
 import pytest
 
-from rtckit.errors import ProtocolError, TopologyError
+from rtckit.errors import RemoteProtocolError, TopologyError
 from rtckit.peer import SessionConfig
 from rtckit.peer.media import PatternConfig, TestPatternTrack, read_frame_counter
 from rtckit.signaling import (
@@ -187,7 +187,7 @@ async def test_rejoining_peer_reconnects_to_everyone(hub: SignalingHub) -> None:
 def test_generation_from_session_field() -> None:
     assert generation_from_session("g12") == 12
     assert generation_from_session(None) == 0
-    with pytest.raises(ProtocolError):  # not a generation: dropped, not taken as 0
+    with pytest.raises(RemoteProtocolError):  # not a generation: dropped, not taken as 0
         generation_from_session("sfu-publish")
 
 

@@ -10,6 +10,8 @@
     ├── StunFormatError (ValueError)          bytes that are not a well-formed STUN message
     ├── SignalingError                        signaling layer
     │   ├── ProtocolError (ValueError)        a message that breaks the wire protocol
+    │   │   ├── LocalProtocolError            ... that rtckit was asked to send (caller's misuse)
+    │   │   └── RemoteProtocolError           ... that the remote side sent
     │   ├── AuthError (PermissionError)       a refused room token
     │   ├── RoomError                         unknown room, full room, not joined
     │   └── ConnectionClosedError (ConnectionError) signaling connection gone
@@ -22,7 +24,10 @@
     └── InternalsError (RuntimeError)         aiortc/aioice moved an internal rtckit needs
 
 Errors caused by the remote side (a peer or server that misbehaves) and errors caused by the
-caller's own misuse are told apart by the class, never by parsing messages.
+caller's own misuse are told apart by the class, never by parsing messages: a message that
+cannot be encoded raises :class:`LocalProtocolError`, one received that cannot be decoded
+:class:`RemoteProtocolError`. Both are a :class:`ProtocolError`; a plain :class:`ProtocolError`
+is a server's ``error`` answer to what the client sent (its ``code`` says why).
 """
 
 from __future__ import annotations
@@ -36,9 +41,11 @@ __all__ = [
     "CredentialError",
     "IceError",
     "InternalsError",
+    "LocalProtocolError",
     "NegotiationError",
     "PeerError",
     "ProtocolError",
+    "RemoteProtocolError",
     "RoomError",
     "RtcKitError",
     "SignalingError",
@@ -93,6 +100,23 @@ class SignalingError(RtcKitError):
 
 class ProtocolError(SignalingError, ValueError):
     """A signaling message breaks the wire protocol (bad JSON, wrong types, bad state)."""
+
+
+class LocalProtocolError(ProtocolError):
+    """rtckit was asked to send a message that breaks the protocol (the caller's misuse).
+
+    Raised by :func:`rtckit.signaling.protocol.encode` (a field that is not JSON) and by the
+    peer message classes of :mod:`rtckit.peer.signaller` (a negative generation).
+    """
+
+
+class RemoteProtocolError(ProtocolError):
+    """The remote side sent a message that breaks the protocol.
+
+    Raised by :func:`rtckit.signaling.protocol.decode`,
+    :func:`rtckit.peer.signaller.message_from_dict` and the client when the server answers out
+    of turn; the receivers drop such a message and go on.
+    """
 
 
 class AuthError(SignalingError, PermissionError):

@@ -8,9 +8,9 @@ the CPU time per relayed message in the event loop and the socket transports (se
 The command-line servers run their main coroutine with :func:`run` and take
 ``--loop auto|asyncio|uvloop``, where ``auto`` means uvloop when it is installed.
 ``rtckit signaling`` (signaling only) defaults to ``auto``. ``rtckit serve`` and ``rtckit demo``
-default to ``asyncio`` for now: their browser rooms' mesh test stalled more often with the server
-on uvloop (4 runs in 5 against 1 in 2, a browser-to-browser stall that is being studied), so
-uvloop is opt-in there (``--loop uvloop``). An application that embeds rtckit picks its own
+default to ``asyncio``: in their browser rooms' mesh test a browser-to-browser stall of unknown
+cause shows up more often with the server on uvloop (4 runs in 5 against 1 in 2), so uvloop is
+opt-in there (``--loop uvloop``). An application that embeds rtckit picks its own
 loop; this module only helps:
 
 .. code-block:: python

@@ -23,6 +23,7 @@ from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from rtckit.errors import ConfigurationError
+from rtckit.httpserver import HttpLimits, LimitedSite, runner_options
 
 __all__ = [
     "RedirectServer",
@@ -154,7 +155,8 @@ class RedirectServer:
     """Runs :func:`redirect_app` on *host*:*port*; use it as an async context manager.
 
     *host* None listens on every interface; *port* 0 picks a free port (see :attr:`port`).
-    *shutdown_timeout* bounds how long :meth:`aclose` waits for requests in progress.
+    *shutdown_timeout* bounds how long :meth:`aclose` waits for requests in progress; *limits*
+    bounds idle and slow connections and header sizes (:class:`~rtckit.httpserver.HttpLimits`).
 
     .. code-block:: python
 
@@ -169,6 +171,7 @@ class RedirectServer:
         host: str | None = None,
         port: int = 80,
         shutdown_timeout: float = 5.0,
+        limits: HttpLimits | None = None,
     ) -> None:
         self._https_port = _check_port("https_port", https_port)
         if type(port) is not int or not 0 <= port < 65536:
@@ -178,6 +181,7 @@ class RedirectServer:
         self._host = host
         self._port = port
         self._shutdown_timeout = shutdown_timeout
+        self._limits = limits or HttpLimits()
         self._runner: web.AppRunner | None = None
         self._addresses: list[tuple[str, int]] = []
 
@@ -186,11 +190,13 @@ class RedirectServer:
         if self._runner is not None:
             return
         runner = web.AppRunner(
-            redirect_app(self._https_port), shutdown_timeout=self._shutdown_timeout
+            redirect_app(self._https_port),
+            shutdown_timeout=self._shutdown_timeout,
+            **runner_options(self._limits),
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self._host, self._port)
+            site = LimitedSite(runner, self._host, self._port)
             await site.start()
         except BaseException:
             await runner.cleanup()

@@ -18,7 +18,8 @@ from aiortc import (
     RTCRtpTransceiver,
 )
 from aiortc.rtcdtlstransport import RTCDtlsTransport, State
-from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpReceiveParameters
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters
+from aiortc.rtcrtpparameters import RTCRtpReceiveParameters as RTCRtpReceiveParameters
 from aiortc.rtp import RtcpSrPacket, RtpPacket
 
 if TYPE_CHECKING:
@@ -31,6 +32,8 @@ from rtckit._aiortc.rtp_routing import install_rtp_routing_on_transport
 from rtckit._aiortc.versions import missing_internal
 
 # The SFU forwards RTP without decoding. It relies on:
+# * RTCRtpReceiveParameters (aiortc.rtcrtpparameters; aiortc does not export it), built from the
+#   negotiated codecs to start a receiver by hand;
 # * RTCRtpTransceiver._codecs / ._headerExtensions: the negotiated codecs and extension IDs;
 # * RTCRtpSender._ssrc / ._rtx_ssrc and RTCRtpSender._send_rtcp(list of packets);
 # * RTCRtpReceiver.receive() being what starts the decoder thread, and

@@ -19,7 +19,8 @@ Every name of the submodules except :mod:`~rtckit.certs.tls`'s is importable fro
 
 from __future__ import annotations
 
-from rtckit._moved import moved_names
+from rtckit import net as _net
+from rtckit._deprecated import renamed
 from rtckit.certs.ca import (
     CA_CERT_FILE,
     CA_DER_FILE,
@@ -98,4 +99,4 @@ __all__ = [
     "server_ssl_context",
 ]
 
-__getattr__ = moved_names(__name__, {"lan_addresses": "rtckit.net"})
+__getattr__ = renamed(__name__, {"lan_addresses": ("rtckit.net.lan_addresses", _net.lan_addresses)})

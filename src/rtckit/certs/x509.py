@@ -22,7 +22,7 @@ import secrets
 import ssl
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import attrs
 from cryptography import x509
@@ -33,7 +33,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from rtckit.certs.tls import server_context
 from rtckit.errors import CertificateError, CertificateExpiredError
-from rtckit.net import IPAddress
+
+if TYPE_CHECKING:
+    from rtckit.net import IPAddress
 
 __all__ = [
     "CERT_FILE",

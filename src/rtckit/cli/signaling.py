@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import signal
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 from rtckit.cli import os_error_text
 from rtckit.errors import ConfigurationError
 from rtckit.eventloop import add_loop_argument, loop_name, run
+from rtckit.httpserver import HttpLimits
 from rtckit.signaling.auth import (
     ALL_PERMISSIONS,
     DEFAULT_PERMISSIONS,
@@ -67,6 +69,16 @@ def register(subparsers: Any) -> None:
         metavar="ORIGIN",
         help="browser origin allowed to connect (repeatable; '*' for any; default: same origin)",
     )
+    serve.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=HttpLimits().idle_timeout,
+        metavar="SECONDS",
+        help="close a connection that has not sent complete request headers this long after "
+        f"it opened or after its last response ({HttpLimits().idle_timeout:g})",
+    )
+    serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    serve.add_argument("--log-format", choices=("text", "json"), default="text")
     add_loop_argument(serve)
     serve.set_defaults(handler=_serve)
 
@@ -131,14 +143,16 @@ def build_config(args: argparse.Namespace) -> SignalingConfig:
     )
 
 
-async def _run(config: SignalingConfig, host: str, port: int, path: str) -> None:
+async def _run(
+    config: SignalingConfig, host: str, port: int, path: str, limits: HttpLimits
+) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     async with SignalingServer(config) as server:
         try:
-            await server.listen(host, port, path=path)
+            await server.listen(host, port, path=path, limits=limits)
         except OSError as exc:
             where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
             raise ConfigurationError(f"cannot listen on {where}: {os_error_text(exc)}") from exc
@@ -150,5 +164,14 @@ async def _run(config: SignalingConfig, host: str, port: int, path: str) -> None
 
 def _serve(args: argparse.Namespace) -> int:
     config = build_config(args)
-    run(_run(config, args.host, args.port, args.path), loop=args.loop)
+    if not args.idle_timeout > 0:
+        raise ConfigurationError(f"--idle-timeout must be positive, not {args.idle_timeout}")
+    limits = HttpLimits(idle_timeout=args.idle_timeout)
+    from rtckit.server.logs import configure_logging
+
+    handler = configure_logging(args.log_level, args.log_format)
+    try:
+        run(_run(config, args.host, args.port, args.path, limits), loop=args.loop)
+    finally:
+        logging.getLogger("rtckit").removeHandler(handler)
     return 0

@@ -31,7 +31,8 @@ from typing import Any
 import attrs
 
 from rtckit.errors import ConfigurationError, CredentialError
-from rtckit.ice import IceConfig, IceServerUri, IceTransportPolicy, TurnTransport, UriScheme
+from rtckit.ice.config import IceConfig, IceTransportPolicy
+from rtckit.ice.servers import IceServerUri, TurnTransport, UriScheme
 from rtckit.ice.turn import DEFAULT_SEPARATOR, TurnRestAuth
 
 __all__ = [

@@ -62,10 +62,16 @@ import attrs
 import av
 import numpy as np
 import numpy.typing as npt
-from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender, RTCSessionDescription, sdp
-from aiortc.mediastreams import MediaStreamError
+from aiortc import (
+    MediaStreamError,
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpSender,
+    RTCSessionDescription,
+)
 
 from rtckit._aiortc import on_keyframe_request
+from rtckit._aiortc.sdp import SdpDescription
 from rtckit.errors import ConfigurationError, NegotiationError, TopologyError
 from rtckit.mcu.audio import FRAME_SAMPLES, SAMPLE_RATE, AudioMixer, MixerConfig
 from rtckit.mcu.video import MAX_PARTICIPANTS, Compositor, CompositorConfig, I420Image, Tile
@@ -656,7 +662,7 @@ class McuEngine:
         kinds = {"audio", "video"}
         if offer is not None:
             try:
-                parsed = sdp.SessionDescription.parse(offer.sdp)
+                parsed = SdpDescription.parse(offer.sdp)
             except (ValueError, IndexError) as exc:
                 raise NegotiationError(f"cannot parse the participant's offer: {exc}") from exc
             kinds = {m.kind for m in parsed.media} & kinds

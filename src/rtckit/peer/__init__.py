@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+from rtckit._deprecated import renamed
 from rtckit.peer.events import (
     ConnectionReplaced,
     ConnectionStateChanged,
@@ -27,10 +28,10 @@ from rtckit.peer.events import (
 from rtckit.peer.negotiation import Negotiator, polite_for
 from rtckit.peer.session import DataChannel, PeerSession, SessionConfig
 from rtckit.peer.signaller import (
-    Candidate,
     Description,
+    PeerCandidate,
     PeerMessage,
-    Restart,
+    PeerRestart,
     Signaller,
     message_from_dict,
     message_to_dict,
@@ -38,7 +39,6 @@ from rtckit.peer.signaller import (
 from rtckit.peer.stats import CandidatePairInfo, Quality, StatsSnapshot
 
 __all__ = [
-    "Candidate",
     "CandidatePairInfo",
     "ConnectionReplaced",
     "ConnectionStateChanged",
@@ -47,12 +47,13 @@ __all__ = [
     "DataMessage",
     "Description",
     "Negotiator",
+    "PeerCandidate",
     "PeerEvent",
     "PeerMessage",
+    "PeerRestart",
     "PeerSession",
     "Quality",
     "QualityChanged",
-    "Restart",
     "SessionClosed",
     "SessionConfig",
     "Signaller",
@@ -64,3 +65,12 @@ __all__ = [
     "message_to_dict",
     "polite_for",
 ]
+
+# Deprecated names: rtckit.signaling.protocol has the wire messages Candidate and Restart.
+__getattr__ = renamed(
+    __name__,
+    {
+        "Candidate": ("rtckit.peer.PeerCandidate", PeerCandidate),
+        "Restart": ("rtckit.peer.PeerRestart", PeerRestart),
+    },
+)

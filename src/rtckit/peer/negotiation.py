@@ -36,6 +36,7 @@ import enum
 
 import attrs
 
+from rtckit._deprecated import renamed
 from rtckit.errors import NegotiationError
 
 __all__ = [
@@ -45,21 +46,27 @@ __all__ = [
     "IgnoreOffer",
     "MakeAnswer",
     "MakeOffer",
+    "NegotiationState",
     "Negotiator",
     "Nothing",
     "SendDescription",
-    "SignalingState",
     "Wait",
     "polite_for",
 ]
 
 
-class SignalingState(enum.StrEnum):
+class NegotiationState(enum.StrEnum):
     """The signaling states the machine mirrors (``RTCSignalingState`` without pranswer)."""
 
     STABLE = "stable"
     HAVE_LOCAL_OFFER = "have-local-offer"
     HAVE_REMOTE_OFFER = "have-remote-offer"
+
+
+# Deprecated name: rtckit.signaling.state.SignalingState is the signaling server's machine.
+__getattr__ = renamed(
+    __name__, {"SignalingState": ("rtckit.peer.negotiation.NegotiationState", NegotiationState)}
+)
 
 
 @attrs.frozen
@@ -135,7 +142,7 @@ class Negotiator:
     """The perfect-negotiation state of one side of one peer connection."""
 
     polite: bool
-    state: SignalingState = SignalingState.STABLE
+    state: NegotiationState = NegotiationState.STABLE
     making_offer: bool = False
     ignore_offer: bool = False
     is_setting_remote_answer_pending: bool = False
@@ -160,7 +167,7 @@ class Negotiator:
             return Nothing()
         if self.making_offer:
             return Wait(reason="an offer is being made")
-        if self.state is not SignalingState.STABLE:
+        if self.state is not NegotiationState.STABLE:
             return Wait(reason=f"signaling state is {self.state.value}")
         if self.polite and not self.established:
             return Wait(reason="the polite side waits for the first offer")
@@ -173,7 +180,7 @@ class Negotiator:
         if not self.making_offer:
             raise NegotiationError("offer_made() without a MakeOffer decision")
         self.making_offer = False
-        self.state = SignalingState.HAVE_LOCAL_OFFER
+        self.state = NegotiationState.HAVE_LOCAL_OFFER
         return SendDescription(type="offer")
 
     def offer_failed(self) -> Decision:
@@ -189,14 +196,14 @@ class Negotiator:
         if type_ not in ("offer", "answer"):
             raise NegotiationError(f"unsupported description type {type_!r}")
         ready_for_offer = not self.making_offer and (
-            self.state is SignalingState.STABLE or self.is_setting_remote_answer_pending
+            self.state is NegotiationState.STABLE or self.is_setting_remote_answer_pending
         )
         collision = type_ == "offer" and not ready_for_offer
         self.ignore_offer = not self.polite and collision
         if self.ignore_offer:
             return IgnoreOffer()
         if type_ == "answer":
-            if self.state is not SignalingState.HAVE_LOCAL_OFFER:
+            if self.state is not NegotiationState.HAVE_LOCAL_OFFER:
                 return DropDescription(reason=f"answer in state {self.state.value}")
             self.is_setting_remote_answer_pending = True
             return ApplyRemoteDescription(type="answer")
@@ -207,20 +214,20 @@ class Negotiator:
 
     def rolled_back(self) -> None:
         """The local offer was rolled back (polite side, offer collision)."""
-        self.state = SignalingState.STABLE
+        self.state = NegotiationState.STABLE
         self.offering = None
 
     def remote_applied(self, type_: str) -> Decision:
         """The remote description of *type_* is set."""
         if type_ == "answer":
             self.is_setting_remote_answer_pending = False
-            self.state = SignalingState.STABLE
+            self.state = NegotiationState.STABLE
             if self.offering is not None:
                 self.negotiated = max(self.negotiated, self.offering)
             self.offering = None
             self.established = True
             return self.next_step()
-        self.state = SignalingState.HAVE_REMOTE_OFFER
+        self.state = NegotiationState.HAVE_REMOTE_OFFER
         return MakeAnswer()
 
     def remote_failed(self, type_: str) -> Decision:
@@ -231,9 +238,9 @@ class Negotiator:
 
     def answer_made(self) -> Decision:
         """The local answer is set (back to ``stable``): send it, then offer pending changes."""
-        if self.state is not SignalingState.HAVE_REMOTE_OFFER:
+        if self.state is not NegotiationState.HAVE_REMOTE_OFFER:
             raise NegotiationError("answer_made() without a remote offer")
-        self.state = SignalingState.STABLE
+        self.state = NegotiationState.STABLE
         self.established = True
         return SendDescription(type="answer")
 

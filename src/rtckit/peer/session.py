@@ -31,15 +31,15 @@ from typing import Any
 import aiortc
 import attrs
 from aiortc import (
+    InvalidStateError,
+    MediaStreamError,
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCDataChannel,
     RTCPeerConnection,
     RTCSessionDescription,
 )
-from aiortc.exceptions import InvalidStateError
-from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcconfiguration import RTCBundlePolicy
 
 from rtckit import _aiortc
 from rtckit._aiortc.sdp import SdpDescription, candidate_from_sdp
@@ -71,7 +71,7 @@ from rtckit.peer.negotiation import (
     SendDescription,
     Wait,
 )
-from rtckit.peer.signaller import Candidate, Description, PeerMessage, Restart, Signaller
+from rtckit.peer.signaller import Description, PeerCandidate, PeerMessage, PeerRestart, Signaller
 from rtckit.peer.stats import (
     CandidatePairInfo,
     Quality,
@@ -310,7 +310,7 @@ class PeerSession:
         self._channels: dict[str, DataChannel] = {}
         self._local_labels: list[str] = []
         self._remote_tracks: dict[str, MediaStreamTrack] = {}
-        self._pending_candidates: list[Candidate] = []
+        self._pending_candidates: list[PeerCandidate] = []
         self._heartbeat: RTCDataChannel | None = None
         self._state = "new"
         self._started = False
@@ -814,9 +814,9 @@ class PeerSession:
             return
         if generation > self._generation:
             await self._replace("remote", generation=generation)
-        if isinstance(message, Restart):
+        if isinstance(message, PeerRestart):
             return
-        if isinstance(message, Candidate):
+        if isinstance(message, PeerCandidate):
             await self._add_candidate(message)
             return
         await self._on_description(message)
@@ -859,7 +859,7 @@ class PeerSession:
             logger.warning("%s: cannot answer the remote offer (%s); replacing", self.name, exc)
             await self._replace("bad-offer")
 
-    async def _add_candidate(self, message: Candidate) -> None:
+    async def _add_candidate(self, message: PeerCandidate) -> None:
         pc = self._pc
         assert pc is not None
         remote: RTCSessionDescription | None = pc.remoteDescription
@@ -935,7 +935,7 @@ class PeerSession:
             )
         self._remote_tracks.clear()
         if reason != "remote":
-            await self._send(Restart(generation=self._generation))
+            await self._send(PeerRestart(generation=self._generation))
         if old is not None:
             await self._close_pc(old)
         self._new_connection()

@@ -2,8 +2,8 @@
 
 A :class:`~rtckit.peer.session.PeerSession` does not know how its messages travel. It calls a
 :class:`Signaller` (rtckit signaling, the memory transport, or a direct in-process pair) to send
-:class:`Description`, :class:`Candidate` and :class:`Restart` messages, and the application feeds
-incoming ones to :meth:`~rtckit.peer.session.PeerSession.receive`.
+:class:`Description`, :class:`PeerCandidate` and :class:`PeerRestart` messages, and the
+application feeds incoming ones to :meth:`~rtckit.peer.session.PeerSession.receive`.
 
 Every message carries the *generation* of the connection it belongs to: a session bumps its
 generation each time it replaces its ``RTCPeerConnection`` (see :doc:`/topics/ice-restart`),
@@ -19,13 +19,14 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
-from rtckit.errors import ProtocolError
+from rtckit._deprecated import renamed
+from rtckit.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
-    "Candidate",
     "Description",
+    "PeerCandidate",
     "PeerMessage",
-    "Restart",
+    "PeerRestart",
     "Signaller",
     "message_from_dict",
     "message_to_dict",
@@ -34,7 +35,7 @@ __all__ = [
 
 def _nonnegative(_inst: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value < 0:
-        raise ProtocolError(f"{attribute.name} must be >= 0, got {value}")
+        raise LocalProtocolError(f"{attribute.name} must be >= 0, got {value}")
 
 
 @attrs.frozen(kw_only=True)
@@ -47,7 +48,7 @@ class Description:
 
 
 @attrs.frozen(kw_only=True)
-class Candidate:
+class PeerCandidate:
     """A trickled ICE candidate (``candidate`` is the SDP attribute value, or ``""`` at the end)."""
 
     candidate: str
@@ -57,13 +58,22 @@ class Candidate:
 
 
 @attrs.frozen(kw_only=True)
-class Restart:
+class PeerRestart:
     """The sender replaced its connection: the receiver must move to *generation* too."""
 
     generation: int = attrs.field(validator=_nonnegative)
 
 
-PeerMessage = Description | Candidate | Restart
+PeerMessage = Description | PeerCandidate | PeerRestart
+
+# Deprecated names: rtckit.signaling.protocol has the wire messages Candidate and Restart.
+__getattr__ = renamed(
+    __name__,
+    {
+        "Candidate": ("rtckit.peer.signaller.PeerCandidate", PeerCandidate),
+        "Restart": ("rtckit.peer.signaller.PeerRestart", PeerRestart),
+    },
+)
 
 
 @runtime_checkable
@@ -87,7 +97,7 @@ def message_to_dict(message: PeerMessage) -> dict[str, Any]:
             "sdp": message.sdp,
             "generation": message.generation,
         }
-    if isinstance(message, Candidate):
+    if isinstance(message, PeerCandidate):
         return {
             "kind": "candidate",
             "candidate": message.candidate,
@@ -101,19 +111,19 @@ def message_to_dict(message: PeerMessage) -> dict[str, Any]:
 def message_from_dict(data: object) -> PeerMessage:
     """Parse the form made by :func:`message_to_dict`.
 
-    Raises :class:`~rtckit.errors.ProtocolError` if *data* is not a valid peer message.
+    Raises :class:`~rtckit.errors.RemoteProtocolError` if *data* is not a valid peer message.
     """
     if not isinstance(data, dict):
-        raise ProtocolError("a peer message must be an object")
+        raise RemoteProtocolError("a peer message must be an object")
     kind = data.get("kind")
     generation = data.get("generation", 0)
     if not isinstance(generation, int) or isinstance(generation, bool):
-        raise ProtocolError("generation must be an integer")
+        raise RemoteProtocolError("generation must be an integer")
     try:
         if kind == "description":
             type_, sdp = data.get("type"), data.get("sdp")
             if not isinstance(type_, str) or not isinstance(sdp, str):
-                raise ProtocolError("description needs string type and sdp")
+                raise RemoteProtocolError("description needs string type and sdp")
             return Description(type=type_, sdp=sdp, generation=generation)
         if kind == "candidate":
             candidate, mid, index = (
@@ -122,16 +132,16 @@ def message_from_dict(data: object) -> PeerMessage:
                 data.get("sdpMLineIndex"),
             )
             if not isinstance(candidate, str):
-                raise ProtocolError("candidate must be a string")
+                raise RemoteProtocolError("candidate must be a string")
             if mid is not None and not isinstance(mid, str):
-                raise ProtocolError("sdpMid must be a string or null")
+                raise RemoteProtocolError("sdpMid must be a string or null")
             if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
-                raise ProtocolError("sdpMLineIndex must be an integer or null")
-            return Candidate(
+                raise RemoteProtocolError("sdpMLineIndex must be an integer or null")
+            return PeerCandidate(
                 candidate=candidate, sdp_mid=mid, sdp_mline_index=index, generation=generation
             )
         if kind == "restart":
-            return Restart(generation=generation)
+            return PeerRestart(generation=generation)
     except ValueError as exc:  # attrs validators
-        raise ProtocolError(str(exc)) from exc
-    raise ProtocolError(f"unknown peer message kind {kind!r}")
+        raise RemoteProtocolError(str(exc)) from exc
+    raise RemoteProtocolError(f"unknown peer message kind {kind!r}")

@@ -1,1 +1,3 @@
 """The rtckit application server: ``rtckit demo`` and ``rtckit serve``."""
+
+__all__: list[str] = []

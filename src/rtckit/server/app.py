@@ -4,7 +4,8 @@
 
 =====================  ===============================================================
 ``/``                  the room page (``index.html``, ``room.css``, ``room.js``)
-``/rtckit.js``         the browser client ES module (also at ``/ws/rtckit.js``)
+``/rtckit.js``         the browser client ES module (also at ``/ws/rtckit.js``); the modules
+                       it imports at ``/rtckit/`` (:mod:`rtckit.signaling.browser`)
 ``/ws``                the signaling WebSocket (:class:`~rtckit.signaling.wsserver.SignalingServer`)
 ``/config.json``       what the page needs: ICE servers (with TURN REST credentials minted
                        for this client), auth mode, topologies this server can host, rooms
@@ -34,12 +35,14 @@ from aiohttp.typedefs import Handler
 
 from rtckit.errors import ConfigurationError, TopologyError
 from rtckit.https import redirect_response
+from rtckit.httpserver import LimitedSite, runner_options
 from rtckit.ice import IceConfig, IceServer
 from rtckit.ice.turn import TurnRestAuth
 from rtckit.peer.session import SessionConfig
 from rtckit.server.config import ServeConfig
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingConfig, SignalingServer, TokenAuth
 from rtckit.signaling.auth import Authenticator
+from rtckit.signaling.browser import client_routes, serve_client_module
 from rtckit.signaling.protocol import PeerInfo
 from rtckit.signaling.state import (
     ErrorSentEvent,
@@ -49,7 +52,6 @@ from rtckit.signaling.state import (
     RoomClosedEvent,
     ServerEvent,
 )
-from rtckit.signaling.wsserver import client_script
 from rtckit.topology import (
     ServerStrategy,
     Topology,
@@ -394,8 +396,8 @@ class _State:
             raise web.HTTPNotFound()
         return web.Response(text=_static(name), content_type=content_type, headers=_NO_CACHE)
 
-    async def script(self, _request: web.Request) -> web.Response:
-        return web.Response(text=client_script(), content_type="text/javascript", headers=_NO_CACHE)
+    async def script(self, request: web.Request) -> web.Response:
+        return serve_client_module(request)
 
     async def client_config(self, request: web.Request) -> web.Response:
         config = self.config
@@ -466,7 +468,8 @@ def create_app(
     app[_APP_KEY] = state
     app.router.add_get("/", state.page)
     app.router.add_get("/{name:(index\\.html|room\\.css|room\\.js)}", state.page)
-    app.router.add_get("/rtckit.js", state.script)
+    for route in client_routes("/"):
+        app.router.add_get(route, state.script)
     app.router.add_get("/config.json", state.client_config)
     app.router.add_get("/healthz", state.healthz)
     if config.metrics.enabled and state.metrics is not None:
@@ -579,10 +582,17 @@ class RtcKitServer:
             handle_signals=False,
             access_log=logging.getLogger("rtckit.server.access"),
             shutdown_timeout=self._shutdown_timeout,
+            **runner_options(self.config.http),
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, server.host, server.port, ssl_context=context)
+            site = LimitedSite(
+                runner,
+                server.host,
+                server.port,
+                ssl_context=context,
+                tls_handshake_timeout=self.config.http.tls_handshake_timeout,
+            )
             try:
                 await site.start()
             except OSError as exc:
@@ -627,11 +637,12 @@ class RtcKitServer:
             handle_signals=False,
             access_log=None,
             shutdown_timeout=self._shutdown_timeout,
+            **runner_options(self.config.http),
         )
         await runner.setup()
         self._redirect = runner
         try:
-            await web.TCPSite(runner, host, port).start()
+            await LimitedSite(runner, host, port).start()
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {host}:{port} (HTTP redirect): {exc.strerror or exc}"

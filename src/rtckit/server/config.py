@@ -24,6 +24,13 @@ Pure: reads text (or a file), returns objects or raises
     turn_ttl = 86400
     policy = "all"            # or "relay"
 
+    [http]                    # connections before the WebSocket upgrade (rtckit.httpserver)
+    idle_timeout = 10         # seconds to send complete request headers / keep-alive idle
+    tls_handshake_timeout = 10
+    max_line_size = 8190      # request line bytes; longer: 400
+    max_field_size = 8190     # header line bytes; longer: 400
+    max_headers = 128         # more headers: 400
+
     [limits]
     max_message_bytes = 65536
     messages_per_second = 50
@@ -58,9 +65,11 @@ from typing import Any, Literal
 import attrs
 
 from rtckit.errors import ConfigurationError
+from rtckit.httpserver import HttpLimits
 from rtckit.signaling.auth import ENV_SIGNALING_SECRET
 
 __all__ = [
+    "TOPOLOGIES",
     "AuthSettings",
     "IceSettings",
     "LimitSettings",
@@ -165,6 +174,8 @@ class ServeConfig:
 
     server: ServerSettings = ServerSettings()
     tls: TlsSettings | None = None
+    #: Timeouts and header limits of the HTTP connections (``[http]``).
+    http: HttpLimits = attrs.field(factory=HttpLimits)
     auth: AuthSettings = AuthSettings()
     ice: IceSettings = IceSettings()
     limits: LimitSettings = LimitSettings()
@@ -267,6 +278,10 @@ def _port(table: _Table, key: str, default: int | None) -> int | None:
     return table.integer(key, default, low=0, high=65535)
 
 
+def _size(table: _Table, key: str, default: int) -> int:
+    return table.integer(key, default, low=256, high=1 << 20) or 0
+
+
 def parse_config(
     text: str, *, source: str = "<config>", base_dir: Path | None = None
 ) -> ServeConfig:
@@ -280,7 +295,7 @@ def parse_config(
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{source}: not valid TOML: {exc}") from exc
-    known = {"server", "tls", "auth", "ice", "limits", "rooms", "logging", "metrics"}
+    known = {"server", "tls", "http", "auth", "ice", "limits", "rooms", "logging", "metrics"}
     unknown = sorted(set(document) - known)
     if unknown:
         raise ConfigurationError(f"{source}: unknown table(s) {', '.join(unknown)}")
@@ -319,6 +334,19 @@ def parse_config(
             f"{source}: [tls] cert and key are required (browsers only open the camera on a "
             "secure origin); set [server] insecure = true to serve plain HTTP behind a proxy"
         )
+
+    t = table("http")
+    default = HttpLimits()
+    http = HttpLimits(
+        idle_timeout=t.number("idle_timeout", default.idle_timeout, low=0.1),
+        tls_handshake_timeout=t.number(
+            "tls_handshake_timeout", default.tls_handshake_timeout, low=0.1
+        ),
+        max_line_size=_size(t, "max_line_size", default.max_line_size),
+        max_field_size=_size(t, "max_field_size", default.max_field_size),
+        max_headers=t.integer("max_headers", default.max_headers, low=8, high=1024) or 0,
+    )
+    t.done()
 
     t = table("auth")
     mode = t.choice("mode", ("token", "open"), "token")
@@ -414,6 +442,7 @@ def parse_config(
     return ServeConfig(
         server=server,
         tls=tls,
+        http=http,
         auth=auth,
         ice=ice,
         limits=limits,

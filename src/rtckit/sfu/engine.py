@@ -33,6 +33,7 @@ from typing import Any
 
 import attrs
 from aiortc import (
+    MediaStreamError,
     MediaStreamTrack,
     RTCDataChannel,
     RTCPeerConnection,
@@ -40,10 +41,9 @@ from aiortc import (
     RTCRtpSender,
     RTCRtpTransceiver,
 )
-from aiortc.mediastreams import MediaStreamError
-from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
 
 from rtckit import _aiortc
+from rtckit._aiortc.sfu import RTCRtpReceiveParameters
 from rtckit.errors import ConfigurationError, TopologyError
 from rtckit.sfu.forward import (
     BandwidthAggregator,

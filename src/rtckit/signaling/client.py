@@ -44,6 +44,7 @@ from rtckit.errors import (
     ConfigurationError,
     ConnectionClosedError,
     ProtocolError,
+    RemoteProtocolError,
     RoomError,
     SignalingError,
 )
@@ -112,7 +113,9 @@ def error_for(error: Error) -> SignalingError:
     """Return the exception matching a server :class:`~rtckit.signaling.protocol.Error`.
 
     ``auth_*`` codes give :class:`~rtckit.errors.AuthError`, room codes
-    :class:`~rtckit.errors.RoomError`, others :class:`~rtckit.errors.ProtocolError`.
+    :class:`~rtckit.errors.RoomError`, others :class:`~rtckit.errors.ProtocolError` (the base
+    class itself: the server's verdict on what the client sent, neither a
+    :class:`~rtckit.errors.LocalProtocolError` nor a :class:`~rtckit.errors.RemoteProtocolError`).
     """
     text = f"{error.code}: {error.message}"
     if error.code.startswith("auth_"):
@@ -500,7 +503,7 @@ class SignalingClient:
         if isinstance(message, Error) and message.seq is None:
             raise error_for(message)
         if not isinstance(message, types):
-            raise ProtocolError(f"expected {[t.type for t in types]}, got {message.type!r}")
+            raise RemoteProtocolError(f"expected {[t.type for t in types]}, got {message.type!r}")
         return message
 
     async def _handshake_join(self) -> Welcome:

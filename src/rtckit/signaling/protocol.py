@@ -28,7 +28,7 @@ from typing import Any, ClassVar, TypeAlias
 
 import attrs
 
-from rtckit.errors import ProtocolError
+from rtckit.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -489,8 +489,14 @@ _WIRE_NAMES: dict[type[Any], frozenset[str]] = {
 }
 
 
-def _fail(code: ErrorCode, text: str) -> ProtocolError:
-    return ProtocolError(text, code=code)
+def _fail(code: ErrorCode, text: str) -> RemoteProtocolError:
+    """The error of a received message that cannot be decoded."""
+    return RemoteProtocolError(text, code=code)
+
+
+def _unencodable(text: str, exc: BaseException) -> LocalProtocolError:
+    """The error of a message (or value) rtckit was asked to encode that is not JSON."""
+    return LocalProtocolError(f"{text}: {exc}", code=ErrorCode.BAD_MESSAGE)
 
 
 def json_depth(value: JsonValue) -> int:
@@ -530,7 +536,7 @@ def _within_depth(value: Any, budget: int) -> bool:
 
 def _bad(
     where: str, wire: str, text: str, code: ErrorCode = ErrorCode.BAD_MESSAGE
-) -> ProtocolError:
+) -> RemoteProtocolError:
     return _fail(code, f"{where}.{wire} {text}")
 
 
@@ -698,7 +704,8 @@ def decode(
     max_size: int = DEFAULT_MAX_SIZE,
     max_depth: int = DEFAULT_MAX_DEPTH,
 ) -> Message:
-    """Parse one message; raise :class:`~rtckit.errors.ProtocolError` (with ``.code``) if invalid.
+    """Parse one message; raise :class:`~rtckit.errors.RemoteProtocolError` (with ``.code``) if
+    invalid.
 
     *max_size* bounds the UTF-8 size in bytes, *max_depth* the nesting of free-form JSON fields.
     Never raises anything else, whatever *data* holds.
@@ -811,19 +818,27 @@ _dumps: Callable[[Any], str] = _make_dumps()
 
 
 def json_size(value: JsonValue) -> int:
-    """Return the size in bytes of *value* as :func:`encode` writes it (compact, ASCII)."""
+    """Return the size in bytes of *value* as :func:`encode` writes it (compact, ASCII).
+
+    Raises :class:`~rtckit.errors.LocalProtocolError` if *value* is not JSON (only a value built
+    in-process can be: decoded JSON always encodes).
+    """
     try:
         return len(_dumps(value))
     except (TypeError, ValueError, RecursionError) as exc:
-        raise _fail(ErrorCode.BAD_MESSAGE, f"cannot encode {type(value).__name__}: {exc}") from exc
+        raise _unencodable(f"cannot encode {type(value).__name__}", exc) from exc
 
 
 def encode(message: Message) -> str:
-    """Serialize *message* to compact JSON text (one WebSocket text frame)."""
+    """Serialize *message* to compact JSON text (one WebSocket text frame).
+
+    Raises :class:`~rtckit.errors.LocalProtocolError` if a field holds something that is not
+    JSON (a free-form field given a set, a NaN, a cycle...).
+    """
     try:
         return _dumps(_dump(type(message), message))
     except (TypeError, ValueError, RecursionError) as exc:
-        raise _fail(ErrorCode.BAD_MESSAGE, f"cannot encode {message.type}: {exc}") from exc
+        raise _unencodable(f"cannot encode {message.type}", exc) from exc
 
 
 # For each relayed class: (attribute, wire name) of every field but ``seq``, in encoding order.
@@ -850,7 +865,7 @@ def encode_relayed(message: Relayed, sender: str) -> str:
     try:
         return _dumps(out)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise _fail(ErrorCode.BAD_MESSAGE, f"cannot encode {cls.type}: {exc}") from exc
+        raise _unencodable(f"cannot encode {cls.type}", exc) from exc
 
 
 def with_seq(text: str, seq: int) -> str:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.resources
 import logging
 from collections.abc import Callable, Coroutine
 from types import TracebackType
@@ -37,27 +36,38 @@ from aiohttp import web
 from yarl import URL
 
 from rtckit.errors import ConnectionClosedError
+from rtckit.httpserver import HttpLimits, LimitedSite, runner_options
+from rtckit.signaling.browser import (
+    CLIENT_SCRIPT,
+    client_modules,
+    client_routes,
+    client_script,
+    serve_client_module,
+)
 from rtckit.signaling.config import SignalingConfig
 from rtckit.signaling.hub import EventListener, EventStream, SignalingHub
 from rtckit.signaling.memory import MemoryTransport
 from rtckit.signaling.protocol import CloseCode
 
-__all__ = ["CLIENT_SCRIPT", "SignalingServer", "client_script"]
+__all__ = ["CLIENT_SCRIPT", "SignalingServer", "client_modules", "client_script"]
 
 logger = logging.getLogger(__name__)
 
-#: File name of the browser client module, served next to the WebSocket path.
-CLIENT_SCRIPT = "rtckit.js"
-
-
-def client_script() -> str:
-    """Return the source of the browser client ES module (``rtckit.js``)."""
-    resource = importlib.resources.files("rtckit.signaling") / "static" / CLIENT_SCRIPT
-    return resource.read_text(encoding="utf-8")
-
-
 # Seconds between two looks at a closing connection's write buffer.
 _FLUSH_POLL = 0.02
+
+
+def _write_buffer_size(transport: asyncio.Transport | None) -> int:
+    """Bytes in *transport*'s write buffer; 0 without a transport, or for asyncio's TLS
+    transport once it was closed twice: CPython (3.11 to 3.13) then drops its protocol, and
+    ``get_write_buffer_size()`` raises ``AttributeError`` (a client that resets a ``wss://``
+    connection while the server closes it gets there)."""
+    if transport is None:
+        return 0
+    try:
+        return transport.get_write_buffer_size()
+    except AttributeError:
+        return 0
 
 
 def _step(coro: Coroutine[Any, Any, None]) -> Any:
@@ -112,8 +122,7 @@ class _WebSocketConnection:
     def buffered(self) -> int:
         """Bytes waiting for the client: queued here and in the transport's write buffer."""
         transport = self.transport
-        in_transport = 0 if transport is None else transport.get_write_buffer_size()
-        return self._held + in_transport
+        return self._held + _write_buffer_size(transport)
 
     def send_text(self, text: str) -> None:
         if self._closing is not None:
@@ -192,14 +201,14 @@ class _WebSocketConnection:
                 # client when the handler was waiting in receive() (it then closes at once);
                 # asyncio still flushes it, give it time. Polled: the transport tells only its
                 # protocol (aiohttp's) when it drains.
-                while transport is not None and transport.get_write_buffer_size():  # noqa: ASYNC110
+                while _write_buffer_size(transport):  # noqa: ASYNC110
                     await asyncio.sleep(_FLUSH_POLL)
         except (TimeoutError, ConnectionError, RuntimeError, aiohttp.ClientError):
             pass
         finally:
             self._drop_pending()
             transport = self.transport
-            if transport is not None and transport.get_write_buffer_size():
+            if transport is not None and _write_buffer_size(transport):
                 transport.abort()  # the client did not take it in time: free the buffer
             if self._flusher is not None:  # the close is done: stop waiting for the client
                 self._flusher.cancel()
@@ -257,13 +266,15 @@ class SignalingServer:
     # --- mounting ------------------------------------------------------------------------
 
     def add_routes(self, app: web.Application, path: str = "/ws") -> None:
-        """Serve the WebSocket at *path* and the browser client at ``<path>/rtckit.js``.
+        """Serve the WebSocket at *path* and the browser client at ``<path>/rtckit.js`` (with
+        the modules it imports at ``<path>/rtckit/``, see :mod:`rtckit.signaling.browser`).
 
         The hub starts with the app and closes (every connection gets 1001) at its shutdown.
         """
         self._path = path
         app.router.add_get(path, self.handle)
-        app.router.add_get(f"{path.rstrip('/')}/{CLIENT_SCRIPT}", self.handle_script)
+        for route in client_routes(path):
+            app.router.add_get(route, self.handle_script)
 
         async def on_startup(_app: web.Application) -> None:
             await self.start()
@@ -275,20 +286,37 @@ class SignalingServer:
         app.on_shutdown.append(on_shutdown)
 
     async def listen(
-        self, host: str = "127.0.0.1", port: int = 8765, *, path: str = "/ws"
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8765,
+        *,
+        path: str = "/ws",
+        limits: HttpLimits | None = None,
     ) -> tuple[str, int]:
         """Run standalone on *host*:*port* (0: any free port) with the WebSocket at *path*;
-        return the bound address."""
+        return the bound address.
+
+        *limits* bounds the HTTP connections before their upgrade: idle and slow-header
+        timeout, header sizes (:class:`~rtckit.httpserver.HttpLimits`, its defaults if
+        ``None``).
+        """
         if self._runner is not None:
             raise RuntimeError("already listening")
         await self.start()
         app = web.Application()
         self._path = path
         app.router.add_get(path, self.handle)
-        app.router.add_get(f"{path.rstrip('/')}/{CLIENT_SCRIPT}", self.handle_script)
-        runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1)
+        for route in client_routes(path):
+            app.router.add_get(route, self.handle_script)
+        runner = web.AppRunner(
+            app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=1,
+            **runner_options(limits or HttpLimits()),
+        )
         await runner.setup()
-        site = web.TCPSite(runner, host, port)
+        site = LimitedSite(runner, host, port)
         await site.start()
         self._runner = runner
         bound = runner.addresses[0] if runner.addresses else (host, port)
@@ -338,13 +366,9 @@ class SignalingServer:
             return False
         return parsed.host is not None and parsed.raw_authority == request.host
 
-    async def handle_script(self, _request: web.Request) -> web.Response:
-        """Serve the browser client module."""
-        return web.Response(
-            text=client_script(),
-            content_type="text/javascript",
-            headers={"Cache-Control": "no-cache"},
-        )
+    async def handle_script(self, request: web.Request) -> web.Response:
+        """Serve the browser client: the entry ``rtckit.js`` or a module it imports."""
+        return serve_client_module(request)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """The WebSocket endpoint (an aiohttp handler)."""

@@ -17,7 +17,7 @@ Signaling mapping: a session's messages become the signaling protocol's ``offer`
 ``answer``, ``candidate``, ``end-of-candidates`` and ``restart``, with the session's
 connection generation in the ``session`` field as ``"g<generation>"`` (ASCII digits, at most
 nine): :func:`generation_from_session` refuses anything else with a
-:class:`~rtckit.errors.ProtocolError`.
+:class:`~rtckit.errors.RemoteProtocolError`.
 
 Nothing a peer sends ends a room's reader: every reader (this module's, the SFU's and the
 MCU's, client and server side) handles each message on its own, and a message it cannot
@@ -35,7 +35,7 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaRelay
 
-from rtckit.errors import ProtocolError, SignalingError, TopologyError
+from rtckit.errors import RemoteProtocolError, SignalingError, TopologyError
 from rtckit.ice import IceConfig
 from rtckit.peer.events import (
     ConnectionStateChanged,
@@ -46,7 +46,7 @@ from rtckit.peer.events import (
 )
 from rtckit.peer.negotiation import polite_for
 from rtckit.peer.session import PeerSession, SessionConfig
-from rtckit.peer.signaller import Candidate, Description, PeerMessage, Restart
+from rtckit.peer.signaller import Description, PeerCandidate, PeerMessage, PeerRestart
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import Reconnected, SignalingClient
 from rtckit.topology.base import (
@@ -70,6 +70,7 @@ __all__ = [
     "generation_from_session",
     "log_dropped",
     "open_mesh",
+    "peer_message_from_signaling",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,7 +87,7 @@ def generation_from_session(session: str | None) -> int:
     """The connection generation carried in a signaling ``session`` field (``"g3"`` -> 3).
 
     No ``session`` is generation 0. Anything but ``"g"`` and one to nine ASCII digits raises
-    :class:`~rtckit.errors.ProtocolError` (``str.isdigit`` alone would let ``"g\u00b2"``
+    :class:`~rtckit.errors.RemoteProtocolError` (``str.isdigit`` alone would let ``"g\u00b2"``
     through to ``int()``, which raises ``ValueError``).
     """
     if session is None:
@@ -99,7 +100,7 @@ def generation_from_session(session: str | None) -> int:
         and digits.isdigit()
     ):
         return int(digits)
-    raise ProtocolError(
+    raise RemoteProtocolError(
         f"session {session[:40]!r} is not 'g' and 1 to {_MAX_GENERATION_DIGITS} digits",
         code=sp.ErrorCode.BAD_MESSAGE,
     )
@@ -144,7 +145,7 @@ class SignalingSignaller:
                 await self.client.send_offer(to, message.sdp, session=session)
             else:
                 await self.client.send_answer(to, message.sdp, session=session)
-        elif isinstance(message, Candidate):
+        elif isinstance(message, PeerCandidate):
             if message.candidate:
                 await self.client.send_candidate(
                     to,
@@ -168,16 +169,16 @@ def peer_message_from_signaling(message: sp.Message) -> PeerMessage | None:
             generation=generation_from_session(message.session),
         )
     if isinstance(message, sp.Candidate):
-        return Candidate(
+        return PeerCandidate(
             candidate=message.candidate,
             sdp_mid=message.sdp_mid,
             sdp_mline_index=message.sdp_mline_index,
             generation=generation_from_session(message.session),
         )
     if isinstance(message, sp.EndOfCandidates):
-        return Candidate(candidate="", generation=generation_from_session(message.session))
+        return PeerCandidate(candidate="", generation=generation_from_session(message.session))
     if isinstance(message, sp.Restart):
-        return Restart(generation=generation_from_session(message.session))
+        return PeerRestart(generation=generation_from_session(message.session))
     return None
 
 

@@ -40,8 +40,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiortc import MediaStreamTrack, RTCRtpTransceiver
-from aiortc.mediastreams import MediaStreamError
+from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpTransceiver
 
 from rtckit._aiortc.sdp import SdpDescription
 from rtckit.errors import SignalingError, TopologyError

@@ -1,0 +1,297 @@
+"""Hostile WebSocket frames and signaling messages.
+
+Expected answers (docs/topics/signaling-protocol.rst): a frame that breaks RFC 6455 closes the
+connection with 1002, a message over the size limit with 1009, a binary frame with 1002; bad
+JSON, wrong types and unknown types get an ``error`` with their code and the connection stays
+usable; a refused ``join`` gets its ``auth_*``/``unknown_room`` error; a flood gets
+``rate_limited`` and close 1008; a connection that never sends ``hello``/``join`` is closed
+with 4000 at the handshake timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import struct
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiohttp
+import pytest
+
+from hostile.harness import (
+    Canary,
+    close_quietly,
+    frame,
+    hostile_case,
+    raw_websocket,
+    read_close_code,
+)
+from hostile.targets import ATTACK_ROOM, MAX_MESSAGE_BYTES, SECRET, Target
+from rtckit.signaling.auth import TokenAuth
+
+TEXT, BINARY, CLOSE, PING, CONTINUATION = 0x1, 0x2, 0x8, 0x9, 0x0
+HELLO = json.dumps({"type": "hello", "version": 1})
+
+#: Frames that break RFC 6455, and the close code each must get.
+BAD_FRAMES: dict[str, tuple[bytes, int]] = {
+    "reserved-opcode": (frame(0x3, b"x"), 1002),
+    "reserved-control-opcode": (frame(0xB, b"x"), 1002),
+    "reserved-bits": (frame(TEXT, HELLO.encode(), rsv=0b100), 1002),
+    "fragmented-ping": (frame(PING, b"x", fin=False), 1002),
+    "oversized-ping": (frame(PING, b"x" * 126), 1002),
+    "bad-close-code": (frame(CLOSE, struct.pack("!H", 999)), 1002),
+    "stray-continuation": (frame(CONTINUATION, b"x"), 1002),
+    "binary-frame": (frame(BINARY, b"\x00\x01"), 1002),
+    "announced-oversize": (frame(TEXT, length=MAX_MESSAGE_BYTES + 1), 1009),
+    "announced-2-63": (frame(TEXT, length=(1 << 63) - 1), 1009),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_FRAMES))
+async def test_malformed_frames_close_with_the_protocol_code(
+    target: Target, canary: Canary, kind: str
+) -> None:
+    data, code = BAD_FRAMES[kind]
+    async with hostile_case(target, canary):
+        for _ in range(5):
+            reader, writer = await raw_websocket(target)
+            try:
+                writer.write(data)
+                await writer.drain()
+                assert await read_close_code(reader) == code
+            finally:
+                close_quietly(writer)
+
+
+@asynccontextmanager
+async def _websocket(target: Target) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    connector = aiohttp.TCPConnector(ssl=target.main.tls or False)
+    try:
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.ws_connect(target.ws_url, max_msg_size=0, autoping=True) as ws,
+        ):
+            yield ws
+    finally:
+        if target.main.tls is not None:
+            # aiohttp's advice: give TLS transports a moment to close before the loop ends
+            await asyncio.sleep(0.25)
+
+
+async def _receive(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
+    """The next signaling message (pings answered, server pings skipped)."""
+    while True:
+        message = await asyncio.wait_for(ws.receive(), 10)
+        assert message.type == aiohttp.WSMsgType.TEXT, (message.type, message.data)
+        decoded: dict[str, Any] = json.loads(message.data)
+        if decoded["type"] != "ping":
+            return decoded
+
+
+async def _close_code(ws: aiohttp.ClientWebSocketResponse) -> int | None:
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(10):
+            while not ws.closed:
+                message = await ws.receive()
+                if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED):
+                    break
+    return ws.close_code
+
+
+#: Messages that get an ``error`` and leave the connection usable: (frames sent first, the bad
+#: frame, its error code).
+BAD_MESSAGES: dict[str, tuple[list[str], str, str]] = {
+    "not-json": ([], "{nope", "bad_json"),
+    "nan": ([], '{"type": "hello", "version": NaN}', "bad_json"),
+    "repeated-key": ([], '{"type": "hello", "type": "hello", "version": 1}', "bad_json"),
+    "not-an-object": ([], "[1, 2, 3]", "bad_message"),
+    "wrong-type": ([], '{"type": "hello", "version": "1"}', "bad_message"),
+    "extra-field": ([], '{"type": "hello", "version": 1, "admin": true}', "bad_message"),
+    "unknown-type": ([], '{"type": "shutdown-server"}', "unknown_type"),
+    "too-deep": (
+        [HELLO],
+        '{"type": "join", "room": "hall", "metadata": {"a": ' + "[" * 40 + "]" * 40 + "}}",
+        "too_deep",
+    ),
+    "before-hello": ([], '{"type": "join", "room": "hall"}', "unexpected"),
+    "relay-before-join": ([HELLO], '{"type": "app", "payload": 1, "seq": 1}', "not_joined"),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_MESSAGES))
+async def test_bad_messages_get_their_error(target: Target, canary: Canary, kind: str) -> None:
+    before, bad, code = BAD_MESSAGES[kind]
+    async with hostile_case(target, canary), _websocket(target) as ws:
+        for text in before:
+            await ws.send_str(text)
+            assert (await _receive(ws))["type"] == "hello"
+        for _ in range(3):
+            await ws.send_str(bad)
+            answer = await _receive(ws)
+            assert answer["type"] == "error", answer
+            assert answer["code"] == code, answer
+        if HELLO not in before:  # still usable: the handshake goes on
+            await ws.send_str(HELLO)
+            assert (await _receive(ws))["type"] == "hello"
+
+
+async def test_message_over_the_size_limit_is_closed(target: Target, canary: Canary) -> None:
+    """A whole message over the limit: the server closes with 1009. The client may see the
+    connection reset instead (1006): the server stops reading at the frame header and closes
+    while the rest of the frame is still unread in its socket, and TCP then resets the
+    connection, which can discard the close frame before the client reads it (the raw
+    ``announced-oversize`` frame case checks the 1009 itself)."""
+    huge = json.dumps({"type": "app", "payload": "x" * (MAX_MESSAGE_BYTES + 1), "seq": 1})
+    async with hostile_case(target, canary):
+        for _ in range(3):
+            async with _websocket(target) as ws:
+                await ws.send_str(HELLO)
+                await _receive(ws)
+                await ws.send_str(huge)
+                assert await _close_code(ws) in (1009, 1006)
+
+
+def _forged_tokens() -> dict[str, tuple[str, str]]:
+    """Tokens a client might try, and the error each must get."""
+    good = TokenAuth(secret=SECRET)
+    header = base64.urlsafe_b64encode(b'{"alg":"none","typ":"JWT"}').rstrip(b"=").decode()
+    claims = json.dumps({"room": ATTACK_ROOM, "sub": "eve", "exp": time.time() + 600}).encode()
+    body = base64.urlsafe_b64encode(claims).rstrip(b"=").decode()
+    return {
+        "wrong-secret": (
+            TokenAuth(secret="not-the-secret-" + "y" * 24).mint(room=ATTACK_ROOM, identity="e"),
+            "auth_invalid",
+        ),
+        "alg-none": (f"{header}.{body}.", "auth_invalid"),
+        "garbage": ("not.a.token", "auth_invalid"),
+        "huge": ("a" * 8000, "bad_message"),  # over the 1024 characters of a token
+        "expired": (
+            TokenAuth(secret=SECRET, clock=lambda: time.time() - 7200).mint(
+                room=ATTACK_ROOM, identity="e", ttl=60
+            ),
+            "auth_expired",
+        ),
+        "other-room": (good.mint(room="canary", identity="e"), "auth_wrong_room"),
+        "missing": ("", "auth_required"),
+    }
+
+
+@pytest.mark.parametrize("kind", sorted(_forged_tokens()))
+async def test_forged_and_expired_tokens_are_refused(
+    target: Target, canary: Canary, kind: str
+) -> None:
+    token, code = _forged_tokens()[kind]
+    join: dict[str, Any] = {"type": "join", "room": ATTACK_ROOM}
+    if token:
+        join["token"] = token
+    async with hostile_case(target, canary), _websocket(target) as ws:
+        await ws.send_str(HELLO)
+        await _receive(ws)
+        for _ in range(3):
+            await ws.send_str(json.dumps(join))
+            answer = await _receive(ws)
+            assert answer["type"] == "error", answer
+            assert answer["code"] == code, answer
+
+
+async def test_unknown_room_is_refused(target: Target, canary: Canary) -> None:
+    token = target.token("nowhere", "eve")
+    async with hostile_case(target, canary), _websocket(target) as ws:
+        await ws.send_str(HELLO)
+        await _receive(ws)
+        await ws.send_str(json.dumps({"type": "join", "room": "nowhere", "token": token}))
+        answer = await _receive(ws)
+        assert answer["code"] == "unknown_room", answer
+
+
+async def test_a_full_room_refuses_more_peers(target: Target, canary: Canary) -> None:
+    """More joins than the room holds, all at once: the first ``max_peers`` get ``welcome``,
+    the others ``room_full``; the canary's room is not affected."""
+    extra = 5
+
+    async def join(index: int) -> tuple[str, aiohttp.ClientWebSocketResponse]:
+        ws = await session.ws_connect(target.ws_url, autoping=True)
+        await ws.send_str(HELLO)
+        await _receive(ws)
+        token = target.token(ATTACK_ROOM, f"crowd-{index}")
+        await ws.send_str(json.dumps({"type": "join", "room": ATTACK_ROOM, "token": token}))
+        answer = await _receive(ws)
+        return answer.get("code", answer["type"]), ws
+
+    connector = aiohttp.TCPConnector(ssl=target.main.tls or False, limit=0)
+    async with hostile_case(target, canary), aiohttp.ClientSession(connector=connector) as session:
+        results = await asyncio.gather(*(join(i) for i in range(target.max_peers + extra)))
+        try:
+            answers = sorted(answer for answer, _ in results)
+            assert answers.count("welcome") == target.max_peers
+            assert answers.count("room_full") == extra
+        finally:  # leave at once (a dropped peer would hold its place for the resume window)
+            for _, ws in results:
+                await ws.send_str(json.dumps({"type": "bye"}))
+            await asyncio.gather(*(ws.close() for _, ws in results))
+    if target.main.tls is not None:
+        await asyncio.sleep(0.25)  # aiohttp's advice: let TLS transports close
+
+
+async def test_message_flood_is_cut_at_the_rate_limit(target: Target, canary: Canary) -> None:
+    """300 broadcasts at once (over the burst of 200) from a peer of another room: error
+    ``rate_limited``, then close 1008; or a reset (1006) with both lost: the server's
+    handler returns as soon as its close starts, before the close handshake, and closing a
+    socket with unread flood data in it resets the connection."""
+    token = target.token(ATTACK_ROOM, "flooder")
+    async with hostile_case(target, canary), _websocket(target) as ws:
+        await ws.send_str(HELLO)
+        await _receive(ws)
+        await ws.send_str(json.dumps({"type": "join", "room": ATTACK_ROOM, "token": token}))
+        assert (await _receive(ws))["type"] == "welcome"
+        with contextlib.suppress(ConnectionError):
+            for seq in range(1, 301):
+                await ws.send_str(json.dumps({"type": "app", "payload": seq, "seq": seq}))
+                if ws.closed:
+                    break
+        codes = []
+        with contextlib.suppress(AssertionError, TimeoutError):
+            while not ws.closed:
+                answer = await _receive(ws)
+                if answer["type"] == "error":
+                    codes.append(answer["code"])
+        assert set(codes) <= {"rate_limited"}
+        assert await _close_code(ws) in (1008, 1006)
+
+
+async def test_connect_disconnect_churn(target: Target, canary: Canary) -> None:
+    """300 WebSockets opened and dropped (half after ``hello``, half abruptly), 20 at once."""
+
+    async def one(index: int) -> None:
+        reader, writer = await raw_websocket(target)
+        if index % 2:
+            writer.write(frame(TEXT, HELLO.encode()))
+            await writer.drain()
+            await asyncio.wait_for(reader.read(100), 10)
+        close_quietly(writer)
+
+    async with hostile_case(target, canary):
+        for batch in range(15):
+            await asyncio.gather(*(one(batch * 20 + i) for i in range(20)))
+
+
+async def test_silent_websockets_are_closed_at_the_handshake_timeout(
+    target: Target, canary: Canary
+) -> None:
+    """50 upgraded WebSockets that never send ``hello``: all closed 4000 within the signaling
+    handshake timeout (10 s)."""
+    async with hostile_case(target, canary):
+        sockets = [await raw_websocket(target) for _ in range(50)]
+        start = time.monotonic()
+        try:
+            codes = await asyncio.gather(*(read_close_code(reader, 15) for reader, _ in sockets))
+        finally:
+            for _, writer in sockets:
+                close_quietly(writer)
+        assert set(codes) == {4000}
+        assert time.monotonic() - start < 13
