@@ -42,7 +42,6 @@ from aiortc import MediaStreamTrack, RTCRtpSender
 
 from rtckit._aiortc import on_keyframe_request
 from rtckit.errors import SignalingError, TopologyError
-from rtckit.ice import IceConfig
 from rtckit.mcu.engine import McuConfig, McuEngine, McuParticipant
 from rtckit.peer.events import (
     ConnectionReplaced,
@@ -56,12 +55,7 @@ from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import SignalingClient
 from rtckit.signaling.memory import MemoryTransport
 from rtckit.signaling.state import PeerJoinedEvent, ServerEvent
-from rtckit.topology._server_room import (
-    ServerSessionRoom,
-    open_envelope,
-    seal_envelope,
-    send_room_data,
-)
+from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
     MCU_PEER_ID,
     RoomDataMessage,
@@ -69,12 +63,16 @@ from rtckit.topology.base import (
     TrackPublished,
     TrackUnpublished,
 )
-from rtckit.topology.mesh import (
+from rtckit.topology.bridge import (
     ROOM_CHANNEL_ID,
     ROOM_CHANNEL_LABEL,
     SignalingSignaller,
     log_dropped,
+    open_envelope,
     peer_message_from_signaling,
+    seal_envelope,
+    send_room_data,
+    session_config_from_welcome,
 )
 
 __all__ = [
@@ -436,10 +434,10 @@ async def open_mcu(
     """
     if options:
         raise TopologyError(f"unknown MCU options {sorted(options)}")
-    if session_config is None:
-        servers = client.ice_servers
-        ice = IceConfig(servers=servers) if servers else IceConfig()
-        session_config = SessionConfig(ice=ice)
-    room = McuRoom(client, session_config=session_config, server_id=server_id)
+    room = McuRoom(
+        client,
+        session_config=session_config or session_config_from_welcome(client),
+        server_id=server_id,
+    )
     await room.start()
     return room

@@ -44,7 +44,6 @@ from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpTransceiver
 from aiortc.sdp import SessionDescription as SdpDescription
 
 from rtckit.errors import SignalingError, TopologyError
-from rtckit.ice import IceConfig
 from rtckit.peer.events import (
     ConnectionReplaced,
     DataMessage,
@@ -63,12 +62,7 @@ from rtckit.sfu.engine import (
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import Reconnected, SignalingClient
 from rtckit.signaling.memory import MemoryTransport
-from rtckit.topology._server_room import (
-    ServerSessionRoom,
-    open_envelope,
-    seal_envelope,
-    send_room_data,
-)
+from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
     SFU_PEER_ID,
     RoomDataMessage,
@@ -77,12 +71,16 @@ from rtckit.topology.base import (
     TrackPublished,
     TrackUnpublished,
 )
-from rtckit.topology.mesh import (
+from rtckit.topology.bridge import (
     ROOM_CHANNEL_ID,
     ROOM_CHANNEL_LABEL,
     SignalingSignaller,
     log_dropped,
+    open_envelope,
     peer_message_from_signaling,
+    seal_envelope,
+    send_room_data,
+    session_config_from_welcome,
 )
 
 if TYPE_CHECKING:
@@ -126,11 +124,6 @@ def _msid_of_mid(sdp: str, mid: str) -> str | None:
         if str(media.rtp.muxId) == mid:
             return media.msid
     return None
-
-
-def _default_session_config(client: SignalingClient) -> SessionConfig:
-    servers = client.ice_servers
-    return SessionConfig(ice=IceConfig(servers=servers) if servers else IceConfig())
 
 
 # --- server side ----------------------------------------------------------------------------
@@ -668,6 +661,6 @@ async def open_sfu(
     """
     if options:
         raise TopologyError(f"unknown sfu options {sorted(options)}")
-    room = SfuRoom(client, session_config=session_config or _default_session_config(client))
+    room = SfuRoom(client, session_config=session_config or session_config_from_welcome(client))
     await room.start()
     return room
