@@ -7,8 +7,9 @@ mesh, SFU and MCU rooms (client and server side) share on top of that: the room'
 channel, its envelope, the one-line log of a dropped message, and the default session
 configuration taken from the server's ``welcome``.
 
-It sits below the topologies: it imports neither the SFU nor the MCU engine, nor numpy or
-PyAV, so that the signaling side of a room can be used (and tested) without the media stack.
+It sits below the topologies: it imports neither the SFU nor the MCU (nor numpy, which the
+MCU needs), only the signaling and peer layers. (Importing the peer layer's message types
+runs ``rtckit.peer``'s package, which imports aiortc and with it PyAV.)
 
 Signaling mapping: a session's messages become the signaling protocol's ``offer``,
 ``answer``, ``candidate``, ``end-of-candidates`` and ``restart``, with the session's
@@ -29,7 +30,9 @@ line naming the sender (:func:`log_dropped`) and dropped.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+import warnings
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from rtckit.errors import PeerError, RemoteProtocolError
 from rtckit.ice import IceConfig
@@ -211,3 +214,20 @@ def session_config_from_welcome(client: SignalingClient) -> SessionConfig:
 
     servers = client.ice_servers
     return SessionConfig(ice=IceConfig(servers=servers) if servers else IceConfig())
+
+
+def moved_here(old: str, names: tuple[str, ...]) -> Callable[[str], Any]:
+    """A module ``__getattr__`` for *old*, whose *names* now live in this module: each still
+    resolves there, with a :class:`DeprecationWarning` naming the new path."""
+
+    def module_getattr(name: str) -> Any:
+        if name not in names:
+            raise AttributeError(f"module {old!r} has no attribute {name!r}")
+        warnings.warn(
+            f"{old}.{name} is deprecated; import it from {__name__}",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return globals()[name]
+
+    return module_getattr

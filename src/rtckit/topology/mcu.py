@@ -1,7 +1,7 @@
 """The MCU topology: every participant talks to the server, which mixes and composes.
 
 Server side (:class:`McuServerStrategy`, started by
-:class:`~rtckit.topology.server.RoomStrategies` for rooms whose topology is ``mcu``): the
+:class:`~rtckit.topology.strategies.RoomStrategies` for rooms whose topology is ``mcu``): the
 server joins the room through the signaling protocol as the participant ``"rtckit-mcu"``
 (:data:`~rtckit.topology.base.MCU_PEER_ID`, an in-process trusted
 :class:`~rtckit.signaling.memory.MemoryTransport`)
@@ -22,7 +22,7 @@ audio track, published by the server's pseudo-participant :data:`~rtckit.topolog
 
 Roles: the server is the impolite side (it makes the first offer), clients are polite. Room
 data messages travel on the pre-negotiated ``rtckit-room`` channel of each session; the
-server relays them with the SFU's envelope (:func:`~rtckit.topology.sfu.seal_envelope`:
+server relays them with the SFU's envelope (:func:`~rtckit.topology.bridge.seal_envelope`:
 ``"<to>\\x00<data>"`` up, ``"<from>\\x00<data>"`` down). The server's own messages on that
 channel (sender :data:`~rtckit.topology.base.MCU_PEER_ID`) carry the layout,
 ``{"mcu-layout": [peer ids]}``.

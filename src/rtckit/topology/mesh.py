@@ -53,22 +53,17 @@ from rtckit.topology.bridge import (
     ROOM_CHANNEL_ID,
     ROOM_CHANNEL_LABEL,
     SignalingSignaller,
-    generation_from_session,
-    log_dropped,
+    moved_here,
     peer_message_from_signaling,
     session_config_from_welcome,
 )
 
-__all__ = [
-    "ROOM_CHANNEL_ID",
-    "ROOM_CHANNEL_LABEL",
-    "MeshRoom",
-    "MeshServerStrategy",
-    "SignalingSignaller",
-    "generation_from_session",
-    "log_dropped",
-    "open_mesh",
-]
+__all__ = ["MeshRoom", "MeshServerStrategy", "open_mesh"]
+
+# Moved to rtckit.topology.bridge: they import from here with a DeprecationWarning. (The
+# bridge's ROOM_CHANNEL_ID, ROOM_CHANNEL_LABEL and SignalingSignaller, which this module uses,
+# still import from here without one.)
+__getattr__ = moved_here(__name__, ("generation_from_session", "log_dropped"))
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """The SFU topology: every participant has one connection, to the server, which forwards.
 
 Server side (:class:`SfuServerStrategy`, started for each ``sfu`` room by
-:class:`~rtckit.topology.server.RoomStrategies`): the server joins the room through the
+:class:`~rtckit.topology.strategies.RoomStrategies`): the server joins the room through the
 signaling hub as a participant of its own, with the reserved peer id
 :data:`~rtckit.topology.base.SFU_PEER_ID`
 (an in-process, trusted connection; only trusted or ``admin`` peers may choose an id, so no
@@ -90,13 +90,10 @@ __all__ = [
     "SFU_PEER_ID",
     "SfuRoom",
     "SfuServerStrategy",
-    "open_envelope",
     "open_sfu",
     "participant_of_msid",
-    "seal_envelope",
     "sfu_strategy_factory",
 ]
-
 logger = logging.getLogger(__name__)
 
 _MSID_SEPARATOR = "~"
@@ -167,7 +164,7 @@ class _Member:
 class SfuServerStrategy:
     """The server side of an SFU room: joins it, connects to everyone, forwards.
 
-    Built per room by :class:`~rtckit.topology.server.RoomStrategies` with the hub (the
+    Built per room by :class:`~rtckit.topology.strategies.RoomStrategies` with the hub (the
     registered factory), or with :func:`sfu_strategy_factory` for a configured one.
     *on_forwarded* is called with the number of RTP packets forwarded since its previous
     call, about once a second and when the room stops (e.g.
