@@ -53,8 +53,7 @@ from rtckit.peer.events import (
 from rtckit.peer.session import PeerSession, SessionConfig
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import SignalingClient
-from rtckit.signaling.memory import MemoryTransport
-from rtckit.signaling.state import PeerJoinedEvent, ServerEvent
+from rtckit.topology._server_peer import ServerPeer
 from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
     MCU_PEER_ID,
@@ -128,13 +127,16 @@ class McuServerStrategy:
         self.room: str | None = None
         #: The running engine (``None`` while the room has no participant).
         self.engine: McuEngine | None = None
-        self.client: SignalingClient | None = None
+        self._peer = ServerPeer(hub, peer_id=self.config.peer_id, role="mcu")
         self._members: dict[str, _Member] = {}
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._remove_listener: Any = None
-        self._restart: asyncio.Task[None] | None = None
         self._stopped = False
+
+    @property
+    def client(self) -> SignalingClient | None:
+        """The MCU's signaling client while it is in the room."""
+        return self._peer.client
 
     @property
     def members(self) -> Sequence[str]:
@@ -144,36 +146,16 @@ class McuServerStrategy:
     async def start_room(self, room: str) -> None:
         """Join *room* as the MCU and serve everyone in it."""
         self.room = room
-        if self._remove_listener is None:
-            self._remove_listener = self.hub.add_listener(self._on_hub_event)
+        self._peer.follow(self._join)  # a declared room outlives its people: come back
         await self._join()
 
     async def stop_room(self, room: str) -> None:
         """Leave the room, close every session, stop the engine. Idempotent."""
         self._stopped = True
-        if self._remove_listener is not None:
-            self._remove_listener()
-            self._remove_listener = None
-        restart = self._restart
-        if restart is not None and restart is not asyncio.current_task():
-            await asyncio.wait([restart])
+        await self._peer.aclose()
         await self._leave()
 
     # -- internals --------------------------------------------------------------------------
-
-    def _on_hub_event(self, event: ServerEvent) -> None:
-        # A declared room outlives its participants: come back with the next one.
-        if (
-            isinstance(event, PeerJoinedEvent)
-            and event.room == self.room
-            and event.peer.id != self.config.peer_id
-            and self.client is None
-            and not self._stopped
-            and (self._restart is None or self._restart.done())
-        ):
-            self._restart = asyncio.get_running_loop().create_task(
-                self._join(), name=f"mcu-rejoin-{self.room}"
-            )
 
     async def _join(self) -> None:
         async with self._lock:
@@ -182,22 +164,7 @@ class McuServerStrategy:
             engine = McuEngine(self.config.engine)
             engine.start()
             self.engine = engine
-            token = None
-            mint = getattr(self.hub.config.auth, "mint", None)
-            if mint is not None:  # token auth: the server mints its own (as the SFU does)
-                token = mint(
-                    room=self.room,
-                    identity=self.config.peer_id,
-                    permissions=("publish", "subscribe", "admin"),
-                )
-            client = await SignalingClient.connect(
-                MemoryTransport(self.hub, trusted=True),
-                room=self.room,
-                token=token,
-                peer_id=self.config.peer_id,
-                metadata={"rtckit_role": "mcu"},
-            )
-            self.client = client
+            client = await self._peer.join(self.room)
             for peer_id, info in client.peers.items():
                 await self._add(peer_id, info.metadata)
             self._reader = asyncio.create_task(self._read(client), name=f"mcu-room-{self.room}")
@@ -213,12 +180,10 @@ class McuServerStrategy:
                 await asyncio.wait([reader])
             for peer_id in list(self._members):
                 await self._remove(peer_id)
-            client, self.client = self.client, None
-            if client is not None:
-                await client.aclose()
             engine, self.engine = self.engine, None
             if engine is not None:
                 await engine.aclose()
+            await self._peer.leave()  # last: someone who came meanwhile brings the MCU back
 
     async def _read(self, client: SignalingClient) -> None:
         try:
