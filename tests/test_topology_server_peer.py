@@ -5,6 +5,7 @@ own token, leaves when the last person does, and comes back with the next person
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
@@ -53,7 +54,7 @@ async def test_the_server_peer_leaves_an_empty_room_and_comes_back_with_the_next
         def in_room() -> set[str]:
             return {peer.id for peer in hub.peers("hall")}
 
-        def visit(name: str) -> SignalingClient:
+        def visit(name: str) -> contextlib.AbstractAsyncContextManager[SignalingClient]:
             return SignalingClient.connect(
                 MemoryTransport(hub), room="hall", token=auth.mint(room="hall", identity=name)
             )
@@ -66,7 +67,11 @@ async def test_the_server_peer_leaves_an_empty_room_and_comes_back_with_the_next
         await until(lambda: in_room() == set(), "the server peer to leave")
         for visitor in ("bob", "cy"):
             async with visit(visitor) as client:
-                await until(lambda c=client: server_peer in c.peers, "the server peer back")
+
+                def back(client: SignalingClient = client) -> bool:
+                    return server_peer in client.peers
+
+                await until(back, "the server peer back")
             await until(lambda: in_room() == set(), "the server peer to leave again")
         await strategy.stop_room("hall")
         async with visit("dee") as dee:
