@@ -16,13 +16,13 @@ from rtckit.sfu.engine import (
     SfuEvent,
     SfuRouter,
     SfuStats,
+    SfuTrackPublished,
+    SfuTrackUnpublished,
     Subscription,
     SubscriptionPaused,
     SubscriptionResumed,
     TrackKey,
-    TrackPublished,
     TrackSubscribed,
-    TrackUnpublished,
     TrackUnsubscribed,
     accept_forwarding_transceiver,
     add_forwarding_transceiver,
@@ -37,14 +37,23 @@ __all__ = [
     "SfuEvent",
     "SfuRouter",
     "SfuStats",
+    "SfuTrackPublished",
+    "SfuTrackUnpublished",
     "Subscription",
     "SubscriptionPaused",
     "SubscriptionResumed",
     "TrackKey",
-    "TrackPublished",
     "TrackSubscribed",
-    "TrackUnpublished",
     "TrackUnsubscribed",
     "accept_forwarding_transceiver",
     "add_forwarding_transceiver",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """``TrackPublished`` and ``TrackUnpublished``, renamed (with a DeprecationWarning)."""
+    if name in ("TrackPublished", "TrackUnpublished"):
+        from rtckit.sfu import engine
+
+        return getattr(engine, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
