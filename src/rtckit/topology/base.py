@@ -74,9 +74,9 @@ __all__ = [
 SFU_PEER_ID = "rtckit-sfu"
 #: The peer id the MCU takes in the rooms it serves (:mod:`rtckit.topology.mcu`).
 MCU_PEER_ID = "rtckit-mcu"
-#: The peer ids server strategies take in the rooms they serve. They are not people: they are
-#: not counted as participants, and a room with only them in it is empty
-#: (:class:`~rtckit.topology.strategies.RoomStrategies`).
+#: The peer ids server strategies take in the rooms they serve. They are not people (not
+#: counted as participants; a room with only them in it is empty, see
+#: :class:`~rtckit.topology.strategies.RoomStrategies`).
 SERVER_PEER_IDS: frozenset[str] = frozenset({SFU_PEER_ID, MCU_PEER_ID})
 
 

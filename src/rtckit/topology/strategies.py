@@ -83,13 +83,14 @@ class RoomStrategies:
         if stop_timeout <= 0:
             raise ConfigurationError(f"stop_timeout must be positive, not {stop_timeout!r}")
         self.hub = hub
+        #: seconds :meth:`aclose` gives the strategies to stop before it cancels them
         self.stop_timeout = stop_timeout
         #: per-topology factories overriding the registered ones (e.g. a configured SFU)
         self.factories = {Topology.parse(k): v for k, v in (factories or {}).items()}
         self.server_peers = frozenset(server_peers)
         #: the strategy of every room that has people in it (room name -> strategy)
         self.running: dict[str, ServerStrategy] = {}
-        #: start and stop tasks not finished yet
+        # start and stop tasks not finished yet
         self.tasks: set[asyncio.Task[None]] = set()
         # the last start/stop task of each room: the next one waits for it
         self._last: dict[str, asyncio.Task[None]] = {}
