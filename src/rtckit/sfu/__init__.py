@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from rtckit._deprecated import renamed
 from rtckit.sfu.engine import (
     DEFAULT_FORWARDED_EXTENSIONS,
     ForwardingTrack,
@@ -50,10 +51,11 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """``TrackPublished`` and ``TrackUnpublished``, renamed (with a DeprecationWarning)."""
-    if name in ("TrackPublished", "TrackUnpublished"):
-        from rtckit.sfu import engine
-
-        return getattr(engine, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Deprecated names: rtckit.topology has the room events TrackPublished and TrackUnpublished.
+__getattr__ = renamed(
+    __name__,
+    {
+        "TrackPublished": ("rtckit.sfu.SfuTrackPublished", SfuTrackPublished),
+        "TrackUnpublished": ("rtckit.sfu.SfuTrackUnpublished", SfuTrackUnpublished),
+    },
+)

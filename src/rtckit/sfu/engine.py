@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import logging
 import time
-import warnings
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping
 from types import TracebackType
@@ -45,6 +44,7 @@ from aiortc import (
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
 
 from rtckit import _aiortc
+from rtckit._deprecated import renamed
 from rtckit.errors import ConfigurationError, TopologyError
 from rtckit.sfu.forward import (
     BandwidthAggregator,
@@ -274,21 +274,14 @@ SfuEvent = (
     | SubscriptionResumed
 )
 
-#: Old names of :class:`SfuTrackPublished` and :class:`SfuTrackUnpublished` (they were the
-#: same as the room events of :mod:`rtckit.topology.base`).
-_RENAMED = {"TrackPublished": SfuTrackPublished, "TrackUnpublished": SfuTrackUnpublished}
-
-
-def __getattr__(name: str) -> Any:
-    renamed = _RENAMED.get(name)
-    if renamed is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    warnings.warn(
-        f"{__name__}.{name} is deprecated; import Sfu{name} from {__name__}",
-        DeprecationWarning,
-        stacklevel=2,
-    )
-    return renamed
+# Deprecated names: rtckit.topology.base has the room events TrackPublished and TrackUnpublished.
+__getattr__ = renamed(
+    __name__,
+    {
+        "TrackPublished": ("rtckit.sfu.engine.SfuTrackPublished", SfuTrackPublished),
+        "TrackUnpublished": ("rtckit.sfu.engine.SfuTrackUnpublished", SfuTrackUnpublished),
+    },
+)
 
 
 # A sink sees every packet of a publication, after RTX unwrap: (data, header, keyframe);

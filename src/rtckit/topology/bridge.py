@@ -30,9 +30,7 @@ line naming the sender (:func:`log_dropped`) and dropped.
 from __future__ import annotations
 
 import logging
-import warnings
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rtckit.errors import PeerError, RemoteProtocolError
 from rtckit.ice import IceConfig
@@ -214,20 +212,3 @@ def session_config_from_welcome(client: SignalingClient) -> SessionConfig:
 
     servers = client.ice_servers
     return SessionConfig(ice=IceConfig(servers=servers) if servers else IceConfig())
-
-
-def moved_here(old: str, names: tuple[str, ...]) -> Callable[[str], Any]:
-    """A module ``__getattr__`` for *old*, whose *names* now live in this module: each still
-    resolves there, with a :class:`DeprecationWarning` naming the new path."""
-
-    def module_getattr(name: str) -> Any:
-        if name not in names:
-            raise AttributeError(f"module {old!r} has no attribute {name!r}")
-        warnings.warn(
-            f"{old}.{name} is deprecated; import it from {__name__}",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        return globals()[name]
-
-    return module_getattr

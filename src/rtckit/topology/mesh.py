@@ -29,6 +29,7 @@ import av
 from aiortc import MediaStreamTrack
 from aiortc.contrib.media import MediaRelay
 
+from rtckit._deprecated import renamed
 from rtckit.errors import TopologyError
 from rtckit.peer.events import (
     ConnectionStateChanged,
@@ -41,6 +42,7 @@ from rtckit.peer.negotiation import polite_for
 from rtckit.peer.session import PeerSession, SessionConfig
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import SignalingClient
+from rtckit.topology import bridge
 from rtckit.topology._room import ClientRoom
 from rtckit.topology.base import (
     ParticipantConnectionChanged,
@@ -53,17 +55,20 @@ from rtckit.topology.bridge import (
     ROOM_CHANNEL_ID,
     ROOM_CHANNEL_LABEL,
     SignalingSignaller,
-    moved_here,
     peer_message_from_signaling,
     session_config_from_welcome,
 )
 
 __all__ = ["MeshRoom", "MeshServerStrategy", "open_mesh"]
 
-# Moved to rtckit.topology.bridge: they import from here with a DeprecationWarning. (The
-# bridge's ROOM_CHANNEL_ID, ROOM_CHANNEL_LABEL and SignalingSignaller, which this module uses,
-# still import from here without one.)
-__getattr__ = moved_here(__name__, ("generation_from_session", "log_dropped"))
+# Moved to rtckit.topology.bridge: they still import from here, with a DeprecationWarning.
+__getattr__ = renamed(
+    __name__,
+    {
+        name: (f"rtckit.topology.bridge.{name}", getattr(bridge, name))
+        for name in ("generation_from_session", "log_dropped")
+    },
+)
 
 logger = logging.getLogger(__name__)
 
