@@ -44,8 +44,8 @@ from rtckit.topology import (
     join_room,
 )
 from rtckit.topology.mcu import McuRoomConfig, McuServerStrategy
-from rtckit.topology.server import RoomStrategies
 from rtckit.topology.sfu import SfuServerStrategy, sfu_strategy_factory
+from rtckit.topology.strategies import RoomStrategies
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rtckit room</title></head>
 <body><h1>rtckit room</h1><p id="topology"></p><div id="videos"></div>

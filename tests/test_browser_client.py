@@ -27,7 +27,7 @@ from rtckit.signaling.browser import (
     client_script,
 )
 from rtckit.signaling.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode
-from rtckit.topology import Topology, mesh
+from rtckit.topology import Topology, bridge
 from rtckit.topology.base import MCU_PEER_ID, SFU_PEER_ID
 
 CONSTANTS_MODULE = "rtckit/constants.js"
@@ -42,8 +42,8 @@ PYTHON_CONSTANTS: dict[str, Any] = {
     "HEARTBEAT_LABEL": session.HEARTBEAT_LABEL,
     "HEARTBEAT_CHANNEL_ID": session.HEARTBEAT_CHANNEL_ID,
     "HEARTBEAT_PAYLOAD": session._HEARTBEAT,
-    "ROOM_CHANNEL_LABEL": mesh.ROOM_CHANNEL_LABEL,
-    "ROOM_CHANNEL_ID": mesh.ROOM_CHANNEL_ID,
+    "ROOM_CHANNEL_LABEL": bridge.ROOM_CHANNEL_LABEL,
+    "ROOM_CHANNEL_ID": bridge.ROOM_CHANNEL_ID,
     "SFU_PEER_ID": SFU_PEER_ID,
     "MCU_PEER_ID": MCU_PEER_ID,
 }

@@ -25,7 +25,7 @@ from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
 from rtckit.topology import Topology, join_room
 from rtckit.topology.mcu import MCU_PEER_ID, McuRoom, McuServerStrategy
-from rtckit.topology.server import RoomStrategies
+from rtckit.topology.strategies import RoomStrategies
 from test_mcu_engine import COLOURS, ColourTrack, ToneTrack, shows, wait_for
 from test_topology_mcu import SMALL_MCU, Participant
 

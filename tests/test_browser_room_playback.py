@@ -28,7 +28,7 @@ from rtckit.signaling import OpenAuth, RoomConfig, SignalingConfig
 from rtckit.signaling.wsserver import SignalingServer
 from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
-from rtckit.topology.server import RoomStrategies
+from rtckit.topology.strategies import RoomStrategies
 
 pytestmark = pytest.mark.browser
 

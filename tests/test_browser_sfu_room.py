@@ -23,8 +23,8 @@ from rtckit.signaling.wsserver import SignalingServer
 from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
 from rtckit.topology import TrackPublished, join_room
-from rtckit.topology.server import RoomStrategies
 from rtckit.topology.sfu import SfuRoom, SfuServerStrategy
+from rtckit.topology.strategies import RoomStrategies
 
 pytestmark = pytest.mark.browser
 

@@ -213,7 +213,7 @@ CONTEXT: dict[str, set[str]] = {
 #: Python run before a page's blocks: what the page's prose says the reader has.
 SETUP: dict[str, str] = {
     "rtckit.signaling.wsserver": "config = SignalingConfig(auth=OpenAuth())",
-    "rtckit.topology.server": (
+    "rtckit.topology.strategies": (
         "from rtckit.signaling import OpenAuth, SignalingConfig, SignalingServer\n"
         "config = SignalingConfig(auth=OpenAuth())"
     ),

@@ -33,9 +33,9 @@ from rtckit.sfu import (
     ForwardingTrack,
     PublishedTrack,
     SfuRouter,
+    SfuTrackPublished,
     Subscription,
     TrackKey,
-    TrackPublished,
     TrackSubscribed,
     accept_forwarding_transceiver,
     add_forwarding_transceiver,
@@ -384,9 +384,9 @@ async def test_publisher_leaves_and_comes_back(router: SfuRouter) -> None:
         await router.aclose()
         await asyncio.wait_for(collector, 5)
     kinds = [type(e).__name__ for e in events]
-    assert kinds.count("TrackPublished") == 2
-    assert "TrackUnpublished" in kinds
-    assert any(isinstance(e, TrackPublished) and e.republished for e in events)
+    assert kinds.count("SfuTrackPublished") == 2
+    assert "SfuTrackUnpublished" in kinds
+    assert any(isinstance(e, SfuTrackPublished) and e.republished for e in events)
     assert any(isinstance(e, TrackSubscribed) for e in events)
 
 

@@ -33,10 +33,11 @@ from rtckit.signaling import protocol as sp
 from rtckit.signaling.state import PeerLeftEvent
 from rtckit.topology import Room, RoomDataMessage, Topology, TrackPublished, join_room
 from rtckit.topology.base import MCU_PEER_ID, SFU_PEER_ID, ServerStrategyFactory
+from rtckit.topology.bridge import generation_from_session
 from rtckit.topology.mcu import McuRoom, McuServerStrategy
-from rtckit.topology.mesh import MeshRoom, generation_from_session
-from rtckit.topology.server import RoomStrategies
+from rtckit.topology.mesh import MeshRoom
 from rtckit.topology.sfu import SfuRoom, sfu_strategy_factory
+from rtckit.topology.strategies import RoomStrategies
 from test_topology_mcu import small_mcu
 from test_topology_mesh import FAST
 from test_topology_sfu import SMALL, RoomLog

@@ -40,7 +40,7 @@ from rtckit.topology.mcu import (
     McuRoomConfig,
     McuServerStrategy,
 )
-from rtckit.topology.server import RoomStrategies
+from rtckit.topology.strategies import RoomStrategies
 from test_mcu_engine import COLOURS, TONES, ColourTrack, ToneTrack, shows, tone_magnitudes, wait_for
 from test_topology_mesh import FAST
 
@@ -257,15 +257,22 @@ async def test_engine_stops_when_the_room_empties_and_restarts_for_the_next() ->
         await wait_for(lambda: strategy.engine is None, "the engine to stop")
         assert [p.id for p in hub.peers("mcu")] == []
         # a declared room outlives its participants: the MCU comes back with the next one
+        # (RoomStrategies stopped the room's strategy with the last person, starts a new one)
+        await wait_for(lambda: "mcu" not in strategies.running, "the strategy to stop")
         async with participant(hub, "mcu", "blue") as blue:
+            await wait_for(lambda: "mcu" in strategies.running, "a strategy for blue")
+            again = strategies.running["mcu"]
+            assert isinstance(again, McuServerStrategy)
+            assert again is not strategy
 
             def blue_shown() -> bool:
-                engine = strategy.engine
+                engine = again.engine
                 return engine is not None and shows(blue.latest, engine.cell_of("blue"), "blue")
 
             await wait_for(blue_shown, "blue in the grid")
-            assert strategy.engine is not first
-        await wait_for(lambda: strategy.engine is None, "the engine to stop again")
+            assert again.engine is not first
+        await wait_for(lambda: again.engine is None, "the engine to stop again")
+        assert strategy.engine is None
 
 
 async def app(

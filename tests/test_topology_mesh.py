@@ -32,8 +32,9 @@ from rtckit.topology import (
     register_server_strategy,
     server_strategy_for,
 )
-from rtckit.topology.mesh import MeshRoom, generation_from_session
-from rtckit.topology.server import RoomStrategies, topology_of
+from rtckit.topology.bridge import generation_from_session
+from rtckit.topology.mesh import MeshRoom
+from rtckit.topology.strategies import RoomStrategies, topology_of
 
 E = TypeVar("E")
 SMALL = PatternConfig(width=160, height=120, fps=10)

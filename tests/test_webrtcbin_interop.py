@@ -30,9 +30,9 @@ from rtckit.signaling import protocol as sp
 from rtckit.signaling.wsserver import SignalingServer
 from rtckit.testing._webrtcbin import WebrtcbinPeer, require_webrtcbin
 from rtckit.topology import TrackPublished, join_room
-from rtckit.topology.mesh import SignalingSignaller, peer_message_from_signaling
-from rtckit.topology.server import RoomStrategies
+from rtckit.topology.bridge import SignalingSignaller, peer_message_from_signaling
 from rtckit.topology.sfu import SFU_PEER_ID, SfuServerStrategy, sfu_strategy_factory
+from rtckit.topology.strategies import RoomStrategies
 
 pytestmark = pytest.mark.integration
 

@@ -54,11 +54,12 @@ from rtckit.signaling.state import (
 )
 from rtckit.topology import (
     ServerStrategy,
+    ServerStrategyFactory,
     Topology,
-    server_strategy_for,
     server_strategy_problem,
 )
-from rtckit.topology.base import MCU_PEER_ID, SFU_PEER_ID
+from rtckit.topology.base import SERVER_PEER_IDS
+from rtckit.topology.strategies import RoomStrategies
 
 if TYPE_CHECKING:
     from rtckit.server.metrics import Metrics
@@ -104,10 +105,6 @@ def _static(name: str) -> str:
 #: composes one picture and mixes the sound (:mod:`rtckit.topology.mcu`, which needs numpy,
 #: without which MCU rooms are refused with a clear error).
 APP_TOPOLOGIES: frozenset[str] = frozenset(topology.value for topology in Topology)
-
-#: The peer ids the SFU and MCU room strategies take in the rooms they serve. They are not
-#: people: not counted as peers, and a room with only them in it is empty.
-SERVER_PEER_IDS: frozenset[str] = frozenset({SFU_PEER_ID, MCU_PEER_ID})
 
 
 def available_topologies() -> dict[str, bool]:
@@ -247,16 +244,25 @@ class _State:
         self.signaling = signaling
         self.metrics = metrics
         self.demo = demo
-        self.strategies: dict[str, ServerStrategy] = {}
         self.topologies = available_topologies()
         self.unavailable = unavailable_topologies()
-        self.tasks: set[asyncio.Task[None]] = set()
-        # the last start/stop task of each room: the next one waits for it, so that a room
-        # re-created while its old strategy stops does not get two servers in it
-        self._last: dict[str, asyncio.Task[None]] = {}
-        self.closing = False
+        # the topology of each room with people (for the peers gauge once a room is gone)
+        self._room_topology: dict[str, str] = {}
+        #: the rooms' server strategies: started with a room's first person, stopped after
+        #: its last (the policy of :class:`~rtckit.topology.strategies.RoomStrategies`)
+        self.rooms = RoomStrategies(signaling.hub, factories=self._factories())
 
-    # --- signaling events -> metrics, logs, server strategies ---------------------------
+    @property
+    def strategies(self) -> dict[str, ServerStrategy]:
+        """The server strategy of every room with people in it."""
+        return self.rooms.running
+
+    @property
+    def tasks(self) -> set[asyncio.Task[None]]:
+        """The rooms' start and stop tasks not finished yet."""
+        return self.rooms.tasks
+
+    # --- signaling events -> metrics, logs ------------------------------------------------
 
     def on_event(self, event: ServerEvent) -> None:
         self._count(event)
@@ -270,8 +276,6 @@ class _State:
                 topology,
                 extra={"room": event.room, "peer": event.peer.id, "topology": topology},
             )
-            if event.room not in self.strategies and event.peer.id not in SERVER_PEER_IDS:
-                self._start_room(event.room, topology)
         elif isinstance(event, PeerLeftEvent):
             logger.info(
                 "peer %s left room %s (%s)",
@@ -280,11 +284,6 @@ class _State:
                 event.reason,
                 extra={"room": event.room, "peer": event.peer_id, "reason": event.reason},
             )
-            if not _people(state.peers(event.room)):
-                # the last person left: the SFU/MCU leaves too, and the room closes
-                self._stop_room(event.room)
-        elif isinstance(event, RoomClosedEvent):
-            self._stop_room(event.room)
         elif isinstance(event, ErrorSentEvent):
             logger.info(
                 "signaling error %s sent",
@@ -301,12 +300,18 @@ class _State:
             peer_id = event.peer.id if isinstance(event, PeerJoinedEvent) else event.peer_id
             if peer_id in SERVER_PEER_IDS:
                 return  # the SFU/MCU's own connection to the room is not a person
-            topology = state.room_topology(event.room) or self._topology_of(event.room)
+            topology = state.room_topology(event.room) or self._room_topology.get(event.room)
+            topology = topology or "mesh"
             gauge = metrics.peers.labels(topology=topology)
             if isinstance(event, PeerJoinedEvent):
+                self._room_topology[event.room] = topology
                 gauge.inc()
             else:
                 gauge.dec()
+        if isinstance(event, PeerLeftEvent | RoomClosedEvent) and not _people(
+            state.peers(event.room)
+        ):
+            self._room_topology.pop(event.room, None)
         if isinstance(event, PeerJoinedEvent | PeerLeftEvent | RoomClosedEvent):
             metrics.rooms.set(len([room for room in state.rooms() if _people(state.peers(room))]))
         elif isinstance(event, MessageEvent):
@@ -314,78 +319,34 @@ class _State:
         elif isinstance(event, ErrorSentEvent):
             metrics.errors.labels(code=event.code).inc()
 
-    def _topology_of(self, room: str) -> str:
-        strategy = self.strategies.get(room)
-        return "mesh" if strategy is None else str(strategy.topology)
-
-    def _spawn(self, room: str, method: Any, what: str) -> None:
-        """Run ``method(room)`` once the previous start/stop of *room* is done."""
-        previous = self._last.get(room)
-
-        async def run() -> None:
-            if previous is not None:
-                await asyncio.wait([previous])
-            try:
-                await method(room)
-            except Exception:
-                logger.exception("%s failed", what)
-
-        task = asyncio.get_running_loop().create_task(run(), name=f"rtckit-server {what}")
-        self.tasks.add(task)
-        self._last[room] = task
-
-        def done(task: asyncio.Task[None]) -> None:
-            self.tasks.discard(task)
-            if self._last.get(room) is task:
-                del self._last[room]
-
-        task.add_done_callback(done)
-
     def _session_config(self) -> SessionConfig:
         """The server side's peer sessions: the ICE servers the pages get (TURN credentials
         minted for the server), never aiortc's default public STUN server."""
         return SessionConfig(ice=browser_ice_config(self.config, user="rtckit-server"))
 
-    def _build(self, topology: str) -> ServerStrategy:
-        hub = self.signaling.hub
-        if topology == Topology.SFU:
+    def _factories(self) -> dict[Topology | str, ServerStrategyFactory]:
+        """The SFU and MCU of this app: its ICE servers, its metrics. Each module is imported
+        when its first room starts (numpy and PyAV stay optional)."""
+        metrics = self.metrics
+
+        def sfu(hub: Any) -> ServerStrategy:
             from rtckit.topology.sfu import SfuServerStrategy
 
-            metrics = self.metrics
             return SfuServerStrategy(
                 hub,
                 session_config=self._session_config(),
                 on_forwarded=None if metrics is None else metrics.forwarded_packets.inc,
             )
-        if topology == Topology.MCU:
+
+        def mcu(hub: Any) -> ServerStrategy:
             from rtckit.topology.mcu import McuRoomConfig, McuServerStrategy
 
             return McuServerStrategy(hub, config=McuRoomConfig(session=self._session_config()))
-        return server_strategy_for(topology, hub)
 
-    def _start_room(self, room: str, topology: str) -> None:
-        if self.closing:
-            return
-        try:
-            strategy = self._build(topology)
-        except (TopologyError, ImportError):
-            logger.exception("room %s has no server strategy", room)
-            return
-        self.strategies[room] = strategy
-        self._spawn(room, strategy.start_room, f"start {topology} room {room}")
-
-    def _stop_room(self, room: str) -> None:
-        strategy = self.strategies.pop(room, None)
-        if strategy is not None:
-            self._spawn(room, strategy.stop_room, f"stop room {room}")
+        return {Topology.SFU: sfu, Topology.MCU: mcu}
 
     async def aclose(self) -> None:
-        self.closing = True
-        for room in list(self.strategies):
-            self._stop_room(room)
-        if self.tasks:
-            async with asyncio.timeout(10):
-                await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.rooms.aclose()
 
     # --- handlers -----------------------------------------------------------------------
 

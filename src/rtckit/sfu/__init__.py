@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from rtckit._deprecated import renamed
 from rtckit.sfu.engine import (
     DEFAULT_FORWARDED_EXTENSIONS,
     ForwardingTrack,
@@ -16,13 +17,13 @@ from rtckit.sfu.engine import (
     SfuEvent,
     SfuRouter,
     SfuStats,
+    SfuTrackPublished,
+    SfuTrackUnpublished,
     Subscription,
     SubscriptionPaused,
     SubscriptionResumed,
     TrackKey,
-    TrackPublished,
     TrackSubscribed,
-    TrackUnpublished,
     TrackUnsubscribed,
     accept_forwarding_transceiver,
     add_forwarding_transceiver,
@@ -37,14 +38,24 @@ __all__ = [
     "SfuEvent",
     "SfuRouter",
     "SfuStats",
+    "SfuTrackPublished",
+    "SfuTrackUnpublished",
     "Subscription",
     "SubscriptionPaused",
     "SubscriptionResumed",
     "TrackKey",
-    "TrackPublished",
     "TrackSubscribed",
-    "TrackUnpublished",
     "TrackUnsubscribed",
     "accept_forwarding_transceiver",
     "add_forwarding_transceiver",
 ]
+
+
+# Deprecated names: rtckit.topology has the room events TrackPublished and TrackUnpublished.
+__getattr__ = renamed(
+    __name__,
+    {
+        "TrackPublished": ("rtckit.sfu.SfuTrackPublished", SfuTrackPublished),
+        "TrackUnpublished": ("rtckit.sfu.SfuTrackUnpublished", SfuTrackUnpublished),
+    },
+)

@@ -44,6 +44,7 @@ from aiortc import (
 
 from rtckit import _aiortc
 from rtckit._aiortc.sfu import RTCRtpReceiveParameters
+from rtckit._deprecated import renamed
 from rtckit.errors import ConfigurationError, TopologyError
 from rtckit.sfu.forward import (
     BandwidthAggregator,
@@ -85,13 +86,13 @@ __all__ = [
     "SfuEvent",
     "SfuRouter",
     "SfuStats",
+    "SfuTrackPublished",
+    "SfuTrackUnpublished",
     "Subscription",
     "SubscriptionPaused",
     "SubscriptionResumed",
     "TrackKey",
-    "TrackPublished",
     "TrackSubscribed",
-    "TrackUnpublished",
     "TrackUnsubscribed",
     "accept_forwarding_transceiver",
     "add_forwarding_transceiver",
@@ -208,8 +209,12 @@ class SfuStats:
 
 
 @attrs.frozen
-class TrackPublished:
-    """A track is published (or published again under the same key)."""
+class SfuTrackPublished:
+    """A track is published (or published again under the same key).
+
+    (Named apart from the room event :class:`rtckit.topology.base.TrackPublished`; the old
+    name ``rtckit.sfu.engine.TrackPublished`` still imports, with a warning.)
+    """
 
     key: TrackKey
     kind: str
@@ -218,8 +223,12 @@ class TrackPublished:
 
 
 @attrs.frozen
-class TrackUnpublished:
-    """A track is no longer published; its subscriptions wait for it to come back."""
+class SfuTrackUnpublished:
+    """A track is no longer published; its subscriptions wait for it to come back.
+
+    (Named apart from the room event :class:`rtckit.topology.base.TrackUnpublished`; the old
+    name ``rtckit.sfu.engine.TrackUnpublished`` still imports, with a warning.)
+    """
 
     key: TrackKey
 
@@ -257,13 +266,23 @@ class SubscriptionResumed:
 
 
 SfuEvent = (
-    TrackPublished
-    | TrackUnpublished
+    SfuTrackPublished
+    | SfuTrackUnpublished
     | TrackSubscribed
     | TrackUnsubscribed
     | SubscriptionPaused
     | SubscriptionResumed
 )
+
+# Deprecated names: rtckit.topology.base has the room events TrackPublished and TrackUnpublished.
+__getattr__ = renamed(
+    __name__,
+    {
+        "TrackPublished": ("rtckit.sfu.engine.SfuTrackPublished", SfuTrackPublished),
+        "TrackUnpublished": ("rtckit.sfu.engine.SfuTrackUnpublished", SfuTrackUnpublished),
+    },
+)
+
 
 # A sink sees every packet of a publication, after RTX unwrap: (data, header, keyframe);
 # keyframe is True for the first packet of a keyframe, never for a retransmitted copy.
@@ -961,7 +980,9 @@ class SfuRouter:
         republished = key in self._ever_published
         self._ever_published.add(key)
         self._emit(
-            TrackPublished(key=key, kind=pub.kind, mime_type=pub.mime_type, republished=republished)
+            SfuTrackPublished(
+                key=key, kind=pub.kind, mime_type=pub.mime_type, republished=republished
+            )
         )
         if pub.subscriptions or self._recorders.get(key):
             pub._keyframe_wanted = True  # asked once the first packet names the source
@@ -975,7 +996,7 @@ class SfuRouter:
         pub._close()
         for sub in pub.subscriptions:
             sub._unbind()
-        self._emit(TrackUnpublished(key=key))
+        self._emit(SfuTrackUnpublished(key=key))
 
     # -- subscriptions -----------------------------------------------------------------------
 

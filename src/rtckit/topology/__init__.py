@@ -1,9 +1,14 @@
 """Room topologies: the abstraction (:mod:`~rtckit.topology.base`), the pure cost model
-(:mod:`~rtckit.topology.cost`) and the mesh (:mod:`~rtckit.topology.mesh`).
+(:mod:`~rtckit.topology.cost`), the plumbing every room shares
+(:mod:`~rtckit.topology.bridge`), the rooms' server-side life cycle
+(:mod:`~rtckit.topology.strategies`), and the mesh, SFU and MCU themselves
+(:mod:`~rtckit.topology.mesh`, :mod:`~rtckit.topology.sfu`, :mod:`~rtckit.topology.mcu`).
 
-SFU and MCU strategies register themselves with
+The mesh, SFU and MCU strategies are found through a lazy registry in
+:mod:`~rtckit.topology.base`: the SFU and MCU modules (and numpy and PyAV with them) are
+imported only when a room of theirs is used. Nothing registers itself on import;
 :func:`~rtckit.topology.base.register_client_strategy` and
-:func:`~rtckit.topology.base.register_server_strategy`.
+:func:`~rtckit.topology.base.register_server_strategy` replace a built-in strategy.
 """
 
 from __future__ import annotations

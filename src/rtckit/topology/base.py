@@ -19,8 +19,13 @@ topology::
             async for event in room.events():
                 ...
 
-Strategies register with :func:`register_client_strategy` / :func:`register_server_strategy`;
-the mesh ones are built in.
+The registry of strategies is lazy: the built-in mesh, SFU and MCU strategies are listed
+here by module and name, and a module is imported the first time a room of its topology
+needs it (so that numpy and PyAV, which the SFU and MCU need, stay optional). Importing the
+SFU or MCU module registers nothing. :func:`register_client_strategy` and
+:func:`register_server_strategy` replace the strategy of a topology (a test double, a
+configured server); :class:`~rtckit.topology.strategies.RoomStrategies` also takes
+per-topology factories.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MCU_PEER_ID",
+    "SERVER_PEER_IDS",
     "SFU_PEER_ID",
     "ClientStrategy",
     "ParticipantConnectionChanged",
@@ -68,6 +74,10 @@ __all__ = [
 SFU_PEER_ID = "rtckit-sfu"
 #: The peer id the MCU takes in the rooms it serves (:mod:`rtckit.topology.mcu`).
 MCU_PEER_ID = "rtckit-mcu"
+#: The peer ids server strategies take in the rooms they serve. They are not people (not
+#: counted as participants; a room with only them in it is empty, see
+#: :class:`~rtckit.topology.strategies.RoomStrategies`).
+SERVER_PEER_IDS: frozenset[str] = frozenset({SFU_PEER_ID, MCU_PEER_ID})
 
 
 class Topology(enum.StrEnum):
@@ -238,12 +248,14 @@ def _load(target: Any) -> Any:
 
 
 def register_client_strategy(topology: Topology | str, strategy: ClientStrategy) -> None:
-    """Make :func:`join_room` use *strategy* for rooms of *topology* (SFU/MCU modules do)."""
+    """Make :func:`join_room` use *strategy* for rooms of *topology* (instead of the built-in
+    one)."""
     _CLIENT[Topology.parse(topology)] = strategy
 
 
 def register_server_strategy(topology: Topology | str, factory: ServerStrategyFactory) -> None:
-    """Make :func:`server_strategy_for` build *factory(hub)* for rooms of *topology*."""
+    """Make :func:`server_strategy_for` build *factory(hub)* for rooms of *topology* (instead
+    of the built-in one)."""
     _SERVER[Topology.parse(topology)] = factory
 
 

@@ -1,7 +1,7 @@
 """The MCU topology: every participant talks to the server, which mixes and composes.
 
 Server side (:class:`McuServerStrategy`, started by
-:class:`~rtckit.topology.server.RoomStrategies` for rooms whose topology is ``mcu``): the
+:class:`~rtckit.topology.strategies.RoomStrategies` for rooms whose topology is ``mcu``): the
 server joins the room through the signaling protocol as the participant ``"rtckit-mcu"``
 (:data:`~rtckit.topology.base.MCU_PEER_ID`, an in-process trusted
 :class:`~rtckit.signaling.memory.MemoryTransport`)
@@ -22,7 +22,7 @@ audio track, published by the server's pseudo-participant :data:`~rtckit.topolog
 
 Roles: the server is the impolite side (it makes the first offer), clients are polite. Room
 data messages travel on the pre-negotiated ``rtckit-room`` channel of each session; the
-server relays them with the SFU's envelope (:func:`~rtckit.topology.sfu.seal_envelope`:
+server relays them with the SFU's envelope (:func:`~rtckit.topology.bridge.seal_envelope`:
 ``"<to>\\x00<data>"`` up, ``"<from>\\x00<data>"`` down). The server's own messages on that
 channel (sender :data:`~rtckit.topology.base.MCU_PEER_ID`) carry the layout,
 ``{"mcu-layout": [peer ids]}``.
@@ -42,7 +42,6 @@ from aiortc import MediaStreamTrack, RTCRtpSender
 
 from rtckit._aiortc import on_keyframe_request
 from rtckit.errors import SignalingError, TopologyError
-from rtckit.ice import IceConfig
 from rtckit.mcu.engine import McuConfig, McuEngine, McuParticipant
 from rtckit.peer.events import (
     ConnectionReplaced,
@@ -54,14 +53,8 @@ from rtckit.peer.events import (
 from rtckit.peer.session import PeerSession, SessionConfig
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import SignalingClient
-from rtckit.signaling.memory import MemoryTransport
-from rtckit.signaling.state import PeerJoinedEvent, ServerEvent
-from rtckit.topology._server_room import (
-    ServerSessionRoom,
-    open_envelope,
-    seal_envelope,
-    send_room_data,
-)
+from rtckit.topology._server_peer import ServerPeer
+from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
     MCU_PEER_ID,
     RoomDataMessage,
@@ -69,12 +62,16 @@ from rtckit.topology.base import (
     TrackPublished,
     TrackUnpublished,
 )
-from rtckit.topology.mesh import (
+from rtckit.topology.bridge import (
     ROOM_CHANNEL_ID,
     ROOM_CHANNEL_LABEL,
     SignalingSignaller,
     log_dropped,
+    open_envelope,
     peer_message_from_signaling,
+    seal_envelope,
+    send_room_data,
+    session_config_from_welcome,
 )
 
 __all__ = [
@@ -130,13 +127,16 @@ class McuServerStrategy:
         self.room: str | None = None
         #: The running engine (``None`` while the room has no participant).
         self.engine: McuEngine | None = None
-        self.client: SignalingClient | None = None
+        self._peer = ServerPeer(hub, peer_id=self.config.peer_id, role="mcu")
         self._members: dict[str, _Member] = {}
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self._remove_listener: Any = None
-        self._restart: asyncio.Task[None] | None = None
         self._stopped = False
+
+    @property
+    def client(self) -> SignalingClient | None:
+        """The MCU's signaling client while it is in the room."""
+        return self._peer.client
 
     @property
     def members(self) -> Sequence[str]:
@@ -146,36 +146,16 @@ class McuServerStrategy:
     async def start_room(self, room: str) -> None:
         """Join *room* as the MCU and serve everyone in it."""
         self.room = room
-        if self._remove_listener is None:
-            self._remove_listener = self.hub.add_listener(self._on_hub_event)
+        self._peer.follow(self._join)  # a declared room outlives its people: come back
         await self._join()
 
     async def stop_room(self, room: str) -> None:
         """Leave the room, close every session, stop the engine. Idempotent."""
         self._stopped = True
-        if self._remove_listener is not None:
-            self._remove_listener()
-            self._remove_listener = None
-        restart = self._restart
-        if restart is not None and restart is not asyncio.current_task():
-            await asyncio.wait([restart])
+        await self._peer.aclose()
         await self._leave()
 
     # -- internals --------------------------------------------------------------------------
-
-    def _on_hub_event(self, event: ServerEvent) -> None:
-        # A declared room outlives its participants: come back with the next one.
-        if (
-            isinstance(event, PeerJoinedEvent)
-            and event.room == self.room
-            and event.peer.id != self.config.peer_id
-            and self.client is None
-            and not self._stopped
-            and (self._restart is None or self._restart.done())
-        ):
-            self._restart = asyncio.get_running_loop().create_task(
-                self._join(), name=f"mcu-rejoin-{self.room}"
-            )
 
     async def _join(self) -> None:
         async with self._lock:
@@ -184,22 +164,7 @@ class McuServerStrategy:
             engine = McuEngine(self.config.engine)
             engine.start()
             self.engine = engine
-            token = None
-            mint = getattr(self.hub.config.auth, "mint", None)
-            if mint is not None:  # token auth: the server mints its own (as the SFU does)
-                token = mint(
-                    room=self.room,
-                    identity=self.config.peer_id,
-                    permissions=("publish", "subscribe", "admin"),
-                )
-            client = await SignalingClient.connect(
-                MemoryTransport(self.hub, trusted=True),
-                room=self.room,
-                token=token,
-                peer_id=self.config.peer_id,
-                metadata={"rtckit_role": "mcu"},
-            )
-            self.client = client
+            client = await self._peer.join(self.room)
             for peer_id, info in client.peers.items():
                 await self._add(peer_id, info.metadata)
             self._reader = asyncio.create_task(self._read(client), name=f"mcu-room-{self.room}")
@@ -215,12 +180,10 @@ class McuServerStrategy:
                 await asyncio.wait([reader])
             for peer_id in list(self._members):
                 await self._remove(peer_id)
-            client, self.client = self.client, None
-            if client is not None:
-                await client.aclose()
             engine, self.engine = self.engine, None
             if engine is not None:
                 await engine.aclose()
+            await self._peer.leave()  # last: someone who came meanwhile brings the MCU back
 
     async def _read(self, client: SignalingClient) -> None:
         try:
@@ -436,10 +399,10 @@ async def open_mcu(
     """
     if options:
         raise TopologyError(f"unknown MCU options {sorted(options)}")
-    if session_config is None:
-        servers = client.ice_servers
-        ice = IceConfig(servers=servers) if servers else IceConfig()
-        session_config = SessionConfig(ice=ice)
-    room = McuRoom(client, session_config=session_config, server_id=server_id)
+    room = McuRoom(
+        client,
+        session_config=session_config or session_config_from_welcome(client),
+        server_id=server_id,
+    )
     await room.start()
     return room

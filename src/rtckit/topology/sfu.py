@@ -1,7 +1,7 @@
 """The SFU topology: every participant has one connection, to the server, which forwards.
 
 Server side (:class:`SfuServerStrategy`, started for each ``sfu`` room by
-:class:`~rtckit.topology.server.RoomStrategies`): the server joins the room through the
+:class:`~rtckit.topology.strategies.RoomStrategies`): the server joins the room through the
 signaling hub as a participant of its own, with the reserved peer id
 :data:`~rtckit.topology.base.SFU_PEER_ID`
 (an in-process, trusted connection; only trusted or ``admin`` peers may choose an id, so no
@@ -44,7 +44,6 @@ from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpTransceiver
 
 from rtckit._aiortc.sdp import SdpDescription
 from rtckit.errors import SignalingError, TopologyError
-from rtckit.ice import IceConfig
 from rtckit.peer.events import (
     ConnectionReplaced,
     DataMessage,
@@ -62,13 +61,8 @@ from rtckit.sfu.engine import (
 )
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import Reconnected, SignalingClient
-from rtckit.signaling.memory import MemoryTransport
-from rtckit.topology._server_room import (
-    ServerSessionRoom,
-    open_envelope,
-    seal_envelope,
-    send_room_data,
-)
+from rtckit.topology._server_peer import ServerPeer
+from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
     SFU_PEER_ID,
     RoomDataMessage,
@@ -77,12 +71,16 @@ from rtckit.topology.base import (
     TrackPublished,
     TrackUnpublished,
 )
-from rtckit.topology.mesh import (
+from rtckit.topology.bridge import (
     ROOM_CHANNEL_ID,
     ROOM_CHANNEL_LABEL,
     SignalingSignaller,
     log_dropped,
+    open_envelope,
     peer_message_from_signaling,
+    seal_envelope,
+    send_room_data,
+    session_config_from_welcome,
 )
 
 if TYPE_CHECKING:
@@ -92,13 +90,10 @@ __all__ = [
     "SFU_PEER_ID",
     "SfuRoom",
     "SfuServerStrategy",
-    "open_envelope",
     "open_sfu",
     "participant_of_msid",
-    "seal_envelope",
     "sfu_strategy_factory",
 ]
-
 logger = logging.getLogger(__name__)
 
 _MSID_SEPARATOR = "~"
@@ -126,11 +121,6 @@ def _msid_of_mid(sdp: str, mid: str) -> str | None:
         if str(media.rtp.muxId) == mid:
             return media.msid
     return None
-
-
-def _default_session_config(client: SignalingClient) -> SessionConfig:
-    servers = client.ice_servers
-    return SessionConfig(ice=IceConfig(servers=servers) if servers else IceConfig())
 
 
 # --- server side ----------------------------------------------------------------------------
@@ -174,7 +164,7 @@ class _Member:
 class SfuServerStrategy:
     """The server side of an SFU room: joins it, connects to everyone, forwards.
 
-    Built per room by :class:`~rtckit.topology.server.RoomStrategies` with the hub (the
+    Built per room by :class:`~rtckit.topology.strategies.RoomStrategies` with the hub (the
     registered factory), or with :func:`sfu_strategy_factory` for a configured one.
     *on_forwarded* is called with the number of RTP packets forwarded since its previous
     call, about once a second and when the room stops (e.g.
@@ -201,13 +191,12 @@ class SfuServerStrategy:
         self.report_interval = report_interval
         self.room: str | None = None
         self.router: SfuRouter | None = None
-        self.client: SignalingClient | None = None
         self.members: dict[str, _Member] = {}
         #: data messages relayed between participants
         self.data_messages_relayed = 0
         self._serial = itertools.count(1)
         self._reported = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._peer = ServerPeer(hub, peer_id=SFU_PEER_ID, role="sfu")
         self._reader: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._stopping = False
@@ -215,42 +204,35 @@ class SfuServerStrategy:
 
     # -- life cycle -------------------------------------------------------------------------
 
+    @property
+    def client(self) -> SignalingClient | None:
+        """The SFU's signaling client while it is in the room."""
+        return self._peer.client
+
     async def start_room(self, room: str) -> None:
         """Join *room* as :data:`~rtckit.topology.base.SFU_PEER_ID`; connect to everyone in it."""
         self.room = room
         self.router = SfuRouter(self.sfu_config)
-        await self._join()
-        if self.client is not None and not self.client.peers:
+        self._peer.follow(self._come_back)
+        client = await self._join()
+        if not client.peers:
             # everyone left before the SFU came in: leave, so that the room can close
-            reader, self._reader = self._reader, None
-            if reader is not None:
-                reader.cancel()
-                await asyncio.wait([reader])
-            await self._rejoin_if_needed()
+            await self._leave()
         self._reporter = asyncio.create_task(self._report_loop(), name=f"sfu-report-{room}")
 
-    async def _join(self) -> None:
+    async def _join(self) -> SignalingClient:
         assert self.room is not None
-        token = None
-        mint = getattr(self.hub.config.auth, "mint", None)
-        if mint is not None:
-            token = mint(
-                room=self.room,
-                identity=SFU_PEER_ID,
-                permissions=("publish", "subscribe", "admin"),
-            )
-        client = SignalingClient(
-            MemoryTransport(self.hub, trusted=True),
-            room=self.room,
-            token=token,
-            peer_id=SFU_PEER_ID,
-            metadata={"rtckit_role": "sfu"},
-        )
-        await client.start()
-        self.client = client
+        client = await self._peer.join(self.room)
         for peer_id in list(client.peers):
             await self._add_member(peer_id)
         self._reader = asyncio.create_task(self._read(client), name=f"sfu-reader-{self.room}")
+        return client
+
+    async def _come_back(self) -> None:
+        """Someone came to the room the SFU had left: join again."""
+        async with self._lock:
+            if not self._stopping and self._peer.client is None:
+                await self._join()
 
     async def stop_room(self, room: str) -> None:
         """Leave the room: close every connection and the router. Idempotent."""
@@ -258,6 +240,7 @@ class SfuServerStrategy:
         if self._stopping:
             return
         self._stopping = True
+        await self._peer.aclose()
         reporter, self._reporter = self._reporter, None
         if reporter is not None:
             reporter.cancel()
@@ -275,13 +258,7 @@ class SfuServerStrategy:
             await asyncio.wait([reader])
         for peer_id in list(self.members):
             await self._remove_member(peer_id)
-        if self._tasks:
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.wait(set(self._tasks))
-        client, self.client = self.client, None
-        if client is not None:
-            await client.aclose()
+        await self._peer.leave()
 
     # -- observation ------------------------------------------------------------------------
 
@@ -337,11 +314,6 @@ class SfuServerStrategy:
 
     # -- signaling --------------------------------------------------------------------------
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def _read(self, client: SignalingClient) -> None:
         try:
             async for event in client:
@@ -351,22 +323,12 @@ class SfuServerStrategy:
                     except Exception as exc:  # noqa: BLE001 - a peer's bad message is dropped
                         log_dropped(logger, f"SFU room {self.room!r}", event, exc)
                     if not self.members and not client.peers and not self._stopping:
-                        # Everyone left: leave too, so that a room created on demand closes
-                        # (RoomStrategies then stops this strategy). Someone joining meanwhile
-                        # keeps it open: then join again.
-                        await self._rejoin_if_needed()
+                        # Everyone left: leave too, so that a room created on demand closes.
+                        # Someone joining meanwhile, or later, brings the SFU back.
+                        await self._leave()
                         return
         except SignalingError as exc:
             logger.warning("SFU signaling for room %r failed: %s", self.room, exc)
-
-    async def _rejoin_if_needed(self) -> None:
-        self._reader = None
-        client, self.client = self.client, None
-        if client is not None:
-            await client.aclose()
-        assert self.room is not None
-        if not self._stopping and self.hub.peers(self.room) and not self.hub.closed:
-            await self._join()
 
     async def _on_signaling(self, event: object) -> None:
         if isinstance(event, sp.PeerJoined):
@@ -668,6 +630,6 @@ async def open_sfu(
     """
     if options:
         raise TopologyError(f"unknown sfu options {sorted(options)}")
-    room = SfuRoom(client, session_config=session_config or _default_session_config(client))
+    room = SfuRoom(client, session_config=session_config or session_config_from_welcome(client))
     await room.start()
     return room
