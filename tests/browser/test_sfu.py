@@ -22,8 +22,6 @@ from rtckit.sfu import PublishedTrack, SfuRouter, accept_forwarding_transceiver
 from rtckit.testing import require_executable
 from test_sfu_forwarding import Subscriber, config, track_transceiver, wait_for
 
-pytestmark = pytest.mark.browser
-
 # Playwright's own --disable-features list (Chromium keeps only the last such switch), plus
 # WebRtcHideLocalIpsWithMdns so that candidates carry addresses (see shared/notes/browser.md).
 _DISABLED_FEATURES = ",".join(

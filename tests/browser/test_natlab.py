@@ -22,8 +22,6 @@ from rtckit.testing import require_executable, require_root
 from rtckit.testing.browser import HOST_RESOLVER_RULES, launch_chromium
 from rtckit.testing.natlab import NatLab, lab_tls, run_peer
 
-pytestmark = pytest.mark.browser
-
 SECRET = "natlab-browser-secret"
 
 # The page is the offerer: data channel, ping/pong, ICE servers given explicitly.

@@ -26,8 +26,6 @@ from rtckit.topology import TrackPublished, join_room
 from rtckit.topology.sfu import SfuRoom, SfuServerStrategy
 from rtckit.topology.strategies import RoomStrategies
 
-pytestmark = pytest.mark.browser
-
 # The icon link: without it Chromium asks for /favicon.ico (a 404 in the page console).
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rtckit sfu</title>
 <link rel="icon" href="data:,"></head>

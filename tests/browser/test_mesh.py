@@ -8,7 +8,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
 from aiohttp import web
 from aiortc import MediaStreamTrack
 
@@ -20,8 +19,6 @@ from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
 from rtckit.topology import TrackPublished, join_room
 from rtckit.topology.mesh import MeshRoom
-
-pytestmark = pytest.mark.browser
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rtckit mesh</title></head>
 <body><script type="module">

@@ -33,10 +33,8 @@ from rtckit.testing.browser import chromium_args
 if TYPE_CHECKING:
     from playwright.async_api import Browser, Page
 
-pytestmark = pytest.mark.browser
-
 TIMEOUT = 240  # three Chromium pages encode and decode 6 streams on 2 shared cores
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 NAMES = ("Ada", "Grace", "Linus")
 

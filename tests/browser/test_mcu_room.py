@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 
 import attrs
 import numpy as np
-import pytest
 from aiohttp import web
 
 from rtckit.peer import SessionConfig
@@ -28,8 +27,6 @@ from rtckit.topology.mcu import MCU_PEER_ID, McuRoom, McuServerStrategy
 from rtckit.topology.strategies import RoomStrategies
 from test_mcu_engine import COLOURS, ColourTrack, ToneTrack, shows, wait_for
 from test_topology_mcu import SMALL_MCU, Participant
-
-pytestmark = pytest.mark.browser
 
 # default heartbeat timings: a busy 2-core machine running Chromium must not look like a dead path
 BROWSER_MCU = attrs.evolve(SMALL_MCU, session=SessionConfig())

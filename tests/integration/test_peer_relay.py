@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-import pytest
-
 from rtckit.ice import IceConfig, IceTransportPolicy
 from rtckit.ice.candidates import CandidatePolicy
 from rtckit.ice.turn import ice_server
 from rtckit.peer import ConnectionStateChanged, PeerSession, SessionConfig
 from rtckit.testing import DirectSignaller, require_executable
 from rtckit.testing.coturn import run_loopback_coturn
-
-pytestmark = pytest.mark.integration
 
 
 async def test_relay_only_sessions_select_a_relay_pair_and_survive_replacement() -> None:

@@ -32,10 +32,8 @@ from rtckit.testing.natlab import (
     unshare_command,
 )
 
-pytestmark = pytest.mark.integration
-
 SECRET = "natlab-secret"
-SRC = str(Path(__file__).resolve().parents[1] / "src")
+SRC = str(Path(__file__).resolve().parents[2] / "src")
 STATE_DIR = Path("/run/rtckit-natlab")
 
 

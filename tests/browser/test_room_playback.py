@@ -30,8 +30,6 @@ from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
 from rtckit.topology.strategies import RoomStrategies
 
-pytestmark = pytest.mark.browser
-
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rtckit playback</title></head>
 <body><script type="module">
 import * as rtc from "/ws/rtckit.js";

@@ -14,8 +14,6 @@ from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
 from rtckit.topology import Topology, base
 
-pytestmark = pytest.mark.browser
-
 TIMEOUT = 120
 MISSING = "rtckit_test_missing_dependency"
 

@@ -18,8 +18,6 @@ from rtckit.peer.connection import RtcKitPeerConnection, create_peer_connection
 from rtckit.testing import require_executable
 from rtckit.testing.coturn import LoopbackCoturn, run_loopback_coturn, turnutils_uclient
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.fixture
 async def coturn() -> AsyncIterator[LoopbackCoturn]:

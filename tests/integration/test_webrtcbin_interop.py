@@ -34,8 +34,6 @@ from rtckit.topology.bridge import SignalingSignaller, peer_message_from_signali
 from rtckit.topology.sfu import SFU_PEER_ID, SfuServerStrategy, sfu_strategy_factory
 from rtckit.topology.strategies import RoomStrategies
 
-pytestmark = pytest.mark.integration
-
 SESSION = SessionConfig(heartbeat_interval=0.5, disconnected_after=5.0, restart_after=8.0)
 CONNECT_WITHIN = 30.0
 COUNT_FOR = 4.0

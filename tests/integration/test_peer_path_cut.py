@@ -10,13 +10,9 @@ import subprocess
 import time
 from collections.abc import Iterator
 
-import pytest
-
 from rtckit.peer import PeerSession, SessionConfig, TrackAdded
 from rtckit.peer.media import PatternConfig, TestPatternTrack, read_frame_counter
 from rtckit.testing import peer_pair, require_executable, require_root
-
-pytestmark = pytest.mark.integration
 
 FAST = SessionConfig(
     heartbeat_interval=0.2, disconnected_after=0.8, restart_after=1.0, dead_peer_timeout=20

@@ -25,8 +25,6 @@ from rtckit.signaling.browser import client_modules
 from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
 
-pytestmark = pytest.mark.browser
-
 SECRET = "0123456789abcdef-0123456789abcdef-test-secret"
 
 PAGE = """<!doctype html>

@@ -18,8 +18,6 @@ from rtckit.certs import CertificateSpec, IssuedCertificate, KeyType, LocalCA
 from rtckit.https import RedirectServer
 from rtckit.testing import require_executable
 
-pytestmark = pytest.mark.browser
-
 HOST = "rtckit-certs.test"  # mapped to 127.0.0.1 by the resolver rule below, nothing else
 TIMEOUT = 60
 

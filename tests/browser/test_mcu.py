@@ -31,8 +31,6 @@ from test_mcu_engine import (
     yuv_at,
 )
 
-pytestmark = pytest.mark.browser
-
 # Playwright's own --disable-features list (Chromium keeps only the last such switch), plus
 # WebRtcHideLocalIpsWithMdns; see /work/shared/notes/browser.md.
 _DISABLED_FEATURES = ",".join(

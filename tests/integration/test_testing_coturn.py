@@ -13,8 +13,6 @@ from rtckit.stun.server import stun_binding
 from rtckit.testing import require_executable
 from rtckit.testing.coturn import run_loopback_coturn
 
-pytestmark = pytest.mark.integration
-
 
 async def test_runs_answers_and_cleans_up() -> None:
     require_executable("turnserver", hint="apt-get install coturn")
