@@ -1,8 +1,11 @@
-"""Shared pytest configuration."""
+"""Shared pytest configuration and fixtures."""
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, settings
+
+from rtckit.certs import CertificateSpec, IssuedCertificate, KeyType, LocalCA
 
 # Property tests judge correctness, not speed: on a shared 2-core machine a single example can
 # take longer than Hypothesis' default 200 ms deadline, which would fail a correct test.
@@ -10,3 +13,15 @@ settings.register_profile(
     "rtckit", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
 )
 settings.load_profile("rtckit")
+
+
+@pytest.fixture(scope="module")
+def ca() -> LocalCA:
+    """A local EC certificate authority, one per test module."""
+    return LocalCA.create(key_type=KeyType.EC)
+
+
+@pytest.fixture(scope="module")
+def leaf(ca: LocalCA) -> IssuedCertificate:
+    """An EC certificate from :func:`ca` for localhost, 127.0.0.1 and ::1."""
+    return ca.issue(CertificateSpec(hosts=["localhost", "127.0.0.1", "::1"], key_type=KeyType.EC))

@@ -46,16 +46,6 @@ UTC = dt.UTC
 
 
 @pytest.fixture(scope="module")
-def ca() -> LocalCA:
-    return LocalCA.create(key_type=KeyType.EC)
-
-
-@pytest.fixture(scope="module")
-def leaf(ca: LocalCA) -> IssuedCertificate:
-    return ca.issue(CertificateSpec(hosts=HOSTS, key_type=KeyType.EC))
-
-
-@pytest.fixture(scope="module")
 def rsa_self_signed() -> IssuedCertificate:
     """The only RSA key of this module (RSA generation is the slow part)."""
     return create_self_signed(CertificateSpec(hosts=["localhost", "127.0.0.1", "::1"]))
@@ -458,25 +448,6 @@ def test_pkcs12_errors(leaf: IssuedCertificate, tmp_path: Path) -> None:
     path.write_bytes(data)
     with pytest.raises(CertificateError, match=re.escape(str(path))):
         IssuedCertificate.load_pkcs12(path, "wrong-pw")
-
-
-@pytest.mark.integration
-def test_pkcs12_read_by_java_keytool(leaf: IssuedCertificate, tmp_path: Path) -> None:
-    keytool = require_executable("keytool", hint="apt-get install default-jre-headless")
-    path = leaf.save_pkcs12(tmp_path / "keystore.p12", "s3cret-pw", alias="webapp")
-    command = [keytool, "-list", "-v", "-keystore", str(path), "-storetype", "PKCS12"]
-    result = subprocess.run(
-        [*command, "-storepass", "s3cret-pw"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "Alias name: webapp" in result.stdout
-    assert "Entry type: PrivateKeyEntry" in result.stdout
-    assert "Certificate chain length: 2" in result.stdout
-    assert leaf.fingerprint in result.stdout
 
 
 # --- TLS --------------------------------------------------------------------------------------

@@ -1,13 +1,9 @@
-"""The reusable Chromium launcher in :mod:`rtckit.testing.browser`."""
+"""The reusable Chromium launcher in :mod:`rtckit.testing.browser`: its arguments (it runs
+Chromium in tests/browser/test_launcher.py)."""
 
 from __future__ import annotations
 
-import asyncio
-
-import pytest
-
-from rtckit.testing import require_executable
-from rtckit.testing.browser import HOST_RESOLVER_RULES, chromium_args, launch_chromium
+from rtckit.testing.browser import HOST_RESOLVER_RULES, chromium_args
 
 
 def test_args_have_one_disable_features_switch_with_playwrights_list_and_mdns() -> None:
@@ -21,12 +17,3 @@ def test_args_have_one_disable_features_switch_with_playwrights_list_and_mdns() 
     assert f"--host-resolver-rules={HOST_RESOLVER_RULES}" in args
     assert "--use-fake-device-for-media-stream=fps=30" in args
     assert "--use-fake-ui-for-media-stream" in args
-
-
-@pytest.mark.browser
-async def test_launch_and_run_script() -> None:
-    require_executable("chromium", hint="apt-get install chromium")
-    async with asyncio.timeout(60), launch_chromium() as browser:
-        page = await browser.new_page()
-        assert await page.evaluate("1 + 41") == 42
-        assert await page.evaluate("navigator.userAgent.includes('HeadlessChrome')")
