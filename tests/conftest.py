@@ -1,4 +1,4 @@
-"""Shared pytest configuration and fixtures."""
+"""Shared pytest configuration."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from markerfolders import misplaced
-from rtckit.certs import CertificateSpec, IssuedCertificate, KeyType, LocalCA
 
 # Property tests judge correctness, not speed: on a shared 2-core machine a single example can
 # take longer than Hypothesis' default 200 ms deadline, which would fail a correct test.
@@ -30,15 +29,3 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     if errors:
         message = "\n".join(["tests in the wrong folder:", *errors])
         pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
-
-
-@pytest.fixture(scope="module")
-def ca() -> LocalCA:
-    """A local EC certificate authority, one per test module."""
-    return LocalCA.create(key_type=KeyType.EC)
-
-
-@pytest.fixture(scope="module")
-def leaf(ca: LocalCA) -> IssuedCertificate:
-    """An EC certificate from :func:`ca` for localhost, 127.0.0.1 and ::1."""
-    return ca.issue(CertificateSpec(hosts=["localhost", "127.0.0.1", "::1"], key_type=KeyType.EC))

@@ -46,6 +46,16 @@ UTC = dt.UTC
 
 
 @pytest.fixture(scope="module")
+def ca() -> LocalCA:
+    return LocalCA.create(key_type=KeyType.EC)
+
+
+@pytest.fixture(scope="module")
+def leaf(ca: LocalCA) -> IssuedCertificate:
+    return ca.issue(CertificateSpec(hosts=HOSTS, key_type=KeyType.EC))
+
+
+@pytest.fixture(scope="module")
 def rsa_self_signed() -> IssuedCertificate:
     """The only RSA key of this module (RSA generation is the slow part)."""
     return create_self_signed(CertificateSpec(hosts=["localhost", "127.0.0.1", "::1"]))

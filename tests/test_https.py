@@ -33,6 +33,16 @@ from rtckit.https import (
 TIMEOUT = 20
 
 
+@pytest.fixture(scope="module")
+def ca() -> LocalCA:
+    return LocalCA.create(key_type=KeyType.EC)
+
+
+@pytest.fixture(scope="module")
+def leaf(ca: LocalCA) -> IssuedCertificate:
+    return ca.issue(CertificateSpec(hosts=["localhost", "127.0.0.1", "::1"], key_type=KeyType.EC))
+
+
 def _bound_socket() -> tuple[socket.socket, int]:
     """A TCP socket bound to a free port of 127.0.0.1, and that port."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -89,9 +89,10 @@ def test_a_python_is_found_only_if_it_runs_as_that_version(
 
 def test_the_lint_session_runs_source_tests_that_need_no_rtckit(noxfile: ModuleType) -> None:
     """``nox -s lint`` installs no rtckit: its tests may import only the standard library,
-    pytest and the test group (conftest.py, which pytest loads, too)."""
+    pytest and the test group (conftest.py, which pytest loads, too, and markerfolders.py, which
+    conftest.py imports)."""
     root = Path(NOXFILE).parent
-    for name in (*noxfile.SOURCE_TESTS, "tests/conftest.py"):
+    for name in (*noxfile.SOURCE_TESTS, "tests/conftest.py", "tests/markerfolders.py"):
         tree = ast.parse((root / name).read_text(encoding="utf-8"))
         modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         modules |= {n.module or "" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
@@ -100,4 +101,5 @@ def test_the_lint_session_runs_source_tests_that_need_no_rtckit(noxfile: ModuleT
             "__future__",
             "pytest",
             "hypothesis",
+            "markerfolders",
         }, name

@@ -1,5 +1,6 @@
 """Certificates of :mod:`rtckit.certs` read by other tools installed on the system (the
-unit tests, with ``openssl``, are in tests/test_certs.py)."""
+unit tests, with ``openssl``, are in tests/test_certs.py, whose ``ca`` and ``leaf`` fixtures
+this module shares)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from pathlib import Path
 
 from rtckit.certs import IssuedCertificate
 from rtckit.testing import require_executable
+from test_certs import ca as ca
+from test_certs import leaf as leaf
 
 
 def test_pkcs12_read_by_java_keytool(leaf: IssuedCertificate, tmp_path: Path) -> None:
