@@ -1,7 +1,7 @@
 """The browser client's modules: what the entry exports, the constants it shares with Python,
 and how the servers serve the modules (every one, and nothing else).
 
-The browser itself loads them in tests/test_signaling_browser.py
+The browser itself loads them in tests/browser/test_signaling.py
 (``test_standalone_server_serves_every_module``).
 """
 

@@ -72,10 +72,10 @@ PYTHON: dict[Key, str] = {
         "compile: starts coturn for TLS clients with the operator's certificate files"
     ),
     ("docs/howto/coturn.rst", "async with NatLab() as lab:"): (
-        "compile: the NAT lab needs root and network namespaces (tests/test_natlab.py)"
+        "compile: the NAT lab needs root and network namespaces (tests/integration/test_natlab.py)"
     ),
     ("docs/howto/doctor.rst", "doctor = [sys.executable"): (
-        "compile: an excerpt of a NAT-lab test (root, namespaces; tests/test_natlab.py)"
+        "compile: an excerpt of a NAT-lab test (root, namespaces; tests/integration/test_natlab.py)"
     ),
     ("docs/howto/doctor.rst", "report = await run_doctor("): (
         "compile: probes turn.example.org, a remote host"
@@ -111,7 +111,7 @@ PYTHON: dict[Key, str] = {
         "compile: a fragment of a remote-offer handler"
     ),
     ("docs/topics/nat-traversal.rst", "async with NatLab() as lab:"): (
-        "compile: the NAT lab needs root and network namespaces (tests/test_natlab.py)"
+        "compile: the NAT lab needs root and network namespaces (tests/integration/test_natlab.py)"
     ),
     ("docs/topics/sfu-forwarding.rst", "router = SfuRouter(SfuConfig())"): (
         "compile: a summary of the router's calls across a server's handlers"
@@ -141,13 +141,13 @@ PYTHON: dict[Key, str] = {
         "serve: serves until cancelled (it is cancelled after SERVE_SECONDS)"
     ),
     ("rtckit.testing.browser.launch_chromium", "async with launch_chromium()"): (
-        "compile: needs Chromium and a page server (tests/test_browser_launcher.py)"
+        "compile: needs Chromium and a page server (tests/browser/test_launcher.py)"
     ),
     ("rtckit.testing.conformance", "async def test_my_transport"): (
         "compile: a test module for the reader's own transport"
     ),
     ("rtckit.testing.natlab", "async with NatLab() as lab:"): (
-        "compile: the NAT lab needs root and network namespaces (tests/test_natlab.py)"
+        "compile: the NAT lab needs root and network namespaces (tests/integration/test_natlab.py)"
     ),
     ("rtckit.testing.proxy", "async with TcpProxy("): "compile: a fragment of a test",
     ("rtckit.topology.base", "async with join_room(client) as room:"): (
