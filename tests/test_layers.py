@@ -28,7 +28,7 @@ PACKAGE = "rtckit"
 # higher one. Within a layer anything goes.
 LAYERS: tuple[tuple[str, ...], ...] = (
     # foundations: imported by everything
-    ("rtckit.errors", "rtckit._deprecated"),
+    ("rtckit.errors", "rtckit._deprecated", "rtckit._lazy"),
     # ICE/TURN configuration, STUN codec, candidates, coturn configuration, certificates,
     # this machine's addresses
     ("rtckit.ice", "rtckit.stun", "rtckit.coturn.config", "rtckit.certs", "rtckit.net"),
@@ -77,6 +77,7 @@ KNOWN_UPWARD: dict[tuple[str, str], str] = {}
 PURE_CORES: tuple[str, ...] = (
     "rtckit.errors",
     "rtckit._deprecated",
+    "rtckit._lazy",
     "rtckit.signaling.protocol",
     "rtckit.signaling.state",
     "rtckit.signaling.config",  # signaling.state's configuration

@@ -15,38 +15,43 @@ The architecture topic of the documentation lists the modules of each layer.
 
 from __future__ import annotations
 
-from rtckit.errors import (
-    AuthError,
-    CertificateError,
-    CertificateExpiredError,
-    ConfigurationError,
-    ConnectionClosedError,
-    CredentialError,
-    IceError,
-    InternalsError,
-    LocalProtocolError,
-    NegotiationError,
-    PeerError,
-    ProtocolError,
-    RemoteProtocolError,
-    RoomError,
-    RtcKitError,
-    SignalingError,
-    StunFormatError,
-    SystemComponentError,
-    TopologyError,
-    TurnAuthError,
-)
-from rtckit.ice import IceConfig, IceConfigWarning, IceServer, IceServerUri, IceTransportPolicy
-from rtckit.ice.turn import TurnCredentials, TurnRestAuth
-from rtckit.signaling import (
-    OpenAuth,
-    SignalingClient,
-    SignalingConfig,
-    SignalingServer,
-    TokenAuth,
-)
-from rtckit.topology.base import Topology, join_room
+from typing import TYPE_CHECKING
+
+from rtckit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from rtckit.errors import (
+        AuthError,
+        CertificateError,
+        CertificateExpiredError,
+        ConfigurationError,
+        ConnectionClosedError,
+        CredentialError,
+        IceError,
+        InternalsError,
+        LocalProtocolError,
+        NegotiationError,
+        PeerError,
+        ProtocolError,
+        RemoteProtocolError,
+        RoomError,
+        RtcKitError,
+        SignalingError,
+        StunFormatError,
+        SystemComponentError,
+        TopologyError,
+        TurnAuthError,
+    )
+    from rtckit.ice import IceConfig, IceConfigWarning, IceServer, IceServerUri, IceTransportPolicy
+    from rtckit.ice.turn import TurnCredentials, TurnRestAuth
+    from rtckit.signaling import (
+        OpenAuth,
+        SignalingClient,
+        SignalingConfig,
+        SignalingServer,
+        TokenAuth,
+    )
+    from rtckit.topology.base import Topology, join_room
 
 __version__ = "0.1.0.dev0"
 
@@ -87,3 +92,49 @@ __all__ = [
     "__version__",
     "join_room",
 ]
+# Type checkers read the imports under TYPE_CHECKING instead: a module __getattr__ would make
+# any name valid for them, a misspelt one too.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "rtckit.errors": [
+                "AuthError",
+                "CertificateError",
+                "CertificateExpiredError",
+                "ConfigurationError",
+                "ConnectionClosedError",
+                "CredentialError",
+                "IceError",
+                "InternalsError",
+                "LocalProtocolError",
+                "NegotiationError",
+                "PeerError",
+                "ProtocolError",
+                "RemoteProtocolError",
+                "RoomError",
+                "RtcKitError",
+                "SignalingError",
+                "StunFormatError",
+                "SystemComponentError",
+                "TopologyError",
+                "TurnAuthError",
+            ],
+            "rtckit.ice": [
+                "IceConfig",
+                "IceConfigWarning",
+                "IceServer",
+                "IceServerUri",
+                "IceTransportPolicy",
+            ],
+            "rtckit.ice.turn": ["TurnCredentials", "TurnRestAuth"],
+            "rtckit.signaling": [
+                "OpenAuth",
+                "SignalingClient",
+                "SignalingConfig",
+                "SignalingServer",
+                "TokenAuth",
+            ],
+            "rtckit.topology.base": ["Topology", "join_room"],
+        },
+    )

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
-__all__ = ["renamed"]
+__all__ = ["renamed", "warn_renamed"]
 
 
 def renamed(module: str, names: Mapping[str, tuple[str, Any]]) -> Callable[[str], Any]:
@@ -25,7 +25,17 @@ def renamed(module: str, names: Mapping[str, tuple[str, Any]]) -> Callable[[str]
             new, value = names[name]
         except KeyError:
             raise AttributeError(f"module {module!r} has no attribute {name!r}") from None
-        warnings.warn(f"{module}.{name} is deprecated: use {new}", DeprecationWarning, stacklevel=2)
+        warn_renamed(module, name, new, stacklevel=2)
         return value
 
     return module_getattr
+
+
+def warn_renamed(module: str, name: str, new: str, *, stacklevel: int) -> None:
+    """Warn that *module*'s *name* is deprecated, naming its *new* import path.
+
+    *stacklevel* counts as :func:`warnings.warn`'s does, from the caller of this function.
+    """
+    warnings.warn(
+        f"{module}.{name} is deprecated: use {new}", DeprecationWarning, stacklevel=stacklevel + 1
+    )

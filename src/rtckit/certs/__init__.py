@@ -19,48 +19,52 @@ Every name of the submodules except :mod:`~rtckit.certs.tls`'s is importable fro
 
 from __future__ import annotations
 
-from rtckit import net as _net
-from rtckit._deprecated import renamed
-from rtckit.certs.ca import (
-    CA_CERT_FILE,
-    CA_DER_FILE,
-    CA_KEY_FILE,
-    DEFAULT_CA_DAYS,
-    LocalCA,
-    client_ssl_context,
-)
-from rtckit.certs.dev import (
-    DevCertificate,
-    default_dev_hosts,
-    ensure_dev_certificate,
-)
-from rtckit.certs.x509 import (
-    CERT_FILE,
-    DEFAULT_DAYS,
-    DEFAULT_HOSTS,
-    FULLCHAIN_FILE,
-    KEY_FILE,
-    KEYSTORE_FILE,
-    PKCS12_KDF_ROUNDS,
-    CertificateFiles,
-    CertificateSpec,
-    IssuedCertificate,
-    KeyType,
-    PrivateKey,
-    certificate_hosts,
-    check_validity,
-    create_self_signed,
-    days_left,
-    fingerprint,
-    is_ca_certificate,
-    key_description,
-    load_certificates,
-    load_private_key,
-    normalize_host,
-    parse_host,
-    server_ssl_context,
-)
-from rtckit.net import IPAddress
+from typing import TYPE_CHECKING
+
+from rtckit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from rtckit.certs.ca import (
+        CA_CERT_FILE,
+        CA_DER_FILE,
+        CA_KEY_FILE,
+        DEFAULT_CA_DAYS,
+        LocalCA,
+        client_ssl_context,
+    )
+    from rtckit.certs.dev import (
+        DevCertificate,
+        default_dev_hosts,
+        ensure_dev_certificate,
+    )
+    from rtckit.certs.x509 import (
+        CERT_FILE,
+        DEFAULT_DAYS,
+        DEFAULT_HOSTS,
+        FULLCHAIN_FILE,
+        KEY_FILE,
+        KEYSTORE_FILE,
+        PKCS12_KDF_ROUNDS,
+        CertificateFiles,
+        CertificateSpec,
+        IssuedCertificate,
+        KeyType,
+        PrivateKey,
+        certificate_hosts,
+        check_validity,
+        create_self_signed,
+        days_left,
+        fingerprint,
+        is_ca_certificate,
+        key_description,
+        load_certificates,
+        load_private_key,
+        normalize_host,
+        parse_host,
+        server_ssl_context,
+    )
+    from rtckit.net import IPAddress
+
 
 __all__ = [
     "CA_CERT_FILE",
@@ -98,5 +102,48 @@ __all__ = [
     "parse_host",
     "server_ssl_context",
 ]
-
-__getattr__ = renamed(__name__, {"lan_addresses": ("rtckit.net.lan_addresses", _net.lan_addresses)})
+# Type checkers read the imports under TYPE_CHECKING instead: a module __getattr__ would make
+# any name valid for them, a misspelt one too.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "rtckit.certs.ca": [
+                "CA_CERT_FILE",
+                "CA_DER_FILE",
+                "CA_KEY_FILE",
+                "DEFAULT_CA_DAYS",
+                "LocalCA",
+                "client_ssl_context",
+            ],
+            "rtckit.certs.dev": ["DevCertificate", "default_dev_hosts", "ensure_dev_certificate"],
+            "rtckit.certs.x509": [
+                "CERT_FILE",
+                "DEFAULT_DAYS",
+                "DEFAULT_HOSTS",
+                "FULLCHAIN_FILE",
+                "KEY_FILE",
+                "KEYSTORE_FILE",
+                "PKCS12_KDF_ROUNDS",
+                "CertificateFiles",
+                "CertificateSpec",
+                "IssuedCertificate",
+                "KeyType",
+                "PrivateKey",
+                "certificate_hosts",
+                "check_validity",
+                "create_self_signed",
+                "days_left",
+                "fingerprint",
+                "is_ca_certificate",
+                "key_description",
+                "load_certificates",
+                "load_private_key",
+                "normalize_host",
+                "parse_host",
+                "server_ssl_context",
+            ],
+            "rtckit.net": ["IPAddress"],
+        },
+        renamed={"lan_addresses": "rtckit.net.lan_addresses"},  # deprecated
+    )

@@ -12,13 +12,18 @@ Every name below is importable from ``rtckit.coturn``.
 
 from __future__ import annotations
 
-from rtckit.coturn.config import (
-    CLOUD_METADATA_ADDRESSES,
-    DEFAULT_DENIED_PEER_NETWORKS,
-    CoturnConfig,
-    IPNetwork,
-)
-from rtckit.coturn.process import INSTALL_HINT, CoturnProcess, Spawn, run_coturn
+from typing import TYPE_CHECKING
+
+from rtckit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from rtckit.coturn.config import (
+        CLOUD_METADATA_ADDRESSES,
+        DEFAULT_DENIED_PEER_NETWORKS,
+        CoturnConfig,
+        IPNetwork,
+    )
+    from rtckit.coturn.process import INSTALL_HINT, CoturnProcess, Spawn, run_coturn
 
 __all__ = [
     "CLOUD_METADATA_ADDRESSES",
@@ -30,3 +35,18 @@ __all__ = [
     "Spawn",
     "run_coturn",
 ]
+# Type checkers read the imports under TYPE_CHECKING instead: a module __getattr__ would make
+# any name valid for them, a misspelt one too.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "rtckit.coturn.config": [
+                "CLOUD_METADATA_ADDRESSES",
+                "DEFAULT_DENIED_PEER_NETWORKS",
+                "CoturnConfig",
+                "IPNetwork",
+            ],
+            "rtckit.coturn.process": ["INSTALL_HINT", "CoturnProcess", "Spawn", "run_coturn"],
+        },
+    )

@@ -12,31 +12,35 @@
 
 from __future__ import annotations
 
-from rtckit._deprecated import renamed
-from rtckit.peer.events import (
-    ConnectionReplaced,
-    ConnectionStateChanged,
-    DataChannelOpened,
-    DataMessage,
-    PeerEvent,
-    QualityChanged,
-    SessionClosed,
-    StatsUpdated,
-    TrackAdded,
-    TrackRemoved,
-)
-from rtckit.peer.negotiation import Negotiator, polite_for
-from rtckit.peer.session import DataChannel, PeerSession, SessionConfig
-from rtckit.peer.signaller import (
-    Description,
-    PeerCandidate,
-    PeerMessage,
-    PeerRestart,
-    Signaller,
-    message_from_dict,
-    message_to_dict,
-)
-from rtckit.peer.stats import CandidatePairInfo, Quality, StatsSnapshot
+from typing import TYPE_CHECKING
+
+from rtckit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from rtckit.peer.events import (
+        ConnectionReplaced,
+        ConnectionStateChanged,
+        DataChannelOpened,
+        DataMessage,
+        PeerEvent,
+        QualityChanged,
+        SessionClosed,
+        StatsUpdated,
+        TrackAdded,
+        TrackRemoved,
+    )
+    from rtckit.peer.negotiation import Negotiator, polite_for
+    from rtckit.peer.session import DataChannel, PeerSession, SessionConfig
+    from rtckit.peer.signaller import (
+        Description,
+        PeerCandidate,
+        PeerMessage,
+        PeerRestart,
+        Signaller,
+        message_from_dict,
+        message_to_dict,
+    )
+    from rtckit.peer.stats import CandidatePairInfo, Quality, StatsSnapshot
 
 __all__ = [
     "CandidatePairInfo",
@@ -66,11 +70,37 @@ __all__ = [
     "polite_for",
 ]
 
-# Deprecated names: rtckit.signaling.protocol has the wire messages Candidate and Restart.
-__getattr__ = renamed(
-    __name__,
-    {
-        "Candidate": ("rtckit.peer.PeerCandidate", PeerCandidate),
-        "Restart": ("rtckit.peer.PeerRestart", PeerRestart),
-    },
-)
+# Type checkers read the imports under TYPE_CHECKING instead: a module __getattr__ would make
+# any name valid for them, a misspelt one too.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "rtckit.peer.events": [
+                "ConnectionReplaced",
+                "ConnectionStateChanged",
+                "DataChannelOpened",
+                "DataMessage",
+                "PeerEvent",
+                "QualityChanged",
+                "SessionClosed",
+                "StatsUpdated",
+                "TrackAdded",
+                "TrackRemoved",
+            ],
+            "rtckit.peer.negotiation": ["Negotiator", "polite_for"],
+            "rtckit.peer.session": ["DataChannel", "PeerSession", "SessionConfig"],
+            "rtckit.peer.signaller": [
+                "Description",
+                "PeerCandidate",
+                "PeerMessage",
+                "PeerRestart",
+                "Signaller",
+                "message_from_dict",
+                "message_to_dict",
+            ],
+            "rtckit.peer.stats": ["CandidatePairInfo", "Quality", "StatsSnapshot"],
+        },
+        # deprecated: rtckit.signaling.protocol has the wire messages Candidate and Restart
+        renamed={"Candidate": "rtckit.peer.PeerCandidate", "Restart": "rtckit.peer.PeerRestart"},
+    )

@@ -7,27 +7,31 @@
 
 from __future__ import annotations
 
-from rtckit._deprecated import renamed
-from rtckit.sfu.engine import (
-    DEFAULT_FORWARDED_EXTENSIONS,
-    ForwardingTrack,
-    PacketSink,
-    PublishedTrack,
-    SfuConfig,
-    SfuEvent,
-    SfuRouter,
-    SfuStats,
-    SfuTrackPublished,
-    SfuTrackUnpublished,
-    Subscription,
-    SubscriptionPaused,
-    SubscriptionResumed,
-    TrackKey,
-    TrackSubscribed,
-    TrackUnsubscribed,
-    accept_forwarding_transceiver,
-    add_forwarding_transceiver,
-)
+from typing import TYPE_CHECKING
+
+from rtckit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from rtckit.sfu.engine import (
+        DEFAULT_FORWARDED_EXTENSIONS,
+        ForwardingTrack,
+        PacketSink,
+        PublishedTrack,
+        SfuConfig,
+        SfuEvent,
+        SfuRouter,
+        SfuStats,
+        SfuTrackPublished,
+        SfuTrackUnpublished,
+        Subscription,
+        SubscriptionPaused,
+        SubscriptionResumed,
+        TrackKey,
+        TrackSubscribed,
+        TrackUnsubscribed,
+        accept_forwarding_transceiver,
+        add_forwarding_transceiver,
+    )
 
 __all__ = [
     "DEFAULT_FORWARDED_EXTENSIONS",
@@ -50,12 +54,36 @@ __all__ = [
     "add_forwarding_transceiver",
 ]
 
-
-# Deprecated names: rtckit.topology has the room events TrackPublished and TrackUnpublished.
-__getattr__ = renamed(
-    __name__,
-    {
-        "TrackPublished": ("rtckit.sfu.SfuTrackPublished", SfuTrackPublished),
-        "TrackUnpublished": ("rtckit.sfu.SfuTrackUnpublished", SfuTrackUnpublished),
-    },
-)
+# Type checkers read the imports under TYPE_CHECKING instead: a module __getattr__ would make
+# any name valid for them, a misspelt one too.
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "rtckit.sfu.engine": [
+                "DEFAULT_FORWARDED_EXTENSIONS",
+                "ForwardingTrack",
+                "PacketSink",
+                "PublishedTrack",
+                "SfuConfig",
+                "SfuEvent",
+                "SfuRouter",
+                "SfuStats",
+                "SfuTrackPublished",
+                "SfuTrackUnpublished",
+                "Subscription",
+                "SubscriptionPaused",
+                "SubscriptionResumed",
+                "TrackKey",
+                "TrackSubscribed",
+                "TrackUnsubscribed",
+                "accept_forwarding_transceiver",
+                "add_forwarding_transceiver",
+            ],
+        },
+        # deprecated: rtckit.topology has the room events TrackPublished and TrackUnpublished
+        renamed={
+            "TrackPublished": "rtckit.sfu.SfuTrackPublished",
+            "TrackUnpublished": "rtckit.sfu.SfuTrackUnpublished",
+        },
+    )

@@ -8,8 +8,9 @@ channel, its envelope, the one-line log of a dropped message, and the default se
 configuration taken from the server's ``welcome``.
 
 It sits below the topologies: it imports neither the SFU nor the MCU (nor numpy, which the
-MCU needs), only the signaling and peer layers. (Importing the peer layer's message types
-runs ``rtckit.peer``'s package, which imports aiortc and with it PyAV.)
+MCU needs), only the signaling protocol and the peer layer's message types; importing it
+loads neither aiortc, PyAV nor aiohttp (:func:`session_config_from_welcome` imports the peer
+session, and aiortc with it, when it is called).
 
 Signaling mapping: a session's messages become the signaling protocol's ``offer``,
 ``answer``, ``candidate``, ``end-of-candidates`` and ``restart``, with the session's
