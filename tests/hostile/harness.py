@@ -57,10 +57,15 @@ CASE_BUDGET = 45.0
 
 class Canary:
     """Runs :mod:`hostile.canary` against *target* in a process of its own and collects its
-    round trips."""
+    round trips; *module* names another canary speaking the same output (e.g.
+    :mod:`hostile.stun_canary`), started with *arguments*."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(
+        self, target: Target, module: str = "hostile.canary", arguments: list[str] | None = None
+    ) -> None:
         self.target = target
+        self._module = module
+        self._arguments = arguments
         self.samples: list[tuple[float, float]] = []  # (monotonic time, round trip or inf)
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -69,16 +74,17 @@ class Canary:
 
     def start(self) -> None:
         target = self.target
-        args = [
-            sys.executable,
-            "-m",
-            "hostile.canary",
-            target.ws_url,
-            target.token(CANARY_ROOM, "canary-ping"),
-            target.token(CANARY_ROOM, "canary-echo"),
-        ]
-        if target.ca_file is not None:
-            args.append(str(target.ca_file))
+        if self._arguments is None:
+            arguments = [
+                target.ws_url,
+                target.token(CANARY_ROOM, "canary-ping"),
+                target.token(CANARY_ROOM, "canary-echo"),
+            ]
+            if target.ca_file is not None:
+                arguments.append(str(target.ca_file))
+        else:
+            arguments = self._arguments
+        args = [sys.executable, "-m", self._module, *arguments]
         self._process = subprocess.Popen(
             args,
             stdin=subprocess.PIPE,

@@ -241,6 +241,33 @@ def start_signaling(folder: Path) -> Target:
     return target
 
 
+def start_stun(folder: Path) -> Target:
+    """``rtckit stun --tcp`` on 127.0.0.1 with its default limits (the STUN cases' target;
+    its one endpoint is the UDP and TCP port). Its log is plain text."""
+    log_path = folder / "stun.log"
+    process = _spawn(["stun", "--host", "127.0.0.1", "--port", "0", "--tcp"], log_path, {})
+    deadline = time.monotonic() + START_TIMEOUT
+    ports: dict[str, int] = {}
+    while len(ports) < 2:
+        if process.poll() is not None or time.monotonic() > deadline:
+            log = log_path.read_text(encoding="utf-8", errors="replace")
+            raise AssertionError(f"rtckit stun did not start:\n{log}")
+        for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("rtckit stun: listening on "):
+                kind, address = line.split()[-2:]
+                ports[kind] = int(address.rpartition(":")[2])
+        time.sleep(0.1)
+    assert ports["udp"] == ports["tcp"], ports
+    return Target(
+        name="stun",
+        process=process,
+        log_path=log_path,
+        endpoints=[Endpoint(name="stun", host="127.0.0.1", port=ports["udp"])],
+        json_logs=False,
+        idle_timeout=1.0,
+    )
+
+
 #: Server factories: every case runs against each of them.
 FACTORIES: dict[str, Callable[[Path], Target]] = {
     "app": start_app,
