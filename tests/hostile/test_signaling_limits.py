@@ -18,8 +18,6 @@ import json
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +28,10 @@ from hostile.harness import (
     close_quietly,
     frame,
     hostile_case,
+    read_frame,
     status_of,
     upgrade_request,
+    websocket,
 )
 from hostile.targets import ATTACK_ROOM, CROWD_ROOM, MAX_MESSAGE_BYTES, SECRET, Target
 from rtckit.signaling.auth import TokenAuth
@@ -41,20 +41,6 @@ HELLO = json.dumps({"type": "hello", "version": 1})
 MAX_SEQ = 2**53 - 1
 #: ``max_metadata_size`` (the default).
 MAX_METADATA = 1024
-
-
-@asynccontextmanager
-async def _websocket(target: Target) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
-    connector = aiohttp.TCPConnector(ssl=target.main.tls or False, limit=0)
-    try:
-        async with (
-            aiohttp.ClientSession(connector=connector) as session,
-            session.ws_connect(target.ws_url, max_msg_size=0, autoping=True) as ws,
-        ):
-            yield ws
-    finally:
-        if target.main.tls is not None:
-            await asyncio.sleep(0.25)  # aiohttp's advice: let TLS transports close
 
 
 class _Peer:
@@ -96,7 +82,7 @@ class _Peer:
 async def test_acks_of_what_was_never_sent(target: Target, canary: Canary) -> None:
     """``ack`` of 2^53 - 1 and of one past the last ``seq`` sent: ``bad_ack`` each time, the
     session's queue is kept (a later ``resume`` with ``ack`` 0 gets every message again)."""
-    async with hostile_case(target, canary), _websocket(target) as ws:
+    async with hostile_case(target, canary), websocket(target) as ws:
         peer = _Peer(ws)
         assert (await peer.join(target, "acker"))["type"] == "welcome"
         for _ in range(3):
@@ -112,14 +98,14 @@ async def test_resume_with_acks_from_the_future(target: Target, canary: Canary) 
     ``bad_ack``, refused; the session is still there: a ``resume`` with a true ``ack``
     succeeds and gets the unacknowledged errors again."""
     async with hostile_case(target, canary):
-        async with _websocket(target) as ws:
+        async with websocket(target) as ws:
             peer = _Peer(ws)
             welcome = await peer.join(target, "resumer")
             await peer.send({"type": "ack", "ack": MAX_SEQ})
             await peer.expect_error("bad_ack")  # seq 1 in the session: unacknowledged
             sent = peer.seq
         assert sent == 1
-        async with _websocket(target) as ws:
+        async with websocket(target) as ws:
             peer = _Peer(ws)
             await peer.send({"type": "hello", "version": 1})
             await peer.receive()
@@ -139,7 +125,7 @@ async def test_resume_of_an_unknown_session(target: Target, canary: Canary) -> N
     """``resume`` with tokens no session has (random, empty-ish, the longest allowed):
     ``resume_failed``; the connection may still ``join``."""
     tokens = ["x" * 32, "AAAA", "z" * 128]
-    async with hostile_case(target, canary), _websocket(target) as ws:
+    async with hostile_case(target, canary), websocket(target) as ws:
         peer = _Peer(ws)
         await peer.send({"type": "hello", "version": 1})
         await peer.receive()
@@ -159,11 +145,11 @@ async def test_resume_after_the_room_token_expired(target: Target, canary: Canar
     async with hostile_case(target, canary):
         token = auth.mint(room=ATTACK_ROOM, identity="late", ttl=2)
         expires = json.loads(_claims(token))["exp"]
-        async with _websocket(target) as ws:
+        async with websocket(target) as ws:
             welcome = await _Peer(ws).join(target, "late", token=token)
             assert welcome["type"] == "welcome", welcome
         await asyncio.sleep(max(0.0, expires - time.time()) + 0.2)
-        async with _websocket(target) as ws:
+        async with websocket(target) as ws:
             peer = _Peer(ws)
             await peer.send({"type": "hello", "version": 1})
             await peer.receive()
@@ -184,7 +170,7 @@ async def test_oversized_join_metadata(target: Target, canary: Canary) -> None:
     the message limit): ``too_large``; a ``join`` within the limit then succeeds."""
     just_over = {"k": "x" * (MAX_METADATA - len('{"k":""}') + 1)}
     far_over = {"k": "x" * (MAX_MESSAGE_BYTES - 4096)}
-    async with hostile_case(target, canary), _websocket(target) as ws:
+    async with hostile_case(target, canary), websocket(target) as ws:
         peer = _Peer(ws)
         await peer.send({"type": "hello", "version": 1})
         await peer.receive()
@@ -254,19 +240,9 @@ def _kernel_send_buffer_max() -> int:
     return int(Path("/proc/sys/net/ipv4/tcp_wmem").read_text().split()[2])
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readexactly(2)
-    size = head[1] & 0x7F
-    if size == 126:
-        size = struct.unpack("!H", await reader.readexactly(2))[0]
-    elif size == 127:
-        size = struct.unpack("!Q", await reader.readexactly(8))[0]
-    return head[0] & 0x0F, await reader.readexactly(size)
-
-
 async def _read_json(reader: asyncio.StreamReader) -> dict[str, Any]:
     while True:
-        opcode, payload = await asyncio.wait_for(_read_frame(reader), 10)
+        opcode, payload = await asyncio.wait_for(read_frame(reader), 10)
         if opcode == TEXT:
             decoded: dict[str, Any] = json.loads(payload)
             if decoded["type"] != "ping":
@@ -313,7 +289,7 @@ async def test_a_slow_consumer_is_closed(target: Target, canary: Canary) -> None
             # the server closed it (or is about to): take what it holds, within close_timeout
             async with asyncio.timeout(20):
                 while True:
-                    opcode, payload = await _read_frame(reader)
+                    opcode, payload = await read_frame(reader)
                     if opcode == 0x8:
                         code = struct.unpack("!H", payload[:2])[0]
                         break
@@ -329,7 +305,7 @@ async def _flood(target: Target, sloth: str, sloth_writer: asyncio.StreamWriter)
     as soon as the server has processed it (its ``ack`` to the flooder says so)."""
     total = MAX_SEND_BUFFER + _kernel_send_buffer_max() + 2**20
     payload = "x" * FLOOD_PAYLOAD
-    async with _websocket(target) as ws:
+    async with websocket(target) as ws:
         flooder = _Peer(ws)
         assert (await flooder.join(target, "flooder"))["type"] == "welcome"
         # sloth's seq: 1 was peer-joined (flooder); others' arrivals or departures in the room

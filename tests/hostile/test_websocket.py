@@ -16,8 +16,6 @@ import contextlib
 import json
 import struct
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
@@ -30,6 +28,7 @@ from hostile.harness import (
     hostile_case,
     raw_websocket,
     read_close_code,
+    websocket,
 )
 from hostile.targets import ATTACK_ROOM, MAX_MESSAGE_BYTES, SECRET, Target
 from rtckit.signaling.auth import TokenAuth
@@ -66,21 +65,6 @@ async def test_malformed_frames_close_with_the_protocol_code(
                 assert await read_close_code(reader) == code
             finally:
                 close_quietly(writer)
-
-
-@asynccontextmanager
-async def _websocket(target: Target) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
-    connector = aiohttp.TCPConnector(ssl=target.main.tls or False)
-    try:
-        async with (
-            aiohttp.ClientSession(connector=connector) as session,
-            session.ws_connect(target.ws_url, max_msg_size=0, autoping=True) as ws,
-        ):
-            yield ws
-    finally:
-        if target.main.tls is not None:
-            # aiohttp's advice: give TLS transports a moment to close before the loop ends
-            await asyncio.sleep(0.25)
 
 
 async def _receive(ws: aiohttp.ClientWebSocketResponse) -> dict[str, Any]:
@@ -131,7 +115,7 @@ BAD_MESSAGES: dict[str, tuple[list[str], str, str]] = {
 @pytest.mark.parametrize("kind", sorted(BAD_MESSAGES))
 async def test_bad_messages_get_their_error(target: Target, canary: Canary, kind: str) -> None:
     before, bad, code = BAD_MESSAGES[kind]
-    async with hostile_case(target, canary), _websocket(target) as ws:
+    async with hostile_case(target, canary), websocket(target) as ws:
         for text in before:
             await ws.send_str(text)
             assert (await _receive(ws))["type"] == "hello"
@@ -154,7 +138,7 @@ async def test_message_over_the_size_limit_is_closed(target: Target, canary: Can
     huge = json.dumps({"type": "app", "payload": "x" * (MAX_MESSAGE_BYTES + 1), "seq": 1})
     async with hostile_case(target, canary):
         for _ in range(3):
-            async with _websocket(target) as ws:
+            async with websocket(target) as ws:
                 await ws.send_str(HELLO)
                 await _receive(ws)
                 with contextlib.suppress(ConnectionError):
@@ -196,7 +180,7 @@ async def test_forged_and_expired_tokens_are_refused(
     join: dict[str, Any] = {"type": "join", "room": ATTACK_ROOM}
     if token:
         join["token"] = token
-    async with hostile_case(target, canary), _websocket(target) as ws:
+    async with hostile_case(target, canary), websocket(target) as ws:
         await ws.send_str(HELLO)
         await _receive(ws)
         for _ in range(3):
@@ -208,7 +192,7 @@ async def test_forged_and_expired_tokens_are_refused(
 
 async def test_unknown_room_is_refused(target: Target, canary: Canary) -> None:
     token = target.token("nowhere", "eve")
-    async with hostile_case(target, canary), _websocket(target) as ws:
+    async with hostile_case(target, canary), websocket(target) as ws:
         await ws.send_str(HELLO)
         await _receive(ws)
         await ws.send_str(json.dumps({"type": "join", "room": "nowhere", "token": token}))
@@ -250,7 +234,7 @@ async def test_message_flood_is_cut_at_the_rate_limit(target: Target, canary: Ca
     ``rate_limited``, then close 1008 (the server's lingering close reads the rest of the
     flood, so TCP does not reset the connection before the client reads both)."""
     token = target.token(ATTACK_ROOM, "flooder")
-    async with hostile_case(target, canary), _websocket(target) as ws:
+    async with hostile_case(target, canary), websocket(target) as ws:
         await ws.send_str(HELLO)
         await _receive(ws)
         await ws.send_str(json.dumps({"type": "join", "room": ATTACK_ROOM, "token": token}))
