@@ -558,7 +558,7 @@ def test_handshake_timeout() -> None:
 
 
 def test_heartbeat_pings_and_dead_peer_removal_within_15_seconds() -> None:
-    h = Harness()  # defaults: heartbeat 3, dead 8, resume window 5
+    h = Harness()  # defaults: heartbeat 6, dead 9, resume window 5
     a, _ = h.join()
     b, _ = h.join()
     h.take(a)
@@ -628,7 +628,7 @@ def test_pending_ack_is_sent_after_ack_delay_whatever_the_heartbeat_interval() -
 
 
 def test_server_pings_carry_no_nonce_and_pongs_skip_the_decoder() -> None:
-    h = Harness()
+    h = Harness(heartbeat_interval=3.0, dead_peer_timeout=8.0)
     a, _ = h.join()
     h.tick(3.0)
     (ping,) = h.take(a)
