@@ -4,7 +4,10 @@ limits, origins, server-side participants, mounting in an app."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import socket
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -387,6 +390,31 @@ async def test_peer_whose_socket_stops_reading_is_reported_left(running: Running
             assert budget - 0.2 <= elapsed <= budget + 1.0
         finally:
             writer.close()
+
+
+async def test_pings_then_reset_log_no_traceback(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client that pings and resets at once: the server's pong finds the transport closing.
+    # (With aiohttp's autoping the error escaped the handler: one traceback per connection.)
+    async with asyncio.timeout(20):
+        for _ in range(10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+            writer.write(
+                b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"\x89\x80\0\0\0\0" * 2000)  # masked empty pings
+            writer.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            writer.transport.abort()  # RST
+        await asyncio.sleep(0.5)
+        async with SignalingClient.connect(running.url, room="r") as client:
+            assert client.peer_id  # the server still serves
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_python_client_answers_heartbeats(running: Running) -> None:

@@ -425,7 +425,10 @@ class SignalingServer:
                     touch(conn)
                 elif kind == ping:
                     touch(conn)
-                    await ws.pong(message.data)
+                    try:
+                        await ws.pong(message.data)
+                    except (ConnectionError, RuntimeError, aiohttp.ClientError):
+                        break  # the client reset the connection after pinging
                 elif kind == binary:
                     await ws.close(code=CloseCode.PROTOCOL_ERROR, message=b"text frames only")
                     break
