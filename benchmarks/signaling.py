@@ -7,7 +7,8 @@ Each server runs in its own process; this process drives WebSocket clients in pa
 * p50/p99 latency from send to receive (same clock: the driver sends and receives);
 * server CPU microseconds per relayed message (the server process's user+system CPU time
   during the measured window, from /proc, divided by the messages delivered in it);
-* with 5,000 idle connected clients: server memory per client (RSS growth) and idle CPU.
+* with 5,000 idle connected clients: server memory per client (RSS growth) and idle CPU,
+  over several of rtckit's heartbeat intervals (``--idle-only`` runs just this).
 
 Baseline: the PeerJS server (npm package ``peer``), installed into a temporary directory with
 ``npm install peer`` and run as ``node .../peerjs.js --port P --host 127.0.0.1`` (what
@@ -444,12 +445,27 @@ class IdleResult:
     idle_cpu_percent: float
 
 
+def rtckit_detection() -> tuple[float, float]:
+    """rtckit's default heartbeat interval, and the longest time until a peer that stops
+    answering is reported left (dead-peer timeout + resume window + one tick)."""
+    sys.path.insert(0, str(ROOT / "src"))
+    from rtckit.signaling import OpenAuth, SignalingConfig
+
+    config = SignalingConfig(auth=OpenAuth())
+    detection = config.dead_peer_timeout + config.resume_window + config.tick_interval
+    return config.heartbeat_interval, detection
+
+
+# The idle window: three of rtckit's heartbeat intervals, so that every client is pinged.
+IDLE_SECONDS = 3 * rtckit_detection()[0]
+
+
 async def idle(server: Server, count: int, seconds: float) -> IdleResult:
     await asyncio.sleep(0.5)
     rss0 = rss_bytes(server.proc.pid)
     stats = Stats()
     async with connected(server, count, stats):
-        await asyncio.sleep(2.0)
+        await asyncio.sleep(3.0)
         rss1 = rss_bytes(server.proc.pid)
         cpu0 = cpu_seconds(server.proc.pid)
         await asyncio.sleep(seconds)
@@ -552,8 +568,10 @@ def report(
             ),
             "",
             "Idle clients: server memory growth per connected client and the server's CPU "
-            "while they stay connected (rtckit pings each silent connection every 3 s; the "
-            "benchmark clients answer).",
+            f"while they stay connected, over {IDLE_SECONDS:.0f} s. rtckit pings each silent "
+            f"connection every {rtckit_detection()[0]:.0f} s (a WebSocket ping frame, which the "
+            "clients' WebSocket stack answers) and reports a peer that stops answering as "
+            f"left within {rtckit_detection()[1]:.1f} s; the PeerJS server sends no pings.",
             "",
             table(
                 ["server", "loop", "clients", "KiB/client", "server RSS MiB", "idle CPU %"],
@@ -612,7 +630,7 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
     load_start = os.getloadavg()[0]
     seconds = 4.0 if args.quick else args.seconds
     sizes = [100] if args.quick else [100, 1000]
-    idle_count = 500 if args.quick else 5000
+    idle_count = args.idle_clients or (500 if args.quick else 5000)
     repeat = 1 if args.quick else args.repeat
     loops = python_loops(args.loop)
     runs: dict[tuple[str, str, int], list[RelayResult]] = {}
@@ -627,7 +645,7 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
     # Servers take turns within each repetition, so that they share the machine's conditions,
     # starting with a different one each time; each ratio compares with the PeerJS run of the
     # same repetition.
-    for rep in range(repeat):
+    for rep in range(0 if args.idle_only else repeat):
         turn = starters[rep % len(starters) :] + starters[: rep % len(starters)]
         for count in sizes:
             results = []
@@ -648,7 +666,7 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
         try:
             if server.name == "aiohttp floor":
                 continue
-            result_idle = await idle(server, idle_count, 5.0)
+            result_idle = await idle(server, idle_count, IDLE_SECONDS)
         finally:
             server.stop()
         idles.append(result_idle)
@@ -660,7 +678,7 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
     )
     idles.sort(key=lambda i: (order[i.server], i.loop))
     text = report(relays, idles, seconds, baseline, (load_start, os.getloadavg()[0]), repeat)
-    if not args.quick:
+    if not (args.quick or args.idle_only):
         DOC.write_text(text, encoding="utf-8")
     print(text)
 
@@ -673,6 +691,10 @@ if __name__ == "__main__":
     parser.add_argument("--repeat", type=int, default=3, help="runs per scenario (3)")
     parser.add_argument("--rate", type=float, default=2000.0, help="offered msg/s (2000)")
     parser.add_argument("--no-peerjs", action="store_true", help="skip the PeerJS baseline")
+    parser.add_argument(
+        "--idle-only", action="store_true", help="only the idle clients (docs not written)"
+    )
+    parser.add_argument("--idle-clients", type=int, help="idle clients (5000; 500 with --quick)")
     parser.add_argument(
         "--floor", action="store_true", help="also measure a bare aiohttp relay (no checks)"
     )

@@ -36,6 +36,7 @@ from rtckit.signaling.protocol import (
 )
 from rtckit.signaling.state import (
     Close,
+    Heartbeat,
     MessageEvent,
     Output,
     PeerJoinedEvent,
@@ -557,7 +558,7 @@ def test_handshake_timeout() -> None:
 
 
 def test_heartbeat_pings_and_dead_peer_removal_within_15_seconds() -> None:
-    h = Harness()  # defaults: heartbeat 3, dead 8, resume window 5
+    h = Harness()  # defaults: heartbeat 6, dead 9, resume window 5
     a, _ = h.join()
     b, _ = h.join()
     h.take(a)
@@ -573,6 +574,68 @@ def test_heartbeat_pings_and_dead_peer_removal_within_15_seconds() -> None:
     assert h.closes[b][0] == CloseCode.HEARTBEAT_TIMEOUT
     assert left_at is not None
     assert left_at <= 15.0
+    assert a not in h.closes
+
+
+class _CountingState(SignalingState):
+    """Counts how many connections tick looks at."""
+
+    looks = 0
+
+    def _check(self, state: Any, now: float, out: Output) -> None:
+        self.looks += 1
+        super()._check(state, now, out)
+
+
+def test_transport_pings_and_tick_cost_per_due_connection() -> None:
+    config = SignalingConfig(auth=OpenAuth(), heartbeat_interval=3.0, dead_peer_timeout=8.0)
+    state = _CountingState(config)
+    count = 500
+    for conn in range(1, count + 1):
+        state.open(conn, 0.0, transport_pings=True)
+        state.receive(conn, Hello(), 0.0)
+        state.receive(conn, Join(room=f"r{conn}"), 0.0)
+    for step in range(1, 6):  # nothing is due before the heartbeat interval: no looks
+        assert state.tick(step * 0.5).actions == []
+    assert state.looks == 0
+    out = state.tick(3.0)  # each idle connection gets one transport ping
+    assert out.actions == [Heartbeat(conn) for conn in range(1, count + 1)]
+    assert state.looks == count
+    for conn in range(2, count + 1):  # the transport saw their pongs; conn 1 stays silent
+        state.touch(conn, 3.1)
+    for step in range(7, 12):  # 3.5 .. 5.5: nothing due
+        assert state.tick(step * 0.5).actions == []
+    assert state.looks == count
+    actions = [a for step in range(12, 16) for a in state.tick(step * 0.5).actions]
+    # 6.0 .. 7.5: conn 1 pinged again, the others once (at most two looks each)
+    assert sorted(a.conn for a in actions if isinstance(a, Heartbeat)) == list(range(1, count + 1))
+    assert len(actions) == count
+    assert state.looks <= 3 * count
+    assert Close(1, CloseCode.HEARTBEAT_TIMEOUT, "no heartbeat") in state.tick(8.0).actions
+
+
+def test_pending_ack_is_sent_after_ack_delay_whatever_the_heartbeat_interval() -> None:
+    h = Harness(heartbeat_interval=30.0, dead_peer_timeout=60.0, ack_delay=1.0)
+    a, _ = h.join()
+    _, wb = h.join()
+    h.take(a)
+    h.now = 0.2
+    h.send(a, AppMessage(to=wb.peer_id, payload=1, seq=1))
+    h.tick(1.1)
+    assert [m for m in h.take(a) if isinstance(m, Ack)] == []
+    h.tick(1.2)
+    assert [m for m in h.take(a) if isinstance(m, Ack)] == [Ack(ack=1)]
+
+
+def test_server_pings_carry_no_nonce_and_pongs_skip_the_decoder() -> None:
+    h = Harness(heartbeat_interval=3.0, dead_peer_timeout=8.0)
+    a, _ = h.join()
+    h.tick(3.0)
+    (ping,) = h.take(a)
+    assert ping == Ping()
+    assert h.send_raw(a, '{"type":"pong"}').actions == []
+    assert h.send_raw(a, '{"type":"ping"}').actions == [Send(a, '{"type":"pong"}')]
+    h.tick(10.0)  # the pong at 3.0 was a sign of life: pinged again, not closed
     assert a not in h.closes
 
 

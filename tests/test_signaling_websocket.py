@@ -4,7 +4,10 @@ limits, origins, server-side participants, mounting in an app."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import socket
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -65,8 +68,10 @@ def config(**overrides: Any) -> pytest.MarkDecorator:
     return pytest.mark.parametrize("running", [overrides], indirect=True)
 
 
-async def raw_join(url: str, session: aiohttp.ClientSession, room: str = "r") -> Any:
-    ws = await session.ws_connect(url)
+async def raw_join(
+    url: str, session: aiohttp.ClientSession, room: str = "r", *, autoping: bool = True
+) -> Any:
+    ws = await session.ws_connect(url, autoping=autoping)
     await ws.send_str(encode(Hello()))
     await ws.send_str(encode(Join(room=room)))
     assert isinstance(decode((await ws.receive()).data), Hello)
@@ -293,7 +298,7 @@ async def test_vanished_peer_is_removed_by_heartbeat(running: Running) -> None:
         SignalingClient.connect(running.url, room="r") as watcher,
     ):
         # a peer that joins then never answers pings (its socket stays open)
-        ws, welcome = await raw_join(running.url, session)
+        ws, welcome = await raw_join(running.url, session, autoping=False)
         joined = await next_of(watcher, PeerJoined)
         assert joined.peer.id == welcome.peer_id
         started = asyncio.get_running_loop().time()
@@ -302,15 +307,114 @@ async def test_vanished_peer_is_removed_by_heartbeat(running: Running) -> None:
         assert (left.peer_id, left.reason) == (welcome.peer_id, "timeout")
         assert elapsed < 15
         pings = 0
-        while True:
+        while True:  # the server's heartbeats are WebSocket pings
             message = await ws.receive()
-            if message.type != aiohttp.WSMsgType.TEXT:
+            if message.type != aiohttp.WSMsgType.PING:
                 break
-            pings += decode(message.data).type == "ping"
+            pings += 1
         assert pings >= 1
         assert message.type == aiohttp.WSMsgType.CLOSE
         assert message.data == CloseCode.HEARTBEAT_TIMEOUT
         await ws.close()
+
+
+@config(heartbeat_interval=0.2, dead_peer_timeout=0.6, tick_interval=0.05)
+async def test_websocket_pongs_keep_a_peer_alive(running: Running) -> None:
+    # A client that answers the server's heartbeats only at the WebSocket level (its stack
+    # answers pings; it ignores protocol messages) stays in the room.
+    async with (
+        asyncio.timeout(20),
+        aiohttp.ClientSession() as session,
+        SignalingClient.connect(running.url, room="r") as watcher,
+    ):
+        ws, welcome = await raw_join(running.url, session)
+        frames: list[aiohttp.WSMsgType] = []
+
+        async def read() -> None:
+            while not ws.closed:  # receive() answers pings (autoping)
+                frames.append((await ws.receive()).type)
+
+        reader = asyncio.get_running_loop().create_task(read())
+        try:
+            await asyncio.sleep(2.0)  # ten heartbeat periods, three dead-peer timeouts
+            assert welcome.peer_id in watcher.peers
+            assert not ws.closed
+            assert aiohttp.WSMsgType.CLOSE not in frames
+        finally:
+            reader.cancel()
+            await ws.close()
+
+
+async def _raw_websocket_join(port: int) -> tuple[asyncio.StreamWriter, str]:
+    """Join room ``r`` over a hand-made WebSocket; return the writer and the peer id.
+
+    The caller then stops reading: its socket neither answers pings nor takes frames.
+    """
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        b"Sec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await reader.readuntil(b"\r\n\r\n")
+    for text in (encode(Hello()), encode(Join(room="r"))):
+        data = text.encode()
+        writer.write(bytes([0x81, 0x80 | len(data)]) + b"\0\0\0\0" + data)  # zero mask
+    frames = b""
+    while b'"welcome"' not in frames or b'"peer_id":"' not in frames.split(b'"welcome"')[1]:
+        frames += await reader.read(4096)
+    after = frames.split(b'"welcome"')[1].split(b'"peer_id":"')[1]
+    return writer, after.split(b'"')[0].decode()
+
+
+@config(heartbeat_interval=0.3, dead_peer_timeout=1.0, resume_window=1.0, tick_interval=0.1)
+async def test_peer_whose_socket_stops_reading_is_reported_left(running: Running) -> None:
+    config = running.server.config
+    # the defaults, by arithmetic: silence for dead_peer_timeout closes the connection, the
+    # session then waits resume_window, both noticed at the next tick
+    defaults = SignalingConfig(auth=OpenAuth())
+    assert defaults.dead_peer_timeout + defaults.resume_window + defaults.tick_interval <= 15
+    async with (
+        asyncio.timeout(20),
+        SignalingClient.connect(running.url, room="r") as watcher,
+    ):
+        writer, peer_id = await _raw_websocket_join(running.port)
+        try:
+            joined = await next_of(watcher, PeerJoined)
+            assert joined.peer.id == peer_id
+            started = asyncio.get_running_loop().time()
+            left = await next_of(watcher, PeerLeft)
+            elapsed = asyncio.get_running_loop().time() - started
+            assert (left.peer_id, left.reason) == (peer_id, "timeout")
+            budget = config.dead_peer_timeout + config.resume_window + config.tick_interval
+            assert budget - 0.2 <= elapsed <= budget + 1.0
+        finally:
+            writer.close()
+
+
+async def test_pings_then_reset_log_no_traceback(
+    running: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A client that pings and resets at once: the server's pong finds the transport closing.
+    # (With aiohttp's autoping the error escaped the handler: one traceback per connection.)
+    async with asyncio.timeout(20):
+        for _ in range(10):
+            reader, writer = await asyncio.open_connection("127.0.0.1", running.port)
+            writer.write(
+                b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                b"Sec-WebSocket-Version: 13\r\n\r\n"
+            )
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"\x89\x80\0\0\0\0" * 2000)  # masked empty pings
+            writer.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
+            writer.transport.abort()  # RST
+        await asyncio.sleep(0.5)
+        async with SignalingClient.connect(running.url, room="r") as client:
+            assert client.peer_id  # the server still serves
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_python_client_answers_heartbeats(running: Running) -> None:

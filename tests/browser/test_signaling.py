@@ -249,3 +249,32 @@ async def test_standalone_server_serves_every_module() -> None:
         assert got == [{"participantId": first, "data": f"hello from {first}"}]
         for page in pages:
             await page.evaluate("() => window.room.close()")
+
+
+async def test_idle_browser_stays_through_websocket_heartbeats() -> None:
+    """The server's heartbeats are WebSocket pings, which Chromium answers by itself; the page
+    itself never sees them and pings when the server is silent. An idle page stays joined
+    and connected through many dead-peer timeouts."""
+    require_executable("chromium", hint="apt-get install chromium")
+    config = SignalingConfig(
+        auth=OpenAuth(),
+        heartbeat_interval=0.3,
+        dead_peer_timeout=1.0,
+        resume_window=1.0,
+        tick_interval=0.1,
+    )
+    async for host, _server in _serve(config):
+        async with (
+            asyncio.timeout(60),
+            launch_chromium() as browser,
+            SignalingClient.connect(f"ws://{host}/ws", room="idle") as watcher,
+        ):
+            page = await browser.new_page()
+            await page.goto(f"http://{host}/")
+            await page.wait_for_function("() => window.ready === true")
+            peer_id = await page.evaluate("() => window.join('idle')")
+            await asyncio.sleep(5.0)  # five dead-peer timeouts, idle
+            assert peer_id in watcher.peers
+            assert await page.evaluate("() => window.sig.connected")
+            log = await page.evaluate("() => window.log")
+            assert [m for m in log if m["type"] in ("disconnected", "peer-left")] == []

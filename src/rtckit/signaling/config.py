@@ -63,8 +63,11 @@ class SignalingConfig:
     """Everything the signaling server enforces. ``auth`` has no default on purpose.
 
     Times are in seconds. With the defaults a peer that vanishes without ``bye`` is removed
-    (others get ``peer-left``) at most ``dead_peer_timeout + resume_window + tick`` = 13.5 s
-    later; a peer whose connection drops cleanly is removed after ``resume_window``.
+    (others get ``peer-left``) at most ``dead_peer_timeout + resume_window + tick`` = 14.5 s
+    later; a peer whose connection drops cleanly is removed after ``resume_window``. The
+    heartbeat is one ping per silent connection per ``heartbeat_interval`` (a WebSocket ping
+    frame on WebSocket connections): as long as the dead-peer timeout allows, since idle
+    connections cost CPU in proportion to it.
     """
 
     #: Who may join, :class:`~rtckit.signaling.auth.TokenAuth` or, for demos,
@@ -101,10 +104,12 @@ class SignalingConfig:
     burst: int = attrs.field(default=200, validator=_positive)
     #: Seconds a new connection has to send ``hello`` and ``join``/``resume``.
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive_time)
-    #: Seconds of silence from a client after which the server sends ``ping``.
-    heartbeat_interval: float = attrs.field(default=3.0, validator=_positive_time)
-    #: Seconds of silence after which a connection is considered dead and closed.
-    dead_peer_timeout: float = attrs.field(default=8.0, validator=_positive_time)
+    #: Seconds of silence from a client after which the server pings it (and again every
+    #: this many seconds while it stays silent).
+    heartbeat_interval: float = attrs.field(default=6.0, validator=_positive_time)
+    #: Seconds of silence after which a connection is considered dead and closed (the
+    #: client has ``dead_peer_timeout - heartbeat_interval`` to answer a ping).
+    dead_peer_timeout: float = attrs.field(default=9.0, validator=_positive_time)
     #: Seconds a session survives without a connection, waiting for ``resume``.
     resume_window: float = attrs.field(default=5.0, validator=attrs.validators.ge(0.0))
     #: Unacknowledged messages kept per session; beyond it relays are refused (backlog_full).

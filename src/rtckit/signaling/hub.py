@@ -23,6 +23,7 @@ from rtckit.errors import ConnectionClosedError
 from rtckit.signaling.config import SignalingConfig
 from rtckit.signaling.protocol import Message, PeerInfo
 from rtckit.signaling.state import (
+    Close,
     ConnectionId,
     Output,
     Send,
@@ -53,6 +54,14 @@ class ServerConnection(Protocol):
 
     def close(self, code: int, reason: str) -> None:
         """Close the connection with *code*; must not block; idempotent."""
+        ...
+
+    def ping(self) -> None:
+        """Send a transport-level ping (a WebSocket ping frame); must not block.
+
+        Called only for connections opened with ``transport_pings=True``; others may do
+        nothing. The transport reports the pong with :meth:`SignalingHub.touch`.
+        """
         ...
 
 
@@ -176,18 +185,35 @@ class SignalingHub:
 
     # --- connections ---------------------------------------------------------------------
 
-    def open(self, connection: ServerConnection, *, trusted: bool = False) -> ConnectionId:
-        """Attach a new connection; return its id (pass it to :meth:`feed`)."""
+    def open(
+        self,
+        connection: ServerConnection,
+        *,
+        trusted: bool = False,
+        transport_pings: bool = False,
+    ) -> ConnectionId:
+        """Attach a new connection; return its id (pass it to :meth:`feed`).
+
+        *transport_pings*: the server's heartbeats on it are :meth:`ServerConnection.ping`
+        calls (WebSocket ping frames) instead of ``ping`` messages; the transport then calls
+        :meth:`touch` for each pong.
+        """
         if self._closed:
             raise ConnectionClosedError("the signaling hub is closed")
         conn = next(self._ids)
         self._connections[conn] = connection
-        self._apply(self.state.open(conn, self._now(), trusted=trusted))
+        self._apply(
+            self.state.open(conn, self._now(), trusted=trusted, transport_pings=transport_pings)
+        )
         return conn
 
     def feed(self, conn: ConnectionId, data: str | bytes) -> None:
         """A frame arrived on *conn*."""
         self._apply(self.state.receive_data(conn, data, self._now()))
+
+    def touch(self, conn: ConnectionId) -> None:
+        """*conn* showed a sign of life its transport handled (a pong); constant time."""
+        self.state.touch(conn, self._now())
 
     def feed_message(self, conn: ConnectionId, message: Message) -> None:
         """A decoded message arrived on *conn* (in-process connections)."""
@@ -244,10 +270,14 @@ class SignalingHub:
                 target = connections.get(action.conn)
                 if target is not None:
                     target.send_text(action.text)
-            else:
+            elif isinstance(action, Close):
                 connection = connections.pop(action.conn, None)
                 if connection is not None:
                     connection.close(action.code, action.reason)
+            else:  # Heartbeat
+                target = connections.get(action.conn)
+                if target is not None:
+                    target.ping()
         if out.events:
             for event in out.events:
                 for listener in list(self._listeners):

@@ -74,6 +74,9 @@ class _ServerSide:
         if self.closed is not None:
             self.queue.put_nowait(self.closed)
 
+    def ping(self) -> None:
+        """Not called: in-process connections get ``ping`` messages (no transport pings)."""
+
     def close(self, code: int, reason: str) -> None:
         if self.closed is None:
             self.closed = _Closed(code, reason)

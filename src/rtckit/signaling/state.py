@@ -5,13 +5,15 @@ the in-memory hub) feeds it what happened and performs what it returns:
 
 * :meth:`~SignalingState.open` a connection appeared (``trusted`` for in-process peers);
 * :meth:`~SignalingState.receive_data` / :meth:`~SignalingState.receive` a frame arrived;
+* :meth:`~SignalingState.touch` the transport saw a sign of life it handled itself (a
+  WebSocket pong);
 * :meth:`~SignalingState.closed` the connection went away;
 * :meth:`~SignalingState.tick` time passed (heartbeats, timeouts, acknowledgements).
 
-Each returns an :class:`Output`: ``actions`` (:class:`Send` and :class:`Close`, to perform in
-order) and ``events`` (typed server-side events for hooks: :class:`PeerJoinedEvent`,
-:class:`PeerLeftEvent`, :class:`MessageEvent`, :class:`RoomClosedEvent`,
-:class:`ErrorSentEvent`).
+Each returns an :class:`Output`: ``actions`` (:class:`Send`, :class:`Close` and
+:class:`Heartbeat`, to perform in order) and ``events`` (typed server-side events for hooks:
+:class:`PeerJoinedEvent`, :class:`PeerLeftEvent`, :class:`MessageEvent`,
+:class:`RoomClosedEvent`, :class:`ErrorSentEvent`).
 
 Connection life cycle (a connection is one WebSocket; a session is one peer in one room and
 can outlive its connection for ``resume_window`` seconds):
@@ -38,6 +40,8 @@ bounded; ``resume`` checks the room token again.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import secrets
 from collections import deque
 from typing import Any, NamedTuple, TypeAlias
@@ -80,6 +84,7 @@ __all__ = [
     "Close",
     "ConnectionId",
     "ErrorSentEvent",
+    "Heartbeat",
     "MessageEvent",
     "Output",
     "PeerJoinedEvent",
@@ -171,7 +176,23 @@ def _with_seq(message: Any, seq: int | None, sender: str | None = None) -> Any:
     return copy
 
 
-Action: TypeAlias = Send | Close
+class Heartbeat(NamedTuple):
+    """Send a transport-level ping on connection *conn* (a WebSocket ping frame).
+
+    Only for connections opened with ``transport_pings=True``; the transport reports the
+    answer (or any frame) with :meth:`SignalingState.touch` or a received message.
+    """
+
+    conn: ConnectionId
+
+
+Action: TypeAlias = Send | Close | Heartbeat
+
+# The server's protocol ping (no nonce: the answer's content does not matter, any frame is a
+# sign of life), and the pong a client sends to it: recognized without decoding.
+_PING = Ping()
+_PING_TEXT = encode(_PING)
+_PONG_TEXT = encode(Pong())
 
 
 @attrs.frozen(kw_only=True)
@@ -288,9 +309,12 @@ class _Conn:
     last_ping: float
     tokens: float
     bucket_time: float
+    #: The transport pings (WebSocket ping frames): tick emits Heartbeat, not a ping message.
+    transport_pings: bool = False
     greeted: bool = False
     session: _Session | None = None
-    ping_nonce: int = 0
+    #: When tick next looks at this connection (its entry in SignalingState._checks).
+    check_at: float | None = None
 
 
 class SignalingState:
@@ -309,6 +333,13 @@ class SignalingState:
         self._tokens: dict[str, _Session] = {}
         self._pending_bytes = 0  # outbox_bytes summed over every session
         self._now = 0.0  # the time of the latest input
+        # What tick must look at, earliest first, so that a tick costs O(what is due), not
+        # O(connections): (when, conn id, conn) for each connection's next deadline (ping,
+        # dead peer, handshake, pending ack; stale entries are skipped), and (when, n,
+        # session) for the end of each detached session's resume window.
+        self._checks: list[tuple[float, ConnectionId, _Conn]] = []
+        self._expiries: list[tuple[float, int, _Session]] = []
+        self._expiry_order = itertools.count()
         for room in config.rooms:
             self._rooms[room.name] = _Room(room.name, room, declared=True)
 
@@ -342,21 +373,46 @@ class SignalingState:
 
     # --- inputs --------------------------------------------------------------------------
 
-    def open(self, conn: ConnectionId, now: float, *, trusted: bool = False) -> Output:
-        """A new connection *conn* (unique id chosen by the caller) was accepted."""
+    def open(
+        self,
+        conn: ConnectionId,
+        now: float,
+        *,
+        trusted: bool = False,
+        transport_pings: bool = False,
+    ) -> Output:
+        """A new connection *conn* (unique id chosen by the caller) was accepted.
+
+        *transport_pings*: the transport can ping (a WebSocket): heartbeats are
+        :class:`Heartbeat` actions instead of ``ping`` messages, and the transport reports
+        the answers with :meth:`touch`.
+        """
         if conn in self._conns:
             raise ValueError(f"connection {conn} is already open")
         self._now = now
-        self._conns[conn] = _Conn(
+        config = self.config
+        state = self._conns[conn] = _Conn(
             id=conn,
             trusted=trusted,
             opened_at=now,
             last_recv=now,
             last_ping=now,
-            tokens=float(self.config.burst),
+            tokens=float(config.burst),
             bucket_time=now,
+            transport_pings=transport_pings,
         )
+        self._schedule(state, now + min(config.handshake_timeout, config.heartbeat_interval))
         return Output()
+
+    def touch(self, conn: ConnectionId, now: float) -> None:
+        """*conn* showed a sign of life the transport handled itself (a WebSocket pong).
+
+        Constant time: it notes the time; :meth:`tick` reads it when the connection's
+        deadline comes.
+        """
+        state = self._conns.get(conn)
+        if state is not None:
+            state.last_recv = now
 
     def receive_data(self, conn: ConnectionId, data: str | bytes, now: float) -> Output:
         """A text frame arrived on *conn*: decode it (strictly) and process it."""
@@ -366,6 +422,11 @@ class SignalingState:
         if state is None:
             return out
         if not self._admit(state, now, out):
+            return out
+        if data == _PONG_TEXT:
+            return out  # the answer to the server's ping: a sign of life, nothing to do
+        if data == _PING_TEXT:
+            out.actions.append(Send(state.id, _PONG_TEXT))
             return out
         try:
             message = decode(
@@ -402,38 +463,28 @@ class SignalingState:
         return out
 
     def tick(self, now: float) -> Output:
-        """Time is *now*: send pings and pending acks, enforce timeouts and resume windows."""
+        """Time is *now*: send pings and pending acks, enforce timeouts and resume windows.
+
+        Only the connections and sessions with a deadline at or before *now* are looked at
+        (each has one entry in a heap): an idle connection costs a look per heartbeat
+        interval, not per tick.
+        """
         out = Output()
         self._now = now
-        config = self.config
-        for state in list(self._conns.values()):
-            session = state.session
-            if session is None:
-                if now - state.opened_at >= config.handshake_timeout:
-                    self._close(state, CloseCode.HANDSHAKE_TIMEOUT, "handshake timeout", now, out)
-                continue
-            if now - state.last_recv >= config.dead_peer_timeout:
-                self._close(state, CloseCode.HEARTBEAT_TIMEOUT, "no heartbeat", now, out)
-                continue
+        checks, conns = self._checks, self._conns
+        while checks and checks[0][0] <= now:
+            when, conn, state = heapq.heappop(checks)
+            if state.check_at == when and conns.get(conn) is state:
+                state.check_at = None
+                self._check(state, now, out)
+        expiries, window = self._expiries, self.config.resume_window
+        while expiries and expiries[0][0] <= now:
+            session = heapq.heappop(expiries)[2]
+            detached = session.detached_at
             if (
-                now - state.last_recv >= config.heartbeat_interval
-                and now - state.last_ping >= config.heartbeat_interval
-            ):
-                state.ping_nonce += 1
-                state.last_ping = now
-                out.send(state.id, Ping(nonce=state.ping_nonce))
-            if (
-                session.ack_due is not None
-                and now - session.ack_due >= config.ack_delay
-                and session.in_seq > session.acked_in
-            ):
-                session.ack_due = None
-                session.acked_in = session.in_seq
-                out.send(state.id, Ack(ack=session.in_seq))
-        for session in list(self._tokens.values()):
-            if (
-                session.detached_at is not None
-                and now - session.detached_at >= config.resume_window
+                detached is not None
+                and detached + window <= now
+                and self._tokens.get(session.resume_token) is session
             ):
                 self._remove(session, "timeout", out)
         return out
@@ -460,6 +511,49 @@ class SignalingState:
         return out
 
     # --- internals -----------------------------------------------------------------------
+
+    def _schedule(self, state: _Conn, when: float) -> None:
+        """Have :meth:`tick` look at *state* at *when* (or earlier, if it is due earlier)."""
+        check_at = state.check_at
+        if check_at is None or when < check_at:
+            state.check_at = when
+            heapq.heappush(self._checks, (when, state.id, state))
+
+    def _check(self, state: _Conn, now: float, out: Output) -> None:
+        """A deadline of *state* may have come: act on what is due, schedule the next look."""
+        config = self.config
+        session = state.session
+        if session is None:
+            deadline = state.opened_at + config.handshake_timeout
+            if deadline <= now:
+                self._close(state, CloseCode.HANDSHAKE_TIMEOUT, "handshake timeout", now, out)
+            else:  # a join or resume meanwhile is seen at the next look
+                self._schedule(state, min(deadline, now + config.heartbeat_interval))
+            return
+        last = state.last_recv
+        dead_at = last + config.dead_peer_timeout
+        if dead_at <= now:
+            self._close(state, CloseCode.HEARTBEAT_TIMEOUT, "no heartbeat", now, out)
+            return
+        interval = config.heartbeat_interval
+        ping_at = max(last, state.last_ping) + interval
+        if ping_at <= now:
+            state.last_ping = now
+            ping_at = now + interval
+            if state.transport_pings:
+                out.actions.append(Heartbeat(state.id))
+            else:
+                out.actions.append(Send(state.id, _PING_TEXT, _PING))
+        next_at = min(dead_at, ping_at)
+        if session.ack_due is not None and session.in_seq > session.acked_in:
+            ack_at = session.ack_due + config.ack_delay
+            if ack_at <= now:
+                session.ack_due = None
+                session.acked_in = session.in_seq
+                out.send(state.id, Ack(ack=session.in_seq))
+            else:
+                next_at = min(next_at, ack_at)
+        self._schedule(state, next_at)
 
     def _admit(self, state: _Conn, now: float, out: Output) -> bool:
         """Note liveness and apply the rate limit (a token bucket); False: refused."""
@@ -702,6 +796,7 @@ class SignalingState:
         session.in_seq = seq
         if session.ack_due is None:
             session.ack_due = state.last_recv
+            self._schedule(state, state.last_recv + self.config.ack_delay)
         if session.in_seq - session.acked_in >= self.config.ack_every:
             session.ack_due = None
             session.acked_in = session.in_seq
@@ -822,6 +917,10 @@ class SignalingState:
     def _detach(self, session: _Session, now: float) -> None:
         session.conn = None
         session.detached_at = now
+        heapq.heappush(
+            self._expiries,
+            (now + self.config.resume_window, next(self._expiry_order), session),
+        )
 
     def _remove(self, session: _Session, reason: str, out: Output) -> None:
         room = session.room

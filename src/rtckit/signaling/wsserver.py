@@ -57,6 +57,9 @@ logger = logging.getLogger(__name__)
 # Seconds between two looks at a closing connection's write buffer.
 _FLUSH_POLL = 0.02
 
+# A WebSocket ping frame (FIN, opcode 9, unmasked, empty payload): the server's heartbeat.
+_PING_FRAME = b"\x89\x00"
+
 
 def _write_buffer_size(transport: asyncio.Transport | None) -> int:
     """Bytes in *transport*'s write buffer; 0 without a transport, or for asyncio's TLS
@@ -149,6 +152,21 @@ class _WebSocketConnection:
     def close(self, code: int, reason: str) -> None:
         if self._closing is None:
             self._start_close(code, reason)
+
+    def ping(self) -> None:
+        """Write a WebSocket ping frame; the client's WebSocket stack answers it by itself.
+
+        Written straight to the transport (two constant bytes, no coroutine): frames are
+        uncompressed and aiohttp writes each whole, so it cannot land inside another one.
+        """
+        transport = self.transport
+        if (
+            self._closing is None
+            and transport is not None
+            and not transport.is_closing()
+            and not self.ws.closed
+        ):
+            transport.write(_PING_FRAME)
 
     def _drop_pending(self) -> None:
         self._pending.clear()
@@ -432,9 +450,12 @@ class SignalingServer:
             raise web.HTTPForbidden(text="origin not allowed")
         if self.hub.closed:
             raise web.HTTPServiceUnavailable(text="signaling server is closing")
+        # autoping off: the loop below answers pings itself and reports pongs to the hub,
+        # which sends the heartbeats (WebSocket pings: no protocol message to encode, and
+        # every client's WebSocket stack answers them).
         ws = web.WebSocketResponse(
             max_msg_size=self.config.max_message_size,
-            autoping=True,
+            autoping=False,
             compress=False,
         )
         await ws.prepare(request)
@@ -443,20 +464,29 @@ class SignalingServer:
             self._handlers.add(task)
         connection = _WebSocketConnection(ws, self.hub, request.transport)
         try:
-            conn = self.hub.open(connection)
+            conn = self.hub.open(connection, transport_pings=True)
         except ConnectionClosedError:
             await ws.close(code=CloseCode.GOING_AWAY, message=b"server closing")
             return ws
         # lingering close: the connection must outlive aiohttp's transport (see _linger)
         sock = _duplicate_socket(request.transport)
-        feed, receive = self.hub.feed, ws.receive
+        feed, touch, receive = self.hub.feed, self.hub.touch, ws.receive
         text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
+        ping, pong = aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG
         try:
             while True:  # receive() rather than ``async for``: one coroutine less per frame
                 message = await receive()
                 kind = message.type
                 if kind == text:
                     feed(conn, message.data)
+                elif kind == pong:
+                    touch(conn)
+                elif kind == ping:
+                    touch(conn)
+                    try:
+                        await ws.pong(message.data)
+                    except (ConnectionError, RuntimeError, aiohttp.ClientError):
+                        break  # the client reset the connection after pinging
                 elif kind == binary:
                     await ws.close(code=CloseCode.PROTOCOL_ERROR, message=b"text frames only")
                     break
