@@ -18,8 +18,8 @@ Workloads, each on a fresh state machine per repetition:
 
 Baseline, measured in the same run on the same frames (the acks included): ``json.loads`` of
 each frame, then ``json.dumps`` and ``encode()`` of the result, once: parsing and serializing
-the same JSON without any check, stamp or sequence number. The ratio (core / baseline) moves less between runs than the
-µs on this shared machine.
+the same JSON without any check, stamp or sequence number. The ratio (core / baseline) moves
+less between runs than the µs on this shared machine.
 
 Run ``python benchmarks/signaling_core.py`` (about a minute; ``--quick`` for a few seconds;
 ``--profile`` adds a cProfile of the ``pairs`` workload). Prints the table; writes nothing.

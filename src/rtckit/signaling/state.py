@@ -706,12 +706,12 @@ class SignalingState:
             session.ack_due = None
             session.acked_in = session.in_seq
             out.send(state.id, Ack(ack=session.in_seq))
-        me = session.peer_id
+        me = session.info.id
         if message.sender is not None and message.sender != me:
             self._error(state, ErrorCode.FORBIDDEN, "cannot speak as another peer", seq, out)
             return
-        if not isinstance(message, AppMessage) and not (
-            _MEDIA_PERMISSIONS & set(session.info.permissions)
+        if not isinstance(message, AppMessage) and _MEDIA_PERMISSIONS.isdisjoint(
+            session.info.permissions
         ):
             self._error(
                 state, ErrorCode.FORBIDDEN, f"{message.type} needs publish or subscribe", seq, out
