@@ -435,3 +435,14 @@ def test_the_typed_decoder_leaves_the_limits_to_the_json_path() -> None:
             with pytest.raises(ProtocolError) as info:
                 sp.decode(text)
             assert info.value.code == code, text
+
+
+@pytest.mark.parametrize("char", ["x", "é", "\U0001f600"])
+def test_the_typed_decoder_counts_id_lengths_in_characters(char: str) -> None:
+    longest = json.dumps({"type": "app", "to": char * 128, "seq": 1}, ensure_ascii=False)
+    assert _typed_agrees(longest) is not None
+    too_long = json.dumps({"type": "app", "to": char * 129, "seq": 1}, ensure_ascii=False)
+    assert _typed_agrees(too_long) is None
+    with pytest.raises(ProtocolError) as info:
+        sp.decode(too_long)
+    assert info.value.code == ErrorCode.BAD_MESSAGE
