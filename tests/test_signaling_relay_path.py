@@ -446,3 +446,32 @@ def test_the_typed_decoder_counts_id_lengths_in_characters(char: str) -> None:
     with pytest.raises(ProtocolError) as info:
         sp.decode(too_long)
     assert info.value.code == ErrorCode.BAD_MESSAGE
+
+
+@given(message_texts(), ids)
+@settings(max_examples=500, deadline=None)
+def test_a_typed_message_is_relayed_as_encode_would(text: str, sender: str) -> None:
+    try:
+        message, plain = sp.decode_frame(text)
+    except ProtocolError:
+        return
+    if isinstance(message, Relayed):
+        assert encode_relayed(message, sender, plain=plain) == encode(
+            attrs.evolve(message, sender=sender, seq=None)  # type: ignore[misc]
+        )
+
+
+def test_plain_relayed_text_is_escaped_as_the_json_module_does() -> None:
+    sdp = "v=0\r\n" + "".join(chr(code) for code in range(128)) + "é\u2028😀"
+    for message in (
+        Offer(to="b7", sdp=sdp, session="s", seq=1),
+        Candidate(to="b7", candidate=sdp, sdp_mid="0\x7f", sdp_mline_index=3, seq=2),
+        Restart(to="b7", seq=3),
+    ):
+        decoded, plain = sp.decode_frame(json.dumps(sp.as_dict(message), ensure_ascii=False))
+        assert plain
+        assert decoded == message
+        assert isinstance(decoded, Relayed)
+        assert encode_relayed(decoded, "a1", plain=True) == encode(
+            attrs.evolve(message, sender="a1", seq=None)
+        )

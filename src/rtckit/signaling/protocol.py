@@ -64,6 +64,7 @@ __all__ = [
     "Welcome",
     "as_dict",
     "decode",
+    "decode_frame",
     "encode",
     "encode_relayed",
     "json_depth",
@@ -710,6 +711,22 @@ def decode(
     *max_size* bounds the UTF-8 size in bytes, *max_depth* the nesting of free-form JSON fields.
     Never raises anything else, whatever *data* holds.
     """
+    return decode_frame(data, max_size=max_size, max_depth=max_depth)[0]
+
+
+def decode_frame(
+    data: str | bytes | bytearray | memoryview,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> tuple[Message, bool]:
+    """:func:`decode` *data*, and say whether the message holds plain JSON only.
+
+    True when the typed decoder (msgspec, the ``speed`` extra) produced the message: its
+    values are then finite numbers, text without lone surrogates, lists and objects with
+    string keys, which lets :func:`encode_relayed` write it faster (``plain=True``). The
+    same message and the same errors as :func:`decode`.
+    """
     if isinstance(data, str):
         if len(data) > max_size:
             raise _fail(ErrorCode.TOO_LARGE, f"message larger than {max_size} bytes")
@@ -739,8 +756,8 @@ def decode(
     if _typed is not None:
         found = _typed(text, max_depth, brackets)
         if found is not None:
-            return found
-    return _decode_text(text, max_depth)
+            return found, True
+    return _decode_text(text, max_depth), False
 
 
 def _decode_text(text: str, max_depth: int) -> Message:
@@ -943,12 +960,47 @@ _RELAY_PLANS: dict[type[Any], tuple[tuple[str, str], ...]] = {
 }
 
 
-def encode_relayed(message: Relayed, sender: str) -> str:
+def _make_plain_dumps() -> Callable[[dict[str, Any]], str | None] | None:
+    """Return a serializer of plain JSON without floats that uses msgspec.
+
+    For the relayed messages without free-form fields (offer, answer, candidates, restart:
+    strings and integers only, see :func:`decode_frame`). It answers ``None`` when its text
+    could differ from the json module's (``_dumps``), which then writes it: msgspec writes
+    non-ASCII text and DEL raw where the json module escapes them. Other than that, strings
+    and integers come out the same (escapes, separators, key order). Floats do not: msgspec
+    writes ``1e16`` and ``0.00001`` for ``1e+16`` and ``1e-05``, and finding them in a
+    ``payload`` costs what msgspec saves, so ``app`` messages stay with the json module.
+    """
+    try:
+        import msgspec
+    except ImportError:  # pragma: no cover - the speed extra is part of the test environment
+        return None
+    encode = msgspec.json.Encoder().encode
+
+    def plain_dumps(obj: dict[str, Any]) -> str | None:
+        data = encode(obj)
+        if not data.isascii() or b"\x7f" in data:
+            return None
+        return data.decode("ascii")
+
+    return plain_dumps
+
+
+_plain_dumps = _make_plain_dumps()
+# The relayed classes with only strings and integers (no free-form field that may hold floats).
+_PLAIN_TYPES = frozenset(
+    cls for cls in RELAYED_TYPES if all(spec.kind in ("id", "str", "int") for spec in _SPECS[cls])
+)
+
+
+def encode_relayed(message: Relayed, sender: str, *, plain: bool = False) -> str:
     """Serialize a relayed *message* as the server forwards it: ``from`` is *sender*, no ``seq``.
 
     The same text as ``encode(attrs.evolve(message, sender=sender, seq=None))``, without the
     copy; :func:`with_seq` then numbers it for each recipient. This is the server's path for
-    every relayed message: one serialization, whatever the number of recipients.
+    every relayed message: one serialization, whatever the number of recipients. *plain*:
+    the message came from :func:`decode_frame` with plain JSON (its second value), and may
+    be written faster (the same text).
     """
     cls = type(message)
     out: dict[str, Any] = {"type": cls.type}
@@ -956,6 +1008,10 @@ def encode_relayed(message: Relayed, sender: str) -> str:
         value = sender if name == "sender" else getattr(message, name)
         if value is not None:
             out[wire] = value
+    if plain and cls in _PLAIN_TYPES and _plain_dumps is not None:
+        text = _plain_dumps(out)
+        if text is not None:
+            return text
     try:
         return _dumps(out)
     except (TypeError, ValueError, RecursionError) as exc:
