@@ -21,7 +21,7 @@ each frame, then ``json.dumps`` and ``encode()`` of the result, once: parsing an
 the same JSON without any check, stamp or sequence number. The ratio (core / baseline) moves
 less between runs than the µs on this shared machine.
 
-Run ``python benchmarks/signaling_core.py`` (about a minute; ``--quick`` for a few seconds;
+Run ``python benchmarks/signaling_core.py`` (about fifteen seconds; ``--quick`` for a few;
 ``--profile`` adds a cProfile of the ``pairs`` workload). Prints the table; writes nothing.
 """
 
