@@ -722,7 +722,7 @@ def decode_frame(
 ) -> tuple[Message, bool]:
     """:func:`decode` *data*, and say whether the message holds plain JSON only.
 
-    True when the typed decoder (msgspec, the ``speed`` extra) produced the message: its
+    True when the typed decoder (msgspec, a dependency) produced the message: its
     values are then finite numbers, text without lone surrogates, lists and objects with
     string keys, which lets :func:`encode_relayed` write it faster (``plain=True``). The
     same message and the same errors as :func:`decode`.
@@ -785,7 +785,7 @@ def _decode_text(text: str, max_depth: int) -> Message:
 def _make_typed() -> Callable[[str, int, int], Message | None] | None:
     """Return a decoder of the relayed messages and ``ack`` that checks while it parses.
 
-    It uses msgspec (the ``speed`` extra; ``None`` without it): one typed pass in C checks the
+    It uses msgspec (a dependency; ``None`` without it): one typed pass in C checks the
     JSON, the ``type``, the field names, types and ranges of the messages every client sends
     most. It answers ``None`` whenever it cannot vouch for the result, and :func:`decode`
     then does the full check with the json module, so every error (its code and text) is
@@ -805,7 +805,7 @@ def _make_typed() -> Callable[[str, int, int], Message | None] | None:
     """
     try:
         import msgspec
-    except ImportError:  # pragma: no cover - the speed extra is part of the test environment
+    except ImportError:  # pragma: no cover - a dependency; decode uses the json path alone
         return None
     kinds: dict[str, Any] = {
         "id": Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)],
@@ -973,7 +973,7 @@ def _make_plain_dumps() -> Callable[[dict[str, Any]], str | None] | None:
     """
     try:
         import msgspec
-    except ImportError:  # pragma: no cover - the speed extra is part of the test environment
+    except ImportError:  # pragma: no cover - a dependency; encode_relayed uses the json module
         return None
     encode = msgspec.json.Encoder().encode
 
