@@ -43,6 +43,8 @@ from rtckit.signaling.protocol import (
 )
 from rtckit.signaling.state import Send, SignalingState
 
+CANDIDATE = "candidate:842163049 1 udp 1677729535 203.0.113.7 46154 typ srflx raddr 0.0.0.0 rport 0"
+
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -325,3 +327,151 @@ def test_send_keeps_the_message_it_was_given() -> None:
     assert "Send(conn=5" in repr(send)
     lazy = Send(5, encode(ack))
     assert lazy.message == ack  # decoded from the text on first use
+
+
+# --- the typed decoder (msgspec) -------------------------------------------------------------
+
+
+@st.composite
+def message_texts(draw: st.DrawFn) -> str:
+    """The text of a relayed message or an ack, some with a repeated key, an explicit null,
+    an unknown or ill-typed field, escaped or raw non-ASCII."""
+    message: Message = draw(relayed | st.builds(Ack, ack=st.integers(0, 2**53 - 1)))
+    pairs: list[tuple[str, Any]] = list(sp.as_dict(message).items())
+    if draw(st.booleans()):
+        key = draw(st.sampled_from([key for key, _value in pairs]))
+        pairs.insert(draw(st.integers(0, len(pairs))), (key, draw(json_values)))
+    if draw(st.booleans()):
+        key = draw(st.sampled_from(["to", "from", "seq", "ack", "payload", "sdp", "extra"]))
+        pairs.append((key, draw(st.none() | json_values)))
+    ascii_only = draw(st.booleans())
+    body = ",".join(
+        f"{json.dumps(key, ensure_ascii=ascii_only)}:{json.dumps(value, ensure_ascii=ascii_only)}"
+        for key, value in pairs
+    )
+    return "{" + body + "}"
+
+
+NESTED_REPEATS = [
+    '{"type":"app","payload":{"a":1,"a":2}}',
+    '{"type":"app","payload":[{"a":{"b":1,"b":1}}]}',
+    '{"type":"app","payload":{"a":"x:y","a":"z"}}',
+    # an escaped colon would make up for the colon of the dropped pair
+    '{"type":"app","payload":{"b":"\\u003a","a":1,"a":2}}',
+    '{"type":"app","payload":{"b":"\\u003A","a":1,"a":2}}',
+    '{"type":"app","type":"app","seq":1}',
+    '{"type":"app","type":"offer","to":"b","sdp":"x","seq":1}',
+]
+
+
+def _typed_agrees(text: str, max_depth: int = sp.DEFAULT_MAX_DEPTH) -> Message | None:
+    """Run the typed decoder on *text*; what it accepts, the json path must give too."""
+    assert sp._typed is not None
+    brackets = text.count("[") + text.count("{")
+    found = sp._typed(text, max_depth, brackets)
+    if found is not None:
+        expected = sp._decode_text(text, max_depth)
+        assert type(found) is type(expected)
+        assert found == expected
+    return found
+
+
+@given(message_texts() | texts | st.sampled_from(NESTED_REPEATS))
+@settings(max_examples=1000, deadline=None)
+def test_the_typed_decoder_accepts_only_what_the_json_path_accepts(text: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return  # decode refuses a lone surrogate before parsing
+    _typed_agrees(text)
+    _typed_agrees(text, max_depth=1)
+
+
+def test_the_typed_decoder_refuses_repeated_keys() -> None:
+    for text in NESTED_REPEATS:
+        assert _typed_agrees(text) is None, text
+        with pytest.raises(ProtocolError) as info:
+            sp.decode(text)
+        assert info.value.code == ErrorCode.BAD_JSON, text
+
+
+def test_the_typed_decoder_takes_the_usual_messages() -> None:
+    payload = {"t": 0.25, "pad": "x" * 290, "list": [1, None, True, {"k": "v:w"}]}
+    for text in (
+        json.dumps({"type": "app", "to": "b7", "payload": payload, "seq": 1}),
+        json.dumps({"type": "app", "payload": "héllo", "seq": 2}, ensure_ascii=False),
+        encode(Offer(to="b7", sdp="v=0\r\na=group:BUNDLE 0\r\n", seq=3)),
+        encode(Candidate(to="b7", candidate=CANDIDATE, sdp_mid="0", sdp_mline_index=0, seq=4)),
+        encode(EndOfCandidates(to="b7", seq=5)),
+        encode(Ack(ack=7)),
+    ):
+        found = _typed_agrees(text)
+        assert found is not None, text
+        assert found == sp.decode(text)
+
+
+def test_the_typed_decoder_leaves_the_limits_to_the_json_path() -> None:
+    deep = json.dumps({"type": "app", "payload": [[[["x"]]]], "seq": 1})
+    assert _typed_agrees(deep, max_depth=4) is not None
+    assert _typed_agrees(deep, max_depth=3) is None
+    with pytest.raises(ProtocolError) as info:
+        sp.decode(deep, max_depth=3)
+    assert info.value.code == ErrorCode.TOO_DEEP
+    for text, code in (
+        ('{"type":"app","seq":1e400}', ErrorCode.BAD_MESSAGE),
+        ('{"type":"app","payload":1e400,"seq":1}', None),  # the json path takes it (inf)
+        ('{"type":"app","to":"' + "x" * 129 + '","seq":1}', ErrorCode.BAD_MESSAGE),
+        ('{"type":"offer","to":null,"sdp":"x","seq":1}', ErrorCode.BAD_MESSAGE),
+        ('{"type":"app","seq":-1}', ErrorCode.BAD_MESSAGE),
+        ('{"type":"app","seq":1.0}', ErrorCode.BAD_MESSAGE),
+        ('{"type":"app","seq":true}', ErrorCode.BAD_MESSAGE),
+        ('{"type":"app","to":"b","seq":1,"extra":1}', ErrorCode.BAD_MESSAGE),
+        ('{"type":"hello","version":1}', None),
+    ):
+        assert _typed_agrees(text) is None, text
+        if code is None:
+            sp.decode(text)
+        else:
+            with pytest.raises(ProtocolError) as info:
+                sp.decode(text)
+            assert info.value.code == code, text
+
+
+@pytest.mark.parametrize("char", ["x", "é", "\U0001f600"])
+def test_the_typed_decoder_counts_id_lengths_in_characters(char: str) -> None:
+    longest = json.dumps({"type": "app", "to": char * 128, "seq": 1}, ensure_ascii=False)
+    assert _typed_agrees(longest) is not None
+    too_long = json.dumps({"type": "app", "to": char * 129, "seq": 1}, ensure_ascii=False)
+    assert _typed_agrees(too_long) is None
+    with pytest.raises(ProtocolError) as info:
+        sp.decode(too_long)
+    assert info.value.code == ErrorCode.BAD_MESSAGE
+
+
+@given(message_texts(), ids)
+@settings(max_examples=500, deadline=None)
+def test_a_typed_message_is_relayed_as_encode_would(text: str, sender: str) -> None:
+    try:
+        message, plain = sp.decode_frame(text)
+    except ProtocolError:
+        return
+    if isinstance(message, Relayed):
+        assert encode_relayed(message, sender, plain=plain) == encode(
+            attrs.evolve(message, sender=sender, seq=None)  # type: ignore[misc]
+        )
+
+
+def test_plain_relayed_text_is_escaped_as_the_json_module_does() -> None:
+    sdp = "v=0\r\n" + "".join(chr(code) for code in range(128)) + "é\u2028😀"
+    for message in (
+        Offer(to="b7", sdp=sdp, session="s", seq=1),
+        Candidate(to="b7", candidate=sdp, sdp_mid="0\x7f", sdp_mline_index=3, seq=2),
+        Restart(to="b7", seq=3),
+    ):
+        decoded, plain = sp.decode_frame(json.dumps(sp.as_dict(message), ensure_ascii=False))
+        assert plain
+        assert decoded == message
+        assert isinstance(decoded, Relayed)
+        assert encode_relayed(decoded, "a1", plain=True) == encode(
+            attrs.evolve(message, sender="a1", seq=None)
+        )

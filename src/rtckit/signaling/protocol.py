@@ -24,7 +24,7 @@ import json.encoder
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, TypeAlias
+from typing import Annotated, Any, ClassVar, TypeAlias, Union
 
 import attrs
 
@@ -64,6 +64,7 @@ __all__ = [
     "Welcome",
     "as_dict",
     "decode",
+    "decode_frame",
     "encode",
     "encode_relayed",
     "json_depth",
@@ -677,14 +678,14 @@ _STRUCTURAL_DEPTH = 4
 _NESTING_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
 
 
-def _nests_deeper_than(text: str, limit: int) -> bool:
+def _nests_deeper_than(text: str, limit: int, brackets: int) -> bool:
     """Whether *text*'s brackets (outside strings) nest deeper than *limit*.
 
     Checked before parsing, so that the verdict does not depend on the json module's
-    recursion limits (they differ between Python versions). Free when the text holds fewer
-    brackets than *limit*.
+    recursion limits (they differ between Python versions). Free when the text holds
+    *brackets* (its count of ``[`` and ``{``) or fewer, at most *limit*.
     """
-    if text.count("[") + text.count("{") <= limit:
+    if brackets <= limit:
         return False
     depth = 0
     for token in _NESTING_TOKEN.finditer(text):
@@ -710,6 +711,22 @@ def decode(
     *max_size* bounds the UTF-8 size in bytes, *max_depth* the nesting of free-form JSON fields.
     Never raises anything else, whatever *data* holds.
     """
+    return decode_frame(data, max_size=max_size, max_depth=max_depth)[0]
+
+
+def decode_frame(
+    data: str | bytes | bytearray | memoryview,
+    *,
+    max_size: int = DEFAULT_MAX_SIZE,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+) -> tuple[Message, bool]:
+    """:func:`decode` *data*, and say whether the message holds plain JSON only.
+
+    True when the typed decoder (msgspec, a dependency) produced the message: its
+    values are then finite numbers, text without lone surrogates, lists and objects with
+    string keys, which lets :func:`encode_relayed` write it faster (``plain=True``). The
+    same message and the same errors as :func:`decode`.
+    """
     if isinstance(data, str):
         if len(data) > max_size:
             raise _fail(ErrorCode.TOO_LARGE, f"message larger than {max_size} bytes")
@@ -724,7 +741,7 @@ def decode(
             raise _fail(ErrorCode.TOO_LARGE, f"message larger than {max_size} bytes")
         text = data
     elif isinstance(data, bytes | bytearray | memoryview):
-        raw = bytes(data)
+        raw = data if type(data) is bytes else bytes(data)
         if len(raw) > max_size:
             raise _fail(ErrorCode.TOO_LARGE, f"message larger than {max_size} bytes")
         try:
@@ -733,8 +750,18 @@ def decode(
             raise _fail(ErrorCode.BAD_ENCODING, "message is not valid UTF-8") from None
     else:
         raise _fail(ErrorCode.BAD_MESSAGE, f"cannot decode {type(data).__name__}")
-    if _nests_deeper_than(text, max_depth + _STRUCTURAL_DEPTH):
+    brackets = text.count("[") + text.count("{")
+    if _nests_deeper_than(text, max_depth + _STRUCTURAL_DEPTH, brackets):
         raise _fail(ErrorCode.TOO_DEEP, "message nests too deeply")
+    if _typed is not None:
+        found = _typed(text, max_depth, brackets)
+        if found is not None:
+            return found, True
+    return _decode_text(text, max_depth), False
+
+
+def _decode_text(text: str, max_depth: int) -> Message:
+    """Parse and check *text* (within the size and nesting limits) with the json module."""
     try:
         obj = _parse(text)
     except ProtocolError:
@@ -753,6 +780,90 @@ def decode(
         raise _fail(ErrorCode.UNKNOWN_TYPE, f"unknown message type {kind[:64]!r}")
     message: Message = _build(cls, obj, kind, max_depth)
     return message
+
+
+def _make_typed() -> Callable[[str, int, int], Message | None] | None:
+    """Return a decoder of the relayed messages and ``ack`` that checks while it parses.
+
+    It uses msgspec (a dependency; ``None`` without it): one typed pass in C checks the
+    JSON, the ``type``, the field names, types and ranges of the messages every client sends
+    most. It answers ``None`` whenever it cannot vouch for the result, and :func:`decode`
+    then does the full check with the json module, so every error (its code and text) is
+    the json path's:
+
+    * any message it does not know, any value msgspec refuses (including a few the json
+      module takes, such as ``1e400``; the json path decides);
+    * a key repeated in an object. msgspec keeps the last value silently, where the protocol
+      requires ``bad_json``. Each key-value pair of a JSON text has one ``:`` outside its
+      strings, so a text's colons are its pairs plus the colons inside its strings; msgspec
+      writes the decoded message back with as many colons only if no pair was dropped (it
+      escapes no ``:``). The same count sends an optional field given as ``null`` (written
+      back without it) to the json path. An escape ``\\u003a`` is a colon the text does
+      not show: a text holding ``\\u003`` takes the json path;
+    * free-form JSON (``payload``) nested deeper than allowed: fewer brackets in the whole
+      text than the limit vouch for it, else :func:`_within_depth` decides.
+    """
+    try:
+        import msgspec
+    except ImportError:  # pragma: no cover - a dependency; decode uses the json path alone
+        return None
+    kinds: dict[str, Any] = {
+        "id": Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LENGTH)],
+        "str": str,
+        "int": Annotated[int, msgspec.Meta(ge=0, le=MAX_SEQ)],
+        "json": Any,
+    }
+    # msgspec struct -> (message class, its free-form fields)
+    plans: dict[type[Any], tuple[type[Message], tuple[str, ...]]] = {}
+    classes: tuple[type[Message], ...] = (*RELAYED_TYPES, Ack)
+    for cls in classes:
+        fields = []
+        for spec in _SPECS[cls]:
+            kind = kinds[spec.kind]
+            if spec.optional:
+                field = msgspec.field(default=None, name=spec.wire)
+                kind = kind | None
+            else:
+                field = msgspec.field(name=spec.wire)
+            fields.append((spec.name, kind, field))
+        struct = msgspec.defstruct(
+            f"_Typed{cls.__name__}",
+            fields,
+            kw_only=True,
+            omit_defaults=True,
+            tag_field="type",
+            tag=cls.type,
+            forbid_unknown_fields=True,
+        )
+        free = [spec.name for spec in _SPECS[cls] if spec.kind == "json"]
+        plans[struct] = (cls, tuple(free))
+    parse = msgspec.json.Decoder(Union[tuple(plans)]).decode  # noqa: UP007 - a runtime union
+    dump = msgspec.json.Encoder().encode
+    as_kwargs = msgspec.structs.asdict
+    error = msgspec.DecodeError
+
+    def typed(text: str, max_depth: int, brackets: int) -> Message | None:
+        if "\\u003" in text:
+            return None
+        try:
+            struct = parse(text)
+        except error:
+            return None
+        if dump(struct).count(b":") != text.count(":"):
+            return None  # a repeated key, or an explicit null (omitted when written back)
+        cls, free = plans[type(struct)]
+        values = as_kwargs(struct)
+        if brackets > max_depth:  # else no field can nest deeper than allowed
+            for name in free:
+                if not _within_depth(values[name], max_depth):
+                    return None
+        message: Message = cls(**values)
+        return message
+
+    return typed
+
+
+_typed: Callable[[str, int, int], Message | None] | None = _make_typed()
 
 
 def _dump(cls: type[Any], message: Any) -> dict[str, Any]:
@@ -849,12 +960,47 @@ _RELAY_PLANS: dict[type[Any], tuple[tuple[str, str], ...]] = {
 }
 
 
-def encode_relayed(message: Relayed, sender: str) -> str:
+def _make_plain_dumps() -> Callable[[dict[str, Any]], str | None] | None:
+    """Return a serializer of plain JSON without floats that uses msgspec.
+
+    For the relayed messages without free-form fields (offer, answer, candidates, restart:
+    strings and integers only, see :func:`decode_frame`). It answers ``None`` when its text
+    could differ from the json module's (``_dumps``), which then writes it: msgspec writes
+    non-ASCII text and DEL raw where the json module escapes them. Other than that, strings
+    and integers come out the same (escapes, separators, key order). Floats do not: msgspec
+    writes ``1e16`` and ``0.00001`` for ``1e+16`` and ``1e-05``, and finding them in a
+    ``payload`` costs what msgspec saves, so ``app`` messages stay with the json module.
+    """
+    try:
+        import msgspec
+    except ImportError:  # pragma: no cover - a dependency; encode_relayed uses the json module
+        return None
+    encode = msgspec.json.Encoder().encode
+
+    def plain_dumps(obj: dict[str, Any]) -> str | None:
+        data = encode(obj)
+        if not data.isascii() or b"\x7f" in data:
+            return None
+        return data.decode("ascii")
+
+    return plain_dumps
+
+
+_plain_dumps = _make_plain_dumps()
+# The relayed classes with only strings and integers (no free-form field that may hold floats).
+_PLAIN_TYPES = frozenset(
+    cls for cls in RELAYED_TYPES if all(spec.kind in ("id", "str", "int") for spec in _SPECS[cls])
+)
+
+
+def encode_relayed(message: Relayed, sender: str, *, plain: bool = False) -> str:
     """Serialize a relayed *message* as the server forwards it: ``from`` is *sender*, no ``seq``.
 
     The same text as ``encode(attrs.evolve(message, sender=sender, seq=None))``, without the
     copy; :func:`with_seq` then numbers it for each recipient. This is the server's path for
-    every relayed message: one serialization, whatever the number of recipients.
+    every relayed message: one serialization, whatever the number of recipients. *plain*:
+    the message came from :func:`decode_frame` with plain JSON (its second value), and may
+    be written faster (the same text).
     """
     cls = type(message)
     out: dict[str, Any] = {"type": cls.type}
@@ -862,6 +1008,10 @@ def encode_relayed(message: Relayed, sender: str) -> str:
         value = sender if name == "sender" else getattr(message, name)
         if value is not None:
             out[wire] = value
+    if plain and cls in _PLAIN_TYPES and _plain_dumps is not None:
+        text = _plain_dumps(out)
+        if text is not None:
+            return text
     try:
         return _dumps(out)
     except (TypeError, ValueError, RecursionError) as exc:

@@ -72,6 +72,7 @@ from rtckit.signaling.protocol import (
     Resumed,
     Welcome,
     decode,
+    decode_frame,
     encode,
     encode_relayed,
     json_size,
@@ -429,7 +430,7 @@ class SignalingState:
             out.actions.append(Send(state.id, _PONG_TEXT))
             return out
         try:
-            message = decode(
+            message, plain = decode_frame(
                 data,
                 max_size=self.config.max_message_size,
                 max_depth=self.config.max_json_depth,
@@ -441,7 +442,7 @@ class SignalingState:
             else:
                 self._error(state, code, str(exc), None, out)
             return out
-        self._dispatch(state, message, now, out)
+        self._dispatch(state, message, now, out, plain)
         return out
 
     def receive(self, conn: ConnectionId, message: Message, now: float) -> Output:
@@ -573,13 +574,16 @@ class SignalingState:
         self._close(state, CloseCode.POLICY_VIOLATION, "rate limit exceeded", now, out)
         return False
 
-    def _dispatch(self, state: _Conn, message: Message, now: float, out: Output) -> None:
+    def _dispatch(
+        self, state: _Conn, message: Message, now: float, out: Output, plain: bool = False
+    ) -> None:
+        """Handle *message*; *plain*: it holds plain JSON (see ``decode_frame``)."""
         session = state.session
         if isinstance(message, Relayed):
             if session is None:
                 self._error(state, ErrorCode.NOT_JOINED, "join a room first", message.seq, out)
             else:
-                self._relay(state, session, message, out)
+                self._relay(state, session, message, out, plain)
         elif isinstance(message, Ack):
             if session is not None and self._ack_ok(state, session, message.ack, out):
                 self._trim(session, message.ack)
@@ -786,7 +790,9 @@ class SignalingState:
         for pending in outbox:
             out.send_text(state.id, pending[1])
 
-    def _relay(self, state: _Conn, session: _Session, message: Relayed, out: Output) -> None:
+    def _relay(
+        self, state: _Conn, session: _Session, message: Relayed, out: Output, plain: bool
+    ) -> None:
         seq = message.seq
         if seq is None:
             self._error(state, ErrorCode.BAD_MESSAGE, "relayed messages need seq", None, out)
@@ -801,12 +807,12 @@ class SignalingState:
             session.ack_due = None
             session.acked_in = session.in_seq
             out.send(state.id, Ack(ack=session.in_seq))
-        me = session.peer_id
+        me = session.info.id
         if message.sender is not None and message.sender != me:
             self._error(state, ErrorCode.FORBIDDEN, "cannot speak as another peer", seq, out)
             return
-        if not isinstance(message, AppMessage) and not (
-            _MEDIA_PERMISSIONS & set(session.info.permissions)
+        if not isinstance(message, AppMessage) and _MEDIA_PERMISSIONS.isdisjoint(
+            session.info.permissions
         ):
             self._error(
                 state, ErrorCode.FORBIDDEN, f"{message.type} needs publish or subscribe", seq, out
@@ -825,7 +831,7 @@ class SignalingState:
                 return
             targets = [target]
         try:
-            text = encode_relayed(message, me)  # once, whatever the number of targets
+            text = encode_relayed(message, me, plain=plain)  # once, for all the targets
         except ProtocolError as exc:  # only from in-process senders: decoded JSON encodes
             self._error(state, ErrorCode.BAD_MESSAGE, str(exc), seq, out)
             return
