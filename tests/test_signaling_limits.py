@@ -75,9 +75,11 @@ class RawWebSocket:
         assert head.startswith(b"HTTP/1.1 101"), head
         return cls(sock, rest)
 
-    async def send_frame(self, opcode: int, payload: bytes, *, mask: bool = True) -> None:
+    async def send_frame(
+        self, opcode: int, payload: bytes, *, mask: bool = True, fin: bool = True
+    ) -> None:
         length = len(payload)
-        header = bytes([0x80 | opcode])
+        header = bytes([(0x80 if fin else 0) | opcode])
         bit = 0x80 if mask else 0
         if length < 126:
             header += bytes([bit | length])

@@ -26,7 +26,13 @@ from rtckit.signaling.auth import (
 from rtckit.signaling.config import TOPOLOGIES, RoomConfig, SignalingConfig
 from rtckit.signaling.wsserver import SignalingServer
 
-__all__ = ["SECRET_ENV", "TRANSPORT_CHOICES", "register", "resolve_transport"]
+__all__ = [
+    "SECRET_ENV",
+    "TRANSPORT_CHOICES",
+    "picows_available",
+    "register",
+    "resolve_transport",
+]
 
 #: The values of ``--transport``: ``auto`` (picows if installed), ``aiohttp``, ``picows``.
 TRANSPORT_CHOICES: tuple[str, ...] = ("auto", "aiohttp", "picows")
@@ -112,12 +118,17 @@ def register(subparsers: Any) -> None:
     token.set_defaults(handler=_token)
 
 
+def picows_available() -> bool:
+    """Whether the ``picows`` package can be imported."""
+    return importlib.util.find_spec("picows") is not None
+
+
 def resolve_transport(choice: str) -> str:
     """The WebSocket layer ``--transport`` *choice* means here: ``picows`` or ``aiohttp``.
 
     Raises :class:`~rtckit.errors.ConfigurationError` for ``picows`` when it is not
     installed."""
-    available = importlib.util.find_spec("picows") is not None
+    available = picows_available()
     if choice == "auto":
         return "picows" if available else "aiohttp"
     if choice == "picows" and not available:

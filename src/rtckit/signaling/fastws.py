@@ -120,6 +120,7 @@ class _Connection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        self._server._connections.add(self)
         try:
             self._conn = self._hub.open(self)
         except ConnectionClosedError:
@@ -314,7 +315,9 @@ class _Protocol(WSProtocol):  # type: ignore[misc]
         super().buffer_updated(nbytes)
         if not self._routed and self.transport.underlying_transport.is_closing():
             self._routed = True  # picows refused the request (malformed, not GET, too big)
-            _bad_request(self._peer(), 400, "malformed or unsupported request")
+            # picows answered 400 (malformed, not GET, with a body) or, for headers over
+            # 16 KiB, closed without an answer
+            _bad_request(self._peer(), 400, "refused by picows' HTTP parser")
 
 
 def _bad_request(peer: str, status: int, error: str) -> None:
@@ -446,9 +449,7 @@ class PicowsSignalingServer:
                 return _refuse(403, b"origin not allowed")
             if self.hub.closed:
                 return _refuse(503, b"signaling server is closing")
-            connection = _Connection(self)
-            self._connections.add(connection)
-            return connection
+            return _Connection(self)
         prefix = self._path.rstrip("/") + "/"
         if target.startswith(prefix):
             name = target[len(prefix) :]
