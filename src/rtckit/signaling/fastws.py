@@ -59,6 +59,9 @@ __all__ = ["PicowsSignalingServer"]
 
 logger = logging.getLogger(__name__)
 
+#: Initial read buffer of a connection (picows' default is 16 KiB): signaling messages are
+#: small, and picows grows the buffer for a larger one (up to ``max_message_size``).
+_READ_BUFFER = 4096
 _TEXT, _CONTINUATION, _CLOSE = WSMsgType.TEXT, WSMsgType.CONTINUATION, WSMsgType.CLOSE
 _SCRIPT_HEADERS = {
     "Content-Type": "text/javascript; charset=utf-8",
@@ -296,7 +299,7 @@ class _Protocol(WSProtocol):  # type: ignore[misc]
             True,  # auto-pong
             server.config.max_message_size,
             None,
-            16 * 1024,
+            _READ_BUFFER,
         )
         self._limits = limits
 
