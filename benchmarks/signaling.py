@@ -15,7 +15,8 @@ Baseline: the PeerJS server (npm package ``peer``), installed into a temporary d
 is missing, the baseline is reported as not measured.
 
 Run: ``python benchmarks/signaling.py --floor`` (about four minutes; ``--quick`` for a short
-run; ``--floor`` adds a bare aiohttp relay, the floor under any aiohttp-based server).
+run; ``--floor`` adds bare relays on aiohttp, picows and websockets, the floor under any server
+on each WebSocket layer).
 Writes the results tables to ``docs/topics/signaling-benchmark-results.inc`` (included by
 ``docs/topics/signaling-benchmark.rst``).
 """
@@ -174,7 +175,7 @@ def serve_rtckit(port: int, loop: str, transport: str = "aiohttp") -> None:
 async def start_floor(loop: str, transport: str = "aiohttp") -> Server:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    flag = "--serve-floor" if transport == "aiohttp" else "--serve-picows-floor"
+    flag = "--serve-floor" if transport == "aiohttp" else f"--serve-{transport}-floor"
     proc = subprocess.Popen(  # noqa: ASYNC220
         [sys.executable, __file__, flag, str(port), "--server-loop", loop],
         env=env,
@@ -275,6 +276,41 @@ def serve_picows_floor(port: int, loop: str) -> None:
     async def run() -> None:
         server = await ws_create_server(route, "127.0.0.1", port, use_aiofastnet=False)
         async with server:
+            await server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_loop(run(), loop=loop)
+
+
+def serve_websockets_floor(port: int, loop: str) -> None:
+    """The same bare relay as :func:`serve_floor` on websockets' asyncio implementation
+    (``websockets.asyncio.server``)."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from rtckit.eventloop import run as run_loop
+
+    raise_fd_limit()
+    sockets: dict[str, ServerConnection] = {}
+
+    async def handle(ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request is not None else ""
+        query = path.partition("?")[2]
+        me = dict(item.partition("=")[::2] for item in query.split("&"))["id"]
+        sockets[me] = ws
+        await ws.send('{"type":"OPEN"}')
+        try:
+            async for frame in ws:
+                message = json.loads(frame)
+                message["src"] = me
+                target = sockets.get(message.get("dst", ""))
+                if target is not None:
+                    await target.send(json.dumps(message))
+        finally:
+            sockets.pop(me, None)
+
+    async def run() -> None:
+        async with serve(handle, "127.0.0.1", port, compression=None) as server:
             await server.serve_forever()
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -601,8 +637,8 @@ def report(
             "speaking PeerJS's protocol without any checks, sequence numbers or acknowledgements: "
             "the cost of aiohttp and the event loop alone, under any aiohttp-based server. "
             "*rtckit picows* is the same server on picows (``rtckit signaling --transport "
-            "picows``, the default when picows is installed), *picows floor* the bare relay on "
-            "picows.",
+            "picows``, the default when picows is installed), *picows floor* and *websockets "
+            "floor* the bare relay on picows and on websockets' asyncio implementation.",
             "",
             table(
                 [
@@ -695,6 +731,8 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
             starters.append(functools.partial(start_rtckit, loop, transport))
             if args.floor:
                 starters.append(functools.partial(start_floor, loop, transport))
+        if args.floor and importlib.util.find_spec("websockets") is not None:
+            starters.append(functools.partial(start_floor, loop, "websockets"))
     # Servers take turns within each repetition, so that they share the machine's conditions,
     # starting with a different one each time; each ratio compares with the PeerJS run of the
     # same repetition.
@@ -729,7 +767,8 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
         "rtckit picows": 1,
         "aiohttp floor": 2,
         "picows floor": 3,
-        "PeerJS": 4,
+        "websockets floor": 4,
+        "PeerJS": 5,
     }
     relays = sorted(
         (median_result(results) for results in runs.values()),
@@ -756,6 +795,9 @@ if __name__ == "__main__":
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--serve-picows-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument(
+        "--serve-websockets-floor", type=int, metavar="PORT", help=argparse.SUPPRESS
+    )
+    parser.add_argument(
         "--no-picows",
         dest="picows",
         action="store_false",
@@ -778,6 +820,8 @@ if __name__ == "__main__":
         serve_floor(arguments.serve_floor, arguments.server_loop)
     elif arguments.serve_picows_floor:
         serve_picows_floor(arguments.serve_picows_floor, arguments.server_loop)
+    elif arguments.serve_websockets_floor:
+        serve_websockets_floor(arguments.serve_websockets_floor, arguments.server_loop)
     else:
         with tempfile.TemporaryDirectory(prefix="rtckit-bench-") as directory:
             peerjs, description = prepare_peerjs(arguments, directory)
