@@ -57,12 +57,10 @@ from rtckit.signaling.protocol import CloseCode
 
 __all__ = ["PicowsSignalingServer"]
 
-logger = logging.getLogger(__name__)
-
 #: Initial read buffer of a connection (picows' default is 16 KiB): signaling messages are
 #: small, and picows grows the buffer for a larger one (up to ``max_message_size``).
 _READ_BUFFER = 4096
-_TEXT, _CONTINUATION, _CLOSE = WSMsgType.TEXT, WSMsgType.CONTINUATION, WSMsgType.CLOSE
+_TEXT, _CLOSE = WSMsgType.TEXT, WSMsgType.CLOSE
 _SCRIPT_HEADERS = {
     "Content-Type": "text/javascript; charset=utf-8",
     "Cache-Control": "no-cache",
@@ -73,8 +71,8 @@ _SCRIPT_HEADERS = {
 class _PicowsLog(logging.LoggerAdapter):  # type: ignore[type-arg]
     """picows' log, demoted: it logs every accepted and closed connection at ``info`` and a
     client's malformed frame at ``error``. Both are the client's doing, not the server's:
-    they go to ``rtckit.signaling.fastws.picows`` at ``debug``. Its warnings (a listener that
-    raised: a bug of ours) keep their level."""
+    they go to ``rtckit.signaling.fastws.picows`` at ``debug``. Its other warnings and errors
+    (a listener that raised: a bug of ours) keep their level."""
 
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         if level < logging.WARNING or str(msg).startswith("WS parser error"):
