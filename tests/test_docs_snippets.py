@@ -492,6 +492,8 @@ def _namespace(source: str) -> dict[str, Any]:
                 modules.append(importlib.import_module(".".join(parts[:end])))
         for module in reversed(modules):
             namespace.update({k: v for k, v in vars(module).items() if not k.startswith("__")})
+            # a lazy package (rtckit._lazy) binds its names on first use: resolve them all
+            namespace.update({k: getattr(module, k) for k in getattr(module, "__all__", ())})
     return namespace
 
 

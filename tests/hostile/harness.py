@@ -40,6 +40,8 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiohttp
+
 from hostile.canary import PERIOD
 from hostile.targets import CANARY_ROOM, SRC, TESTS, Endpoint, Target, bad_log_lines
 
@@ -57,10 +59,15 @@ CASE_BUDGET = 45.0
 
 class Canary:
     """Runs :mod:`hostile.canary` against *target* in a process of its own and collects its
-    round trips."""
+    round trips; *module* names another canary speaking the same output (e.g.
+    :mod:`hostile.stun_canary`), started with *arguments*."""
 
-    def __init__(self, target: Target) -> None:
+    def __init__(
+        self, target: Target, module: str = "hostile.canary", arguments: list[str] | None = None
+    ) -> None:
         self.target = target
+        self._module = module
+        self._arguments = arguments
         self.samples: list[tuple[float, float]] = []  # (monotonic time, round trip or inf)
         self._lock = threading.Lock()
         self._ready = threading.Event()
@@ -69,16 +76,17 @@ class Canary:
 
     def start(self) -> None:
         target = self.target
-        args = [
-            sys.executable,
-            "-m",
-            "hostile.canary",
-            target.ws_url,
-            target.token(CANARY_ROOM, "canary-ping"),
-            target.token(CANARY_ROOM, "canary-echo"),
-        ]
-        if target.ca_file is not None:
-            args.append(str(target.ca_file))
+        if self._arguments is None:
+            arguments = [
+                target.ws_url,
+                target.token(CANARY_ROOM, "canary-ping"),
+                target.token(CANARY_ROOM, "canary-echo"),
+            ]
+            if target.ca_file is not None:
+                arguments.append(str(target.ca_file))
+        else:
+            arguments = self._arguments
+        args = [sys.executable, "-m", self._module, *arguments]
         self._process = subprocess.Popen(
             args,
             stdin=subprocess.PIPE,
@@ -287,19 +295,40 @@ def frame(
     return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
+async def read_frame(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """One server frame: its opcode and payload."""
+    head = await reader.readexactly(2)
+    size = head[1] & 0x7F
+    if size == 126:
+        size = struct.unpack("!H", await reader.readexactly(2))[0]
+    elif size == 127:
+        size = struct.unpack("!Q", await reader.readexactly(8))[0]
+    return head[0] & 0x0F, await reader.readexactly(size)
+
+
 async def read_close_code(reader: asyncio.StreamReader, limit: float = 10.0) -> int | None:
     """Read server frames until a close frame; return its code (None: closed without one)."""
     try:
         async with asyncio.timeout(limit):
             while True:
-                head = await reader.readexactly(2)
-                size = head[1] & 0x7F
-                if size == 126:
-                    size = struct.unpack("!H", await reader.readexactly(2))[0]
-                elif size == 127:
-                    size = struct.unpack("!Q", await reader.readexactly(8))[0]
-                payload = await reader.readexactly(size)
-                if head[0] & 0x0F == 0x8:
+                opcode, payload = await read_frame(reader)
+                if opcode == 0x8:
                     return struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else None
     except (asyncio.IncompleteReadError, ConnectionError):
         return None
+
+
+@asynccontextmanager
+async def websocket(target: Target) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """An aiohttp WebSocket client on *target* (no message size limit, pings answered)."""
+    connector = aiohttp.TCPConnector(ssl=target.main.tls or False, limit=0)
+    try:
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.ws_connect(target.ws_url, max_msg_size=0, autoping=True) as ws,
+        ):
+            yield ws
+    finally:
+        if target.main.tls is not None:
+            # aiohttp's advice: give TLS transports a moment to close before the loop ends
+            await asyncio.sleep(0.25)

@@ -33,6 +33,9 @@ SECRET = "hostile-suite-secret-" + "x" * 24
 #: attackers join.
 CANARY_ROOM = "canary"
 ATTACK_ROOM = "hall"
+#: A room that holds more peers than one ``welcome`` can list (with the largest metadata).
+CROWD_ROOM = "crowd"
+CROWD_PEERS = 64
 #: The short timeouts the targets run with, so that the cases finish quickly.
 IDLE_TIMEOUT = 2.0
 TLS_HANDSHAKE_TIMEOUT = 2.0
@@ -67,8 +70,10 @@ class Target:
     json_logs: bool = True
     idle_timeout: float = IDLE_TIMEOUT
     tls_handshake_timeout: float | None = None
-    #: Peers a room holds (``max_peers_per_room``).
+    #: Peers the attack room holds (``max_peers_per_room``).
     max_peers: int = MAX_PEERS
+    #: Peers :data:`CROWD_ROOM` holds.
+    crowd_peers: int = CROWD_PEERS
     #: The CA file clients must trust (TLS targets).
     ca_file: Path | None = None
     auth: TokenAuth = attrs.field(factory=lambda: TokenAuth(secret=SECRET))
@@ -175,6 +180,7 @@ def start_app(folder: Path) -> Target:
         "[rooms]\ncreate_on_demand = false\n"
         f'[[rooms.declare]]\nname = "{CANARY_ROOM}"\n'
         f'[[rooms.declare]]\nname = "{ATTACK_ROOM}"\n'
+        f'[[rooms.declare]]\nname = "{CROWD_ROOM}"\nmax_peers = {CROWD_PEERS}\n'
         '[logging]\nlevel = "info"\nformat = "json"\n',
         encoding="utf-8",
     )
@@ -200,7 +206,7 @@ def start_app(folder: Path) -> Target:
 
 def start_signaling(folder: Path, transport: str = "aiohttp") -> Target:
     """``rtckit signaling --transport aiohttp``: plain WebSocket, room tokens, JSON logs, its
-    default event loop."""
+    default event loop. Its ``--max-peers`` holds for every room: :data:`CROWD_PEERS`."""
     port = _free_port()
     log_path = folder / f"signaling-{transport}.log"
     process = _spawn(
@@ -215,8 +221,10 @@ def start_signaling(folder: Path, transport: str = "aiohttp") -> Target:
             CANARY_ROOM,
             "--room",
             ATTACK_ROOM,
+            "--room",
+            CROWD_ROOM,
             "--max-peers",
-            str(MAX_PEERS),
+            str(CROWD_PEERS),
             "--idle-timeout",
             str(IDLE_TIMEOUT),
             "--log-format",
@@ -233,6 +241,7 @@ def start_signaling(folder: Path, transport: str = "aiohttp") -> Target:
         log_path=log_path,
         endpoints=[Endpoint(name="http", host="127.0.0.1", port=port)],
         keep_alive=transport == "aiohttp",
+        max_peers=CROWD_PEERS,
     )
     _wait_listening(target)
     return target
@@ -243,6 +252,33 @@ def start_signaling_picows(folder: Path) -> Target:
     :func:`start_signaling`. picows is in the test dependency group: without it this target
     fails to start, it does not skip."""
     return start_signaling(folder, "picows")
+
+
+def start_stun(folder: Path) -> Target:
+    """``rtckit stun --tcp`` on 127.0.0.1 with its default limits (the STUN cases' target;
+    its one endpoint is the UDP and TCP port). Its log is plain text."""
+    log_path = folder / "stun.log"
+    process = _spawn(["stun", "--host", "127.0.0.1", "--port", "0", "--tcp"], log_path, {})
+    deadline = time.monotonic() + START_TIMEOUT
+    ports: dict[str, int] = {}
+    while len(ports) < 2:
+        if process.poll() is not None or time.monotonic() > deadline:
+            log = log_path.read_text(encoding="utf-8", errors="replace")
+            raise AssertionError(f"rtckit stun did not start:\n{log}")
+        for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            if line.startswith("rtckit stun: listening on "):
+                kind, address = line.split()[-2:]
+                ports[kind] = int(address.rpartition(":")[2])
+        time.sleep(0.1)
+    assert ports["udp"] == ports["tcp"], ports
+    return Target(
+        name="stun",
+        process=process,
+        log_path=log_path,
+        endpoints=[Endpoint(name="stun", host="127.0.0.1", port=ports["udp"])],
+        json_logs=False,
+        idle_timeout=1.0,
+    )
 
 
 #: Server factories: every case runs against each of them.

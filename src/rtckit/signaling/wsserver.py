@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
@@ -214,6 +215,58 @@ class _WebSocketConnection:
                 self._flusher.cancel()
 
 
+# Bytes a lingering close reads and discards at most (see _linger).
+_LINGER_BYTES = 1 << 20
+
+
+async def _linger(protocol: Any, sock: socket.socket, limit: float, max_bytes: int) -> None:
+    """Close a WebSocket's TCP connection without losing the close frame to a reset.
+
+    A server that closes a socket with unread data in it (a flood the client is still
+    sending, the rest of an oversized frame) makes the kernel send RST instead of FIN, and a
+    client that receives RST may lose the close frame it had not read yet: it then sees 1006
+    instead of 1008 or 1009. aiohttp closes its transport right after the close frame; *sock*
+    is a duplicate of the connection's socket, taken when the connection opened, so that the
+    connection outlives that. Once aiohttp's *protocol* has lost its transport (everything it
+    wrote, the close frame included, is in the kernel), this sends FIN
+    (``shutdown(SHUT_WR)``), then reads and discards what the client sends until it closes
+    its side (its close frame, if it sends one, is discarded too), for *max_bytes* and *limit*
+    seconds at most; then it closes the socket.
+    """
+    loop = asyncio.get_running_loop()
+    try:
+        async with asyncio.timeout(limit):
+            while protocol.transport is not None:  # noqa: ASYNC110 - no event tells us
+                await asyncio.sleep(_FLUSH_POLL)
+            sock.shutdown(socket.SHUT_WR)
+            read = 0
+            while read < max_bytes and (chunk := await loop.sock_recv(sock, 65536)):
+                read += len(chunk)
+    except (TimeoutError, OSError):
+        pass
+    finally:
+        sock.close()
+
+
+def _duplicate_socket(transport: asyncio.BaseTransport | None) -> socket.socket | None:
+    """A non-blocking duplicate of *transport*'s socket (``None`` if it has none).
+
+    Taken while the transport certainly owns its socket: once it is closed, its descriptor
+    number may already belong to another connection (uvloop closes it at once).
+    """
+    if transport is None or transport.is_closing():
+        return None
+    original = transport.get_extra_info("socket")
+    if original is None:
+        return None
+    try:
+        duplicate: socket.socket = original.dup()
+    except (AttributeError, OSError, RuntimeError):
+        return None
+    duplicate.setblocking(False)
+    return duplicate
+
+
 class SignalingServer:
     """A WebSocket signaling server (async context manager).
 
@@ -227,6 +280,7 @@ class SignalingServer:
         self._site_address: tuple[str, int] | None = None
         self._path = "/ws"
         self._handlers: set[asyncio.Task[object]] = set()
+        self._lingering: set[asyncio.Task[None]] = set()
         self._closed = False
 
     # --- life cycle ----------------------------------------------------------------------
@@ -257,6 +311,8 @@ class SignalingServer:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
                     await asyncio.gather(*self._handlers, return_exceptions=True)
+        if self._lingering:  # each bounded by close_timeout
+            await asyncio.gather(*self._lingering, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -379,6 +435,8 @@ class SignalingServer:
         except ConnectionClosedError:
             await ws.close(code=CloseCode.GOING_AWAY, message=b"server closing")
             return ws
+        # lingering close: the connection must outlive aiohttp's transport (see _linger)
+        sock = _duplicate_socket(request.transport)
         feed, receive = self.hub.feed, ws.receive
         text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
         try:
@@ -396,4 +454,21 @@ class SignalingServer:
             self.hub.connection_lost(conn)
             if task is not None:
                 self._handlers.discard(task)
+            if sock is not None:
+                self._start_linger(request.protocol, sock)
         return ws
+
+    def _start_linger(self, protocol: Any, sock: socket.socket) -> None:
+        """Close the connection lingering (:func:`_linger`), in a task that :meth:`aclose`
+        waits for."""
+        config = self.config
+        linger = asyncio.get_running_loop().create_task(
+            _linger(
+                protocol,
+                sock,
+                config.close_timeout,
+                max(_LINGER_BYTES, 2 * config.max_message_size),
+            )
+        )
+        self._lingering.add(linger)
+        linger.add_done_callback(self._lingering.discard)
