@@ -9,8 +9,10 @@ picows is in the ``test`` dependency group: these tests skip only where it is no
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
+import aiohttp
 import pytest
 
 from rtckit.signaling import OpenAuth, SignalingConfig, WebSocketTransport
@@ -67,3 +69,23 @@ async def test_fragmented_messages_are_reassembled_up_to_the_limit(
         await raw.send_frame(TEXT, b" " * 600, fin=False)
         await raw.send_frame(CONTINUATION, b" " * 600)
         assert await raw.close_code() == 1009
+
+
+async def test_a_client_still_sending_gets_the_close_frame(
+    server: PicowsSignalingServer,
+) -> None:
+    """A binary frame (1002) and more frames after it: the close lingers, reading and
+    discarding them, so the close frame reaches the client rather than a reset (closing a
+    socket with unread data in it makes TCP reset the connection, and aiohttp's client, whose
+    write then fails, drops the close frame unread: 1006)."""
+    async with asyncio.timeout(20), aiohttp.ClientSession() as session:
+        for _ in range(3):
+            async with session.ws_connect(server.url) as ws:
+                with contextlib.suppress(ConnectionError):
+                    await ws.send_bytes(b"\x00")
+                    for _ in range(20):
+                        await ws.send_str(" " * 60_000)
+                message = await ws.receive()
+                while message.type is aiohttp.WSMsgType.TEXT:
+                    message = await ws.receive()
+                assert (message.type, message.data) == (aiohttp.WSMsgType.CLOSE, 1002)

@@ -95,8 +95,12 @@ class _Connection(WSListener):
     transport's high-water mark), what waits in that buffer counts against
     ``max_send_buffer`` and ``max_total_send_buffer`` (:meth:`SignalingHub.reserve
     <rtckit.signaling.hub.SignalingHub.reserve>`), as the aiohttp server's queue does; a
-    client that does not read is closed with 4004. Every close waits ``close_timeout`` at
-    most for the client to answer the close frame, then drops the socket.
+    client that does not read is closed with 4004. Every close lingers: after the close frame
+    the server reads and discards what the client still sends (closing a socket with unread
+    data in it makes TCP reset the connection, and the client could lose the close frame)
+    until the client's close frame, then closes; after ``close_timeout`` it drops the socket.
+    (picows' own frame errors, below, close 10 ms after their close frame, without
+    lingering.)
 
     Frames: text is reassembled from fragments up to ``max_message_size`` (1009 above it);
     binary frames, reserved bits, a stray continuation close with 1002; invalid UTF-8 with
@@ -130,7 +134,7 @@ class _Connection(WSListener):
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         kind = frame.msg_type
-        if kind is _TEXT and frame.fin and self._fragments is None:
+        if kind is _TEXT and frame.fin and self._fragments is None and not self._closing:
             if frame.rsv1 or frame.rsv2 or frame.rsv3:
                 self._protocol_error(CloseCode.PROTOCOL_ERROR, "reserved bits set")
                 return
@@ -139,8 +143,7 @@ class _Connection(WSListener):
             except UnicodeDecodeError:
                 self._protocol_error(1007, "invalid UTF-8")
                 return
-            if not self._closing:
-                self._hub.feed(self._conn, text)
+            self._hub.feed(self._conn, text)
             return
         self._other_frame(frame, kind)
 
@@ -155,8 +158,8 @@ class _Connection(WSListener):
                 transport.send_close(code if int(code.value) else WSCloseCode.OK)
             self._disconnect()
             return
-        if kind is WSMsgType.PONG or kind is WSMsgType.PING:
-            return
+        if self._closing or kind is WSMsgType.PONG or kind is WSMsgType.PING:
+            return  # after our close frame, until the client's: read and discard
         if frame.rsv1 or frame.rsv2 or frame.rsv3:
             self._protocol_error(CloseCode.PROTOCOL_ERROR, "reserved bits set")
         elif kind is WSMsgType.BINARY:
@@ -189,8 +192,7 @@ class _Connection(WSListener):
             except UnicodeDecodeError:
                 self._protocol_error(1007, "invalid UTF-8")
                 return
-            if not self._closing:
-                self._hub.feed(self._conn, text)
+            self._hub.feed(self._conn, text)
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         self._conn_lost()
@@ -242,9 +244,11 @@ class _Connection(WSListener):
     # --- internals -----------------------------------------------------------------------
 
     def _protocol_error(self, code: int, reason: str) -> None:
+        """Close for a frame that breaks the protocol; the stream itself is still whole, so
+        the close lingers as every close does (see :meth:`close`)."""
+        self._fragments = None
         self._conn_lost()
         self.close(code, reason)
-        self._disconnect()
 
     def _conn_lost(self) -> None:
         if self._conn:
