@@ -183,7 +183,7 @@ def docs(session: nox.Session) -> None:
 @nox.session(python=MAIN_PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Run the benchmarks (not part of the default run): ``nox -s bench -- signaling``."""
-    _install(session, "test", "browser")
+    _install(session, "test", "browser", "bench")
     names = session.posargs or sorted(
         path.stem for path in Path("benchmarks").glob("*.py") if not path.name.startswith("_")
     )

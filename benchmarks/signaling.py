@@ -16,7 +16,8 @@ Baseline: the PeerJS server (npm package ``peer``), installed into a temporary d
 is missing, the baseline is reported as not measured.
 
 Run: ``python benchmarks/signaling.py --floor`` (about four minutes; ``--quick`` for a short
-run; ``--floor`` adds a bare aiohttp relay, the floor under any aiohttp-based server).
+run; ``--floor`` adds bare relays on aiohttp, picows and websockets, the floor under any server
+on each WebSocket layer).
 Writes the results tables to ``docs/topics/signaling-benchmark-results.inc`` (included by
 ``docs/topics/signaling-benchmark.rst``).
 """
@@ -28,6 +29,7 @@ import asyncio
 import contextlib
 import functools
 import importlib.metadata
+import importlib.util
 import json
 import os
 import platform
@@ -116,19 +118,29 @@ async def wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 3
 
 # The benchmark starts servers with subprocess.Popen from async code on purpose: starting a
 # process takes milliseconds and nothing else runs meanwhile.
-async def start_rtckit(loop: str) -> Server:
+async def start_rtckit(loop: str, transport: str = "aiohttp") -> Server:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, __file__, "--serve-rtckit", str(port), "--server-loop", loop],
+        [
+            sys.executable,
+            __file__,
+            "--serve-rtckit",
+            str(port),
+            "--server-loop",
+            loop,
+            "--server-transport",
+            transport,
+        ],
         env=env,
         stdout=subprocess.DEVNULL,
     )
     await wait_port(port, proc)
-    return Server("rtckit", proc, port, lambda _i: f"ws://127.0.0.1:{port}/ws", loop)
+    name = "rtckit" if transport == "aiohttp" else f"rtckit {transport}"
+    return Server(name, proc, port, lambda _i: f"ws://127.0.0.1:{port}/ws", loop)
 
 
-def serve_rtckit(port: int, loop: str) -> None:
+def serve_rtckit(port: int, loop: str, transport: str = "aiohttp") -> None:
     """The rtckit server process: limits raised so that the benchmark load is admitted.
 
     Runs on the event loop *loop* through :func:`rtckit.eventloop.run`, as ``rtckit
@@ -147,7 +159,13 @@ def serve_rtckit(port: int, loop: str) -> None:
     )
 
     async def run() -> None:
-        async with SignalingServer(config) as server:
+        if transport == "picows":
+            from rtckit.signaling.fastws import PicowsSignalingServer
+
+            server: SignalingServer | PicowsSignalingServer = PicowsSignalingServer(config)
+        else:
+            server = SignalingServer(config)
+        async with server:
             await server.listen("127.0.0.1", port)
             await asyncio.Event().wait()
 
@@ -155,17 +173,18 @@ def serve_rtckit(port: int, loop: str) -> None:
         run_loop(run(), loop=loop)
 
 
-async def start_floor(loop: str) -> Server:
+async def start_floor(loop: str, transport: str = "aiohttp") -> Server:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    flag = "--serve-floor" if transport == "aiohttp" else f"--serve-{transport}-floor"
     proc = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, __file__, "--serve-floor", str(port), "--server-loop", loop],
+        [sys.executable, __file__, flag, str(port), "--server-loop", loop],
         env=env,
         stdout=subprocess.DEVNULL,
     )
     await wait_port(port, proc)
     return Server(
-        "aiohttp floor",
+        f"{transport} floor",
         proc,
         port,
         lambda i: f"ws://127.0.0.1:{port}/peerjs?key=peerjs&id=c{i}&token=t{i}",
@@ -214,6 +233,89 @@ def serve_floor(port: int, loop: str) -> None:
         access_log=None,
         loop=loop_factory(loop)(),
     )
+
+
+def serve_picows_floor(port: int, loop: str) -> None:
+    """The same bare relay as :func:`serve_floor` on picows: the floor under any
+    picows-based signaling server."""
+    from picows import WSListener, WSMsgType, WSTransport, ws_create_server
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from rtckit.eventloop import run as run_loop
+
+    raise_fd_limit()
+    sockets: dict[str, WSTransport] = {}
+
+    class Relay(WSListener):
+        def __init__(self, me: str) -> None:
+            self.me = me
+
+        def on_ws_connected(self, transport: WSTransport) -> None:
+            sockets[self.me] = transport
+            transport.send(WSMsgType.TEXT, b'{"type":"OPEN"}')
+
+        def on_ws_frame(self, transport: WSTransport, frame: Any) -> None:
+            if frame.msg_type is not WSMsgType.TEXT:
+                if frame.msg_type is WSMsgType.CLOSE:
+                    transport.send_close(frame.get_close_code())
+                    transport.disconnect()
+                return
+            message = json.loads(frame.get_payload_as_utf8_text())
+            message["src"] = self.me
+            target = sockets.get(message.get("dst", ""))
+            if target is not None:
+                target.send(WSMsgType.TEXT, json.dumps(message).encode())
+
+        def on_ws_disconnected(self, transport: WSTransport) -> None:
+            sockets.pop(self.me, None)
+
+    def route(request: Any) -> Relay:
+        query = request.path.decode().partition("?")[2]
+        me = dict(item.partition("=")[::2] for item in query.split("&"))["id"]
+        return Relay(me)
+
+    async def run() -> None:
+        server = await ws_create_server(route, "127.0.0.1", port, use_aiofastnet=False)
+        async with server:
+            await server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_loop(run(), loop=loop)
+
+
+def serve_websockets_floor(port: int, loop: str) -> None:
+    """The same bare relay as :func:`serve_floor` on websockets' asyncio implementation
+    (``websockets.asyncio.server``)."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    sys.path.insert(0, str(ROOT / "src"))
+    from rtckit.eventloop import run as run_loop
+
+    raise_fd_limit()
+    sockets: dict[str, ServerConnection] = {}
+
+    async def handle(ws: ServerConnection) -> None:
+        path = ws.request.path if ws.request is not None else ""
+        query = path.partition("?")[2]
+        me = dict(item.partition("=")[::2] for item in query.split("&"))["id"]
+        sockets[me] = ws
+        await ws.send('{"type":"OPEN"}')
+        try:
+            async for frame in ws:
+                message = json.loads(frame)
+                message["src"] = me
+                target = sockets.get(message.get("dst", ""))
+                if target is not None:
+                    await target.send(json.dumps(message))
+        finally:
+            sockets.pop(me, None)
+
+    async def run() -> None:
+        async with serve(handle, "127.0.0.1", port, compression=None) as server:
+            await server.serve_forever()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        run_loop(run(), loop=loop)
 
 
 def install_peerjs(directory: Path) -> Path | None:
@@ -289,7 +391,7 @@ class Client:
 
     @property
     def rtckit(self) -> bool:
-        return self.server.name == "rtckit"  # the others speak PeerJS's protocol
+        return self.server.name.startswith("rtckit")  # the others speak PeerJS's protocol
 
     async def connect(self, session: aiohttp.ClientSession) -> None:
         self.ws = await session.ws_connect(self.server.url_for(self.index), max_msg_size=0)
@@ -549,7 +651,10 @@ def report(
             "messages each way), which PeerJS does not have. rtckit runs with its rate limit "
             "raised for the benchmark. *aiohttp floor* (with ``--floor``) is a bare aiohttp relay "
             "speaking PeerJS's protocol without any checks, sequence numbers or acknowledgements: "
-            "the cost of aiohttp and the event loop alone, under any aiohttp-based server.",
+            "the cost of aiohttp and the event loop alone, under any aiohttp-based server. "
+            "*rtckit picows* is the same server on picows (``rtckit signaling --transport "
+            "picows``, the default when picows is installed), *picows floor* and *websockets "
+            "floor* the bare relay on picows and on websockets' asyncio implementation.",
             "",
             table(
                 [
@@ -638,10 +743,14 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
     starters: list[Callable[[], Any]] = []
     if script is not None:
         starters.append(lambda: start_peerjs(script))
+    transports = ["aiohttp", "picows"] if args.picows else ["aiohttp"]
     for loop in loops:
-        starters.append(functools.partial(start_rtckit, loop))
-        if args.floor:
-            starters.append(functools.partial(start_floor, loop))
+        for transport in transports:
+            starters.append(functools.partial(start_rtckit, loop, transport))
+            if args.floor:
+                starters.append(functools.partial(start_floor, loop, transport))
+        if args.floor and importlib.util.find_spec("websockets") is not None:
+            starters.append(functools.partial(start_floor, loop, "websockets"))
     # Servers take turns within each repetition, so that they share the machine's conditions,
     # starting with a different one each time; each ratio compares with the PeerJS run of the
     # same repetition.
@@ -664,14 +773,21 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
     for start in starters:
         server = await start()
         try:
-            if server.name == "aiohttp floor":
+            if server.name.endswith(" floor"):
                 continue
             result_idle = await idle(server, idle_count, IDLE_SECONDS)
         finally:
             server.stop()
         idles.append(result_idle)
         print(result_idle, flush=True)
-    order = {"rtckit": 0, "aiohttp floor": 1, "PeerJS": 2}
+    order = {
+        "rtckit": 0,
+        "rtckit picows": 1,
+        "aiohttp floor": 2,
+        "picows floor": 3,
+        "websockets floor": 4,
+        "PeerJS": 5,
+    }
     relays = sorted(
         (median_result(results) for results in runs.values()),
         key=lambda r: (r.clients, order[r.server], r.loop),
@@ -699,6 +815,18 @@ if __name__ == "__main__":
         "--floor", action="store_true", help="also measure a bare aiohttp relay (no checks)"
     )
     parser.add_argument("--serve-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-picows-floor", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--serve-websockets-floor", type=int, metavar="PORT", help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--no-picows",
+        dest="picows",
+        action="store_false",
+        default=importlib.util.find_spec("picows") is not None,
+        help="skip rtckit on picows (and the picows floor); run by default if installed",
+    )
+    parser.add_argument("--server-transport", default="aiohttp", help=argparse.SUPPRESS)
     parser.add_argument("--peerjs-dir", help="reuse a directory where `npm install peer` ran")
     parser.add_argument(
         "--loop",
@@ -709,9 +837,13 @@ if __name__ == "__main__":
     parser.add_argument("--server-loop", default="asyncio", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.serve_rtckit:
-        serve_rtckit(arguments.serve_rtckit, arguments.server_loop)
+        serve_rtckit(arguments.serve_rtckit, arguments.server_loop, arguments.server_transport)
     elif arguments.serve_floor:
         serve_floor(arguments.serve_floor, arguments.server_loop)
+    elif arguments.serve_picows_floor:
+        serve_picows_floor(arguments.serve_picows_floor, arguments.server_loop)
+    elif arguments.serve_websockets_floor:
+        serve_websockets_floor(arguments.serve_websockets_floor, arguments.server_loop)
     else:
         with tempfile.TemporaryDirectory(prefix="rtckit-bench-") as directory:
             peerjs, description = prepare_peerjs(arguments, directory)

@@ -137,6 +137,7 @@ PYTHON: dict[Key, str] = {
     ),
     ("rtckit.signaling.wsserver", "web.run_app(app)"): "compile: serves until Ctrl-C",
     ("rtckit.signaling.wsserver", 'await server.listen("127.0.0.1", 8765)'): "run",
+    ("rtckit.signaling.fastws.PicowsSignalingServer", "async with PicowsSignalingServer("): "run",
     ("rtckit.stun.server", "await asyncio.Event().wait()"): (
         "serve: serves until cancelled (it is cancelled after SERVE_SECONDS)"
     ),
@@ -213,6 +214,10 @@ CONTEXT: dict[str, set[str]] = {
 #: Python run before a page's blocks: what the page's prose says the reader has.
 SETUP: dict[str, str] = {
     "rtckit.signaling.wsserver": "config = SignalingConfig(auth=OpenAuth())",
+    "rtckit.signaling.fastws.PicowsSignalingServer": (
+        "from rtckit.signaling.fastws import PicowsSignalingServer\n"
+        "config = SignalingConfig(auth=OpenAuth())"
+    ),
     "rtckit.topology.strategies": (
         "from rtckit.signaling import OpenAuth, SignalingConfig, SignalingServer\n"
         "config = SignalingConfig(auth=OpenAuth())"
@@ -288,6 +293,9 @@ SHELL_PARSE: dict[Key, str] = {
 
 #: Blocks neither run nor parsed, with the reason.
 NOT_RUN: dict[Key, str] = {
+    ("docs/howto/deploy.rst", "rtckit signaling on ws://"): (
+        "rtckit signaling's start-up line (tests/test_cli_signaling_transport.py checks it)"
+    ),
     ("README.md", "pip install nox && nox"): "installs packages and runs every test session",
     ("docs/howto/run-tests.rst", "pip install nox && nox"): (
         "installs packages and runs every test session"

@@ -75,9 +75,11 @@ class RawWebSocket:
         assert head.startswith(b"HTTP/1.1 101"), head
         return cls(sock, rest)
 
-    async def send_frame(self, opcode: int, payload: bytes, *, mask: bool = True) -> None:
+    async def send_frame(
+        self, opcode: int, payload: bytes, *, mask: bool = True, fin: bool = True
+    ) -> None:
         length = len(payload)
-        header = bytes([0x80 | opcode])
+        header = bytes([(0x80 if fin else 0) | opcode])
         bit = 0x80 if mask else 0
         if length < 126:
             header += bytes([bit | length])
@@ -138,8 +140,16 @@ async def raw_sockets() -> AsyncIterator[list[RawWebSocket]]:
         raw.abort()
 
 
-async def start(**overrides: Any) -> tuple[SignalingServer, int]:
-    server = SignalingServer(SignalingConfig(**{"auth": OpenAuth(), **overrides}))
+async def start(transport: str = "aiohttp", **overrides: Any) -> tuple[Any, int]:
+    """A standalone server on *transport*'s WebSocket layer (aiohttp or picows)."""
+    config = SignalingConfig(**{"auth": OpenAuth(), **overrides})
+    if transport == "picows":
+        pytest.importorskip("picows", reason="picows is not installed")
+        from rtckit.signaling.fastws import PicowsSignalingServer
+
+        server: Any = PicowsSignalingServer(config)
+    else:
+        server = SignalingServer(config)
     await server.start()
     _host, port = await server.listen("127.0.0.1", 0)
     return server, port
@@ -155,13 +165,23 @@ async def raw_join(port: int, sockets: list[RawWebSocket], **kwargs: Any) -> Raw
     return raw
 
 
+def _held(connection: object) -> int:
+    """What the server holds for *connection*'s client: its queue and the socket's buffer."""
+    if isinstance(connection, Wsc):
+        return connection.buffered
+    transport = getattr(connection, "transport", None)  # picows' WSTransport
+    return 0 if transport is None else transport.underlying_transport.get_write_buffer_size()
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "picows"])
 async def test_a_client_that_stops_reading_is_closed_4004_with_bounded_memory(
-    raw_sockets: list[RawWebSocket],
+    raw_sockets: list[RawWebSocket], transport: str
 ) -> None:
     """It acks every seq sent without reading a byte (so its session queue stays empty):
     the server's write buffer for it is what must stay bounded."""
     limit = 1024 * 1024
     server, port = await start(
+        transport,
         max_messages_per_second=1e6,
         burst=1_000_000,
         max_pending_bytes=256 * 1024,
@@ -183,7 +203,7 @@ async def test_a_client_that_stops_reading_is_closed_4004_with_bounded_memory(
                     # would make the kernel reset the connection, dropping the close frame
                     await asyncio.sleep(0.005)
                 # what the server holds for it: its queue and the transport's write buffer
-                held = [c.buffered for c in server.hub._connections.values() if isinstance(c, Wsc)]
+                held = [_held(c) for c in server.hub._connections.values()]
                 peak = max(peak, server.hub.buffered_bytes, *held)
             assert peak <= limit + 64 * 1024  # aiohttp writes up to its limit before draining
             assert await raw.close_code() == CloseCode.SLOW_CONSUMER
@@ -192,9 +212,10 @@ async def test_a_client_that_stops_reading_is_closed_4004_with_bounded_memory(
             await sender.aclose()
 
 
-async def test_invalid_utf8_closes_1007(raw_sockets: list[RawWebSocket]) -> None:
+@pytest.mark.parametrize("transport", ["aiohttp", "picows"])
+async def test_invalid_utf8_closes_1007(raw_sockets: list[RawWebSocket], transport: str) -> None:
     """RFC 6455 section 8.1, as the protocol page says (not an error message)."""
-    server, port = await start()
+    server, port = await start(transport)
     async with server, asyncio.timeout(20):
         raw = await raw_join(port, raw_sockets)
         await raw.send_frame(TEXT, b'{"type":"ping","x":"\xc3"}')

@@ -217,15 +217,26 @@ JOIN_WITH_MODULES = """async (entry) => {
 }"""
 
 
-async def test_standalone_server_serves_every_module() -> None:
-    """What ``rtckit signaling`` runs (a standalone server) serves the entry and every module
-    it imports: two pages import the entry from it, meet in a mesh room with joinRoom and
-    exchange a message on the room's data channel (signaling, peer and room modules at work).
+def _standalone(transport: str, config: SignalingConfig) -> Any:
+    if transport == "picows":
+        pytest.importorskip("picows", reason="picows is not installed")
+        from rtckit.signaling.fastws import PicowsSignalingServer
+
+        return PicowsSignalingServer(config)
+    return SignalingServer(config)
+
+
+@pytest.mark.parametrize("transport", ["aiohttp", "picows"])
+async def test_standalone_server_serves_every_module(transport: str) -> None:
+    """What ``rtckit signaling`` runs (a standalone server, on either WebSocket layer) serves
+    the entry and every module it imports: two pages import the entry from it, meet in a mesh
+    room with joinRoom and exchange a message on the room's data channel (signaling, peer and
+    room modules at work).
     """
     require_executable("chromium", hint="apt-get install chromium")
     async with (
         asyncio.timeout(90),
-        SignalingServer(SignalingConfig(auth=OpenAuth())) as server,
+        _standalone(transport, SignalingConfig(auth=OpenAuth())) as server,
         launch_chromium() as browser,
     ):
         host, port = await server.listen("127.0.0.1", 0)

@@ -77,6 +77,9 @@ class Target:
     #: The CA file clients must trust (TLS targets).
     ca_file: Path | None = None
     auth: TokenAuth = attrs.field(factory=lambda: TokenAuth(secret=SECRET))
+    #: Whether plain HTTP connections stay open after an answer (keep-alive); the picows
+    #: transport answers every plain HTTP request with ``Connection: close``.
+    keep_alive: bool = True
     #: RSS once the server runs and the canary is in (the memory bound is relative to it).
     rss_start: int = 0
 
@@ -201,11 +204,11 @@ def start_app(folder: Path) -> Target:
     return target
 
 
-def start_signaling(folder: Path) -> Target:
-    """``rtckit signaling``: plain WebSocket, room tokens, JSON logs, its default event loop.
-    Its ``--max-peers`` holds for every room: :data:`CROWD_PEERS`."""
+def start_signaling(folder: Path, transport: str = "aiohttp") -> Target:
+    """``rtckit signaling --transport aiohttp``: plain WebSocket, room tokens, JSON logs, its
+    default event loop. Its ``--max-peers`` holds for every room: :data:`CROWD_PEERS`."""
     port = _free_port()
-    log_path = folder / "signaling.log"
+    log_path = folder / f"signaling-{transport}.log"
     process = _spawn(
         [
             "signaling",
@@ -226,19 +229,29 @@ def start_signaling(folder: Path) -> Target:
             str(IDLE_TIMEOUT),
             "--log-format",
             "json",
+            "--transport",
+            transport,
         ],
         log_path,
         {},
     )
     target = Target(
-        name="signaling",
+        name="signaling" if transport == "aiohttp" else f"signaling-{transport}",
         process=process,
         log_path=log_path,
         endpoints=[Endpoint(name="http", host="127.0.0.1", port=port)],
+        keep_alive=transport == "aiohttp",
         max_peers=CROWD_PEERS,
     )
     _wait_listening(target)
     return target
+
+
+def start_signaling_picows(folder: Path) -> Target:
+    """``rtckit signaling --transport picows`` (the fast WebSocket layer), as
+    :func:`start_signaling`. picows is in the test dependency group: without it this target
+    fails to start, it does not skip."""
+    return start_signaling(folder, "picows")
 
 
 def start_stun(folder: Path) -> Target:
@@ -272,6 +285,7 @@ def start_stun(folder: Path) -> Target:
 FACTORIES: dict[str, Callable[[Path], Target]] = {
     "app": start_app,
     "signaling": start_signaling,
+    "signaling-picows": start_signaling_picows,
 }
 #: The factories whose server has a TLS port (the TLS cases run on these only).
 TLS_TARGETS = ["app"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -25,7 +26,16 @@ from rtckit.signaling.auth import (
 from rtckit.signaling.config import TOPOLOGIES, RoomConfig, SignalingConfig
 from rtckit.signaling.wsserver import SignalingServer
 
-__all__ = ["SECRET_ENV", "register"]
+__all__ = [
+    "SECRET_ENV",
+    "TRANSPORT_CHOICES",
+    "picows_available",
+    "register",
+    "resolve_transport",
+]
+
+#: The values of ``--transport``: ``auto`` (picows if installed), ``aiohttp``, ``picows``.
+TRANSPORT_CHOICES: tuple[str, ...] = ("auto", "aiohttp", "picows")
 
 #: Environment variable read when ``--secret`` is not given.
 SECRET_ENV = ENV_SIGNALING_SECRET
@@ -79,6 +89,13 @@ def register(subparsers: Any) -> None:
     )
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
+    serve.add_argument(
+        "--transport",
+        choices=TRANSPORT_CHOICES,
+        default="auto",
+        help="WebSocket layer (auto by default): auto is picows if installed "
+        "(pip install 'rtckit[speed]'), else aiohttp",
+    )
     add_loop_argument(serve)
     serve.set_defaults(handler=_serve)
 
@@ -99,6 +116,28 @@ def register(subparsers: Any) -> None:
         help="permissions (default: publish subscribe)",
     )
     token.set_defaults(handler=_token)
+
+
+def picows_available() -> bool:
+    """Whether the ``picows`` package can be imported."""
+    return importlib.util.find_spec("picows") is not None
+
+
+def resolve_transport(choice: str) -> str:
+    """The WebSocket layer ``--transport`` *choice* means here: ``picows`` or ``aiohttp``.
+
+    Raises :class:`~rtckit.errors.ConfigurationError` for ``picows`` when it is not
+    installed."""
+    available = picows_available()
+    if choice == "auto":
+        return "picows" if available else "aiohttp"
+    if choice == "picows" and not available:
+        raise ConfigurationError(
+            "the picows WebSocket layer is not installed (pip install 'rtckit[speed]')"
+        )
+    if choice not in TRANSPORT_CHOICES:
+        raise ConfigurationError(f"transport must be one of {TRANSPORT_CHOICES}, not {choice!r}")
+    return choice
 
 
 def _secret(args: argparse.Namespace) -> str | None:
@@ -144,20 +183,29 @@ def build_config(args: argparse.Namespace) -> SignalingConfig:
 
 
 async def _run(
-    config: SignalingConfig, host: str, port: int, path: str, limits: HttpLimits
+    config: SignalingConfig, host: str, port: int, path: str, limits: HttpLimits, transport: str
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    async with SignalingServer(config) as server:
+    if transport == "picows":
+        from rtckit.signaling.fastws import PicowsSignalingServer
+
+        server: SignalingServer | PicowsSignalingServer = PicowsSignalingServer(config)
+    else:
+        server = SignalingServer(config)
+    async with server:
         try:
             await server.listen(host, port, path=path, limits=limits)
         except OSError as exc:
             where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
             raise ConfigurationError(f"cannot listen on {where}: {os_error_text(exc)}") from exc
         mode = "open (no tokens)" if isinstance(config.auth, OpenAuth) else "room tokens"
-        print(f"rtckit signaling on {server.url} ({mode}, {loop_name()} loop)", flush=True)
+        print(
+            f"rtckit signaling on {server.url} ({mode}, {transport}, {loop_name()} loop)",
+            flush=True,
+        )
         await stop.wait()
     print("rtckit signaling stopped", file=sys.stderr)
 
@@ -167,11 +215,12 @@ def _serve(args: argparse.Namespace) -> int:
     if not args.idle_timeout > 0:
         raise ConfigurationError(f"--idle-timeout must be positive, not {args.idle_timeout}")
     limits = HttpLimits(idle_timeout=args.idle_timeout)
+    transport = resolve_transport(args.transport)
     from rtckit.server.logs import configure_logging
 
     handler = configure_logging(args.log_level, args.log_format)
     try:
-        run(_run(config, args.host, args.port, args.path, limits), loop=args.loop)
+        run(_run(config, args.host, args.port, args.path, limits, transport), loop=args.loop)
     finally:
         logging.getLogger("rtckit").removeHandler(handler)
     return 0

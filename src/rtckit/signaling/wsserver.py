@@ -34,7 +34,6 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
-from yarl import URL
 
 from rtckit.errors import ConnectionClosedError
 from rtckit.httpserver import HttpLimits, LimitedSite, runner_options
@@ -48,6 +47,7 @@ from rtckit.signaling.browser import (
 from rtckit.signaling.config import SignalingConfig
 from rtckit.signaling.hub import EventListener, EventStream, SignalingHub
 from rtckit.signaling.memory import MemoryTransport
+from rtckit.signaling.origin import origin_allowed
 from rtckit.signaling.protocol import CloseCode
 
 __all__ = ["CLIENT_SCRIPT", "SignalingServer", "client_modules", "client_script"]
@@ -426,19 +426,7 @@ class SignalingServer:
     # --- handlers ------------------------------------------------------------------------
 
     def _origin_allowed(self, request: web.Request) -> bool:
-        origin = request.headers.get("Origin")
-        if origin is None:
-            return True  # not a browser
-        allowed = self.config.allowed_origins
-        if "*" in allowed or origin in allowed:
-            return True
-        if allowed:
-            return False
-        try:
-            parsed = URL(origin)
-        except ValueError:
-            return False
-        return parsed.host is not None and parsed.raw_authority == request.host
+        return origin_allowed(self.config, request.headers.get("Origin"), request.host)
 
     async def handle_script(self, request: web.Request) -> web.Response:
         """Serve the browser client: the entry ``rtckit.js`` or a module it imports."""

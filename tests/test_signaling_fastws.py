@@ -1,0 +1,91 @@
+"""The signaling server on picows (:mod:`rtckit.signaling.fastws`): the transport conformance
+suite, and the frames only it checks (RFC 6455 5.1: an unmasked client frame closes 1002;
+fragments, which picows hands over one by one). The limits both layers enforce alike are
+tested on both in tests/test_signaling_limits.py.
+
+picows is in the ``test`` dependency group: these tests skip only where it is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from rtckit.signaling import OpenAuth, SignalingConfig, WebSocketTransport
+from rtckit.signaling.protocol import Ping, Pong, encode
+from rtckit.testing import conformance
+from test_signaling_limits import TEXT, RawWebSocket, raw_join, raw_sockets, start
+
+pytest.importorskip("picows", reason="picows is not installed (pip install 'rtckit[speed]')")
+
+from rtckit.signaling.fastws import PicowsSignalingServer
+
+__all__ = ["raw_sockets"]  # the fixture, shared with tests/test_signaling_limits.py
+CONTINUATION = 0x0
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[PicowsSignalingServer]:
+    async with PicowsSignalingServer(SignalingConfig(auth=OpenAuth())) as server:
+        await server.listen("127.0.0.1", 0)
+        yield server
+
+
+@pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)
+async def test_conformance(check: conformance.Check, server: PicowsSignalingServer) -> None:
+    await check(lambda: WebSocketTransport(server.url))
+
+
+async def test_an_unmasked_client_frame_is_closed_1002(raw_sockets: list[RawWebSocket]) -> None:
+    """RFC 6455 5.1: "a server MUST close the connection upon receiving a frame that is not
+    masked". aiohttp accepts such frames (tests/test_signaling_limits.py shows it); picows
+    closes with 1002."""
+    server, port = await start("picows")
+    async with server, asyncio.timeout(20):
+        raw = await raw_join(port, raw_sockets)
+        await raw.send_frame(TEXT, encode(Ping(nonce=7)).encode(), mask=False)
+        assert await raw.close_code() == 1002
+        with pytest.raises(ConnectionError):  # and the socket is closed
+            await raw.receive_frame()
+
+
+async def test_fragmented_messages_are_reassembled_up_to_the_limit(
+    raw_sockets: list[RawWebSocket],
+) -> None:
+    """picows hands over frames, not messages: the server joins a fragmented text message,
+    and closes 1009 once its fragments pass ``max_message_size``."""
+    server, port = await start("picows", max_message_size=1000)
+    async with server, asyncio.timeout(20):
+        raw = await raw_join(port, raw_sockets)
+        ping = encode(Ping(nonce=7)).encode()
+        await raw.send_frame(TEXT, ping[:5], fin=False)
+        await raw.send_frame(CONTINUATION, ping[5:9], fin=False)
+        await raw.send_frame(CONTINUATION, ping[9:])
+        assert await raw.receive() == Pong(nonce=7)
+        await raw.send_frame(TEXT, b" " * 600, fin=False)
+        await raw.send_frame(CONTINUATION, b" " * 600)
+        assert await raw.close_code() == 1009
+
+
+async def test_a_client_still_sending_gets_the_close_frame(
+    server: PicowsSignalingServer,
+) -> None:
+    """A binary frame (1002) and more frames after it: the close lingers, reading and
+    discarding them, so the close frame reaches the client rather than a reset (closing a
+    socket with unread data in it makes TCP reset the connection, and aiohttp's client, whose
+    write then fails, drops the close frame unread: 1006)."""
+    async with asyncio.timeout(20), aiohttp.ClientSession() as session:
+        for _ in range(3):
+            async with session.ws_connect(server.url) as ws:
+                with contextlib.suppress(ConnectionError):
+                    await ws.send_bytes(b"\x00")
+                    for _ in range(20):
+                        await ws.send_str(" " * 60_000)
+                message = await ws.receive()
+                while message.type is aiohttp.WSMsgType.TEXT:
+                    message = await ws.receive()
+                assert (message.type, message.data) == (aiohttp.WSMsgType.CLOSE, 1002)
