@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 
 from rtckit.signaling import OpenAuth, SignalingConfig, WebSocketTransport
-from rtckit.signaling.protocol import Ping, Pong, encode
+from rtckit.signaling.protocol import Hello, Join, Ping, Pong, encode
 from rtckit.testing import conformance
 from test_signaling_limits import TEXT, RawWebSocket, raw_join, raw_sockets, start
 
@@ -89,3 +89,45 @@ async def test_a_client_still_sending_gets_the_close_frame(
                 while message.type is aiohttp.WSMsgType.TEXT:
                     message = await ws.receive()
                 assert (message.type, message.data) == (aiohttp.WSMsgType.CLOSE, 1002)
+
+
+async def test_heartbeats_are_websocket_pings_and_pongs_keep_a_peer_alive() -> None:
+    """On picows, as on aiohttp, the server's heartbeat is a WebSocket ping frame (no protocol
+    ``ping`` to encode) and the client's pong counts as a sign of life: a client whose stack
+    answers pings stays through several dead-peer timeouts; one that never answers is closed
+    with 4001."""
+    config = SignalingConfig(
+        auth=OpenAuth(), heartbeat_interval=0.2, dead_peer_timeout=0.6, tick_interval=0.05
+    )
+    async with (
+        PicowsSignalingServer(config) as server,
+        asyncio.timeout(20),
+        aiohttp.ClientSession() as session,
+    ):
+        await server.listen("127.0.0.1", 0)
+        answering = await session.ws_connect(server.url, autoping=True)
+        silent = await session.ws_connect(server.url, autoping=False)
+        for ws in (answering, silent):
+            await ws.send_str(encode(Hello()))
+            await ws.send_str(encode(Join(room="r")))
+        seen: dict[str, list[aiohttp.WSMsgType]] = {"answering": [], "silent": []}
+
+        async def read(name: str, ws: aiohttp.ClientWebSocketResponse) -> None:
+            while not ws.closed:
+                seen[name].append((await ws.receive()).type)
+
+        readers = [
+            asyncio.create_task(read("answering", answering)),
+            asyncio.create_task(read("silent", silent)),
+        ]
+        try:
+            await asyncio.sleep(2.0)  # ten heartbeat periods, three dead-peer timeouts
+            assert not answering.closed
+            assert aiohttp.WSMsgType.CLOSE not in seen["answering"]
+            assert aiohttp.WSMsgType.PING in seen["silent"]
+            assert silent.closed
+            assert silent.close_code == 4001
+        finally:
+            for reader in readers:
+                reader.cancel()
+            await answering.close()

@@ -127,7 +127,8 @@ class _Connection(WSListener):
         self.transport = transport
         self._server._connections.add(self)
         try:
-            self._conn = self._hub.open(self)
+            # heartbeats as WebSocket ping frames, answered by the client's stack (as on aiohttp)
+            self._conn = self._hub.open(self, transport_pings=True)
         except ConnectionClosedError:
             self._conn = 0
             self.close(CloseCode.GOING_AWAY, "server closing")
@@ -158,8 +159,12 @@ class _Connection(WSListener):
                 transport.send_close(code if int(code.value) else WSCloseCode.OK)
             self._disconnect()
             return
-        if self._closing or kind is WSMsgType.PONG or kind is WSMsgType.PING:
+        if self._closing:
             return  # after our close frame, until the client's: read and discard
+        if kind is WSMsgType.PONG or kind is WSMsgType.PING:  # picows answers pings itself
+            if self._conn:
+                self._hub.touch(self._conn)
+            return
         if frame.rsv1 or frame.rsv2 or frame.rsv3:
             self._protocol_error(CloseCode.PROTOCOL_ERROR, "reserved bits set")
         elif kind is WSMsgType.BINARY:
@@ -226,6 +231,11 @@ class _Connection(WSListener):
                 return
             self._held = backlog + size
         transport.send(_TEXT, text.encode())
+
+    def ping(self) -> None:
+        transport = self.transport
+        if not self._closing and transport is not None:
+            transport.send_ping()
 
     def close(self, code: int, reason: str) -> None:
         if self._closing:
