@@ -224,25 +224,33 @@ async def test_two_browsers_and_two_aiortc_peers_in_one_mcu() -> None:
                     shows(c.latest, engine.cell_of(n), n) for c in clients.values() for n in clients
                 ):
                     await asyncio.sleep(0.05)
+
             # ... and the browsers' pictures in the browsers' cells. Chrome converts its
             # canvas to YUV with its own matrix, so compare with the YUV the engine received
             # from that browser rather than with a BT.601 conversion of the canvas colour.
-            for n in BROWSER_COLOURS:
-                source = next(p for p in engine.participants if p.id == n).latest_video
-                assert source is not None
-                arr = source.to_ndarray(format="yuv420p")
-                sent = yuv_at(arr, (0, 0, source.width, source.height))
-                cell = engine.cell_of(n)
-                assert cell is not None
-                for c in clients.values():
-                    assert c.latest is not None
-                    got = yuv_at(c.latest, cell)
-                    assert all(abs(g - w) <= 20 for g, w in zip(got, sent, strict=True)), (
-                        c.name,
-                        n,
-                        got,
-                        sent,
-                    )
+            # The aiortc peers' latest frames may still be the mix from before the browsers'
+            # video reached the engine: wait for a mix that shows them (bounded).
+            def mismatches() -> list[tuple[str, str, tuple[float, ...], tuple[float, ...]]]:
+                out: list[tuple[str, str, tuple[float, ...], tuple[float, ...]]] = []
+                for n in BROWSER_COLOURS:
+                    source = next(p for p in engine.participants if p.id == n).latest_video
+                    assert source is not None
+                    arr = source.to_ndarray(format="yuv420p")
+                    sent = yuv_at(arr, (0, 0, source.width, source.height))
+                    cell = engine.cell_of(n)
+                    assert cell is not None
+                    for c in clients.values():
+                        assert c.latest is not None
+                        got = yuv_at(c.latest, cell)
+                        if not all(abs(g - w) <= 20 for g, w in zip(got, sent, strict=True)):
+                            out.append((c.name, n, got, sent))
+                return out
+
+            for _ in range(200):  # up to 10 s
+                if not (wrong := mismatches()):
+                    break
+                await asyncio.sleep(0.05)
+            assert not wrong, wrong
 
             # audio at the aiortc peers: the other three tones, not their own
             await asyncio.sleep(0.5)
