@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 
 from aiohttp import web
@@ -73,8 +74,20 @@ async def main(port: int = 8080) -> int:
                 file=sys.stderr,
             )
             return 1
+        # Ctrl-C (or SIGTERM) stops the peer first, then the server, inside this coroutine:
+        # nothing is left for asyncio.run to cancel half-way through accepting a connection.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
         print(f"open http://127.0.0.1:{port}/ in two browser tabs (Ctrl-C stops)", flush=True)
-        await python_peer(f"ws://127.0.0.1:{port}/ws")
+        peer = asyncio.create_task(python_peer(f"ws://127.0.0.1:{port}/ws"))
+        stopping = asyncio.create_task(stop.wait())
+        await asyncio.wait({peer, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (peer, stopping):
+            task.cancel()
+        await asyncio.gather(peer, stopping, return_exceptions=True)
+        print("stopped", file=sys.stderr)
     finally:
         await runner.cleanup()
     return 0
@@ -84,11 +97,7 @@ def cli() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--port", type=int, default=8080, help="HTTP port (8080)")
     args = parser.parse_args()
-    try:
-        return asyncio.run(main(args.port))
-    except KeyboardInterrupt:  # Ctrl-C: how this example ends
-        print("stopped", file=sys.stderr)
-        return 0
+    return asyncio.run(main(args.port))
 
 
 if __name__ == "__main__":
