@@ -32,8 +32,10 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # ICE/TURN configuration, STUN codec, candidates, coturn configuration, certificates,
     # this machine's addresses
     ("rtckit.ice", "rtckit.stun", "rtckit.coturn.config", "rtckit.certs", "rtckit.net"),
-    # asyncio services and helpers on those (sockets, processes, HTTP(S), the event loop)
+    # asyncio services and helpers on those (sockets, processes, HTTP(S), the event loop, the
+    # backplane nodes share)
     (
+        "rtckit.backplane",
         "rtckit.stun.server",
         "rtckit.coturn",
         "rtckit.httpserver",
@@ -78,6 +80,7 @@ PURE_CORES: tuple[str, ...] = (
     "rtckit.errors",
     "rtckit._deprecated",
     "rtckit._lazy",
+    "rtckit.backplane.base",
     "rtckit.signaling.protocol",
     "rtckit.signaling.state",
     "rtckit.signaling.config",  # signaling.state's configuration

@@ -21,6 +21,7 @@
     │       └── TurnAuthError                 a TURN server refused the credentials (401)
     ├── TopologyError                         mesh/SFU/MCU room strategies
     ├── SystemComponentError (RuntimeError)   a system program (coturn, ip, ...) missing or failing
+    ├── BackplaneError (ConnectionError)      the nodes' shared backplane (Redis) unreachable
     └── InternalsError (RuntimeError)         aiortc/aioice moved an internal rtckit needs
 
 Errors caused by the remote side (a peer or server that misbehaves) and errors caused by the
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthError",
+    "BackplaneError",
     "CertificateError",
     "CertificateExpiredError",
     "ConfigurationError",
@@ -153,6 +155,11 @@ class TopologyError(RtcKitError):
 
 class SystemComponentError(RtcKitError, RuntimeError):
     """A system program rtckit drives (coturn, ip, iptables) is missing or failed."""
+
+
+class BackplaneError(RtcKitError, ConnectionError):
+    """The backplane the nodes of a deployment share (Redis) cannot be reached, or refused an
+    operation."""
 
 
 class InternalsError(RtcKitError, RuntimeError):

@@ -1,0 +1,20 @@
+"""Backplanes: what the nodes (processes, machines) of one rtckit deployment share.
+
+* :mod:`~rtckit.backplane.base` -- the :class:`~rtckit.backplane.base.Backplane` interface:
+  messages between nodes, node liveness, leases with fencing epochs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rtckit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from rtckit.backplane.base import Backplane, BackplaneHandler, Lease, NodeId
+
+__all__ = ["Backplane", "BackplaneHandler", "Lease", "NodeId"]
+
+__getattr__, __dir__ = lazy_exports(
+    __name__, {"rtckit.backplane.base": ["Backplane", "BackplaneHandler", "Lease", "NodeId"]}
+)
