@@ -22,6 +22,7 @@ from rtckit._lazy import lazy_exports
 if TYPE_CHECKING:
     from rtckit.errors import (
         AuthError,
+        BackplaneError,
         CertificateError,
         CertificateExpiredError,
         ConfigurationError,
@@ -57,6 +58,7 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "AuthError",
+    "BackplaneError",
     "CertificateError",
     "CertificateExpiredError",
     "ConfigurationError",
@@ -100,6 +102,7 @@ if not TYPE_CHECKING:
         {
             "rtckit.errors": [
                 "AuthError",
+                "BackplaneError",
                 "CertificateError",
                 "CertificateExpiredError",
                 "ConfigurationError",
