@@ -9,11 +9,13 @@ import importlib.util
 import logging
 import os
 import signal
+import ssl
 import sys
+from pathlib import Path
 from typing import Any
 
 from rtckit.cli import os_error_text
-from rtckit.errors import ConfigurationError
+from rtckit.errors import CertificateError, ConfigurationError
 from rtckit.eventloop import add_loop_argument, loop_name, run
 from rtckit.httpserver import HttpLimits
 from rtckit.signaling.auth import (
@@ -32,6 +34,7 @@ __all__ = [
     "picows_available",
     "register",
     "resolve_transport",
+    "tls_context",
 ]
 
 #: The values of ``--transport``: ``auto`` (picows if installed), ``aiohttp``, ``picows``.
@@ -87,6 +90,21 @@ def register(subparsers: Any) -> None:
         help="close a connection that has not sent complete request headers this long after "
         f"it opened or after its last response ({HttpLimits().idle_timeout:g})",
     )
+    tls = serve.add_argument_group(
+        "TLS (wss://; PEM files, e.g. from 'rtckit cert create'; give both or neither)"
+    )
+    tls.add_argument(
+        "--cert", type=Path, metavar="FILE", help="certificate chain, the server's first"
+    )
+    tls.add_argument("--key", type=Path, metavar="FILE", help="its private key (unencrypted)")
+    tls.add_argument(
+        "--tls-handshake-timeout",
+        type=float,
+        default=HttpLimits().tls_handshake_timeout,
+        metavar="SECONDS",
+        help="close a connection that has not finished its TLS handshake this long after it "
+        f"opened ({HttpLimits().tls_handshake_timeout:g})",
+    )
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
     serve.add_argument(
@@ -140,6 +158,26 @@ def resolve_transport(choice: str) -> str:
     return choice
 
 
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The server TLS context of ``--cert`` and ``--key`` (``None`` without either).
+
+    Read as :meth:`IssuedCertificate.from_files <rtckit.certs.IssuedCertificate.from_files>`
+    reads them and made by :func:`~rtckit.certs.server_ssl_context` (TLS 1.2 or newer), so a
+    missing or unreadable file, a key that does not belong to the certificate or an expired
+    certificate is refused before the server starts, in one line
+    (:class:`~rtckit.errors.ConfigurationError`)."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigurationError("--cert and --key go together: give both (wss://) or neither")
+    from rtckit.certs import IssuedCertificate
+
+    try:
+        return IssuedCertificate.from_files(cert, key).server_ssl_context()
+    except CertificateError as exc:
+        raise ConfigurationError(f"--cert/--key: {exc}") from exc
+
+
 def _secret(args: argparse.Namespace) -> str | None:
     secret: str | None = args.secret or os.environ.get(SECRET_ENV)
     return secret
@@ -183,7 +221,13 @@ def build_config(args: argparse.Namespace) -> SignalingConfig:
 
 
 async def _run(
-    config: SignalingConfig, host: str, port: int, path: str, limits: HttpLimits, transport: str
+    config: SignalingConfig,
+    host: str,
+    port: int,
+    path: str,
+    limits: HttpLimits,
+    transport: str,
+    context: ssl.SSLContext | None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -197,7 +241,7 @@ async def _run(
         server = SignalingServer(config)
     async with server:
         try:
-            await server.listen(host, port, path=path, limits=limits)
+            await server.listen(host, port, path=path, limits=limits, ssl=context)
         except OSError as exc:
             where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
             raise ConfigurationError(f"cannot listen on {where}: {os_error_text(exc)}") from exc
@@ -214,13 +258,23 @@ def _serve(args: argparse.Namespace) -> int:
     config = build_config(args)
     if not args.idle_timeout > 0:
         raise ConfigurationError(f"--idle-timeout must be positive, not {args.idle_timeout}")
-    limits = HttpLimits(idle_timeout=args.idle_timeout)
+    if not args.tls_handshake_timeout > 0:
+        raise ConfigurationError(
+            f"--tls-handshake-timeout must be positive, not {args.tls_handshake_timeout}"
+        )
+    limits = HttpLimits(
+        idle_timeout=args.idle_timeout, tls_handshake_timeout=args.tls_handshake_timeout
+    )
     transport = resolve_transport(args.transport)
+    context = tls_context(args.cert, args.key)
     from rtckit.server.logs import configure_logging
 
     handler = configure_logging(args.log_level, args.log_format)
     try:
-        run(_run(config, args.host, args.port, args.path, limits, transport), loop=args.loop)
+        run(
+            _run(config, args.host, args.port, args.path, limits, transport, context),
+            loop=args.loop,
+        )
     finally:
         logging.getLogger("rtckit").removeHandler(handler)
     return 0
