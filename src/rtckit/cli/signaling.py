@@ -82,13 +82,11 @@ def register(subparsers: Any) -> None:
         metavar="ORIGIN",
         help="browser origin allowed to connect (repeatable; '*' for any; default: same origin)",
     )
-    serve.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=HttpLimits().idle_timeout,
-        metavar="SECONDS",
-        help="close a connection that has not sent complete request headers this long after "
-        f"it opened or after its last response ({HttpLimits().idle_timeout:g})",
+    _limit_argument(
+        serve,
+        "idle_timeout",
+        "close a connection that has not sent complete request headers this long after it "
+        "opened or after its last response",
     )
     tls = serve.add_argument_group(
         "TLS (wss://; PEM files, e.g. from 'rtckit cert create'; give both or neither)"
@@ -97,13 +95,10 @@ def register(subparsers: Any) -> None:
         "--cert", type=Path, metavar="FILE", help="certificate chain, the server's first"
     )
     tls.add_argument("--key", type=Path, metavar="FILE", help="its private key (unencrypted)")
-    tls.add_argument(
-        "--tls-handshake-timeout",
-        type=float,
-        default=HttpLimits().tls_handshake_timeout,
-        metavar="SECONDS",
-        help="close a connection that has not finished its TLS handshake this long after it "
-        f"opened ({HttpLimits().tls_handshake_timeout:g})",
+    _limit_argument(
+        tls,
+        "tls_handshake_timeout",
+        "close a connection that has not finished its TLS handshake this long after it opened",
     )
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -134,6 +129,19 @@ def register(subparsers: Any) -> None:
         help="permissions (default: publish subscribe)",
     )
     token.set_defaults(handler=_token)
+
+
+def _limit_argument(parser: Any, field: str, help_text: str) -> None:
+    """Add ``--FIELD SECONDS``, defaulting to :class:`~rtckit.httpserver.HttpLimits`'
+    *field*."""
+    default: float = getattr(HttpLimits(), field)
+    parser.add_argument(
+        "--" + field.replace("_", "-"),
+        type=float,
+        default=default,
+        metavar="SECONDS",
+        help=f"{help_text} ({default:g})",
+    )
 
 
 def picows_available() -> bool:

@@ -9,11 +9,13 @@
     server.add_routes(app, path="/ws")  # WebSocket at /ws, browser client at /ws/rtckit.js
     web.run_app(app)
 
-or standalone (what ``rtckit signaling`` does), over ``wss://`` when given a TLS context::
+or standalone (what ``rtckit signaling`` does)::
 
     async with SignalingServer(config) as server:
-        await server.listen("127.0.0.1", 8765, ssl=context)  # ssl=None: ws://
+        await server.listen("127.0.0.1", 8765)
         ...
+
+``listen(..., ssl=context)`` serves ``wss://`` with a TLS server context.
 
 The server is a thin layer: it hands each frame to a
 :class:`~rtckit.signaling.hub.SignalingHub`, which runs the sans-I/O
