@@ -17,7 +17,9 @@ is missing, the baseline is reported as not measured.
 
 Run: ``python benchmarks/signaling.py --floor`` (about four minutes; ``--quick`` for a short
 run; ``--floor`` adds bare relays on aiohttp, picows and websockets, the floor under any server
-on each WebSocket layer).
+on each WebSocket layer; ``--scheme wss`` or ``both`` runs the same comparison over ``wss://``:
+every server, PeerJS's included, speaks TLS with a certificate made for the run, and so do the
+driver's clients).
 Writes the results tables to ``docs/topics/signaling-benchmark-results.inc`` (included by
 ``docs/topics/signaling-benchmark.rst``).
 """
@@ -37,6 +39,7 @@ import random
 import resource
 import shutil
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -84,6 +87,39 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+@dataclass(frozen=True)
+class Tls:
+    """The certificate the servers present over ``wss://`` and the context that trusts it."""
+
+    cert: Path  # the certificate chain (PEM)
+    key: Path  # its private key (PEM)
+    client: ssl.SSLContext  # what the driver's clients connect with
+
+    @classmethod
+    def make(cls, directory: Path) -> Tls:
+        """A self-signed ECDSA certificate for 127.0.0.1, saved in *directory*."""
+        sys.path.insert(0, str(ROOT / "src"))
+        from rtckit.certs import CertificateSpec, KeyType, client_ssl_context, create_self_signed
+
+        own = create_self_signed(CertificateSpec(hosts=["127.0.0.1"], key_type=KeyType.EC))
+        files = own.save(directory / "tls")
+        return cls(cert=files.fullchain, key=files.key, client=client_ssl_context(own))
+
+    def args(self) -> list[str]:
+        """The options telling a server process of this script to speak TLS."""
+        return ["--tls-cert", str(self.cert), "--tls-key", str(self.key)]
+
+
+def server_context(cert: str | None, key: str | None) -> ssl.SSLContext | None:
+    """In a server process: the TLS context of ``--tls-cert``/``--tls-key`` (or None)."""
+    if cert is None or key is None:
+        return None
+    sys.path.insert(0, str(ROOT / "src"))
+    from rtckit.certs import IssuedCertificate
+
+    return IssuedCertificate.from_files(cert, key).server_ssl_context()
+
+
 @dataclass
 class Server:
     name: str
@@ -91,6 +127,11 @@ class Server:
     port: int
     url_for: Callable[[int], str]  # client index -> WebSocket URL
     loop: str  # the server's event loop: asyncio, uvloop (Python) or libuv (Node.js)
+    tls: Tls | None = None  # wss:// when set
+
+    @property
+    def scheme(self) -> str:
+        return "ws" if self.tls is None else "wss"
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -118,7 +159,7 @@ async def wait_port(port: int, proc: subprocess.Popen[bytes], seconds: float = 3
 
 # The benchmark starts servers with subprocess.Popen from async code on purpose: starting a
 # process takes milliseconds and nothing else runs meanwhile.
-async def start_rtckit(loop: str, transport: str = "aiohttp") -> Server:
+async def start_rtckit(loop: str, transport: str = "aiohttp", tls: Tls | None = None) -> Server:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.Popen(  # noqa: ASYNC220
@@ -131,16 +172,20 @@ async def start_rtckit(loop: str, transport: str = "aiohttp") -> Server:
             loop,
             "--server-transport",
             transport,
+            *(tls.args() if tls else []),
         ],
         env=env,
         stdout=subprocess.DEVNULL,
     )
     await wait_port(port, proc)
     name = "rtckit" if transport == "aiohttp" else f"rtckit {transport}"
-    return Server(name, proc, port, lambda _i: f"ws://127.0.0.1:{port}/ws", loop)
+    scheme = "ws" if tls is None else "wss"
+    return Server(name, proc, port, lambda _i: f"{scheme}://127.0.0.1:{port}/ws", loop, tls)
 
 
-def serve_rtckit(port: int, loop: str, transport: str = "aiohttp") -> None:
+def serve_rtckit(
+    port: int, loop: str, transport: str = "aiohttp", context: ssl.SSLContext | None = None
+) -> None:
     """The rtckit server process: limits raised so that the benchmark load is admitted.
 
     Runs on the event loop *loop* through :func:`rtckit.eventloop.run`, as ``rtckit
@@ -166,33 +211,34 @@ def serve_rtckit(port: int, loop: str, transport: str = "aiohttp") -> None:
         else:
             server = SignalingServer(config)
         async with server:
-            await server.listen("127.0.0.1", port)
+            await server.listen("127.0.0.1", port, ssl=context)
             await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):
         run_loop(run(), loop=loop)
 
 
-async def start_floor(loop: str, transport: str = "aiohttp") -> Server:
+def peerjs_url(scheme: str, port: int) -> Callable[[int], str]:
+    """Client index -> URL of a server speaking PeerJS's protocol."""
+    return lambda i: f"{scheme}://127.0.0.1:{port}/peerjs?key=peerjs&id=c{i}&token=t{i}"
+
+
+async def start_floor(loop: str, transport: str = "aiohttp", tls: Tls | None = None) -> Server:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     flag = "--serve-floor" if transport == "aiohttp" else f"--serve-{transport}-floor"
     proc = subprocess.Popen(  # noqa: ASYNC220
-        [sys.executable, __file__, flag, str(port), "--server-loop", loop],
+        [sys.executable, __file__, flag, str(port), "--server-loop", loop]
+        + (tls.args() if tls else []),
         env=env,
         stdout=subprocess.DEVNULL,
     )
     await wait_port(port, proc)
-    return Server(
-        f"{transport} floor",
-        proc,
-        port,
-        lambda i: f"ws://127.0.0.1:{port}/peerjs?key=peerjs&id=c{i}&token=t{i}",
-        loop,
-    )
+    scheme = "ws" if tls is None else "wss"
+    return Server(f"{transport} floor", proc, port, peerjs_url(scheme, port), loop, tls)
 
 
-def serve_floor(port: int, loop: str) -> None:
+def serve_floor(port: int, loop: str, context: ssl.SSLContext | None = None) -> None:
     """A bare aiohttp relay speaking PeerJS's protocol: parse, stamp ``src``, forward.
 
     No validation, rooms, sequence numbers or acknowledgements: the cost of aiohttp and
@@ -231,11 +277,12 @@ def serve_floor(port: int, loop: str) -> None:
         port=port,
         print=None,
         access_log=None,
+        ssl_context=context,
         loop=loop_factory(loop)(),
     )
 
 
-def serve_picows_floor(port: int, loop: str) -> None:
+def serve_picows_floor(port: int, loop: str, context: ssl.SSLContext | None = None) -> None:
     """The same bare relay as :func:`serve_floor` on picows: the floor under any
     picows-based signaling server."""
     from picows import WSListener, WSMsgType, WSTransport, ws_create_server
@@ -275,7 +322,7 @@ def serve_picows_floor(port: int, loop: str) -> None:
         return Relay(me)
 
     async def run() -> None:
-        server = await ws_create_server(route, "127.0.0.1", port, use_aiofastnet=False)
+        server = await ws_create_server(route, "127.0.0.1", port, use_aiofastnet=False, ssl=context)
         async with server:
             await server.serve_forever()
 
@@ -283,7 +330,7 @@ def serve_picows_floor(port: int, loop: str) -> None:
         run_loop(run(), loop=loop)
 
 
-def serve_websockets_floor(port: int, loop: str) -> None:
+def serve_websockets_floor(port: int, loop: str, context: ssl.SSLContext | None = None) -> None:
     """The same bare relay as :func:`serve_floor` on websockets' asyncio implementation
     (``websockets.asyncio.server``)."""
     from websockets.asyncio.server import ServerConnection, serve
@@ -311,7 +358,7 @@ def serve_websockets_floor(port: int, loop: str) -> None:
             sockets.pop(me, None)
 
     async def run() -> None:
-        async with serve(handle, "127.0.0.1", port, compression=None) as server:
+        async with serve(handle, "127.0.0.1", port, compression=None, ssl=context) as server:
             await server.serve_forever()
 
     with contextlib.suppress(KeyboardInterrupt):
@@ -336,7 +383,9 @@ def install_peerjs(directory: Path) -> Path | None:
     return script if script.exists() else None
 
 
-async def start_peerjs(script: Path) -> Server:
+async def start_peerjs(script: Path, tls: Tls | None = None) -> Server:
+    """The PeerJS server; over ``wss://`` through Node's https server (its ``--sslkey`` and
+    ``--sslcert`` options)."""
     port = free_port()
     proc = subprocess.Popen(  # noqa: ASYNC220
         [
@@ -348,18 +397,14 @@ async def start_peerjs(script: Path) -> Server:
             "127.0.0.1",
             "--concurrent_limit",
             "20000",
-        ],
+        ]
+        + (["--sslkey", str(tls.key), "--sslcert", str(tls.cert)] if tls else []),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     await wait_port(port, proc)
-    return Server(
-        "PeerJS",
-        proc,
-        port,
-        lambda i: f"ws://127.0.0.1:{port}/peerjs?key=peerjs&id=c{i}&token=t{i}",
-        "libuv",
-    )
+    scheme = "ws" if tls is None else "wss"
+    return Server("PeerJS", proc, port, peerjs_url(scheme, port), "libuv", tls)
 
 
 # --- clients -----------------------------------------------------------------------------
@@ -459,7 +504,8 @@ class Client:
 
 @contextlib.asynccontextmanager
 async def connected(server: Server, count: int, stats: Stats) -> AsyncIterator[list[Client]]:
-    connector = aiohttp.TCPConnector(limit=0)
+    tls = server.tls
+    connector = aiohttp.TCPConnector(limit=0, ssl=tls.client if tls else True)
     async with aiohttp.ClientSession(connector=connector) as session:
         clients = [Client(i, server, stats) for i in range(count)]
         gate = asyncio.Semaphore(50)
@@ -483,6 +529,7 @@ async def connected(server: Server, count: int, stats: Stats) -> AsyncIterator[l
 class RelayResult:
     server: str
     loop: str
+    scheme: str
     clients: int
     offered: float
     delivered: float
@@ -527,6 +574,7 @@ async def relay(server: Server, count: int, rate: float, seconds: float) -> Rela
         return RelayResult(
             server=server.name,
             loop=server.loop,
+            scheme=server.scheme,
             clients=count,
             offered=rate,
             delivered=stats.window_received / (t1 - t0),
@@ -541,6 +589,7 @@ async def relay(server: Server, count: int, rate: float, seconds: float) -> Rela
 class IdleResult:
     server: str
     loop: str
+    scheme: str
     clients: int
     rss_per_client_kb: float
     rss_total_mb: float
@@ -575,6 +624,7 @@ async def idle(server: Server, count: int, seconds: float) -> IdleResult:
     return IdleResult(
         server=server.name,
         loop=server.loop,
+        scheme=server.scheme,
         clients=count,
         rss_per_client_kb=(rss1 - rss0) / count / 1024,
         rss_total_mb=rss1 / 2**20,
@@ -605,6 +655,7 @@ def report(
         [
             r.server,
             r.loop,
+            r.scheme,
             str(r.clients),
             f"{r.offered:.0f}",
             f"{r.delivered:.0f}",
@@ -620,6 +671,7 @@ def report(
         [
             i.server,
             i.loop,
+            i.scheme,
             str(i.clients),
             f"{i.rss_per_client_kb:.1f}",
             f"{i.rss_total_mb:.0f}",
@@ -654,12 +706,17 @@ def report(
             "the cost of aiohttp and the event loop alone, under any aiohttp-based server. "
             "*rtckit picows* is the same server on picows (``rtckit signaling --transport "
             "picows``, the default when picows is installed), *picows floor* and *websockets "
-            "floor* the bare relay on picows and on websockets' asyncio implementation.",
+            "floor* the bare relay on picows and on websockets' asyncio implementation. "
+            "*scheme* ``wss`` rows ran over TLS (1.3 on loopback, a self-signed ECDSA P-256 "
+            "certificate made for the run): every server speaks it, PeerJS through Node's "
+            "https server, rtckit through ``listen(ssl=...)``, and so do the driver's clients; "
+            "their ratio divides by PeerJS's own ``wss`` run of the same repetition.",
             "",
             table(
                 [
                     "server",
                     "loop",
+                    "scheme",
                     "clients",
                     "offered msg/s",
                     "delivered msg/s",
@@ -679,7 +736,15 @@ def report(
             f"left within {rtckit_detection()[1]:.1f} s; the PeerJS server sends no pings.",
             "",
             table(
-                ["server", "loop", "clients", "KiB/client", "server RSS MiB", "idle CPU %"],
+                [
+                    "server",
+                    "loop",
+                    "scheme",
+                    "clients",
+                    "KiB/client",
+                    "server RSS MiB",
+                    "idle CPU %",
+                ],
                 idle_rows,
             ),
             "",
@@ -712,6 +777,7 @@ def median_result(results: list[RelayResult]) -> RelayResult:
     return RelayResult(
         server=first.server,
         loop=first.loop,
+        scheme=first.scheme,
         clients=first.clients,
         offered=first.offered,
         delivered=statistics.median(r.delivered for r in results),
@@ -730,7 +796,14 @@ def python_loops(choice: str) -> list[str]:
     return [choice]
 
 
-async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> None:
+def schemes(choice: str) -> list[str]:
+    """The schemes to run, from ``--scheme``."""
+    return ["ws", "wss"] if choice == "both" else [choice]
+
+
+async def main(
+    args: argparse.Namespace, script: Path | None, baseline: str, directory: Path
+) -> None:
     raise_fd_limit()
     load_start = os.getloadavg()[0]
     seconds = 4.0 if args.quick else args.seconds
@@ -738,19 +811,21 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
     idle_count = args.idle_clients or (500 if args.quick else 5000)
     repeat = 1 if args.quick else args.repeat
     loops = python_loops(args.loop)
-    runs: dict[tuple[str, str, int], list[RelayResult]] = {}
+    runs: dict[tuple[str, str, str, int], list[RelayResult]] = {}
     idles: list[IdleResult] = []
     starters: list[Callable[[], Any]] = []
-    if script is not None:
-        starters.append(lambda: start_peerjs(script))
     transports = ["aiohttp", "picows"] if args.picows else ["aiohttp"]
-    for loop in loops:
-        for transport in transports:
-            starters.append(functools.partial(start_rtckit, loop, transport))
-            if args.floor:
-                starters.append(functools.partial(start_floor, loop, transport))
-        if args.floor and importlib.util.find_spec("websockets") is not None:
-            starters.append(functools.partial(start_floor, loop, "websockets"))
+    for scheme in schemes(args.scheme):
+        tls = Tls.make(directory) if scheme == "wss" else None
+        if script is not None:
+            starters.append(functools.partial(start_peerjs, script, tls))
+        for loop in loops:
+            for transport in transports:
+                starters.append(functools.partial(start_rtckit, loop, transport, tls))
+                if args.floor:
+                    starters.append(functools.partial(start_floor, loop, transport, tls))
+            if args.floor and importlib.util.find_spec("websockets") is not None:
+                starters.append(functools.partial(start_floor, loop, "websockets", tls))
     # Servers take turns within each repetition, so that they share the machine's conditions,
     # starting with a different one each time; each ratio compares with the PeerJS run of the
     # same repetition.
@@ -766,10 +841,11 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
                     server.stop()
                 results.append(result)
                 print(result, flush=True)
-            baseline_cpu = next((r.cpu_us for r in results if r.server == "PeerJS"), float("nan"))
+            baselines = {r.scheme: r.cpu_us for r in results if r.server == "PeerJS"}
             for result in results:
-                result.ratio = result.cpu_us / baseline_cpu
-                runs.setdefault((result.server, result.loop, count), []).append(result)
+                result.ratio = result.cpu_us / baselines.get(result.scheme, float("nan"))
+                key = (result.server, result.loop, result.scheme, count)
+                runs.setdefault(key, []).append(result)
     for start in starters:
         server = await start()
         try:
@@ -790,9 +866,9 @@ async def main(args: argparse.Namespace, script: Path | None, baseline: str) -> 
     }
     relays = sorted(
         (median_result(results) for results in runs.values()),
-        key=lambda r: (r.clients, order[r.server], r.loop),
+        key=lambda r: (r.scheme, r.clients, order[r.server], r.loop),
     )
-    idles.sort(key=lambda i: (order[i.server], i.loop))
+    idles.sort(key=lambda i: (i.scheme, order[i.server], i.loop))
     text = report(relays, idles, seconds, baseline, (load_start, os.getloadavg()[0]), repeat)
     if not (args.quick or args.idle_only):
         DOC.write_text(text, encoding="utf-8")
@@ -834,17 +910,28 @@ if __name__ == "__main__":
         default="both",
         help="event loop(s) of the Python servers (both: asyncio, and uvloop if installed)",
     )
+    parser.add_argument(
+        "--scheme",
+        choices=["ws", "wss", "both"],
+        default="ws",
+        help="ws:// (the default), wss:// (every server and client over TLS), or both",
+    )
     parser.add_argument("--server-loop", default="asyncio", help=argparse.SUPPRESS)
+    parser.add_argument("--tls-cert", help=argparse.SUPPRESS)
+    parser.add_argument("--tls-key", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
+    context = server_context(arguments.tls_cert, arguments.tls_key)
     if arguments.serve_rtckit:
-        serve_rtckit(arguments.serve_rtckit, arguments.server_loop, arguments.server_transport)
+        serve_rtckit(
+            arguments.serve_rtckit, arguments.server_loop, arguments.server_transport, context
+        )
     elif arguments.serve_floor:
-        serve_floor(arguments.serve_floor, arguments.server_loop)
+        serve_floor(arguments.serve_floor, arguments.server_loop, context)
     elif arguments.serve_picows_floor:
-        serve_picows_floor(arguments.serve_picows_floor, arguments.server_loop)
+        serve_picows_floor(arguments.serve_picows_floor, arguments.server_loop, context)
     elif arguments.serve_websockets_floor:
-        serve_websockets_floor(arguments.serve_websockets_floor, arguments.server_loop)
+        serve_websockets_floor(arguments.serve_websockets_floor, arguments.server_loop, context)
     else:
         with tempfile.TemporaryDirectory(prefix="rtckit-bench-") as directory:
             peerjs, description = prepare_peerjs(arguments, directory)
-            asyncio.run(main(arguments, peerjs, description))
+            asyncio.run(main(arguments, peerjs, description, Path(directory)))

@@ -233,3 +233,62 @@ def test_signaling_browser_example_help_busy_port_and_ctrl_c(busy_port: int) -> 
             process.wait()
     assert process.returncode == 0
     assert _one_error_line(err) == "stopped"
+
+
+def _signaling_tls_files(tmp_path: Path) -> dict[str, Path]:
+    """Certificate and key files for ``rtckit signaling --cert/--key``: good ones, another
+    certificate's key, an expired certificate."""
+    import datetime as dt
+
+    from rtckit.certs import CertificateSpec, KeyType, create_self_signed
+
+    spec = CertificateSpec(hosts=["127.0.0.1"], key_type=KeyType.EC, days=5)
+    good = create_self_signed(spec).save(tmp_path / "good")
+    other = create_self_signed(spec).save(tmp_path / "other")
+    past = dt.datetime.now(dt.UTC) - dt.timedelta(days=30)
+    expired = create_self_signed(spec, now=past).save(tmp_path / "expired")
+    return {
+        "cert": good.fullchain,
+        "key": good.key,
+        "other-key": other.key,
+        "expired-cert": expired.fullchain,
+        "expired-key": expired.key,
+        "missing": tmp_path / "missing.pem",
+    }
+
+
+@pytest.mark.parametrize(
+    ("cert", "key", "error"),
+    [
+        ("cert", None, "--cert and --key go together: give both (wss://) or neither"),
+        (None, "key", "--cert and --key go together: give both (wss://) or neither"),
+        ("missing", "key", "--cert/--key: certificate file {missing} does not exist"),
+        ("cert", "missing", "--cert/--key: private key file {missing} does not exist"),
+        ("key", "key", "--cert/--key: {key} holds no PEM or DER certificate"),
+        ("cert", "cert", "--cert/--key: {cert}: not a private key"),
+        ("cert", "other-key", "--cert/--key: {cert} and {other-key}: the private key does not"),
+        ("expired-cert", "expired-key", "--cert/--key: certificate "),
+    ],
+)
+def test_signaling_refuses_bad_tls_files_in_one_line(
+    cert: str | None,
+    key: str | None,
+    error: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``rtckit signaling --cert FILE --key FILE``: both or neither, files it can read, a key
+    that belongs to the certificate, a certificate still valid; each refusal one line, before
+    the server starts."""
+    files = _signaling_tls_files(tmp_path)
+    argv = ["signaling", "--open", "--port", "0"]
+    if cert is not None:
+        argv += ["--cert", str(files[cert])]
+    if key is not None:
+        argv += ["--key", str(files[key])]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    line = _one_error_line(captured.err)
+    expected = error.format_map({name: str(path) for name, path in files.items()})
+    assert line.startswith(f"rtckit: error: {expected}"), line
+    assert "rtckit signaling on" not in captured.out

@@ -289,6 +289,12 @@ SHELL_PARSE: dict[Key, str] = {
     ("docs/tutorial/signaling.rst", "rtckit signaling --host 127.0.0.1 --port 8765 --open"): (
         "serves until Ctrl-C"
     ),
+    ("docs/tutorial/signaling.rst", "rtckit signaling --open --cert fullchain.pem"): (
+        "serves until Ctrl-C (tests/test_cli_signaling_transport.py runs --cert/--key)"
+    ),
+    ("docs/howto/deploy.rst", "rtckit signaling --host 0.0.0.0 --cert /etc/rtckit/cert.pem"): (
+        "serves until Ctrl-C, with the operator's certificate files"
+    ),
 }
 
 #: Blocks neither run nor parsed, with the reason.

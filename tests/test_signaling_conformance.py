@@ -1,4 +1,5 @@
-"""The transport conformance suite over the in-memory and WebSocket transports."""
+"""The transport conformance suite over the in-memory and WebSocket transports (``ws://`` and
+``wss://``)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from rtckit.signaling import (
     WebSocketTransport,
 )
 from rtckit.testing import conformance
+from test_signaling_tls import SCHEMES, transport_factory
 
 SECRET = "0123456789abcdef-0123456789abcdef-test-secret"
 
@@ -26,11 +28,11 @@ async def hub() -> AsyncIterator[SignalingHub]:
         yield hub
 
 
-@pytest.fixture
-async def server() -> AsyncIterator[SignalingServer]:
+@pytest.fixture(params=SCHEMES)
+async def websocket(request: pytest.FixtureRequest) -> AsyncIterator[conformance.TransportFactory]:
+    """Client transports to a standalone aiohttp server, over ``ws://`` or ``wss://``."""
     async with SignalingServer(SignalingConfig(auth=OpenAuth())) as server:
-        await server.listen("127.0.0.1", 0)
-        yield server
+        yield await transport_factory(server, request.param)
 
 
 @pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)
@@ -39,8 +41,10 @@ async def test_memory_transport(check: conformance.Check, hub: SignalingHub) -> 
 
 
 @pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)
-async def test_websocket_transport(check: conformance.Check, server: SignalingServer) -> None:
-    await check(lambda: WebSocketTransport(server.url))
+async def test_websocket_transport(
+    check: conformance.Check, websocket: conformance.TransportFactory
+) -> None:
+    await check(websocket)
 
 
 async def test_run_all_with_tokens() -> None:

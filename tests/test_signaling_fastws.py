@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from rtckit.signaling import OpenAuth, SignalingConfig, WebSocketTransport
+from rtckit.signaling import OpenAuth, SignalingConfig
 from rtckit.signaling.protocol import Hello, Join, Ping, Pong, encode
 from rtckit.testing import conformance
 from test_signaling_limits import TEXT, RawWebSocket, raw_join, raw_sockets, start
+from test_signaling_tls import SCHEMES, transport_factory
 
 pytest.importorskip("picows", reason="picows is not installed (pip install 'rtckit[speed]')")
 
@@ -35,9 +36,18 @@ async def server() -> AsyncIterator[PicowsSignalingServer]:
         yield server
 
 
+@pytest.fixture(params=SCHEMES)
+async def websocket(request: pytest.FixtureRequest) -> AsyncIterator[conformance.TransportFactory]:
+    """Client transports to a picows server, over ``ws://`` or ``wss://``."""
+    async with PicowsSignalingServer(SignalingConfig(auth=OpenAuth())) as server:
+        yield await transport_factory(server, request.param)
+
+
 @pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)
-async def test_conformance(check: conformance.Check, server: PicowsSignalingServer) -> None:
-    await check(lambda: WebSocketTransport(server.url))
+async def test_conformance(
+    check: conformance.Check, websocket: conformance.TransportFactory
+) -> None:
+    await check(websocket)
 
 
 async def test_an_unmasked_client_frame_is_closed_1002(raw_sockets: list[RawWebSocket]) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import base64
 import os
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from rtckit.errors import AuthError
+from rtckit.httpserver import HttpLimits
 from rtckit.signaling import (
     CloseCode,
     OpenAuth,
@@ -140,8 +142,15 @@ async def raw_sockets() -> AsyncIterator[list[RawWebSocket]]:
         raw.abort()
 
 
-async def start(transport: str = "aiohttp", **overrides: Any) -> tuple[Any, int]:
-    """A standalone server on *transport*'s WebSocket layer (aiohttp or picows)."""
+async def start(
+    transport: str = "aiohttp",
+    *,
+    tls: ssl.SSLContext | None = None,
+    limits: HttpLimits | None = None,
+    **overrides: Any,
+) -> tuple[Any, int]:
+    """A standalone server on *transport*'s WebSocket layer (aiohttp or picows), listening
+    with *tls* and *limits*; *overrides* go to its config."""
     config = SignalingConfig(**{"auth": OpenAuth(), **overrides})
     if transport == "picows":
         pytest.importorskip("picows", reason="picows is not installed")
@@ -151,7 +160,7 @@ async def start(transport: str = "aiohttp", **overrides: Any) -> tuple[Any, int]
     else:
         server = SignalingServer(config)
     await server.start()
-    _host, port = await server.listen("127.0.0.1", 0)
+    _host, port = await server.listen("127.0.0.1", 0, limits=limits, ssl=tls)
     return server, port
 
 

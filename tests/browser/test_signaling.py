@@ -1,16 +1,25 @@
 """rtckit.js in real headless Chromium: two pages and a Python client in one room, and the
-modules of rtckit.js loaded from a standalone signaling server."""
+modules of rtckit.js loaded from a standalone signaling server; on both WebSocket layers (the
+aiohttp server mounted in an app, the picows server standalone), and over ``wss://``."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import base64
+import functools
+import hashlib
+import ssl
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
+import attrs
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives import serialization
 
 from jsmodules import ENTRY_EXPORTS
+from rtckit.certs import CertificateSpec, KeyType, client_ssl_context, create_self_signed
 from rtckit.signaling import (
     Answer,
     AppMessage,
@@ -27,15 +36,16 @@ from rtckit.testing.browser import launch_chromium
 
 SECRET = "0123456789abcdef-0123456789abcdef-test-secret"
 
-PAGE = """<!doctype html>
-<meta charset="utf-8">
-<title>rtckit signaling test</title>
-<script type="module">
-  import { RtcKitSignaling } from "/ws/rtckit.js";
+#: Run in a page whose origin is the signaling server's (it opened ``/ws/rtckit.js``): what
+#: the tests call on the page. The WebSocket goes to the page's own host, over ``wss://``
+#: when the page came over HTTPS.
+SETUP = """async () => {
+  const { RtcKitSignaling } = await import("/ws/rtckit.js");
+  const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
   window.RtcKitSignaling = RtcKitSignaling;
   window.log = [];
   window.join = async (room, token) => {
-    const sig = await RtcKitSignaling.connect(`ws://${location.host}/ws`, {
+    const sig = await RtcKitSignaling.connect(url, {
       room, token, metadata: { agent: "browser" }, reconnect: { initialDelay: 20 },
     });
     sig.addEventListener("message", (event) => window.log.push(event.detail));
@@ -45,34 +55,98 @@ PAGE = """<!doctype html>
     window.sig = sig;
     return sig.peerId;
   };
-  window.ready = true;
-</script>
-"""
+}"""
 
 
-async def _serve(config: SignalingConfig) -> AsyncIterator[tuple[str, SignalingServer]]:
+@attrs.frozen(kw_only=True)
+class Served:
+    """A signaling server the browser reaches at *origin*, its WebSocket at *ws_url*."""
+
+    origin: str
+    ws_url: str
+    #: The TLS context a Python client needs (``wss://``), else ``None``.
+    client_ssl: ssl.SSLContext | None
+    #: The Chromium switches that make it trust the server's certificate (``wss://``).
+    chromium_args: tuple[str, ...]
+
+    async def open_page(self, browser: Any) -> Any:
+        """A page at the server's origin, with :data:`SETUP` run in it."""
+        page = await browser.new_page()
+        await page.goto(f"{self.origin}/ws/rtckit.js")
+        await page.evaluate(SETUP)
+        return page
+
+
+ServerFactory = Callable[[SignalingConfig], AbstractAsyncContextManager[Served]]
+
+
+def _tls(scheme: str) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None, tuple[str, ...]]:
+    """The server and client contexts of *scheme*, and the switch that makes Chromium trust
+    the certificate (its key's SPKI hash: nothing else is trusted)."""
+    if scheme == "ws":
+        return None, None, ()
+    own = create_self_signed(CertificateSpec(hosts=["127.0.0.1"], key_type=KeyType.EC))
+    spki = own.certificate.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    pin = base64.b64encode(hashlib.sha256(spki).digest()).decode()
+    switch = f"--ignore-certificate-errors-spki-list={pin}"
+    return own.server_ssl_context(), client_ssl_context(own), (switch,)
+
+
+@asynccontextmanager
+async def _aiohttp_app(config: SignalingConfig, scheme: str) -> AsyncIterator[Served]:
+    """The aiohttp server mounted in an app (as ``rtckit serve`` mounts it)."""
+    server_ssl, client_ssl, switches = _tls(scheme)
     server = SignalingServer(config)
     app = web.Application()
-
-    async def index(_request: web.Request) -> web.Response:
-        return web.Response(text=PAGE, content_type="text/html")
-
-    app.router.add_get("/", index)
     server.add_routes(app, path="/ws")
     runner = web.AppRunner(app, shutdown_timeout=1)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
     await site.start()
+    host = f"127.0.0.1:{runner.addresses[0][1]}"
     try:
-        yield f"127.0.0.1:{runner.addresses[0][1]}", server
+        yield Served(
+            origin=f"{'https' if server_ssl else 'http'}://{host}",
+            ws_url=f"{scheme}://{host}/ws",
+            client_ssl=client_ssl,
+            chromium_args=switches,
+        )
     finally:
         await runner.cleanup()
 
 
-@pytest.fixture
-async def served() -> AsyncIterator[tuple[str, SignalingServer]]:
-    async for value in _serve(SignalingConfig(auth=OpenAuth())):
-        yield value
+@asynccontextmanager
+async def _picows(config: SignalingConfig, scheme: str) -> AsyncIterator[Served]:
+    """The standalone server on picows (``rtckit signaling --transport picows``)."""
+    pytest.importorskip("picows", reason="picows is not installed")
+    from rtckit.signaling.fastws import PicowsSignalingServer
+
+    server_ssl, client_ssl, switches = _tls(scheme)
+    async with PicowsSignalingServer(config) as server:
+        host, port = await server.listen("127.0.0.1", 0, ssl=server_ssl)
+        yield Served(
+            origin=f"{'https' if server_ssl else 'http'}://{host}:{port}",
+            ws_url=server.url,
+            client_ssl=client_ssl,
+            chromium_args=switches,
+        )
+
+
+#: Server factories by name: each WebSocket layer, over ``ws://`` and ``wss://``.
+FACTORIES: dict[str, ServerFactory] = {
+    "aiohttp": functools.partial(_aiohttp_app, scheme="ws"),
+    "picows": functools.partial(_picows, scheme="ws"),
+    "aiohttp-wss": functools.partial(_aiohttp_app, scheme="wss"),
+    "picows-wss": functools.partial(_picows, scheme="wss"),
+}
+
+
+@pytest.fixture(params=["aiohttp", "picows"])
+def serve(request: pytest.FixtureRequest) -> ServerFactory:
+    """Start a signaling server on a WebSocket layer (tests name the ``wss://`` ones)."""
+    return FACTORIES[request.param]
 
 
 async def _wait_log(page: Any, predicate_js: str, timeout_ms: int = 15_000) -> Any:
@@ -82,14 +156,17 @@ async def _wait_log(page: Any, predicate_js: str, timeout_ms: int = 15_000) -> A
     return await handle.json_value()
 
 
-async def test_two_pages_and_a_python_client(served: tuple[str, SignalingServer]) -> None:
+@pytest.mark.parametrize("serve", sorted(FACTORIES), indirect=True)
+async def test_two_pages_and_a_python_client(serve: ServerFactory) -> None:
+    """Over both WebSocket layers, and over ``wss://`` with a certificate Chromium and the
+    Python client trust."""
     require_executable("chromium", hint="apt-get install chromium")
-    host, _server = served
-    async with asyncio.timeout(90), launch_chromium() as browser:
-        pages = [await browser.new_page() for _ in range(2)]
-        for page in pages:
-            await page.goto(f"http://{host}/")
-            await page.wait_for_function("() => window.ready === true")
+    async with (
+        asyncio.timeout(90),
+        serve(SignalingConfig(auth=OpenAuth())) as served,
+        launch_chromium(extra_args=served.chromium_args) as browser,
+    ):
+        pages = [await served.open_page(browser) for _ in range(2)]
         first = await pages[0].evaluate("() => window.join('room1')")
         second = await pages[1].evaluate("() => window.join('room1')")
         joined = await _wait_log(pages[0], f"m.type === 'peer-joined' && m.peer.id === {second!r}")
@@ -117,7 +194,9 @@ async def test_two_pages_and_a_python_client(served: tuple[str, SignalingServer]
         assert app["payload"] == {"n": 1, "text": "héllo"}
 
         # Python client joins the same room
-        async with SignalingClient.connect(f"ws://{host}/ws", room="room1") as python:
+        async with SignalingClient.connect(
+            served.ws_url, room="room1", ssl=served.client_ssl
+        ) as python:
             assert set(python.peers) == {first, second}
             for page in pages:
                 await _wait_log(
@@ -167,43 +246,45 @@ async def test_two_pages_and_a_python_client(served: tuple[str, SignalingServer]
         await _wait_log(pages[1], f"m.type === 'peer-left' && m.peer_id === {first!r}")
 
 
-async def test_browser_join_refused_with_code() -> None:
+async def test_browser_join_refused_with_code(serve: ServerFactory) -> None:
     require_executable("chromium", hint="apt-get install chromium")
     auth = TokenAuth(secret=SECRET)
-    async for host, _server in _serve(SignalingConfig(auth=auth)):
-        async with asyncio.timeout(60), launch_chromium() as browser:
-            page = await browser.new_page()
-            await page.goto(f"http://{host}/")
-            await page.wait_for_function("() => window.ready === true")
-            code = await page.evaluate(
-                "() => window.join('r', 'not-a-token').then(() => 'joined', (e) => e.code)"
-            )
-            assert code == "auth_invalid"
-            token = auth.mint(room="r", identity="ada")
-            assert await page.evaluate("(t) => window.join('r', t)", token)
-            assert await page.evaluate("() => window.sig.identity") == "ada"
+    async with (
+        asyncio.timeout(60),
+        serve(SignalingConfig(auth=auth)) as served,
+        launch_chromium() as browser,
+    ):
+        page = await served.open_page(browser)
+        code = await page.evaluate(
+            "() => window.join('r', 'not-a-token').then(() => 'joined', (e) => e.code)"
+        )
+        assert code == "auth_invalid"
+        token = auth.mint(room="r", identity="ada")
+        assert await page.evaluate("(t) => window.join('r', t)", token)
+        assert await page.evaluate("() => window.sig.identity") == "ada"
 
 
-async def test_browser_stops_when_resume_finds_its_token_expired() -> None:
+async def test_browser_stops_when_resume_finds_its_token_expired(serve: ServerFactory) -> None:
     """The server checks the token again on resume; retrying cannot help, so the page stops."""
     require_executable("chromium", hint="apt-get install chromium")
     clock = [1_000_000.0]
     auth = TokenAuth(secret=SECRET, clock=lambda: clock[0])
-    async for host, _server in _serve(SignalingConfig(auth=auth, resume_window=30.0)):
-        async with asyncio.timeout(60), launch_chromium() as browser:
-            page = await browser.new_page()
-            await page.goto(f"http://{host}/")
-            await page.wait_for_function("() => window.ready === true")
-            token = auth.mint(room="r", identity="ada", ttl=60)
-            assert await page.evaluate("(t) => window.join('r', t)", token)
-            await page.evaluate(
-                """() => window.sig.addEventListener("closed", (event) =>
-                    window.log.push({type: "closed", code: event.detail.error?.code}))"""
-            )
-            clock[0] += 61
-            await page.evaluate("() => window.sig._ws.close()")
-            closed = await _wait_log(page, "m.type === 'closed'")
-            assert closed["code"] == "auth_expired"
+    async with (
+        asyncio.timeout(60),
+        serve(SignalingConfig(auth=auth, resume_window=30.0)) as served,
+        launch_chromium() as browser,
+    ):
+        page = await served.open_page(browser)
+        token = auth.mint(room="r", identity="ada", ttl=60)
+        assert await page.evaluate("(t) => window.join('r', t)", token)
+        await page.evaluate(
+            """() => window.sig.addEventListener("closed", (event) =>
+                window.log.push({type: "closed", code: event.detail.error?.code}))"""
+        )
+        clock[0] += 61
+        await page.evaluate("() => window.sig._ws.close()")
+        closed = await _wait_log(page, "m.type === 'closed'")
+        assert closed["code"] == "auth_expired"
 
 
 JOIN_WITH_MODULES = """async (entry) => {
@@ -262,7 +343,7 @@ async def test_standalone_server_serves_every_module(transport: str) -> None:
             await page.evaluate("() => window.room.close()")
 
 
-async def test_idle_browser_stays_through_websocket_heartbeats() -> None:
+async def test_idle_browser_stays_through_websocket_heartbeats(serve: ServerFactory) -> None:
     """The server's heartbeats are WebSocket pings, which Chromium answers by itself; the page
     itself never sees them and pings when the server is silent. An idle page stays joined
     and connected through many dead-peer timeouts."""
@@ -274,18 +355,16 @@ async def test_idle_browser_stays_through_websocket_heartbeats() -> None:
         resume_window=1.0,
         tick_interval=0.1,
     )
-    async for host, _server in _serve(config):
-        async with (
-            asyncio.timeout(60),
-            launch_chromium() as browser,
-            SignalingClient.connect(f"ws://{host}/ws", room="idle") as watcher,
-        ):
-            page = await browser.new_page()
-            await page.goto(f"http://{host}/")
-            await page.wait_for_function("() => window.ready === true")
-            peer_id = await page.evaluate("() => window.join('idle')")
-            await asyncio.sleep(5.0)  # five dead-peer timeouts, idle
-            assert peer_id in watcher.peers
-            assert await page.evaluate("() => window.sig.connected")
-            log = await page.evaluate("() => window.log")
-            assert [m for m in log if m["type"] in ("disconnected", "peer-left")] == []
+    async with (
+        asyncio.timeout(60),
+        serve(config) as served,
+        launch_chromium() as browser,
+        SignalingClient.connect(served.ws_url, room="idle") as watcher,
+    ):
+        page = await served.open_page(browser)
+        peer_id = await page.evaluate("() => window.join('idle')")
+        await asyncio.sleep(5.0)  # five dead-peer timeouts, idle
+        assert peer_id in watcher.peers
+        assert await page.evaluate("() => window.sig.connected")
+        log = await page.evaluate("() => window.log")
+        assert [m for m in log if m["type"] in ("disconnected", "peer-left")] == []

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from hostile.harness import Canary
-from hostile.targets import FACTORIES, Target
+from hostile.targets import FACTORIES, TLS_FACTORIES, Target
 
 #: The whole suite (every case on every target, with server start-up) must finish within this
 #: many seconds; a slower run fails at the end.
@@ -31,8 +31,8 @@ def target(
     tmp_path_factory: pytest.TempPathFactory,
     _suite_budget: None,
 ) -> Iterator[Target]:
-    name: str = request.param
-    server = FACTORIES[name](tmp_path_factory.mktemp(f"hostile-{name}"))
+    name: str = request.param  # a case may name TLS_FACTORIES' targets too (indirect)
+    server = {**FACTORIES, **TLS_FACTORIES}[name](tmp_path_factory.mktemp(f"hostile-{name}"))
     try:
         yield server
     finally:

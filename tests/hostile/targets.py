@@ -204,11 +204,24 @@ def start_app(folder: Path) -> Target:
     return target
 
 
-def start_signaling(folder: Path, transport: str = "aiohttp") -> Target:
-    """``rtckit signaling --transport aiohttp``: plain WebSocket, room tokens, JSON logs, its
+def start_signaling(folder: Path, transport: str = "aiohttp", *, tls: bool = False) -> Target:
+    """``rtckit signaling --transport aiohttp``: plain WebSocket (with *tls*, ``wss://`` with
+    ``--cert/--key`` and a short ``--tls-handshake-timeout``), room tokens, JSON logs, its
     default event loop. Its ``--max-peers`` holds for every room: :data:`CROWD_PEERS`."""
     port = _free_port()
-    log_path = folder / f"signaling-{transport}.log"
+    name = "signaling" if transport == "aiohttp" else f"signaling-{transport}"
+    if tls:
+        name += "-tls"
+        dev = ensure_dev_certificate(folder / "certs", ["localhost", "127.0.0.1"])
+        tls_args = [
+            "--cert",
+            str(dev.files.fullchain),
+            "--key",
+            str(dev.files.key),
+            "--tls-handshake-timeout",
+            str(TLS_HANDSHAKE_TIMEOUT),
+        ]
+    log_path = folder / f"{name}.log"
     process = _spawn(
         [
             "signaling",
@@ -231,17 +244,27 @@ def start_signaling(folder: Path, transport: str = "aiohttp") -> Target:
             "json",
             "--transport",
             transport,
+            *(tls_args if tls else []),
         ],
         log_path,
         {},
     )
     target = Target(
-        name="signaling" if transport == "aiohttp" else f"signaling-{transport}",
+        name=name,
         process=process,
         log_path=log_path,
-        endpoints=[Endpoint(name="http", host="127.0.0.1", port=port)],
+        endpoints=[
+            Endpoint(
+                name="https" if tls else "http",
+                host="127.0.0.1",
+                port=port,
+                tls=dev.ca.client_ssl_context() if tls else None,
+            )
+        ],
         keep_alive=transport == "aiohttp",
         max_peers=CROWD_PEERS,
+        tls_handshake_timeout=TLS_HANDSHAKE_TIMEOUT if tls else None,
+        ca_file=dev.ca_file if tls else None,
     )
     _wait_listening(target)
     return target
@@ -281,14 +304,32 @@ def start_stun(folder: Path) -> Target:
     )
 
 
+def start_signaling_tls(folder: Path) -> Target:
+    """``rtckit signaling --cert/--key`` on aiohttp (:func:`start_signaling` with TLS)."""
+    return start_signaling(folder, tls=True)
+
+
+def start_signaling_picows_tls(folder: Path) -> Target:
+    """``rtckit signaling --cert/--key --transport picows``."""
+    return start_signaling(folder, "picows", tls=True)
+
+
 #: Server factories: every case runs against each of them.
 FACTORIES: dict[str, Callable[[Path], Target]] = {
     "app": start_app,
     "signaling": start_signaling,
     "signaling-picows": start_signaling_picows,
 }
+#: Standalone signaling over ``wss://``: the TLS cases (and those naming them) run on these
+#: too, not every case (the app already runs every case over TLS, on the aiohttp layer).
+TLS_FACTORIES: dict[str, Callable[[Path], Target]] = {
+    "signaling-tls": start_signaling_tls,
+    "signaling-picows-tls": start_signaling_picows_tls,
+}
 #: The factories whose server has a TLS port (the TLS cases run on these only).
-TLS_TARGETS = ["app"]
+TLS_TARGETS = ["app", *TLS_FACTORIES]
+#: Every factory.
+ALL_TARGETS = [*FACTORIES, *TLS_FACTORIES]
 
 
 def bad_log_lines(text: str, *, json_logs: bool) -> list[str]:

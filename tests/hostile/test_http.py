@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -227,15 +229,23 @@ async def test_half_open_tls_is_closed(target: Target, canary: Canary) -> None:
         assert max(results) < timeout + LATE
 
 
+#: What is not TLS, sent to a TLS port.
+NOT_TLS: dict[str, Callable[[], bytes]] = {
+    "plain-http": lambda: b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n",
+    "random-bytes": lambda: os.urandom(1024),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(NOT_TLS))
 @pytest.mark.parametrize("target", TLS_TARGETS, indirect=True)
-async def test_plain_http_on_the_tls_port(target: Target, canary: Canary) -> None:
-    """Plain HTTP sent to the TLS port: closed, no traceback."""
+async def test_plain_http_on_the_tls_port(target: Target, canary: Canary, kind: str) -> None:
+    """Plain HTTP, or random bytes, sent to the TLS port: closed, no traceback."""
     tls = [endpoint for endpoint in target.endpoints if endpoint.tls is not None]
     assert tls
     async with hostile_case(target, canary):
         for _ in range(20):
             reader, writer = await open_raw(tls[0], tls=False)
-            writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            writer.write(NOT_TLS[kind]())
             _, took = await read_to_close(reader, 5)
             close_quietly(writer)
             assert took != float("inf")

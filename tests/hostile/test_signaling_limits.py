@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import pytest
 
 from hostile.harness import (
     Canary,
@@ -33,7 +34,14 @@ from hostile.harness import (
     upgrade_request,
     websocket,
 )
-from hostile.targets import ATTACK_ROOM, CROWD_ROOM, MAX_MESSAGE_BYTES, SECRET, Target
+from hostile.targets import (
+    ALL_TARGETS,
+    ATTACK_ROOM,
+    CROWD_ROOM,
+    MAX_MESSAGE_BYTES,
+    SECRET,
+    Target,
+)
 from rtckit.signaling.auth import TokenAuth
 
 TEXT = 0x1
@@ -270,6 +278,7 @@ async def _slow_websocket(target: Target) -> tuple[asyncio.StreamReader, asyncio
     return reader, writer
 
 
+@pytest.mark.parametrize("target", ALL_TARGETS, indirect=True)  # over wss:// on both layers too
 async def test_a_slow_consumer_is_closed(target: Target, canary: Canary) -> None:
     """A peer stops reading its socket (4 KiB receive buffer) but acknowledges every message
     relayed to it (so that its session's queue stays short) while another peer sends it

@@ -9,11 +9,13 @@ import importlib.util
 import logging
 import os
 import signal
+import ssl
 import sys
+from pathlib import Path
 from typing import Any
 
 from rtckit.cli import os_error_text
-from rtckit.errors import ConfigurationError
+from rtckit.errors import CertificateError, ConfigurationError
 from rtckit.eventloop import add_loop_argument, loop_name, run
 from rtckit.httpserver import HttpLimits
 from rtckit.signaling.auth import (
@@ -32,6 +34,7 @@ __all__ = [
     "picows_available",
     "register",
     "resolve_transport",
+    "tls_context",
 ]
 
 #: The values of ``--transport``: ``auto`` (picows if installed), ``aiohttp``, ``picows``.
@@ -79,13 +82,23 @@ def register(subparsers: Any) -> None:
         metavar="ORIGIN",
         help="browser origin allowed to connect (repeatable; '*' for any; default: same origin)",
     )
-    serve.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=HttpLimits().idle_timeout,
-        metavar="SECONDS",
-        help="close a connection that has not sent complete request headers this long after "
-        f"it opened or after its last response ({HttpLimits().idle_timeout:g})",
+    _limit_argument(
+        serve,
+        "idle_timeout",
+        "close a connection that has not sent complete request headers this long after it "
+        "opened or after its last response",
+    )
+    tls = serve.add_argument_group(
+        "TLS (wss://; PEM files, e.g. from 'rtckit cert create'; give both or neither)"
+    )
+    tls.add_argument(
+        "--cert", type=Path, metavar="FILE", help="certificate chain, the server's first"
+    )
+    tls.add_argument("--key", type=Path, metavar="FILE", help="its private key (unencrypted)")
+    _limit_argument(
+        tls,
+        "tls_handshake_timeout",
+        "close a connection that has not finished its TLS handshake this long after it opened",
     )
     serve.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
     serve.add_argument("--log-format", choices=("text", "json"), default="text")
@@ -118,6 +131,19 @@ def register(subparsers: Any) -> None:
     token.set_defaults(handler=_token)
 
 
+def _limit_argument(parser: Any, field: str, help_text: str) -> None:
+    """Add ``--FIELD SECONDS``, defaulting to :class:`~rtckit.httpserver.HttpLimits`'
+    *field*."""
+    default: float = getattr(HttpLimits(), field)
+    parser.add_argument(
+        "--" + field.replace("_", "-"),
+        type=float,
+        default=default,
+        metavar="SECONDS",
+        help=f"{help_text} ({default:g})",
+    )
+
+
 def picows_available() -> bool:
     """Whether the ``picows`` package can be imported."""
     return importlib.util.find_spec("picows") is not None
@@ -138,6 +164,26 @@ def resolve_transport(choice: str) -> str:
     if choice not in TRANSPORT_CHOICES:
         raise ConfigurationError(f"transport must be one of {TRANSPORT_CHOICES}, not {choice!r}")
     return choice
+
+
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """The server TLS context of ``--cert`` and ``--key`` (``None`` without either).
+
+    Read as :meth:`IssuedCertificate.from_files <rtckit.certs.IssuedCertificate.from_files>`
+    reads them and made by :func:`~rtckit.certs.server_ssl_context` (TLS 1.2 or newer), so a
+    missing or unreadable file, a key that does not belong to the certificate or an expired
+    certificate is refused before the server starts, in one line
+    (:class:`~rtckit.errors.ConfigurationError`)."""
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        raise ConfigurationError("--cert and --key go together: give both (wss://) or neither")
+    from rtckit.certs import IssuedCertificate
+
+    try:
+        return IssuedCertificate.from_files(cert, key).server_ssl_context()
+    except CertificateError as exc:
+        raise ConfigurationError(f"--cert/--key: {exc}") from exc
 
 
 def _secret(args: argparse.Namespace) -> str | None:
@@ -183,7 +229,13 @@ def build_config(args: argparse.Namespace) -> SignalingConfig:
 
 
 async def _run(
-    config: SignalingConfig, host: str, port: int, path: str, limits: HttpLimits, transport: str
+    config: SignalingConfig,
+    host: str,
+    port: int,
+    path: str,
+    limits: HttpLimits,
+    transport: str,
+    context: ssl.SSLContext | None,
 ) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -197,7 +249,7 @@ async def _run(
         server = SignalingServer(config)
     async with server:
         try:
-            await server.listen(host, port, path=path, limits=limits)
+            await server.listen(host, port, path=path, limits=limits, ssl=context)
         except OSError as exc:
             where = f"{host}:{port}" if ":" not in host else f"[{host}]:{port}"
             raise ConfigurationError(f"cannot listen on {where}: {os_error_text(exc)}") from exc
@@ -214,13 +266,23 @@ def _serve(args: argparse.Namespace) -> int:
     config = build_config(args)
     if not args.idle_timeout > 0:
         raise ConfigurationError(f"--idle-timeout must be positive, not {args.idle_timeout}")
-    limits = HttpLimits(idle_timeout=args.idle_timeout)
+    if not args.tls_handshake_timeout > 0:
+        raise ConfigurationError(
+            f"--tls-handshake-timeout must be positive, not {args.tls_handshake_timeout}"
+        )
+    limits = HttpLimits(
+        idle_timeout=args.idle_timeout, tls_handshake_timeout=args.tls_handshake_timeout
+    )
     transport = resolve_transport(args.transport)
+    context = tls_context(args.cert, args.key)
     from rtckit.server.logs import configure_logging
 
     handler = configure_logging(args.log_level, args.log_format)
     try:
-        run(_run(config, args.host, args.port, args.path, limits, transport), loop=args.loop)
+        run(
+            _run(config, args.host, args.port, args.path, limits, transport, context),
+            loop=args.loop,
+        )
     finally:
         logging.getLogger("rtckit").removeHandler(handler)
     return 0

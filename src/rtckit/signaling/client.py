@@ -32,6 +32,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import ssl
 from collections import deque
 from collections.abc import AsyncIterator, Generator
 from types import TracebackType
@@ -274,8 +275,12 @@ class SignalingClient:
         peer_id: str | None = None,
         reconnect: ReconnectPolicy | None = None,
         headers: dict[str, str] | None = None,
+        ssl: ssl.SSLContext | None = None,
     ) -> _Connect:
         """Connect to *target* (a ``ws://``/``wss://`` URL or a transport) and join *room*.
+
+        *headers* and *ssl* (the TLS context of a ``wss://`` URL) go to the
+        :class:`~rtckit.signaling.websocket.WebSocketTransport` made for a URL.
 
         Use as ``async with SignalingClient.connect(...) as client`` or
         ``client = await SignalingClient.connect(...)`` (then ``await client.aclose()``).
@@ -285,7 +290,7 @@ class SignalingClient:
         if isinstance(target, str):
             from rtckit.signaling.websocket import WebSocketTransport
 
-            transport: ClientTransport = WebSocketTransport(target, headers=headers)
+            transport: ClientTransport = WebSocketTransport(target, headers=headers, ssl=ssl)
         else:
             transport = target
         client = cls(

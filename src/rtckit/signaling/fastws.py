@@ -17,8 +17,12 @@ Differences from the aiohttp server, all from picows' HTTP layer: every plain HT
 (the client script, 403, 404, 400) ends with ``Connection: close`` (no keep-alive); only
 ``GET`` requests without a body are understood (others get 400); request headers may take
 16 KiB at most in total (a larger request is dropped without an answer), with picows' own
-limit of 128 header lines. It does not speak TLS: run it behind a TLS-terminating proxy, or
-use the aiohttp server, which the app (``rtckit serve``) mounts.
+limit of 128 header lines.
+
+Given a TLS context (``listen(..., ssl=context)``) it serves ``wss://`` and ``https://`` only,
+with the TLS handshake bounded by :attr:`HttpLimits.tls_handshake_timeout
+<rtckit.httpserver.HttpLimits.tls_handshake_timeout>`, as the aiohttp server; asyncio's TLS
+layer then carries every frame (picows writes straight to the socket only without TLS).
 
 Unlike aiohttp, picows enforces RFC 6455 5.1: a client frame that is not masked closes the
 connection with 1002.
@@ -29,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable, MutableMapping
 from types import TracebackType
 from typing import Any
@@ -366,6 +371,7 @@ class PicowsSignalingServer:
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
         self._path = "/ws"
+        self._scheme = "ws"
         self._connections: set[_Connection] = set()
         self._closed = False
 
@@ -414,28 +420,39 @@ class PicowsSignalingServer:
         *,
         path: str = "/ws",
         limits: HttpLimits | None = None,
+        ssl: ssl.SSLContext | None = None,
     ) -> tuple[str, int]:
         """Listen on *host*:*port* (0: any free port) with the WebSocket at *path*; return
         the bound address. *limits*: the idle timeout (a request's headers must arrive within
-        it) and header sizes of :class:`~rtckit.httpserver.HttpLimits`."""
+        it), header sizes and, with *ssl*, the TLS handshake timeout of
+        :class:`~rtckit.httpserver.HttpLimits`. *ssl* is a server context: the port then
+        speaks TLS only, and :attr:`url` is ``wss://`` (see
+        :meth:`SignalingServer.listen <rtckit.signaling.wsserver.SignalingServer.listen>`)."""
         if self._server is not None:
             raise RuntimeError("already listening")
         await self.start()
         self._path = path
         chosen = limits or HttpLimits()
         loop = asyncio.get_running_loop()
-        self._server = await loop.create_server(lambda: _Protocol(self, chosen), host, port)
+        self._server = await loop.create_server(
+            lambda: _Protocol(self, chosen),
+            host,
+            port,
+            ssl=ssl,
+            ssl_handshake_timeout=chosen.tls_handshake_timeout if ssl is not None else None,
+        )
+        self._scheme = "ws" if ssl is None else "wss"
         bound = self._server.sockets[0].getsockname()
         self._address = (str(bound[0]), int(bound[1]))
         return self._address
 
     @property
     def url(self) -> str:
-        """``ws://host:port/path`` (after :meth:`listen`)."""
+        """``ws://host:port/path`` (``wss://`` with TLS; after :meth:`listen`)."""
         if self._address is None:
             raise RuntimeError("not listening (call listen())")
         host, port = self._address
-        return f"ws://{host}:{port}{self._path}"
+        return f"{self._scheme}://{host}:{port}{self._path}"
 
     def local_transport(self, *, trusted: bool = True) -> MemoryTransport:
         """A transport for an in-process participant (see

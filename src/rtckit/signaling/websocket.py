@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 
 import aiohttp
 
@@ -19,7 +20,10 @@ class WebSocketTransport:
 
     *url* is ``ws://host:port/path`` or ``wss://...``; *headers* are sent with the upgrade
     request (e.g. ``Origin``); *session* is an aiohttp client session to use (else the transport
-    makes and closes its own); *max_message_size* bounds frames from the server (bytes).
+    makes and closes its own); *max_message_size* bounds frames from the server (bytes);
+    *ssl* is the TLS context of a ``wss://`` connection (e.g.
+    :meth:`LocalCA.client_ssl_context <rtckit.certs.LocalCA.client_ssl_context>` for a
+    server whose certificate the system does not trust; ``None``: the system's CAs).
     """
 
     def __init__(
@@ -29,8 +33,10 @@ class WebSocketTransport:
         headers: dict[str, str] | None = None,
         session: aiohttp.ClientSession | None = None,
         max_message_size: int = 16 * 1024 * 1024,
+        ssl: ssl.SSLContext | None = None,
     ) -> None:
         self.url = url
+        self.ssl = ssl
         self.headers = dict(headers or {})
         self.max_message_size = max_message_size
         self._session = session
@@ -50,6 +56,7 @@ class WebSocketTransport:
                 max_msg_size=self.max_message_size,
                 autoping=True,
                 compress=0,
+                ssl=True if self.ssl is None else self.ssl,
             )
         except aiohttp.WSServerHandshakeError as exc:
             raise ConnectionClosedError(

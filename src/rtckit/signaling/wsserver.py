@@ -15,6 +15,8 @@ or standalone (what ``rtckit signaling`` does)::
         await server.listen("127.0.0.1", 8765)
         ...
 
+``listen(..., ssl=context)`` serves ``wss://`` with a TLS server context.
+
 The server is a thin layer: it hands each frame to a
 :class:`~rtckit.signaling.hub.SignalingHub`, which runs the sans-I/O
 :class:`~rtckit.signaling.state.SignalingState`. Server-side participants (an SFU or MCU in the
@@ -28,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
@@ -297,6 +300,7 @@ class SignalingServer:
         self._runner: web.AppRunner | None = None
         self._site_address: tuple[str, int] | None = None
         self._path = "/ws"
+        self._scheme = "ws"
         self._handlers: set[asyncio.Task[object]] = set()
         self._lingering: set[asyncio.Task[None]] = set()
         self._closed = False
@@ -366,17 +370,21 @@ class SignalingServer:
         *,
         path: str = "/ws",
         limits: HttpLimits | None = None,
+        ssl: ssl.SSLContext | None = None,
     ) -> tuple[str, int]:
         """Run standalone on *host*:*port* (0: any free port) with the WebSocket at *path*;
         return the bound address.
 
         *limits* bounds the HTTP connections before their upgrade: idle and slow-header
-        timeout, header sizes (:class:`~rtckit.httpserver.HttpLimits`, its defaults if
-        ``None``).
+        timeout, header sizes, and with *ssl* the TLS handshake
+        (:class:`~rtckit.httpserver.HttpLimits`, its defaults if ``None``). *ssl* is a server
+        context (e.g. :func:`rtckit.certs.server_ssl_context`): the site then speaks TLS only,
+        and :attr:`url` is ``wss://``.
         """
         if self._runner is not None:
             raise RuntimeError("already listening")
         await self.start()
+        chosen = limits or HttpLimits()
         app = web.Application()
         self._path = path
         app.router.add_get(path, self.handle)
@@ -387,23 +395,31 @@ class SignalingServer:
             handle_signals=False,
             access_log=None,
             shutdown_timeout=1,
-            **runner_options(limits or HttpLimits()),
+            **runner_options(chosen),
         )
         await runner.setup()
-        site = LimitedSite(runner, host, port)
+        site = LimitedSite(
+            runner,
+            host,
+            port,
+            ssl_context=ssl,
+            tls_handshake_timeout=chosen.tls_handshake_timeout,
+        )
         await site.start()
         self._runner = runner
+        self._scheme = "ws" if ssl is None else "wss"
         bound = runner.addresses[0] if runner.addresses else (host, port)
         self._site_address = (str(bound[0]), int(bound[1]))
         return self._site_address
 
     @property
     def url(self) -> str:
-        """``ws://host:port/path`` of the standalone site (after :meth:`listen`)."""
+        """``ws://host:port/path`` of the standalone site (``wss://`` with TLS; after
+        :meth:`listen`)."""
         if self._site_address is None:
             raise RuntimeError("not listening (call listen())")
         host, port = self._site_address
-        return f"ws://{host}:{port}{self._path}"
+        return f"{self._scheme}://{host}:{port}{self._path}"
 
     # --- server-side participants and hooks ----------------------------------------------
 
