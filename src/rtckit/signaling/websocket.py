@@ -22,7 +22,7 @@ class WebSocketTransport:
     request (e.g. ``Origin``); *session* is an aiohttp client session to use (else the transport
     makes and closes its own); *max_message_size* bounds frames from the server (bytes);
     *ssl* is the TLS context of a ``wss://`` connection (e.g.
-    :meth:`LocalCA.client_ssl_context <rtckit.certs.LocalCA.client_ssl_context>` for a
+    :meth:`LocalCA.client_ssl_context <rtckit.certs.ca.LocalCA.client_ssl_context>` for a
     server whose certificate the system does not trust; ``None``: the system's CAs).
     """
 

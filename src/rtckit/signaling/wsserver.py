@@ -378,7 +378,7 @@ class SignalingServer:
         *limits* bounds the HTTP connections before their upgrade: idle and slow-header
         timeout, header sizes, and with *ssl* the TLS handshake
         (:class:`~rtckit.httpserver.HttpLimits`, its defaults if ``None``). *ssl* is a server
-        context (e.g. :func:`rtckit.certs.server_ssl_context`): the site then speaks TLS only,
+        context (e.g. :func:`rtckit.certs.x509.server_ssl_context`): the site then speaks TLS only,
         and :attr:`url` is ``wss://``.
         """
         if self._runner is not None:
