@@ -226,10 +226,10 @@ class RedisBackplaneConfig:
     """redis-py's URL (``redis://[[user]:password@]host:port/db``, ``rediss://`` for TLS,
     ``unix://path``). Logs and errors show it without its password."""
     namespace: str = attrs.field(default="rtckit", validator=_check_namespace)
-    """The prefix of every key and channel: deployments with distinct namespaces share a
+    """The prefix of every key and channel. Deployments with distinct namespaces share a
     Redis without seeing each other."""
     node_id: NodeId = attrs.field(factory=_random_node_id, validator=_check_node_id)
-    """This node's id (random by default): unique among the live nodes."""
+    """This node's id, unique among the live nodes (random by default)."""
     node_ttl: float = attrs.field(default=5.0, validator=_positive_time)
     """Seconds after its last heartbeat at which a node counts as down for the others."""
     heartbeat_interval: float = attrs.field(
