@@ -135,7 +135,7 @@ async def test_live_nodes_loads_and_leaving(redis_server: RedisServer) -> None:
         async with _node(redis_server, "b", node_ttl=TTL) as (b, _):
             b.set_load(7.5)
             a.set_load(1.0)
-            await wait_for(lambda: "b" in a._known, 5, "a sees b")
+            await wait_for(lambda: "b" in a.known_nodes, 5, "a sees b")
             await asyncio.sleep(TTL)  # one heartbeat of b publishes its load
             assert await a.live_nodes() == {"a": 1.0, "b": 7.5}
             left = asyncio.get_running_loop().time()
@@ -152,7 +152,7 @@ async def test_a_killed_node_is_reported_down_within_ttl_and_one_interval(
 ) -> None:
     async with _node(redis_server, "a", node_ttl=TTL) as (a, got_a):
         async with _child(redis_server, "child") as child:
-            await wait_for(lambda: "child" in a._known, 5, "a sees the child")
+            await wait_for(lambda: "child" in a.known_nodes, 5, "a sees the child")
             child.process.kill()  # SIGKILL: no goodbye
             killed = asyncio.get_running_loop().time()
             await child.process.wait()
@@ -169,7 +169,7 @@ async def test_a_paused_node_re_registers(redis_server: RedisServer) -> None:
         _node(redis_server, "a", node_ttl=TTL) as (a, got_a),
         _child(redis_server, "child") as child,
     ):
-        await wait_for(lambda: "child" in a._known, 5, "a sees the child")
+        await wait_for(lambda: "child" in a.known_nodes, 5, "a sees the child")
         child.process.send_signal(signal.SIGSTOP)
         a.post("child", b"while-paused")  # buffered for a node about to lapse
         await wait_for(lambda: got_a.down == ["child"], 2 * TTL + 2, "paused child down")
@@ -177,7 +177,7 @@ async def test_a_paused_node_re_registers(redis_server: RedisServer) -> None:
         await wait_for(lambda: "state up" in child.lines, 10, "child re-registered")
         assert child.lines[1:3] == ["state down", "state up"], child.lines
         assert "message a while-paused" not in child.lines  # its senders dropped it
-        await wait_for(lambda: "child" in a._known, 5, "a sees the child again")
+        await wait_for(lambda: "child" in a.known_nodes, 5, "a sees the child again")
         a.post("child", b"after")
         await wait_for(lambda: "message a after" in child.lines, 5, "child receives again")
         assert got_a.down == ["child"]
@@ -249,7 +249,7 @@ async def test_redis_stopped_for_5_seconds(
         await redis_server.start()
         await wait_for(lambda: a.up and b.up, 10, "both up again")
         assert got_a.states == got_b.states == [False, True]
-        await wait_for(lambda: "b" in a._known and "a" in b._known, 5, "they see each other")
+        await wait_for(lambda: "b" in a.known_nodes and "a" in b.known_nodes, 5, "both seen")
         a.post("b", b"after")
         await wait_for(lambda: got_b.messages == [("a", b"after")], 5, "posts flow again")
         assert (await a.acquire("room", 5.0)).node == "a"

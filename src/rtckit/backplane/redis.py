@@ -66,7 +66,7 @@ from rtckit.backplane import keys
 from rtckit.backplane.base import BackplaneHandler, Lease, NodeId
 from rtckit.errors import BackplaneError, ConfigurationError
 
-__all__ = ["PROTOCOL_VERSION", "RedisBackplane", "RedisBackplaneConfig"]
+__all__ = ["PROTOCOL_VERSION", "RedisBackplane", "RedisBackplaneConfig", "check_node_id"]
 
 log = logging.getLogger(__name__)
 
@@ -347,6 +347,12 @@ class RedisBackplane:
     def up(self) -> bool:
         """Whether Redis is reachable and this node is registered as live."""
         return self._up
+
+    @property
+    def known_nodes(self) -> frozenset[NodeId]:
+        """The other live nodes this node saw at its last heartbeat: those it will report
+        with ``on_node_down`` when they go."""
+        return frozenset(self._known)
 
     @property
     def config(self) -> RedisBackplaneConfig:
