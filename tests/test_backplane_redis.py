@@ -46,6 +46,8 @@ def test_bad_configuration(options: dict[str, object]) -> None:
 def test_logged_url_has_no_password() -> None:
     config = RedisBackplaneConfig(url="redis://user:hunter2@db.example.org:6380/1?password=x")
     assert config.safe_url == "redis://user:***@db.example.org:6380/1"
+    assert "hunter2" not in repr(config)
+    assert "user:***@db.example.org" in repr(config)
     assert RedisBackplaneConfig(url="redis://:pw@h/0").safe_url == "redis://:***@h/0"
     assert RedisBackplaneConfig(url="redis://h:1/0").safe_url == "redis://h:1/0"
 

@@ -170,6 +170,16 @@ def _check_url(_instance: object, _attribute: object, value: str) -> None:
         raise ConfigurationError(f"Redis URL must be redis://, rediss:// or unix://, not {value!r}")
 
 
+def _safe_url(url: str) -> str:
+    parts = urlsplit(url)
+    netloc = parts.netloc
+    userinfo, at, host = netloc.rpartition("@")
+    if at:
+        user, colon, _password = userinfo.partition(":")
+        netloc = f"{user}:***@{host}" if colon else netloc
+    return f"{parts.scheme}://{netloc}{parts.path}"
+
+
 def _check_namespace(_instance: object, _attribute: object, value: str) -> None:
     if not _NAMESPACE.fullmatch(value):
         raise ConfigurationError(f"namespace must be 1 to 64 of A-Z a-z 0-9 _ . -, not {value!r}")
@@ -222,7 +232,11 @@ _positive_time = attrs.validators.gt(0.0)
 class RedisBackplaneConfig:
     """How a :class:`RedisBackplane` reaches Redis and keeps its node live."""
 
-    url: str = attrs.field(default="redis://127.0.0.1:6379/0", validator=_check_url)
+    url: str = attrs.field(
+        default="redis://127.0.0.1:6379/0",
+        validator=_check_url,
+        repr=lambda url: repr(_safe_url(url)),
+    )
     """redis-py's URL (``redis://[[user]:password@]host:port/db``, ``rediss://`` for TLS,
     ``unix://path``). Logs and errors show it without its password."""
     namespace: str = attrs.field(default="rtckit", validator=_check_namespace)
@@ -253,14 +267,8 @@ class RedisBackplaneConfig:
 
     @property
     def safe_url(self) -> str:
-        """:attr:`url` without password or query (what logs and errors show)."""
-        parts = urlsplit(self.url)
-        netloc = parts.netloc
-        userinfo, at, host = netloc.rpartition("@")
-        if at:
-            user, colon, _password = userinfo.partition(":")
-            netloc = f"{user}:***@{host}" if colon else netloc
-        return f"{parts.scheme}://{netloc}{parts.path}"
+        """:attr:`url` without password or query (what logs, errors and ``repr`` show)."""
+        return _safe_url(self.url)
 
 
 @attrs.frozen
