@@ -38,7 +38,13 @@ one log line, refuses posts (``on_unreachable``), raises
 :class:`~rtckit.errors.BackplaneError` from lease calls and reconnects with exponential
 backoff between :attr:`~RedisBackplaneConfig.reconnect_min` and
 :attr:`~RedisBackplaneConfig.reconnect_max`; once back it subscribes, registers and reports
-``on_state(True)``.
+``on_state(True)``. Every node saw the outage (a restarted Redis drops every connection and
+forgets every node), so a node back first reports ``on_node_down`` for the nodes not yet
+registered again: each of them went through its own ``on_state(False)`` and comes back under a
+new incarnation, as after a lapse.
+
+The handler is called from the backplane's tasks; an exception it raises is logged (it is the
+handler's bug) and delivery goes on.
 """
 
 from __future__ import annotations
