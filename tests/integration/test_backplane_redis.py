@@ -290,3 +290,27 @@ async def test_a_node_of_another_version_is_ignored_and_logged_once(
     warnings = [r.getMessage() for r in caplog.records if r.name == "rtckit.backplane.redis"]
     assert sum("live node future runs backplane version '2'" in w for w in warnings) == 1
     assert sum("dropped a post of backplane version" in w for w in warnings) == 1
+
+
+class _Faulty(Recorder):
+    def on_message(self, sender: str, payload: bytes) -> None:
+        super().on_message(sender, payload)
+        if payload == b"boom":
+            raise RuntimeError("the handler's own bug")
+
+
+async def test_a_handler_that_raises_does_not_stop_delivery(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    faulty = _Faulty()
+    async with (
+        _node(redis_server, "a") as (a, _),
+        RedisBackplane(_config(redis_server, "b")) as b,
+    ):
+        await b.start(faulty)
+        for payload in (b"1", b"boom", b"2"):
+            a.post("b", payload)
+        await wait_for(lambda: len(faulty.messages) == 3, 5, "all three delivered")
+        assert b.up
+        assert faulty.states == []
+    assert any("handler of node b raised" in r.getMessage() for r in caplog.records)
