@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import random
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -314,3 +315,16 @@ async def test_a_handler_that_raises_does_not_stop_delivery(
         assert b.up
         assert faulty.states == []
     assert any("handler of node b raised" in r.getMessage() for r in caplog.records)
+
+
+async def test_closing_always_ends_the_reader(redis_server: RedisServer) -> None:
+    """A cancellation that lands as redis-py's read timeout expires must not be lost (with a
+    single cancel, ``aclose`` hung in 22 of 40 such closes)."""
+    for _ in range(40):
+        backplane = RedisBackplane(
+            _config(redis_server, "a", node_ttl=0.5, heartbeat_interval=0.002)
+        )
+        await backplane.start(Recorder())
+        await asyncio.sleep(random.uniform(0, 0.05))
+        async with asyncio.timeout(3):
+            await backplane.aclose()
