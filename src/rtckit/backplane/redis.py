@@ -364,8 +364,8 @@ class RedisBackplane:
 
     @property
     def known_nodes(self) -> frozenset[NodeId]:
-        """The other live nodes this node saw at its last heartbeat: those it will report
-        with ``on_node_down`` when they go."""
+        """The other live nodes this node saw at its last heartbeat (those it will report
+        with ``on_node_down`` when they go)."""
         return frozenset(self._known)
 
     @property
