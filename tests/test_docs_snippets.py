@@ -155,11 +155,18 @@ PYTHON: dict[Key, str] = {
         "compile: a room member of the reader's server at url"
     ),
     ("rtckit.ice.turn", 'auth = TurnRestAuth(secrets=["s3cret"]'): "run",
+    ("rtckit.backplane.redis.RedisBackplane", "await backplane.start(handler)"): (
+        "compile: a fragment, the reader's Redis and handler (docs/howto/cluster.rst runs one)"
+    ),
+    ("rtckit.testing.redisserver", "async with run_redis_server() as server:"): (
+        "compile: a fragment of an outage test (tests/integration/test_backplane_redis.py)"
+    ),
 }
 
 #: Python blocks that need a system executable (skipped without it, unless
 #: RTCKIT_REQUIRE_SYSTEM=1); the page's earlier blocks still run.
 PYTHON_NEEDS: dict[Key, str] = {
+    ("docs/howto/cluster.rst", "run_redis_server()"): "redis-server",
     ("docs/howto/turn-credentials.rst", "run_loopback_coturn()"): "turnserver",
 }
 
@@ -197,6 +204,7 @@ CONTEXT: dict[str, set[str]] = {
         "transceiver_created_by_the_offer",
         "channel",
     },
+    "rtckit.backplane.redis.RedisBackplane": {"url", "handler"},
     "rtckit.coturn.process.CoturnProcess": {"secret"},
     "rtckit.eventloop": {"main"},
     "rtckit.mcu.engine": {"peer_id", "pc"},
@@ -208,6 +216,7 @@ CONTEXT: dict[str, set[str]] = {
     "rtckit.testing.conformance": {"MyTransport"},
     "rtckit.testing.natlab": {"secret", "connect_peers"},
     "rtckit.testing.proxy": {"server_port"},
+    "rtckit.testing.redisserver": {"RedisBackplaneConfig"},
     "rtckit.topology.base": {"url", "SignalingClient", "TestPatternTrack"},
 }
 
@@ -314,6 +323,9 @@ NOT_RUN: dict[Key, str] = {
         "installs system packages (test_documented_packages_are_what_ci_installs compares them)"
     ),
     ("docs/howto/coturn.rst", "apt-get install coturn"): "installs a system package",
+    ("docs/howto/cluster.rst", "redis-server --bind 10.0.0.5"): (
+        "redis-server's own command line, serving on the operator's private address"
+    ),
     ("docs/howto/coturn.rst", "turnutils_uclient"): "coturn's client, probing a remote server",
     ("docs/howto/turn-credentials.rst", "turnserver --use-auth-secret"): (
         "coturn's own command line, with '...' for the operator's options"

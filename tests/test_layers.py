@@ -81,6 +81,7 @@ PURE_CORES: tuple[str, ...] = (
     "rtckit._deprecated",
     "rtckit._lazy",
     "rtckit.backplane.base",
+    "rtckit.backplane.keys",
     "rtckit.signaling.protocol",
     "rtckit.signaling.state",
     "rtckit.signaling.config",  # signaling.state's configuration

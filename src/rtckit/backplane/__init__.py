@@ -2,6 +2,9 @@
 
 * :mod:`~rtckit.backplane.base` -- the :class:`~rtckit.backplane.base.Backplane` interface:
   messages between nodes, node liveness, leases with fencing epochs.
+* :mod:`~rtckit.backplane.redis` -- :class:`~rtckit.backplane.redis.RedisBackplane`, the
+  backplane on redis-server (the ``redis`` extra; imported only from its own module).
+* :mod:`~rtckit.backplane.keys` -- the Redis key names, user-supplied parts escaped.
 """
 
 from __future__ import annotations
