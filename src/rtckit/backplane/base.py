@@ -63,8 +63,10 @@ class BackplaneHandler(Protocol):
 
 
 class Backplane(Protocol):
-    """The interface of a backplane, as the signaling router uses it. An async context
-    manager: :meth:`start` on entry, :meth:`aclose` on exit."""
+    """The interface of a backplane, as the signaling router uses it. The router calls
+    :meth:`start` with its handler; implementations are also async context managers whose
+    exit calls :meth:`aclose` (entering does not start them: :meth:`start` needs the
+    handler)."""
 
     @property
     def node_id(self) -> NodeId:
