@@ -2,6 +2,8 @@
 
 * :mod:`~rtckit.backplane.base` -- the :class:`~rtckit.backplane.base.Backplane` interface:
   messages between nodes, node liveness, leases with fencing epochs.
+* :mod:`~rtckit.backplane.memory` -- several nodes in one process
+  (:class:`~rtckit.backplane.memory.MemoryBroker`), for tests and examples.
 """
 
 from __future__ import annotations
