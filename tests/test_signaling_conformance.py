@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
 
+from rtckit.backplane.memory import MemoryBackplane, MemoryBroker
 from rtckit.signaling import (
     MemoryTransport,
     OpenAuth,
@@ -33,6 +35,30 @@ async def websocket(request: pytest.FixtureRequest) -> AsyncIterator[conformance
     """Client transports to a standalone aiohttp server, over ``ws://`` or ``wss://``."""
     async with SignalingServer(SignalingConfig(auth=OpenAuth())) as server:
         yield await transport_factory(server, request.param)
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[list[SignalingServer]]:
+    """Two nodes sharing a MemoryBroker."""
+    broker = MemoryBroker()
+    config = SignalingConfig(auth=OpenAuth())
+    async with (
+        SignalingServer(config, MemoryBackplane(broker, "a")) as a,
+        SignalingServer(config, MemoryBackplane(broker, "b")) as b,
+    ):
+        for node in (a, b):
+            await node.listen("127.0.0.1", 0)
+        yield [a, b]
+
+
+@pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)
+async def test_websocket_transport_over_two_nodes(
+    check: conformance.Check, cluster: list[SignalingServer]
+) -> None:
+    """Each new client connects to the next node in turn: a room's clients are spread over
+    both, whichever is the room's home."""
+    urls = itertools.cycle([node.url for node in cluster])
+    await check(lambda: WebSocketTransport(next(urls)))
 
 
 @pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)

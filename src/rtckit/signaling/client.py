@@ -106,6 +106,7 @@ _ROOM_CODES = frozenset(
         ErrorCode.UNKNOWN_PEER,
         ErrorCode.NOT_JOINED,
         ErrorCode.ALREADY_JOINED,
+        ErrorCode.UNAVAILABLE,
     }
 )
 
