@@ -3,9 +3,18 @@
 
 .. code-block:: python
 
+    from rtckit.backplane.memory import MemoryBackplane, MemoryBroker
+    from rtckit.signaling import OpenAuth, SignalingConfig, SignalingServer
+
     broker = MemoryBroker(node_ttl=3.0)
-    async with MemoryBackplane(broker, "a") as a, MemoryBackplane(broker, "b") as b:
-        ...
+    config = SignalingConfig(auth=OpenAuth())
+    async with (
+        SignalingServer(config, MemoryBackplane(broker, "a")) as a,
+        SignalingServer(config, MemoryBackplane(broker, "b")) as b,
+    ):
+        await a.listen("127.0.0.1", 0)
+        await b.listen("127.0.0.1", 0)
+        # clients of a and b share every room (see the cluster topic page)
 
 The broker keeps what a real backplane server keeps (who is live, the leases and their epochs)
 and delivers posts through one bounded queue per receiving node, drained by that node's task:

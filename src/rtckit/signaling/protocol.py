@@ -159,7 +159,8 @@ class CloseCode(enum.IntEnum):
 
     #: Normal close (after ``bye``, or the client closed).
     NORMAL = 1000
-    #: The server is shutting down; clients may reconnect and resume elsewhere.
+    #: The server is shutting down, or (a node of a cluster) the node serving the room became
+    #: unreachable or the room moved; clients reconnect and resume.
     GOING_AWAY = 1001
     #: Protocol violation that makes the connection unusable (e.g. a binary frame).
     PROTOCOL_ERROR = 1002
