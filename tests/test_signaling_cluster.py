@@ -17,6 +17,7 @@ from rtckit.backplane.memory import MemoryBackplane, MemoryBroker
 from rtckit.errors import RoomError
 from rtckit.signaling import (
     AppMessage,
+    Disconnected,
     Error,
     Offer,
     OpenAuth,
@@ -303,23 +304,34 @@ async def test_backplane_outage_keeps_local_rooms_and_refuses_remote_joins() -> 
         x = await SignalingClient.connect(nodes.url("a"), room="local")
         y = await SignalingClient.connect(nodes.url("a"), room="local")
         z = await SignalingClient.connect(nodes.url("b"), room="remote")
+        # a peer of b's room connected to a: cut by the outage, it resumes once it ends
+        cut = await SignalingClient.connect(
+            nodes.url("a"), room="remote", reconnect=FAST_RECONNECT
+        )
         try:
+            await next_of(z, PeerJoined)
             nodes.broker.set_up(False)
+            await next_of(cut, Disconnected)
             await y.send_app(x.peer_id, "during the outage")
             message = await next_of(x, AppMessage)
             assert message.payload == "during the outage"
             with pytest.raises(RoomError) as refused:
                 await SignalingClient.connect(nodes.url("a"), room="remote")
             assert refused.value.code == ErrorCode.UNAVAILABLE
+            await asyncio.sleep(0.5)  # the cut client tries to resume meanwhile
             nodes.broker.set_up(True)
             await until(lambda: nodes.home("local") == "a", "a takes its room's lease again")
+            back = await next_of(cut, Reconnected)
+            assert back.resumed
+            await cut.send_app(z.peer_id, "after the outage")
+            assert (await next_of(z, AppMessage)).payload == "after the outage"
             w = await SignalingClient.connect(nodes.url("a"), room="remote")
             try:
-                assert list(w.peers) == [z.peer_id]
+                assert set(w.peers) == {z.peer_id, cut.peer_id}
             finally:
                 await w.aclose()
         finally:
-            for client in (x, y, z):
+            for client in (x, y, z, cut):
                 await client.aclose()
 
 
