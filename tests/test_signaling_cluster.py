@@ -79,10 +79,11 @@ async def cluster(
     names: str = "ab",
     *,
     node_ttl: float = 1.0,
+    max_queue: int = 10_000,
     cluster_config: ClusterConfig | None = None,
     **overrides: Any,
 ) -> AsyncIterator[Cluster]:
-    broker = MemoryBroker(node_ttl=node_ttl)
+    broker = MemoryBroker(node_ttl=node_ttl, max_queue=max_queue)
     config = SignalingConfig(**{"auth": OpenAuth(), **overrides})
     async with contextlib.AsyncExitStack() as stack:
         nodes = {}
@@ -136,7 +137,10 @@ async def test_offer_right_after_welcome_across_nodes_1000_times() -> None:
             await host.aclose()
 
 
-async def test_resume_after_the_edge_dies_loses_and_duplicates_nothing() -> None:
+@pytest.mark.parametrize("edge_dies", [True, False], ids=["edge-dies", "cut"])
+async def test_resume_after_the_edge_dies_loses_and_duplicates_nothing(edge_dies: bool) -> None:
+    """The client's connection to node b (the room lives on a) breaks: b dies and the client
+    resumes on a, or only the connection is cut and it resumes through b again."""
     total = 400
     async with (
         asyncio.timeout(TIMEOUT),
@@ -159,8 +163,9 @@ async def test_resume_after_the_edge_dies_loses_and_duplicates_nothing() -> None
                     for i in range(total):
                         await src.send_app(dst, {"i": i})
                         if i == total // 3 and src is home:
-                            nodes.broker.kill("b")  # the edge dies...
-                            balancer.target = ("127.0.0.1", a_port)  # ...the balancer moves
+                            if edge_dies:
+                                nodes.broker.kill("b")  # the edge dies...
+                                balancer.target = ("127.0.0.1", a_port)  # ...moved on
                             balancer.cut()
                         if i % 20 == 0:
                             await asyncio.sleep(0.002)
@@ -189,6 +194,37 @@ async def test_resume_after_the_edge_dies_loses_and_duplicates_nothing() -> None
             finally:
                 await away.aclose()
                 await home.aclose()
+
+
+async def test_a_flood_from_a_handed_over_connection_stays_off_the_backplane() -> None:
+    """A client on b (its room lives on a) floods: b stops forwarding and closes it (1008)
+    before the backplane's queue towards a fills, so b's other connections to a stay up."""
+    async with (
+        asyncio.timeout(TIMEOUT),
+        cluster(max_queue=1000) as nodes,
+        aiohttp.ClientSession() as session,
+    ):
+        host = await SignalingClient.connect(nodes.url("a"), room="flood")
+        calm = await SignalingClient.connect(nodes.url("b"), room="flood")
+        try:
+            ws, _welcome = await raw_join(session, nodes.url("b"), "flood")
+            frame = encode(AppMessage(to=host.peer_id, payload="x", seq=1))
+            for _ in range(5000):
+                await ws.send_str(frame)
+            closed = await ws.receive()
+            while closed.type == aiohttp.WSMsgType.TEXT:
+                closed = await ws.receive()
+            assert ws.close_code == 1008
+            await calm.send_app(host.peer_id, "still here")
+            event = await host.next_event()
+            while not (isinstance(event, AppMessage) and event.sender == calm.peer_id):
+                assert not isinstance(event, PeerLeft) or event.peer_id != calm.peer_id
+                event = await host.next_event()
+            assert event.payload == "still here"
+            assert calm.connected
+        finally:
+            await host.aclose()
+            await calm.aclose()
 
 
 async def test_a_killed_node_has_its_peers_reported_left_within_15_s() -> None:
@@ -305,9 +341,7 @@ async def test_backplane_outage_keeps_local_rooms_and_refuses_remote_joins() -> 
         y = await SignalingClient.connect(nodes.url("a"), room="local")
         z = await SignalingClient.connect(nodes.url("b"), room="remote")
         # a peer of b's room connected to a: cut by the outage, it resumes once it ends
-        cut = await SignalingClient.connect(
-            nodes.url("a"), room="remote", reconnect=FAST_RECONNECT
-        )
+        cut = await SignalingClient.connect(nodes.url("a"), room="remote", reconnect=FAST_RECONNECT)
         try:
             await next_of(z, PeerJoined)
             nodes.broker.set_up(False)

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
@@ -101,6 +102,8 @@ class _Link:
         "held",
         "home",
         "key",
+        "tokens",
+        "tokens_at",
         "transport_pings",
         "trusted",
         "watch",
@@ -126,6 +129,8 @@ class _Link:
         self.handbacks = 0
         self.trusted = trusted
         self.transport_pings = transport_pings
+        self.tokens = 0.0  # the edge's rate limit on forwarded frames (see _forward)
+        self.tokens_at = 0.0
 
 
 class RemoteConnection:
@@ -221,7 +226,7 @@ class SignalingRouter:
         elif link.home is None:
             self.hub.feed(link.conn, data)
         else:
-            self._post(link.home, Kind.FRAME, key, _bytes(data))
+            self._forward(link, data)
 
     def touch(self, key: int) -> None:
         """The connection *key* answered a WebSocket ping."""
@@ -299,7 +304,28 @@ class SignalingRouter:
         elif link.home is None:
             self.hub.feed(link.conn, data)
         else:
-            self._post(link.home, Kind.FRAME, link.key, _bytes(data))
+            self._forward(link, data)
+
+    def _forward(self, link: _Link, data: str | bytes) -> None:
+        """Post a frame of *link* to its home, within twice the rate limit (messages per
+        second and burst): the home applies the limit itself (error ``rate_limited``, close
+        1008) but a flood must not fill the backplane's queue towards it meanwhile, which
+        would cut every connection this node shares with it."""
+        home = link.home
+        assert home is not None
+        if not link.trusted:
+            config = self.config
+            now = time.monotonic()
+            burst = 2.0 * config.burst
+            link.tokens = min(
+                burst, link.tokens + (now - link.tokens_at) * 2.0 * config.max_messages_per_second
+            )
+            link.tokens_at = now
+            if link.tokens < 1.0:
+                self._drop_link(link, CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                return
+            link.tokens -= 1.0
+        self._post(home, Kind.FRAME, link.key, _bytes(data))
 
     def _watch(self, link: _Link, data: str | bytes) -> None:
         """A frame of a connection that has not joined: route ``join`` and ``resume``."""
@@ -385,6 +411,8 @@ class SignalingRouter:
         if link.edge is None:
             link.home = node
             link.watch = False
+            link.tokens = 2.0 * self.config.burst
+            link.tokens_at = time.monotonic()
             self._post(node, Kind.OPEN, link.key, _bytes(data))
         else:
             del self._remote[link.edge, link.key]
