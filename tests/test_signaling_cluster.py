@@ -230,7 +230,13 @@ async def test_a_flood_from_a_handed_over_connection_stays_off_the_backplane() -
 async def test_a_killed_node_has_its_peers_reported_left_within_15_s() -> None:
     async with (
         asyncio.timeout(TIMEOUT),
-        cluster(node_ttl=3.0, cluster_config=ClusterConfig(lease_ttl=2.0)) as nodes,
+        cluster(
+            node_ttl=3.0,
+            cluster_config=ClusterConfig(lease_ttl=2.0),
+            # heartbeats alone would take 35 s: the node's death must be what tells
+            heartbeat_interval=10.0,
+            dead_peer_timeout=30.0,
+        ) as nodes,
     ):
         home = await SignalingClient.connect(nodes.url("a"), room="stay")
         doomed = await SignalingClient.connect(nodes.url("b"), room="stay")
