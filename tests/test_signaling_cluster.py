@@ -405,11 +405,12 @@ async def test_a_payload_of_another_version_is_refused_once_per_node(
             await until(lambda: len(recorder.payloads) == 1, "the welcome")
             for _ in range(3):
                 z.post("a", b"\x02" + pack(Kind.FRAME, 7, b"{}")[1:])  # version 2
-            z.post("a", b"\x01")  # shorter than a header
             await until(lambda: a.hub.state.connection_count == 0, "z's connections dropped")
+            z.post("a", b"\x01")  # shorter than a header
             await asyncio.sleep(0.1)
         refusals = [r for r in caplog.records if "refusing payloads" in r.getMessage()]
         assert len(refusals) == 1
+        assert "version 2" in refusals[0].getMessage()
         assert all(record.exc_info is None for record in caplog.records)
 
 
