@@ -341,6 +341,25 @@ async def test_a_failed_join_at_the_home_then_a_join_homed_elsewhere_is_handed_b
                 await client.aclose()
 
 
+async def test_join_before_hello_is_refused_on_the_edge() -> None:
+    async with (
+        asyncio.timeout(TIMEOUT),
+        cluster() as nodes,
+        aiohttp.ClientSession() as session,
+    ):
+        there = await SignalingClient.connect(nodes.url("a"), room="elsewhere")
+        try:
+            ws = await session.ws_connect(nodes.url("b"))
+            await ws.send_str(encode(Join(room="elsewhere")))
+            refused = decode((await ws.receive()).data)
+            assert isinstance(refused, Error)
+            assert refused.code == ErrorCode.UNEXPECTED
+            await ws.close()
+            assert there.peers == {}
+        finally:
+            await there.aclose()
+
+
 async def test_backplane_outage_keeps_local_rooms_and_refuses_remote_joins() -> None:
     async with asyncio.timeout(TIMEOUT), cluster() as nodes:
         x = await SignalingClient.connect(nodes.url("a"), room="local")

@@ -337,8 +337,8 @@ class SignalingRouter:
                 held.append(data)
             return
         found = self._room_of(data)
-        if found is None or found[0] in self._rooms:
-            self._serve(link, data)
+        if found is None or found[0] in self._rooms or not self.hub.state.greeted(link.conn):
+            self._serve(link, data)  # the hub answers a join before hello
             return
         room, message = found
         if isinstance(message, Join) and not link.trusted:

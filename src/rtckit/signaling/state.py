@@ -433,6 +433,11 @@ class SignalingState:
         self._schedule(state, now + min(config.handshake_timeout, config.heartbeat_interval))
         return Output()
 
+    def greeted(self, conn: ConnectionId) -> bool:
+        """Whether *conn* is open and exchanged ``hello``."""
+        state = self._conns.get(conn)
+        return state is not None and state.greeted
+
     def joined(self, conn: ConnectionId) -> bool:
         """Whether *conn* is open and has a session (joined or resumed)."""
         state = self._conns.get(conn)
