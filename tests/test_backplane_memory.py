@@ -210,3 +210,29 @@ async def test_a_failing_handler_does_not_stop_delivery(pair: Pair) -> None:
     a.post("b", b"1")
     a.post("b", b"2")
     await until(lambda: seen == [b"1", b"2"])
+
+
+async def test_one_node_cut_off(pair: Pair) -> None:
+    broker, a, b = pair
+    ra, rb = await started(pair)
+    lease = await a.acquire("room:x", 0.4)
+    broker.set_up(False, node="a")
+    await until(lambda: ra.states == [False])
+    assert rb.states == []
+    assert not a.up
+    assert b.up
+    b.post("a", b"lost")
+    await until(lambda: rb.unreachable == ["a"])
+    with pytest.raises(BackplaneError):
+        await a.renew(lease, 0.4)
+    await until(lambda: rb.down == ["a"])  # its liveness lapsed for the others
+    await asyncio.sleep(0.3)
+    taken = await b.acquire("room:x", 5)  # its lease expired: b takes the key over
+    assert (taken.node, taken.epoch) == ("b", 2)
+    broker.set_up(True, node="a")
+    await until(lambda: ra.states == [False, True])
+    assert not await a.renew(lease, 0.4)  # fenced out
+    assert await a.holder("room:x") == taken
+    a.post("b", b"back")
+    await until(lambda: rb.messages == [("a", b"back")])
+    assert ra.down == []

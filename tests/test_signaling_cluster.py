@@ -394,6 +394,40 @@ async def test_backplane_outage_keeps_local_rooms_and_refuses_remote_joins() -> 
                 await client.aclose()
 
 
+async def test_a_room_taken_over_during_its_homes_cut_closes_there_when_it_returns() -> None:
+    """Node a (the room's home) loses the backplane alone: its local peers keep talking; b
+    takes the room once a's lease expires and its peer joins again there; when a returns it
+    finds the room taken, closes its copy (1001), and its peers join the room on b."""
+    async with (
+        asyncio.timeout(TIMEOUT),
+        cluster(node_ttl=0.5, cluster_config=ClusterConfig(lease_ttl=1.0)) as nodes,
+    ):
+        clients = [
+            await SignalingClient.connect(nodes.url(node), room="r", reconnect=FAST_RECONNECT)
+            for node in "aab"
+        ]
+        x, y, z = clients
+        try:
+            assert nodes.home("r") == "a"
+            nodes.broker.set_up(False, node="a")
+            await x.send_app(y.peer_id, "during the cut")
+            assert (await next_of(y, AppMessage)).payload == "during the cut"
+            assert not (await next_of(z, Reconnected)).resumed  # joined anew, on b
+            assert nodes.home("r") == "b"
+            nodes.broker.set_up(True, node="a")
+            for client in (x, y):
+                assert not (await next_of(client, Reconnected)).resumed
+            await until(
+                lambda: all(len(client.peers) == 2 for client in clients), "one room of three"
+            )
+            assert nodes.home("r") == "b"
+            await y.send_app(z.peer_id, "together again")
+            assert (await next_of(z, AppMessage)).payload == "together again"
+        finally:
+            for client in clients:
+                await client.aclose()
+
+
 async def test_a_payload_of_another_version_is_refused_once_per_node(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

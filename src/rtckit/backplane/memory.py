@@ -26,7 +26,8 @@ delivering, refreshing its liveness and answering; its leases lapse after their 
 others get ``on_node_down`` once its liveness lapses, after ``node_ttl``);
 :meth:`MemoryBroker.set_up` switches the whole backplane off and on (an outage: every node gets
 ``on_state(False)``, posts are refused with ``on_unreachable``, lease calls raise
-:class:`~rtckit.errors.BackplaneError`).
+:class:`~rtckit.errors.BackplaneError`), or one node's access to it (that node alone is cut
+off; the others see its liveness lapse, and its leases expire).
 """
 
 from __future__ import annotations
@@ -73,6 +74,7 @@ class MemoryBroker:
         self.node_ttl = node_ttl
         self.max_queue = max_queue
         self._up = True
+        self._cut: set[NodeId] = set()  # nodes cut off from the backplane (set_up(node=...))
         self._nodes: dict[NodeId, MemoryBackplane] = {}
         self._alive: dict[NodeId, tuple[float, float]] = {}  # node -> (refreshed at, load)
         self._leases: dict[str, _LeaseEntry] = {}
@@ -83,23 +85,43 @@ class MemoryBroker:
         """Whether the backplane is reachable (see :meth:`set_up`)."""
         return self._up
 
-    def set_up(self, up: bool) -> None:
-        """Start (``False``) or end (``True``) an outage of the whole backplane.
+    def set_up(self, up: bool, *, node: NodeId | None = None) -> None:
+        """Start (``False``) or end (``True``) an outage of the whole backplane, or with
+        *node* of that node's access to it alone.
 
-        Every started node gets ``on_state(up)`` (from its own task). When the outage ends,
-        every node that was live refreshes its liveness before any looks at the others', so
-        an outage shorter than ``node_ttl`` reports no node down.
+        Every node concerned gets ``on_state(up)`` (from its own task). When an outage ends,
+        every node it ends for refreshes its liveness before any looks at the others', so an
+        outage shorter than ``node_ttl`` reports no node down.
         """
+        if node is not None:
+            if up == (node not in self._cut):
+                return
+            if up:
+                self._cut.discard(node)
+            else:
+                self._cut.add(node)
+            backplane = self._nodes.get(node)
+            if backplane is not None:
+                if up and self._up and backplane.listening:
+                    self._alive[node] = (_now(), backplane.load)
+                if self._up:
+                    backplane.state_changed(up)
+            return
         if up == self._up:
             return
         self._up = up
         if up:
             now = _now()
-            for node, backplane in self._nodes.items():
-                if backplane.listening:
-                    self._alive[node] = (now, backplane.load)
-        for backplane in list(self._nodes.values()):
-            backplane.state_changed(up)
+            for name, backplane in self._nodes.items():
+                if backplane.listening and name not in self._cut:
+                    self._alive[name] = (now, backplane.load)
+        for name, backplane in list(self._nodes.items()):
+            if name not in self._cut:
+                backplane.state_changed(up)
+
+    def reachable(self, node: NodeId) -> bool:
+        """Whether *node* can reach the backplane now (see :meth:`set_up`)."""
+        return self._up and node not in self._cut
 
     def kill(self, node: NodeId) -> None:
         """Node *node* dies now (as with ``kill -9``): see the module's docstring."""
@@ -119,7 +141,7 @@ class MemoryBroker:
         current = self._nodes.get(node)
         if current is not None and current.listening:
             raise BackplaneError(f"node {node!r} is already live on this broker")
-        if not self._up:
+        if not self.reachable(node):
             raise BackplaneError("the backplane is down")
         self._nodes[node] = backplane
         self._alive[node] = (_now(), backplane.load)
@@ -140,7 +162,7 @@ class MemoryBroker:
             other.node_left(node)
 
     def _refresh(self, backplane: MemoryBackplane) -> None:
-        if self._up and self._nodes.get(backplane.node_id) is backplane:
+        if self.reachable(backplane.node_id) and self._nodes.get(backplane.node_id) is backplane:
             self._alive[backplane.node_id] = (_now(), backplane.load)
 
     def _live(self) -> dict[NodeId, float]:
@@ -148,7 +170,7 @@ class MemoryBroker:
         return {node: load for node, (at, load) in self._alive.items() if at > limit}
 
     def _check(self, backplane: MemoryBackplane) -> None:
-        if not self._up:
+        if not self.reachable(backplane.node_id):
             raise BackplaneError("the backplane is down")
         if not backplane.listening:
             raise BackplaneError(f"node {backplane.node_id!r} is not connected")
@@ -195,7 +217,7 @@ class MemoryBroker:
         return None if entry is None or entry.expires <= _now() else entry.lease
 
     def _deliver(self, sender: MemoryBackplane, node: NodeId, payload: bytes) -> bool:
-        if not self._up:
+        if not self.reachable(sender.node_id) or not self.reachable(node):
             return False
         target = self._nodes.get(node)
         if target is None or not target.listening:
@@ -233,7 +255,7 @@ class MemoryBackplane:
     @property
     def up(self) -> bool:
         """Whether the backplane is reachable for this node."""
-        return self._listening and self._broker.up
+        return self._listening and self._broker.reachable(self._node_id)
 
     @property
     def listening(self) -> bool:
@@ -328,8 +350,6 @@ class MemoryBackplane:
     def state_changed(self, up: bool) -> None:
         """The broker's outage switch moved."""
         if self._listening:
-            if up:
-                self._seen &= set(self._broker._live())
             asyncio.get_running_loop().call_soon(self._state, up)
 
     def node_seen(self, node: NodeId) -> None:
@@ -397,7 +417,7 @@ class MemoryBackplane:
         broker = self._broker
         while True:
             await asyncio.sleep(broker.node_ttl / 3)
-            if not broker.up:
+            if not broker.reachable(self._node_id):
                 continue
             broker._refresh(self)
             live = set(broker._live())
