@@ -119,9 +119,12 @@ def resume_token_room(token: str) -> str | None:
     if not dot or not name:
         return None
     try:
-        return base64.urlsafe_b64decode(name + "=" * (-len(name) % 4)).decode()
+        room = base64.b64decode(
+            name + "=" * (-len(name) % 4), altchars=b"-_", validate=True
+        ).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
         return None
+    return room or None
 
 
 #: Permissions of which one is needed to negotiate media (offer, answer, candidates).
