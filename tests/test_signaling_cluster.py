@@ -31,7 +31,6 @@ from rtckit.signaling import (
     TokenAuth,
 )
 from rtckit.signaling.cluster import ClusterConfig, room_key
-from rtckit.signaling.fastws import PicowsSignalingServer
 from rtckit.signaling.protocol import Bye, ErrorCode, Hello, Join, Welcome, decode, encode
 from rtckit.signaling.relay_wire import Kind, pack
 from rtckit.testing.proxy import TcpProxy
@@ -468,6 +467,9 @@ async def test_a_payload_of_another_version_is_refused_once_per_node(
 
 
 async def test_picows_nodes_relay_across_nodes() -> None:
+    pytest.importorskip("picows", reason="picows is not installed (pip install 'rtckit[speed]')")
+    from rtckit.signaling.fastws import PicowsSignalingServer
+
     broker = MemoryBroker()
     config = SignalingConfig(auth=OpenAuth())
     async with (

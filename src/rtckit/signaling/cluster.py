@@ -180,6 +180,7 @@ class SignalingRouter:
         self._renewer: asyncio.Task[None] | None = None
         self._refused: set[NodeId] = set()  # nodes whose payloads had another version
         self._closed = False
+        self._left = False  # the backplane was closed: nothing more is posted
 
     # --- what transports use (the hub's interface) --------------------------------------------
 
@@ -289,6 +290,7 @@ class SignalingRouter:
             with contextlib.suppress(BackplaneError):
                 await self.backplane.release(lease)
         self._rooms.clear()
+        self._left = True
         await self.backplane.aclose()
 
     @property
@@ -440,7 +442,8 @@ class SignalingRouter:
     # --- the backplane's side --------------------------------------------------------------
 
     def _post(self, node: NodeId, kind: Kind, key: int, data: bytes = b"") -> None:
-        self.backplane.post(node, pack(kind, key, data))
+        if not self._left:
+            self.backplane.post(node, pack(kind, key, data))
 
     def _remote_closed(self, remote: RemoteConnection, code: int, reason: str) -> None:
         self._remote.pop((remote.edge, remote.key), None)
