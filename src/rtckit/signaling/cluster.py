@@ -219,6 +219,7 @@ class SignalingRouter:
 
     def feed(self, key: int, data: str | bytes) -> None:
         """A frame arrived on the connection *key*."""
+        # _frame's body, inlined: every frame of every client connection of the node comes here
         link = self._links.get(key)
         if link is None:
             return
