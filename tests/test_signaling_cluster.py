@@ -25,6 +25,7 @@ from rtckit.signaling import (
     PeerLeft,
     Reconnected,
     ReconnectPolicy,
+    RoomConfig,
     SignalingClient,
     SignalingConfig,
     SignalingServer,
@@ -310,6 +311,37 @@ async def test_room_names_with_key_characters(room: str) -> None:
         finally:
             await one.aclose()
             await two.aclose()
+
+
+async def test_declared_rooms_across_nodes() -> None:
+    async with (
+        asyncio.timeout(TIMEOUT),
+        cluster(create_rooms=False, rooms=(RoomConfig(name="lobby", max_peers=2),)) as nodes,
+    ):
+        one = await SignalingClient.connect(nodes.url("a"), room="lobby")
+        two = await SignalingClient.connect(nodes.url("b"), room="lobby")
+        try:
+            assert list(two.peers) == [one.peer_id]
+            with pytest.raises(RoomError) as full:
+                await SignalingClient.connect(nodes.url("b"), room="lobby")
+            assert full.value.code == ErrorCode.ROOM_FULL
+            with pytest.raises(RoomError) as unknown:
+                await SignalingClient.connect(nodes.url("b"), room="nope")
+            assert unknown.value.code == ErrorCode.UNKNOWN_ROOM
+            assert nodes.home("nope") is None  # refused without taking a lease
+        finally:
+            await one.aclose()
+            await two.aclose()
+        await until(lambda: nodes.home("lobby") is None, "the empty room's lease given up")
+
+
+async def test_a_refused_join_gives_the_lease_up_at_once() -> None:
+    auth = TokenAuth(secret=SECRET)
+    async with asyncio.timeout(TIMEOUT), cluster(auth=auth, max_peers_per_room=2) as nodes:
+        token = auth.mint(room="solo", identity="t", permissions=("publish", "subscribe"))
+        with pytest.raises(Exception, match="forbidden"):  # choosing a peer id needs admin
+            await SignalingClient.connect(nodes.url("b"), room="solo", token=token, peer_id="me")
+        assert nodes.home("solo") is None
 
 
 async def test_a_failed_join_at_the_home_then_a_join_homed_elsewhere_is_handed_back() -> None:

@@ -175,6 +175,7 @@ class SignalingRouter:
         self._links: dict[int, _Link] = {}  # this node's client connections, by key
         self._remote: dict[tuple[NodeId, int], _Link] = {}  # served here, edge elsewhere
         self._rooms: dict[str, Lease] = {}  # rooms homed here
+        self._declared = frozenset(room.name for room in hub.config.rooms)
         self._keys = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
@@ -344,6 +345,9 @@ class SignalingRouter:
             self._serve(link, data)  # the hub answers a join before hello
             return
         room, message = found
+        if not self.config.create_rooms and room not in self._declared:
+            self._serve(link, data)  # the hub answers unknown_room: no lease for that
+            return
         if isinstance(message, Join) and not link.trusted:
             try:  # a forged token never reaches the backplane: the hub answers it here
                 self.config.auth.authenticate(room, message.token)
@@ -395,6 +399,9 @@ class SignalingRouter:
         elif lease.node == self.node_id:
             self._rooms.setdefault(room, lease)
             self._serve(link, data)
+            if not self.hub.state.peers(room) and self._rooms.get(room) == lease:
+                del self._rooms[room]  # the join was refused: give the room up at once
+                self._spawn(self._release(lease))
         else:
             self._send_away(link, lease.node, data)
         for frame in held:
@@ -587,6 +594,10 @@ class SignalingRouter:
                 await self.backplane.release(lease)
             elif not await self.backplane.renew(lease, ttl):
                 await self._retake(room, lease)
+
+    async def _release(self, lease: Lease) -> None:
+        with contextlib.suppress(BackplaneError):
+            await self.backplane.release(lease)
 
     async def _reacquire(self) -> None:
         for room, lease in list(self._rooms.items()):
