@@ -298,6 +298,24 @@ async def test_max_peers_and_peer_ids_hold_across_nodes() -> None:
             await first.aclose()
 
 
+async def test_three_nodes_one_room() -> None:
+    """The room lives on a; peers connected to b and c talk through it, both ways."""
+    async with asyncio.timeout(TIMEOUT), cluster("abc") as nodes:
+        clients = [await SignalingClient.connect(nodes.url(n), room="tri") for n in "abc"]
+        try:
+            assert nodes.home("tri") == "a"
+            for sender in clients:
+                await sender.send_app(None, sender.peer_id)
+            for receiver in clients:
+                got = set()
+                while len(got) < 2:
+                    got.add((await next_of(receiver, AppMessage)).payload)
+                assert got == {c.peer_id for c in clients} - {receiver.peer_id}
+        finally:
+            for client in clients:
+                await client.aclose()
+
+
 @pytest.mark.parametrize("room", ["a*", "a:b"])
 async def test_room_names_with_key_characters(room: str) -> None:
     async with asyncio.timeout(TIMEOUT), cluster() as nodes:
