@@ -307,7 +307,7 @@ async def test_three_nodes_one_room() -> None:
             for sender in clients:
                 await sender.send_app(None, sender.peer_id)
             for receiver in clients:
-                got = set()
+                got: set[object] = set()
                 while len(got) < 2:
                     got.add((await next_of(receiver, AppMessage)).payload)
                 assert got == {c.peer_id for c in clients} - {receiver.peer_id}
