@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from rtckit.backplane.base import Lease
 from rtckit.backplane.memory import MemoryBackplane, MemoryBroker
 from rtckit.errors import RoomError
 from rtckit.signaling import (
@@ -360,6 +361,53 @@ async def test_a_refused_join_gives_the_lease_up_at_once() -> None:
         with pytest.raises(Exception, match="forbidden"):  # choosing a peer id needs admin
             await SignalingClient.connect(nodes.url("b"), room="solo", token=token, peer_id="me")
         assert nodes.home("solo") is None
+
+
+class SlowBackplane(MemoryBackplane):
+    """Leases take *delay* seconds (a distant backplane)."""
+
+    delay = 0.3
+
+    async def acquire(self, key: str, ttl: float) -> Lease:
+        await asyncio.sleep(self.delay)
+        return await super().acquire(key, ttl)
+
+
+@pytest.mark.parametrize("ending", ["client-leaves", "handshake-timeout", "too-many-frames"])
+async def test_a_connection_that_ends_while_its_room_is_resolved(
+    ending: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    broker = MemoryBroker()
+    config = SignalingConfig(auth=OpenAuth(), handshake_timeout=0.1, heartbeat_interval=0.05)
+    quick = ClusterConfig(lease_ttl=0.6)  # an emptied room's lease goes within 0.2 s
+    slow = ClusterConfig(lease_ttl=60)  # b's leases do not lapse during the test
+    async with (
+        asyncio.timeout(TIMEOUT),
+        SignalingServer(config, MemoryBackplane(broker, "a"), cluster=quick) as a,
+        SignalingServer(config, SlowBackplane(broker, "b"), cluster=slow) as b,
+        aiohttp.ClientSession() as session,
+    ):
+        await a.listen("127.0.0.1", 0)
+        await b.listen("127.0.0.1", 0)
+        for room in ("there", "free"):  # one room homed on a, one homed nowhere
+            ws = await session.ws_connect(b.url)
+            await ws.send_str(encode(Hello()))
+            await ws.send_str(encode(Join(room=room)))
+            if ending == "client-leaves":
+                await ws.close()
+            elif ending == "too-many-frames":
+                for _ in range(40):
+                    await ws.send_str(encode(Hello()))
+            if room == "free":
+                await asyncio.sleep(0.5)
+            else:
+                async with SignalingClient.connect(a.url, room="there"):
+                    await asyncio.sleep(0.5)
+            await ws.close()
+        await until(lambda: broker.leases() == [], "every lease given up")
+        assert a.hub.state.connection_count == 0
+        assert b.hub.state.connection_count == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 async def test_a_failed_join_at_the_home_then_a_join_homed_elsewhere_is_handed_back() -> None:

@@ -392,7 +392,10 @@ class SignalingRouter:
         except (BackplaneError, TimeoutError):
             lease = None
         held, link.held = link.held or [], None
-        if not self._alive(link):
+        if not self._alive(link) or not self.hub.state.greeted(link.conn):
+            # gone meanwhile (or closed by the hub, whose transport has not told yet)
+            if lease is not None and lease.node == self.node_id and room not in self._rooms:
+                self._spawn(self._release(lease))
             return
         if lease is None:
             self._unavailable(link)
@@ -568,7 +571,12 @@ class SignalingRouter:
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("signaling router task failed", exc_info=exc)  # a bug
 
     async def _renew_loop(self) -> None:
         ttl = self.cluster.lease_ttl
