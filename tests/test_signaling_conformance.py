@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -37,14 +38,20 @@ async def websocket(request: pytest.FixtureRequest) -> AsyncIterator[conformance
         yield await transport_factory(server, request.param)
 
 
-@pytest.fixture
-async def cluster() -> AsyncIterator[list[SignalingServer]]:
-    """Two nodes sharing a MemoryBroker."""
+@pytest.fixture(params=["aiohttp", "aiohttp+picows"])
+async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[list[Any]]:
+    """Two nodes sharing a MemoryBroker: two aiohttp servers, or one of each kind."""
     broker = MemoryBroker()
     config = SignalingConfig(auth=OpenAuth())
+    second: Any = SignalingServer
+    if request.param == "aiohttp+picows":
+        pytest.importorskip("picows", reason="picows is not installed")
+        from rtckit.signaling.fastws import PicowsSignalingServer
+
+        second = PicowsSignalingServer
     async with (
         SignalingServer(config, MemoryBackplane(broker, "a")) as a,
-        SignalingServer(config, MemoryBackplane(broker, "b")) as b,
+        second(config, MemoryBackplane(broker, "b")) as b,
     ):
         for node in (a, b):
             await node.listen("127.0.0.1", 0)
@@ -53,7 +60,7 @@ async def cluster() -> AsyncIterator[list[SignalingServer]]:
 
 @pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)
 async def test_websocket_transport_over_two_nodes(
-    check: conformance.Check, cluster: list[SignalingServer]
+    check: conformance.Check, cluster: list[Any]
 ) -> None:
     """Each new client connects to the next node in turn: a room's clients are spread over
     both, whichever is the room's home."""
