@@ -34,7 +34,7 @@ from rtckit.signaling import (
 )
 from rtckit.signaling.cluster import ClusterConfig, room_key
 from rtckit.signaling.protocol import Bye, ErrorCode, Hello, Join, Welcome, decode, encode
-from rtckit.signaling.relay_wire import Kind, pack
+from rtckit.signaling.relay_wire import Envelope, Kind, decode_close, pack, unpack
 from rtckit.testing.proxy import TcpProxy
 
 SECRET = "0123456789abcdef-0123456789abcdef-test-secret"
@@ -363,6 +363,25 @@ async def test_a_refused_join_gives_the_lease_up_at_once() -> None:
         assert nodes.home("solo") is None
 
 
+class Recorder:
+    """A node's backplane handler that keeps what it receives (a fake node)."""
+
+    def __init__(self) -> None:
+        self.payloads: list[bytes] = []
+
+    def on_message(self, sender: str, payload: bytes) -> None:
+        self.payloads.append(payload)
+
+    def on_node_down(self, node: str) -> None:
+        pass
+
+    def on_unreachable(self, node: str) -> None:
+        pass
+
+    def on_state(self, up: bool) -> None:
+        pass
+
+
 class SlowBackplane(MemoryBackplane):
     """Leases take *delay* seconds (a distant backplane)."""
 
@@ -528,22 +547,6 @@ async def test_a_room_taken_over_during_its_homes_cut_closes_there_when_it_retur
 async def test_a_payload_of_another_version_is_refused_once_per_node(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    class Recorder:
-        def __init__(self) -> None:
-            self.payloads: list[bytes] = []
-
-        def on_message(self, sender: str, payload: bytes) -> None:
-            self.payloads.append(payload)
-
-        def on_node_down(self, node: str) -> None:
-            pass
-
-        def on_unreachable(self, node: str) -> None:
-            pass
-
-        def on_state(self, up: bool) -> None:
-            pass
-
     caplog.set_level(logging.WARNING)
     async with asyncio.timeout(TIMEOUT), cluster("a") as nodes:
         a = nodes.nodes["a"]
@@ -562,6 +565,30 @@ async def test_a_payload_of_another_version_is_refused_once_per_node(
         assert len(refusals) == 1
         assert "version 2" in refusals[0].getMessage()
         assert all(record.exc_info is None for record in caplog.records)
+
+
+async def test_a_home_answers_envelopes_for_connections_it_does_not_serve() -> None:
+    """A frame for a connection the home does not know (handed back meanwhile, or the home
+    restarted) goes back to its edge; a second OPEN for a served key is refused."""
+    async with asyncio.timeout(TIMEOUT), cluster("a") as nodes:
+        recorder = Recorder()
+        async with MemoryBackplane(nodes.broker, "z") as z:
+            await z.start(recorder)
+            frame = encode(AppMessage(to=None, payload=1, seq=1)).encode()
+            z.post("a", pack(Kind.FRAME, 5, frame))
+            z.post("a", pack(Kind.TOUCH, 5))
+            z.post("a", pack(Kind.LOST, 5))
+            await until(lambda: len(recorder.payloads) == 1, "the hand-back")
+            assert unpack(recorder.payloads[0]) == Envelope(Kind.HANDBACK, 5, frame)
+            z.post("a", pack(Kind.OPEN, 6, encode(Join(room="q")).encode()))
+            z.post("a", pack(Kind.OPEN, 6, encode(Join(room="q")).encode()))
+            await until(lambda: len(recorder.payloads) == 2, "the refusal")
+            refusal = unpack(recorder.payloads[1])
+            assert refusal.kind is Kind.CLOSE
+            assert decode_close(refusal.data) == (1011, "connection opened twice")
+            await asyncio.sleep(0.05)
+            assert nodes.nodes["a"].hub.state.connection_count == 0  # neither is served
+            assert nodes.nodes["a"].hub.peers("q") == []
 
 
 async def test_picows_nodes_relay_across_nodes() -> None:

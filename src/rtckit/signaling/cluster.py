@@ -516,7 +516,10 @@ class SignalingRouter:
     def _from_edge(self, edge: NodeId, kind: Kind, key: int, data: bytes) -> None:
         link = self._remote.get((edge, key))
         if kind is Kind.OPEN:
-            if link is not None or self.hub.closed:
+            if link is not None:  # the edge broke the envelope's rules: end both
+                self._drop_link(link, CloseCode.INTERNAL_ERROR, "connection opened twice")
+                return
+            if self.hub.closed:
                 self._post(edge, Kind.CLOSE, key, encode_close(CloseCode.GOING_AWAY, "closing"))
                 return
             remote = RemoteConnection(self, edge, key)
