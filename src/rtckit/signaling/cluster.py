@@ -487,7 +487,7 @@ class SignalingRouter:
                 self._frame(link, data.decode(errors="replace"))  # sent before it came back
             return
         if kind is Kind.SEND:
-            link.connection.send_text(data.decode())
+            link.connection.send_text(data.decode(errors="replace"))
         elif kind is Kind.PING:
             link.connection.ping()
         elif kind is Kind.CLOSE:
