@@ -103,7 +103,7 @@ async def test_a_killed_node_is_reported_down_after_the_ttl_once(pair: Pair) -> 
     broker.kill("b")
     await until(lambda: ra.down == ["b"])
     assert loop.time() - killed_at >= 0.3 - 0.05
-    assert loop.time() - killed_at < 0.3 + 0.3
+    assert loop.time() - killed_at < 0.3 + 1.0  # a third of the TTL, plus a loaded machine
     a.post("b", b"lost")
     await until(lambda: ra.unreachable == ["b"])
     await asyncio.sleep(0.5)
