@@ -138,6 +138,8 @@ PYTHON: dict[Key, str] = {
     ("rtckit.signaling.wsserver", "web.run_app(app)"): "compile: serves until Ctrl-C",
     ("rtckit.signaling.wsserver", 'await server.listen("127.0.0.1", 8765)'): "run",
     ("rtckit.signaling.fastws.PicowsSignalingServer", "async with PicowsSignalingServer("): "run",
+    ("rtckit.backplane.memory", "broker = MemoryBroker(node_ttl=3.0)"): "run",
+    ("docs/topics/cluster.rst", "broker = MemoryBroker()"): "run",
     ("rtckit.stun.server", "await asyncio.Event().wait()"): (
         "serve: serves until cancelled (it is cancelled after SERVE_SECONDS)"
     ),
@@ -358,6 +360,7 @@ NOT_RUN: dict[Key, str] = {
     ("rtckit.errors", "RtcKitError"): "the exception tree (tests/test_package.py keeps it true)",
     ("rtckit.peer.negotiation", "have-local-offer"): "a transition table",
     ("rtckit.signaling.state", "open --hello--> greeted"): "a state diagram",
+    ("rtckit.signaling.relay_wire", "version (1 byte) | kind (1 byte)"): "a byte layout",
     ("rtckit.stun.codec", "Magic Cookie"): "the header layout of RFC 5389",
     ("rtckit.testing.natlab", "198.51.100.0/24"): "a network diagram",
 }

@@ -84,6 +84,7 @@ PURE_CORES: tuple[str, ...] = (
     "rtckit.backplane.keys",
     "rtckit.signaling.protocol",
     "rtckit.signaling.state",
+    "rtckit.signaling.relay_wire",  # the signaling router's envelope between nodes
     "rtckit.signaling.config",  # signaling.state's configuration
     "rtckit.signaling.auth",  # token checks (PyJWT), used by signaling.state
     "rtckit.peer.negotiation",

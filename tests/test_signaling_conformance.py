@@ -3,10 +3,13 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
+from rtckit.backplane.memory import MemoryBackplane, MemoryBroker
 from rtckit.signaling import (
     MemoryTransport,
     OpenAuth,
@@ -33,6 +36,36 @@ async def websocket(request: pytest.FixtureRequest) -> AsyncIterator[conformance
     """Client transports to a standalone aiohttp server, over ``ws://`` or ``wss://``."""
     async with SignalingServer(SignalingConfig(auth=OpenAuth())) as server:
         yield await transport_factory(server, request.param)
+
+
+@pytest.fixture(params=["aiohttp", "aiohttp+picows"])
+async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[list[Any]]:
+    """Two nodes sharing a MemoryBroker: two aiohttp servers, or one of each kind."""
+    broker = MemoryBroker()
+    config = SignalingConfig(auth=OpenAuth())
+    second: Any = SignalingServer
+    if request.param == "aiohttp+picows":
+        pytest.importorskip("picows", reason="picows is not installed")
+        from rtckit.signaling.fastws import PicowsSignalingServer
+
+        second = PicowsSignalingServer
+    async with (
+        SignalingServer(config, MemoryBackplane(broker, "a")) as a,
+        second(config, MemoryBackplane(broker, "b")) as b,
+    ):
+        for node in (a, b):
+            await node.listen("127.0.0.1", 0)
+        yield [a, b]
+
+
+@pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)
+async def test_websocket_transport_over_two_nodes(
+    check: conformance.Check, cluster: list[Any]
+) -> None:
+    """Each new client connects to the next node in turn: a room's clients are spread over
+    both, whichever is the room's home."""
+    urls = itertools.cycle([node.url for node in cluster])
+    await check(lambda: WebSocketTransport(next(urls)))
 
 
 @pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)

@@ -44,6 +44,7 @@ from rtckit.signaling.state import (
     RoomClosedEvent,
     Send,
     SignalingState,
+    resume_token_room,
 )
 
 SECRET = "0123456789abcdef-0123456789abcdef-test-secret"
@@ -867,3 +868,91 @@ def test_trusted_resume_skips_the_token_check() -> None:
     h.send(c, Hello())
     h.send(c, Resume(resume_token=wa.resume_token, ack=0))
     assert isinstance(h.take(c)[1], Resumed)
+
+
+# --- what the cluster router uses -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("room", ["r", "a:b", "a*", "é" * 128, "x.y"])
+def test_resume_tokens_carry_their_room(room: str) -> None:
+    h = Harness()
+    _, welcome = h.join(room)
+    token = welcome.resume_token
+    assert resume_token_room(token) == room
+    assert len(token) <= 1024
+    assert len(token.rpartition(".")[2]) == 32  # the secret: 192 random bits
+    _, again = h.join(room)
+    assert again.resume_token != token
+
+
+@pytest.mark.parametrize("token", ["", "nodot", ".secret", "%%%.secret", "_w.secret"])
+def test_foreign_resume_tokens_name_no_room(token: str) -> None:
+    assert resume_token_room(token) is None
+
+
+def test_handoff_forgets_a_greeted_connection_without_closing_it() -> None:
+    h = Harness()
+    conn = h.open()
+    assert not h.state.greeted(conn)
+    h.send(conn, Hello())
+    assert h.state.greeted(conn)
+    assert not h.state.joined(conn)
+    h.state.handoff(conn)
+    assert h.state.connection_count == 0
+    assert h.closes == {}
+    assert h.tick(100.0).actions == []  # no handshake timeout for a connection served elsewhere
+    with pytest.raises(ValueError, match="not an open connection"):
+        h.state.handoff(conn)
+    joined, _ = h.join()
+    with pytest.raises(ValueError, match="not an open connection"):
+        h.state.handoff(joined)
+
+
+def test_a_connection_opened_greeted_joins_without_hello() -> None:
+    h = Harness()
+    h.apply(h.state.open(7, h.now, greeted=True))
+    h.inbox[7] = []
+    h.send(7, Join(room="r"))
+    (welcome,) = h.take(7)
+    assert isinstance(welcome, Welcome)
+    assert h.state.joined(7)
+
+
+def test_reject_answers_an_error_and_keeps_the_connection() -> None:
+    h = Harness()
+    conn = h.open()
+    h.send(conn, Hello())
+    h.take(conn)
+    h.apply(h.state.reject(conn, ErrorCode.UNAVAILABLE, "try again"))
+    assert errors(h.take(conn)) == ["unavailable"]
+    assert h.closes == {}
+    h.send(conn, Join(room="r"))
+    assert isinstance(h.take(conn)[0], Welcome)
+
+
+def test_evict_room_closes_its_members_without_peer_left() -> None:
+    h = Harness(rooms=(RoomConfig(name="kept"),))
+    a, _ = h.join()
+    b, wb = h.join()
+    h.join("other")
+    k, _ = h.join("kept")
+    h.drop(b)  # detached: its session goes too
+    h.take(a)
+    h.apply(h.state.evict_room("r", CloseCode.GOING_AWAY, "moved"))
+    assert h.closes == {a: (CloseCode.GOING_AWAY, "moved")}
+    assert h.take(a) == []
+    assert "r" not in h.state.rooms()
+    assert h.events[-1] == RoomClosedEvent(room="r")
+    assert h.state.peers("other") != []
+    h.apply(h.state.evict_room("kept", CloseCode.GOING_AWAY, "moved"))
+    assert h.closes[k] == (CloseCode.GOING_AWAY, "moved")
+    assert h.state.rooms().count("kept") == 1  # declared: stays, empty
+    assert h.state.peers("kept") == []
+    fresh = h.open()
+    h.send(fresh, Hello())
+    h.send(fresh, Resume(resume_token=wb.resume_token, ack=0))
+    assert errors(h.take(fresh)) == ["resume_failed"]
+    h.apply(h.state.evict_room("other", CloseCode.GOING_AWAY, "moved"))
+    assert h.state.pending_bytes == 0  # every evicted outbox was subtracted
+    h.tick(100.0)  # b's resume window passes: nothing left to report
+    assert not [e for e in h.events if isinstance(e, PeerLeftEvent)]

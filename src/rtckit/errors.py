@@ -13,7 +13,7 @@
     │   │   ├── LocalProtocolError            ... that rtckit was asked to send (caller's misuse)
     │   │   └── RemoteProtocolError           ... that the remote side sent
     │   ├── AuthError (PermissionError)       a refused room token
-    │   ├── RoomError                         unknown room, full room, not joined
+    │   ├── RoomError                         unknown room, full room, not joined, unavailable
     │   └── ConnectionClosedError (ConnectionError) signaling connection gone
     ├── PeerError                             peer sessions
     │   ├── NegotiationError (ValueError)     bad or unacceptable SDP, failed negotiation
@@ -126,7 +126,8 @@ class AuthError(SignalingError, PermissionError):
 
 
 class RoomError(SignalingError):
-    """A room cannot be used: unknown, full, or the peer is not a member."""
+    """A room cannot be used: unknown, full, the peer is not a member, or (code
+    ``unavailable``) the room lives on a node of a cluster that cannot be reached now."""
 
 
 class ConnectionClosedError(SignalingError, ConnectionError):

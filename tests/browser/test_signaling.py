@@ -19,6 +19,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from jsmodules import ENTRY_EXPORTS
+from rtckit.backplane.memory import MemoryBackplane, MemoryBroker
 from rtckit.certs import CertificateSpec, KeyType, client_ssl_context, create_self_signed
 from rtckit.signaling import (
     Answer,
@@ -244,6 +245,43 @@ async def test_two_pages_and_a_python_client(serve: ServerFactory) -> None:
 
         await pages[0].evaluate("() => window.sig.close()")
         await _wait_log(pages[1], f"m.type === 'peer-left' && m.peer_id === {first!r}")
+
+
+async def test_browser_pages_on_two_nodes_and_a_backplane_outage() -> None:
+    """Two pages connected to two nodes of a cluster share a room; during a backplane outage
+    the page whose room lives on the other node is cut (1001), its resumes are answered
+    ``unavailable`` and retried, and it resumes once the backplane is back."""
+    require_executable("chromium", hint="apt-get install chromium")
+    broker = MemoryBroker()
+    config = SignalingConfig(auth=OpenAuth())
+    async with (
+        asyncio.timeout(90),
+        SignalingServer(config, MemoryBackplane(broker, "a")) as node_a,
+        SignalingServer(config, MemoryBackplane(broker, "b")) as node_b,
+        launch_chromium() as browser,
+    ):
+        pages = []
+        for node in (node_a, node_b):
+            host, port = await node.listen("127.0.0.1", 0)
+            page = await browser.new_page()
+            await page.goto(f"http://{host}:{port}/ws/rtckit.js")
+            await page.evaluate(SETUP)
+            pages.append(page)
+        first = await pages[0].evaluate("() => window.join('nodes')")  # homed on a
+        second = await pages[1].evaluate("() => window.join('nodes')")  # through b
+        await _wait_log(pages[0], f"m.type === 'peer-joined' && m.peer.id === {second!r}")
+        await pages[1].evaluate("(to) => window.sig.sendOffer(to, 'v=0 across')", first)
+        offer = await _wait_log(pages[0], "m.type === 'offer'")
+        assert (offer["from"], offer["sdp"]) == (second, "v=0 across")
+
+        broker.set_up(False)
+        cut = await _wait_log(pages[1], "m.type === 'disconnected'")
+        assert cut["code"] == 1001
+        await asyncio.sleep(0.5)  # its resumes are refused (unavailable) meanwhile
+        broker.set_up(True)
+        await _wait_log(pages[1], "m.type === 'reconnected' && m.resumed === true")
+        await pages[0].evaluate("(to) => window.sig.sendApp(to, 'after')", second)
+        await _wait_log(pages[1], "m.type === 'app' && m.payload === 'after'")
 
 
 async def test_browser_join_refused_with_code(serve: ServerFactory) -> None:

@@ -5,6 +5,8 @@
 * :mod:`~rtckit.backplane.redis` -- :class:`~rtckit.backplane.redis.RedisBackplane`, the
   backplane on redis-server (the ``redis`` extra; imported only from its own module).
 * :mod:`~rtckit.backplane.keys` -- the Redis key names, user-supplied parts escaped.
+* :mod:`~rtckit.backplane.memory` -- several nodes in one process
+  (:class:`~rtckit.backplane.memory.MemoryBroker`), for tests and examples.
 """
 
 from __future__ import annotations

@@ -106,6 +106,7 @@ _ROOM_CODES = frozenset(
         ErrorCode.UNKNOWN_PEER,
         ErrorCode.NOT_JOINED,
         ErrorCode.ALREADY_JOINED,
+        ErrorCode.UNAVAILABLE,
     }
 )
 
@@ -636,6 +637,13 @@ class SignalingClient:
                 # expired, trying again cannot succeed. (AuthError is an OSError too.)
                 await self.transport.close()
                 raise
+            except RoomError as exc:
+                if exc.code != ErrorCode.UNAVAILABLE:
+                    raise
+                # A node of a cluster cannot reach the room's node now: try again later.
+                await self.transport.close()
+                logger.info("signaling reconnect attempt %d: room unavailable", attempt)
+                continue
             except (ConnectionClosedError, OSError, TimeoutError) as exc:
                 logger.info("signaling reconnect attempt %d failed: %r", attempt, exc)
                 continue

@@ -36,7 +36,7 @@ import logging
 import ssl
 from collections.abc import Callable, MutableMapping
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from picows import (
     WSAutoPingStrategy,
@@ -54,11 +54,15 @@ from picows.picows import WSProtocol  # type: ignore[attr-defined]
 from rtckit.errors import ConnectionClosedError
 from rtckit.httpserver import HTTP_LOGGER, HttpLimits
 from rtckit.signaling.browser import CLIENT_MODULE_DIR, CLIENT_SCRIPT, client_module
+from rtckit.signaling.cluster import ClusterConfig, SignalingRouter
 from rtckit.signaling.config import SignalingConfig
 from rtckit.signaling.hub import EventListener, EventStream, SignalingHub
 from rtckit.signaling.memory import MemoryTransport
 from rtckit.signaling.origin import origin_allowed
 from rtckit.signaling.protocol import CloseCode
+
+if TYPE_CHECKING:
+    from rtckit.backplane.base import Backplane
 
 __all__ = ["PicowsSignalingServer"]
 
@@ -115,7 +119,7 @@ class _Connection(WSListener):
 
     def __init__(self, server: PicowsSignalingServer) -> None:
         self._server = server
-        self._hub = server.hub
+        self._hub = server._entry
         self._max_size = server.config.max_message_size
         self.transport: WSTransport | None = None
         self._conn = 0
@@ -363,11 +367,25 @@ class PicowsSignalingServer:
         async with PicowsSignalingServer(config) as server:
             await server.listen("127.0.0.1", 8765)
             ...
+
+    *backplane* and *cluster*: as for :class:`~rtckit.signaling.wsserver.SignalingServer`.
     """
 
-    def __init__(self, config: SignalingConfig) -> None:
+    def __init__(
+        self,
+        config: SignalingConfig,
+        backplane: Backplane | None = None,
+        *,
+        cluster: ClusterConfig | None = None,
+    ) -> None:
         self.config = config
         self.hub = SignalingHub(config)
+        #: The router of a cluster node (``None`` without a backplane; see
+        #: :class:`~rtckit.signaling.wsserver.SignalingServer`).
+        self.router = None if backplane is None else SignalingRouter(self.hub, backplane, cluster)
+        self._entry: SignalingHub | SignalingRouter = (
+            self.hub if self.router is None else self.router
+        )
         self._server: asyncio.Server | None = None
         self._address: tuple[str, int] | None = None
         self._path = "/ws"
@@ -388,8 +406,8 @@ class PicowsSignalingServer:
         await self.aclose()
 
     async def start(self) -> None:
-        """Start the hub's timer (done by ``async with``)."""
-        await self.hub.start()
+        """Start the hub's timer (done by ``async with``); with a backplane, join it."""
+        await self._entry.start()
 
     async def aclose(self) -> None:
         """Close every connection (1001 going away) and the listening socket. Idempotent."""
@@ -398,7 +416,7 @@ class PicowsSignalingServer:
         self._closed = True
         if self._server is not None:
             self._server.close()
-        await self.hub.aclose()
+        await self._entry.aclose()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(self.config.close_timeout + 1):
                 while self._connections:  # noqa: ASYNC110 - picows has no event to wait on

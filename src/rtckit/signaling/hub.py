@@ -191,21 +191,46 @@ class SignalingHub:
         *,
         trusted: bool = False,
         transport_pings: bool = False,
+        greeted: bool = False,
     ) -> ConnectionId:
         """Attach a new connection; return its id (pass it to :meth:`feed`).
 
         *transport_pings*: the server's heartbeats on it are :meth:`ServerConnection.ping`
         calls (WebSocket ping frames) instead of ``ping`` messages; the transport then calls
-        :meth:`touch` for each pong.
+        :meth:`touch` for each pong. *greeted*: it exchanged ``hello`` on another node of a
+        cluster (see :meth:`handoff`).
         """
         if self._closed:
             raise ConnectionClosedError("the signaling hub is closed")
         conn = next(self._ids)
         self._connections[conn] = connection
         self._apply(
-            self.state.open(conn, self._now(), trusted=trusted, transport_pings=transport_pings)
+            self.state.open(
+                conn,
+                self._now(),
+                trusted=trusted,
+                transport_pings=transport_pings,
+                greeted=greeted,
+            )
         )
         return conn
+
+    def handoff(self, conn: ConnectionId) -> ServerConnection:
+        """Detach the open connection *conn*, which has not joined, without closing it, and
+        return it: another node of a cluster serves it from now on
+        (:meth:`SignalingState.handoff <rtckit.signaling.state.SignalingState.handoff>`)."""
+        self.state.handoff(conn)
+        return self._connections.pop(conn)
+
+    def reject(self, conn: ConnectionId, code: str, text: str) -> None:
+        """Send *conn* an ``error`` with *code* (see
+        :meth:`SignalingState.reject <rtckit.signaling.state.SignalingState.reject>`)."""
+        self._apply(self.state.reject(conn, code, text))
+
+    def evict_room(self, room: str, code: int, reason: str) -> None:
+        """Drop *room*, closing its members' connections with *code* (see
+        :meth:`SignalingState.evict_room <rtckit.signaling.state.SignalingState.evict_room>`)."""
+        self._apply(self.state.evict_room(room, code, reason))
 
     def feed(self, conn: ConnectionId, data: str | bytes) -> None:
         """A frame arrived on *conn*."""

@@ -147,6 +147,9 @@ class ErrorCode(enum.StrEnum):
     AUTH_NOT_YET_VALID = "auth_not_yet_valid"
     #: The token is for another room.
     AUTH_WRONG_ROOM = "auth_wrong_room"
+    #: The room lives on another node of a cluster that this node cannot reach now (the
+    #: backplane is down): try again later.
+    UNAVAILABLE = "unavailable"
     #: Unexpected server failure.
     INTERNAL = "internal"
 
@@ -156,7 +159,8 @@ class CloseCode(enum.IntEnum):
 
     #: Normal close (after ``bye``, or the client closed).
     NORMAL = 1000
-    #: The server is shutting down; clients may reconnect and resume elsewhere.
+    #: The server is shutting down, or (a node of a cluster) the node serving the room became
+    #: unreachable or the room moved; clients reconnect and resume.
     GOING_AWAY = 1001
     #: Protocol violation that makes the connection unusable (e.g. a binary frame).
     PROTOCOL_ERROR = 1002
@@ -253,7 +257,7 @@ class Welcome(Message):
     ice_servers: JsonValue = attrs.field(default=None, metadata=_m("json", True))
     permissions: tuple[str, ...] = attrs.field(metadata=_m("strs"))
     #: Secret to present in :class:`Resume` after a dropped connection.
-    resume_token: str = attrs.field(metadata=_m("id"))
+    resume_token: str = attrs.field(metadata=_m("token"))
     #: Seconds the server keeps the session after its connection drops.
     resume_window: float = attrs.field(metadata=_m("num"))
     #: Seconds between the server's pings on an idle connection.
@@ -265,7 +269,7 @@ class Resume(Message):
     """Client resumes a session on a new connection (instead of :class:`Join`)."""
 
     type: ClassVar[str] = "resume"
-    resume_token: str = attrs.field(metadata=_m("id"))
+    resume_token: str = attrs.field(metadata=_m("token"))
     #: Highest server ``seq`` the client has processed (0 if none).
     ack: int = attrs.field(metadata=_m("int"))
 

@@ -40,6 +40,8 @@ bounded; ``resume`` checks the room token again.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import heapq
 import itertools
 import secrets
@@ -94,11 +96,36 @@ __all__ = [
     "Send",
     "ServerEvent",
     "SignalingState",
+    "resume_token_room",
 ]
 
 SERVER_AGENT = "rtckit-py/1"
 
 ConnectionId: TypeAlias = int
+
+
+def _new_resume_token(room: str) -> str:
+    """A resume token: the room's name (base64url, so that a node of a cluster can tell
+    where the session lives, see :func:`resume_token_room`), a dot and 32 secret characters
+    (192 random bits). Clients treat it as opaque."""
+    name = base64.urlsafe_b64encode(room.encode()).rstrip(b"=").decode()
+    return f"{name}.{secrets.token_urlsafe(24)}"
+
+
+def resume_token_room(token: str) -> str | None:
+    """The room a resume token was issued for, or ``None`` if *token* is not one of this
+    server's form (it then names no session: ``resume`` fails with ``resume_failed``)."""
+    name, dot, _secret = token.partition(".")
+    if not dot or not name:
+        return None
+    try:
+        room = base64.b64decode(
+            name + "=" * (-len(name) % 4), altchars=b"-_", validate=True
+        ).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        return None
+    return room or None
+
 
 #: Permissions of which one is needed to negotiate media (offer, answer, candidates).
 _MEDIA_PERMISSIONS = frozenset({"publish", "subscribe"})
@@ -381,12 +408,15 @@ class SignalingState:
         *,
         trusted: bool = False,
         transport_pings: bool = False,
+        greeted: bool = False,
     ) -> Output:
         """A new connection *conn* (unique id chosen by the caller) was accepted.
 
         *transport_pings*: the transport can ping (a WebSocket): heartbeats are
         :class:`Heartbeat` actions instead of ``ping`` messages, and the transport reports
-        the answers with :meth:`touch`.
+        the answers with :meth:`touch`. *greeted*: the connection already exchanged
+        ``hello`` elsewhere (a connection handed over by another node of a cluster, see
+        :meth:`handoff`).
         """
         if conn in self._conns:
             raise ValueError(f"connection {conn} is already open")
@@ -401,9 +431,66 @@ class SignalingState:
             tokens=float(config.burst),
             bucket_time=now,
             transport_pings=transport_pings,
+            greeted=greeted,
         )
         self._schedule(state, now + min(config.handshake_timeout, config.heartbeat_interval))
         return Output()
+
+    def greeted(self, conn: ConnectionId) -> bool:
+        """Whether *conn* is open and exchanged ``hello``."""
+        state = self._conns.get(conn)
+        return state is not None and state.greeted
+
+    def joined(self, conn: ConnectionId) -> bool:
+        """Whether *conn* is open and has a session (joined or resumed)."""
+        state = self._conns.get(conn)
+        return state is not None and state.session is not None
+
+    def handoff(self, conn: ConnectionId) -> None:
+        """Forget the open connection *conn* without closing it: another node of a cluster
+        serves it from now on (it opens it there with ``greeted=True``).
+
+        Raises :class:`ValueError` if *conn* has joined (a session cannot move) or is
+        unknown.
+        """
+        state = self._conns.get(conn)
+        if state is None or state.session is not None:
+            raise ValueError(f"connection {conn} is not an open connection without a session")
+        del self._conns[conn]
+
+    def reject(self, conn: ConnectionId, code: str, text: str) -> Output:
+        """Answer *conn* with an ``error`` *code* that the I/O layer decided on (a cluster
+        node that cannot reach the room's node answers ``unavailable``)."""
+        out = Output()
+        state = self._conns.get(conn)
+        if state is not None:
+            self._error(state, code, text, None, out)
+        return out
+
+    def evict_room(self, room: str, code: int, reason: str) -> Output:
+        """Drop *room* and its sessions at once (no ``peer-left``: every member's connection
+        is closed with *code*; the room now lives on another node of a cluster, where its
+        clients reconnect). A declared room stays, empty."""
+        out = Output()
+        found = self._rooms.get(room)
+        if found is None:
+            return out
+        for session in list(found.sessions.values()):
+            self._tokens.pop(session.resume_token, None)
+            self._pending_bytes -= session.outbox_bytes
+            session.outbox.clear()
+            session.outbox_bytes = 0
+            conn = session.conn
+            session.conn = None
+            if conn is not None:
+                conn.session = None
+                self._conns.pop(conn.id, None)
+                out.close(conn.id, code, reason)
+        found.sessions.clear()
+        if not found.declared:
+            del self._rooms[room]
+            out.events.append(RoomClosedEvent(room=room))
+        return out
 
     def touch(self, conn: ConnectionId, now: float) -> None:
         """*conn* showed a sign of life the transport handled itself (a WebSocket pong).
@@ -694,7 +781,7 @@ class SignalingState:
             metadata=message.metadata,
             permissions=grant.permissions,
         )
-        resume_token = secrets.token_urlsafe(24)
+        resume_token = _new_resume_token(room.name)
         others = list(room.sessions.values())
         ice_servers = room.config.ice_servers
         if ice_servers is None:

@@ -33,7 +33,7 @@ import socket
 import ssl
 from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -47,11 +47,15 @@ from rtckit.signaling.browser import (
     client_script,
     serve_client_module,
 )
+from rtckit.signaling.cluster import ClusterConfig, SignalingRouter
 from rtckit.signaling.config import SignalingConfig
 from rtckit.signaling.hub import EventListener, EventStream, SignalingHub
 from rtckit.signaling.memory import MemoryTransport
 from rtckit.signaling.origin import origin_allowed
 from rtckit.signaling.protocol import CloseCode
+
+if TYPE_CHECKING:
+    from rtckit.backplane.base import Backplane
 
 __all__ = ["CLIENT_SCRIPT", "SignalingServer", "client_modules", "client_script"]
 
@@ -292,11 +296,27 @@ class SignalingServer:
     """A WebSocket signaling server (async context manager).
 
     *config* holds limits and auth (:class:`~rtckit.signaling.config.SignalingConfig`).
+
+    *backplane*: this server is one node of a cluster sharing it; its connections are routed
+    to their rooms' nodes by a :class:`~rtckit.signaling.cluster.SignalingRouter`
+    (:attr:`router`, configured by *cluster*; see :doc:`/topics/cluster`). Event listeners
+    then see the events of the rooms homed on this node.
     """
 
-    def __init__(self, config: SignalingConfig) -> None:
+    def __init__(
+        self,
+        config: SignalingConfig,
+        backplane: Backplane | None = None,
+        *,
+        cluster: ClusterConfig | None = None,
+    ) -> None:
         self.config = config
         self.hub = SignalingHub(config)
+        #: The router of a cluster node (``None`` without a backplane).
+        self.router = None if backplane is None else SignalingRouter(self.hub, backplane, cluster)
+        self._entry: SignalingHub | SignalingRouter = (
+            self.hub if self.router is None else self.router
+        )
         self._runner: web.AppRunner | None = None
         self._site_address: tuple[str, int] | None = None
         self._path = "/ws"
@@ -320,15 +340,16 @@ class SignalingServer:
         await self.aclose()
 
     async def start(self) -> None:
-        """Start the hub's timer (done by ``async with`` and by a mounting app's startup)."""
-        await self.hub.start()
+        """Start the hub's timer (done by ``async with`` and by a mounting app's startup);
+        with a backplane, join it (:class:`~rtckit.errors.BackplaneError` if unreachable)."""
+        await self._entry.start()
 
     async def aclose(self) -> None:
         """Close every connection (1001 going away) and the standalone site. Idempotent."""
         if self._closed:
             return
         self._closed = True
-        await self.hub.aclose()
+        await self._entry.aclose()
         if self._handlers:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(5):
@@ -468,13 +489,14 @@ class SignalingServer:
             self._handlers.add(task)
         connection = _WebSocketConnection(ws, self.hub, request.transport)
         try:
-            conn = self.hub.open(connection, transport_pings=True)
+            conn = self._entry.open(connection, transport_pings=True)
         except ConnectionClosedError:
             await ws.close(code=CloseCode.GOING_AWAY, message=b"server closing")
             return ws
         # lingering close: the connection must outlive aiohttp's transport (see _linger)
         sock = _duplicate_socket(request.transport)
-        feed, touch, receive = self.hub.feed, self.hub.touch, ws.receive
+        entry = self._entry
+        feed, touch, receive = entry.feed, entry.touch, ws.receive
         text, binary = aiohttp.WSMsgType.TEXT, aiohttp.WSMsgType.BINARY
         ping, pong = aiohttp.WSMsgType.PING, aiohttp.WSMsgType.PONG
         try:
@@ -497,7 +519,7 @@ class SignalingServer:
                 else:  # close, closing, closed, error
                     break
         finally:
-            self.hub.connection_lost(conn)
+            entry.connection_lost(conn)
             if task is not None:
                 self._handlers.discard(task)
             if sock is not None:

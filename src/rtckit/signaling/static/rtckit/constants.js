@@ -36,6 +36,7 @@ export const ErrorCode = Object.freeze({
   AUTH_EXPIRED: "auth_expired",
   AUTH_NOT_YET_VALID: "auth_not_yet_valid",
   AUTH_WRONG_ROOM: "auth_wrong_room",
+  UNAVAILABLE: "unavailable",
   INTERNAL: "internal",
 });
 

@@ -1,0 +1,642 @@
+"""The signaling router: one deployment's rooms across nodes (processes, machines) that share a
+:class:`~rtckit.backplane.base.Backplane`. See :doc:`/topics/cluster` for the design.
+
+Each room lives on one node, its *home*: the node holding the lease ``room:<name>``. The home
+runs the room in its ordinary :class:`~rtckit.signaling.hub.SignalingHub`, so everything the
+state machine guarantees on one node (sequence numbers, acknowledgements, presence, limits,
+peer ids, the order of ``peer-joined`` and relayed messages per recipient) holds by
+construction. A connection's *edge* is the node holding its WebSocket.
+
+:class:`SignalingRouter` stands between the transports and the hub, with the hub's transport
+methods (:meth:`~SignalingRouter.open`, :meth:`~SignalingRouter.feed`,
+:meth:`~SignalingRouter.touch`, :meth:`~SignalingRouter.connection_lost`, the send-buffer
+accounting). Until a connection has joined, its frames are served by the edge's own hub (hello,
+ping, errors, the rate limit), and the router decodes them to find ``join`` and ``resume``. For
+those it resolves the room's home: this node (it holds the lease, or takes it when free), where
+the frame is fed as on one node; or another node, to which the edge hands the connection over
+(:class:`~rtckit.signaling.relay_wire.Kind` ``OPEN``) and forwards every later frame undecoded.
+The home serves it as a :class:`RemoteConnection` whose sends and closes travel back.
+
+A connection joined on its own edge costs one dictionary look-up more per frame than without a
+router; a server without a backplane has no router at all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from rtckit.errors import (
+    AuthError,
+    BackplaneError,
+    ConnectionClosedError,
+    ProtocolError,
+    RemoteProtocolError,
+)
+from rtckit.signaling.config import SignalingConfig
+from rtckit.signaling.hub import ServerConnection, SignalingHub
+from rtckit.signaling.protocol import CloseCode, ErrorCode, Join, Resume, decode_frame
+from rtckit.signaling.relay_wire import Kind, decode_close, encode_close, pack, unpack
+from rtckit.signaling.state import resume_token_room
+
+if TYPE_CHECKING:
+    from rtckit.backplane.base import Backplane, Lease, NodeId
+
+__all__ = ["ClusterConfig", "RemoteConnection", "SignalingRouter", "room_key"]
+
+logger = logging.getLogger(__name__)
+
+#: No hub connection (hub ids start at 1).
+_NO_CONN = 0
+#: Hand-backs in a row after which a join is answered ``unavailable`` (the room's lease moves
+#: between nodes faster than the connection follows).
+_MAX_HANDBACKS = 3
+
+
+def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive")
+
+
+@attrs.frozen(kw_only=True)
+class ClusterConfig:
+    """How the router uses the backplane."""
+
+    #: Seconds a room's lease lasts unless renewed (the home renews it every third of it); a
+    #: home that dies holds its rooms this long at most.
+    lease_ttl: float = attrs.field(default=10.0, validator=_positive)
+    #: Seconds to wait for the backplane when resolving a room's home; then the client gets
+    #: ``unavailable``.
+    resolve_timeout: float = attrs.field(default=5.0, validator=_positive)
+    #: Frames a client may send while its room's home is being resolved; more closes the
+    #: connection (1008).
+    max_held_frames: int = attrs.field(default=32, validator=attrs.validators.ge(1))
+
+
+def room_key(room: str) -> str:
+    """The backplane key of *room*'s lease (escaping is the backplane's business)."""
+    return f"room:{room}"
+
+
+class _Link:
+    """One client connection as the router knows it.
+
+    On its edge (``edge is None``): *connection* is the transport's, *conn* its id in this
+    hub while this node serves it, *home* the node serving it once handed over. On a home,
+    for a connection whose edge is another node: *connection* is a :class:`RemoteConnection`
+    and *edge* that node. *watch*: it has not joined, its frames are looked at.
+    """
+
+    __slots__ = (
+        "conn",
+        "connection",
+        "edge",
+        "handbacks",
+        "held",
+        "home",
+        "key",
+        "tokens",
+        "tokens_at",
+        "transport_pings",
+        "trusted",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        connection: ServerConnection,
+        conn: int,
+        key: int,
+        edge: NodeId | None,
+        *,
+        trusted: bool = False,
+        transport_pings: bool = True,
+    ) -> None:
+        self.connection = connection
+        self.conn = conn
+        self.key = key
+        self.edge = edge
+        self.home: NodeId | None = None
+        self.watch = True
+        self.held: list[str | bytes] | None = None
+        self.handbacks = 0
+        self.trusted = trusted
+        self.transport_pings = transport_pings
+        self.tokens = 0.0  # the edge's rate limit on forwarded frames (see _forward)
+        self.tokens_at = 0.0
+
+
+class RemoteConnection:
+    """A client connection whose WebSocket is on another node (its edge), as the room's home
+    serves it: a :class:`~rtckit.signaling.hub.ServerConnection` whose sends, closes and pings
+    are posted to the edge."""
+
+    __slots__ = ("_router", "edge", "key")
+
+    def __init__(self, router: SignalingRouter, edge: NodeId, key: int) -> None:
+        self._router = router
+        self.edge = edge
+        self.key = key
+
+    def send_text(self, text: str) -> None:
+        self._router._post(self.edge, Kind.SEND, self.key, text.encode())
+
+    def close(self, code: int, reason: str) -> None:
+        self._router._remote_closed(self, code, reason)
+
+    def ping(self) -> None:
+        self._router._post(self.edge, Kind.PING, self.key)
+
+
+class SignalingRouter:
+    """Route a hub's connections to their rooms' homes over *backplane* (see the module).
+
+    An async context manager: :meth:`start` starts the hub and joins the backplane;
+    :meth:`aclose` closes both. Transports call it as they call a hub.
+    """
+
+    def __init__(
+        self,
+        hub: SignalingHub,
+        backplane: Backplane,
+        config: ClusterConfig | None = None,
+    ) -> None:
+        self.hub = hub
+        self.backplane = backplane
+        self.cluster = config or ClusterConfig()
+        self.node_id: NodeId = backplane.node_id
+        self._links: dict[int, _Link] = {}  # this node's client connections, by key
+        self._remote: dict[tuple[NodeId, int], _Link] = {}  # served here, edge elsewhere
+        self._rooms: dict[str, Lease] = {}  # rooms homed here
+        self._declared = frozenset(room.name for room in hub.config.rooms)
+        self._keys = itertools.count(1)
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._renewer: asyncio.Task[None] | None = None
+        self._refused: set[NodeId] = set()  # nodes whose payloads had another version
+        self._closed = False
+        self._left = False  # the backplane was closed: nothing more is posted
+
+    # --- what transports use (the hub's interface) --------------------------------------------
+
+    @property
+    def config(self) -> SignalingConfig:
+        """The hub's configuration."""
+        return self.hub.config
+
+    @property
+    def closed(self) -> bool:
+        """Whether the hub is closed."""
+        return self.hub.closed
+
+    def reserve(self, held: int, size: int) -> bool:
+        """See :meth:`SignalingHub.reserve <rtckit.signaling.hub.SignalingHub.reserve>`."""
+        return self.hub.reserve(held, size)
+
+    def release(self, size: int) -> None:
+        """See :meth:`SignalingHub.release <rtckit.signaling.hub.SignalingHub.release>`."""
+        self.hub.release(size)
+
+    def open(
+        self,
+        connection: ServerConnection,
+        *,
+        trusted: bool = False,
+        transport_pings: bool = False,
+    ) -> int:
+        """Attach a client connection of this node; return its key (for :meth:`feed`)."""
+        conn = self.hub.open(connection, trusted=trusted, transport_pings=transport_pings)
+        key = next(self._keys)
+        self._links[key] = _Link(
+            connection, conn, key, None, trusted=trusted, transport_pings=transport_pings
+        )
+        return key
+
+    def feed(self, key: int, data: str | bytes) -> None:
+        """A frame arrived on the connection *key*."""
+        # _frame's body, inlined: every frame of every client connection of the node comes here
+        link = self._links.get(key)
+        if link is None:
+            return
+        if link.watch:
+            self._watch(link, data)
+        elif link.home is None:
+            self.hub.feed(link.conn, data)
+        else:
+            self._forward(link, data)
+
+    def touch(self, key: int) -> None:
+        """The connection *key* answered a WebSocket ping."""
+        link = self._links.get(key)
+        if link is None:
+            return
+        if link.home is None:
+            self.hub.touch(link.conn)
+        else:
+            self._post(link.home, Kind.TOUCH, key)
+
+    def connection_lost(self, key: int) -> None:
+        """The connection *key* is gone (idempotent)."""
+        link = self._links.pop(key, None)
+        if link is None:
+            return
+        if link.home is not None:
+            self._post(link.home, Kind.LOST, key)
+        elif link.conn != _NO_CONN:
+            self.hub.connection_lost(link.conn)
+
+    # --- life cycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> SignalingRouter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Start the hub and join the backplane (raises
+        :class:`~rtckit.errors.BackplaneError` if it cannot be reached)."""
+        await self.hub.start()
+        if self._renewer is None:
+            await self.backplane.start(self)
+            self._renewer = asyncio.get_running_loop().create_task(
+                self._renew_loop(), name="rtckit-router-leases"
+            )
+
+    async def aclose(self) -> None:
+        """Close the client connections served elsewhere (1001), the hub (which closes the
+        rest), give the rooms' leases up and leave the backplane. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        for link in list(self._links.values()):
+            if link.home is not None:
+                self._links.pop(link.key, None)
+                self._post(link.home, Kind.LOST, link.key)
+                link.connection.close(CloseCode.GOING_AWAY, "server shutting down")
+        await self.hub.aclose()
+        tasks = [*self._tasks, *([self._renewer] if self._renewer else [])]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        for lease in list(self._rooms.values()):
+            with contextlib.suppress(BackplaneError):
+                await self.backplane.release(lease)
+        self._rooms.clear()
+        self._left = True
+        await self.backplane.aclose()
+
+    @property
+    def rooms(self) -> list[str]:
+        """The rooms homed on this node (whose lease it holds)."""
+        return list(self._rooms)
+
+    # --- routing ---------------------------------------------------------------------------
+
+    def _frame(self, link: _Link, data: str | bytes) -> None:
+        if link.watch:
+            self._watch(link, data)
+        elif link.home is None:
+            self.hub.feed(link.conn, data)
+        else:
+            self._forward(link, data)
+
+    def _forward(self, link: _Link, data: str | bytes) -> None:
+        """Post a frame of *link* to its home, within twice the rate limit (messages per
+        second and burst): the home applies the limit itself (error ``rate_limited``, close
+        1008) but a flood must not fill the backplane's queue towards it meanwhile, which
+        would cut every connection this node shares with it."""
+        home = link.home
+        assert home is not None
+        if not link.trusted:
+            config = self.config
+            now = time.monotonic()
+            burst = 2.0 * config.burst
+            link.tokens = min(
+                burst, link.tokens + (now - link.tokens_at) * 2.0 * config.max_messages_per_second
+            )
+            link.tokens_at = now
+            if link.tokens < 1.0:
+                self._drop_link(link, CloseCode.POLICY_VIOLATION, "rate limit exceeded")
+                return
+            link.tokens -= 1.0
+        self._post(home, Kind.FRAME, link.key, _bytes(data))
+
+    def _watch(self, link: _Link, data: str | bytes) -> None:
+        """A frame of a connection that has not joined: route ``join`` and ``resume``."""
+        held = link.held
+        if held is not None:  # its room's home is being resolved
+            if len(held) >= self.cluster.max_held_frames:
+                self._drop_link(link, CloseCode.POLICY_VIOLATION, "too many frames")
+            else:
+                held.append(data)
+            return
+        found = self._room_of(data)
+        if found is None or found[0] in self._rooms or not self.hub.state.greeted(link.conn):
+            self._serve(link, data)  # the hub answers a join before hello
+            return
+        room, message = found
+        if not self.config.create_rooms and room not in self._declared:
+            self._serve(link, data)  # the hub answers unknown_room: no lease for that
+            return
+        if isinstance(message, Join) and not link.trusted:
+            try:  # a forged token never reaches the backplane: the hub answers it here
+                self.config.auth.authenticate(room, message.token)
+            except AuthError:
+                self._serve(link, data)
+                return
+        if not self.backplane.up:
+            self._unavailable(link)
+            return
+        link.held = []
+        self._spawn(self._resolve(link, room, data))
+
+    def _room_of(self, data: str | bytes) -> tuple[str, Join | Resume] | None:
+        """The room a ``join`` or ``resume`` frame names (``None`` for any other frame, or
+        one the hub will refuse anyway)."""
+        config = self.config
+        try:
+            message, _plain = decode_frame(
+                data, max_size=config.max_message_size, max_depth=config.max_json_depth
+            )
+        except ProtocolError:
+            return None
+        if isinstance(message, Join):
+            return message.room, message
+        if isinstance(message, Resume):
+            room = resume_token_room(message.resume_token)
+            return None if room is None else (room, message)
+        return None
+
+    def _serve(self, link: _Link, data: str | bytes) -> None:
+        """Feed *data* to this node's hub, where *link* is served."""
+        hub = self.hub
+        hub.feed(link.conn, data)
+        if link.watch and hub.state.joined(link.conn):
+            link.watch = False
+            link.handbacks = 0
+
+    async def _resolve(self, link: _Link, room: str, data: str | bytes) -> None:
+        try:
+            async with asyncio.timeout(self.cluster.resolve_timeout):
+                lease = await self.backplane.acquire(room_key(room), self.cluster.lease_ttl)
+        except (BackplaneError, TimeoutError):
+            lease = None
+        held, link.held = link.held or [], None
+        if not self._alive(link) or not self.hub.state.greeted(link.conn):
+            # gone meanwhile (or closed by the hub, whose transport has not told yet)
+            if lease is not None and lease.node == self.node_id and room not in self._rooms:
+                self._spawn(self._release(lease))
+            return
+        if lease is None:
+            self._unavailable(link)
+        elif lease.node == self.node_id:
+            self._rooms.setdefault(room, lease)
+            self._serve(link, data)
+            if not self.hub.state.peers(room) and self._rooms.get(room) == lease:
+                del self._rooms[room]  # the join was refused: give the room up at once
+                self._spawn(self._release(lease))
+        else:
+            self._send_away(link, lease.node, data)
+        for frame in held:
+            if self._alive(link):
+                self._frame(link, frame)
+
+    def _alive(self, link: _Link) -> bool:
+        if link.edge is None:
+            return self._links.get(link.key) is link
+        return self._remote.get((link.edge, link.key)) is link
+
+    def _send_away(self, link: _Link, node: NodeId, data: str | bytes) -> None:
+        """*link*'s room lives on *node*: hand the connection over to it (this node is its
+        edge), or back to its edge (this node served it for another room)."""
+        self.hub.handoff(link.conn)
+        link.conn = _NO_CONN
+        if link.edge is None:
+            link.home = node
+            link.watch = False
+            link.tokens = 2.0 * self.config.burst
+            link.tokens_at = time.monotonic()
+            self._post(node, Kind.OPEN, link.key, _bytes(data))
+        else:
+            del self._remote[link.edge, link.key]
+            self._post(link.edge, Kind.HANDBACK, link.key, _bytes(data))
+
+    def _unavailable(self, link: _Link) -> None:
+        self.hub.reject(
+            link.conn, ErrorCode.UNAVAILABLE, "the room's node cannot be reached; try again"
+        )
+
+    def _drop_link(self, link: _Link, code: int, reason: str) -> None:
+        """Close *link*'s client connection with *code*."""
+        if link.edge is None:
+            self._links.pop(link.key, None)
+            if link.home is not None:
+                self._post(link.home, Kind.LOST, link.key)
+            elif link.conn != _NO_CONN:
+                self.hub.connection_lost(link.conn)
+            link.connection.close(code, reason)
+        else:
+            self._remote.pop((link.edge, link.key), None)
+            self._post(link.edge, Kind.CLOSE, link.key, encode_close(code, reason))
+            self.hub.connection_lost(link.conn)
+
+    # --- the backplane's side --------------------------------------------------------------
+
+    def _post(self, node: NodeId, kind: Kind, key: int, data: bytes = b"") -> None:
+        if not self._left:
+            self.backplane.post(node, pack(kind, key, data))
+
+    def _remote_closed(self, remote: RemoteConnection, code: int, reason: str) -> None:
+        self._remote.pop((remote.edge, remote.key), None)
+        self._post(remote.edge, Kind.CLOSE, remote.key, encode_close(code, reason))
+
+    def on_message(self, sender: NodeId, payload: bytes) -> None:
+        """A payload from node *sender* (the backplane calls it)."""
+        try:
+            envelope = unpack(payload)
+        except RemoteProtocolError as exc:
+            if sender not in self._refused:
+                self._refused.add(sender)
+                logger.warning(
+                    "refusing payloads from node %r (%s): closing its connections", sender, exc
+                )
+            self._forget_node(sender)
+            return
+        kind, key, data = envelope.kind, envelope.key, envelope.data
+        if kind is Kind.SEND or kind is Kind.CLOSE or kind is Kind.PING or kind is Kind.HANDBACK:
+            self._from_home(sender, kind, key, data)
+        else:
+            self._from_edge(sender, kind, key, data)
+
+    def _from_home(self, home: NodeId, kind: Kind, key: int, data: bytes) -> None:
+        link = self._links.get(key)
+        if link is None:
+            return
+        if link.home != home:
+            if kind is Kind.HANDBACK and link.home is None and link.conn != _NO_CONN:
+                self._frame(link, data.decode(errors="replace"))  # sent before it came back
+            return
+        if kind is Kind.SEND:
+            link.connection.send_text(data.decode(errors="replace"))
+        elif kind is Kind.PING:
+            link.connection.ping()
+        elif kind is Kind.CLOSE:
+            self._links.pop(key, None)
+            link.connection.close(*decode_close(data))
+        else:  # HANDBACK: serve it here again and route the frame afresh
+            link.home = None
+            link.watch = True
+            link.handbacks += 1
+            try:
+                link.conn = self.hub.open(
+                    link.connection,
+                    trusted=link.trusted,
+                    transport_pings=link.transport_pings,
+                    greeted=True,
+                )
+            except ConnectionClosedError:  # the hub is closing
+                self._links.pop(key, None)
+                link.connection.close(CloseCode.GOING_AWAY, "server closing")
+                return
+            if link.handbacks > _MAX_HANDBACKS:
+                self._unavailable(link)
+            else:
+                self._frame(link, data.decode(errors="replace"))
+
+    def _from_edge(self, edge: NodeId, kind: Kind, key: int, data: bytes) -> None:
+        link = self._remote.get((edge, key))
+        if kind is Kind.OPEN:
+            if link is not None:  # the edge broke the envelope's rules: end both
+                self._drop_link(link, CloseCode.INTERNAL_ERROR, "connection opened twice")
+                return
+            if self.hub.closed:
+                self._post(edge, Kind.CLOSE, key, encode_close(CloseCode.GOING_AWAY, "closing"))
+                return
+            remote = RemoteConnection(self, edge, key)
+            conn = self.hub.open(remote, transport_pings=True, greeted=True)
+            link = self._remote[edge, key] = _Link(remote, conn, key, edge)
+            self._frame(link, _text(data))
+        elif link is None:
+            if kind is Kind.FRAME:  # handed back meanwhile (or this node restarted)
+                self._post(edge, Kind.HANDBACK, key, data)
+        elif kind is Kind.FRAME:
+            self._frame(link, _text(data))
+        elif kind is Kind.TOUCH:
+            self.hub.touch(link.conn)
+        elif kind is Kind.LOST:
+            del self._remote[edge, key]
+            self.hub.connection_lost(link.conn)
+
+    def on_node_down(self, node: NodeId) -> None:
+        """*node* died or left: drop what it served here, close what it served for us."""
+        self._forget_node(node)
+
+    def on_unreachable(self, node: NodeId) -> None:
+        """What was posted to *node* may be lost: the same as its death, for the
+        connections it shares with this node (their clients reconnect and resume)."""
+        self._forget_node(node)
+
+    def on_state(self, up: bool) -> None:
+        """The backplane went down (every connection shared with another node is cut: rooms
+        homed here keep serving local peers) or came back (leases are taken again)."""
+        if not up:
+            logger.warning("signaling backplane down: serving the rooms homed on this node only")
+            for node in {link.home for link in self._links.values() if link.home} | {
+                edge for edge, _key in self._remote
+            }:
+                self._forget_node(node)
+        else:
+            logger.info("signaling backplane up again: taking this node's rooms' leases again")
+            self._spawn(self._reacquire())
+
+    def _forget_node(self, node: NodeId) -> None:
+        for (edge, _key), link in list(self._remote.items()):
+            if edge == node:
+                del self._remote[edge, link.key]
+                self.hub.connection_lost(link.conn)
+        for link in list(self._links.values()):
+            if link.home == node:
+                del self._links[link.key]
+                link.connection.close(CloseCode.GOING_AWAY, "the room's node is unreachable")
+
+    # --- leases ----------------------------------------------------------------------------
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("signaling router task failed", exc_info=exc)  # a bug
+
+    async def _renew_loop(self) -> None:
+        ttl = self.cluster.lease_ttl
+        while True:
+            await asyncio.sleep(ttl / 3)
+            if not self.backplane.up:
+                continue
+            try:
+                await self._renew_all(ttl)
+            except BackplaneError:
+                continue
+            except Exception:  # pragma: no cover - a bug; keep renewing
+                logger.exception("renewing the signaling rooms' leases failed")
+
+    async def _renew_all(self, ttl: float) -> None:
+        self.backplane.set_load(self.hub.state.connection_count)
+        state = self.hub.state
+        for room, lease in list(self._rooms.items()):
+            if self._rooms.get(room) is not lease:
+                continue
+            if not state.peers(room):  # the room emptied: give it up
+                del self._rooms[room]
+                await self.backplane.release(lease)
+            elif not await self.backplane.renew(lease, ttl):
+                await self._retake(room, lease)
+
+    async def _release(self, lease: Lease) -> None:
+        with contextlib.suppress(BackplaneError):
+            await self.backplane.release(lease)
+
+    async def _reacquire(self) -> None:
+        for room, lease in list(self._rooms.items()):
+            try:
+                await self._retake(room, lease)
+            except BackplaneError:
+                return  # down again: the next on_state(True) retries
+
+    async def _retake(self, room: str, lease: Lease) -> None:
+        """The lease of *room* may have lapsed: take it again, or give the room up (its
+        connections close with 1001: their clients reconnect to its new home)."""
+        current = await self.backplane.acquire(room_key(room), self.cluster.lease_ttl)
+        if self._rooms.get(room) is not lease:
+            return
+        if current.node == self.node_id:
+            self._rooms[room] = current
+            return
+        del self._rooms[room]
+        logger.warning("room %r moved to node %r: closing its connections here", room, current.node)
+        self.hub.evict_room(room, CloseCode.GOING_AWAY, "the room moved to another node")
+
+
+def _bytes(data: str | bytes) -> bytes:
+    return data.encode() if isinstance(data, str) else data
+
+
+def _text(data: bytes) -> str | bytes:
+    try:
+        return data.decode()
+    except UnicodeDecodeError:
+        return data  # the hub answers bad_encoding
