@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -58,10 +59,10 @@ def _env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": src + (os.pathsep + path if path else "")}
 
 
-def _wait_for(predicate: object, timeout: float = 20.0) -> None:
+def _wait_for(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():  # type: ignore[operator]
+        if predicate():
             return
         time.sleep(0.05)
     raise AssertionError("timed out")
@@ -91,7 +92,8 @@ def test_supervisor_restarts_a_dead_worker_and_stops_all_on_sigterm(tmp_path: Pa
             supervisor.kill()
             supervisor.wait()
     assert supervisor.returncode == 0
-    assert "2 workers" in out and out.rstrip().endswith("rtckit serve: stopped")
+    assert "2 workers" in out
+    assert out.rstrip().endswith("rtckit serve: stopped")
     # every live worker got SIGTERM and stopped; the killed one did not
     assert _pids(tmp_path, "down") == _pids(tmp_path, "up") - {victim}
 

@@ -273,6 +273,10 @@ SHELL_RUN: dict[Key, tuple[str, ...]] = {
 
 #: Shell blocks whose ``rtckit`` command lines are parsed (not run), with the reason.
 SHELL_PARSE: dict[Key, str] = {
+    ("docs/howto/cluster.rst", "rtckit serve --config serve.toml --workers 4"): (
+        "runs until Ctrl-C against the operator's Redis (tests/integration/test_serve_cluster.py "
+        "runs --workers 2 against its own)"
+    ),
     ("README.md", "pip install . && rtckit demo"): "installs packages; the demo runs until Ctrl-C",
     ("docs/tutorial/demo.rst", "pip install . && rtckit demo"): (
         "installs packages; the demo runs until Ctrl-C"

@@ -80,7 +80,7 @@ async def test_two_nodes_share_a_room_and_report_the_backplane(
             SignalingClient.connect(_ws(one), room="a:b*") as a,
             SignalingClient.connect(_ws(two), room="a:b*") as b,
         ):
-            assert [p.id for p in b.peers] == [a.peer_id]
+            assert list(b.peers) == [a.peer_id]
             joined = await _next(a, PeerJoined)
             assert joined.peer.id == b.peer_id
             await b.send_app(a.peer_id, {"hello": "from node two"})
@@ -197,7 +197,7 @@ async def test_workers_share_the_port_and_the_rooms(
                     )
                     for _ in range(8)
                 ]
-                assert [p.id for p in peers[-1].peers] == [p.peer_id for p in peers[:-1]]
+                assert list(peers[-1].peers) == [p.peer_id for p in peers[:-1]]
                 await peers[-1].send_app(None, "hi")
                 for peer in peers[:-1]:
                     assert (await _next(peer, AppMessage)).payload == "hi"
