@@ -8,7 +8,7 @@ import pytest
 
 from rtckit.errors import ConfigurationError
 from rtckit.httpserver import HttpLimits
-from rtckit.server.config import ServeConfig, load_config, parse_config
+from rtckit.server.config import ClusterSettings, ServeConfig, load_config, parse_config
 
 OPEN_INSECURE = '[server]\ninsecure = true\n[auth]\nmode = "open"\n'
 
@@ -175,6 +175,16 @@ def test_tls_is_required_unless_insecure() -> None:
         (OPEN_INSECURE + "[http]\nidle_timeout = 0\n", "idle_timeout: 0 is below 0.1"),
         (OPEN_INSECURE + "[http]\nmax_headers = 2\n", "max_headers: 2 is not in 8..1024"),
         (OPEN_INSECURE + "[http]\nheader_timeout = 5\n", r"unknown key\(s\) header_timeout"),
+        (OPEN_INSECURE + "[cluster]\n", r"\[cluster\] redis_url \(or redis_url_env\): missing"),
+        (OPEN_INSECURE + "[cluster]\nredis_url = 'http://x'\n", "must start with redis://"),
+        (
+            OPEN_INSECURE + "[cluster]\nredis_url = 'redis://x'\nnamespace = 'a:b'\n",
+            r"namespace: letters, digits",
+        ),
+        (
+            OPEN_INSECURE + "[cluster]\nredis_url = 'redis://x'\nnode_ttl = 0.5\n",
+            "node_ttl: 0.5 is below 1.0",
+        ),
     ],
 )
 def test_bad_config_is_named(text: str, message: str) -> None:
@@ -196,3 +206,15 @@ def test_load_config_names_the_file(tmp_path: Path) -> None:
     path.write_bytes(b"\xff\xfe")
     with pytest.raises(ConfigurationError, match="not UTF-8"):
         load_config(path)
+
+
+def test_cluster_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert parse_config(OPEN_INSECURE).cluster is None  # one node, no Redis
+    monkeypatch.setenv("RTCKIT_REDIS_URL", "redis://:pw@127.0.0.1:6379/2")
+    config = parse_config(
+        OPEN_INSECURE + '[cluster]\nredis_url_env = "RTCKIT_REDIS_URL"\nnamespace = "eu-1"\n'
+    )
+    assert config.cluster == ClusterSettings(
+        redis_url="redis://:pw@127.0.0.1:6379/2", namespace="eu-1", node_ttl=5.0
+    )
+    assert "pw" not in repr(config)  # the URL may hold a password

@@ -106,7 +106,8 @@ def runner_options(limits: HttpLimits) -> dict[str, Any]:
 
 class LimitedSite(web.BaseSite):
     """A TCP site like :class:`aiohttp.web.TCPSite` whose TLS handshakes are bounded by
-    *tls_handshake_timeout* (``TCPSite`` leaves asyncio's 60 s)."""
+    *tls_handshake_timeout* (``TCPSite`` leaves asyncio's 60 s). *reuse_port*: bind with
+    ``SO_REUSEPORT`` (several processes sharing the port)."""
 
     def __init__(
         self,
@@ -117,10 +118,12 @@ class LimitedSite(web.BaseSite):
         ssl_context: ssl.SSLContext | None = None,
         tls_handshake_timeout: float = HttpLimits().tls_handshake_timeout,
         backlog: int = 128,
+        reuse_port: bool = False,
     ) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self._host = host
         self._port = port
+        self._reuse_port = reuse_port
         self._tls_handshake_timeout = tls_handshake_timeout
 
     @property
@@ -140,4 +143,5 @@ class LimitedSite(web.BaseSite):
             ssl=self._ssl_context,
             ssl_handshake_timeout=self._tls_handshake_timeout if self._ssl_context else None,
             backlog=self._backlog,
+            reuse_port=self._reuse_port or None,
         )

@@ -252,7 +252,13 @@ def _run_server(
 
 
 async def serve_until_signal(
-    config: ServeConfig, out: TextIO, *, demo: bool, ca: bytes | None, banner: Any
+    config: ServeConfig,
+    out: TextIO,
+    *,
+    demo: bool,
+    ca: bytes | None,
+    banner: Any,
+    reuse_port: bool = False,
 ) -> int:
     from rtckit.server.app import RtcKitServer
 
@@ -261,7 +267,9 @@ async def serve_until_signal(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     try:
-        async with RtcKitServer(config, demo=demo, ca_certificate=ca) as server:
+        async with RtcKitServer(
+            config, demo=demo, ca_certificate=ca, reuse_port=reuse_port
+        ) as server:
             if banner is not None:
                 banner(server, out)
             await stop.wait()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rtckit.cli.demo import serve_until_signal
+from rtckit.cli.workers import check_workers, supervise, worker_command
 from rtckit.errors import ConfigurationError
 from rtckit.eventloop import add_loop_argument, run
 from rtckit.server.config import ServeConfig, load_config
@@ -40,6 +41,15 @@ def register(subparsers: Any) -> None:
     serve.add_argument(
         "--check", action="store_true", help="check the configuration, print a summary, exit"
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port (SO_REUSEPORT) and, through the [cluster] "
+        "backplane, every room (1)",
+    )
+    serve.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     add_loop_argument(serve, default="asyncio")  # uvloop opt-in: see rtckit.eventloop
     serve.set_defaults(handler=_serve)
 
@@ -58,15 +68,20 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _serve_file(args: argparse.Namespace) -> int:
     config = load_config(args.config)
+    check_workers(config, args.workers)
     if args.check:
         _summary(config, sys.stdout)
         return 0
+    if args.workers > 1:
+        return supervise(worker_command(args.config, args.loop), args.workers, sys.stdout)
     from rtckit.server.logs import configure_logging
 
     handler = configure_logging(config.logging.level, config.logging.format)
     try:
         status: int = run(
-            serve_until_signal(config, sys.stdout, demo=False, ca=None, banner=None),
+            serve_until_signal(
+                config, sys.stdout, demo=False, ca=None, banner=None, reuse_port=args.worker
+            ),
             loop=args.loop,
         )
         return status
@@ -97,3 +112,6 @@ def _summary(config: ServeConfig, out: TextIO) -> None:
     print(f"rooms on demand: {on_demand}", file=out)
     metrics = config.metrics.path if config.metrics.enabled else "off"
     print(f"metrics: {metrics}", file=out)
+    cluster = config.cluster
+    shared = "off (one node)" if cluster is None else f"redis, namespace {cluster.namespace}"
+    print(f"cluster: {shared}", file=out)

@@ -475,6 +475,8 @@ class RtcKitServer:
     install the local CA of ``rtckit demo`` before it trusts the HTTPS site. Port 0 in the
     config picks a free port (see :attr:`port`, :attr:`http_port`). Closing stops accepting,
     closes every signaling connection (1001), stops room strategies and leaves no task behind.
+    *reuse_port*: bind with ``SO_REUSEPORT``, so that several processes (``rtckit serve
+    --workers N``) share the ports.
     """
 
     def __init__(
@@ -485,8 +487,10 @@ class RtcKitServer:
         demo: bool = False,
         ca_certificate: bytes | None = None,
         shutdown_timeout: float = 2.0,
+        reuse_port: bool = False,
     ) -> None:
         self.config = config
+        self._reuse_port = reuse_port
         self.metrics: Metrics | None = None
         self._demo = demo
         self._ssl = ssl_context
@@ -553,6 +557,7 @@ class RtcKitServer:
                 server.port,
                 ssl_context=context,
                 tls_handshake_timeout=self.config.http.tls_handshake_timeout,
+                reuse_port=self._reuse_port,
             )
             try:
                 await site.start()
@@ -603,7 +608,7 @@ class RtcKitServer:
         await runner.setup()
         self._redirect = runner
         try:
-            await LimitedSite(runner, host, port).start()
+            await LimitedSite(runner, host, port, reuse_port=self._reuse_port).start()
         except OSError as exc:
             raise ConfigurationError(
                 f"cannot listen on {host}:{port} (HTTP redirect): {exc.strerror or exc}"

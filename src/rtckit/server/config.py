@@ -52,6 +52,11 @@ Pure: reads text (or a file), returns objects or raises
     [metrics]
     enabled = true
     path = "/metrics"
+
+    [cluster]                 # optional: share rooms with other nodes through Redis
+    redis_url = "redis://127.0.0.1:6379/0"   # or redis_url_env = "RTCKIT_REDIS_URL"
+    namespace = "rtckit"      # prefix of keys and channels; one per deployment
+    node_ttl = 5              # seconds of silence after which a node counts as gone
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ from rtckit.signaling.auth import ENV_SIGNALING_SECRET
 __all__ = [
     "TOPOLOGIES",
     "AuthSettings",
+    "ClusterSettings",
     "IceSettings",
     "LimitSettings",
     "LoggingSettings",
@@ -169,6 +175,15 @@ class MetricsSettings:
 
 
 @attrs.frozen(kw_only=True)
+class ClusterSettings:
+    """``[cluster]``: the Redis backplane shared by the nodes serving the same rooms."""
+
+    redis_url: str = attrs.field(repr=False)  # may hold a password
+    namespace: str = "rtckit"
+    node_ttl: float = 5.0
+
+
+@attrs.frozen(kw_only=True)
 class ServeConfig:
     """The whole configuration of ``rtckit serve``."""
 
@@ -182,6 +197,7 @@ class ServeConfig:
     rooms: RoomsSettings = RoomsSettings()
     logging: LoggingSettings = LoggingSettings()
     metrics: MetricsSettings = MetricsSettings()
+    cluster: ClusterSettings | None = None
 
 
 class _Table:
@@ -295,7 +311,18 @@ def parse_config(
         document = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigurationError(f"{source}: not valid TOML: {exc}") from exc
-    known = {"server", "tls", "http", "auth", "ice", "limits", "rooms", "logging", "metrics"}
+    known = {
+        "server",
+        "tls",
+        "http",
+        "auth",
+        "ice",
+        "limits",
+        "rooms",
+        "logging",
+        "metrics",
+        "cluster",
+    }
     unknown = sorted(set(document) - known)
     if unknown:
         raise ConfigurationError(f"{source}: unknown table(s) {', '.join(unknown)}")
@@ -439,6 +466,25 @@ def parse_config(
     if not metrics.path.startswith("/"):
         raise ConfigurationError(f"{source}: [metrics] path must start with /")
 
+    cluster: ClusterSettings | None = None
+    if "cluster" in document:
+        t = table("cluster")
+        redis_url = t.secret("redis_url")
+        namespace = t.string("namespace", "rtckit") or ""
+        node_ttl = t.number("node_ttl", 5.0, low=1.0)
+        t.done()
+        if redis_url is None:
+            raise ConfigurationError(f"{source}: [cluster] redis_url (or redis_url_env): missing")
+        if not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigurationError(
+                f"{source}: [cluster] redis_url must start with redis://, rediss:// or unix://"
+            )
+        if not namespace or not all(c.isalnum() or c in "-_." for c in namespace):
+            raise ConfigurationError(
+                f"{source}: [cluster] namespace: letters, digits, '-', '_' and '.' only"
+            )
+        cluster = ClusterSettings(redis_url=redis_url, namespace=namespace, node_ttl=node_ttl)
+
     return ServeConfig(
         server=server,
         tls=tls,
@@ -449,6 +495,7 @@ def parse_config(
         rooms=rooms,
         logging=logging,
         metrics=metrics,
+        cluster=cluster,
     )
 
 

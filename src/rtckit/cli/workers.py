@@ -1,0 +1,139 @@
+"""``rtckit serve --workers N``: N worker processes sharing one port (``SO_REUSEPORT``).
+
+The kernel spreads new connections over the workers; the workers share rooms through the
+``[cluster]`` backplane (Redis), so two browsers in one room may land on different workers.
+This process only supervises: it starts the workers (``rtckit serve --worker``), restarts one
+that dies (at most :data:`MAX_RESTARTS` per worker in :data:`RESTART_WINDOW` seconds, then it
+stops them all and fails), and forwards Ctrl-C and SIGTERM to them, which drain and exit.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from rtckit.errors import ConfigurationError
+from rtckit.server.config import ServeConfig
+
+__all__ = [
+    "MAX_RESTARTS",
+    "RESTART_WINDOW",
+    "STOP_TIMEOUT",
+    "check_workers",
+    "supervise",
+    "worker_command",
+]
+
+#: A worker that dies more than this many times in :data:`RESTART_WINDOW` seconds stops all.
+MAX_RESTARTS = 5
+RESTART_WINDOW = 60.0
+#: Seconds a worker has to exit after SIGTERM before it is killed.
+STOP_TIMEOUT = 15.0
+_POLL = 0.2
+
+
+def check_workers(config: ServeConfig, workers: int) -> None:
+    """Refuse a configuration that *workers* processes cannot share."""
+    if workers < 1:
+        raise ConfigurationError(f"--workers must be at least 1, not {workers}")
+    if workers == 1:
+        return
+    if config.cluster is None:
+        raise ConfigurationError(
+            f"--workers {workers} shares rooms through Redis: add a [cluster] table with "
+            "redis_url (docs/howto/cluster.rst)"
+        )
+    server = config.server
+    if server.port == 0 or server.http_port == 0:
+        raise ConfigurationError(
+            f"--workers {workers} needs fixed ports: port 0 would give each worker its own"
+        )
+
+
+def supervise(command: Sequence[str], workers: int, out: TextIO) -> int:
+    """Run *workers* copies of *command* until SIGINT/SIGTERM; return the exit status."""
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    procs: list[subprocess.Popen[bytes]] = []
+    deaths: list[deque[float]] = [deque() for _ in range(workers)]
+    status = 0
+    try:
+        procs = [subprocess.Popen(list(command)) for _ in range(workers)]
+        print(
+            f"rtckit serve: {workers} workers (pids {', '.join(str(p.pid) for p in procs)})",
+            file=out,
+            flush=True,
+        )
+        while not stopping:
+            time.sleep(_POLL)
+            for index, proc in enumerate(procs):
+                code = proc.poll()
+                if code is None or stopping:
+                    continue
+                now = time.monotonic()
+                recent = deaths[index]
+                recent.append(now)
+                while recent and recent[0] < now - RESTART_WINDOW:
+                    recent.popleft()
+                if len(recent) > MAX_RESTARTS:
+                    print(
+                        f"rtckit serve: worker {index + 1} exited {len(recent)} times in "
+                        f"{RESTART_WINDOW:.0f} s (last status {code}); stopping",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    status = 1
+                    stopping = True
+                    break
+                print(
+                    f"rtckit serve: worker {index + 1} (pid {proc.pid}) exited with status "
+                    f"{code}; restarting it",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                procs[index] = subprocess.Popen(list(command))
+    finally:
+        _stop_all(procs)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print("rtckit serve: stopped", file=out, flush=True)
+    return status
+
+
+def _stop_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def worker_command(config_path: Path, loop: str) -> list[str]:
+    """The command line of one worker."""
+    return [
+        sys.executable,
+        "-m",
+        "rtckit",
+        "serve",
+        "--config",
+        str(config_path),
+        "--loop",
+        loop,
+        "--worker",
+    ]

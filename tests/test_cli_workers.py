@@ -1,0 +1,110 @@
+"""``rtckit serve --workers N``: what it refuses, and its supervisor (real processes: workers
+that die are restarted, a worker that keeps dying stops everything, SIGTERM stops all)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from rtckit.cli.workers import MAX_RESTARTS, check_workers
+from rtckit.errors import ConfigurationError
+from rtckit.server.config import parse_config
+
+ROOT = Path(__file__).resolve().parents[1]
+OPEN = "[server]\ninsecure = true\nport = 8443\n[auth]\nmode = 'open'\n"
+CLUSTER = "[cluster]\nredis_url = 'redis://127.0.0.1:6379/0'\n"
+
+
+def test_workers_need_a_cluster_and_fixed_ports() -> None:
+    check_workers(parse_config(OPEN), 1)  # one process: nothing to share
+    with pytest.raises(ConfigurationError, match=r"--workers 2 shares rooms through Redis"):
+        check_workers(parse_config(OPEN), 2)
+    check_workers(parse_config(OPEN + CLUSTER), 2)
+    with pytest.raises(ConfigurationError, match="needs fixed ports"):
+        check_workers(parse_config(OPEN.replace("8443", "0") + CLUSTER), 2)
+    with pytest.raises(ConfigurationError, match="at least 1"):
+        check_workers(parse_config(OPEN), 0)
+
+
+SUPERVISOR = """
+import sys
+from rtckit.cli.workers import supervise
+child = [sys.executable, "-c", sys.argv[2]]
+sys.exit(supervise(child, int(sys.argv[1]), sys.stdout))
+"""
+
+# A worker: notes its pid in the folder, then sleeps until SIGTERM, and notes that it stopped.
+WORKER = """
+import os, pathlib, signal, sys, time
+folder = pathlib.Path({folder!r})
+(folder / f"{{os.getpid()}}.up").touch()
+def stop(*_):
+    (folder / f"{{os.getpid()}}.down").touch()
+    sys.exit(0)
+signal.signal(signal.SIGTERM, stop)
+time.sleep(60)
+"""
+
+
+def _env() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH")
+    src = str(ROOT / "src")
+    return {**os.environ, "PYTHONPATH": src + (os.pathsep + path if path else "")}
+
+
+def _wait_for(predicate: object, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError("timed out")
+
+
+def _pids(folder: Path, suffix: str) -> set[int]:
+    return {int(p.stem) for p in folder.glob(f"*.{suffix}")}
+
+
+def test_supervisor_restarts_a_dead_worker_and_stops_all_on_sigterm(tmp_path: Path) -> None:
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, "2", WORKER.format(folder=str(tmp_path))],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _wait_for(lambda: len(_pids(tmp_path, "up")) == 2)
+        first = _pids(tmp_path, "up")
+        victim = min(first)
+        os.kill(victim, signal.SIGKILL)  # a worker crashes
+        _wait_for(lambda: len(_pids(tmp_path, "up")) == 3)
+        supervisor.send_signal(signal.SIGTERM)
+        out, _ = supervisor.communicate(timeout=30)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
+    assert supervisor.returncode == 0
+    assert "2 workers" in out and out.rstrip().endswith("rtckit serve: stopped")
+    # every live worker got SIGTERM and stopped; the killed one did not
+    assert _pids(tmp_path, "down") == _pids(tmp_path, "up") - {victim}
+
+
+def test_a_worker_that_keeps_dying_stops_the_supervisor(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", SUPERVISOR, "1", "import sys; sys.exit(3)"],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"exited {MAX_RESTARTS + 1} times" in result.stderr
+    assert result.stderr.count("restarting it") == MAX_RESTARTS
