@@ -90,12 +90,13 @@ def _serve_file(args: argparse.Namespace) -> int:
 
 
 def _summary(config: ServeConfig, out: TextIO) -> None:
-    from rtckit.server.app import check_topologies, new_metrics
+    from rtckit.server.app import check_topologies, new_backplane, new_metrics
 
     # what the real start would refuse, --check refuses too
     check_topologies(config)
     if config.metrics.enabled:
         new_metrics(required=True)
+    new_backplane(config)  # the redis extra; Redis itself is reached at the start
     server = config.server
     scheme = "http" if config.tls is None else "https"
     host = f"[{server.host}]" if ":" in server.host else server.host

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
+import os
 import secrets
 import ssl
 from collections.abc import Mapping
@@ -62,6 +63,7 @@ from rtckit.topology.base import SERVER_PEER_IDS
 from rtckit.topology.strategies import RoomStrategies
 
 if TYPE_CHECKING:
+    from rtckit.backplane.base import Backplane
     from rtckit.server.metrics import Metrics
 
 __all__ = [
@@ -74,6 +76,7 @@ __all__ = [
     "browser_ice_config",
     "check_topologies",
     "create_app",
+    "new_backplane",
     "new_metrics",
     "signaling_config",
     "topology_unavailable",
@@ -227,6 +230,26 @@ def new_metrics(*, required: bool) -> Metrics | None:
         logger.info("metrics off: prometheus-client is not installed")
         return None
     return Metrics()
+
+
+def new_backplane(config: ServeConfig) -> Backplane | None:
+    """The Redis backplane of ``[cluster]``, or ``None`` for a single node.
+
+    A :class:`~rtckit.errors.ConfigurationError` names the ``redis`` extra if redis-py is
+    missing; Redis is first reached when the app starts.
+    """
+    cluster = config.cluster
+    if cluster is None:
+        return None
+    try:
+        from rtckit.backplane.redis import RedisBackplane, RedisBackplaneConfig
+    except ImportError as exc:
+        raise ConfigurationError("[cluster] needs redis-py: pip install 'rtckit[redis]'") from exc
+    return RedisBackplane(
+        RedisBackplaneConfig(
+            url=cluster.redis_url, namespace=cluster.namespace, node_ttl=cluster.node_ttl
+        )
+    )
 
 
 class _State:
@@ -384,15 +407,23 @@ class _State:
     async def healthz(self, _request: web.Request) -> web.Response:
         state = self.signaling.hub.state
         rooms = [room for room in state.rooms() if _people(state.peers(room))]
+        closing = self.signaling.hub.closed
+        body: dict[str, Any] = {
+            "status": "closing" if closing else "ok",
+            "rooms": len(rooms),
+            "peers": sum(len(_people(state.peers(room))) for room in rooms),
+            "connections": state.connection_count,
+        }
+        router = self.signaling.router
+        if router is not None:  # one node of a cluster: these figures are this node's
+            up = router.backplane.up
+            body["node"] = router.backplane.node_id
+            body["pid"] = os.getpid()
+            body["backplane"] = "up" if up else "down"
+            if not up and not closing:
+                body["status"] = "degraded"  # local rooms still served: not a 503
         return web.json_response(
-            {
-                "status": "closing" if self.signaling.hub.closed else "ok",
-                "rooms": len(rooms),
-                "peers": sum(len(_people(state.peers(room))) for room in rooms),
-                "connections": state.connection_count,
-            },
-            status=503 if self.signaling.hub.closed else 200,
-            headers={"Cache-Control": "no-store"},
+            body, status=503 if closing else 200, headers={"Cache-Control": "no-store"}
         )
 
 
@@ -411,8 +442,13 @@ def create_app(
     check_topologies(config)
     if metrics is None and config.metrics.enabled:
         metrics = new_metrics(required=not demo)
-    signaling = SignalingServer(signaling_config(config, creator_chooses=demo))
+    signaling = SignalingServer(
+        signaling_config(config, creator_chooses=demo), new_backplane(config)
+    )
     state = _State(config, signaling, metrics, demo=demo)
+    if state.metrics is not None and signaling.router is not None:
+        backplane = signaling.router.backplane
+        state.metrics.track_backplane(lambda: backplane.up)
     counted = state.metrics
 
     @web.middleware

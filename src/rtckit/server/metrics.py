@@ -6,6 +6,8 @@ as in tests, never share counters.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -45,6 +47,16 @@ class Metrics:
         self.connections = Counter(
             "rtckit_connections", "Signaling connections accepted.", registry=self.registry
         )
+
+    def track_backplane(self, is_up: Callable[[], bool]) -> None:
+        """Export ``rtckit_backplane_up`` (1 while *is_up*; read at each scrape): a node of
+        a cluster reports whether it reaches the backplane (Redis)."""
+        gauge = Gauge(
+            "rtckit_backplane_up",
+            "1 while this node reaches the cluster backplane (Redis), else 0.",
+            registry=self.registry,
+        )
+        gauge.set_function(lambda: 1.0 if is_up() else 0.0)
 
     def render(self) -> bytes:
         """The metrics in Prometheus' text exposition format."""

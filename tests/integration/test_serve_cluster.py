@@ -1,0 +1,231 @@
+"""``rtckit serve`` as a cluster node, on a real redis-server: two servers in one process
+share a room (peers on different nodes see each other), each reports its node and the
+backplane's state on ``/healthz`` and ``/metrics`` through an outage; ``--workers 2`` runs two
+processes on one port that share rooms; an unreachable Redis is a one-line error."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from rtckit.peer import SessionConfig
+from rtckit.peer.media import PatternConfig, TestPatternTrack
+from rtckit.server.app import RtcKitServer
+from rtckit.server.config import (
+    AuthSettings,
+    ClusterSettings,
+    RoomSettings,
+    RoomsSettings,
+    ServeConfig,
+    ServerSettings,
+)
+from rtckit.signaling import SignalingClient
+from rtckit.signaling.protocol import AppMessage, PeerJoined
+from rtckit.testing.redisserver import RedisServer
+from rtckit.topology import TrackPublished, join_room
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT = 60
+
+
+def _config(redis_url: str, port: int = 0) -> ServeConfig:
+    return ServeConfig(
+        server=ServerSettings(host="127.0.0.1", port=port, insecure=True),
+        auth=AuthSettings(mode="open"),
+        rooms=RoomsSettings(declared=(RoomSettings(name="hall", topology="sfu"),)),
+        cluster=ClusterSettings(redis_url=redis_url, namespace="t", node_ttl=2.0),
+    )
+
+
+def _ws(server: RtcKitServer) -> str:
+    return server.url("127.0.0.1").replace("http", "ws", 1) + "ws"
+
+
+@asynccontextmanager
+async def _nodes(config: ServeConfig, count: int) -> AsyncIterator[list[RtcKitServer]]:
+    async with AsyncExitStack() as stack:
+        yield [await stack.enter_async_context(RtcKitServer(config)) for _ in range(count)]
+
+
+async def _get(url: str) -> tuple[int, Any]:
+    async with aiohttp.ClientSession() as session, session.get(url) as response:
+        body = (
+            await response.json() if response.content_type == "application/json" else None
+        ) or await response.text()
+        return response.status, body
+
+
+async def _next(client: SignalingClient, kind: type[Any]) -> Any:
+    while True:
+        event = await client.next_event()
+        if isinstance(event, kind):
+            return event
+
+
+async def test_two_nodes_share_a_room_and_report_the_backplane(
+    redis_server: RedisServer,
+) -> None:
+    async with asyncio.timeout(TIMEOUT), _nodes(_config(redis_server.url), 2) as (one, two):
+        async with (
+            SignalingClient.connect(_ws(one), room="a:b*") as a,
+            SignalingClient.connect(_ws(two), room="a:b*") as b,
+        ):
+            assert [p.id for p in b.peers] == [a.peer_id]
+            joined = await _next(a, PeerJoined)
+            assert joined.peer.id == b.peer_id
+            await b.send_app(a.peer_id, {"hello": "from node two"})
+            message = await _next(a, AppMessage)
+            assert (message.sender, message.payload) == (b.peer_id, {"hello": "from node two"})
+
+        healths = [(await _get(s.url("127.0.0.1") + "healthz"))[1] for s in (one, two)]
+        assert {h["backplane"] for h in healths} == {"up"}
+        assert healths[0]["node"] != healths[1]["node"]
+        assert {h["pid"] for h in healths} == {os.getpid()}
+        _, metrics = await _get(one.url("127.0.0.1") + "metrics")
+        assert "rtckit_backplane_up 1.0" in metrics
+
+        await redis_server.stop()
+        status, health = await _until_backplane(one, "down")
+        assert (status, health["status"]) == (200, "degraded")  # local rooms still served
+        _, metrics = await _get(one.url("127.0.0.1") + "metrics")
+        assert "rtckit_backplane_up 0.0" in metrics
+        await redis_server.start()
+        status, health = await _until_backplane(one, "up")
+        assert (status, health["status"]) == (200, "ok")
+
+
+FAST = SessionConfig(heartbeat_interval=0.25, disconnected_after=1.0, restart_after=2.0)
+
+
+async def test_an_sfu_room_runs_on_its_home_and_forwards_to_another_node(
+    redis_server: RedisServer,
+) -> None:
+    """The SFU joins the room on its home (the node of its first joiner); a participant on
+    the other node signals with it through the backplane and gets the media straight from it."""
+    async with (
+        asyncio.timeout(TIMEOUT),
+        _nodes(_config(redis_server.url), 2) as (one, two),
+        SignalingClient.connect(_ws(one), room="hall") as ada_signaling,
+        join_room(ada_signaling, session_config=FAST) as ada,
+    ):
+        await ada.publish(TestPatternTrack(PatternConfig(width=160, height=120, fps=10)))
+        async with (
+            SignalingClient.connect(_ws(two), room="hall") as bob_signaling,
+            join_room(bob_signaling, session_config=FAST) as bob,
+        ):
+            async for event in bob.events():
+                if isinstance(event, TrackPublished) and event.participant_id == ada.local_id:
+                    frame = await event.track.recv()
+                    assert (frame.width, frame.height) == (160, 120)
+                    break
+            _, home = await _get(one.url("127.0.0.1") + "healthz")
+            _, edge = await _get(two.url("127.0.0.1") + "healthz")
+            assert (home["rooms"], home["peers"]) == (1, 2)  # the room lives on one
+            assert (edge["rooms"], edge["peers"]) == (0, 0)
+            assert "rtckit-sfu" in bob_signaling.peers
+
+
+async def _until_backplane(server: RtcKitServer, state: str) -> tuple[int, Any]:
+    for _ in range(400):  # 20 s
+        status, health = await _get(server.url("127.0.0.1") + "healthz")
+        if health["backplane"] == state:
+            return status, health
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"the backplane never became {state}")
+
+
+def _env() -> dict[str, str]:
+    path = os.environ.get("PYTHONPATH")
+    src = str(ROOT / "src")
+    return {**os.environ, "PYTHONPATH": src + (os.pathsep + path if path else "")}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _write_config(path: Path, redis_url: str, port: int) -> None:
+    path.write_text(
+        f'[server]\nhost = "127.0.0.1"\nport = {port}\ninsecure = true\n'
+        '[auth]\nmode = "open"\n[logging]\nlevel = "warning"\n'
+        f'[cluster]\nredis_url = "{redis_url}"\nnamespace = "w"\nnode_ttl = 2\n'
+    )
+
+
+async def test_workers_share_the_port_and_the_rooms(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    port = _free_port()
+    config = tmp_path / "serve.toml"
+    _write_config(config, redis_server.url, port)
+    supervisor = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "rtckit", "serve", "--config", str(config), "--workers", "2"),
+        env=_env(),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}/"
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            nodes: set[str] = set()
+            for _ in range(600):  # until both workers answered (each new connection is
+                try:  # given to one of them by the kernel)
+                    _, health = await _get(base + "healthz")
+                    nodes.add(health["node"])
+                except aiohttp.ClientConnectionError:
+                    await asyncio.sleep(0.05)  # not listening yet
+                if len(nodes) == 2:
+                    break
+            assert len(nodes) == 2
+            # eight peers in one room, wherever the kernel put each: all see each other
+            async with AsyncExitStack() as stack:
+                peers = [
+                    await stack.enter_async_context(
+                        SignalingClient.connect(f"ws://127.0.0.1:{port}/ws", room="lobby")
+                    )
+                    for _ in range(8)
+                ]
+                assert [p.id for p in peers[-1].peers] == [p.peer_id for p in peers[:-1]]
+                await peers[-1].send_app(None, "hi")
+                for peer in peers[:-1]:
+                    assert (await _next(peer, AppMessage)).payload == "hi"
+            supervisor.send_signal(signal.SIGTERM)
+            out, err = await supervisor.communicate()
+    finally:
+        if supervisor.returncode is None:
+            supervisor.kill()
+            await supervisor.wait()
+    assert supervisor.returncode == 0, err
+    assert b"2 workers" in out
+    assert b"rtckit serve: stopped" in out
+    assert b"Traceback" not in err
+
+
+def test_an_unreachable_redis_is_one_line(tmp_path: Path) -> None:
+    config = tmp_path / "serve.toml"
+    _write_config(config, f"redis://127.0.0.1:{_free_port()}/0", _free_port())
+    result = subprocess.run(
+        [sys.executable, "-m", "rtckit", "serve", "--config", str(config)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("rtckit: error:")]
+    assert len(errors) == 1, result.stderr
+    assert "redis://127.0.0.1:" in errors[0]
