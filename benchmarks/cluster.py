@@ -180,7 +180,7 @@ async def start_cluster(
         servers,
         [ws_url(s.port) for s in servers],
         [s.proc.pid for s in servers] + [redis.pid],
-        True,
+        redis=True,
     )
 
 
@@ -219,7 +219,7 @@ async def start_serve(redis: RedisServer, workers: int, loop: str, directory: Pa
     except BaseException:
         server.stop()
         raise
-    return Deployment([server], [ws_url(port)] * NODES, pids, workers > 1)
+    return Deployment([server], [ws_url(port)] * NODES, pids, redis=workers > 1)
 
 
 @contextlib.asynccontextmanager
@@ -388,7 +388,7 @@ def scaling(costs: Costs) -> str:
                 f"{per_peer:g}",
                 f"{rate:,.0f}",
                 f"{spread_nodes} ({spread_cores:.1f} cores)",
-                f"{redis_cores:.2f} ({math.ceil(redis_cores / UTILISATION)})",
+                f"{redis_cores:.2f} ({max(1, math.ceil(redis_cores / UTILISATION))})",
                 str(affine_nodes),
             ]
         )
@@ -419,9 +419,9 @@ def scaling(costs: Costs) -> str:
                     "peers/room",
                     "msg/s per peer",
                     "msg/s",
-                    "nodes, random seats",
+                    "node processes, random seats",
                     "Redis cores (instances)",
-                    "nodes, room affinity",
+                    "node processes, room affinity",
                 ],
                 rows,
             ),
