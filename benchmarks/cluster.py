@@ -25,7 +25,7 @@ own share, p50/p99 latency (the driver sends and receives, one clock). Each repe
 every placement once in a rotating order; ratios (cross / local, workers / one process) are
 taken within a repetition, then their median and range are reported.
 
-Run: ``python benchmarks/cluster.py`` (about six minutes: 5 repetitions of 6 s windows);
+Run: ``python benchmarks/cluster.py`` (about four minutes: 5 repetitions of 6 s windows);
 ``--quick`` for a smoke run that writes nothing. Writes
 ``docs/topics/cluster-benchmark-results.inc`` (included by docs/topics/cluster-benchmark.rst).
 ``--profile DIR`` runs one ``home-to-edge`` measurement with both nodes under cProfile and
@@ -157,7 +157,8 @@ def serve_node(port: int, loop: str, redis_url: str, node_id: str, profile: str 
     profiler = cProfile.Profile()
     profiler.enable()
     try:
-        bench.serve_rtckit(port, loop, redis_url=redis_url, node_id=node_id)
+        with contextlib.suppress(KeyboardInterrupt):  # the SIGTERM that stops it
+            bench.serve_rtckit(port, loop, redis_url=redis_url, node_id=node_id)
     finally:
         profiler.disable()
         profiler.dump_stats(profile)
