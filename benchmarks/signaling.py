@@ -48,9 +48,12 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
+
+if TYPE_CHECKING:
+    from rtckit.backplane.base import Backplane
 
 ROOT = Path(__file__).resolve().parent.parent
 # The results (method and tables), included by docs/topics/signaling-benchmark.rst, whose
@@ -184,12 +187,19 @@ async def start_rtckit(loop: str, transport: str = "aiohttp", tls: Tls | None = 
 
 
 def serve_rtckit(
-    port: int, loop: str, transport: str = "aiohttp", context: ssl.SSLContext | None = None
+    port: int,
+    loop: str,
+    transport: str = "aiohttp",
+    context: ssl.SSLContext | None = None,
+    *,
+    redis_url: str | None = None,
+    node_id: str | None = None,
 ) -> None:
     """The rtckit server process: limits raised so that the benchmark load is admitted.
 
     Runs on the event loop *loop* through :func:`rtckit.eventloop.run`, as ``rtckit
-    signaling`` does.
+    signaling`` does. With *redis_url* (aiohttp only), the server is the node *node_id* of a
+    cluster sharing a :class:`~rtckit.backplane.redis.RedisBackplane` (``benchmarks/cluster.py``).
     """
     sys.path.insert(0, str(ROOT / "src"))
     from rtckit.eventloop import run as run_loop
@@ -209,13 +219,25 @@ def serve_rtckit(
 
             server: SignalingServer | PicowsSignalingServer = PicowsSignalingServer(config)
         else:
-            server = SignalingServer(config)
+            server = SignalingServer(config, backplane(redis_url, node_id))
         async with server:
             await server.listen("127.0.0.1", port, ssl=context)
             await asyncio.Event().wait()
 
     with contextlib.suppress(KeyboardInterrupt):
         run_loop(run(), loop=loop)
+
+
+def backplane(redis_url: str | None, node_id: str | None) -> Backplane | None:
+    """A Redis backplane on *redis_url* as node *node_id* (random if None), or None."""
+    if redis_url is None:
+        return None
+    sys.path.insert(0, str(ROOT / "src"))
+    from rtckit.backplane.redis import RedisBackplane, RedisBackplaneConfig
+
+    if node_id is None:
+        return RedisBackplane(RedisBackplaneConfig(url=redis_url))
+    return RedisBackplane(RedisBackplaneConfig(url=redis_url, node_id=node_id))
 
 
 def peerjs_url(scheme: str, port: int) -> Callable[[int], str]:
@@ -422,10 +444,11 @@ class Stats:
 class Client:
     """A minimal raw-protocol client (no rtckit client code on the measured path)."""
 
-    def __init__(self, index: int, server: Server, stats: Stats) -> None:
+    def __init__(self, index: int, server: Server, stats: Stats, room: str | None = None) -> None:
         self.index = index
         self.server = server
         self.stats = stats
+        self.room = f"p{index // 2}" if room is None else room  # rtckit only (in pairs)
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.peer_id = ""
         self.partner = ""
@@ -442,7 +465,7 @@ class Client:
         self.ws = await session.ws_connect(self.server.url_for(self.index), max_msg_size=0)
         if self.rtckit:
             await self.ws.send_str('{"type":"hello","version":1}')
-            await self.ws.send_str(json.dumps({"type": "join", "room": f"p{self.index // 2}"}))
+            await self.ws.send_str(json.dumps({"type": "join", "room": self.room}))
             while True:
                 message = json.loads((await self.ws.receive()).data)
                 if message["type"] == "welcome":
@@ -540,49 +563,89 @@ class RelayResult:
     ratio: float = float("nan")  # cpu_us / PeerJS's in the same repetition
 
 
+@dataclass
+class Window:
+    """What the clients saw in one measured window, and what the measured processes spent."""
+
+    seconds: float
+    received: int  # messages received in the window
+    lost: int  # sent but never received (the whole run)
+    p50_ms: float
+    p99_ms: float
+    cpu: list[float]  # CPU seconds of each measured process in the window
+
+    @property
+    def delivered(self) -> float:
+        """Messages per second delivered in the window."""
+        return self.received / self.seconds
+
+    def cpu_us(self, *shares: int) -> float:
+        """CPU µs per delivered message of the processes at *shares* (indexes into
+        :attr:`cpu`; all of them if none)."""
+        spent = [self.cpu[i] for i in shares] if shares else self.cpu
+        return 1e6 * sum(spent) / max(1, self.received)
+
+
+async def offer_load(
+    senders: list[Client], stats: Stats, rate: float, seconds: float, pids: list[int]
+) -> Window:
+    """Make *senders* send *rate* messages per second in all (each to its ``partner``), warm
+    up, measure for *seconds* the CPU of the processes *pids* and what the clients receive,
+    then stop and wait (10 s at most) until everything sent has arrived."""
+    per_client = rate / len(senders)
+    stop = asyncio.Event()
+
+    async def pump(client: Client) -> None:
+        await asyncio.sleep(random.random() / per_client)
+        next_at = time.perf_counter()
+        while not stop.is_set():
+            await client.send()
+            next_at += 1.0 / per_client
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                await asyncio.sleep(0)
+
+    pumps = [asyncio.get_running_loop().create_task(pump(c)) for c in senders]
+    await asyncio.sleep(1.5)  # warm up
+    cpu0, t0 = [cpu_seconds(pid) for pid in pids], time.perf_counter()
+    stats.measuring = True
+    await asyncio.sleep(seconds)
+    stats.measuring = False
+    cpu1, t1 = [cpu_seconds(pid) for pid in pids], time.perf_counter()
+    stop.set()
+    await asyncio.gather(*pumps)
+    deadline = time.perf_counter() + 10
+    while stats.received < stats.sent and time.perf_counter() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.1)
+    latencies = sorted(stats.latencies) or [float("nan")]
+    return Window(
+        seconds=t1 - t0,
+        received=stats.window_received,
+        lost=stats.sent - stats.received,
+        p50_ms=1000 * statistics.median(latencies),
+        p99_ms=1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+        cpu=[after - before for before, after in zip(cpu0, cpu1, strict=True)],
+    )
+
+
 async def relay(server: Server, count: int, rate: float, seconds: float) -> RelayResult:
     stats = Stats()
     async with connected(server, count, stats) as clients:
-        per_client = rate / count
-        stop = asyncio.Event()
-
-        async def pump(client: Client) -> None:
-            await asyncio.sleep(random.random() / per_client)
-            next_at = time.perf_counter()
-            while not stop.is_set():
-                await client.send()
-                next_at += 1.0 / per_client
-                delay = next_at - time.perf_counter()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                else:
-                    await asyncio.sleep(0)
-
-        pumps = [asyncio.get_running_loop().create_task(pump(c)) for c in clients]
-        await asyncio.sleep(1.5)  # warm up
-        cpu0, t0 = cpu_seconds(server.proc.pid), time.perf_counter()
-        stats.measuring = True
-        await asyncio.sleep(seconds)
-        stats.measuring = False
-        cpu1, t1 = cpu_seconds(server.proc.pid), time.perf_counter()
-        stop.set()
-        await asyncio.gather(*pumps)
-        deadline = time.perf_counter() + 10
-        while stats.received < stats.sent and time.perf_counter() < deadline:  # noqa: ASYNC110
-            await asyncio.sleep(0.1)
-        latencies = sorted(stats.latencies) or [float("nan")]
-        return RelayResult(
-            server=server.name,
-            loop=server.loop,
-            scheme=server.scheme,
-            clients=count,
-            offered=rate,
-            delivered=stats.window_received / (t1 - t0),
-            lost=stats.sent - stats.received,
-            p50_ms=1000 * statistics.median(latencies),
-            p99_ms=1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
-            cpu_us=1e6 * (cpu1 - cpu0) / max(1, stats.window_received),
-        )
+        window = await offer_load(clients, stats, rate, seconds, [server.proc.pid])
+    return RelayResult(
+        server=server.name,
+        loop=server.loop,
+        scheme=server.scheme,
+        clients=count,
+        offered=rate,
+        delivered=window.delivered,
+        lost=window.lost,
+        p50_ms=window.p50_ms,
+        p99_ms=window.p99_ms,
+        cpu_us=window.cpu_us(),
+    )
 
 
 @dataclass
