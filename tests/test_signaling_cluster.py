@@ -36,6 +36,8 @@ from rtckit.signaling.cluster import ClusterConfig, room_key
 from rtckit.signaling.protocol import Bye, ErrorCode, Hello, Join, Welcome, decode, encode
 from rtckit.signaling.relay_wire import Envelope, Kind, decode_close, pack, unpack
 from rtckit.testing.proxy import TcpProxy
+from rtckit.topology import Topology
+from rtckit.topology.strategies import RoomStrategies
 
 SECRET = "0123456789abcdef-0123456789abcdef-test-secret"
 FAST_RECONNECT = ReconnectPolicy(initial_delay=0.01, max_delay=0.2)
@@ -614,3 +616,54 @@ async def test_picows_nodes_relay_across_nodes() -> None:
         finally:
             await one.aclose()
             await two.aclose()
+
+
+class _MediaServer:
+    """A server strategy standing in for an SFU: it notes when its rooms run."""
+
+    topology = Topology.SFU
+
+    def __init__(self, log: list[tuple[str, str]]) -> None:
+        self._log = log
+
+    async def start_room(self, room: str) -> None:
+        self._log.append(("start", room))
+
+    async def stop_room(self, room: str) -> None:
+        self._log.append(("stop", room))
+
+
+async def test_a_media_room_that_cannot_renew_its_lease_stops_before_it_lapses() -> None:
+    """Fencing: during a's cut from the backplane, a's media room (SFU) is closed and its media
+    server stopped while a's lease still holds, so that b can never run a second one; a's mesh
+    room keeps serving a's peers."""
+    log: list[tuple[str, str]] = []
+    ttl = 1.5
+    rooms = (RoomConfig(name="media", topology="sfu"), RoomConfig(name="talk", topology="mesh"))
+    async with (
+        asyncio.timeout(TIMEOUT),
+        cluster(node_ttl=0.5, cluster_config=ClusterConfig(lease_ttl=ttl), rooms=rooms) as nodes,
+        RoomStrategies(nodes.nodes["a"].hub, factories={"sfu": lambda _hub: _MediaServer(log)}),
+    ):
+        viewer = await SignalingClient.connect(nodes.url("a"), room="media")
+        x = await SignalingClient.connect(nodes.url("a"), room="talk")
+        y = await SignalingClient.connect(nodes.url("a"), room="talk")
+        try:
+            await until(lambda: log == [("start", "media")], "a's media server starts")
+            lease = next(le for le in nodes.broker.leases() if le.key == room_key("media"))
+            loop = asyncio.get_running_loop()
+            cut_at = loop.time()
+            nodes.broker.set_up(False, node="a")
+            await until(lambda: ("stop", "media") in log, "a's media server stops", limit=2 * ttl)
+            stopped_at = loop.time()
+            # stopped before a's last renewal (at most ttl/3 before the cut) could lapse
+            assert stopped_at < cut_at + ttl
+            assert nodes.home("media") == "a"  # the lease still held when the room closed
+            assert nodes.nodes["a"].hub.state.peers("media") == []
+            await x.send_app(y.peer_id, "mesh rooms keep talking")
+            assert (await next_of(y, AppMessage)).payload == "mesh rooms keep talking"
+            await until(lambda: nodes.home("media") is None, "the lease lapses", limit=2 * ttl)
+            assert lease.node == "a"
+        finally:
+            for client in (viewer, x, y):
+                await client.aclose()

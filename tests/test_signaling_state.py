@@ -948,6 +948,7 @@ def test_evict_room_closes_its_members_without_peer_left() -> None:
     assert h.closes[k] == (CloseCode.GOING_AWAY, "moved")
     assert h.state.rooms().count("kept") == 1  # declared: stays, empty
     assert h.state.peers("kept") == []
+    assert h.events[-1] == RoomClosedEvent(room="kept")  # its life on this node ended
     fresh = h.open()
     h.send(fresh, Hello())
     h.send(fresh, Resume(resume_token=wb.resume_token, ack=0))

@@ -175,6 +175,8 @@ class SignalingRouter:
         self._links: dict[int, _Link] = {}  # this node's client connections, by key
         self._remote: dict[tuple[NodeId, int], _Link] = {}  # served here, edge elsewhere
         self._rooms: dict[str, Lease] = {}  # rooms homed here
+        # until when (loop time) each room's lease surely holds: set when taken or renewed
+        self._held_until: dict[str, float] = {}
         self._declared = frozenset(room.name for room in hub.config.rooms)
         self._keys = itertools.count(1)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -292,6 +294,7 @@ class SignalingRouter:
             with contextlib.suppress(BackplaneError):
                 await self.backplane.release(lease)
         self._rooms.clear()
+        self._held_until.clear()
         self._left = True
         await self.backplane.aclose()
 
@@ -386,6 +389,7 @@ class SignalingRouter:
             link.handbacks = 0
 
     async def _resolve(self, link: _Link, room: str, data: str | bytes) -> None:
+        asked = asyncio.get_running_loop().time()
         try:
             async with asyncio.timeout(self.cluster.resolve_timeout):
                 lease = await self.backplane.acquire(room_key(room), self.cluster.lease_ttl)
@@ -400,10 +404,12 @@ class SignalingRouter:
         if lease is None:
             self._unavailable(link)
         elif lease.node == self.node_id:
-            self._rooms.setdefault(room, lease)
+            if self._rooms.setdefault(room, lease) == lease:
+                self._held(room, asked)
             self._serve(link, data)
             if not self.hub.state.peers(room) and self._rooms.get(room) == lease:
                 del self._rooms[room]  # the join was refused: give the room up at once
+                self._held_until.pop(room, None)
                 self._spawn(self._release(lease))
         else:
             self._send_away(link, lease.node, data)
@@ -581,30 +587,62 @@ class SignalingRouter:
         if not task.cancelled() and (exc := task.exception()) is not None:
             logger.error("signaling router task failed", exc_info=exc)  # a bug
 
+    def _held(self, room: str, since: float) -> None:
+        """The lease of *room* was taken or renewed by a call made at loop time *since*."""
+        self._held_until[room] = since + self.cluster.lease_ttl
+
     async def _renew_loop(self) -> None:
         ttl = self.cluster.lease_ttl
         while True:
             await asyncio.sleep(ttl / 3)
-            if not self.backplane.up:
-                continue
             try:
-                await self._renew_all(ttl)
+                if self.backplane.up:
+                    await self._renew_all(ttl)
             except BackplaneError:
-                continue
+                pass
             except Exception:  # pragma: no cover - a bug; keep renewing
                 logger.exception("renewing the signaling rooms' leases failed")
+            # the next look comes a third of the TTL from now (or a little later): fence what
+            # would be left with less than that, i.e. after two renewals missed in a row
+            self._fence(ttl / 2)
 
     async def _renew_all(self, ttl: float) -> None:
         self.backplane.set_load(self.hub.state.connection_count)
         state = self.hub.state
+        loop = asyncio.get_running_loop()
         for room, lease in list(self._rooms.items()):
             if self._rooms.get(room) is not lease:
                 continue
             if not state.peers(room):  # the room emptied: give it up
                 del self._rooms[room]
+                self._held_until.pop(room, None)
                 await self.backplane.release(lease)
-            elif not await self.backplane.renew(lease, ttl):
+                continue
+            asked = loop.time()
+            if await self.backplane.renew(lease, ttl):
+                self._held(room, asked)
+            else:
                 await self._retake(room, lease)
+
+    def _fence(self, margin: float) -> None:
+        """Close the media rooms (SFU, MCU) whose lease holds for *margin* seconds or less,
+        so that it may lapse before the next renewal:
+        their media server stops here before another node can take the room, so that a room
+        never has two. Mesh rooms keep serving their local peers (they hold no media)."""
+        now = asyncio.get_running_loop().time()
+        state = self.hub.state
+        for room in list(self._rooms):
+            if self._held_until.get(room, now) - now > margin:
+                continue
+            if state.room_topology(room) in (None, "mesh"):
+                continue
+            del self._rooms[room]
+            self._held_until.pop(room, None)
+            logger.warning(
+                "room %r: its lease could not be renewed; closing it here before it lapses",
+                room,
+            )
+            self.hub.evict_room(room, CloseCode.GOING_AWAY, "the room's lease lapses")
 
     async def _release(self, lease: Lease) -> None:
         with contextlib.suppress(BackplaneError):
@@ -620,13 +658,17 @@ class SignalingRouter:
     async def _retake(self, room: str, lease: Lease) -> None:
         """The lease of *room* may have lapsed: take it again, or give the room up (its
         connections close with 1001: their clients reconnect to its new home)."""
+        asked = asyncio.get_running_loop().time()
         current = await self.backplane.acquire(room_key(room), self.cluster.lease_ttl)
         if self._rooms.get(room) is not lease:
             return
         if current.node == self.node_id:
             self._rooms[room] = current
+            if current != lease:  # taken anew: its TTL starts now
+                self._held(room, asked)
             return
         del self._rooms[room]
+        self._held_until.pop(room, None)
         logger.warning("room %r moved to node %r: closing its connections here", room, current.node)
         self.hub.evict_room(room, CloseCode.GOING_AWAY, "the room moved to another node")
 

@@ -250,7 +250,9 @@ class MessageEvent:
 
 @attrs.frozen(kw_only=True)
 class RoomClosedEvent:
-    """The last peer left a room created on demand; the room is gone."""
+    """The last peer left a room created on demand (the room is gone), or a room was evicted
+    from this node of a cluster (:meth:`SignalingState.evict_room`; a declared room stays
+    declared, empty)."""
 
     room: str
 
@@ -470,7 +472,8 @@ class SignalingState:
     def evict_room(self, room: str, code: int, reason: str) -> Output:
         """Drop *room* and its sessions at once (no ``peer-left``: every member's connection
         is closed with *code*; the room now lives on another node of a cluster, where its
-        clients reconnect). A declared room stays, empty."""
+        clients reconnect). A declared room stays, empty; either way a
+        :class:`RoomClosedEvent` says that the room's life here ended."""
         out = Output()
         found = self._rooms.get(room)
         if found is None:
@@ -489,7 +492,8 @@ class SignalingState:
         found.sessions.clear()
         if not found.declared:
             del self._rooms[room]
-            out.events.append(RoomClosedEvent(room=room))
+        # declared or not, the room's life on this node ended (its server strategy stops)
+        out.events.append(RoomClosedEvent(room=room))
         return out
 
     def touch(self, conn: ConnectionId, now: float) -> None:
