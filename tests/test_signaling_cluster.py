@@ -13,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from cluster_nodes import next_of, offer_right_after_welcome, raw_join
 from rtckit.backplane.base import Lease
 from rtckit.backplane.memory import MemoryBackplane, MemoryBroker
 from rtckit.errors import RoomError
@@ -20,7 +21,6 @@ from rtckit.signaling import (
     AppMessage,
     Disconnected,
     Error,
-    Offer,
     OpenAuth,
     PeerJoined,
     PeerLeft,
@@ -33,7 +33,7 @@ from rtckit.signaling import (
     TokenAuth,
 )
 from rtckit.signaling.cluster import ClusterConfig, room_key
-from rtckit.signaling.protocol import Bye, ErrorCode, Hello, Join, Welcome, decode, encode
+from rtckit.signaling.protocol import ErrorCode, Hello, Join, Welcome, decode, encode
 from rtckit.signaling.relay_wire import Envelope, Kind, decode_close, pack, unpack
 from rtckit.testing.proxy import TcpProxy
 from rtckit.topology import Topology
@@ -51,13 +51,6 @@ async def until(cond: Callable[[], bool], what: str, limit: float = 20) -> None:
                 await asyncio.sleep(0.01)
     except TimeoutError:
         pytest.fail(f"timed out waiting for {what}")
-
-
-async def next_of(client: SignalingClient, kind: type[Any]) -> Any:
-    while True:
-        event = await client.next_event()
-        if isinstance(event, kind):
-            return event
 
 
 class Cluster:
@@ -97,47 +90,14 @@ async def cluster(
         yield Cluster(broker, nodes)
 
 
-async def raw_join(session: aiohttp.ClientSession, url: str, room: str) -> Any:
-    ws = await session.ws_connect(url)
-    await ws.send_str(encode(Hello()))
-    await ws.send_str(encode(Join(room=room)))
-    assert isinstance(decode((await ws.receive()).data), Hello)
-    welcome = decode((await ws.receive()).data)
-    assert isinstance(welcome, Welcome), welcome
-    return ws, welcome
-
-
 async def test_offer_right_after_welcome_across_nodes_1000_times() -> None:
     """A peer on node b offers to a peer on node a (the room's home) right after its welcome:
     peer-joined always comes first, nothing is dropped."""
-    rounds = 1000
     async with (
         asyncio.timeout(240),
         cluster(max_messages_per_second=1e6, burst=1_000_000) as nodes,
-        aiohttp.ClientSession() as session,
     ):
-        host = await SignalingClient.connect(nodes.url("a"), room="order")
-        try:
-            assert nodes.home("order") == "a"
-            for i in range(rounds):
-                ws, welcome = await raw_join(session, nodes.url("b"), "order")
-                offer = Offer(to=host.peer_id, sdp=f"v=0 {i}", seq=1)
-                await ws.send_str(encode(offer))
-                await ws.send_str(encode(Bye()))
-                await ws.close()
-                me = welcome.peer_id
-                joined = await host.next_event()
-                assert isinstance(joined, PeerJoined), (i, joined)
-                assert joined.peer.id == me
-                got = await host.next_event()
-                assert isinstance(got, Offer), (i, got)
-                assert (got.sender, got.sdp) == (me, f"v=0 {i}")
-                left = await next_of(host, PeerLeft)
-                assert left.peer_id == me
-            assert nodes.nodes["b"].router is not None
-            assert nodes.nodes["b"].router.rooms == []  # every one of them was served by a
-        finally:
-            await host.aclose()
+        await offer_right_after_welcome(nodes.nodes["a"], nodes.nodes["b"], 1000)
 
 
 @pytest.mark.parametrize("edge_dies", [True, False], ids=["edge-dies", "cut"])

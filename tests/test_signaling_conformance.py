@@ -3,12 +3,12 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
+from cluster_nodes import NODE_KINDS, check_spread_over, listening_nodes
 from rtckit.backplane.memory import MemoryBackplane, MemoryBroker
 from rtckit.signaling import (
     MemoryTransport,
@@ -38,34 +38,21 @@ async def websocket(request: pytest.FixtureRequest) -> AsyncIterator[conformance
         yield await transport_factory(server, request.param)
 
 
-@pytest.fixture(params=["aiohttp", "aiohttp+picows"])
+@pytest.fixture(params=NODE_KINDS)
 async def cluster(request: pytest.FixtureRequest) -> AsyncIterator[list[Any]]:
-    """Two nodes sharing a MemoryBroker: two aiohttp servers, or one of each kind."""
+    """Two nodes sharing a MemoryBroker (the same over redis-server: tests/integration/
+    test_cluster_redis.py)."""
     broker = MemoryBroker()
-    config = SignalingConfig(auth=OpenAuth())
-    second: Any = SignalingServer
-    if request.param == "aiohttp+picows":
-        pytest.importorskip("picows", reason="picows is not installed")
-        from rtckit.signaling.fastws import PicowsSignalingServer
-
-        second = PicowsSignalingServer
-    async with (
-        SignalingServer(config, MemoryBackplane(broker, "a")) as a,
-        second(config, MemoryBackplane(broker, "b")) as b,
-    ):
-        for node in (a, b):
-            await node.listen("127.0.0.1", 0)
-        yield [a, b]
+    backplanes = [MemoryBackplane(broker, "a"), MemoryBackplane(broker, "b")]
+    async with listening_nodes(backplanes, kind=request.param) as nodes:
+        yield nodes
 
 
 @pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)
 async def test_websocket_transport_over_two_nodes(
     check: conformance.Check, cluster: list[Any]
 ) -> None:
-    """Each new client connects to the next node in turn: a room's clients are spread over
-    both, whichever is the room's home."""
-    urls = itertools.cycle([node.url for node in cluster])
-    await check(lambda: WebSocketTransport(next(urls)))
+    await check_spread_over(cluster, check)
 
 
 @pytest.mark.parametrize("check", conformance.CHECKS, ids=lambda c: c.__name__)

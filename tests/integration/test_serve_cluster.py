@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,6 +17,7 @@ from typing import Any
 
 import aiohttp
 
+from integration.serve_nodes import env, free_port, write_serve_config
 from rtckit.peer import SessionConfig
 from rtckit.peer.media import PatternConfig, TestPatternTrack
 from rtckit.server.app import RtcKitServer
@@ -34,7 +34,6 @@ from rtckit.signaling.protocol import AppMessage, PeerJoined
 from rtckit.testing.redisserver import RedisServer
 from rtckit.topology import TrackPublished, join_room
 
-ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT = 60
 
 
@@ -144,35 +143,15 @@ async def _until_backplane(server: RtcKitServer, state: str) -> tuple[int, Any]:
     raise AssertionError(f"the backplane never became {state}")
 
 
-def _env() -> dict[str, str]:
-    path = os.environ.get("PYTHONPATH")
-    src = str(ROOT / "src")
-    return {**os.environ, "PYTHONPATH": src + (os.pathsep + path if path else "")}
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _write_config(path: Path, redis_url: str, port: int) -> None:
-    path.write_text(
-        f'[server]\nhost = "127.0.0.1"\nport = {port}\ninsecure = true\n'
-        '[auth]\nmode = "open"\n[logging]\nlevel = "warning"\n'
-        f'[cluster]\nredis_url = "{redis_url}"\nnamespace = "w"\nnode_ttl = 2\n'
-    )
-
-
 async def test_workers_share_the_port_and_the_rooms(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    port = _free_port()
+    port = free_port()
     config = tmp_path / "serve.toml"
-    _write_config(config, redis_server.url, port)
+    write_serve_config(config, redis_server.url, port)
     supervisor = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "rtckit", "serve", "--config", str(config), "--workers", "2"),
-        env=_env(),
+        env=env(),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -215,10 +194,10 @@ async def test_workers_share_the_port_and_the_rooms(
 
 def test_an_unreachable_redis_is_one_line(tmp_path: Path) -> None:
     config = tmp_path / "serve.toml"
-    _write_config(config, f"redis://127.0.0.1:{_free_port()}/0", _free_port())
+    write_serve_config(config, f"redis://127.0.0.1:{free_port()}/0", free_port())
     result = subprocess.run(
         [sys.executable, "-m", "rtckit", "serve", "--config", str(config)],
-        env=_env(),
+        env=env(),
         capture_output=True,
         text=True,
         timeout=TIMEOUT,
