@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -627,3 +628,39 @@ async def test_a_media_room_that_cannot_renew_its_lease_stops_before_it_lapses()
         finally:
             for client in (viewer, x, y):
                 await client.aclose()
+
+
+async def test_a_home_paused_past_its_lease_closes_its_media_room_before_asking_anyone() -> None:
+    """A home frozen longer than its lease (a pause, as with SIGSTOP: here the whole event
+    loop blocks) may have lost its media room to another node meanwhile: it closes the room
+    and stops its media server at its first look at the clock, before any backplane call
+    could tell it whether the room moved, so that two media servers never run at once."""
+    log: list[tuple[str, str]] = []
+    ttl = 0.9
+    rooms = (RoomConfig(name="media", topology="sfu"),)
+    async with (
+        asyncio.timeout(TIMEOUT),
+        cluster(node_ttl=5.0, cluster_config=ClusterConfig(lease_ttl=ttl), rooms=rooms) as nodes,
+        RoomStrategies(nodes.nodes["a"].hub, factories={"sfu": lambda _hub: _MediaServer(log)}),
+    ):
+        viewer = await SignalingClient.connect(nodes.url("a"), room="media")
+        try:
+            await until(lambda: log == [("start", "media")], "a's media server starts")
+            router = nodes.nodes["a"].router
+            assert router is not None
+            calls: list[str] = []
+            backplane = router.backplane
+            for name in ("acquire", "renew", "holder"):
+                method = getattr(backplane, name)
+
+                async def noted(*args: Any, _name: str = name, _method: Any = method) -> Any:
+                    calls.append(_name)
+                    return await _method(*args)
+
+                setattr(backplane, name, noted)
+            time.sleep(1.5 * ttl)  # noqa: ASYNC251 - the pause: nothing of a runs meanwhile
+            await until(lambda: ("stop", "media") in log, "a's media server stops", limit=ttl)
+            assert calls == []  # closed on a's own clock, before asking the backplane
+            assert "media" not in router.rooms
+        finally:
+            await viewer.aclose()
