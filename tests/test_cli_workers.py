@@ -3,6 +3,7 @@ that die are restarted, a worker that keeps dying stops everything, SIGTERM stop
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -110,3 +111,24 @@ def test_a_worker_that_keeps_dying_stops_the_supervisor(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"exited {MAX_RESTARTS + 1} times" in result.stderr
     assert result.stderr.count("restarting it") == MAX_RESTARTS
+
+
+def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
+    """kill -9 of the supervisor: its workers get SIGTERM (Linux) instead of living on."""
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, "2", WORKER.format(folder=str(tmp_path))],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+    )
+    try:
+        _wait_for(lambda: len(_pids(tmp_path, "up")) == 2)
+        supervisor.kill()
+        supervisor.wait()
+        _wait_for(lambda: _pids(tmp_path, "down") == _pids(tmp_path, "up"), timeout=10)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
+        for pid in _pids(tmp_path, "up") - _pids(tmp_path, "down"):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)  # a worker this test started, left behind

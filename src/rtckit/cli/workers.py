@@ -4,7 +4,9 @@ The kernel spreads new connections over the workers; the workers share rooms thr
 ``[cluster]`` backplane (Redis), so two browsers in one room may land on different workers.
 This process only supervises: it starts the workers (``rtckit serve --worker``), restarts one
 that dies (at most :data:`MAX_RESTARTS` per worker in :data:`RESTART_WINDOW` seconds, then it
-stops them all and fails), and forwards Ctrl-C and SIGTERM to them, which drain and exit.
+stops them all and fails), and forwards Ctrl-C and SIGTERM to them, which drain and exit. On
+Linux the workers also get SIGTERM when the supervisor itself dies (``kill -9``): none is
+left behind holding the port.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
+from rtckit.coturn.process import _parent_death_signal
 from rtckit.errors import ConfigurationError
 from rtckit.server.config import ServeConfig
 
@@ -68,8 +71,13 @@ def supervise(command: Sequence[str], workers: int, out: TextIO) -> int:
     procs: list[subprocess.Popen[bytes]] = []
     deaths: list[deque[float]] = [deque() for _ in range(workers)]
     status = 0
+    die_with_me = _parent_death_signal()
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(list(command), preexec_fn=die_with_me)
+
     try:
-        procs = [subprocess.Popen(list(command)) for _ in range(workers)]
+        procs = [start() for _ in range(workers)]
         print(
             f"rtckit serve: {workers} workers (pids {', '.join(str(p.pid) for p in procs)})",
             file=out,
@@ -102,7 +110,7 @@ def supervise(command: Sequence[str], workers: int, out: TextIO) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-                procs[index] = subprocess.Popen(list(command))
+                procs[index] = start()
     finally:
         _stop_all(procs)
         for signum, handler in previous.items():
