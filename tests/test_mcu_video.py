@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from rtckit.errors import ConfigurationError
+from rtckit.mcu import video
 from rtckit.mcu.video import (
     Compositor,
     CompositorConfig,
@@ -157,6 +158,32 @@ def test_layout_changes_on_join_and_leave() -> None:
     cell = comp.cell_of("c")
     assert cell is not None
     assert abs(out.mean_yuv(cell.inset(4))[0] - ey) < 1
+
+
+def test_cell_of_is_consistent_while_a_layout_is_computed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The MCU composes on a worker thread and reads cells from the event loop, so a read
+    # may land while compose computes a new layout: it must see the old layout whole,
+    # never the new keys with the old cells (an IndexError in CI before the fix).
+    comp: Compositor[str] = Compositor(
+        CompositorConfig(width=32, height=24, labels=False), scaler=scale_nearest
+    )
+    src = I420Image.blank(8, 6, COLOURS[0])
+    comp.compose([Tile("c", "", src)])
+    before = comp.cell_of("c")
+    seen: list[Rect | None] = []
+    real = video.grid_layout
+
+    def reading_grid_layout(n: int, width: int, height: int, *, gap: int = 0) -> tuple[Rect, ...]:
+        seen.append(comp.cell_of("c"))
+        return real(n, width, height, gap=gap)
+
+    monkeypatch.setattr(video, "grid_layout", reading_grid_layout)
+    comp.compose([Tile("a", "", src), Tile("b", "", src), Tile("c", "", src)])
+    assert before is not None
+    assert seen == [before]
+    assert comp.cell_of("c") == comp.layout[2]
 
 
 def test_placeholder_and_labels_are_drawn() -> None:

@@ -417,9 +417,9 @@ class Compositor(Generic[_K]):
         self._scaled: dict[_K, tuple[TileSource, Rect, I420Image]] = {}
         self._placeholders: dict[tuple[_K, str, Rect], I420Image] = {}
         self._labels: dict[tuple[str, int], npt.NDArray[np.bool_]] = {}
-        self._layout_keys: tuple[_K, ...] = ()
-        self.layout: tuple[Rect, ...] = ()
-        """Cells of the last composed frame, in tile order."""
+        # Keys and cells of the last layout, replaced as one tuple: compose runs on a
+        # worker thread while cell_of may be read from the event loop.
+        self._keyed_layout: tuple[tuple[_K, ...], tuple[Rect, ...]] = ((), ())
         self.layout_version = 0
         """Increases whenever the set or order of tiles changes."""
         self.scales = 0
@@ -430,10 +430,16 @@ class Compositor(Generic[_K]):
         """The output image; overwritten by the next :meth:`compose`."""
         return self._canvas
 
+    @property
+    def layout(self) -> tuple[Rect, ...]:
+        """Cells of the last composed frame, in tile order."""
+        return self._keyed_layout[1]
+
     def cell_of(self, key: _K) -> Rect | None:
         """The cell of a participant in the last composed layout."""
+        keys, cells = self._keyed_layout
         try:
-            return self.layout[self._layout_keys.index(key)]
+            return cells[keys.index(key)]
         except ValueError:
             return None
 
@@ -441,16 +447,15 @@ class Compositor(Generic[_K]):
         """Draw ``tiles`` (at most 16) and return the canvas (valid until the next call)."""
         cfg = self.config
         keys = tuple(t.key for t in tiles)
-        if keys != self._layout_keys:
-            self._layout_keys = keys
-            self.layout = grid_layout(len(tiles), cfg.width, cfg.height, gap=cfg.gap)
+        if keys != self._keyed_layout[0]:
+            self._keyed_layout = (keys, grid_layout(len(tiles), cfg.width, cfg.height, gap=cfg.gap))
             self.layout_version += 1
             for gone in set(self._scaled) - set(keys):
                 del self._scaled[gone]
             self._placeholders = {k: v for k, v in self._placeholders.items() if k[0] in keys}
         canvas = self._canvas
         canvas.fill(cfg.background)
-        for tile, cell in zip(tiles, self.layout, strict=True):
+        for tile, cell in zip(tiles, self._keyed_layout[1], strict=True):
             if tile.source is None:
                 ph_key = (tile.key, tile.name, cell)
                 ph = self._placeholders.get(ph_key)
