@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Callable
 
 import pytest
@@ -181,6 +182,11 @@ async def test_load_is_published_with_liveness(pair: Pair) -> None:
     a.set_load(7)
     await asyncio.sleep(0.15)
     assert (await b.live_nodes())["a"] == 7.0
+    a.set_load(math.inf)  # draining
+    await asyncio.sleep(0.15)
+    assert (await b.live_nodes())["a"] == math.inf
+    with pytest.raises(ValueError, match="load"):
+        a.set_load(math.nan)
 
 
 async def test_a_node_id_is_live_once(pair: Pair) -> None:

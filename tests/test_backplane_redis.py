@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 import socket
 
 import pytest
@@ -77,3 +78,6 @@ async def test_calls_before_start_are_refused() -> None:
         await backplane.acquire("room", 1.0)
     with pytest.raises(ValueError, match="load"):
         backplane.set_load(-1.0)
+    with pytest.raises(ValueError, match="load"):
+        backplane.set_load(math.nan)
+    backplane.set_load(math.inf)  # draining

@@ -41,15 +41,17 @@ child = [sys.executable, "-c", sys.argv[2]]
 sys.exit(supervise(child, int(sys.argv[1]), sys.stdout))
 """
 
-# A worker: notes its pid in the folder, then sleeps until SIGTERM, and notes that it stopped.
+# A worker: notes its pid in the folder, then sleeps until SIGTERM or SIGINT, and notes that
+# it stopped and on which signal.
 WORKER = """
 import os, pathlib, signal, sys, time
 folder = pathlib.Path({folder!r})
 (folder / f"{{os.getpid()}}.up").touch()
-def stop(*_):
-    (folder / f"{{os.getpid()}}.down").touch()
+def stop(signum, _frame):
+    (folder / f"{{os.getpid()}}.down").write_text(signal.Signals(signum).name)
     sys.exit(0)
 signal.signal(signal.SIGTERM, stop)
+signal.signal(signal.SIGINT, stop)
 time.sleep(60)
 """
 
@@ -95,8 +97,31 @@ def test_supervisor_restarts_a_dead_worker_and_stops_all_on_sigterm(tmp_path: Pa
     assert supervisor.returncode == 0
     assert "2 workers" in out
     assert out.rstrip().endswith("rtckit serve: stopped")
-    # every live worker got SIGTERM and stopped; the killed one did not
+    # every live worker got SIGTERM (it drains) and stopped; the killed one did not
     assert _pids(tmp_path, "down") == _pids(tmp_path, "up") - {victim}
+    assert {p.read_text() for p in tmp_path.glob("*.down")} == {"SIGTERM"}
+
+
+def test_sigint_reaches_the_workers_as_sigint(tmp_path: Path) -> None:
+    """Ctrl-C stops the workers at once: they get SIGINT, not the SIGTERM that drains."""
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", SUPERVISOR, "2", WORKER.format(folder=str(tmp_path))],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # the workers get the signal from the supervisor alone
+    )
+    try:
+        _wait_for(lambda: len(_pids(tmp_path, "up")) == 2)
+        supervisor.send_signal(signal.SIGINT)
+        supervisor.communicate(timeout=30)
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
+    assert supervisor.returncode == 0
+    assert _pids(tmp_path, "down") == _pids(tmp_path, "up")
+    assert {p.read_text() for p in tmp_path.glob("*.down")} == {"SIGINT"}
 
 
 def test_a_worker_that_keeps_dying_stops_the_supervisor(tmp_path: Path) -> None:

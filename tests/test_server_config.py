@@ -185,6 +185,10 @@ def test_tls_is_required_unless_insecure() -> None:
             OPEN_INSECURE + "[cluster]\nredis_url = 'redis://x'\nnode_ttl = 0.5\n",
             "node_ttl: 0.5 is below 1.0",
         ),
+        (
+            OPEN_INSECURE + "[cluster]\nredis_url = 'redis://x'\ndrain_timeout = -1\n",
+            "drain_timeout: -1 is below 0.0",
+        ),
     ],
 )
 def test_bad_config_is_named(text: str, message: str) -> None:
@@ -218,3 +222,6 @@ def test_cluster_table(monkeypatch: pytest.MonkeyPatch) -> None:
         redis_url="redis://:pw@127.0.0.1:6379/2", namespace="eu-1", node_ttl=5.0
     )
     assert "pw" not in repr(config)  # the URL may hold a password
+    drain = parse_config(OPEN_INSECURE + "[cluster]\nredis_url = 'redis://x'\ndrain_timeout = 3\n")
+    assert drain.cluster is not None
+    assert drain.cluster.drain_timeout == 3.0

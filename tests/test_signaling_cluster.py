@@ -17,7 +17,7 @@ import pytest
 from cluster_nodes import next_of, offer_right_after_welcome, raw_join
 from rtckit.backplane.base import Lease
 from rtckit.backplane.memory import MemoryBackplane, MemoryBroker
-from rtckit.errors import RoomError
+from rtckit.errors import BackplaneError, RoomError
 from rtckit.signaling import (
     AppMessage,
     Disconnected,
@@ -664,3 +664,123 @@ async def test_a_home_paused_past_its_lease_closes_its_media_room_before_asking_
             assert "media" not in router.rooms
         finally:
             await viewer.aclose()
+
+
+async def test_media_rooms_are_placed_on_the_least_loaded_node() -> None:
+    """Media rooms created one after the other from node a spread over a, b and c (each new
+    one goes where the load is least, a first on a tie); their peers, all connected to a,
+    talk through the chosen home."""
+    async with asyncio.timeout(TIMEOUT), cluster("abc", default_topology="sfu") as nodes:
+        clients = [await SignalingClient.connect(nodes.url("a"), room=f"r{i}") for i in range(4)]
+        try:
+            assert [nodes.home(f"r{i}") for i in range(4)] == ["a", "b", "c", "a"]
+            other = await SignalingClient.connect(nodes.url("a"), room="r1")
+            try:
+                await other.send_app(clients[1].peer_id, "via b")
+                assert (await next_of(clients[1], AppMessage)).payload == "via b"
+                assert nodes.nodes["b"].hub.state.peers("r1") != []
+            finally:
+                await other.aclose()
+        finally:
+            for client in clients:
+                await client.aclose()
+
+
+async def test_mesh_rooms_stay_on_the_node_of_their_first_joiner() -> None:
+    rooms = (RoomConfig(name="declared-sfu", topology="sfu"),)
+    async with asyncio.timeout(TIMEOUT), cluster("abc", rooms=rooms) as nodes:
+        clients = [await SignalingClient.connect(nodes.url("a"), room=f"m{i}") for i in range(3)]
+        media = await SignalingClient.connect(nodes.url("a"), room="declared-sfu")
+        try:
+            assert [nodes.home(f"m{i}") for i in range(3)] == ["a", "a", "a"]
+            assert nodes.home("declared-sfu") == "b"  # a homes three mesh rooms
+        finally:
+            for client in (*clients, media):
+                await client.aclose()
+
+
+@pytest.mark.parametrize("failure", ["error", "timeout"])
+async def test_placement_falls_back_to_the_local_node(failure: str) -> None:
+    """The live nodes cannot be listed (an error, or no answer within placement_timeout):
+    new media rooms are taken where their first join arrives."""
+    config = ClusterConfig(placement_timeout=0.2)
+    async with (
+        asyncio.timeout(TIMEOUT),
+        cluster("ab", default_topology="mcu", cluster_config=config) as nodes,
+    ):
+        router = nodes.nodes["a"].router
+        assert router is not None
+
+        async def failing() -> dict[str, float]:
+            if failure == "timeout":
+                await asyncio.sleep(3600)
+            raise BackplaneError("no list")
+
+        router.backplane.live_nodes = failing  # type: ignore[method-assign]
+        clients = [await SignalingClient.connect(nodes.url("a"), room=f"x{i}") for i in range(2)]
+        try:
+            assert [nodes.home(f"x{i}") for i in range(2)] == ["a", "a"]
+        finally:
+            for client in clients:
+                await client.aclose()
+
+
+async def test_a_draining_node_hands_its_rooms_over() -> None:
+    """Node a drains: the room it homes is handed over (lease released, its connections
+    closed with 1001); its clients, on a and on b, reconnect and join it again on b, where
+    it is served; a room joined through a while it drains is placed on b."""
+    async with asyncio.timeout(TIMEOUT), cluster("ab") as nodes:
+        x = await SignalingClient.connect(nodes.url("a"), room="talk", reconnect=FAST_RECONNECT)
+        y = await SignalingClient.connect(nodes.url("b"), room="talk", reconnect=FAST_RECONNECT)
+        try:
+            await next_of(x, PeerJoined)
+            assert nodes.home("talk") == "a"
+            router = nodes.nodes["a"].router
+            assert router is not None
+            await router.drain()
+            assert router.rooms == []
+            assert router.draining
+            for client in (x, y):
+                assert not (await next_of(client, Reconnected)).resumed  # sessions not kept
+            await until(lambda: len(x.peers) == 1 and len(y.peers) == 1, "one room of two")
+            assert nodes.home("talk") == "b"
+            assert router.rooms == []
+            await x.send_app(y.peer_id, "after the drain")
+            assert (await next_of(y, AppMessage)).payload == "after the drain"
+            late = await SignalingClient.connect(nodes.url("a"), room="new")
+            try:
+                assert nodes.home("new") == "b"  # a mesh room too: a takes no room
+                assert router.rooms == []
+            finally:
+                await late.aclose()
+        finally:
+            for client in (x, y):
+                await client.aclose()
+
+
+async def test_a_draining_node_hands_back_a_room_placed_on_it() -> None:
+    """Node b still sees a's load from before a started to drain (a publishes its infinite
+    load with its next liveness refresh) and places a new media room on a: a hands the
+    connection back, and b places it elsewhere rather than on a again."""
+    config = ClusterConfig(media_room_load=0.0)
+    async with (
+        asyncio.timeout(TIMEOUT),
+        # a's liveness (and load) is refreshed every 10 s: b keeps seeing a's load of 0
+        cluster("ab", node_ttl=30.0, cluster_config=config, default_topology="sfu") as nodes,
+    ):
+        busy = [await SignalingClient.connect(nodes.url("b"), room="busy") for _ in range(5)]
+        try:
+            router = nodes.nodes["a"].router
+            assert router is not None
+            await router.drain()
+            placer = nodes.nodes["b"].router
+            assert placer is not None
+            assert (await placer.backplane.live_nodes())["a"] == 0.0
+            media = await SignalingClient.connect(nodes.url("b"), room="placed")
+            try:
+                assert nodes.home("placed") == "b"
+            finally:
+                await media.aclose()
+        finally:
+            for client in busy:
+                await client.aclose()

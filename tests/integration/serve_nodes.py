@@ -34,12 +34,13 @@ def write_serve_config(
     namespace: str = "w",
     node_ttl: float = 2,
     extra: str = "",
+    level: str = "warning",
 ) -> None:
-    """A TOML file for ``rtckit serve``: plain HTTP on 127.0.0.1:*port*, open auth, warnings
-    only, the ``[cluster]`` on *redis_url*; *extra* is appended (more tables)."""
+    """A TOML file for ``rtckit serve``: plain HTTP on 127.0.0.1:*port*, open auth, logs from
+    *level* up, the ``[cluster]`` on *redis_url*; *extra* is appended (more tables)."""
     path.write_text(
         f'[server]\nhost = "127.0.0.1"\nport = {port}\ninsecure = true\n'
-        '[auth]\nmode = "open"\n[logging]\nlevel = "warning"\n'
+        f'[auth]\nmode = "open"\n[logging]\nlevel = "{level}"\n'
         f'[cluster]\nredis_url = "{redis_url}"\nnamespace = "{namespace}"\n'
         f"node_ttl = {node_ttl}\n{extra}"
     )
@@ -89,6 +90,14 @@ class ServeNode:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(process.pid, signal.SIGKILL)
             await process.wait()
+
+    async def terminate(self) -> int:
+        """Send the node SIGTERM (by its PID) and return its exit status."""
+        process, self.process = self.process, None
+        assert process is not None, "not started"
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+        return await process.wait()
 
     def stderr(self) -> str:
         """What the node (every run of it) wrote to stderr."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import random
 import signal
@@ -139,6 +140,9 @@ async def test_live_nodes_loads_and_leaving(redis_server: RedisServer) -> None:
             await wait_for(lambda: "b" in a.known_nodes, 5, "a sees b")
             await asyncio.sleep(TTL)  # one heartbeat of b publishes its load
             assert await a.live_nodes() == {"a": 1.0, "b": 7.5}
+            b.set_load(math.inf)  # draining
+            await asyncio.sleep(TTL)
+            assert await a.live_nodes() == {"a": 1.0, "b": math.inf}
             left = asyncio.get_running_loop().time()
         # b left: a is told at once, not after the TTL
         await wait_for(lambda: got_a.down == ["b"], 1.0, "b reported down")

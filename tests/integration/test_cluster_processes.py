@@ -34,13 +34,24 @@ NAMESPACE = "k"
 
 @contextlib.asynccontextmanager
 async def _serve_node(
-    redis_server: RedisServer, tmp_path: Path, *, extra: str = "", node_ttl: float = 5
+    redis_server: RedisServer,
+    tmp_path: Path,
+    *,
+    extra: str = "",
+    node_ttl: float = 5,
+    level: str = "warning",
 ) -> AsyncIterator[ServeNode]:
     """``rtckit serve`` with ``[cluster]`` in a child process (node ``b``), killed on exit."""
     port = free_port()
     config = tmp_path / "b.toml"
     write_serve_config(
-        config, redis_server.url, port, namespace=NAMESPACE, node_ttl=node_ttl, extra=extra
+        config,
+        redis_server.url,
+        port,
+        namespace=NAMESPACE,
+        node_ttl=node_ttl,
+        extra=extra,
+        level=level,
     )
     node = ServeNode(config, port, tmp_path / "b.log")
     try:
@@ -196,3 +207,45 @@ async def test_10000_messages_across_a_restart_of_the_receivers_node(
         f"the receiver resumed {restart['resumed'] - restart['killed']:.2f} s after the kill, "
         f"{restart['before']} messages received before"
     )
+
+
+async def test_sigterm_drains_a_node_its_rooms_move_to_the_other(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """``rtckit serve`` (node b) homes a room and gets SIGTERM: it hands the room over and
+    exits 0; the room's clients (one through a load balancer that then sends it to a, one on
+    a) reconnect, join it again on a and talk."""
+    loop = asyncio.get_running_loop()
+    async with (
+        asyncio.timeout(60),
+        _node_a(redis_server, SignalingConfig(auth=OpenAuth())) as a,
+        _serve_node(redis_server, tmp_path, extra="drain_timeout = 5\n", level="info") as b,
+        TcpProxy("127.0.0.1", b.port) as balancer,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        mover = await stack.enter_async_context(
+            SignalingClient.connect(
+                f"ws://127.0.0.1:{balancer.port}/ws", room="calls", reconnect=FAST_RECONNECT
+            )
+        )
+        host = await stack.enter_async_context(
+            SignalingClient.connect(a.url, room="calls", reconnect=FAST_RECONNECT)
+        )
+        await next_of(mover, PeerJoined)
+        assert a.router.rooms == []  # homed on b
+
+        balancer.target = ("127.0.0.1", int(a.url.split(":")[2].split("/")[0]))
+        asked = loop.time()
+        status = await b.terminate()
+        stopped_after = loop.time() - asked
+        assert status == 0
+        assert '"drained"' in b.stderr()  # before it stopped: not a plain close
+        for client in (mover, host):
+            assert not (await next_of(client, Reconnected)).resumed  # sessions are not kept
+        async with asyncio.timeout(20):
+            while len(mover.peers) != 1 or len(host.peers) != 1:  # noqa: ASYNC110 - bounded
+                await asyncio.sleep(0.01)
+        assert a.router.rooms == ["calls"]
+        await mover.send_app(host.peer_id, "moved")
+        assert (await next_of(host, AppMessage)).payload == "moved"
+    print(f"SIGTERM: node b drained and exited after {stopped_after:.2f} s")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 
 from integration.serve_nodes import env, free_port, write_serve_config
 from rtckit.peer import SessionConfig
@@ -101,6 +102,31 @@ async def test_two_nodes_share_a_room_and_report_the_backplane(
         await redis_server.start()
         status, health = await _until_backplane(one, "up")
         assert (status, health["status"]) == (200, "ok")
+
+        assert await one.drain()  # SIGTERM's first step: the balancer must stop sending here
+        status, health = await _get(one.url("127.0.0.1") + "healthz")
+        assert (status, health["status"]) == (503, "draining")
+
+
+async def test_a_new_media_room_and_its_media_server_go_to_the_least_loaded_node(
+    redis_server: RedisServer,
+) -> None:
+    """Node one homes an SFU room (and runs its media server): a second SFU room joined
+    through one is placed on two, where its media server starts."""
+    sfu = RoomsSettings(default_topology="sfu")
+    async with (
+        asyncio.timeout(TIMEOUT),
+        _nodes(attrs.evolve(_config(redis_server.url), rooms=sfu), 2) as (one, two),
+        SignalingClient.connect(_ws(one), room="hall") as ada,
+    ):
+        await _next(ada, PeerJoined)  # the media server joined, on one
+        async with SignalingClient.connect(_ws(one), room="second") as bob:
+            await _next(bob, PeerJoined)
+            assert "rtckit-sfu" in bob.peers
+            _, first = await _get(one.url("127.0.0.1") + "healthz")
+            _, second = await _get(two.url("127.0.0.1") + "healthz")
+            assert (first["rooms"], first["peers"]) == (1, 1)
+            assert (second["rooms"], second["peers"]) == (1, 1)
 
 
 FAST = SessionConfig(heartbeat_interval=0.25, disconnected_after=1.0, restart_after=2.0)

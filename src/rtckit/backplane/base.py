@@ -100,7 +100,8 @@ class Backplane(Protocol):
 
     def set_load(self, load: float) -> None:
         """This node's load (any non-negative figure, e.g. peers served), published with its
-        liveness for placement (:meth:`live_nodes`)."""
+        liveness for placement (:meth:`live_nodes`). ``math.inf`` says that the node is
+        draining: other nodes place no room on it. Not NaN (a :exc:`ValueError`)."""
         ...
 
     async def live_nodes(self) -> dict[NodeId, float]:

@@ -308,7 +308,9 @@ class MemoryBackplane:
             asyncio.get_running_loop().call_soon(self._unreachable, node)
 
     def set_load(self, load: float) -> None:
-        """Publish this node's *load* with its next liveness refresh."""
+        """Publish this node's *load* with its next liveness refresh (``inf``: draining)."""
+        if not load >= 0:
+            raise ValueError(f"load must be a non-negative number or inf, not {load}")
         self.load = float(load)
 
     async def live_nodes(self) -> dict[NodeId, float]:

@@ -450,9 +450,9 @@ class RedisBackplane:
         self._wake.set()
 
     def set_load(self, load: float) -> None:
-        """Publish *load* with this node's next heartbeat."""
-        if not (math.isfinite(load) and load >= 0):
-            raise ValueError(f"load must be a finite non-negative number, not {load}")
+        """Publish *load* with this node's next heartbeat (``inf``: draining)."""
+        if not load >= 0:
+            raise ValueError(f"load must be a non-negative number or inf, not {load}")
         self._load = float(load)
 
     async def live_nodes(self) -> dict[NodeId, float]:

@@ -264,8 +264,17 @@ async def serve_until_signal(
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
+    received: list[signal.Signals] = []
+    draining: asyncio.Task[bool] | None = None
+
+    def on_signal(signum: signal.Signals) -> None:
+        received.append(signum)
+        stop.set()
+        if signum == signal.SIGINT and draining is not None:
+            draining.cancel()  # Ctrl-C stops at once, even while draining
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stop.set)
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with RtcKitServer(
             config, demo=demo, ca_certificate=ca, reuse_port=reuse_port
@@ -273,6 +282,11 @@ async def serve_until_signal(
             if banner is not None:
                 banner(server, out)
             await stop.wait()
+            if received[0] == signal.SIGTERM and config.cluster is not None:
+                # SIGTERM (a rolling restart): hand the rooms over to the other nodes first
+                print("Draining.", file=out, flush=True)
+                draining = loop.create_task(server.drain())
+                await asyncio.wait({draining})  # done, timed out or cancelled by Ctrl-C
             print("Stopping.", file=out, flush=True)
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):

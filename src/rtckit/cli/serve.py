@@ -73,7 +73,13 @@ def _serve_file(args: argparse.Namespace) -> int:
         _summary(config, sys.stdout)
         return 0
     if args.workers > 1:
-        return supervise(worker_command(args.config, args.loop), args.workers, sys.stdout)
+        cluster = config.cluster  # check_workers: --workers needs one
+        return supervise(
+            worker_command(args.config, args.loop),
+            args.workers,
+            sys.stdout,
+            drain_timeout=0.0 if cluster is None else cluster.drain_timeout,
+        )
     from rtckit.server.logs import configure_logging
 
     handler = configure_logging(config.logging.level, config.logging.format)

@@ -4,7 +4,9 @@ The kernel spreads new connections over the workers; the workers share rooms thr
 ``[cluster]`` backplane (Redis), so two browsers in one room may land on different workers.
 This process only supervises: it starts the workers (``rtckit serve --worker``), restarts one
 that dies (at most :data:`MAX_RESTARTS` per worker in :data:`RESTART_WINDOW` seconds, then it
-stops them all and fails), and forwards Ctrl-C and SIGTERM to them, which drain and exit. On
+stops them all and fails), and forwards Ctrl-C (SIGINT: the workers stop at once) and SIGTERM
+(they hand their rooms over to the other nodes first, within ``[cluster] drain_timeout``) to
+them. On
 Linux the workers also get SIGTERM when the supervisor itself dies (``kill -9``): none is
 left behind holding the port.
 """
@@ -36,7 +38,8 @@ __all__ = [
 #: A worker that dies more than this many times in :data:`RESTART_WINDOW` seconds stops all.
 MAX_RESTARTS = 5
 RESTART_WINDOW = 60.0
-#: Seconds a worker has to exit after SIGTERM before it is killed.
+#: Seconds a worker has to exit after SIGINT, or after SIGTERM and its drain timeout, before
+#: it is killed.
 STOP_TIMEOUT = 15.0
 _POLL = 0.2
 
@@ -59,13 +62,18 @@ def check_workers(config: ServeConfig, workers: int) -> None:
         )
 
 
-def supervise(command: Sequence[str], workers: int, out: TextIO) -> int:
-    """Run *workers* copies of *command* until SIGINT/SIGTERM; return the exit status."""
+def supervise(
+    command: Sequence[str], workers: int, out: TextIO, *, drain_timeout: float = 0.0
+) -> int:
+    """Run *workers* copies of *command* until SIGINT/SIGTERM, which it forwards to them (a
+    SIGTERM'ed worker may drain for *drain_timeout* seconds); return the exit status."""
     stopping = False
+    forward = signal.SIGTERM
 
-    def stop(_signum: int, _frame: object) -> None:
-        nonlocal stopping
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping, forward
         stopping = True
+        forward = signal.Signals(signum)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
     procs: list[subprocess.Popen[bytes]] = []
@@ -112,18 +120,21 @@ def supervise(command: Sequence[str], workers: int, out: TextIO) -> int:
                 )
                 procs[index] = start()
     finally:
-        _stop_all(procs)
+        grace = STOP_TIMEOUT + (drain_timeout if forward == signal.SIGTERM else 0.0)
+        _stop_all(procs, forward, grace)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     print("rtckit serve: stopped", file=out, flush=True)
     return status
 
 
-def _stop_all(procs: Sequence[subprocess.Popen[bytes]]) -> None:
+def _stop_all(
+    procs: Sequence[subprocess.Popen[bytes]], signum: signal.Signals, grace: float
+) -> None:
     for proc in procs:
         if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + STOP_TIMEOUT
+            proc.send_signal(signum)
+    deadline = time.monotonic() + grace
     for proc in procs:
         try:
             proc.wait(timeout=max(0.0, deadline - time.monotonic()))

@@ -407,23 +407,25 @@ class _State:
     async def healthz(self, _request: web.Request) -> web.Response:
         state = self.signaling.hub.state
         rooms = [room for room in state.rooms() if _people(state.peers(room))]
+        router = self.signaling.router
         closing = self.signaling.hub.closed
+        # a draining node is about to stop: a load balancer should send it no one new (503)
+        draining = router is not None and router.draining
         body: dict[str, Any] = {
-            "status": "closing" if closing else "ok",
+            "status": "closing" if closing else "draining" if draining else "ok",
             "rooms": len(rooms),
             "peers": sum(len(_people(state.peers(room))) for room in rooms),
             "connections": state.connection_count,
         }
-        router = self.signaling.router
         if router is not None:  # one node of a cluster: these figures are this node's
             up = router.backplane.up
             body["node"] = router.backplane.node_id
             body["pid"] = os.getpid()
             body["backplane"] = "up" if up else "down"
-            if not up and not closing:
+            if not up and not (closing or draining):
                 body["status"] = "degraded"  # local rooms still served: not a 503
         return web.json_response(
-            body, status=503 if closing else 200, headers={"Cache-Control": "no-store"}
+            body, status=503 if closing or draining else 200, headers={"Cache-Control": "no-store"}
         )
 
 
@@ -675,6 +677,26 @@ class RtcKitServer:
         if self.app is None:
             raise RuntimeError("the server is not started")
         return app_signaling(self.app)
+
+    async def drain(self) -> bool:
+        """Hand the rooms of this node over to the other nodes of its cluster
+        (:meth:`SignalingRouter.drain <rtckit.signaling.cluster.SignalingRouter.drain>`)
+        within ``[cluster] drain_timeout``; ``False`` without a cluster or if it took longer.
+        The server keeps serving until :meth:`aclose`."""
+        router = self.signaling.router
+        cluster = self.config.cluster
+        if router is None or cluster is None:
+            return False
+        timeout = cluster.drain_timeout
+        logger.info("draining: handing this node's rooms over")
+        try:
+            async with asyncio.timeout(timeout):
+                await router.drain()
+        except TimeoutError:
+            logger.warning("draining took more than %s s: stopping anyway", timeout)
+            return False
+        logger.info("drained")
+        return True
 
     async def aclose(self) -> None:
         """Stop serving; idempotent."""

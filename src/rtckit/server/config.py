@@ -57,6 +57,7 @@ Pure: reads text (or a file), returns objects or raises
     redis_url = "redis://127.0.0.1:6379/0"   # or redis_url_env = "RTCKIT_REDIS_URL"
     namespace = "rtckit"      # prefix of keys and channels; one per deployment
     node_ttl = 5              # seconds of silence after which a node counts as gone
+    drain_timeout = 10        # seconds SIGTERM gives the node to hand its rooms over
 """
 
 from __future__ import annotations
@@ -181,6 +182,9 @@ class ClusterSettings:
     redis_url: str = attrs.field(repr=False)  # may hold a password
     namespace: str = "rtckit"
     node_ttl: float = 5.0
+    #: Seconds ``rtckit serve`` spends on SIGTERM handing the node's rooms over to the other
+    #: nodes (:meth:`~rtckit.signaling.cluster.SignalingRouter.drain`) before it closes.
+    drain_timeout: float = 10.0
 
 
 @attrs.frozen(kw_only=True)
@@ -472,6 +476,7 @@ def parse_config(
         redis_url = t.secret("redis_url")
         namespace = t.string("namespace", "rtckit") or ""
         node_ttl = t.number("node_ttl", 5.0, low=1.0)
+        drain_timeout = t.number("drain_timeout", 10.0, low=0.0)
         t.done()
         if redis_url is None:
             raise ConfigurationError(f"{source}: [cluster] redis_url (or redis_url_env): missing")
@@ -483,7 +488,12 @@ def parse_config(
             raise ConfigurationError(
                 f"{source}: [cluster] namespace: letters, digits, '-', '_' and '.' only"
             )
-        cluster = ClusterSettings(redis_url=redis_url, namespace=namespace, node_ttl=node_ttl)
+        cluster = ClusterSettings(
+            redis_url=redis_url,
+            namespace=namespace,
+            node_ttl=node_ttl,
+            drain_timeout=drain_timeout,
+        )
 
     return ServeConfig(
         server=server,

@@ -27,6 +27,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import math
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
@@ -39,6 +40,7 @@ from rtckit.errors import (
     ConnectionClosedError,
     ProtocolError,
     RemoteProtocolError,
+    TopologyError,
 )
 from rtckit.signaling.config import SignalingConfig
 from rtckit.signaling.hub import ServerConnection, SignalingHub
@@ -58,6 +60,8 @@ _NO_CONN = 0
 #: Hand-backs in a row after which a join is answered ``unavailable`` (the room's lease moves
 #: between nodes faster than the connection follows).
 _MAX_HANDBACKS = 3
+#: The topologies whose rooms are placed on the least-loaded node (they run a media server).
+_MEDIA = frozenset({"sfu", "mcu"})
 
 
 def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
@@ -78,6 +82,12 @@ class ClusterConfig:
     #: Frames a client may send while its room's home is being resolved; more closes the
     #: connection (1008).
     max_held_frames: int = attrs.field(default=32, validator=attrs.validators.ge(1))
+    #: Seconds to wait for the backplane's list of live nodes when placing a new media room;
+    #: then the room is taken on the node that received its first ``join``.
+    placement_timeout: float = attrs.field(default=1.0, validator=_positive)
+    #: What a media room (SFU, MCU) homed on a node adds to the load it publishes for
+    #: placement, in connections (each connection served counts 1).
+    media_room_load: float = attrs.field(default=10.0, validator=attrs.validators.ge(0.0))
 
 
 def room_key(room: str) -> str:
@@ -95,6 +105,7 @@ class _Link:
     """
 
     __slots__ = (
+        "avoid",
         "conn",
         "connection",
         "edge",
@@ -127,6 +138,7 @@ class _Link:
         self.watch = True
         self.held: list[str | bytes] | None = None
         self.handbacks = 0
+        self.avoid: frozenset[NodeId] = frozenset()  # nodes that handed it back
         self.trusted = trusted
         self.transport_pings = transport_pings
         self.tokens = 0.0  # the edge's rate limit on forwarded frames (see _forward)
@@ -184,6 +196,10 @@ class SignalingRouter:
         self._refused: set[NodeId] = set()  # nodes whose payloads had another version
         self._closed = False
         self._left = False  # the backplane was closed: nothing more is posted
+        self._draining = False
+        # (until when, node): media rooms this node placed on another node lately, counted
+        # on that node's load in this node's view until it has published its own
+        self._placed: list[tuple[float, NodeId]] = []
 
     # --- what transports use (the hub's interface) --------------------------------------------
 
@@ -271,6 +287,26 @@ class SignalingRouter:
             self._renewer = asyncio.get_running_loop().create_task(
                 self._renew_loop(), name="rtckit-router-leases"
             )
+
+    @property
+    def draining(self) -> bool:
+        """Whether :meth:`drain` was called: this node takes no more rooms."""
+        return self._draining
+
+    async def drain(self) -> None:
+        """Stop taking rooms and hand the rooms homed here over to the other nodes, before
+        this node stops (``rtckit serve`` does it on SIGTERM).
+
+        This node publishes an infinite load (the other nodes place no room here), places
+        every room its clients join on another live node (or, if it is the last one, keeps
+        them), and hands every room it homes over: its lease is released and its connections
+        close with 1001; their clients reconnect and join the room on its new home. The
+        node keeps serving what its clients send until :meth:`aclose`.
+        """
+        self._draining = True
+        self._publish_load()
+        for room in list(self._rooms):
+            await self._hand_over(room)
 
     async def aclose(self) -> None:
         """Close the client connections served elsewhere (1001), the hub (which closes the
@@ -361,7 +397,7 @@ class SignalingRouter:
             self._unavailable(link)
             return
         link.held = []
-        self._spawn(self._resolve(link, room, data))
+        self._spawn(self._route(link, room, message, data))
 
     def _room_of(self, data: str | bytes) -> tuple[str, Join | Resume] | None:
         """The room a ``join`` or ``resume`` frame names (``None`` for any other frame, or
@@ -416,6 +452,92 @@ class SignalingRouter:
         for frame in held:
             if self._alive(link):
                 self._frame(link, frame)
+
+    async def _route(
+        self, link: _Link, room: str, message: Join | Resume, data: str | bytes
+    ) -> None:
+        """Find the home of *room* for *link*'s ``join`` or ``resume`` (*data*): the node
+        placement picks for a new room (:meth:`_place`), else as :meth:`_resolve` finds it."""
+        node = await self._place(link, room, message)
+        if node is None:
+            await self._resolve(link, room, data)
+            self._publish_load()  # a room taken here counts at once in the published load
+            return
+        held, link.held = link.held or [], None
+        if not self._alive(link) or not self.hub.state.greeted(link.conn):
+            return
+        self._send_away(link, node, data)
+        for frame in held:
+            if self._alive(link):
+                self._frame(link, frame)
+
+    async def _place(self, link: _Link, room: str, message: Join | Resume) -> NodeId | None:
+        """The node to hand *link* to, on its way to *room*, before any lease is taken; or
+        ``None``: resolve the room here (:meth:`_resolve`).
+
+        A media room (SFU, MCU: it runs a media server) that no node holds goes to the
+        least-loaded live node; a mesh room stays where its first ``join`` arrives, so that
+        its peers, often on one node behind a load balancer with affinity, cross no
+        backplane. A draining node places every room elsewhere, and hands back every
+        connection another node handed it for a room it does not home. If the backplane's
+        answer fails or is late, the room is resolved here.
+        """
+        if link.edge is not None:  # handed over to this node: it was placed here
+            return link.edge if self._draining else None  # (handed back to its edge)
+        if not self._draining:
+            if not isinstance(message, Join):
+                return None  # a session is resumed where it lives; a new one joins anew
+            try:
+                if self.config.topology_for(room, message.metadata) not in _MEDIA:
+                    return None
+            except TopologyError:
+                return None  # the hub refuses the join
+        try:
+            async with asyncio.timeout(self.cluster.placement_timeout):
+                lease = await self.backplane.holder(room_key(room))
+                if lease is not None:
+                    return None if lease.node == self.node_id else lease.node
+                loads = await self.backplane.live_nodes()
+        except (BackplaneError, TimeoutError):
+            return None
+        return self._least_loaded(loads, link.avoid)
+
+    def _least_loaded(self, loads: dict[NodeId, float], avoid: frozenset[NodeId]) -> NodeId | None:
+        """The live node with the least load in *loads* (ties: this node, then the first
+        id), *avoid* and draining nodes (an infinite load) left out; ``None`` for this node
+        or none. This node's own load is taken now, and a room placed on another node counts
+        on its load here until that node has published it (one lease TTL), so that rooms
+        created in a row spread over idle nodes."""
+        now = asyncio.get_running_loop().time()
+        self._placed = placed = [(until, node) for until, node in self._placed if until > now]
+        # this node's own load leaves out the connection being placed (open here for now)
+        view = {**loads, self.node_id: self._load() - 1.0}
+        for _until, node in placed:
+            if node in view:
+                view[node] += self.cluster.media_room_load + 1.0
+        ranked = sorted(
+            (load, node != self.node_id, node)
+            for node, load in view.items()
+            if node not in avoid and math.isfinite(load)
+        )
+        if not ranked or ranked[0][2] == self.node_id:
+            return None
+        node = ranked[0][2]
+        placed.append((now + self.cluster.lease_ttl, node))
+        return node
+
+    def _load(self) -> float:
+        """This node's load for placement: its connections, plus
+        :attr:`ClusterConfig.media_room_load` per media room homed here; infinite while it
+        drains."""
+        if self._draining:
+            return math.inf
+        state = self.hub.state
+        media = sum(1 for room in self._rooms if state.room_topology(room) in _MEDIA)
+        return state.connection_count + media * self.cluster.media_room_load
+
+    def _publish_load(self) -> None:
+        self.backplane.set_load(self._load())
 
     def _alive(self, link: _Link) -> bool:
         if link.edge is None:
@@ -501,6 +623,7 @@ class SignalingRouter:
             link.connection.close(*decode_close(data))
         else:  # HANDBACK: serve it here again and route the frame afresh
             link.home = None
+            link.avoid |= {home}  # not placed there again (it may be draining)
             link.watch = True
             link.handbacks += 1
             try:
@@ -610,7 +733,7 @@ class SignalingRouter:
             self._fence(ttl / 2)
 
     async def _renew_all(self, ttl: float) -> None:
-        self.backplane.set_load(self.hub.state.connection_count)
+        self._publish_load()
         state = self.hub.state
         loop = asyncio.get_running_loop()
         for room, lease in list(self._rooms.items()):
@@ -646,6 +769,18 @@ class SignalingRouter:
                 room,
             )
             self.hub.evict_room(room, CloseCode.GOING_AWAY, "the room's lease lapses")
+
+    async def _hand_over(self, room: str) -> None:
+        """Give *room* up so that another node takes it: release its lease
+        (compare-and-delete), then close its connections with 1001, after which clients
+        reconnect (their ``join`` or ``resume`` finds the lease free, and placement skips
+        this draining node)."""
+        lease = self._rooms.pop(room, None)
+        if lease is None:
+            return
+        self._held_until.pop(room, None)
+        await self._release(lease)
+        self.hub.evict_room(room, CloseCode.GOING_AWAY, "the node is draining")
 
     async def _release(self, lease: Lease) -> None:
         with contextlib.suppress(BackplaneError):

@@ -144,6 +144,20 @@ class SignalingConfig:
     #: browsers and are always allowed.
     allowed_origins: tuple[str, ...] = attrs.field(default=(), converter=_strings)
 
+    def topology_for(self, room: str, metadata: Mapping[str, Any] | None = None) -> str:
+        """The topology *room* has, or would have if a ``join`` with *metadata* created it: a
+        declared room's, else :attr:`choose_topology`'s choice, else :attr:`default_topology`.
+
+        Raises :class:`~rtckit.errors.TopologyError` when :attr:`choose_topology` refuses the
+        room.
+        """
+        for declared in self.rooms:
+            if declared.name == room:
+                return declared.topology
+        if self.choose_topology is not None:
+            return self.choose_topology(room, metadata)
+        return self.default_topology
+
     def __attrs_post_init__(self) -> None:
         names = [room.name for room in self.rooms]
         if len(set(names)) != len(names):

@@ -750,13 +750,11 @@ class SignalingState:
             if not self.config.create_rooms:
                 self._error(state, ErrorCode.UNKNOWN_ROOM, "no such room", None, out)
                 return
-            topology = self.config.default_topology
-            if self.config.choose_topology is not None:
-                try:
-                    topology = self.config.choose_topology(message.room, message.metadata)
-                except TopologyError as exc:
-                    self._error(state, ErrorCode.UNKNOWN_ROOM, str(exc), None, out)
-                    return
+            try:
+                topology = self.config.topology_for(message.room, message.metadata)
+            except TopologyError as exc:
+                self._error(state, ErrorCode.UNKNOWN_ROOM, str(exc), None, out)
+                return
             room_config = RoomConfig(
                 name=message.room,
                 topology=topology,
