@@ -9,7 +9,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -75,14 +75,28 @@ def _pids(folder: Path, suffix: str) -> set[int]:
     return {int(p.stem) for p in folder.glob(f"*.{suffix}")}
 
 
-def test_supervisor_restarts_a_dead_worker_and_stops_all_on_sigterm(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _supervisor(folder: Path) -> Iterator[subprocess.Popen[str]]:
+    """A supervisor of two :data:`WORKER` processes noting themselves in *folder* (killed
+    on exit if still running). It has a session of its own: the workers get signals from it
+    alone, as from a service manager."""
     supervisor = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISOR, "2", WORKER.format(folder=str(tmp_path))],
+        [sys.executable, "-c", SUPERVISOR, "2", WORKER.format(folder=str(folder))],
         env=_env(),
         stdout=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     try:
+        yield supervisor
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait()
+
+
+def test_supervisor_restarts_a_dead_worker_and_stops_all_on_sigterm(tmp_path: Path) -> None:
+    with _supervisor(tmp_path) as supervisor:
         _wait_for(lambda: len(_pids(tmp_path, "up")) == 2)
         first = _pids(tmp_path, "up")
         victim = min(first)
@@ -90,10 +104,6 @@ def test_supervisor_restarts_a_dead_worker_and_stops_all_on_sigterm(tmp_path: Pa
         _wait_for(lambda: len(_pids(tmp_path, "up")) == 3)
         supervisor.send_signal(signal.SIGTERM)
         out, _ = supervisor.communicate(timeout=30)
-    finally:
-        if supervisor.poll() is None:
-            supervisor.kill()
-            supervisor.wait()
     assert supervisor.returncode == 0
     assert "2 workers" in out
     assert out.rstrip().endswith("rtckit serve: stopped")
@@ -104,21 +114,10 @@ def test_supervisor_restarts_a_dead_worker_and_stops_all_on_sigterm(tmp_path: Pa
 
 def test_sigint_reaches_the_workers_as_sigint(tmp_path: Path) -> None:
     """Ctrl-C stops the workers at once: they get SIGINT, not the SIGTERM that drains."""
-    supervisor = subprocess.Popen(
-        [sys.executable, "-c", SUPERVISOR, "2", WORKER.format(folder=str(tmp_path))],
-        env=_env(),
-        stdout=subprocess.PIPE,
-        text=True,
-        start_new_session=True,  # the workers get the signal from the supervisor alone
-    )
-    try:
+    with _supervisor(tmp_path) as supervisor:
         _wait_for(lambda: len(_pids(tmp_path, "up")) == 2)
         supervisor.send_signal(signal.SIGINT)
         supervisor.communicate(timeout=30)
-    finally:
-        if supervisor.poll() is None:
-            supervisor.kill()
-            supervisor.wait()
     assert supervisor.returncode == 0
     assert _pids(tmp_path, "down") == _pids(tmp_path, "up")
     assert {p.read_text() for p in tmp_path.glob("*.down")} == {"SIGINT"}
