@@ -242,3 +242,25 @@ async def test_one_node_cut_off(pair: Pair) -> None:
     a.post("b", b"back")
     await until(lambda: rb.messages == [("a", b"back")])
     assert ra.down == []
+
+
+async def test_an_outage_that_ends_empty(pair: Pair) -> None:
+    """As a redis-server restarted without persistence: leases, epochs and liveness are
+    gone; a node still cut off is reported down, and is live again once it returns."""
+    broker, a, b = pair
+    ra, rb = await started(pair)
+    await a.acquire("room:x", 5)
+    broker.set_up(False)
+    broker.set_up(False, node="a")
+    broker.set_up(True, empty=True)
+    await until(lambda: rb.states == [False, True])
+    assert broker.leases() == []
+    assert await b.holder("room:x") is None
+    assert await b.live_nodes() == {"b": 0.0}
+    await until(lambda: rb.down == ["a"])
+    taken = await b.acquire("room:x", 5)
+    assert (taken.node, taken.epoch) == ("b", 1)  # the epochs were lost too
+    assert ra.states == [False]
+    broker.set_up(True, node="a")
+    await until(lambda: ra.states == [False, True])
+    assert set(await b.live_nodes()) == {"a", "b"}

@@ -784,3 +784,32 @@ async def test_a_draining_node_hands_back_a_room_placed_on_it() -> None:
         finally:
             for client in busy:
                 await client.aclose()
+
+
+async def test_after_an_empty_restart_an_edge_back_first_leaves_the_room_to_its_home() -> None:
+    """The backplane restarts empty (a redis-server without persistence) and node b (an edge)
+    reconnects before node a (the room's home): the resume of b's client waits for the
+    comeback grace, a retakes the room meanwhile, and the session is kept."""
+    config = ClusterConfig(lease_ttl=3.0, comeback_grace=1.0)
+    async with asyncio.timeout(TIMEOUT), cluster(cluster_config=config) as nodes:
+        x = await SignalingClient.connect(nodes.url("a"), room="r", reconnect=FAST_RECONNECT)
+        y = await SignalingClient.connect(nodes.url("b"), room="r", reconnect=FAST_RECONNECT)
+        try:
+            await next_of(x, PeerJoined)
+            assert nodes.home("r") == "a"
+            broker = nodes.broker
+            broker.set_up(False)
+            broker.set_up(False, node="a")  # a will come back later than b
+            await next_of(y, Disconnected)
+            await asyncio.sleep(0.2)
+            broker.set_up(True, empty=True)  # restarted with nothing: no lease, no node
+            assert broker.leases() == []
+            await asyncio.sleep(0.3)  # b is back alone: y's resume reaches it
+            broker.set_up(True, node="a")
+            assert (await next_of(y, Reconnected)).resumed
+            assert nodes.home("r") == "a"
+            await y.send_app(x.peer_id, "kept")
+            assert (await next_of(x, AppMessage)).payload == "kept"
+        finally:
+            for client in (x, y):
+                await client.aclose()

@@ -27,7 +27,9 @@ others get ``on_node_down`` once its liveness lapses, after ``node_ttl``);
 :meth:`MemoryBroker.set_up` switches the whole backplane off and on (an outage: every node gets
 ``on_state(False)``, posts are refused with ``on_unreachable``, lease calls raise
 :class:`~rtckit.errors.BackplaneError`), or one node's access to it (that node alone is cut
-off; the others see its liveness lapse, and its leases expire).
+off; the others see its liveness lapse, and its leases expire); ``set_up(True, empty=True)``
+ends an outage as a redis-server restarted without persistence does, with nothing kept
+(nodes cut off alone meanwhile come back later, each with its own ``set_up(True, node=...)``).
 """
 
 from __future__ import annotations
@@ -85,13 +87,16 @@ class MemoryBroker:
         """Whether the backplane is reachable (see :meth:`set_up`)."""
         return self._up
 
-    def set_up(self, up: bool, *, node: NodeId | None = None) -> None:
+    def set_up(self, up: bool, *, node: NodeId | None = None, empty: bool = False) -> None:
         """Start (``False``) or end (``True``) an outage of the whole backplane, or with
         *node* of that node's access to it alone.
 
         Every node concerned gets ``on_state(up)`` (from its own task). When an outage ends,
         every node it ends for refreshes its liveness before any looks at the others', so an
-        outage shorter than ``node_ttl`` reports no node down.
+        outage shorter than ``node_ttl`` reports no node down. *empty*, when an outage of the
+        whole backplane ends: the backplane comes back having lost the liveness records,
+        leases and epochs it kept (a redis-server restarted without persistence); the nodes
+        still cut off are reported down to the others.
         """
         if node is not None:
             if up == (node not in self._cut):
@@ -110,6 +115,10 @@ class MemoryBroker:
         if up == self._up:
             return
         self._up = up
+        if up and empty:
+            self._alive.clear()
+            self._leases.clear()
+            self._epochs.clear()
         if up:
             now = _now()
             for name, backplane in self._nodes.items():

@@ -88,6 +88,14 @@ class ClusterConfig:
     #: What a media room (SFU, MCU) homed on a node adds to the load it publishes for
     #: placement, in connections (each connection served counts 1).
     media_room_load: float = attrs.field(default=10.0, validator=attrs.validators.ge(0.0))
+    #: Seconds after the backplane comes back (it may have restarted empty) during which this
+    #: node takes no lease for a room that no node holds: the ``join`` or ``resume`` waits,
+    #: so that the room's home, if it comes back within that time, retakes the room first
+    #: and its sessions are kept (0: no wait). One lease renewal interval by default.
+    comeback_grace: float = attrs.field(
+        default=attrs.Factory(lambda self: self.lease_ttl / 3, takes_self=True),
+        validator=attrs.validators.ge(0.0),
+    )
 
 
 def room_key(room: str) -> str:
@@ -197,6 +205,7 @@ class SignalingRouter:
         self._closed = False
         self._left = False  # the backplane was closed: nothing more is posted
         self._draining = False
+        self._grace_until = 0.0  # loop time: see ClusterConfig.comeback_grace
         # (until when, node): media rooms this node placed on another node lately, counted
         # on that node's load in this node's view until it has published its own
         self._placed: list[tuple[float, NodeId]] = []
@@ -458,6 +467,7 @@ class SignalingRouter:
     ) -> None:
         """Find the home of *room* for *link*'s ``join`` or ``resume`` (*data*): the node
         placement picks for a new room (:meth:`_place`), else as :meth:`_resolve` finds it."""
+        await self._wait_for_homes(room)
         node = await self._place(link, room, message)
         if node is None:
             await self._resolve(link, room, data)
@@ -470,6 +480,21 @@ class SignalingRouter:
         for frame in held:
             if self._alive(link):
                 self._frame(link, frame)
+
+    async def _wait_for_homes(self, room: str) -> None:
+        """Just after the backplane came back (:attr:`ClusterConfig.comeback_grace`), let
+        a *room* that no node holds wait for the end of the grace: its home, if it comes
+        back meanwhile, retakes it (the frames of the waiting connection are held)."""
+        loop = asyncio.get_running_loop()
+        if self._grace_until <= loop.time():
+            return
+        try:
+            async with asyncio.timeout(self.cluster.resolve_timeout):
+                if await self.backplane.holder(room_key(room)) is not None:
+                    return  # its home is back: no need to wait
+        except (BackplaneError, TimeoutError):
+            pass
+        await asyncio.sleep(max(0.0, self._grace_until - loop.time()))
 
     async def _place(self, link: _Link, room: str, message: Join | Resume) -> NodeId | None:
         """The node to hand *link* to, on its way to *room*, before any lease is taken; or
@@ -686,6 +711,7 @@ class SignalingRouter:
                 self._forget_node(node)
         else:
             logger.info("signaling backplane up again: taking this node's rooms' leases again")
+            self._grace_until = asyncio.get_running_loop().time() + self.cluster.comeback_grace
             self._spawn(self._reacquire())
 
     def _forget_node(self, node: NodeId) -> None:
