@@ -15,7 +15,9 @@ ping, errors, the rate limit), and the router decodes them to find ``join`` and 
 those it resolves the room's home: this node (it holds the lease, or takes it when free), where
 the frame is fed as on one node; or another node, to which the edge hands the connection over
 (:class:`~rtckit.signaling.relay_wire.Kind` ``OPEN``) and forwards every later frame undecoded.
-The home serves it as a :class:`RemoteConnection` whose sends and closes travel back.
+The home serves it as a :class:`RemoteConnection` whose sends and closes travel back. A new
+media room (SFU, MCU) is first placed on the least-loaded live node, and a draining node
+(:meth:`SignalingRouter.drain`) places every room elsewhere.
 
 A connection joined on its own edge costs one dictionary look-up more per frame than without a
 router; a server without a backplane has no router at all.
