@@ -215,6 +215,7 @@ async def test_workers_share_the_port_and_the_rooms(
     assert supervisor.returncode == 0, err
     assert b"2 workers" in out
     assert b"rtckit serve: stopped" in out
+    assert out.count(b"Draining.") == 2  # SIGTERM reached both workers: they drained
     assert b"Traceback" not in err
 
 
