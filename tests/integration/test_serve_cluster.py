@@ -30,7 +30,7 @@ from rtckit.server.config import (
     ServeConfig,
     ServerSettings,
 )
-from rtckit.signaling import SignalingClient
+from rtckit.signaling import Reconnected, ReconnectPolicy, SignalingClient
 from rtckit.signaling.protocol import AppMessage, PeerJoined
 from rtckit.testing.redisserver import RedisServer
 from rtckit.topology import TrackPublished, join_room
@@ -129,6 +129,7 @@ async def test_a_new_media_room_and_its_media_server_go_to_the_least_loaded_node
             assert (second["rooms"], second["peers"]) == (1, 1)
 
 
+FAST_RECONNECT = ReconnectPolicy(initial_delay=0.01, max_delay=0.2)
 FAST = SessionConfig(heartbeat_interval=0.25, disconnected_after=1.0, restart_after=2.0)
 
 
@@ -158,6 +159,30 @@ async def test_an_sfu_room_runs_on_its_home_and_forwards_to_another_node(
             assert (home["rooms"], home["peers"]) == (1, 2)  # the room lives on one
             assert (edge["rooms"], edge["peers"]) == (0, 0)
             assert "rtckit-sfu" in bob_signaling.peers
+
+
+async def test_a_draining_node_hands_its_sfu_room_and_media_server_over(
+    redis_server: RedisServer,
+) -> None:
+    """Node one homes an SFU room and drains: the room's media server stops there and starts
+    on two, where the room's participant (connected to one) joins it again."""
+    async with (
+        asyncio.timeout(TIMEOUT),
+        _nodes(_config(redis_server.url), 2) as (one, two),
+        SignalingClient.connect(_ws(one), room="hall", reconnect=FAST_RECONNECT) as ada,
+    ):
+        await _next(ada, PeerJoined)  # the media server joined, on one
+        assert await one.drain()
+        assert not (await _next(ada, Reconnected)).resumed
+        for _ in range(400):  # 20 s: the media server joins the room on its new home
+            if "rtckit-sfu" in ada.peers:
+                break
+            await asyncio.sleep(0.05)
+        assert "rtckit-sfu" in ada.peers
+        _, first = await _get(one.url("127.0.0.1") + "healthz")
+        _, second = await _get(two.url("127.0.0.1") + "healthz")
+        assert (first["status"], first["rooms"]) == ("draining", 0)
+        assert (second["rooms"], second["peers"]) == (1, 1)
 
 
 async def _until_backplane(server: RtcKitServer, state: str) -> tuple[int, Any]:
