@@ -196,3 +196,75 @@ async def test_10000_messages_across_a_restart_of_the_receivers_node(
         f"the receiver resumed {restart['resumed'] - restart['killed']:.2f} s after the kill, "
         f"{restart['before']} messages received before"
     )
+
+
+async def test_kill_9_of_a_rooms_home_its_sessions_resume_on_the_other(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The room lives on b (its first peer joined there); sender and receiver are on a. b is
+    killed (SIGKILL) in the middle of 5,000 messages: a takes the room over from its journal
+    in Redis once b's lease lapses, both clients resume there, and the receiver gets every
+    message once, in order."""
+    total, kill_at = 5_000, 1_500
+    config = SignalingConfig(
+        auth=OpenAuth(),
+        max_messages_per_second=1e6,
+        burst=1_000_000,
+        max_pending=2 * total,
+    )
+    limits = "[limits]\nmessages_per_second = 100000\n"
+    loop = asyncio.get_running_loop()
+    async with (
+        asyncio.timeout(90),
+        _node_a(redis_server, config) as a,
+        _serve_node(redis_server, tmp_path, extra=limits) as b,
+        SignalingClient.connect(b.url, room="homed", reconnect=ReconnectPolicy(enabled=False)),
+        SignalingClient.connect(a.url, room="homed", reconnect=FAST_RECONNECT) as sender,
+        SignalingClient.connect(a.url, room="homed", reconnect=FAST_RECONNECT) as receiver,
+    ):
+        assert a.router.rooms == []  # homed on b
+        got: list[Any] = []
+        resumed: list[bool] = []
+        errors: list[Error] = []
+        times: dict[str, float] = {}
+
+        async def send() -> None:
+            for i in range(total):
+                await sender.send_app(receiver.peer_id, i)
+                if i == kill_at:
+                    await b.kill()
+                    times["killed"] = loop.time()
+                if i % 50 == 0:
+                    await asyncio.sleep(0.005)
+
+        async def receive() -> None:
+            while len(got) < total:
+                event = await receiver.next_event()
+                if isinstance(event, AppMessage):
+                    got.append(event.payload)
+                elif isinstance(event, Reconnected):
+                    resumed.append(event.resumed)
+                    times["resumed"] = loop.time()
+                elif isinstance(event, Error):
+                    errors.append(event)
+
+        async def watch_sender() -> None:
+            while True:
+                event = await sender.next_event()
+                if isinstance(event, Error):
+                    errors.append(event)
+                elif isinstance(event, Reconnected):
+                    resumed.append(event.resumed)
+
+        watcher = loop.create_task(watch_sender())
+        try:
+            await asyncio.gather(send(), receive())
+        finally:
+            watcher.cancel()
+        assert errors == []
+        assert resumed == [True, True]
+        assert got == list(range(total))  # none lost, none twice, in order
+        assert a.router.rooms == ["homed"]
+        took = times["resumed"] - times["killed"]
+        assert took < 20  # b's node TTL (5 s) and lease TTL (10 s) at most, and a poll
+    print(f"home killed: the receiver resumed on a {took:.2f} s after the kill")

@@ -42,12 +42,14 @@ from rtckit.errors import (
 )
 from rtckit.signaling.config import SignalingConfig
 from rtckit.signaling.hub import ServerConnection, SignalingHub
+from rtckit.signaling.journal_writer import JournalWriter
 from rtckit.signaling.protocol import CloseCode, ErrorCode, Join, Resume, decode_frame
 from rtckit.signaling.relay_wire import Kind, decode_close, encode_close, pack, unpack
 from rtckit.signaling.state import resume_token_room
 
 if TYPE_CHECKING:
     from rtckit.backplane.base import Backplane, Lease, NodeId
+    from rtckit.signaling.journal import JournalStore
 
 __all__ = ["ClusterConfig", "RemoteConnection", "SignalingRouter", "room_key"]
 
@@ -78,6 +80,16 @@ class ClusterConfig:
     #: Frames a client may send while its room's home is being resolved; more closes the
     #: connection (1008).
     max_held_frames: int = attrs.field(default=32, validator=attrs.validators.ge(1))
+    #: Keep each room's sessions in the backplane's journal, so that another node takes the
+    #: room over with them when its home dies or leaves (clients resume there without losing
+    #: a message). Off: a room's sessions die with its home (its clients join again).
+    durable_sessions: bool = True
+    #: Seconds a journal write may take before the outputs waiting for it go out anyway
+    #: (the room keeps working; its journal is rewritten whole later).
+    journal_timeout: float = attrs.field(default=1.0, validator=_positive)
+    #: Seconds a room's journal outlives its home's last refresh (a home refreshes it with
+    #: the lease): the time its sessions can wait for another node to take the room.
+    journal_ttl: float = attrs.field(default=60.0, validator=_positive)
 
 
 def room_key(room: str) -> str:
@@ -182,6 +194,10 @@ class SignalingRouter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._refused: set[NodeId] = set()  # nodes whose payloads had another version
+        self._journal: JournalStore | None = None
+        self._writer: JournalWriter | None = None
+        self._adopting: dict[str, asyncio.Task[None]] = {}  # rooms being restored here
+        self._down: dict[NodeId, float] = {}  # nodes reported down (loop time)
         self._closed = False
         self._left = False  # the backplane was closed: nothing more is posted
 
@@ -268,6 +284,18 @@ class SignalingRouter:
         await self.hub.start()
         if self._renewer is None:
             await self.backplane.start(self)
+            if self.cluster.durable_sessions and self._writer is None:
+                self._journal = self.backplane.journal(self.cluster.journal_ttl)
+                self.hub.state.journal = True
+                self._writer = JournalWriter(
+                    self.hub,
+                    self._journal,
+                    lease_of=self._rooms.get,
+                    available=lambda: self.backplane.up,
+                    on_fenced=self._fenced,
+                    timeout=self.cluster.journal_timeout,
+                )
+                self._writer.start()
             self._renewer = asyncio.get_running_loop().create_task(
                 self._renew_loop(), name="rtckit-router-leases"
             )
@@ -283,8 +311,14 @@ class SignalingRouter:
                 self._links.pop(link.key, None)
                 self._post(link.home, Kind.LOST, link.key)
                 link.connection.close(CloseCode.GOING_AWAY, "server shutting down")
+        if self._writer is not None:  # what waits for the journal goes out first
+            await self._writer.aclose()
         await self.hub.aclose()
-        tasks = [*self._tasks, *([self._renewer] if self._renewer else [])]
+        tasks = [
+            *self._adopting.values(),
+            *self._tasks,
+            *([self._renewer] if self._renewer else []),
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -344,7 +378,11 @@ class SignalingRouter:
                 held.append(data)
             return
         found = self._room_of(data)
-        if found is None or found[0] in self._rooms or not self.hub.state.greeted(link.conn):
+        if (
+            found is None
+            or (found[0] in self._rooms and found[0] not in self._adopting)
+            or not self.hub.state.greeted(link.conn)
+        ):
             self._serve(link, data)  # the hub answers a join before hello
             return
         room, message = found
@@ -389,10 +427,19 @@ class SignalingRouter:
             link.handbacks = 0
 
     async def _resolve(self, link: _Link, room: str, data: str | bytes) -> None:
-        asked = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
         try:
-            async with asyncio.timeout(self.cluster.resolve_timeout):
-                lease = await self.backplane.acquire(room_key(room), self.cluster.lease_ttl)
+            async with asyncio.timeout(self.cluster.resolve_timeout + self.cluster.lease_ttl):
+                lease = await self._acquire_live(room)
+                if lease.node == self.node_id:
+                    if self._rooms.setdefault(room, lease) == lease and room not in self._adopting:
+                        self._held(room, asked)
+                        if self._journal is not None and not self.hub.state.peers(room):
+                            self._adopt(room, lease)
+                    adopting = self._adopting.get(room)
+                    if adopting is not None:
+                        await asyncio.shield(adopting)
         except (BackplaneError, TimeoutError):
             lease = None
         held, link.held = link.held or [], None
@@ -404,8 +451,6 @@ class SignalingRouter:
         if lease is None:
             self._unavailable(link)
         elif lease.node == self.node_id:
-            if self._rooms.setdefault(room, lease) == lease:
-                self._held(room, asked)
             self._serve(link, data)
             if not self.hub.state.peers(room) and self._rooms.get(room) == lease:
                 del self._rooms[room]  # the join was refused: give the room up at once
@@ -416,6 +461,101 @@ class SignalingRouter:
         for frame in held:
             if self._alive(link):
                 self._frame(link, frame)
+
+    async def _acquire_live(self, room: str) -> Lease:
+        """Take *room*'s lease, or return its holder's; a holder reported down is waited out
+        (its lease lapses within the TTL), so that a client resuming after its room's home
+        died finds the room's next home rather than the dead one."""
+        while True:
+            lease = await self.backplane.acquire(room_key(room), self.cluster.lease_ttl)
+            down_at = self._down.get(lease.node)
+            if lease.node == self.node_id or down_at is None:
+                return lease
+            if asyncio.get_running_loop().time() - down_at > 2 * self.cluster.lease_ttl:
+                del self._down[lease.node]  # it came back (or its id was reused): trust it
+                return lease
+            await asyncio.sleep(min(1.0, self.cluster.lease_ttl / 10))
+
+    def _adopt(self, room: str, lease: Lease) -> None:
+        """Restore *room*'s sessions from its journal (this node just took its lease)."""
+        task = asyncio.get_running_loop().create_task(
+            self._restore(room, lease), name=f"rtckit-router-restore {room}"
+        )
+        self._adopting[room] = task
+
+        def done(task: asyncio.Task[None]) -> None:
+            if self._adopting.get(room) is task:
+                del self._adopting[room]
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                logger.error("restoring room %r failed", room, exc_info=exc)
+
+        task.add_done_callback(done)
+
+    async def _restore(self, room: str, lease: Lease) -> None:
+        assert self._journal is not None
+        try:
+            async with asyncio.timeout(self.cluster.resolve_timeout):
+                snapshot = await self._journal.load(room)
+        except (BackplaneError, TimeoutError) as exc:
+            logger.warning("room %r: its journal could not be read (%s): sessions lost", room, exc)
+            return
+        except RemoteProtocolError as exc:
+            logger.warning("room %r: its journal is unreadable (%s): sessions lost", room, exc)
+            return
+        if snapshot is None or self._rooms.get(room) != lease or self.hub.state.peers(room):
+            return
+        try:
+            self.hub.restore_room(snapshot, grace=self.cluster.lease_ttl)
+        except RemoteProtocolError as exc:
+            logger.warning("room %r: its journal is unreadable (%s): sessions lost", room, exc)
+            return
+        logger.info(
+            "room %r taken over with %d session(s) from its journal", room, len(snapshot.sessions)
+        )
+
+    def _fenced(self, room: str) -> None:
+        """A journal write of *room* was refused: its lease moved on to another node."""
+        if self._rooms.pop(room, None) is None:
+            return
+        self._held_until.pop(room, None)
+        logger.warning("room %r: its lease moved on; closing it here", room)
+        self.hub.evict_room(room, CloseCode.GOING_AWAY, "the room moved to another node")
+
+    async def _adopt_orphans(self) -> None:
+        """Take over the rooms whose journal outlived their home's lease, if this node is
+        the least loaded live one (ties: the lowest node id)."""
+        journal = self._journal
+        if journal is None or not self.backplane.up or self._closed:
+            return
+        rooms = await journal.orphans(64)
+        if not rooms:
+            return
+        live = await self.backplane.live_nodes()
+        for node in self._down:
+            live.pop(node, None)
+        if live and min(live.items(), key=lambda item: (item[1], item[0]))[0] != self.node_id:
+            return
+        loop = asyncio.get_running_loop()
+        for room in rooms:
+            if room in self._rooms or self._closed:
+                continue
+            asked = loop.time()
+            lease = await self.backplane.acquire(room_key(room), self.cluster.lease_ttl)
+            if lease.node != self.node_id or room in self._rooms:
+                continue
+            self._rooms[room] = lease
+            self._held(room, asked)
+            self._adopt(room, lease)
+
+    async def _watch_orphans(self) -> None:
+        """A node went down: its rooms' leases lapse within the TTL; take them then."""
+        ttl = self.cluster.lease_ttl
+        deadline = asyncio.get_running_loop().time() + ttl + ttl / 3
+        while asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(BackplaneError, TimeoutError):
+                async with asyncio.timeout(self.cluster.resolve_timeout):
+                    await self._adopt_orphans()
+            await asyncio.sleep(min(1.0, ttl / 10))
 
     def _alive(self, link: _Link) -> bool:
         if link.edge is None:
@@ -544,8 +684,12 @@ class SignalingRouter:
             self.hub.connection_lost(link.conn)
 
     def on_node_down(self, node: NodeId) -> None:
-        """*node* died or left: drop what it served here, close what it served for us."""
+        """*node* died or left: drop what it served here, close what it served for us, and
+        take over its rooms (with their journals) once their leases lapse."""
+        self._down[node] = asyncio.get_running_loop().time()
         self._forget_node(node)
+        if self._journal is not None and not self._closed:
+            self._spawn(self._watch_orphans())
 
     def on_unreachable(self, node: NodeId) -> None:
         """What was posted to *node* may be lost: the same as its death, for the
@@ -564,6 +708,8 @@ class SignalingRouter:
         else:
             logger.info("signaling backplane up again: taking this node's rooms' leases again")
             self._spawn(self._reacquire())
+            if self._writer is not None:
+                self._writer.poke()
 
     def _forget_node(self, node: NodeId) -> None:
         for (edge, _key), link in list(self._remote.items()):
@@ -624,8 +770,11 @@ class SignalingRouter:
             asked = loop.time()
             if await self.backplane.renew(lease, ttl):
                 self._held(room, asked)
+                if self._journal is not None and room not in self._adopting:
+                    await self._journal.refresh(room, lease, self.cluster.journal_ttl)
             else:
                 await self._retake(room, lease)
+        await self._adopt_orphans()
 
     def _fence(self, margin: float) -> None:
         """Close the media rooms (SFU, MCU) whose lease holds for *margin* seconds or less,
@@ -667,8 +816,10 @@ class SignalingRouter:
             return
         if current.node == self.node_id:
             self._rooms[room] = current
-            if current != lease:  # taken anew: its TTL starts now
+            if current != lease:  # taken anew: its TTL starts now; its journal may be gone
                 self._held(room, asked)
+                if self._writer is not None:
+                    self._writer.rewrite(room)
             return
         del self._rooms[room]
         self._held_until.pop(room, None)
