@@ -17,7 +17,7 @@ from typing import Any
 
 import aiohttp
 
-from integration.serve_nodes import env, free_port, write_serve_config
+from integration.serve_nodes import ServeNode, env, free_port, write_serve_config
 from rtckit.peer import SessionConfig
 from rtckit.peer.media import PatternConfig, TestPatternTrack
 from rtckit.server.app import RtcKitServer
@@ -132,6 +132,57 @@ async def test_an_sfu_room_runs_on_its_home_and_forwards_to_another_node(
             assert (home["rooms"], home["peers"]) == (1, 2)  # the room lives on one
             assert (edge["rooms"], edge["peers"]) == (0, 0)
             assert "rtckit-sfu" in bob_signaling.peers
+
+
+async def test_an_sfu_rooms_home_is_killed_and_another_node_takes_the_room_over(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The SFU room's home (an ``rtckit serve`` process, where its first person joined) is
+    killed with SIGKILL; the participants, connected to two other nodes, resume their
+    sessions on the node that takes the room over (within 10 s of the kill, without a
+    join), whose own SFU joins with the freed peer id: media flows again."""
+    port = free_port()
+    config_file = tmp_path / "home.toml"
+    write_serve_config(
+        config_file,
+        redis_server.url,
+        port,
+        namespace="t",
+        extra='[[rooms.declare]]\nname = "hall"\ntopology = "sfu"\n',
+    )
+    home = ServeNode(config_file, port, tmp_path / "home.log")
+    loop = asyncio.get_running_loop()
+    await home.start()
+    try:
+        async with (
+            asyncio.timeout(TIMEOUT),
+            SignalingClient.connect(home.url, room="hall"),
+            _nodes(_config(redis_server.url), 2) as (one, two),
+            SignalingClient.connect(_ws(one), room="hall") as ada_signaling,
+            join_room(ada_signaling, session_config=FAST) as ada,
+            SignalingClient.connect(_ws(two), room="hall") as bob_signaling,
+            join_room(bob_signaling, session_config=FAST) as bob,
+        ):
+            await ada.publish(TestPatternTrack(PatternConfig(width=160, height=120, fps=10)))
+            frames = 0
+            async for event in bob.events():
+                if isinstance(event, TrackPublished) and event.participant_id == ada.local_id:
+                    frame = await event.track.recv()
+                    frames += 1
+                    if frames == 1:
+                        await home.kill()
+                        killed = loop.time()
+                    else:
+                        assert (frame.width, frame.height) == (160, 120)
+                        break
+            took = loop.time() - killed
+            assert (ada_signaling.peer_id, bob_signaling.peer_id) == (ada.local_id, bob.local_id)
+            rooms = [len(server.signaling.router.rooms) for server in (one, two)]  # type: ignore[union-attr]
+            assert sorted(rooms) == [0, 1]
+            assert "rtckit-sfu" in bob_signaling.peers
+    finally:
+        await home.kill()
+    print(f"SFU home killed: media again {took:.2f} s later")
 
 
 async def _until_backplane(server: RtcKitServer, state: str) -> tuple[int, Any]:

@@ -73,7 +73,7 @@ class ClusterConfig:
 
     #: Seconds a room's lease lasts unless renewed (the home renews it every third of it); a
     #: home that dies holds its rooms this long at most.
-    lease_ttl: float = attrs.field(default=10.0, validator=_positive)
+    lease_ttl: float = attrs.field(default=8.0, validator=_positive)
     #: Seconds to wait for the backplane when resolving a room's home; then the client gets
     #: ``unavailable``.
     resolve_timeout: float = attrs.field(default=5.0, validator=_positive)
