@@ -413,6 +413,7 @@ class _State:
             "rooms": len(rooms),
             "peers": sum(len(_people(state.peers(room))) for room in rooms),
             "connections": state.connection_count,
+            "media_servers": len(self.rooms.running),
         }
         router = self.signaling.router
         if router is not None:  # one node of a cluster: these figures are this node's
