@@ -37,6 +37,8 @@ nitpick_ignore_regex = [
     (r"py:(class|mod)", r"(cryptography|pathlib|os|enum|ssl)(\..*)?"),
     # sfu: aiortc classes named bare in autodoc type descriptions
     (r"py:class", r"(RTC\w+|MediaStreamTrack)"),
+    # signaling: type aliases and journal types named bare in autodoc type descriptions
+    (r"py:class", r"(Action|ServerEvent|Record|RoomSnapshot|Pending)"),
     # server: aiohttp's ``web`` as imported, and the stdlib logging classes.
     (r"py:class", r"(web|logging)\..*"),
 ]

@@ -163,7 +163,13 @@ async def test_healthz_and_metrics_follow_signaling() -> None:
     metrics = Metrics()
     async with asyncio.timeout(TIMEOUT), _client(OPEN, metrics=metrics) as client:
         health = await (await client.get("/healthz")).json()
-        assert health == {"status": "ok", "rooms": 0, "peers": 0, "connections": 0}
+        assert health == {
+            "status": "ok",
+            "rooms": 0,
+            "peers": 0,
+            "connections": 0,
+            "media_servers": 0,
+        }
         url = _ws_url(client)
         async with (
             SignalingClient.connect(url, room="r1", metadata={"name": "a"}) as a,

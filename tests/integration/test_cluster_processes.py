@@ -214,7 +214,7 @@ async def test_sigterm_drains_a_node_its_rooms_move_to_the_other(
 ) -> None:
     """``rtckit serve`` (node b) homes a room and gets SIGTERM: it hands the room over and
     exits 0; the room's clients (one through a load balancer that then sends it to a, one on
-    a) reconnect, join it again on a and talk."""
+    a) reconnect and resume their sessions on a, which took the room from its journal."""
     loop = asyncio.get_running_loop()
     async with (
         asyncio.timeout(60),
@@ -240,8 +240,10 @@ async def test_sigterm_drains_a_node_its_rooms_move_to_the_other(
         stopped_after = loop.time() - asked
         assert status == 0
         assert '"drained"' in b.stderr()  # before it stopped: not a plain close
+        ids = (mover.peer_id, host.peer_id)
         for client in (mover, host):
-            assert not (await next_of(client, Reconnected)).resumed  # sessions are not kept
+            assert (await next_of(client, Reconnected)).resumed  # the journal kept them
+        assert (mover.peer_id, host.peer_id) == ids
         async with asyncio.timeout(20):
             while len(mover.peers) != 1 or len(host.peers) != 1:  # noqa: ASYNC110 - bounded
                 await asyncio.sleep(0.01)
@@ -249,3 +251,75 @@ async def test_sigterm_drains_a_node_its_rooms_move_to_the_other(
         await mover.send_app(host.peer_id, "moved")
         assert (await next_of(host, AppMessage)).payload == "moved"
     print(f"SIGTERM: node b drained and exited after {stopped_after:.2f} s")
+
+
+async def test_kill_9_of_a_rooms_home_its_sessions_resume_on_the_other(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The room lives on b (its first peer joined there); sender and receiver are on a. b is
+    killed (SIGKILL) in the middle of 5,000 messages: a takes the room over from its journal
+    in Redis once b's lease lapses, both clients resume there, and the receiver gets every
+    message once, in order."""
+    total, kill_at = 5_000, 1_500
+    config = SignalingConfig(
+        auth=OpenAuth(),
+        max_messages_per_second=1e6,
+        burst=1_000_000,
+        max_pending=2 * total,
+    )
+    limits = "[limits]\nmessages_per_second = 100000\n"
+    loop = asyncio.get_running_loop()
+    async with (
+        asyncio.timeout(90),
+        _node_a(redis_server, config) as a,
+        _serve_node(redis_server, tmp_path, extra=limits) as b,
+        SignalingClient.connect(b.url, room="homed", reconnect=ReconnectPolicy(enabled=False)),
+        SignalingClient.connect(a.url, room="homed", reconnect=FAST_RECONNECT) as sender,
+        SignalingClient.connect(a.url, room="homed", reconnect=FAST_RECONNECT) as receiver,
+    ):
+        assert a.router.rooms == []  # homed on b
+        got: list[Any] = []
+        resumed: list[bool] = []
+        errors: list[Error] = []
+        times: dict[str, float] = {}
+
+        async def send() -> None:
+            for i in range(total):
+                await sender.send_app(receiver.peer_id, i)
+                if i == kill_at:
+                    await b.kill()
+                    times["killed"] = loop.time()
+                if i % 50 == 0:
+                    await asyncio.sleep(0.005)
+
+        async def receive() -> None:
+            while len(got) < total:
+                event = await receiver.next_event()
+                if isinstance(event, AppMessage):
+                    got.append(event.payload)
+                elif isinstance(event, Reconnected):
+                    resumed.append(event.resumed)
+                    times["resumed"] = loop.time()
+                elif isinstance(event, Error):
+                    errors.append(event)
+
+        async def watch_sender() -> None:
+            while True:
+                event = await sender.next_event()
+                if isinstance(event, Error):
+                    errors.append(event)
+                elif isinstance(event, Reconnected):
+                    resumed.append(event.resumed)
+
+        watcher = loop.create_task(watch_sender())
+        try:
+            await asyncio.gather(send(), receive())
+        finally:
+            watcher.cancel()
+        assert errors == []
+        assert resumed == [True, True]
+        assert got == list(range(total))  # none lost, none twice, in order
+        assert a.router.rooms == ["homed"]
+        took = times["resumed"] - times["killed"]
+        assert took < 20  # b's node TTL (5 s) and lease TTL (10 s) at most, and a poll
+    print(f"home killed: the receiver resumed on a {took:.2f} s after the kill")

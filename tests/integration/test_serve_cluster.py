@@ -17,8 +17,9 @@ from typing import Any
 
 import aiohttp
 import attrs
+from aiortc.mediastreams import MediaStreamError
 
-from integration.serve_nodes import env, free_port, write_serve_config
+from integration.serve_nodes import ServeNode, env, free_port, write_serve_config
 from rtckit.peer import SessionConfig
 from rtckit.peer.media import PatternConfig, TestPatternTrack
 from rtckit.server.app import RtcKitServer
@@ -31,7 +32,7 @@ from rtckit.server.config import (
     ServerSettings,
 )
 from rtckit.signaling import Reconnected, ReconnectPolicy, SignalingClient
-from rtckit.signaling.protocol import AppMessage, PeerJoined
+from rtckit.signaling.protocol import AppMessage, PeerJoined, PeerLeft
 from rtckit.testing.redisserver import RedisServer
 from rtckit.topology import TrackPublished, join_room
 
@@ -165,7 +166,7 @@ async def test_a_draining_node_hands_its_sfu_room_and_media_server_over(
     redis_server: RedisServer,
 ) -> None:
     """Node one homes an SFU room and drains: the room's media server stops there and starts
-    on two, where the room's participant (connected to one) joins it again."""
+    on two, where the room's participant (connected to one) resumes its session."""
     async with (
         asyncio.timeout(TIMEOUT),
         _nodes(_config(redis_server.url), 2) as (one, two),
@@ -173,16 +174,138 @@ async def test_a_draining_node_hands_its_sfu_room_and_media_server_over(
     ):
         await _next(ada, PeerJoined)  # the media server joined, on one
         assert await one.drain()
-        assert not (await _next(ada, Reconnected)).resumed
-        for _ in range(400):  # 20 s: the media server joins the room on its new home
-            if "rtckit-sfu" in ada.peers:
-                break
-            await asyncio.sleep(0.05)
-        assert "rtckit-sfu" in ada.peers
+        assert (await _next(ada, Reconnected)).resumed  # its session moved with the room
+        left = await _next(ada, PeerLeft)  # one's media server, from the room's journal...
+        assert left.peer_id == "rtckit-sfu"
+        joined = await _next(ada, PeerJoined)  # ...and two's, on the room's new home
+        assert joined.peer.id == "rtckit-sfu"
         _, first = await _get(one.url("127.0.0.1") + "healthz")
         _, second = await _get(two.url("127.0.0.1") + "healthz")
         assert (first["status"], first["rooms"]) == ("draining", 0)
         assert (second["rooms"], second["peers"]) == (1, 1)
+
+
+async def test_an_sfu_rooms_home_is_killed_and_another_node_takes_the_room_over(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The SFU room's home (an ``rtckit serve`` process, where its first person joined) is
+    killed with SIGKILL; the participants, connected to two other nodes, resume their
+    sessions on the node that takes the room over (within 10 s of the kill, without a
+    join), whose own SFU joins with the freed peer id: media flows again."""
+    port = free_port()
+    config_file = tmp_path / "home.toml"
+    write_serve_config(
+        config_file,
+        redis_server.url,
+        port,
+        namespace="t",
+        extra='[[rooms.declare]]\nname = "hall"\ntopology = "sfu"\n',
+    )
+    home = ServeNode(config_file, port, tmp_path / "home.log")
+    loop = asyncio.get_running_loop()
+    await home.start()
+    try:
+        async with (
+            asyncio.timeout(TIMEOUT),
+            SignalingClient.connect(home.url, room="hall"),
+            _nodes(_config(redis_server.url), 2) as (one, two),
+            SignalingClient.connect(_ws(one), room="hall") as ada_signaling,
+            join_room(ada_signaling, session_config=FAST) as ada,
+            SignalingClient.connect(_ws(two), room="hall") as bob_signaling,
+            join_room(bob_signaling, session_config=FAST) as bob,
+        ):
+            await ada.publish(TestPatternTrack(PatternConfig(width=160, height=120, fps=10)))
+            frames = 0
+            async for event in bob.events():
+                if isinstance(event, TrackPublished) and event.participant_id == ada.local_id:
+                    frame = await event.track.recv()
+                    frames += 1
+                    if frames == 1:
+                        await home.kill()
+                        killed = loop.time()
+                    else:
+                        assert (frame.width, frame.height) == (160, 120)
+                        break
+            took = loop.time() - killed
+            assert (ada_signaling.peer_id, bob_signaling.peer_id) == (ada.local_id, bob.local_id)
+            rooms = [len(server.signaling.router.rooms) for server in (one, two)]  # type: ignore[union-attr]
+            assert sorted(rooms) == [0, 1]
+            assert "rtckit-sfu" in bob_signaling.peers
+    finally:
+        await home.kill()
+    assert "Traceback" not in home.stderr(), home.stderr()
+    print(f"SFU home killed: media again {took:.2f} s later")
+
+
+async def test_an_sfu_rooms_home_paused_for_20_s_never_makes_two_media_servers(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The SFU room's home is stopped (SIGSTOP) for 20 s: another node takes the room over
+    and runs its SFU; when the paused home resumes (SIGCONT) it closes its copy of the room
+    and its SFU at once (its own clock says its lease lapsed) and never takes it back: one
+    media server per room, one ``rtckit-sfu`` in the room, throughout."""
+    port = free_port()
+    config_file = tmp_path / "home.toml"
+    write_serve_config(
+        config_file,
+        redis_server.url,
+        port,
+        namespace="t",
+        extra='[[rooms.declare]]\nname = "hall"\ntopology = "sfu"\n',
+    )
+    home = ServeNode(config_file, port, tmp_path / "home.log")
+    await home.start()
+    health = f"http://127.0.0.1:{port}/healthz"
+    try:
+        async with (
+            asyncio.timeout(TIMEOUT + 30),
+            SignalingClient.connect(
+                home.url, room="hall", reconnect=ReconnectPolicy(enabled=False)
+            ),
+            _nodes(_config(redis_server.url), 2) as (one, two),
+            SignalingClient.connect(_ws(one), room="hall") as ada_signaling,
+            join_room(ada_signaling, session_config=FAST) as ada,
+            SignalingClient.connect(_ws(two), room="hall") as bob_signaling,
+            join_room(bob_signaling, session_config=FAST) as bob,
+        ):
+            await ada.publish(TestPatternTrack(PatternConfig(width=160, height=120, fps=10)))
+            assert (await _get(health))[1]["media_servers"] == 1
+            assert home.process is not None
+            home.process.send_signal(signal.SIGSTOP)
+            paused_at = asyncio.get_running_loop().time()
+            running: list[int] = []
+            while asyncio.get_running_loop().time() - paused_at < 20:
+                running.append(await _media_servers(one, two))
+                await asyncio.sleep(0.25)
+            assert max(running) == 1  # the other nodes: one SFU at most, and one by now
+            assert running[-1] == 1
+            home.process.send_signal(signal.SIGCONT)
+            _, resumed = await _get(health)
+            assert (resumed["media_servers"], resumed["rooms"]) == (0, 0)
+            for _ in range(20):  # 5 s: it stays that way
+                running.append(await _media_servers(one, two))
+                assert (await _get(health))[1]["media_servers"] == 0
+                await asyncio.sleep(0.25)
+            assert running[-1] == 1
+            assert list(bob_signaling.peers).count("rtckit-sfu") == 1
+            async for event in bob.events():  # media from the SFU that took the room over
+                if isinstance(event, TrackPublished) and event.participant_id == ada.local_id:
+                    try:
+                        frame = await event.track.recv()
+                    except MediaStreamError:
+                        continue  # the track of the former SFU (published before the pause)
+                    assert (frame.width, frame.height) == (160, 120)
+                    break
+    finally:
+        if home.process is not None:
+            home.process.send_signal(signal.SIGCONT)
+        await home.kill()
+    assert "Traceback" not in home.stderr(), home.stderr()
+
+
+async def _media_servers(*servers: RtcKitServer) -> int:
+    """The SFUs and MCUs running on *servers*, by their ``/healthz``."""
+    return sum([(await _get(s.url("127.0.0.1") + "healthz"))[1]["media_servers"] for s in servers])
 
 
 async def _until_backplane(server: RtcKitServer, state: str) -> tuple[int, Any]:

@@ -14,9 +14,12 @@ their meaning.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import attrs
+
+if TYPE_CHECKING:
+    from rtckit.signaling.journal import JournalStore
 
 __all__ = ["Backplane", "BackplaneHandler", "Lease", "NodeId"]
 
@@ -125,4 +128,10 @@ class Backplane(Protocol):
 
     async def holder(self, key: str) -> Lease | None:
         """Who holds *key* now, or ``None``."""
+        ...
+
+    def journal(self, ttl: float) -> JournalStore:
+        """Where the rooms' session journals are kept on this backplane (see
+        :mod:`rtckit.signaling.journal`); a journal not refreshed for *ttl* seconds is
+        forgotten."""
         ...

@@ -38,14 +38,16 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
+from collections.abc import Sequence
 from types import TracebackType
 
 import attrs
 
 from rtckit.backplane.base import BackplaneHandler, Lease, NodeId
 from rtckit.errors import BackplaneError, ConfigurationError
+from rtckit.signaling.journal import JournalImage, Record, RoomSnapshot
 
-__all__ = ["MemoryBackplane", "MemoryBroker"]
+__all__ = ["MemoryBackplane", "MemoryBroker", "MemoryJournal"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,8 @@ class MemoryBroker:
         self._nodes: dict[NodeId, MemoryBackplane] = {}
         self._alive: dict[NodeId, tuple[float, float]] = {}  # node -> (refreshed at, load)
         self._leases: dict[str, _LeaseEntry] = {}
+        # the rooms' session journals: room -> (its lease key, the journal, expires at)
+        self.journals: dict[str, tuple[str, JournalImage, float]] = {}
         self._epochs: dict[str, int] = {}
 
     @property
@@ -119,6 +123,7 @@ class MemoryBroker:
             self._alive.clear()
             self._leases.clear()
             self._epochs.clear()
+            self.journals.clear()
         if up:
             now = _now()
             for name, backplane in self._nodes.items():
@@ -224,6 +229,19 @@ class MemoryBroker:
         self._check(backplane)
         entry = self._leases.get(key)
         return None if entry is None or entry.expires <= _now() else entry.lease
+
+    def _holds(self, lease: Lease) -> bool:
+        entry = self._leases.get(lease.key)
+        return entry is not None and entry.lease == lease and entry.expires > _now()
+
+    def _journal(self, room: str) -> JournalImage | None:
+        found = self.journals.get(room)
+        if found is None:
+            return None
+        if found[2] <= _now():
+            del self.journals[room]
+            return None
+        return found[1]
 
     def _deliver(self, sender: MemoryBackplane, node: NodeId, payload: bytes) -> bool:
         if not self.reachable(sender.node_id) or not self.reachable(node):
@@ -348,6 +366,12 @@ class MemoryBackplane:
         await asyncio.sleep(0)
         return self._broker._holder(self, key)
 
+    def journal(self, ttl: float = 60.0) -> MemoryJournal:
+        """The broker's session journals, as this node writes them (see
+        :class:`~rtckit.signaling.journal.JournalStore`); a journal not refreshed for *ttl*
+        seconds is forgotten."""
+        return MemoryJournal(self._broker, self, ttl)
+
     # --- for MemoryBroker ------------------------------------------------------------------
 
     def enqueue(self, sender: NodeId, payload: bytes) -> bool:
@@ -435,3 +459,84 @@ class MemoryBackplane:
             for node in sorted(self._seen - live):
                 self._node_down(node)
             self._seen = live
+
+
+class MemoryJournal:
+    """The session journals of a :class:`MemoryBroker`'s rooms, as one node uses them: a
+    :class:`~rtckit.signaling.journal.JournalStore` (from :meth:`MemoryBackplane.journal`)."""
+
+    def __init__(self, broker: MemoryBroker, backplane: MemoryBackplane, ttl: float) -> None:
+        self._broker = broker
+        self._backplane = backplane
+        self._ttl = ttl
+
+    async def write(self, batches: Sequence[tuple[str, Lease, Sequence[Record]]]) -> set[str]:
+        """See :meth:`JournalStore.write <rtckit.signaling.journal.JournalStore.write>`."""
+        await asyncio.sleep(0)
+        broker = self._broker
+        broker._check(self._backplane)
+        fenced: set[str] = set()
+        for room, lease, records in batches:
+            if not broker._holds(lease):
+                fenced.add(room)
+                continue
+            image = broker._journal(room) or JournalImage(room)
+            try:  # all or nothing, as a script on Redis
+                current = image.snapshot()
+                trial = JournalImage(room) if current is None else JournalImage.of(current)
+                trial.apply(records)
+            except ValueError as exc:  # out of step (the journal was lost): none applied
+                raise BackplaneError(f"room {room!r}: {exc}") from exc
+            image = trial
+            if image.data:
+                broker.journals[room] = (lease.key, image, _now() + self._ttl)
+            else:
+                broker.journals.pop(room, None)
+        return fenced
+
+    async def load(self, room: str) -> RoomSnapshot | None:
+        """See :meth:`JournalStore.load <rtckit.signaling.journal.JournalStore.load>`."""
+        await asyncio.sleep(0)
+        self._broker._check(self._backplane)
+        image = self._broker._journal(room)
+        return None if image is None else image.snapshot()
+
+    async def refresh(self, room: str, lease: Lease, ttl: float) -> bool:
+        """See :meth:`JournalStore.refresh <rtckit.signaling.journal.JournalStore.refresh>`."""
+        await asyncio.sleep(0)
+        broker = self._broker
+        broker._check(self._backplane)
+        image = broker._journal(room)
+        if image is None or not broker._holds(lease):
+            return False
+        broker.journals[room] = (lease.key, image, _now() + max(ttl, self._ttl))
+        return True
+
+    async def replace(self, room: str, lease: Lease, snapshot: RoomSnapshot | None) -> bool:
+        """See :meth:`JournalStore.replace <rtckit.signaling.journal.JournalStore.replace>`."""
+        await asyncio.sleep(0)
+        broker = self._broker
+        broker._check(self._backplane)
+        if not broker._holds(lease):
+            return False
+        if snapshot is None:
+            broker.journals.pop(room, None)
+        else:
+            image = JournalImage.of(snapshot)
+            broker.journals[room] = (lease.key, image, _now() + self._ttl)
+        return True
+
+    async def orphans(self, limit: int) -> list[str]:
+        """See :meth:`JournalStore.orphans <rtckit.signaling.journal.JournalStore.orphans>`."""
+        await asyncio.sleep(0)
+        broker = self._broker
+        broker._check(self._backplane)
+        now = _now()
+        found = []
+        for room, (key, _image, _expires) in list(broker.journals.items()):
+            entry = broker._leases.get(key)
+            if broker._journal(room) is not None and (entry is None or entry.expires <= now):
+                found.append(room)
+                if len(found) >= limit:
+                    break
+        return found

@@ -59,7 +59,7 @@ import secrets
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import attrs
@@ -71,6 +71,9 @@ from redis.exceptions import RedisError
 from rtckit.backplane import keys
 from rtckit.backplane.base import BackplaneHandler, Lease, NodeId
 from rtckit.errors import BackplaneError, ConfigurationError
+
+if TYPE_CHECKING:
+    from rtckit.backplane.journal_redis import RedisJournal
 
 __all__ = ["PROTOCOL_VERSION", "RedisBackplane", "RedisBackplaneConfig", "check_node_id"]
 
@@ -508,6 +511,36 @@ class RedisBackplane:
         """Who holds lease *key* now, or ``None``."""
         value = await self._script("get", [self._lease_key(key)], [])
         return None if value is None else _lease(key, value)
+
+    def journal(self, ttl: float = 60.0) -> RedisJournal:
+        """The rooms' session journals on this Redis (see
+        :mod:`rtckit.backplane.journal_redis`); a journal not refreshed for *ttl* seconds
+        expires."""
+        from rtckit.backplane.journal_redis import RedisJournal
+
+        return RedisJournal(self, ttl)
+
+    async def run_scripts(self, script: str, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        """Run the Lua *script* once per ``(keys, args)`` in *calls*, concurrently; return
+        their results in order (raises :class:`~rtckit.errors.BackplaneError` if Redis
+        cannot be reached or refuses one)."""
+        client = self._client
+        if not self._up or client is None:
+            raise BackplaneError(f"the Redis backplane at {self._where} is down")
+        registered = self._scripts.get(script)
+        if registered is None:
+            registered = self._scripts[script] = client.register_script(script)
+        try:
+            if len(calls) == 1:
+                script_keys, args = calls[0]
+                return [await registered(keys=script_keys, args=args)]
+            return list(
+                await asyncio.gather(
+                    *(registered(keys=script_keys, args=args) for script_keys, args in calls)
+                )
+            )
+        except _DOWN_ERRORS as exc:
+            raise BackplaneError(f"Redis at {self._where}: {_describe(exc)}") from exc
 
     # --- connection ------------------------------------------------------------------------
 

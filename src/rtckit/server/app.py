@@ -416,6 +416,7 @@ class _State:
             "rooms": len(rooms),
             "peers": sum(len(_people(state.peers(room))) for room in rooms),
             "connections": state.connection_count,
+            "media_servers": len(self.rooms.running),
         }
         if router is not None:  # one node of a cluster: these figures are this node's
             up = router.backplane.up

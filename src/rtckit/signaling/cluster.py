@@ -46,12 +46,14 @@ from rtckit.errors import (
 )
 from rtckit.signaling.config import SignalingConfig
 from rtckit.signaling.hub import ServerConnection, SignalingHub
+from rtckit.signaling.journal_writer import JournalWriter
 from rtckit.signaling.protocol import CloseCode, ErrorCode, Join, Resume, decode_frame
 from rtckit.signaling.relay_wire import Kind, decode_close, encode_close, pack, unpack
 from rtckit.signaling.state import resume_token_room
 
 if TYPE_CHECKING:
     from rtckit.backplane.base import Backplane, Lease, NodeId
+    from rtckit.signaling.journal import JournalStore
 
 __all__ = ["ClusterConfig", "RemoteConnection", "SignalingRouter", "room_key"]
 
@@ -77,7 +79,7 @@ class ClusterConfig:
 
     #: Seconds a room's lease lasts unless renewed (the home renews it every third of it); a
     #: home that dies holds its rooms this long at most.
-    lease_ttl: float = attrs.field(default=10.0, validator=_positive)
+    lease_ttl: float = attrs.field(default=8.0, validator=_positive)
     #: Seconds to wait for the backplane when resolving a room's home; then the client gets
     #: ``unavailable``.
     resolve_timeout: float = attrs.field(default=5.0, validator=_positive)
@@ -98,6 +100,16 @@ class ClusterConfig:
         default=attrs.Factory(lambda self: self.lease_ttl / 3, takes_self=True),
         validator=attrs.validators.ge(0.0),
     )
+    #: Keep each room's sessions in the backplane's journal, so that another node takes the
+    #: room over with them when its home dies or leaves (clients resume there without losing
+    #: a message). Off: a room's sessions die with its home (its clients join again).
+    durable_sessions: bool = True
+    #: Seconds a journal write may take before the outputs waiting for it go out anyway
+    #: (the room keeps working; its journal is rewritten whole later).
+    journal_timeout: float = attrs.field(default=1.0, validator=_positive)
+    #: Seconds a room's journal outlives its home's last refresh (a home refreshes it with
+    #: the lease): the time its sessions can wait for another node to take the room.
+    journal_ttl: float = attrs.field(default=60.0, validator=_positive)
 
 
 def room_key(room: str) -> str:
@@ -204,6 +216,11 @@ class SignalingRouter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._renewer: asyncio.Task[None] | None = None
         self._refused: set[NodeId] = set()  # nodes whose payloads had another version
+        self._journal: JournalStore | None = None
+        self._writer: JournalWriter | None = None
+        self._adopting: dict[str, asyncio.Task[None]] = {}  # rooms being restored here
+        self._down: dict[NodeId, float] = {}  # nodes reported down (loop time)
+        self._leaving: dict[str, Lease] = {}  # rooms handed over, until their journal is written
         self._closed = False
         self._left = False  # the backplane was closed: nothing more is posted
         self._draining = False
@@ -295,6 +312,18 @@ class SignalingRouter:
         await self.hub.start()
         if self._renewer is None:
             await self.backplane.start(self)
+            if self.cluster.durable_sessions and self._writer is None:
+                self._journal = self.backplane.journal(self.cluster.journal_ttl)
+                self.hub.state.journal = True
+                self._writer = JournalWriter(
+                    self.hub,
+                    self._journal,
+                    lease_of=self._lease_of,
+                    available=lambda: self.backplane.up,
+                    on_fenced=self._fenced,
+                    timeout=self.cluster.journal_timeout,
+                )
+                self._writer.start()
             self._renewer = asyncio.get_running_loop().create_task(
                 self._renew_loop(), name="rtckit-router-leases"
             )
@@ -310,9 +339,11 @@ class SignalingRouter:
 
         This node publishes an infinite load (the other nodes place no room here), places
         every room its clients join on another live node (or, if it is the last one, keeps
-        them), and hands every room it homes over: its lease is released and its connections
-        close with 1001; their clients reconnect and join the room on its new home. The
-        node keeps serving what its clients send until :meth:`aclose`.
+        them), and hands every room it homes over: its connections close with 1001, its
+        journal is brought up to date and its lease is released; their clients reconnect and
+        resume their sessions on the room's new home (with ``durable_sessions``; without,
+        they join it again). The node keeps serving what its clients send until
+        :meth:`aclose`.
         """
         self._draining = True
         self._publish_load()
@@ -330,8 +361,14 @@ class SignalingRouter:
                 self._links.pop(link.key, None)
                 self._post(link.home, Kind.LOST, link.key)
                 link.connection.close(CloseCode.GOING_AWAY, "server shutting down")
+        if self._writer is not None:  # what waits for the journal goes out first
+            await self._writer.aclose()
         await self.hub.aclose()
-        tasks = [*self._tasks, *([self._renewer] if self._renewer else [])]
+        tasks = [
+            *self._adopting.values(),
+            *self._tasks,
+            *([self._renewer] if self._renewer else []),
+        ]
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -391,7 +428,11 @@ class SignalingRouter:
                 held.append(data)
             return
         found = self._room_of(data)
-        if found is None or found[0] in self._rooms or not self.hub.state.greeted(link.conn):
+        if (
+            found is None
+            or (found[0] in self._rooms and found[0] not in self._adopting)
+            or not self.hub.state.greeted(link.conn)
+        ):
             self._serve(link, data)  # the hub answers a join before hello
             return
         room, message = found
@@ -436,10 +477,19 @@ class SignalingRouter:
             link.handbacks = 0
 
     async def _resolve(self, link: _Link, room: str, data: str | bytes) -> None:
-        asked = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        asked = loop.time()
         try:
-            async with asyncio.timeout(self.cluster.resolve_timeout):
-                lease = await self.backplane.acquire(room_key(room), self.cluster.lease_ttl)
+            async with asyncio.timeout(self.cluster.resolve_timeout + self.cluster.lease_ttl):
+                lease = await self._acquire_live(room)
+                if lease.node == self.node_id:
+                    if self._rooms.setdefault(room, lease) == lease and room not in self._adopting:
+                        self._held(room, asked)
+                        if self._journal is not None and not self.hub.state.peers(room):
+                            self._adopt(room, lease)
+                    adopting = self._adopting.get(room)
+                    if adopting is not None:
+                        await asyncio.shield(adopting)
         except (BackplaneError, TimeoutError):
             lease = None
         held, link.held = link.held or [], None
@@ -451,8 +501,6 @@ class SignalingRouter:
         if lease is None:
             self._unavailable(link)
         elif lease.node == self.node_id:
-            if self._rooms.setdefault(room, lease) == lease:
-                self._held(room, asked)
             self._serve(link, data)
             if not self.hub.state.peers(room) and self._rooms.get(room) == lease:
                 del self._rooms[room]  # the join was refused: give the room up at once
@@ -565,6 +613,110 @@ class SignalingRouter:
 
     def _publish_load(self) -> None:
         self.backplane.set_load(self._load())
+
+    async def _acquire_live(self, room: str) -> Lease:
+        """Take *room*'s lease, or return its holder's; a holder reported down is waited out
+        (its lease lapses within the TTL), so that a client resuming after its room's home
+        died finds the room's next home rather than the dead one."""
+        while True:
+            lease = await self.backplane.acquire(room_key(room), self.cluster.lease_ttl)
+            down_at = self._down.get(lease.node)
+            if lease.node == self.node_id or down_at is None:
+                return lease
+            if (
+                asyncio.get_running_loop().time() - down_at > 2 * self.cluster.lease_ttl
+                or lease.node in await self.backplane.live_nodes()
+            ):
+                self._down.pop(lease.node, None)  # it came back (or its id was reused)
+                return lease
+            await asyncio.sleep(min(1.0, self.cluster.lease_ttl / 10))
+
+    def _adopt(self, room: str, lease: Lease) -> None:
+        """Restore *room*'s sessions from its journal (this node just took its lease)."""
+        task = asyncio.get_running_loop().create_task(
+            self._restore(room, lease), name=f"rtckit-router-restore {room}"
+        )
+        self._adopting[room] = task
+
+        def done(task: asyncio.Task[None]) -> None:
+            if self._adopting.get(room) is task:
+                del self._adopting[room]
+            if not task.cancelled() and (exc := task.exception()) is not None:
+                logger.error("restoring room %r failed", room, exc_info=exc)
+
+        task.add_done_callback(done)
+
+    async def _restore(self, room: str, lease: Lease) -> None:
+        assert self._journal is not None
+        try:
+            async with asyncio.timeout(self.cluster.resolve_timeout):
+                snapshot = await self._journal.load(room)
+        except (BackplaneError, TimeoutError) as exc:
+            logger.warning("room %r: its journal could not be read (%s): sessions lost", room, exc)
+            return
+        except RemoteProtocolError as exc:
+            logger.warning("room %r: its journal is unreadable (%s): sessions lost", room, exc)
+            return
+        if snapshot is None or self._rooms.get(room) != lease or self.hub.state.peers(room):
+            return
+        try:
+            self.hub.restore_room(snapshot, grace=self.cluster.lease_ttl)
+        except RemoteProtocolError as exc:
+            logger.warning("room %r: its journal is unreadable (%s): sessions lost", room, exc)
+            return
+        logger.info(
+            "room %r taken over with %d session(s) from its journal", room, len(snapshot.sessions)
+        )
+
+    def _lease_of(self, room: str) -> Lease | None:
+        """The lease under which *room*'s journal is written here, if any."""
+        return self._rooms.get(room) or self._leaving.get(room)
+
+    def _fenced(self, room: str) -> None:
+        """A journal write of *room* was refused: its lease moved on to another node."""
+        if self._rooms.pop(room, None) is None:
+            return
+        self._held_until.pop(room, None)
+        logger.warning("room %r: its lease moved on; closing it here", room)
+        self.hub.evict_room(room, CloseCode.GOING_AWAY, "the room moved to another node")
+
+    async def _adopt_orphans(self) -> None:
+        """Take over the rooms whose journal outlived their home's lease, if this node is
+        the least loaded live one (ties: the lowest node id)."""
+        journal = self._journal
+        if journal is None or not self.backplane.up or self._closed or self._draining:
+            return
+        if self._grace_until > asyncio.get_running_loop().time():
+            return  # just back from an outage: the rooms' homes retake them first
+        rooms = await journal.orphans(64)
+        if not rooms:
+            return
+        live = await self.backplane.live_nodes()
+        for node in self._down:
+            live.pop(node, None)
+        if live and min(live.items(), key=lambda item: (item[1], item[0]))[0] != self.node_id:
+            return
+        loop = asyncio.get_running_loop()
+        for room in rooms:
+            if room in self._rooms or self._closed:
+                continue
+            asked = loop.time()
+            lease = await self.backplane.acquire(room_key(room), self.cluster.lease_ttl)
+            if lease.node != self.node_id or room in self._rooms:
+                continue
+            self._rooms[room] = lease
+            self._held(room, asked)
+            self._adopt(room, lease)
+
+    async def _watch_orphans(self) -> None:
+        """A node went down: its rooms' leases lapse within the TTL; take them then."""
+        ttl = self.cluster.lease_ttl
+        deadline = asyncio.get_running_loop().time() + ttl + ttl / 3
+        while asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(BackplaneError, TimeoutError):
+                async with asyncio.timeout(self.cluster.resolve_timeout):
+                    await self._adopt_orphans()
+            await asyncio.sleep(min(1.0, ttl / 10))
 
     def _alive(self, link: _Link) -> bool:
         if link.edge is None:
@@ -694,8 +846,12 @@ class SignalingRouter:
             self.hub.connection_lost(link.conn)
 
     def on_node_down(self, node: NodeId) -> None:
-        """*node* died or left: drop what it served here, close what it served for us."""
+        """*node* died or left: drop what it served here, close what it served for us, and
+        take over its rooms (with their journals) once their leases lapse."""
+        self._down[node] = asyncio.get_running_loop().time()
         self._forget_node(node)
+        if self._journal is not None and not self._closed:
+            self._spawn(self._watch_orphans())
 
     def on_unreachable(self, node: NodeId) -> None:
         """What was posted to *node* may be lost: the same as its death, for the
@@ -715,6 +871,8 @@ class SignalingRouter:
             logger.info("signaling backplane up again: taking this node's rooms' leases again")
             self._grace_until = asyncio.get_running_loop().time() + self.cluster.comeback_grace
             self._spawn(self._reacquire())
+            if self._writer is not None:
+                self._writer.poke()
 
     def _forget_node(self, node: NodeId) -> None:
         for (edge, _key), link in list(self._remote.items()):
@@ -775,8 +933,11 @@ class SignalingRouter:
             asked = loop.time()
             if await self.backplane.renew(lease, ttl):
                 self._held(room, asked)
+                if self._journal is not None and room not in self._adopting:
+                    await self._journal.refresh(room, lease, self.cluster.journal_ttl)
             else:
                 await self._retake(room, lease)
+        await self._adopt_orphans()
 
     def _fence(self, margin: float) -> None:
         """Close the media rooms (SFU, MCU) whose lease holds for *margin* seconds or less,
@@ -799,16 +960,23 @@ class SignalingRouter:
             self.hub.evict_room(room, CloseCode.GOING_AWAY, "the room's lease lapses")
 
     async def _hand_over(self, room: str) -> None:
-        """Give *room* up so that another node takes it: release its lease
-        (compare-and-delete), then close its connections with 1001, after which clients
-        reconnect (their ``join`` or ``resume`` finds the lease free, and placement skips
-        this draining node)."""
+        """Give *room* up so that another node takes it: close its connections with 1001
+        (nothing more changes in the room here), wait until its journal holds every change
+        made here, then release its lease (compare-and-delete). Its clients reconnect: their
+        ``resume`` finds the lease free, or soon free, and the node that takes the room
+        restores their sessions from the journal (placement skips this draining node)."""
         lease = self._rooms.pop(room, None)
         if lease is None:
             return
         self._held_until.pop(room, None)
+        self._leaving[room] = lease  # its last records are still written under it
+        try:
+            self.hub.evict_room(room, CloseCode.GOING_AWAY, "the node is draining")
+            if self._writer is not None:
+                await self._writer.flush()
+        finally:
+            del self._leaving[room]
         await self._release(lease)
-        self.hub.evict_room(room, CloseCode.GOING_AWAY, "the node is draining")
 
     async def _release(self, lease: Lease) -> None:
         with contextlib.suppress(BackplaneError):
@@ -830,8 +998,10 @@ class SignalingRouter:
             return
         if current.node == self.node_id:
             self._rooms[room] = current
-            if current != lease:  # taken anew: its TTL starts now
+            if current != lease:  # taken anew: its TTL starts now; its journal may be gone
                 self._held(room, asked)
+                if self._writer is not None:
+                    self._writer.rewrite(room)
             return
         del self._rooms[room]
         self._held_until.pop(room, None)

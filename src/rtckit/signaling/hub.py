@@ -17,12 +17,13 @@ import logging
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from rtckit.errors import ConnectionClosedError
 from rtckit.signaling.config import SignalingConfig
 from rtckit.signaling.protocol import Message, PeerInfo
 from rtckit.signaling.state import (
+    Action,
     Close,
     ConnectionId,
     Output,
@@ -31,7 +32,10 @@ from rtckit.signaling.state import (
     SignalingState,
 )
 
-__all__ = ["EventListener", "EventStream", "ServerConnection", "SignalingHub"]
+if TYPE_CHECKING:
+    from rtckit.signaling.journal import Record, RoomSnapshot
+
+__all__ = ["DeferredOutput", "EventListener", "EventStream", "ServerConnection", "SignalingHub"]
 
 logger = logging.getLogger(__name__)
 
@@ -107,6 +111,25 @@ class EventStream:
         return event
 
 
+class DeferredOutput:
+    """An :class:`~rtckit.signaling.state.Output` bound to its connections, to perform later
+    (:meth:`SignalingHub.bind`, :meth:`SignalingHub.perform`): a cluster's journal writer
+    stores its *records* first."""
+
+    __slots__ = ("events", "records", "steps")
+
+    def __init__(
+        self,
+        steps: list[tuple[ServerConnection, Action, str | None]],
+        events: list[ServerEvent],
+        records: list[Record] | None,
+    ) -> None:
+        #: (connection, action, room of the connection's session) in order.
+        self.steps = steps
+        self.events = events
+        self.records = records
+
+
 class SignalingHub:
     """Run a :class:`~rtckit.signaling.state.SignalingState` under asyncio.
 
@@ -124,6 +147,9 @@ class SignalingHub:
         self._ticker: asyncio.Task[None] | None = None
         self._closed = False
         self._buffered = 0
+        #: A cluster's journal writer, which takes the outputs to perform later (it returns
+        #: True for those).
+        self.defer: Callable[[Output], bool] | None = None
 
     # --- life cycle ----------------------------------------------------------------------
 
@@ -283,12 +309,51 @@ class SignalingHub:
         """Current members of *room*."""
         return self.state.peers(room)
 
+    def restore_room(self, snapshot: RoomSnapshot, *, grace: float = 0.0) -> None:
+        """Take *snapshot*'s room over (see :meth:`SignalingState.restore_room
+        <rtckit.signaling.state.SignalingState.restore_room>`)."""
+        self._apply(self.state.restore_room(snapshot, self._now(), grace=grace))
+
+    # --- deferred outputs (a cluster's journal) -------------------------------------------
+
+    def bind(self, out: Output) -> DeferredOutput:
+        """Bind *out*'s actions to their connections now (a closed connection is forgotten
+        now, as :meth:`perform` would), to :meth:`perform` them later."""
+        connections = self._connections
+        room_of = self.state.room_of
+        steps: list[tuple[ServerConnection, Action, str | None]] = []
+        for action in out.actions:
+            if isinstance(action, Close):
+                connection = connections.pop(action.conn, None)
+                if connection is not None:
+                    steps.append((connection, action, None))
+            else:
+                target = connections.get(action.conn)
+                if target is not None:
+                    steps.append((target, action, room_of(action.conn)))
+        return DeferredOutput(steps, out.events, out.records)
+
+    def perform(self, deferred: DeferredOutput, skip: frozenset[str] = frozenset()) -> None:
+        """Perform a bound output, but for the sends to the members of the rooms in *skip*."""
+        for connection, action, room in deferred.steps:
+            if isinstance(action, Send):
+                if room is None or room not in skip:
+                    connection.send_text(action.text)
+            elif isinstance(action, Close):
+                connection.close(action.code, action.reason)
+            else:
+                connection.ping()
+        self._emit(deferred.events)
+
     # --- internals -----------------------------------------------------------------------
 
     def _now(self) -> float:
         return time.monotonic()  # the clock of asyncio's loop.time()
 
     def _apply(self, out: Output) -> None:
+        defer = self.defer
+        if defer is not None and defer(out):
+            return
         connections = self._connections
         for action in out.actions:
             if isinstance(action, Send):
@@ -304,12 +369,15 @@ class SignalingHub:
                 if target is not None:
                     target.ping()
         if out.events:
-            for event in out.events:
-                for listener in list(self._listeners):
-                    try:
-                        listener(event)
-                    except Exception:
-                        logger.exception("signaling event listener %r failed", listener)
+            self._emit(out.events)
+
+    def _emit(self, events: list[ServerEvent]) -> None:
+        for event in events:
+            for listener in list(self._listeners):
+                try:
+                    listener(event)
+                except Exception:
+                    logger.exception("signaling event listener %r failed", listener)
 
     async def _tick_loop(self) -> None:
         interval = min(

@@ -50,8 +50,15 @@ from typing import Any, NamedTuple, TypeAlias
 
 import attrs
 
-from rtckit.errors import AuthError, ProtocolError, TopologyError
+from rtckit.errors import AuthError, ProtocolError, RemoteProtocolError, TopologyError
 from rtckit.signaling.config import RoomConfig, SignalingConfig
+from rtckit.signaling.journal import (
+    Record,
+    RoomSnapshot,
+    SessionData,
+    SessionSnapshot,
+    encode_session,
+)
 from rtckit.signaling.protocol import (
     MAX_SEQ,
     PROTOCOL_VERSION,
@@ -110,6 +117,30 @@ def _new_resume_token(room: str) -> str:
     (192 random bits). Clients treat it as opaque."""
     name = base64.urlsafe_b64encode(room.encode()).rstrip(b"=").decode()
     return f"{name}.{secrets.token_urlsafe(24)}"
+
+
+def _session_data(session: _Session, peer_joined: str, order: int) -> SessionData:
+    room = session.room
+    config = room.config
+    return SessionData(
+        peer_joined=peer_joined,
+        resume_token=session.resume_token,
+        token=session.token,
+        trusted=session.trusted,
+        order=order,
+        room_config=None
+        if room.declared
+        else {
+            "topology": config.topology,
+            "max_peers": config.max_peers,
+            "ice_servers": config.ice_servers,
+        },
+    )
+
+
+def _joined_record(session: _Session, peer_joined: str, order: int) -> Record:
+    data = _session_data(session, peer_joined, order)
+    return Record("J", session.room.name, session.peer_id, (encode_session(data),))
 
 
 def resume_token_room(token: str) -> str | None:
@@ -225,10 +256,12 @@ _PONG_TEXT = encode(Pong())
 
 @attrs.frozen(kw_only=True)
 class PeerJoinedEvent:
-    """A peer joined *room*."""
+    """A peer joined *room* (*restored*: its session came with the room from another node of
+    a cluster, see :meth:`SignalingState.restore_room`)."""
 
     room: str
     peer: PeerInfo
+    restored: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -277,6 +310,16 @@ class Output:
 
     actions: list[Action] = attrs.Factory(list)
     events: list[ServerEvent] = attrs.Factory(list)
+    #: Session changes to store before performing ``actions``, with
+    #: :attr:`SignalingState.journal` on (``None``: none).
+    records: list[Record] | None = None
+
+    def record(self, record: Record) -> None:
+        """Append a journal :class:`~rtckit.signaling.journal.Record`."""
+        if self.records is None:
+            self.records = [record]
+        else:
+            self.records.append(record)
 
     def send(self, conn: ConnectionId, message: Message) -> None:
         """Append a :class:`Send` of *message*."""
@@ -307,6 +350,7 @@ class _Room:
     config: RoomConfig
     declared: bool
     sessions: dict[str, _Session] = attrs.Factory(dict)
+    joins: int = 0  # sessions ever joined (their join order, kept in the journal)
 
 
 @attrs.define(eq=False)
@@ -316,6 +360,8 @@ class _Session:
     resume_token: str
     #: The room token given in ``join``, checked again on ``resume``.
     token: str | None = None
+    trusted: bool = False  # joined on an in-process connection
+    restored: bool = False  # taken over from another node's journal (restore_room)
     conn: _Conn | None = None
     out_seq: int = 0
     outbox: deque[_Pending] = attrs.Factory(deque)
@@ -358,6 +404,9 @@ class SignalingState:
         self.config = config
         #: Emit :class:`MessageEvent` for each relayed message (off by default, saving work).
         self.message_events = False
+        #: Describe every change of a session as a journal record in the outputs (see
+        #: :mod:`rtckit.signaling.journal`; a cluster's rooms turn it on).
+        self.journal = False
         self._conns: dict[ConnectionId, _Conn] = {}
         self._rooms: dict[str, _Room] = {}
         self._tokens: dict[str, _Session] = {}
@@ -395,6 +444,12 @@ class SignalingState:
         """Members of *room* (including detached ones waiting for resume), in join order."""
         found = self._rooms.get(room)
         return [] if found is None else [s.info for s in found.sessions.values()]
+
+    def room_of(self, conn: ConnectionId) -> str | None:
+        """The room of *conn*'s session, or ``None`` if it has none."""
+        state = self._conns.get(conn)
+        session = None if state is None else state.session
+        return None if session is None else session.room.name
 
     def room_topology(self, room: str) -> str | None:
         """The topology of *room*, or ``None`` if it does not exist."""
@@ -495,6 +550,91 @@ class SignalingState:
         # declared or not, the room's life on this node ended (its server strategy stops)
         out.events.append(RoomClosedEvent(room=room))
         return out
+
+    def restore_room(self, snapshot: RoomSnapshot, now: float, *, grace: float = 0.0) -> Output:
+        """Take over a room from its journal (a cluster node became its home after the former
+        home died or handed it over): its sessions come back detached, waiting for
+        ``resume`` for ``resume_window`` seconds from *now*, with their outboxes and
+        sequence numbers (*grace* seconds more: their clients may still be finding the
+        room's new node). In-process participants (the former home's media server) do not
+        come back: they leave (``peer-left`` "closed"), which frees their peer ids for this
+        node's own. Each restored person gets a :class:`PeerJoinedEvent` with
+        ``restored=True``.
+
+        Nothing happens if the room has members here already. Raises
+        :class:`~rtckit.errors.RemoteProtocolError` if a session record cannot be read.
+        """
+        out = Output()
+        self._now = now
+        name = snapshot.room
+        room = self._rooms.get(name)
+        if room is not None and room.sessions:
+            return out
+        if room is None:
+            config = None
+            for session in snapshot.sessions:
+                config = session.data.room_config
+                if config is not None:
+                    break
+            room_config = RoomConfig(
+                name=name,
+                topology=str((config or {}).get("topology", self.config.default_topology)),
+                max_peers=(config or {}).get("max_peers"),
+                ice_servers=(config or {}).get("ice_servers", self.config.ice_servers),
+            )
+            room = _Room(name, room_config, declared=False)
+        restored: list[_Session] = []
+        for snap in sorted(snapshot.sessions, key=lambda item: item.data.order):
+            joined = decode(snap.data.peer_joined)
+            if not isinstance(joined, PeerJoined) or joined.peer.id != snap.peer_id:
+                raise RemoteProtocolError(f"bad session record for {snap.peer_id!r}")
+            restoring = _Session(
+                info=joined.peer,
+                room=room,
+                resume_token=snap.data.resume_token,
+                token=snap.data.token,
+                trusted=snap.data.trusted,
+                out_seq=snap.out_seq,
+                outbox=deque(snap.outbox),
+                outbox_bytes=sum(len(item[1]) for item in snap.outbox),
+                in_seq=snap.in_seq,
+                acked_in=snap.in_seq,
+                restored=True,
+            )
+            room.sessions[snap.peer_id] = restoring
+            room.joins = max(room.joins, snap.data.order)
+            self._tokens[restoring.resume_token] = restoring
+            self._pending_bytes += restoring.outbox_bytes
+            self._detach(restoring, now + grace)
+            restored.append(restoring)
+        if not room.sessions and not room.declared:
+            return out
+        self._rooms[name] = room
+        for member in restored:
+            if member.trusted:
+                self._remove(member, "closed", out)
+            else:
+                out.events.append(PeerJoinedEvent(room=name, peer=member.info, restored=True))
+        return out
+
+    def snapshot_room(self, room: str) -> RoomSnapshot | None:
+        """*room*'s sessions as a journal holds them (``None`` if it has none here)."""
+        found = self._rooms.get(room)
+        if found is None or not found.sessions:
+            return None
+        return RoomSnapshot(
+            room=room,
+            sessions=tuple(
+                SessionSnapshot(
+                    peer_id=session.peer_id,
+                    data=_session_data(session, encode(PeerJoined(peer=session.info)), order),
+                    out_seq=session.out_seq,
+                    in_seq=session.in_seq,
+                    outbox=tuple(session.outbox),
+                )
+                for order, session in enumerate(found.sessions.values(), 1)
+            ),
+        )
 
     def touch(self, conn: ConnectionId, now: float) -> None:
         """*conn* showed a sign of life the transport handled itself (a WebSocket pong).
@@ -677,7 +817,7 @@ class SignalingState:
                 self._relay(state, session, message, out, plain)
         elif isinstance(message, Ack):
             if session is not None and self._ack_ok(state, session, message.ack, out):
-                self._trim(session, message.ack)
+                self._trim(session, message.ack, out)
         elif isinstance(message, Ping):
             out.send(state.id, Pong(nonce=message.nonce))
         elif isinstance(message, Pong):
@@ -812,13 +952,22 @@ class SignalingState:
             )
             return
         self._rooms[room.name] = room
-        session = _Session(info=info, room=room, resume_token=resume_token, token=message.token)
+        session = _Session(
+            info=info,
+            room=room,
+            resume_token=resume_token,
+            token=message.token,
+            trusted=state.trusted,
+        )
         room.sessions[peer_id] = session
+        room.joins += 1
         self._tokens[resume_token] = session
         session.conn = state
         state.session = session
-        out.actions.append(Send(state.id, text, welcome))
         joined = encode(PeerJoined(peer=info))
+        if self.journal:
+            out.record(_joined_record(session, joined, room.joins))
+        out.actions.append(Send(state.id, text, welcome))
         for other in others:
             self._deliver_text(other, joined, PeerJoined.type, out, None, None)
         out.events.append(PeerJoinedEvent(room=room.name, peer=info))
@@ -836,14 +985,17 @@ class SignalingState:
         )
         return False
 
-    def _trim(self, session: _Session, ack: int) -> None:
+    def _trim(self, session: _Session, ack: int, out: Output) -> None:
         """Forget the messages of *session*'s outbox up to ``seq`` *ack*."""
         outbox = session.outbox
         freed = 0
         while outbox and outbox[0][0] <= ack:
             freed += len(outbox.popleft()[1])
-        session.outbox_bytes -= freed
-        self._pending_bytes -= freed
+        if freed:
+            session.outbox_bytes -= freed
+            self._pending_bytes -= freed
+            if self.journal:
+                out.record(Record("A", session.room.name, session.peer_id, (ack,)))
 
     def _resume(self, state: _Conn, message: Resume, out: Output) -> None:
         if not self._handshake_ok(state, out):
@@ -858,6 +1010,18 @@ class SignalingState:
             except AuthError as exc:
                 self._error(state, str(exc.code or ErrorCode.AUTH_INVALID), str(exc), None, out)
                 return
+        if session.restored and message.ack > session.out_seq:
+            # the client saw messages the journal lacks (its former home served it through
+            # a backplane outage): this session cannot go on consistently; it ends here
+            self._remove(session, "closed", out)
+            self._error(
+                state,
+                ErrorCode.RESUME_FAILED,
+                "the session's state was lost with its former node",
+                None,
+                out,
+            )
+            return
         if not self._ack_ok(state, session, message.ack, out):
             return
         old = session.conn
@@ -868,7 +1032,7 @@ class SignalingState:
         session.conn = state
         session.detached_at = None
         state.session = session
-        self._trim(session, message.ack)
+        self._trim(session, message.ack, out)
         outbox = session.outbox
         session.acked_in = session.in_seq
         session.ack_due = None
@@ -889,6 +1053,8 @@ class SignalingState:
         if seq <= session.in_seq:
             return  # a duplicate resent after resume: already processed
         session.in_seq = seq
+        if self.journal:
+            out.record(Record("I", session.room.name, session.peer_id, (seq,)))
         if session.ack_due is None:
             session.ack_due = state.last_recv
             self._schedule(state, state.last_recv + self.config.ack_delay)
@@ -969,6 +1135,15 @@ class SignalingState:
         sequenced = with_seq(text, seq)
         outbox = session.outbox
         outbox.append((seq, sequenced, kind, origin, origin_seq))
+        if self.journal:
+            out.record(
+                Record(
+                    "O",
+                    session.room.name,
+                    session.peer_id,
+                    (seq, sequenced, kind, origin, origin_seq),
+                )
+            )
         size = len(sequenced)
         session.outbox_bytes += size
         self._pending_bytes += size
@@ -1023,6 +1198,8 @@ class SignalingState:
             return
         del room.sessions[session.peer_id]
         self._tokens.pop(session.resume_token, None)
+        if self.journal:
+            out.record(Record("L", room.name, session.peer_id))
         if session.conn is not None:
             session.conn.session = None
             session.conn = None
