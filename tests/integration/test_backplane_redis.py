@@ -163,6 +163,49 @@ async def test_a_malformed_batch_is_dropped_with_one_log_line(
     assert not any(r.levelno >= logging.ERROR for r in records)
 
 
+async def test_a_publish_redis_refuses_reports_the_node_and_keeps_the_order(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error reply (here an ACL without the channel) answers one ``PUBLISH``: that node
+    is unreachable, the replies after it still match their posts, nothing goes down."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await client.acl_setuser(
+            "limited",
+            enabled=True,
+            passwords=["+pw"],
+            commands=["+@all"],
+            keys=["*"],
+            channels=["rtckit:events", "rtckit:node:a", "rtckit:node:b", "rtckit:node:nobody"],
+            reset_channels=True,
+        )
+        limited = redis_server.url.replace("redis://", "redis://limited:pw@")
+        recorder = Recorder()
+        async with (
+            RedisBackplane(RedisBackplaneConfig(url=limited, node_id="a")) as a,
+            _node(redis_server, "b") as (_b, got_b),
+        ):
+            await a.start(recorder)
+            a.post("b", b"1")
+            await asyncio.sleep(0.05)
+            a.post("forbidden", b"x")
+            await asyncio.sleep(0.05)
+            a.post("b", b"2")
+            a.post("nobody", b"y")  # allowed, but nobody listens
+            await wait_for(lambda: len(recorder.unreachable) == 2, 5, "both reported")
+            await wait_for(lambda: len(got_b.messages) == 2, 5, "both delivered")
+            assert recorder.unreachable == ["forbidden", "nobody"]
+            assert got_b.messages == [("a", b"1"), ("a", b"2")]
+            assert a.up
+            assert recorder.states == []
+    finally:
+        await client.acl_deluser("limited")
+        await client.aclose()
+    records = [r for r in caplog.records if r.name == "rtckit.backplane.redis"]
+    assert sum("Redis refused a PUBLISH to node forbidden" in r.getMessage() for r in records) == 1
+    assert not any(r.levelno >= logging.ERROR for r in records)
+
+
 async def test_the_streams_under_redis_py_connections(redis_server: RedisServer) -> None:
     """The hot path reads and writes the streams of redis-py's connections, private
     attributes in redis-py 8.2: this fails loudly if an upgrade moves them."""
