@@ -18,8 +18,8 @@ Two formats:
   integers, strings, errors, nulls, arrays and pushes) incrementally from the bytes as they
   come. redis-py opens and authenticates the connections; the backplane reads and writes
   their streams itself because redis-py's pure-Python path (a timeout context per read, a
-  line-by-line parser, a pipeline object per batch) cost more CPU than the ``PUBLISH``
-  itself.
+  line-by-line parser, a pipeline object per batch) cost about as much CPU as writing the
+  ``PUBLISH`` (docs/topics/cluster-benchmark.rst).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-__all__ = ["RespError", "RespReader", "join", "publish", "split"]
+__all__ = ["Reply", "RespError", "RespReader", "join", "publish", "split"]
 
 _LENGTH = struct.Struct(">I")
 

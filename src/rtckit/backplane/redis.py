@@ -24,9 +24,10 @@ are escaped by :func:`rtckit.backplane.keys.escape`):
   connection, in order, without waiting for the replies to the previous ones; one task reads
   the replies, and a ``PUBLISH`` that reached no subscriber reports the node unreachable.
   Another task reads this node's channel straight from its connection. (redis-py opens and
-  authenticates both connections; its per-command Python path cost more CPU than the
-  ``PUBLISH`` itself.) What is queued or unanswered is bounded
-  (:attr:`~RedisBackplaneConfig.max_queued_posts`, :attr:`~RedisBackplaneConfig.max_queued_bytes`).
+  authenticates both connections; its per-command Python path cost about as much CPU as
+  writing the ``PUBLISH``.) What is queued or unanswered is bounded
+  (:attr:`~RedisBackplaneConfig.max_queued_posts`,
+  :attr:`~RedisBackplaneConfig.max_queued_bytes`).
 * ``<ns>:lease:<key>`` holds ``<epoch>:<node>`` with a millisecond expiry, and
   ``<ns>:epoch:<key>`` the counter whose ``INCR`` gives each new holder its epoch. Acquire
   (set if absent), renew (extend if the value is unchanged) and release (compare and delete)
