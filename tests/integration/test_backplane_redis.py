@@ -19,9 +19,16 @@ from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
+import redis.exceptions
 
 from backplanes import Recorder, wait_for
-from rtckit.backplane.redis import PROTOCOL_VERSION, RedisBackplane, RedisBackplaneConfig
+from rtckit.backplane._redis_wire import join
+from rtckit.backplane.redis import (
+    PROTOCOL_VERSION,
+    RedisBackplane,
+    RedisBackplaneConfig,
+    _streams,
+)
 from rtckit.errors import BackplaneError
 from rtckit.testing.redisserver import RedisServer
 
@@ -101,6 +108,122 @@ async def test_posts_arrive_in_order_with_their_sender(redis_server: RedisServer
         await wait_for(lambda: len(got_b.messages) == 2002, 5, "2 more")
         assert got_b.messages[-2:] == [("a", b""), ("a", b"1:x:y")]
         assert got_a.unreachable == got_b.unreachable == []
+
+
+async def _publish_calls(client: aioredis.Redis) -> int:
+    stats = await client.info("commandstats")
+    return int(stats.get("cmdstat_publish", {}).get("calls", 0))
+
+
+async def test_the_posts_of_one_turn_go_as_one_publish_per_node_in_order(
+    redis_server: RedisServer,
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        async with (
+            _node(redis_server, "a") as (a, got_a),
+            _node(redis_server, "b") as (b, got_b),
+            _node(redis_server, "c") as (_c, got_c),
+        ):
+            before = await _publish_calls(client)
+            for i in range(600):  # one turn of the loop, interleaved between two nodes
+                a.post("b" if i % 2 else "c", b"%d" % i)
+                if i % 100 == 0:
+                    b.post("a", b"back %d" % i)
+            await wait_for(lambda: len(got_b.messages) == len(got_c.messages) == 300, 10, "all")
+            await wait_for(lambda: len(got_a.messages) == 6, 5, "6 posts back")
+            # a: 300 posts to b (2 batches of at most 256), 300 to c (2); b: 1 batch to a
+            assert await _publish_calls(client) - before <= 5 + 2  # (+ a heartbeat's, maybe)
+        assert got_b.messages == [("a", b"%d" % i) for i in range(1, 600, 2)]
+        assert got_c.messages == [("a", b"%d" % i) for i in range(0, 600, 2)]
+        assert got_a.messages == [("b", b"back %d" % i) for i in range(0, 600, 100)]
+        assert got_a.unreachable == got_b.unreachable == got_c.unreachable == []
+    finally:
+        await client.aclose()
+
+
+async def test_a_malformed_batch_is_dropped_with_one_log_line(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        async with _node(redis_server, "a") as (a, got_a):
+            header = f"{PROTOCOL_VERSION}:x:".encode()
+            await client.publish("rtckit:node:a", header + b"\x00\x00\x00\x09abc")
+            await client.publish("rtckit:node:a", header + b"\x00\x00")
+            await client.publish("rtckit:node:a", join(header, [b"fine", b"too"]))
+            await wait_for(lambda: len(got_a.messages) == 2, 5, "the good batch delivered")
+            assert got_a.messages == [("x", b"fine"), ("x", b"too")]
+            assert a.dropped_posts == 2
+            assert a.up
+    finally:
+        await client.aclose()
+    records = [r for r in caplog.records if r.name == "rtckit.backplane.redis"]
+    assert sum("malformed batch of posts from 'x'" in r.getMessage() for r in records) == 1
+    assert not any(r.exc_info for r in records)
+    assert not any(r.levelno >= logging.ERROR for r in records)
+
+
+async def test_a_publish_redis_refuses_reports_the_node_and_keeps_the_order(
+    redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error reply (here an ACL without the channel) answers one ``PUBLISH``: that node
+    is unreachable, the replies after it still match their posts, nothing goes down."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        await client.acl_setuser(
+            "limited",
+            enabled=True,
+            passwords=["+pw"],
+            commands=["+@all"],
+            keys=["*"],
+            channels=["rtckit:events", "rtckit:node:a", "rtckit:node:b", "rtckit:node:nobody"],
+            reset_channels=True,
+        )
+        limited = redis_server.url.replace("redis://", "redis://limited:pw@")
+        recorder = Recorder()
+        async with (
+            RedisBackplane(RedisBackplaneConfig(url=limited, node_id="a")) as a,
+            _node(redis_server, "b") as (_b, got_b),
+        ):
+            await a.start(recorder)
+            a.post("b", b"1")
+            await asyncio.sleep(0.05)
+            a.post("forbidden", b"x")
+            await asyncio.sleep(0.05)
+            a.post("b", b"2")
+            a.post("nobody", b"y")  # allowed, but nobody listens
+            await wait_for(lambda: len(recorder.unreachable) == 2, 5, "both reported")
+            await wait_for(lambda: len(got_b.messages) == 2, 5, "both delivered")
+            assert recorder.unreachable == ["forbidden", "nobody"]
+            assert got_b.messages == [("a", b"1"), ("a", b"2")]
+            assert a.up
+            assert recorder.states == []
+    finally:
+        await client.acl_deluser("limited")
+        await client.aclose()
+    records = [r for r in caplog.records if r.name == "rtckit.backplane.redis"]
+    assert sum("Redis refused a PUBLISH to node forbidden" in r.getMessage() for r in records) == 1
+    assert not any(r.levelno >= logging.ERROR for r in records)
+
+
+async def test_the_streams_under_redis_py_connections(redis_server: RedisServer) -> None:
+    """The hot path reads and writes the streams of redis-py's connections, private
+    attributes in redis-py 8.2: this fails loudly if an upgrade moves them."""
+    client = aioredis.Redis.from_url(redis_server.url)
+    try:
+        connection = await client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        reader, writer = _streams(connection)
+        assert isinstance(reader, asyncio.StreamReader)
+        assert isinstance(writer, asyncio.StreamWriter)
+        writer.write(b"*1\r\n$4\r\nPING\r\n")
+        async with asyncio.timeout(5):
+            assert await reader.readexactly(7) == b"+PONG\r\n"
+        await connection.disconnect()
+        with pytest.raises(redis.exceptions.ConnectionError, match="no streams"):
+            _streams(connection)
+    finally:
+        await client.aclose()
 
 
 async def test_a_post_nobody_receives_is_reported(redis_server: RedisServer) -> None:
@@ -293,7 +416,8 @@ async def test_a_node_of_another_version_is_ignored_and_logged_once(
     finally:
         await client.aclose()
     warnings = [r.getMessage() for r in caplog.records if r.name == "rtckit.backplane.redis"]
-    assert sum("live node future runs backplane version '2'" in w for w in warnings) == 1
+    future = f"live node future runs backplane version '{PROTOCOL_VERSION + 1}'"
+    assert sum(future in w for w in warnings) == 1
     assert sum("dropped a post of backplane version" in w for w in warnings) == 1
 
 

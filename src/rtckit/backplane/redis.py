@@ -17,10 +17,17 @@ are escaped by :func:`rtckit.backplane.keys.escape`):
   ``on_state(False)``, drops its subscription (posts already buffered for it are discarded:
   their senders have been told it is down), registers anew under a new incarnation and
   reports ``on_state(True)``.
-* ``<ns>:node:<node>``, a channel per node: posts are ``PUBLISH``\\ ed there by one writer
-  task that drains a bounded queue in pipelines, so the posts to one node keep their order.
-  Each carries the header ``<version>:<sender>:`` before the opaque payload. A ``PUBLISH``
-  that reaches no subscriber reports the node unreachable.
+* ``<ns>:node:<node>``, a channel per node. The posts to one node within one turn of the
+  event loop go there as one ``PUBLISH``, a *batch*: the header ``<version>:<sender>:`` then
+  each opaque payload framed by its length (``rtckit.backplane._redis_wire``), in the order
+  they were posted. The batches go out at the end of that turn on the backplane's own
+  connection, in order, without waiting for the replies to the previous ones; one task reads
+  the replies, and a ``PUBLISH`` that reached no subscriber reports the node unreachable.
+  Another task reads this node's channel straight from its connection. (redis-py opens and
+  authenticates both connections; its per-command Python path cost about as much CPU as
+  writing the ``PUBLISH``.) What is queued or unanswered is bounded
+  (:attr:`~RedisBackplaneConfig.max_queued_posts`,
+  :attr:`~RedisBackplaneConfig.max_queued_bytes`).
 * ``<ns>:lease:<key>`` holds ``<epoch>:<node>`` with a millisecond expiry, and
   ``<ns>:epoch:<key>`` the counter whose ``INCR`` gives each new holder its epoch. Acquire
   (set if absent), renew (extend if the value is unchanged) and release (compare and delete)
@@ -66,9 +73,10 @@ import attrs
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
-from rtckit.backplane import keys
+from rtckit.backplane import _redis_wire, keys
 from rtckit.backplane.base import BackplaneHandler, Lease, NodeId
 from rtckit.errors import BackplaneError, ConfigurationError
 
@@ -81,11 +89,12 @@ log = logging.getLogger(__name__)
 
 #: The version of what nodes write to Redis and post to each other; nodes are compatible
 #: when theirs are equal.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MAX_NODE_ID = 128
-_BATCH = 256  # posts per pipeline
+_BATCH = 256  # posts per PUBLISH, at most
+_READ_SIZE = 256 * 1024
 _DOWN_ERRORS = (RedisError, OSError, TimeoutError)
 
 # Shared head of the liveness scripts. KEYS: nodes, nodeinfo. ARGV[1]: the events channel.
@@ -336,10 +345,13 @@ class RedisBackplane:
         self._closed = False
         self._supervisor: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._queue: deque[tuple[NodeId, str, bytes]] = deque()
+        self._queue: deque[tuple[NodeId, bytes]] = deque()
         self._queued_bytes = 0
-        self._inflight: list[tuple[NodeId, str, bytes]] = []
-        self._wake = asyncio.Event()
+        self._flush_scheduled = False
+        self._out: asyncio.StreamWriter | None = None  # the writer's connection, when open
+        self._unanswered: deque[tuple[NodeId, int]] = deque()  # per PUBLISH: node, posts
+        self._unanswered_posts = 0
+        self._channels: dict[NodeId, bytes] = {}
         self._unreachable: dict[NodeId, None] = {}
         self._unreachable_scheduled = False
         self._beat_lock = asyncio.Lock()
@@ -350,6 +362,7 @@ class RedisBackplane:
         self._load = 0.0
         self._warned_versions: set[tuple[NodeId, bytes]] = set()
         self._warned_frames: set[bytes] = set()
+        self._warned_batches: set[bytes] = set()
         self.dropped_posts = 0
         """Posts received that were not delivered (another version, or malformed)."""
 
@@ -436,21 +449,29 @@ class RedisBackplane:
         self._up = False
         self._queue.clear()
         self._queued_bytes = 0
+        self._unanswered.clear()
+        self._unanswered_posts = 0
         await self._close_session()
 
     def post(self, node: NodeId, payload: bytes) -> None:
         """Queue *payload* for *node* (see :meth:`rtckit.backplane.base.Backplane.post`)."""
         size = len(payload)
+        out = self._out
         if (
             not self._up
-            or len(self._queue) >= self._config.max_queued_posts
-            or self._queued_bytes + size > self._config.max_queued_bytes
+            or len(self._queue) + self._unanswered_posts >= self._config.max_queued_posts
+            or self._queued_bytes
+            + size
+            + (out.transport.get_write_buffer_size() if out is not None else 0)
+            > self._config.max_queued_bytes
         ):
             self._report_unreachable(node)
             return
-        self._queue.append((node, keys.channel_name(self._config.namespace, node), payload))
+        self._queue.append((node, payload))
         self._queued_bytes += size
-        self._wake.set()
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
 
     def set_load(self, load: float) -> None:
         """Publish *load* with this node's next heartbeat (``inf``: draining)."""
@@ -646,9 +667,10 @@ class RedisBackplane:
                     _describe(failure) if failure is not None else "connection closed",
                 )
             self._notify(lambda handler: handler.on_state(False))
-        for node, _channel, _payload in (*self._inflight, *self._queue):
+        for node, _ in (*self._unanswered, *self._queue):
             self._report_unreachable(node)
-        self._inflight = []
+        self._unanswered.clear()
+        self._unanswered_posts = 0
         self._queue.clear()
         self._queued_bytes = 0
         await self._close_session()
@@ -679,49 +701,97 @@ class RedisBackplane:
         for node in nodes:
             self._notify(lambda handler, node=node: handler.on_unreachable(node))  # type: ignore[misc]
 
+    def _channel_of(self, node: NodeId) -> bytes:
+        channel = self._channels.get(node)
+        if channel is None:
+            if len(self._channels) >= 4096:
+                self._channels.clear()
+            channel = keys.channel_name(self._config.namespace, node).encode()
+            self._channels[node] = channel
+        return channel
+
+    def _flush(self) -> None:
+        """Write what was posted in this turn of the loop: one ``PUBLISH`` per node (per
+        :data:`_BATCH` posts), in one write, without waiting for replies."""
+        self._flush_scheduled = False
+        out = self._out
+        if out is None or not self._queue:
+            return  # the writer's connection is not open yet: it flushes once it is
+        if out.transport.is_closing():  # lost: the writer task ends, the session goes down
+            for node, _payload in self._queue:
+                self._report_unreachable(node)
+            self._queue.clear()
+            self._queued_bytes = 0
+            return
+        batches: dict[NodeId, list[bytes]] = {}
+        for node, payload in self._queue:
+            batches.setdefault(node, []).append(payload)
+        self._queue.clear()
+        self._queued_bytes = 0
+        commands = []
+        for node, payloads in batches.items():
+            channel = self._channel_of(node)
+            for start in range(0, len(payloads), _BATCH):
+                batch = payloads[start : start + _BATCH]
+                commands.append(_redis_wire.publish(channel, _redis_wire.join(self._prefix, batch)))
+                self._unanswered.append((node, len(batch)))
+                self._unanswered_posts += len(batch)
+        out.write(b"".join(commands))
+
     async def _write_loop(self) -> None:
-        """The one writer: drain the queue in pipelines, in order."""
+        """The writer: opens its own connection, where :meth:`_flush` writes the posts, and
+        reads the replies, in order (a ``PUBLISH`` that reached nobody: the node is
+        unreachable)."""
         assert self._client is not None
-        client = self._client
-        prefix = self._prefix
-        while True:
-            while not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-            batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
-            self._queued_bytes -= sum(len(payload) for _node, _channel, payload in batch)
-            self._inflight = batch
-            pipe = client.pipeline(transaction=False)
-            for _node, channel, payload in batch:
-                pipe.publish(channel, prefix + payload)
-            results = await pipe.execute()
-            self._inflight = []
-            for (node, _channel, _payload), receivers in zip(batch, results, strict=True):
-                if receivers == 0:
-                    self._report_unreachable(node)
+        connection = await self._client.connection_pool.get_connection()  # type: ignore[no-untyped-call]
+        reader, self._out = _streams(connection)
+        replies = _redis_wire.RespReader()
+        try:
+            self._flush()
+            while True:
+                for reply in _feed(replies, await reader.read(_READ_SIZE)):
+                    if isinstance(reply, list):
+                        continue  # a RESP3 push (none is asked for): never a reply
+                    if not self._unanswered:
+                        raise RedisConnectionError(f"a reply to no command: {reply!r:.60}")
+                    node, posts = self._unanswered.popleft()
+                    self._unanswered_posts -= posts
+                    if isinstance(reply, _redis_wire.RespError):
+                        log.warning("Redis refused a PUBLISH to node %s: %s", node, reply)
+                        self._report_unreachable(node)
+                    elif reply == 0:
+                        self._report_unreachable(node)
+        finally:
+            self._out = None
 
     async def _read_loop(self) -> None:
-        """The one reader: posts for this node and departures of nodes."""
-        pubsub = self._pubsub
+        """The reader of this node's subscription: posts for this node and departures of
+        nodes, read straight from its connection."""
+        reader, _writer = _streams(self._pubsub.connection)
+        pushes = _redis_wire.RespReader()
         loop = asyncio.get_running_loop()
         while True:
-            message = await pubsub.get_message(timeout=self._config.heartbeat_interval)
-            if message is None or message["type"] != "message":
-                continue
-            if loop.time() > self._valid_until:
-                # paused (or starved) past this node's own TTL: whatever is buffered may
-                # have been sent to a node the others already dropped
-                await self._beat("renew")
-            data: bytes = message["data"]
-            if message["channel"] == self._channel_b:
-                self._deliver(data)
-            elif message["channel"] == self._events_b:
-                self._on_departure(data)
+            for push in _feed(pushes, await reader.read(_READ_SIZE)):
+                if not (isinstance(push, list) and len(push) == 3 and push[0] == b"message"):
+                    continue
+                if loop.time() > self._valid_until:
+                    # paused (or starved) past this node's own TTL: whatever is buffered may
+                    # have been sent to a node the others already dropped
+                    await self._beat("renew")
+                channel, data = push[1], push[2]
+                if not isinstance(data, bytes):
+                    continue
+                if channel == self._channel_b:
+                    self._deliver(data)
+                elif channel == self._events_b:
+                    self._on_departure(data)
 
     def _deliver(self, data: bytes) -> None:
-        version, _, rest = data.partition(b":")
-        sender, colon, payload = rest.partition(b":")
-        if version != self._version_b or not colon or not sender.isascii():
+        first = data.find(b":")
+        second = data.find(b":", first + 1) if first >= 0 else -1
+        version = data[:first] if first >= 0 else data[:16]
+        sender = data[first + 1 : second]
+        if version != self._version_b or second < 0 or not sender.isascii():
             self.dropped_posts += 1
             if version not in self._warned_frames and len(self._warned_frames) < 16:
                 self._warned_frames.add(version)
@@ -733,8 +803,23 @@ class RedisBackplane:
                     PROTOCOL_VERSION,
                 )
             return
+        try:
+            payloads = _redis_wire.split(data, second + 1)
+        except ValueError as exc:
+            self.dropped_posts += 1
+            if sender not in self._warned_batches and len(self._warned_batches) < 1024:
+                self._warned_batches.add(sender)
+                log.warning(
+                    "node %s dropped a malformed batch of posts from %r (%s; further ones "
+                    "are counted)",
+                    self._node_id,
+                    sender[:_MAX_NODE_ID].decode("ascii"),
+                    exc,
+                )
+            return
         node = sender.decode("ascii")
-        self._notify(lambda handler: handler.on_message(node, payload))
+        for payload in payloads:
+            self._notify(lambda handler, payload=payload: handler.on_message(node, payload))  # type: ignore[misc]
 
     # --- liveness --------------------------------------------------------------------------
 
@@ -819,6 +904,32 @@ class RedisBackplane:
         )
 
 
+def _streams(connection: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """The streams of a connected redis-py connection.
+
+    redis-py keeps them in private attributes (``_reader`` and ``_writer``, redis-py 8.2);
+    ``tests/integration/test_backplane_redis.py`` fails loudly if they move.
+    """
+    reader = getattr(connection, "_reader", None)
+    writer = getattr(connection, "_writer", None)
+    if not isinstance(reader, asyncio.StreamReader) or not isinstance(writer, asyncio.StreamWriter):
+        raise RedisConnectionError(
+            f"no streams on redis-py's {type(connection).__name__} (not connected, or "
+            "redis-py moved its private _reader/_writer: see rtckit.backplane.redis)"
+        )
+    return reader, writer
+
+
+def _feed(reader: _redis_wire.RespReader, data: bytes) -> list[_redis_wire.Reply]:
+    """The replies completed by *data*; a closed or garbled connection raises (an outage)."""
+    if not data:
+        raise RedisConnectionError("Redis closed the connection")
+    try:
+        return reader.feed(data)
+    except ValueError as exc:
+        raise RedisConnectionError(f"Redis sent what is not RESP: {exc}") from None
+
+
 class _Get:
     """A plain GET with the scripts' calling convention."""
 
@@ -843,6 +954,9 @@ async def _stop(tasks: list[asyncio.Task[None]]) -> None:
         for task in pending:
             task.cancel()
         _done, pending = await asyncio.wait(pending, timeout=0.1)
+    for task in tasks:  # several may fail of one outage (the reader and the writer both
+        if not task.cancelled():  # see the connection close): the supervisor reports one
+            task.exception()
 
 
 def _milliseconds(seconds: float) -> int:
