@@ -13,8 +13,9 @@ takes the room's lease); rooms alternate between the two nodes as homes. Placeme
 * ``home-to-edge``: senders on the home, receivers on the other node (each message crosses
   the backplane once, home to edge);
 * ``edge-to-home``: senders on the other node, receivers on the home (once, edge to home);
-* ``outbox``: not applicable, nothing is measured: the per-session Redis outbox of issue #14
-  is not built (a room's sessions live in its home's memory, see docs/topics/cluster.rst);
+* ``outbox``: ``home-to-edge`` with the rooms' session journals on (``durable_sessions``:
+  each session's outbox kept as a Redis stream, written before the frames go out); the other
+  placements run without it;
 * ``serve``/``serve-workers``: the same load (``local`` seats, one URL) on ``rtckit serve``
   as one process without ``[cluster]``, and as ``--workers 2`` with ``[cluster]`` (the kernel
   spreads connections over the workers, so a room's peers often sit on two workers).
@@ -64,7 +65,8 @@ DOC = bench.ROOT / "docs" / "topics" / "cluster-benchmark-results.inc"
 NODES = 2
 CROSS = ("home-to-edge", "edge-to-home")
 SERVE = ("serve", "serve-workers")
-PLACEMENTS = ("local", *CROSS, *SERVE)
+OUTBOX = "outbox"
+PLACEMENTS = ("local", *CROSS, OUTBOX, *SERVE)
 #: Share of a core a capacity plan lets one process use (the scaling estimate).
 UTILISATION = 0.7
 #: Deployments of the scaling estimate: (rooms, peers per room, messages/s sent per peer).
@@ -104,7 +106,8 @@ def seats(placement: str, count: int, tag: str) -> list[Seat]:
         home, base = number % NODES, len(out)
         for k in range(size):
             side = k % 2
-            node = home if placement not in CROSS or side == 0 else (home + 1) % NODES
+            crosses = placement in CROSS or placement == OUTBOX
+            node = home if not crosses or side == 0 else (home + 1) % NODES
             partner = k - 1 if side == 1 or k + 1 == size else k + 1
             sends = side == (1 if placement == "edge-to-home" else 0)
             out.append(Seat(f"{tag}-{number}", node, k == 0, sends, base + partner))
@@ -130,12 +133,13 @@ def ws_url(port: int) -> str:
 
 
 async def start_node(
-    redis_url: str, node_id: str, loop: str, profile: Path | None = None
+    redis_url: str, node_id: str, loop: str, profile: Path | None = None, *, durable: bool = False
 ) -> bench.Server:
     """An rtckit node of this script (``--serve-node``) on a free port."""
     port = bench.free_port()
     argv = [sys.executable, __file__, "--serve-node", str(port), "--redis-url", redis_url]
     argv += ["--node-id", node_id, "--server-loop", loop]
+    argv += ["--durable"] if durable else []
     argv += ["--profile", str(profile)] if profile is not None else []
     env = {**os.environ, "PYTHONPATH": str(bench.ROOT / "src")}
     proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL)  # noqa: ASYNC220
@@ -143,11 +147,14 @@ async def start_node(
     return bench.Server(f"node {node_id}", proc, port, lambda _i: ws_url(port), loop)
 
 
-def serve_node(port: int, loop: str, redis_url: str, node_id: str, profile: str | None) -> None:
-    """A node process: :func:`signaling.serve_rtckit` with a backplane; under cProfile with
-    *profile* (its statistics written there when SIGTERM stops it)."""
+def serve_node(
+    port: int, loop: str, redis_url: str, node_id: str, profile: str | None, durable: bool
+) -> None:
+    """A node process: :func:`signaling.serve_rtckit` with a backplane (and the session
+    journal if *durable*); under cProfile with *profile* (its statistics written there when
+    SIGTERM stops it)."""
     if profile is None:
-        bench.serve_rtckit(port, loop, redis_url=redis_url, node_id=node_id)
+        bench.serve_rtckit(port, loop, redis_url=redis_url, node_id=node_id, durable=durable)
         return
 
     def interrupt(_signum: int, _frame: FrameType | None) -> None:
@@ -158,21 +165,21 @@ def serve_node(port: int, loop: str, redis_url: str, node_id: str, profile: str 
     profiler.enable()
     try:
         with contextlib.suppress(KeyboardInterrupt):  # the SIGTERM that stops it
-            bench.serve_rtckit(port, loop, redis_url=redis_url, node_id=node_id)
+            bench.serve_rtckit(port, loop, redis_url=redis_url, node_id=node_id, durable=durable)
     finally:
         profiler.disable()
         profiler.dump_stats(profile)
 
 
 async def start_cluster(
-    redis: RedisServer, tag: str, loop: str, profile: Path | None = None
+    redis: RedisServer, tag: str, loop: str, profile: Path | None = None, *, durable: bool = False
 ) -> Deployment:
     assert redis.pid is not None
     servers: list[bench.Server] = []
     try:
         for name in "ab"[:NODES]:
             out = None if profile is None else profile / f"node-{name}.pstats"
-            servers.append(await start_node(redis.url, f"{name}-{tag}", loop, out))
+            servers.append(await start_node(redis.url, f"{name}-{tag}", loop, out, durable=durable))
     except BaseException:
         for server in servers:
             server.stop()
@@ -286,7 +293,7 @@ async def measure(
             redis, 2 if placement == "serve-workers" else 1, args.loop, directory
         )
     else:
-        deployment = await start_cluster(redis, tag, args.loop)
+        deployment = await start_cluster(redis, tag, args.loop, durable=placement == OUTBOX)
     try:
         stats = bench.Stats()
         plan = seats("local" if placement in SERVE else placement, args.clients, tag)
@@ -448,11 +455,8 @@ def report(results: list[Measured], args: argparse.Namespace, load: tuple[float,
                 spread([m.redis_us for m in measured]) if measured[0].redis else "-",
             ]
         )
-        if placement == CROSS[-1]:
-            na = "not applicable: the per-session Redis outbox is not built"
-            rows.append(["outbox", na, "", "", "", "", ""])
     ratio_rows = []
-    for placement in CROSS:
+    for placement in (*CROSS, OUTBOX):
         ratios = paired(table, placement, "local", lambda o, u: o.all_in_us / u.all_in_us)
         deltas = paired(table, placement, "local", lambda o, u: o.window.p99_ms - u.window.p99_ms)
         ratio = statistics.median(ratios)
@@ -538,10 +542,10 @@ async def main(args: argparse.Namespace, directory: Path) -> None:
 
 
 async def profile(args: argparse.Namespace, redis: RedisServer, directory: Path) -> None:
-    """One ``home-to-edge`` measurement with both nodes under cProfile (into *directory*,
-    which exists)."""
+    """One ``home-to-edge`` measurement (with the session journals: ``--durable``) with both
+    nodes under cProfile (into *directory*, which exists)."""
     tag = f"profile-{time.time_ns()}"
-    deployment = await start_cluster(redis, tag, args.loop, directory)
+    deployment = await start_cluster(redis, tag, args.loop, directory, durable=args.durable)
     try:
         stats = bench.Stats()
         async with seated(deployment, seats("home-to-edge", args.clients, tag), stats) as senders:
@@ -571,6 +575,9 @@ if __name__ == "__main__":
     parser.add_argument("--redis-url", help=argparse.SUPPRESS)
     parser.add_argument("--node-id", help=argparse.SUPPRESS)
     parser.add_argument("--server-loop", default="asyncio", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--durable", action="store_true", help="with --profile: the session journals on"
+    )
     arguments = parser.parse_args()
     if arguments.serve_node:
         serve_node(
@@ -579,6 +586,7 @@ if __name__ == "__main__":
             arguments.redis_url,
             arguments.node_id,
             arguments.profile,
+            arguments.durable,
         )
     else:
         if arguments.clients < 2:

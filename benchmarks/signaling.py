@@ -194,12 +194,14 @@ def serve_rtckit(
     *,
     redis_url: str | None = None,
     node_id: str | None = None,
+    durable: bool = False,
 ) -> None:
     """The rtckit server process: limits raised so that the benchmark load is admitted.
 
     Runs on the event loop *loop* through :func:`rtckit.eventloop.run`, as ``rtckit
     signaling`` does. With *redis_url* (aiohttp only), the server is the node *node_id* of a
-    cluster sharing a :class:`~rtckit.backplane.redis.RedisBackplane` (``benchmarks/cluster.py``).
+    cluster sharing a :class:`~rtckit.backplane.redis.RedisBackplane` (``benchmarks/cluster.py``),
+    keeping its rooms' session journals in Redis if *durable*.
     """
     sys.path.insert(0, str(ROOT / "src"))
     from rtckit.eventloop import run as run_loop
@@ -219,7 +221,13 @@ def serve_rtckit(
 
             server: SignalingServer | PicowsSignalingServer = PicowsSignalingServer(config)
         else:
-            server = SignalingServer(config, backplane(redis_url, node_id))
+            from rtckit.signaling.cluster import ClusterConfig
+
+            server = SignalingServer(
+                config,
+                backplane(redis_url, node_id),
+                cluster=ClusterConfig(durable_sessions=durable),
+            )
         async with server:
             await server.listen("127.0.0.1", port, ssl=context)
             await asyncio.Event().wait()

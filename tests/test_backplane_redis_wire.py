@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtckit.backplane._redis_wire import RespError, RespReader, join, publish, split
+from rtckit.backplane._redis_wire import RespError, RespReader, command, join, publish, split
 
 
 def test_a_batch_splits_back_into_its_posts_in_order() -> None:
@@ -69,3 +69,13 @@ def test_replies_and_pushes_read_in_any_pieces() -> None:
 def test_what_is_not_resp_is_refused(data: bytes) -> None:
     with pytest.raises(ValueError, match="RESP"):
         RespReader().feed(data)
+
+
+def test_command_packs_strings_bytes_and_integers() -> None:
+    packed = command(b"EVALSHA", "ab", 2, "k:é", b"\r\n")
+    assert (
+        packed
+        == b"*5\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n2\r\n$4\r\nk:\xc3\xa9\r\n$2\r\n\r\n\r\n"
+    )
+    reader = RespReader()
+    assert reader.feed(packed) == [[b"EVALSHA", b"ab", b"2", "k:é".encode(), b"\r\n"]]

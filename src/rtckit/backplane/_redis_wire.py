@@ -27,7 +27,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Sequence
 
-__all__ = ["Reply", "RespError", "RespReader", "join", "publish", "split"]
+__all__ = ["Reply", "RespError", "RespReader", "command", "join", "publish", "split"]
 
 _LENGTH = struct.Struct(">I")
 
@@ -70,6 +70,15 @@ def publish(channel: bytes, message: bytes) -> bytes:
         len(message),
         message,
     )
+
+
+def command(*parts: bytes | str | int) -> bytes:
+    """The RESP encoding of the command *parts* (strings are UTF-8, integers in decimal)."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
 
 
 class RespError(Exception):

@@ -96,6 +96,7 @@ if replace then
 end
 local ttl = ARGV[2]
 local touched = {}
+local joined, left = replace, false
 i = 5
 while i <= n do
   local op, peer = ARGV[i], ARGV[i + 1]
@@ -104,11 +105,12 @@ while i <= n do
     redis.call('HSET', s, peer, ARGV[i + 2])
     redis.call('HSET', c, 'o:' .. peer, 0, 'a:' .. peer, 0, 'i:' .. peer, 0)
     redis.call('DEL', o)
+    joined = true
   elseif op == 'O' then
     redis.call('XADD', o, ARGV[i + 2] .. '-0', 't', ARGV[i + 3], 'k', ARGV[i + 4],
       'f', ARGV[i + 5], 'r', ARGV[i + 6])
     redis.call('HSET', c, 'o:' .. peer, ARGV[i + 2])
-    touched[o] = true
+    if replace or ARGV[i + 2] == '1' then touched[o] = true end  -- a new stream
   elseif op == 'A' then
     local ack = tonumber(ARGV[i + 2])
     if ack > tonumber(redis.call('HGET', c, 'a:' .. peer) or '0') then
@@ -124,18 +126,22 @@ while i <= n do
     redis.call('HDEL', c, 'o:' .. peer, 'a:' .. peer, 'i:' .. peer)
     redis.call('DEL', o)
     touched[o] = nil
+    left = true
   end
   i = i + 2 + arity[op]
 end
-if redis.call('HLEN', s) == 0 then
+if left and redis.call('HLEN', s) == 0 then
   redis.call('DEL', s, c)
   redis.call('HDEL', KEYS[3], ARGV[3])
   return 1
 end
-redis.call('PEXPIRE', s, ttl)
-redis.call('PEXPIRE', c, ttl)
+-- new keys get their TTL here; the home's refresh (with each lease renewal) extends them all
+if joined then
+  redis.call('PEXPIRE', s, ttl)
+  redis.call('PEXPIRE', c, ttl)
+  redis.call('HSET', KEYS[3], ARGV[3], KEYS[1] .. '\\n' .. p)
+end
 for key in pairs(touched) do redis.call('PEXPIRE', key, ttl) end
-redis.call('HSET', KEYS[3], ARGV[3], KEYS[1] .. '\\n' .. p)
 return 1
 """
 
@@ -189,12 +195,24 @@ class RedisJournal:
         self._namespace = backplane.config.namespace
         self._ttl = ttl
         self._index = f"{self._namespace}:journals"
+        self._prefixes: dict[str, str] = {}  # room -> its keys' prefix
+        self._lease_keys: dict[str, str] = {}  # lease -> its key
 
     def _prefix(self, room: str) -> str:
-        return f"{self._namespace}:journal:{{{keys.escape(room)}}}"
+        prefix = self._prefixes.get(room)
+        if prefix is None:
+            if len(self._prefixes) >= 4096:
+                self._prefixes.clear()
+            prefix = self._prefixes[room] = f"{self._namespace}:journal:{{{keys.escape(room)}}}"
+        return prefix
 
     def _lease_key(self, room: str, lease: Lease) -> str:
-        return keys.lease_key(self._namespace, lease.key)
+        key = self._lease_keys.get(lease.key)
+        if key is None:
+            if len(self._lease_keys) >= 4096:
+                self._lease_keys.clear()
+            key = self._lease_keys[lease.key] = keys.lease_key(self._namespace, lease.key)
+        return key
 
     async def write(self, batches: Sequence[tuple[str, Lease, Sequence[Record]]]) -> set[str]:
         """See :meth:`JournalStore.write <rtckit.signaling.journal.JournalStore.write>`."""
@@ -202,7 +220,7 @@ class RedisJournal:
             (room, self._call(room, lease, "write", _flatten(records)))
             for room, lease, records in batches
         ]
-        results = await self._backplane.run_scripts(_WRITE, [call for _room, call in calls])
+        results = await self._backplane.run_scripts_now(_WRITE, [call for _room, call in calls])
         return {room for (room, _call), result in zip(calls, results, strict=True) if not result}
 
     async def replace(self, room: str, lease: Lease, snapshot: RoomSnapshot | None) -> bool:
@@ -215,7 +233,7 @@ class RedisJournal:
             records.append(Record("S", room, peer, (first, first)))
             records.append(Record("I", room, peer, (session.in_seq,)))
             records.extend(Record("O", room, peer, pending) for pending in session.outbox)
-        (result,) = await self._backplane.run_scripts(
+        (result,) = await self._backplane.run_scripts_now(
             _WRITE, [self._call(room, lease, "replace", _flatten(records))]
         )
         return bool(result)

@@ -349,7 +349,10 @@ class RedisBackplane:
         self._queued_bytes = 0
         self._flush_scheduled = False
         self._out: asyncio.StreamWriter | None = None  # the writer's connection, when open
-        self._unanswered: deque[tuple[NodeId, int]] = deque()  # per PUBLISH: node, posts
+        # per command written on the writer's connection, in order: (node, posts) for a
+        # PUBLISH, the future of its reply for a script (run_scripts_now)
+        self._unanswered: deque[tuple[NodeId, int] | asyncio.Future[Any]] = deque()
+        self._shas: dict[str, bytes] = {}  # script -> SHA1, for EVALSHA on that connection
         self._unanswered_posts = 0
         self._channels: dict[NodeId, bytes] = {}
         self._unreachable: dict[NodeId, None] = {}
@@ -449,6 +452,9 @@ class RedisBackplane:
         self._up = False
         self._queue.clear()
         self._queued_bytes = 0
+        for entry in self._unanswered:
+            if isinstance(entry, asyncio.Future) and not entry.done():
+                entry.set_exception(BackplaneError("the Redis backplane was closed"))
         self._unanswered.clear()
         self._unanswered_posts = 0
         await self._close_session()
@@ -563,6 +569,46 @@ class RedisBackplane:
         except _DOWN_ERRORS as exc:
             raise BackplaneError(f"Redis at {self._where}: {_describe(exc)}") from exc
 
+    async def run_scripts_now(
+        self, script: str, calls: list[tuple[list[str], list[Any]]]
+    ) -> list[int | bytes | None]:
+        """:meth:`run_scripts` for scripts whose replies are integers or strings, on the
+        connection that carries this node's posts (written with them, without redis-py's
+        per-command path: the hot path of the session journal)."""
+        sha = self._shas.get(script)
+        if sha is None:
+            client = self._client
+            if not self._up or client is None:
+                raise BackplaneError(f"the Redis backplane at {self._where} is down")
+            try:
+                loaded: Any = await client.script_load(script)
+            except _DOWN_ERRORS as exc:
+                raise BackplaneError(f"Redis at {self._where}: {_describe(exc)}") from exc
+            sha = self._shas[script] = str(
+                loaded if not isinstance(loaded, bytes) else loaded.decode()
+            ).encode()
+        out = self._out
+        if out is None or out.transport.is_closing():  # the writer's connection is not open
+            return list(await self.run_scripts(script, calls))
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[Any]] = []
+        for script_keys, args in calls:
+            out.write(_redis_wire.command(b"EVALSHA", sha, len(script_keys), *script_keys, *args))
+            future = loop.create_future()
+            futures.append(future)
+            self._unanswered.append(future)
+        results: list[int | bytes | None] = []
+        for future in futures:
+            reply = await future
+            if isinstance(reply, _redis_wire.RespError):
+                if str(reply).startswith("NOSCRIPT"):
+                    self._shas.pop(script, None)  # Redis restarted: load it again next time
+                raise BackplaneError(f"Redis at {self._where}: {reply}")
+            if isinstance(reply, list):
+                raise BackplaneError(f"Redis at {self._where}: an array where none was due")
+            results.append(reply)
+        return results
+
     # --- connection ------------------------------------------------------------------------
 
     @property
@@ -592,6 +638,7 @@ class RedisBackplane:
             health_check_interval=0,
         )
         self._client = client
+        self._shas = {}
         self._scripts = {
             "heartbeat": client.register_script(_HEARTBEAT),
             "leave": client.register_script(_LEAVE),
@@ -667,7 +714,13 @@ class RedisBackplane:
                     _describe(failure) if failure is not None else "connection closed",
                 )
             self._notify(lambda handler: handler.on_state(False))
-        for node, _ in (*self._unanswered, *self._queue):
+        for entry in self._unanswered:
+            if isinstance(entry, asyncio.Future):
+                if not entry.done():
+                    entry.set_exception(BackplaneError(f"Redis at {self._where} went down"))
+            else:
+                self._report_unreachable(entry[0])
+        for node, _ in self._queue:
             self._report_unreachable(node)
         self._unanswered.clear()
         self._unanswered_posts = 0
@@ -754,7 +807,12 @@ class RedisBackplane:
                         continue  # a RESP3 push (none is asked for): never a reply
                     if not self._unanswered:
                         raise RedisConnectionError(f"a reply to no command: {reply!r:.60}")
-                    node, posts = self._unanswered.popleft()
+                    entry = self._unanswered.popleft()
+                    if isinstance(entry, asyncio.Future):  # a script's (run_scripts_now)
+                        if not entry.done():
+                            entry.set_result(reply)
+                        continue
+                    node, posts = entry
                     self._unanswered_posts -= posts
                     if isinstance(reply, _redis_wire.RespError):
                         log.warning("Redis refused a PUBLISH to node %s: %s", node, reply)

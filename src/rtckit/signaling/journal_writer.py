@@ -33,7 +33,11 @@ if TYPE_CHECKING:
     from rtckit.signaling.journal import JournalStore, Record
     from rtckit.signaling.state import Output
 
-__all__ = ["JournalWriter"]
+__all__ = ["LAZY_DELAY", "JournalWriter"]
+
+#: Seconds an acknowledgement's record may wait for the next write (see
+#: :meth:`JournalWriter.defer`).
+LAZY_DELAY = 0.2
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +61,10 @@ class JournalWriter:
         self._available = available
         self._on_fenced = on_fenced
         self._rewrite: set[str] = set()  # rooms whose journal must be written whole
+        # acknowledgements not written yet: nothing waits for them (see defer)
+        self._lazy: list[Record] = []
+        self._lazy_timer: asyncio.TimerHandle | None = None
+        self._lazy_due_now = False  # LAZY_DELAY passed: write them even alone
         self._timeout = timeout
         self._queue: list[DeferredOutput] = []
         self._wake = asyncio.Event()
@@ -82,6 +90,9 @@ class JournalWriter:
         await self.flush()
         if self.hub.defer == self.defer:
             self.hub.defer = None
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
         task, self._task = self._task, None
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -89,7 +100,10 @@ class JournalWriter:
         self._drain_now()
 
     async def flush(self) -> None:
-        """Wait until every queued output is written and performed."""
+        """Wait until every queued output (and acknowledgement) is written and performed."""
+        if self._lazy:
+            self._lazy_due_now = True
+            self.poke()
         while self._queue or not self._idle.is_set():
             await self._idle.wait()
             if self._queue:
@@ -106,19 +120,41 @@ class JournalWriter:
         self._wake.set()
 
     def defer(self, out: Output) -> bool:
-        """The hub's hook: queue *out* (True) if it has records or others wait."""
-        if out.records is None and not self._queue:
+        """The hub's hook: queue *out* (True) if it has records or others wait.
+
+        An output whose records are all acknowledgements (``A``) waits for nothing: it is
+        performed now, and its records go with the next write (at most
+        :data:`LAZY_DELAY` later). An acknowledgement the journal misses only leaves
+        acknowledged messages in a restored outbox, which the client's ``resume`` (its
+        ``ack``) trims again: none is delivered twice.
+        """
+        records = out.records
+        if records is None:
+            if not self._queue:
+                return False
+        elif not self._queue and all(record.op == "A" for record in records):
+            self._lazy.extend(records)
+            if self._lazy_timer is None:
+                self._lazy_timer = asyncio.get_running_loop().call_later(LAZY_DELAY, self._lazy_due)
             return False
         self._queue.append(self.hub.bind(out))
         self._idle.clear()
         self._wake.set()
         return True
 
+    def _lazy_due(self) -> None:
+        self._lazy_timer = None
+        if self._lazy:
+            self._lazy_due_now = True
+            self.poke()
+
     async def _run(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue or (self._rewrite and self._available()):
+            while self._queue or (
+                (self._rewrite or (self._lazy_due_now and self._lazy)) and self._available()
+            ):
                 batch, self._queue = self._queue, []
                 try:
                     written = await self._write(batch)
@@ -138,6 +174,10 @@ class JournalWriter:
         """Write *batch*'s records (and the rooms to write whole), then perform it; False if
         the store could not be reached."""
         by_room: dict[str, list[Record]] = {}
+        lazy, self._lazy = self._lazy, []
+        self._lazy_due_now = False
+        for record in lazy:  # they came before the batch's
+            by_room.setdefault(record.room, []).append(record)
         for deferred in batch:
             for record in deferred.records or ():
                 by_room.setdefault(record.room, []).append(record)
