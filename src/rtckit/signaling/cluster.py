@@ -957,6 +957,8 @@ class SignalingRouter:
                 "room %r: its lease could not be renewed; closing it here before it lapses",
                 room,
             )
+            if self._writer is not None:
+                self._writer.drop(room)
             self.hub.evict_room(room, CloseCode.GOING_AWAY, "the room's lease lapses")
 
     async def _hand_over(self, room: str) -> None:
@@ -1006,6 +1008,8 @@ class SignalingRouter:
         del self._rooms[room]
         self._held_until.pop(room, None)
         logger.warning("room %r moved to node %r: closing its connections here", room, current.node)
+        if self._writer is not None:
+            self._writer.drop(room)
         self.hub.evict_room(room, CloseCode.GOING_AWAY, "the room moved to another node")
 
 

@@ -61,6 +61,7 @@ class JournalWriter:
         self._available = available
         self._on_fenced = on_fenced
         self._rewrite: set[str] = set()  # rooms whose journal must be written whole
+        self._dropped: set[str] = set()  # rooms closed here: their queued sends are dropped
         # acknowledgements not written yet: nothing waits for them (see defer)
         self._lazy: list[Record] = []
         self._lazy_timer: asyncio.TimerHandle | None = None
@@ -113,6 +114,13 @@ class JournalWriter:
         """Write *room*'s journal whole at the next write (its lease changed hands)."""
         self._rewrite.add(room)
         self.poke()
+
+    def drop(self, room: str) -> None:
+        """*room* was closed on this node (its lease lapsed or moved on): the sends to its
+        members that wait for the journal are dropped, as their records will not be written
+        (its clients would otherwise hold a ``seq`` that the room's next home lacks)."""
+        if self._queue or not self._idle.is_set():
+            self._dropped.add(room)
 
     def poke(self) -> None:
         """Try again what waits (the backplane is back)."""
@@ -168,6 +176,7 @@ class JournalWriter:
                     written = False
                 if not written and not self._queue:
                     break  # the rewrites wait for the next poke or output
+            self._dropped.clear()
             self._idle.set()
 
     async def _write(self, batch: list[DeferredOutput]) -> bool:
@@ -214,7 +223,7 @@ class JournalWriter:
                     failed = True
         if failed:
             self._rewrite |= whole.keys() | {room for room, _lease, _records in writes}
-        skip = frozenset(fenced)
+        skip = frozenset(fenced | self._dropped)
         for deferred in batch:
             self.hub.perform(deferred, skip)
         for room in fenced:
