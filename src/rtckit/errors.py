@@ -157,8 +157,8 @@ class TopologyError(RtcKitError):
 
 
 class WhipError(RtcKitError):
-    """A WHIP request refused: :attr:`status` is its HTTP status, :attr:`title` the status's
-    name, the message the ``detail`` of its ``application/problem+json`` body."""
+    """A WHIP request refused: ``status`` is its HTTP status, ``title`` the status's name, the
+    message the ``detail`` of its ``application/problem+json`` body."""
 
     def __init__(self, detail: str, *, status: int, title: str) -> None:
         super().__init__(detail)

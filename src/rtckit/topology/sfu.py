@@ -188,7 +188,7 @@ class _Member:
 class SfuPublisher:
     """A send-only member of an SFU room (see :meth:`SfuServerStrategy.add_publisher`).
 
-    Its connection only receives; :attr:`answer` is the SDP answer to its offer (all of the
+    Its connection only receives; ``answer`` is the SDP answer to its offer (all of the
     server's candidates in it). It ends when :meth:`aclose` is called, when its connection
     fails or closes, when it has not connected within the *connect_timeout* given to
     ``add_publisher``, or when the room stops; :meth:`wait_ended` returns then, and its tracks

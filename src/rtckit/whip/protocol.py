@@ -8,17 +8,14 @@ body (RFC 9457) of the refusal. :mod:`rtckit.whip.server` is the aiohttp layer a
 The exchange, as rtckit serves it
 ---------------------------------
 
-=========================================  ================================================
-``OPTIONS /whip/<room>``                   ``204``: CORS, ``Accept-Post: application/sdp``,
-                                           the ICE servers as ``Link`` headers (a client
-                                           can gather with them before its POST)
-``POST /whip/<room>`` (``application/sdp``)  ``201 Created``: the SDP answer, ``Location`` of
-                                           the new session resource, its ``ETag``, the ICE
-                                           servers as ``Link`` headers
-``PATCH <resource>``                       ``204``: trickled candidates
-(``application/trickle-ice-sdpfrag``)      (RFC 8840 fragment) applied
-``DELETE <resource>``                      ``200``: the publisher leaves the room
-=========================================  ================================================
+* ``OPTIONS /whip/<room>``: ``204``, with CORS, ``Accept-Post: application/sdp`` and the ICE
+  servers as ``Link`` headers (a client can gather with them before its ``POST``);
+* ``POST /whip/<room>`` (``application/sdp``): ``201 Created`` with the SDP answer, the
+  ``Location`` of the new session resource, its ``ETag`` and the ICE servers as ``Link``
+  headers;
+* ``PATCH <resource>`` (``application/trickle-ice-sdpfrag``, an RFC 8840 fragment): ``204``, the
+  trickled candidates are applied;
+* ``DELETE <resource>``: ``200``, the publisher leaves the room.
 
 Refusals (each with a problem body naming the cause; :func:`problem`):
 
@@ -31,7 +28,7 @@ Refusals (each with a problem body naming the cause; :func:`problem`):
 409    a room that cannot take a WHIP publisher: only SFU rooms forward one (a mesh room has no
        media server; MCU rooms do not take WHIP publishers yet); the ``detail`` says which
 412    ``If-Match`` names another entity tag than the session's (:func:`check_if_match`)
-413    a body larger than :attr:`WhipConfig.max_body_bytes`
+413    a body larger than ``max_body_bytes`` (:class:`WhipConfig`)
 415    a content type other than the one the method takes
 422    an offer with no audio/video to publish, more than one audio or video m-line, a media
        section that does not send, or another kind of media; an ICE restart
@@ -40,8 +37,8 @@ Refusals (each with a problem body naming the cause; :func:`problem`):
        does not support
 428    a trickle ``PATCH`` without ``If-Match`` (the client must name the ICE session it
        trickles into, the ETag of the ``201``)
-503    too many WHIP sessions (:attr:`WhipConfig.max_sessions`), or the room's media server
-       is not running (the server is closing)
+503    too many WHIP sessions (``max_sessions`` of :class:`WhipConfig`), or the room's media
+       server is not running (the server is closing)
 =====  ==========================================================================================
 
 Resources and entity tags
