@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -253,6 +255,8 @@ async def test_whip_publisher_reaches_room_member_and_leaves_on_delete(
             # the room member sees the publisher join and gets its video, decoded on its side
             publisher_id = next(iter(server.sfu().publishers))
             assert publisher_id.startswith("whip-")
+            # a send-only member: no signaling session from the SFU, nothing forwarded to it
+            assert publisher_id not in server.sfu().members
             await log.wait_for(ParticipantJoined, publisher_id)
             published = await log.wait_for(TrackPublished, publisher_id)
             async with asyncio.timeout(30):
@@ -294,6 +298,77 @@ async def test_publisher_that_never_connects_is_reaped(http: aiohttp.ClientSessi
                 await problem(gone, 404)
         finally:
             await pc.close()
+
+
+def _open_fds() -> int:
+    return len(list(Path("/proc/self/fd").iterdir()))
+
+
+async def test_a_flood_of_posts_that_never_connect_leaves_no_descriptor_behind(
+    http: aiohttp.ClientSession,
+) -> None:
+    async with running(connect_timeout=1.5) as server:
+        clients = [await whip_offer() for _ in range(4)]
+        try:
+            await post(http, f"{server.base}/whip/sfu", clients[0][1])  # warm up the room
+            assert server.whip is not None
+            async with asyncio.timeout(20):
+                while server.whip.sessions:  # noqa: ASYNC110 - bounded by the timeout
+                    await asyncio.sleep(0.1)
+            baseline = _open_fds()
+            for _pc, offer, _ in clients:
+                assert (await post(http, f"{server.base}/whip/sfu", offer)).status == 201
+            assert len(server.whip.sessions) == len(clients)
+            assert _open_fds() > baseline  # each session holds its ICE sockets
+            async with asyncio.timeout(20):
+                while server.whip.sessions:  # noqa: ASYNC110 - bounded by the timeout
+                    await asyncio.sleep(0.1)
+            await asyncio.sleep(0.2)  # the closed transports release their sockets
+            assert _open_fds() <= baseline
+        finally:
+            for pc, _offer, _ in clients:
+                await pc.close()
+
+
+async def test_a_publisher_removed_from_the_room_ends_its_session(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    pc, offer, _ = await whip_offer()
+    try:
+        response = await post(http, f"{server.base}/whip/sfu", offer)
+        assert response.status == 201
+        resource = server.base + response.headers["Location"]
+        (publisher,) = server.sfu().publishers.values()
+        server.signaling.hub.remove_peer("sfu", publisher.participant_id)  # an admin kicks it
+        async with asyncio.timeout(10):
+            await publisher.wait_ended()  # the room removed it (its signaling closed)
+        assert server.whip is not None
+        async with asyncio.timeout(10):
+            while server.whip.sessions:  # noqa: ASYNC110 - bounded by the timeout
+                await asyncio.sleep(0.05)
+        async with http.delete(resource) as gone:
+            await problem(gone, 404)
+    finally:
+        await pc.close()
+
+
+async def test_an_offer_aiortc_cannot_apply_is_a_400_without_traceback(
+    server: Server, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    pc, offer, _ = await whip_offer()
+    await pc.close()
+    broken = "\r\n".join(line for line in offer.split("\r\n") if line != "a=rtcp-mux")
+    with caplog.at_level(logging.INFO):
+        body = await problem(await post(http, f"{server.base}/whip/sfu", broken), 400)
+    assert "cannot be answered" in body["detail"]
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    assert server.whip is not None
+    assert server.whip.sessions == {}
+    # the refused publisher left the room it was the only person in: the room's SFU stopped
+    assert server.strategies is not None
+    async with asyncio.timeout(10):
+        while "sfu" in server.strategies.running:  # noqa: ASYNC110 - bounded by the timeout
+            await asyncio.sleep(0.05)
 
 
 async def test_requests_refused_with_their_status(
