@@ -371,6 +371,26 @@ async def test_an_offer_aiortc_cannot_apply_is_a_400_without_traceback(
             await asyncio.sleep(0.05)
 
 
+async def test_an_offer_sent_in_many_chunks_is_read_whole(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    pc, offer, _ = await whip_offer()
+    try:
+
+        async def pieces() -> AsyncIterator[bytes]:
+            data = offer.encode()
+            for start in range(0, len(data), 100):
+                yield data[start : start + 100]
+                await asyncio.sleep(0.005)  # separate TCP segments, separate reads
+
+        headers = {"Content-Type": "application/sdp"}
+        async with http.post(f"{server.base}/whip/sfu", data=pieces(), headers=headers) as response:
+            assert response.status == 201, await response.text()
+            assert "a=recvonly" in await response.text()
+    finally:
+        await pc.close()
+
+
 async def test_requests_refused_with_their_status(
     server: Server, http: aiohttp.ClientSession
 ) -> None:

@@ -184,7 +184,15 @@ class WhipEndpoint:
         declared = request.content_length
         if declared is not None and declared > limit:
             raise wp.problem(413, f"the body has more than {limit} bytes")
-        return wp.check_body(await request.content.read(limit + 1), limit)
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:  # a body may come in many chunks; never more than limit + 1 bytes
+            chunk = await request.content.read(limit + 1 - size)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+        return wp.check_body(b"".join(chunks), limit)
 
     def _authenticate(self, room: str, request: web.Request) -> str | None:
         token = wp.parse_bearer(request.headers.get("Authorization"))
