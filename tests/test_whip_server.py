@@ -300,6 +300,34 @@ async def test_publisher_that_never_connects_is_reaped(http: aiohttp.ClientSessi
             await pc.close()
 
 
+async def test_a_publisher_that_hangs_up_without_delete_is_reaped(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    async with member(server) as (_room, log):
+        pc, offer, _ = await whip_offer()
+        try:
+            response = await post(http, f"{server.base}/whip/sfu", offer)
+            assert response.status == 201
+            resource = server.base + response.headers["Location"]
+            answer = RTCSessionDescription(sdp=await response.text(), type="answer")
+            await pc.setRemoteDescription(answer)
+            (publisher,) = server.sfu().publishers.values()
+            published = await log.wait_for(TrackPublished, publisher.participant_id)
+            async with asyncio.timeout(30):
+                await published.track.recv()
+        finally:
+            await pc.close()  # DTLS close_notify, no DELETE
+        async with asyncio.timeout(30):
+            reason = await publisher.wait_ended()
+        assert reason == "connection closed"  # its DTLS close_notify, not a DELETE
+        await log.wait_for(ParticipantLeft, publisher.participant_id)
+        async with asyncio.timeout(10):
+            while server.whip is not None and server.whip.sessions:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        async with http.delete(resource) as gone:
+            await problem(gone, 404)
+
+
 def _open_fds() -> int:
     return len(list(Path("/proc/self/fd").iterdir()))
 

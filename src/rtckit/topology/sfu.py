@@ -222,7 +222,9 @@ class SfuPublisher:
         return self._ended.is_set()
 
     async def wait_ended(self) -> str:
-        """Wait until the publisher ends; return why (``"closed"``, ``"failed"``, ...)."""
+        """Wait until the publisher ends; return why: ``"closed"`` (:meth:`aclose`),
+        ``"connection failed"``/``"connection closed"`` (the remote side vanished or hung up),
+        ``"timeout"`` (never connected), ``"left"`` (it left the room's signaling)."""
         await self._ended.wait()
         return self.end_reason or "closed"
 
@@ -258,7 +260,7 @@ class SfuPublisher:
         if state == "connected":
             self._connected.set()
         elif state in ("failed", "closed"):
-            self._end(str(state))
+            self._end(f"connection {state}")
 
     async def _watch(self, seconds: float) -> None:
         try:
