@@ -29,6 +29,7 @@ from rtckit.whip import WhipEndpoint
 
 SESSION = SessionConfig(heartbeat_interval=0.5, disconnected_after=5.0, restart_after=8.0)
 WITHIN = 40.0
+CONSENT_WITHIN = 60.0  # aioice gives up after 6 consent checks 4-6 s apart
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +68,11 @@ def _fragment(offer: str, candidates: list[PeerCandidate], *, end: bool) -> str:
     return "\r\n".join(body) + "\r\n"
 
 
-async def test_webrtcbin_publishes_vp8_into_an_sfu_room_over_whip() -> None:
+@pytest.mark.parametrize("ending", ["delete", "kill"])
+async def test_webrtcbin_publishes_vp8_into_an_sfu_room_over_whip(ending: str) -> None:
+    """*ending* ``delete``: the session ends with a DELETE. ``kill``: the publisher is killed
+    (SIGKILL: no DELETE, no DTLS close); ICE consent fails (aioice: about 30 s) and the
+    publisher is reaped: it leaves the room, its resource answers 404."""
     async with (
         whip_server() as (server, rooms, base),
         SignalingClient.connect(server.url, room="sfu") as viewer_client,
@@ -130,12 +135,21 @@ async def test_webrtcbin_publishes_vp8_into_an_sfu_room_over_whip() -> None:
             assert stats is not None
             assert stats.decoders_created == 0
             assert stats.encoders_created == 0
-            async with http.delete(resource) as deleted:
-                assert deleted.status == 200
+            (publisher,) = strategy.publishers.values()
+            if ending == "delete":
+                async with http.delete(resource) as deleted:
+                    assert deleted.status == 200
+            else:
+                peer.kill()
+                async with asyncio.timeout(CONSENT_WITHIN):
+                    # aiortc closes the connection when consent fails
+                    assert await publisher.wait_ended() == "connection closed"
             async with asyncio.timeout(WITHIN):
                 async for event in viewer.events():
                     if isinstance(event, ParticipantLeft) and event.participant_id == publisher_id:
                         break
+            async with http.delete(resource) as gone:
+                assert gone.status == 404
         finally:
             trickling.cancel()
             with contextlib.suppress(asyncio.CancelledError):

@@ -223,7 +223,8 @@ class SfuPublisher:
 
     async def wait_ended(self) -> str:
         """Wait until the publisher ends; return why: ``"closed"`` (:meth:`aclose`),
-        ``"connection failed"``/``"connection closed"`` (the remote side vanished or hung up),
+        ``"connection failed"``/``"connection closed"`` (the remote side hung up or vanished:
+        aiortc closes the connection when ICE consent fails),
         ``"timeout"`` (never connected), ``"left"`` (it left the room's signaling)."""
         await self._ended.wait()
         return self.end_reason or "closed"
