@@ -513,6 +513,10 @@ async def test_tokens_and_limits(http: aiohttp.ClientSession) -> None:
                 assert options.status == 204
                 assert "Link" not in options.headers
             token = server.token("publish")
+            # ... and with a token the room admits, the ICE servers
+            async with http.options(url, headers={"Authorization": f"Bearer {token}"}) as options:
+                assert options.status == 204
+                assert options.headers.getall("Link") == ['<stun:127.0.0.1:3478>; rel="ice-server"']
             created = await post(http, url, offer, token=token)
             assert created.status == 201, await created.text()
             resource = server.base + created.headers["Location"]
