@@ -83,6 +83,7 @@ PURE_CORES: tuple[str, ...] = (
     "rtckit._lazy",
     "rtckit.backplane.base",
     "rtckit.backplane.keys",
+    "rtckit.backplane.journal",  # the session journal's records (signaling.state writes them)
     "rtckit.signaling.protocol",
     "rtckit.signaling.state",
     "rtckit.signaling.relay_wire",  # the signaling router's envelope between nodes

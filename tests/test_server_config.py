@@ -225,3 +225,11 @@ def test_cluster_table(monkeypatch: pytest.MonkeyPatch) -> None:
     drain = parse_config(OPEN_INSECURE + "[cluster]\nredis_url = 'redis://x'\ndrain_timeout = 3\n")
     assert drain.cluster is not None
     assert drain.cluster.drain_timeout == 3.0
+    assert drain.cluster.durable_sessions  # sessions outlive their node by default
+    plain = parse_config(
+        OPEN_INSECURE + "[cluster]\nredis_url = 'redis://x'\ndurable_sessions = false\n"
+    )
+    assert plain.cluster is not None
+    assert not plain.cluster.durable_sessions
+    with pytest.raises(ConfigurationError, match="durable_sessions"):
+        parse_config(OPEN_INSECURE + "[cluster]\nredis_url = 'redis://x'\ndurable_sessions = 1\n")

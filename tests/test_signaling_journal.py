@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from rtckit.errors import RemoteProtocolError
-from rtckit.signaling.journal import (
+from rtckit.backplane.journal import (
     JournalImage,
     Record,
     RoomSnapshot,
@@ -14,6 +13,7 @@ from rtckit.signaling.journal import (
     decode_session,
     encode_session,
 )
+from rtckit.errors import RemoteProtocolError
 from rtckit.signaling.protocol import (
     Ack,
     AppMessage,

@@ -12,9 +12,9 @@ import redis.asyncio as aioredis
 
 from backplanes import Recorder
 from rtckit.backplane.base import Lease
+from rtckit.backplane.journal import Record, RoomSnapshot, SessionSnapshot
 from rtckit.backplane.redis import RedisBackplane, RedisBackplaneConfig
 from rtckit.errors import BackplaneError
-from rtckit.signaling.journal import Record, RoomSnapshot, SessionSnapshot
 from rtckit.signaling.protocol import Ack, AppMessage, Bye
 from rtckit.testing.redisserver import RedisServer
 from test_signaling_journal import Journaled

@@ -131,6 +131,20 @@ async def test_a_new_media_room_and_its_media_server_go_to_the_least_loaded_node
 
 
 FAST_RECONNECT = ReconnectPolicy(initial_delay=0.01, max_delay=0.2)
+
+
+async def test_durable_sessions_false_turns_the_journal_off(redis_server: RedisServer) -> None:
+    config = _config(redis_server.url)
+    assert config.cluster is not None
+    plain = attrs.evolve(config, cluster=attrs.evolve(config.cluster, durable_sessions=False))
+    async with _nodes(config, 1) as (durable,), _nodes(plain, 1) as (volatile,):
+        for server, journal in ((durable, True), (volatile, False)):
+            router = server.signaling.router
+            assert router is not None
+            assert router.cluster.durable_sessions is journal
+            assert server.signaling.hub.state.journal is journal
+
+
 FAST = SessionConfig(heartbeat_interval=0.25, disconnected_after=1.0, restart_after=2.0)
 
 

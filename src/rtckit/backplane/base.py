@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Protocol
 import attrs
 
 if TYPE_CHECKING:
-    from rtckit.signaling.journal import JournalStore
+    from rtckit.backplane.journal import JournalStore
 
 __all__ = ["Backplane", "BackplaneHandler", "Lease", "NodeId"]
 
@@ -132,6 +132,6 @@ class Backplane(Protocol):
 
     def journal(self, ttl: float) -> JournalStore:
         """Where the rooms' session journals are kept on this backplane (see
-        :mod:`rtckit.signaling.journal`); a journal not refreshed for *ttl* seconds is
+        :mod:`rtckit.backplane.journal`); a journal not refreshed for *ttl* seconds is
         forgotten."""
         ...

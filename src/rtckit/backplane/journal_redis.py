@@ -1,5 +1,5 @@
 """The rooms' session journals on redis-server (a
-:class:`~rtckit.signaling.journal.JournalStore` for
+:class:`~rtckit.backplane.journal.JournalStore` for
 :meth:`RedisBackplane.journal <rtckit.backplane.redis.RedisBackplane.journal>`).
 
 Keys of room *r* (its escaped name in braces, so that one room's keys share a hash slot):
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from rtckit.backplane import keys
 from rtckit.backplane.base import Lease
-from rtckit.signaling.journal import (
+from rtckit.backplane.journal import (
     Pending,
     Record,
     RoomSnapshot,
@@ -215,7 +215,7 @@ class RedisJournal:
         return key
 
     async def write(self, batches: Sequence[tuple[str, Lease, Sequence[Record]]]) -> set[str]:
-        """See :meth:`JournalStore.write <rtckit.signaling.journal.JournalStore.write>`."""
+        """See :meth:`JournalStore.write <rtckit.backplane.journal.JournalStore.write>`."""
         calls = [
             (room, self._call(room, lease, "write", _flatten(records)))
             for room, lease, records in batches
@@ -224,7 +224,7 @@ class RedisJournal:
         return {room for (room, _call), result in zip(calls, results, strict=True) if not result}
 
     async def replace(self, room: str, lease: Lease, snapshot: RoomSnapshot | None) -> bool:
-        """See :meth:`JournalStore.replace <rtckit.signaling.journal.JournalStore.replace>`."""
+        """See :meth:`JournalStore.replace <rtckit.backplane.journal.JournalStore.replace>`."""
         records: list[Record] = []
         for session in () if snapshot is None else snapshot.sessions:
             peer = session.peer_id
@@ -239,7 +239,7 @@ class RedisJournal:
         return bool(result)
 
     async def refresh(self, room: str, lease: Lease, ttl: float) -> bool:
-        """See :meth:`JournalStore.refresh <rtckit.signaling.journal.JournalStore.refresh>`."""
+        """See :meth:`JournalStore.refresh <rtckit.backplane.journal.JournalStore.refresh>`."""
         (result,) = await self._backplane.run_scripts(
             _REFRESH,
             [
@@ -252,7 +252,7 @@ class RedisJournal:
         return bool(result)
 
     async def load(self, room: str) -> RoomSnapshot | None:
-        """See :meth:`JournalStore.load <rtckit.signaling.journal.JournalStore.load>`."""
+        """See :meth:`JournalStore.load <rtckit.backplane.journal.JournalStore.load>`."""
         (raw,) = await self._backplane.run_scripts(_LOAD, [([self._prefix(room)], [])])
         sessions_flat, counters_flat, *streams = raw
         data = _pairs(sessions_flat)
@@ -277,7 +277,7 @@ class RedisJournal:
         )
 
     async def orphans(self, limit: int) -> list[str]:
-        """See :meth:`JournalStore.orphans <rtckit.signaling.journal.JournalStore.orphans>`."""
+        """See :meth:`JournalStore.orphans <rtckit.backplane.journal.JournalStore.orphans>`."""
         (found,) = await self._backplane.run_scripts(_ORPHANS, [([self._index], [limit])])
         return [room.decode() for room in found]
 

@@ -44,8 +44,8 @@ from types import TracebackType
 import attrs
 
 from rtckit.backplane.base import BackplaneHandler, Lease, NodeId
+from rtckit.backplane.journal import JournalImage, Record, RoomSnapshot
 from rtckit.errors import BackplaneError, ConfigurationError
-from rtckit.signaling.journal import JournalImage, Record, RoomSnapshot
 
 __all__ = ["MemoryBackplane", "MemoryBroker", "MemoryJournal"]
 
@@ -368,7 +368,7 @@ class MemoryBackplane:
 
     def journal(self, ttl: float = 60.0) -> MemoryJournal:
         """The broker's session journals, as this node writes them (see
-        :class:`~rtckit.signaling.journal.JournalStore`); a journal not refreshed for *ttl*
+        :class:`~rtckit.backplane.journal.JournalStore`); a journal not refreshed for *ttl*
         seconds is forgotten."""
         return MemoryJournal(self._broker, self, ttl)
 
@@ -463,7 +463,7 @@ class MemoryBackplane:
 
 class MemoryJournal:
     """The session journals of a :class:`MemoryBroker`'s rooms, as one node uses them: a
-    :class:`~rtckit.signaling.journal.JournalStore` (from :meth:`MemoryBackplane.journal`)."""
+    :class:`~rtckit.backplane.journal.JournalStore` (from :meth:`MemoryBackplane.journal`)."""
 
     def __init__(self, broker: MemoryBroker, backplane: MemoryBackplane, ttl: float) -> None:
         self._broker = broker
@@ -471,7 +471,7 @@ class MemoryJournal:
         self._ttl = ttl
 
     async def write(self, batches: Sequence[tuple[str, Lease, Sequence[Record]]]) -> set[str]:
-        """See :meth:`JournalStore.write <rtckit.signaling.journal.JournalStore.write>`."""
+        """See :meth:`JournalStore.write <rtckit.backplane.journal.JournalStore.write>`."""
         await asyncio.sleep(0)
         broker = self._broker
         broker._check(self._backplane)
@@ -495,14 +495,14 @@ class MemoryJournal:
         return fenced
 
     async def load(self, room: str) -> RoomSnapshot | None:
-        """See :meth:`JournalStore.load <rtckit.signaling.journal.JournalStore.load>`."""
+        """See :meth:`JournalStore.load <rtckit.backplane.journal.JournalStore.load>`."""
         await asyncio.sleep(0)
         self._broker._check(self._backplane)
         image = self._broker._journal(room)
         return None if image is None else image.snapshot()
 
     async def refresh(self, room: str, lease: Lease, ttl: float) -> bool:
-        """See :meth:`JournalStore.refresh <rtckit.signaling.journal.JournalStore.refresh>`."""
+        """See :meth:`JournalStore.refresh <rtckit.backplane.journal.JournalStore.refresh>`."""
         await asyncio.sleep(0)
         broker = self._broker
         broker._check(self._backplane)
@@ -513,7 +513,7 @@ class MemoryJournal:
         return True
 
     async def replace(self, room: str, lease: Lease, snapshot: RoomSnapshot | None) -> bool:
-        """See :meth:`JournalStore.replace <rtckit.signaling.journal.JournalStore.replace>`."""
+        """See :meth:`JournalStore.replace <rtckit.backplane.journal.JournalStore.replace>`."""
         await asyncio.sleep(0)
         broker = self._broker
         broker._check(self._backplane)
@@ -527,7 +527,7 @@ class MemoryJournal:
         return True
 
     async def orphans(self, limit: int) -> list[str]:
-        """See :meth:`JournalStore.orphans <rtckit.signaling.journal.JournalStore.orphans>`."""
+        """See :meth:`JournalStore.orphans <rtckit.backplane.journal.JournalStore.orphans>`."""
         await asyncio.sleep(0)
         broker = self._broker
         broker._check(self._backplane)

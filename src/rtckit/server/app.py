@@ -47,6 +47,7 @@ from rtckit.server.config import ServeConfig
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingConfig, SignalingServer, TokenAuth
 from rtckit.signaling.auth import Authenticator
 from rtckit.signaling.browser import client_routes, serve_client_module
+from rtckit.signaling.cluster import ClusterConfig
 from rtckit.signaling.protocol import PeerInfo
 from rtckit.signaling.state import (
     ErrorSentEvent,
@@ -459,7 +460,11 @@ def create_app(
     if metrics is None and config.metrics.enabled:
         metrics = new_metrics(required=not demo)
     signaling = SignalingServer(
-        signaling_config(config, creator_chooses=demo), new_backplane(config)
+        signaling_config(config, creator_chooses=demo),
+        new_backplane(config),
+        cluster=None
+        if config.cluster is None
+        else ClusterConfig(durable_sessions=config.cluster.durable_sessions),
     )
     state = _State(config, signaling, metrics, demo=demo)
     if state.metrics is not None and signaling.router is not None:

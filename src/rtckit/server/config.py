@@ -58,6 +58,7 @@ Pure: reads text (or a file), returns objects or raises
     namespace = "rtckit"      # prefix of keys and channels; one per deployment
     node_ttl = 5              # seconds of silence after which a node counts as gone
     drain_timeout = 10        # seconds SIGTERM gives the node to hand its rooms over
+    durable_sessions = true   # keep sessions in Redis: clients resume when a node dies
 """
 
 from __future__ import annotations
@@ -185,6 +186,9 @@ class ClusterSettings:
     #: Seconds ``rtckit serve`` spends on SIGTERM handing the node's rooms over to the other
     #: nodes (:meth:`~rtckit.signaling.cluster.SignalingRouter.drain`) before it closes.
     drain_timeout: float = 10.0
+    #: Keep the rooms' sessions in Redis, so that clients resume them when their room's node
+    #: dies or drains (:attr:`~rtckit.signaling.cluster.ClusterConfig.durable_sessions`).
+    durable_sessions: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -477,6 +481,7 @@ def parse_config(
         namespace = t.string("namespace", "rtckit") or ""
         node_ttl = t.number("node_ttl", 5.0, low=1.0)
         drain_timeout = t.number("drain_timeout", 10.0, low=0.0)
+        durable_sessions = t.boolean("durable_sessions", default=True)
         t.done()
         if redis_url is None:
             raise ConfigurationError(f"{source}: [cluster] redis_url (or redis_url_env): missing")
@@ -493,6 +498,7 @@ def parse_config(
             namespace=namespace,
             node_ttl=node_ttl,
             drain_timeout=drain_timeout,
+            durable_sessions=durable_sessions,
         )
 
     return ServeConfig(

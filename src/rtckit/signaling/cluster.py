@@ -53,7 +53,7 @@ from rtckit.signaling.state import resume_token_room
 
 if TYPE_CHECKING:
     from rtckit.backplane.base import Backplane, Lease, NodeId
-    from rtckit.signaling.journal import JournalStore
+    from rtckit.backplane.journal import JournalStore
 
 __all__ = ["ClusterConfig", "RemoteConnection", "SignalingRouter", "room_key"]
 
@@ -585,7 +585,7 @@ class SignalingRouter:
         created in a row spread over idle nodes."""
         now = asyncio.get_running_loop().time()
         self._placed = placed = [(until, node) for until, node in self._placed if until > now]
-        # this node's own load leaves out the connection being placed (open here for now)
+        # this node's own load leaves out the connection being placed (it is open here already)
         view = {**loads, self.node_id: self._load() - 1.0}
         for _until, node in placed:
             if node in view:

@@ -33,7 +33,7 @@ from rtckit.signaling.state import (
 )
 
 if TYPE_CHECKING:
-    from rtckit.signaling.journal import Record, RoomSnapshot
+    from rtckit.backplane.journal import Record, RoomSnapshot
 
 __all__ = ["DeferredOutput", "EventListener", "EventStream", "ServerConnection", "SignalingHub"]
 

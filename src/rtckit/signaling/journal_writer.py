@@ -1,5 +1,5 @@
-"""Write a hub's session records to a :class:`~rtckit.signaling.journal.JournalStore` before
-its sends go out (the asyncio side of :mod:`rtckit.signaling.journal`).
+"""Write a hub's session records to a :class:`~rtckit.backplane.journal.JournalStore` before
+its sends go out (the asyncio side of :mod:`rtckit.backplane.journal`).
 
 The hub hands every output to :meth:`JournalWriter.defer`. An output with records, and every
 output after it until the queue is empty again (their order must hold), is bound to its
@@ -29,8 +29,8 @@ from rtckit.errors import BackplaneError
 
 if TYPE_CHECKING:
     from rtckit.backplane.base import Lease
+    from rtckit.backplane.journal import JournalStore, Record
     from rtckit.signaling.hub import DeferredOutput, SignalingHub
-    from rtckit.signaling.journal import JournalStore, Record
     from rtckit.signaling.state import Output
 
 __all__ = ["LAZY_DELAY", "JournalWriter"]

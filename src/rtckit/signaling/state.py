@@ -50,15 +50,15 @@ from typing import Any, NamedTuple, TypeAlias
 
 import attrs
 
-from rtckit.errors import AuthError, ProtocolError, RemoteProtocolError, TopologyError
-from rtckit.signaling.config import RoomConfig, SignalingConfig
-from rtckit.signaling.journal import (
+from rtckit.backplane.journal import (
     Record,
     RoomSnapshot,
     SessionData,
     SessionSnapshot,
     encode_session,
 )
+from rtckit.errors import AuthError, ProtocolError, RemoteProtocolError, TopologyError
+from rtckit.signaling.config import RoomConfig, SignalingConfig
 from rtckit.signaling.protocol import (
     MAX_SEQ,
     PROTOCOL_VERSION,
@@ -315,7 +315,7 @@ class Output:
     records: list[Record] | None = None
 
     def record(self, record: Record) -> None:
-        """Append a journal :class:`~rtckit.signaling.journal.Record`."""
+        """Append a journal :class:`~rtckit.backplane.journal.Record`."""
         if self.records is None:
             self.records = [record]
         else:
@@ -405,7 +405,7 @@ class SignalingState:
         #: Emit :class:`MessageEvent` for each relayed message (off by default, saving work).
         self.message_events = False
         #: Describe every change of a session as a journal record in the outputs (see
-        #: :mod:`rtckit.signaling.journal`; a cluster's rooms turn it on).
+        #: :mod:`rtckit.backplane.journal`; a cluster's rooms turn it on).
         self.journal = False
         self._conns: dict[ConnectionId, _Conn] = {}
         self._rooms: dict[str, _Room] = {}

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 __all__ = [
     "JournalImage",
     "JournalStore",
+    "Pending",
     "Record",
     "RoomSnapshot",
     "SessionData",
@@ -123,7 +124,7 @@ def decode_session(text: str | bytes) -> SessionData:
     )
 
 
-#: One queued message: (seq, text sent, type, sender peer id, sender's seq).
+#: One queued message, as the tuple (seq, text sent, type, sender peer id, sender's seq).
 Pending = tuple[int, str, str, str | None, int | None]
 
 
