@@ -603,3 +603,22 @@ def app_signaling_peers(app: web.Application | None, room: str) -> list[str]:
 
     assert app is not None
     return [peer.id for peer in app_signaling(app).hub.state.peers(room)]
+
+
+async def test_closing_the_endpoint_ends_its_sessions_and_refuses_new_ones(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    pc, offer, _ = await whip_offer()
+    try:
+        assert (await post(http, f"{server.base}/whip/sfu", offer)).status == 201
+        (publisher,) = server.sfu().publishers.values()
+        assert server.whip is not None
+        async with server.whip:
+            pass
+        await server.whip.aclose()  # twice: nothing more to do
+        assert publisher.ended
+        assert server.whip.sessions == {}
+        body = await problem(await post(http, f"{server.base}/whip/sfu", offer), 503)
+        assert "closing" in body["detail"]
+    finally:
+        await pc.close()

@@ -34,7 +34,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from aiohttp import web
 from multidict import CIMultiDict
@@ -127,10 +127,17 @@ class WhipEndpoint:
         app.router.add_route("*", prefix + "/{room}/{resource}", self._resource)
 
     async def aclose(self) -> None:
-        """End every session (their publishers leave their rooms). Idempotent."""
+        """End every session (their publishers leave their rooms) and refuse new ones (503).
+        Idempotent; no task of a session is left running."""
         self._closed = True
         for session in list(self.sessions.values()):
             await self._end(session)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
 
     # -- responses ------------------------------------------------------------------------
 
