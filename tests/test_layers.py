@@ -56,6 +56,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     # and the deprecated aliases of moved modules (nothing in rtckit imports them)
     (
         "rtckit.server",
+        "rtckit.whip",
         "rtckit.ice.doctor",
         "rtckit.testing",
         "rtckit",
@@ -108,6 +109,7 @@ PURE_CORES: tuple[str, ...] = (
     "rtckit.sfu.forward",
     "rtckit.mcu.audio",
     "rtckit.mcu.video",
+    "rtckit.whip.protocol",  # WHIP's HTTP decisions (statuses, headers, SDP checks)
 )
 # rtckit.certs.dev is not listed: it names this machine with rtckit.net, which asks the system.
 NOT_IN_PURE_CORES = frozenset({"asyncio", "aiohttp", "aiortc", "aioice", "av", "socket", "redis"})

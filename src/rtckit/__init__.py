@@ -42,6 +42,7 @@ if TYPE_CHECKING:
         SystemComponentError,
         TopologyError,
         TurnAuthError,
+        WhipError,
     )
     from rtckit.ice import IceConfig, IceConfigWarning, IceServer, IceServerUri, IceTransportPolicy
     from rtckit.ice.turn import TurnCredentials, TurnRestAuth
@@ -91,6 +92,7 @@ __all__ = [
     "TurnAuthError",
     "TurnCredentials",
     "TurnRestAuth",
+    "WhipError",
     "__version__",
     "join_room",
 ]
@@ -122,6 +124,7 @@ if not TYPE_CHECKING:
                 "SystemComponentError",
                 "TopologyError",
                 "TurnAuthError",
+                "WhipError",
             ],
             "rtckit.ice": [
                 "IceConfig",

@@ -20,6 +20,7 @@
     │   └── IceError (ConnectionError)        ICE failed or cannot start
     │       └── TurnAuthError                 a TURN server refused the credentials (401)
     ├── TopologyError                         mesh/SFU/MCU room strategies
+    ├── WhipError                             a refused WHIP request (its HTTP status)
     ├── SystemComponentError (RuntimeError)   a system program (coturn, ip, ...) missing or failing
     ├── BackplaneError (ConnectionError)      the nodes' shared backplane (Redis) unreachable
     └── InternalsError (RuntimeError)         aiortc/aioice moved an internal rtckit needs
@@ -55,6 +56,7 @@ __all__ = [
     "SystemComponentError",
     "TopologyError",
     "TurnAuthError",
+    "WhipError",
 ]
 
 
@@ -152,6 +154,16 @@ class TurnAuthError(IceError):
 
 class TopologyError(RtcKitError):
     """A room topology (mesh, SFU, MCU) cannot do what was asked."""
+
+
+class WhipError(RtcKitError):
+    """A WHIP request refused: ``status`` is its HTTP status, ``title`` the status's name, the
+    message the ``detail`` of its ``application/problem+json`` body."""
+
+    def __init__(self, detail: str, *, status: int, title: str) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.title = title
 
 
 class SystemComponentError(RtcKitError, RuntimeError):

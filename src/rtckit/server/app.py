@@ -11,6 +11,9 @@
                        for this client), auth mode, topologies this server can host, rooms
 ``/healthz``           ``{"status": "ok", ...}`` while the server runs
 ``/metrics``           Prometheus metrics (path and presence from the config)
+``/whip/<room>``       WHIP ingest into the SFU rooms (:mod:`rtckit.whip.server`), with the
+                       server's room tokens (``[auth]``: ``publish`` permission) and ICE
+                       servers (TURN REST credentials minted per answer)
 =====================  ===============================================================
 
 :class:`RtcKitServer` runs it over HTTPS (plus the HTTP to HTTPS 308 redirect on
@@ -62,6 +65,7 @@ from rtckit.topology import (
 )
 from rtckit.topology.base import SERVER_PEER_IDS
 from rtckit.topology.strategies import RoomStrategies
+from rtckit.whip.server import WhipEndpoint
 
 if TYPE_CHECKING:
     from rtckit.backplane.base import Backplane
@@ -275,6 +279,8 @@ class _State:
         #: the rooms' server strategies: started with a room's first person, stopped after
         #: its last (the policy of :class:`~rtckit.topology.strategies.RoomStrategies`)
         self.rooms = RoomStrategies(signaling.hub, factories=self._factories())
+        #: WHIP ingest into the SFU rooms
+        self.whip = WhipEndpoint(signaling.hub, self.rooms, ice_servers=self._whip_ice_servers)
 
     @property
     def strategies(self) -> dict[str, ServerStrategy]:
@@ -369,7 +375,14 @@ class _State:
 
         return {Topology.SFU: sfu, Topology.MCU: mcu}
 
+    def _whip_ice_servers(self) -> list[dict[str, Any]]:
+        servers: list[dict[str, Any]] = browser_ice_config(
+            self.config, user=f"whip-{secrets.token_hex(4)}"
+        ).to_browser()["iceServers"]
+        return servers
+
     async def aclose(self) -> None:
+        await self.whip.aclose()
         await self.rooms.aclose()
 
     # --- handlers -----------------------------------------------------------------------
@@ -480,6 +493,7 @@ def create_app(
     if config.metrics.enabled and state.metrics is not None:
         app.router.add_get(config.metrics.path, state.metrics.handle)
     signaling.add_routes(app, path="/ws")
+    state.whip.add_routes(app)
     remove = signaling.add_listener(state.on_event)
 
     async def on_shutdown(_app: web.Application) -> None:

@@ -171,6 +171,13 @@ class WebrtcbinPeer:
                 await task
         self._tasks = []
 
+    def kill(self) -> None:
+        """Kill the child now (SIGKILL): it sends nothing more, not even a DTLS close, as a
+        crashed encoder. :meth:`aclose` still reaps it."""
+        process = self._process
+        if process is not None and process.returncode is None:
+            process.kill()
+
     # -- the Signaller protocol ------------------------------------------------------------
 
     @property

@@ -21,6 +21,16 @@ Which participant a forwarded track comes from travels in the SDP itself: the ``
 track id of a forwarded m-line is ``"<participant id>~<serial>"`` (:func:`participant_of_msid`).
 Clients read it from the remote description when the track arrives.
 
+Send-only members (WHIP publishers, :mod:`rtckit.whip`): :meth:`SfuServerStrategy.add_publisher`
+answers the SDP offer of a connection that only publishes, with no signaling session and no
+renegotiation (an HTTP client cannot be sent a new offer). Its tracks are published to the
+router like any member's and forwarded to every member, without re-encoding; nothing is
+forwarded to it. It is a participant of the room in signaling too (the caller joins it with the
+metadata ``{"rtckit_role": "whip"}``, :data:`PUBLISHER_ROLE`), which the SFU does not connect
+to: a client that claims that role only gets no media itself. The returned
+:class:`SfuPublisher` handle adds trickled candidates, reports when the connection ends
+(failed, or not connected within *connect_timeout*) and ends it.
+
 Room data messages use the same pre-negotiated channel as mesh (label ``rtckit-room``, id
 1001) with a small envelope: a client sends ``"<to>\\x00<data>"`` (``to`` empty: everyone),
 the server relays ``"<from>\\x00<data>"`` (bytes: the same with bytes).
@@ -40,10 +50,18 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from aiortc import MediaStreamError, MediaStreamTrack, RTCRtpTransceiver
+from aiortc import (
+    MediaStreamError,
+    MediaStreamTrack,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 
-from rtckit._aiortc.sdp import SdpDescription
-from rtckit.errors import SignalingError, TopologyError
+from rtckit import _aiortc
+from rtckit._aiortc.sdp import SdpDescription, candidate_from_sdp
+from rtckit.errors import NegotiationError, SignalingError, TopologyError
+from rtckit.ice.candidates import filter_sdp_candidates, parse_candidate
 from rtckit.peer.events import (
     ConnectionReplaced,
     DataMessage,
@@ -87,7 +105,9 @@ if TYPE_CHECKING:
     from rtckit.signaling.hub import SignalingHub
 
 __all__ = [
+    "PUBLISHER_ROLE",
     "SFU_PEER_ID",
+    "SfuPublisher",
     "SfuRoom",
     "SfuServerStrategy",
     "open_sfu",
@@ -100,6 +120,10 @@ _MSID_SEPARATOR = "~"
 _SUBSCRIBE_TIMEOUT = 30.0
 _POLL = 0.02
 _KEYFRAME_RETRY = 0.5
+
+#: The ``rtckit_role`` in the signaling metadata of a send-only member (a WHIP publisher):
+#: the SFU does not open a session to it (:meth:`SfuServerStrategy.add_publisher` connects it).
+PUBLISHER_ROLE = "whip"
 
 
 # --- pure helpers ---------------------------------------------------------------------------
@@ -161,6 +185,113 @@ class _Member:
         self.forwards: dict[TrackKey, _Forward] = {}
 
 
+class SfuPublisher:
+    """A send-only member of an SFU room (see :meth:`SfuServerStrategy.add_publisher`).
+
+    Its connection only receives; ``answer`` is the SDP answer to its offer (all of the
+    server's candidates in it). It ends when :meth:`aclose` is called, when its connection
+    fails or closes, when it has not connected within the *connect_timeout* given to
+    ``add_publisher``, or when the room stops; :meth:`wait_ended` returns then, and its tracks
+    have left the room.
+    """
+
+    def __init__(self, strategy: SfuServerStrategy, participant_id: str, pc: RTCPeerConnection):
+        self.participant_id = participant_id
+        self.answer = ""
+        #: the publications of this member (empty once it ended)
+        self.keys: list[TrackKey] = []
+        #: why it ended (``None`` while it runs)
+        self.end_reason: str | None = None
+        #: trickled remote candidates given to its ICE transport
+        self.candidates_added = 0
+        self._strategy = strategy
+        self._pc = pc
+        self._connected = asyncio.Event()
+        self._ended = asyncio.Event()
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closing: asyncio.Task[None] | None = None
+
+    @property
+    def connection_state(self) -> str:
+        """The connection's state (aiortc's ``connectionState``)."""
+        return str(self._pc.connectionState)
+
+    @property
+    def ended(self) -> bool:
+        """Whether the publisher has ended (its tracks left the room)."""
+        return self._ended.is_set()
+
+    async def wait_ended(self) -> str:
+        """Wait until the publisher ends; return why: ``"closed"`` (:meth:`aclose`),
+        ``"connection failed"``/``"connection closed"`` (the remote side hung up or vanished:
+        aiortc closes the connection when ICE consent fails),
+        ``"timeout"`` (never connected), ``"left"`` (it left the room's signaling)."""
+        await self._ended.wait()
+        return self.end_reason or "closed"
+
+    async def add_candidate(self, candidate: str | None, *, mid: str | None, index: int) -> bool:
+        """Add a trickled remote candidate (``candidate:...`` text; ``None``: end of
+        candidates) for the m-line *mid* (else number *index*). Returns whether it was used:
+        a candidate the session's candidate policy refuses, or a malformed one, is not."""
+        if self.ended:
+            return False
+        pc = self._pc
+        if candidate is None:
+            await pc.addIceCandidate(None)
+            return True
+        text = candidate.removeprefix("a=")
+        try:
+            policy = self._strategy.session_config.candidate_policy
+            reason = policy.refusal_reason(parse_candidate(text))
+            if reason is not None:
+                logger.info("WHIP %s: ignoring candidate %r: %s", self.participant_id, text, reason)
+                return False
+            ice = candidate_from_sdp(text.removeprefix("candidate:"))
+            ice.sdpMid = mid
+            ice.sdpMLineIndex = index
+            await _aiortc.add_trickled_candidate(pc, ice)
+        except Exception as exc:  # noqa: BLE001 - aiortc raises ValueError, KeyError...
+            logger.info("WHIP %s: bad candidate %r: %s", self.participant_id, text, exc)
+            return False
+        self.candidates_added += 1
+        return True
+
+    def _on_state(self) -> None:
+        state = self._pc.connectionState
+        if state == "connected":
+            self._connected.set()
+        elif state in ("failed", "closed"):
+            self._end(f"connection {state}")
+
+    async def _watch(self, seconds: float) -> None:
+        try:
+            async with asyncio.timeout(seconds):
+                await self._connected.wait()
+        except TimeoutError:
+            self._end("timeout")
+
+    def _end(self, reason: str) -> None:
+        if self._closing is None:
+            self.end_reason = reason
+            self._closing = asyncio.get_running_loop().create_task(
+                self._close(), name=f"sfu-publisher-end-{self.participant_id}"
+            )
+
+    async def _close(self) -> None:
+        watchdog = self._watchdog
+        if watchdog is not None and watchdog is not asyncio.current_task():
+            watchdog.cancel()
+        await self._strategy._remove_publisher(self)
+        await self._pc.close()
+        self._ended.set()
+
+    async def aclose(self) -> None:
+        """End the publisher: its tracks leave the room, its connection closes. Idempotent."""
+        self._end("closed")
+        assert self._closing is not None
+        await asyncio.shield(self._closing)
+
+
 class SfuServerStrategy:
     """The server side of an SFU room: joins it, connects to everyone, forwards.
 
@@ -192,6 +323,8 @@ class SfuServerStrategy:
         self.room: str | None = None
         self.router: SfuRouter | None = None
         self.members: dict[str, _Member] = {}
+        #: the send-only members (WHIP publishers), by participant id
+        self.publishers: dict[str, SfuPublisher] = {}
         #: data messages relayed between participants
         self.data_messages_relayed = 0
         self._serial = itertools.count(1)
@@ -200,6 +333,7 @@ class SfuServerStrategy:
         self._reader: asyncio.Task[None] | None = None
         self._reporter: asyncio.Task[None] | None = None
         self._stopping = False
+        self._started = asyncio.Event()
         self._lock = asyncio.Lock()
 
     # -- life cycle -------------------------------------------------------------------------
@@ -219,6 +353,7 @@ class SfuServerStrategy:
             # everyone left before the SFU came in: leave, so that the room can close
             await self._leave()
         self._reporter = asyncio.create_task(self._report_loop(), name=f"sfu-report-{room}")
+        self._started.set()
 
     async def _join(self) -> SignalingClient:
         assert self.room is not None
@@ -240,6 +375,8 @@ class SfuServerStrategy:
         if self._stopping:
             return
         self._stopping = True
+        for publisher in list(self.publishers.values()):
+            await publisher.aclose()
         await self._peer.aclose()
         reporter, self._reporter = self._reporter, None
         if reporter is not None:
@@ -335,6 +472,9 @@ class SfuServerStrategy:
             await self._add_member(event.peer.id)
         elif isinstance(event, sp.PeerLeft):
             await self._remove_member(event.peer_id)
+            publisher = self.publishers.get(event.peer_id)
+            if publisher is not None:
+                publisher._end("left")
         elif isinstance(event, Reconnected) and not event.resumed:
             for peer_id in list(self.members):
                 await self._remove_member(peer_id)
@@ -353,6 +493,9 @@ class SfuServerStrategy:
         client, router = self.client, self.router
         if peer_id in self.members or peer_id == SFU_PEER_ID or client is None or router is None:
             return
+        info = client.peers.get(peer_id)
+        if info is not None and (info.metadata or {}).get("rtckit_role") == PUBLISHER_ROLE:
+            return  # a send-only member: add_publisher connects it, not signaling
         session = PeerSession(
             SignalingSignaller(client, peer_id),
             polite=False,
@@ -437,6 +580,81 @@ class SfuServerStrategy:
                 continue
             if send_room_data(other.session, seal_envelope(sender.id, data)):
                 self.data_messages_relayed += 1
+
+    # -- send-only members (WHIP) -----------------------------------------------------------
+
+    async def add_publisher(
+        self,
+        participant_id: str,
+        offer: str,
+        *,
+        connect_timeout: float = 20.0,
+        start_timeout: float = 10.0,
+    ) -> SfuPublisher:
+        """Answer *offer* from a connection that only publishes, as *participant_id*.
+
+        Its audio and video are published to the room (forwarded to every member, never
+        decoded); nothing is sent to it, and it is never renegotiated. Waits up to
+        *start_timeout* for the room to be started. Raises
+        :class:`~rtckit.errors.TopologyError` if the room is not running or the id is taken,
+        :class:`~rtckit.errors.NegotiationError` if aiortc cannot answer the offer. The
+        publisher ends if it is not connected within *connect_timeout* seconds.
+        """
+        try:
+            async with asyncio.timeout(start_timeout):
+                await self._started.wait()
+        except TimeoutError:
+            raise TopologyError(f"the SFU of room {self.room!r} did not start") from None
+        router = self.router
+        if router is None or self._stopping:
+            raise TopologyError(f"the SFU of room {self.room!r} is stopped")
+        if participant_id in self.members or participant_id in self.publishers:
+            raise TopologyError(f"participant {participant_id!r} is already in the room")
+        config = self.session_config
+        pc = RTCPeerConnection(config.rtc_configuration())
+        # before any transport exists: DTLS with peers whose certificate is RSA (webrtcbin)
+        _aiortc.widen_dtls_ciphers(pc)
+        _aiortc.install_rtp_routing(pc)
+        publisher = SfuPublisher(self, participant_id, pc)
+        self.publishers[participant_id] = publisher
+        try:
+            sdp, refused = filter_sdp_candidates(offer, config.candidate_policy)
+            for candidate, reason in refused:
+                logger.info("WHIP %s: ignoring candidate %s: %s", participant_id, candidate, reason)
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+            _aiortc.bound_gathering(pc, config.gather_timeout)
+            for transceiver in pc.getTransceivers():
+                transceiver.direction = "recvonly"
+            await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:
+            await publisher.aclose()
+            raise NegotiationError(f"cannot answer the offer: {exc}") from exc
+        publisher.answer = pc.localDescription.sdp
+        pc.on("connectionstatechange", publisher._on_state)
+        async with self._lock:
+            for transceiver in pc.getTransceivers():
+                if transceiver.mid is None or transceiver.kind not in ("audio", "video"):
+                    continue
+                key = TrackKey(participant_id, str(transceiver.mid))
+                router.publish(participant_id, transceiver, name=key.name)
+                publisher.keys.append(key)
+                for member in self.members.values():
+                    self._forward(member, key)
+        publisher._watchdog = asyncio.create_task(
+            publisher._watch(connect_timeout), name=f"sfu-publisher-{participant_id}"
+        )
+        publisher._on_state()  # it may have changed while the answer was made
+        return publisher
+
+    async def _remove_publisher(self, publisher: SfuPublisher) -> None:
+        if self.publishers.get(publisher.participant_id) is not publisher:
+            return
+        del self.publishers[publisher.participant_id]
+        keys, publisher.keys = publisher.keys, []
+        for key in keys:
+            self._unpublished(key)
+        if self.router is not None:
+            self.router.remove_participant(publisher.participant_id)
 
     # -- forwarding -------------------------------------------------------------------------
 

@@ -1,0 +1,23 @@
+"""WHIP (RFC 9725) ingest into rtckit rooms: :mod:`rtckit.whip.protocol` is the protocol core
+(no I/O), :mod:`rtckit.whip.server` its aiohttp endpoints (see :doc:`/howto/whip`)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from rtckit._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from rtckit.whip.protocol import WhipConfig
+    from rtckit.whip.server import WhipEndpoint, WhipSession
+
+__all__ = ["WhipConfig", "WhipEndpoint", "WhipSession"]
+
+if not TYPE_CHECKING:
+    __getattr__, __dir__ = lazy_exports(
+        __name__,
+        {
+            "rtckit.whip.protocol": ["WhipConfig"],
+            "rtckit.whip.server": ["WhipEndpoint", "WhipSession"],
+        },
+    )
