@@ -859,3 +859,15 @@ def test_doctests(block: Block) -> None:
     runner.run(test)
     assert runner.failures == 0
     assert runner.tries > 0
+
+
+def test_secrets_from_variables_are_passed_with_an_equals_sign() -> None:
+    """A generated secret (``secrets.token_urlsafe``) begins with ``-`` one time in 64, which
+    argparse takes for an option: ``--secret "$X"`` failed that way in this file's shell run."""
+    offenders = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in [*(ROOT / "docs").rglob("*.rst"), ROOT / "README.md"]
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if re.search(r"--[\w-]*secret\s+\"?\$", line)
+    ]
+    assert offenders == []
