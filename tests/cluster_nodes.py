@@ -3,9 +3,11 @@ over a MemoryBroker (tests/) and over a real redis-server (tests/integration/)."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
@@ -13,10 +15,13 @@ import pytest
 
 from rtckit.backplane.base import Backplane
 from rtckit.signaling import (
+    AppMessage,
+    Error,
     Offer,
     OpenAuth,
     PeerJoined,
     PeerLeft,
+    Reconnected,
     SignalingClient,
     SignalingConfig,
     SignalingServer,
@@ -116,3 +121,50 @@ async def check_spread_over(nodes: Sequence[Any], check: conformance.Check) -> N
     room's clients are spread over every node, whichever is the room's home."""
     urls = itertools.cycle([node.url for node in nodes])
     await check(lambda: WebSocketTransport(next(urls)))
+
+
+@dataclass
+class Exchange:
+    """What two clients received from each other in :func:`exchange`."""
+
+    got: dict[str, list[int]] = field(default_factory=dict)  # peer id -> numbers received
+    resumed: list[bool] = field(default_factory=list)  # each Reconnected, in order
+    errors: list[Error] = field(default_factory=list)
+
+
+async def exchange(
+    first: SignalingClient,
+    second: SignalingClient,
+    total: int,
+    at_a_third: Callable[[], None],
+    *,
+    pause: float = 0.002,
+) -> Exchange:
+    """*first* and *second* send each other *total* numbered app messages (a short *pause*
+    every 20), and each reads until it has received all of them; *at_a_third* runs once,
+    when *first* has sent a third (a node dies, a connection is cut...)."""
+    seen = Exchange(got={first.peer_id: [], second.peer_id: []})
+
+    async def pump(src: SignalingClient, dst: str) -> None:
+        for i in range(total):
+            await src.send_app(dst, {"i": i})
+            if i == total // 3 and src is first:
+                at_a_third()
+            if i % 20 == 0:
+                await asyncio.sleep(pause)
+
+    async def collect(client: SignalingClient) -> None:
+        mine = seen.got[client.peer_id]
+        while len(mine) < total:
+            event = await client.next_event()
+            if isinstance(event, AppMessage):
+                mine.append(event.payload["i"])
+            elif isinstance(event, Reconnected):
+                seen.resumed.append(event.resumed)
+            elif isinstance(event, Error):
+                seen.errors.append(event)
+
+    await asyncio.gather(
+        pump(first, second.peer_id), pump(second, first.peer_id), collect(first), collect(second)
+    )
+    return seen

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from cluster_nodes import next_of, offer_right_after_welcome, raw_join
+from cluster_nodes import exchange, next_of, offer_right_after_welcome, raw_join
 from rtckit.backplane.base import Lease
 from rtckit.backplane.memory import MemoryBackplane, MemoryBroker
 from rtckit.errors import BackplaneError, RoomError
@@ -119,42 +119,18 @@ async def test_resume_after_the_edge_dies_loses_and_duplicates_nothing(edge_dies
             )
             try:
                 await next_of(home, PeerJoined)
-                got: dict[str, list[int]] = {home.peer_id: [], away.peer_id: []}
-                resumed: list[bool] = []
-                errors: list[Error] = []
 
-                async def pump(src: SignalingClient, dst: str) -> None:
-                    for i in range(total):
-                        await src.send_app(dst, {"i": i})
-                        if i == total // 3 and src is home:
-                            if edge_dies:
-                                nodes.broker.kill("b")  # the edge dies...
-                                balancer.target = ("127.0.0.1", a_port)  # ...moved on
-                            balancer.cut()
-                        if i % 20 == 0:
-                            await asyncio.sleep(0.002)
+                def edge_goes() -> None:
+                    if edge_dies:
+                        nodes.broker.kill("b")  # the edge dies...
+                        balancer.target = ("127.0.0.1", a_port)  # ...moved on
+                    balancer.cut()
 
-                async def collect(client: SignalingClient) -> None:
-                    mine = got[client.peer_id]
-                    while len(mine) < total:
-                        event = await client.next_event()
-                        if isinstance(event, AppMessage):
-                            mine.append(event.payload["i"])
-                        elif isinstance(event, Reconnected):
-                            resumed.append(event.resumed)
-                        elif isinstance(event, Error):
-                            errors.append(event)
-
-                await asyncio.gather(
-                    pump(home, away.peer_id),
-                    pump(away, home.peer_id),
-                    collect(home),
-                    collect(away),
-                )
-                assert errors == []
-                assert resumed == [True]
-                assert got[away.peer_id] == list(range(total))
-                assert got[home.peer_id] == list(range(total))
+                seen = await exchange(home, away, total, edge_goes)
+                assert seen.errors == []
+                assert seen.resumed == [True]
+                assert seen.got[away.peer_id] == list(range(total))
+                assert seen.got[home.peer_id] == list(range(total))
             finally:
                 await away.aclose()
                 await home.aclose()
@@ -180,35 +156,12 @@ async def test_a_homes_death_loses_and_duplicates_nothing() -> None:
         try:
             assert nodes.home("journal") == "b"
             ids = (x.peer_id, y.peer_id)
-            got: dict[str, list[int]] = {x.peer_id: [], y.peer_id: []}
-            resumed: list[bool] = []
-            errors: list[Error] = []
-
-            async def pump(src: SignalingClient, dst: str) -> None:
-                for i in range(total):
-                    await src.send_app(dst, {"i": i})
-                    if i == total // 3 and src is x:
-                        nodes.broker.kill("b")
-                    if i % 20 == 0:
-                        await asyncio.sleep(0.005)
-
-            async def collect(client: SignalingClient) -> None:
-                mine = got[client.peer_id]
-                while len(mine) < total:
-                    event = await client.next_event()
-                    if isinstance(event, AppMessage):
-                        mine.append(event.payload["i"])
-                    elif isinstance(event, Reconnected):
-                        resumed.append(event.resumed)
-                    elif isinstance(event, Error):
-                        errors.append(event)
-
-            await asyncio.gather(pump(x, y.peer_id), pump(y, x.peer_id), collect(x), collect(y))
-            assert errors == []
-            assert resumed == [True, True]
+            seen = await exchange(x, y, total, lambda: nodes.broker.kill("b"), pause=0.005)
+            assert seen.errors == []
+            assert seen.resumed == [True, True]
             assert (x.peer_id, y.peer_id) == ids
-            assert got[x.peer_id] == list(range(total))
-            assert got[y.peer_id] == list(range(total))
+            assert seen.got[x.peer_id] == list(range(total))
+            assert seen.got[y.peer_id] == list(range(total))
             assert nodes.home("journal") == "a"
         finally:
             for client in (x, y, host):

@@ -199,13 +199,8 @@ async def test_a_draining_node_hands_its_sfu_room_and_media_server_over(
         assert (second["rooms"], second["peers"]) == (1, 1)
 
 
-async def test_an_sfu_rooms_home_is_killed_and_another_node_takes_the_room_over(
-    redis_server: RedisServer, tmp_path: Path
-) -> None:
-    """The SFU room's home (an ``rtckit serve`` process, where its first person joined) is
-    killed with SIGKILL; the participants, connected to two other nodes, resume their
-    sessions on the node that takes the room over (within 10 s of the kill, without a
-    join), whose own SFU joins with the freed peer id: media flows again."""
+def _sfu_home(redis_server: RedisServer, tmp_path: Path) -> ServeNode:
+    """An ``rtckit serve`` node (not started) declaring the SFU room ``hall``, namespace t."""
     port = free_port()
     config_file = tmp_path / "home.toml"
     write_serve_config(
@@ -215,7 +210,17 @@ async def test_an_sfu_rooms_home_is_killed_and_another_node_takes_the_room_over(
         namespace="t",
         extra='[[rooms.declare]]\nname = "hall"\ntopology = "sfu"\n',
     )
-    home = ServeNode(config_file, port, tmp_path / "home.log")
+    return ServeNode(config_file, port, tmp_path / "home.log")
+
+
+async def test_an_sfu_rooms_home_is_killed_and_another_node_takes_the_room_over(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """The SFU room's home (an ``rtckit serve`` process, where its first person joined) is
+    killed with SIGKILL; the participants, connected to two other nodes, resume their
+    sessions on the node that takes the room over (within 10 s of the kill, without a
+    join), whose own SFU joins with the freed peer id: media flows again."""
+    home = _sfu_home(redis_server, tmp_path)
     loop = asyncio.get_running_loop()
     await home.start()
     try:
@@ -258,18 +263,9 @@ async def test_an_sfu_rooms_home_paused_for_20_s_never_makes_two_media_servers(
     and runs its SFU; when the paused home resumes (SIGCONT) it closes its copy of the room
     and its SFU at once (its own clock says its lease lapsed) and never takes it back: one
     media server per room, one ``rtckit-sfu`` in the room, throughout."""
-    port = free_port()
-    config_file = tmp_path / "home.toml"
-    write_serve_config(
-        config_file,
-        redis_server.url,
-        port,
-        namespace="t",
-        extra='[[rooms.declare]]\nname = "hall"\ntopology = "sfu"\n',
-    )
-    home = ServeNode(config_file, port, tmp_path / "home.log")
+    home = _sfu_home(redis_server, tmp_path)
     await home.start()
-    health = f"http://127.0.0.1:{port}/healthz"
+    health = f"http://127.0.0.1:{home.port}/healthz"
     try:
         async with (
             asyncio.timeout(TIMEOUT + 30),
