@@ -259,14 +259,14 @@ TEARDOWN: dict[str, str] = {
 #: shown), after the page's earlier run blocks; value: executables they need besides rtckit.
 SHELL_RUN: dict[Key, tuple[str, ...]] = {
     ("docs/howto/deploy.rst", 'export RTCKIT_SIGNALING_SECRET="$(python'): (),
-    ("docs/howto/deploy.rst", 'rtckit token --secret "$RTCKIT_SIGNALING_SECRET"'): (),
+    ("docs/howto/deploy.rst", 'rtckit token --secret="$RTCKIT_SIGNALING_SECRET"'): (),
     ("docs/howto/deploy.rst", "$ rtckit serve --config /etc/rtckit/serve.toml --check"): (),
     ("docs/howto/https-certificates.rst", "--host 127.0.0.1 --out certs"): (),
     ("docs/howto/https-certificates.rst", "rtckit cert create --ca ~/.local/share"): (),
     ("docs/howto/https-certificates.rst", "export KEYSTORE_PASSWORD=change-me-please"): (),
     ("docs/howto/https-certificates.rst", "keytool -list -v -keystore"): ("keytool",),
     ("docs/howto/room-tokens.rst", 'python -c "import secrets'): (),
-    ("docs/howto/room-tokens.rst", 'rtckit token --secret "$RTCKIT_SIGNALING_SECRET"'): (),
+    ("docs/howto/room-tokens.rst", 'rtckit token --secret="$RTCKIT_SIGNALING_SECRET"'): (),
     ("docs/howto/turn-credentials.rst", "$ RTCKIT_TURN_SECRET=S3CRET rtckit turn"): (),
     ("docs/tutorial/getting-started.rst", "rtckit cert create --host localhost"): (),
 }
