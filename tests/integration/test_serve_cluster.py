@@ -199,6 +199,25 @@ async def test_a_draining_node_hands_its_sfu_room_and_media_server_over(
         assert (second["rooms"], second["peers"]) == (1, 1)
 
 
+@asynccontextmanager
+async def _call_beside(
+    home: ServeNode, redis_server: RedisServer
+) -> AsyncIterator[tuple[RtcKitServer, RtcKitServer, SignalingClient, Any, SignalingClient, Any]]:
+    """An SFU call in room ``hall`` homed on *home* (a person joins there first, without
+    reconnecting) with ada and bob on two other nodes, ada publishing a test pattern: yields
+    (one, two, ada's signaling, ada, bob's signaling, bob)."""
+    async with (
+        SignalingClient.connect(home.url, room="hall", reconnect=ReconnectPolicy(enabled=False)),
+        _nodes(_config(redis_server.url), 2) as (one, two),
+        SignalingClient.connect(_ws(one), room="hall") as ada_signaling,
+        join_room(ada_signaling, session_config=FAST) as ada,
+        SignalingClient.connect(_ws(two), room="hall") as bob_signaling,
+        join_room(bob_signaling, session_config=FAST) as bob,
+    ):
+        await ada.publish(TestPatternTrack(PatternConfig(width=160, height=120, fps=10)))
+        yield one, two, ada_signaling, ada, bob_signaling, bob
+
+
 def _sfu_home(redis_server: RedisServer, tmp_path: Path) -> ServeNode:
     """An ``rtckit serve`` node (not started) declaring the SFU room ``hall``, namespace t."""
     port = free_port()
@@ -226,14 +245,8 @@ async def test_an_sfu_rooms_home_is_killed_and_another_node_takes_the_room_over(
     try:
         async with (
             asyncio.timeout(TIMEOUT),
-            SignalingClient.connect(home.url, room="hall"),
-            _nodes(_config(redis_server.url), 2) as (one, two),
-            SignalingClient.connect(_ws(one), room="hall") as ada_signaling,
-            join_room(ada_signaling, session_config=FAST) as ada,
-            SignalingClient.connect(_ws(two), room="hall") as bob_signaling,
-            join_room(bob_signaling, session_config=FAST) as bob,
+            _call_beside(home, redis_server) as (one, two, ada_signaling, ada, bob_signaling, bob),
         ):
-            await ada.publish(TestPatternTrack(PatternConfig(width=160, height=120, fps=10)))
             frames = 0
             async for event in bob.events():
                 if isinstance(event, TrackPublished) and event.participant_id == ada.local_id:
@@ -269,16 +282,8 @@ async def test_an_sfu_rooms_home_paused_for_20_s_never_makes_two_media_servers(
     try:
         async with (
             asyncio.timeout(TIMEOUT + 30),
-            SignalingClient.connect(
-                home.url, room="hall", reconnect=ReconnectPolicy(enabled=False)
-            ),
-            _nodes(_config(redis_server.url), 2) as (one, two),
-            SignalingClient.connect(_ws(one), room="hall") as ada_signaling,
-            join_room(ada_signaling, session_config=FAST) as ada,
-            SignalingClient.connect(_ws(two), room="hall") as bob_signaling,
-            join_room(bob_signaling, session_config=FAST) as bob,
+            _call_beside(home, redis_server) as (one, two, _ada_signaling, ada, bob_signaling, bob),
         ):
-            await ada.publish(TestPatternTrack(PatternConfig(width=160, height=120, fps=10)))
             assert (await _get(health))[1]["media_servers"] == 1
             assert home.process is not None
             home.process.send_signal(signal.SIGSTOP)

@@ -206,7 +206,7 @@ class RedisJournal:
             prefix = self._prefixes[room] = f"{self._namespace}:journal:{{{keys.escape(room)}}}"
         return prefix
 
-    def _lease_key(self, room: str, lease: Lease) -> str:
+    def _lease_key(self, lease: Lease) -> str:
         key = self._lease_keys.get(lease.key)
         if key is None:
             if len(self._lease_keys) >= 4096:
@@ -244,7 +244,7 @@ class RedisJournal:
             _REFRESH,
             [
                 (
-                    [self._lease_key(room, lease), self._prefix(room)],
+                    [self._lease_key(lease), self._prefix(room)],
                     [_lease_value(lease), _ms(max(ttl, self._ttl))],
                 )
             ],
@@ -285,7 +285,7 @@ class RedisJournal:
         self, room: str, lease: Lease, mode: str, flat: list[str | int]
     ) -> tuple[list[str], list[Any]]:
         return (
-            [self._lease_key(room, lease), self._prefix(room), self._index],
+            [self._lease_key(lease), self._prefix(room), self._index],
             [_lease_value(lease), _ms(self._ttl), room, mode, *flat],
         )
 
