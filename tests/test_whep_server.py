@@ -21,7 +21,13 @@ import av
 import numpy as np
 import pytest
 from aiohttp import web
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 
 import test_whip_server as whip_tests
@@ -307,6 +313,9 @@ async def test_a_whip_publisher_is_played_by_its_token_identity(
                 (publisher_id,) = server.sfu().publishers
                 (watching,) = server.sfu().viewers.values()
                 assert watching.source == publisher_id
+                stats = server.sfu().stats()
+                assert stats is not None
+                assert stats.plis_relayed > 0  # a keyframe asked of the publisher for it
                 assert server.sfu().name_of(publisher_id) == "obs"
                 # the resource is bound to the token that created it
                 async with http.delete(server.url(v.location)) as anonymous:
@@ -426,6 +435,12 @@ async def test_an_mcu_room_plays_as_one_full_mix(
         async with viewer(("video",)) as refused:
             body = await problem(await refused.play(http, server.url("/whep/mcu/red")), 409)
             assert "/whep/mcu" in body["detail"]
+        async with viewer(("video",)) as h264:
+            (transceiver,) = h264.pc.getTransceivers()
+            codecs = RTCRtpReceiver.getCapabilities("video").codecs
+            transceiver.setCodecPreferences([c for c in codecs if c.mimeType == "video/H264"])
+            body = await problem(await h264.play(http, server.url("/whep/mcu")), 400)
+            assert "cannot be answered" in body["detail"]
         assert (await v.play(http, server.url("/whep/mcu"))).status == 201
         await v.wait_frames("video", 10)
         await v.wait_frames("audio", 50)

@@ -736,6 +736,9 @@ class SfuServerStrategy:
             else:
                 continue
             logger.info("WHEP viewer %s of room %s plays %s %s", viewer, self.room, kind, key)
+            problem = viewer.subscriptions[kind].problem
+            if problem:
+                logger.warning("SFU: %s cannot receive %s: %s", viewer, key, problem)
 
     # -- forwarding -------------------------------------------------------------------------
 
