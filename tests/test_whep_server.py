@@ -359,6 +359,25 @@ async def test_the_viewer_keeps_playing_when_its_participant_joins_again(
             assert server.sfu().name_of("alice-2") == "alice"
 
 
+async def test_the_viewer_keeps_playing_when_its_participant_publishes_again(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    async with member(server, "dave", video=False) as room, viewer(("video",)) as v:
+        first = TestPatternTrack(SMALL)
+        await room.publish(first)
+        assert (await v.play(http, server.url("/whep/sfu/dave"))).status == 201
+        await v.wait_frames("video", 10)
+        (watching,) = server.sfu().viewers.values()
+        sub = watching.subscriptions["video"]
+        await room.unpublish(first)
+        await wait_until(lambda: server.sfu().publishing() == [], "the unpublication")
+        before = v.frames["video"]
+        await room.publish(TestPatternTrack(SMALL))  # a new track, renegotiated
+        await v.wait_frames("video", before + 10)
+        assert watching.subscriptions["video"] is sub
+        assert len(v.tracks) == 1
+
+
 async def test_the_default_viewer_moves_to_the_next_publisher(
     server: Server, http: aiohttp.ClientSession
 ) -> None:
