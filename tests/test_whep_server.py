@@ -456,7 +456,9 @@ async def test_an_mcu_room_plays_as_one_full_mix(
             assert "/whep/mcu" in body["detail"]
         async with viewer(("video",)) as h264:
             (transceiver,) = h264.pc.getTransceivers()
-            codecs = RTCRtpReceiver.getCapabilities("video").codecs
+            capabilities = RTCRtpReceiver.getCapabilities("video")
+            assert capabilities is not None
+            codecs = capabilities.codecs
             transceiver.setCodecPreferences([c for c in codecs if c.mimeType == "video/H264"])
             body = await problem(await h264.play(http, server.url("/whep/mcu")), 400)
             assert "cannot be answered" in body["detail"]
