@@ -1,0 +1,94 @@
+"""The HTTP side of a WHIP client for a :class:`~rtckit.testing._webrtcbin.WebrtcbinPeer`.
+
+webrtcbin makes the offer and gathers; :func:`whip_publish` POSTs the offer, hands webrtcbin the
+answer and trickles its candidates by PATCH, as a WHIP client does around its WebRTC stack.
+Shared by the integration and browser tests of WHIP with webrtcbin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import aiohttp
+from yarl import URL
+
+from rtckit.peer.signaller import Description, PeerCandidate
+from rtckit.testing._webrtcbin import WebrtcbinPeer
+
+WITHIN = 40.0
+
+
+def trickle_fragment(offer: str, candidates: list[PeerCandidate], *, end: bool) -> str:
+    """An RFC 8840 fragment with *candidates* of *offer*'s first m-line (and its end with *end*)."""
+    lines = offer.replace("\r\n", "\n").split("\n")
+    ice = [ln for ln in lines if ln.startswith(("a=ice-ufrag:", "a=ice-pwd:"))][:2]
+    mid = next(ln for ln in lines if ln.startswith("a=mid:"))
+    body = [*ice, "m=video 9 UDP/TLS/RTP/SAVPF 0", mid]
+    body += [f"a={c.candidate.removeprefix('a=')}" for c in candidates if c.candidate]
+    if end:
+        body.append("a=end-of-candidates")
+    return "\r\n".join(body) + "\r\n"
+
+
+class WhipPublish:
+    """The HTTP side of webrtcbin's WHIP client (see :func:`whip_publish`)."""
+
+    def __init__(self, resource: str, offer: str) -> None:
+        self.resource = resource
+        self.offer = offer
+        #: trickle PATCHes sent
+        self.patches = 0
+        #: the candidates trickled (``a=candidate:...`` lines)
+        self.candidates: list[str] = []
+
+
+@contextlib.asynccontextmanager
+async def whip_publish(
+    http: aiohttp.ClientSession, url: str, peer: WebrtcbinPeer
+) -> AsyncIterator[WhipPublish]:
+    """POST *peer*'s offer to the WHIP endpoint *url*, hand it the answer, and trickle its
+    candidates by PATCH (204 each) until the ``async with`` ends."""
+    messages = peer.messages()
+    async with asyncio.timeout(WITHIN):
+        offer = None
+        early: list[PeerCandidate] = []
+        async for message in messages:
+            if isinstance(message, Description) and message.type == "offer":
+                offer = message.sdp
+                break
+            if isinstance(message, PeerCandidate):
+                early.append(message)
+    assert offer is not None, f"webrtcbin made no offer: {peer.reports}, {' | '.join(peer.stderr)}"
+    async with http.post(url, data=offer, headers={"Content-Type": "application/sdp"}) as response:
+        assert response.status == 201, await response.text()
+        resource = str(response.url.join(URL(response.headers["Location"])))
+        etag = response.headers["ETag"]
+        answer = await response.text()
+    await peer.send(Description(type="answer", sdp=answer))
+    publish = WhipPublish(resource, offer)
+
+    async def trickle() -> None:
+        pending = list(early)
+        async for message in messages:
+            if isinstance(message, PeerCandidate):
+                pending.append(message)
+                end = not message.candidate
+                async with http.patch(
+                    resource,
+                    data=trickle_fragment(offer, pending, end=end),
+                    headers={"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": etag},
+                ) as patched:
+                    assert patched.status == 204, await patched.text()
+                publish.patches += 1
+                publish.candidates += [c.candidate for c in pending if c.candidate]
+                pending = []
+
+    trickling = asyncio.create_task(trickle())
+    try:
+        yield publish
+    finally:
+        trickling.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await trickling
