@@ -16,6 +16,7 @@ from yarl import URL
 
 from rtckit.peer.signaller import Description, PeerCandidate
 from rtckit.testing._webrtcbin import WebrtcbinPeer
+from rtckit.topology.sfu import SfuServerStrategy
 
 WITHIN = 40.0
 
@@ -92,3 +93,17 @@ async def whip_publish(
         trickling.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await trickling
+
+
+def assert_forwarded(strategy: SfuServerStrategy, video: str) -> None:
+    """The publisher's video (MIME type *video*) and Opus audio were forwarded, not decoded."""
+    router = strategy.router
+    assert router is not None
+    mime = {key.name: pub.mime_type for key, pub in router.publications.items()}
+    assert sorted(mime.values()) == sorted(["audio/opus", video]), mime
+    stats = strategy.stats()
+    assert stats is not None
+    assert stats.packets_out > 0
+    assert stats.decoders_created == 0
+    assert stats.encoders_created == 0
+    assert stats.decoders_running == 0
