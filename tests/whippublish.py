@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -25,8 +26,9 @@ def trickle_fragment(offer: str, candidates: list[PeerCandidate], *, end: bool) 
     """An RFC 8840 fragment with *candidates* of *offer*'s first m-line (and its end with *end*)."""
     lines = offer.replace("\r\n", "\n").split("\n")
     ice = [ln for ln in lines if ln.startswith(("a=ice-ufrag:", "a=ice-pwd:"))][:2]
+    kind = next(ln for ln in lines if ln.startswith("m=")).split()[0].removeprefix("m=")
     mid = next(ln for ln in lines if ln.startswith("a=mid:"))
-    body = [*ice, "m=video 9 UDP/TLS/RTP/SAVPF 0", mid]
+    body = [*ice, f"m={kind} 9 UDP/TLS/RTP/SAVPF 0", mid]
     body += [f"a={c.candidate.removeprefix('a=')}" for c in candidates if c.candidate]
     if end:
         body.append("a=end-of-candidates")
@@ -36,9 +38,11 @@ def trickle_fragment(offer: str, candidates: list[PeerCandidate], *, end: bool) 
 class WhipPublish:
     """The HTTP side of webrtcbin's WHIP client (see :func:`whip_publish`)."""
 
-    def __init__(self, resource: str, offer: str) -> None:
+    def __init__(self, resource: str, offer: str, posted_at: float) -> None:
         self.resource = resource
         self.offer = offer
+        #: when the POST was sent (``time.monotonic()``)
+        self.posted_at = posted_at
         #: trickle PATCHes sent
         self.patches = 0
         #: the candidates trickled (``a=candidate:...`` lines)
@@ -62,13 +66,14 @@ async def whip_publish(
             if isinstance(message, PeerCandidate):
                 early.append(message)
     assert offer is not None, f"webrtcbin made no offer: {peer.reports}, {' | '.join(peer.stderr)}"
+    posted_at = time.monotonic()
     async with http.post(url, data=offer, headers={"Content-Type": "application/sdp"}) as response:
         assert response.status == 201, await response.text()
         resource = str(response.url.join(URL(response.headers["Location"])))
         etag = response.headers["ETag"]
         answer = await response.text()
     await peer.send(Description(type="answer", sdp=answer))
-    publish = WhipPublish(resource, offer)
+    publish = WhipPublish(resource, offer, posted_at)
 
     async def trickle() -> None:
         pending = list(early)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator
 
 import aiohttp
@@ -142,6 +143,10 @@ async def test_a_page_plays_what_webrtcbin_publishes_over_whip(video_codec: str,
             except Exception:
                 videos = await page.evaluate(VIDEOS)
                 raise AssertionError(f"the WHIP publisher does not play: {videos}") from None
+            print(
+                f"webrtcbin {video_codec}: POST to playing in Chromium "
+                f"{time.monotonic() - publish.posted_at:.2f} s"
+            )
             # and it keeps playing: frames rendered and decoded keep coming
             before = await page.evaluate(INBOUND)
             rendered = await page.evaluate(f"() => window.rendered[{publisher_id!r}]")

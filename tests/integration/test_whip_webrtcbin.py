@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
@@ -169,6 +170,11 @@ async def test_webrtcbin_publishes_video_and_opus_over_whip(
         (publisher,) = strategy.publishers.values()
         async with asyncio.timeout(WITHIN):
             tracks = await first_tracks(viewer, publisher_id, {"audio", "video"})
+            await receive_video(tracks["video"], frames=1)
+            print(
+                f"webrtcbin {video_codec} (trickle: {trickle}): POST to the member's first "
+                f"decoded frame {time.monotonic() - publish.posted_at:.2f} s"
+            )
             await asyncio.gather(receive_video(tracks["video"]), receive_audio(tracks["audio"]))
         offered = publish.offer.count("a=candidate:")
         if trickle:
