@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator
 
 import aiohttp
+import pytest
 from yarl import URL
 
 from rtckit.peer.signaller import Description, PeerCandidate
@@ -112,3 +114,9 @@ def assert_forwarded(strategy: SfuServerStrategy, video: str) -> None:
     assert stats.decoders_created == 0
     assert stats.encoders_created == 0
     assert stats.decoders_running == 0
+
+
+def assert_no_errors(caplog: pytest.LogCaptureFixture) -> None:
+    """Nothing was logged at ERROR or above (a packet the SFU failed to forward logs one)."""
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [f"{r.name}: {r.getMessage()}" for r in errors]

@@ -27,7 +27,7 @@ from rtckit.testing.browser import launch_chromium
 from rtckit.topology.sfu import SfuServerStrategy
 from rtckit.topology.strategies import RoomStrategies
 from rtckit.whip import WhipEndpoint
-from whippublish import assert_forwarded, whip_publish
+from whippublish import assert_forwarded, assert_no_errors, whip_publish
 
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rtckit whip viewer</title>
 <link rel="icon" href="data:,"></head>
@@ -115,7 +115,9 @@ async def site() -> AsyncIterator[tuple[str, str, RoomStrategies]]:
 
 
 @pytest.mark.parametrize(("video_codec", "mime"), [("vp8", "video/VP8"), ("h264", "video/H264")])
-async def test_a_page_plays_what_webrtcbin_publishes_over_whip(video_codec: str, mime: str) -> None:
+async def test_a_page_plays_what_webrtcbin_publishes_over_whip(
+    video_codec: str, mime: str, caplog: pytest.LogCaptureFixture
+) -> None:
     require_executable("chromium", hint="apt-get install chromium")
     require_webrtcbin()
     async with (
@@ -163,6 +165,7 @@ async def test_a_page_plays_what_webrtcbin_publishes_over_whip(video_codec: str,
             )
             assert (width, height) == (320, 240)
             assert_forwarded(strategy, mime)
+            assert_no_errors(caplog)
             async with http.delete(publish.resource) as deleted:
                 assert deleted.status == 200
         await page.evaluate("window.room.close()")

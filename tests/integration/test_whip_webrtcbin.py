@@ -37,7 +37,7 @@ from rtckit.topology.base import Room
 from rtckit.topology.sfu import SfuServerStrategy, sfu_strategy_factory
 from rtckit.topology.strategies import RoomStrategies
 from rtckit.whip import WhipEndpoint
-from whippublish import assert_forwarded, whip_publish
+from whippublish import assert_forwarded, assert_no_errors, whip_publish
 
 SESSION = SessionConfig(heartbeat_interval=0.5, disconnected_after=5.0, restart_after=8.0)
 WITHIN = 40.0
@@ -148,12 +148,13 @@ async def receive_audio(track: Any, frames: int = 25) -> None:
     ],
 )
 async def test_webrtcbin_publishes_video_and_opus_over_whip(
-    video_codec: str, trickle: bool
+    video_codec: str, caplog: pytest.LogCaptureFixture, *, trickle: bool
 ) -> None:
     """H.264 as OBS sends it (x264, zerolatency, constrained baseline, no B-frames) with Opus,
     its candidates trickled by PATCH; and VP8 with Opus from a client that does not trickle (its
     offer made after gathering, every candidate in it, no PATCH). A room member (aiortc, which
-    negotiates H.264 too) decodes both kinds; the SFU decoded and encoded nothing."""
+    negotiates H.264 too) decodes both kinds; the SFU decoded and encoded nothing, and
+    forwarded webrtcbin's full-size packets (up to 1400 bytes) without an error."""
     async with (
         whip_server() as (server, rooms, base),
         SignalingClient.connect(server.url, room="sfu") as viewer_client,
@@ -186,16 +187,20 @@ async def test_webrtcbin_publishes_video_and_opus_over_whip(
             assert publish.patches == 0
             assert publisher.candidates_added == 0
         assert_forwarded(strategy, {"h264": "video/H264", "vp8": "video/VP8"}[video_codec])
+        assert_no_errors(caplog)
         async with http.delete(publish.resource) as deleted:
             assert deleted.status == 200
 
 
-async def test_webrtcbin_publishes_through_turn_with_the_ice_servers_of_options() -> None:
+async def test_webrtcbin_publishes_through_turn_with_the_ice_servers_of_options(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The publisher asks the WHIP endpoint for its ICE servers with OPTIONS before it gathers
-    (webrtcbin takes a TURN server before gathering; it has no way to add one to a running ICE
-    agent), reads the TURN URL and the credentials minted for it from the ``Link`` headers,
-    and gathers relay-only (``ice-transport-policy`` relay): the media reaches the room through
-    a real coturn on 127.0.0.1, and the server's selected pair has a relayed remote candidate."""
+    (webrtcbin gathers when its offer is set: the ``Link`` headers of the 201 come after),
+    reads the TURN URL and the credentials minted for it from the ``Link`` headers, gathers
+    relay-only (``ice-transport-policy`` relay) and trickles its relayed candidates by PATCH:
+    the media reaches the room through a real coturn on 127.0.0.1 (the server's selected pair
+    has a coturn relay address as its remote end)."""
     require_executable("turnserver", hint="apt-get install coturn")
     async with run_loopback_coturn() as coturn:
         auth = coturn.auth
@@ -233,6 +238,7 @@ async def test_webrtcbin_publishes_through_turn_with_the_ice_servers_of_options(
                     tracks = await first_tracks(viewer, publisher_id, {"audio", "video"})
                     await receive_video(tracks["video"])
                 assert_forwarded(strategy, "video/VP8")
+                assert_no_errors(caplog)
                 router = strategy.router
                 assert router is not None
                 publication = next(iter(router.publications.values()))
