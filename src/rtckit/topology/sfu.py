@@ -615,6 +615,7 @@ class SfuServerStrategy:
         # before any transport exists: DTLS with peers whose certificate is RSA (webrtcbin)
         _aiortc.widen_dtls_ciphers(pc)
         _aiortc.install_rtp_routing(pc)
+        _aiortc.guard_receive(pc)
         publisher = SfuPublisher(self, participant_id, pc)
         self.publishers[participant_id] = publisher
         try:
