@@ -178,7 +178,7 @@ def test_ice_server_links() -> None:
 
 
 def test_ice_server_links_round_trip() -> None:
-    servers = [
+    servers: list[dict[str, object]] = [
         {"urls": ["stun:stun.example.org:3478"]},
         {
             "urls": ["turn:turn.example.org?transport=udp"],
