@@ -160,22 +160,29 @@ class TinyWhep:
             await pc.close()
 
 
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Serve *app* on a free loopback port; yields its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def whep() -> AsyncIterator[TinyWhep]:
     tiny = TinyWhep()
     app = web.Application()
     app.router.add_post("/whep/room", tiny.post)
     app.router.add_delete("/whep/room/~/{id}", tiny.delete)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    tiny.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        yield tiny
-    finally:
-        await tiny.aclose()
-        await runner.cleanup()
+    async with serving(app) as tiny.base:
+        try:
+            yield tiny
+        finally:
+            await tiny.aclose()
 
 
 def _decoded(path: Path) -> dict[str, int]:
@@ -230,27 +237,20 @@ async def test_whep_client_decodes_when_asked(whep: TinyWhep) -> None:
         assert (frame.width, frame.height) == (SMALL.width, SMALL.height)
 
 
-async def test_a_201_without_location_is_the_servers_fault(whep: TinyWhep) -> None:
+async def test_a_201_without_location_is_the_servers_fault() -> None:
     async def no_location(request: web.Request) -> web.Response:
         return web.Response(status=201, text="v=0\r\n", content_type="application/sdp")
 
-    whep.post = no_location  # type: ignore[method-assign]
     app = web.Application()
-    app.router.add_post("/whep/room", whep.post)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        client = WhepClient(f"http://127.0.0.1:{runner.addresses[0][1]}/whep/room")
+    app.router.add_post("/whep/room", no_location)
+    async with serving(app) as base:
+        client = WhepClient(f"{base}/whep/room")
         with pytest.raises(WhipError) as caught:
             await client.start()
         assert caught.value.status == 502
         assert "Location" in str(caught.value)
         assert client.pc is not None
         assert client.pc.connectionState == "closed"
-    finally:
-        await runner.cleanup()
 
 
 def test_recorder_refuses_what_it_cannot_write(tmp_path: Path) -> None:

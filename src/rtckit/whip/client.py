@@ -11,7 +11,7 @@ the exchange of RFC 9725 (WHEP: the same exchange, receive-only):
    :func:`~rtckit.whip.protocol.parse_ice_server_links`). ICE servers passed to the client
    replace those; none at all gives an empty list (host candidates only), never aiortc's
    default STUN server. The ``Link`` headers of the ``201`` come after gathering: they are
-   kept (:attr:`ice_servers_answered`) but cannot be used, as aiortc does not restart ICE;
+   kept (``ice_servers_answered``) but cannot be used, as aiortc does not restart ICE;
 2. the offer, with every candidate (aiortc gathers before it offers, so the client never
    trickles), ``POST``-ed with the token; a refusal raises :class:`~rtckit.errors.WhipError`
    with the server's status and the ``detail`` of its problem body;
@@ -384,10 +384,13 @@ class WhepClient(_Session):
         if self.record_path is not None:
             EncodedRecorder(self.record_path)  # refuse a bad suffix before any request
         self.decode = decode
+        #: encoded frames received, by kind
         self.frames: dict[str, int] = {"audio": 0, "video": 0}
+        #: their bytes, by kind
         self.bytes: dict[str, int] = {"audio": 0, "video": 0}
         #: ``time.monotonic()`` of the first frame received (of any kind)
         self.first_frame_at: float | None = None
+        #: the recorder, once the answer said which kinds come (with *record*)
         self.recorder: EncodedRecorder | None = None
         #: why the recording stopped early (the file is finished up to there), if it did
         self.record_error: Exception | None = None
@@ -433,8 +436,8 @@ class WhepClient(_Session):
         ]
 
     async def wait_frames(self, count: int, kind: str = "video") -> None:
-        """Wait until *count* frames of *kind* were received; :class:`IceError` if the
-        connection ends before."""
+        """Wait until *count* frames of *kind* were received;
+        :class:`~rtckit.errors.IceError` if the connection ends before."""
         while self.frames[kind] < count:
             if self._ended.is_set():
                 raise IceError(f"the session ended after {self.frames[kind]} {kind} frames")
@@ -453,7 +456,8 @@ class WhepClient(_Session):
         return PlayStats(frames=dict(self.frames), bytes=dict(self.bytes), recorded=recorded)
 
     async def aclose(self) -> None:
-        """End the session (see :meth:`WhipClient.aclose`) and finish the recording."""
+        """End the session (``DELETE``, the connection closed; idempotent) and finish the
+        recording."""
         await super().aclose()
         if self.recorder is not None:
             self.recorder.close()

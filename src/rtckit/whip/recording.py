@@ -71,10 +71,13 @@ class EncodedRecorder:
                 + ", ".join(_CONTAINERS)
             )
         self._format, holds = container
+        #: the kinds recorded
         self.kinds = tuple(kind for kind in kinds if kind in holds)
         if not self.kinds:
             raise ConfigurationError(f"a {self.path.suffix} file holds none of {kinds}")
+        #: frames written to the file, by kind
         self.written: dict[str, int] = dict.fromkeys(("audio", "video"), 0)
+        #: frames not written (before the first key frame, another codec, after close)
         self.skipped: dict[str, int] = dict.fromkeys(("audio", "video"), 0)
         self._container: Any = None
         self._streams: dict[str, Any] = {}
