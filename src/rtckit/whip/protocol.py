@@ -82,6 +82,7 @@ __all__ = [
     "OfferSummary",
     "SdpFragment",
     "TrickledCandidate",
+    "WhepConfig",
     "WhipConfig",
     "check_body",
     "check_content_type",
@@ -93,6 +94,7 @@ __all__ = [
     "parse_ice_server_links",
     "parse_offer",
     "parse_sdp_fragment",
+    "parse_whep_offer",
     "problem",
     "problem_body",
 ]
@@ -126,6 +128,11 @@ def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> N
         raise ConfigurationError(f"{attribute.name} must be positive, not {value!r}")
 
 
+def _check_prefix(_inst: object, _attribute: attrs.Attribute[str], value: str) -> None:
+    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+        raise ConfigurationError(f"prefix must be a path like '/whip', not {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class WhipConfig:
     """Limits and timeouts of a WHIP endpoint (times in seconds).
@@ -137,16 +144,20 @@ class WhipConfig:
     *allow_origin*: the CORS ``Access-Control-Allow-Origin`` of every answer.
     """
 
-    prefix: str = attrs.field(default="/whip")
+    prefix: str = attrs.field(default="/whip", validator=_check_prefix)
     max_sessions: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     max_body_bytes: int = attrs.field(default=64 * 1024, validator=attrs.validators.ge(1024))
     connect_timeout: float = attrs.field(default=20.0, validator=_positive)
     allow_origin: str = "*"
 
-    @prefix.validator
-    def _check_prefix(self, _attribute: attrs.Attribute[str], value: str) -> None:
-        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
-            raise ConfigurationError(f"prefix must be a path like '/whip', not {value!r}")
+
+@attrs.frozen(kw_only=True)
+class WhepConfig(WhipConfig):
+    """Limits and timeouts of a WHEP endpoint: those of :class:`WhipConfig`, mounted under
+    ``/whep``; *max_sessions* counts WHEP viewers (64 by default)."""
+
+    prefix: str = attrs.field(default="/whep", validator=_check_prefix)
+    max_sessions: int = attrs.field(default=64, validator=attrs.validators.ge(1))
 
 
 def problem(status: int, detail: str) -> WhipError:
@@ -248,6 +259,20 @@ def parse_offer(sdp: str) -> OfferSummary:
     video, each sends (``sendonly``/``sendrecv``, RFC 9725 section 4.2), and there is at least
     one. SDP details (codecs, ICE credentials, fingerprints) are checked when it is applied.
     """
+    return _parse_offer(sdp, "WHIP", ("sendonly", "sendrecv"), "sends media")
+
+
+def parse_whep_offer(sdp: str) -> OfferSummary:
+    """Check a WHEP offer; refuse a malformed one (400) or one rtckit cannot play (422).
+
+    A WHEP offer receives at most one audio and one video track: every m-line is audio or
+    video, each receives (``recvonly``, or ``sendrecv``: the server sends nothing back on it),
+    and there is at least one. Codecs are checked when it is applied.
+    """
+    return _parse_offer(sdp, "WHEP", ("recvonly", "sendrecv"), "receives media")
+
+
+def _parse_offer(sdp: str, protocol: str, directions: tuple[str, ...], must: str) -> OfferSummary:
     lines = _lines(sdp)
     if not lines or lines[0].strip() != "v=0" or not any(ln.startswith("o=") for ln in lines):
         raise problem(400, "the body is not an SDP offer (it must start with v=0 and have o=)")
@@ -262,20 +287,20 @@ def parse_offer(sdp: str) -> OfferSummary:
         elif sections:
             sections[-1].append(line)
     if not sections:
-        raise problem(422, "the offer has no media to publish")
+        raise problem(422, "the offer has no audio or video m-line")
     for section in sections:
         fields = section[0][2:].split()
         if len(fields) < 4:
             raise problem(400, f"malformed m-line {section[0][:40]!r}")
         kind = fields[0]
         if kind not in _MEDIA_KINDS:
-            raise problem(422, f"a WHIP session here publishes audio and video, not {kind}")
+            raise problem(422, f"a {protocol} session here carries audio and video, not {kind}")
         if kind in kinds:
             raise problem(422, f"the offer has more than one {kind} m-line (one of each only)")
-        directions = [ln[2:] for ln in section if ln[2:] in _DIRECTIONS]
-        direction = directions[-1] if directions else "sendrecv"
-        if direction not in ("sendonly", "sendrecv"):
-            raise problem(422, f"the {kind} m-line is {direction}: a WHIP offer sends media")
+        found = [ln[2:] for ln in section if ln[2:] in _DIRECTIONS]
+        direction = found[-1] if found else "sendrecv"
+        if direction not in directions:
+            raise problem(422, f"the {kind} m-line is {direction}: a {protocol} offer {must}")
         mid = next((ln[6:].strip() for ln in section if ln.startswith("a=mid:")), None)
         if not mid:
             raise problem(400, f"the {kind} m-line has no a=mid")
