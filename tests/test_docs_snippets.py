@@ -303,6 +303,9 @@ SHELL_PARSE: dict[Key, str] = {
     ),
     ("docs/howto/doctor.rst", "$ rtckit doctor stun:turn.example.org"): "probes remote servers",
     ("docs/howto/doctor.rst", "$ rtckit doctor --ice-config ice.json"): "probes remote servers",
+    ("docs/howto/whep.rst", "rtckit whep play http://127.0.0.1:8090/whep/stage/alice"): (
+        "plays the reader's server (tests/test_whip_client.py runs the CLI)"
+    ),
     ("docs/howto/whip.rst", "rtckit whip publish http://127.0.0.1:8080/whip/stage"): (
         "publishes for a minute to the reader's server (tests/test_whip_client.py runs the CLI)"
     ),

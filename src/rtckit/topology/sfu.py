@@ -189,10 +189,10 @@ class SfuPublisher(HttpPeer):
     """A send-only member of an SFU room (see :meth:`SfuServerStrategy.add_publisher`).
 
     Its connection only receives; ``answer`` is the SDP answer to its offer (all of the
-    server's candidates in it). It ends when :meth:`aclose` is called, when its connection
+    server's candidates in it). It ends when ``aclose()`` is called, when its connection
     fails or closes, when it has not connected within the *connect_timeout* given to
-    ``add_publisher``, or when the room stops; :meth:`wait_ended` returns then, and its tracks
-    have left the room.
+    ``add_publisher``, or when the room stops; ``wait_ended()`` returns then (with the
+    reason), and its tracks have left the room. ``add_candidate()`` adds a trickled candidate.
     """
 
     label = "WHIP"

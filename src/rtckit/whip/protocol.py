@@ -1,9 +1,11 @@
-"""WHIP (RFC 9725) ingest, the protocol core: every decision of the HTTP exchange, no I/O.
+"""WHIP (RFC 9725) ingest and WHEP egress, the protocol core: every decision of the HTTP
+exchange, no I/O.
 
 This module imports neither asyncio nor aiohttp nor aiortc: it takes what a request carries
 (method, headers as strings, body as bytes) and returns what to answer, or raises
 :class:`~rtckit.errors.WhipError` carrying the status and the ``application/problem+json``
-body (RFC 9457) of the refusal. :mod:`rtckit.whip.server` is the aiohttp layer around it.
+body (RFC 9457) of the refusal. :mod:`rtckit.whip.server` (WHIP) and :mod:`rtckit.whip.whep`
+(WHEP) are the aiohttp layers around it.
 
 The exchange, as rtckit serves it
 ---------------------------------
@@ -16,6 +18,10 @@ The exchange, as rtckit serves it
 * ``PATCH <resource>`` (``application/trickle-ice-sdpfrag``, an RFC 8840 fragment): ``204``, the
   trickled candidates are applied;
 * ``DELETE <resource>``: ``200``, the publisher leaves the room.
+
+WHEP is the same exchange under ``/whep`` (:class:`WhepConfig`), with ``POST /whep/<room>`` or
+``POST /whep/<room>/<participant>`` and a receive-only offer (:func:`parse_whep_offer`); its
+session resources are ``/whep/<room>/~/<id>``.
 
 Refusals (each with a problem body naming the cause; :func:`problem`):
 
@@ -41,14 +47,20 @@ Refusals (each with a problem body naming the cause; :func:`problem`):
        server is not running (the server is closing)
 =====  ==========================================================================================
 
+WHEP refuses with the same statuses, except: 403 for a token without the ``subscribe``
+permission; 404 also for a room nobody is in (a viewer has nothing to play, and does not open
+a room); 409 for a mesh room, and for a participant of an MCU room (an MCU room plays as one
+mix, at ``/whep/<room>``); 422 for an m-line that does not receive (``sendonly``,
+``inactive``); 503 for too many WHEP sessions.
+
 Resources and entity tags
 -------------------------
 
-A session resource is ``<prefix>/<room>/<id>`` with *id* from :func:`new_resource_id`
-(``secrets.token_urlsafe``, 128 bits): it cannot be guessed, and it is the only credential a
-``PATCH`` or ``DELETE`` needs besides the bearer token. The ETag is an opaque strong tag made
-when the session is created (:func:`new_etag`); since ICE restarts are refused, it never
-changes for the life of the session.
+A session resource is ``<prefix>/<room>/<id>`` (WHEP: ``<prefix>/<room>/~/<id>``) with *id*
+from :func:`new_resource_id` (``secrets.token_urlsafe``, 128 bits): it cannot be guessed, and
+it is the only credential a ``PATCH`` or ``DELETE`` needs besides the bearer token. The ETag is
+an opaque strong tag made when the session is created (:func:`new_etag`); since ICE restarts
+are refused, it never changes for the life of the session.
 
 ICE servers
 -----------

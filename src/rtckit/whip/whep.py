@@ -8,8 +8,8 @@
 * ``PATCH``, ``DELETE`` and ``OPTIONS /whep/<room>/~/<id>`` (a session resource: three
   segments, so that it never reads as a participant's name).
 
-The HTTP exchange is the one of WHIP (:class:`~rtckit.whip._endpoint.HttpEndpoint`, shared
-with :class:`~rtckit.whip.server.WhipEndpoint`): bearer tokens, which need the ``subscribe``
+The HTTP exchange is the one of WHIP (the code is shared with
+:class:`~rtckit.whip.server.WhipEndpoint`): bearer tokens, which need the ``subscribe``
 permission, ``Link`` ICE servers, trickle ``PATCH``, ICE restart refused with 422, limits,
 problem bodies. What a viewer plays:
 
@@ -47,16 +47,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from rtckit.errors import NegotiationError, TopologyError
-from rtckit.topology._http_peer import HttpPeer
 from rtckit.topology.base import Topology
-from rtckit.topology.mcu import McuServerStrategy
-from rtckit.topology.sfu import SfuServerStrategy
+from rtckit.topology.sfu import SfuServerStrategy, SfuViewer
 from rtckit.whip import protocol as wp
 from rtckit.whip._endpoint import HttpEndpoint, HttpSession
 from rtckit.whip.protocol import WhepConfig
 
 if TYPE_CHECKING:
     from rtckit.signaling.hub import SignalingHub
+    from rtckit.topology.mcu import McuViewer
     from rtckit.topology.strategies import RoomStrategies
 
 __all__ = ["WhepEndpoint", "WhepSession"]
@@ -71,13 +70,12 @@ class WhepSession(HttpSession):
         resource_id: str,
         room: str,
         token: str | None,
-        viewer: HttpPeer,
+        viewer: SfuViewer | McuViewer,
         participant: str | None,
         ufrag: str | None,
     ) -> None:
         super().__init__(resource_id=resource_id, room=room, token=token, peer=viewer, ufrag=ufrag)
-        #: the receive-only member (:class:`~rtckit.topology.sfu.SfuViewer` or
-        #: :class:`~rtckit.topology.mcu.McuViewer`)
+        #: the receive-only member of the room
         self.viewer = viewer
         #: the participant name of the URL (``None``: the room's default)
         self.participant = participant
@@ -136,10 +134,14 @@ class WhepEndpoint(HttpEndpoint[WhepSession]):
         timeout = self.config.connect_timeout
         try:
             if isinstance(strategy, SfuServerStrategy):
-                viewer: HttpPeer = await strategy.add_viewer(
+                viewer: SfuViewer | McuViewer = await strategy.add_viewer(
                     viewer_id, offer, participant=participant, connect_timeout=timeout
                 )
-            elif isinstance(strategy, McuServerStrategy):
+            elif strategy is not None and strategy.topology is Topology.MCU:
+                # imported when used: MCU rooms need the mcu extra (PyAV, numpy)
+                from rtckit.topology.mcu import McuServerStrategy
+
+                assert isinstance(strategy, McuServerStrategy)
                 if participant is not None:
                     raise wp.problem(
                         409,
