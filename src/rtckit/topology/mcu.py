@@ -41,7 +41,7 @@ import attrs
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
 
 from rtckit._aiortc import on_keyframe_request
-from rtckit.errors import NegotiationError, SignalingError, TopologyError
+from rtckit.errors import SignalingError, TopologyError
 from rtckit.ice.candidates import CandidatePolicy
 from rtckit.mcu.engine import McuConfig, McuEngine, McuOutput, McuParticipant
 from rtckit.peer.events import (
@@ -233,11 +233,7 @@ class McuServerStrategy:
                 )
                 if kind == "video":
                     on_keyframe_request(transceiver.sender, engine.request_keyframe)
-        try:
-            await answer_offer(viewer, offer, self.config.session, lambda _pc: None)
-        except Exception as exc:
-            await viewer.aclose()
-            raise NegotiationError(f"cannot answer the offer: {exc}") from exc
+        await answer_offer(viewer, offer, self.config.session, lambda _pc: None)
         viewer.watch(connect_timeout)
         return viewer
 

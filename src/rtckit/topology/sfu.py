@@ -58,7 +58,7 @@ from aiortc import (
 )
 
 from rtckit._aiortc.sdp import SdpDescription
-from rtckit.errors import NegotiationError, SignalingError, TopologyError
+from rtckit.errors import SignalingError, TopologyError
 from rtckit.peer.events import (
     ConnectionReplaced,
     DataMessage,
@@ -579,11 +579,7 @@ class SfuServerStrategy:
             for transceiver in pc.getTransceivers():
                 transceiver.direction = "recvonly"
 
-        try:
-            await answer_offer(publisher, offer, self.session_config, receive_only)
-        except Exception as exc:
-            await publisher.aclose()
-            raise NegotiationError(f"cannot answer the offer: {exc}") from exc
+        await answer_offer(publisher, offer, self.session_config, receive_only)
         async with self._lock:
             for transceiver in publisher._pc.getTransceivers():
                 if transceiver.mid is None or transceiver.kind not in ("audio", "video"):
@@ -667,11 +663,7 @@ class SfuServerStrategy:
                     accept_forwarding_transceiver(transceiver)
                     viewer.transceivers.setdefault(transceiver.kind, transceiver)
 
-        try:
-            await answer_offer(viewer, offer, self.session_config, send_only)
-        except Exception as exc:
-            await viewer.aclose()
-            raise NegotiationError(f"cannot answer the offer: {exc}") from exc
+        await answer_offer(viewer, offer, self.session_config, send_only)
         async with self._lock:
             if self.router is router:
                 self._retarget(viewer)
