@@ -26,7 +26,7 @@ from rtckit.stun.server import StunServer, StunServerConfig
 from rtckit.topology import ParticipantLeft, TrackPublished, TrackUnpublished
 from rtckit.whip.client import WhepClient, WhipClient, WhipClientConfig, open_source
 from rtckit.whip.recording import EncodedRecorder, vp8_key_frame_size
-from test_whip_server import SMALL, Server, member, running
+from test_whip_server import SMALL, Server, member, running, serving
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -158,18 +158,6 @@ class TinyWhep:
     async def aclose(self) -> None:
         for pc in self.peers.values():
             await pc.close()
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """Serve *app* on a free loopback port; yields its base URL."""
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture
