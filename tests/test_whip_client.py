@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
@@ -401,3 +402,47 @@ async def test_whep_client_plays_what_whip_client_publishes_through_an_sfu_room(
         with pytest.raises(WhipError) as caught:
             await refused.start()
         assert caught.value.status == 403
+
+
+def _clip(path: Path, frames: int = 60) -> None:
+    """A VP8 clip of *frames* frames at 15 fps, 160x120 (what a user would publish)."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx", rate=15)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for index in range(frames):
+            picture = np.full((120, 160, 3), index * 4 % 256, dtype=np.uint8)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+async def test_whip_client_publishes_a_file(tmp_path: Path) -> None:
+    path = tmp_path / "clip.webm"
+    _clip(path)
+    async with whip_server(token_auth=False) as (server, _), member(server) as (_room, log):
+        source = open_source(str(path))
+        try:
+            assert [track.kind for track in source.tracks] == ["video"]
+            async with WhipClient(f"{server.base}/whip/sfu", tracks=source.tracks):
+                (publisher_id,) = server.sfu().publishers
+                published = await log.wait_for(TrackPublished, publisher_id)
+                async with asyncio.timeout(30):
+                    frame = await published.track.recv()
+                assert isinstance(frame, av.VideoFrame)
+                assert (frame.width, frame.height) == (160, 120)
+        finally:
+            source.close()
+
+
+def test_sources_that_cannot_open(tmp_path: Path) -> None:
+    from rtckit.errors import ConfigurationError, SystemComponentError
+
+    with pytest.raises(SystemComponentError, match="no camera at /dev/video-none"):
+        open_source("camera:/dev/video-none")
+    with pytest.raises(ConfigurationError, match="no media file"):
+        open_source(str(tmp_path / "missing.webm"))
+    with pytest.raises(ConfigurationError, match="one audio and/or one video"):
+        WhipClient("http://127.0.0.1:9/whip/x", tracks=[ToneTrack(), ToneTrack()])
+    with pytest.raises(ConfigurationError, match="not an http"):
+        WhipClient("ftp://127.0.0.1/whip/x", tracks=[ToneTrack()])

@@ -61,6 +61,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+_MAX_ANSWER = 256 * 1024  # longest SDP answer read (an answer is a few kilobytes)
+
 
 def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if not value > 0:
@@ -194,7 +196,10 @@ class _Session:
             )
             if response.content_type != wp.SDP_TYPE:
                 raise wp.problem(502, f"the answer is {response.content_type}, not {wp.SDP_TYPE}")
-            return wp.check_body(await response.read(), 1024 * 1024)
+            body = await response.content.read(_MAX_ANSWER + 1)
+            if len(body) > _MAX_ANSWER:
+                raise wp.problem(502, f"the answer has more than {_MAX_ANSWER} bytes")
+            return body.decode(errors="replace")
 
     def _state_changed(self) -> None:
         assert self.pc is not None
