@@ -130,9 +130,10 @@ class TinyWhep:
         self.peers: dict[str, RTCPeerConnection] = {}
         self.deleted: list[str] = []
         self.headers: dict[str, str] = {}
+        self.chunked = False
         self.base = ""
 
-    async def post(self, request: web.Request) -> web.Response:
+    async def post(self, request: web.Request) -> web.StreamResponse:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         await pc.setRemoteDescription(RTCSessionDescription(sdp=await request.text(), type="offer"))
         pc.addTrack(TestPatternTrack(SMALL))
@@ -141,6 +142,16 @@ class TinyWhep:
         resource = secrets.token_urlsafe(8)
         self.peers[resource] = pc
         headers = {"Location": f"/whep/room/~/{resource}", "ETag": '"e1"', **self.headers}
+        if self.chunked:  # the answer in 100-byte pieces, each sent on its own
+            response = web.StreamResponse(status=201, headers=headers)
+            response.content_type = "application/sdp"
+            await response.prepare(request)
+            answer = pc.localDescription.sdp.encode()
+            for start in range(0, len(answer), 100):
+                await response.write(answer[start : start + 100])
+                await asyncio.sleep(0.01)
+            await response.write_eof()
+            return response
         return web.Response(
             status=201,
             text=pc.localDescription.sdp,
@@ -226,13 +237,29 @@ async def test_whep_client_decodes_when_asked(whep: TinyWhep) -> None:
         assert (frame.width, frame.height) == (SMALL.width, SMALL.height)
 
 
+async def test_an_answer_in_many_chunks_is_read_whole(whep: TinyWhep) -> None:
+    whep.chunked = True
+    async with WhepClient(f"{whep.base}/whep/room") as client:
+        await client.wait_frames(5)
+
+
 async def test_a_201_without_location_is_the_servers_fault() -> None:
     async def no_location(request: web.Request) -> web.Response:
         return web.Response(status=201, text="v=0\r\n", content_type="application/sdp")
 
+    async def too_long(request: web.Request) -> web.Response:
+        headers = {"Location": "/whep/room/~/x"}
+        body = "v=0\r\n" + "a=x\r\n" * 100_000
+        return web.Response(status=201, text=body, content_type="application/sdp", headers=headers)
+
     app = web.Application()
     app.router.add_post("/whep/room", no_location)
+    app.router.add_post("/whep/long", too_long)
     async with serving(app) as base:
+        with pytest.raises(WhipError) as caught:
+            await WhepClient(f"{base}/whep/long").start()
+        assert caught.value.status == 502
+        assert "more than" in str(caught.value)
         client = WhepClient(f"{base}/whep/room")
         with pytest.raises(WhipError) as caught:
             await client.start()

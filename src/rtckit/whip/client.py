@@ -80,10 +80,23 @@ class WhipClientConfig:
     gather_timeout: float = attrs.field(default=3.0, validator=_positive)
 
 
+async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body of *response*, at most *limit* + 1 bytes of it (it may come in many chunks)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit:
+        chunk = await response.content.read(limit + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
 async def _refusal(response: aiohttp.ClientResponse) -> WhipError:
     """The :class:`WhipError` of a refused request: the problem body's ``detail`` (RFC 9457),
     else the start of a text body, else the reason phrase."""
-    body = await response.content.read(16 * 1024)
+    body = await _read_bounded(response, 16 * 1024)
     title = response.reason or "Error"
     detail = ""
     if response.content_type == wp.PROBLEM_TYPE:
@@ -196,7 +209,7 @@ class _Session:
             )
             if response.content_type != wp.SDP_TYPE:
                 raise wp.problem(502, f"the answer is {response.content_type}, not {wp.SDP_TYPE}")
-            body = await response.content.read(_MAX_ANSWER + 1)
+            body = await _read_bounded(response, _MAX_ANSWER)
             if len(body) > _MAX_ANSWER:
                 raise wp.problem(502, f"the answer has more than {_MAX_ANSWER} bytes")
             return body.decode(errors="replace")
