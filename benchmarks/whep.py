@@ -14,8 +14,10 @@ Two processes on loopback, so the server's CPU is measured alone:
 
 Measured in one run: the server's CPU over a window with the publisher alone (the baseline),
 then with N viewers of each mode; the CPU per viewer is (CPU with N - baseline) / N, and the
-ratio WHEP / SFU is the figure of merit (goal: within 10%). Session setup: sequential WHEP
-sessions, time from the ``POST`` to the first video frame received (goal: median <= 300 ms).
+ratio WHEP / SFU is the figure of merit (goal: within 10%). Latency: a few decoding viewers
+of each mode read the frame counter of the publisher's pattern; the time from the publisher
+making the frame to a viewer decoding it, per path. Session setup: sequential WHEP sessions,
+time from the ``POST`` to the first video frame received (goal: median <= 300 ms).
 
 Run: ``python benchmarks/whep.py`` (about a minute). Results go to
 ``docs/topics/whep-benchmark.rst`` unless ``--no-write``.
@@ -31,15 +33,22 @@ import multiprocessing.connection
 import statistics
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
+
+import av
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
 
 from rtckit.peer import SessionConfig  # noqa: E402
-from rtckit.peer.media import PatternConfig, TestPatternTrack, ToneTrack  # noqa: E402
+from rtckit.peer.media import (  # noqa: E402
+    PatternConfig,
+    TestPatternTrack,
+    ToneTrack,
+    read_frame_counter,
+)
 from rtckit.signaling import SignalingClient  # noqa: E402
 from rtckit.topology import TrackPublished, join_room  # noqa: E402
 from rtckit.whip.client import WhepClient, WhipClient  # noqa: E402
@@ -123,25 +132,61 @@ async def cpu_window(server: ServerProcess, seconds: float) -> float:
 # --- viewers -----------------------------------------------------------------------------------
 
 
-@contextlib.asynccontextmanager
-async def whep_viewers(base: str, count: int) -> AsyncIterator[None]:
-    async with contextlib.AsyncExitStack() as stack:
-        viewers = [
-            await stack.enter_async_context(WhepClient(f"{base}/whep/{ROOM}")) for _ in range(count)
-        ]
-        async with asyncio.timeout(30):
-            await asyncio.gather(*(viewer.wait_frames(10) for viewer in viewers))
-        yield
+class TimedPattern(TestPatternTrack):
+    """The publisher's test pattern, remembering when it made each frame (by its counter)."""
+
+    def __init__(self) -> None:
+        super().__init__(PatternConfig(width=640, height=480, fps=30))
+        self.made: dict[int, float] = {}
+
+    async def recv(self) -> Any:
+        frame = await super().recv()
+        index = (self.frames_sent - 1) % 65536
+        self.made[index] = time.monotonic()
+        self.made.pop((index - 300) % 65536, None)  # ten seconds are plenty
+        return frame
 
 
-async def _drain(track: Any) -> None:
+Sink = Callable[[Any], None]
+
+
+async def _drain(track: Any, sink: Sink | None) -> None:
     with contextlib.suppress(Exception):
         while True:
-            await track.recv()
+            frame = await track.recv()
+            if sink is not None:
+                sink(frame)
 
 
 @contextlib.asynccontextmanager
-async def sfu_subscribers(base: str, count: int) -> AsyncIterator[None]:
+async def whep_viewers(base: str, count: int, sink: Sink | None = None) -> AsyncIterator[None]:
+    """*count* WHEP viewers; with *sink*, decoding, and each video frame given to it."""
+    async with contextlib.AsyncExitStack() as stack:
+        viewers = [
+            await stack.enter_async_context(
+                WhepClient(f"{base}/whep/{ROOM}", decode=sink is not None)
+            )
+            for _ in range(count)
+        ]
+        tasks = [
+            asyncio.ensure_future(_drain(track, sink))
+            for viewer in viewers
+            for track in viewer.tracks
+            if sink is not None
+        ]
+        try:
+            async with asyncio.timeout(30):
+                await asyncio.gather(*(viewer.wait_frames(10) for viewer in viewers))
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def sfu_subscribers(base: str, count: int, sink: Sink | None = None) -> AsyncIterator[None]:
+    """*count* room members; with *sink*, each video frame they decode is given to it."""
     ws = base.replace("http://", "ws://") + "/ws"
     config = SessionConfig()
     async with contextlib.AsyncExitStack() as stack:
@@ -157,7 +202,7 @@ async def sfu_subscribers(base: str, count: int) -> AsyncIterator[None]:
                         await event.track.recv()
                         if not first.done():
                             first.set_result(None)
-                        tasks.append(asyncio.ensure_future(_drain(event.track)))
+                        tasks.append(asyncio.ensure_future(_drain(event.track, sink)))
 
             tasks.append(asyncio.ensure_future(follow()))
             async with asyncio.timeout(30):
@@ -168,6 +213,25 @@ async def sfu_subscribers(base: str, count: int) -> AsyncIterator[None]:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def latencies(
+    base: str, pattern: TimedPattern, mode: str, count: int, seconds: float
+) -> list[float]:
+    """Seconds from the publisher making a frame to a viewer of *mode* decoding it."""
+    found: list[float] = []
+
+    def sink(frame: Any) -> None:
+        if isinstance(frame, av.VideoFrame):
+            made = pattern.made.get(read_frame_counter(frame))
+            if made is not None:
+                found.append(time.monotonic() - made)
+
+    viewers = sfu_subscribers if mode == "sfu" else whep_viewers
+    async with viewers(base, count, sink):
+        found.clear()  # from now on: the stream is running
+        await asyncio.sleep(seconds)
+    return found
 
 
 async def setup_times(base: str, sessions: int) -> list[float]:
@@ -187,7 +251,8 @@ async def setup_times(base: str, sessions: int) -> list[float]:
 
 
 async def measure(args: argparse.Namespace) -> dict[str, Any]:
-    tracks = [TestPatternTrack(PatternConfig(width=640, height=480, fps=30)), ToneTrack()]
+    pattern = TimedPattern()
+    tracks = [pattern, ToneTrack()]
     server = ServerProcess()
     async with server as base:
         async with WhipClient(f"{base}/whip/{ROOM}", tracks=tracks) as publisher:
@@ -222,10 +287,23 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
                 (whep - baseline) / (sfu - baseline)
                 for sfu, whep in zip(cpu["sfu"], cpu["whep"], strict=True)
             ]
+            for mode in ("sfu", "whep"):
+                found = await latencies(base, pattern, mode, args.latency_viewers, args.seconds)
+                result[f"{mode}_latency"] = found
+                print(
+                    f"{mode}: capture to decoded frame, median "
+                    f"{statistics.median(found) * 1000:.0f} ms over {len(found)} frames",
+                    flush=True,
+                )
             result["setup"] = await setup_times(base, args.sessions)
         for track in tracks:
             track.stop()
     return result
+
+
+def _ms(values: list[float], percentile: int) -> int:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, len(ordered) * percentile // 100)] * 1000)
 
 
 def write_results(result: dict[str, Any], args: argparse.Namespace) -> None:
@@ -270,6 +348,15 @@ def write_results(result: dict[str, Any], args: argparse.Namespace) -> None:
         "few tenths",
         "of a percent of a core either way, so that spread is the machine's noise.",
         "",
+        "Latency, from the publisher making a frame to a viewer decoding it (encoding,",
+        "the server's forwarding, the receiver's jitter buffer and decoding), "
+        f"{args.latency_viewers} decoding",
+        f"viewers of each path for {args.seconds:g} s: room subscribers median "
+        f"{_ms(result['sfu_latency'], 50)} ms (p95 {_ms(result['sfu_latency'], 95)} ms),",
+        f"WHEP viewers median {_ms(result['whep_latency'], 50)} ms (p95 "
+        f"{_ms(result['whep_latency'], 95)} ms); the medians differ by "
+        f"{_ms(result['whep_latency'], 50) - _ms(result['sfu_latency'], 50):+d} ms.",
+        "",
         f"Session setup, ``POST`` to the first video frame received, {len(setup)} sequential",
         f"WHEP sessions: median **{statistics.median(setup) * 1000:.0f} ms**, "
         f"min {min(setup) * 1000:.0f} ms, max {max(setup) * 1000:.0f} ms (goal: median <= 300 ms).",
@@ -288,6 +375,9 @@ async def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of both modes (median)")
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds before measuring")
     parser.add_argument("--sessions", type=int, default=15, help="WHEP sessions timed")
+    parser.add_argument(
+        "--latency-viewers", type=int, default=2, help="decoding viewers of each mode timed"
+    )
     parser.add_argument("--no-write", action="store_true", help="do not update the docs")
     args = parser.parse_args()
     t0 = time.monotonic()
