@@ -19,7 +19,7 @@ of each mode read the frame counter of the publisher's pattern; the time from th
 making the frame to a viewer decoding it, per path. Session setup: sequential WHEP sessions,
 time from the ``POST`` to the first video frame received (goal: median <= 300 ms).
 
-Run: ``python benchmarks/whep.py`` (about a minute). Results go to
+Run: ``python benchmarks/whep.py`` (about 90 s). Results go to
 ``docs/topics/whep-benchmark.rst`` unless ``--no-write``.
 """
 
