@@ -21,7 +21,13 @@ import av
 import numpy as np
 import pytest
 from aiohttp import web
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 
 import test_whip_server as whip_tests
@@ -307,6 +313,9 @@ async def test_a_whip_publisher_is_played_by_its_token_identity(
                 (publisher_id,) = server.sfu().publishers
                 (watching,) = server.sfu().viewers.values()
                 assert watching.source == publisher_id
+                stats = server.sfu().stats()
+                assert stats is not None
+                assert stats.plis_relayed > 0  # a keyframe asked of the publisher for it
                 assert server.sfu().name_of(publisher_id) == "obs"
                 # the resource is bound to the token that created it
                 async with http.delete(server.url(v.location)) as anonymous:
@@ -348,6 +357,25 @@ async def test_the_viewer_keeps_playing_when_its_participant_joins_again(
             assert sub.rewriter is rewriter
             assert v.tracks == [track]  # no new track on the viewer's side
             assert server.sfu().name_of("alice-2") == "alice"
+
+
+async def test_the_viewer_keeps_playing_when_its_participant_publishes_again(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    async with member(server, "dave", video=False) as room, viewer(("video",)) as v:
+        first = TestPatternTrack(SMALL)
+        await room.publish(first)
+        assert (await v.play(http, server.url("/whep/sfu/dave"))).status == 201
+        await v.wait_frames("video", 10)
+        (watching,) = server.sfu().viewers.values()
+        sub = watching.subscriptions["video"]
+        await room.unpublish(first)
+        await wait_until(lambda: server.sfu().publishing() == [], "the unpublication")
+        before = v.frames["video"]
+        await room.publish(TestPatternTrack(SMALL))  # a new track, renegotiated
+        await v.wait_frames("video", before + 10)
+        assert watching.subscriptions["video"] is sub
+        assert len(v.tracks) == 1
 
 
 async def test_the_default_viewer_moves_to_the_next_publisher(
@@ -426,6 +454,14 @@ async def test_an_mcu_room_plays_as_one_full_mix(
         async with viewer(("video",)) as refused:
             body = await problem(await refused.play(http, server.url("/whep/mcu/red")), 409)
             assert "/whep/mcu" in body["detail"]
+        async with viewer(("video",)) as h264:
+            (transceiver,) = h264.pc.getTransceivers()
+            capabilities = RTCRtpReceiver.getCapabilities("video")
+            assert capabilities is not None
+            codecs = capabilities.codecs
+            transceiver.setCodecPreferences([c for c in codecs if c.mimeType == "video/H264"])
+            body = await problem(await h264.play(http, server.url("/whep/mcu")), 400)
+            assert "cannot be answered" in body["detail"]
         assert (await v.play(http, server.url("/whep/mcu"))).status == 201
         await v.wait_frames("video", 10)
         await v.wait_frames("audio", 50)

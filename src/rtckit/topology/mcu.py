@@ -13,6 +13,12 @@ engine stops when the last participant leaves, and the server then leaves the ro
 room created on demand closes; in a declared room the server comes back with the next
 participant).
 
+Viewers who are not participants (WHEP, :mod:`rtckit.whip.whep`):
+:meth:`McuServerStrategy.add_viewer` answers a receive-only offer with the room's full mix, the
+composite video and the common audio mix (every participant, not a mix-minus), the packets the
+engine already encodes (:meth:`~rtckit.mcu.engine.McuEngine.add_output`): a viewer adds no
+encoder. A viewer is not drawn, not mixed, not in signaling, and ends when the engine stops.
+
 Client side (:class:`McuRoom`, opened by :func:`~rtckit.topology.base.join_room` when the
 server says the room is ``mcu``): one session to the server, whatever the number of
 participants. The application sees the same :class:`~rtckit.topology.base.Room` API and
