@@ -131,6 +131,7 @@ class TinyWhep:
         self.deleted: list[str] = []
         self.headers: dict[str, str] = {}
         self.chunked = False
+        self.hang_up = False
         self.base = ""
 
     async def post(self, request: web.Request) -> web.StreamResponse:
@@ -142,6 +143,8 @@ class TinyWhep:
         resource = secrets.token_urlsafe(8)
         self.peers[resource] = pc
         headers = {"Location": f"/whep/room/~/{resource}", "ETag": '"e1"', **self.headers}
+        if self.hang_up:  # an answer, and nobody behind it
+            await pc.close()
         if self.chunked:  # the answer in 100-byte pieces, each sent on its own
             response = web.StreamResponse(status=201, headers=headers)
             response.content_type = "application/sdp"
@@ -241,6 +244,18 @@ async def test_an_answer_in_many_chunks_is_read_whole(whep: TinyWhep) -> None:
     whep.chunked = True
     async with WhepClient(f"{whep.base}/whep/room") as client:
         await client.wait_frames(5)
+
+
+async def test_a_session_that_never_connects_is_an_ice_error_and_deleted(
+    whep: TinyWhep,
+) -> None:
+    from rtckit.errors import IceError
+
+    whep.hang_up = True
+    client = WhepClient(f"{whep.base}/whep/room", config=WhipClientConfig(connect_timeout=1.5))
+    with pytest.raises(IceError, match=r"within 1.5 s"):
+        await client.start()
+    assert whep.deleted  # the session the server created is not left behind
 
 
 async def test_a_201_without_location_is_the_servers_fault() -> None:

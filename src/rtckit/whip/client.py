@@ -139,6 +139,7 @@ class _Session:
         self.connected_at: float | None = None
         self.pc: RtcKitPeerConnection | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._up = asyncio.Event()
         self._ended = asyncio.Event()
         self._closed = False
 
@@ -202,7 +203,10 @@ class _Session:
             location = response.headers.get("Location")
             if not location:
                 raise wp.problem(502, "the server created a session without a Location")
-            self.location = self.url.join(URL(location))
+            try:
+                self.location = self.url.join(URL(location))
+            except ValueError:
+                raise wp.problem(502, f"the Location {location[:80]!r} is no URL") from None
             self.etag = response.headers.get("ETag")
             self.ice_servers_answered = wp.parse_ice_server_links(
                 response.headers.getall("Link", [])
@@ -219,20 +223,23 @@ class _Session:
         state = self.pc.connectionState
         if state == "connected" and self.connected_at is None:
             self.connected_at = time.monotonic()
+            self._up.set()
         if state in ("failed", "closed"):
             self._ended.set()
 
     async def _wait_connected(self, pc: RtcKitPeerConnection) -> None:
+        waits = [asyncio.ensure_future(self._up.wait()), asyncio.ensure_future(self._ended.wait())]
         try:
-            async with asyncio.timeout(self.config.connect_timeout):
-                while pc.connectionState != "connected":
-                    if self._ended.is_set():
-                        raise IceError(f"the connection to {self.url} {pc.connectionState}")
-                    await asyncio.sleep(0.01)
-        except TimeoutError:
-            raise IceError(
-                f"no connection to {self.url} within {self.config.connect_timeout} s"
-            ) from None
+            await asyncio.wait(
+                waits, timeout=self.config.connect_timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()
+        if self._ended.is_set():
+            raise IceError(f"the connection to {self.url} {pc.connectionState}")
+        if not self._up.is_set():
+            raise IceError(f"no connection to {self.url} within {self.config.connect_timeout} s")
 
     @property
     def connected(self) -> bool:
