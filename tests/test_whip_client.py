@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import secrets
+import signal
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -309,7 +310,10 @@ def test_recorder_refuses_what_it_cannot_write(tmp_path: Path) -> None:
 # --- the command line, as a subprocess ---------------------------------------------------------
 
 
-async def rtckit(*args: str, within: float = 60) -> tuple[int, str, str]:
+async def rtckit(
+    *args: str, within: float = 60, interrupt: asyncio.Event | None = None
+) -> tuple[int, str, str]:
+    """Run ``rtckit *args``; with *interrupt*, send it SIGINT (Ctrl-C) when that is set."""
     env = {"PYTHONPATH": str(SRC), "PATH": "/usr/bin:/bin"}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -322,6 +326,9 @@ async def rtckit(*args: str, within: float = 60) -> tuple[int, str, str]:
     )
     try:
         async with asyncio.timeout(within):
+            if interrupt is not None:
+                await interrupt.wait()
+                process.send_signal(signal.SIGINT)
             out, err = await process.communicate()
     finally:
         if process.returncode is None:
@@ -360,6 +367,34 @@ async def test_cli_whip_publish() -> None:
         assert out == ""
         (line,) = err.splitlines()
         assert line.startswith("rtckit whip: refused: 401 Unauthorized: the token is refused")
+
+
+async def test_cli_whip_publish_a_file_until_ctrl_c(tmp_path: Path) -> None:
+    path = tmp_path / "clip.webm"
+    _clip(path, frames=150)
+    async with whip_server(token_auth=False) as (server, _), member(server) as (_room, log):
+        url = f"{server.base}/whip/sfu"
+        published = asyncio.Event()
+        run = asyncio.ensure_future(
+            rtckit("whip", "publish", url, "--source", str(path), interrupt=published)
+        )
+        try:
+            async with asyncio.timeout(60):
+                while not server.sfu().publishers:  # noqa: ASYNC110 (another process)
+                    await asyncio.sleep(0.05)
+            (publisher_id,) = server.sfu().publishers
+            track = (await log.wait_for(TrackPublished, publisher_id)).track
+            async with asyncio.timeout(30):
+                await track.recv()
+            published.set()
+            status, out, err = await run
+        finally:
+            run.cancel()
+        assert status == 0, err
+        assert out.splitlines()[-1].startswith("rtckit whip: done; sent video ")
+        await log.wait_for(ParticipantLeft, publisher_id)  # Ctrl-C DELETEs the session
+        assert server.whip is not None
+        assert server.whip.sessions == {}
 
 
 async def test_cli_whep_play_records(whep: TinyWhep, tmp_path: Path) -> None:
