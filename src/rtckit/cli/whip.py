@@ -26,53 +26,63 @@ _EPILOG = (
 
 def register(subparsers: Any) -> None:
     """Add the ``whip`` and ``whep`` sub-commands."""
-    whip: argparse.ArgumentParser = subparsers.add_parser(
-        "whip", help="publish to a WHIP endpoint (RFC 9725)", description="WHIP client."
+    publish = _action(
+        subparsers,
+        ("whip", "publish to a WHIP endpoint (RFC 9725)"),
+        ("publish", "publish a test pattern and tone, a file or a camera"),
+        "Publish to the WHIP endpoint URL until --duration ends, Ctrl-C, or the server ends "
+        "the session; then DELETE the session and print what was sent.",
+        permission="publish",
     )
-    whip_commands = whip.add_subparsers(dest="whip_command", metavar="ACTION", required=True)
-    publish: argparse.ArgumentParser = whip_commands.add_parser(
-        "publish",
-        help="publish a test pattern and tone, a file or a camera",
-        description=(
-            "Publish to the WHIP endpoint URL until --duration ends, Ctrl-C, or the server "
-            "ends the session; then DELETE the session and print what was sent."
-        ),
-        epilog=_EPILOG,
-    )
-    publish.add_argument("url", metavar="URL", help="the WHIP endpoint, e.g. http://host/whip/room")
-    publish.add_argument("--token", help="bearer token (a room token with 'publish')")
     publish.add_argument(
         "--source",
         default="test",
         help="test (pattern + 440 Hz tone, default), a media FILE, or camera:/dev/videoN",
     )
-    publish.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
-    publish.set_defaults(handler=_publish, rtckit_parser=publish)
+    publish.set_defaults(handler=_publish)
 
-    whep: argparse.ArgumentParser = subparsers.add_parser(
-        "whep", help="play from a WHEP endpoint", description="WHEP client."
+    play = _action(
+        subparsers,
+        ("whep", "play from a WHEP endpoint"),
+        ("play", "receive, count frames, record without transcoding"),
+        "Play the WHEP endpoint URL (audio and video, not decoded) until --frames video "
+        "frames arrived, --duration ends, Ctrl-C, or the server ends the session; then "
+        "DELETE the session and print what was received.",
+        permission="subscribe",
     )
-    whep_commands = whep.add_subparsers(dest="whep_command", metavar="ACTION", required=True)
-    play: argparse.ArgumentParser = whep_commands.add_parser(
-        "play",
-        help="receive, count frames, record without transcoding",
-        description=(
-            "Play the WHEP endpoint URL (audio and video, not decoded) until --frames video "
-            "frames arrived, --duration ends, Ctrl-C, or the server ends the session; then "
-            "DELETE the session and print what was received."
-        ),
-        epilog=_EPILOG,
-    )
-    play.add_argument("url", metavar="URL", help="the WHEP endpoint, e.g. http://host/whep/room")
-    play.add_argument("--token", help="bearer token (a room token with 'subscribe')")
     play.add_argument("--frames", type=int, metavar="N", help="stop after N video frames")
     play.add_argument(
         "--record",
         metavar="FILE",
         help="write the received VP8/Opus as they are to FILE (.webm, .mkv, .ivf, .ogg)",
     )
-    play.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
-    play.set_defaults(handler=_play, rtckit_parser=play)
+    play.set_defaults(handler=_play)
+
+
+def _action(
+    subparsers: Any,
+    group: tuple[str, str],
+    action: tuple[str, str],
+    description: str,
+    *,
+    permission: str,
+) -> argparse.ArgumentParser:
+    """The parser of ``rtckit GROUP ACTION URL [--token T] [--duration S]``."""
+    name, help_text = group
+    parent: argparse.ArgumentParser = subparsers.add_parser(
+        name, help=help_text, description=f"{name.upper()} client."
+    )
+    actions = parent.add_subparsers(dest=f"{name}_command", metavar="ACTION", required=True)
+    parser: argparse.ArgumentParser = actions.add_parser(
+        action[0], help=action[1], description=description, epilog=_EPILOG
+    )
+    parser.add_argument(
+        "url", metavar="URL", help=f"the {name.upper()} endpoint, e.g. http://host/{name}/room"
+    )
+    parser.add_argument("--token", help=f"bearer token (a room token with '{permission}')")
+    parser.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds")
+    parser.set_defaults(rtckit_parser=parser)
+    return parser
 
 
 def _seconds(text: str) -> float:
