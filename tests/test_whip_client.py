@@ -523,3 +523,24 @@ def test_sources_that_cannot_open(tmp_path: Path) -> None:
         WhipClient("http://127.0.0.1:9/whip/x", tracks=[ToneTrack(), ToneTrack()])
     with pytest.raises(ConfigurationError, match="not an http"):
         WhipClient("ftp://127.0.0.1/whip/x", tracks=[ToneTrack()])
+
+
+async def test_whep_client_records_an_mcu_rooms_mix(tmp_path: Path) -> None:
+    from test_whep_server import member as mcu_member
+    from test_whep_server import running as whip_and_whep
+
+    path = tmp_path / "mix.mkv"
+    async with (
+        whip_and_whep() as server,
+        mcu_member(server, "red", room="mcu", tone=440.0),
+    ):
+        assert server.whep is not None
+        server.whep.ice_servers = None
+        async with WhepClient(server.url("/whep/mcu"), record=path) as play:
+            await play.wait_frames(15)
+            await play.wait_frames(25, kind="audio")
+    recorder = play.recorder
+    assert recorder is not None
+    decoded = _decoded(path)
+    for kind in ("audio", "video"):
+        assert decoded[kind] >= recorder.written[kind] - 2 > 0
