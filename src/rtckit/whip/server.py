@@ -20,7 +20,9 @@ session to the room:
    of the server's candidates (aiortc gathers before it answers), so the server never trickles;
 4. when the session ends (``DELETE``, its connection failed, it never connected within
    ``connect_timeout``, the room stopped) the publisher leaves the room and its resource
-   answers 404.
+   answers 404; except to a ``DELETE`` from its owner for *delete_grace* seconds after the
+   client closed its connection (or it failed): 200, since browser clients close first, then
+   send the ``DELETE`` (:class:`~rtckit.whip.protocol.WhipConfig`).
 
 Mesh rooms (no media server) and MCU rooms are refused with 409 and a problem body saying so.
 One signaling event reader per session drains what the room tells the in-process participant,
@@ -33,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Self
 
@@ -117,6 +120,9 @@ class WhipEndpoint:
         self.ice_servers = ice_servers
         #: the sessions by resource id
         self.sessions: dict[str, WhipSession] = {}
+        # sessions that ended without a DELETE, oldest first: resource id -> (room, token,
+        # until when a DELETE of it answers 200); see WhipConfig.delete_grace
+        self._ended: OrderedDict[str, tuple[str, str | None, float]] = OrderedDict()
         self._pending = 0  # POSTs being answered (they count against max_sessions)
         self._closed = False
 
@@ -227,12 +233,14 @@ class WhipEndpoint:
         try:
             session = self.sessions.get(request.match_info["resource"])
             if session is None or session.room != request.match_info["room"]:
+                if request.method == "DELETE" and self._ended_just_now(request):
+                    return web.Response(status=200, headers=self._headers())
                 raise wp.problem(404, "no such WHIP session (it ended, or never existed)")
             if request.method == "OPTIONS":
                 return self._preflight(request, allow)
             if request.method not in ("PATCH", "DELETE"):
                 raise wp.problem(405, f"{request.method} is not allowed here")
-            self._check_owner(session, request)
+            self._check_owner(session.token, request)
             if request.method == "DELETE":
                 await self._end(session)
                 return web.Response(status=200, headers=self._headers())
@@ -240,15 +248,28 @@ class WhipEndpoint:
         except WhipError as error:
             return self._problem(error, allow if error.status == 405 else None)
 
-    def _check_owner(self, session: WhipSession, request: web.Request) -> None:
-        """A session created with a token is used with that token only."""
-        if session.token is None:
+    def _check_owner(self, owner: str | None, request: web.Request) -> None:
+        """A session created with a token (*owner*) is used with that token only."""
+        if owner is None:
             return
         token = wp.parse_bearer(request.headers.get("Authorization"))
         if token is None:
             raise wp.problem(401, "this session needs the bearer token that created it")
-        if not secrets.compare_digest(token, session.token):
+        if not secrets.compare_digest(token, owner):
             raise wp.problem(403, "this session was created with another token")
+
+    def _ended_just_now(self, request: web.Request) -> bool:
+        """Whether the resource of *request* (a DELETE) is of a session that ended without a
+        DELETE less than ``delete_grace`` ago; if so it is forgotten (a second DELETE: 404)."""
+        now = asyncio.get_running_loop().time()
+        while self._ended and next(iter(self._ended.values()))[2] <= now:
+            self._ended.popitem(last=False)
+        ended = self._ended.get(request.match_info["resource"])
+        if ended is None or ended[0] != request.match_info["room"]:
+            return False
+        self._check_owner(ended[1], request)
+        del self._ended[request.match_info["resource"]]
+        return True
 
     async def _post(self, request: web.Request) -> web.Response:
         room = request.match_info["room"]
@@ -396,11 +417,18 @@ class WhipEndpoint:
                 reason,
                 extra={"room": session.room, "peer": session.participant_id},
             )
-        await self._end(session)
+        await self._end(session, hung_up=reason in ("connection closed", "connection failed"))
 
-    async def _end(self, session: WhipSession) -> None:
+    async def _end(self, session: WhipSession, *, hung_up: bool = False) -> None:
+        """End *session*; *hung_up*: its client closed the connection (or vanished), and a
+        DELETE of its resource answers 200 for ``delete_grace`` seconds."""
         if self.sessions.pop(session.resource_id, None) is None:
             return
+        if hung_up:
+            until = asyncio.get_running_loop().time() + self.config.delete_grace
+            self._ended[session.resource_id] = (session.room, session.token, until)
+            while len(self._ended) > self.config.max_sessions:
+                self._ended.popitem(last=False)
         await session.publisher.aclose()
         await session.client.aclose()
         others = [task for task in session.tasks if task is not asyncio.current_task()]
