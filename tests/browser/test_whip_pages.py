@@ -1,0 +1,276 @@
+"""WHIP and WHEP in Chromium against ``rtckit demo``'s server (RtcKitServer, room tokens).
+
+* An independent browser WHIP client, the npm package ``whip-whep`` (vendored unmodified in
+  ``data/whip-whep``, see its README), publishes the fake camera from a page of another origin
+  (CORS, bearer token, trickle by ``PATCH``) into an SFU room; an aiortc member of the room
+  decodes its video; the library's ``stop()`` (``DELETE``) makes the publisher leave.
+* The demo page shows a WHIP publisher (a bare aiortc connection) as a participant labelled
+  "WHIP", plays its video, and links to the WHEP player page, naming the publisher by its
+  token identity.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+
+from rtckit.peer import SessionConfig
+from rtckit.peer.media import PatternConfig, TestPatternTrack
+from rtckit.server.app import RtcKitServer
+from rtckit.server.config import (
+    AuthSettings,
+    RoomSettings,
+    RoomsSettings,
+    ServeConfig,
+    ServerSettings,
+)
+from rtckit.signaling import SignalingClient, TokenAuth
+from rtckit.testing import require_executable
+from rtckit.testing.browser import launch_chromium
+from rtckit.topology import ParticipantJoined, ParticipantLeft, TrackPublished, join_room
+
+if TYPE_CHECKING:
+    from playwright.async_api import Page
+
+TIMEOUT = 150  # Chromium encodes, aiortc decodes, on 2 shared cores
+LIBRARY = Path(__file__).parent / "data" / "whip-whep"
+SECRET = "w" * 40
+ROOM = "stage"
+
+# The page of another origin that publishes with the library (the icon link: no favicon 404).
+LIBRARY_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>whip-whep</title>
+<link rel="icon" href="data:,"></head><body><script type="module">
+import { WHIPClient } from "/lib/whip.js";
+window.publish = async (url, token) => {
+  const stream = await navigator.mediaDevices.getUserMedia({ video: true });
+  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", iceServers: [] });
+  for (const track of stream.getTracks()) pc.addTransceiver(track, { direction: "sendonly" });
+  const whip = new WHIPClient();
+  await whip.publish(pc, url, token);
+  window.whip = whip;
+  window.pc = pc;
+  return whip.resourceURL.href;
+};
+window.ready = true;
+</script></body></html>"""
+
+
+def test_the_vendored_library_is_the_one_its_readme_names() -> None:
+    readme = (LIBRARY / "README").read_text(encoding="utf-8")
+    listed = dict(re.findall(r"^  (\S+)\s+sha256 ([0-9a-f]{64})$", readme, re.MULTILINE))
+    assert set(listed) == {"whip-whep-1.2.0.tgz", "whip.js", "whep.js", "LICENSE"}
+    for name in ("whip.js", "whep.js", "LICENSE"):
+        assert hashlib.sha256((LIBRARY / name).read_bytes()).hexdigest() == listed[name], name
+
+
+def _config() -> ServeConfig:
+    return ServeConfig(
+        server=ServerSettings(host="127.0.0.1", port=0, insecure=True),
+        auth=AuthSettings(mode="token", secret=SECRET),
+        rooms=RoomsSettings(declared=(RoomSettings(name=ROOM, topology="sfu"),)),
+    )
+
+
+def _token(identity: str, *permissions: str) -> str:
+    return TokenAuth(secret=SECRET).mint(room=ROOM, identity=identity, permissions=permissions)
+
+
+@contextlib.asynccontextmanager
+async def _library_site() -> AsyncIterator[str]:
+    """The library's page and modules, from an origin of their own on loopback."""
+    app = web.Application()
+
+    async def index(_request: web.Request) -> web.Response:
+        return web.Response(text=LIBRARY_PAGE, content_type="text/html")
+
+    async def module(request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        return web.Response(
+            text=(LIBRARY / name).read_text(encoding="utf-8"), content_type="text/javascript"
+        )
+
+    app.router.add_get("/", index)
+    app.router.add_get("/lib/{name:(whip|whep)\\.js}", module)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    finally:
+        await runner.cleanup()
+
+
+def _watch_errors(page: Page) -> list[str]:
+    """The page's uncaught errors and console errors (a failed PATCH is one of them)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on(
+        "console",
+        lambda message: errors.append(message.text) if message.type == "error" else None,
+    )
+    page.on(
+        "response",
+        lambda r: (
+            errors.append(f"{r.request.method} {r.url}: {r.status}") if r.status >= 400 else None
+        ),
+    )
+    return errors
+
+
+class _Member:
+    """An aiortc member of the room: what it saw join, leave and be published."""
+
+    def __init__(self) -> None:
+        self.joined: list[ParticipantJoined] = []
+        self.left: list[str] = []
+        self.published: list[TrackPublished] = []
+
+    async def run(self, room: Any) -> None:
+        async for event in room.events():
+            if isinstance(event, ParticipantJoined):
+                self.joined.append(event)
+            elif isinstance(event, ParticipantLeft):
+                self.left.append(event.participant_id)
+            elif isinstance(event, TrackPublished):
+                self.published.append(event)
+
+    async def track_of(self, participant: str, within: float = 60) -> Any:
+        async with asyncio.timeout(within):
+            while True:
+                for event in self.published:
+                    if event.participant_id == participant:
+                        return event.track
+                await asyncio.sleep(0.1)
+
+
+async def test_the_npm_whip_client_publishes_a_camera_into_an_sfu_room() -> None:
+    require_executable("chromium", hint="apt-get install chromium")
+    member = _Member()
+    async with (
+        asyncio.timeout(TIMEOUT),
+        RtcKitServer(_config(), demo=True) as server,
+        _library_site() as page_url,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        ws_url = server.url("127.0.0.1").replace("http://", "ws://") + "ws"
+        client = await stack.enter_async_context(
+            SignalingClient.connect(ws_url, room=ROOM, token=_token("viewer", "subscribe"))
+        )
+        room = await stack.enter_async_context(join_room(client, session_config=SessionConfig()))
+        task = asyncio.create_task(member.run(room))
+        stack.callback(task.cancel)
+        browser = await stack.enter_async_context(launch_chromium(fps=15))
+        page = await browser.new_page()
+        errors = _watch_errors(page)
+        await page.goto(page_url)
+        await page.wait_for_function("window.ready === true")
+        whip_url = f"{server.url('127.0.0.1')}whip/{ROOM}"
+        resource = await page.evaluate(
+            "([url, token]) => window.publish(url, token)", [whip_url, _token("cam", "publish")]
+        )
+        assert resource.startswith(f"{server.url('127.0.0.1')}whip/{ROOM}/")
+        await page.wait_for_function("window.pc.connectionState === 'connected'", timeout=30_000)
+        async with asyncio.timeout(30):
+            while not member.joined:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        (publisher,) = member.joined
+        assert publisher.participant_id.startswith("whip-")
+        assert publisher.metadata == {"rtckit_role": "whip"}
+        track = await member.track_of(publisher.participant_id)
+        sizes = [((frame := await track.recv()).width, frame.height) for _ in range(10)]
+        assert sizes[-1] == (640, 480), sizes  # Chromium's fake camera, decoded by aiortc
+        await page.evaluate("window.whip.stop()")  # DELETE
+        async with asyncio.timeout(20):
+            while publisher.participant_id not in member.left:  # noqa: ASYNC110
+                await asyncio.sleep(0.1)
+        assert not errors, errors
+        async with aiohttp.ClientSession() as http, http.delete(resource) as gone:
+            assert gone.status == 404
+
+
+async def _aiortc_whip_publisher(
+    http: aiohttp.ClientSession, url: str, token: str
+) -> tuple[RTCPeerConnection, str]:
+    """The docs' bare aiortc WHIP client (docs/howto/whip.rst), with a token."""
+    pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    pc.addTransceiver(
+        TestPatternTrack(PatternConfig(width=320, height=240, fps=15)), direction="sendonly"
+    )
+    await pc.setLocalDescription(await pc.createOffer())
+    async with http.post(
+        url,
+        data=pc.localDescription.sdp,
+        headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"},
+    ) as response:
+        assert response.status == 201, await response.text()
+        location = response.headers["Location"]
+        answer = await response.text()
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+    return pc, location
+
+
+_TILE = """(label) => {
+  const tile = [...document.querySelectorAll('#grid .tile')]
+    .find((t) => t.querySelector('.role')?.textContent === label);
+  if (!tile) return null;
+  const video = tile.querySelector('video');
+  const link = tile.querySelector('a.whep-link');
+  return {name: tile.querySelector('.name').textContent, id: tile.dataset.peerId,
+          width: video.videoWidth, time: video.currentTime,
+          link: link ? link.getAttribute('href') : null};
+}"""
+
+
+async def test_the_demo_page_shows_a_whip_publisher_and_links_to_whep() -> None:
+    require_executable("chromium", hint="apt-get install chromium")
+    async with (
+        asyncio.timeout(TIMEOUT),
+        RtcKitServer(_config(), demo=True) as server,
+        aiohttp.ClientSession() as http,
+        contextlib.AsyncExitStack() as stack,
+    ):
+        base = server.url("127.0.0.1")
+        pc, _location = await _aiortc_whip_publisher(
+            http, f"{base}whip/{ROOM}", _token("obs", "publish")
+        )
+        stack.push_async_callback(pc.close)
+        browser = await stack.enter_async_context(launch_chromium(fps=15))
+        page = await browser.new_page()
+        errors = _watch_errors(page)
+        ada = _token("Ada", "publish", "subscribe")
+        await page.goto(f"{base}?room={ROOM}&token={ada}")
+        await page.fill("#name-input", "Ada")
+        await page.click("#join-button")
+        await page.wait_for_selector("#call:not([hidden])", timeout=20_000)
+        first: dict[str, Any] | None = None
+        try:
+            async with asyncio.timeout(60):
+                while first is None or first["width"] == 0:
+                    first = await page.evaluate(_TILE, "WHIP")
+                    await asyncio.sleep(0.2)
+        except TimeoutError:
+            pytest.fail(f"no WHIP tile playing in 60 s: {first}")
+        assert first["name"] == "obs"  # the publisher's token identity
+        assert first["id"].startswith("whip-")
+        await asyncio.sleep(1)
+        later = await page.evaluate(_TILE, "WHIP")
+        assert later["time"] > first["time"], (first, later)  # playing
+        assert first["width"] == 320
+        link = f"/whep.html?room={ROOM}&participant=obs&token={ada}"
+        assert first["link"] == link
+        room_link = await page.get_attribute("#whep-button", "href")
+        assert room_link == f"/whep.html?room={ROOM}&token={ada}"
+        # the page's own tile is named by its identity too
+        own = await page.get_attribute("#grid .tile.local a.whep-link", "href")
+        assert own == f"/whep.html?room={ROOM}&participant=Ada&token={ada}"
+        assert not errors, errors
