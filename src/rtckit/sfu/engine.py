@@ -1026,6 +1026,39 @@ class SfuRouter:
         self._emit(TrackSubscribed(subscriber=subscriber, key=key))
         return sub
 
+    def move(self, subscription: Subscription, key: TrackKey) -> None:
+        """Forward the track ``key`` through ``subscription`` instead of the one it has.
+
+        For a subscriber that follows whoever it is told to play (a WHEP viewer whose
+        participant joined again under a new id): its stream continues with the same SSRC and
+        continuous sequence numbers and timestamps, from the new track's next keyframe (which
+        is requested), as for a republication under the same key.
+        """
+        self._check_open()
+        if subscription.key == key:
+            return
+        subs = self._subscriptions.get(subscription.key, [])
+        if subscription not in subs:
+            raise TopologyError(f"{subscription.subscriber} is not subscribed to {key}")
+        pub = self._publications.get(key)
+        if pub is not None and pub.kind != subscription.transceiver.kind:
+            raise TopologyError(f"{key} is {pub.kind}, the subscription is not")
+        subs.remove(subscription)
+        old = subscription.publication
+        if old is not None and subscription in old.subscriptions:
+            old.subscriptions.remove(subscription)
+            old.bandwidth.remove(subscription)
+        subscription._unbind()
+        self._emit(TrackUnsubscribed(subscriber=subscription.subscriber, key=subscription.key))
+        subscription.key = key
+        self._subscriptions.setdefault(key, []).append(subscription)
+        if pub is not None:
+            pub.subscriptions.append(subscription)
+            subscription._bind(pub)
+            task = asyncio.ensure_future(pub.request_keyframe())
+            task.add_done_callback(_log_failure)
+        self._emit(TrackSubscribed(subscriber=subscription.subscriber, key=key))
+
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop forwarding to this subscription (idempotent)."""
         subs = self._subscriptions.get(subscription.key, [])
