@@ -94,6 +94,7 @@ class WhipEndpoint(HttpEndpoint[WhipSession]):
 
     kind = "WHIP"
     permission = "publish"
+    late_delete = True  # browser WHIP clients (npm whip-whep) close first, then DELETE
 
     def __init__(
         self,
