@@ -4,9 +4,13 @@
   ``data/whip-whep``, see its README), publishes the fake camera from a page of another origin
   (CORS, bearer token, trickle by ``PATCH``) into an SFU room; an aiortc member of the room
   decodes its video; the library's ``stop()`` (``DELETE``) makes the publisher leave.
-* The demo page shows a WHIP publisher (a bare aiortc connection) as a participant labelled
-  "WHIP", plays its video, and links to the WHEP player page, naming the publisher by its
-  token identity.
+  The library's WHEP client, in another page, plays that publisher (named by its token
+  identity) in a ``<video>``.
+* The demo page shows a WHIP publisher (a bare aiortc connection, video only, there before
+  the page) as a participant labelled "WHIP", plays its video (the rtckit.js fix of
+  docs/topics/browser-quirks.rst), and links to the WHEP player page (``whep.html``), naming
+  the publisher by its token identity; the player page plays the publisher, and the room, and
+  DELETEs its session on ``pagehide``.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ ROOM = "stage"
 LIBRARY_PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>whip-whep</title>
 <link rel="icon" href="data:,"></head><body><script type="module">
 import { WHIPClient } from "/lib/whip.js";
+import { WHEPClient } from "/lib/whep.js";
 window.publish = async (url, token) => {
   const stream = await navigator.mediaDevices.getUserMedia({ video: true });
   const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", iceServers: [] });
@@ -60,6 +65,21 @@ window.publish = async (url, token) => {
   window.whip = whip;
   window.pc = pc;
   return whip.resourceURL.href;
+};
+window.view = async (url, token) => {
+  const pc = new RTCPeerConnection({ bundlePolicy: "max-bundle", iceServers: [] });
+  pc.addTransceiver("audio", { direction: "recvonly" });
+  pc.addTransceiver("video", { direction: "recvonly" });
+  const video = document.createElement("video");
+  Object.assign(video, { muted: true, autoplay: true, playsInline: true });
+  document.body.append(video);
+  pc.ontrack = ({ track, streams }) => {
+    if (track.kind === "video") video.srcObject = streams[0] || new MediaStream([track]);
+  };
+  const whep = new WHEPClient();
+  await whep.view(pc, url, token);
+  window.video = video;
+  return whep.resourceURL.href;
 };
 window.ready = true;
 </script></body></html>"""
@@ -127,6 +147,27 @@ def _watch_errors(page: Page) -> list[str]:
     return errors
 
 
+_PLAYING = "(v) => ({width: v.videoWidth, time: v.currentTime})"
+
+
+async def _plays(page: Page, selector: str, within: float = 60) -> dict[str, Any]:
+    """The size of the video *selector* shows once it plays (its clock advances)."""
+    video = page.locator(selector)
+    first: dict[str, Any] = {"width": 0, "time": 0}
+    try:
+        async with asyncio.timeout(within):
+            while first["width"] == 0:
+                first = await video.evaluate(_PLAYING)
+                await asyncio.sleep(0.2)
+            later = first
+            while later["time"] <= first["time"]:
+                await asyncio.sleep(0.2)
+                later = await video.evaluate(_PLAYING)
+    except TimeoutError:
+        pytest.fail(f"{selector} does not play in {within} s: {first}")
+    return first
+
+
 class _Member:
     """An aiortc member of the room: what it saw join, leave and be published."""
 
@@ -189,6 +230,18 @@ async def test_the_npm_whip_client_publishes_a_camera_into_an_sfu_room() -> None
         track = await member.track_of(publisher.participant_id)
         sizes = [((frame := await track.recv()).width, frame.height) for _ in range(10)]
         assert sizes[-1] == (640, 480), sizes  # Chromium's fake camera, decoded by aiortc
+        # the library's WHEP client plays that publisher, named by its token identity
+        viewer = await browser.new_page()
+        errors += _watch_errors(viewer)
+        await viewer.goto(page_url)
+        await viewer.wait_for_function("window.ready === true")
+        whep_url = f"{server.url('127.0.0.1')}whep/{ROOM}/cam"
+        session = await viewer.evaluate(
+            "([url, token]) => window.view(url, token)", [whep_url, _token("tv", "subscribe")]
+        )
+        assert session.startswith(f"{server.url('127.0.0.1')}whep/{ROOM}/~/")
+        assert (await _plays(viewer, "video"))["width"] == 640
+        await viewer.close()
         await page.evaluate("window.whip.stop()")  # DELETE
         async with asyncio.timeout(20):
             while publisher.participant_id not in member.left:  # noqa: ASYNC110
@@ -273,4 +326,29 @@ async def test_the_demo_page_shows_a_whip_publisher_and_links_to_whep() -> None:
         # the page's own tile is named by its identity too
         own = await page.get_attribute("#grid .tile.local a.whep-link", "href")
         assert own == f"/whep.html?room={ROOM}&participant=Ada&token={ada}"
+        # the player page plays the publisher, then the room (its first publisher of video:
+        # the WHIP one), and ends its session when it goes away
+        for href in (link, room_link):
+            player = await browser.new_page()
+            errors += _watch_errors(player)
+            await player.goto(base + href.lstrip("/"))
+            assert (await _plays(player, "#video"))["width"] == 320, href
+            assert await player.text_content("#status") == "Playing"
+            resource = await player.evaluate("window.rtckitWhep.resource")
+            assert resource.startswith(f"{base}whep/{ROOM}/~/"), resource
+            # leaving the page (its pagehide event) DELETEs the session; the event is sent
+            # here, the page stays, so that the request can be seen (a keepalive request sent
+            # while a page unloads is not reported to Playwright; and a browser closes the
+            # connection of a page it leaves, which ends the session even without a DELETE)
+            async with player.expect_response(
+                lambda r: r.request.method == "DELETE" and r.url == resource,  # noqa: B023 - used at once
+                timeout=10_000,
+            ) as deleted:
+                await player.evaluate(
+                    "window.dispatchEvent(new PageTransitionEvent('pagehide', {persisted: false}))"
+                )
+            assert (await deleted.value).status == 200
+            async with http.options(resource) as probe:
+                assert probe.status == 404
+            await player.close()
         assert not errors, errors
