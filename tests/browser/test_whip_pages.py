@@ -1,8 +1,8 @@
 """WHIP and WHEP in Chromium against ``rtckit demo``'s server (RtcKitServer, room tokens).
 
 * An independent browser WHIP client, the npm package ``whip-whep`` (vendored unmodified in
-  ``data/whip-whep``, see its README), publishes the fake camera from a page of another origin
-  (CORS, bearer token, trickle by ``PATCH``) into an SFU room; an aiortc member of the room
+  ``tests/data/whip-whep``, see its README), publishes the fake camera from a page of another
+  origin (CORS, bearer token, trickle by ``PATCH``) into an SFU room; an aiortc member of the room
   decodes its video; the library's ``stop()`` (``DELETE``) makes the publisher leave.
   The library's WHEP client, in another page, plays that publisher (named by its token
   identity) in a ``<video>``.
@@ -44,10 +44,10 @@ from rtckit.testing.browser import launch_chromium
 from rtckit.topology import ParticipantJoined, ParticipantLeft, TrackPublished, join_room
 
 if TYPE_CHECKING:
-    from playwright.async_api import Page
+    from playwright.async_api import Page, Response
 
 TIMEOUT = 150  # Chromium encodes, aiortc decodes, on 2 shared cores
-LIBRARY = Path(__file__).parent / "data" / "whip-whep"
+LIBRARY = Path(__file__).parents[1] / "data" / "whip-whep"
 SECRET = "w" * 40
 ROOM = "stage"
 
@@ -336,14 +336,15 @@ async def test_the_demo_page_shows_a_whip_publisher_and_links_to_whep() -> None:
             assert await player.text_content("#status") == "Playing"
             resource = await player.evaluate("window.rtckitWhep.resource")
             assert resource.startswith(f"{base}whep/{ROOM}/~/"), resource
+
             # leaving the page (its pagehide event) DELETEs the session; the event is sent
             # here, the page stays, so that the request can be seen (a keepalive request sent
             # while a page unloads is not reported to Playwright; and a browser closes the
             # connection of a page it leaves, which ends the session even without a DELETE)
-            async with player.expect_response(
-                lambda r: r.request.method == "DELETE" and r.url == resource,  # noqa: B023 - used at once
-                timeout=10_000,
-            ) as deleted:
+            def is_delete(response: Response, resource: str = resource) -> bool:
+                return response.request.method == "DELETE" and response.url == resource
+
+            async with player.expect_response(is_delete, timeout=10_000) as deleted:
                 await player.evaluate(
                     "window.dispatchEvent(new PageTransitionEvent('pagehide', {persisted: false}))"
                 )
