@@ -356,6 +356,19 @@ async def _hang_up(server: Server, http: aiohttp.ClientSession, token: str) -> s
     return server.base + response.headers["Location"]
 
 
+async def _only_the_owner_deletes(
+    server: Server, http: aiohttp.ClientSession, resource: str, token: str
+) -> None:
+    """A DELETE of *resource* without a token: 401; with another's: 403; with *token*: 200."""
+    async with http.delete(resource) as anonymous:
+        await problem(anonymous, 401)
+    other = server.token("publish", identity="someone-else")
+    async with http.delete(resource, headers={"Authorization": f"Bearer {other}"}) as wrong:
+        await problem(wrong, 403)
+    async with http.delete(resource, headers={"Authorization": f"Bearer {token}"}) as ok:
+        assert ok.status == 200
+
+
 async def test_a_delete_after_a_hang_up_needs_the_owner_and_comes_in_time(
     http: aiohttp.ClientSession,
 ) -> None:
@@ -369,13 +382,7 @@ async def test_a_delete_after_a_hang_up_needs_the_owner_and_comes_in_time(
         second = await _hang_up(server, http, token)
         async with http.delete(first, headers={"Authorization": f"Bearer {token}"}) as old:
             await problem(old, 404)  # one ended session remembered (max_sessions)
-        async with http.delete(second) as anonymous:
-            await problem(anonymous, 401)
-        other = server.token("publish", identity="someone-else")
-        async with http.delete(second, headers={"Authorization": f"Bearer {other}"}) as wrong:
-            await problem(wrong, 403)
-        async with http.delete(second, headers={"Authorization": f"Bearer {token}"}) as ok:
-            assert ok.status == 200
+        await _only_the_owner_deletes(server, http, second, token)
         third = await _hang_up(server, http, token)
         await asyncio.sleep(2.5)
         async with http.delete(third, headers={"Authorization": f"Bearer {token}"}) as late:
@@ -575,13 +582,7 @@ async def test_tokens_and_limits(http: aiohttp.ClientSession) -> None:
             assert created.status == 201, await created.text()
             resource = server.base + created.headers["Location"]
             # the session answers only to the token that created it
-            async with http.delete(resource) as anonymous:
-                await problem(anonymous, 401)
-            other = server.token("publish", identity="someone-else")
-            async with http.delete(resource, headers={"Authorization": f"Bearer {other}"}) as wrong:
-                await problem(wrong, 403)
-            async with http.delete(resource, headers={"Authorization": f"Bearer {token}"}) as ok:
-                assert ok.status == 200
+            await _only_the_owner_deletes(server, http, resource, token)
             # 413: a body over the limit
             await problem(await post(http, url, "v=0\r\n" + "a=x\r\n" * 20000, token=token), 413)
         finally:

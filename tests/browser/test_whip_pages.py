@@ -44,7 +44,7 @@ from rtckit.testing.browser import launch_chromium
 from rtckit.topology import ParticipantJoined, ParticipantLeft, TrackPublished, join_room
 
 if TYPE_CHECKING:
-    from playwright.async_api import Page, Response
+    from playwright.async_api import Browser, Page, Response
 
 TIMEOUT = 150  # Chromium encodes, aiortc decodes, on 2 shared cores
 LIBRARY = Path(__file__).parents[1] / "data" / "whip-whep"
@@ -168,6 +168,15 @@ async def _plays(page: Page, selector: str, within: float = 60) -> dict[str, Any
     return first
 
 
+async def _library_page(browser: Browser, url: str, errors: list[str]) -> Page:
+    """A new page of the library's site, loaded; its errors go to *errors*."""
+    page = await browser.new_page()
+    errors += _watch_errors(page)
+    await page.goto(url)
+    await page.wait_for_function("window.ready === true")
+    return page
+
+
 class _Member:
     """An aiortc member of the room: what it saw join, leave and be published."""
 
@@ -211,10 +220,8 @@ async def test_the_npm_whip_client_publishes_a_camera_into_an_sfu_room() -> None
         task = asyncio.create_task(member.run(room))
         stack.callback(task.cancel)
         browser = await stack.enter_async_context(launch_chromium(fps=15))
-        page = await browser.new_page()
-        errors = _watch_errors(page)
-        await page.goto(page_url)
-        await page.wait_for_function("window.ready === true")
+        errors: list[str] = []
+        page = await _library_page(browser, page_url, errors)
         whip_url = f"{server.url('127.0.0.1')}whip/{ROOM}"
         resource = await page.evaluate(
             "([url, token]) => window.publish(url, token)", [whip_url, _token("cam", "publish")]
@@ -231,10 +238,7 @@ async def test_the_npm_whip_client_publishes_a_camera_into_an_sfu_room() -> None
         sizes = [((frame := await track.recv()).width, frame.height) for _ in range(10)]
         assert sizes[-1] == (640, 480), sizes  # Chromium's fake camera, decoded by aiortc
         # the library's WHEP client plays that publisher, named by its token identity
-        viewer = await browser.new_page()
-        errors += _watch_errors(viewer)
-        await viewer.goto(page_url)
-        await viewer.wait_for_function("window.ready === true")
+        viewer = await _library_page(browser, page_url, errors)
         whep_url = f"{server.url('127.0.0.1')}whep/{ROOM}/cam"
         session = await viewer.evaluate(
             "([url, token]) => window.view(url, token)", [whep_url, _token("tv", "subscribe")]
