@@ -21,66 +21,62 @@ import av
 import numpy as np
 import pytest
 from aiohttp import web
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCSessionDescription,
+)
 from aiortc.mediastreams import MediaStreamError
 
+import test_whip_server as whip_tests
 from rtckit.peer.media import TestPatternTrack, ToneTrack, read_frame_counter
 from rtckit.sfu.rtp import parse_rtp_header
 from rtckit.signaling import (
     MemoryTransport,
-    OpenAuth,
     RoomConfig,
     SignalingClient,
-    SignalingConfig,
-    SignalingHub,
     TokenAuth,
 )
 from rtckit.topology import Room, Topology, join_room
 from rtckit.topology.base import ServerStrategyFactory
 from rtckit.topology.mcu import McuServerStrategy
-from rtckit.topology.sfu import SfuServerStrategy, sfu_strategy_factory
+from rtckit.topology.sfu import sfu_strategy_factory
 from rtckit.topology.strategies import RoomStrategies
 from rtckit.whip import WhepConfig, WhepEndpoint, WhepSession, WhipConfig, WhipEndpoint
 from test_mcu_engine import tone_magnitudes
 from test_topology_mcu import SMALL_MCU
-from test_whip_server import FAST, SECRET, SMALL, Reply, _open_fds, post, problem, whip_offer
+from test_whip_server import (
+    FAST,
+    ICE,
+    SECRET,
+    SMALL,
+    Reply,
+    _open_fds,
+    _without_candidates,
+    check_patch_rules,
+    post,
+    problem,
+    serving,
+    whip_offer,
+)
 
-ICE = [{"urls": "stun:127.0.0.1:3478"}]
+http = whip_tests.http  # the aiohttp client session fixture
 
 
 def small_mcu(hub: Any) -> McuServerStrategy:
     return McuServerStrategy(hub, config=SMALL_MCU)
 
 
-class Server:
-    """Signaling hub + SFU/MCU rooms + WHIP + WHEP on one loopback aiohttp app."""
+class Server(whip_tests.Server):
+    """Signaling + SFU/MCU rooms + WHIP + WHEP on one loopback aiohttp app."""
 
-    def __init__(self, *, token_auth: bool) -> None:
-        self.auth = TokenAuth(secret=SECRET) if token_auth else None
-        self.config = SignalingConfig(
-            auth=self.auth or OpenAuth(),
-            rooms=[
-                RoomConfig(name="mesh", topology="mesh"),
-                RoomConfig(name="sfu", topology="sfu"),
-                RoomConfig(name="mcu", topology="mcu"),
-            ],
-            default_topology="sfu",
-        )
-        self.hub = SignalingHub(self.config)
-        self.strategies: RoomStrategies | None = None
-        self.whip: WhipEndpoint | None = None
+    def __init__(self, *, token_auth: bool, connect_timeout: float) -> None:
+        mcu = RoomConfig(name="mcu", topology="mcu")
+        super().__init__(token_auth=token_auth, connect_timeout=connect_timeout, rooms=[mcu])
+        self.hub = self.signaling.hub
         self.whep: WhepEndpoint | None = None
-        self.base = ""
-
-    def sfu(self, room: str = "sfu") -> SfuServerStrategy:
-        assert self.strategies is not None
-        strategy = self.strategies.running[room]
-        assert isinstance(strategy, SfuServerStrategy)
-        return strategy
-
-    def token(self, *permissions: str, room: str = "sfu", identity: str = "obs") -> str:
-        assert self.auth is not None
-        return self.auth.mint(room=room, identity=identity, permissions=permissions)
 
     def url(self, path: str) -> str:
         return self.base + path
@@ -99,49 +95,37 @@ class Server:
 async def running(
     *, token_auth: bool = False, connect_timeout: float = 20.0
 ) -> AsyncIterator[Server]:
-    srv = Server(token_auth=token_auth)
-    async with srv.hub:
-        factories: dict[Topology | str, ServerStrategyFactory] = {
-            Topology.SFU: sfu_strategy_factory(session_config=FAST),
-            Topology.MCU: small_mcu,
-        }
-        async with RoomStrategies(srv.hub, factories=factories) as strategies:
-            srv.strategies = strategies
-            srv.whip = WhipEndpoint(
-                srv.hub, strategies, config=WhipConfig(connect_timeout=connect_timeout)
-            )
-            srv.whep = WhepEndpoint(
-                srv.hub,
-                strategies,
-                config=WhepConfig(connect_timeout=connect_timeout, max_sessions=8),
-                ice_servers=lambda: ICE,
-            )
-            app = web.Application()
-            srv.whip.add_routes(app)
-            srv.whep.add_routes(app)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            srv.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    srv = Server(token_auth=token_auth, connect_timeout=connect_timeout)
+    factories: dict[Topology | str, ServerStrategyFactory] = {
+        Topology.SFU: sfu_strategy_factory(session_config=FAST),
+        Topology.MCU: small_mcu,
+    }
+    async with srv.signaling, RoomStrategies(srv.hub, factories=factories) as strategies:
+        srv.strategies = strategies
+        srv.whip = WhipEndpoint(
+            srv.hub, strategies, config=WhipConfig(connect_timeout=connect_timeout)
+        )
+        srv.whep = WhepEndpoint(
+            srv.hub,
+            strategies,
+            config=WhepConfig(connect_timeout=connect_timeout, max_sessions=8),
+            ice_servers=lambda: ICE,
+        )
+        app = web.Application()
+        srv.whip.add_routes(app)
+        srv.whep.add_routes(app)
+        async with serving(app) as srv.base:
             try:
                 yield srv
             finally:
                 await srv.whep.aclose()
                 await srv.whip.aclose()
-                await runner.cleanup()
 
 
 @pytest.fixture
 async def server() -> AsyncIterator[Server]:
     async with running() as srv:
         yield srv
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 @contextlib.asynccontextmanager
@@ -329,6 +313,9 @@ async def test_a_whip_publisher_is_played_by_its_token_identity(
                 (publisher_id,) = server.sfu().publishers
                 (watching,) = server.sfu().viewers.values()
                 assert watching.source == publisher_id
+                stats = server.sfu().stats()
+                assert stats is not None
+                assert stats.plis_relayed > 0  # a keyframe asked of the publisher for it
                 assert server.sfu().name_of(publisher_id) == "obs"
                 # the resource is bound to the token that created it
                 async with http.delete(server.url(v.location)) as anonymous:
@@ -370,6 +357,25 @@ async def test_the_viewer_keeps_playing_when_its_participant_joins_again(
             assert sub.rewriter is rewriter
             assert v.tracks == [track]  # no new track on the viewer's side
             assert server.sfu().name_of("alice-2") == "alice"
+
+
+async def test_the_viewer_keeps_playing_when_its_participant_publishes_again(
+    server: Server, http: aiohttp.ClientSession
+) -> None:
+    async with member(server, "dave", video=False) as room, viewer(("video",)) as v:
+        first = TestPatternTrack(SMALL)
+        await room.publish(first)
+        assert (await v.play(http, server.url("/whep/sfu/dave"))).status == 201
+        await v.wait_frames("video", 10)
+        (watching,) = server.sfu().viewers.values()
+        sub = watching.subscriptions["video"]
+        await room.unpublish(first)
+        await wait_until(lambda: server.sfu().publishing() == [], "the unpublication")
+        before = v.frames["video"]
+        await room.publish(TestPatternTrack(SMALL))  # a new track, renegotiated
+        await v.wait_frames("video", before + 10)
+        assert watching.subscriptions["video"] is sub
+        assert len(v.tracks) == 1
 
 
 async def test_the_default_viewer_moves_to_the_next_publisher(
@@ -448,6 +454,14 @@ async def test_an_mcu_room_plays_as_one_full_mix(
         async with viewer(("video",)) as refused:
             body = await problem(await refused.play(http, server.url("/whep/mcu/red")), 409)
             assert "/whep/mcu" in body["detail"]
+        async with viewer(("video",)) as h264:
+            (transceiver,) = h264.pc.getTransceivers()
+            capabilities = RTCRtpReceiver.getCapabilities("video")
+            assert capabilities is not None
+            codecs = capabilities.codecs
+            transceiver.setCodecPreferences([c for c in codecs if c.mimeType == "video/H264"])
+            body = await problem(await h264.play(http, server.url("/whep/mcu")), 400)
+            assert "cannot be answered" in body["detail"]
         assert (await v.play(http, server.url("/whep/mcu"))).status == 201
         await v.wait_frames("video", 10)
         await v.wait_frames("audio", 50)
@@ -478,13 +492,6 @@ async def test_an_mcu_room_plays_as_one_full_mix(
 # --- the protocol ------------------------------------------------------------------------
 
 
-def _strip_candidates(sdp: str) -> tuple[str, list[str]]:
-    lines = sdp.split("\r\n")
-    candidates = [line for line in lines if line.startswith("a=candidate:")]
-    kept = [ln for ln in lines if not ln.startswith(("a=candidate:", "a=end-of-candidates"))]
-    return "\r\n".join(kept), candidates
-
-
 def _sdpfrag(sdp: str, candidates: list[str], *, mid: str | None = None) -> str:
     lines = sdp.split("\r\n")
     ufrag = next(ln for ln in lines if ln.startswith("a=ice-ufrag:"))
@@ -500,7 +507,7 @@ FRAG = "application/trickle-ice-sdpfrag"
 async def test_a_trickling_viewer_plays(server: Server, http: aiohttp.ClientSession) -> None:
     async with member(server, "alice"), viewer(("video",)) as v:
         full = await v.offer()
-        offer, candidates = _strip_candidates(full)
+        offer, candidates = _without_candidates(full)
         created = await post(http, server.url("/whep/sfu/alice"), offer)
         assert created.status == 201, await created.text()
         answer = RTCSessionDescription(sdp=await created.text(), type="answer")
@@ -572,34 +579,7 @@ async def test_requests_refused_with_their_status(
             created = await v.play(http, url("/whep/sfu/alice"))
             assert created.status == 201
             resource, etag = url(v.location), created.headers["ETag"]
-            fragment = _sdpfrag(await v.offer(), [])
-
-            async def patch(body: str, **headers: str) -> Reply:
-                async with http.patch(resource, data=body, headers=headers) as answered:
-                    return Reply(answered, await answered.read())
-
-            await problem(await patch(fragment, **{"Content-Type": FRAG}), 428)
-            await problem(await patch(fragment, **{"Content-Type": FRAG, "If-Match": '"x"'}), 412)
-            restart = await problem(
-                await patch(fragment, **{"Content-Type": FRAG, "If-Match": "*"}), 422
-            )
-            assert "restart" in restart["detail"]
-            new_ufrag = fragment.replace("a=ice-ufrag:", "a=ice-ufrag:new")
-            await problem(await patch(new_ufrag, **{"Content-Type": FRAG, "If-Match": etag}), 422)
-            await problem(
-                await patch(fragment, **{"Content-Type": "application/sdp", "If-Match": etag}),
-                415,
-            )
-            other_mid = _sdpfrag(
-                await v.offer(),
-                ["a=candidate:1 1 udp 1 192.0.2.1 9 typ host"],
-                mid="a=mid:nine",
-            )
-            await problem(await patch(other_mid, **{"Content-Type": FRAG, "If-Match": etag}), 400)
-            assert (await patch(fragment, **{"Content-Type": FRAG, "If-Match": etag})).status == 204
-            async with http.get(resource) as got:
-                await problem(got, 405)
-                assert got.headers["Allow"] == "OPTIONS, PATCH, DELETE"
+            await check_patch_rules(http, resource, etag, _sdpfrag(await v.offer(), []))
             async with http.delete(resource) as deleted:
                 assert deleted.status == 200
             async with http.delete(resource) as again:

@@ -19,6 +19,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from rtckit import _aiortc
 from rtckit._aiortc.sdp import candidate_from_sdp
+from rtckit.errors import NegotiationError
 from rtckit.ice.candidates import CandidatePolicy, filter_sdp_candidates, parse_candidate
 from rtckit.peer.session import SessionConfig
 
@@ -170,14 +171,18 @@ async def answer_offer(
     """Answer *offer* on *peer*'s connection: *prepare* sets up its transceivers (made by the
     offer) before the answer is created. The answer, with all of the server's candidates
     (gathering bounded by ``config.gather_timeout``), goes to ``peer.answer``. The offer's
-    candidates that *config*'s candidate policy refuses are dropped. Raises what aiortc
-    raises."""
+    candidates that *config*'s candidate policy refuses are dropped. If aiortc cannot answer,
+    *peer* is closed and :class:`~rtckit.errors.NegotiationError` raised."""
     pc = peer._pc
-    sdp, refused = filter_sdp_candidates(offer, config.candidate_policy)
-    for candidate, reason in refused:
-        logger.info("%s %s: ignoring candidate %s: %s", peer.label, peer, candidate, reason)
-    await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-    _aiortc.bound_gathering(pc, config.gather_timeout)
-    prepare(pc)
-    await pc.setLocalDescription(await pc.createAnswer())
+    try:
+        sdp, refused = filter_sdp_candidates(offer, config.candidate_policy)
+        for candidate, reason in refused:
+            logger.info("%s %s: ignoring candidate %s: %s", peer.label, peer, candidate, reason)
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        _aiortc.bound_gathering(pc, config.gather_timeout)
+        prepare(pc)
+        await pc.setLocalDescription(await pc.createAnswer())
+    except Exception as exc:
+        await peer.aclose()
+        raise NegotiationError(f"cannot answer the offer: {exc}") from exc
     peer.answer = pc.localDescription.sdp

@@ -13,6 +13,12 @@ engine stops when the last participant leaves, and the server then leaves the ro
 room created on demand closes; in a declared room the server comes back with the next
 participant).
 
+Viewers who are not participants (WHEP, :mod:`rtckit.whip.whep`):
+:meth:`McuServerStrategy.add_viewer` answers a receive-only offer with the room's full mix, the
+composite video and the common audio mix (every participant, not a mix-minus), the packets the
+engine already encodes (:meth:`~rtckit.mcu.engine.McuEngine.add_output`): a viewer adds no
+encoder. A viewer is not drawn, not mixed, not in signaling, and ends when the engine stops.
+
 Client side (:class:`McuRoom`, opened by :func:`~rtckit.topology.base.join_room` when the
 server says the room is ``mcu``): one session to the server, whatever the number of
 participants. The application sees the same :class:`~rtckit.topology.base.Room` API and
@@ -41,7 +47,7 @@ import attrs
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
 
 from rtckit._aiortc import on_keyframe_request
-from rtckit.errors import NegotiationError, SignalingError, TopologyError
+from rtckit.errors import SignalingError, TopologyError
 from rtckit.ice.candidates import CandidatePolicy
 from rtckit.mcu.engine import McuConfig, McuEngine, McuOutput, McuParticipant
 from rtckit.peer.events import (
@@ -233,11 +239,7 @@ class McuServerStrategy:
                 )
                 if kind == "video":
                     on_keyframe_request(transceiver.sender, engine.request_keyframe)
-        try:
-            await answer_offer(viewer, offer, self.config.session, lambda _pc: None)
-        except Exception as exc:
-            await viewer.aclose()
-            raise NegotiationError(f"cannot answer the offer: {exc}") from exc
+        await answer_offer(viewer, offer, self.config.session, lambda _pc: None)
         viewer.watch(connect_timeout)
         return viewer
 

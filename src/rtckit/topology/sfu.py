@@ -31,6 +31,16 @@ to: a client that claims that role only gets no media itself. The returned
 :class:`SfuPublisher` handle adds trickled candidates, reports when the connection ends
 (failed, or not connected within *connect_timeout*) and ends it.
 
+Receive-only members (WHEP viewers, :mod:`rtckit.whip.whep`):
+:meth:`SfuServerStrategy.add_viewer` answers the SDP offer of a connection that only receives.
+It is not a participant (not in signaling, nobody sees it, nothing is forwarded from it) and is
+never renegotiated: it plays the audio and video of the participant with a given name
+(:meth:`SfuServerStrategy.name_of`), or of the room's first publisher of video, through router
+subscriptions made once on the m-lines it offered. When whom it should play changes (the
+participant joins again with a new peer id, the first publisher leaves), the subscriptions move
+(:meth:`~rtckit.sfu.engine.SfuRouter.move`): the viewer's stream continues with the same SSRC
+and continuous sequence numbers and timestamps.
+
 Room data messages use the same pre-negotiated channel as mesh (label ``rtckit-room``, id
 1001) with a small envelope: a client sends ``"<to>\\x00<data>"`` (``to`` empty: everyone),
 the server relays ``"<from>\\x00<data>"`` (bytes: the same with bytes).
@@ -58,7 +68,7 @@ from aiortc import (
 )
 
 from rtckit._aiortc.sdp import SdpDescription
-from rtckit.errors import NegotiationError, SignalingError, TopologyError
+from rtckit.errors import SignalingError, TopologyError
 from rtckit.peer.events import (
     ConnectionReplaced,
     DataMessage,
@@ -579,11 +589,7 @@ class SfuServerStrategy:
             for transceiver in pc.getTransceivers():
                 transceiver.direction = "recvonly"
 
-        try:
-            await answer_offer(publisher, offer, self.session_config, receive_only)
-        except Exception as exc:
-            await publisher.aclose()
-            raise NegotiationError(f"cannot answer the offer: {exc}") from exc
+        await answer_offer(publisher, offer, self.session_config, receive_only)
         async with self._lock:
             for transceiver in publisher._pc.getTransceivers():
                 if transceiver.mid is None or transceiver.kind not in ("audio", "video"):
@@ -667,11 +673,7 @@ class SfuServerStrategy:
                     accept_forwarding_transceiver(transceiver)
                     viewer.transceivers.setdefault(transceiver.kind, transceiver)
 
-        try:
-            await answer_offer(viewer, offer, self.session_config, send_only)
-        except Exception as exc:
-            await viewer.aclose()
-            raise NegotiationError(f"cannot answer the offer: {exc}") from exc
+        await answer_offer(viewer, offer, self.session_config, send_only)
         async with self._lock:
             if self.router is router:
                 self._retarget(viewer)
@@ -744,6 +746,9 @@ class SfuServerStrategy:
             else:
                 continue
             logger.info("WHEP viewer %s of room %s plays %s %s", viewer, self.room, kind, key)
+            problem = viewer.subscriptions[kind].problem
+            if problem:
+                logger.warning("SFU: %s cannot receive %s: %s", viewer, key, problem)
 
     # -- forwarding -------------------------------------------------------------------------
 

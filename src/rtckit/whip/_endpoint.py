@@ -22,11 +22,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
+import attrs
 from aiohttp import web
 from multidict import CIMultiDict
 
 from rtckit.errors import AuthError, WhipError
 from rtckit.topology._http_peer import HttpPeer
+from rtckit.topology.base import Topology
 from rtckit.whip import protocol as wp
 from rtckit.whip.protocol import WhipConfig
 
@@ -34,12 +36,23 @@ if TYPE_CHECKING:
     from rtckit.signaling.hub import SignalingHub
     from rtckit.topology.strategies import RoomStrategies
 
-__all__ = ["HttpEndpoint", "HttpSession"]
+__all__ = ["HttpEndpoint", "HttpSession", "PostedOffer"]
 
 logger = logging.getLogger(__name__)
 
 _EXPOSED = "Location, ETag, Link, Accept-Post, Allow"
 _ALLOWED_HEADERS = "Authorization, Content-Type, If-Match"
+
+
+@attrs.frozen(kw_only=True)
+class PostedOffer:
+    """An offer accepted so far (token, body, room's kind): what a session is opened with."""
+
+    request: web.Request
+    room: str
+    token: str | None
+    sdp: str
+    summary: wp.OfferSummary
 
 
 class HttpSession:
@@ -85,18 +98,20 @@ class HttpEndpoint(Generic[SessionT]):
     #: whether the owner's DELETE of a session whose client hung up (closed its connection,
     #: or it failed) answers 200 for ``delete_grace`` seconds rather than 404
     late_delete: ClassVar[bool] = False
+    #: the configuration without one given
+    default_config: ClassVar[type[WhipConfig]] = WhipConfig
 
     def __init__(
         self,
         hub: SignalingHub,
         rooms: RoomStrategies,
         *,
-        config: WhipConfig,
+        config: WhipConfig | None = None,
         ice_servers: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
     ) -> None:
         self.hub = hub
         self.rooms = rooms
-        self.config = config
+        self.config = config or self.default_config()
         self.ice_servers = ice_servers
         #: the sessions by resource id
         self.sessions: dict[str, SessionT] = {}
@@ -139,14 +154,16 @@ class HttpEndpoint(Generic[SessionT]):
     def _check_topology(self, room: str) -> None:
         raise NotImplementedError
 
-    async def _open(
-        self,
-        request: web.Request,
-        room: str,
-        token: str | None,
-        offer: str,
-        summary: wp.OfferSummary,
-    ) -> SessionT:
+    def _refuse_mesh(self, room: str, what: str) -> None:
+        """Refuse (409) a mesh room: it has no media server (*what*: which one it lacks)."""
+        if self.rooms.topology_for(room) is Topology.MESH:
+            raise wp.problem(
+                409,
+                f"room {room!r} is a mesh room: its members send media to each other, there "
+                f"is no media server {what}",
+            )
+
+    async def _open(self, offer: PostedOffer) -> SessionT:
         """Answer *offer* with a new session (registered with :meth:`_register`)."""
         raise NotImplementedError
 
@@ -290,7 +307,9 @@ class HttpEndpoint(Generic[SessionT]):
             )
         self._pending += 1
         try:
-            session = await self._open(request, room, token, text, summary)
+            session = await self._open(
+                PostedOffer(request=request, room=room, token=token, sdp=text, summary=summary)
+            )
         finally:
             self._pending -= 1
         headers = self._headers()

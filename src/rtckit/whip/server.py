@@ -32,10 +32,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import secrets
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-
-from aiohttp import web
 
 from rtckit.errors import (
     AuthError,
@@ -50,12 +46,7 @@ from rtckit.signaling.protocol import ErrorCode
 from rtckit.topology.base import Topology
 from rtckit.topology.sfu import PUBLISHER_ROLE, SfuPublisher, SfuServerStrategy
 from rtckit.whip import protocol as wp
-from rtckit.whip._endpoint import HttpEndpoint, HttpSession
-from rtckit.whip.protocol import WhipConfig
-
-if TYPE_CHECKING:
-    from rtckit.signaling.hub import SignalingHub
-    from rtckit.topology.strategies import RoomStrategies
+from rtckit.whip._endpoint import HttpEndpoint, HttpSession, PostedOffer
 
 __all__ = ["WhipEndpoint", "WhipSession"]
 
@@ -96,38 +87,15 @@ class WhipEndpoint(HttpEndpoint[WhipSession]):
     permission = "publish"
     late_delete = True  # browser WHIP clients (npm whip-whep) close first, then DELETE
 
-    def __init__(
-        self,
-        hub: SignalingHub,
-        rooms: RoomStrategies,
-        *,
-        config: WhipConfig | None = None,
-        ice_servers: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
-    ) -> None:
-        super().__init__(hub, rooms, config=config or WhipConfig(), ice_servers=ice_servers)
-
     def _parse(self, offer: str) -> wp.OfferSummary:
         return wp.parse_offer(offer)
 
-    async def _open(
-        self,
-        request: web.Request,
-        room: str,
-        token: str | None,
-        offer: str,
-        summary: wp.OfferSummary,
-    ) -> WhipSession:
-        del request
-        return await self._start(room, token, offer, summary)
+    async def _open(self, offer: PostedOffer) -> WhipSession:
+        return await self._start(offer.room, offer.token, offer.sdp, offer.summary)
 
     def _check_topology(self, room: str) -> None:
+        self._refuse_mesh(room, "to publish into (WHIP publishes into SFU rooms)")
         topology = self.rooms.topology_for(room)
-        if topology is Topology.MESH:
-            raise wp.problem(
-                409,
-                f"room {room!r} is a mesh room: its members send media to each other, there "
-                "is no media server to publish into (WHIP publishes into SFU rooms)",
-            )
         if topology is not Topology.SFU:
             raise wp.problem(
                 409,

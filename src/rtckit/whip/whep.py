@@ -41,8 +41,7 @@ consent lost) or closes, and when it has not connected within ``connect_timeout`
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
@@ -50,13 +49,11 @@ from rtckit.errors import NegotiationError, TopologyError
 from rtckit.topology.base import Topology
 from rtckit.topology.sfu import SfuServerStrategy, SfuViewer
 from rtckit.whip import protocol as wp
-from rtckit.whip._endpoint import HttpEndpoint, HttpSession
+from rtckit.whip._endpoint import HttpEndpoint, HttpSession, PostedOffer
 from rtckit.whip.protocol import WhepConfig
 
 if TYPE_CHECKING:
-    from rtckit.signaling.hub import SignalingHub
     from rtckit.topology.mcu import McuViewer
-    from rtckit.topology.strategies import RoomStrategies
 
 __all__ = ["WhepEndpoint", "WhepSession"]
 
@@ -92,16 +89,7 @@ class WhepEndpoint(HttpEndpoint[WhepSession]):
     kind = "WHEP"
     permission = "subscribe"
     resource_route = "/{room}/~/{resource}"
-
-    def __init__(
-        self,
-        hub: SignalingHub,
-        rooms: RoomStrategies,
-        *,
-        config: WhepConfig | None = None,
-        ice_servers: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
-    ) -> None:
-        super().__init__(hub, rooms, config=config or WhepConfig(), ice_servers=ice_servers)
+    default_config = WhepConfig
 
     def add_routes(self, app: web.Application) -> None:
         """Mount the endpoints and the session resources on *app*."""
@@ -112,30 +100,18 @@ class WhepEndpoint(HttpEndpoint[WhepSession]):
         return wp.parse_whep_offer(offer)
 
     def _check_topology(self, room: str) -> None:
-        topology = self.rooms.topology_for(room)
-        if topology is Topology.MESH:
-            raise wp.problem(
-                409,
-                f"room {room!r} is a mesh room: its members send media to each other, there "
-                "is no media server to play it from (WHEP plays SFU and MCU rooms)",
-            )
+        self._refuse_mesh(room, "to play it from (WHEP plays SFU and MCU rooms)")
 
-    async def _open(
-        self,
-        request: web.Request,
-        room: str,
-        token: str | None,
-        offer: str,
-        summary: wp.OfferSummary,
-    ) -> WhepSession:
-        participant = request.match_info.get("participant")
+    async def _open(self, offer: PostedOffer) -> WhepSession:
+        room, summary = offer.room, offer.summary
+        participant = offer.request.match_info.get("participant")
         strategy = self.rooms.running.get(room)
         viewer_id = f"whep-{secrets.token_hex(4)}"
         timeout = self.config.connect_timeout
         try:
             if isinstance(strategy, SfuServerStrategy):
                 viewer: SfuViewer | McuViewer = await strategy.add_viewer(
-                    viewer_id, offer, participant=participant, connect_timeout=timeout
+                    viewer_id, offer.sdp, participant=participant, connect_timeout=timeout
                 )
             elif strategy is not None and strategy.topology is Topology.MCU:
                 # imported when used: MCU rooms need the mcu extra (PyAV, numpy)
@@ -149,7 +125,7 @@ class WhepEndpoint(HttpEndpoint[WhepSession]):
                         f"{self.config.prefix}/{room}, not participant by participant",
                     )
                 viewer = await strategy.add_viewer(
-                    viewer_id, offer, kinds=summary.kinds, connect_timeout=timeout
+                    viewer_id, offer.sdp, kinds=summary.kinds, connect_timeout=timeout
                 )
             else:
                 raise wp.problem(404, f"nobody is in room {room!r}: there is nothing to play (yet)")
@@ -160,7 +136,7 @@ class WhepEndpoint(HttpEndpoint[WhepSession]):
         session = WhepSession(
             resource_id=wp.new_resource_id(),
             room=room,
-            token=token,
+            token=offer.token,
             viewer=viewer,
             participant=participant,
             ufrag=summary.ufrag,
