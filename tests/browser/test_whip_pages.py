@@ -93,10 +93,12 @@ def test_the_vendored_library_is_the_one_its_readme_names() -> None:
         assert hashlib.sha256((LIBRARY / name).read_bytes()).hexdigest() == listed[name], name
 
 
-def _config() -> ServeConfig:
+def _config(auth: str = "token") -> ServeConfig:
     return ServeConfig(
         server=ServerSettings(host="127.0.0.1", port=0, insecure=True),
-        auth=AuthSettings(mode="token", secret=SECRET),
+        auth=AuthSettings(mode="token", secret=SECRET)
+        if auth == "token"
+        else AuthSettings(mode="open"),
         rooms=RoomsSettings(declared=(RoomSettings(name=ROOM, topology="sfu"),)),
     )
 
@@ -256,19 +258,18 @@ async def test_the_npm_whip_client_publishes_a_camera_into_an_sfu_room() -> None
 
 
 async def _aiortc_whip_publisher(
-    http: aiohttp.ClientSession, url: str, token: str
+    http: aiohttp.ClientSession, url: str, token: str | None
 ) -> tuple[RTCPeerConnection, str]:
-    """The docs' bare aiortc WHIP client (docs/howto/whip.rst), with a token."""
+    """The docs' bare aiortc WHIP client (docs/howto/whip.rst), with a token if given."""
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     pc.addTransceiver(
         TestPatternTrack(PatternConfig(width=320, height=240, fps=15)), direction="sendonly"
     )
     await pc.setLocalDescription(await pc.createOffer())
-    async with http.post(
-        url,
-        data=pc.localDescription.sdp,
-        headers={"Content-Type": "application/sdp", "Authorization": f"Bearer {token}"},
-    ) as response:
+    headers = {"Content-Type": "application/sdp"}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    async with http.post(url, data=pc.localDescription.sdp, headers=headers) as response:
         assert response.status == 201, await response.text()
         location = response.headers["Location"]
         answer = await response.text()
@@ -288,24 +289,29 @@ _TILE = """(label) => {
 }"""
 
 
-async def test_the_demo_page_shows_a_whip_publisher_and_links_to_whep() -> None:
+@pytest.mark.parametrize("auth", ["token", "open"])
+async def test_the_demo_page_shows_a_whip_publisher_and_links_to_whep(auth: str) -> None:
+    """Names: with tokens, the identities (the page's differs from the name it types);
+    without, the WHIP publisher's peer id and the page's metadata name."""
     require_executable("chromium", hint="apt-get install chromium")
+    tokens = auth == "token"
     async with (
         asyncio.timeout(TIMEOUT),
-        RtcKitServer(_config(), demo=True) as server,
+        RtcKitServer(_config(auth), demo=True) as server,
         aiohttp.ClientSession() as http,
         contextlib.AsyncExitStack() as stack,
     ):
         base = server.url("127.0.0.1")
         pc, _location = await _aiortc_whip_publisher(
-            http, f"{base}whip/{ROOM}", _token("obs", "publish")
+            http, f"{base}whip/{ROOM}", _token("obs", "publish") if tokens else None
         )
         stack.push_async_callback(pc.close)
         browser = await stack.enter_async_context(launch_chromium(fps=15))
         page = await browser.new_page()
         errors = _watch_errors(page)
-        ada = _token("Ada", "publish", "subscribe")
-        await page.goto(f"{base}?room={ROOM}&token={ada}")
+        ada = _token("ada-1", "publish", "subscribe")
+        query = f"&token={ada}" if tokens else ""
+        await page.goto(f"{base}?room={ROOM}{query}")
         await page.fill("#name-input", "Ada")
         await page.click("#join-button")
         await page.wait_for_selector("#call:not([hidden])", timeout=20_000)
@@ -317,19 +323,21 @@ async def test_the_demo_page_shows_a_whip_publisher_and_links_to_whep() -> None:
                     await asyncio.sleep(0.2)
         except TimeoutError:
             pytest.fail(f"no WHIP tile playing in 60 s: {first}")
-        assert first["name"] == "obs"  # the publisher's token identity
         assert first["id"].startswith("whip-")
+        publisher = "obs" if tokens else first["id"]  # its token identity, else its peer id
+        assert first["name"] == publisher
         await asyncio.sleep(1)
         later = await page.evaluate(_TILE, "WHIP")
         assert later["time"] > first["time"], (first, later)  # playing
         assert first["width"] == 320
-        link = f"/whep.html?room={ROOM}&participant=obs&token={ada}"
+        link = f"/whep.html?room={ROOM}&participant={publisher}{query}"
         assert first["link"] == link
         room_link = await page.get_attribute("#whep-button", "href")
-        assert room_link == f"/whep.html?room={ROOM}&token={ada}"
-        # the page's own tile is named by its identity too
+        assert room_link == f"/whep.html?room={ROOM}{query}"
+        # the page's own tile: its token identity, else the name it joined with
         own = await page.get_attribute("#grid .tile.local a.whep-link", "href")
-        assert own == f"/whep.html?room={ROOM}&participant=Ada&token={ada}"
+        me = "ada-1" if tokens else "Ada"
+        assert own == f"/whep.html?room={ROOM}&participant={me}{query}"
         # the player page plays the publisher, then the room (its first publisher of video:
         # the WHIP one), and ends its session when it goes away
         for href in (link, room_link):

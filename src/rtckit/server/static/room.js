@@ -306,7 +306,8 @@ function layoutGrid() {
 
 function participantName(id, metadata, identity) {
   const name = metadata && typeof metadata.name === "string" ? metadata.name.trim() : "";
-  const fallback = identity || (isWhip(metadata) ? `WHIP ${id.slice(-4)}` : `Guest ${id.slice(0, 4)}`);
+  // a WHIP publisher without a token identity: its peer id, the name WHEP knows it by
+  const fallback = identity || (isWhip(metadata) ? id : `Guest ${id.slice(0, 4)}`);
   return name.slice(0, 32) || fallback.slice(0, 32);
 }
 
