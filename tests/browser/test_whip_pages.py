@@ -365,3 +365,27 @@ async def test_the_demo_page_shows_a_whip_publisher_and_links_to_whep(auth: str)
                 assert probe.status == 404
             await player.close()
         assert not errors, errors
+
+
+async def test_the_room_link_of_an_mcu_room_plays_the_mix() -> None:
+    require_executable("chromium", hint="apt-get install chromium")
+    async with (
+        asyncio.timeout(TIMEOUT),
+        RtcKitServer(_config("open"), demo=True) as server,
+        launch_chromium(fps=15) as browser,
+    ):
+        base = server.url("127.0.0.1")
+        page = await browser.new_page()
+        errors = _watch_errors(page)
+        await page.goto(f"{base}?room=mixed")
+        await page.fill("#name-input", "Ada")
+        await page.check('input[name="topology"][value="mcu"]')
+        await page.click("#join-button")
+        await page.wait_for_selector("#call:not([hidden])", timeout=20_000)
+        assert await page.get_attribute("#whep-button", "href") == "/whep.html?room=mixed"
+        assert await page.locator("#grid .tile a.whep-link").count() == 0  # one mix, no one
+        player = await browser.new_page()
+        errors += _watch_errors(player)
+        await player.goto(f"{base}whep.html?room=mixed")
+        assert (await _plays(player, "#video"))["width"] > 0  # the room's composite picture
+        assert not errors, errors

@@ -4,7 +4,7 @@
 //
 //   /whep.html?room=<room>[&participant=<name>][&token=<room token>]
 //
-// One POST of an offer with a receive-only audio and video transceiver (its candidates
+// One POST of an offer with a receive-only video and audio transceiver (its candidates
 // gathered first: nothing to trickle), the 201's answer applied, a DELETE of the session when
 // the page goes away. Without a participant the server plays what it plays for the room (an
 // SFU room: its first publisher of video; an MCU room: the mix).
@@ -94,8 +94,10 @@ async function play() {
   setStatus("Connecting…");
   const pc = new RTCPeerConnection({ ...(await iceConfig()), bundlePolicy: "max-bundle" });
   state.pc = pc;
-  pc.addTransceiver("audio", { direction: "recvonly" });
+  // video first: an MCU room's WHEP answer to an offer whose first m-line is audio carries
+  // no ICE candidates (the server makes its transceivers video first), and does not connect
   pc.addTransceiver("video", { direction: "recvonly" });
+  pc.addTransceiver("audio", { direction: "recvonly" });
   const stream = new MediaStream();
   pc.addEventListener("track", ({ track }) => {
     stream.addTrack(track);
