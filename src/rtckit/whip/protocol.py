@@ -153,6 +153,12 @@ class WhipConfig:
     sessions at once on this server (more: 503). *max_body_bytes*: longest offer or fragment.
     *connect_timeout*: how long a new session may take to connect (ICE, then DTLS) before it is
     reaped; a session whose connection later fails (ICE consent lost) is reaped at once.
+    *delete_grace* (WHIP only): how long the resource of a session that ended without a
+    ``DELETE`` because its client closed its connection (or the connection failed) still
+    answers a ``DELETE`` from its owner with 200 rather than 404: browser clients close their
+    connection first, then send the ``DELETE`` (npm ``whip-whep``'s ``stop()`` does), and the
+    server reaps the session on the DTLS ``close_notify`` before the request arrives. Other
+    requests get 404 at once; at most *max_sessions* ended resources are remembered.
     *allow_origin*: the CORS ``Access-Control-Allow-Origin`` of every answer.
     """
 
@@ -160,6 +166,7 @@ class WhipConfig:
     max_sessions: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     max_body_bytes: int = attrs.field(default=64 * 1024, validator=attrs.validators.ge(1024))
     connect_timeout: float = attrs.field(default=20.0, validator=_positive)
+    delete_grace: float = attrs.field(default=30.0, validator=_positive)
     allow_origin: str = "*"
 
 
