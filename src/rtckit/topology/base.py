@@ -45,12 +45,15 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MCU_PEER_ID",
+    "PUBLISHER_ROLE",
     "SERVER_PEER_IDS",
     "SFU_PEER_ID",
     "ClientStrategy",
     "ParticipantConnectionChanged",
     "ParticipantJoined",
     "ParticipantLeft",
+    "Publisher",
+    "PublishingStrategy",
     "Room",
     "RoomClosed",
     "RoomDataMessage",
@@ -78,6 +81,10 @@ MCU_PEER_ID = "rtckit-mcu"
 #: counted as participants; a room with only them in it is empty, see
 #: :class:`~rtckit.topology.strategies.RoomStrategies`).
 SERVER_PEER_IDS: frozenset[str] = frozenset({SFU_PEER_ID, MCU_PEER_ID})
+#: The ``rtckit_role`` in the signaling metadata of a send-only member (a WHIP publisher):
+#: the media server does not open a session to it over signaling; its strategy's
+#: ``add_publisher`` connects it (:class:`PublishingStrategy`).
+PUBLISHER_ROLE = "whip"
 
 
 class Topology(enum.StrEnum):
@@ -222,6 +229,48 @@ class ServerStrategy(Protocol):
 
     async def stop_room(self, room: str) -> None:
         """The room is gone: stop its media work."""
+
+
+class Publisher(Protocol):
+    """A send-only member of a room, connected from one SDP offer (a WHIP publisher) by
+    :meth:`PublishingStrategy.add_publisher`: its media goes into the room, nothing is sent
+    to it, and its connection is never renegotiated."""
+
+    @property
+    def participant_id(self) -> str:
+        """Its peer id in the room."""
+
+    @property
+    def answer(self) -> str:
+        """The SDP answer to its offer (with all of the server's candidates)."""
+
+    @property
+    def connection_state(self) -> str:
+        """Its connection's state (aiortc's ``connectionState``)."""
+
+    async def add_candidate(self, candidate: str | None, *, mid: str | None, index: int) -> bool:
+        """Add a trickled remote candidate (``None``: end of candidates) for the m-line *mid*
+        (else number *index*); whether it was used."""
+
+    async def wait_ended(self) -> str:
+        """Wait until it ends (its media left the room); why it ended."""
+
+    async def aclose(self) -> None:
+        """End it: its media leaves the room, its connection closes. Idempotent."""
+
+
+@runtime_checkable
+class PublishingStrategy(Protocol):
+    """A server strategy whose room takes send-only members (:class:`Publisher`): the SFU
+    forwards their media, the MCU mixes it."""
+
+    async def add_publisher(
+        self, participant_id: str, offer: str, *, connect_timeout: float = ...
+    ) -> Publisher:
+        """Answer *offer* from the room's participant *participant_id*, which only
+        publishes; it ends if it is not connected within *connect_timeout* seconds. Raises
+        :class:`~rtckit.errors.TopologyError` if the room's media server is not running,
+        :class:`~rtckit.errors.NegotiationError` if the offer cannot be answered."""
 
 
 #: Builds a room's server strategy, given the signaling hub it serves (strategies that take

@@ -53,15 +53,11 @@ from typing import TYPE_CHECKING, Any
 from aiortc import (
     MediaStreamError,
     MediaStreamTrack,
-    RTCPeerConnection,
     RTCRtpTransceiver,
-    RTCSessionDescription,
 )
 
-from rtckit import _aiortc
-from rtckit._aiortc.sdp import SdpDescription, candidate_from_sdp
-from rtckit.errors import NegotiationError, SignalingError, TopologyError
-from rtckit.ice.candidates import filter_sdp_candidates, parse_candidate
+from rtckit._aiortc.sdp import SdpDescription
+from rtckit.errors import SignalingError, TopologyError
 from rtckit.peer.events import (
     ConnectionReplaced,
     DataMessage,
@@ -79,9 +75,11 @@ from rtckit.sfu.engine import (
 )
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import Reconnected, SignalingClient
+from rtckit.topology._http_peer import HttpPeer
 from rtckit.topology._server_peer import ServerPeer
 from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
+    PUBLISHER_ROLE,
     SFU_PEER_ID,
     RoomDataMessage,
     ServerStrategyFactory,
@@ -120,11 +118,6 @@ _MSID_SEPARATOR = "~"
 _SUBSCRIBE_TIMEOUT = 30.0
 _POLL = 0.02
 _KEYFRAME_RETRY = 0.5
-
-#: The ``rtckit_role`` in the signaling metadata of a send-only member (a WHIP publisher):
-#: the SFU does not open a session to it (:meth:`SfuServerStrategy.add_publisher` connects it).
-PUBLISHER_ROLE = "whip"
-
 
 # --- pure helpers ---------------------------------------------------------------------------
 
@@ -185,7 +178,7 @@ class _Member:
         self.forwards: dict[TrackKey, _Forward] = {}
 
 
-class SfuPublisher:
+class SfuPublisher(HttpPeer):
     """A send-only member of an SFU room (see :meth:`SfuServerStrategy.add_publisher`).
 
     Its connection only receives; ``answer`` is the SDP answer to its offer (all of the
@@ -195,101 +188,14 @@ class SfuPublisher:
     have left the room.
     """
 
-    def __init__(self, strategy: SfuServerStrategy, participant_id: str, pc: RTCPeerConnection):
-        self.participant_id = participant_id
-        self.answer = ""
+    def __init__(self, strategy: SfuServerStrategy, participant_id: str) -> None:
+        super().__init__(participant_id, strategy.session_config)
         #: the publications of this member (empty once it ended)
         self.keys: list[TrackKey] = []
-        #: why it ended (``None`` while it runs)
-        self.end_reason: str | None = None
-        #: trickled remote candidates given to its ICE transport
-        self.candidates_added = 0
         self._strategy = strategy
-        self._pc = pc
-        self._connected = asyncio.Event()
-        self._ended = asyncio.Event()
-        self._watchdog: asyncio.Task[None] | None = None
-        self._closing: asyncio.Task[None] | None = None
 
-    @property
-    def connection_state(self) -> str:
-        """The connection's state (aiortc's ``connectionState``)."""
-        return str(self._pc.connectionState)
-
-    @property
-    def ended(self) -> bool:
-        """Whether the publisher has ended (its tracks left the room)."""
-        return self._ended.is_set()
-
-    async def wait_ended(self) -> str:
-        """Wait until the publisher ends; return why: ``"closed"`` (:meth:`aclose`),
-        ``"connection failed"``/``"connection closed"`` (the remote side hung up or vanished:
-        aiortc closes the connection when ICE consent fails),
-        ``"timeout"`` (never connected), ``"left"`` (it left the room's signaling)."""
-        await self._ended.wait()
-        return self.end_reason or "closed"
-
-    async def add_candidate(self, candidate: str | None, *, mid: str | None, index: int) -> bool:
-        """Add a trickled remote candidate (``candidate:...`` text; ``None``: end of
-        candidates) for the m-line *mid* (else number *index*). Returns whether it was used:
-        a candidate the session's candidate policy refuses, or a malformed one, is not."""
-        if self.ended:
-            return False
-        pc = self._pc
-        if candidate is None:
-            await pc.addIceCandidate(None)
-            return True
-        text = candidate.removeprefix("a=")
-        try:
-            policy = self._strategy.session_config.candidate_policy
-            reason = policy.refusal_reason(parse_candidate(text))
-            if reason is not None:
-                logger.info("WHIP %s: ignoring candidate %r: %s", self.participant_id, text, reason)
-                return False
-            ice = candidate_from_sdp(text.removeprefix("candidate:"))
-            ice.sdpMid = mid
-            ice.sdpMLineIndex = index
-            await _aiortc.add_trickled_candidate(pc, ice)
-        except Exception as exc:  # noqa: BLE001 - aiortc raises ValueError, KeyError...
-            logger.info("WHIP %s: bad candidate %r: %s", self.participant_id, text, exc)
-            return False
-        self.candidates_added += 1
-        return True
-
-    def _on_state(self) -> None:
-        state = self._pc.connectionState
-        if state == "connected":
-            self._connected.set()
-        elif state in ("failed", "closed"):
-            self._end(f"connection {state}")
-
-    async def _watch(self, seconds: float) -> None:
-        try:
-            async with asyncio.timeout(seconds):
-                await self._connected.wait()
-        except TimeoutError:
-            self._end("timeout")
-
-    def _end(self, reason: str) -> None:
-        if self._closing is None:
-            self.end_reason = reason
-            self._closing = asyncio.get_running_loop().create_task(
-                self._close(), name=f"sfu-publisher-end-{self.participant_id}"
-            )
-
-    async def _close(self) -> None:
-        watchdog = self._watchdog
-        if watchdog is not None and watchdog is not asyncio.current_task():
-            watchdog.cancel()
+    async def _leave_room(self) -> None:
         await self._strategy._remove_publisher(self)
-        await self._pc.close()
-        self._ended.set()
-
-    async def aclose(self) -> None:
-        """End the publisher: its tracks leave the room, its connection closes. Idempotent."""
-        self._end("closed")
-        assert self._closing is not None
-        await asyncio.shield(self._closing)
 
 
 class SfuServerStrategy:
@@ -610,27 +516,10 @@ class SfuServerStrategy:
             raise TopologyError(f"the SFU of room {self.room!r} is stopped")
         if participant_id in self.members or participant_id in self.publishers:
             raise TopologyError(f"participant {participant_id!r} is already in the room")
-        config = self.session_config
-        pc = RTCPeerConnection(config.rtc_configuration())
-        # before any transport exists: DTLS with peers whose certificate is RSA (webrtcbin)
-        _aiortc.widen_dtls_ciphers(pc)
-        _aiortc.install_rtp_routing(pc)
-        publisher = SfuPublisher(self, participant_id, pc)
+        publisher = SfuPublisher(self, participant_id)
         self.publishers[participant_id] = publisher
-        try:
-            sdp, refused = filter_sdp_candidates(offer, config.candidate_policy)
-            for candidate, reason in refused:
-                logger.info("WHIP %s: ignoring candidate %s: %s", participant_id, candidate, reason)
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            _aiortc.bound_gathering(pc, config.gather_timeout)
-            for transceiver in pc.getTransceivers():
-                transceiver.direction = "recvonly"
-            await pc.setLocalDescription(await pc.createAnswer())
-        except Exception as exc:
-            await publisher.aclose()
-            raise NegotiationError(f"cannot answer the offer: {exc}") from exc
-        publisher.answer = pc.localDescription.sdp
-        pc.on("connectionstatechange", publisher._on_state)
+        await publisher.negotiate(offer, direction="recvonly")
+        pc = publisher.peer_connection
         async with self._lock:
             for transceiver in pc.getTransceivers():
                 if transceiver.mid is None or transceiver.kind not in ("audio", "video"):
@@ -640,10 +529,7 @@ class SfuServerStrategy:
                 publisher.keys.append(key)
                 for member in self.members.values():
                     self._forward(member, key)
-        publisher._watchdog = asyncio.create_task(
-            publisher._watch(connect_timeout), name=f"sfu-publisher-{participant_id}"
-        )
-        publisher._on_state()  # it may have changed while the answer was made
+        publisher.watch(connect_timeout)
         return publisher
 
     async def _remove_publisher(self, publisher: SfuPublisher) -> None:
