@@ -13,6 +13,15 @@ engine stops when the last participant leaves, and the server then leaves the ro
 room created on demand closes; in a declared room the server comes back with the next
 participant).
 
+Send-only members (WHIP publishers, :mod:`rtckit.whip`): :meth:`McuServerStrategy.add_publisher`
+answers the SDP offer of a connection that only publishes (it is in the room's signaling with
+the metadata ``{"rtckit_role": "whip"}``, :data:`~rtckit.topology.base.PUBLISHER_ROLE`, and
+the MCU opens no session to it). Its audio and video are decoded and mixed like a member's: a
+cell in the grid, its voice in everyone's mix-minus; nothing is sent to it and it is never
+renegotiated. The returned :class:`McuPublisher` adds trickled candidates, reports when the
+connection ends (failed, closed, or not connected within *connect_timeout*) and ends it; its
+cell leaves the grid then. The MCU stays in a room while a publisher is in it.
+
 Client side (:class:`McuRoom`, opened by :func:`~rtckit.topology.base.join_room` when the
 server says the room is ``mcu``): one session to the server, whatever the number of
 participants. The application sees the same :class:`~rtckit.topology.base.Room` API and
@@ -41,7 +50,7 @@ import attrs
 from aiortc import MediaStreamTrack, RTCRtpSender
 
 from rtckit._aiortc import on_keyframe_request
-from rtckit.errors import SignalingError, TopologyError
+from rtckit.errors import NegotiationError, SignalingError, TopologyError
 from rtckit.mcu.engine import McuConfig, McuEngine, McuParticipant
 from rtckit.peer.events import (
     ConnectionReplaced,
@@ -53,10 +62,12 @@ from rtckit.peer.events import (
 from rtckit.peer.session import PeerSession, SessionConfig
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import SignalingClient
+from rtckit.topology._http_peer import HttpPeer
 from rtckit.topology._server_peer import ServerPeer
 from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
     MCU_PEER_ID,
+    PUBLISHER_ROLE,
     RoomDataMessage,
     Topology,
     TrackPublished,
@@ -76,6 +87,7 @@ from rtckit.topology.bridge import (
 
 __all__ = [
     "MCU_PEER_ID",
+    "McuPublisher",
     "McuRoom",
     "McuRoomConfig",
     "McuServerStrategy",
@@ -113,6 +125,24 @@ class _Member:
         self.pump: asyncio.Task[None] | None = None
 
 
+class McuPublisher(HttpPeer):
+    """A send-only member of an MCU room (see :meth:`McuServerStrategy.add_publisher`).
+
+    Its connection only receives; ``answer`` is the SDP answer to its offer (all of the
+    server's candidates in it). It ends when :meth:`aclose` is called, when its connection
+    fails or closes, when it has not connected within the *connect_timeout* given to
+    ``add_publisher``, or when the room stops; :meth:`wait_ended` returns then, and its cell
+    and its voice have left the mix.
+    """
+
+    def __init__(self, strategy: McuServerStrategy, participant_id: str) -> None:
+        super().__init__(participant_id, strategy.config.session)
+        self._strategy = strategy
+
+    async def _leave_room(self) -> None:
+        await self._strategy._remove_publisher(self)
+
+
 class McuServerStrategy:
     """The server side of MCU rooms (one instance per room; see the module documentation).
 
@@ -129,9 +159,12 @@ class McuServerStrategy:
         self.engine: McuEngine | None = None
         self._peer = ServerPeer(hub, peer_id=self.config.peer_id, role="mcu")
         self._members: dict[str, _Member] = {}
+        #: the send-only members (WHIP publishers), by participant id
+        self.publishers: dict[str, McuPublisher] = {}
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._stopped = False
+        self._in_room = asyncio.Event()  # joined, engine running
 
     @property
     def client(self) -> SignalingClient | None:
@@ -155,6 +188,87 @@ class McuServerStrategy:
         await self._peer.aclose()
         await self._leave()
 
+    # -- send-only members (WHIP) -----------------------------------------------------------
+
+    async def add_publisher(
+        self,
+        participant_id: str,
+        offer: str,
+        *,
+        connect_timeout: float = 20.0,
+        start_timeout: float = 10.0,
+    ) -> McuPublisher:
+        """Answer *offer* from a connection that only publishes, as *participant_id*.
+
+        *participant_id* is already in the room's signaling, with the metadata
+        ``{"rtckit_role": "whip"}`` (:data:`~rtckit.topology.base.PUBLISHER_ROLE`: the MCU
+        opens no session to it); a ``name`` in that metadata labels its cell. Its audio and
+        video are decoded and mixed like a member's (a cell in the grid, its voice in every
+        member's mix-minus); nothing is sent to it, and it is never renegotiated. Waits up to
+        *start_timeout* for the MCU to be in the room. Raises
+        :class:`~rtckit.errors.TopologyError` if the room is not running, is full or the id
+        is taken, :class:`~rtckit.errors.NegotiationError` if aiortc cannot answer the offer.
+        The publisher ends if it is not connected within *connect_timeout* seconds.
+        """
+        try:
+            async with asyncio.timeout(start_timeout):
+                await self._in_room.wait()
+        except TimeoutError:
+            raise TopologyError(f"the MCU of room {self.room!r} did not start") from None
+        async with self._lock:
+            engine, client = self.engine, self.client
+            if engine is None or client is None or self._stopped:
+                raise TopologyError(f"the MCU of room {self.room!r} is stopped")
+            if participant_id in self._members or participant_id in self.publishers:
+                raise TopologyError(f"participant {participant_id!r} is already in the room")
+            info = client.peers.get(participant_id)
+            name = (info.metadata or {}).get("name") if info is not None else None
+            publisher = McuPublisher(self, participant_id)
+            try:
+                participant = engine.add_participant(
+                    participant_id, name=name if isinstance(name, str) else None
+                )
+            except TopologyError:  # the grid is full
+                await publisher.aclose()
+                raise
+            self.publishers[participant_id] = publisher
+        participant.video_track.stop()  # it receives nothing
+        participant.audio_track.stop()
+
+        def on_track(track: MediaStreamTrack) -> None:
+            if self.publishers.get(participant_id) is publisher and self.engine is engine:
+                with contextlib.suppress(TopologyError):  # removed meanwhile
+                    engine.add_input(participant_id, track)
+
+        publisher.peer_connection.on("track", on_track)
+        try:
+            await publisher.negotiate(offer, direction="recvonly")
+        except NegotiationError:
+            if self.engine is not engine:  # stop_room, meanwhile
+                raise TopologyError(f"the MCU of room {self.room!r} stopped") from None
+            raise
+        publisher.watch(connect_timeout)
+        self._send_layout()
+        return publisher
+
+    async def _remove_publisher(self, publisher: McuPublisher) -> None:
+        if self.publishers.get(publisher.participant_id) is not publisher:
+            return
+        del self.publishers[publisher.participant_id]
+        if self.engine is not None:
+            await self.engine.remove_participant(publisher.participant_id)
+        self._send_layout()
+
+    def _serving(self, client: SignalingClient | None) -> bool:
+        """Whether anyone is left to serve: a member, a publisher, or one joining (a WHIP
+        publisher is in signaling before it is connected)."""
+        if self._members or self.publishers:
+            return True
+        peers = {} if client is None else client.peers
+        return any(
+            (info.metadata or {}).get("rtckit_role") == PUBLISHER_ROLE for info in peers.values()
+        )
+
     # -- internals --------------------------------------------------------------------------
 
     async def _join(self) -> None:
@@ -168,18 +282,22 @@ class McuServerStrategy:
             for peer_id, info in client.peers.items():
                 await self._add(peer_id, info.metadata)
             self._reader = asyncio.create_task(self._read(client), name=f"mcu-room-{self.room}")
-        if not self._members:
+            self._in_room.set()
+        if not self._serving(self.client):
             # everyone left before the MCU came in: leave, so that the room can close
             await self._leave()
 
     async def _leave(self) -> None:
         async with self._lock:
+            self._in_room.clear()
             reader, self._reader = self._reader, None
             if reader is not None and reader is not asyncio.current_task():
                 reader.cancel()
                 await asyncio.wait([reader])
             for peer_id in list(self._members):
                 await self._remove(peer_id)
+            for publisher in list(self.publishers.values()):
+                await publisher.aclose()
             engine, self.engine = self.engine, None
             if engine is not None:
                 await engine.aclose()
@@ -192,7 +310,7 @@ class McuServerStrategy:
                     await self._on_signaling(event)
                 except Exception as exc:  # noqa: BLE001 - a peer's bad message is dropped
                     log_dropped(logger, f"MCU room {self.room!r}", event, exc)
-                if isinstance(event, sp.PeerLeft) and not self._members:
+                if isinstance(event, sp.PeerLeft) and not self._serving(client):
                     break  # nobody left to serve
         except SignalingError as exc:
             logger.warning("MCU room %r: signaling failed: %s", self.room, exc)
@@ -208,6 +326,9 @@ class McuServerStrategy:
             await self._add(event.peer.id, event.peer.metadata)
         elif isinstance(event, sp.PeerLeft):
             await self._remove(event.peer_id)
+            publisher = self.publishers.get(event.peer_id)
+            if publisher is not None:
+                await publisher.end("left")
         elif isinstance(event, sp.Relayed):
             message = peer_message_from_signaling(event)
             member = self._members.get(event.sender or "")
@@ -219,6 +340,8 @@ class McuServerStrategy:
         client = self.client
         if engine is None or client is None or peer_id in self._members:
             return
+        if (metadata or {}).get("rtckit_role") == PUBLISHER_ROLE:
+            return  # a send-only member: add_publisher connects it, not signaling
         name = metadata.get("name") if metadata else None
         try:
             participant = engine.add_participant(
