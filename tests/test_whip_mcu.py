@@ -16,7 +16,9 @@ import pytest
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
 from rtckit.mcu.engine import McuEngine
+from rtckit.peer import SessionConfig
 from rtckit.peer.media import PatternConfig, TestPatternTrack, ToneTrack
+from rtckit.topology._http_peer import HttpPeer, new_peer_connection
 from rtckit.topology.base import PublishingStrategy
 from rtckit.topology.mcu import McuServerStrategy
 from rtckit.topology.sfu import SfuServerStrategy
@@ -219,3 +221,16 @@ async def test_a_post_into_a_full_mcu_room_is_a_503() -> None:
             await wait_for(lambda: len(red.room.participants) == 0, "the refused one leaving")
         finally:
             await pc.close()
+
+
+async def test_a_publisher_ended_while_answered_is_not_watched() -> None:
+    """A room that stops while a publisher's offer is answered ends it; the strategy's
+    ``watch`` after the answer then starts nothing (no watchdog task left waiting out the
+    connect timeout)."""
+    config = SessionConfig()  # no ICE servers: nothing leaves this machine
+    peer = HttpPeer("late", new_peer_connection(config), policy=config.candidate_policy)
+    await peer.aclose("room stopped")
+    before = asyncio.all_tasks()
+    peer.watch(30.0)
+    assert asyncio.all_tasks() == before
+    assert await peer.wait_ended() == "room stopped"

@@ -42,6 +42,7 @@ from rtckit.errors import TopologyError
 
 if TYPE_CHECKING:
     from rtckit.peer.session import SessionConfig
+    from rtckit.topology._http_peer import HttpPeer
 
 __all__ = [
     "MCU_PEER_ID",
@@ -52,7 +53,6 @@ __all__ = [
     "ParticipantConnectionChanged",
     "ParticipantJoined",
     "ParticipantLeft",
-    "Publisher",
     "PublishingStrategy",
     "Room",
     "RoomClosed",
@@ -231,42 +231,16 @@ class ServerStrategy(Protocol):
         """The room is gone: stop its media work."""
 
 
-class Publisher(Protocol):
-    """A send-only member of a room, connected from one SDP offer (a WHIP publisher) by
-    :meth:`PublishingStrategy.add_publisher`: its media goes into the room, nothing is sent
-    to it, and its connection is never renegotiated."""
-
-    @property
-    def participant_id(self) -> str:
-        """Its peer id in the room."""
-
-    @property
-    def answer(self) -> str:
-        """The SDP answer to its offer (with all of the server's candidates)."""
-
-    @property
-    def connection_state(self) -> str:
-        """Its connection's state (aiortc's ``connectionState``)."""
-
-    async def add_candidate(self, candidate: str | None, *, mid: str | None, index: int) -> bool:
-        """Add a trickled remote candidate (``None``: end of candidates) for the m-line *mid*
-        (else number *index*); whether it was used."""
-
-    async def wait_ended(self) -> str:
-        """Wait until it ends (its media left the room); why it ended."""
-
-    async def aclose(self) -> None:
-        """End it: its media leaves the room, its connection closes. Idempotent."""
-
-
 @runtime_checkable
 class PublishingStrategy(Protocol):
-    """A server strategy whose room takes send-only members (:class:`Publisher`): the SFU
-    forwards their media, the MCU mixes it."""
+    """A server strategy whose room takes send-only members (WHIP publishers): the SFU
+    forwards their media, the MCU mixes it. A publisher is an
+    :class:`~rtckit.topology._http_peer.HttpPeer`, the connection class WHEP viewers share: its
+    media goes into the room, nothing is sent to it, it is never renegotiated."""
 
     async def add_publisher(
         self, participant_id: str, offer: str, *, connect_timeout: float = ...
-    ) -> Publisher:
+    ) -> HttpPeer:
         """Answer *offer* from the room's participant *participant_id*, which only
         publishes; it ends if it is not connected within *connect_timeout* seconds. Raises
         :class:`~rtckit.errors.TopologyError` if the room's media server is not running,

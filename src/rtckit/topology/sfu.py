@@ -31,6 +31,16 @@ to: a client that claims that role only gets no media itself. The returned
 :class:`SfuPublisher` handle adds trickled candidates, reports when the connection ends
 (failed, or not connected within *connect_timeout*) and ends it.
 
+Receive-only members (WHEP viewers, :mod:`rtckit.whip.whep`):
+:meth:`SfuServerStrategy.add_viewer` answers the SDP offer of a connection that only receives.
+It is not a participant (not in signaling, nobody sees it, nothing is forwarded from it) and is
+never renegotiated: it plays the audio and video of the participant with a given name
+(:meth:`SfuServerStrategy.name_of`), or of the room's first publisher of video, through router
+subscriptions made once on the m-lines it offered. When whom it should play changes (the
+participant joins again with a new peer id, the first publisher leaves), the subscriptions move
+(:meth:`~rtckit.sfu.engine.SfuRouter.move`): the viewer's stream continues with the same SSRC
+and continuous sequence numbers and timestamps.
+
 Room data messages use the same pre-negotiated channel as mesh (label ``rtckit-room``, id
 1001) with a small envelope: a client sends ``"<to>\\x00<data>"`` (``to`` empty: everyone),
 the server relays ``"<from>\\x00<data>"`` (bytes: the same with bytes).
@@ -53,6 +63,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc import (
     MediaStreamError,
     MediaStreamTrack,
+    RTCPeerConnection,
     RTCRtpTransceiver,
 )
 
@@ -72,10 +83,16 @@ from rtckit.sfu.engine import (
     SfuStats,
     Subscription,
     TrackKey,
+    accept_forwarding_transceiver,
 )
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import Reconnected, SignalingClient
-from rtckit.topology._http_peer import HttpPeer
+from rtckit.topology._http_peer import (
+    HttpPeer,
+    answer_offer,
+    new_peer_connection,
+    receive_only,
+)
 from rtckit.topology._server_peer import ServerPeer
 from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
@@ -108,6 +125,7 @@ __all__ = [
     "SfuPublisher",
     "SfuRoom",
     "SfuServerStrategy",
+    "SfuViewer",
     "open_sfu",
     "participant_of_msid",
     "sfu_strategy_factory",
@@ -182,20 +200,55 @@ class SfuPublisher(HttpPeer):
     """A send-only member of an SFU room (see :meth:`SfuServerStrategy.add_publisher`).
 
     Its connection only receives; ``answer`` is the SDP answer to its offer (all of the
-    server's candidates in it). It ends when :meth:`aclose` is called, when its connection
+    server's candidates in it). It ends when ``aclose()`` is called, when its connection
     fails or closes, when it has not connected within the *connect_timeout* given to
-    ``add_publisher``, or when the room stops; :meth:`wait_ended` returns then, and its tracks
-    have left the room.
+    ``add_publisher``, or when the room stops; ``wait_ended()`` returns then (with the
+    reason), and its tracks have left the room. ``add_candidate()`` adds a trickled candidate.
     """
 
-    def __init__(self, strategy: SfuServerStrategy, participant_id: str) -> None:
-        super().__init__(participant_id, strategy.session_config)
+    label = "WHIP"
+
+    def __init__(self, strategy: SfuServerStrategy, participant_id: str, pc: RTCPeerConnection):
+        super().__init__(participant_id, pc, policy=strategy.session_config.candidate_policy)
         #: the publications of this member (empty once it ended)
         self.keys: list[TrackKey] = []
         self._strategy = strategy
 
-    async def _leave_room(self) -> None:
+    async def _detach(self) -> None:
         await self._strategy._remove_publisher(self)
+
+
+class SfuViewer(HttpPeer):
+    """A receive-only member of an SFU room (see :meth:`SfuServerStrategy.add_viewer`).
+
+    It plays one participant's audio and video (*participant*: a name, see
+    :meth:`SfuServerStrategy.name_of`; ``None``: the room's first publisher of video), forwarded
+    without decoding. :attr:`source` is the participant id it plays now. Its life is the one of
+    :class:`SfuPublisher`.
+    """
+
+    label = "WHEP"
+
+    def __init__(
+        self,
+        strategy: SfuServerStrategy,
+        participant_id: str,
+        pc: RTCPeerConnection,
+        participant: str | None,
+    ):
+        super().__init__(participant_id, pc, policy=strategy.session_config.candidate_policy)
+        #: the name of the participant it plays (``None``: the first publisher of video)
+        self.participant = participant
+        #: the participant id whose tracks it plays now (``None``: nobody yet)
+        self.source: str | None = None
+        #: its sending transceivers by kind (``audio``, ``video``)
+        self.transceivers: dict[str, RTCRtpTransceiver] = {}
+        #: the router subscriptions feeding them, by kind
+        self.subscriptions: dict[str, Subscription] = {}
+        self._strategy = strategy
+
+    async def _detach(self) -> None:
+        self._strategy._remove_viewer(self)
 
 
 class SfuServerStrategy:
@@ -231,6 +284,10 @@ class SfuServerStrategy:
         self.members: dict[str, _Member] = {}
         #: the send-only members (WHIP publishers), by participant id
         self.publishers: dict[str, SfuPublisher] = {}
+        #: the receive-only members (WHEP viewers), by viewer id
+        self.viewers: dict[str, SfuViewer] = {}
+        # every publication's serial number (publication order)
+        self._publication_order: dict[TrackKey, int] = {}
         #: data messages relayed between participants
         self.data_messages_relayed = 0
         self._serial = itertools.count(1)
@@ -282,7 +339,9 @@ class SfuServerStrategy:
             return
         self._stopping = True
         for publisher in list(self.publishers.values()):
-            await publisher.aclose()
+            await publisher.aclose("room stopped")
+        for viewer in list(self.viewers.values()):
+            await viewer.aclose("room stopped")
         await self._peer.aclose()
         reporter, self._reporter = self._reporter, None
         if reporter is not None:
@@ -464,17 +523,21 @@ class SfuServerStrategy:
         key = TrackKey(member.id, str(event.mid))
         router.publish(member.id, transceiver, name=key.name)
         member.published[key.name] = key
+        self._note_published(key)
         for other in self.members.values():
             if other is not member:
                 self._forward(other, key)
+        self._retarget_viewers()
 
     def _unpublished(self, key: TrackKey) -> None:
         if self.router is not None:
             self.router.unpublish(key)
+        self._publication_order.pop(key, None)
         for other in self.members.values():
             forward = other.forwards.get(key)
             if forward is not None:
                 self._drop_forward(other, forward, renegotiate=True)
+        self._retarget_viewers()
 
     def _relay(self, sender: _Member, message: str | bytes) -> None:
         opened = open_envelope(message)
@@ -488,6 +551,17 @@ class SfuServerStrategy:
                 self.data_messages_relayed += 1
 
     # -- send-only members (WHIP) -----------------------------------------------------------
+
+    async def _wait_started(self, start_timeout: float) -> SfuRouter:
+        try:
+            async with asyncio.timeout(start_timeout):
+                await self._started.wait()
+        except TimeoutError:
+            raise TopologyError(f"the SFU of room {self.room!r} did not start") from None
+        router = self.router
+        if router is None or self._stopping:
+            raise TopologyError(f"the SFU of room {self.room!r} is stopped")
+        return router
 
     async def add_publisher(
         self,
@@ -506,29 +580,24 @@ class SfuServerStrategy:
         :class:`~rtckit.errors.NegotiationError` if aiortc cannot answer the offer. The
         publisher ends if it is not connected within *connect_timeout* seconds.
         """
-        try:
-            async with asyncio.timeout(start_timeout):
-                await self._started.wait()
-        except TimeoutError:
-            raise TopologyError(f"the SFU of room {self.room!r} did not start") from None
-        router = self.router
-        if router is None or self._stopping:
-            raise TopologyError(f"the SFU of room {self.room!r} is stopped")
+        router = await self._wait_started(start_timeout)
         if participant_id in self.members or participant_id in self.publishers:
             raise TopologyError(f"participant {participant_id!r} is already in the room")
-        publisher = SfuPublisher(self, participant_id)
+        publisher = SfuPublisher(self, participant_id, new_peer_connection(self.session_config))
         self.publishers[participant_id] = publisher
-        await publisher.negotiate(offer, direction="recvonly")
-        pc = publisher.peer_connection
+
+        await answer_offer(publisher, offer, self.session_config, receive_only)
         async with self._lock:
-            for transceiver in pc.getTransceivers():
+            for transceiver in publisher._pc.getTransceivers():
                 if transceiver.mid is None or transceiver.kind not in ("audio", "video"):
                     continue
                 key = TrackKey(participant_id, str(transceiver.mid))
                 router.publish(participant_id, transceiver, name=key.name)
                 publisher.keys.append(key)
+                self._note_published(key)
                 for member in self.members.values():
                     self._forward(member, key)
+            self._retarget_viewers()
         publisher.watch(connect_timeout)
         return publisher
 
@@ -541,6 +610,142 @@ class SfuServerStrategy:
             self._unpublished(key)
         if self.router is not None:
             self.router.remove_participant(publisher.participant_id)
+
+    # -- receive-only members (WHEP) --------------------------------------------------------
+
+    def name_of(self, participant_id: str) -> str:
+        """The stable name of a participant: the identity of its token (``sub``), else the
+        string ``name`` of its signaling metadata, else its peer id (which changes when it
+        joins again)."""
+        client = self.client
+        info = None if client is None else client.peers.get(participant_id)
+        if info is None:
+            return participant_id
+        if info.identity:
+            return info.identity
+        name = (info.metadata or {}).get("name")
+        return name if isinstance(name, str) and name else participant_id
+
+    def publishing(self) -> list[str]:
+        """The participants publishing video now, first publication first."""
+        order = sorted(
+            (serial, key.participant)
+            for key, serial in self._publication_order.items()
+            if self._kind_of(key) == "video"
+        )
+        return list(dict.fromkeys(participant for _serial, participant in order))
+
+    async def add_viewer(
+        self,
+        viewer_id: str,
+        offer: str,
+        *,
+        participant: str | None = None,
+        connect_timeout: float = 20.0,
+        start_timeout: float = 10.0,
+    ) -> SfuViewer:
+        """Answer *offer* from a connection that only receives, as *viewer_id*.
+
+        The viewer plays the audio and video of the participant named *participant*
+        (:meth:`name_of`), or with ``None`` of the room's first publisher of video (in order of
+        publication) and, when that one stops, of the next. Its tracks are forwarded through
+        the room's router (no decoding, a keyframe asked of the publisher when the viewer
+        subscribes). It is not a participant: nobody sees it, nothing is forwarded from it, and
+        it is never renegotiated. When the participant it plays stops publishing (it leaves,
+        its connection is replaced, it joins again with a new peer id under the same name),
+        the viewer waits, and the next publication it should play continues its stream (same
+        SSRC, continuous sequence numbers and timestamps: the router's source switch).
+        Raises like :meth:`add_publisher`.
+        """
+        router = await self._wait_started(start_timeout)
+        if viewer_id in self.viewers:
+            raise TopologyError(f"viewer {viewer_id!r} is already in the room")
+        pc = new_peer_connection(self.session_config)
+        viewer = SfuViewer(self, viewer_id, pc, participant)
+        self.viewers[viewer_id] = viewer
+
+        def send_only(pc: RTCPeerConnection) -> None:
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind in ("audio", "video"):
+                    accept_forwarding_transceiver(transceiver)
+                    viewer.transceivers.setdefault(transceiver.kind, transceiver)
+
+        await answer_offer(viewer, offer, self.session_config, send_only)
+        async with self._lock:
+            if self.router is router:
+                self._retarget(viewer)
+        viewer.watch(connect_timeout)
+        return viewer
+
+    def _remove_viewer(self, viewer: SfuViewer) -> None:
+        if self.viewers.get(viewer.participant_id) is not viewer:
+            return
+        del self.viewers[viewer.participant_id]
+        subscriptions, viewer.subscriptions = viewer.subscriptions, {}
+        if self.router is not None:
+            for subscription in subscriptions.values():
+                self.router.unsubscribe(subscription)
+
+    def _kind_of(self, key: TrackKey) -> str | None:
+        pub = None if self.router is None else self.router.publications.get(key)
+        return None if pub is None else pub.kind
+
+    def _note_published(self, key: TrackKey) -> None:
+        self._publication_order[key] = next(self._serial)
+
+    def _source_for(self, viewer: SfuViewer) -> str | None:
+        """The participant *viewer* should play now (its current one while it publishes)."""
+        publishing = self.publishing()
+        if viewer.participant is not None:
+            named = [p for p in publishing if self.name_of(p) == viewer.participant]
+            if not named:  # audio only
+                named = [
+                    key.participant
+                    for key in self._publication_order
+                    if self.name_of(key.participant) == viewer.participant
+                ]
+            if viewer.source in named:
+                return viewer.source
+            return named[-1] if named else None  # the latest one (a rejoin)
+        if viewer.source in publishing:
+            return viewer.source
+        return publishing[0] if publishing else None
+
+    def _retarget_viewers(self) -> None:
+        for viewer in list(self.viewers.values()):
+            self._retarget(viewer)
+
+    def _retarget(self, viewer: SfuViewer) -> None:
+        """Move *viewer*'s subscriptions to the tracks of the participant it should play;
+        with nobody to play, they stay where they are (waiting)."""
+        router = self.router
+        source = self._source_for(viewer)
+        if router is None or viewer.ended or source is None:
+            return
+        viewer.source = source
+        keys = sorted(
+            (serial, key)
+            for key, serial in self._publication_order.items()
+            if key.participant == source
+        )
+        for _serial, key in reversed(keys):  # the latest track of each kind
+            kind = self._kind_of(key)
+            transceiver = viewer.transceivers.get(kind or "")
+            if kind is None or transceiver is None:
+                continue
+            current = viewer.subscriptions.get(kind)
+            if current is None:
+                viewer.subscriptions[kind] = router.subscribe(
+                    viewer.participant_id, key, transceiver
+                )
+            elif current.key != key:
+                router.move(current, key)
+            else:
+                continue
+            logger.info("WHEP viewer %s of room %s plays %s %s", viewer, self.room, kind, key)
+            problem = viewer.subscriptions[kind].problem
+            if problem:
+                logger.warning("SFU: %s cannot receive %s: %s", viewer, key, problem)
 
     # -- forwarding -------------------------------------------------------------------------
 
