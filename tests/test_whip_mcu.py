@@ -92,9 +92,19 @@ async def hears(viewer: Participant, seconds: float = 1.0) -> dict[str, float]:
     return tone_magnitudes(np.concatenate(viewer.audio)[-samples:], tones)
 
 
-async def session_ended(server: Server, http: aiohttp.ClientSession, resource: str) -> None:
-    """Wait until the WHIP session ended; its resource answers 404."""
+async def session_ended(
+    server: Server, http: aiohttp.ClientSession, resource: str, *, hung_up: bool = False
+) -> None:
+    """Wait until the WHIP session ended; its resource answers 404 (*hung_up*: its client
+    closed the connection, so one DELETE still gets 200, WhipConfig.delete_grace)."""
     await wait_for(lambda: not server.whip or not server.whip.sessions, "the session end")
+    if hung_up:
+        fragment = "a=ice-ufrag:x\r\na=ice-pwd:y\r\na=end-of-candidates\r\n"
+        headers = {"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*"}
+        async with http.patch(resource, data=fragment, headers=headers) as patched:
+            await problem(patched, 404)
+        async with http.delete(resource) as late:
+            assert late.status == 200, await late.text()
     async with http.delete(resource) as gone:
         await problem(gone, 404)
 
@@ -172,7 +182,7 @@ async def test_an_mcu_publisher_that_dies_is_reaped(ending: str) -> None:
             engine = engine_of(server)
             await wait_for(lambda: engine.cell_of(publisher.participant_id) is None, "a grid")
             await sees_in_grid(server, red, "red")
-            await session_ended(server, http, resource)
+            await session_ended(server, http, resource, hung_up=ending == "hangs-up")
         finally:
             await pc.close()
 

@@ -26,8 +26,8 @@ answers the SDP offer of a connection that only publishes, with no signaling ses
 renegotiation (an HTTP client cannot be sent a new offer). Its tracks are published to the
 router like any member's and forwarded to every member, without re-encoding; nothing is
 forwarded to it. It is a participant of the room in signaling too (the caller joins it with the
-metadata ``{"rtckit_role": "whip"}``, :data:`~rtckit.topology.base.PUBLISHER_ROLE`), which the SFU does not connect
-to: a client that claims that role only gets no media itself. The returned
+metadata ``{"rtckit_role": "whip"}``, :data:`~rtckit.topology.base.PUBLISHER_ROLE`), which
+the SFU does not connect to: a client that claims that role only gets no media itself. The returned
 :class:`SfuPublisher` handle adds trickled candidates, reports when the connection ends
 (failed, or not connected within *connect_timeout*) and ends it.
 
