@@ -65,6 +65,7 @@ from rtckit.topology import (
 )
 from rtckit.topology.base import SERVER_PEER_IDS
 from rtckit.topology.strategies import RoomStrategies
+from rtckit.whip.cluster import ClusterRedirect
 from rtckit.whip.server import WhipEndpoint
 
 if TYPE_CHECKING:
@@ -257,6 +258,24 @@ def new_backplane(config: ServeConfig) -> Backplane | None:
     )
 
 
+def public_url(config: ServeConfig, port: int | None = None, *, secure: bool | None = None) -> str:
+    """The public base URL of a cluster node configured by *config*: ``[cluster]
+    public_url``, else ``[server]``'s host (``localhost`` for a wildcard address) and *port*
+    (default ``[server] port``; ``""`` while it is 0: not bound yet), over HTTPS if *secure*
+    (default: with ``[tls]``)."""
+    cluster = config.cluster
+    if cluster is not None and cluster.public_url is not None:
+        return cluster.public_url.rstrip("/")
+    server = config.server
+    port = server.port if port is None else port
+    if not port:
+        return ""
+    host = "localhost" if server.host in ("0.0.0.0", "::", "") else server.host  # noqa: S104
+    shown = f"[{host}]" if ":" in host else host
+    secure = config.tls is not None if secure is None else secure
+    return f"{'https' if secure else 'http'}://{shown}:{port}"
+
+
 class _State:
     """What the handlers of one app share."""
 
@@ -279,8 +298,17 @@ class _State:
         #: the rooms' server strategies: started with a room's first person, stopped after
         #: its last (the policy of :class:`~rtckit.topology.strategies.RoomStrategies`)
         self.rooms = RoomStrategies(signaling.hub, factories=self._factories())
+        #: in a cluster: WHIP requests for a room homed on another node go there (307)
+        self.redirect: ClusterRedirect | None = None
+        if signaling.router is not None:
+            self.redirect = ClusterRedirect(signaling.router, public_url(config))
         #: WHIP ingest into the SFU rooms
-        self.whip = WhipEndpoint(signaling.hub, self.rooms, ice_servers=self._whip_ice_servers)
+        self.whip = WhipEndpoint(
+            signaling.hub,
+            self.rooms,
+            ice_servers=self._whip_ice_servers,
+            redirect=self.redirect,
+        )
 
     @property
     def strategies(self) -> dict[str, ServerStrategy]:
@@ -624,6 +652,11 @@ class RtcKitServer:
                     f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}"
                 ) from exc
             self._port = int(runner.addresses[0][1])
+            cluster = self.config.cluster
+            if state.redirect is not None and cluster is not None and cluster.public_url is None:
+                state.redirect.set_public_url(
+                    public_url(self.config, self._port, secure=context is not None)
+                )
             if server.http_port is not None and context is not None:
                 await self._start_redirect(server.host, server.http_port)
         except BaseException:

@@ -53,6 +53,7 @@ from rtckit.signaling.protocol import ErrorCode
 from rtckit.topology.base import Topology
 from rtckit.topology.sfu import PUBLISHER_ROLE, SfuPublisher, SfuServerStrategy
 from rtckit.whip import protocol as wp
+from rtckit.whip.cluster import ClusterRedirect, moved
 from rtckit.whip.protocol import WhipConfig
 
 if TYPE_CHECKING:
@@ -101,6 +102,9 @@ class WhipEndpoint:
 
     *ice_servers* returns the ``RTCIceServer`` dicts a client gets as ``Link`` headers (called
     for each answer, so TURN REST credentials are minted per session); ``None``: none.
+    *redirect*: in a cluster, sends a ``POST`` for a room homed on another node there
+    (``307``), and makes the session resources' ``Location`` absolute
+    (:mod:`rtckit.whip.cluster`).
     """
 
     def __init__(
@@ -110,8 +114,10 @@ class WhipEndpoint:
         *,
         config: WhipConfig | None = None,
         ice_servers: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
+        redirect: ClusterRedirect | None = None,
     ) -> None:
         self.hub = hub
+        self.redirect = redirect
         self.rooms = rooms
         self.config = config or WhipConfig()
         self.ice_servers = ice_servers
@@ -164,6 +170,12 @@ class WhipEndpoint:
             content_type=wp.PROBLEM_TYPE,
             headers=headers,
         )
+
+    def _redirected(self, location: str) -> web.Response:
+        assert self.redirect is not None
+        response = self._problem(moved(location, self.redirect.router.node_id))
+        response.headers["Location"] = location
+        return response
 
     def _preflight(self, request: web.Request, allow: str) -> web.Response:
         headers = self._headers()
@@ -256,6 +268,12 @@ class WhipEndpoint:
         text = await self._read_body(request, wp.SDP_TYPE)
         summary = wp.parse_offer(text)
         self._check_topology(room)
+        if self.redirect is not None:
+            location = await self.redirect.location(
+                room, request.rel_url.raw_path, request.rel_url.raw_query_string
+            )
+            if location is not None:
+                return self._redirected(location)
         if self._closed:
             raise wp.problem(503, "the server is closing")
         if len(self.sessions) + self._pending >= self.config.max_sessions:
@@ -266,7 +284,10 @@ class WhipEndpoint:
         finally:
             self._pending -= 1
         headers = self._headers()
-        headers["Location"] = f"{self.config.prefix}/{room}/{session.resource_id}"
+        location = f"{self.config.prefix}/{room}/{session.resource_id}"
+        if self.redirect is not None:  # this node's: a client may have come through another
+            location = self.redirect.absolute(location)
+        headers["Location"] = location
         headers["ETag"] = session.etag
         self._links(headers)
         return web.Response(

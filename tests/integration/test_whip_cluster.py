@@ -1,0 +1,244 @@
+"""WHIP across the nodes of a cluster (``rtckit serve`` nodes on a real redis-server): a
+``POST`` that reaches a node which does not home the room is redirected (307) to the node
+that does, where the publisher joins the room's SFU; a room with no home is placed as a
+signaling ``join`` would place it; mesh and unknown rooms keep their problem status; a
+redirected request is never sent on again."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import aiohttp
+import attrs
+from aiortc import RTCSessionDescription
+
+from rtckit.server.app import RtcKitServer
+from rtckit.server.config import (
+    AuthSettings,
+    ClusterSettings,
+    RoomSettings,
+    RoomsSettings,
+    ServeConfig,
+    ServerSettings,
+)
+from rtckit.signaling import SignalingClient, TokenAuth
+from rtckit.signaling.protocol import PeerJoined
+from rtckit.testing.redisserver import RedisServer
+from rtckit.topology import TrackPublished, join_room
+from rtckit.whip.cluster import REDIRECT_MARKER
+from test_whip_server import SECRET, SMALL, whip_offer
+
+TIMEOUT = 60
+SDP = {"Content-Type": "application/sdp"}
+
+
+def _config(redis_url: str, **rooms: Any) -> ServeConfig:
+    declared = (RoomSettings(name="hall", topology="sfu"), RoomSettings(name="lobby"))
+    return ServeConfig(
+        server=ServerSettings(host="127.0.0.1", port=0, insecure=True),
+        auth=AuthSettings(mode="open"),
+        rooms=RoomsSettings(declared=declared, default_topology="sfu", **rooms),
+        cluster=ClusterSettings(redis_url=redis_url, namespace="w", node_ttl=2.0),
+    )
+
+
+@asynccontextmanager
+async def _nodes(config: ServeConfig, count: int = 2) -> AsyncIterator[list[RtcKitServer]]:
+    async with AsyncExitStack() as stack:
+        nodes = [await stack.enter_async_context(RtcKitServer(config)) for _ in range(count)]
+        for node in nodes:  # each node's public URL is on the backplane before a test asks
+            router = node.signaling.router
+            assert router is not None
+            for other in nodes:
+                other_router = other.signaling.router
+                assert other_router is not None
+                for _ in range(200):  # 10 s: its next heartbeat carries it
+                    if await router.backplane.public_url(other_router.node_id) is not None:
+                        break
+                    await asyncio.sleep(0.05)
+        yield nodes
+
+
+def _base(server: RtcKitServer) -> str:
+    return server.url("127.0.0.1").rstrip("/")
+
+
+def _ws(server: RtcKitServer) -> str:
+    return _base(server).replace("http", "ws", 1) + "/ws"
+
+
+async def _post(
+    http: aiohttp.ClientSession, url: str, offer: str, *, follow: bool = False, **headers: str
+) -> tuple[int, dict[str, str], str]:
+    async with http.post(
+        url, data=offer.encode(), headers={**SDP, **headers}, allow_redirects=follow
+    ) as response:
+        return response.status, dict(response.headers), await response.text()
+
+
+async def _rooms(server: RtcKitServer) -> int:
+    async with aiohttp.ClientSession() as http, http.get(_base(server) + "/healthz") as reply:
+        return int((await reply.json())["rooms"])
+
+
+async def _next(client: SignalingClient, kind: type[Any]) -> Any:
+    while True:
+        event = await client.next_event()
+        if isinstance(event, kind):
+            return event
+
+
+def _problem(status: int, body: str, expected: int) -> dict[str, Any]:
+    assert status == expected, body
+    problem = json.loads(body)
+    assert problem["status"] == expected
+    return dict(problem)
+
+
+async def test_a_post_to_the_wrong_node_is_redirected_to_the_room_home_and_published_there(
+    redis_server: RedisServer,
+) -> None:
+    """The SFU room ``hall`` lives on node one (its first member joined there); a WHIP POST
+    to node two is answered 307 to one's URL of the same path and query; aiohttp follows it
+    (POST, body kept) and the publisher joins the SFU on one: a member connected to node two
+    gets its video, forwarded by one. The 201's Location is one's absolute URL: DELETE there
+    ends the session."""
+    pc, offer, _ = await whip_offer()
+    async with (
+        asyncio.timeout(TIMEOUT),
+        _nodes(_config(redis_server.url)) as (one, two),
+        SignalingClient.connect(_ws(one), room="hall") as first,
+        aiohttp.ClientSession() as http,
+    ):
+        await _next(first, PeerJoined)  # the SFU joined, on one: the room's home
+        async with (
+            SignalingClient.connect(_ws(two), room="hall") as viewer_signaling,
+            join_room(viewer_signaling) as viewer,
+        ):
+            status, headers, body = await _post(http, f"{_base(two)}/whip/hall?x=1", offer)
+            _problem(status, body, 307)
+            assert headers["Location"] == f"{_base(one)}/whip/hall?x=1&{REDIRECT_MARKER}=1"
+            assert headers["Content-Type"] == "application/problem+json"
+            assert "Location" in headers["Access-Control-Expose-Headers"]
+
+            status, headers, answer = await _post(
+                http, f"{_base(two)}/whip/hall?x=1", offer, follow=True
+            )
+            assert status == 201, answer
+            resource = headers["Location"]
+            assert resource.startswith(f"{_base(one)}/whip/hall/")
+            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            async for event in viewer.events():
+                if isinstance(event, TrackPublished) and event.participant_id.startswith("whip-"):
+                    frame = await event.track.recv()
+                    assert (frame.width, frame.height) == (SMALL.width, SMALL.height)
+                    break
+            assert (await _rooms(one), await _rooms(two)) == (1, 0)  # one SFU, on one
+            async with http.delete(resource) as deleted:
+                assert deleted.status == 200
+    await pc.close()
+
+
+async def test_a_room_without_home_is_placed_like_a_join_and_a_redirect_never_loops(
+    redis_server: RedisServer,
+) -> None:
+    """Node two homes an SFU room (it counts in its load), so a new SFU room is placed on
+    one: a WHIP POST for it to two is redirected there, and served there (the lease taken
+    by one). A POST that carries the redirect marker is never redirected again: served where
+    it lands when the room has no home (without asking placement, which would send it back),
+    503 when another node homes the room."""
+    pcs = [await whip_offer() for _ in range(3)]
+    async with (
+        asyncio.timeout(TIMEOUT),
+        _nodes(_config(redis_server.url)) as (one, two),
+        SignalingClient.connect(_ws(two), room="busy") as busy,
+        aiohttp.ClientSession() as http,
+    ):
+        await _next(busy, PeerJoined)  # the SFU of "busy" joined, on two
+        offer = pcs[0][1]
+        status, headers, body = await _post(http, f"{_base(two)}/whip/fresh", offer)
+        _problem(status, body, 307)
+        assert headers["Location"].startswith(f"{_base(one)}/whip/fresh?")
+        status, headers, answer = await _post(http, headers["Location"], offer)
+        assert status == 201, answer
+        assert headers["Location"].startswith(f"{_base(one)}/whip/fresh/")
+        router_one = one.signaling.router
+        assert router_one is not None
+        assert "fresh" in router_one.rooms
+
+        # marked, for a room homed elsewhere: refused, not sent on
+        marked = f"{_base(two)}/whip/fresh?{REDIRECT_MARKER}=1"
+        status, headers, body = await _post(http, marked, pcs[1][1])
+        assert "Location" not in headers
+        _problem(status, body, 503)
+
+        # marked, for a room with no home: served where it lands (placement would say one)
+        marked = f"{_base(two)}/whip/other?{REDIRECT_MARKER}=1"
+        status, headers, answer = await _post(http, marked, pcs[2][1])
+        assert status == 201, answer
+        assert headers["Location"].startswith(f"{_base(two)}/whip/other/")
+        router_two = two.signaling.router
+        assert router_two is not None
+        assert "other" in router_two.rooms
+    for pc, _offer, _candidates in pcs:
+        await pc.close()
+
+
+async def test_mesh_and_unknown_rooms_keep_their_problem_status(
+    redis_server: RedisServer,
+) -> None:
+    """A mesh room homed on another node is still a 409 (no media server to publish into),
+    an unknown room a 404 (although placement would pick the other node, node two homing an
+    SFU room): neither is redirected."""
+    pc, offer, _ = await whip_offer()
+    config = _config(redis_server.url, create_on_demand=False)
+    async with (
+        asyncio.timeout(TIMEOUT),
+        _nodes(config) as (one, two),
+        SignalingClient.connect(_ws(one), room="lobby"),
+        SignalingClient.connect(_ws(two), room="hall") as busy,
+        aiohttp.ClientSession() as http,
+    ):
+        await _next(busy, PeerJoined)  # the SFU of "hall" joined, on two
+        status, headers, body = await _post(http, f"{_base(two)}/whip/lobby", offer)
+        assert "mesh room" in _problem(status, body, 409)["detail"]
+        assert "Location" not in headers
+        status, headers, body = await _post(http, f"{_base(two)}/whip/nowhere", offer)
+        _problem(status, body, 404)
+        assert "Location" not in headers
+    await pc.close()
+
+
+async def test_a_token_is_sent_again_to_the_room_home(redis_server: RedisServer) -> None:
+    """With room tokens, the owner checks the token again: a client that follows the 307
+    with its ``Authorization`` header publishes; aiohttp's own redirect handling drops that
+    header towards another origin (another port), so the owner answers 401 (what the docs
+    tell clients: re-send the token)."""
+    config = attrs.evolve(_config(redis_server.url), auth=AuthSettings(mode="token", secret=SECRET))
+    token = TokenAuth(secret=SECRET).mint(room="hall", identity="enc", permissions=["publish"])
+    member = TokenAuth(secret=SECRET).mint(room="hall", identity="member")
+    bearer = {"Authorization": f"Bearer {token}"}
+    pc, offer, _ = await whip_offer()
+    async with (
+        asyncio.timeout(TIMEOUT),
+        _nodes(config) as (one, two),
+        SignalingClient.connect(_ws(one), room="hall", token=member) as first,
+        aiohttp.ClientSession() as http,
+    ):
+        await _next(first, PeerJoined)
+        status, _headers, body = await _post(http, f"{_base(two)}/whip/hall", offer)
+        _problem(status, body, 401)  # checked on the first node already
+        status, headers, body = await _post(http, f"{_base(two)}/whip/hall", offer, **bearer)
+        _problem(status, body, 307)
+        status, _headers, body = await _post(
+            http, f"{_base(two)}/whip/hall", offer, follow=True, **bearer
+        )
+        _problem(status, body, 401)  # aiohttp dropped Authorization on the way to one
+        status, headers, answer = await _post(http, headers["Location"], offer, **bearer)
+        assert status == 201, answer
+        assert headers["Location"].startswith(f"{_base(one)}/whip/hall/")
+    await pc.close()
