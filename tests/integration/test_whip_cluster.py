@@ -72,10 +72,16 @@ def _ws(server: RtcKitServer) -> str:
 
 
 async def _post(
-    http: aiohttp.ClientSession, url: str, offer: str, *, follow: bool = False, **headers: str
+    http: aiohttp.ClientSession,
+    url: str,
+    offer: str,
+    *,
+    follow: bool = False,
+    token: str | None = None,
 ) -> tuple[int, dict[str, str], str]:
+    headers = SDP if token is None else {**SDP, "Authorization": f"Bearer {token}"}
     async with http.post(
-        url, data=offer.encode(), headers={**SDP, **headers}, allow_redirects=follow
+        url, data=offer.encode(), headers=headers, allow_redirects=follow
     ) as response:
         return response.status, dict(response.headers), await response.text()
 
@@ -221,7 +227,6 @@ async def test_a_token_is_sent_again_to_the_room_home(redis_server: RedisServer)
     config = attrs.evolve(_config(redis_server.url), auth=AuthSettings(mode="token", secret=SECRET))
     token = TokenAuth(secret=SECRET).mint(room="hall", identity="enc", permissions=["publish"])
     member = TokenAuth(secret=SECRET).mint(room="hall", identity="member")
-    bearer = {"Authorization": f"Bearer {token}"}
     pc, offer, _ = await whip_offer()
     async with (
         asyncio.timeout(TIMEOUT),
@@ -232,13 +237,13 @@ async def test_a_token_is_sent_again_to_the_room_home(redis_server: RedisServer)
         await _next(first, PeerJoined)
         status, _headers, body = await _post(http, f"{_base(two)}/whip/hall", offer)
         _problem(status, body, 401)  # checked on the first node already
-        status, headers, body = await _post(http, f"{_base(two)}/whip/hall", offer, **bearer)
+        status, headers, body = await _post(http, f"{_base(two)}/whip/hall", offer, token=token)
         _problem(status, body, 307)
         status, _headers, body = await _post(
-            http, f"{_base(two)}/whip/hall", offer, follow=True, **bearer
+            http, f"{_base(two)}/whip/hall", offer, follow=True, token=token
         )
         _problem(status, body, 401)  # aiohttp dropped Authorization on the way to one
-        status, headers, answer = await _post(http, headers["Location"], offer, **bearer)
+        status, headers, answer = await _post(http, headers["Location"], offer, token=token)
         assert status == 201, answer
         assert headers["Location"].startswith(f"{_base(one)}/whip/hall/")
     await pc.close()
