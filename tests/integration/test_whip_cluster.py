@@ -7,15 +7,20 @@ redirected request is never sent on again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
+import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import attrs
-from aiortc import RTCSessionDescription
+from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from integration.serve_nodes import env, free_port, write_serve_config
 from rtckit.server.app import RtcKitServer
 from rtckit.server.config import (
     AuthSettings,
@@ -247,3 +252,77 @@ async def test_a_token_is_sent_again_to_the_room_home(redis_server: RedisServer)
         assert status == 201, answer
         assert headers["Location"].startswith(f"{_base(one)}/whip/hall/")
     await pc.close()
+
+
+async def test_workers_advertise_their_own_ports_and_redirect_there(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """``rtckit serve --workers 2`` with ``worker_base_port``: whichever worker the kernel
+    gives a WHIP POST on the shared port, it is served by the worker that homes the room (a
+    307 to that worker's own port, or a 201 there), and its session resource is on that
+    worker's own port, where DELETE finds it."""
+    port, base = free_port(), free_port()
+    while base + 1 == port:
+        base = free_port()
+    config = tmp_path / "serve.toml"
+    write_serve_config(
+        config,
+        redis_server.url,
+        port,
+        extra=f'worker_base_port = {base}\n[[rooms.declare]]\nname = "hall"\ntopology = "sfu"\n',
+    )
+    supervisor = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "rtckit", "serve", "--config", str(config), "--workers", "2"),
+        env=env(),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    own = {f"http://127.0.0.1:{base}", f"http://127.0.0.1:{base + 1}"}
+    pcs: list[RTCPeerConnection] = []
+    try:
+        async with asyncio.timeout(TIMEOUT):
+            for url in own:  # both workers up, each on its own port too
+                for _ in range(600):
+                    with contextlib.suppress(aiohttp.ClientConnectionError):
+                        if (await _health(url))["backplane"] == "up":
+                            break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError(f"no worker answers on {url}")
+            async with SignalingClient.connect(f"ws://127.0.0.1:{port}/ws", room="hall") as ada:
+                await _next(ada, PeerJoined)  # the SFU joined the room on its home worker
+                (home,) = [url for url in own if (await _health(url))["rooms"] == 1]
+                statuses: set[int] = set()
+                for _ in range(20):  # new connections: the kernel spreads them over the workers
+                    if 307 in statuses and len(pcs) >= 4:
+                        break
+                    pc, offer, _ = await whip_offer()
+                    pcs.append(pc)
+                    connector = aiohttp.TCPConnector(force_close=True)
+                    async with aiohttp.ClientSession(connector=connector) as http:
+                        status, headers, body = await _post(
+                            http, f"http://127.0.0.1:{port}/whip/hall", offer
+                        )
+                        statuses.add(status)
+                        if status == 307:
+                            assert headers["Location"].startswith(f"{home}/whip/hall?"), body
+                            status, headers, body = await _post(http, headers["Location"], offer)
+                        assert status == 201, body
+                        assert headers["Location"].startswith(f"{home}/whip/hall/")
+                        async with http.delete(headers["Location"]) as deleted:
+                            assert deleted.status == 200
+                assert 307 in statuses  # (a worker that is not the room's home got some)
+            supervisor.send_signal(signal.SIGINT)
+            _out, err = await supervisor.communicate()
+    finally:
+        for pc in pcs:
+            await pc.close()
+        if supervisor.returncode is None:
+            supervisor.kill()
+            await supervisor.wait()
+    assert b"Traceback" not in err
+
+
+async def _health(url: str) -> dict[str, Any]:
+    async with aiohttp.ClientSession() as http, http.get(url + "/healthz") as reply:
+        return dict(await reply.json())

@@ -60,6 +60,7 @@ Pure: reads text (or a file), returns objects or raises
     drain_timeout = 10        # seconds SIGTERM gives the node to hand its rooms over
     durable_sessions = true   # keep sessions in Redis: clients resume when a node dies
     public_url = "https://node1.example.org:8443"  # where clients reach this node (WHIP 307)
+    worker_base_port = 9001   # --workers N: worker i also listens on 9001 + i - 1
 """
 
 from __future__ import annotations
@@ -215,6 +216,12 @@ class ClusterSettings:
     #: to that node's URL. ``None``: ``[server]``'s scheme, host (``localhost`` for a
     #: wildcard address) and port, which only works for nodes on one machine.
     public_url: str | None = attrs.field(default=None, validator=check_public_url)
+    #: With ``rtckit serve --workers N``: worker *i* (1 to N) also listens on port
+    #: ``worker_base_port + i - 1`` and advertises it (in :attr:`public_url`, or the URL
+    #: derived from ``[server]``), since the workers' shared port reaches any of them.
+    #: ``None``: the workers advertise the shared URL, and a WHIP ``POST`` for a room another
+    #: worker homes is refused (503) rather than redirected.
+    worker_base_port: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -509,6 +516,7 @@ def parse_config(
         drain_timeout = t.number("drain_timeout", 10.0, low=0.0)
         durable_sessions = t.boolean("durable_sessions", default=True)
         public_url = t.string("public_url")
+        worker_base_port = t.integer("worker_base_port", None, low=1, high=65535)
         t.done()
         if public_url is not None:
             try:
@@ -532,6 +540,7 @@ def parse_config(
             drain_timeout=drain_timeout,
             durable_sessions=durable_sessions,
             public_url=public_url,
+            worker_base_port=worker_base_port,
         )
 
     return ServeConfig(
