@@ -22,6 +22,9 @@ session to the room:
    ``connect_timeout``, the room stopped) the publisher leaves the room and its resource
    answers 404.
 
+In a cluster, a ``POST`` for a room homed on another node is answered ``307`` to that node
+(:mod:`rtckit.whip.cluster`) before step 2, and the ``Location`` of a ``201`` is absolute.
+
 Mesh rooms (no media server) and MCU rooms are refused with 409 and a problem body saying so.
 One signaling event reader per session drains what the room tells the in-process participant,
 so nothing accumulates.
