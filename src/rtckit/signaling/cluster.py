@@ -411,7 +411,7 @@ class SignalingRouter:
             raise BackplaneError("the backplane cannot be reached")
         await self._wait_for_homes(room)
         if place:
-            node = await self._placement(room, frozenset())
+            node = await self._placement(room, frozenset(), opened=0)
             if node is not None:
                 return node
         try:
@@ -609,9 +609,13 @@ class SignalingRouter:
                 return None  # the hub refuses the join
         return await self._placement(room, link.avoid)
 
-    async def _placement(self, room: str, avoid: frozenset[NodeId]) -> NodeId | None:
+    async def _placement(
+        self, room: str, avoid: frozenset[NodeId], *, opened: int = 1
+    ) -> NodeId | None:
         """The holder of *room*'s lease if another node holds it, else the least-loaded live
-        node but *avoid*; ``None`` for this node, or if the backplane fails or is late."""
+        node but *avoid*; ``None`` for this node, or if the backplane fails or is late.
+        *opened*: connections already counted in this node's load for what is placed (the
+        one being placed: 1; an in-process participant not joined yet: 0)."""
         try:
             async with asyncio.timeout(self.cluster.placement_timeout):
                 lease = await self.backplane.holder(room_key(room))
@@ -620,9 +624,11 @@ class SignalingRouter:
                 loads = await self.backplane.live_nodes()
         except (BackplaneError, TimeoutError):
             return None
-        return self._least_loaded(loads, avoid)
+        return self._least_loaded(loads, avoid, opened)
 
-    def _least_loaded(self, loads: dict[NodeId, float], avoid: frozenset[NodeId]) -> NodeId | None:
+    def _least_loaded(
+        self, loads: dict[NodeId, float], avoid: frozenset[NodeId], opened: int = 1
+    ) -> NodeId | None:
         """The live node with the least load in *loads* (ties: this node, then the first
         id), *avoid* and draining nodes (an infinite load) left out; ``None`` for this node
         or none. This node's own load is taken now, and a room placed on another node counts
@@ -631,7 +637,7 @@ class SignalingRouter:
         now = asyncio.get_running_loop().time()
         self._placed = placed = [(until, node) for until, node in self._placed if until > now]
         # this node's own load leaves out the connection being placed (it is open here already)
-        view = {**loads, self.node_id: self._load() - 1.0}
+        view = {**loads, self.node_id: self._load() - opened}
         for _until, node in placed:
             if node in view:
                 view[node] += self.cluster.media_room_load + 1.0
