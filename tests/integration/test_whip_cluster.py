@@ -131,8 +131,10 @@ async def test_a_post_to_the_wrong_node_is_redirected_to_the_room_home_and_publi
             join_room(viewer_signaling) as viewer,
         ):
             status, headers, body = await _post(http, f"{_base(two)}/whip/hall?x=1", offer)
-            _problem(status, body, 307)
+            redirect = _problem(status, body, 307)
             assert headers["Location"] == f"{_base(one)}/whip/hall?x=1&{REDIRECT_MARKER}=1"
+            assert redirect["title"] == "Temporary Redirect"
+            assert headers["Location"] in redirect["detail"]
             assert headers["Content-Type"] == "application/problem+json"
             assert "Location" in headers["Access-Control-Expose-Headers"]
 

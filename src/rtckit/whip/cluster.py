@@ -68,10 +68,10 @@ def was_redirected(raw_query: str) -> bool:
     return any(name == REDIRECT_MARKER for name, _ in parse_qsl(raw_query, True))
 
 
-def moved(location: str, node: str) -> WhipError:
-    """The problem a ``307`` to *location* (on *node*) carries as its body."""
+def moved(location: str) -> WhipError:
+    """The problem a ``307`` to *location* carries as its body."""
     return WhipError(
-        f"this room is served by node {node!r}: send the same request to {location}",
+        f"this room is served by another node: send the same request to {location}",
         status=307,
         title="Temporary Redirect",
     )

@@ -175,8 +175,7 @@ class WhipEndpoint:
         )
 
     def _redirected(self, location: str) -> web.Response:
-        assert self.redirect is not None
-        response = self._problem(moved(location, self.redirect.router.node_id))
+        response = self._problem(moved(location))
         response.headers["Location"] = location
         return response
 
