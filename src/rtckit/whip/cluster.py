@@ -39,7 +39,7 @@ from rtckit.whip import protocol as wp
 if TYPE_CHECKING:
     from rtckit.signaling.cluster import SignalingRouter
 
-__all__ = ["REDIRECT_MARKER", "ClusterRedirect", "redirect_location"]
+__all__ = ["REDIRECT_MARKER", "ClusterRedirect", "moved", "redirect_location", "was_redirected"]
 
 #: The query parameter a node adds to the ``Location`` of a ``307``: the request was sent
 #: here by another node, and is not sent on again.
