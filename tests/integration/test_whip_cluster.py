@@ -226,6 +226,35 @@ async def test_mesh_and_unknown_rooms_keep_their_problem_status(
     await pc.close()
 
 
+async def test_without_the_backplane_a_node_answers_503_for_a_room_it_does_not_home(
+    redis_server: RedisServer,
+) -> None:
+    """Redis stopped: node two cannot tell which node homes ``hall`` (it is one), so a POST
+    there is a 503 problem, not a guess (nor a room of its own beside one's)."""
+    pc, offer, _ = await whip_offer()
+    async with (
+        asyncio.timeout(TIMEOUT),
+        _nodes(_config(redis_server.url)) as (one, two),
+        SignalingClient.connect(_ws(one), room="hall") as first,
+        aiohttp.ClientSession() as http,
+    ):
+        await _next(first, PeerJoined)
+        await redis_server.stop()
+        router = two.signaling.router
+        assert router is not None
+        for _ in range(400):  # 20 s
+            if not router.backplane.up:
+                break
+            await asyncio.sleep(0.05)
+        assert not router.backplane.up
+        status, headers, body = await _post(http, f"{_base(two)}/whip/hall", offer)
+        assert "cannot tell which node" in _problem(status, body, 503)["detail"]
+        assert "Location" not in headers
+        assert two.signaling.hub.state.peers("hall") == []
+        await redis_server.start()
+    await pc.close()
+
+
 async def test_a_token_is_sent_again_to_the_room_home(redis_server: RedisServer) -> None:
     """With room tokens, the owner checks the token again: a client that follows the 307
     with its ``Authorization`` header publishes; aiohttp's own redirect handling drops that
