@@ -68,6 +68,21 @@ async def _nodes(config: ServeConfig, count: int = 2) -> AsyncIterator[list[RtcK
         yield nodes
 
 
+@asynccontextmanager
+async def _hall_on_one(
+    config: ServeConfig, token: str | None = None
+) -> AsyncIterator[tuple[RtcKitServer, RtcKitServer, aiohttp.ClientSession]]:
+    """Two nodes, the SFU room ``hall`` homed on the first (a member joined it there and its
+    SFU joined), and an HTTP client."""
+    async with (
+        _nodes(config) as (one, two),
+        SignalingClient.connect(_ws(one), room="hall", token=token) as first,
+        aiohttp.ClientSession() as http,
+    ):
+        await _next(first, PeerJoined)  # the SFU joined, on one: the room's home
+        yield one, two, http
+
+
 def _base(server: RtcKitServer) -> str:
     return server.url("127.0.0.1").rstrip("/")
 
@@ -121,38 +136,33 @@ async def test_a_post_to_the_wrong_node_is_redirected_to_the_room_home_and_publi
     pc, offer, _ = await whip_offer()
     async with (
         asyncio.timeout(TIMEOUT),
-        _nodes(_config(redis_server.url)) as (one, two),
-        SignalingClient.connect(_ws(one), room="hall") as first,
-        aiohttp.ClientSession() as http,
+        _hall_on_one(_config(redis_server.url)) as (one, two, http),
+        SignalingClient.connect(_ws(two), room="hall") as viewer_signaling,
+        join_room(viewer_signaling) as viewer,
     ):
-        await _next(first, PeerJoined)  # the SFU joined, on one: the room's home
-        async with (
-            SignalingClient.connect(_ws(two), room="hall") as viewer_signaling,
-            join_room(viewer_signaling) as viewer,
-        ):
-            status, headers, body = await _post(http, f"{_base(two)}/whip/hall?x=1", offer)
-            redirect = _problem(status, body, 307)
-            assert headers["Location"] == f"{_base(one)}/whip/hall?x=1&{REDIRECT_MARKER}=1"
-            assert redirect["title"] == "Temporary Redirect"
-            assert headers["Location"] in redirect["detail"]
-            assert headers["Content-Type"] == "application/problem+json"
-            assert "Location" in headers["Access-Control-Expose-Headers"]
+        status, headers, body = await _post(http, f"{_base(two)}/whip/hall?x=1", offer)
+        redirect = _problem(status, body, 307)
+        assert headers["Location"] == f"{_base(one)}/whip/hall?x=1&{REDIRECT_MARKER}=1"
+        assert redirect["title"] == "Temporary Redirect"
+        assert headers["Location"] in redirect["detail"]
+        assert headers["Content-Type"] == "application/problem+json"
+        assert "Location" in headers["Access-Control-Expose-Headers"]
 
-            status, headers, answer = await _post(
-                http, f"{_base(two)}/whip/hall?x=1", offer, follow=True
-            )
-            assert status == 201, answer
-            resource = headers["Location"]
-            assert resource.startswith(f"{_base(one)}/whip/hall/")
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-            async for event in viewer.events():
-                if isinstance(event, TrackPublished) and event.participant_id.startswith("whip-"):
-                    frame = await event.track.recv()
-                    assert (frame.width, frame.height) == (SMALL.width, SMALL.height)
-                    break
-            assert (await _rooms(one), await _rooms(two)) == (1, 0)  # one SFU, on one
-            async with http.delete(resource) as deleted:
-                assert deleted.status == 200
+        status, headers, answer = await _post(
+            http, f"{_base(two)}/whip/hall?x=1", offer, follow=True
+        )
+        assert status == 201, answer
+        resource = headers["Location"]
+        assert resource.startswith(f"{_base(one)}/whip/hall/")
+        await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+        async for event in viewer.events():
+            if isinstance(event, TrackPublished) and event.participant_id.startswith("whip-"):
+                frame = await event.track.recv()
+                assert (frame.width, frame.height) == (SMALL.width, SMALL.height)
+                break
+        assert (await _rooms(one), await _rooms(two)) == (1, 0)  # one SFU, on one
+        async with http.delete(resource) as deleted:
+            assert deleted.status == 200
     await pc.close()
 
 
@@ -234,11 +244,8 @@ async def test_without_the_backplane_a_node_answers_503_for_a_room_it_does_not_h
     pc, offer, _ = await whip_offer()
     async with (
         asyncio.timeout(TIMEOUT),
-        _nodes(_config(redis_server.url)) as (one, two),
-        SignalingClient.connect(_ws(one), room="hall") as first,
-        aiohttp.ClientSession() as http,
+        _hall_on_one(_config(redis_server.url)) as (_one, two, http),
     ):
-        await _next(first, PeerJoined)
         await redis_server.stop()
         router = two.signaling.router
         assert router is not None
@@ -264,13 +271,7 @@ async def test_a_token_is_sent_again_to_the_room_home(redis_server: RedisServer)
     token = TokenAuth(secret=SECRET).mint(room="hall", identity="enc", permissions=["publish"])
     member = TokenAuth(secret=SECRET).mint(room="hall", identity="member")
     pc, offer, _ = await whip_offer()
-    async with (
-        asyncio.timeout(TIMEOUT),
-        _nodes(config) as (one, two),
-        SignalingClient.connect(_ws(one), room="hall", token=member) as first,
-        aiohttp.ClientSession() as http,
-    ):
-        await _next(first, PeerJoined)
+    async with asyncio.timeout(TIMEOUT), _hall_on_one(config, member) as (one, two, http):
         status, _headers, body = await _post(http, f"{_base(two)}/whip/hall", offer)
         _problem(status, body, 401)  # checked on the first node already
         status, headers, body = await _post(http, f"{_base(two)}/whip/hall", offer, token=token)
