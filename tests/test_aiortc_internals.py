@@ -36,6 +36,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import rsa
 from OpenSSL import SSL
+from pylibsrtp import Policy, Session
 
 from rtckit import IceError, InternalsError, _aiortc
 from rtckit._aiortc import on_keyframe_request
@@ -1068,3 +1069,85 @@ def test_sdp_parser_names() -> None:
     assert [m.kind for m in _aiortc.SdpDescription.parse(sdp).media] == ["application"]
     candidate = _aiortc.candidate_from_sdp("1 1 udp 2130706431 127.0.0.1 5000 typ host")
     assert (candidate.ip, candidate.port, candidate.type) == ("127.0.0.1", 5000, "host")
+
+
+# --- srtp ---
+
+
+def _srtp_pair() -> tuple[Session, Session]:
+    """An outgoing and an incoming pylibsrtp session with one key, as aiortc makes them."""
+    key = bytes(range(30))
+    sessions = []
+    for ssrc_type in (Policy.SSRC_ANY_OUTBOUND, Policy.SSRC_ANY_INBOUND):
+        policy = Policy(
+            key=key, ssrc_type=ssrc_type, srtp_profile=Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+        )
+        sessions.append(Session(policy))
+    return sessions[0], sessions[1]
+
+
+def _rtp(size: int, sequence_number: int = 1) -> bytes:
+    """An RTP packet of *size* bytes (payload type 96, SSRC 1234)."""
+    header = bytes([0x80, 96]) + sequence_number.to_bytes(2, "big") + bytes(4)
+    return header + (1234).to_bytes(4, "big") + bytes(size - 12)
+
+
+def test_pylibsrtp_still_refuses_rtp_packets_over_1356_bytes() -> None:
+    """Why widen_srtp exists: pylibsrtp's 1500-byte buffer less its 144-byte trailer reserve.
+
+    GStreamer's payloaders send RTP packets of up to 1400 bytes. If this fails, pylibsrtp
+    takes them itself and the work-around can go.
+    """
+    tx, _rx = _srtp_pair()
+    tx.protect(_rtp(1356))
+    with pytest.raises(ValueError, match="packet is too long"):
+        tx.protect(_rtp(1357))
+
+
+def test_widen_srtp_protects_full_size_packets() -> None:
+    """Relies on pylibsrtp.Session._cdata and ._buffer; the SRTP made is a stock session's."""
+    tx, rx = _srtp_pair()
+    _aiortc.widen_srtp(tx)
+    _aiortc.widen_srtp(tx)  # idempotent
+    _aiortc.widen_srtp(rx)  # (a receiver takes 1500-byte datagrams: 1904 is for this test)
+    for number, size in enumerate((100, 1357, 1400, 1904), start=1):
+        packet = _rtp(size, number)
+        assert rx.unprotect(tx.protect(packet)) == packet
+    with pytest.raises(ValueError, match="packet is too long"):
+        tx.protect(_rtp(1905, 9))
+    with pytest.raises(InternalsError, match="_cdata"):
+        _aiortc.widen_srtp(object())  # type: ignore[arg-type]
+
+
+async def test_sfu_senders_send_full_size_rtp_packets() -> None:
+    """The SFU's two send paths (aiortc's ``_send_rtp`` and the fast path) take a 1400-byte RTP
+    packet, as webrtcbin sends them: the transport's outgoing SRTP session is widened when it
+    is keyed (the send function made before the DTLS handshake) or at once (after it)."""
+    a, b = _pc(), _pc()
+    try:
+        a.addTransceiver("video", direction="sendonly")
+        await a.setLocalDescription(await a.createOffer())
+        transport = a.getTransceivers()[0].sender.transport
+        send = _aiortc.sfu_send_function(transport)  # before the handshake
+        received: list[bytes] = []
+
+        async def capture(data: bytes, arrival_time_ms: int) -> None:
+            received.append(data)
+
+        await b.setRemoteDescription(a.localDescription)
+        b.getTransceivers()[0].receiver.transport._handle_rtp_data = capture  # type: ignore[method-assign]
+        await b.setLocalDescription(await b.createAnswer())
+        async with asyncio.timeout(20):
+            await a.setRemoteDescription(b.localDescription)
+            while transport.state != "connected":  # noqa: ASYNC110 - aiortc's state, no event
+                await asyncio.sleep(0.02)
+        await send(_rtp(1400, 1))
+        fast = _aiortc.sfu_fast_rtp_sender(transport)  # after the handshake
+        assert fast(_rtp(1400, 2))
+        async with asyncio.timeout(10):
+            while len(received) < 2:  # noqa: ASYNC110 - filled by aiortc's receive task
+                await asyncio.sleep(0.02)
+        assert received == [_rtp(1400, 1), _rtp(1400, 2)]
+    finally:
+        await a.close()
+        await b.close()

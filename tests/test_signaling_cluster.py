@@ -870,7 +870,9 @@ async def test_locate_places_a_media_room_for_an_in_process_participant() -> Non
     """SignalingRouter.locate (a WHIP publisher's POST): the home of a homed room; for a room
     no node holds, the node placement picks (no lease taken yet) or, with place=False, this
     node, which takes the lease at once; a room the hub would refuse is this node's (the join
-    is refused here, no lease); an unreachable backplane is a BackplaneError."""
+    is refused here, no lease); an unreachable backplane is a BackplaneError.
+    SignalingRouter.home (a WHEP viewer's POST) answers the same home but places and takes
+    nothing: None for a room no node holds."""
     rooms = (RoomConfig(name="declared-sfu", topology="sfu"),)
     async with (
         asyncio.timeout(TIMEOUT),
@@ -883,6 +885,8 @@ async def test_locate_places_a_media_room_for_an_in_process_participant() -> Non
         assert nodes.home("busy") == "b"
         assert await a.locate("busy") == "b"
         assert await b.locate("busy") == "b"
+        assert (await a.home("busy"), await b.home("busy")) == ("b", "b")
+        assert await a.home("fresh") is None
         assert await b.locate("fresh") == "a"  # b homes a media room: a is less loaded
         assert nodes.home("fresh") is None  # placed, not taken: a takes it when asked
         assert await b.locate("fresh", place=False) == "b"
@@ -893,6 +897,8 @@ async def test_locate_places_a_media_room_for_an_in_process_participant() -> Non
         nodes.broker.set_up(False)
         with pytest.raises(BackplaneError):
             await a.locate("other")
+        with pytest.raises(BackplaneError):
+            await a.home("other")
         nodes.broker.set_up(True)
 
     async with (
@@ -902,4 +908,5 @@ async def test_locate_places_a_media_room_for_an_in_process_participant() -> Non
         a = nodes.nodes["a"].router
         assert a is not None
         assert await a.locate("undeclared") == "a"
+        assert await a.home("undeclared") == "a"
         assert nodes.home("undeclared") is None

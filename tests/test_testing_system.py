@@ -42,3 +42,12 @@ def test_missing_webrtcbin_skips_or_fails(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv(REQUIRE_SYSTEM_ENV, "1")
     with pytest.raises(pytest.fail.Exception, match=REQUIRE_SYSTEM_ENV):
         require_webrtcbin()
+
+
+def test_missing_webrtcbin_names_the_package_of_an_extra_element(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv(GST_PYTHON_ENV, f"/nonexistent/{_ABSENT}")
+    monkeypatch.delenv(REQUIRE_SYSTEM_ENV, raising=False)
+    with pytest.raises(pytest.skip.Exception, match=r"gstreamer1\.0-plugins-ugly"):
+        require_webrtcbin("x264enc")

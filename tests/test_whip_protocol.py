@@ -182,3 +182,27 @@ def test_config_validation() -> None:
     for bad in ({"prefix": "whip"}, {"prefix": "/"}, {"max_sessions": 0}, {"connect_timeout": 0}):
         with pytest.raises((ConfigurationError, ValueError)):
             WhipConfig(**bad)
+
+
+def test_whep_offers_receive() -> None:
+    recvonly = OFFER.replace("a=sendonly", "a=recvonly").replace("a=sendrecv", "a=recvonly")
+    summary = wp.parse_whep_offer(recvonly)
+    assert (summary.kinds, summary.mids, summary.ufrag) == (("audio", "video"), ("0", "1"), "abcd")
+    # sendrecv is accepted (nothing is received on it); a WHIP offer is not a WHEP offer
+    assert wp.parse_whep_offer(OFFER.replace("a=sendonly", "a=sendrecv")).kinds == (
+        "audio",
+        "video",
+    )
+    assert status_of(wp.parse_whep_offer, OFFER) == 422
+    assert status_of(wp.parse_offer, recvonly) == 422
+    assert status_of(wp.parse_whep_offer, recvonly.replace("m=audio", "m=application")) == 422
+    assert status_of(wp.parse_whep_offer, "hello") == 400
+    assert status_of(wp.parse_whep_offer, recvonly.replace("a=mid:1", "a=x")) == 400
+
+
+def test_whep_config() -> None:
+    config = wp.WhepConfig()
+    assert (config.prefix, config.max_sessions) == ("/whep", 64)
+    assert isinstance(config, WhipConfig)  # the same limits, another prefix
+    with pytest.raises(ConfigurationError):
+        wp.WhepConfig(prefix="whep")

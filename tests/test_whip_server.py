@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +46,16 @@ ICE = [{"urls": "stun:127.0.0.1:3478"}]
 class Server:
     """Signaling + SFU rooms + WHIP on one loopback aiohttp app."""
 
-    def __init__(self, *, token_auth: bool, connect_timeout: float) -> None:
+    def __init__(
+        self, *, token_auth: bool, connect_timeout: float, rooms: Sequence[RoomConfig] = ()
+    ) -> None:
         self.auth = TokenAuth(secret=SECRET) if token_auth else None
         config = SignalingConfig(
             auth=self.auth or OpenAuth(),
             rooms=[
                 RoomConfig(name="mesh", topology="mesh"),
                 RoomConfig(name="sfu", topology="sfu"),
+                *rooms,
             ],
             default_topology="sfu",
         )
@@ -92,16 +95,24 @@ async def running(
             srv.whip = whip
             app = web.Application()
             whip.add_routes(app)
-            runner = web.AppRunner(app)
-            await runner.setup()
-            site = web.TCPSite(runner, "127.0.0.1", 0)
-            await site.start()
-            srv.base = f"http://127.0.0.1:{runner.addresses[0][1]}"
-            try:
-                yield srv
-            finally:
-                await whip.aclose()
-                await runner.cleanup()
+            async with serving(app) as srv.base:
+                try:
+                    yield srv
+                finally:
+                    await whip.aclose()
+
+
+@contextlib.asynccontextmanager
+async def serving(app: web.Application) -> AsyncIterator[str]:
+    """Serve *app* on a free loopback port; yield its base URL."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
 
 
 @pytest.fixture
@@ -458,39 +469,46 @@ async def test_requests_refused_with_their_status(
         assert "Link" not in response.headers
 
 
+async def check_patch_rules(
+    http: aiohttp.ClientSession, resource: str, etag: str, fragment: str
+) -> None:
+    """The statuses of PATCH on a session *resource* whose ETag is *etag* (*fragment*: a
+    trickle fragment for its first m-line, without candidates), and the 405 of a GET."""
+    frag_type = "application/trickle-ice-sdpfrag"
+
+    async def patch(body: str, **headers: str) -> Reply:
+        async with http.patch(resource, data=body, headers=headers) as answered:
+            return Reply(answered, await answered.read())
+
+    await problem(await patch(fragment, **{"Content-Type": frag_type}), 428)
+    await problem(await patch(fragment, **{"Content-Type": frag_type, "If-Match": '"x"'}), 412)
+    restart = await problem(
+        await patch(fragment, **{"Content-Type": frag_type, "If-Match": "*"}), 422
+    )
+    assert "restart" in restart["detail"]
+    new_ufrag = fragment.replace("a=ice-ufrag:", "a=ice-ufrag:new")
+    await problem(await patch(new_ufrag, **{"Content-Type": frag_type, "If-Match": etag}), 422)
+    await problem(
+        await patch(fragment, **{"Content-Type": "application/sdp", "If-Match": etag}), 415
+    )
+    other_mid = (
+        fragment.replace("a=mid:", "a=mid:9") + "a=candidate:1 1 udp 1 192.0.2.1 9 typ host\r\n"
+    )
+    await problem(await patch(other_mid, **{"Content-Type": frag_type, "If-Match": etag}), 400)
+    ok = await patch(fragment, **{"Content-Type": frag_type, "If-Match": etag})
+    assert ok.status == 204
+    async with http.get(resource) as got:
+        await problem(got, 405)
+        assert got.headers["Allow"] == "OPTIONS, PATCH, DELETE"
+
+
 async def test_patch_rules(server: Server, http: aiohttp.ClientSession) -> None:
     pc, offer, _ = await whip_offer()
     try:
         response = await post(http, f"{server.base}/whip/sfu", offer)
         assert response.status == 201
         resource, etag = server.base + response.headers["Location"], response.headers["ETag"]
-        fragment = _fragment(pc, [])
-        frag_type = "application/trickle-ice-sdpfrag"
-
-        async def patch(body: str, **headers: str) -> Reply:
-            async with http.patch(resource, data=body, headers=headers) as answered:
-                return Reply(answered, await answered.read())
-
-        await problem(await patch(fragment, **{"Content-Type": frag_type}), 428)
-        await problem(await patch(fragment, **{"Content-Type": frag_type, "If-Match": '"x"'}), 412)
-        restart = await problem(
-            await patch(fragment, **{"Content-Type": frag_type, "If-Match": "*"}), 422
-        )
-        assert "restart" in restart["detail"]
-        new_ufrag = fragment.replace("a=ice-ufrag:", "a=ice-ufrag:new")
-        await problem(await patch(new_ufrag, **{"Content-Type": frag_type, "If-Match": etag}), 422)
-        await problem(
-            await patch(fragment, **{"Content-Type": "application/sdp", "If-Match": etag}), 415
-        )
-        other_mid = (
-            fragment.replace("a=mid:", "a=mid:9") + "a=candidate:1 1 udp 1 192.0.2.1 9 typ host\r\n"
-        )
-        await problem(await patch(other_mid, **{"Content-Type": frag_type, "If-Match": etag}), 400)
-        ok = await patch(fragment, **{"Content-Type": frag_type, "If-Match": etag})
-        assert ok.status == 204
-        async with http.get(resource) as got:
-            await problem(got, 405)
-            assert got.headers["Allow"] == "OPTIONS, PATCH, DELETE"
+        await check_patch_rules(http, resource, etag, _fragment(pc, []))
     finally:
         await pc.close()
 

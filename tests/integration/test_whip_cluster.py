@@ -1,8 +1,9 @@
-"""WHIP across the nodes of a cluster (``rtckit serve`` nodes on a real redis-server): a
-``POST`` that reaches a node which does not home the room is redirected (307) to the node
-that does, where the publisher joins the room's SFU; a room with no home is placed as a
-signaling ``join`` would place it; mesh and unknown rooms keep their problem status; a
-redirected request is never sent on again."""
+"""WHIP and WHEP across the nodes of a cluster (``rtckit serve`` nodes on a real
+redis-server): a ``POST`` that reaches a node which does not home the room is redirected (307)
+to the node that does, where the publisher joins the room's SFU or the viewer plays it; a room
+with no home is placed as a signaling ``join`` would place it for WHIP, and not at all for
+WHEP; mesh and unknown rooms keep their problem status; a redirected request is never sent on
+again."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import attrs
+import pytest
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from integration.serve_nodes import env, free_port, write_serve_config
@@ -35,6 +37,7 @@ from rtckit.signaling.protocol import PeerJoined
 from rtckit.testing.redisserver import RedisServer
 from rtckit.topology import TrackPublished, join_room
 from rtckit.whip.cluster import REDIRECT_MARKER
+from test_whep_server import viewer
 from test_whip_server import SECRET, SMALL, whip_offer
 
 TIMEOUT = 60
@@ -125,45 +128,57 @@ def _problem(status: int, body: str, expected: int) -> dict[str, Any]:
     return dict(problem)
 
 
-async def test_a_post_to_the_wrong_node_is_redirected_to_the_room_home_and_published_there(
-    redis_server: RedisServer,
+@pytest.mark.parametrize("kind", ["whip", "whep"])
+async def test_a_post_to_the_wrong_node_is_redirected_to_the_room_home_and_served_there(
+    redis_server: RedisServer, kind: str
 ) -> None:
-    """The SFU room ``hall`` lives on node one (its first member joined there); a WHIP POST
-    to node two is answered 307 to one's URL of the same path and query; aiohttp follows it
-    (POST, body kept) and the publisher joins the SFU on one: a member connected to node two
-    gets its video, forwarded by one. The 201's Location is one's absolute URL: DELETE there
-    ends the session."""
-    pc, offer, _ = await whip_offer()
+    """The SFU room ``hall`` lives on node one (its first member joined there); a WHIP or
+    WHEP POST to node two is answered 307 to one's URL of the same path and query; aiohttp
+    follows it (POST, body kept) and the session is served by one: a WHIP publisher joins
+    the SFU there (a member connected to node two gets its video, forwarded by one), a WHEP
+    viewer plays the room's publisher from one. The 201's Location is one's absolute URL:
+    DELETE there ends the session."""
+    publisher, offer, _ = await whip_offer()
     async with (
         asyncio.timeout(TIMEOUT),
         _hall_on_one(_config(redis_server.url)) as (one, two, http),
-        SignalingClient.connect(_ws(two), room="hall") as viewer_signaling,
-        join_room(viewer_signaling) as viewer,
+        SignalingClient.connect(_ws(two), room="hall") as member_signaling,
+        join_room(member_signaling) as member,
+        viewer(("video",)) as watcher,
     ):
-        status, headers, body = await _post(http, f"{_base(two)}/whip/hall?x=1", offer)
+        pc = publisher
+        if kind == "whep":  # the room's publisher, posted to its home; a viewer's offer
+            status, _headers, answer = await _post(http, f"{_base(one)}/whip/hall", offer)
+            assert status == 201, answer
+            await publisher.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
+            pc, offer = watcher.pc, await watcher.offer()
+        status, headers, body = await _post(http, f"{_base(two)}/{kind}/hall?x=1", offer)
         redirect = _problem(status, body, 307)
-        assert headers["Location"] == f"{_base(one)}/whip/hall?x=1&{REDIRECT_MARKER}=1"
+        assert headers["Location"] == f"{_base(one)}/{kind}/hall?x=1&{REDIRECT_MARKER}=1"
         assert redirect["title"] == "Temporary Redirect"
         assert headers["Location"] in redirect["detail"]
         assert headers["Content-Type"] == "application/problem+json"
         assert "Location" in headers["Access-Control-Expose-Headers"]
 
         status, headers, answer = await _post(
-            http, f"{_base(two)}/whip/hall?x=1", offer, follow=True
+            http, f"{_base(two)}/{kind}/hall?x=1", offer, follow=True
         )
         assert status == 201, answer
         resource = headers["Location"]
-        assert resource.startswith(f"{_base(one)}/whip/hall/")
+        assert resource.startswith(f"{_base(one)}/{kind}/hall/")
         await pc.setRemoteDescription(RTCSessionDescription(sdp=answer, type="answer"))
-        async for event in viewer.events():
-            if isinstance(event, TrackPublished) and event.participant_id.startswith("whip-"):
-                frame = await event.track.recv()
-                assert (frame.width, frame.height) == (SMALL.width, SMALL.height)
-                break
+        if kind == "whep":
+            await watcher.wait_frames("video", 5)
+        else:
+            async for event in member.events():
+                if isinstance(event, TrackPublished) and event.participant_id.startswith("whip-"):
+                    frame = await event.track.recv()
+                    assert (frame.width, frame.height) == (SMALL.width, SMALL.height)
+                    break
         assert (await _rooms(one), await _rooms(two)) == (1, 0)  # one SFU, on one
         async with http.delete(resource) as deleted:
             assert deleted.status == 200
-    await pc.close()
+    await publisher.close()
 
 
 async def test_a_room_without_home_is_placed_like_a_join_and_a_redirect_never_loops(
@@ -173,7 +188,8 @@ async def test_a_room_without_home_is_placed_like_a_join_and_a_redirect_never_lo
     one: a WHIP POST for it to two is redirected there, and served there (the lease taken
     by one). A POST that carries the redirect marker is never redirected again: served where
     it lands when the room has no home (without asking placement, which would send it back),
-    503 when another node homes the room."""
+    503 when another node homes the room. A WHEP POST places no room: a room no node homes
+    is a 404 where it lands, and no node takes it."""
     pcs = [await whip_offer() for _ in range(3)]
     async with (
         asyncio.timeout(TIMEOUT),
@@ -182,6 +198,15 @@ async def test_a_room_without_home_is_placed_like_a_join_and_a_redirect_never_lo
         aiohttp.ClientSession() as http,
     ):
         await _next(busy, PeerJoined)  # the SFU of "busy" joined, on two
+        async with viewer(("video",)) as watcher:
+            status, headers, body = await _post(
+                http, f"{_base(two)}/whep/fresh", await watcher.offer()
+            )
+            assert "nobody is in room" in _problem(status, body, 404)["detail"]
+            assert "Location" not in headers
+        for node in (one, two):
+            assert node.signaling.router is not None
+            assert "fresh" not in node.signaling.router.rooms
         offer = pcs[0][1]
         status, headers, body = await _post(http, f"{_base(two)}/whip/fresh", offer)
         _problem(status, body, 307)

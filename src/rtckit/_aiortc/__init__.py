@@ -19,6 +19,7 @@ One module per area, each listing the internals it relies on:
 * :mod:`~rtckit._aiortc.mcu` -- keyframe requests;
 * :mod:`~rtckit._aiortc.rtp_routing` -- RTP routing by SSRC, MID and RID, RTX SSRCs;
 * :mod:`~rtckit._aiortc.dtls` -- DTLS ciphers for peers with an RSA certificate;
+* :mod:`~rtckit._aiortc.srtp` -- SRTP for RTP packets over 1356 bytes (other stacks' MTU);
 * :mod:`~rtckit._aiortc.sdp` -- aiortc's undocumented SDP parser.
 
 This package imports nothing else of rtckit but :mod:`rtckit.errors`: callers turn what it
@@ -75,10 +76,12 @@ from rtckit._aiortc.sfu import (
     sfu_uninstall_rtp_tap,
     sfu_watch_codecs,
 )
+from rtckit._aiortc.srtp import SRTP_BUFFER_BYTES, widen_srtp, widen_transport_srtp
 from rtckit._aiortc.versions import SUPPORTED_AIOICE, SUPPORTED_AIORTC, check_versions
 
 __all__ = [
     "DTLS_CIPHERS",
+    "SRTP_BUFFER_BYTES",
     "SUPPORTED_AIOICE",
     "SUPPORTED_AIORTC",
     "CodecCounters",
@@ -123,4 +126,6 @@ __all__ = [
     "stun_transaction_timeout",
     "turn_endpoint",
     "widen_dtls_ciphers",
+    "widen_srtp",
+    "widen_transport_srtp",
 ]

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     pass
 from rtckit._aiortc.ice import ice_connection
 from rtckit._aiortc.rtp_routing import install_rtp_routing_on_transport
+from rtckit._aiortc.srtp import widen_transport_srtp
 from rtckit._aiortc.versions import missing_internal
 
 # The SFU forwards RTP without decoding. It relies on:
@@ -41,7 +42,8 @@ from rtckit._aiortc.versions import missing_internal
 # * RTCDtlsTransport._handle_rtp_data(data, arrival_time_ms) being called with each
 #   decrypted RTP packet, ._rtp_router.route_rtp(packet) (see rtckit._aiortc.rtp_routing),
 #   and ._send_rtp(data) encrypting and sending RTP or RTCP; for the hot path, ._state,
-#   ._tx_srtp and the ICE transport's aioice Connection._nominated pairs;
+#   ._tx_srtp (widened by rtckit._aiortc.srtp) and the ICE transport's aioice
+#   Connection._nominated pairs;
 # * the module globals aiortc.rtcrtpreceiver.get_decoder / aiortc.rtcrtpsender.get_encoder.
 
 _sfu_logger = logging.getLogger("rtckit._aiortc")
@@ -260,9 +262,11 @@ def sfu_silence_sender_reports(sender: RTCRtpSender) -> None:
 def sfu_send_function(transport: RTCDtlsTransport) -> Callable[[bytes], Awaitable[None]]:
     """``RTCDtlsTransport._send_rtp``: SRTP/SRTCP-protect and send one RTP or RTCP packet.
 
-    Raises :class:`ConnectionError` when the transport is not connected.
+    Raises :class:`ConnectionError` when the transport is not connected. The transport's
+    outgoing SRTP session takes packets over 1356 bytes (:func:`widen_transport_srtp`).
     """
     send: Callable[[bytes], Awaitable[None]] = _sfu_require(transport, "_send_rtp", "RTP sending")
+    widen_transport_srtp(transport)
     return send
 
 
@@ -276,8 +280,10 @@ def sfu_fast_rtp_sender(transport: RTCDtlsTransport) -> Callable[[bytes], bool]:
     ``_send_rtp``. It returns False without sending when that shortcut does not apply
     (not connected, or a TURN-relayed pair whose protocol wraps data): the caller then uses
     :func:`sfu_send_function`. The DTLS transport's byte/packet statistics do not count
-    packets sent this way.
+    packets sent this way. The transport's outgoing SRTP session takes packets over 1356 bytes
+    (:func:`widen_transport_srtp`).
     """
+    widen_transport_srtp(transport)
     connected = State.CONNECTED
     connection = ice_connection(transport.transport)
     _sfu_require(connection, "_nominated", "the nominated candidate pairs")

@@ -83,6 +83,7 @@ __all__ = [
     "EncodedPacket",
     "McuConfig",
     "McuEngine",
+    "McuOutput",
     "McuParticipant",
     "McuStats",
     "OpusStreamEncoder",
@@ -488,6 +489,21 @@ class McuParticipant:
         self._resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
 
 
+class McuOutput:
+    """The room's full mix for someone who is not in it (a WHEP viewer): the composite video
+    and the mix of every participant's audio (not a mix-minus), the same encoded packets as
+    the participants get (:meth:`McuEngine.add_output`)."""
+
+    def __init__(self, output_id: str, config: McuConfig, *, on_video_start: Callable[[], None]):
+        self.id = output_id
+        self.video_track = PacketTrack(
+            "video", max_queue=config.viewer_queue_packets, on_start=on_video_start
+        )
+        """The composite, pre-encoded."""
+        self.audio_track = PacketTrack("audio", max_queue=config.viewer_queue_packets)
+        """The full mix, pre-encoded (the one every participant who is not speaking hears)."""
+
+
 class McuEngine:
     """Mixes audio and composes video for up to 16 participants, encoding each stream once.
 
@@ -499,6 +515,8 @@ class McuEngine:
     def __init__(self, config: McuConfig | None = None) -> None:
         self.config = config if config is not None else McuConfig()
         self._participants: dict[str, McuParticipant] = {}
+        self._outputs: dict[str, McuOutput] = {}
+        self._closed_event = asyncio.Event()
         self._compositor: Compositor[str] = Compositor(
             self.config.video,
             scaler=functools.partial(swscale_tile, scaling=self.config.scaling),
@@ -587,6 +605,9 @@ class McuEngine:
         self._closed = True
         for pid in list(self._participants):
             await self.remove_participant(pid)
+        for oid in list(self._outputs):
+            self.remove_output(oid)
+        self._closed_event.set()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -718,6 +739,35 @@ class McuEngine:
                 await task
         self._removed_audio_dropped += participant.audio.dropped
         self._audio_forget.append(participant_id)  # the audio worker drops its state
+
+    def add_output(self, output_id: str) -> McuOutput:
+        """A full-mix output (:class:`McuOutput`) for a viewer who is not a participant: send
+        its tracks; it is not drawn and adds nothing to the mix. No encoder is added: its
+        video is the composite every participant gets, its audio the common mix. Raises
+        :class:`~rtckit.errors.TopologyError` if the id is taken or the engine is closed."""
+        if self._closed:
+            raise TopologyError("the MCU engine is closed")
+        if output_id in self._outputs:
+            raise TopologyError(f"output {output_id!r} is already in the MCU")
+        output = McuOutput(output_id, self.config, on_video_start=self.request_keyframe)
+        self._outputs[output_id] = output
+        return output
+
+    def remove_output(self, output_id: str) -> None:
+        """End an output's tracks (unknown ids are ignored)."""
+        output = self._outputs.pop(output_id, None)
+        if output is not None:
+            output.video_track.stop()
+            output.audio_track.stop()
+
+    @property
+    def outputs(self) -> Sequence[McuOutput]:
+        """The full-mix outputs."""
+        return tuple(self._outputs.values())
+
+    async def wait_closed(self) -> None:
+        """Wait until the engine is closed (:meth:`aclose`)."""
+        await self._closed_event.wait()
 
     def request_keyframe(self) -> None:
         """Make the shared video encoder's next frame (or the next allowed one) a keyframe."""
@@ -893,8 +943,8 @@ class McuEngine:
         for packet in packets:
             if packet.is_keyframe:
                 self._counters["video_keyframes"] += 1
-            for participant in self._participants.values():
-                track = participant.video_track
+            tracks = [p.video_track for p in self._participants.values()]
+            for track in tracks + [o.video_track for o in self._outputs.values()]:
                 if track.readyState != "live" or not track.started:
                     continue  # this participant does not receive video (yet)
                 waiting = track.waiting_for_keyframe
@@ -963,4 +1013,8 @@ class McuEngine:
                     continue
                 for packet in private.get(participant.id, common):
                     if participant.audio_track.push(packet):
+                        self._counters["audio_packets_delivered"] += 1
+            for output in self._outputs.values():
+                for packet in common if output.audio_track.started else ():
+                    if output.audio_track.push(packet):
                         self._counters["audio_packets_delivered"] += 1

@@ -14,6 +14,8 @@
 ``/whip/<room>``       WHIP ingest into the SFU rooms (:mod:`rtckit.whip.server`), with the
                        server's room tokens (``[auth]``: ``publish`` permission) and ICE
                        servers (TURN REST credentials minted per answer)
+``/whep/<room>``       WHEP egress from the SFU and MCU rooms (:mod:`rtckit.whip.whep`),
+                       with the same tokens (``subscribe`` permission) and ICE servers
 =====================  ===============================================================
 
 :class:`RtcKitServer` runs it over HTTPS (plus the HTTP to HTTPS 308 redirect on
@@ -68,6 +70,7 @@ from rtckit.topology.base import SERVER_PEER_IDS
 from rtckit.topology.strategies import RoomStrategies
 from rtckit.whip.cluster import ClusterRedirect
 from rtckit.whip.server import WhipEndpoint
+from rtckit.whip.whep import WhepEndpoint
 
 if TYPE_CHECKING:
     from rtckit.backplane.base import Backplane
@@ -312,7 +315,7 @@ class _State:
         #: the rooms' server strategies: started with a room's first person, stopped after
         #: its last (the policy of :class:`~rtckit.topology.strategies.RoomStrategies`)
         self.rooms = RoomStrategies(signaling.hub, factories=self._factories())
-        #: in a cluster: WHIP requests for a room homed on another node go there (307)
+        #: in a cluster: WHIP and WHEP requests for a room homed on another node go there (307)
         self.redirect: ClusterRedirect | None = None
         if signaling.router is not None:
             self.redirect = ClusterRedirect(signaling.router, public_url(config))  # see start
@@ -321,6 +324,13 @@ class _State:
             signaling.hub,
             self.rooms,
             ice_servers=self._whip_ice_servers,
+            redirect=self.redirect,
+        )
+        #: WHEP egress from the SFU and MCU rooms
+        self.whep = WhepEndpoint(
+            signaling.hub,
+            self.rooms,
+            ice_servers=lambda: self._whip_ice_servers("whep"),
             redirect=self.redirect,
         )
 
@@ -417,14 +427,16 @@ class _State:
 
         return {Topology.SFU: sfu, Topology.MCU: mcu}
 
-    def _whip_ice_servers(self) -> list[dict[str, Any]]:
+    def _whip_ice_servers(self, kind: str = "whip") -> list[dict[str, Any]]:
+        """The ICE servers of a WHIP or WHEP session (TURN REST user ``<kind>-<random>``)."""
         servers: list[dict[str, Any]] = browser_ice_config(
-            self.config, user=f"whip-{secrets.token_hex(4)}"
+            self.config, user=f"{kind}-{secrets.token_hex(4)}"
         ).to_browser()["iceServers"]
         return servers
 
     async def aclose(self) -> None:
         await self.whip.aclose()
+        await self.whep.aclose()
         await self.rooms.aclose()
 
     # --- handlers -----------------------------------------------------------------------
@@ -536,6 +548,7 @@ def create_app(
         app.router.add_get(config.metrics.path, state.metrics.handle)
     signaling.add_routes(app, path="/ws")
     state.whip.add_routes(app)
+    state.whep.add_routes(app)
     remove = signaling.add_listener(state.on_event)
 
     async def on_shutdown(_app: web.Application) -> None:

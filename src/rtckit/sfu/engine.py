@@ -1017,14 +1017,45 @@ class SfuRouter:
             if sub.transceiver is transceiver:
                 return sub
         sub = Subscription(self, subscriber, key, transceiver)
-        self._subscriptions.setdefault(key, []).append(sub)
+        self._add_subscription(sub, pub)
+        return sub
+
+    def _add_subscription(self, sub: Subscription, pub: PublishedTrack | None) -> None:
+        """File *sub* under its key; bind it to *pub*, asking the publisher for a keyframe."""
+        self._subscriptions.setdefault(sub.key, []).append(sub)
         if pub is not None:
             pub.subscriptions.append(sub)
             sub._bind(pub)
             task = asyncio.ensure_future(pub.request_keyframe())
             task.add_done_callback(_log_failure)
-        self._emit(TrackSubscribed(subscriber=subscriber, key=key))
-        return sub
+        self._emit(TrackSubscribed(subscriber=sub.subscriber, key=sub.key))
+
+    def move(self, subscription: Subscription, key: TrackKey) -> None:
+        """Forward the track ``key`` through ``subscription`` instead of the one it has.
+
+        For a subscriber that follows whoever it is told to play (a WHEP viewer whose
+        participant joined again under a new id): its stream continues with the same SSRC and
+        continuous sequence numbers and timestamps, from the new track's next keyframe (which
+        is requested), as for a republication under the same key.
+        """
+        self._check_open()
+        if subscription.key == key:
+            return
+        subs = self._subscriptions.get(subscription.key, [])
+        if subscription not in subs:
+            raise TopologyError(f"{subscription.subscriber}'s subscription has ended")
+        pub = self._publications.get(key)
+        if pub is not None and pub.kind != subscription.transceiver.kind:
+            raise TopologyError(f"{key} is {pub.kind}, the subscription is not")
+        subs.remove(subscription)
+        old = subscription.publication
+        if old is not None and subscription in old.subscriptions:
+            old.subscriptions.remove(subscription)
+            old.bandwidth.remove(subscription)
+        subscription._unbind()
+        self._emit(TrackUnsubscribed(subscriber=subscription.subscriber, key=subscription.key))
+        subscription.key = key
+        self._add_subscription(subscription, pub)
 
     def unsubscribe(self, subscription: Subscription) -> None:
         """Stop forwarding to this subscription (idempotent)."""

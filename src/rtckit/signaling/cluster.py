@@ -421,6 +421,28 @@ class SignalingRouter:
         self._publish_load()
         return lease.node
 
+    async def home(self, room: str) -> NodeId | None:
+        """The node that homes media room *room* now, or ``None``: no node holds it.
+
+        Unlike :meth:`locate`, nothing is placed and no lease is taken: for a server-side
+        member that does not create a room (a WHEP viewer). A room the hub refuses to
+        create is this node's, as for :meth:`locate`. Raises
+        :class:`~rtckit.errors.BackplaneError` (the backplane cannot be reached, or answers
+        late) and :class:`~rtckit.errors.ConnectionClosedError` (the router is closed).
+        """
+        if self._closed:
+            raise ConnectionClosedError("the signaling router is closed")
+        if room in self._rooms or (not self.config.create_rooms and room not in self._declared):
+            return self.node_id
+        if not self.backplane.up:
+            raise BackplaneError("the backplane cannot be reached")
+        try:
+            async with asyncio.timeout(self.cluster.resolve_timeout):
+                lease = await self.backplane.holder(room_key(room))
+        except TimeoutError:
+            raise BackplaneError(f"room {room!r}: the backplane answered late") from None
+        return None if lease is None else lease.node
+
     # --- routing ---------------------------------------------------------------------------
 
     def _frame(self, link: _Link, data: str | bytes) -> None:

@@ -20,6 +20,7 @@ import functools
 import json
 import os
 import subprocess
+import urllib.parse
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,14 @@ from typing import Any
 from rtckit.peer.signaller import PeerMessage, message_from_dict, message_to_dict
 from rtckit.testing._system import _missing
 
-__all__ = ["GST_PACKAGES", "GST_PYTHON_ENV", "WebrtcbinPeer", "require_webrtcbin"]
+__all__ = [
+    "ELEMENT_PACKAGES",
+    "GST_PACKAGES",
+    "GST_PYTHON_ENV",
+    "WebrtcbinPeer",
+    "require_webrtcbin",
+    "turn_server_url",
+]
 
 #: The Debian packages that give ``/usr/bin/python3`` a working ``webrtcbin``.
 GST_PACKAGES = (
@@ -37,17 +45,38 @@ GST_PACKAGES = (
 #: Environment variable naming the Python with PyGObject (default ``/usr/bin/python3``).
 GST_PYTHON_ENV = "RTCKIT_GST_PYTHON"
 _DRIVER = Path(__file__).with_name("_webrtcbin_peer.py")
-_ELEMENTS = ("webrtcbin", "nicesrc", "dtlsenc", "sctpenc", "vp8enc", "vp8dec", "videotestsrc")
-_CHECK = f"""
+_ELEMENTS = (
+    *("webrtcbin", "nicesrc", "dtlsenc", "sctpenc", "vp8enc", "vp8dec", "videotestsrc"),
+    *("audiotestsrc", "opusenc", "rtpopuspay", "rtph264pay"),
+)
+#: The Debian package of each element a test may need beyond :data:`GST_PACKAGES`' own.
+ELEMENT_PACKAGES = {"x264enc": "gstreamer1.0-plugins-ugly"}
+_CHECK = """
+import sys
 import gi
 gi.require_version("Gst", "1.0")
 gi.require_version("GstWebRTC", "1.0")
 gi.require_version("GstSdp", "1.0")
 from gi.repository import Gst, GstSdp, GstWebRTC
 Gst.init(None)
-missing = [e for e in {_ELEMENTS!r} if Gst.ElementFactory.find(e) is None]
+missing = [e for e in sys.argv[1:] if Gst.ElementFactory.find(e) is None]
 print(" ".join(missing))
 """
+
+
+def turn_server_url(url: str, username: str, credential: str) -> str:
+    """webrtcbin's ``turn-server`` form of the ``RTCIceServer`` (*url*, *username*,
+    *credential*): ``turn://user:password@host:port``, the user and password percent-encoded
+    (a TURN REST user name has a ``:``, its password may have ``/``, ``+`` and ``=``).
+
+    Raises :class:`ValueError` for a URL that is not ``turn:host:port`` (``turns:`` and
+    ``?transport=`` are not handled here: the tests use plain UDP TURN).
+    """
+    scheme, _, rest = url.partition(":")
+    if scheme != "turn" or not rest or "?" in rest or rest.startswith("//"):
+        raise ValueError(f"not a turn:host:port URL: {url!r}")
+    user, password = (urllib.parse.quote(text, safe="") for text in (username, credential))
+    return f"turn://{user}:{password}@{rest}"
 
 
 def _python() -> str:
@@ -61,12 +90,12 @@ def _child_env() -> dict[str, str]:
 
 
 @functools.cache
-def _webrtcbin_problem(python: str) -> str | None:
+def _webrtcbin_problem(python: str, elements: tuple[str, ...] = _ELEMENTS) -> str | None:
     if not Path(python).exists():
         return f"{python} does not exist"
     try:
         result = subprocess.run(
-            [python, "-c", _CHECK],
+            [python, "-c", _CHECK, *elements],
             capture_output=True,
             text=True,
             timeout=60,
@@ -83,11 +112,13 @@ def _webrtcbin_problem(python: str) -> str | None:
     return None
 
 
-def require_webrtcbin() -> str:
-    """Return the Python that can run ``webrtcbin``, or skip/fail the calling test."""
-    problem = _webrtcbin_problem(_python())
+def require_webrtcbin(*elements: str) -> str:
+    """Return the Python that can run ``webrtcbin`` (and the GStreamer *elements*, one of
+    :data:`ELEMENT_PACKAGES`), or skip/fail the calling test."""
+    problem = _webrtcbin_problem(_python(), (*_ELEMENTS, *elements))
     if problem is not None:
-        _missing(f"GStreamer's webrtcbin is not usable: {problem}: apt-get install {GST_PACKAGES}")
+        packages = " ".join([GST_PACKAGES, *(ELEMENT_PACKAGES[e] for e in elements)])
+        _missing(f"GStreamer's webrtcbin is not usable: {problem}: apt-get install {packages}")
     return _python()
 
 
@@ -100,6 +131,13 @@ class WebrtcbinPeer:
     of its first answer (webrtcbin itself always answers ``active``, i.e. as the DTLS client).
     With *keep_dtls_role*, its later answers and offers keep the DTLS role of the first
     exchange, as a browser does (webrtcbin 1.22 answers every re-offer ``active``).
+
+    A publisher's media: *video_codec* ``"vp8"`` (``vp8enc``) or ``"h264"`` (``x264enc`` as
+    OBS sets it up for WHIP; Debian's ``gstreamer1.0-plugins-ugly``: without it the calling
+    test is skipped, as by :func:`require_webrtcbin`), and with *send_audio* an Opus tone.
+    *trickle* false: the offer waits for gathering to complete and carries every candidate
+    (no candidate message follows). *turn_server*: a ``turn://user:password@host:port`` URL (see
+    :func:`turn_server_url`); *relay_only*: ICE transport policy ``relay``.
     """
 
     def __init__(
@@ -110,6 +148,11 @@ class WebrtcbinPeer:
         heartbeat: bool = False,
         answer_setup: str | None = None,
         keep_dtls_role: bool = False,
+        video_codec: str = "vp8",
+        send_audio: bool = False,
+        trickle: bool = True,
+        turn_server: str | None = None,
+        relay_only: bool = False,
         python: str | None = None,
     ) -> None:
         self.args = ["--role", role]
@@ -121,7 +164,19 @@ class WebrtcbinPeer:
             self.args += ["--answer-setup", answer_setup]
         if keep_dtls_role:
             self.args.append("--keep-dtls-role")
-        self.python = python if python is not None else require_webrtcbin()
+        if video_codec != "vp8":
+            self.args += ["--video-codec", video_codec]
+        if send_audio:
+            self.args.append("--send-audio")
+        if not trickle:
+            self.args.append("--no-trickle")
+        if turn_server is not None:
+            self.args += ["--turn-server", turn_server]
+        if relay_only:
+            self.args.append("--relay-only")
+        if python is None:
+            python = require_webrtcbin(*(["x264enc"] if video_codec == "h264" else []))
+        self.python = python
         self._process: asyncio.subprocess.Process | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._messages: asyncio.Queue[PeerMessage | None] = asyncio.Queue()

@@ -18,9 +18,16 @@ own and the remote certificate in PEM, whether webrtcbin was the DTLS client of 
 ``state`` (the connection state), ``frames`` (decoded video frames received so far) and
 ``error`` (then it exits 1).
 
-Only what a test on one machine needs: no STUN or TURN server is ever set (``stun-server``
-stays unset), so ICE gathers host candidates only, and nothing leaves the machine. Video is
-``videotestsrc`` encoded to VP8 with ``vp8enc``. ``--answer-setup passive`` rewrites the
+Only what a test on one machine needs: no STUN server is ever set (``stun-server`` stays
+unset), so ICE gathers host candidates, and relayed ones only from a TURN server given with
+``--turn-server turn://user:password@127.0.0.1:port`` (webrtcbin's ``turn-server`` property;
+the user and password percent-encoded); ``--relay-only`` sets ``ice-transport-policy`` to
+``relay``. Video is ``videotestsrc`` encoded to VP8 with ``vp8enc``, or with ``--video-codec
+h264`` to H.264 with ``x264enc`` as OBS sends it (``tune=zerolatency``, constrained baseline,
+no B-frames, a keyframe every second); ``--send-audio`` adds ``audiotestsrc`` encoded to Opus.
+webrtcbin trickles its candidates; with ``--no-trickle`` an offer is sent only once gathering is
+complete, with every candidate in it, and no candidate message follows (a WHIP client without
+trickle). ``--answer-setup passive`` rewrites the
 ``a=setup`` attribute of the local answer, so that webrtcbin takes the DTLS server role and the
 offerer is the DTLS client (webrtcbin itself always answers ``active``). With
 ``--keep-dtls-role`` its later answers and offers keep the role of the first exchange, as
@@ -51,6 +58,9 @@ from gi.repository import GLib, Gst, GstSdp, GstWebRTC  # type: ignore[import-no
 _HEARTBEAT_LABEL = "rtckit-heartbeat"
 _HEARTBEAT_ID = 1000
 _VP8_RTPMAP = re.compile(r"^a=rtpmap:(\d+) VP8/90000", re.MULTILINE | re.IGNORECASE)
+_OPUS_PT = 111
+#: The H.264 an OBS (x264 with its WHIP defaults) sends: what the RTP caps announce.
+_H264_FMTP = "packetization-mode=(string)1"
 _SETUP = re.compile(r"^a=setup:\w+", re.MULTILINE)
 
 _out_lock = threading.Lock()
@@ -85,11 +95,18 @@ class Peer:
         self.pipeline = Gst.Pipeline.new("peer")
         self.webrtc = Gst.ElementFactory.make("webrtcbin", "webrtc")
         self.webrtc.set_property("bundle-policy", GstWebRTC.WebRTCBundlePolicy.MAX_BUNDLE)
+        if args.turn_server:
+            self.webrtc.set_property("turn-server", args.turn_server)
+        if args.relay_only:
+            self.webrtc.set_property(
+                "ice-transport-policy", GstWebRTC.WebRTCICETransportPolicy.RELAY
+            )
         self.pipeline.add(self.webrtc)
         self.webrtc.connect("on-negotiation-needed", self._on_negotiation_needed)
         self.webrtc.connect("on-ice-candidate", self._on_ice_candidate)
         self.webrtc.connect("pad-added", self._on_pad_added)
         self.webrtc.connect("notify::connection-state", self._on_connection_state)
+        self.webrtc.connect("notify::ice-gathering-state", self._on_gathering_state)
         bus = self.pipeline.get_bus()
         bus.add_signal_watch()
         bus.connect("message::error", self._on_bus_error)
@@ -105,6 +122,8 @@ class Peer:
         self.dtls_reported = False
         self.dtls_watched: set[str] = set()
         self.dtls_client: bool | None = None
+        #: (type, text) of a local description held until gathering completes (--no-trickle)
+        self.held: tuple[str, str] | None = None
 
     # -- set-up ----------------------------------------------------------------------------
 
@@ -125,18 +144,40 @@ class Peer:
         status("ready")
 
     def add_video_source(self) -> None:
-        """videotestsrc ! vp8enc ! rtpvp8pay ! webrtcbin (payload type ``self.payload_type``)."""
+        """videotestsrc ! encoder ! payloader ! webrtcbin (payload type ``self.payload_type``),
+        then the Opus branch with ``--send-audio``."""
         if self.sending:
             return
         self.sending = True
-        caps = f"application/x-rtp,media=video,encoding-name=VP8,payload={self.payload_type}"
-        branch = Gst.parse_bin_from_description(
+        pt = self.payload_type
+        if self.args.video_codec == "h264":
+            # OBS's x264 settings for WHIP: zerolatency, no B-frames, constrained baseline
+            encoder = (
+                "x264enc tune=zerolatency speed-preset=ultrafast bframes=0 key-int-max=30 "
+                "bitrate=600 ! video/x-h264,profile=constrained-baseline ! "
+                f"rtph264pay pt={pt} config-interval=-1 aggregate-mode=zero-latency"
+            )
+            caps = f"application/x-rtp,media=video,encoding-name=H264,payload={pt},{_H264_FMTP}"
+        else:
+            encoder = (
+                f"vp8enc deadline=1 keyframe-max-dist=30 target-bitrate=300000 ! rtpvp8pay pt={pt}"
+            )
+            caps = f"application/x-rtp,media=video,encoding-name=VP8,payload={pt}"
+        self.add_branch(
             "videotestsrc is-live=true pattern=ball ! "
             "video/x-raw,width=320,height=240,framerate=30/1 ! "
-            "vp8enc deadline=1 keyframe-max-dist=30 target-bitrate=300000 ! "
-            f'rtpvp8pay pt={self.payload_type} ! capsfilter caps="{caps}"',
-            True,
+            f'{encoder} ! capsfilter caps="{caps}"'
         )
+        if self.args.send_audio:
+            caps = f"application/x-rtp,media=audio,encoding-name=OPUS,payload={_OPUS_PT}"
+            self.add_branch(
+                "audiotestsrc is-live=true wave=sine freq=440 ! audioconvert ! audioresample ! "
+                f'opusenc ! rtpopuspay pt={_OPUS_PT} ! capsfilter caps="{caps}"'
+            )
+
+    def add_branch(self, description: str) -> None:
+        """A source bin from *description*, linked to a new sink pad of webrtcbin."""
+        branch = Gst.parse_bin_from_description(description, True)
         self.pipeline.add(branch)
         branch.link(self.webrtc)
         branch.sync_state_with_parent()
@@ -174,7 +215,26 @@ class Peer:
             self.dtls_role = _setup_of(text)
         self.webrtc.emit("set-local-description", created, Gst.Promise.new())
         GLib.idle_add(self.watch_dtls)
+        if self.args.no_trickle:
+            self.held = (kind, text)
+            GLib.idle_add(self.send_when_gathered)
+            return
         emit("description", type=kind, sdp=text, generation=0)
+
+    def _on_gathering_state(self, _element: Any, _spec: Any) -> None:
+        GLib.idle_add(self.send_when_gathered)
+
+    def send_when_gathered(self) -> bool:
+        """--no-trickle: send the held description once gathering is complete, as webrtcbin's
+        local description then is (every candidate in it)."""
+        state = self.webrtc.get_property("ice-gathering-state")
+        if self.held is None or state != GstWebRTC.WebRTCICEGatheringState.COMPLETE:
+            return False
+        kind, _text = self.held
+        self.held = None
+        local = self.webrtc.get_property("local-description")
+        emit("description", type=kind, sdp=local.sdp.as_text(), generation=0)
+        return False
 
     def description(self, sdp_type: Any, text: str) -> Any:
         result, message = GstSdp.SDPMessage.new_from_text(text)
@@ -210,6 +270,8 @@ class Peer:
         self.add_video_source()
 
     def _on_ice_candidate(self, _element: Any, mline: int, candidate: str) -> None:
+        if self.args.no_trickle:
+            return
         emit("candidate", candidate=candidate, sdpMid=None, sdpMLineIndex=mline, generation=0)
 
     def on_candidate(self, data: dict[str, Any]) -> None:
@@ -360,6 +422,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--heartbeat", action="store_true")
     parser.add_argument("--answer-setup", choices=("active", "passive"))
     parser.add_argument("--keep-dtls-role", action="store_true")
+    parser.add_argument("--video-codec", choices=("vp8", "h264"), default="vp8")
+    parser.add_argument("--send-audio", action="store_true")
+    parser.add_argument("--no-trickle", action="store_true")
+    parser.add_argument("--turn-server")
+    parser.add_argument("--relay-only", action="store_true")
     args = parser.parse_args(argv)
     Gst.init(None)
     if Gst.ElementFactory.find("webrtcbin") is None:

@@ -13,6 +13,12 @@ engine stops when the last participant leaves, and the server then leaves the ro
 room created on demand closes; in a declared room the server comes back with the next
 participant).
 
+Viewers who are not participants (WHEP, :mod:`rtckit.whip.whep`):
+:meth:`McuServerStrategy.add_viewer` answers a receive-only offer with the room's full mix, the
+composite video and the common audio mix (every participant, not a mix-minus), the packets the
+engine already encodes (:meth:`~rtckit.mcu.engine.McuEngine.add_output`): a viewer adds no
+encoder. A viewer is not drawn, not mixed, not in signaling, and ends when the engine stops.
+
 Client side (:class:`McuRoom`, opened by :func:`~rtckit.topology.base.join_room` when the
 server says the room is ``mcu``): one session to the server, whatever the number of
 participants. The application sees the same :class:`~rtckit.topology.base.Room` API and
@@ -38,11 +44,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import attrs
-from aiortc import MediaStreamTrack, RTCRtpSender
+from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
 
 from rtckit._aiortc import on_keyframe_request
 from rtckit.errors import SignalingError, TopologyError
-from rtckit.mcu.engine import McuConfig, McuEngine, McuParticipant
+from rtckit.ice.candidates import CandidatePolicy
+from rtckit.mcu.engine import McuConfig, McuEngine, McuOutput, McuParticipant
 from rtckit.peer.events import (
     ConnectionReplaced,
     DataMessage,
@@ -53,6 +60,7 @@ from rtckit.peer.events import (
 from rtckit.peer.session import PeerSession, SessionConfig
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import SignalingClient
+from rtckit.topology._http_peer import HttpPeer, answer_offer, new_peer_connection
 from rtckit.topology._server_peer import ServerPeer
 from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
@@ -79,6 +87,7 @@ __all__ = [
     "McuRoom",
     "McuRoomConfig",
     "McuServerStrategy",
+    "McuViewer",
     "open_mcu",
 ]
 
@@ -111,6 +120,43 @@ class _Member:
         self.session = session
         self.participant = participant
         self.pump: asyncio.Task[None] | None = None
+
+
+class McuViewer(HttpPeer):
+    """A receive-only member of an MCU room (see :meth:`McuServerStrategy.add_viewer`): it
+    gets the room's full mix, and ends when the room's engine stops."""
+
+    label = "WHEP"
+
+    def __init__(
+        self,
+        participant_id: str,
+        pc: RTCPeerConnection,
+        *,
+        engine: McuEngine,
+        output: McuOutput,
+        policy: CandidatePolicy,
+    ) -> None:
+        super().__init__(participant_id, pc, policy=policy)
+        self.engine = engine
+        self.output = output
+        self._engine_watch: asyncio.Task[None] | None = None
+
+    def watch(self, connect_timeout: float) -> None:
+        super().watch(connect_timeout)
+        self._engine_watch = asyncio.create_task(
+            self._until_engine_stops(), name=f"WHEP-mcu-{self.participant_id}"
+        )
+
+    async def _until_engine_stops(self) -> None:
+        await self.engine.wait_closed()
+        self._end("room stopped")
+
+    async def _detach(self) -> None:
+        self.engine.remove_output(self.output.id)
+        task = self._engine_watch
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
 
 class McuServerStrategy:
@@ -154,6 +200,48 @@ class McuServerStrategy:
         self._stopped = True
         await self._peer.aclose()
         await self._leave()
+
+    async def add_viewer(
+        self,
+        viewer_id: str,
+        offer: str,
+        *,
+        kinds: Sequence[str] = ("audio", "video"),
+        connect_timeout: float = 20.0,
+    ) -> McuViewer:
+        """Answer *offer* (receive-only, with an m-line of each of *kinds*) from a viewer who
+        is not a participant: it gets the room's full mix, the composite video (VP8) and every
+        participant's audio mixed (Opus; not a mix-minus), the packets the engine encodes once
+        for everyone (:meth:`~rtckit.mcu.engine.McuEngine.add_output`). Nobody sees it; it
+        is never renegotiated; it ends when the room's engine stops (the room's last
+        participant left). Raises :class:`~rtckit.errors.TopologyError` if the room has no
+        engine running, :class:`~rtckit.errors.NegotiationError` if the offer cannot be
+        answered (e.g. no VP8 or Opus in it)."""
+        engine = self.engine
+        if engine is None or self._stopped:
+            raise TopologyError(f"the MCU of room {self.room!r} is not running (nobody is in it)")
+        output = engine.add_output(viewer_id)
+        pc = new_peer_connection(self.config.session)
+        viewer = McuViewer(
+            viewer_id, pc, engine=engine, output=output, policy=self.config.session.candidate_policy
+        )
+        # the offer's m-lines take these transceivers (same kind, no mid yet), and with them
+        # the codec the engine encodes
+        for kind, track, mime in (
+            ("video", output.video_track, "video/VP8"),
+            ("audio", output.audio_track, "audio/opus"),
+        ):
+            if kind in kinds:
+                transceiver = pc.addTransceiver(track, direction="sendonly")
+                codecs = RTCRtpSender.getCapabilities(kind).codecs
+                transceiver.setCodecPreferences(
+                    [c for c in codecs if c.mimeType.lower() in (mime.lower(), f"{kind}/rtx")]
+                )
+                if kind == "video":
+                    on_keyframe_request(transceiver.sender, engine.request_keyframe)
+        await answer_offer(viewer, offer, self.config.session, lambda _pc: None)
+        viewer.watch(connect_timeout)
+        return viewer
 
     # -- internals --------------------------------------------------------------------------
 

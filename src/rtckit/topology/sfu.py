@@ -31,6 +31,16 @@ to: a client that claims that role only gets no media itself. The returned
 :class:`SfuPublisher` handle adds trickled candidates, reports when the connection ends
 (failed, or not connected within *connect_timeout*) and ends it.
 
+Receive-only members (WHEP viewers, :mod:`rtckit.whip.whep`):
+:meth:`SfuServerStrategy.add_viewer` answers the SDP offer of a connection that only receives.
+It is not a participant (not in signaling, nobody sees it, nothing is forwarded from it) and is
+never renegotiated: it plays the audio and video of the participant with a given name
+(:meth:`SfuServerStrategy.name_of`), or of the room's first publisher of video, through router
+subscriptions made once on the m-lines it offered. When whom it should play changes (the
+participant joins again with a new peer id, the first publisher leaves), the subscriptions move
+(:meth:`~rtckit.sfu.engine.SfuRouter.move`): the viewer's stream continues with the same SSRC
+and continuous sequence numbers and timestamps.
+
 Room data messages use the same pre-negotiated channel as mesh (label ``rtckit-room``, id
 1001) with a small envelope: a client sends ``"<to>\\x00<data>"`` (``to`` empty: everyone),
 the server relays ``"<from>\\x00<data>"`` (bytes: the same with bytes).
@@ -55,13 +65,10 @@ from aiortc import (
     MediaStreamTrack,
     RTCPeerConnection,
     RTCRtpTransceiver,
-    RTCSessionDescription,
 )
 
-from rtckit import _aiortc
-from rtckit._aiortc.sdp import SdpDescription, candidate_from_sdp
-from rtckit.errors import NegotiationError, SignalingError, TopologyError
-from rtckit.ice.candidates import filter_sdp_candidates, parse_candidate
+from rtckit._aiortc.sdp import SdpDescription
+from rtckit.errors import SignalingError, TopologyError
 from rtckit.peer.events import (
     ConnectionReplaced,
     DataMessage,
@@ -76,9 +83,11 @@ from rtckit.sfu.engine import (
     SfuStats,
     Subscription,
     TrackKey,
+    accept_forwarding_transceiver,
 )
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import Reconnected, SignalingClient
+from rtckit.topology._http_peer import HttpPeer, answer_offer, new_peer_connection
 from rtckit.topology._server_peer import ServerPeer
 from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
@@ -110,6 +119,7 @@ __all__ = [
     "SfuPublisher",
     "SfuRoom",
     "SfuServerStrategy",
+    "SfuViewer",
     "open_sfu",
     "participant_of_msid",
     "sfu_strategy_factory",
@@ -185,111 +195,59 @@ class _Member:
         self.forwards: dict[TrackKey, _Forward] = {}
 
 
-class SfuPublisher:
+class SfuPublisher(HttpPeer):
     """A send-only member of an SFU room (see :meth:`SfuServerStrategy.add_publisher`).
 
     Its connection only receives; ``answer`` is the SDP answer to its offer (all of the
-    server's candidates in it). It ends when :meth:`aclose` is called, when its connection
+    server's candidates in it). It ends when ``aclose()`` is called, when its connection
     fails or closes, when it has not connected within the *connect_timeout* given to
-    ``add_publisher``, or when the room stops; :meth:`wait_ended` returns then, and its tracks
-    have left the room.
+    ``add_publisher``, or when the room stops; ``wait_ended()`` returns then (with the
+    reason), and its tracks have left the room. ``add_candidate()`` adds a trickled candidate.
     """
 
+    label = "WHIP"
+
     def __init__(self, strategy: SfuServerStrategy, participant_id: str, pc: RTCPeerConnection):
-        self.participant_id = participant_id
-        self.answer = ""
+        super().__init__(participant_id, pc, policy=strategy.session_config.candidate_policy)
         #: the publications of this member (empty once it ended)
         self.keys: list[TrackKey] = []
-        #: why it ended (``None`` while it runs)
-        self.end_reason: str | None = None
-        #: trickled remote candidates given to its ICE transport
-        self.candidates_added = 0
         self._strategy = strategy
-        self._pc = pc
-        self._connected = asyncio.Event()
-        self._ended = asyncio.Event()
-        self._watchdog: asyncio.Task[None] | None = None
-        self._closing: asyncio.Task[None] | None = None
 
-    @property
-    def connection_state(self) -> str:
-        """The connection's state (aiortc's ``connectionState``)."""
-        return str(self._pc.connectionState)
-
-    @property
-    def ended(self) -> bool:
-        """Whether the publisher has ended (its tracks left the room)."""
-        return self._ended.is_set()
-
-    async def wait_ended(self) -> str:
-        """Wait until the publisher ends; return why: ``"closed"`` (:meth:`aclose`),
-        ``"connection failed"``/``"connection closed"`` (the remote side hung up or vanished:
-        aiortc closes the connection when ICE consent fails),
-        ``"timeout"`` (never connected), ``"left"`` (it left the room's signaling)."""
-        await self._ended.wait()
-        return self.end_reason or "closed"
-
-    async def add_candidate(self, candidate: str | None, *, mid: str | None, index: int) -> bool:
-        """Add a trickled remote candidate (``candidate:...`` text; ``None``: end of
-        candidates) for the m-line *mid* (else number *index*). Returns whether it was used:
-        a candidate the session's candidate policy refuses, or a malformed one, is not."""
-        if self.ended:
-            return False
-        pc = self._pc
-        if candidate is None:
-            await pc.addIceCandidate(None)
-            return True
-        text = candidate.removeprefix("a=")
-        try:
-            policy = self._strategy.session_config.candidate_policy
-            reason = policy.refusal_reason(parse_candidate(text))
-            if reason is not None:
-                logger.info("WHIP %s: ignoring candidate %r: %s", self.participant_id, text, reason)
-                return False
-            ice = candidate_from_sdp(text.removeprefix("candidate:"))
-            ice.sdpMid = mid
-            ice.sdpMLineIndex = index
-            await _aiortc.add_trickled_candidate(pc, ice)
-        except Exception as exc:  # noqa: BLE001 - aiortc raises ValueError, KeyError...
-            logger.info("WHIP %s: bad candidate %r: %s", self.participant_id, text, exc)
-            return False
-        self.candidates_added += 1
-        return True
-
-    def _on_state(self) -> None:
-        state = self._pc.connectionState
-        if state == "connected":
-            self._connected.set()
-        elif state in ("failed", "closed"):
-            self._end(f"connection {state}")
-
-    async def _watch(self, seconds: float) -> None:
-        try:
-            async with asyncio.timeout(seconds):
-                await self._connected.wait()
-        except TimeoutError:
-            self._end("timeout")
-
-    def _end(self, reason: str) -> None:
-        if self._closing is None:
-            self.end_reason = reason
-            self._closing = asyncio.get_running_loop().create_task(
-                self._close(), name=f"sfu-publisher-end-{self.participant_id}"
-            )
-
-    async def _close(self) -> None:
-        watchdog = self._watchdog
-        if watchdog is not None and watchdog is not asyncio.current_task():
-            watchdog.cancel()
+    async def _detach(self) -> None:
         await self._strategy._remove_publisher(self)
-        await self._pc.close()
-        self._ended.set()
 
-    async def aclose(self) -> None:
-        """End the publisher: its tracks leave the room, its connection closes. Idempotent."""
-        self._end("closed")
-        assert self._closing is not None
-        await asyncio.shield(self._closing)
+
+class SfuViewer(HttpPeer):
+    """A receive-only member of an SFU room (see :meth:`SfuServerStrategy.add_viewer`).
+
+    It plays one participant's audio and video (*participant*: a name, see
+    :meth:`SfuServerStrategy.name_of`; ``None``: the room's first publisher of video), forwarded
+    without decoding. :attr:`source` is the participant id it plays now. Its life is the one of
+    :class:`SfuPublisher`.
+    """
+
+    label = "WHEP"
+
+    def __init__(
+        self,
+        strategy: SfuServerStrategy,
+        participant_id: str,
+        pc: RTCPeerConnection,
+        participant: str | None,
+    ):
+        super().__init__(participant_id, pc, policy=strategy.session_config.candidate_policy)
+        #: the name of the participant it plays (``None``: the first publisher of video)
+        self.participant = participant
+        #: the participant id whose tracks it plays now (``None``: nobody yet)
+        self.source: str | None = None
+        #: its sending transceivers by kind (``audio``, ``video``)
+        self.transceivers: dict[str, RTCRtpTransceiver] = {}
+        #: the router subscriptions feeding them, by kind
+        self.subscriptions: dict[str, Subscription] = {}
+        self._strategy = strategy
+
+    async def _detach(self) -> None:
+        self._strategy._remove_viewer(self)
 
 
 class SfuServerStrategy:
@@ -325,6 +283,10 @@ class SfuServerStrategy:
         self.members: dict[str, _Member] = {}
         #: the send-only members (WHIP publishers), by participant id
         self.publishers: dict[str, SfuPublisher] = {}
+        #: the receive-only members (WHEP viewers), by viewer id
+        self.viewers: dict[str, SfuViewer] = {}
+        # every publication's serial number (publication order)
+        self._publication_order: dict[TrackKey, int] = {}
         #: data messages relayed between participants
         self.data_messages_relayed = 0
         self._serial = itertools.count(1)
@@ -376,7 +338,9 @@ class SfuServerStrategy:
             return
         self._stopping = True
         for publisher in list(self.publishers.values()):
-            await publisher.aclose()
+            await publisher.aclose("room stopped")
+        for viewer in list(self.viewers.values()):
+            await viewer.aclose("room stopped")
         await self._peer.aclose()
         reporter, self._reporter = self._reporter, None
         if reporter is not None:
@@ -558,17 +522,21 @@ class SfuServerStrategy:
         key = TrackKey(member.id, str(event.mid))
         router.publish(member.id, transceiver, name=key.name)
         member.published[key.name] = key
+        self._note_published(key)
         for other in self.members.values():
             if other is not member:
                 self._forward(other, key)
+        self._retarget_viewers()
 
     def _unpublished(self, key: TrackKey) -> None:
         if self.router is not None:
             self.router.unpublish(key)
+        self._publication_order.pop(key, None)
         for other in self.members.values():
             forward = other.forwards.get(key)
             if forward is not None:
                 self._drop_forward(other, forward, renegotiate=True)
+        self._retarget_viewers()
 
     def _relay(self, sender: _Member, message: str | bytes) -> None:
         opened = open_envelope(message)
@@ -582,6 +550,17 @@ class SfuServerStrategy:
                 self.data_messages_relayed += 1
 
     # -- send-only members (WHIP) -----------------------------------------------------------
+
+    async def _wait_started(self, start_timeout: float) -> SfuRouter:
+        try:
+            async with asyncio.timeout(start_timeout):
+                await self._started.wait()
+        except TimeoutError:
+            raise TopologyError(f"the SFU of room {self.room!r} did not start") from None
+        router = self.router
+        if router is None or self._stopping:
+            raise TopologyError(f"the SFU of room {self.room!r} is stopped")
+        return router
 
     async def add_publisher(
         self,
@@ -600,50 +579,29 @@ class SfuServerStrategy:
         :class:`~rtckit.errors.NegotiationError` if aiortc cannot answer the offer. The
         publisher ends if it is not connected within *connect_timeout* seconds.
         """
-        try:
-            async with asyncio.timeout(start_timeout):
-                await self._started.wait()
-        except TimeoutError:
-            raise TopologyError(f"the SFU of room {self.room!r} did not start") from None
-        router = self.router
-        if router is None or self._stopping:
-            raise TopologyError(f"the SFU of room {self.room!r} is stopped")
+        router = await self._wait_started(start_timeout)
         if participant_id in self.members or participant_id in self.publishers:
             raise TopologyError(f"participant {participant_id!r} is already in the room")
-        config = self.session_config
-        pc = RTCPeerConnection(config.rtc_configuration())
-        # before any transport exists: DTLS with peers whose certificate is RSA (webrtcbin)
-        _aiortc.widen_dtls_ciphers(pc)
-        _aiortc.install_rtp_routing(pc)
-        publisher = SfuPublisher(self, participant_id, pc)
+        publisher = SfuPublisher(self, participant_id, new_peer_connection(self.session_config))
         self.publishers[participant_id] = publisher
-        try:
-            sdp, refused = filter_sdp_candidates(offer, config.candidate_policy)
-            for candidate, reason in refused:
-                logger.info("WHIP %s: ignoring candidate %s: %s", participant_id, candidate, reason)
-            await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-            _aiortc.bound_gathering(pc, config.gather_timeout)
+
+        def receive_only(pc: RTCPeerConnection) -> None:
             for transceiver in pc.getTransceivers():
                 transceiver.direction = "recvonly"
-            await pc.setLocalDescription(await pc.createAnswer())
-        except Exception as exc:
-            await publisher.aclose()
-            raise NegotiationError(f"cannot answer the offer: {exc}") from exc
-        publisher.answer = pc.localDescription.sdp
-        pc.on("connectionstatechange", publisher._on_state)
+
+        await answer_offer(publisher, offer, self.session_config, receive_only)
         async with self._lock:
-            for transceiver in pc.getTransceivers():
+            for transceiver in publisher._pc.getTransceivers():
                 if transceiver.mid is None or transceiver.kind not in ("audio", "video"):
                     continue
                 key = TrackKey(participant_id, str(transceiver.mid))
                 router.publish(participant_id, transceiver, name=key.name)
                 publisher.keys.append(key)
+                self._note_published(key)
                 for member in self.members.values():
                     self._forward(member, key)
-        publisher._watchdog = asyncio.create_task(
-            publisher._watch(connect_timeout), name=f"sfu-publisher-{participant_id}"
-        )
-        publisher._on_state()  # it may have changed while the answer was made
+            self._retarget_viewers()
+        publisher.watch(connect_timeout)
         return publisher
 
     async def _remove_publisher(self, publisher: SfuPublisher) -> None:
@@ -655,6 +613,142 @@ class SfuServerStrategy:
             self._unpublished(key)
         if self.router is not None:
             self.router.remove_participant(publisher.participant_id)
+
+    # -- receive-only members (WHEP) --------------------------------------------------------
+
+    def name_of(self, participant_id: str) -> str:
+        """The stable name of a participant: the identity of its token (``sub``), else the
+        string ``name`` of its signaling metadata, else its peer id (which changes when it
+        joins again)."""
+        client = self.client
+        info = None if client is None else client.peers.get(participant_id)
+        if info is None:
+            return participant_id
+        if info.identity:
+            return info.identity
+        name = (info.metadata or {}).get("name")
+        return name if isinstance(name, str) and name else participant_id
+
+    def publishing(self) -> list[str]:
+        """The participants publishing video now, first publication first."""
+        order = sorted(
+            (serial, key.participant)
+            for key, serial in self._publication_order.items()
+            if self._kind_of(key) == "video"
+        )
+        return list(dict.fromkeys(participant for _serial, participant in order))
+
+    async def add_viewer(
+        self,
+        viewer_id: str,
+        offer: str,
+        *,
+        participant: str | None = None,
+        connect_timeout: float = 20.0,
+        start_timeout: float = 10.0,
+    ) -> SfuViewer:
+        """Answer *offer* from a connection that only receives, as *viewer_id*.
+
+        The viewer plays the audio and video of the participant named *participant*
+        (:meth:`name_of`), or with ``None`` of the room's first publisher of video (in order of
+        publication) and, when that one stops, of the next. Its tracks are forwarded through
+        the room's router (no decoding, a keyframe asked of the publisher when the viewer
+        subscribes). It is not a participant: nobody sees it, nothing is forwarded from it, and
+        it is never renegotiated. When the participant it plays stops publishing (it leaves,
+        its connection is replaced, it joins again with a new peer id under the same name),
+        the viewer waits, and the next publication it should play continues its stream (same
+        SSRC, continuous sequence numbers and timestamps: the router's source switch).
+        Raises like :meth:`add_publisher`.
+        """
+        router = await self._wait_started(start_timeout)
+        if viewer_id in self.viewers:
+            raise TopologyError(f"viewer {viewer_id!r} is already in the room")
+        pc = new_peer_connection(self.session_config)
+        viewer = SfuViewer(self, viewer_id, pc, participant)
+        self.viewers[viewer_id] = viewer
+
+        def send_only(pc: RTCPeerConnection) -> None:
+            for transceiver in pc.getTransceivers():
+                if transceiver.kind in ("audio", "video"):
+                    accept_forwarding_transceiver(transceiver)
+                    viewer.transceivers.setdefault(transceiver.kind, transceiver)
+
+        await answer_offer(viewer, offer, self.session_config, send_only)
+        async with self._lock:
+            if self.router is router:
+                self._retarget(viewer)
+        viewer.watch(connect_timeout)
+        return viewer
+
+    def _remove_viewer(self, viewer: SfuViewer) -> None:
+        if self.viewers.get(viewer.participant_id) is not viewer:
+            return
+        del self.viewers[viewer.participant_id]
+        subscriptions, viewer.subscriptions = viewer.subscriptions, {}
+        if self.router is not None:
+            for subscription in subscriptions.values():
+                self.router.unsubscribe(subscription)
+
+    def _kind_of(self, key: TrackKey) -> str | None:
+        pub = None if self.router is None else self.router.publications.get(key)
+        return None if pub is None else pub.kind
+
+    def _note_published(self, key: TrackKey) -> None:
+        self._publication_order[key] = next(self._serial)
+
+    def _source_for(self, viewer: SfuViewer) -> str | None:
+        """The participant *viewer* should play now (its current one while it publishes)."""
+        publishing = self.publishing()
+        if viewer.participant is not None:
+            named = [p for p in publishing if self.name_of(p) == viewer.participant]
+            if not named:  # audio only
+                named = [
+                    key.participant
+                    for key in self._publication_order
+                    if self.name_of(key.participant) == viewer.participant
+                ]
+            if viewer.source in named:
+                return viewer.source
+            return named[-1] if named else None  # the latest one (a rejoin)
+        if viewer.source in publishing:
+            return viewer.source
+        return publishing[0] if publishing else None
+
+    def _retarget_viewers(self) -> None:
+        for viewer in list(self.viewers.values()):
+            self._retarget(viewer)
+
+    def _retarget(self, viewer: SfuViewer) -> None:
+        """Move *viewer*'s subscriptions to the tracks of the participant it should play;
+        with nobody to play, they stay where they are (waiting)."""
+        router = self.router
+        source = self._source_for(viewer)
+        if router is None or viewer.ended or source is None:
+            return
+        viewer.source = source
+        keys = sorted(
+            (serial, key)
+            for key, serial in self._publication_order.items()
+            if key.participant == source
+        )
+        for _serial, key in reversed(keys):  # the latest track of each kind
+            kind = self._kind_of(key)
+            transceiver = viewer.transceivers.get(kind or "")
+            if kind is None or transceiver is None:
+                continue
+            current = viewer.subscriptions.get(kind)
+            if current is None:
+                viewer.subscriptions[kind] = router.subscribe(
+                    viewer.participant_id, key, transceiver
+                )
+            elif current.key != key:
+                router.move(current, key)
+            else:
+                continue
+            logger.info("WHEP viewer %s of room %s plays %s %s", viewer, self.room, kind, key)
+            problem = viewer.subscriptions[kind].problem
+            if problem:
+                logger.warning("SFU: %s cannot receive %s: %s", viewer, key, problem)
 
     # -- forwarding -------------------------------------------------------------------------
 

@@ -1,14 +1,21 @@
 """WHIP and WHEP across the nodes of a cluster: the ``307`` to the node that homes a room.
 
 In a cluster (:mod:`rtckit.signaling.cluster`) each room lives on one node, its *home*, which
-runs its media server (SFU, MCU). A WHIP publisher (or a WHEP viewer) is a participant that
-joins the room in process, on the node that answered its ``POST``: so that ``POST`` must be
-answered by the room's home. :class:`ClusterRedirect` tells an endpoint where:
+runs its media server (SFU, MCU). A WHIP publisher is a participant that joins the room in
+process, and a WHEP viewer a receive-only member of the room's media server, on the node that
+answered its ``POST``: so that ``POST`` must be answered by the room's home.
+:class:`ClusterRedirect` tells an endpoint (:class:`~rtckit.whip.server.WhipEndpoint`,
+:class:`~rtckit.whip.whep.WhepEndpoint`) where:
 
-* here, when this node homes the room, or when the room has no home and placement (the
-  same as for a signaling ``join`` of a media room:
+* here, when this node homes the room;
+* for WHIP, also when the room has no home and placement (the same as for a signaling
+  ``join`` of a media room:
   :meth:`SignalingRouter.locate <rtckit.signaling.cluster.SignalingRouter.locate>`) picks
   this node, which then takes the room's lease before the publisher joins;
+* for WHEP, also when the room has no home
+  (:meth:`SignalingRouter.home <rtckit.signaling.cluster.SignalingRouter.home>`): a viewer
+  creates no room, so nothing is placed and no lease taken; the endpoint answers ``404``
+  (nobody is in the room), as on a single node;
 * else at the same path on the home: the home's public URL (published on the backplane with
   its liveness, :meth:`Backplane.public_url <rtckit.backplane.base.Backplane.public_url>`)
   followed by the request's path and query, plus the marker :data:`REDIRECT_MARKER`. The
@@ -99,9 +106,13 @@ class ClusterRedirect:
         this node has no public URL."""
         return f"{self.public_url.rstrip('/')}{path}" if self.public_url else path
 
-    async def location(self, room: str, raw_path: str, raw_query: str) -> str | None:
+    async def location(
+        self, room: str, raw_path: str, raw_query: str, *, place: bool = True
+    ) -> str | None:
         """Where the ``POST`` at *raw_path* ? *raw_query* for *room* goes: ``None`` to serve
         it here (the room's lease is then held here), else the absolute URL to redirect it to.
+        With *place* false (a WHEP viewer, which creates no room), a room with no home is
+        neither placed nor taken: it is served here (where nothing plays it).
 
         Raises :class:`~rtckit.errors.WhipError` 503 when the backplane cannot tell, the
         room moved on after a redirect, or its home published no URL (or this node's own).
@@ -109,7 +120,13 @@ class ClusterRedirect:
         redirected = was_redirected(raw_query)
         router = self.router
         try:
-            node = await router.locate(room, place=not redirected)
+            if place:
+                node = await router.locate(room, place=not redirected)
+            else:
+                home = await router.home(room)
+                if home is None:
+                    return None
+                node = home
             if node == router.node_id:
                 return None
             base = await router.backplane.public_url(node)

@@ -1,9 +1,11 @@
-"""WHIP (RFC 9725) ingest, the protocol core: every decision of the HTTP exchange, no I/O.
+"""WHIP (RFC 9725) ingest and WHEP egress, the protocol core: every decision of the HTTP
+exchange, no I/O.
 
 This module imports neither asyncio nor aiohttp nor aiortc: it takes what a request carries
 (method, headers as strings, body as bytes) and returns what to answer, or raises
 :class:`~rtckit.errors.WhipError` carrying the status and the ``application/problem+json``
-body (RFC 9457) of the refusal. :mod:`rtckit.whip.server` is the aiohttp layer around it.
+body (RFC 9457) of the refusal. :mod:`rtckit.whip.server` (WHIP) and :mod:`rtckit.whip.whep`
+(WHEP) are the aiohttp layers around it.
 
 The exchange, as rtckit serves it
 ---------------------------------
@@ -16,6 +18,10 @@ The exchange, as rtckit serves it
 * ``PATCH <resource>`` (``application/trickle-ice-sdpfrag``, an RFC 8840 fragment): ``204``, the
   trickled candidates are applied;
 * ``DELETE <resource>``: ``200``, the publisher leaves the room.
+
+WHEP is the same exchange under ``/whep`` (:class:`WhepConfig`), with ``POST /whep/<room>`` or
+``POST /whep/<room>/<participant>`` and a receive-only offer (:func:`parse_whep_offer`); its
+session resources are ``/whep/<room>/~/<id>``.
 
 Refusals (each with a problem body naming the cause; :func:`problem`):
 
@@ -41,14 +47,20 @@ Refusals (each with a problem body naming the cause; :func:`problem`):
        server is not running (the server is closing)
 =====  ==========================================================================================
 
+WHEP refuses with the same statuses, except: 403 for a token without the ``subscribe``
+permission; 404 also for a room nobody is in (a viewer has nothing to play, and does not open
+a room); 409 for a mesh room, and for a participant of an MCU room (an MCU room plays as one
+mix, at ``/whep/<room>``); 422 for an m-line that does not receive (``sendonly``,
+``inactive``); 503 for too many WHEP sessions.
+
 Resources and entity tags
 -------------------------
 
-A session resource is ``<prefix>/<room>/<id>`` with *id* from :func:`new_resource_id`
-(``secrets.token_urlsafe``, 128 bits): it cannot be guessed, and it is the only credential a
-``PATCH`` or ``DELETE`` needs besides the bearer token. The ETag is an opaque strong tag made
-when the session is created (:func:`new_etag`); since ICE restarts are refused, it never
-changes for the life of the session.
+A session resource is ``<prefix>/<room>/<id>`` (WHEP: ``<prefix>/<room>/~/<id>``) with *id*
+from :func:`new_resource_id` (``secrets.token_urlsafe``, 128 bits): it cannot be guessed, and
+it is the only credential a ``PATCH`` or ``DELETE`` needs besides the bearer token. The ETag is
+an opaque strong tag made when the session is created (:func:`new_etag`); since ICE restarts
+are refused, it never changes for the life of the session.
 
 ICE servers
 -----------
@@ -80,6 +92,7 @@ __all__ = [
     "OfferSummary",
     "SdpFragment",
     "TrickledCandidate",
+    "WhepConfig",
     "WhipConfig",
     "check_body",
     "check_content_type",
@@ -90,6 +103,7 @@ __all__ = [
     "parse_bearer",
     "parse_offer",
     "parse_sdp_fragment",
+    "parse_whep_offer",
     "problem",
     "problem_body",
 ]
@@ -122,6 +136,11 @@ def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> N
         raise ConfigurationError(f"{attribute.name} must be positive, not {value!r}")
 
 
+def _check_prefix(_inst: object, _attribute: attrs.Attribute[str], value: str) -> None:
+    if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
+        raise ConfigurationError(f"prefix must be a path like '/whip', not {value!r}")
+
+
 @attrs.frozen(kw_only=True)
 class WhipConfig:
     """Limits and timeouts of a WHIP endpoint (times in seconds).
@@ -133,16 +152,20 @@ class WhipConfig:
     *allow_origin*: the CORS ``Access-Control-Allow-Origin`` of every answer.
     """
 
-    prefix: str = attrs.field(default="/whip")
+    prefix: str = attrs.field(default="/whip", validator=_check_prefix)
     max_sessions: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     max_body_bytes: int = attrs.field(default=64 * 1024, validator=attrs.validators.ge(1024))
     connect_timeout: float = attrs.field(default=20.0, validator=_positive)
     allow_origin: str = "*"
 
-    @prefix.validator
-    def _check_prefix(self, _attribute: attrs.Attribute[str], value: str) -> None:
-        if not re.fullmatch(r"(/[A-Za-z0-9._~-]+)+", value):
-            raise ConfigurationError(f"prefix must be a path like '/whip', not {value!r}")
+
+@attrs.frozen(kw_only=True)
+class WhepConfig(WhipConfig):
+    """Limits and timeouts of a WHEP endpoint: those of :class:`WhipConfig`, mounted under
+    ``/whep``; *max_sessions* counts WHEP viewers (64 by default)."""
+
+    prefix: str = attrs.field(default="/whep", validator=_check_prefix)
+    max_sessions: int = attrs.field(default=64, validator=attrs.validators.ge(1))
 
 
 def problem(status: int, detail: str) -> WhipError:
@@ -244,6 +267,20 @@ def parse_offer(sdp: str) -> OfferSummary:
     video, each sends (``sendonly``/``sendrecv``, RFC 9725 section 4.2), and there is at least
     one. SDP details (codecs, ICE credentials, fingerprints) are checked when it is applied.
     """
+    return _parse_offer(sdp, "WHIP", ("sendonly", "sendrecv"), "sends media")
+
+
+def parse_whep_offer(sdp: str) -> OfferSummary:
+    """Check a WHEP offer; refuse a malformed one (400) or one rtckit cannot play (422).
+
+    A WHEP offer receives at most one audio and one video track: every m-line is audio or
+    video, each receives (``recvonly``, or ``sendrecv``: the server sends nothing back on it),
+    and there is at least one. Codecs are checked when it is applied.
+    """
+    return _parse_offer(sdp, "WHEP", ("recvonly", "sendrecv"), "receives media")
+
+
+def _parse_offer(sdp: str, protocol: str, directions: tuple[str, ...], must: str) -> OfferSummary:
     lines = _lines(sdp)
     if not lines or lines[0].strip() != "v=0" or not any(ln.startswith("o=") for ln in lines):
         raise problem(400, "the body is not an SDP offer (it must start with v=0 and have o=)")
@@ -258,20 +295,20 @@ def parse_offer(sdp: str) -> OfferSummary:
         elif sections:
             sections[-1].append(line)
     if not sections:
-        raise problem(422, "the offer has no media to publish")
+        raise problem(422, "the offer has no audio or video m-line")
     for section in sections:
         fields = section[0][2:].split()
         if len(fields) < 4:
             raise problem(400, f"malformed m-line {section[0][:40]!r}")
         kind = fields[0]
         if kind not in _MEDIA_KINDS:
-            raise problem(422, f"a WHIP session here publishes audio and video, not {kind}")
+            raise problem(422, f"a {protocol} session here carries audio and video, not {kind}")
         if kind in kinds:
             raise problem(422, f"the offer has more than one {kind} m-line (one of each only)")
-        directions = [ln[2:] for ln in section if ln[2:] in _DIRECTIONS]
-        direction = directions[-1] if directions else "sendrecv"
-        if direction not in ("sendonly", "sendrecv"):
-            raise problem(422, f"the {kind} m-line is {direction}: a WHIP offer sends media")
+        found = [ln[2:] for ln in section if ln[2:] in _DIRECTIONS]
+        direction = found[-1] if found else "sendrecv"
+        if direction not in directions:
+            raise problem(422, f"the {kind} m-line is {direction}: a {protocol} offer {must}")
         mid = next((ln[6:].strip() for ln in section if ln.startswith("a=mid:")), None)
         if not mid:
             raise problem(400, f"the {kind} m-line has no a=mid")
