@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from OpenSSL import SSL
 from pylibsrtp import Policy, Session
 
+import strangers
 from rtckit import IceError, InternalsError, _aiortc
 from rtckit._aiortc import on_keyframe_request
 from rtckit.errors import ConfigurationError
@@ -1151,3 +1152,92 @@ async def test_sfu_senders_send_full_size_rtp_packets() -> None:
     finally:
         await a.close()
         await b.close()
+
+
+# --- receive ---
+
+
+class _ChannelPair:
+    """Two connected aiortc peers and a data channel from a to b; with *guard*, b is guarded
+    before it has a transport and a after (both paths of ``guard_receive``)."""
+
+    def __init__(self, *, guard: bool) -> None:
+        self.a, self.b = _pc(), _pc()
+        self.guard = guard
+        self.received: asyncio.Queue[str] = asyncio.Queue()
+
+    async def __aenter__(self) -> _ChannelPair:
+        if self.guard:
+            _aiortc.guard_receive(self.b)
+        self.channel = self.a.createDataChannel("x")
+        if self.guard:
+            _aiortc.guard_receive(self.a)
+            _aiortc.guard_receive(self.a)  # idempotent
+        opened = asyncio.Event()
+        self.channel.on("open", opened.set)
+
+        @self.b.on("datachannel")
+        def on_channel(channel: Any) -> None:
+            channel.on("message", self.received.put_nowait)
+
+        await _connect(self.a, self.b)
+        async with asyncio.timeout(20):
+            await opened.wait()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.a.close()
+        await self.b.close()
+
+    async def echo(self, text: str) -> None:
+        """*text* sent by a arrives at b."""
+        self.channel.send(text)
+        async with asyncio.timeout(10):
+            assert await self.received.get() == text
+
+
+@pytest.mark.parametrize("shape", ["empty", "srtp-1601"])
+async def test_aiortc_receive_loop_still_ends_at_one_stranger_datagram(shape: str) -> None:
+    """Why guard_receive exists: one empty datagram (aiortc reads its first byte) or one
+    over 1500 bytes starting with 128-191 (pylibsrtp's ``ValueError``, uncaught) from any
+    address closes an unguarded aiortc connection for good. If this fails, aiortc catches
+    them itself and the guard can go."""
+    async with _ChannelPair(guard=False) as pair:
+        strangers.send_from_stranger(pair.b, [strangers.DROPPED[shape]])
+        async with asyncio.timeout(10):
+            while pair.b.connectionState != "closed":  # noqa: ASYNC110 - aiortc's state
+                await asyncio.sleep(0.02)
+        assert pair.b.sctp is not None
+        assert pair.b.sctp.transport.state == "closed"
+
+
+async def test_guard_receive_drops_hostile_datagrams_from_the_peer_address() -> None:
+    """Relies on ``RTCIceTransport._recv``, ``RTCDtlsTransport._rx_srtp`` (its ``unprotect``
+    and ``unprotect_rtcp``) and ``RTCPeerConnection.__createDtlsTransport``. The datagrams
+    come from a's own socket (a forged source address looks the same), so no address filter
+    would stop them: both peers stay connected and the channel still carries messages."""
+    async with _ChannelPair(guard=True) as pair:
+        await pair.echo("before")
+        with strangers.own_socket(pair.a) as forged:
+            await strangers.send_hostile(pair.b, via=forged)
+        await strangers.send_hostile(pair.a)
+        await pair.echo("after")
+        strangers.assert_connected(pair.a)
+
+
+async def test_guard_receive_reports_moved_internals() -> None:
+    with pytest.raises(InternalsError, match="transport"):
+        _aiortc.guard_transport_receive(object())  # type: ignore[arg-type]
+    pc = _pc()
+    try:
+        pc.createDataChannel("x")
+        assert pc.sctp is not None
+        transport = pc.sctp.transport
+        assert callable(transport.transport._recv)
+        rx_srtp: object = transport._rx_srtp
+        assert rx_srtp is None  # set by the handshake
+        del transport.transport._recv
+        with pytest.raises(InternalsError, match="_recv"):
+            _aiortc.guard_transport_receive(transport)
+    finally:
+        await pc.close()

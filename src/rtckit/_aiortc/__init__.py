@@ -20,6 +20,8 @@ One module per area, each listing the internals it relies on:
 * :mod:`~rtckit._aiortc.rtp_routing` -- RTP routing by SSRC, MID and RID, RTX SSRCs;
 * :mod:`~rtckit._aiortc.dtls` -- DTLS ciphers for peers with an RSA certificate;
 * :mod:`~rtckit._aiortc.srtp` -- SRTP for RTP packets over 1356 bytes (other stacks' MTU);
+* :mod:`~rtckit._aiortc.receive` -- no datagram from a stranger ends a DTLS receive loop;
+* :mod:`~rtckit._aiortc.transports` -- hooks on every DTLS transport of a connection;
 * :mod:`~rtckit._aiortc.sdp` -- aiortc's undocumented SDP parser.
 
 This package imports nothing else of rtckit but :mod:`rtckit.errors`: callers turn what it
@@ -52,6 +54,7 @@ from rtckit._aiortc.peer import (
     selected_pair,
     settle_unoffered_transceivers,
 )
+from rtckit._aiortc.receive import dropped_datagrams, guard_receive, guard_transport_receive
 from rtckit._aiortc.rtp_routing import (
     RtpRouting,
     install_rtp_routing,
@@ -93,7 +96,10 @@ __all__ = [
     "candidate_from_sdp",
     "check_versions",
     "create_stable_offer",
+    "dropped_datagrams",
     "force_relay_policy",
+    "guard_receive",
+    "guard_transport_receive",
     "ice_connection",
     "ice_transports",
     "install_rtp_routing",

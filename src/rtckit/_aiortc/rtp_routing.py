@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
+from rtckit._aiortc.transports import on_every_dtls_transport
 from rtckit._aiortc.versions import get_internal
 
 # aiortc 1.14-1.16's ``RtpRouter.route_rtp`` (aiortc.rtcdtlstransport) routes a packet by its
@@ -34,12 +35,11 @@ from rtckit._aiortc.versions import get_internal
 # * the parsed ``RtpPacket.extensions.mid`` / ``rtp_stream_id`` / ``repaired_rtp_stream_id``;
 # * ``RTCRtpReceiver.__rtx_ssrc`` (RTX SSRC -> media SSRC, read when unwrapping RTX),
 #   completed for an RTX SSRC learned from a packet;
-# * ``RTCPeerConnection.__createDtlsTransport`` (wrapped on the instance, so that a transport
-#   created later gets the router too).
+# * ``RTCPeerConnection.__createDtlsTransport`` (through ``on_every_dtls_transport``, so that a
+#   transport created later gets the router too).
 
 _MAX_LEARNED_SSRCS: Final = 32  # per receiver: a remote sending random SSRCs grows nothing
 _RECEIVER_RTX_SSRC: Final = "_RTCRtpReceiver__rtx_ssrc"
-_CREATE_DTLS_TRANSPORT: Final = "_RTCPeerConnection__createDtlsTransport"
 
 
 def _is_rtx_codec(codec: RTCRtpCodecParameters) -> bool:
@@ -195,18 +195,4 @@ def install_rtp_routing(pc: RTCPeerConnection) -> None:
     Call it right after creating the connection (rtckit's peer sessions and
     :func:`rtckit.peer.connection.create_peer_connection` do). Idempotent.
     """
-    create = get_internal(pc, _CREATE_DTLS_TRANSPORT)
-    if not getattr(create, "_rtckit_routing", False):
-
-        def create_dtls_transport() -> RTCDtlsTransport:
-            transport: RTCDtlsTransport = create()
-            install_rtp_routing_on_transport(transport)
-            return transport
-
-        create_dtls_transport._rtckit_routing = True  # type: ignore[attr-defined]
-        setattr(pc, _CREATE_DTLS_TRANSPORT, create_dtls_transport)
-    transports = [t.receiver.transport for t in pc.getTransceivers()]
-    if pc.sctp is not None:
-        transports.append(pc.sctp.transport)
-    for transport in transports:
-        install_rtp_routing_on_transport(transport)
+    on_every_dtls_transport(pc, install_rtp_routing_on_transport, "_rtckit_routing")

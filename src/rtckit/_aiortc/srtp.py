@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Final
 
 from aiortc.rtcdtlstransport import RTCDtlsTransport
@@ -46,28 +47,36 @@ def widen_srtp(session: Session) -> None:
     session._buffer = ffi.buffer(wide)
 
 
-def widen_transport_srtp(transport: RTCDtlsTransport) -> None:
-    """:func:`widen_srtp` for the outgoing SRTP session of *transport*: now if its DTLS
-    handshake is done, else as soon as it is (idempotent).
+def when_keyed(transport: RTCDtlsTransport, key: str, install: Callable[[Any], None]) -> None:
+    """Call *install* with the SRTP session *key* (``"_tx_srtp"`` or ``"_rx_srtp"``) of
+    *transport*: now if its DTLS handshake is done, else as soon as it is (once per *key* and
+    *install*'s name).
 
-    Relies on: ``RTCDtlsTransport._tx_srtp`` (the outgoing ``pylibsrtp.Session``, set by the
-    handshake before the transport's state becomes ``connected``) and its ``statechange``
-    event.
+    Relies on: ``RTCDtlsTransport._tx_srtp`` / ``._rx_srtp`` (the outgoing / incoming
+    ``pylibsrtp.Session``, both set by the handshake before the transport's state becomes
+    ``connected``, and before its receive loop starts) and its ``statechange`` event.
     """
-    if not hasattr(transport, "_tx_srtp"):
-        raise missing_internal("RTCDtlsTransport has no _tx_srtp")
-    session: Any = transport._tx_srtp
+    if not hasattr(transport, key):
+        raise missing_internal(f"RTCDtlsTransport has no {key}")
+    session: Any = getattr(transport, key)
     if session is not None:
-        widen_srtp(session)
+        install(session)
         return
-    if getattr(transport, "_rtckit_widen_srtp", False):
+    marker = f"_rtckit_keyed{key}_{getattr(install, '__name__', '')}"
+    if getattr(transport, marker, False):
         return
-    transport._rtckit_widen_srtp = True  # type: ignore[attr-defined]
+    setattr(transport, marker, True)
 
     def on_state() -> None:
-        keyed: Any = transport._tx_srtp
+        keyed: Any = getattr(transport, key)
         if keyed is not None:
-            widen_srtp(keyed)
+            install(keyed)
             transport.remove_listener("statechange", on_state)
 
     transport.on("statechange", on_state)
+
+
+def widen_transport_srtp(transport: RTCDtlsTransport) -> None:
+    """:func:`widen_srtp` for the outgoing SRTP session of *transport*: now if its DTLS
+    handshake is done, else as soon as it is (idempotent; see :func:`when_keyed`)."""
+    when_keyed(transport, "_tx_srtp", widen_srtp)

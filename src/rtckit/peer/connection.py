@@ -67,6 +67,7 @@ class RtcKitPeerConnection(RTCPeerConnection):
         super().__init__(configuration=rtc_configuration(ice_config, selection))
         _aiortc.widen_dtls_ciphers(self)
         _aiortc.install_rtp_routing(self)
+        _aiortc.guard_receive(self)
         self.ice_config = ice_config
         """The configuration this connection was created with."""
         self.aiortc_selection = selection

@@ -552,6 +552,7 @@ class PeerSession:
         # Route incoming RTP by SSRC, MID and RID, RTX SSRCs included (aiortc alone loses
         # retransmissions when two video m-lines share the RTX payload type).
         _aiortc.install_rtp_routing(pc)
+        _aiortc.guard_receive(pc)
         # One bundled transport: its gatherer exists now, bound its STUN/TURN wait.
         _aiortc.bound_gathering(pc, self.config.gather_timeout)
 

@@ -34,6 +34,7 @@ def new_peer_connection(config: SessionConfig) -> RTCPeerConnection:
     # before any transport exists: DTLS with peers whose certificate is RSA (webrtcbin)
     _aiortc.widen_dtls_ciphers(pc)
     _aiortc.install_rtp_routing(pc)
+    _aiortc.guard_receive(pc)
     return pc
 
 
