@@ -36,7 +36,7 @@ nitpick_ignore_regex = [
     # certs: cryptography's classes and stdlib types of its signatures (no inventory offline).
     (r"py:(class|mod)", r"(cryptography|pathlib|os|enum|ssl)(\..*)?"),
     # sfu: aiortc classes named bare in autodoc type descriptions
-    (r"py:class", r"(RTC\w+|MediaStreamTrack)"),
+    (r"py:class", r"(RTC\w+|MediaStreamTrack|MediaPlayer)"),
     # signaling: type aliases and journal types named bare in autodoc type descriptions
     (r"py:class", r"(Action|ServerEvent|Record|RoomSnapshot|Pending)"),
     # server: aiohttp's ``web`` as imported, and the stdlib logging classes.

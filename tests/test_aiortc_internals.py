@@ -16,6 +16,7 @@ import aioice
 import aioice.stun
 import aiortc.rtcrtpreceiver
 import aiortc.rtcrtpsender
+import av
 import pytest
 from aiortc import (
     RTCConfiguration,
@@ -1239,5 +1240,84 @@ async def test_guard_receive_reports_moved_internals() -> None:
         del transport.transport._recv
         with pytest.raises(InternalsError, match="_recv"):
             _aiortc.guard_transport_receive(transport)
+    finally:
+        await pc.close()
+
+
+# --- encoded frames before the decoder (rtckit._aiortc.media) ---
+
+
+async def _sending_pair(
+    *, decode: bool
+) -> tuple[RTCPeerConnection, RTCPeerConnection, list[tuple[str, bytes, int]]]:
+    """*a* sends a test pattern to *b*, whose receiver is tapped before it starts."""
+    from rtckit.peer.media import PatternConfig, TestPatternTrack
+
+    a, b = _pc(), _pc()
+    a.addTransceiver(TestPatternTrack(PatternConfig(width=160, height=120, fps=15)), "sendonly")
+    frames: list[tuple[str, bytes, int]] = []
+    await a.setLocalDescription(await a.createOffer())
+    await b.setRemoteDescription(a.localDescription)
+    (transceiver,) = b.getTransceivers()
+    _aiortc.tap_encoded_frames(
+        transceiver.receiver,
+        lambda codec, data, ts: frames.append((codec.mimeType, data, ts)),
+        decode=decode,
+    )
+    await b.setLocalDescription(await b.createAnswer())
+    await a.setRemoteDescription(b.localDescription)
+    return a, b, frames
+
+
+async def test_tap_encoded_frames_sees_frames_before_the_decoder() -> None:
+    """RTCRtpReceiver.__decoder_queue still receives (codec, JitterFrame) and is the queue
+    receive() hands to the decoder thread: the tap sees whole VP8 frames, a keyframe first,
+    RTP timestamps from 0; without decoding, no decoder is created for the receiver."""
+    counters = _aiortc.sfu_codec_counters()
+    decoders = counters.decoders
+    a, b, frames = await _sending_pair(decode=False)
+    try:
+        async with asyncio.timeout(20):
+            while len(frames) < 10:  # noqa: ASYNC110 (the tap is a plain callback: no event)
+                await asyncio.sleep(0.05)
+        assert {mime for mime, _, _ in frames} == {"video/VP8"}
+        assert frames[0][1][0] & 1 == 0  # a VP8 key frame (RFC 6386 section 9.1)
+        assert frames[0][2] == 0
+        timestamps = [ts for _, _, ts in frames]
+        assert timestamps == sorted(timestamps)
+        assert counters.decoders == decoders
+        (transceiver,) = b.getTransceivers()
+        assert _aiortc.sfu_receiver_decoding(transceiver.receiver)  # the thread idles
+        with pytest.raises(RuntimeError, match="before the receiver starts"):
+            _aiortc.tap_encoded_frames(transceiver.receiver, lambda *args: None)
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_tap_encoded_frames_keeps_decoding_when_asked() -> None:
+    a, b, frames = await _sending_pair(decode=True)
+    try:
+        (transceiver,) = b.getTransceivers()
+        async with asyncio.timeout(20):
+            frame = await transceiver.receiver.track.recv()
+        assert isinstance(frame, av.VideoFrame)
+        assert frame.width == 160
+        assert frames
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_tap_encoded_frames_reports_a_moved_queue() -> None:
+    pc = _pc()
+    try:
+        receiver = pc.addTransceiver("audio", "recvonly").receiver
+        receiver._RTCRtpReceiver__decoder_queue = None  # type: ignore[attr-defined]
+        with pytest.raises(InternalsError, match="decoder_queue"):
+            _aiortc.tap_encoded_frames(receiver, lambda *args: None)
+        del receiver._RTCRtpReceiver__decoder_queue  # type: ignore[attr-defined]
+        with pytest.raises(InternalsError, match="decoder_queue"):
+            _aiortc.tap_encoded_frames(receiver, lambda *args: None)
     finally:
         await pc.close()

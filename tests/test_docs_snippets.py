@@ -157,6 +157,12 @@ PYTHON: dict[Key, str] = {
         "compile: a room member of the reader's server at url"
     ),
     ("rtckit.ice.turn", 'auth = TurnRestAuth(secrets=["s3cret"]'): "run",
+    ("rtckit.whip.client.WhipClient", "async with WhipClient(url"): (
+        "compile: publishes to the reader's endpoint (docs/howto/whip.rst runs one)"
+    ),
+    ("rtckit.whip.client.WhepClient", "async with WhepClient(url"): (
+        "compile: plays the reader's endpoint (tests/test_whip_client.py records one)"
+    ),
     ("rtckit.backplane.redis.RedisBackplane", "await backplane.start(handler)"): (
         "compile: a fragment, the reader's Redis and handler (docs/howto/cluster.rst runs one)"
     ),
@@ -220,6 +226,8 @@ CONTEXT: dict[str, set[str]] = {
     "rtckit.testing.proxy": {"server_port"},
     "rtckit.testing.redisserver": {"RedisBackplaneConfig"},
     "rtckit.topology.base": {"url", "SignalingClient", "TestPatternTrack"},
+    "rtckit.whip.client.WhipClient": {"url", "token", "asyncio", "open_source"},
+    "rtckit.whip.client.WhepClient": {"url"},
 }
 
 #: Python run before a page's blocks: what the page's prose says the reader has.
@@ -295,6 +303,12 @@ SHELL_PARSE: dict[Key, str] = {
     ),
     ("docs/howto/doctor.rst", "$ rtckit doctor stun:turn.example.org"): "probes remote servers",
     ("docs/howto/doctor.rst", "$ rtckit doctor --ice-config ice.json"): "probes remote servers",
+    ("docs/howto/whep.rst", "rtckit whep play http://127.0.0.1:8090/whep/stage/alice"): (
+        "plays the reader's server (tests/test_whip_client.py runs the CLI)"
+    ),
+    ("docs/howto/whip.rst", "rtckit whip publish http://127.0.0.1:8080/whip/stage"): (
+        "publishes for a minute to the reader's server (tests/test_whip_client.py runs the CLI)"
+    ),
     ("docs/howto/room-tokens.rst", "rtckit signaling --host 127.0.0.1 --port 8765"): (
         "serves until Ctrl-C"
     ),

@@ -83,7 +83,12 @@ async def test_page_static_files_and_client_module() -> None:
         html = await page.text()
         assert 'src="room.js"' in html
         assert 'id="join-form"' in html
-        for name, kind in (("room.js", "text/javascript"), ("room.css", "text/css")):
+        for name, kind in (
+            ("room.js", "text/javascript"),
+            ("room.css", "text/css"),
+            ("whep.html", "text/html"),
+            ("whep-player.js", "text/javascript"),
+        ):
             response = await client.get(f"/{name}")
             assert response.status == 200
             assert response.content_type == kind

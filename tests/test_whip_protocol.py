@@ -177,6 +177,46 @@ def test_ice_server_links() -> None:
             wp.ice_server_links([bad])
 
 
+def test_ice_server_links_round_trip() -> None:
+    servers: list[dict[str, object]] = [
+        {"urls": ["stun:stun.example.org:3478"]},
+        {
+            "urls": ["turn:turn.example.org?transport=udp"],
+            "username": "1700000000:web",
+            "credential": 'pa"ss\\wo;rd, x',
+        },
+        {"urls": ["turns:turn.example.org"], "username": "u", "credential": "p"},
+    ]
+    links = wp.ice_server_links(servers)
+    assert wp.parse_ice_server_links(links) == servers
+    # several links in one field value, other relations skipped, token values, any case
+    joined = ", ".join([*links, '<https://example.org/x>; rel="next"'])
+    assert wp.parse_ice_server_links([joined]) == servers
+    assert wp.parse_ice_server_links(
+        ['<stun:a:1>;REL=ice-server , <turn:b>; rel="other ice-server"; username=u']
+    ) == [{"urls": ["stun:a:1"]}, {"urls": ["turn:b"]}]  # no credential: none kept
+    assert wp.parse_ice_server_links([]) == []
+    # a credential type other than password is not usable by an RTCIceServer
+    oauth = '<turn:c>; rel="ice-server"; username="u"; credential="t"; credential-type="oauth"'
+    assert wp.parse_ice_server_links([oauth]) == [{"urls": ["turn:c"]}]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "stun:a; rel=ice-server",
+        "<stun:a",
+        '<stun:a>; rel="ice-server',
+        "<stun:a> rel=ice-server",
+        "<stun:a>; =x",
+        "<stun:a>; rel=",
+        '<stun a>; rel="ice-server"',
+    ],
+)
+def test_malformed_links_are_the_servers_fault(value: str) -> None:
+    assert status_of(wp.parse_ice_server_links, [value]) == 502
+
+
 def test_config_validation() -> None:
     assert WhipConfig().prefix == "/whip"
     for bad in ({"prefix": "whip"}, {"prefix": "/"}, {"max_sessions": 0}, {"connect_timeout": 0}):

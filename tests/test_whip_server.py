@@ -335,8 +335,69 @@ async def test_a_publisher_that_hangs_up_without_delete_is_reaped(
         async with asyncio.timeout(10):
             while server.whip is not None and server.whip.sessions:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
+        fragment = "a=ice-ufrag:x\r\na=ice-pwd:y\r\na=end-of-candidates\r\n"
+        patch_headers = {"Content-Type": "application/trickle-ice-sdpfrag", "If-Match": "*"}
+        async with http.patch(resource, data=fragment, headers=patch_headers) as patched:
+            await problem(patched, 404)
+        # a client that closes its connection before its DELETE (browsers' whip.js) gets a 200
+        async with http.delete(resource) as late:
+            assert late.status == 200, await late.text()
         async with http.delete(resource) as gone:
             await problem(gone, 404)
+
+
+async def _hang_up(server: Server, http: aiohttp.ClientSession, token: str) -> str:
+    """A publisher that connects, then closes its connection without a DELETE: its resource."""
+    pc, offer, _ = await whip_offer()
+    try:
+        response = await post(http, f"{server.base}/whip/sfu", offer, token=token)
+        assert response.status == 201, await response.text()
+        answer = RTCSessionDescription(sdp=await response.text(), type="answer")
+        await pc.setRemoteDescription(answer)
+        (publisher,) = server.sfu().publishers.values()
+        async with asyncio.timeout(30):
+            while pc.connectionState != "connected":  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+    finally:
+        await pc.close()
+    async with asyncio.timeout(30):
+        assert await publisher.wait_ended() == "connection closed"
+        while server.whip is not None and server.whip.sessions:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+    return server.base + response.headers["Location"]
+
+
+async def _only_the_owner_deletes(
+    server: Server, http: aiohttp.ClientSession, resource: str, token: str
+) -> None:
+    """A DELETE of *resource* without a token: 401; with another's: 403; with *token*: 200."""
+    async with http.delete(resource) as anonymous:
+        await problem(anonymous, 401)
+    other = server.token("publish", identity="someone-else")
+    async with http.delete(resource, headers={"Authorization": f"Bearer {other}"}) as wrong:
+        await problem(wrong, 403)
+    async with http.delete(resource, headers={"Authorization": f"Bearer {token}"}) as ok:
+        assert ok.status == 200
+
+
+async def test_a_delete_after_a_hang_up_needs_the_owner_and_comes_in_time(
+    http: aiohttp.ClientSession,
+) -> None:
+    """The 200 to a DELETE after a hang-up (WhipConfig.delete_grace): for the session's own
+    token only, within the grace, and for the last max_sessions ended sessions only."""
+    async with running(token_auth=True) as server:
+        assert server.whip is not None
+        server.whip.config = WhipConfig(max_sessions=1, delete_grace=2.0)
+        token = server.token("publish")
+        first = await _hang_up(server, http, token)
+        second = await _hang_up(server, http, token)
+        async with http.delete(first, headers={"Authorization": f"Bearer {token}"}) as old:
+            await problem(old, 404)  # one ended session remembered (max_sessions)
+        await _only_the_owner_deletes(server, http, second, token)
+        third = await _hang_up(server, http, token)
+        await asyncio.sleep(2.5)
+        async with http.delete(third, headers={"Authorization": f"Bearer {token}"}) as late:
+            await problem(late, 404)  # after the grace
 
 
 def _open_fds() -> int:
@@ -539,13 +600,7 @@ async def test_tokens_and_limits(http: aiohttp.ClientSession) -> None:
             assert created.status == 201, await created.text()
             resource = server.base + created.headers["Location"]
             # the session answers only to the token that created it
-            async with http.delete(resource) as anonymous:
-                await problem(anonymous, 401)
-            other = server.token("publish", identity="someone-else")
-            async with http.delete(resource, headers={"Authorization": f"Bearer {other}"}) as wrong:
-                await problem(wrong, 403)
-            async with http.delete(resource, headers={"Authorization": f"Bearer {token}"}) as ok:
-                assert ok.status == 200
+            await _only_the_owner_deletes(server, http, resource, token)
             # 413: a body over the limit
             await problem(await post(http, url, "v=0\r\n" + "a=x\r\n" * 20000, token=token), 413)
         finally:

@@ -33,21 +33,19 @@ PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>rtckit sfu</ti
 import * as rtc from "/ws/rtckit.js";
 // Test-only: make this page publish its video with one codec (?codec=video/h264).
 // setCodecPreferences orders only this page's own list; Chromium SENDS the first codec of the
-// remote description's list. addTrack may put the camera on an m-line the SFU offered (to
-// forward the aiortc participant's video, VP8 first): addTrack reuses such a transceiver, and a
-// remote offer's new m-line takes over a transceiver addTrack made. A transceiver made by
-// addTransceiver is never reused so: this page offers its m-line, in its order, and the SFU
-// answers in that order.
+// remote description's list. An SFU room sends each local track on a transceiver of its own
+// (addTransceiver, never reused by a remote offer's m-line): this page offers its m-line, in
+// its order, and the SFU answers in that order.
 const codec = new URLSearchParams(location.search).get("codec");
 if (codec) {
-  const addTrack = RTCPeerConnection.prototype.addTrack;
-  RTCPeerConnection.prototype.addTrack = function (track, ...streams) {
-    if (track.kind !== "video") return addTrack.call(this, track, ...streams);
-    const transceiver = this.addTransceiver(track, { direction: "sendrecv", streams });
+  const addTransceiver = RTCPeerConnection.prototype.addTransceiver;
+  RTCPeerConnection.prototype.addTransceiver = function (trackOrKind, init) {
+    const transceiver = addTransceiver.call(this, trackOrKind, init);
+    if (typeof trackOrKind === "string" || trackOrKind.kind !== "video") return transceiver;
     const caps = RTCRtpReceiver.getCapabilities("video").codecs;
     const first = caps.filter((c) => c.mimeType.toLowerCase() === codec);
     transceiver.setCodecPreferences(first.concat(caps.filter((c) => !first.includes(c))));
-    return transceiver.sender;
+    return transceiver;
   };
 }
 window.rtc = rtc;

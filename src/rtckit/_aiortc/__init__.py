@@ -17,6 +17,7 @@ One module per area, each listing the internals it relies on:
   trickled candidates;
 * :mod:`~rtckit._aiortc.sfu` -- forwarding RTP without decoding;
 * :mod:`~rtckit._aiortc.mcu` -- keyframe requests;
+* :mod:`~rtckit._aiortc.media` -- encoded frames of a receiver before its decoder;
 * :mod:`~rtckit._aiortc.rtp_routing` -- RTP routing by SSRC, MID and RID, RTX SSRCs;
 * :mod:`~rtckit._aiortc.dtls` -- DTLS ciphers for peers with an RSA certificate;
 * :mod:`~rtckit._aiortc.srtp` -- SRTP for RTP packets over 1356 bytes (other stacks' MTU);
@@ -43,6 +44,7 @@ from rtckit._aiortc.ice import (
     turn_endpoint,
 )
 from rtckit._aiortc.mcu import on_keyframe_request
+from rtckit._aiortc.media import EncodedFrameCallback, tap_encoded_frames
 from rtckit._aiortc.peer import (
     add_trickled_candidate,
     bound_gathering,
@@ -88,6 +90,7 @@ __all__ = [
     "SUPPORTED_AIOICE",
     "SUPPORTED_AIORTC",
     "CodecCounters",
+    "EncodedFrameCallback",
     "RtpRouting",
     "SdpDescription",
     "add_trickled_candidate",
@@ -130,6 +133,7 @@ __all__ = [
     "sfu_watch_codecs",
     "stun_error",
     "stun_transaction_timeout",
+    "tap_encoded_frames",
     "turn_endpoint",
     "widen_dtls_ciphers",
     "widen_srtp",

@@ -28,6 +28,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "rtckit.cli.signaling",
     "rtckit.cli.demo",
     "rtckit.cli.serve",
+    "rtckit.cli.whip",
 )
 
 

@@ -4,6 +4,7 @@
 
 =====================  ===============================================================
 ``/``                  the room page (``index.html``, ``room.css``, ``room.js``)
+``/whep.html``         a WHEP player page (``?room=..&participant=..``), linked from the room page
 ``/rtckit.js``         the browser client ES module (also at ``/ws/rtckit.js``); the modules
                        it imports at ``/rtckit/`` (:mod:`rtckit.signaling.browser`)
 ``/ws``                the signaling WebSocket (:class:`~rtckit.signaling.wsserver.SignalingServer`)
@@ -100,6 +101,8 @@ STATIC_FILES: Mapping[str, str] = {
     "index.html": "text/html",
     "room.css": "text/css",
     "room.js": "text/javascript",
+    "whep.html": "text/html",
+    "whep-player.js": "text/javascript",
 }
 
 _NO_CACHE = {"Cache-Control": "no-cache", "X-Content-Type-Options": "nosniff"}
@@ -539,7 +542,9 @@ def create_app(
     app = web.Application(client_max_size=64 * 1024, middlewares=[count_connections])
     app[_APP_KEY] = state
     app.router.add_get("/", state.page)
-    app.router.add_get("/{name:(index\\.html|room\\.css|room\\.js)}", state.page)
+    app.router.add_get(
+        "/{name:(index\\.html|room\\.css|room\\.js|whep\\.html|whep-player\\.js)}", state.page
+    )
     for route in client_routes("/"):
         app.router.add_get(route, state.script)
     app.router.add_get("/config.json", state.client_config)

@@ -6,9 +6,13 @@
 checked, which rooms it serves, and opens a session for an accepted offer (:meth:`_open`);
 this base does the rest: CORS and preflights, bearer tokens, bodies and their limits, the
 ``201`` with ``Location``, ``ETag`` and ``Link``, trickle ``PATCH``, ``DELETE``, and the end
-of every session (its resource then answers 404). In a cluster, a ``POST`` for a room homed on
-another node is answered ``307`` to that node before a session is opened, and the ``Location``
-of a ``201`` is absolute (:mod:`rtckit.whip.cluster`).
+of every session (its resource then answers 404; where :attr:`HttpEndpoint.late_delete` is
+set, except to a ``DELETE`` from its owner for *delete_grace* seconds after the client closed
+its connection, or it failed: 200, since browser clients close first, then send the
+``DELETE``; see :class:`~rtckit.whip.protocol.WhipConfig`).
+In a cluster, a ``POST`` for a room homed on another node is answered ``307`` to that node
+before a session is opened, and the ``Location`` of a ``201`` is absolute
+(:mod:`rtckit.whip.cluster`).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Self, TypeVar
 
@@ -97,6 +102,9 @@ class HttpEndpoint(Generic[SessionT]):
     permission: ClassVar[str] = "publish"
     #: the route of a session resource under the prefix
     resource_route: ClassVar[str] = "/{room}/{resource}"
+    #: whether the owner's DELETE of a session whose client hung up (closed its connection,
+    #: or it failed) answers 200 for ``delete_grace`` seconds rather than 404
+    late_delete: ClassVar[bool] = False
     #: the configuration without one given
     default_config: ClassVar[type[WhipConfig]] = WhipConfig
     #: whether a ``POST`` for a room with no home places it (in a cluster): a WHIP publisher
@@ -119,6 +127,9 @@ class HttpEndpoint(Generic[SessionT]):
         self.ice_servers = ice_servers
         #: the sessions by resource id
         self.sessions: dict[str, SessionT] = {}
+        # sessions whose client hung up, oldest first: resource id -> (room, token, until when
+        # a DELETE of it answers 200); see WhipConfig.delete_grace
+        self._ended: OrderedDict[str, tuple[str, str | None, float]] = OrderedDict()
         self._pending = 0  # POSTs being answered (they count against max_sessions)
         self._closed = False
 
@@ -261,12 +272,14 @@ class HttpEndpoint(Generic[SessionT]):
         try:
             session = self.sessions.get(request.match_info["resource"])
             if session is None or session.room != request.match_info["room"]:
+                if request.method == "DELETE" and self._ended_just_now(request):
+                    return web.Response(status=200, headers=self._headers())
                 raise wp.problem(404, f"no such {self.kind} session (it ended, or never existed)")
             if request.method == "OPTIONS":
                 return self._preflight(request, allow)
             if request.method not in ("PATCH", "DELETE"):
                 raise wp.problem(405, f"{request.method} is not allowed here")
-            self._check_owner(session, request)
+            self._check_owner(session.token, request)
             if request.method == "DELETE":
                 await self._end(session)
                 return web.Response(status=200, headers=self._headers())
@@ -274,15 +287,28 @@ class HttpEndpoint(Generic[SessionT]):
         except WhipError as error:
             return self._problem(error, allow if error.status == 405 else None)
 
-    def _check_owner(self, session: SessionT, request: web.Request) -> None:
-        """A session created with a token is used with that token only."""
-        if session.token is None:
+    def _check_owner(self, owner: str | None, request: web.Request) -> None:
+        """A session created with a token (*owner*) is used with that token only."""
+        if owner is None:
             return
         token = wp.parse_bearer(request.headers.get("Authorization"))
         if token is None:
             raise wp.problem(401, "this session needs the bearer token that created it")
-        if not secrets.compare_digest(token, session.token):
+        if not secrets.compare_digest(token, owner):
             raise wp.problem(403, "this session was created with another token")
+
+    def _ended_just_now(self, request: web.Request) -> bool:
+        """Whether the resource of *request* (a DELETE) is of a session whose client hung up
+        less than ``delete_grace`` ago; if so it is forgotten (a second DELETE: 404)."""
+        now = asyncio.get_running_loop().time()
+        while self._ended and next(iter(self._ended.values()))[2] <= now:
+            self._ended.popitem(last=False)
+        ended = self._ended.get(request.match_info["resource"])
+        if ended is None or ended[0] != request.match_info["room"]:
+            return False
+        self._check_owner(ended[1], request)
+        del self._ended[request.match_info["resource"]]
+        return True
 
     async def _post(self, request: web.Request) -> web.Response:
         room = request.match_info["room"]
@@ -371,11 +397,18 @@ class HttpEndpoint(Generic[SessionT]):
                 reason,
                 extra={"room": session.room, "peer": session.participant_id},
             )
-        await self._end(session)
+        await self._end(session, hung_up=reason in ("connection closed", "connection failed"))
 
-    async def _end(self, session: SessionT) -> None:
+    async def _end(self, session: SessionT, *, hung_up: bool = False) -> None:
+        """End *session*; *hung_up*: its client closed the connection (or vanished), and a
+        DELETE of its resource answers 200 for ``delete_grace`` seconds."""
         if self.sessions.pop(session.resource_id, None) is None:
             return
+        if hung_up and self.late_delete:
+            until = asyncio.get_running_loop().time() + self.config.delete_grace
+            self._ended[session.resource_id] = (session.room, session.token, until)
+            while len(self._ended) > self.config.max_sessions:
+                self._ended.popitem(last=False)
         await session.peer.aclose()
         await session._release()
         others = [task for task in session.tasks if task is not asyncio.current_task()]

@@ -70,7 +70,9 @@ ICE servers
 the ``username`` / ``credential`` / ``credential-type="password"`` parameters. Values that
 would break the header (a line break, ``<`` or ``>`` in a URL) are refused
 (:class:`~rtckit.errors.ConfigurationError`): the ICE servers are the server's configuration,
-not remote input.
+not remote input. :func:`parse_ice_server_links` is the client's side: it reads those field
+values back into ``RTCIceServer`` dicts; a malformed one is the server's fault, refused as a
+502 :class:`~rtckit.errors.WhipError` (as a gateway names an invalid upstream answer).
 """
 
 from __future__ import annotations
@@ -101,6 +103,7 @@ __all__ = [
     "new_etag",
     "new_resource_id",
     "parse_bearer",
+    "parse_ice_server_links",
     "parse_offer",
     "parse_sdp_fragment",
     "parse_whep_offer",
@@ -124,6 +127,7 @@ _TITLES: Final = {
     415: "Unsupported Media Type",
     422: "Unprocessable Content",
     428: "Precondition Required",
+    502: "Bad Gateway",
     503: "Service Unavailable",
 }
 
@@ -149,6 +153,12 @@ class WhipConfig:
     sessions at once on this server (more: 503). *max_body_bytes*: longest offer or fragment.
     *connect_timeout*: how long a new session may take to connect (ICE, then DTLS) before it is
     reaped; a session whose connection later fails (ICE consent lost) is reaped at once.
+    *delete_grace* (WHIP only): how long the resource of a session that ended without a
+    ``DELETE`` because its client closed its connection (or the connection failed) still
+    answers a ``DELETE`` from its owner with 200 rather than 404: browser clients close their
+    connection first, then send the ``DELETE`` (npm ``whip-whep``'s ``stop()`` does), and the
+    server reaps the session on the DTLS ``close_notify`` before the request arrives. Other
+    requests get 404 at once; at most *max_sessions* ended resources are remembered.
     *allow_origin*: the CORS ``Access-Control-Allow-Origin`` of every answer.
     """
 
@@ -156,6 +166,7 @@ class WhipConfig:
     max_sessions: int = attrs.field(default=32, validator=attrs.validators.ge(1))
     max_body_bytes: int = attrs.field(default=64 * 1024, validator=attrs.validators.ge(1024))
     connect_timeout: float = attrs.field(default=20.0, validator=_positive)
+    delete_grace: float = attrs.field(default=30.0, validator=_positive)
     allow_origin: str = "*"
 
 
@@ -412,3 +423,104 @@ def ice_server_links(servers: Iterable[Mapping[str, Any]]) -> list[str]:
                 )
             links.append(link)
     return links
+
+
+_TOKEN: Final = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _split_links(value: str) -> list[tuple[str, dict[str, str]]]:
+    """The links of one ``Link`` field value (RFC 8288 section 3): ``(target, params)`` each,
+    parameter names lower-cased, quoted values unescaped. Malformed: 502."""
+    links: list[tuple[str, dict[str, str]]] = []
+    pos, end = 0, len(value)
+
+    def bad(why: str) -> WhipError:
+        return problem(502, f"the server sent a malformed Link header ({why}): {value[:80]!r}")
+
+    while True:
+        while pos < end and value[pos] in " \t,":
+            pos += 1
+        if pos >= end:
+            return links
+        if value[pos] != "<":
+            raise bad("a link must start with <")
+        close = value.find(">", pos)
+        if close < 0:
+            raise bad("no > after the target")
+        target, pos = value[pos + 1 : close], close + 1
+        params: dict[str, str] = {}
+        while True:
+            while pos < end and value[pos] in " \t":
+                pos += 1
+            if pos >= end or value[pos] == ",":
+                break
+            if value[pos] != ";":
+                raise bad("parameters are separated by ;")
+            pos += 1
+            while pos < end and value[pos] in " \t":
+                pos += 1
+            name = _TOKEN.match(value, pos)
+            if name is None:
+                raise bad("a parameter without a name")
+            pos = name.end()
+            while pos < end and value[pos] in " \t":
+                pos += 1
+            text = ""
+            if pos < end and value[pos] == "=":
+                pos += 1
+                while pos < end and value[pos] in " \t":
+                    pos += 1
+                if pos < end and value[pos] == '"':
+                    chars: list[str] = []
+                    pos += 1
+                    while pos < end and value[pos] != '"':
+                        if value[pos] == "\\" and pos + 1 < end:
+                            pos += 1
+                        chars.append(value[pos])
+                        pos += 1
+                    if pos >= end:
+                        raise bad("an unterminated quoted string")
+                    pos += 1
+                    text = "".join(chars)
+                else:
+                    token = _TOKEN.match(value, pos)
+                    if token is None:
+                        raise bad(f"no value for {name.group()}")
+                    text, pos = token.group(), token.end()
+            params.setdefault(name.group().lower(), text)  # the first occurrence counts
+        links.append((target, params))
+
+
+def parse_ice_server_links(values: Iterable[str]) -> list[dict[str, Any]]:
+    """The ``RTCIceServer`` dicts announced by the ``Link`` field *values* of a WHIP answer.
+
+    The inverse of :func:`ice_server_links`: one dict per ``rel="ice-server"`` link, with
+    ``urls`` (a one-element list), and ``username`` / ``credential`` when the link carries
+    both (TURN with ``credential-type="password"``, the only type RFC 9725 defines). Links
+    with another relation are skipped; a ``rel`` may list several relation types. A malformed
+    field value, or an ICE server URL with a line break, is refused (502).
+
+    .. code-block:: python
+
+        from rtckit.whip.protocol import ice_server_links, parse_ice_server_links
+
+        servers = [
+            {"urls": ["stun:stun.example.org"]},
+            {"urls": ["turn:turn.example.org"], "username": "u", "credential": "p;\\"x"},
+        ]
+        assert parse_ice_server_links(ice_server_links(servers)) == servers
+    """
+    servers: list[dict[str, Any]] = []
+    for value in values:
+        for target, params in _split_links(value):
+            if "ice-server" not in params.get("rel", "").lower().split():
+                continue
+            if not target or any(ch in target for ch in "\r\n\x00 "):
+                raise problem(502, f"the server announced a malformed ICE server {target!r}")
+            server: dict[str, Any] = {"urls": [target]}
+            kind = params.get("credential-type", "password").lower()
+            if "username" in params and "credential" in params and kind == "password":
+                server["username"] = params["username"]
+                server["credential"] = params["credential"]
+            servers.append(server)
+    return servers

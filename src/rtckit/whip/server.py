@@ -85,6 +85,7 @@ class WhipEndpoint(HttpEndpoint[WhipSession]):
 
     kind = "WHIP"
     permission = "publish"
+    late_delete = True  # browser WHIP clients (npm whip-whep) close first, then DELETE
 
     def _parse(self, offer: str) -> wp.OfferSummary:
         return wp.parse_offer(offer)

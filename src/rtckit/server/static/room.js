@@ -18,7 +18,8 @@ const ui = {
   grid: $("grid"), messages: $("messages"), chatForm: $("chat-form"), chatInput: $("chat-input"),
   statsBody: $("stats-body"), mic: $("mic-button"), cam: $("cam-button"),
   leave: $("leave-button"), status: $("status"), title: $("room-title"),
-  topologyBadge: $("topology-badge"), invite: $("invite-button"), tabChat: $("tab-chat"),
+  topologyBadge: $("topology-badge"), invite: $("invite-button"), whep: $("whep-button"),
+  tabChat: $("tab-chat"),
   tabStats: $("tab-stats"), chatPanel: $("chat"), statsPanel: $("stats"),
   unread: $("unread"),
 };
@@ -30,6 +31,7 @@ const state = window.rtckitPage = {
   signaling: null,
   room: null,
   name: "",
+  roomName: "",
   participants: new Map(),  // id -> {name, tile, stream, video}
   mix: null,                // MCU rooms: the tile of the room's composite {tile, video, ...}
   serverState: null,        // SFU/MCU rooms: the state of the one connection, to the server
@@ -44,6 +46,34 @@ const state = window.rtckitPage = {
 // The peer ids the SFU and MCU servers take in their rooms: they are not people, so they get
 // no tile of their own.
 const SERVER_PEERS = new Set([SFU_PEER_ID, MCU_PEER_ID]);
+
+// The WHEP player page served next to this one (whep.html), and the role a WHIP publisher
+// has in its signaling metadata ({"rtckit_role": "whip"}).
+const WHEP_PAGE = "/whep.html";
+const WHIP_ROLE = "whip";
+
+/**
+ * The link to the WHEP player of *room*: its participant *participant* (SFU rooms), or with
+ * none, what the server plays for the room (SFU: its first publisher of video; MCU: the mix).
+ * The page's own room token goes along (a WHEP viewer needs the subscribe permission).
+ */
+function whepLink(room, participant = null) {
+  const query = new URLSearchParams({ room });
+  if (participant !== null) query.set("participant", participant);
+  const token = params.get("token");
+  if (token) query.set("token", token);
+  return `${WHEP_PAGE}?${query}`;
+}
+
+/**
+ * How the WHEP endpoint names a participant, stably across rejoins: the identity of its room
+ * token, else the name in its signaling metadata, else its peer id.
+ */
+function whepName(id, identity, metadata) {
+  if (typeof identity === "string" && identity) return identity;
+  if (metadata && typeof metadata.name === "string" && metadata.name) return metadata.name;
+  return id;
+}
 
 /** "a mesh room", "an SFU room", "an MCU room": the topology's name with its article. */
 function roomKind(topology) {
@@ -207,6 +237,7 @@ async function join(event) {
     state.signaling = signaling;
     state.room = room;
     state.name = name;
+    state.roomName = roomName;
     enterCall(roomName, topology);
   } catch (error) {
     if (signaling) signaling.close();
@@ -220,7 +251,7 @@ async function join(event) {
 
 // --- in the call -----------------------------------------------------------------------
 
-function makeTile(id, name, { local = false, detached = false } = {}) {
+function makeTile(id, name, { local = false, detached = false, role = "", whep = null } = {}) {
   const tile = document.createElement("figure");
   tile.className = local ? "tile local" : "tile";
   tile.dataset.peerId = id;
@@ -240,6 +271,22 @@ function makeTile(id, name, { local = false, detached = false } = {}) {
   mic.textContent = "muted";
   mic.hidden = true;
   tile.append(video, caption, badge, mic);
+  if (role) {  // e.g. "WHIP": a publisher that is not a person with this page
+    const label = document.createElement("span");
+    label.className = "role";
+    label.textContent = role;
+    tile.append(label);
+  }
+  if (whep) {
+    const link = document.createElement("a");
+    link.className = "whep-link";
+    link.href = whep;
+    link.target = "_blank";
+    link.rel = "noopener";
+    link.textContent = "Watch via WHEP";
+    link.title = `Play ${local ? "your" : `${name}'s`} video in a WHEP player page`;
+    tile.append(link);
+  }
   if (!detached) {
     ui.grid.append(tile);
     layoutGrid();
@@ -257,17 +304,37 @@ function layoutGrid() {
   ui.grid.dataset.count = count;
 }
 
-function participantName(id, metadata) {
+function participantName(id, metadata, identity) {
   const name = metadata && typeof metadata.name === "string" ? metadata.name.trim() : "";
-  return name.slice(0, 32) || `Guest ${id.slice(0, 4)}`;
+  // a WHIP publisher without a token identity: its peer id, the name WHEP knows it by
+  const fallback = identity || (isWhip(metadata) ? id : `Guest ${id.slice(0, 4)}`);
+  return name.slice(0, 32) || fallback.slice(0, 32);
+}
+
+function isWhip(metadata) {
+  return Boolean(metadata && metadata.rtckit_role === WHIP_ROLE);
+}
+
+/** The WHEP link of a participant's tile: SFU rooms only (an MCU room plays its mix). */
+function participantWhep(id, identity, metadata) {
+  if (!state.signaling || state.signaling.topology !== "sfu") return null;
+  return whepLink(state.roomName, whepName(id, identity, metadata));
 }
 
 function addParticipant(id, metadata) {
   if (SERVER_PEERS.has(id)) return null;
   if (state.participants.has(id)) return state.participants.get(id);
-  const name = participantName(id, metadata);
+  // what the signaling server says of the peer: its token identity, its metadata
+  const info = state.signaling ? state.signaling.peers.get(id) : null;
+  const identity = info && typeof info.identity === "string" ? info.identity : null;
+  if (!metadata && info) metadata = info.metadata ?? null;
+  const name = participantName(id, metadata, identity);
   // MCU: everyone is drawn in the room's composite; a person's own tile stays off the grid
-  const { tile, video, badge, mic } = makeTile(id, name, { detached: isMcu() });
+  const { tile, video, badge, mic } = makeTile(id, name, {
+    detached: isMcu(),
+    role: isWhip(metadata) ? "WHIP" : "",
+    whep: participantWhep(id, identity, metadata),
+  });
   const entry = { id, name, tile, video, badge, mic, stream: new MediaStream() };
   video.srcObject = entry.stream;
   if (state.serverState) showState(entry, state.serverState);
@@ -391,6 +458,12 @@ function enterCall(roomName, requested) {
   ui.topologyBadge.title = `This room is ${roomKind(signaling.topology)}`;
   ui.topologyBadge.hidden = false;
   ui.invite.hidden = false;
+  // WHEP plays a room with a media server (SFU, MCU); a mesh room has none
+  ui.whep.hidden = signaling.topology === "mesh";
+  ui.whep.href = whepLink(roomName);
+  ui.whep.title = signaling.topology === "mcu"
+    ? "Play the room's mix in a WHEP player page"
+    : "Play the room's first video publisher in a WHEP player page";
   ui.invite.title = state.config.auth === "token"
     ? "Copy a link to this room (without your token: each person needs their own invitation)"
     : "Copy a link to this room";
@@ -399,7 +472,10 @@ function enterCall(roomName, requested) {
   url.searchParams.set("room", roomName);
   history.replaceState(null, "", url);
 
-  const local = makeTile(signaling.peerId, state.name, { local: true });
+  const local = makeTile(signaling.peerId, state.name, {
+    local: true,
+    whep: participantWhep(signaling.peerId, signaling.identity, { name: state.name }),
+  });
   state.localTile = local;
   if (state.media) {
     local.video.srcObject = state.media;
@@ -522,6 +598,7 @@ function leave() {
   ui.title.hidden = true;
   ui.topologyBadge.hidden = true;
   ui.invite.hidden = true;
+  ui.whep.hidden = true;
   document.title = "rtckit room";
   setStatus("Not connected");
 }

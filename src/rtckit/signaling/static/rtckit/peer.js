@@ -24,7 +24,7 @@ export class PeerSession extends EventTarget {
   constructor(signaller, {
     polite, iceServers = [], iceTransportPolicy = "all", heartbeatInterval = 1000,
     disconnectedAfter = 3000, restartAfter = 4000, deadPeerTimeout = 30000, autoRestart = true,
-    heartbeatOpenTimeout = 10000, name = "",
+    heartbeatOpenTimeout = 10000, name = "", ownTransceivers = false,
   } = {}) {
     super();
     if (typeof polite !== "boolean") throw new Error("polite must be true or false");
@@ -33,6 +33,7 @@ export class PeerSession extends EventTarget {
     this.config = { iceServers, iceTransportPolicy, heartbeatInterval, disconnectedAfter,
       restartAfter, deadPeerTimeout, autoRestart, heartbeatOpenTimeout };
     this.name = name;
+    this.ownTransceivers = ownTransceivers;
     this.generation = 0;
     this.state = "new";
     this.closed = false;
@@ -90,7 +91,7 @@ export class PeerSession extends EventTarget {
     // connected session waits heartbeatOpenTimeout rather than disconnectedAfter.
     heartbeat.onopen = () => { if (this.pc === pc && !this.closed) this._alive(); };
     this.heartbeat = heartbeat;
-    for (const { track, stream } of this.localTracks) pc.addTrack(track, stream);
+    for (const { track, stream } of this.localTracks) this._sendTrack(pc, track, stream);
     for (const [label, entry] of this.channels) {
       if (entry.local) this._openChannel(pc, label, entry);
     }
@@ -183,7 +184,17 @@ export class PeerSession extends EventTarget {
     if (this.localTracks.some((t) => t.track === track)) throw new Error("track already added");
     stream = stream || new MediaStream([track]);
     this.localTracks.push({ track, stream });
-    if (this.pc) this._run(() => { if (!this.pc.getSenders().some((s) => s.track === track)) this.pc.addTrack(track, stream); });
+    if (this.pc) this._run(() => { if (!this.pc.getSenders().some((s) => s.track === track)) this._sendTrack(this.pc, track, stream); });
+  }
+
+  // ownTransceivers (SFU and MCU rooms): every local track is sent on an m-line of its own.
+  // addTrack would reuse an m-line the server offered to send this page another participant's
+  // video; Chromium then decodes that video (framesDecoded grows) but its track renders
+  // nothing (a <video> of it stays at readyState 0; seen with Chromium 156 and an aiortc
+  // server: a page joining an SFU room whose publisher was there first saw a black tile).
+  _sendTrack(pc, track, stream) {
+    if (this.ownTransceivers) pc.addTransceiver(track, { direction: "sendrecv", streams: [stream] });
+    else pc.addTrack(track, stream);
   }
 
   removeTrack(track) {

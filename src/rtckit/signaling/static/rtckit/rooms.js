@@ -295,6 +295,7 @@ export class SfuRoom extends EventTarget {
     const iceServers = this.options.iceServers ?? signaling.iceServers ?? [];
     const session = new PeerSession(signaller, {
       ...this.options, iceServers, polite: true, name: `${this.localId}->${this.serverId}`,
+      ownTransceivers: true,
     });
     this.session = session;
     for (const { track, stream } of this.published) session.addTrack(track, stream);
