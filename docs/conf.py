@@ -33,6 +33,9 @@ nitpick_ignore_regex = [
     # signaling: enum bases, and Playwright's Browser (an optional dependency).
     (r"py:class", r"(enum\..*|playwright\..*|Browser)"),
     (r"py:(class|data|obj)", r"rtckit\..*\._.*"),
+    # the private connection class of WHIP publishers and WHEP viewers, named bare in the
+    # signatures that import it for type checking only
+    (r"py:class", r"HttpPeer"),
     # certs: cryptography's classes and stdlib types of its signatures (no inventory offline).
     (r"py:(class|mod)", r"(cryptography|pathlib|os|enum|ssl)(\..*)?"),
     # sfu: aiortc classes named bare in autodoc type descriptions

@@ -1,8 +1,9 @@
 """WHIP ingest over real HTTP on loopback: an aiortc WHIP client publishes into an SFU room.
 
-The server is a signaling hub with SFU room strategies and :class:`rtckit.whip.WhipEndpoint`
-on an aiohttp app; room members are real rtckit participants over WebSocket; the WHIP client
-is a bare aiortc ``RTCPeerConnection`` (no rtckit on its side) speaking HTTP with aiohttp.
+The server is a signaling hub with SFU and MCU room strategies and
+:class:`rtckit.whip.WhipEndpoint` on an aiohttp app; room members are real rtckit participants
+over WebSocket; the WHIP client is a bare aiortc ``RTCPeerConnection`` (no rtckit on its side)
+speaking HTTP with aiohttp. WHIP into MCU rooms: test_whip_mcu.py, on the same server.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,11 @@ from rtckit.topology import (
     TrackUnpublished,
     join_room,
 )
-from rtckit.topology.sfu import SfuServerStrategy, sfu_strategy_factory
+from rtckit.topology.mcu import McuPublisher, McuServerStrategy
+from rtckit.topology.sfu import SfuPublisher, SfuServerStrategy, sfu_strategy_factory
 from rtckit.topology.strategies import RoomStrategies
 from rtckit.whip import WhipConfig, WhipEndpoint
+from test_topology_mcu import small_mcu
 
 SMALL = PatternConfig(width=160, height=120, fps=15)
 FAST = SessionConfig(heartbeat_interval=0.25, disconnected_after=1.0, restart_after=2.0)
@@ -44,7 +47,7 @@ ICE = [{"urls": "stun:127.0.0.1:3478"}]
 
 
 class Server:
-    """Signaling + SFU rooms + WHIP on one loopback aiohttp app."""
+    """Signaling + SFU rooms (and *rooms*) + WHIP on one loopback aiohttp app."""
 
     def __init__(
         self, *, token_auth: bool, connect_timeout: float, rooms: Sequence[RoomConfig] = ()
@@ -71,6 +74,13 @@ class Server:
         assert isinstance(strategy, SfuServerStrategy)
         return strategy
 
+    def publishers(self, room: str) -> Mapping[str, SfuPublisher | McuPublisher]:
+        """The WHIP publishers of an SFU or MCU room."""
+        assert self.strategies is not None
+        strategy = self.strategies.running[room]
+        assert isinstance(strategy, SfuServerStrategy | McuServerStrategy)
+        return strategy.publishers
+
     def token(self, *permissions: str, room: str = "sfu", identity: str = "obs") -> str:
         assert self.auth is not None
         return self.auth.mint(room=room, identity=identity, permissions=permissions)
@@ -80,11 +90,13 @@ class Server:
 async def running(
     *, token_auth: bool = False, connect_timeout: float = 20.0
 ) -> AsyncIterator[Server]:
-    srv = Server(token_auth=token_auth, connect_timeout=connect_timeout)
+    mcu = RoomConfig(name="mcu", topology="mcu")
+    srv = Server(token_auth=token_auth, connect_timeout=connect_timeout, rooms=[mcu])
     async with srv.signaling:
         await srv.signaling.listen("127.0.0.1", 0)
         factory = sfu_strategy_factory(session_config=FAST)
-        async with RoomStrategies(srv.signaling.hub, factories={"sfu": factory}) as strategies:
+        factories = {"sfu": factory, "mcu": small_mcu}
+        async with RoomStrategies(srv.signaling.hub, factories=factories) as strategies:
             srv.strategies = strategies
             whip = WhipEndpoint(
                 srv.signaling.hub,
@@ -430,16 +442,17 @@ async def test_a_flood_of_posts_that_never_connect_leaves_no_descriptor_behind(
                 await pc.close()
 
 
+@pytest.mark.parametrize("room", ["sfu", "mcu"])
 async def test_a_publisher_removed_from_the_room_ends_its_session(
-    server: Server, http: aiohttp.ClientSession
+    server: Server, http: aiohttp.ClientSession, room: str
 ) -> None:
     pc, offer, _ = await whip_offer()
     try:
-        response = await post(http, f"{server.base}/whip/sfu", offer)
+        response = await post(http, f"{server.base}/whip/{room}", offer)
         assert response.status == 201
         resource = server.base + response.headers["Location"]
-        (publisher,) = server.sfu().publishers.values()
-        server.signaling.hub.remove_peer("sfu", publisher.participant_id)  # an admin kicks it
+        (publisher,) = server.publishers(room).values()
+        server.signaling.hub.remove_peer(room, publisher.participant_id)  # an admin kicks it
         async with asyncio.timeout(10):
             await publisher.wait_ended()  # the room removed it (its signaling closed)
         assert server.whip is not None
@@ -452,22 +465,23 @@ async def test_a_publisher_removed_from_the_room_ends_its_session(
         await pc.close()
 
 
+@pytest.mark.parametrize("room", ["sfu", "mcu"])
 async def test_an_offer_aiortc_cannot_apply_is_a_400_without_traceback(
-    server: Server, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+    server: Server, http: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture, room: str
 ) -> None:
     pc, offer, _ = await whip_offer()
     await pc.close()
     broken = "\r\n".join(line for line in offer.split("\r\n") if line != "a=rtcp-mux")
     with caplog.at_level(logging.INFO):
-        body = await problem(await post(http, f"{server.base}/whip/sfu", broken), 400)
+        body = await problem(await post(http, f"{server.base}/whip/{room}", broken), 400)
     assert "cannot be answered" in body["detail"]
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
     assert server.whip is not None
     assert server.whip.sessions == {}
-    # the refused publisher left the room it was the only person in: the room's SFU stopped
+    # the refused publisher left the room it was the only person in: its media server stopped
     assert server.strategies is not None
     async with asyncio.timeout(10):
-        while "sfu" in server.strategies.running:  # noqa: ASYNC110 - bounded by the timeout
+        while room in server.strategies.running:  # noqa: ASYNC110 - bounded by the timeout
             await asyncio.sleep(0.05)
 
 

@@ -1,4 +1,4 @@
-"""GStreamer's webrtcbin publishes into an rtckit SFU room over WHIP (an independent stack).
+"""GStreamer's webrtcbin publishes into an rtckit SFU or MCU room over WHIP (an independent stack).
 
 webrtcbin (libnice, its own DTLS with an RSA certificate, its own SRTP) runs in a child process
 under Debian's Python (:mod:`rtckit.testing._webrtcbin`) and offers a test pattern: VP8, or
@@ -6,7 +6,8 @@ H.264 from ``x264enc`` set up as OBS sends it, with or without an Opus tone. The
 WHIP client's HTTP side: it POSTs the offer, trickles webrtcbin's candidates with PATCH (its
 offer has none: webrtcbin trickles) or, as a client without trickle, sends an offer made after
 gathering with every candidate in it, and hands the answer back. An rtckit room member receives
-the media, forwarded without decoding. Host candidates on this machine only, or relayed ones
+the media: in an SFU room forwarded without decoding, in an MCU room (VP8 only) decoded and
+drawn in its cell of the composite. Host candidates on this machine only, or relayed ones
 from a coturn on 127.0.0.1 whose address and credentials webrtcbin took from the ``Link``
 headers of rtckit's ``OPTIONS`` answer, before gathering.
 """
@@ -20,12 +21,15 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
+import numpy as np
 import pytest
 from aiohttp import web
 
 from rtckit import _aiortc
 from rtckit.ice import IceConfig
 from rtckit.ice.turn import ice_server
+from rtckit.mcu.engine import McuConfig
+from rtckit.mcu.video import CompositorConfig
 from rtckit.peer import SessionConfig
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingClient, SignalingConfig
 from rtckit.signaling.wsserver import SignalingServer
@@ -34,6 +38,7 @@ from rtckit.testing._webrtcbin import WebrtcbinPeer, require_webrtcbin, turn_ser
 from rtckit.testing.coturn import run_loopback_coturn
 from rtckit.topology import ParticipantLeft, TrackPublished, join_room
 from rtckit.topology.base import Room
+from rtckit.topology.mcu import MCU_PEER_ID, McuRoomConfig, McuServerStrategy
 from rtckit.topology.sfu import SfuServerStrategy, sfu_strategy_factory
 from rtckit.topology.strategies import RoomStrategies
 from rtckit.whip import WhipEndpoint
@@ -42,6 +47,10 @@ from whippublish import assert_forwarded, assert_no_errors, whip_publish
 SESSION = SessionConfig(heartbeat_interval=0.5, disconnected_after=5.0, restart_after=8.0)
 WITHIN = 40.0
 CONSENT_WITHIN = 60.0  # aioice gives up after 6 consent checks 4-6 s apart
+MCU = McuRoomConfig(
+    engine=McuConfig(video=CompositorConfig(width=320, height=240, labels=False), fps=15.0),
+    session=SESSION,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -55,11 +64,15 @@ async def whip_server(
     session: SessionConfig = SESSION,
     ice_servers: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
 ) -> AsyncIterator[tuple[SignalingServer, RoomStrategies, str]]:
-    config = SignalingConfig(auth=OpenAuth(), rooms=[RoomConfig(name="sfu", topology="sfu")])
+    declared = [RoomConfig(name="sfu", topology="sfu"), RoomConfig(name="mcu", topology="mcu")]
+    config = SignalingConfig(auth=OpenAuth(), rooms=declared)
     async with SignalingServer(config) as server:
         await server.listen("127.0.0.1", 0)
-        factory = sfu_strategy_factory(session_config=session)
-        async with RoomStrategies(server.hub, factories={"sfu": factory}) as rooms:
+        factories = {
+            "sfu": sfu_strategy_factory(session_config=session),
+            "mcu": lambda hub: McuServerStrategy(hub, config=MCU),
+        }
+        async with RoomStrategies(server.hub, factories=factories) as rooms:
             whip = WhipEndpoint(server.hub, rooms, ice_servers=ice_servers)
             app = web.Application()
             whip.add_routes(app)
@@ -92,30 +105,53 @@ async def receive_video(track: Any, frames: int = 30) -> None:
         assert (frame.width, frame.height) == (320, 240)
 
 
-@pytest.mark.parametrize("ending", ["delete", "kill"])
-async def test_webrtcbin_publishes_vp8_into_an_sfu_room_over_whip(ending: str) -> None:
+async def drawn_in_its_cell(viewer: Room, strategy: McuServerStrategy, publisher_id: str) -> None:
+    """The MCU decodes the publisher's video and draws it in its cell of the composite the
+    room member gets: webrtcbin's ball (white on black) is there, and moves."""
+    seen: list[np.ndarray] = []
+    async with asyncio.timeout(WITHIN):
+        (composite,) = (await first_tracks(viewer, MCU_PEER_ID, {"video"})).values()
+        while len(seen) < 2:
+            frame = await composite.recv()
+            cell = None if strategy.engine is None else strategy.engine.cell_of(publisher_id)
+            if cell is None:
+                continue
+            x, y, w, h = cell
+            luma = frame.to_ndarray(format="yuv420p")[y : y + h, x : x + w].astype(np.int16)
+            if luma.max() > 200 and (not seen or np.abs(luma - seen[-1]).mean() > 1):
+                seen.append(luma)
+
+
+@pytest.mark.parametrize(
+    ("room", "ending"), [("sfu", "delete"), ("sfu", "kill"), ("mcu", "delete")]
+)
+async def test_webrtcbin_publishes_vp8_into_a_room_over_whip(room: str, ending: str) -> None:
     """*ending* ``delete``: the session ends with a DELETE. ``kill``: the publisher is killed
     (SIGKILL: no DELETE, no DTLS close); ICE consent fails (aioice: about 30 s) and the
-    publisher is reaped: it leaves the room, its resource answers 404."""
+    publisher is reaped: it leaves the room, its resource answers 404. In the SFU room the
+    member gets the publisher's video forwarded; in the MCU room, drawn in its cell."""
     async with (
         whip_server() as (server, rooms, base),
-        SignalingClient.connect(server.url, room="sfu") as viewer_client,
+        SignalingClient.connect(server.url, room=room) as viewer_client,
         join_room(viewer_client, session_config=SESSION) as viewer,
         WebrtcbinPeer(role="offer", send_video=True) as peer,
         aiohttp.ClientSession() as http,
-        whip_publish(http, f"{base}/whip/sfu", peer) as publish,
+        whip_publish(http, f"{base}/whip/{room}", peer) as publish,
     ):
         resource = publish.resource
-        strategy = rooms.running["sfu"]
-        assert isinstance(strategy, SfuServerStrategy)
+        strategy = rooms.running[room]
+        assert isinstance(strategy, SfuServerStrategy | McuServerStrategy)
         (publisher_id,) = strategy.publishers
-        async with asyncio.timeout(WITHIN):
-            tracks = await first_tracks(viewer, publisher_id, {"video"})
-            await receive_video(tracks["video"])
-        stats = strategy.stats()
-        assert stats is not None
-        assert stats.decoders_created == 0
-        assert stats.encoders_created == 0
+        if isinstance(strategy, McuServerStrategy):
+            await drawn_in_its_cell(viewer, strategy, publisher_id)
+        else:
+            async with asyncio.timeout(WITHIN):
+                tracks = await first_tracks(viewer, publisher_id, {"video"})
+                await receive_video(tracks["video"])
+            stats = strategy.stats()
+            assert stats is not None
+            assert stats.decoders_created == 0
+            assert stats.encoders_created == 0
         (publisher,) = strategy.publishers.values()
         if ending == "delete":
             async with http.delete(resource) as deleted:

@@ -12,7 +12,7 @@
                        for this client), auth mode, topologies this server can host, rooms
 ``/healthz``           ``{"status": "ok", ...}`` while the server runs
 ``/metrics``           Prometheus metrics (path and presence from the config)
-``/whip/<room>``       WHIP ingest into the SFU rooms (:mod:`rtckit.whip.server`), with the
+``/whip/<room>``       WHIP ingest into SFU and MCU rooms (:mod:`rtckit.whip.server`), with the
                        server's room tokens (``[auth]``: ``publish`` permission) and ICE
                        servers (TURN REST credentials minted per answer)
 ``/whep/<room>``       WHEP egress from the SFU and MCU rooms (:mod:`rtckit.whip.whep`),
@@ -322,7 +322,7 @@ class _State:
         self.redirect: ClusterRedirect | None = None
         if signaling.router is not None:
             self.redirect = ClusterRedirect(signaling.router, public_url(config))  # see start
-        #: WHIP ingest into the SFU rooms
+        #: WHIP ingest into the SFU and MCU rooms
         self.whip = WhipEndpoint(
             signaling.hub,
             self.rooms,

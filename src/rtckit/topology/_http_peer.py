@@ -23,7 +23,7 @@ from rtckit.errors import NegotiationError
 from rtckit.ice.candidates import CandidatePolicy, filter_sdp_candidates, parse_candidate
 from rtckit.peer.session import SessionConfig
 
-__all__ = ["HttpPeer", "answer_offer", "new_peer_connection"]
+__all__ = ["HttpPeer", "answer_offer", "new_peer_connection", "receive_only"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +36,13 @@ def new_peer_connection(config: SessionConfig) -> RTCPeerConnection:
     _aiortc.install_rtp_routing(pc)
     _aiortc.guard_receive(pc)
     return pc
+
+
+def receive_only(pc: RTCPeerConnection) -> None:
+    """Set every transceiver of *pc* to receive only (the ``prepare`` of
+    :func:`answer_offer` for a publisher: nothing is sent to it)."""
+    for transceiver in pc.getTransceivers():
+        transceiver.direction = "recvonly"
 
 
 class HttpPeer:
@@ -117,6 +124,8 @@ class HttpPeer:
     def watch(self, connect_timeout: float) -> None:
         """Follow the connection once answered: it ends if it fails, closes, or has not
         connected within *connect_timeout* seconds."""
+        if self._closing is not None:
+            return  # it ended meanwhile (its room stopped while the answer was made)
         self._pc.on("connectionstatechange", self._on_state)
         self._watchdog = asyncio.create_task(
             self._watch(connect_timeout), name=f"{self.label}-{self.participant_id}"

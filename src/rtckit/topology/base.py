@@ -42,15 +42,18 @@ from rtckit.errors import TopologyError
 
 if TYPE_CHECKING:
     from rtckit.peer.session import SessionConfig
+    from rtckit.topology._http_peer import HttpPeer
 
 __all__ = [
     "MCU_PEER_ID",
+    "PUBLISHER_ROLE",
     "SERVER_PEER_IDS",
     "SFU_PEER_ID",
     "ClientStrategy",
     "ParticipantConnectionChanged",
     "ParticipantJoined",
     "ParticipantLeft",
+    "PublishingStrategy",
     "Room",
     "RoomClosed",
     "RoomDataMessage",
@@ -78,6 +81,10 @@ MCU_PEER_ID = "rtckit-mcu"
 #: counted as participants; a room with only them in it is empty, see
 #: :class:`~rtckit.topology.strategies.RoomStrategies`).
 SERVER_PEER_IDS: frozenset[str] = frozenset({SFU_PEER_ID, MCU_PEER_ID})
+#: The ``rtckit_role`` in the signaling metadata of a send-only member (a WHIP publisher):
+#: the media server does not open a session to it over signaling; its strategy's
+#: ``add_publisher`` connects it (:class:`PublishingStrategy`).
+PUBLISHER_ROLE = "whip"
 
 
 class Topology(enum.StrEnum):
@@ -222,6 +229,22 @@ class ServerStrategy(Protocol):
 
     async def stop_room(self, room: str) -> None:
         """The room is gone: stop its media work."""
+
+
+@runtime_checkable
+class PublishingStrategy(Protocol):
+    """A server strategy whose room takes send-only members (WHIP publishers): the SFU
+    forwards their media, the MCU mixes it. A publisher is an
+    :class:`~rtckit.topology._http_peer.HttpPeer`, the connection class WHEP viewers share: its
+    media goes into the room, nothing is sent to it, it is never renegotiated."""
+
+    async def add_publisher(
+        self, participant_id: str, offer: str, *, connect_timeout: float = ...
+    ) -> HttpPeer:
+        """Answer *offer* from the room's participant *participant_id*, which only
+        publishes; it ends if it is not connected within *connect_timeout* seconds. Raises
+        :class:`~rtckit.errors.TopologyError` if the room's media server is not running,
+        :class:`~rtckit.errors.NegotiationError` if the offer cannot be answered."""
 
 
 #: Builds a room's server strategy, given the signaling hub it serves (strategies that take

@@ -13,6 +13,15 @@ engine stops when the last participant leaves, and the server then leaves the ro
 room created on demand closes; in a declared room the server comes back with the next
 participant).
 
+Send-only members (WHIP publishers, :mod:`rtckit.whip`): :meth:`McuServerStrategy.add_publisher`
+answers the SDP offer of a connection that only publishes (it is in the room's signaling with
+the metadata ``{"rtckit_role": "whip"}``, :data:`~rtckit.topology.base.PUBLISHER_ROLE`, and
+the MCU opens no session to it). Its audio and video are decoded and mixed like a member's: a
+cell in the grid, its voice in everyone's mix-minus; nothing is sent to it and it is never
+renegotiated. The returned :class:`McuPublisher` adds trickled candidates, reports when the
+connection ends (failed, closed, or not connected within *connect_timeout*) and ends it; its
+cell leaves the grid then. The MCU stays in a room while a publisher is in it.
+
 Viewers who are not participants (WHEP, :mod:`rtckit.whip.whep`):
 :meth:`McuServerStrategy.add_viewer` answers a receive-only offer with the room's full mix, the
 composite video and the common audio mix (every participant, not a mix-minus), the packets the
@@ -47,7 +56,7 @@ import attrs
 from aiortc import MediaStreamTrack, RTCPeerConnection, RTCRtpSender
 
 from rtckit._aiortc import on_keyframe_request
-from rtckit.errors import SignalingError, TopologyError
+from rtckit.errors import NegotiationError, SignalingError, TopologyError
 from rtckit.ice.candidates import CandidatePolicy
 from rtckit.mcu.engine import McuConfig, McuEngine, McuOutput, McuParticipant
 from rtckit.peer.events import (
@@ -60,11 +69,17 @@ from rtckit.peer.events import (
 from rtckit.peer.session import PeerSession, SessionConfig
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import SignalingClient
-from rtckit.topology._http_peer import HttpPeer, answer_offer, new_peer_connection
+from rtckit.topology._http_peer import (
+    HttpPeer,
+    answer_offer,
+    new_peer_connection,
+    receive_only,
+)
 from rtckit.topology._server_peer import ServerPeer
 from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
     MCU_PEER_ID,
+    PUBLISHER_ROLE,
     RoomDataMessage,
     Topology,
     TrackPublished,
@@ -84,6 +99,7 @@ from rtckit.topology.bridge import (
 
 __all__ = [
     "MCU_PEER_ID",
+    "McuPublisher",
     "McuRoom",
     "McuRoomConfig",
     "McuServerStrategy",
@@ -120,6 +136,29 @@ class _Member:
         self.session = session
         self.participant = participant
         self.pump: asyncio.Task[None] | None = None
+
+
+class McuPublisher(HttpPeer):
+    """A send-only member of an MCU room (see :meth:`McuServerStrategy.add_publisher`).
+
+    Its connection only receives; ``answer`` is the SDP answer to its offer (all of the
+    server's candidates in it). It ends when ``aclose()`` is called, when its connection
+    fails or closes, when it has not connected within the *connect_timeout* given to
+    ``add_publisher``, or when the room stops; ``wait_ended()`` returns then (with the
+    reason), and its cell and its voice have left the mix. ``add_candidate()`` adds a
+    trickled candidate.
+    """
+
+    label = "WHIP"
+
+    def __init__(
+        self, strategy: McuServerStrategy, participant_id: str, pc: RTCPeerConnection
+    ) -> None:
+        super().__init__(participant_id, pc, policy=strategy.config.session.candidate_policy)
+        self._strategy = strategy
+
+    async def _detach(self) -> None:
+        await self._strategy._remove_publisher(self)
 
 
 class McuViewer(HttpPeer):
@@ -175,9 +214,12 @@ class McuServerStrategy:
         self.engine: McuEngine | None = None
         self._peer = ServerPeer(hub, peer_id=self.config.peer_id, role="mcu")
         self._members: dict[str, _Member] = {}
+        #: the send-only members (WHIP publishers), by participant id
+        self.publishers: dict[str, McuPublisher] = {}
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self._stopped = False
+        self._in_room = asyncio.Event()  # joined, engine running
 
     @property
     def client(self) -> SignalingClient | None:
@@ -243,6 +285,88 @@ class McuServerStrategy:
         viewer.watch(connect_timeout)
         return viewer
 
+    # -- send-only members (WHIP) -----------------------------------------------------------
+
+    async def add_publisher(
+        self,
+        participant_id: str,
+        offer: str,
+        *,
+        connect_timeout: float = 20.0,
+        start_timeout: float = 10.0,
+    ) -> McuPublisher:
+        """Answer *offer* from a connection that only publishes, as *participant_id*.
+
+        *participant_id* is already in the room's signaling, with the metadata
+        ``{"rtckit_role": "whip"}`` (:data:`~rtckit.topology.base.PUBLISHER_ROLE`: the MCU
+        opens no session to it); a ``name`` in that metadata labels its cell. Its audio and
+        video are decoded and mixed like a member's (a cell in the grid, its voice in every
+        member's mix-minus); nothing is sent to it, and it is never renegotiated. Waits up to
+        *start_timeout* for the MCU to be in the room. Raises
+        :class:`~rtckit.errors.TopologyError` if the room is not running, is full or the id
+        is taken, :class:`~rtckit.errors.NegotiationError` if aiortc cannot answer the offer.
+        The publisher ends if it is not connected within *connect_timeout* seconds.
+        """
+        try:
+            async with asyncio.timeout(start_timeout):
+                await self._in_room.wait()
+        except TimeoutError:
+            raise TopologyError(f"the MCU of room {self.room!r} did not start") from None
+        async with self._lock:
+            engine, client = self.engine, self.client
+            if engine is None or client is None or self._stopped:
+                raise TopologyError(f"the MCU of room {self.room!r} is stopped")
+            if participant_id in self._members or participant_id in self.publishers:
+                raise TopologyError(f"participant {participant_id!r} is already in the room")
+            info = client.peers.get(participant_id)
+            name = (info.metadata or {}).get("name") if info is not None else None
+            pc = new_peer_connection(self.config.session)
+            publisher = McuPublisher(self, participant_id, pc)
+            try:
+                participant = engine.add_participant(
+                    participant_id, name=name if isinstance(name, str) else None
+                )
+            except TopologyError:  # the grid is full
+                await publisher.aclose()
+                raise
+            self.publishers[participant_id] = publisher
+        participant.video_track.stop()  # it receives nothing
+        participant.audio_track.stop()
+
+        def on_track(track: MediaStreamTrack) -> None:
+            if self.publishers.get(participant_id) is publisher and self.engine is engine:
+                with contextlib.suppress(TopologyError):  # removed meanwhile
+                    engine.add_input(participant_id, track)
+
+        pc.on("track", on_track)
+        try:
+            await answer_offer(publisher, offer, self.config.session, receive_only)
+        except NegotiationError:
+            if self.engine is not engine:  # stop_room, meanwhile
+                raise TopologyError(f"the MCU of room {self.room!r} stopped") from None
+            raise
+        publisher.watch(connect_timeout)
+        self._send_layout()
+        return publisher
+
+    async def _remove_publisher(self, publisher: McuPublisher) -> None:
+        if self.publishers.get(publisher.participant_id) is not publisher:
+            return
+        del self.publishers[publisher.participant_id]
+        if self.engine is not None:
+            await self.engine.remove_participant(publisher.participant_id)
+        self._send_layout()
+
+    def _serving(self, client: SignalingClient | None) -> bool:
+        """Whether anyone is left to serve: a member, a publisher, or one joining (a WHIP
+        publisher is in signaling before it is connected)."""
+        if self._members or self.publishers:
+            return True
+        peers = {} if client is None else client.peers
+        return any(
+            (info.metadata or {}).get("rtckit_role") == PUBLISHER_ROLE for info in peers.values()
+        )
+
     # -- internals --------------------------------------------------------------------------
 
     async def _join(self) -> None:
@@ -256,18 +380,22 @@ class McuServerStrategy:
             for peer_id, info in client.peers.items():
                 await self._add(peer_id, info.metadata)
             self._reader = asyncio.create_task(self._read(client), name=f"mcu-room-{self.room}")
-        if not self._members:
+            self._in_room.set()
+        if not self._serving(self.client):
             # everyone left before the MCU came in: leave, so that the room can close
             await self._leave()
 
     async def _leave(self) -> None:
         async with self._lock:
+            self._in_room.clear()
             reader, self._reader = self._reader, None
             if reader is not None and reader is not asyncio.current_task():
                 reader.cancel()
                 await asyncio.wait([reader])
             for peer_id in list(self._members):
                 await self._remove(peer_id)
+            for publisher in list(self.publishers.values()):
+                await publisher.aclose()
             engine, self.engine = self.engine, None
             if engine is not None:
                 await engine.aclose()
@@ -280,7 +408,7 @@ class McuServerStrategy:
                     await self._on_signaling(event)
                 except Exception as exc:  # noqa: BLE001 - a peer's bad message is dropped
                     log_dropped(logger, f"MCU room {self.room!r}", event, exc)
-                if isinstance(event, sp.PeerLeft) and not self._members:
+                if isinstance(event, sp.PeerLeft) and not self._serving(client):
                     break  # nobody left to serve
         except SignalingError as exc:
             logger.warning("MCU room %r: signaling failed: %s", self.room, exc)
@@ -296,6 +424,9 @@ class McuServerStrategy:
             await self._add(event.peer.id, event.peer.metadata)
         elif isinstance(event, sp.PeerLeft):
             await self._remove(event.peer_id)
+            publisher = self.publishers.get(event.peer_id)
+            if publisher is not None:
+                await publisher.aclose("left")
         elif isinstance(event, sp.Relayed):
             message = peer_message_from_signaling(event)
             member = self._members.get(event.sender or "")
@@ -307,6 +438,8 @@ class McuServerStrategy:
         client = self.client
         if engine is None or client is None or peer_id in self._members:
             return
+        if (metadata or {}).get("rtckit_role") == PUBLISHER_ROLE:
+            return  # a send-only member: add_publisher connects it, not signaling
         name = metadata.get("name") if metadata else None
         try:
             participant = engine.add_participant(

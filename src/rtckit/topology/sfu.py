@@ -26,7 +26,7 @@ answers the SDP offer of a connection that only publishes, with no signaling ses
 renegotiation (an HTTP client cannot be sent a new offer). Its tracks are published to the
 router like any member's and forwarded to every member, without re-encoding; nothing is
 forwarded to it. It is a participant of the room in signaling too (the caller joins it with the
-metadata ``{"rtckit_role": "whip"}``, :data:`PUBLISHER_ROLE`), which the SFU does not connect
+metadata ``{"rtckit_role": "whip"}``, :data:`~rtckit.topology.base.PUBLISHER_ROLE`), which the SFU does not connect
 to: a client that claims that role only gets no media itself. The returned
 :class:`SfuPublisher` handle adds trickled candidates, reports when the connection ends
 (failed, or not connected within *connect_timeout*) and ends it.
@@ -87,10 +87,16 @@ from rtckit.sfu.engine import (
 )
 from rtckit.signaling import protocol as sp
 from rtckit.signaling.client import Reconnected, SignalingClient
-from rtckit.topology._http_peer import HttpPeer, answer_offer, new_peer_connection
+from rtckit.topology._http_peer import (
+    HttpPeer,
+    answer_offer,
+    new_peer_connection,
+    receive_only,
+)
 from rtckit.topology._server_peer import ServerPeer
 from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
+    PUBLISHER_ROLE,
     SFU_PEER_ID,
     RoomDataMessage,
     ServerStrategyFactory,
@@ -130,11 +136,6 @@ _MSID_SEPARATOR = "~"
 _SUBSCRIBE_TIMEOUT = 30.0
 _POLL = 0.02
 _KEYFRAME_RETRY = 0.5
-
-#: The ``rtckit_role`` in the signaling metadata of a send-only member (a WHIP publisher):
-#: the SFU does not open a session to it (:meth:`SfuServerStrategy.add_publisher` connects it).
-PUBLISHER_ROLE = "whip"
-
 
 # --- pure helpers ---------------------------------------------------------------------------
 
@@ -584,10 +585,6 @@ class SfuServerStrategy:
             raise TopologyError(f"participant {participant_id!r} is already in the room")
         publisher = SfuPublisher(self, participant_id, new_peer_connection(self.session_config))
         self.publishers[participant_id] = publisher
-
-        def receive_only(pc: RTCPeerConnection) -> None:
-            for transceiver in pc.getTransceivers():
-                transceiver.direction = "recvonly"
 
         await answer_offer(publisher, offer, self.session_config, receive_only)
         async with self._lock:

@@ -31,8 +31,8 @@ Refusals (each with a problem body naming the cause; :func:`problem`):
 403    a valid token without the ``publish`` permission
 404    unknown room (when rooms are not created on demand) or unknown / ended session resource
 405    a method the resource does not allow (``Allow`` lists those it does)
-409    a room that cannot take a WHIP publisher: only SFU rooms forward one (a mesh room has no
-       media server; MCU rooms do not take WHIP publishers yet); the ``detail`` says which
+409    a mesh room: it has no media server to publish into (SFU and MCU rooms take WHIP
+       publishers); the ``detail`` says so
 412    ``If-Match`` names another entity tag than the session's (:func:`check_if_match`)
 413    a body larger than ``max_body_bytes`` (:class:`WhipConfig`)
 415    a content type other than the one the method takes
@@ -43,8 +43,8 @@ Refusals (each with a problem body naming the cause; :func:`problem`):
        does not support
 428    a trickle ``PATCH`` without ``If-Match`` (the client must name the ICE session it
        trickles into, the ETag of the ``201``)
-503    too many WHIP sessions (``max_sessions`` of :class:`WhipConfig`), or the room's media
-       server is not running (the server is closing)
+503    too many WHIP sessions (``max_sessions`` of :class:`WhipConfig`), the room's media
+       server is not running (the server is closing), or an MCU room's grid is full
 =====  ==========================================================================================
 
 WHEP refuses with the same statuses, except: 403 for a token without the ``subscribe``

@@ -1,4 +1,4 @@
-"""WHIP ingest endpoints for aiohttp: publish into the SFU rooms of a signaling hub.
+"""WHIP ingest endpoints for aiohttp: publish into the SFU and MCU rooms of a signaling hub.
 
 :class:`WhipEndpoint` mounts, under :attr:`WhipConfig.prefix <rtckit.whip.protocol.WhipConfig>`
 (``/whip``):
@@ -14,15 +14,17 @@ session to the room:
 2. the publisher joins the room through signaling, in process, as a participant with the
    metadata ``{"rtckit_role": "whip"}`` (other members see it join and leave; a room is created
    on demand if the hub's configuration does so; it keeps the room running);
-3. the room's :class:`~rtckit.topology.sfu.SfuServerStrategy` (from the
-   :class:`~rtckit.topology.strategies.RoomStrategies` that runs the hub's rooms) answers the
-   offer (:meth:`~rtckit.topology.sfu.SfuServerStrategy.add_publisher`); the answer carries all
+3. the room's media server (from the :class:`~rtckit.topology.strategies.RoomStrategies`
+   that runs the hub's rooms) answers the offer: an SFU room forwards the publisher's media
+   without decoding it (:meth:`~rtckit.topology.sfu.SfuServerStrategy.add_publisher`), an MCU
+   room decodes and mixes it, a cell in the grid and its voice in every member's mix-minus
+   (:meth:`~rtckit.topology.mcu.McuServerStrategy.add_publisher`); the answer carries all
    of the server's candidates (aiortc gathers before it answers), so the server never trickles;
 4. when the session ends (``DELETE``, its connection failed, it never connected within
    ``connect_timeout``, the room stopped) the publisher leaves the room and its resource
    answers 404.
 
-Mesh rooms (no media server) and MCU rooms are refused with 409 and a problem body saying so.
+Mesh rooms (no media server) are refused with 409 and a problem body saying so.
 One signaling event reader per session drains what the room tells the in-process participant,
 so nothing accumulates.
 """
@@ -43,8 +45,8 @@ from rtckit.errors import (
 from rtckit.signaling.client import SignalingClient
 from rtckit.signaling.memory import MemoryTransport
 from rtckit.signaling.protocol import ErrorCode
-from rtckit.topology.base import Topology
-from rtckit.topology.sfu import PUBLISHER_ROLE, SfuPublisher, SfuServerStrategy
+from rtckit.topology._http_peer import HttpPeer
+from rtckit.topology.base import PUBLISHER_ROLE, PublishingStrategy
 from rtckit.whip import protocol as wp
 from rtckit.whip._endpoint import HttpEndpoint, HttpSession, PostedOffer
 
@@ -63,7 +65,7 @@ class WhipSession(HttpSession):
         room: str,
         token: str | None,
         client: SignalingClient,
-        publisher: SfuPublisher,
+        publisher: HttpPeer,
         ufrag: str | None,
     ) -> None:
         super().__init__(
@@ -77,7 +79,8 @@ class WhipSession(HttpSession):
 
 
 class WhipEndpoint(HttpEndpoint[WhipSession]):
-    """WHIP ingest into the SFU rooms of *hub*, run by *rooms* (see the module documentation).
+    """WHIP ingest into the SFU and MCU rooms of *hub*, run by *rooms* (see the module
+    documentation).
 
     *ice_servers* returns the ``RTCIceServer`` dicts a client gets as ``Link`` headers (called
     for each answer, so TURN REST credentials are minted per session); ``None``: none.
@@ -94,14 +97,7 @@ class WhipEndpoint(HttpEndpoint[WhipSession]):
         return await self._start(offer.room, offer.token, offer.sdp, offer.summary)
 
     def _check_topology(self, room: str) -> None:
-        self._refuse_mesh(room, "to publish into (WHIP publishes into SFU rooms)")
-        topology = self.rooms.topology_for(room)
-        if topology is not Topology.SFU:
-            raise wp.problem(
-                409,
-                f"room {room!r} is an {topology.value.upper()} room: WHIP publishes into "
-                "SFU rooms only",
-            )
+        self._refuse_mesh(room, "to publish into (WHIP publishes into SFU and MCU rooms)")
 
     async def _start(
         self, room: str, token: str | None, offer: str, summary: wp.OfferSummary
@@ -147,12 +143,14 @@ class WhipEndpoint(HttpEndpoint[WhipSession]):
         )
         return session
 
-    async def _publish(self, room: str, peer_id: str, offer: str) -> SfuPublisher:
-        """The room's SFU answers *offer* from its new participant *peer_id*."""
+    async def _publish(self, room: str, peer_id: str, offer: str) -> HttpPeer:
+        """The room's SFU or MCU answers *offer* from its new participant *peer_id*."""
         self._check_topology(room)  # a room created just now may have another topology
         strategy = self.rooms.running.get(room)
-        if not isinstance(strategy, SfuServerStrategy):
+        if strategy is None:
             raise wp.problem(503, f"the media server of room {room!r} is not running")
+        if not isinstance(strategy, PublishingStrategy):
+            raise wp.problem(409, f"the media server of room {room!r} takes no WHIP publisher")
         try:
             return await strategy.add_publisher(
                 peer_id, offer, connect_timeout=self.config.connect_timeout
