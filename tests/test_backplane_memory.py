@@ -189,6 +189,20 @@ async def test_load_is_published_with_liveness(pair: Pair) -> None:
         a.set_load(math.nan)
 
 
+async def test_public_url_is_published_with_liveness(pair: Pair) -> None:
+    broker, a, b = pair
+    await started(pair)
+    assert await b.public_url("a") is None
+    a.set_public_url("https://a.example.org:8443")
+    assert await b.public_url("a") == "https://a.example.org:8443"
+    assert await b.public_url("nobody") is None
+    with pytest.raises(ValueError, match="public URL"):
+        a.set_public_url("https://a.example.org/\n")
+    broker.kill("a")
+    await until(lambda: "a" not in broker._live())
+    assert await b.public_url("a") is None  # not live
+
+
 async def test_a_node_id_is_live_once(pair: Pair) -> None:
     broker, _a, _b = pair
     await started(pair)

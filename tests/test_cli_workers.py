@@ -34,6 +34,13 @@ def test_workers_need_a_cluster_and_fixed_ports() -> None:
         check_workers(parse_config(OPEN), 0)
 
 
+def test_worker_ports_must_not_take_the_shared_ones() -> None:
+    check_workers(parse_config(OPEN + CLUSTER + "worker_base_port = 9001\n"), 4)
+    for base in ("8442", "65535"):  # 8442 + 1 is [server] port; 65535 + 1 is no port
+        with pytest.raises(ConfigurationError, match="worker_base_port"):
+            check_workers(parse_config(OPEN + CLUSTER + f"worker_base_port = {base}\n"), 2)
+
+
 SUPERVISOR = """
 import sys
 from rtckit.cli.workers import supervise

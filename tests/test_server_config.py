@@ -233,3 +233,49 @@ def test_cluster_table(monkeypatch: pytest.MonkeyPatch) -> None:
     assert not plain.cluster.durable_sessions
     with pytest.raises(ConfigurationError, match="durable_sessions"):
         parse_config(OPEN_INSECURE + "[cluster]\nredis_url = 'redis://x'\ndurable_sessions = 1\n")
+
+
+def test_cluster_public_url_and_worker_ports() -> None:
+    cluster = OPEN_INSECURE + "[cluster]\nredis_url = 'redis://x'\n"
+    plain = parse_config(cluster).cluster
+    assert plain is not None
+    assert (plain.public_url, plain.worker_base_port) == (None, None)
+    given = parse_config(
+        cluster + "public_url = 'https://n1.example.org:8443/rtc'\nworker_base_port = 9001\n"
+    ).cluster
+    assert given is not None
+    assert (given.public_url, given.worker_base_port) == ("https://n1.example.org:8443/rtc", 9001)
+    for bad in (
+        "ftp://n1.example.org",
+        "n1.example.org:8443",
+        "https://",
+        "https://n1.example.org:99999",
+        "https://user:pw@n1.example.org",
+        "https://n1.example.org/?a=1",
+        "https://n1.example.org/#x",
+        "https://n1.exämple.org",
+        "https://n1.example.org/a b",
+    ):
+        with pytest.raises(ConfigurationError, match=r"\[cluster\] public_url"):
+            parse_config(cluster + f"public_url = {bad!r}\n")
+    with pytest.raises(ConfigurationError, match="worker_base_port"):
+        parse_config(cluster + "worker_base_port = 0\n")
+    with pytest.raises(ConfigurationError, match="public_url"):
+        ClusterSettings(redis_url="redis://x", public_url="ftp://x")
+
+
+def test_public_url_default_comes_from_the_server_table() -> None:
+    from rtckit.server.app import public_url
+
+    cluster = "[cluster]\nredis_url = 'redis://x'\n"
+    config = parse_config(OPEN_INSECURE + cluster)
+    assert public_url(config) == f"http://localhost:{config.server.port}"  # 0.0.0.0
+    assert public_url(config, 9000, secure=True) == "https://localhost:9000"
+    assert public_url(config, own_port=9002) == "http://localhost:9002"
+    v6 = parse_config(OPEN_INSECURE.replace("[server]\n", "[server]\nhost = '::1'\n") + cluster)
+    assert public_url(v6, 9000) == "http://[::1]:9000"
+    unbound = OPEN_INSECURE.replace("[server]\n", "[server]\nport = 0\n")
+    assert public_url(parse_config(unbound + cluster)) == ""
+    given = parse_config(OPEN_INSECURE + cluster + "public_url = 'https://n1.example.org/rtc/'\n")
+    assert public_url(given, 9000) == "https://n1.example.org/rtc"
+    assert public_url(given, own_port=9002) == "https://n1.example.org:9002/rtc"

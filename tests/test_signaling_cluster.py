@@ -864,3 +864,49 @@ async def test_after_an_empty_restart_an_edge_back_first_leaves_the_room_to_its_
         finally:
             for client in (x, y):
                 await client.aclose()
+
+
+async def test_locate_places_a_media_room_for_an_in_process_participant() -> None:
+    """SignalingRouter.locate (a WHIP publisher's POST): the home of a homed room; for a room
+    no node holds, the node placement picks (no lease taken yet) or, with place=False, this
+    node, which takes the lease at once; a room the hub would refuse is this node's (the join
+    is refused here, no lease); an unreachable backplane is a BackplaneError.
+    SignalingRouter.home (a WHEP viewer's POST) answers the same home but places and takes
+    nothing: None for a room no node holds."""
+    rooms = (RoomConfig(name="declared-sfu", topology="sfu"),)
+    async with (
+        asyncio.timeout(TIMEOUT),
+        cluster("ab", default_topology="sfu", rooms=rooms) as nodes,
+        SignalingClient.connect(nodes.url("b"), room="busy") as busy,
+    ):
+        a, b = nodes.nodes["a"].router, nodes.nodes["b"].router
+        assert a is not None
+        assert b is not None
+        assert nodes.home("busy") == "b"
+        assert await a.locate("busy") == "b"
+        assert await b.locate("busy") == "b"
+        assert (await a.home("busy"), await b.home("busy")) == ("b", "b")
+        assert await a.home("fresh") is None
+        assert await b.locate("fresh") == "a"  # b homes a media room: a is less loaded
+        assert nodes.home("fresh") is None  # placed, not taken: a takes it when asked
+        assert await b.locate("fresh", place=False) == "b"
+        assert nodes.home("fresh") == "b"
+        assert "fresh" in b.rooms
+        assert busy.peer_id in [p.id for p in nodes.nodes["b"].hub.state.peers("busy")]
+
+        nodes.broker.set_up(False)
+        with pytest.raises(BackplaneError):
+            await a.locate("other")
+        with pytest.raises(BackplaneError):
+            await a.home("other")
+        nodes.broker.set_up(True)
+
+    async with (
+        asyncio.timeout(TIMEOUT),
+        cluster("ab", rooms=rooms, create_rooms=False) as nodes,
+    ):
+        a = nodes.nodes["a"].router
+        assert a is not None
+        assert await a.locate("undeclared") == "a"
+        assert await a.home("undeclared") == "a"
+        assert nodes.home("undeclared") is None

@@ -266,11 +266,21 @@ async def test_live_nodes_loads_and_leaving(redis_server: RedisServer) -> None:
             b.set_load(math.inf)  # draining
             await asyncio.sleep(TTL)
             assert await a.live_nodes() == {"a": 1.0, "b": math.inf}
+            assert await a.public_url("b") is None
+            b.set_public_url("https://b.example.org:8443/rtc")  # with the next heartbeat
+            a.set_public_url("http://a:1")
+            await asyncio.sleep(TTL)
+            assert await a.public_url("b") == "https://b.example.org:8443/rtc"
+            assert (await b.public_url("a"), await a.public_url("a")) == ("http://a:1",) * 2
+            assert await a.live_nodes() == {"a": 1.0, "b": math.inf}  # the URL is not a load
+            with pytest.raises(ValueError, match="public URL"):
+                a.set_public_url("http://a b")
             left = asyncio.get_running_loop().time()
         # b left: a is told at once, not after the TTL
         await wait_for(lambda: got_a.down == ["b"], 1.0, "b reported down")
         assert got_a.down_at["b"] - left < 0.5
         assert await a.live_nodes() == {"a": 1.0}
+        assert await a.public_url("b") is None  # gone
         await asyncio.sleep(TTL)
         assert got_a.down == ["b"]  # once
 

@@ -21,7 +21,7 @@ import attrs
 if TYPE_CHECKING:
     from rtckit.backplane.journal import JournalStore
 
-__all__ = ["Backplane", "BackplaneHandler", "Lease", "NodeId"]
+__all__ = ["Backplane", "BackplaneHandler", "Lease", "NodeId", "check_public_url"]
 
 #: A node's id: unique among the live nodes of a deployment, printable ASCII, no ``:``.
 NodeId = str
@@ -35,6 +35,15 @@ class Lease:
     key: str
     node: NodeId
     epoch: int
+
+
+def check_public_url(url: str) -> str:
+    """*url* if a backplane can publish it as a node's public URL (printable ASCII, no
+    spaces; ``""`` for none), else a :exc:`ValueError`. Whether it is a usable HTTP URL is
+    the configuration's business."""
+    if url and not (url.isascii() and url.isprintable() and " " not in url):
+        raise ValueError(f"a public URL is printable ASCII without spaces, not {url!r}")
+    return url
 
 
 class BackplaneHandler(Protocol):
@@ -109,6 +118,18 @@ class Backplane(Protocol):
 
     async def live_nodes(self) -> dict[NodeId, float]:
         """The live nodes (this one included) and the load each last published."""
+        ...
+
+    def set_public_url(self, url: str) -> None:
+        """This node's public base URL (where HTTP clients reach it, e.g.
+        ``https://node1.example.com:8443``), published with its liveness, so that another
+        node can send a client here (:meth:`public_url`); ``""``: none. Printable ASCII
+        without spaces, else a :exc:`ValueError`."""
+        ...
+
+    async def public_url(self, node: NodeId) -> str | None:
+        """The public base URL live node *node* last published, or ``None`` (it is not live,
+        or published none)."""
         ...
 
     async def acquire(self, key: str, ttl: float) -> Lease:

@@ -43,7 +43,7 @@ from types import TracebackType
 
 import attrs
 
-from rtckit.backplane.base import BackplaneHandler, Lease, NodeId
+from rtckit.backplane.base import BackplaneHandler, Lease, NodeId, check_public_url
 from rtckit.backplane.journal import JournalImage, Record, RoomSnapshot
 from rtckit.errors import BackplaneError, ConfigurationError
 
@@ -271,6 +271,7 @@ class MemoryBackplane:
         self._closed = False
         self._seen: set[NodeId] = set()
         self.load = 0.0
+        self.url = ""
 
     # --- Backplane -------------------------------------------------------------------------
 
@@ -345,6 +346,19 @@ class MemoryBackplane:
         await asyncio.sleep(0)
         self._broker._check(self)
         return self._broker._live()
+
+    def set_public_url(self, url: str) -> None:
+        """Publish this node's public base URL (``""``: none)."""
+        self.url = check_public_url(url)
+
+    async def public_url(self, node: NodeId) -> str | None:
+        """The public base URL of live node *node*, if it published one."""
+        await asyncio.sleep(0)
+        self._broker._check(self)
+        backplane = self._broker._nodes.get(node)
+        if backplane is None or node not in self._broker._live():
+            return None
+        return backplane.url or None
 
     async def acquire(self, key: str, ttl: float) -> Lease:
         """See :meth:`Backplane.acquire <rtckit.backplane.base.Backplane.acquire>`."""

@@ -6,17 +6,16 @@ Needs the ``redis`` extra (``pip install rtckit[redis]``).
 What lives in Redis (``<ns>`` is :attr:`RedisBackplaneConfig.namespace`; user-supplied parts
 are escaped by :func:`rtckit.backplane.keys.escape`):
 
-* ``<ns>:nodes``, a sorted set: one member per live node, its score the expiry of its
-  liveness in milliseconds of *Redis' own clock* (``TIME`` inside a Lua script, so the nodes'
-  clocks never matter); ``<ns>:nodeinfo``, a hash: each node's record
-  ``<version>:<incarnation>:<load>``. Every node refreshes its entry every
-  :attr:`~RedisBackplaneConfig.heartbeat_interval`; the same script removes every lapsed
-  entry and announces it on ``<ns>:events`` (``<node>:<incarnation>``), so each lapse is
-  reported once. A node whose entry is gone when it comes to refresh it (it was paused, or
-  cut off, longer than :attr:`~RedisBackplaneConfig.node_ttl`) reports
-  ``on_state(False)``, drops its subscription (posts already buffered for it are discarded:
-  their senders have been told it is down), registers anew under a new incarnation and
-  reports ``on_state(True)``.
+* ``<ns>:nodes``, a sorted set: one member per live node, its score the expiry of its liveness
+  in milliseconds of *Redis' own clock* (``TIME`` inside a Lua script, so the nodes' clocks
+  never matter); ``<ns>:nodeinfo``, a hash: each node's record
+  ``<version>:<incarnation>:<load>:<public URL>`` (the URL may be empty). Every node refreshes
+  its entry every :attr:`~RedisBackplaneConfig.heartbeat_interval`; the same script removes
+  every lapsed entry and announces it on ``<ns>:events`` (``<node>:<incarnation>``), so each
+  lapse is reported once. A node whose entry is gone when it comes to refresh it (it was paused,
+  or cut off, longer than :attr:`~RedisBackplaneConfig.node_ttl`) reports ``on_state(False)``,
+  drops its subscription (posts already buffered for it are discarded: their senders have been
+  told it is down), registers anew under a new incarnation and reports ``on_state(True)``.
 * ``<ns>:node:<node>``, a channel per node. The posts to one node within one turn of the
   event loop go there as one ``PUBLISH``, a *batch*: the header ``<version>:<sender>:`` then
   each opaque payload framed by its length (``rtckit.backplane._redis_wire``), in the order
@@ -77,7 +76,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from rtckit.backplane import _redis_wire, keys
-from rtckit.backplane.base import BackplaneHandler, Lease, NodeId
+from rtckit.backplane.base import BackplaneHandler, Lease, NodeId, check_public_url
 from rtckit.errors import BackplaneError, ConfigurationError
 
 if TYPE_CHECKING:
@@ -88,8 +87,8 @@ __all__ = ["PROTOCOL_VERSION", "RedisBackplane", "RedisBackplaneConfig", "check_
 log = logging.getLogger(__name__)
 
 #: The version of what nodes write to Redis and post to each other; nodes are compatible
-#: when theirs are equal.
-PROTOCOL_VERSION = 2
+#: when theirs are equal. (3: the node record ends with the node's public URL.)
+PROTOCOL_VERSION = 3
 
 _NAMESPACE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _MAX_NODE_ID = 128
@@ -294,12 +293,14 @@ class _Record:
     version: int
     incarnation: str
     load: float
+    url: str
 
 
 def _parse_record(record: bytes) -> _Record | None:
     try:
-        version, incarnation, load = record.decode("ascii").split(":", 2)
-        return _Record(int(version), incarnation, float(load))
+        version, incarnation, rest = record.decode("ascii").split(":", 2)
+        load, _, url = rest.partition(":")  # an older version has no URL
+        return _Record(int(version), incarnation, float(load), url)
     except (UnicodeDecodeError, ValueError):
         return None
 
@@ -363,6 +364,7 @@ class RedisBackplane:
         self._gone: dict[tuple[NodeId, str], None] = {}  # incarnations reported down
         self._held: dict[str, Lease] = {}
         self._load = 0.0
+        self._url = ""
         self._warned_versions: set[tuple[NodeId, bytes]] = set()
         self._warned_frames: set[bytes] = set()
         self._warned_batches: set[bytes] = set()
@@ -500,6 +502,27 @@ class RedisBackplane:
             if parsed is not None and parsed.version == PROTOCOL_VERSION:
                 live[node] = self._load if node == self._node_id else parsed.load
         return live
+
+    def set_public_url(self, url: str) -> None:
+        """Publish *url* with this node's next heartbeat (``""``: none)."""
+        self._url = check_public_url(url)
+
+    async def public_url(self, node: NodeId) -> str | None:
+        """The public URL live node *node* of this version published, if any.
+
+        Raises :class:`~rtckit.errors.BackplaneError` while Redis is unreachable."""
+        if node == self._node_id:
+            return self._url or None
+        result = await self._script(
+            "heartbeat",
+            [self._nodes_key, self._info_key],
+            [self._events, self._node_id, 0, b"", "read"],
+        )
+        for live, record in self._pairs(result[1:]):
+            parsed = _parse_record(record)
+            if live == node and parsed is not None and parsed.version == PROTOCOL_VERSION:
+                return parsed.url or None
+        return None
 
     async def acquire(self, key: str, ttl: float) -> Lease:
         """Take lease *key* for *ttl* seconds if it is free; else return its holder's."""
@@ -890,7 +913,7 @@ class RedisBackplane:
         """Refresh (or register, or check) this node's entry and apply the live list."""
         assert self._client is not None
         config = self._config
-        record = f"{PROTOCOL_VERSION}:{self._incarnation}:{self._load!r}"
+        record = f"{PROTOCOL_VERSION}:{self._incarnation}:{self._load!r}:{self._url}"
         async with self._beat_lock:
             sent = asyncio.get_running_loop().time()
             result = await self._scripts["heartbeat"](

@@ -259,6 +259,7 @@ async def serve_until_signal(
     ca: bytes | None,
     banner: Any,
     reuse_port: bool = False,
+    worker: int = 0,
 ) -> int:
     from rtckit.server.app import RtcKitServer
 
@@ -277,7 +278,7 @@ async def serve_until_signal(
         loop.add_signal_handler(signum, on_signal, signum)
     try:
         async with RtcKitServer(
-            config, demo=demo, ca_certificate=ca, reuse_port=reuse_port
+            config, demo=demo, ca_certificate=ca, reuse_port=reuse_port, worker=worker
         ) as server:
             if banner is not None:
                 banner(server, out)

@@ -8,13 +8,15 @@ the file and prints what would be served.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
 from rtckit.cli.demo import serve_until_signal
-from rtckit.cli.workers import check_workers, supervise, worker_command
+from rtckit.cli.workers import WORKER_INDEX_ENV, check_workers, supervise, worker_command
 from rtckit.errors import ConfigurationError
 from rtckit.eventloop import add_loop_argument, run
 from rtckit.server.config import ServeConfig, load_config
@@ -82,11 +84,22 @@ def _serve_file(args: argparse.Namespace) -> int:
         )
     from rtckit.server.logs import configure_logging
 
+    worker = 0
+    if args.worker:
+        with contextlib.suppress(ValueError):
+            worker = int(os.environ.get(WORKER_INDEX_ENV, "0"))
+
     handler = configure_logging(config.logging.level, config.logging.format)
     try:
         status: int = run(
             serve_until_signal(
-                config, sys.stdout, demo=False, ca=None, banner=None, reuse_port=args.worker
+                config,
+                sys.stdout,
+                demo=False,
+                ca=None,
+                banner=None,
+                reuse_port=args.worker,
+                worker=worker,
             ),
             loop=args.loop,
         )

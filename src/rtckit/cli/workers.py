@@ -8,11 +8,15 @@ stops them all and fails), and forwards Ctrl-C (SIGINT: the workers stop at once
 (they hand their rooms over to the other nodes first, within ``[cluster] drain_timeout``) to
 them. On
 Linux the workers also get SIGTERM when the supervisor itself dies (``kill -9``): none is
-left behind holding the port.
+left behind holding the port. Each worker finds its number (1 to N, kept when it is
+restarted) in the environment variable :data:`WORKER_INDEX_ENV`: with ``[cluster]
+worker_base_port`` it listens on a port of its own too (see
+:attr:`~rtckit.server.config.ClusterSettings.worker_base_port`).
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -30,6 +34,7 @@ __all__ = [
     "MAX_RESTARTS",
     "RESTART_WINDOW",
     "STOP_TIMEOUT",
+    "WORKER_INDEX_ENV",
     "check_workers",
     "supervise",
     "worker_command",
@@ -42,6 +47,8 @@ RESTART_WINDOW = 60.0
 #: it is killed.
 STOP_TIMEOUT = 15.0
 _POLL = 0.2
+#: The environment variable that gives each worker its number, 1 to N.
+WORKER_INDEX_ENV = "RTCKIT_WORKER_INDEX"
 
 
 def check_workers(config: ServeConfig, workers: int) -> None:
@@ -60,6 +67,14 @@ def check_workers(config: ServeConfig, workers: int) -> None:
         raise ConfigurationError(
             f"--workers {workers} needs fixed ports: port 0 would give each worker its own"
         )
+    base = config.cluster.worker_base_port
+    if base is not None:
+        ports = range(base, base + workers)
+        if ports[-1] > 65535 or server.port in ports or server.http_port in ports:
+            raise ConfigurationError(
+                f"--workers {workers}: [cluster] worker_base_port {base} gives the workers "
+                f"ports {base} to {ports[-1]}, which must be free ports other than [server]'s"
+            )
 
 
 def supervise(
@@ -81,11 +96,12 @@ def supervise(
     status = 0
     die_with_me = _parent_death_signal()
 
-    def start() -> subprocess.Popen[bytes]:
-        return subprocess.Popen(list(command), preexec_fn=die_with_me)
+    def start(index: int) -> subprocess.Popen[bytes]:
+        env = {**os.environ, WORKER_INDEX_ENV: str(index + 1)}
+        return subprocess.Popen(list(command), preexec_fn=die_with_me, env=env)
 
     try:
-        procs = [start() for _ in range(workers)]
+        procs = [start(index) for index in range(workers)]
         print(
             f"rtckit serve: {workers} workers (pids {', '.join(str(p.pid) for p in procs)})",
             file=out,
@@ -118,7 +134,7 @@ def supervise(
                     file=sys.stderr,
                     flush=True,
                 )
-                procs[index] = start()
+                procs[index] = start(index)
     finally:
         grace = STOP_TIMEOUT + (drain_timeout if forward == signal.SIGTERM else 0.0)
         _stop_all(procs, forward, grace)

@@ -36,6 +36,7 @@ import ssl
 from collections.abc import Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Self
+from urllib.parse import urlsplit, urlunsplit
 
 from aiohttp import web
 from aiohttp.typedefs import Handler
@@ -68,6 +69,7 @@ from rtckit.topology import (
 )
 from rtckit.topology.base import SERVER_PEER_IDS
 from rtckit.topology.strategies import RoomStrategies
+from rtckit.whip.cluster import ClusterRedirect
 from rtckit.whip.server import WhipEndpoint
 from rtckit.whip.whep import WhepEndpoint
 
@@ -263,6 +265,37 @@ def new_backplane(config: ServeConfig) -> Backplane | None:
     )
 
 
+def public_url(
+    config: ServeConfig,
+    port: int | None = None,
+    *,
+    secure: bool | None = None,
+    own_port: int | None = None,
+) -> str:
+    """The public base URL of a cluster node configured by *config*: ``[cluster]
+    public_url``, else ``[server]``'s host (``localhost`` for a wildcard address) and *port*
+    (default ``[server] port``; ``""`` while it is 0: not bound yet), over HTTPS if *secure*
+    (default: with ``[tls]``). *own_port*: a worker's own port, which replaces the port of
+    either."""
+    cluster = config.cluster
+    if cluster is not None and cluster.public_url is not None:
+        url = cluster.public_url.rstrip("/")
+        if own_port is None:
+            return url
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        shown = f"[{host}]" if ":" in host else host
+        return urlunsplit(parts._replace(netloc=f"{shown}:{own_port}"))
+    server = config.server
+    port = own_port or (server.port if port is None else port)
+    if not port:
+        return ""
+    host = "localhost" if server.host in ("0.0.0.0", "::", "") else server.host  # noqa: S104
+    shown = f"[{host}]" if ":" in host else host
+    secure = config.tls is not None if secure is None else secure
+    return f"{'https' if secure else 'http'}://{shown}:{port}"
+
+
 class _State:
     """What the handlers of one app share."""
 
@@ -285,11 +318,23 @@ class _State:
         #: the rooms' server strategies: started with a room's first person, stopped after
         #: its last (the policy of :class:`~rtckit.topology.strategies.RoomStrategies`)
         self.rooms = RoomStrategies(signaling.hub, factories=self._factories())
+        #: in a cluster: WHIP and WHEP requests for a room homed on another node go there (307)
+        self.redirect: ClusterRedirect | None = None
+        if signaling.router is not None:
+            self.redirect = ClusterRedirect(signaling.router, public_url(config))  # see start
         #: WHIP ingest into the SFU and MCU rooms
-        self.whip = WhipEndpoint(signaling.hub, self.rooms, ice_servers=self._whip_ice_servers)
+        self.whip = WhipEndpoint(
+            signaling.hub,
+            self.rooms,
+            ice_servers=self._whip_ice_servers,
+            redirect=self.redirect,
+        )
         #: WHEP egress from the SFU and MCU rooms
         self.whep = WhepEndpoint(
-            signaling.hub, self.rooms, ice_servers=lambda: self._whip_ice_servers("whep")
+            signaling.hub,
+            self.rooms,
+            ice_servers=lambda: self._whip_ice_servers("whep"),
+            redirect=self.redirect,
         )
 
     @property
@@ -549,7 +594,9 @@ class RtcKitServer:
     config picks a free port (see :attr:`port`, :attr:`http_port`). Closing stops accepting,
     closes every signaling connection (1001), stops room strategies and leaves no task behind.
     *reuse_port*: bind with ``SO_REUSEPORT``, so that several processes (``rtckit serve
-    --workers N``) share the ports.
+    --workers N``) share the ports. *worker*: this process is worker *worker* (1 to N) of
+    ``rtckit serve --workers N``; with ``[cluster] worker_base_port`` it also listens on a
+    port of its own, which it advertises as its public URL (0: not a worker).
     """
 
     def __init__(
@@ -561,8 +608,10 @@ class RtcKitServer:
         ca_certificate: bytes | None = None,
         shutdown_timeout: float = 2.0,
         reuse_port: bool = False,
+        worker: int = 0,
     ) -> None:
         self.config = config
+        self._worker = worker
         self._reuse_port = reuse_port
         self.metrics: Metrics | None = None
         self._demo = demo
@@ -608,6 +657,13 @@ class RtcKitServer:
         state = self.app[_APP_KEY]
         assert isinstance(state, _State)
         self.metrics = state.metrics
+        cluster = self.config.cluster
+        own_port = None
+        if cluster is not None and cluster.worker_base_port and self._worker > 0:
+            own_port = cluster.worker_base_port + self._worker - 1
+        secure = context is not None
+        if state.redirect is not None:  # published from the node's first heartbeat on
+            state.redirect.set_public_url(public_url(self.config, secure=secure, own_port=own_port))
         if self._ca is not None:
             ca = self._ca
 
@@ -639,6 +695,11 @@ class RtcKitServer:
                     f"cannot listen on {server.host}:{server.port}: {exc.strerror or exc}"
                 ) from exc
             self._port = int(runner.addresses[0][1])
+            if own_port is not None:
+                await self._listen(runner, server.host, own_port, context)
+            if state.redirect is not None and not state.redirect.public_url:  # port 0: bound now
+                url = public_url(self.config, self._port, secure=secure, own_port=own_port)
+                state.redirect.set_public_url(url)
             if server.http_port is not None and context is not None:
                 await self._start_redirect(server.host, server.http_port)
         except BaseException:
@@ -659,6 +720,24 @@ class RtcKitServer:
                 "auth": self.config.auth.mode,
             },
         )
+
+    async def _listen(
+        self, runner: web.AppRunner, host: str, port: int, context: ssl.SSLContext | None
+    ) -> None:
+        """Serve the app on *port* too (a worker's own port), not shared with other processes."""
+        try:
+            await LimitedSite(
+                runner,
+                host,
+                port,
+                ssl_context=context,
+                tls_handshake_timeout=self.config.http.tls_handshake_timeout,
+            ).start()
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port} (worker {self._worker}'s own port): "
+                f"{exc.strerror or exc}"
+            ) from exc
 
     async def _start_redirect(self, host: str, port: int) -> None:
         https_port = self.port

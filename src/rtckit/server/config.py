@@ -59,6 +59,8 @@ Pure: reads text (or a file), returns objects or raises
     node_ttl = 5              # seconds of silence after which a node counts as gone
     drain_timeout = 10        # seconds SIGTERM gives the node to hand its rooms over
     durable_sessions = true   # keep sessions in Redis: clients resume when a node dies
+    public_url = "https://node1.example.org:8443"  # where clients reach this node (WHIP 307)
+    worker_base_port = 9001   # --workers N: worker i also listens on 9001 + i - 1
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -176,6 +179,25 @@ class MetricsSettings:
     path: str = "/metrics"
 
 
+def check_public_url(_instance: object, _attribute: object, url: str | None) -> None:
+    """Refuse a ``public_url`` that is not an absolute ``http(s)`` URL without credentials,
+    query or fragment (:class:`~rtckit.errors.ConfigurationError`)."""
+    if url is None:
+        return
+    bad = f"public_url {url!r}: expected http(s)://host[:port][/path]"
+    if not (url.isascii() and url.isprintable()) or " " in url:
+        raise ConfigurationError(f"{bad}, printable ASCII")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ConfigurationError(bad) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigurationError(bad)
+    if parts.username is not None or parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ConfigurationError(f"{bad}, without user, query or fragment")
+
+
 @attrs.frozen(kw_only=True)
 class ClusterSettings:
     """``[cluster]``: the Redis backplane shared by the nodes serving the same rooms."""
@@ -189,6 +211,17 @@ class ClusterSettings:
     #: Keep the rooms' sessions in Redis, so that clients resume them when their room's node
     #: dies or drains (:attr:`~rtckit.signaling.cluster.ClusterConfig.durable_sessions`).
     durable_sessions: bool = True
+    #: Where HTTP clients reach this node (``http(s)://host[:port][/path]``), published on
+    #: the backplane: a WHIP ``POST`` for a room homed on another node is redirected (307)
+    #: to that node's URL. ``None``: ``[server]``'s scheme, host (``localhost`` for a
+    #: wildcard address) and port, which only works for nodes on one machine.
+    public_url: str | None = attrs.field(default=None, validator=check_public_url)
+    #: With ``rtckit serve --workers N``: worker *i* (1 to N) also listens on port
+    #: ``worker_base_port + i - 1`` and advertises it (in :attr:`public_url`, or the URL
+    #: derived from ``[server]``), since the workers' shared port reaches any of them.
+    #: ``None``: the workers advertise the shared URL, and a WHIP ``POST`` for a room another
+    #: worker homes is refused (503) rather than redirected.
+    worker_base_port: int | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -482,7 +515,14 @@ def parse_config(
         node_ttl = t.number("node_ttl", 5.0, low=1.0)
         drain_timeout = t.number("drain_timeout", 10.0, low=0.0)
         durable_sessions = t.boolean("durable_sessions", default=True)
+        public_url = t.string("public_url")
+        worker_base_port = t.integer("worker_base_port", None, low=1, high=65535)
         t.done()
+        if public_url is not None:
+            try:
+                check_public_url(None, None, public_url)
+            except ConfigurationError as exc:
+                raise ConfigurationError(f"{source}: [cluster] {exc}") from None
         if redis_url is None:
             raise ConfigurationError(f"{source}: [cluster] redis_url (or redis_url_env): missing")
         if not redis_url.startswith(("redis://", "rediss://", "unix://")):
@@ -499,6 +539,8 @@ def parse_config(
             node_ttl=node_ttl,
             drain_timeout=drain_timeout,
             durable_sessions=durable_sessions,
+            public_url=public_url,
+            worker_base_port=worker_base_port,
         )
 
     return ServeConfig(

@@ -387,6 +387,62 @@ class SignalingRouter:
         """The rooms homed on this node (whose lease it holds)."""
         return list(self._rooms)
 
+    async def locate(self, room: str, *, place: bool = True) -> NodeId:
+        """The node where a server-side participant of media room *room* (a WHIP publisher,
+        a WHEP viewer: it joins the hub in process) must be served: the room's home.
+
+        A room no node holds is placed as a signaling ``join`` of a media room would place
+        it (the least-loaded live node; with *place* false, this node); when that is this
+        node, its lease is taken (and its sessions restored from its journal) before this
+        returns, so that the caller's ``join`` lands on the room's home. A room taken so
+        and left empty is given up at the next lease renewal. A room the hub refuses to
+        create (not declared, rooms not created on demand) is this node's: the ``join`` is
+        refused here. Raises :class:`~rtckit.errors.BackplaneError` (the backplane cannot
+        be reached, or answers late) and :class:`~rtckit.errors.ConnectionClosedError` (the
+        router is closed).
+        """
+        if self._closed:
+            raise ConnectionClosedError("the signaling router is closed")
+        if (room in self._rooms and room not in self._adopting) or (
+            not self.config.create_rooms and room not in self._declared
+        ):
+            return self.node_id
+        if not self.backplane.up:
+            raise BackplaneError("the backplane cannot be reached")
+        await self._wait_for_homes(room)
+        if place:
+            node = await self._placement(room, frozenset(), opened=0)
+            if node is not None:
+                return node
+        try:
+            lease = await self._take(room)
+        except TimeoutError:
+            raise BackplaneError(f"room {room!r}: the backplane answered late") from None
+        self._publish_load()
+        return lease.node
+
+    async def home(self, room: str) -> NodeId | None:
+        """The node that homes media room *room* now, or ``None``: no node holds it.
+
+        Unlike :meth:`locate`, nothing is placed and no lease is taken: for a server-side
+        member that does not create a room (a WHEP viewer). A room the hub refuses to
+        create is this node's, as for :meth:`locate`. Raises
+        :class:`~rtckit.errors.BackplaneError` (the backplane cannot be reached, or answers
+        late) and :class:`~rtckit.errors.ConnectionClosedError` (the router is closed).
+        """
+        if self._closed:
+            raise ConnectionClosedError("the signaling router is closed")
+        if room in self._rooms or (not self.config.create_rooms and room not in self._declared):
+            return self.node_id
+        if not self.backplane.up:
+            raise BackplaneError("the backplane cannot be reached")
+        try:
+            async with asyncio.timeout(self.cluster.resolve_timeout):
+                lease = await self.backplane.holder(room_key(room))
+        except TimeoutError:
+            raise BackplaneError(f"room {room!r}: the backplane answered late") from None
+        return None if lease is None else lease.node
+
     # --- routing ---------------------------------------------------------------------------
 
     def _frame(self, link: _Link, data: str | bytes) -> None:
@@ -476,20 +532,26 @@ class SignalingRouter:
             link.watch = False
             link.handbacks = 0
 
+    async def _take(self, room: str) -> Lease:
+        """Take *room*'s lease for this node, or return its holder's; a room taken here has
+        its sessions restored from its journal before this returns. Raises
+        :class:`~rtckit.errors.BackplaneError` or :exc:`TimeoutError`."""
+        asked = asyncio.get_running_loop().time()
+        async with asyncio.timeout(self.cluster.resolve_timeout + self.cluster.lease_ttl):
+            lease = await self._acquire_live(room)
+            if lease.node == self.node_id:
+                if self._rooms.setdefault(room, lease) == lease and room not in self._adopting:
+                    self._held(room, asked)
+                    if self._journal is not None and not self.hub.state.peers(room):
+                        self._adopt(room, lease)
+                adopting = self._adopting.get(room)
+                if adopting is not None:
+                    await asyncio.shield(adopting)
+        return lease
+
     async def _resolve(self, link: _Link, room: str, data: str | bytes) -> None:
-        loop = asyncio.get_running_loop()
-        asked = loop.time()
         try:
-            async with asyncio.timeout(self.cluster.resolve_timeout + self.cluster.lease_ttl):
-                lease = await self._acquire_live(room)
-                if lease.node == self.node_id:
-                    if self._rooms.setdefault(room, lease) == lease and room not in self._adopting:
-                        self._held(room, asked)
-                        if self._journal is not None and not self.hub.state.peers(room):
-                            self._adopt(room, lease)
-                    adopting = self._adopting.get(room)
-                    if adopting is not None:
-                        await asyncio.shield(adopting)
+            lease: Lease | None = await self._take(room)
         except (BackplaneError, TimeoutError):
             lease = None
         held, link.held = link.held or [], None
@@ -567,6 +629,15 @@ class SignalingRouter:
                     return None
             except TopologyError:
                 return None  # the hub refuses the join
+        return await self._placement(room, link.avoid)
+
+    async def _placement(
+        self, room: str, avoid: frozenset[NodeId], *, opened: int = 1
+    ) -> NodeId | None:
+        """The holder of *room*'s lease if another node holds it, else the least-loaded live
+        node but *avoid*; ``None`` for this node, or if the backplane fails or is late.
+        *opened*: connections already counted in this node's load for what is placed (the
+        one being placed: 1; an in-process participant not joined yet: 0)."""
         try:
             async with asyncio.timeout(self.cluster.placement_timeout):
                 lease = await self.backplane.holder(room_key(room))
@@ -575,9 +646,11 @@ class SignalingRouter:
                 loads = await self.backplane.live_nodes()
         except (BackplaneError, TimeoutError):
             return None
-        return self._least_loaded(loads, link.avoid)
+        return self._least_loaded(loads, avoid, opened)
 
-    def _least_loaded(self, loads: dict[NodeId, float], avoid: frozenset[NodeId]) -> NodeId | None:
+    def _least_loaded(
+        self, loads: dict[NodeId, float], avoid: frozenset[NodeId], opened: int = 1
+    ) -> NodeId | None:
         """The live node with the least load in *loads* (ties: this node, then the first
         id), *avoid* and draining nodes (an infinite load) left out; ``None`` for this node
         or none. This node's own load is taken now, and a room placed on another node counts
@@ -586,7 +659,7 @@ class SignalingRouter:
         now = asyncio.get_running_loop().time()
         self._placed = placed = [(until, node) for until, node in self._placed if until > now]
         # this node's own load leaves out the connection being placed (it is open here already)
-        view = {**loads, self.node_id: self._load() - 1.0}
+        view = {**loads, self.node_id: self._load() - opened}
         for _until, node in placed:
             if node in view:
                 view[node] += self.cluster.media_room_load + 1.0

@@ -10,6 +10,9 @@ of every session (its resource then answers 404; where :attr:`HttpEndpoint.late_
 set, except to a ``DELETE`` from its owner for *delete_grace* seconds after the client closed
 its connection, or it failed: 200, since browser clients close first, then send the
 ``DELETE``; see :class:`~rtckit.whip.protocol.WhipConfig`).
+In a cluster, a ``POST`` for a room homed on another node is answered ``307`` to that node
+before a session is opened, and the ``Location`` of a ``201`` is absolute
+(:mod:`rtckit.whip.cluster`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from rtckit.errors import AuthError, WhipError
 from rtckit.topology._http_peer import HttpPeer
 from rtckit.topology.base import Topology
 from rtckit.whip import protocol as wp
+from rtckit.whip.cluster import ClusterRedirect, moved
 from rtckit.whip.protocol import WhipConfig
 
 if TYPE_CHECKING:
@@ -87,6 +91,9 @@ class HttpEndpoint(Generic[SessionT]):
 
     *ice_servers* returns the ``RTCIceServer`` dicts a client gets as ``Link`` headers (called
     for each answer, so TURN REST credentials are minted per session); ``None``: none.
+    *redirect*: in a cluster, sends a ``POST`` for a room homed on another node there
+    (``307``), and makes the session resources' ``Location`` absolute
+    (:mod:`rtckit.whip.cluster`).
     """
 
     #: the protocol's name in problem details and logs
@@ -100,6 +107,9 @@ class HttpEndpoint(Generic[SessionT]):
     late_delete: ClassVar[bool] = False
     #: the configuration without one given
     default_config: ClassVar[type[WhipConfig]] = WhipConfig
+    #: whether a ``POST`` for a room with no home places it (in a cluster): a WHIP publisher
+    #: opens a room, a WHEP viewer does not
+    places_rooms: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -108,9 +118,11 @@ class HttpEndpoint(Generic[SessionT]):
         *,
         config: WhipConfig | None = None,
         ice_servers: Callable[[], Sequence[Mapping[str, Any]]] | None = None,
+        redirect: ClusterRedirect | None = None,
     ) -> None:
         self.hub = hub
         self.rooms = rooms
+        self.redirect = redirect
         self.config = config or self.default_config()
         self.ice_servers = ice_servers
         #: the sessions by resource id
@@ -192,6 +204,11 @@ class HttpEndpoint(Generic[SessionT]):
             content_type=wp.PROBLEM_TYPE,
             headers=headers,
         )
+
+    def _redirected(self, location: str) -> web.Response:
+        response = self._problem(moved(location))
+        response.headers["Location"] = location
+        return response
 
     def _preflight(self, request: web.Request, allow: str) -> web.Response:
         headers = self._headers()
@@ -299,6 +316,15 @@ class HttpEndpoint(Generic[SessionT]):
         text = await self._read_body(request, wp.SDP_TYPE)
         summary = self._parse(text)
         self._check_topology(room)
+        if self.redirect is not None:
+            location = await self.redirect.location(
+                room,
+                request.rel_url.raw_path,
+                request.rel_url.raw_query_string,
+                place=self.places_rooms,
+            )
+            if location is not None:
+                return self._redirected(location)
         if self._closed:
             raise wp.problem(503, "the server is closing")
         if len(self.sessions) + self._pending >= self.config.max_sessions:
@@ -313,7 +339,10 @@ class HttpEndpoint(Generic[SessionT]):
         finally:
             self._pending -= 1
         headers = self._headers()
-        headers["Location"] = self.location(session)
+        location = self.location(session)
+        if self.redirect is not None:  # this node's: a client may have come through another
+            location = self.redirect.absolute(location)
+        headers["Location"] = location
         headers["ETag"] = session.etag
         self._links(headers)
         return web.Response(

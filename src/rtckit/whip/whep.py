@@ -90,6 +90,7 @@ class WhepEndpoint(HttpEndpoint[WhepSession]):
     permission = "subscribe"
     resource_route = "/{room}/~/{resource}"
     default_config = WhepConfig
+    places_rooms = False
 
     def add_routes(self, app: web.Application) -> None:
         """Mount the endpoints and the session resources on *app*."""
