@@ -36,6 +36,7 @@ from rtckit.signaling import SignalingClient, TokenAuth
 from rtckit.signaling.protocol import PeerJoined
 from rtckit.testing.redisserver import RedisServer
 from rtckit.topology import TrackPublished, join_room
+from rtckit.whip.client import WhipClient, open_source
 from rtckit.whip.cluster import REDIRECT_MARKER
 from test_whep_server import viewer
 from test_whip_server import SECRET, SMALL, whip_offer
@@ -308,6 +309,16 @@ async def test_a_token_is_sent_again_to_the_room_home(redis_server: RedisServer)
         status, headers, answer = await _post(http, headers["Location"], offer, token=token)
         assert status == 201, answer
         assert headers["Location"].startswith(f"{_base(one)}/whip/hall/")
+        # rtckit's own client follows the 307 itself, with its token
+        source = open_source("test")
+        try:
+            client = WhipClient(f"{_base(two)}/whip/hall", token=token, tracks=source.tracks)
+            async with client:
+                assert str(client.location).startswith(f"{_base(one)}/whip/hall/")
+                assert client.pc is not None
+                assert client.pc.connectionState == "connected"
+        finally:
+            source.close()
     await pc.close()
 
 

@@ -15,6 +15,9 @@ the exchange of RFC 9725 (WHEP: the same exchange, receive-only):
 2. the offer, with every candidate (aiortc gathers before it offers, so the client never
    trickles), ``POST``-ed with the token; a refusal raises :class:`~rtckit.errors.WhipError`
    with the server's status and the ``detail`` of its problem body;
+   a ``307``/``308`` (a cluster node sending the request to the room's home) is followed with
+   the same body and token, up to 5 times (aiohttp's own redirects would drop the token on the
+   way to another node);
 3. the answer applied, ``Location`` and ``ETag`` kept, and the connection awaited
    (``connect_timeout``: :class:`~rtckit.errors.IceError` if it does not connect);
 4. on exit, ``DELETE`` of the session resource, then the connection closed.
@@ -62,6 +65,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _MAX_ANSWER = 256 * 1024  # longest SDP answer read (an answer is a few kilobytes)
+_MAX_REDIRECTS = 5  # 307/308 of a POST followed (a cluster node sends one: to the room's home)
 
 
 def _positive(_inst: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -78,6 +82,19 @@ class WhipClientConfig:
     request_timeout: float = attrs.field(default=10.0, validator=_positive)
     connect_timeout: float = attrs.field(default=20.0, validator=_positive)
     gather_timeout: float = attrs.field(default=3.0, validator=_positive)
+
+
+def _joined(base: URL, location: str | None) -> URL:
+    """*location* (a ``Location`` header) resolved against the URL *base* answered it."""
+    if not location:
+        raise wp.problem(502, f"{base} answered without a Location")
+    try:
+        joined = base.join(URL(location))
+    except ValueError:
+        raise wp.problem(502, f"the Location {location[:80]!r} is no URL") from None
+    if joined.scheme not in ("http", "https") or not joined.host:
+        raise wp.problem(502, f"the Location {location[:80]!r} is no http(s) URL")
+    return joined
 
 
 async def _read_bounded(response: aiohttp.ClientResponse, limit: int) -> bytes:
@@ -197,26 +214,32 @@ class _Session:
 
     async def _post(self, http: aiohttp.ClientSession, offer: str) -> str:
         headers = self._headers(wp.SDP_TYPE)
-        async with http.post(self.url, data=offer.encode(), headers=headers) as response:
-            if response.status != 201:
-                raise await _refusal(response)
-            location = response.headers.get("Location")
-            if not location:
-                raise wp.problem(502, "the server created a session without a Location")
-            try:
-                self.location = self.url.join(URL(location))
-            except ValueError:
-                raise wp.problem(502, f"the Location {location[:80]!r} is no URL") from None
-            self.etag = response.headers.get("ETag")
-            self.ice_servers_answered = wp.parse_ice_server_links(
-                response.headers.getall("Link", [])
-            )
-            if response.content_type != wp.SDP_TYPE:
-                raise wp.problem(502, f"the answer is {response.content_type}, not {wp.SDP_TYPE}")
-            body = await _read_bounded(response, _MAX_ANSWER)
-            if len(body) > _MAX_ANSWER:
-                raise wp.problem(502, f"the answer has more than {_MAX_ANSWER} bytes")
-            return body.decode(errors="replace")
+        url = self.url
+        for _hop in range(_MAX_REDIRECTS + 1):
+            # redirects are followed here, not by aiohttp: it would drop the bearer token on
+            # the way to another node (another origin), and the room's home checks it again
+            async with http.post(
+                url, data=offer.encode(), headers=headers, allow_redirects=False
+            ) as response:
+                if response.status in (307, 308):
+                    url = _joined(url, response.headers.get("Location"))
+                    continue
+                return await self._created(url, response)
+        raise wp.problem(502, f"more than {_MAX_REDIRECTS} redirects from {self.url}")
+
+    async def _created(self, url: URL, response: aiohttp.ClientResponse) -> str:
+        """The answer of the ``201`` from *url*; its ``Location`` and ``ETag`` kept."""
+        if response.status != 201:
+            raise await _refusal(response)
+        self.location = _joined(url, response.headers.get("Location"))
+        self.etag = response.headers.get("ETag")
+        self.ice_servers_answered = wp.parse_ice_server_links(response.headers.getall("Link", []))
+        if response.content_type != wp.SDP_TYPE:
+            raise wp.problem(502, f"the answer is {response.content_type}, not {wp.SDP_TYPE}")
+        body = await _read_bounded(response, _MAX_ANSWER)
+        if len(body) > _MAX_ANSWER:
+            raise wp.problem(502, f"the answer has more than {_MAX_ANSWER} bytes")
+        return body.decode(errors="replace")
 
     def _state_changed(self) -> None:
         assert self.pc is not None
