@@ -53,6 +53,7 @@ from test_whip_server import (
     SECRET,
     SMALL,
     Reply,
+    _live_connections,
     _open_fds,
     _without_candidates,
     check_patch_rules,
@@ -686,14 +687,16 @@ async def test_a_flood_of_posts_that_never_connect_leaves_no_descriptor_behind(
             await post(http, server.url("/whep/sfu"), offers[0])  # warm up
             await wait_until(lambda: not server.sessions(), "the warm-up to end")
             await asyncio.sleep(0.2)
-            baseline = _open_fds()
+            baseline, connections = _open_fds(), _live_connections()
             for offer in offers:
                 assert (await post(http, server.url("/whep/sfu"), offer)).status == 201
             assert len(server.sessions()) == len(offers)
             assert _open_fds() > baseline  # each session holds its ICE sockets
+            assert _live_connections() > connections  # and its connection
             await wait_until(lambda: not server.sessions(), "the flood to be reaped")
             await asyncio.sleep(0.2)  # the closed transports release their sockets
             assert _open_fds() <= baseline
+            assert _live_connections() <= connections  # memory: no session kept its state
             assert server.sfu().viewers == {}
             assert server.subscribers() == []
         finally:

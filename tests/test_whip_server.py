@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -416,6 +417,13 @@ def _open_fds() -> int:
     return len(list(Path("/proc/self/fd").iterdir()))
 
 
+def _live_connections() -> int:
+    """aiortc connections still in memory (after a collection): a session that ended and
+    kept its connection (or its ICE, DTLS and SRTP state) alive would count here."""
+    gc.collect()
+    return sum(isinstance(o, RTCPeerConnection) for o in gc.get_objects())
+
+
 async def test_a_flood_of_posts_that_never_connect_leaves_no_descriptor_behind(
     http: aiohttp.ClientSession,
 ) -> None:
@@ -427,16 +435,18 @@ async def test_a_flood_of_posts_that_never_connect_leaves_no_descriptor_behind(
             async with asyncio.timeout(20):
                 while server.whip.sessions:  # noqa: ASYNC110 - bounded by the timeout
                     await asyncio.sleep(0.1)
-            baseline = _open_fds()
+            baseline, connections = _open_fds(), _live_connections()
             for _pc, offer, _ in clients:
                 assert (await post(http, f"{server.base}/whip/sfu", offer)).status == 201
             assert len(server.whip.sessions) == len(clients)
             assert _open_fds() > baseline  # each session holds its ICE sockets
+            assert _live_connections() > connections  # and its connection
             async with asyncio.timeout(20):
                 while server.whip.sessions:  # noqa: ASYNC110 - bounded by the timeout
                     await asyncio.sleep(0.1)
             await asyncio.sleep(0.2)  # the closed transports release their sockets
             assert _open_fds() <= baseline
+            assert _live_connections() <= connections  # memory: no session kept its state
         finally:
             for pc, _offer, _ in clients:
                 await pc.close()
