@@ -240,13 +240,20 @@ async def wait_until(cond: Any, what: str, within: float = 20.0) -> None:
 # --- SFU rooms ---------------------------------------------------------------------------
 
 
+# the offer's m-lines in either order (browsers and most WHEP libraries offer audio first)
+OFFER_ORDERS = pytest.mark.parametrize(
+    "kinds", [("audio", "video"), ("video", "audio")], ids=["audio-first", "video-first"]
+)
+
+
+@OFFER_ORDERS
 async def test_a_room_member_is_played_by_name_and_by_default(
-    server: Server, http: aiohttp.ClientSession
+    server: Server, http: aiohttp.ClientSession, kinds: tuple[str, ...]
 ) -> None:
     async with (
         member(server, "p-1", name="alice", tone=440.0),
-        viewer() as by_name,
-        viewer() as by_default,
+        viewer(kinds) as by_name,
+        viewer(kinds) as by_default,
     ):
         created = await by_name.play(http, server.url("/whep/sfu/alice"))
         assert created.status == 201, await created.text()
@@ -263,6 +270,7 @@ async def test_a_room_member_is_played_by_name_and_by_default(
         await by_name.wait_frames("video", 10)
         await by_name.wait_frames("audio", 10)
         await by_default.wait_frames("video", 10)
+        await by_default.wait_frames("audio", 10)
         sfu = server.sfu()
         assert {v.source for v in sfu.viewers.values()} == {"p-1"}
         assert sfu.members.keys() == {"p-1"}  # viewers are not members
@@ -439,13 +447,14 @@ async def test_the_stream_of_a_rejoining_participant_is_continuous_on_the_wire(
 # --- MCU rooms ---------------------------------------------------------------------------
 
 
+@OFFER_ORDERS
 async def test_an_mcu_room_plays_as_one_full_mix(
-    server: Server, http: aiohttp.ClientSession
+    server: Server, http: aiohttp.ClientSession, kinds: tuple[str, ...]
 ) -> None:
     async with (
         member(server, "red", room="mcu", tone=440.0),
         member(server, "green", room="mcu", tone=660.0),
-        viewer() as v,
+        viewer(kinds) as v,
     ):
         assert server.strategies is not None
         mcu = server.strategies.running["mcu"]
