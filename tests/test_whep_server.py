@@ -451,51 +451,50 @@ async def test_the_stream_of_a_rejoining_participant_is_continuous_on_the_wire(
 async def test_an_mcu_room_plays_as_one_full_mix(
     server: Server, http: aiohttp.ClientSession, kinds: tuple[str, ...]
 ) -> None:
-    async with (
-        member(server, "red", room="mcu", tone=440.0),
-        member(server, "green", room="mcu", tone=660.0),
-        viewer(kinds) as v,
-    ):
-        assert server.strategies is not None
-        mcu = server.strategies.running["mcu"]
-        assert isinstance(mcu, McuServerStrategy)
-        await wait_until(lambda: len(mcu.members) == 2, "both participants in the MCU")
-        async with viewer(("video",)) as refused:
-            body = await problem(await refused.play(http, server.url("/whep/mcu/red")), 409)
-            assert "/whep/mcu" in body["detail"]
-        async with viewer(("video",)) as h264:
-            (transceiver,) = h264.pc.getTransceivers()
-            capabilities = RTCRtpReceiver.getCapabilities("video")
-            assert capabilities is not None
-            codecs = capabilities.codecs
-            transceiver.setCodecPreferences([c for c in codecs if c.mimeType == "video/H264"])
-            body = await problem(await h264.play(http, server.url("/whep/mcu")), 400)
-            assert "cannot be answered" in body["detail"]
-        assert (await v.play(http, server.url("/whep/mcu"))).status == 201
-        await v.wait_frames("video", 10)
-        await v.wait_frames("audio", 50)
-        engine = mcu.engine
-        assert engine is not None
-        assert [o.id for o in engine.outputs] == [
-            next(iter(server.sessions().values())).participant_id
-        ]
-        assert len(engine.participants) == 2  # the viewer is not drawn nor mixed
-        v.audio.clear()
-        await v.wait_frames("audio", v.frames["audio"] + 100)
-        samples = np.concatenate([a.mean(axis=1) for a in v.audio[-100:]])
-        magnitudes = tone_magnitudes(samples, {"red": 440.0, "green": 660.0, "none": 1000.0})
-        # both tones: a full mix (a mix-minus of either participant would lack its own)
-        assert magnitudes["red"] > 20 * magnitudes["none"], magnitudes
-        assert magnitudes["green"] > 20 * magnitudes["none"], magnitudes
-        stats = engine.stats()
-        before = stats.audio_encodes_common
-        await asyncio.sleep(0.2)
-        assert engine.stats().audio_encodes_common > before
-    # everyone left: the MCU stopped, the viewer's session ended
-    assert server.whep is not None
-    await wait_until(lambda: not server.sessions(), "the viewer to be reaped")
-    async with http.delete(server.url(v.location)) as gone:
-        await problem(gone, 404)
+    async with viewer(kinds) as v:
+        async with (
+            member(server, "red", room="mcu", tone=440.0),
+            member(server, "green", room="mcu", tone=660.0),
+        ):
+            assert server.strategies is not None
+            mcu = server.strategies.running["mcu"]
+            assert isinstance(mcu, McuServerStrategy)
+            await wait_until(lambda: len(mcu.members) == 2, "both participants in the MCU")
+            async with viewer(("video",)) as refused:
+                body = await problem(await refused.play(http, server.url("/whep/mcu/red")), 409)
+                assert "/whep/mcu" in body["detail"]
+            async with viewer(("video",)) as h264:
+                (transceiver,) = h264.pc.getTransceivers()
+                capabilities = RTCRtpReceiver.getCapabilities("video")
+                assert capabilities is not None
+                codecs = capabilities.codecs
+                transceiver.setCodecPreferences([c for c in codecs if c.mimeType == "video/H264"])
+                body = await problem(await h264.play(http, server.url("/whep/mcu")), 400)
+                assert "cannot be answered" in body["detail"]
+            assert (await v.play(http, server.url("/whep/mcu"))).status == 201
+            await v.wait_frames("video", 10)
+            await v.wait_frames("audio", 50)
+            engine = mcu.engine
+            assert engine is not None
+            (session,) = server.sessions().values()
+            assert [o.id for o in engine.outputs] == [session.participant_id]
+            assert len(engine.participants) == 2  # the viewer is not drawn nor mixed
+            v.audio.clear()
+            await v.wait_frames("audio", v.frames["audio"] + 100)
+            samples = np.concatenate([a.mean(axis=1) for a in v.audio[-100:]])
+            magnitudes = tone_magnitudes(samples, {"red": 440.0, "green": 660.0, "none": 1000.0})
+            # both tones: a full mix (a mix-minus of either participant would lack its own)
+            assert magnitudes["red"] > 20 * magnitudes["none"], magnitudes
+            assert magnitudes["green"] > 20 * magnitudes["none"], magnitudes
+            stats = engine.stats()
+            before = stats.audio_encodes_common
+            await asyncio.sleep(0.2)
+            assert engine.stats().audio_encodes_common > before
+        # everyone left: the MCU stopped, the viewer's session ended
+        await wait_until(lambda: not server.sessions(), "the viewer to be reaped")
+        assert session.peer.end_reason == "room stopped"
+        async with http.delete(server.url(v.location)) as gone:
+            await problem(gone, 404)  # the server ended it: no late DELETE
 
 
 # --- the protocol ------------------------------------------------------------------------
