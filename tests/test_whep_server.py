@@ -241,13 +241,20 @@ async def wait_until(cond: Any, what: str, within: float = 20.0) -> None:
 # --- SFU rooms ---------------------------------------------------------------------------
 
 
+# the offer's m-lines in either order (browsers and most WHEP libraries offer audio first)
+OFFER_ORDERS = pytest.mark.parametrize(
+    "kinds", [("audio", "video"), ("video", "audio")], ids=["audio-first", "video-first"]
+)
+
+
+@OFFER_ORDERS
 async def test_a_room_member_is_played_by_name_and_by_default(
-    server: Server, http: aiohttp.ClientSession
+    server: Server, http: aiohttp.ClientSession, kinds: tuple[str, ...]
 ) -> None:
     async with (
         member(server, "p-1", name="alice", tone=440.0),
-        viewer() as by_name,
-        viewer() as by_default,
+        viewer(kinds) as by_name,
+        viewer(kinds) as by_default,
     ):
         created = await by_name.play(http, server.url("/whep/sfu/alice"))
         assert created.status == 201, await created.text()
@@ -264,6 +271,7 @@ async def test_a_room_member_is_played_by_name_and_by_default(
         await by_name.wait_frames("video", 10)
         await by_name.wait_frames("audio", 10)
         await by_default.wait_frames("video", 10)
+        await by_default.wait_frames("audio", 10)
         sfu = server.sfu()
         assert {v.source for v in sfu.viewers.values()} == {"p-1"}
         assert sfu.members.keys() == {"p-1"}  # viewers are not members
@@ -440,54 +448,54 @@ async def test_the_stream_of_a_rejoining_participant_is_continuous_on_the_wire(
 # --- MCU rooms ---------------------------------------------------------------------------
 
 
+@OFFER_ORDERS
 async def test_an_mcu_room_plays_as_one_full_mix(
-    server: Server, http: aiohttp.ClientSession
+    server: Server, http: aiohttp.ClientSession, kinds: tuple[str, ...]
 ) -> None:
-    async with (
-        member(server, "red", room="mcu", tone=440.0),
-        member(server, "green", room="mcu", tone=660.0),
-        viewer() as v,
-    ):
-        assert server.strategies is not None
-        mcu = server.strategies.running["mcu"]
-        assert isinstance(mcu, McuServerStrategy)
-        await wait_until(lambda: len(mcu.members) == 2, "both participants in the MCU")
-        async with viewer(("video",)) as refused:
-            body = await problem(await refused.play(http, server.url("/whep/mcu/red")), 409)
-            assert "/whep/mcu" in body["detail"]
-        async with viewer(("video",)) as h264:
-            (transceiver,) = h264.pc.getTransceivers()
-            capabilities = RTCRtpReceiver.getCapabilities("video")
-            assert capabilities is not None
-            codecs = capabilities.codecs
-            transceiver.setCodecPreferences([c for c in codecs if c.mimeType == "video/H264"])
-            body = await problem(await h264.play(http, server.url("/whep/mcu")), 400)
-            assert "cannot be answered" in body["detail"]
-        assert (await v.play(http, server.url("/whep/mcu"))).status == 201
-        await v.wait_frames("video", 10)
-        await v.wait_frames("audio", 50)
-        engine = mcu.engine
-        assert engine is not None
-        assert [o.id for o in engine.outputs] == [
-            next(iter(server.sessions().values())).participant_id
-        ]
-        assert len(engine.participants) == 2  # the viewer is not drawn nor mixed
-        v.audio.clear()
-        await v.wait_frames("audio", v.frames["audio"] + 100)
-        samples = np.concatenate([a.mean(axis=1) for a in v.audio[-100:]])
-        magnitudes = tone_magnitudes(samples, {"red": 440.0, "green": 660.0, "none": 1000.0})
-        # both tones: a full mix (a mix-minus of either participant would lack its own)
-        assert magnitudes["red"] > 20 * magnitudes["none"], magnitudes
-        assert magnitudes["green"] > 20 * magnitudes["none"], magnitudes
-        stats = engine.stats()
-        before = stats.audio_encodes_common
-        await asyncio.sleep(0.2)
-        assert engine.stats().audio_encodes_common > before
-    # everyone left: the MCU stopped, the viewer's session ended
-    assert server.whep is not None
-    await wait_until(lambda: not server.sessions(), "the viewer to be reaped")
-    async with http.delete(server.url(v.location)) as gone:
-        await problem(gone, 404)
+    async with viewer(kinds) as v:
+        async with (
+            member(server, "red", room="mcu", tone=440.0),
+            member(server, "green", room="mcu", tone=660.0),
+        ):
+            assert server.strategies is not None
+            mcu = server.strategies.running["mcu"]
+            assert isinstance(mcu, McuServerStrategy)
+            await wait_until(lambda: len(mcu.members) == 2, "both participants in the MCU")
+            async with viewer(("video",)) as refused:
+                body = await problem(await refused.play(http, server.url("/whep/mcu/red")), 409)
+                assert "/whep/mcu" in body["detail"]
+            async with viewer(("video",)) as h264:
+                (transceiver,) = h264.pc.getTransceivers()
+                capabilities = RTCRtpReceiver.getCapabilities("video")
+                assert capabilities is not None
+                codecs = capabilities.codecs
+                transceiver.setCodecPreferences([c for c in codecs if c.mimeType == "video/H264"])
+                body = await problem(await h264.play(http, server.url("/whep/mcu")), 400)
+                assert "cannot be answered" in body["detail"]
+            assert (await v.play(http, server.url("/whep/mcu"))).status == 201
+            await v.wait_frames("video", 10)
+            await v.wait_frames("audio", 50)
+            engine = mcu.engine
+            assert engine is not None
+            (session,) = server.sessions().values()
+            assert [o.id for o in engine.outputs] == [session.participant_id]
+            assert len(engine.participants) == 2  # the viewer is not drawn nor mixed
+            v.audio.clear()
+            await v.wait_frames("audio", v.frames["audio"] + 100)
+            samples = np.concatenate([a.mean(axis=1) for a in v.audio[-100:]])
+            magnitudes = tone_magnitudes(samples, {"red": 440.0, "green": 660.0, "none": 1000.0})
+            # both tones: a full mix (a mix-minus of either participant would lack its own)
+            assert magnitudes["red"] > 20 * magnitudes["none"], magnitudes
+            assert magnitudes["green"] > 20 * magnitudes["none"], magnitudes
+            stats = engine.stats()
+            before = stats.audio_encodes_common
+            await asyncio.sleep(0.2)
+            assert engine.stats().audio_encodes_common > before
+        # everyone left: the MCU stopped, the viewer's session ended
+        await wait_until(lambda: not server.sessions(), "the viewer to be reaped")
+        assert session.peer.end_reason == "room stopped"
+        async with http.delete(server.url(v.location)) as gone:
+            await problem(gone, 404)  # the server ended it: no late DELETE
 
 
 # --- the protocol ------------------------------------------------------------------------
@@ -659,6 +667,9 @@ async def test_a_viewer_that_hangs_up_without_delete_is_reaped(
         async with asyncio.timeout(30):
             assert await watching.wait_ended() == "connection closed"
         await wait_until(lambda: not server.sessions(), "the session to end")
+        # a browser client closes first, then sends its DELETE (WhepConfig.delete_grace)
+        async with http.delete(server.url(v.location)) as late:
+            assert late.status == 200
         async with http.delete(server.url(v.location)) as gone:
             await problem(gone, 404)
 

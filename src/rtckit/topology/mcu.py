@@ -251,7 +251,7 @@ class McuServerStrategy:
         kinds: Sequence[str] = ("audio", "video"),
         connect_timeout: float = 20.0,
     ) -> McuViewer:
-        """Answer *offer* (receive-only, with an m-line of each of *kinds*) from a viewer who
+        """Answer *offer* (receive-only, an m-line of each of *kinds*, any order) from a viewer who
         is not a participant: it gets the room's full mix, the composite video (VP8) and every
         participant's audio mixed (Opus; not a mix-minus), the packets the engine encodes once
         for everyone (:meth:`~rtckit.mcu.engine.McuEngine.add_output`). Nobody sees it; it
@@ -268,12 +268,18 @@ class McuServerStrategy:
             viewer_id, pc, engine=engine, output=output, policy=self.config.session.candidate_policy
         )
         # the offer's m-lines take these transceivers (same kind, no mid yet), and with them
-        # the codec the engine encodes
-        for kind, track, mime in (
-            ("video", output.video_track, "video/VP8"),
-            ("audio", output.audio_track, "audio/opus"),
-        ):
-            if kind in kinds:
+        # the codec the engine encodes. They are made in the offer's m-line order: with
+        # max-bundle, aiortc gives the first one made the transport and, when the offer's
+        # first (bundle-tagged) m-line takes another one, stops that transport (the answer has
+        # no candidates, the viewer never connects)
+        media = {
+            "video": (output.video_track, "video/VP8"),
+            "audio": (output.audio_track, "audio/opus"),
+        }
+        offered = [ln[2:].split(" ", 1)[0] for ln in offer.splitlines() if ln.startswith("m=")]
+        for kind in dict.fromkeys(offered):
+            if kind in kinds and kind in media:
+                track, mime = media[kind]
                 transceiver = pc.addTransceiver(track, direction="sendonly")
                 codecs = RTCRtpSender.getCapabilities(kind).codecs
                 transceiver.setCodecPreferences(

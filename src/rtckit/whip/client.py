@@ -445,7 +445,7 @@ class WhepClient(_Session):
         self._changed = asyncio.Event()
 
     def _add_transceivers(self, pc: RtcKitPeerConnection) -> None:
-        for kind in ("video", "audio"):
+        for kind in ("audio", "video"):
             transceiver = pc.addTransceiver(kind, direction="recvonly")
             tap = functools.partial(self._frame, kind)
             _aiortc.tap_encoded_frames(transceiver.receiver, tap, decode=self.decode)

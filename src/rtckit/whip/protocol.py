@@ -153,7 +153,7 @@ class WhipConfig:
     sessions at once on this server (more: 503). *max_body_bytes*: longest offer or fragment.
     *connect_timeout*: how long a new session may take to connect (ICE, then DTLS) before it is
     reaped; a session whose connection later fails (ICE consent lost) is reaped at once.
-    *delete_grace* (WHIP only): how long the resource of a session that ended without a
+    *delete_grace*: how long the resource of a session that ended without a
     ``DELETE`` because its client closed its connection (or the connection failed) still
     answers a ``DELETE`` from its owner with 200 rather than 404: browser clients close their
     connection first, then send the ``DELETE`` (npm ``whip-whep``'s ``stop()`` does), and the

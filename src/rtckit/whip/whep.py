@@ -89,6 +89,7 @@ class WhepEndpoint(HttpEndpoint[WhepSession]):
     kind = "WHEP"
     permission = "subscribe"
     resource_route = "/{room}/~/{resource}"
+    late_delete = True  # browser WHEP clients (npm whip-whep) close first, then DELETE
     default_config = WhepConfig
     places_rooms = False
 

@@ -94,10 +94,8 @@ async function play() {
   setStatus("Connecting…");
   const pc = new RTCPeerConnection({ ...(await iceConfig()), bundlePolicy: "max-bundle" });
   state.pc = pc;
-  // video first: an MCU room's WHEP answer to an offer whose first m-line is audio carries
-  // no ICE candidates (the server makes its transceivers video first), and does not connect
-  pc.addTransceiver("video", { direction: "recvonly" });
   pc.addTransceiver("audio", { direction: "recvonly" });
+  pc.addTransceiver("video", { direction: "recvonly" });
   const stream = new MediaStream();
   pc.addEventListener("track", ({ track }) => {
     stream.addTrack(track);
