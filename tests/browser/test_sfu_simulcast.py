@@ -7,7 +7,8 @@ layers run without the CPU cost of a 1280x720 capture on a loaded machine. Two a
 participants subscribe: one asks for "low" and decodes 160-pixel frames, one keeps "high"
 and decodes 640-pixel frames, then switches high -> low -> high with frames decoding across
 each switch. An aiortc participant publishes a test pattern (no simulcast) that the page
-decodes. The page's outbound stats show three layers sending.
+decodes. The page's outbound stats show three layers sending, also after the SFU re-offers
+(another participant publishes).
 """
 
 from __future__ import annotations
@@ -168,6 +169,18 @@ async def test_simulcast_publisher_and_subscribers_choosing_layers() -> None:
 
         # the page decodes the aiortc participant's (single-layer) pattern
         await decoding(page, {high_room.local_id})
+        # another publication: the SFU re-offers to the page, which keeps its three layers
+        await low_room.publish(TestPatternTrack(PatternConfig(width=320, height=240, fps=15)))
+        await decoding(page, {low_room.local_id})
+        remote = await page.evaluate("() => window.room.session.pc.remoteDescription")
+        assert remote["type"] == "offer"
+        assert "a=simulcast:recv q;h;f" in remote["sdp"]
+        before = await page.evaluate(OUTBOUND)
+        await asyncio.sleep(2)
+        after = await page.evaluate(OUTBOUND)
+        print(f"simulcast: after the re-offer, publisher outbound {after}")
+        assert len(after) == 3
+        assert all(after[rid][1] > before[rid][1] for rid in after), (before, after)
         stats = strategy.stats()
         assert stats is not None
         assert stats.decoders_created == 0
