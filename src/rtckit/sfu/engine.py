@@ -992,6 +992,9 @@ class Subscription:
             rtx_payload_types=rtx_pts,
             initial_sequence_number=(self._ssrc >> 7) & 0x7FFF,
             initial_timestamp=(self._ssrc * 2654435761) & 0xFFFFFFFF,
+            vp8_payload_types=frozenset(
+                pt for pt, codec in pub.codecs.items() if codec.mimeType.lower() == "video/vp8"
+            ),
         )
 
     def _bind(self, pub: PublishedTrack) -> None:
