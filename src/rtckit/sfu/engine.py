@@ -386,7 +386,7 @@ class PublishedTrack:
     source SSRC per layer, learned from the RID header extension of its first packets; a new
     SSRC of a known RID replaces that layer's source (not the track's). Receiver reports,
     upstream NACKs and keyframe requests are per layer; each subscription forwards one layer
-    (:attr:`Subscription.quality`). :attr:`source_ssrc` is then the top layer seen so far.
+    (``Subscription.quality``). ``source_ssrc`` is then the top layer seen so far.
     """
 
     def __init__(
@@ -928,7 +928,7 @@ class Subscription:
 
     @property
     def layer(self) -> str | None:
-        """The RID of the simulcast layer forwarded now (None: not simulcast, or none yet)."""
+        """RID of the simulcast layer forwarded now, or None (not simulcast, or no layer yet)."""
         pub = self._publication
         if pub is None or self._layer_ssrc is None:
             return None
