@@ -8,7 +8,7 @@ participants subscribe: one asks for "low" and decodes 160-pixel frames, one kee
 and decodes 640-pixel frames, then switches high -> low -> high with frames decoding across
 each switch. An aiortc participant publishes a test pattern (no simulcast) that the page
 decodes. The page's outbound stats show three layers sending, also after the SFU re-offers
-(another participant publishes).
+(another participant publishes). A packet dropped on one layer is repaired by NACK/RTX on it.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import pytest
 from browser.test_sfu_room import decoding, site
 from rtckit.peer import SessionConfig
 from rtckit.peer.media import PatternConfig, TestPatternTrack
+from rtckit.sfu.rtp import parse_rtp_header
 from rtckit.signaling import SignalingClient
 from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
@@ -101,7 +102,9 @@ async def frames_of_width(track: Any, width: int, *, within: float = 15) -> tupl
     return time.monotonic() - started, gap
 
 
-async def test_simulcast_publisher_and_subscribers_choosing_layers() -> None:
+async def test_simulcast_publisher_and_subscribers_choosing_layers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     require_executable("chromium", hint="apt-get install chromium")
     async with (
         asyncio.timeout(150),
@@ -146,6 +149,7 @@ async def test_simulcast_publisher_and_subscribers_choosing_layers() -> None:
         stats = strategy.stats()
         assert stats is not None
         keyframes = stats.keyframes_in
+        caplog.clear()
         for quality, width in (("low", 160), ("high", 640)):
             high_room.set_video_quality(publisher, quality)
             took, gap = await frames_of_width(high_track, width)
@@ -166,6 +170,30 @@ async def test_simulcast_publisher_and_subscribers_choosing_layers() -> None:
             assert stats is not None
             assert stats.keyframes_in > keyframes
             keyframes = stats.keyframes_in
+
+        # aiortc's decoder failed on nothing ("failed to decode" warnings)
+        assert not [r for r in caplog.records if r.name == "aiortc.rtcrtpreceiver"]
+
+        # a packet lost on the middle layer (which no subscriber receives now) is asked for
+        # by the SFU itself, on that layer's SSRC, and repaired into the cache by RTX
+        router = strategy.router
+        assert router is not None
+        (pub,) = [p for k, p in router.publications.items() if k.participant == publisher]
+        middle = pub.layer_ssrcs["h"]
+        lost: list[int] = []
+
+        def drop_one(data: bytes) -> bool:
+            header = parse_rtp_header(data)
+            if lost or header.ssrc != middle or header.payload_type not in pub.codecs:
+                return True
+            lost.append(header.sequence_number)
+            return False
+
+        pub.set_receive_filter(drop_one)
+        async with asyncio.timeout(10):
+            while not lost or pub.cache.get(middle, lost[0]) is None:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        pub.set_receive_filter(None)
 
         # the page decodes the aiortc participant's (single-layer) pattern
         await decoding(page, {high_room.local_id})
