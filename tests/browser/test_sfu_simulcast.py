@@ -44,6 +44,29 @@ JOIN = """async ([url]) => {
   return sig.peerId;
 }"""
 
+# a page that only watches, asking for the publisher's low layer before it is connected
+VIEW = """async ([url, publisher]) => {
+  const sig = await window.rtc.connectSignaling(url, {room: "sfu"});
+  const room = window.rtc.joinRoom(sig);
+  window.room = room;
+  room.setVideoQuality(publisher, "low");
+  return sig.peerId;
+}"""
+
+# the width of the frames a page decodes, by publishing participant
+WIDTHS = """async () => {
+  const room = window.room;
+  const out = {};
+  if (!room.session || !room.session.pc) return out;
+  const report = await room.session.pc.getStats();
+  report.forEach((s) => {
+    if (s.type !== "inbound-rtp" || s.kind !== "video") return;
+    const entry = room.remote.get(s.mid);
+    if (entry && s.framesDecoded > 0) out[entry.participantId] = s.frameWidth;
+  });
+  return out;
+}"""
+
 # the page's outbound video streams: rid -> [frame width, frames encoded, limitation]
 OUTBOUND = """async () => {
   const report = await window.room.session.pc.getStats();
@@ -170,6 +193,19 @@ async def test_simulcast_publisher_and_subscribers_choosing_layers(
             assert stats is not None
             assert stats.keyframes_in > keyframes
             keyframes = stats.keyframes_in
+
+        # a page asks with rtckit.js: "low" (sent before it connected), then "medium"
+        viewer = await browser.new_page()
+        await viewer.goto(http_url)
+        await viewer.wait_for_function("window.ready === true")
+        await viewer.evaluate(VIEW, [ws_url, publisher])
+        for quality, width in (("low", 160), ("medium", 320)):
+            if quality != "low":
+                await viewer.evaluate(f"window.room.setVideoQuality('{publisher}', '{quality}')")
+            await viewer.wait_for_function(
+                f"({WIDTHS})().then((w) => w['{publisher}'] === {width})", timeout=20000
+            )
+        print("simulcast: a page asking low then medium decodes 160 then 320 pixels wide")
 
         # aiortc's decoder failed on nothing ("failed to decode" warnings)
         assert not [r for r in caplog.records if r.name == "aiortc.rtcrtpreceiver"]
