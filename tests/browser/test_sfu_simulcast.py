@@ -9,6 +9,7 @@ and decodes 640-pixel frames, then switches high -> low -> high with frames deco
 each switch. An aiortc participant publishes a test pattern (no simulcast) that the page
 decodes. The page's outbound stats show three layers sending, also after the SFU re-offers
 (another participant publishes). A packet dropped on one layer is repaired by NACK/RTX on it.
+When the page stops its top layer, the "high" subscriber moves to the middle one, and back.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ WIDTHS = """async () => {
     if (entry && s.framesDecoded > 0) out[entry.participantId] = s.frameWidth;
   });
   return out;
+}"""
+
+# turn the page's top layer off or on (as Chromium's own adaptation would stop it)
+TOP_LAYER = """async (active) => {
+  const sender = window.room.session.pc.getSenders().find((s) => s.track?.kind === "video");
+  const parameters = sender.getParameters();
+  parameters.encodings.find((e) => e.rid === "f").active = active;
+  await sender.setParameters(parameters);
 }"""
 
 # the page's outbound video streams: rid -> [frame width, frames encoded, limitation]
@@ -245,6 +254,17 @@ async def test_simulcast_publisher_and_subscribers_choosing_layers(
         print(f"simulcast: after the re-offer, publisher outbound {after}")
         assert len(after) == 3
         assert all(after[rid][1] > before[rid][1] for rid in after), (before, after)
+        # the page stops its top layer: the 'high' subscriber falls to the middle one (no
+        # freeze), and climbs back when the layer sends again
+        for active, width in ((False, 320), (True, 640)):
+            await page.evaluate(TOP_LAYER, active)
+            took, gap = await frames_of_width(high_track, width, within=15)
+            print(
+                f"simulcast: top layer active={active}: {width}-pixel frames after {took:.2f} s,"
+                f" longest gap between frames {gap:.2f} s"
+            )
+            assert gap < 3.0
+
         stats = strategy.stats()
         assert stats is not None
         assert stats.decoders_created == 0

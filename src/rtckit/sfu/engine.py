@@ -165,6 +165,10 @@ class SfuConfig:
     #: ``bandwidth_feedback_interval``, instead of its subscribers' minimum: each subscriber
     #: takes the layer it wants, so one slow subscriber must not cut the top layer
     simulcast_uplink_bitrate: int = attrs.field(default=3_000_000, validator=_positive)
+    #: a simulcast layer silent this long counts as stopped (a browser turned it off, or
+    #: adapted to CPU or bandwidth): its subscriptions move to the nearest layer still
+    #: sending, and back when it sends again; checked every ``receiver_report_interval``
+    layer_timeout: float = attrs.field(default=1.0, validator=_positive)
 
 
 @attrs.frozen
@@ -409,6 +413,8 @@ class PublishedTrack:
         self._rid_id: int | None = None
         self._repaired_rid_id: int | None = None
         self._next_uplink = 0.0
+        #: media SSRC of a layer -> when its last packet arrived
+        self._layer_seen: dict[int, float] = {}
         self.kind: str = transceiver.kind
         self.transceiver = transceiver
         self._router = router
@@ -552,6 +558,8 @@ class PublishedTrack:
             reception = self._receptions[header.ssrc] = ReceptionStatistics(header.ssrc, clock_rate)
         if apt is None:
             reception.add(header.sequence_number, header.timestamp, now)
+            if self.layers:
+                self._layer_seen[header.ssrc] = now
         lost: tuple[int, ...] = ()
         losses = self._layer_losses.get(header.ssrc) if self.layers else self._losses
         if losses is not None:
@@ -630,6 +638,10 @@ class PublishedTrack:
         if now >= self._next_report:
             self._next_report = now + router.config.receiver_report_interval
             await self._send_receiver_report(now)
+            if layered:
+                for sub in subs:
+                    if sub._rewriter is not None and not sub.closed:
+                        self._select_layer(sub)
         if layered and now >= self._next_uplink:
             self._next_uplink = now + router.config.bandwidth_feedback_interval
             await self._send_uplink_estimate()
@@ -672,9 +684,11 @@ class PublishedTrack:
             self._receptions.pop(previous, None)
             self._layer_losses.pop(previous, None)
             self._layer_limiters.pop(previous, None)
+            self._layer_seen.pop(previous, None)
             self._rtx_media = {r: m for r, m in self._rtx_media.items() if m != previous}
         self.layer_ssrcs[rid] = ssrc
         self._layer_of[ssrc] = rid
+        self._layer_seen[ssrc] = self._router.clock()
         if self._router.config.nack_upstream:
             self._layer_losses[ssrc] = LossTracker()
         top = max(self.layer_ssrcs, key=self.layers.index)
@@ -688,17 +702,17 @@ class PublishedTrack:
     def layer_ssrc(self, quality: str) -> int | None:
         """The SSRC of the layer a subscriber asking for *quality* gets, None if none yet.
 
-        The layer of that rank (``VIDEO_QUALITIES``), else the nearest one seen, lower first.
+        The layer of that rank (``VIDEO_QUALITIES``), else the nearest one seen, lower first;
+        a layer silent for ``SfuConfig.layer_timeout`` only if every layer is.
         """
         if not self.layer_ssrcs:
             return None
         wanted = VIDEO_QUALITIES[quality] % len(self.layers)
         ranked = sorted(range(len(self.layers)), key=lambda i: (abs(i - wanted), i > wanted))
-        for index in ranked:
-            ssrc = self.layer_ssrcs.get(self.layers[index])
-            if ssrc is not None:
-                return ssrc
-        return None
+        known = [s for i in ranked if (s := self.layer_ssrcs.get(self.layers[i])) is not None]
+        oldest = self._router.clock() - self._router.config.layer_timeout
+        sending = [s for s in known if self._layer_seen.get(s, oldest) > oldest]
+        return (sending or known)[0]
 
     def _select_layer(self, sub: Subscription) -> None:
         """Point *sub* at its layer: at once if it has none, else at the target's keyframe."""
