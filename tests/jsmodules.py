@@ -19,6 +19,7 @@ from rtckit.signaling.browser import CLIENT_SCRIPT
 ENTRY_EXPORTS = frozenset(
     {
         "CLIENT_AGENT",
+        "VIDEO_QUALITY_MESSAGE",
         "ErrorCode",
         "HEARTBEAT_CHANNEL_ID",
         "HEARTBEAT_LABEL",
@@ -31,6 +32,7 @@ ENTRY_EXPORTS = frozenset(
         "ROOM_CHANNEL_LABEL",
         "RtcKitSignaling",
         "SFU_PEER_ID",
+        "SIMULCAST_LAYERS",
         "SfuRoom",
         "SignalingError",
         "connectSignaling",

@@ -479,7 +479,9 @@ _MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
 _LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 _ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 _TRANSPORT_CC = "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01"
-_BROWSER_IDS = {_LEVEL: 1, _ABS_SEND_TIME: 2, _MID: 4}
+_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+_BROWSER_IDS = {_LEVEL: 1, _ABS_SEND_TIME: 2, _MID: 4, _RID: 10, _REPAIRED_RID: 11}
 _BROWSER_TYPES = {"audio": {96: 111}, "video": {97: 96, 98: 97}}
 
 
@@ -612,7 +614,7 @@ async def test_stable_reoffer_after_a_browser_offer_keeps_ids_and_payload_types(
         reoffer = await _aiortc.create_stable_offer(python)
         maps = _extmaps(reoffer.sdp)
         assert maps[0] == {_MID: 4, _LEVEL: 1}
-        assert maps[1] == {_MID: 4, _ABS_SEND_TIME: 2}
+        assert maps[1] == {_MID: 4, _ABS_SEND_TIME: 2, _RID: 10, _REPAIRED_RID: 11}
         # the new audio m-line uses the session's ids too (mid 4, level 1)
         assert maps[3] == {_MID: 4, _LEVEL: 1}
         types = _rtpmaps(reoffer.sdp)  # asserts one codec per payload type in the bundle
@@ -654,7 +656,7 @@ async def test_stable_reoffer_after_an_answer_with_other_ids_keeps_them() -> Non
         first = await _aiortc.create_stable_offer(python)
         maps = _extmaps(first.sdp)
         assert maps[0] == {_MID: 4, _LEVEL: 1}
-        assert maps[1] == {_MID: 4, _ABS_SEND_TIME: 2}
+        assert maps[1] == {_MID: 4, _ABS_SEND_TIME: 2, _RID: 10, _REPAIRED_RID: 11}
         assert _rtpmaps(first.sdp) == {111: "opus/48000/2", 96: "VP8/90000", 97: "rtx/90000"}
         # a second round (re-offer, answer, re-offer) is stable too
         await python.setLocalDescription(first)
@@ -674,7 +676,7 @@ async def test_stable_first_offer_numbers_extensions_as_a_browser_does() -> None
         offer = await _aiortc.create_stable_offer(python)
         assert _extmaps(offer.sdp) == [
             {_MID: 4, _LEVEL: 1},
-            {_MID: 4, _ABS_SEND_TIME: 2},
+            {_MID: 4, _ABS_SEND_TIME: 2, _RID: 10, _REPAIRED_RID: 11},
             {},
         ]
         await python.setLocalDescription(offer)
@@ -1321,3 +1323,53 @@ async def test_tap_encoded_frames_reports_a_moved_queue() -> None:
             _aiortc.tap_encoded_frames(receiver, lambda *args: None)
     finally:
         await pc.close()
+
+
+def test_aiortc_still_does_not_negotiate_rid_extensions() -> None:
+    """aiortc's own extension list (a fresh interpreter) has no RID extensions: when it does,
+    rtckit._aiortc.simulcast.negotiate_rid_extensions can go."""
+    import subprocess
+    import sys
+
+    script = "import aiortc.codecs as c; print([e.uri for e in c.HEADER_EXTENSIONS['video']])"
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "sdes:mid" in out
+    assert "rtp-stream-id" not in out
+
+
+async def test_negotiate_rid_extensions_puts_them_in_offers_and_answers() -> None:
+    import aiortc.codecs
+    import aiortc.rtcpeerconnection
+
+    from rtckit._aiortc import RID_EXTENSION_URIS, negotiate_rid_extensions
+
+    negotiate_rid_extensions()
+    negotiate_rid_extensions()  # idempotent
+    assert getattr(aiortc.rtcpeerconnection, "HEADER_EXTENSIONS") is aiortc.codecs.HEADER_EXTENSIONS  # noqa: B009
+    video = [e.uri for e in aiortc.codecs.HEADER_EXTENSIONS["video"]]
+    assert [u for u in video if u in RID_EXTENSION_URIS] == list(RID_EXTENSION_URIS)
+    offerer, answerer = RTCPeerConnection(), RTCPeerConnection()
+    try:
+        offerer.addTransceiver("video", direction="sendonly")
+        await offerer.setLocalDescription(await offerer.createOffer())
+        await answerer.setRemoteDescription(offerer.localDescription)
+        answer = await answerer.createAnswer()
+        for uri, x_id in RID_EXTENSION_URIS.items():
+            assert f"a=extmap:{x_id} {uri}" in offerer.localDescription.sdp
+            assert f"a=extmap:{x_id} {uri}" in answer.sdp
+    finally:
+        await offerer.close()
+        await answerer.close()
+
+
+def test_negotiate_rid_extensions_reports_a_moved_table(monkeypatch: pytest.MonkeyPatch) -> None:
+    import aiortc.codecs
+
+    from rtckit._aiortc import negotiate_rid_extensions
+    from rtckit.errors import InternalsError
+
+    monkeypatch.setattr(aiortc.codecs, "HEADER_EXTENSIONS", {"video": []})
+    with pytest.raises(InternalsError, match="HEADER_EXTENSIONS"):
+        negotiate_rid_extensions()

@@ -28,7 +28,7 @@ from rtckit.signaling.browser import (
 )
 from rtckit.signaling.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode
 from rtckit.topology import Topology, bridge
-from rtckit.topology.base import MCU_PEER_ID, SFU_PEER_ID
+from rtckit.topology.base import MCU_PEER_ID, SFU_PEER_ID, VIDEO_QUALITY_MESSAGE
 
 CONSTANTS_MODULE = "rtckit/constants.js"
 
@@ -46,6 +46,7 @@ PYTHON_CONSTANTS: dict[str, Any] = {
     "ROOM_CHANNEL_ID": bridge.ROOM_CHANNEL_ID,
     "SFU_PEER_ID": SFU_PEER_ID,
     "MCU_PEER_ID": MCU_PEER_ID,
+    "VIDEO_QUALITY_MESSAGE": VIDEO_QUALITY_MESSAGE,
 }
 #: Constants only the browser has: its own agent string (the Python client's differs).
 JS_ONLY = {"CLIENT_AGENT": "rtckit-js/1"}

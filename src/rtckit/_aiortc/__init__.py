@@ -23,7 +23,8 @@ One module per area, each listing the internals it relies on:
 * :mod:`~rtckit._aiortc.srtp` -- SRTP for RTP packets over 1356 bytes (other stacks' MTU);
 * :mod:`~rtckit._aiortc.receive` -- no datagram from a stranger ends a DTLS receive loop;
 * :mod:`~rtckit._aiortc.transports` -- hooks on every DTLS transport of a connection;
-* :mod:`~rtckit._aiortc.sdp` -- aiortc's undocumented SDP parser.
+* :mod:`~rtckit._aiortc.sdp` -- aiortc's undocumented SDP parser;
+* :mod:`~rtckit._aiortc.simulcast` -- the RID header extensions in the negotiation.
 
 This package imports nothing else of rtckit but :mod:`rtckit.errors`: callers turn what it
 returns into their own types.
@@ -81,11 +82,13 @@ from rtckit._aiortc.sfu import (
     sfu_uninstall_rtp_tap,
     sfu_watch_codecs,
 )
+from rtckit._aiortc.simulcast import RID_EXTENSION_URIS, negotiate_rid_extensions
 from rtckit._aiortc.srtp import SRTP_BUFFER_BYTES, widen_srtp, widen_transport_srtp
 from rtckit._aiortc.versions import SUPPORTED_AIOICE, SUPPORTED_AIORTC, check_versions
 
 __all__ = [
     "DTLS_CIPHERS",
+    "RID_EXTENSION_URIS",
     "SRTP_BUFFER_BYTES",
     "SUPPORTED_AIOICE",
     "SUPPORTED_AIORTC",
@@ -109,6 +112,7 @@ __all__ = [
     "install_rtp_routing_on_transport",
     "is_stun_timeout",
     "mark_sctp_bundled",
+    "negotiate_rid_extensions",
     "nominated_pairs",
     "on_keyframe_request",
     "resume_connect",

@@ -184,6 +184,8 @@ _BROWSER_EXTENSION_IDS: Final = {
     "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time": 2,
     "http://www.ietf.org/id/draft-holmer-rmcat-transport-wide-cc-extensions-01": 3,
     "urn:ietf:params:rtp-hdrext:sdes:mid": 4,
+    "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id": 10,
+    "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id": 11,
 }
 
 

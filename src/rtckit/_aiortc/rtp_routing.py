@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 
 if TYPE_CHECKING:
     from aiortc import RTCPeerConnection
+from rtckit._aiortc.simulcast import negotiate_rid_extensions
 from rtckit._aiortc.transports import on_every_dtls_transport
 from rtckit._aiortc.versions import get_internal
 
@@ -193,6 +194,9 @@ def install_rtp_routing(pc: RTCPeerConnection) -> None:
     """Route *pc*'s incoming RTP with :class:`RtpRouting`, on its transports now and later.
 
     Call it right after creating the connection (rtckit's peer sessions and
-    :func:`rtckit.peer.connection.create_peer_connection` do). Idempotent.
+    :func:`rtckit.peer.connection.create_peer_connection` do). Idempotent. The RID header
+    extensions that routing by RID reads are negotiated from then on, by every aiortc
+    connection of the process (:func:`~rtckit._aiortc.simulcast.negotiate_rid_extensions`).
     """
+    negotiate_rid_extensions()
     on_every_dtls_transport(pc, install_rtp_routing_on_transport, "_rtckit_routing")

@@ -72,6 +72,7 @@ from rtckit.peer.negotiation import (
     Wait,
 )
 from rtckit.peer.signaller import Description, PeerCandidate, PeerMessage, PeerRestart, Signaller
+from rtckit.peer.simulcast import add_simulcast_recv, simulcast_send_layers
 from rtckit.peer.stats import (
     CandidatePairInfo,
     Quality,
@@ -131,6 +132,11 @@ class SessionConfig:
     #: make this side probe its own internal services. Labs on loopback relax it.
     candidate_policy: CandidatePolicy = attrs.field(factory=CandidatePolicy)
     stats_interval: float | None = attrs.field(default=None, validator=_optional_positive)
+    #: Accept the simulcast layers a remote offer sends (``a=simulcast:send``, what rtckit.js
+    #: sends to an SFU): the answers and every later offer receive them. Only for a side that
+    #: forwards the layers apart (the SFU): aiortc's own receiver would feed them all into
+    #: one decoder. Off, the remote side sends one layer.
+    accept_simulcast: bool = False
 
     def rtc_configuration(self) -> RTCConfiguration:
         """The aiortc configuration: :func:`rtckit.ice.aiortc.to_aiortc` of ``ice``, max-bundle.
@@ -311,6 +317,8 @@ class PeerSession:
         self._local_labels: list[str] = []
         self._remote_tracks: dict[str, MediaStreamTrack] = {}
         self._pending_candidates: list[PeerCandidate] = []
+        #: mid -> RIDs of the simulcast layers the remote side sends (accept_simulcast)
+        self._simulcast: dict[str, tuple[str, ...]] = {}
         self._heartbeat: RTCDataChannel | None = None
         self._state = "new"
         self._started = False
@@ -411,6 +419,14 @@ class PeerSession:
     def peer_connection(self) -> RTCPeerConnection | None:
         """The current aiortc connection (it changes on replacement)."""
         return self._pc
+
+    def simulcast_layers(self, mid: str) -> tuple[str, ...]:
+        """The RIDs of the simulcast layers the remote side sends on *mid*, lowest first.
+
+        Empty unless :attr:`SessionConfig.accept_simulcast` is set and the remote side
+        offered simulcast on that m-line.
+        """
+        return self._simulcast.get(mid, ())
 
     @property
     def local_tracks(self) -> Sequence[aiortc.MediaStreamTrack]:
@@ -585,6 +601,7 @@ class PeerSession:
         pc.on("datachannel", on_datachannel)
         self._negotiator = Negotiator(polite=self.polite)
         self._pending_candidates = []
+        self._simulcast = {}
         self._offer_started = None
 
     def _send_track(self, pc: RTCPeerConnection, track: MediaStreamTrack) -> None:
@@ -799,9 +816,8 @@ class PeerSession:
                 decision = negotiator.answer_made()
             elif isinstance(decision, SendDescription):
                 local = pc.localDescription
-                await self._send(
-                    Description(type=local.type, sdp=local.sdp, generation=self._generation)
-                )
+                sdp = add_simulcast_recv(local.sdp, self._simulcast)
+                await self._send(Description(type=local.type, sdp=sdp, generation=self._generation))
                 decision = negotiator.next_step()
             elif isinstance(decision, Wait | Nothing):
                 return
@@ -847,6 +863,8 @@ class PeerSession:
             negotiator.remote_failed(message.type)
             detail = str(exc) or type(exc).__name__
             raise NegotiationError(f"cannot apply the remote {message.type}: {detail}") from exc
+        if self.config.accept_simulcast:
+            self._simulcast = simulcast_send_layers(message.sdp)
         self._update_remote_tracks(message.sdp)
         pending, self._pending_candidates = self._pending_candidates, []
         for candidate in pending:

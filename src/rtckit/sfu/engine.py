@@ -71,6 +71,7 @@ from rtckit.sfu.rtp import (
     build_rr,
     build_sr,
     is_keyframe,
+    iter_extensions,
     parse_rtcp,
     parse_rtp_header,
     rewrite_abs_send_time,
@@ -79,6 +80,7 @@ from rtckit.sfu.rtp import (
 
 __all__ = [
     "DEFAULT_FORWARDED_EXTENSIONS",
+    "VIDEO_QUALITIES",
     "ForwardingTrack",
     "PacketSink",
     "PublishedTrack",
@@ -102,6 +104,12 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 ABS_SEND_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+RID_URI = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+REPAIRED_RID_URI = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+
+#: a subscriber's layer preference for a simulcast publication, as an index into its layers
+#: (lowest first); "high" is the last one
+VIDEO_QUALITIES: Mapping[str, int] = {"low": 0, "medium": 1, "high": -1}
 
 #: Header extensions forwarded (remapped to the subscriber's IDs) by default. Others are
 #: stripped: ``sdes:mid`` and ``rid`` name the publisher's m-line, and transport-wide
@@ -119,7 +127,7 @@ DEFAULT_FORWARDED_EXTENSIONS: frozenset[str] = frozenset(
 )
 
 
-def _positive(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
     if value <= 0:
         raise ConfigurationError(f"{attribute.name} must be positive, not {value!r}")
 
@@ -153,6 +161,14 @@ class SfuConfig:
     nack_upstream: bool = True
     #: interval of the receiver reports sent to publishers
     receiver_report_interval: float = attrs.field(default=1.0, validator=_positive)
+    #: bitrate (bit/s) announced by REMB to a simulcast publisher, every
+    #: ``bandwidth_feedback_interval``, instead of its subscribers' minimum: each subscriber
+    #: takes the layer it wants, so one slow subscriber must not cut the top layer
+    simulcast_uplink_bitrate: int = attrs.field(default=3_000_000, validator=_positive)
+    #: a simulcast layer silent this long counts as stopped (a browser turned it off, or
+    #: adapted to CPU or bandwidth): its subscriptions move to the nearest layer still
+    #: sending, and back when it sends again; checked every ``receiver_report_interval``
+    layer_timeout: float = attrs.field(default=1.0, validator=_positive)
 
 
 @attrs.frozen
@@ -368,10 +384,37 @@ class _Counters:
 
 
 class PublishedTrack:
-    """One published track: its source receiver, packet cache and feedback state."""
+    """One published track: its source receiver, packet cache and feedback state.
 
-    def __init__(self, router: SfuRouter, key: TrackKey, transceiver: RTCRtpTransceiver) -> None:
+    A simulcast publication (``layers``: the RIDs the publisher sends, lowest first) has one
+    source SSRC per layer, learned from the RID header extension of its first packets; a new
+    SSRC of a known RID replaces that layer's source (not the track's). Receiver reports,
+    upstream NACKs and keyframe requests are per layer; each subscription forwards one layer
+    (``Subscription.quality``). ``source_ssrc`` is then the top layer seen so far.
+    """
+
+    def __init__(
+        self,
+        router: SfuRouter,
+        key: TrackKey,
+        transceiver: RTCRtpTransceiver,
+        layers: tuple[str, ...] = (),
+    ) -> None:
         self.key = key
+        #: RIDs of the simulcast layers, lowest first; empty for a single-stream publication
+        self.layers = layers
+        #: RID -> the SSRC its packets come with (simulcast)
+        self.layer_ssrcs: dict[str, int] = {}
+        self._layer_of: dict[int, str] = {}
+        self._rtx_media: dict[int, int] = {}
+        self._layer_limiters: dict[int, KeyframeRequestLimiter] = {}
+        self._layer_losses: dict[int, LossTracker] = {}
+        self._receptions: dict[int, ReceptionStatistics] = {}
+        self._rid_id: int | None = None
+        self._repaired_rid_id: int | None = None
+        self._next_uplink = 0.0
+        #: media SSRC of a layer -> when its last packet arrived
+        self._layer_seen: dict[int, float] = {}
         self.kind: str = transceiver.kind
         self.transceiver = transceiver
         self._router = router
@@ -394,7 +437,6 @@ class PublishedTrack:
         self._retired: set[int] = set()
         self._losses = LossTracker() if self.kind == "video" and cfg.nack_upstream else None
         self._receive_filter: Callable[[bytes], bool] | None = None
-        self._reception: ReceptionStatistics | None = None
         self._next_report = 0.0
         self._fir_seq = 0
         #: codec name ("vp8", "h264"...) by payload type: keyframes are recognised by the
@@ -455,13 +497,17 @@ class PublishedTrack:
         self.extensions = {ext.uri: ext.id for ext in parameters.headerExtensions}
         if self._router.config.rewrite_abs_send_time:
             self._abs_send_time_id = self.extensions.get(ABS_SEND_TIME_URI)
+        self._rid_id = self.extensions.get(RID_URI)
+        self._repaired_rid_id = self.extensions.get(REPAIRED_RID_URI)
+        self._codec_names = {
+            pt: codec.mimeType.split("/")[-1].lower() for pt, codec in self.codecs.items()
+        }
+        if self.layers:
+            return  # the layers' SSRCs are learned from their packets
         for encoding in parameters.encodings:
             if encoding.ssrc:
                 self.source_ssrc = encoding.ssrc
                 break
-        self._codec_names = {
-            pt: codec.mimeType.split("/")[-1].lower() for pt, codec in self.codecs.items()
-        }
 
     # -- media path ----------------------------------------------------------------------------
 
@@ -483,14 +529,18 @@ class PublishedTrack:
             return
         apt = self.rtx_apt.get(header.payload_type)
         if apt is not None:
-            if self.source_ssrc is None:
+            media_ssrc = self._repaired_ssrc(data, header) if self.layers else self.source_ssrc
+            if media_ssrc is None:
                 return
             try:
-                data = bytes(unwrap_rtx(data, header, payload_type=apt, ssrc=self.source_ssrc))
+                data = bytes(unwrap_rtx(data, header, payload_type=apt, ssrc=media_ssrc))
                 header = parse_rtp_header(data)
             except ValueError:
                 return
             counters.retransmissions_in += 1
+        elif self.layers:
+            if header.ssrc not in self._layer_of and not self._new_layer(data, header):
+                return
         elif header.ssrc != self.source_ssrc:
             if header.ssrc in self._retired:
                 return  # a late packet of a source the publisher replaced
@@ -499,16 +549,21 @@ class PublishedTrack:
         counters.bytes_in += len(data)
         self._received_pt = header.payload_type
         now = router.clock()
-        reception = self._reception
-        if reception is None or reception.ssrc != header.ssrc:
+        reception = self._receptions.get(header.ssrc)
+        if reception is None:
+            if not self.layers:
+                self._receptions.clear()  # a new source replaces the old one
             codec = self.codecs.get(header.payload_type)
             clock_rate = codec.clockRate if codec is not None else 90000
-            reception = self._reception = ReceptionStatistics(header.ssrc, clock_rate)
+            reception = self._receptions[header.ssrc] = ReceptionStatistics(header.ssrc, clock_rate)
         if apt is None:
             reception.add(header.sequence_number, header.timestamp, now)
+            if self.layers:
+                self._layer_seen[header.ssrc] = now
         lost: tuple[int, ...] = ()
-        if self._losses is not None:
-            lost = self._losses.add(header.sequence_number)
+        losses = self._layer_losses.get(header.ssrc) if self.layers else self._losses
+        if losses is not None:
+            lost = losses.add(header.sequence_number)
         subs = tuple(self.subscriptions)
         keyframe = False
         if self.kind == "video":
@@ -520,7 +575,7 @@ class PublishedTrack:
             )
             if keyframe and apt is None:
                 counters.keyframes_in += 1
-                self.keyframes.keyframe_seen(now)
+                self._limiter(header.ssrc).keyframe_seen(now)
             elif keyframe:
                 # A re-sent copy of a keyframe's first packet (libwebrtc sends some unasked,
                 # as padding): no segment starts at it, since the packets after it may have
@@ -533,14 +588,22 @@ class PublishedTrack:
             if rewrite_abs_send_time(buf, header, self._abs_send_time_id, _ntp_now()):
                 data = bytes(buf)
         self.cache.put(header.ssrc, header.sequence_number, data)
-        for sink in self.sinks:
-            sink(data, header, keyframe)
+        if header.ssrc == self.source_ssrc:  # a simulcast publication: its top layer
+            for sink in self.sinks:
+                sink(data, header, keyframe)
         extension_cache: dict[ExtensionRemap, bytes] = {}
         retransmission = apt is not None
+        layered = bool(self.layers)
         for sub in subs:
             rewriter = sub._rewriter
             if rewriter is None or not sub._ready:
                 continue
+            if layered and header.ssrc != sub._layer_ssrc:
+                if header.ssrc != sub._pending_ssrc or not keyframe:
+                    continue
+                # the keyframe of the layer the subscription moves to: switch here
+                sub._layer_ssrc, sub._pending_ssrc = header.ssrc, None
+                rewriter.switch(header.ssrc)
             out = rewriter.rewrite(
                 data,
                 header,
@@ -565,14 +628,129 @@ class PublishedTrack:
             self._keyframe_wanted = False
             if not keyframe:
                 await self.request_keyframe()
-        elif self.keyframes.pending and self.keyframes.poll(now):
-            await self._send_keyframe_request()
+        else:
+            limiter = self._limiter(header.ssrc)
+            if limiter.pending and limiter.poll(now):
+                await self._send_keyframe_request(header.ssrc)
         if lost and self.rtx_apt:
             counters.nacks_generated += len(lost)
-            await self._send_nack(list(lost))
+            await self._send_nack(list(lost), header.ssrc)
         if now >= self._next_report:
             self._next_report = now + router.config.receiver_report_interval
             await self._send_receiver_report(now)
+            if layered:
+                for sub in subs:
+                    if sub._rewriter is not None and not sub.closed:
+                        self._select_layer(sub)
+        if layered and now >= self._next_uplink:
+            self._next_uplink = now + router.config.bandwidth_feedback_interval
+            await self._send_uplink_estimate()
+
+    # -- simulcast layers ------------------------------------------------------------------------
+
+    def _rid(self, data: bytes, header: RtpHeader, x_id: int | None) -> str | None:
+        if x_id is None:
+            return None
+        for found, offset, length in iter_extensions(data, header):
+            if found == x_id:
+                try:
+                    return data[offset : offset + length].decode("ascii")
+                except UnicodeDecodeError:
+                    return None
+        return None
+
+    def _repaired_ssrc(self, data: bytes, header: RtpHeader) -> int | None:
+        """The media SSRC an RTX packet of a simulcast publication repairs (None: unknown)."""
+        media = self._rtx_media.get(header.ssrc)
+        if media is None:
+            rid = self._rid(data, header, self._repaired_rid_id)
+            media = self.layer_ssrcs.get(rid) if rid is not None else None
+            if media is None:
+                return None
+            if len(self._rtx_media) >= 4 * len(self.layers):  # bounded: start over
+                self._rtx_media.clear()
+            self._rtx_media[header.ssrc] = media
+        return media
+
+    def _new_layer(self, data: bytes, header: RtpHeader) -> bool:
+        """Learn the layer of a packet of a new SSRC from its RID; False if it has none."""
+        rid = self._rid(data, header, self._rid_id)
+        if rid is None or rid not in self.layers:
+            return False
+        ssrc = header.ssrc
+        previous = self.layer_ssrcs.get(rid)
+        if previous is not None:  # the publisher restarted this layer with a new SSRC
+            del self._layer_of[previous]
+            self._receptions.pop(previous, None)
+            self._layer_losses.pop(previous, None)
+            self._layer_limiters.pop(previous, None)
+            self._layer_seen.pop(previous, None)
+            self._rtx_media = {r: m for r, m in self._rtx_media.items() if m != previous}
+        self.layer_ssrcs[rid] = ssrc
+        self._layer_of[ssrc] = rid
+        self._layer_seen[ssrc] = self._router.clock()
+        if self._router.config.nack_upstream:
+            self._layer_losses[ssrc] = LossTracker()
+        top = max(self.layer_ssrcs, key=self.layers.index)
+        self.source_ssrc = self.layer_ssrcs[top]
+        for sub in self.subscriptions:
+            if previous is not None and previous in (sub._layer_ssrc, sub._pending_ssrc):
+                sub._layer_ssrc = sub._pending_ssrc = None
+            self._select_layer(sub)
+        return True
+
+    def layer_ssrc(self, quality: str) -> int | None:
+        """The SSRC of the layer a subscriber asking for *quality* gets, None if none yet.
+
+        The layer of that rank (``VIDEO_QUALITIES``), else the nearest one seen, lower first;
+        a layer silent for ``SfuConfig.layer_timeout`` only if every layer is.
+        """
+        if not self.layer_ssrcs:
+            return None
+        wanted = VIDEO_QUALITIES[quality] % len(self.layers)
+        ranked = sorted(range(len(self.layers)), key=lambda i: (abs(i - wanted), i > wanted))
+        known = [s for i in ranked if (s := self.layer_ssrcs.get(self.layers[i])) is not None]
+        oldest = self._router.clock() - self._router.config.layer_timeout
+        sending = [s for s in known if self._layer_seen.get(s, oldest) > oldest]
+        return (sending or known)[0]
+
+    def _select_layer(self, sub: Subscription) -> None:
+        """Point *sub* at its layer: at once if it has none, else at the target's keyframe."""
+        target = self.layer_ssrc(sub.quality)
+        rewriter = sub._rewriter
+        if target is None or rewriter is None:
+            return
+        if sub._layer_ssrc is None:
+            sub._layer_ssrc, sub._pending_ssrc = target, None
+            rewriter.switch(target)
+        elif target == sub._layer_ssrc:
+            sub._pending_ssrc = None
+            return
+        else:
+            sub._pending_ssrc = target
+        self._want_keyframe(target)
+
+    def _want_keyframe(self, ssrc: int) -> None:
+        task = asyncio.ensure_future(self.request_keyframe(ssrc))
+        task.add_done_callback(_log_failure)
+
+    def _limiter(self, ssrc: int) -> KeyframeRequestLimiter:
+        if not self.layers:
+            return self.keyframes
+        limiter = self._layer_limiters.get(ssrc)
+        if limiter is None:
+            interval = self._router.config.keyframe_request_interval
+            limiter = self._layer_limiters[ssrc] = KeyframeRequestLimiter(interval)
+        return limiter
+
+    async def _send_uplink_estimate(self) -> None:
+        ssrcs = list(self._layer_of)
+        if not ssrcs or self.closed:
+            return
+        bitrate = self._router.config.simulcast_uplink_bitrate
+        with contextlib.suppress(ConnectionError):
+            await self._send(build_remb(self._rtcp_ssrc, bitrate, ssrcs))
+            self._router._counters.rembs_relayed += 1
 
     def _new_source(self, ssrc: int) -> None:
         previous = self.source_ssrc
@@ -592,9 +770,12 @@ class PublishedTrack:
         except ValueError:
             return
         for packet in packets:
-            if isinstance(packet, RtcpSenderReport) and packet.ssrc == self.source_ssrc:
-                if self._reception is not None and self._reception.ssrc == packet.ssrc:
-                    self._reception.sender_report(packet.ntp_timestamp, self._router.clock())
+            if isinstance(packet, RtcpSenderReport) and (
+                packet.ssrc == self.source_ssrc or packet.ssrc in self._layer_of
+            ):
+                reception = self._receptions.get(packet.ssrc)
+                if reception is not None:
+                    reception.sender_report(packet.ntp_timestamp, self._router.clock())
                 await self._forward_sender_report(packet)
 
     async def _forward_sender_report(self, report: RtcpSenderReport) -> None:
@@ -612,47 +793,61 @@ class PublishedTrack:
 
     # -- feedback upstream ---------------------------------------------------------------------
 
-    async def request_keyframe(self) -> None:
-        """Ask the publisher for a keyframe, rate limited and coalesced."""
+    async def request_keyframe(self, ssrc: int | None = None) -> None:
+        """Ask the publisher for a keyframe, rate limited and coalesced.
+
+        ``ssrc`` names a simulcast layer; by default every layer seen (or the one source).
+        """
         if self.kind != "video":
             return
         if self.source_ssrc is None:
             self._keyframe_wanted = True  # asked once the first packet names the source
             return
-        if self.keyframes.request(self._router.clock()):
-            await self._send_keyframe_request()
+        now = self._router.clock()
+        targets = [ssrc] if ssrc is not None else list(self._layer_of) or [self.source_ssrc]
+        for target in targets:
+            if self._limiter(target).request(now):
+                await self._send_keyframe_request(target)
 
-    async def _send_keyframe_request(self) -> None:
-        if self.source_ssrc is None or self.closed:
+    async def _send_keyframe_request(self, ssrc: int | None = None) -> None:
+        media = ssrc if ssrc is not None else self.source_ssrc
+        if media is None or self.closed:
             return
         if self._router.config.use_fir:
             self._fir_seq = (self._fir_seq + 1) & 0xFF
-            packet = build_fir(self._rtcp_ssrc, self.source_ssrc, self._fir_seq)
+            packet = build_fir(self._rtcp_ssrc, media, self._fir_seq)
         else:
-            packet = build_pli(self._rtcp_ssrc, self.source_ssrc)
+            packet = build_pli(self._rtcp_ssrc, media)
         with contextlib.suppress(ConnectionError):
             await self._send(packet)
             self._router._counters.plis_relayed += 1
 
-    async def _send_nack(self, lost: list[int]) -> None:
+    async def _send_nack(self, lost: list[int], ssrc: int | None = None) -> None:
         # without RTX the publisher cannot re-send (SRTP forbids re-protecting an index)
-        if self.source_ssrc is None or self.closed or not lost or not self.rtx_apt:
+        media = ssrc if ssrc is not None else self.source_ssrc
+        if media is None or self.closed or not lost or not self.rtx_apt:
             return
         with contextlib.suppress(ConnectionError):
-            await self._send(build_nack(self._rtcp_ssrc, self.source_ssrc, lost))
+            await self._send(build_nack(self._rtcp_ssrc, media, lost))
             self._router._counters.nacks_relayed += 1
 
     async def _send_receiver_report(self, now: float) -> None:
-        if self._reception is None or self.closed:
+        if self.closed:
             return
-        block = self._reception.report_block(now)
-        if block is None:
+        blocks = tuple(
+            block
+            for reception in self._receptions.values()
+            if (block := reception.report_block(now)) is not None
+        )
+        if not blocks:
             return
         with contextlib.suppress(ConnectionError):
-            await self._send(build_rr(RtcpReceiverReport(self._rtcp_ssrc, (block,))))
+            await self._send(build_rr(RtcpReceiverReport(self._rtcp_ssrc, blocks)))
             self._router._counters.receiver_reports_sent += 1
 
     async def _send_bandwidth(self, now: float) -> None:
+        if self.layers:
+            return  # the publisher gets simulcast_uplink_bitrate instead
         value = self.bandwidth.poll(now)
         if value is None or self.source_ssrc is None or self.closed:
             return
@@ -681,8 +876,13 @@ class Subscription:
         self.transceiver = transceiver
         self.paused = False
         self.closed = False
+        #: the simulcast layer wanted ("low", "medium", "high"), see :meth:`SfuRouter.set_quality`
+        self.quality = "high"
         #: why the subscription does not forward (no common codec...), or None
         self.problem: str | None = None
+        #: the simulcast layer forwarded, and the one it moves to at its next keyframe
+        self._layer_ssrc: int | None = None
+        self._pending_ssrc: int | None = None
         self._router = router
         self._publication: PublishedTrack | None = None
         self._rewriter: StreamRewriter | None = None
@@ -707,8 +907,8 @@ class Subscription:
             # start the stream at a keyframe the subscriber can actually receive
             pub = self._publication
             if self._rewriter is not None and pub is not None:
-                self._rewriter.switch(pub.source_ssrc)
-                task = asyncio.ensure_future(pub.request_keyframe())
+                self._rewriter.switch(self._source_of(pub))
+                task = asyncio.ensure_future(pub.request_keyframe(self._layer_ssrc))
                 task.add_done_callback(_log_failure)
         self._ready = ready
 
@@ -739,6 +939,21 @@ class Subscription:
     def publication(self) -> PublishedTrack | None:
         """The publication currently forwarded, or None while the track is not published."""
         return self._publication
+
+    @property
+    def layer(self) -> str | None:
+        """RID of the simulcast layer forwarded now, or None (not simulcast, or no layer yet)."""
+        pub = self._publication
+        if pub is None or self._layer_ssrc is None:
+            return None
+        return pub._layer_of.get(self._layer_ssrc)
+
+    def _source_of(self, pub: PublishedTrack) -> int | None:
+        """The source SSRC to forward from *pub*: the one source, or the chosen layer's."""
+        if not pub.layers:
+            return pub.source_ssrc
+        self._layer_ssrc, self._pending_ssrc = pub.layer_ssrc(self.quality), None
+        return self._layer_ssrc
 
     @property
     def rewriter(self) -> StreamRewriter | None:
@@ -791,6 +1006,9 @@ class Subscription:
             rtx_payload_types=rtx_pts,
             initial_sequence_number=(self._ssrc >> 7) & 0x7FFF,
             initial_timestamp=(self._ssrc * 2654435761) & 0xFFFFFFFF,
+            vp8_payload_types=frozenset(
+                pt for pt, codec in pub.codecs.items() if codec.mimeType.lower() == "video/vp8"
+            ),
         )
 
     def _bind(self, pub: PublishedTrack) -> None:
@@ -808,15 +1026,15 @@ class Subscription:
                 self._rewriter = retired
                 retired.update_parameters(params)
                 retired.resume()
-                retired.switch(pub.source_ssrc)
+                retired.switch(self._source_of(pub))
             else:
                 self._rewriter = StreamRewriter(params)
-                self._rewriter.switch(pub.source_ssrc)
+                self._rewriter.switch(self._source_of(pub))
             if self.paused:
                 self._rewriter.pause()
         else:
             self._rewriter.update_parameters(params)
-            self._rewriter.switch(pub.source_ssrc)
+            self._rewriter.switch(self._source_of(pub))
 
     def _unbind(self) -> None:
         self._publication = None
@@ -856,10 +1074,10 @@ class Subscription:
                     counters.nacks_answered += 1
                     counters.packets_out += 1
                     counters.bytes_out += len(out)
-                await pub._send_nack(missing)
+                await pub._send_nack(missing, self._layer_ssrc)
             elif isinstance(packet, (RtcpPli, RtcpFir)):
                 counters.keyframe_requests_received += 1
-                await pub.request_keyframe()
+                await pub.request_keyframe(self._pending_ssrc or self._layer_ssrc)
             elif isinstance(packet, RtcpRemb):
                 now = self._router.clock()
                 pub.bandwidth.update(self, packet.bitrate, now)
@@ -952,7 +1170,12 @@ class SfuRouter:
         return dict(self._publications)
 
     def publish(
-        self, participant: str, transceiver: RTCRtpTransceiver, *, name: str | None = None
+        self,
+        participant: str,
+        transceiver: RTCRtpTransceiver,
+        *,
+        name: str | None = None,
+        layers: tuple[str, ...] = (),
     ) -> PublishedTrack:
         """Forward the track ``transceiver`` receives from ``participant``.
 
@@ -961,16 +1184,20 @@ class SfuRouter:
         starts a decoder for it. ``name`` defaults to the kind (``"audio"``, ``"video"``).
         Publishing again under the same key replaces the previous source: subscribers move
         to the new one with continuous sequence numbers.
+
+        ``layers`` are the RIDs of the simulcast layers the transceiver receives, lowest
+        first (:meth:`rtckit.peer.session.PeerSession.simulcast_layers`): each subscription
+        then forwards one of them (:meth:`set_quality`).
         """
         self._check_open()
         key = TrackKey(participant, name or transceiver.kind)
         previous = self._publications.pop(key, None)
         if previous is not None:
-            if previous.transceiver is transceiver:
+            if previous.transceiver is transceiver and previous.layers == layers:
                 self._publications[key] = previous
                 return previous
             previous._close()
-        pub = PublishedTrack(self, key, transceiver)
+        pub = PublishedTrack(self, key, transceiver, layers)
         self._publications[key] = pub
         for sub in self._subscriptions.get(key, []):
             pub.subscriptions.append(sub)
@@ -1026,7 +1253,7 @@ class SfuRouter:
         if pub is not None:
             pub.subscriptions.append(sub)
             sub._bind(pub)
-            task = asyncio.ensure_future(pub.request_keyframe())
+            task = asyncio.ensure_future(pub.request_keyframe(sub._layer_ssrc))
             task.add_done_callback(_log_failure)
         self._emit(TrackSubscribed(subscriber=sub.subscriber, key=sub.key))
 
@@ -1087,10 +1314,29 @@ class SfuRouter:
         subscription.paused = False
         pub = subscription.publication
         if subscription.rewriter is not None:
-            subscription.rewriter.resume(pub.source_ssrc if pub is not None else None)
+            source = subscription._source_of(pub) if pub is not None else None
+            subscription.rewriter.resume(source)
         self._emit(SubscriptionResumed(subscriber=subscription.subscriber, key=subscription.key))
         if pub is not None:
-            await pub.request_keyframe()
+            await pub.request_keyframe(subscription._layer_ssrc)
+
+    def set_quality(self, subscription: Subscription, quality: str) -> None:
+        """Forward the simulcast layer of rank *quality* (``"low"``, ``"medium"``, ``"high"``).
+
+        The layers of a publication are ranked as the publisher lists them, lowest first;
+        ``"medium"`` of two layers is the top one. The subscription moves at the next
+        keyframe of that layer (which is requested), keeping its sequence numbers and
+        timestamps continuous; until then it gets the layer it has. A publication without
+        simulcast ignores the preference (it is kept for its next publication).
+        """
+        if quality not in VIDEO_QUALITIES:
+            raise ConfigurationError(
+                f"video quality must be one of {', '.join(VIDEO_QUALITIES)}, not {quality!r}"
+            )
+        subscription.quality = quality
+        pub = subscription.publication
+        if pub is not None and pub.layers and not subscription.closed:
+            pub._select_layer(subscription)
 
     def subscriptions(self, subscriber: str | None = None) -> list[Subscription]:
         """All subscriptions, or those of one subscriber."""

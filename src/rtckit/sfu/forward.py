@@ -26,6 +26,8 @@ from rtckit.sfu.rtp import (
     RtcpSenderReport,
     RtpHeader,
     rewrite_rtp_header,
+    shift_vp8_ids,
+    vp8_ids,
     wrap_rtx,
 )
 
@@ -67,6 +69,9 @@ class OutputParameters:
     #: first outgoing sequence number and timestamp of a new stream
     initial_sequence_number: int = attrs.field(default=0)
     initial_timestamp: int = attrs.field(default=0)
+    #: incoming payload types carrying VP8, whose picture IDs and TL0PICIDX are kept
+    #: continuous across segments
+    vp8_payload_types: frozenset[int] = attrs.field(factory=frozenset)
 
 
 class StreamRewriter:
@@ -79,7 +84,9 @@ class StreamRewriter:
     are recomputed at its first accepted packet: the sequence number continues at last + 1
     and the timestamp advances by the wall-clock gap in clock units. Video segments start
     only at a keyframe; packets before it are dropped (the caller asks upstream for one).
-    No segment starts at a retransmitted packet.
+    No segment starts at a retransmitted packet. VP8 picture IDs and TL0PICIDX continue too
+    (each simulcast layer numbers its pictures on its own): a segment's first picture gets
+    the last forwarded one's ID + 1; the first segment keeps the publisher's numbers.
     """
 
     __slots__ = (
@@ -87,14 +94,18 @@ class StreamRewriter:
         "_expected_ssrc",
         "_highest_ext",
         "_highest_in",
+        "_last_data",
+        "_last_header",
         "_last_out_seq",
         "_last_out_ts",
         "_last_time",
         "_paused",
+        "_pid_delta",
         "_rebase",
         "_rtx_seq",
         "_seq_offset",
         "_src_ssrc",
+        "_tl0_delta",
         "_ts_offset",
         "_waiting_keyframe",
         "dropped",
@@ -119,6 +130,11 @@ class StreamRewriter:
         self._waiting_keyframe = params.is_video
         self._paused = False
         self._rtx_seq = params.initial_sequence_number ^ 0x5A5A
+        # the newest packet forwarded, and the VP8 picture ID / TL0PICIDX shift of the segment
+        self._last_data: bytes | bytearray | None = None
+        self._last_header: RtpHeader | None = None
+        self._pid_delta = 0
+        self._tl0_delta = 0
         #: packets and payload octets sent on the outgoing stream (for sender reports)
         self.packets_sent = 0
         self.octets_sent = 0
@@ -209,7 +225,7 @@ class StreamRewriter:
             if retransmission or (self._waiting_keyframe and not keyframe):
                 self.dropped += 1
                 return None
-            self._start_segment(header, now)
+            self._start_segment(data, header, now)
             ext = self._base_ext
         elif header.ssrc != self._src_ssrc:
             self.dropped += 1  # a late packet of a previous source
@@ -230,10 +246,14 @@ class StreamRewriter:
             self._last_out_seq = out_seq
             self._last_out_ts = out_ts
             self._last_time = now
+            self._last_data = data
+            self._last_header = header
         buf = bytearray(data)
         rewrite_rtp_header(
             buf, payload_type=out_pt, sequence_number=out_seq, timestamp=out_ts, ssrc=params.ssrc
         )
+        if self._pid_delta or self._tl0_delta:
+            self._shift_vp8(buf, header)
         if header.extension_offset >= 0:
             extensions = params.extensions
             cached = extension_cache.get(extensions) if extension_cache is not None else None
@@ -247,7 +267,33 @@ class StreamRewriter:
         self.octets_sent += header.payload_end - header.payload_offset
         return bytes(buf)
 
-    def _start_segment(self, header: RtpHeader, now: float) -> None:
+    def _shift_vp8(self, buf: bytearray, header: RtpHeader) -> None:
+        if header.payload_type in self.params.vp8_payload_types:
+            ids = vp8_ids(memoryview(buf)[header.payload_offset : header.payload_end])
+            if ids is not None:
+                shift_vp8_ids(buf, header.payload_offset, ids, self._pid_delta, self._tl0_delta)
+
+    def _continue_vp8_ids(self, data: bytes | bytearray, header: RtpHeader) -> None:
+        """Shift the new segment's VP8 numbers to follow the last forwarded packet's."""
+        vp8 = self.params.vp8_payload_types
+        last, last_header = self._last_data, self._last_header
+        if header.payload_type not in vp8 or last is None or last_header is None:
+            return
+        if last_header.payload_type not in vp8:
+            return
+        new = vp8_ids(memoryview(data)[header.payload_offset : header.payload_end])
+        old = vp8_ids(memoryview(last)[last_header.payload_offset : last_header.payload_end])
+        if new is None or old is None:
+            return
+        if new.picture_id_bits and old.picture_id_bits:
+            last_id = old.picture_id + self._pid_delta
+            self._pid_delta = (last_id + 1 - new.picture_id) & 0x7FFF
+        if new.tl0picidx_offset >= 0 and old.tl0picidx_offset >= 0:
+            last_tl0 = old.tl0picidx + self._tl0_delta
+            self._tl0_delta = (last_tl0 + 1 - new.tl0picidx) & 0xFF
+
+    def _start_segment(self, data: bytes | bytearray, header: RtpHeader, now: float) -> None:
+        self._continue_vp8_ids(data, header)
         in_seq = header.sequence_number
         if self._last_out_seq is None:
             first_seq = self.params.initial_sequence_number
@@ -309,6 +355,8 @@ class StreamRewriter:
             timestamp=(header.timestamp + self._ts_offset) & _TS_MASK,
             ssrc=params.ssrc,
         )
+        if self._pid_delta or self._tl0_delta:
+            self._shift_vp8(buf, header)
         params.extensions.apply(buf, header)
         seq = self._rtx_seq
         self._rtx_seq = (seq + 1) & _SEQ_MASK

@@ -37,6 +37,7 @@ __all__ = [
     "RtcpSenderReport",
     "RtcpUnknown",
     "RtpHeader",
+    "Vp8Ids",
     "build_fir",
     "build_nack",
     "build_pli",
@@ -51,7 +52,9 @@ __all__ = [
     "parse_rtp_header",
     "rewrite_abs_send_time",
     "rewrite_rtp_header",
+    "shift_vp8_ids",
     "unwrap_rtx",
+    "vp8_ids",
     "vp8_is_keyframe",
     "wrap_rtx",
 ]
@@ -321,6 +324,66 @@ def vp8_is_keyframe(payload: bytes | bytearray | memoryview) -> bool:
     if pos >= size:
         return False
     return not payload[pos] & 0x01
+
+
+class Vp8Ids(NamedTuple):
+    """The picture ID and TL0PICIDX of a VP8 payload descriptor (RFC 7741 section 4.2).
+
+    Offsets are from the start of the payload, -1 when the field is absent; ``picture_id_bits``
+    is 7 or 15 (0: absent).
+    """
+
+    picture_id: int
+    picture_id_bits: int
+    picture_id_offset: int
+    tl0picidx: int
+    tl0picidx_offset: int
+
+
+def vp8_ids(payload: bytes | bytearray | memoryview) -> Vp8Ids | None:
+    """The picture ID and TL0PICIDX of a VP8 RTP payload, None if it has neither."""
+    size = len(payload)
+    if size < 2 or not payload[0] & 0x80:
+        return None
+    ext = payload[1]
+    pos = 2
+    pid = pid_bits = 0
+    pid_at = tl0_at = -1
+    tl0 = 0
+    if ext & 0x80:
+        if pos >= size:
+            return None
+        pid_at = pos
+        if payload[pos] & 0x80:
+            if pos + 1 >= size:
+                return None
+            pid, pid_bits = ((payload[pos] & 0x7F) << 8) | payload[pos + 1], 15
+            pos += 2
+        else:
+            pid, pid_bits = payload[pos] & 0x7F, 7
+            pos += 1
+    if ext & 0x40:
+        if pos >= size:
+            return None
+        tl0, tl0_at = payload[pos], pos
+    if pid_at < 0 and tl0_at < 0:
+        return None
+    return Vp8Ids(pid, pid_bits, pid_at, tl0, tl0_at)
+
+
+def shift_vp8_ids(
+    buf: bytearray, payload_offset: int, ids: Vp8Ids, picture_id_delta: int, tl0_delta: int
+) -> None:
+    """Add the deltas to the picture ID (modulo its width) and TL0PICIDX of a VP8 packet."""
+    if ids.picture_id_bits == 15:
+        at = payload_offset + ids.picture_id_offset
+        value = (ids.picture_id + picture_id_delta) & 0x7FFF
+        buf[at] = 0x80 | (value >> 8)
+        buf[at + 1] = value & 0xFF
+    elif ids.picture_id_bits == 7:
+        buf[payload_offset + ids.picture_id_offset] = (ids.picture_id + picture_id_delta) & 0x7F
+    if ids.tl0picidx_offset >= 0:
+        buf[payload_offset + ids.tl0picidx_offset] = (ids.tl0picidx + tl0_delta) & 0xFF
 
 
 _H264_KEY_NALS = frozenset({5, 7})

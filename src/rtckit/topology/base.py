@@ -49,6 +49,7 @@ __all__ = [
     "PUBLISHER_ROLE",
     "SERVER_PEER_IDS",
     "SFU_PEER_ID",
+    "VIDEO_QUALITY_MESSAGE",
     "ClientStrategy",
     "ParticipantConnectionChanged",
     "ParticipantJoined",
@@ -75,6 +76,9 @@ __all__ = [
 
 #: The peer id the SFU takes in the rooms it serves (:mod:`rtckit.topology.sfu`).
 SFU_PEER_ID = "rtckit-sfu"
+#: type of the room-channel message (JSON, addressed to :data:`SFU_PEER_ID`) asking the SFU
+#: for a simulcast layer of one participant's video: ``{"type", "participant", "quality"}``
+VIDEO_QUALITY_MESSAGE = "rtckit.video-quality"
 #: The peer id the MCU takes in the rooms it serves (:mod:`rtckit.topology.mcu`).
 MCU_PEER_ID = "rtckit-mcu"
 #: The peer ids server strategies take in the rooms they serve. They are not people (not

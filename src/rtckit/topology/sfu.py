@@ -56,10 +56,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from aiortc import (
     MediaStreamError,
     MediaStreamTrack,
@@ -77,6 +79,7 @@ from rtckit.peer.events import (
 )
 from rtckit.peer.session import PeerSession, SessionConfig
 from rtckit.sfu.engine import (
+    VIDEO_QUALITIES,
     ForwardingTrack,
     SfuConfig,
     SfuRouter,
@@ -98,6 +101,7 @@ from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
     PUBLISHER_ROLE,
     SFU_PEER_ID,
+    VIDEO_QUALITY_MESSAGE,
     RoomDataMessage,
     ServerStrategyFactory,
     Topology,
@@ -135,6 +139,7 @@ logger = logging.getLogger(__name__)
 _MSID_SEPARATOR = "~"
 _SUBSCRIBE_TIMEOUT = 30.0
 _POLL = 0.02
+_MAX_PREFS = 256  # video quality preferences kept per member
 _KEYFRAME_RETRY = 0.5
 
 # --- pure helpers ---------------------------------------------------------------------------
@@ -194,6 +199,8 @@ class _Member:
         self.published: dict[str, TrackKey] = {}
         #: what is forwarded to this member, by publication
         self.forwards: dict[TrackKey, _Forward] = {}
+        #: the simulcast layer this member asked for, by publishing participant
+        self.video_quality: dict[str, str] = {}
 
 
 class SfuPublisher(HttpPeer):
@@ -464,7 +471,8 @@ class SfuServerStrategy:
         session = PeerSession(
             SignalingSignaller(client, peer_id),
             polite=False,
-            config=self.session_config,
+            # the router forwards each simulcast layer apart (rtckit.js sends three)
+            config=attrs.evolve(self.session_config, accept_simulcast=True),
             name=f"sfu->{peer_id}",
         )
         member = _Member(peer_id, session)
@@ -521,7 +529,8 @@ class SfuServerStrategy:
         if transceiver is None:
             return
         key = TrackKey(member.id, str(event.mid))
-        router.publish(member.id, transceiver, name=key.name)
+        layers = member.session.simulcast_layers(str(event.mid))
+        router.publish(member.id, transceiver, name=key.name, layers=layers)
         member.published[key.name] = key
         self._note_published(key)
         for other in self.members.values():
@@ -544,11 +553,29 @@ class SfuServerStrategy:
         if opened is None:
             return
         to, data = opened
+        if to == SFU_PEER_ID:
+            self._on_request(sender, data)
+            return
         for other in self.members.values():
             if other is sender or (to and other.id != to):
                 continue
             if send_room_data(other.session, seal_envelope(sender.id, data)):
                 self.data_messages_relayed += 1
+
+    def _on_request(self, member: _Member, data: str | bytes) -> None:
+        """A room-channel message addressed to the SFU itself: a video quality preference."""
+        parsed = _video_quality_request(data)
+        if parsed is None:
+            logger.info("SFU: ignoring a malformed request of %s", member.id)
+            return
+        participant, quality = parsed
+        if participant not in member.video_quality and len(member.video_quality) >= _MAX_PREFS:
+            return  # a participant asking about endless made-up ids grows nothing
+        member.video_quality[participant] = quality
+        router = self.router
+        for key, forward in member.forwards.items():
+            if key.participant == participant and forward.subscription is not None and router:
+                router.set_quality(forward.subscription, quality)
 
     # -- send-only members (WHIP) -----------------------------------------------------------
 
@@ -789,6 +816,9 @@ class SfuServerStrategy:
         if router is None or member.forwards.get(forward.key) is not forward:
             return
         forward.subscription = router.subscribe(member.id, forward.key, transceiver)
+        quality = member.video_quality.get(forward.key.participant)
+        if quality is not None:
+            router.set_quality(forward.subscription, quality)
         if forward.subscription.problem:
             logger.warning(
                 "SFU: %s cannot receive %s: %s",
@@ -820,6 +850,20 @@ class SfuServerStrategy:
             with contextlib.suppress(Exception):
                 member.session.remove_track(forward.track)
         forward.track.stop()
+
+
+def _video_quality_request(data: str | bytes) -> tuple[str, str] | None:
+    """``(participant, quality)`` of a video quality message, None if it is not one."""
+    try:
+        request = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(request, dict) or request.get("type") != VIDEO_QUALITY_MESSAGE:
+        return None
+    participant, quality = request.get("participant"), request.get("quality")
+    if not isinstance(participant, str) or not isinstance(quality, str):
+        return None
+    return (participant, quality) if quality in VIDEO_QUALITIES else None
 
 
 def sfu_strategy_factory(
@@ -923,6 +967,21 @@ class SfuRoom(ServerSessionRoom):
         for mid, (participant, _view) in list(self._views.items()):
             if participant == peer_id:
                 self._end_view(mid)
+
+    def set_video_quality(self, participant: str, quality: str) -> None:
+        """Ask the SFU for the simulcast layer of rank *quality* of *participant*'s video.
+
+        ``"low"``, ``"medium"`` or ``"high"`` (the default); carried on the room's data
+        channel. A publication without simulcast ignores it.
+        """
+        if quality not in VIDEO_QUALITIES:
+            raise TopologyError(
+                f"video quality must be one of {', '.join(VIDEO_QUALITIES)}, not {quality!r}"
+            )
+        message = {"type": VIDEO_QUALITY_MESSAGE, "participant": participant, "quality": quality}
+        session = self.session
+        if session is not None and not session.closed:
+            session.send(ROOM_CHANNEL_LABEL, seal_envelope(SFU_PEER_ID, json.dumps(message)))
 
     def _end_view(self, mid: str) -> None:
         participant, view = self._views.pop(mid)

@@ -83,3 +83,6 @@ export const ROOM_CHANNEL_ID = 1001;
 /** The peer ids the SFU and the MCU take in the rooms they serve. */
 export const SFU_PEER_ID = "rtckit-sfu";
 export const MCU_PEER_ID = "rtckit-mcu";
+// The type of the room-channel message (JSON, addressed to SFU_PEER_ID) asking the SFU for a
+// simulcast layer of one participant's video: {type, participant, quality}.
+export const VIDEO_QUALITY_MESSAGE = "rtckit.video-quality";

@@ -24,7 +24,7 @@ export class PeerSession extends EventTarget {
   constructor(signaller, {
     polite, iceServers = [], iceTransportPolicy = "all", heartbeatInterval = 1000,
     disconnectedAfter = 3000, restartAfter = 4000, deadPeerTimeout = 30000, autoRestart = true,
-    heartbeatOpenTimeout = 10000, name = "", ownTransceivers = false,
+    heartbeatOpenTimeout = 10000, name = "", ownTransceivers = false, simulcast = null,
   } = {}) {
     super();
     if (typeof polite !== "boolean") throw new Error("polite must be true or false");
@@ -34,6 +34,8 @@ export class PeerSession extends EventTarget {
       restartAfter, deadPeerTimeout, autoRestart, heartbeatOpenTimeout };
     this.name = name;
     this.ownTransceivers = ownTransceivers;
+    // sendEncodings of each local video track (ownTransceivers only), or null: one encoding
+    this.simulcast = simulcast;
     this.generation = 0;
     this.state = "new";
     this.closed = false;
@@ -193,8 +195,13 @@ export class PeerSession extends EventTarget {
   // nothing (a <video> of it stays at readyState 0; seen with Chromium 156 and an aiortc
   // server: a page joining an SFU room whose publisher was there first saw a black tile).
   _sendTrack(pc, track, stream) {
-    if (this.ownTransceivers) pc.addTransceiver(track, { direction: "sendrecv", streams: [stream] });
-    else pc.addTrack(track, stream);
+    if (this.ownTransceivers) {
+      const init = { direction: "sendrecv", streams: [stream] };
+      if (track.kind === "video" && this.simulcast) init.sendEncodings = this.simulcast.map((e) => ({ ...e }));
+      pc.addTransceiver(track, init);
+    } else {
+      pc.addTrack(track, stream);
+    }
   }
 
   removeTrack(track) {

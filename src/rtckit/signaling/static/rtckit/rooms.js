@@ -12,7 +12,7 @@
 // Import it through the entry, rtckit.js.
 
 import {
-  MCU_PEER_ID, ROOM_CHANNEL_ID, ROOM_CHANNEL_LABEL, SFU_PEER_ID, Topology,
+  MCU_PEER_ID, ROOM_CHANNEL_ID, ROOM_CHANNEL_LABEL, SFU_PEER_ID, Topology, VIDEO_QUALITY_MESSAGE,
 } from "./constants.js";
 import { PeerSession, emit, fromSignaling, politeFor, toSignaling } from "./peer.js";
 import { RtcKitSignaling } from "./signaling.js";
@@ -217,6 +217,16 @@ export function openEnvelope(message) {
   return [new TextDecoder().decode(bytes.slice(0, at)), bytes.slice(at + 1).buffer];
 }
 
+// The simulcast layers an SFU room publishes video with, lowest first: the SFU ranks them in
+// this order ("low", "medium", "high"). Pass {simulcast: false} to joinSfu/joinRoom for one
+// encoding, or an array of RTCRtpEncodingParameters (each with a rid) for other layers.
+export const SIMULCAST_LAYERS = Object.freeze([
+  Object.freeze({ rid: "q", scaleResolutionDownBy: 4, maxBitrate: 150_000 }),
+  Object.freeze({ rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 }),
+  Object.freeze({ rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 }),
+]);
+const VIDEO_QUALITIES = ["low", "medium", "high"];
+
 export class SfuRoom extends EventTarget {
   constructor(signaling, options = {}) {
     super();
@@ -229,6 +239,7 @@ export class SfuRoom extends EventTarget {
     this.session = null;
     this.published = [];  // [{track, stream}]
     this.remote = new Map();  // mid -> {participantId, track}
+    this.videoQuality = new Map();  // participantId -> "low" | "medium" | "high"
     this.closed = false;
     this._onMessage = ({ detail }) => this._onSignaling(detail);
     this._onReconnected = ({ detail }) => { if (detail && !detail.resumed) this._rejoined(); };
@@ -267,6 +278,22 @@ export class SfuRoom extends EventTarget {
     }
   }
 
+  // Which simulcast layer of participantId's video the SFU sends this page: "low",
+  // "medium" or "high" (the default). Kept, and sent again on a new connection.
+  setVideoQuality(participantId, quality) {
+    if (!VIDEO_QUALITIES.includes(quality)) {
+      throw new Error(`video quality must be one of ${VIDEO_QUALITIES.join(", ")}`);
+    }
+    this.videoQuality.set(participantId, quality);
+    this._sendVideoQuality(participantId, quality);
+  }
+
+  _sendVideoQuality(participant, quality) {
+    if (!this.session || this.session.closed || this.serverId !== SFU_PEER_ID) return;
+    const message = JSON.stringify({ type: VIDEO_QUALITY_MESSAGE, participant, quality });
+    this.session.send(ROOM_CHANNEL_LABEL, sealEnvelope(this.serverId, message));
+  }
+
   // Who published a remote track: the SFU names the publisher in the m-line's msid.
   _publisherOf(session, detail) {
     const remote = session.pc && session.pc.remoteDescription;
@@ -296,8 +323,11 @@ export class SfuRoom extends EventTarget {
     const session = new PeerSession(signaller, {
       ...this.options, iceServers, polite: true, name: `${this.localId}->${this.serverId}`,
       ownTransceivers: true,
+      simulcast: this.serverId !== SFU_PEER_ID || this.options.simulcast === false ? null
+        : (this.options.simulcast || SIMULCAST_LAYERS),
     });
     this.session = session;
+    for (const [participant, quality] of this.videoQuality) this._sendVideoQuality(participant, quality);
     for (const { track, stream } of this.published) session.addTrack(track, stream);
     session.createDataChannel(ROOM_CHANNEL_LABEL, { negotiatedId: ROOM_CHANNEL_ID });
     session.addEventListener("track", ({ detail }) => {
