@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -25,6 +26,7 @@ from rtckit.topology import (
     TrackUnpublished,
     join_room,
 )
+from rtckit.topology.base import VIDEO_LAYER_MESSAGE, VIDEO_OFF
 from rtckit.topology.bridge import open_envelope, seal_envelope
 from rtckit.topology.sfu import (
     SFU_PEER_ID,
@@ -418,3 +420,70 @@ async def test_a_lost_packet_is_repaired_at_a_subscriber_of_two_videos(server: S
                 reader.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
             await log.aclose()
+
+
+async def test_a_video_asked_off_is_paused_and_resumes_at_a_keyframe(server: Server) -> None:
+    async with member(server) as (_, alice), member(server) as (_, bob):
+        assert isinstance(bob, SfuRoom)
+        bob_log = RoomLog(bob)
+        await alice.publish(TestPatternTrack(SMALL))
+        alice_id = alice.local_id
+        await bob_log.wait(
+            lambda events: any(
+                isinstance(e, TrackPublished) and e.participant_id == alice_id for e in events
+            )
+        )
+        (track,) = [e.track for e in bob_log.of(TrackPublished) if e.participant_id == alice_id]
+        await first_frame(track)
+        sfu = server.sfu()
+        assert sfu.router is not None
+        (sub,) = [
+            s for s in sfu.router.subscriptions(bob.local_id) if s.key.participant == alice_id
+        ]
+        assert sub.rewriter is not None
+
+        def layer_reports() -> list[dict[str, Any]]:
+            return [
+                json.loads(e.data)
+                for e in bob_log.of(RoomDataMessage)
+                if e.participant_id == SFU_PEER_ID
+            ]
+
+        # what bob receives is reported to him on the room channel (no simulcast: no layer)
+        await bob_log.wait(lambda _: len(layer_reports()) == 1)
+        assert layer_reports()[0] == {
+            "type": VIDEO_LAYER_MESSAGE,
+            "participant": alice_id,
+            "layer": None,
+            "layers": [],
+            "paused": False,
+        }
+
+        with pytest.raises(TopologyError, match="low, medium, high, off"):
+            bob.set_video_quality(alice_id, "hidden")
+        bob.set_video_quality(alice_id, VIDEO_OFF)
+        async with asyncio.timeout(10):
+            while not sub.paused:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await bob_log.wait(lambda _: len(layer_reports()) == 2)
+        assert layer_reports()[1]["paused"] is True
+        await asyncio.sleep(0.3)  # a packet on its way when the pause came
+        sent = sub.rewriter.packets_sent
+        await asyncio.sleep(1.0)  # 10 frames of the pattern at 10 fps
+        assert sub.rewriter.packets_sent == sent
+
+        stats = sfu.stats()
+        assert stats is not None
+        keyframes = stats.keyframes_in
+        bob.set_video_quality(alice_id, "high")
+        async with asyncio.timeout(10):
+            while sub.rewriter.packets_sent <= sent + 20:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        frame = await first_frame(track)
+        assert frame.width == SMALL.width
+        stats = sfu.stats()
+        assert stats is not None
+        assert stats.keyframes_in > keyframes  # resumed at a keyframe asked for it
+        await bob_log.wait(lambda _: len(layer_reports()) == 3)
+        assert layer_reports()[2]["paused"] is False
+        await bob_log.aclose()

@@ -49,6 +49,8 @@ __all__ = [
     "PUBLISHER_ROLE",
     "SERVER_PEER_IDS",
     "SFU_PEER_ID",
+    "VIDEO_LAYER_MESSAGE",
+    "VIDEO_OFF",
     "VIDEO_QUALITY_MESSAGE",
     "ClientStrategy",
     "ParticipantConnectionChanged",
@@ -79,6 +81,14 @@ SFU_PEER_ID = "rtckit-sfu"
 #: type of the room-channel message (JSON, addressed to :data:`SFU_PEER_ID`) asking the SFU
 #: for a simulcast layer of one participant's video: ``{"type", "participant", "quality"}``
 VIDEO_QUALITY_MESSAGE = "rtckit.video-quality"
+#: the ``quality`` of a :data:`VIDEO_QUALITY_MESSAGE` that pauses the video (not shown): the
+#: SFU forwards none of it until another quality is asked for, then resumes at a keyframe
+VIDEO_OFF = "off"
+#: type of the room-channel message (JSON, from :data:`SFU_PEER_ID`) telling a participant what
+#: the SFU forwards it of one participant's video, sent when that changes:
+#: ``{"type", "participant", "layer", "layers", "paused"}`` (``layer``: the RID forwarded, or
+#: null without simulcast; ``layers``: the publication's RIDs, lowest first)
+VIDEO_LAYER_MESSAGE = "rtckit.video-layer"
 #: The peer id the MCU takes in the rooms it serves (:mod:`rtckit.topology.mcu`).
 MCU_PEER_ID = "rtckit-mcu"
 #: The peer ids server strategies take in the rooms they serve. They are not people (not

@@ -101,6 +101,8 @@ from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
     PUBLISHER_ROLE,
     SFU_PEER_ID,
+    VIDEO_LAYER_MESSAGE,
+    VIDEO_OFF,
     VIDEO_QUALITY_MESSAGE,
     RoomDataMessage,
     ServerStrategyFactory,
@@ -186,6 +188,8 @@ class _Forward:
         self.track = track
         self.subscription: Subscription | None = None
         self.waiter: asyncio.Task[None] | None = None
+        #: what the member was last told it receives: (layer, layers, paused)
+        self.reported: tuple[str | None, tuple[str, ...], bool] | None = None
 
 
 class _Member:
@@ -199,7 +203,7 @@ class _Member:
         self.published: dict[str, TrackKey] = {}
         #: what is forwarded to this member, by publication
         self.forwards: dict[TrackKey, _Forward] = {}
-        #: the simulcast layer this member asked for, by publishing participant
+        #: the simulcast layer this member asked for (or ``"off"``), by publishing participant
         self.video_quality: dict[str, str] = {}
 
 
@@ -398,6 +402,7 @@ class SfuServerStrategy:
             if router is None:
                 continue
             await self._retry_keyframes(router)
+            self._report_layers()
             if asyncio.get_running_loop().time() >= next_report:
                 next_report += self.report_interval
                 self._report(router)
@@ -575,7 +580,32 @@ class SfuServerStrategy:
         router = self.router
         for key, forward in member.forwards.items():
             if key.participant == participant and forward.subscription is not None and router:
-                router.set_quality(forward.subscription, quality)
+                _apply_quality(router, forward.subscription, quality)
+
+    def _report_layers(self) -> None:
+        """Tell each member which layer of each video it receives, when that changed.
+
+        One small room-channel message (:data:`VIDEO_LAYER_MESSAGE`) per change, so that a
+        page can show what it gets without comparing frame sizes.
+        """
+        for member in self.members.values():
+            for key, forward in member.forwards.items():
+                sub = forward.subscription
+                if sub is None or sub.transceiver.kind != "video" or sub.publication is None:
+                    continue
+                now = (sub.layer, sub.publication.layers, sub.paused)
+                if now == forward.reported:
+                    continue
+                message = {
+                    "type": VIDEO_LAYER_MESSAGE,
+                    "participant": key.participant,
+                    "layer": now[0],
+                    "layers": list(now[1]),
+                    "paused": now[2],
+                }
+                sealed = seal_envelope(SFU_PEER_ID, json.dumps(message))
+                if send_room_data(member.session, sealed):
+                    forward.reported = now
 
     # -- send-only members (WHIP) -----------------------------------------------------------
 
@@ -818,7 +848,7 @@ class SfuServerStrategy:
         forward.subscription = router.subscribe(member.id, forward.key, transceiver)
         quality = member.video_quality.get(forward.key.participant)
         if quality is not None:
-            router.set_quality(forward.subscription, quality)
+            _apply_quality(router, forward.subscription, quality)
         if forward.subscription.problem:
             logger.warning(
                 "SFU: %s cannot receive %s: %s",
@@ -852,6 +882,22 @@ class SfuServerStrategy:
         forward.track.stop()
 
 
+def _apply_quality(router: SfuRouter, subscription: Subscription, quality: str) -> None:
+    """Pause the forward for :data:`VIDEO_OFF`; else resume it (keyframe) at that layer."""
+    if quality == VIDEO_OFF:
+        router.pause(subscription)
+        return
+    router.set_quality(subscription, quality)
+    if subscription.paused:
+        task = asyncio.ensure_future(router.resume(subscription))
+        task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("SFU: resuming a forward failed", exc_info=task.exception())
+
+
 def _video_quality_request(data: str | bytes) -> tuple[str, str] | None:
     """``(participant, quality)`` of a video quality message, None if it is not one."""
     try:
@@ -863,7 +909,8 @@ def _video_quality_request(data: str | bytes) -> tuple[str, str] | None:
     participant, quality = request.get("participant"), request.get("quality")
     if not isinstance(participant, str) or not isinstance(quality, str):
         return None
-    return (participant, quality) if quality in VIDEO_QUALITIES else None
+    wanted = quality in VIDEO_QUALITIES or quality == VIDEO_OFF
+    return (participant, quality) if wanted else None
 
 
 def sfu_strategy_factory(
@@ -972,11 +1019,15 @@ class SfuRoom(ServerSessionRoom):
         """Ask the SFU for the simulcast layer of rank *quality* of *participant*'s video.
 
         ``"low"``, ``"medium"`` or ``"high"`` (the default); carried on the room's data
-        channel. A publication without simulcast ignores it.
+        channel. A publication without simulcast ignores the rank. ``"off"``
+        (:data:`~rtckit.topology.base.VIDEO_OFF`) pauses the video: the SFU forwards none
+        of it (a video nobody shows costs nothing) until another quality is asked for, and
+        then resumes at a keyframe.
         """
-        if quality not in VIDEO_QUALITIES:
+        qualities = (*VIDEO_QUALITIES, VIDEO_OFF)
+        if quality not in qualities:
             raise TopologyError(
-                f"video quality must be one of {', '.join(VIDEO_QUALITIES)}, not {quality!r}"
+                f"video quality must be one of {', '.join(qualities)}, not {quality!r}"
             )
         message = {"type": VIDEO_QUALITY_MESSAGE, "participant": participant, "quality": quality}
         session = self.session
