@@ -12,7 +12,7 @@ import pytest
 
 from rtckit.errors import TopologyError
 from rtckit.peer import SessionConfig
-from rtckit.peer.media import PatternConfig, TestPatternTrack, read_frame_counter
+from rtckit.peer.media import PatternConfig, TestPatternTrack, ToneTrack, read_frame_counter
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingClient, SignalingConfig
 from rtckit.signaling.wsserver import SignalingServer
 from rtckit.topology import (
@@ -427,18 +427,30 @@ async def test_a_video_asked_off_is_paused_and_resumes_at_a_keyframe(server: Ser
         assert isinstance(bob, SfuRoom)
         bob_log = RoomLog(bob)
         await alice.publish(TestPatternTrack(SMALL))
+        await alice.publish(ToneTrack())
         alice_id = alice.local_id
-        await bob_log.wait(
-            lambda events: any(
-                isinstance(e, TrackPublished) and e.participant_id == alice_id for e in events
-            )
-        )
-        (track,) = [e.track for e in bob_log.of(TrackPublished) if e.participant_id == alice_id]
+
+        def published(kind: str) -> list[Any]:
+            return [
+                e.track
+                for e in bob_log.of(TrackPublished)
+                if e.participant_id == alice_id and e.kind == kind
+            ]
+
+        await bob_log.wait(lambda _: published("video") and published("audio"))
+        (track,) = published("video")
         await first_frame(track)
         sfu = server.sfu()
         assert sfu.router is not None
         (sub,) = [
-            s for s in sfu.router.subscriptions(bob.local_id) if s.key.participant == alice_id
+            s
+            for s in sfu.router.subscriptions(bob.local_id)
+            if s.key.participant == alice_id and s.transceiver.kind == "video"
+        ]
+        (audio,) = [
+            s
+            for s in sfu.router.subscriptions(bob.local_id)
+            if s.key.participant == alice_id and s.transceiver.kind == "audio"
         ]
         assert sub.rewriter is not None
 
@@ -471,6 +483,7 @@ async def test_a_video_asked_off_is_paused_and_resumes_at_a_keyframe(server: Ser
         sent = sub.rewriter.packets_sent
         await asyncio.sleep(1.0)  # 10 frames of the pattern at 10 fps
         assert sub.rewriter.packets_sent == sent
+        assert not audio.paused  # the audio plays on
 
         stats = sfu.stats()
         assert stats is not None

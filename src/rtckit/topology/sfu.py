@@ -883,7 +883,12 @@ class SfuServerStrategy:
 
 
 def _apply_quality(router: SfuRouter, subscription: Subscription, quality: str) -> None:
-    """Pause the forward for :data:`VIDEO_OFF`; else resume it (keyframe) at that layer."""
+    """Pause the forward for :data:`VIDEO_OFF`; else resume it (keyframe) at that layer.
+
+    A preference is about video: the participant's audio plays on, whatever is asked.
+    """
+    if subscription.transceiver.kind != "video":
+        return
     if quality == VIDEO_OFF:
         router.pause(subscription)
         return
