@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any, TypeVar
 
@@ -24,9 +23,10 @@ from rtckit.topology import (
     Topology,
     TrackPublished,
     TrackUnpublished,
+    VideoLayerChanged,
     join_room,
 )
-from rtckit.topology.base import VIDEO_LAYER_MESSAGE, VIDEO_OFF
+from rtckit.topology.base import VIDEO_OFF
 from rtckit.topology.bridge import open_envelope, seal_envelope
 from rtckit.topology.sfu import (
     SFU_PEER_ID,
@@ -454,22 +454,16 @@ async def test_a_video_asked_off_is_paused_and_resumes_at_a_keyframe(server: Ser
         ]
         assert sub.rewriter is not None
 
-        def layer_reports() -> list[dict[str, Any]]:
-            return [
-                json.loads(e.data)
-                for e in bob_log.of(RoomDataMessage)
-                if e.participant_id == SFU_PEER_ID
-            ]
+        def layer_reports() -> list[VideoLayerChanged]:
+            return bob_log.of(VideoLayerChanged)
 
-        # what bob receives is reported to him on the room channel (no simulcast: no layer)
+        # what bob receives is reported to him on the room channel (no simulcast: no layer),
+        # as an event, not as a data message
         await bob_log.wait(lambda _: len(layer_reports()) == 1)
-        assert layer_reports()[0] == {
-            "type": VIDEO_LAYER_MESSAGE,
-            "participant": alice_id,
-            "layer": None,
-            "layers": [],
-            "paused": False,
-        }
+        report = VideoLayerChanged(participant_id=alice_id, layer=None, layers=(), paused=False)
+        assert layer_reports() == [report]
+        assert bob.video_layers == {alice_id: report}
+        assert not [e for e in bob_log.of(RoomDataMessage) if e.participant_id == SFU_PEER_ID]
 
         with pytest.raises(TopologyError, match="low, medium, high, off"):
             bob.set_video_quality(alice_id, "hidden")
@@ -478,7 +472,7 @@ async def test_a_video_asked_off_is_paused_and_resumes_at_a_keyframe(server: Ser
             while not sub.paused:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
         await bob_log.wait(lambda _: len(layer_reports()) == 2)
-        assert layer_reports()[1]["paused"] is True
+        assert layer_reports()[1].paused
         await asyncio.sleep(0.3)  # a packet on its way when the pause came
         sent = sub.rewriter.packets_sent
         await asyncio.sleep(1.0)  # 10 frames of the pattern at 10 fps
@@ -498,5 +492,5 @@ async def test_a_video_asked_off_is_paused_and_resumes_at_a_keyframe(server: Ser
         assert stats is not None
         assert stats.keyframes_in > keyframes  # resumed at a keyframe asked for it
         await bob_log.wait(lambda _: len(layer_reports()) == 3)
-        assert layer_reports()[2]["paused"] is False
+        assert not layer_reports()[2].paused
         await bob_log.aclose()

@@ -66,6 +66,7 @@ __all__ = [
     "Topology",
     "TrackPublished",
     "TrackUnpublished",
+    "VideoLayerChanged",
     "client_strategy_for",
     "has_server_strategy",
     "join_room",
@@ -166,6 +167,21 @@ class RoomDataMessage:
 
 
 @attrs.frozen(kw_only=True)
+class VideoLayerChanged:
+    """What the SFU forwards of *participant_id*'s video to this participant changed.
+
+    *layer* is the RID of the simulcast layer forwarded (None without simulcast, or before
+    the first), *layers* the publication's RIDs, lowest first; *paused* is True while the
+    video is asked ``"off"`` (:meth:`rtckit.topology.sfu.SfuRoom.set_video_quality`).
+    """
+
+    participant_id: str
+    layer: str | None
+    layers: tuple[str, ...]
+    paused: bool
+
+
+@attrs.frozen(kw_only=True)
 class ParticipantConnectionChanged:
     """The media connection to *participant_id* changed state (see ``ConnectionStateChanged``)."""
 
@@ -187,6 +203,7 @@ RoomEvent = (
     | TrackUnpublished
     | RoomDataMessage
     | ParticipantConnectionChanged
+    | VideoLayerChanged
     | RoomClosed
 )
 

@@ -109,6 +109,7 @@ from rtckit.topology.base import (
     Topology,
     TrackPublished,
     TrackUnpublished,
+    VideoLayerChanged,
 )
 from rtckit.topology.bridge import (
     ROOM_CHANNEL_ID,
@@ -903,6 +904,29 @@ def _log_failure(task: asyncio.Future[None]) -> None:
         logger.warning("SFU: resuming a forward failed", exc_info=task.exception())
 
 
+def _video_layer_report(data: str | bytes) -> VideoLayerChanged | None:
+    """The :data:`VIDEO_LAYER_MESSAGE` in *data* as an event, None if it is not one."""
+    try:
+        report = json.loads(data)
+    except ValueError:
+        return None
+    if not isinstance(report, dict) or report.get("type") != VIDEO_LAYER_MESSAGE:
+        return None
+    participant, layer = report.get("participant"), report.get("layer")
+    layers, paused = report.get("layers"), report.get("paused")
+    if (
+        not isinstance(participant, str)
+        or not (layer is None or isinstance(layer, str))
+        or not isinstance(layers, list)
+        or not all(isinstance(rid, str) for rid in layers)
+        or not isinstance(paused, bool)
+    ):
+        return None
+    return VideoLayerChanged(
+        participant_id=participant, layer=layer, layers=tuple(layers), paused=paused
+    )
+
+
 def _video_quality_request(data: str | bytes) -> tuple[str, str] | None:
     """``(participant, quality)`` of a video quality message, None if it is not one."""
     try:
@@ -986,6 +1010,8 @@ class SfuRoom(ServerSessionRoom):
         super().__init__(client, session_config=session_config, server_id=SFU_PEER_ID)
         # mid -> (participant, view) of the forwarded tracks being received
         self._views: dict[str, tuple[str, _RemoteView]] = {}
+        #: what the SFU says it forwards of each participant's video (the last report)
+        self.video_layers: dict[str, VideoLayerChanged] = {}
 
     def _on_media(self, session: PeerSession, event: TrackAdded | TrackRemoved) -> None:
         mid = str(event.mid)
@@ -1008,6 +1034,13 @@ class SfuRoom(ServerSessionRoom):
 
     def _on_room_data(self, data: str | bytes) -> None:
         opened = open_envelope(data)
+        if opened is not None and opened[0] == SFU_PEER_ID:
+            report = _video_layer_report(opened[1])
+            if report is not None:
+                if report.participant_id in self.video_layers or len(self.video_layers) < 256:
+                    self.video_layers[report.participant_id] = report
+                self._emit(report)
+                return
         if opened is not None:
             self._emit(RoomDataMessage(participant_id=opened[0], data=opened[1]))
 
