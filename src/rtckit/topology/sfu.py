@@ -904,13 +904,21 @@ def _log_failure(task: asyncio.Future[None]) -> None:
         logger.warning("SFU: resuming a forward failed", exc_info=task.exception())
 
 
-def _video_layer_report(data: str | bytes) -> VideoLayerChanged | None:
-    """The :data:`VIDEO_LAYER_MESSAGE` in *data* as an event, None if it is not one."""
+def _json_message(data: str | bytes, kind: str) -> dict[str, Any] | None:
+    """The JSON object in *data* if its ``type`` is *kind*, else None."""
     try:
-        report = json.loads(data)
+        message = json.loads(data)
     except ValueError:
         return None
-    if not isinstance(report, dict) or report.get("type") != VIDEO_LAYER_MESSAGE:
+    if not isinstance(message, dict) or message.get("type") != kind:
+        return None
+    return message
+
+
+def _video_layer_report(data: str | bytes) -> VideoLayerChanged | None:
+    """The :data:`VIDEO_LAYER_MESSAGE` in *data* as an event, None if it is not one."""
+    report = _json_message(data, VIDEO_LAYER_MESSAGE)
+    if report is None:
         return None
     participant, layer = report.get("participant"), report.get("layer")
     layers, paused = report.get("layers"), report.get("paused")
@@ -929,11 +937,8 @@ def _video_layer_report(data: str | bytes) -> VideoLayerChanged | None:
 
 def _video_quality_request(data: str | bytes) -> tuple[str, str] | None:
     """``(participant, quality)`` of a video quality message, None if it is not one."""
-    try:
-        request = json.loads(data)
-    except ValueError:
-        return None
-    if not isinstance(request, dict) or request.get("type") != VIDEO_QUALITY_MESSAGE:
+    request = _json_message(data, VIDEO_QUALITY_MESSAGE)
+    if request is None:
         return None
     participant, quality = request.get("participant"), request.get("quality")
     if not isinstance(participant, str) or not isinstance(quality, str):
