@@ -423,7 +423,7 @@ async def test_a_lost_packet_is_repaired_at_a_subscriber_of_two_videos(server: S
 
 
 async def test_a_video_asked_off_is_paused_and_resumes_at_a_keyframe(server: Server) -> None:
-    async with member(server) as (_, alice), member(server) as (_, bob):
+    async with member(server) as (alice_client, alice), member(server) as (_, bob):
         assert isinstance(bob, SfuRoom)
         bob_log = RoomLog(bob)
         await alice.publish(TestPatternTrack(SMALL))
@@ -493,4 +493,12 @@ async def test_a_video_asked_off_is_paused_and_resumes_at_a_keyframe(server: Ser
         assert stats.keyframes_in > keyframes  # resumed at a keyframe asked for it
         await bob_log.wait(lambda _: len(layer_reports()) == 3)
         assert not layer_reports()[2].paused
+        # alice leaves: what bob was told of her video goes with her
+        await alice_client.aclose()
+        await bob_log.wait(
+            lambda events: any(
+                isinstance(e, ParticipantLeft) and e.participant_id == alice_id for e in events
+            )
+        )
+        assert bob.video_layers == {}
         await bob_log.aclose()

@@ -189,3 +189,10 @@ async def test_the_demo_page_shows_layers_sizes_its_videos_and_pauses_hidden_one
                 await asyncio.sleep(0.25)
         assert sub.rewriter.packets_sent > sent
         print(f"demo simulcast: before the pause {before}, after resuming {after}")
+
+        # Ada leaves: what Bob's page was told of her video goes with her
+        assert await bob.evaluate(f"window.rtckitPage.room.videoLayers.has('{ada_id}')")
+        await ada.click("#leave-button")
+        await bob.wait_for_function(
+            f"!window.rtckitPage.room.videoLayers.has('{ada_id}')", timeout=20_000
+        )

@@ -1054,6 +1054,7 @@ class SfuRoom(ServerSessionRoom):
             self._end_view(mid)
 
     def _participant_gone(self, peer_id: str) -> None:
+        self.video_layers.pop(peer_id, None)
         for mid, (participant, _view) in list(self._views.items()):
             if participant == peer_id:
                 self._end_view(mid)

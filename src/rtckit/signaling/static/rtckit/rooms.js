@@ -480,6 +480,7 @@ export class SfuRoom extends EventTarget {
       if (message.peer_id === this.serverId) {
         this._disconnect();
       } else if (this.participants.delete(message.peer_id)) {
+        this.videoLayers.delete(message.peer_id);
         for (const [mid, entry] of [...this.remote]) {
           if (entry.participantId === message.peer_id) this._endTrack(mid);
         }
