@@ -4,7 +4,8 @@ Two Chromium pages join one SFU room through the demo page (fake camera, 640x480
 three layers with the field trial of ``test_sfu_simulcast``). The viewer's stats panel names
 the layer each video receives; its tile of the publisher, made narrow, asks for the low layer
 (the page watches the element's size); hidden, the tile asks for none and the SFU stops
-forwarding to it; shown again, the video resumes from a keyframe at the top layer.
+forwarding to it; shown again, the video resumes from a keyframe at the top layer. The same
+pause follows when the tile is moved out of view and when the page is hidden.
 """
 
 from __future__ import annotations
@@ -189,6 +190,27 @@ async def test_the_demo_page_shows_layers_sizes_its_videos_and_pauses_hidden_one
                 await asyncio.sleep(0.25)
         assert sub.rewriter.packets_sent > sent
         print(f"demo simulcast: before the pause {before}, after resuming {after}")
+
+        # out of view (as if scrolled away; its size unchanged), then the page hidden (the
+        # visibility state as a browser sets it for a background tab): paused, and back
+        tile = f"document.querySelector('#grid .tile[data-peer-id=\"{ada_id}\"]')"
+        hidden_page = (
+            "Object.defineProperty(document, 'visibilityState', {value: 'hidden',"
+            " configurable: true}); document.dispatchEvent(new Event('visibilitychange'))"
+        )
+        shown_page = (
+            "delete document.visibilityState; document.dispatchEvent(new Event('visibilitychange'))"
+        )
+        for hide, show in (
+            (f"{tile}.style.transform = 'translateY(5000px)'", f"{tile}.style.transform = ''"),
+            (hidden_page, shown_page),
+        ):
+            await bob.evaluate(hide)
+            await line_becomes(bob, ada_id, "paused (not shown)")
+            assert is_paused(sub)
+            await bob.evaluate(show)
+            await line_becomes(bob, ada_id, shows(640, 480, "layer f (high)"))
+            assert not is_paused(sub)
 
         # Ada leaves: what Bob's page was told of her video goes with her
         assert await bob.evaluate(f"window.rtckitPage.room.videoLayers.has('{ada_id}')")
