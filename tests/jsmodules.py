@@ -18,7 +18,10 @@ from rtckit.signaling.browser import CLIENT_SCRIPT
 #: What ``rtckit.js`` exported when it was one file; pages and the docs import these names.
 ENTRY_EXPORTS = frozenset(
     {
+        "AUTO_QUALITY_WIDTHS",
         "CLIENT_AGENT",
+        "VIDEO_LAYER_MESSAGE",
+        "VIDEO_OFF",
         "VIDEO_QUALITY_MESSAGE",
         "ErrorCode",
         "HEARTBEAT_CHANNEL_ID",
@@ -44,6 +47,7 @@ ENTRY_EXPORTS = frozenset(
         "openEnvelope",
         "participantOfMsid",
         "politeFor",
+        "qualityForWidth",
         "roomStrategies",
         "sealEnvelope",
         "toSignaling",

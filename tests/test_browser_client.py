@@ -28,7 +28,13 @@ from rtckit.signaling.browser import (
 )
 from rtckit.signaling.protocol import PROTOCOL_VERSION, CloseCode, ErrorCode
 from rtckit.topology import Topology, bridge
-from rtckit.topology.base import MCU_PEER_ID, SFU_PEER_ID, VIDEO_QUALITY_MESSAGE
+from rtckit.topology.base import (
+    MCU_PEER_ID,
+    SFU_PEER_ID,
+    VIDEO_LAYER_MESSAGE,
+    VIDEO_OFF,
+    VIDEO_QUALITY_MESSAGE,
+)
 
 CONSTANTS_MODULE = "rtckit/constants.js"
 
@@ -47,6 +53,8 @@ PYTHON_CONSTANTS: dict[str, Any] = {
     "SFU_PEER_ID": SFU_PEER_ID,
     "MCU_PEER_ID": MCU_PEER_ID,
     "VIDEO_QUALITY_MESSAGE": VIDEO_QUALITY_MESSAGE,
+    "VIDEO_OFF": VIDEO_OFF,
+    "VIDEO_LAYER_MESSAGE": VIDEO_LAYER_MESSAGE,
 }
 #: Constants only the browser has: its own agent string (the Python client's differs).
 JS_ONLY = {"CLIENT_AGENT": "rtckit-js/1"}

@@ -11,14 +11,21 @@ import pytest
 
 from rtckit.errors import ConfigurationError
 from rtckit.sfu.engine import SfuConfig, SfuRouter
-from rtckit.topology.base import VIDEO_QUALITY_MESSAGE
-from rtckit.topology.sfu import _video_quality_request
+from rtckit.topology.base import (
+    VIDEO_LAYER_MESSAGE,
+    VIDEO_OFF,
+    VIDEO_QUALITY_MESSAGE,
+    VideoLayerChanged,
+)
+from rtckit.topology.sfu import _video_layer_report, _video_quality_request
 
 
 def test_a_video_quality_request_is_read() -> None:
     message = {"type": VIDEO_QUALITY_MESSAGE, "participant": "p1", "quality": "low"}
     assert _video_quality_request(json.dumps(message)) == ("p1", "low")
     assert _video_quality_request(json.dumps(message).encode()) == ("p1", "low")
+    message["quality"] = VIDEO_OFF
+    assert _video_quality_request(json.dumps(message)) == ("p1", "off")
 
 
 @pytest.mark.parametrize(
@@ -38,6 +45,24 @@ def test_a_video_quality_request_is_read() -> None:
 )
 def test_anything_else_is_not_a_request(data: str | bytes) -> None:
     assert _video_quality_request(data) is None
+    assert _video_layer_report(data) is None
+
+
+def test_a_video_layer_report_is_read() -> None:
+    report: dict[str, object] = {"type": VIDEO_LAYER_MESSAGE, "participant": "p1", "layer": "h"}
+    report |= {"layers": ["q", "h", "f"], "paused": False}
+    assert _video_layer_report(json.dumps(report)) == VideoLayerChanged(
+        participant_id="p1", layer="h", layers=("q", "h", "f"), paused=False
+    )
+    for key, bad in (
+        ("participant", None),
+        ("layer", 3),
+        ("layers", "qhf"),
+        ("layers", ["q", 1]),
+        ("paused", "no"),
+        ("type", VIDEO_QUALITY_MESSAGE),
+    ):
+        assert _video_layer_report(json.dumps({**report, key: bad})) is None, key
 
 
 async def test_set_quality_refuses_an_unknown_quality() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from rtckit.errors import TopologyError
 from rtckit.peer import SessionConfig
-from rtckit.peer.media import PatternConfig, TestPatternTrack, read_frame_counter
+from rtckit.peer.media import PatternConfig, TestPatternTrack, ToneTrack, read_frame_counter
 from rtckit.signaling import OpenAuth, RoomConfig, SignalingClient, SignalingConfig
 from rtckit.signaling.wsserver import SignalingServer
 from rtckit.topology import (
@@ -23,8 +23,10 @@ from rtckit.topology import (
     Topology,
     TrackPublished,
     TrackUnpublished,
+    VideoLayerChanged,
     join_room,
 )
+from rtckit.topology.base import VIDEO_OFF
 from rtckit.topology.bridge import open_envelope, seal_envelope
 from rtckit.topology.sfu import (
     SFU_PEER_ID,
@@ -418,3 +420,85 @@ async def test_a_lost_packet_is_repaired_at_a_subscriber_of_two_videos(server: S
                 reader.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
             await log.aclose()
+
+
+async def test_a_video_asked_off_is_paused_and_resumes_at_a_keyframe(server: Server) -> None:
+    async with member(server) as (alice_client, alice), member(server) as (_, bob):
+        assert isinstance(bob, SfuRoom)
+        bob_log = RoomLog(bob)
+        await alice.publish(TestPatternTrack(SMALL))
+        await alice.publish(ToneTrack())
+        alice_id = alice.local_id
+
+        def published(kind: str) -> list[Any]:
+            return [
+                e.track
+                for e in bob_log.of(TrackPublished)
+                if e.participant_id == alice_id and e.kind == kind
+            ]
+
+        await bob_log.wait(lambda _: published("video") and published("audio"))
+        (track,) = published("video")
+        await first_frame(track)
+        sfu = server.sfu()
+        assert sfu.router is not None
+        (sub,) = [
+            s
+            for s in sfu.router.subscriptions(bob.local_id)
+            if s.key.participant == alice_id and s.transceiver.kind == "video"
+        ]
+        (audio,) = [
+            s
+            for s in sfu.router.subscriptions(bob.local_id)
+            if s.key.participant == alice_id and s.transceiver.kind == "audio"
+        ]
+        assert sub.rewriter is not None
+
+        def layer_reports() -> list[VideoLayerChanged]:
+            return bob_log.of(VideoLayerChanged)
+
+        # what bob receives is reported to him on the room channel (no simulcast: no layer),
+        # as an event, not as a data message
+        await bob_log.wait(lambda _: len(layer_reports()) == 1)
+        report = VideoLayerChanged(participant_id=alice_id, layer=None, layers=(), paused=False)
+        assert layer_reports() == [report]
+        assert bob.video_layers == {alice_id: report}
+        assert not [e for e in bob_log.of(RoomDataMessage) if e.participant_id == SFU_PEER_ID]
+
+        with pytest.raises(TopologyError, match="low, medium, high, off"):
+            bob.set_video_quality(alice_id, "hidden")
+        bob.set_video_quality(alice_id, VIDEO_OFF)
+        async with asyncio.timeout(10):
+            while not sub.paused:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        await bob_log.wait(lambda _: len(layer_reports()) == 2)
+        assert layer_reports()[1].paused
+        await asyncio.sleep(0.3)  # a packet on its way when the pause came
+        sent = sub.rewriter.packets_sent
+        await asyncio.sleep(1.0)  # 10 frames of the pattern at 10 fps
+        assert sub.rewriter.packets_sent == sent
+        assert not audio.paused  # the audio plays on
+
+        stats = sfu.stats()
+        assert stats is not None
+        keyframes = stats.keyframes_in
+        bob.set_video_quality(alice_id, "high")
+        async with asyncio.timeout(10):
+            while sub.rewriter.packets_sent <= sent + 20:  # noqa: ASYNC110
+                await asyncio.sleep(0.05)
+        frame = await first_frame(track)
+        assert frame.width == SMALL.width
+        stats = sfu.stats()
+        assert stats is not None
+        assert stats.keyframes_in > keyframes  # resumed at a keyframe asked for it
+        await bob_log.wait(lambda _: len(layer_reports()) == 3)
+        assert not layer_reports()[2].paused
+        # alice leaves: what bob was told of her video goes with her
+        await alice_client.aclose()
+        await bob_log.wait(
+            lambda events: any(
+                isinstance(e, ParticipantLeft) and e.participant_id == alice_id for e in events
+            )
+        )
+        assert bob.video_layers == {}
+        await bob_log.aclose()

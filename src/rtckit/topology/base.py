@@ -49,6 +49,8 @@ __all__ = [
     "PUBLISHER_ROLE",
     "SERVER_PEER_IDS",
     "SFU_PEER_ID",
+    "VIDEO_LAYER_MESSAGE",
+    "VIDEO_OFF",
     "VIDEO_QUALITY_MESSAGE",
     "ClientStrategy",
     "ParticipantConnectionChanged",
@@ -64,6 +66,7 @@ __all__ = [
     "Topology",
     "TrackPublished",
     "TrackUnpublished",
+    "VideoLayerChanged",
     "client_strategy_for",
     "has_server_strategy",
     "join_room",
@@ -79,6 +82,14 @@ SFU_PEER_ID = "rtckit-sfu"
 #: type of the room-channel message (JSON, addressed to :data:`SFU_PEER_ID`) asking the SFU
 #: for a simulcast layer of one participant's video: ``{"type", "participant", "quality"}``
 VIDEO_QUALITY_MESSAGE = "rtckit.video-quality"
+#: the ``quality`` of a :data:`VIDEO_QUALITY_MESSAGE` that pauses the video (not shown): the
+#: SFU forwards none of it until another quality is asked for, then resumes at a keyframe
+VIDEO_OFF = "off"
+#: type of the room-channel message (JSON, from :data:`SFU_PEER_ID`) telling a participant what
+#: the SFU forwards it of one participant's video, sent when that changes:
+#: ``{"type", "participant", "layer", "layers", "paused"}`` (``layer``: the RID forwarded, or
+#: null without simulcast; ``layers``: the publication's RIDs, lowest first)
+VIDEO_LAYER_MESSAGE = "rtckit.video-layer"
 #: The peer id the MCU takes in the rooms it serves (:mod:`rtckit.topology.mcu`).
 MCU_PEER_ID = "rtckit-mcu"
 #: The peer ids server strategies take in the rooms they serve. They are not people (not
@@ -156,6 +167,21 @@ class RoomDataMessage:
 
 
 @attrs.frozen(kw_only=True)
+class VideoLayerChanged:
+    """What the SFU forwards of *participant_id*'s video to this participant changed.
+
+    *layer* is the RID of the simulcast layer forwarded (None without simulcast, or before
+    the first), *layers* the publication's RIDs, lowest first; *paused* is True while the
+    video is asked ``"off"`` (:meth:`rtckit.topology.sfu.SfuRoom.set_video_quality`).
+    """
+
+    participant_id: str
+    layer: str | None
+    layers: tuple[str, ...]
+    paused: bool
+
+
+@attrs.frozen(kw_only=True)
 class ParticipantConnectionChanged:
     """The media connection to *participant_id* changed state (see ``ConnectionStateChanged``)."""
 
@@ -177,6 +203,7 @@ RoomEvent = (
     | TrackUnpublished
     | RoomDataMessage
     | ParticipantConnectionChanged
+    | VideoLayerChanged
     | RoomClosed
 )
 

@@ -101,12 +101,15 @@ from rtckit.topology._server_room import ServerSessionRoom
 from rtckit.topology.base import (
     PUBLISHER_ROLE,
     SFU_PEER_ID,
+    VIDEO_LAYER_MESSAGE,
+    VIDEO_OFF,
     VIDEO_QUALITY_MESSAGE,
     RoomDataMessage,
     ServerStrategyFactory,
     Topology,
     TrackPublished,
     TrackUnpublished,
+    VideoLayerChanged,
 )
 from rtckit.topology.bridge import (
     ROOM_CHANNEL_ID,
@@ -186,6 +189,8 @@ class _Forward:
         self.track = track
         self.subscription: Subscription | None = None
         self.waiter: asyncio.Task[None] | None = None
+        #: what the member was last told it receives: (layer, layers, paused)
+        self.reported: tuple[str | None, tuple[str, ...], bool] | None = None
 
 
 class _Member:
@@ -199,7 +204,7 @@ class _Member:
         self.published: dict[str, TrackKey] = {}
         #: what is forwarded to this member, by publication
         self.forwards: dict[TrackKey, _Forward] = {}
-        #: the simulcast layer this member asked for, by publishing participant
+        #: the simulcast layer this member asked for (or ``"off"``), by publishing participant
         self.video_quality: dict[str, str] = {}
 
 
@@ -398,6 +403,7 @@ class SfuServerStrategy:
             if router is None:
                 continue
             await self._retry_keyframes(router)
+            self._report_layers()
             if asyncio.get_running_loop().time() >= next_report:
                 next_report += self.report_interval
                 self._report(router)
@@ -575,7 +581,32 @@ class SfuServerStrategy:
         router = self.router
         for key, forward in member.forwards.items():
             if key.participant == participant and forward.subscription is not None and router:
-                router.set_quality(forward.subscription, quality)
+                _apply_quality(router, forward.subscription, quality)
+
+    def _report_layers(self) -> None:
+        """Tell each member which layer of each video it receives, when that changed.
+
+        One small room-channel message (:data:`VIDEO_LAYER_MESSAGE`) per change, so that a
+        page can show what it gets without comparing frame sizes.
+        """
+        for member in self.members.values():
+            for key, forward in member.forwards.items():
+                sub = forward.subscription
+                if sub is None or sub.transceiver.kind != "video" or sub.publication is None:
+                    continue
+                now = (sub.layer, sub.publication.layers, sub.paused)
+                if now == forward.reported:
+                    continue
+                message = {
+                    "type": VIDEO_LAYER_MESSAGE,
+                    "participant": key.participant,
+                    "layer": now[0],
+                    "layers": list(now[1]),
+                    "paused": now[2],
+                }
+                sealed = seal_envelope(SFU_PEER_ID, json.dumps(message))
+                if send_room_data(member.session, sealed):
+                    forward.reported = now
 
     # -- send-only members (WHIP) -----------------------------------------------------------
 
@@ -818,7 +849,7 @@ class SfuServerStrategy:
         forward.subscription = router.subscribe(member.id, forward.key, transceiver)
         quality = member.video_quality.get(forward.key.participant)
         if quality is not None:
-            router.set_quality(forward.subscription, quality)
+            _apply_quality(router, forward.subscription, quality)
         if forward.subscription.problem:
             logger.warning(
                 "SFU: %s cannot receive %s: %s",
@@ -852,18 +883,68 @@ class SfuServerStrategy:
         forward.track.stop()
 
 
-def _video_quality_request(data: str | bytes) -> tuple[str, str] | None:
-    """``(participant, quality)`` of a video quality message, None if it is not one."""
+def _apply_quality(router: SfuRouter, subscription: Subscription, quality: str) -> None:
+    """Pause the forward for :data:`VIDEO_OFF`; else resume it (keyframe) at that layer.
+
+    A preference is about video: the participant's audio plays on, whatever is asked.
+    """
+    if subscription.transceiver.kind != "video":
+        return
+    if quality == VIDEO_OFF:
+        router.pause(subscription)
+        return
+    router.set_quality(subscription, quality)
+    if subscription.paused:
+        task = asyncio.ensure_future(router.resume(subscription))
+        task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        logger.warning("SFU: resuming a forward failed", exc_info=task.exception())
+
+
+def _json_message(data: str | bytes, kind: str) -> dict[str, Any] | None:
+    """The JSON object in *data* if its ``type`` is *kind*, else None."""
     try:
-        request = json.loads(data)
+        message = json.loads(data)
     except ValueError:
         return None
-    if not isinstance(request, dict) or request.get("type") != VIDEO_QUALITY_MESSAGE:
+    if not isinstance(message, dict) or message.get("type") != kind:
+        return None
+    return message
+
+
+def _video_layer_report(data: str | bytes) -> VideoLayerChanged | None:
+    """The :data:`VIDEO_LAYER_MESSAGE` in *data* as an event, None if it is not one."""
+    report = _json_message(data, VIDEO_LAYER_MESSAGE)
+    if report is None:
+        return None
+    participant, layer = report.get("participant"), report.get("layer")
+    layers, paused = report.get("layers"), report.get("paused")
+    if (
+        not isinstance(participant, str)
+        or not (layer is None or isinstance(layer, str))
+        or not isinstance(layers, list)
+        or not all(isinstance(rid, str) for rid in layers)
+        or not isinstance(paused, bool)
+    ):
+        return None
+    return VideoLayerChanged(
+        participant_id=participant, layer=layer, layers=tuple(layers), paused=paused
+    )
+
+
+def _video_quality_request(data: str | bytes) -> tuple[str, str] | None:
+    """``(participant, quality)`` of a video quality message, None if it is not one."""
+    request = _json_message(data, VIDEO_QUALITY_MESSAGE)
+    if request is None:
         return None
     participant, quality = request.get("participant"), request.get("quality")
     if not isinstance(participant, str) or not isinstance(quality, str):
         return None
-    return (participant, quality) if quality in VIDEO_QUALITIES else None
+    wanted = quality in VIDEO_QUALITIES or quality == VIDEO_OFF
+    return (participant, quality) if wanted else None
 
 
 def sfu_strategy_factory(
@@ -934,6 +1015,8 @@ class SfuRoom(ServerSessionRoom):
         super().__init__(client, session_config=session_config, server_id=SFU_PEER_ID)
         # mid -> (participant, view) of the forwarded tracks being received
         self._views: dict[str, tuple[str, _RemoteView]] = {}
+        #: what the SFU says it forwards of each participant's video (the last report)
+        self.video_layers: dict[str, VideoLayerChanged] = {}
 
     def _on_media(self, session: PeerSession, event: TrackAdded | TrackRemoved) -> None:
         mid = str(event.mid)
@@ -956,6 +1039,13 @@ class SfuRoom(ServerSessionRoom):
 
     def _on_room_data(self, data: str | bytes) -> None:
         opened = open_envelope(data)
+        if opened is not None and opened[0] == SFU_PEER_ID:
+            report = _video_layer_report(opened[1])
+            if report is not None:
+                if report.participant_id in self.video_layers or len(self.video_layers) < 256:
+                    self.video_layers[report.participant_id] = report
+                self._emit(report)
+                return
         if opened is not None:
             self._emit(RoomDataMessage(participant_id=opened[0], data=opened[1]))
 
@@ -964,6 +1054,7 @@ class SfuRoom(ServerSessionRoom):
             self._end_view(mid)
 
     def _participant_gone(self, peer_id: str) -> None:
+        self.video_layers.pop(peer_id, None)
         for mid, (participant, _view) in list(self._views.items()):
             if participant == peer_id:
                 self._end_view(mid)
@@ -972,11 +1063,15 @@ class SfuRoom(ServerSessionRoom):
         """Ask the SFU for the simulcast layer of rank *quality* of *participant*'s video.
 
         ``"low"``, ``"medium"`` or ``"high"`` (the default); carried on the room's data
-        channel. A publication without simulcast ignores it.
+        channel. A publication without simulcast ignores the rank. ``"off"``
+        (:data:`~rtckit.topology.base.VIDEO_OFF`) pauses the video: the SFU forwards none
+        of it (a video nobody shows costs nothing) until another quality is asked for, and
+        then resumes at a keyframe.
         """
-        if quality not in VIDEO_QUALITIES:
+        qualities = (*VIDEO_QUALITIES, VIDEO_OFF)
+        if quality not in qualities:
             raise TopologyError(
-                f"video quality must be one of {', '.join(VIDEO_QUALITIES)}, not {quality!r}"
+                f"video quality must be one of {', '.join(qualities)}, not {quality!r}"
             )
         message = {"type": VIDEO_QUALITY_MESSAGE, "participant": participant, "quality": quality}
         session = self.session

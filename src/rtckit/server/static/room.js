@@ -5,6 +5,10 @@
 // publish(track, stream), send(text), close() and the events participantjoined,
 // participantleft, track, trackremoved, message, connectionstate and closed. The server
 // decides the topology of an existing room; the page only asks for one when creating it.
+//
+// SFU rooms: each participant's <video> is watched (room.watchVideo): the page asks the SFU
+// for the simulcast layer that fits the element's size, and for none while it is not shown;
+// the stats panel lists what each video receives (frame size, and the layer the SFU names).
 
 import { MCU_PEER_ID, RtcKitSignaling, SFU_PEER_ID, SignalingError, joinRoom } from "/rtckit.js";
 
@@ -32,7 +36,7 @@ const state = window.rtckitPage = {
   room: null,
   name: "",
   roomName: "",
-  participants: new Map(),  // id -> {name, tile, stream, video}
+  participants: new Map(),  // id -> {name, tile, stream, video, unwatch}
   mix: null,                // MCU rooms: the tile of the room's composite {tile, video, ...}
   serverState: null,        // SFU/MCU rooms: the state of the one connection, to the server
   statsTimer: null,
@@ -381,6 +385,7 @@ function removeParticipant(id) {
   const entry = state.participants.get(id);
   if (!entry) return;
   state.participants.delete(id);
+  if (entry.unwatch) entry.unwatch();
   entry.video.srcObject = null;
   entry.tile.remove();
   layoutGrid();
@@ -508,6 +513,10 @@ function enterCall(roomName, requested) {
     entry.stream = new MediaStream(entry.stream.getTracks());
     entry.video.srcObject = entry.stream;
     entry.video.play().catch(() => {});
+    if (detail.kind === "video" && !entry.unwatch && typeof room.watchVideo === "function" &&
+        room.serverId === SFU_PEER_ID) {
+      entry.unwatch = room.watchVideo(detail.participantId, entry.video);
+    }
   });
   room.addEventListener("trackremoved", ({ detail }) => {
     const entry = detail.participantId === room.serverId && isMcu()
@@ -630,7 +639,7 @@ function connectionsOf(room) {
 async function readStats(pc) {
   const report = await pc.getStats();
   const out = { bytesIn: 0, bytesOut: 0, fps: null, videos: 0, rtt: null, lost: 0, received: 0,
-    path: "–", framesDecoded: 0 };
+    path: "–", framesDecoded: 0, inbound: [] };
   const byId = new Map();
   report.forEach((s) => byId.set(s.id, s));
   report.forEach((s) => {
@@ -640,6 +649,7 @@ async function readStats(pc) {
       out.received += s.packetsReceived || 0;
       if (s.kind === "video") {
         out.framesDecoded += s.framesDecoded || 0;
+        out.inbound.push({ mid: s.mid, width: s.frameWidth || 0, height: s.frameHeight || 0 });
         if (s.framesPerSecond !== undefined) {
           out.fps = (out.fps || 0) + s.framesPerSecond;
           out.videos += 1;
@@ -668,6 +678,40 @@ function describePair(pair, byId, out) {
   }
 }
 
+/** The names of a publication's simulcast layers by rank (the SFU's "low"/"medium"/"high"). */
+const LAYER_RANKS = { 1: ["single"], 2: ["low", "high"], 3: ["low", "medium", "high"] };
+
+/**
+ * One line per received video of an SFU/MCU connection: "640×360 · layer f (high)", from the
+ * frame size of getStats and the layer the SFU says it forwards (room.videoLayers).
+ */
+function describeVideos(inbound) {
+  const room = state.room;
+  if (!room || !(room.remote instanceof Map)) return [];
+  const layers = room.videoLayers instanceof Map ? room.videoLayers : new Map();
+  const out = [];
+  for (const { mid, width, height } of inbound) {
+    const remote = room.remote.get(mid);
+    if (!remote || remote.participantId === room.serverId) continue;
+    const entry = state.participants.get(remote.participantId);
+    const reported = layers.get(remote.participantId);
+    let text = width > 0 ? `${width}×${height}` : "no picture yet";
+    if (reported && reported.paused) {
+      text = "paused (not shown)";
+    } else if (reported && reported.layer) {
+      const ranks = LAYER_RANKS[reported.layers.length] || [];
+      const rank = ranks[reported.layers.indexOf(reported.layer)];
+      text += ` · layer ${reported.layer}${rank ? ` (${rank})` : ""}`;
+    } else if (reported) {
+      text += " · one layer";
+    }
+    out.push({ participantId: remote.participantId, name: entry ? entry.name : remote.participantId,
+      text });
+  }
+  out.sort((a, b) => a.name.localeCompare(b.name));
+  return out;
+}
+
 async function updateStats() {
   const connections = connectionsOf(state.room);
   const rows = [];
@@ -691,6 +735,7 @@ async function updateStats() {
     const total = stats.lost + stats.received;
     rows.push({
       key, label, path: stats.path, framesDecoded: stats.framesDecoded,
+      videos: describeVideos(stats.inbound),
       cells: [
         ["In", formatRate(rateIn)],
         ["Out", formatRate(rateOut)],
@@ -731,6 +776,24 @@ async function updateStats() {
       list.append(item);
     }
     card.append(head, list);
+    if (row.videos.length > 0) {
+      const videos = document.createElement("ul");
+      videos.className = "videos";
+      videos.title = "What each video receives: frame size, and the simulcast layer the SFU sends";
+      for (const video of row.videos) {
+        const item = document.createElement("li");
+        item.dataset.participant = video.participantId;
+        const who = document.createElement("span");
+        who.className = "who";
+        who.textContent = video.name;
+        const what = document.createElement("span");
+        what.className = "what";
+        what.textContent = video.text;
+        item.append(who, what);
+        videos.append(item);
+      }
+      card.append(videos);
+    }
     body.append(card);
   }
   ui.statsBody.replaceChildren(body);

@@ -19,11 +19,13 @@
 
 export {
   CLIENT_AGENT, ErrorCode, HEARTBEAT_CHANNEL_ID, HEARTBEAT_LABEL, MCU_PEER_ID, PROTOCOL_VERSION,
-  ROOM_CHANNEL_ID, ROOM_CHANNEL_LABEL, SFU_PEER_ID, VIDEO_QUALITY_MESSAGE,
+  ROOM_CHANNEL_ID, ROOM_CHANNEL_LABEL, SFU_PEER_ID, VIDEO_LAYER_MESSAGE, VIDEO_OFF,
+  VIDEO_QUALITY_MESSAGE,
 } from "./rtckit/constants.js";
 export { RtcKitSignaling, SignalingError } from "./rtckit/signaling.js";
 export { PeerSession, fromSignaling, politeFor, toSignaling } from "./rtckit/peer.js";
 export {
-  McuRoom, MeshRoom, SIMULCAST_LAYERS, SfuRoom, connectSignaling, joinMcu, joinMesh, joinRoom,
-  joinSfu, openEnvelope, participantOfMsid, roomStrategies, sealEnvelope,
+  AUTO_QUALITY_WIDTHS, McuRoom, MeshRoom, SIMULCAST_LAYERS, SfuRoom, connectSignaling, joinMcu,
+  joinMesh, joinRoom, joinSfu, openEnvelope, participantOfMsid, qualityForWidth, roomStrategies,
+  sealEnvelope,
 } from "./rtckit/rooms.js";

@@ -86,3 +86,10 @@ export const MCU_PEER_ID = "rtckit-mcu";
 // The type of the room-channel message (JSON, addressed to SFU_PEER_ID) asking the SFU for a
 // simulcast layer of one participant's video: {type, participant, quality}.
 export const VIDEO_QUALITY_MESSAGE = "rtckit.video-quality";
+// The quality of a VIDEO_QUALITY_MESSAGE that pauses the video: the SFU forwards none of it
+// until another quality is asked for, then resumes at a keyframe.
+export const VIDEO_OFF = "off";
+// The type of the room-channel message (JSON, from SFU_PEER_ID) telling a page what the SFU
+// forwards it of one participant's video, when that changes:
+// {type, participant, layer (RID or null), layers (RIDs, lowest first), paused}.
+export const VIDEO_LAYER_MESSAGE = "rtckit.video-layer";

@@ -12,7 +12,8 @@
 // Import it through the entry, rtckit.js.
 
 import {
-  MCU_PEER_ID, ROOM_CHANNEL_ID, ROOM_CHANNEL_LABEL, SFU_PEER_ID, Topology, VIDEO_QUALITY_MESSAGE,
+  MCU_PEER_ID, ROOM_CHANNEL_ID, ROOM_CHANNEL_LABEL, SFU_PEER_ID, Topology, VIDEO_LAYER_MESSAGE,
+  VIDEO_OFF, VIDEO_QUALITY_MESSAGE,
 } from "./constants.js";
 import { PeerSession, emit, fromSignaling, politeFor, toSignaling } from "./peer.js";
 import { RtcKitSignaling } from "./signaling.js";
@@ -225,7 +226,25 @@ export const SIMULCAST_LAYERS = Object.freeze([
   Object.freeze({ rid: "h", scaleResolutionDownBy: 2, maxBitrate: 500_000 }),
   Object.freeze({ rid: "f", scaleResolutionDownBy: 1, maxBitrate: 1_500_000 }),
 ]);
-const VIDEO_QUALITIES = ["low", "medium", "high"];
+const VIDEO_QUALITIES = ["low", "medium", "high", VIDEO_OFF];
+
+// The width (device pixels) from which a <video> watched with SfuRoom.watchVideo asks for
+// "medium" and for "high"; narrower asks for "low", and one not shown at all for "off".
+export const AUTO_QUALITY_WIDTHS = Object.freeze({ medium: 240, high: 480 });
+
+// The quality for a video element `width` device pixels wide (0: not shown), given the one it
+// has now (`current`). Hysteresis: the current quality stays while the width is within
+// `margin` (a fraction) outside its band, so that a resize around a threshold does not flap.
+export function qualityForWidth(width, current = null,
+  { widths = AUTO_QUALITY_WIDTHS, margin = 0.15 } = {}) {
+  if (!(width > 0)) return VIDEO_OFF;
+  const plain = width >= widths.high ? "high" : width >= widths.medium ? "medium" : "low";
+  const bands = { low: [0, widths.medium], medium: [widths.medium, widths.high],
+    high: [widths.high, Infinity] };
+  const band = bands[current];
+  if (band && width >= band[0] * (1 - margin) && width < band[1] * (1 + margin)) return current;
+  return plain;
+}
 
 export class SfuRoom extends EventTarget {
   constructor(signaling, options = {}) {
@@ -239,7 +258,10 @@ export class SfuRoom extends EventTarget {
     this.session = null;
     this.published = [];  // [{track, stream}]
     this.remote = new Map();  // mid -> {participantId, track}
-    this.videoQuality = new Map();  // participantId -> "low" | "medium" | "high"
+    this.videoQuality = new Map();  // participantId -> "low" | "medium" | "high" | VIDEO_OFF
+    // participantId -> {layer, layers, paused}: what the SFU says it forwards of their video
+    this.videoLayers = new Map();
+    this._watched = new Map();  // participantId -> stop function of watchVideo
     this.closed = false;
     this._onMessage = ({ detail }) => this._onSignaling(detail);
     this._onReconnected = ({ detail }) => { if (detail && !detail.resumed) this._rejoined(); };
@@ -279,13 +301,81 @@ export class SfuRoom extends EventTarget {
   }
 
   // Which simulcast layer of participantId's video the SFU sends this page: "low",
-  // "medium" or "high" (the default). Kept, and sent again on a new connection.
+  // "medium" or "high" (the default), or "off" (VIDEO_OFF: none, the video is not shown).
+  // Kept, and sent again on a new connection. The SFU's answer is the "videolayer" event.
   setVideoQuality(participantId, quality) {
     if (!VIDEO_QUALITIES.includes(quality)) {
       throw new Error(`video quality must be one of ${VIDEO_QUALITIES.join(", ")}`);
     }
     this.videoQuality.set(participantId, quality);
     this._sendVideoQuality(participantId, quality);
+  }
+
+  // Set participantId's video quality from the <video> element that shows it: its CSS width
+  // times devicePixelRatio (qualityForWidth, with options {widths, margin}), and "off" while
+  // it is not shown (zero size, e.g. display: none or removed from the page; scrolled out of
+  // view; the page hidden). Changes settle for `delay` ms before they are sent. Returns a
+  // function that stops watching (watching another element for the participant stops too).
+  watchVideo(participantId, video, { widths, margin, delay = 300 } = {}) {
+    const previous = this._watched.get(participantId);
+    if (previous) previous();
+    let width = 0;
+    let inView = true;
+    let current = null;
+    let timer = null;
+    const apply = () => {
+      timer = null;
+      const shown = inView && video.isConnected && document.visibilityState !== "hidden";
+      const wanted = qualityForWidth(shown ? width : 0, current, { widths, margin });
+      if (wanted === current || this.closed) return;
+      current = wanted;
+      this.setVideoQuality(participantId, wanted);
+    };
+    const later = () => { if (timer === null) timer = setTimeout(apply, delay); };
+    const resize = new ResizeObserver((entries) => {
+      for (const entry of entries) width = entry.contentRect.width * (window.devicePixelRatio || 1);
+      later();
+    });
+    const view = new IntersectionObserver((entries) => {
+      for (const entry of entries) inView = entry.isIntersecting;
+      later();
+    });
+    resize.observe(video);
+    view.observe(video);
+    document.addEventListener("visibilitychange", later);
+    const stop = () => {
+      resize.disconnect();
+      view.disconnect();
+      document.removeEventListener("visibilitychange", later);
+      if (timer !== null) clearTimeout(timer);
+      if (this._watched.get(participantId) === stop) this._watched.delete(participantId);
+    };
+    this._watched.set(participantId, stop);
+    return stop;
+  }
+
+  // A message of the SFU itself on the room channel: what it forwards this page (true if it
+  // was one, handled here).
+  _onServerData(data) {
+    if (this.serverId !== SFU_PEER_ID || typeof data !== "string") return false;
+    let message;
+    try {
+      message = JSON.parse(data);
+    } catch (_) {
+      return false;
+    }
+    if (!message || message.type !== VIDEO_LAYER_MESSAGE || typeof message.participant !== "string") {
+      return false;
+    }
+    const detail = {
+      participantId: message.participant,
+      layer: typeof message.layer === "string" ? message.layer : null,
+      layers: Array.isArray(message.layers) ? message.layers.filter((l) => typeof l === "string") : [],
+      paused: message.paused === true,
+    };
+    this.videoLayers.set(detail.participantId, detail);
+    emit(this, "videolayer", detail);
+    return true;
   }
 
   _sendVideoQuality(participant, quality) {
@@ -341,7 +431,9 @@ export class SfuRoom extends EventTarget {
     session.addEventListener("message", ({ detail }) => {
       if (detail.label !== ROOM_CHANNEL_LABEL) return;
       const opened = openEnvelope(detail.data);
-      if (opened) this._onData(opened[0], opened[1]);
+      if (!opened) return;
+      if (opened[0] === this.serverId && this._onServerData(opened[1])) return;
+      this._onData(opened[0], opened[1]);
     });
     session.addEventListener("statechange", ({ detail }) =>
       emit(this, "connectionstate", { participantId: this.serverId, state: detail.state }));
@@ -388,6 +480,7 @@ export class SfuRoom extends EventTarget {
       if (message.peer_id === this.serverId) {
         this._disconnect();
       } else if (this.participants.delete(message.peer_id)) {
+        this.videoLayers.delete(message.peer_id);
         for (const [mid, entry] of [...this.remote]) {
           if (entry.participantId === message.peer_id) this._endTrack(mid);
         }
