@@ -174,6 +174,10 @@ class SfuConfig:
     #: (REMB, loss, probing; the preference of :meth:`SfuRouter.set_quality` is the
     #: ceiling), re-decided every ``receiver_report_interval``; None: the preference alone
     layer_policy: LayerPolicy | None = attrs.field(factory=LayerPolicy)
+    #: a packet asked for again by a subscriber's NACK within this time of its last
+    #: retransmission is not sent again: aiortc's receiver repeats every packet still missing
+    #: in each NACK, which on a congested link would multiply the traffic that congests it
+    retransmission_interval: float = attrs.field(default=0.5, validator=_positive)
 
 
 @attrs.frozen
@@ -597,6 +601,13 @@ class PublishedTrack:
             buf = bytearray(data)
             if rewrite_abs_send_time(buf, header, self._abs_send_time_id, _ntp_now()):
                 data = bytes(buf)
+        # A re-sent packet the cache already holds reached the subscribers before (libwebrtc
+        # also re-sends packets unasked, as padding to probe its uplink, tens per second):
+        # forwarding it would spend the subscribers' bandwidth on copies they did not ask
+        # for (their NACKs are answered from the cache). Only a repair of a packet lost on
+        # the way in is forwarded.
+        if apt is not None and self.cache.get(header.ssrc, header.sequence_number) is not None:
+            return
         self.cache.put(header.ssrc, header.sequence_number, data)
         if header.ssrc == self.source_ssrc:  # a simulcast publication: its top layer
             for sink in self.sinks:
@@ -938,6 +949,8 @@ class Subscription:
         #: the subscriber's last REMB (bit/s) and when it came; its last reported loss
         self._remb: tuple[float, float] | None = None
         self._loss: float | None = None
+        #: outgoing sequence number -> when it was last retransmitted (bounded, see _on_rtcp)
+        self._resent: dict[int, float] = {}
         self._router = router
         self._publication: PublishedTrack | None = None
         self._rewriter: StreamRewriter | None = None
@@ -1119,7 +1132,14 @@ class Subscription:
             if isinstance(packet, RtcpNack):
                 counters.nacks_received += 1
                 missing: list[int] = []
+                now = self._router.clock()
+                interval = self._router.config.retransmission_interval
+                if len(self._resent) > 1024:
+                    self._resent = {q: t for q, t in self._resent.items() if now - t < interval}
                 for out_seq in packet.lost:
+                    sent_at = self._resent.get(out_seq)
+                    if sent_at is not None and now - sent_at < interval:
+                        continue
                     found = rewriter.incoming_sequence_number(out_seq)
                     if found is None:
                         counters.nacks_missed += 1
@@ -1138,6 +1158,7 @@ class Subscription:
                         counters.send_errors += 1
                         continue
                     counters.nacks_answered += 1
+                    self._resent[out_seq] = now
                     counters.packets_out += 1
                     counters.bytes_out += len(out)
                 await pub._send_nack(missing, self._layer_ssrc)

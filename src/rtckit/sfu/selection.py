@@ -17,31 +17,32 @@ Why probing: the only estimate a browser subscriber gives aiortc's SFU is REMB (
 does not negotiate transport-wide congestion control), and Chromium's receive-side estimator
 never reports much more than 1.5 times what it receives. A subscriber moved down to a layer
 of 150 kbit/s therefore never announces the 500 kbit/s the next layer needs, however fast its
-link. So the selector *tries* the next layer: after ``probe_interval`` on a layer below the
-ceiling without congestion, it moves one layer up for ``probe_duration``. The probe fails on
+link. So the selector *tries* the next layer up for ``probe_duration``. The probe fails on
 loss (``loss_high``) or when the estimate falls below ``estimate_drop`` of what it was when
-the probe began (the estimator saw queues grow); it then steps back and the next probe waits
-twice as long (up to ``probe_interval_max``). A probe that lasts its window keeps the layer.
-Probing with the real layer costs no padding and tests exactly the load that would be
-kept, at the price of a short burst of loss on a link that cannot carry it.
+the probe began (the estimator saw queues grow); it then steps back. A probe that lasts its
+window, with at least two loss reports received meanwhile, keeps the layer. Probing with
+the real layer costs no padding and tests exactly the load that would be kept, at the price
+of a short burst of loss on a link that cannot carry it; the waits below keep that rare.
 
 Decisions, in order:
 
 1. never above the ceiling, never on a layer not sending (the nearest sending one below,
-   else above);
+   else above), at once;
 2. down on congestion, once the layer has been kept ``down_hold`` (reports and REMB lag
-   a switch): loss at least ``loss_high``, or an estimate below the current layer's bitrate
-   and below ``estimate_drop`` of the highest estimate seen on this layer (a falling
-   estimate; a low but rising one after a climb is the estimator catching up). The new
-   layer is the highest one whose bitrate fits in the estimate (the lowest if none does;
-   one step down on loss without an estimate);
-3. up without a probe when the estimate already covers the next layer's bitrate times
-   ``up_margin`` and the current layer has been kept ``up_hold``;
-4. else probe as above.
+   a switch; a probe steps back at once): loss at least ``loss_high``, or an estimate below
+   the current layer's bitrate and below ``estimate_drop`` of the highest estimate seen on
+   this layer (a falling estimate; a low but rising one after a climb is the estimator
+   catching up). The new layer is the highest one whose bitrate fits in the estimate (the
+   lowest if none does; one step down on loss without an estimate);
+3. up one layer, ``up_hold`` after the last move, but after congestion (a failed probe
+   included) only after ``probe_interval``, doubled by each congestion up to
+   ``probe_interval_max``, and set back once a layer reached by moving up has held for
+   ``probe_interval_max``. The move is a probe unless the estimate already covers the next
+   layer's bitrate times ``up_margin`` and no congestion is remembered (the backoff is
+   not set back yet).
 
-A probe fails at once, without waiting ``down_hold``. Every other move waits ``down_hold``
-or ``up_hold`` after the last one: the selection cannot oscillate faster than that, and a
-failed probe doubles the wait before the next one.
+So the layer cannot change up faster than ``up_hold`` nor down faster than ``down_hold``,
+and a link that cannot carry the next layer is probed at most every ``probe_interval_max``.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ class LayerPolicy:
     #: the longest wait between probes, after failed probes doubled it
     probe_interval_max: float = attrs.field(default=4.0, validator=_positive)
     #: how long a probe lasts before the layer is kept
-    probe_duration: float = attrs.field(default=1.5, validator=_positive)
+    probe_duration: float = attrs.field(default=2.0, validator=_positive)
 
     def __attrs_post_init__(self) -> None:
         if self.probe_interval_max < self.probe_interval:
@@ -104,17 +105,33 @@ class LayerSelector:
         self._since = 0.0
         self._peak: float | None = None
         self._probe_start_estimate: float | None = None
+        #: loss reports received during the probe
+        self._probe_reports = 0
+        #: wait after congestion before the next move up (doubled by each congestion)
         self._interval = self.policy.probe_interval
-        self._next_probe = 0.0
+        #: no move up before this time
+        self._next_up = 0.0
+        #: when a layer reached by moving up has held long enough to forget past congestion
+        self._settled_at: float | None = None
 
-    def _enter(self, layer: int, now: float, *, probing: bool, estimate: float | None) -> None:
+    def _enter(
+        self, layer: int, now: float, *, estimate: float | None, probing: bool = False
+    ) -> None:
         self.layer = layer
         self.probing = probing
         self._since = now
         self._peak = estimate
         self._probe_start_estimate = estimate if probing else None
-        if not probing:
-            self._next_probe = now + self._interval
+        self._probe_reports = 0
+        self._next_up = now + self.policy.up_hold
+
+    def _congested(self, layer: int, now: float, estimate: float | None) -> int:
+        """Move down to *layer* after congestion: the next move up waits, longer each time."""
+        self._enter(layer, now, estimate=estimate)
+        self._next_up = now + self._interval
+        self._interval = min(self._interval * 2, self.policy.probe_interval_max)
+        self._settled_at = None
+        return layer
 
     def update(
         self,
@@ -131,34 +148,40 @@ class LayerSelector:
         p = self.policy
         ceiling = max(0, min(ceiling, len(bitrates) - 1))
         allowed = [i for i in sending if i <= ceiling] or [min(sending)]
-        top = max(allowed)
         current = self.layer
         if current is None or current not in allowed:
             # first call, preference lowered, or the layer stopped: nearest allowed one
-            start = top if current is None else max([i for i in allowed if i <= current] or allowed)
-            self._enter(start, now, probing=False, estimate=estimate)
+            below = [i for i in allowed if current is None or i <= current]
+            start = max(below or allowed)
+            self._enter(start, now, estimate=estimate)
             return start
         if estimate is not None and (self._peak is None or estimate > self._peak):
             self._peak = estimate
         rate = bitrates[current] or 0.0
         lossy = loss is not None and loss >= p.loss_high
+        lower = [i for i in allowed if i < current]
         if self.probing:
             start_estimate = self._probe_start_estimate
-            falling = (
+            dropped = (
                 estimate is not None
                 and start_estimate is not None
                 and estimate < start_estimate * p.estimate_drop
             )
-            if lossy or falling:
-                self._interval = min(self._interval * 2, p.probe_interval_max)
-                below = max([i for i in allowed if i < current] or [current])
-                self._enter(below, now, probing=False, estimate=estimate)
-                return below
-            if now - self._since < p.probe_duration:
+            if lossy or dropped:
+                return self._congested(max(lower or [current]), now, estimate)
+            if loss is not None:
+                self._probe_reports += 1
+            # the first report may predate the switch: a probe holds with two clean ones
+            # (or, from a subscriber that reports no loss, twice the window)
+            elapsed = now - self._since
+            if elapsed < p.probe_duration or (
+                self._probe_reports < 2 and elapsed < 2 * p.probe_duration
+            ):
                 return current
             self.probing = False  # the probe held: keep the layer
-            self._interval = p.probe_interval
-            self._next_probe = now + p.up_hold
+            self._settled_at = now + p.probe_interval_max
+        if self._settled_at is not None and now >= self._settled_at:
+            self._interval, self._settled_at = p.probe_interval, None
         falling = (
             estimate is not None
             and self._peak is not None
@@ -166,7 +189,6 @@ class LayerSelector:
             and estimate < self._peak * p.estimate_drop
         )
         if (lossy or falling) and now - self._since >= p.down_hold:
-            lower = [i for i in allowed if i < current]
             if not lower:
                 return current
             if estimate is None:
@@ -174,17 +196,19 @@ class LayerSelector:
             else:
                 fits = [i for i in lower if (bitrates[i] or 0.0) <= estimate]
                 target = max(fits) if fits else min(lower)
-            self._enter(target, now, probing=False, estimate=estimate)
-            return target
+            return self._congested(target, now, estimate)
         higher = [i for i in allowed if i > current]
-        if not higher or now - self._since < p.up_hold:
+        if not higher or now < self._next_up:
             return current
         up = min(higher)
-        if estimate is not None and estimate >= (bitrates[up] or 0.0) * p.up_margin:
-            self._interval = p.probe_interval
-            self._enter(up, now, probing=False, estimate=estimate)
-            return up
-        if now >= self._next_probe:
-            self._enter(up, now, probing=True, estimate=estimate)
-            return up
-        return current
+        # after congestion the estimate has proved too optimistic (a loss-only link, a
+        # policer): every move up is then a probe until a layer holds again
+        probing = (
+            estimate is None
+            or estimate < (bitrates[up] or 0.0) * p.up_margin
+            or self._interval > p.probe_interval
+        )
+        self._enter(up, now, estimate=estimate, probing=probing)
+        if not probing:
+            self._settled_at = now + p.probe_interval_max
+        return up
