@@ -1,9 +1,8 @@
 """Per-subscriber simulcast layer selection from the subscriber's downlink (pure, no I/O).
 
 A :class:`LayerSelector` belongs to one subscription. Every report interval the router feeds
-it what it knows and gets back the index of the layer to forward (lowest first)::
-
-    index = selector.update(now, estimate, loss, bitrates, ceiling)
+it what it knows and gets back the index of the layer to forward (lowest first) from
+``selector.update(now, estimate, loss, bitrates, ceiling)``:
 
 - ``estimate``: the subscriber's bandwidth estimate in bit/s (its last REMB), None if it
   sends none (or it is stale);
@@ -71,7 +70,7 @@ def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> Non
 class LayerPolicy:
     """Tuning of :class:`LayerSelector`. Times in seconds, ratios of bit rates."""
 
-    #: a reported loss fraction at least this high is congestion: move down
+    #: a reported loss fraction at least this high is congestion (the layer moves down)
     loss_high: float = attrs.field(default=0.1, validator=_fraction)
     #: an estimate this far below its peak on the layer (or below the probe's start) falls
     estimate_drop: float = attrs.field(default=0.85, validator=_fraction)
