@@ -301,6 +301,41 @@ async def test_publisher_sending_another_codec_than_the_first_negotiated(
         await server.close()
 
 
+async def test_a_repeated_nack_is_answered_once_per_interval(router: SfuRouter) -> None:
+    """aiortc's receiver lists every packet still missing in each NACK it sends; answering
+    each copy would multiply the traffic on a link that is losing packets already."""
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    viewer = Subscriber()
+    try:
+        await wait_for(lambda: len(pubs) == 1)
+        [sub] = await viewer.connect(router, "viewer", pubs)
+        await wait_for(lambda: viewer.frames["video"] >= 5)
+        rewriter = sub.rewriter
+        assert rewriter is not None
+        media_pts = set(rewriter.params.payload_types.values())
+        sent: list[int] = []
+
+        def record(data: bytes) -> bool:
+            if not 192 <= data[1] <= 223 and data[1] & 0x7F in media_pts:
+                sent.append(parse_rtp_header(data).sequence_number)
+            return True
+
+        sub.set_send_filter(record)
+        await wait_for(lambda: len(sent) >= 5)
+        nack = build_nack(1, rewriter.params.ssrc, [sent[-2]])
+        answered = router.stats().nacks_answered
+        await sub._on_rtcp(nack)
+        await sub._on_rtcp(nack)
+        assert router.stats().nacks_answered == answered + 1
+        await asyncio.sleep(router.config.retransmission_interval)
+        await sub._on_rtcp(nack)
+        assert router.stats().nacks_answered == answered + 2
+    finally:
+        await viewer.close()
+        await pub_pc.close()
+        await server.close()
+
+
 async def test_loss_repaired_by_nack(router: SfuRouter) -> None:
     pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
     lossy = Subscriber()

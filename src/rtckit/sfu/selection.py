@@ -1,0 +1,213 @@
+"""Per-subscriber simulcast layer selection from the subscriber's downlink (pure, no I/O).
+
+A :class:`LayerSelector` belongs to one subscription. Every report interval the router feeds
+it what it knows and gets back the index of the layer to forward (lowest first) from
+``selector.update(now, estimate, loss, bitrates, ceiling)``:
+
+- ``estimate``: the subscriber's bandwidth estimate in bit/s (its last REMB), None if it
+  sends none (or it is stale);
+- ``loss``: the fraction of packets the subscriber reported lost (0..1) in its last receiver
+  report, None if none came since the last call;
+- ``bitrates``: the measured incoming bitrate of each layer, lowest first, None for a layer
+  not sending (never seen, or stopped);
+- ``ceiling``: the highest layer the subscriber asked for (its preference).
+
+Why probing: the only estimate a browser subscriber gives aiortc's SFU is REMB (aiortc
+does not negotiate transport-wide congestion control), and Chromium's receive-side estimator
+never reports much more than 1.5 times what it receives. A subscriber moved down to a layer
+of 150 kbit/s therefore never announces the 500 kbit/s the next layer needs, however fast its
+link. So the selector *tries* the next layer up for ``probe_duration``. The probe fails on
+loss (``loss_high``) or when the estimate falls below ``estimate_drop`` of what it was when
+the probe began (the estimator saw queues grow); it then steps back. A probe that lasts its
+window, with at least two loss reports received meanwhile, keeps the layer. Probing with
+the real layer costs no padding and tests exactly the load that would be kept, at the price
+of a short burst of loss on a link that cannot carry it; the waits below keep that rare.
+
+Decisions, in order:
+
+1. never above the ceiling, never on a layer not sending (the nearest sending one below,
+   else above), at once;
+2. down on congestion, once the layer has been kept ``down_hold`` (reports and REMB lag
+   a switch; a probe steps back at once): loss at least ``loss_high``, or an estimate below
+   the current layer's bitrate and below ``estimate_drop`` of the highest estimate seen on
+   this layer (a falling estimate; a low but rising one after a climb is the estimator
+   catching up). The new layer is the highest one whose bitrate fits in the estimate (the
+   lowest if none does; one step down on loss without an estimate);
+3. up one layer, ``up_hold`` after the last move, but after congestion (a failed probe
+   included) only after ``probe_interval``, doubled by each congestion up to
+   ``probe_interval_max``, and set back once a layer reached by moving up has held for
+   ``probe_interval_max``. The move is a probe unless the estimate already covers the next
+   layer's bitrate times ``up_margin`` and no congestion is remembered (the backoff is
+   not set back yet).
+
+So the layer cannot change up faster than ``up_hold`` nor down faster than ``down_hold``,
+and a link that cannot carry the next layer is probed at most every ``probe_interval_max``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from rtckit.errors import ConfigurationError
+
+__all__ = ["LayerPolicy", "LayerSelector"]
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ConfigurationError(f"{attribute.name} must be positive, not {value!r}")
+
+
+def _fraction(_: object, attribute: attrs.Attribute[float], value: float) -> None:
+    if not 0 < value < 1:
+        raise ConfigurationError(f"{attribute.name} must be between 0 and 1, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class LayerPolicy:
+    """Tuning of :class:`LayerSelector`. Times in seconds, ratios of bit rates."""
+
+    #: a reported loss fraction at least this high is congestion (the layer moves down)
+    loss_high: float = attrs.field(default=0.1, validator=_fraction)
+    #: an estimate this far below its peak on the layer (or below the probe's start) falls
+    estimate_drop: float = attrs.field(default=0.85, validator=_fraction)
+    #: move up without a probe when the estimate is this many times the next layer's bitrate
+    up_margin: float = attrs.field(default=1.2, validator=_positive)
+    #: a layer is kept this long before any move up
+    up_hold: float = attrs.field(default=1.0, validator=_positive)
+    #: a layer is kept this long before a move down (a failing probe steps back at once)
+    down_hold: float = attrs.field(default=1.0, validator=_positive)
+    #: time on a layer below the ceiling before trying the next one up
+    probe_interval: float = attrs.field(default=2.0, validator=_positive)
+    #: the longest wait between probes, after failed probes doubled it
+    probe_interval_max: float = attrs.field(default=4.0, validator=_positive)
+    #: how long a probe lasts before the layer is kept
+    probe_duration: float = attrs.field(default=2.0, validator=_positive)
+
+    def __attrs_post_init__(self) -> None:
+        if self.probe_interval_max < self.probe_interval:
+            raise ConfigurationError("probe_interval_max must be at least probe_interval")
+
+
+class LayerSelector:
+    """The layer of one subscription, chosen from its downlink; see the module docstring."""
+
+    def __init__(self, policy: LayerPolicy | None = None) -> None:
+        self.policy = policy or LayerPolicy()
+        #: the layer chosen by the last update (None before the first)
+        self.layer: int | None = None
+        #: True while the current layer is a probe that may still fail
+        self.probing = False
+        self._since = 0.0
+        self._peak: float | None = None
+        self._probe_start_estimate: float | None = None
+        #: loss reports received during the probe
+        self._probe_reports = 0
+        #: wait after congestion before the next move up (doubled by each congestion)
+        self._interval = self.policy.probe_interval
+        #: no move up before this time
+        self._next_up = 0.0
+        #: when a layer reached by moving up has held long enough to forget past congestion
+        self._settled_at: float | None = None
+
+    def _enter(
+        self, layer: int, now: float, *, estimate: float | None, probing: bool = False
+    ) -> None:
+        self.layer = layer
+        self.probing = probing
+        self._since = now
+        self._peak = estimate
+        self._probe_start_estimate = estimate if probing else None
+        self._probe_reports = 0
+        self._next_up = now + self.policy.up_hold
+
+    def _congested(self, layer: int, now: float, estimate: float | None) -> int:
+        """Move down to *layer* after congestion: the next move up waits, longer each time."""
+        self._enter(layer, now, estimate=estimate)
+        self._next_up = now + self._interval
+        self._interval = min(self._interval * 2, self.policy.probe_interval_max)
+        self._settled_at = None
+        return layer
+
+    def update(
+        self,
+        now: float,
+        estimate: float | None,
+        loss: float | None,
+        bitrates: Sequence[float | None],
+        ceiling: int,
+    ) -> int | None:
+        """The layer to forward now (index into *bitrates*), None if no layer sends."""
+        sending = [i for i, rate in enumerate(bitrates) if rate is not None]
+        if not sending:
+            return self.layer
+        p = self.policy
+        ceiling = max(0, min(ceiling, len(bitrates) - 1))
+        allowed = [i for i in sending if i <= ceiling] or [min(sending)]
+        current = self.layer
+        if current is None or current not in allowed:
+            # first call, preference lowered, or the layer stopped: nearest allowed one
+            below = [i for i in allowed if current is None or i <= current]
+            start = max(below or allowed)
+            self._enter(start, now, estimate=estimate)
+            return start
+        if estimate is not None and (self._peak is None or estimate > self._peak):
+            self._peak = estimate
+        rate = bitrates[current] or 0.0
+        lossy = loss is not None and loss >= p.loss_high
+        lower = [i for i in allowed if i < current]
+        if self.probing:
+            start_estimate = self._probe_start_estimate
+            dropped = (
+                estimate is not None
+                and start_estimate is not None
+                and estimate < start_estimate * p.estimate_drop
+            )
+            if lossy or dropped:
+                return self._congested(max(lower or [current]), now, estimate)
+            if loss is not None:
+                self._probe_reports += 1
+            # the first report may predate the switch: a probe holds with two clean ones
+            # (or, from a subscriber that reports no loss, twice the window)
+            elapsed = now - self._since
+            if elapsed < p.probe_duration or (
+                self._probe_reports < 2 and elapsed < 2 * p.probe_duration
+            ):
+                return current
+            self.probing = False  # the probe held: keep the layer
+            self._settled_at = now + p.probe_interval_max
+        if self._settled_at is not None and now >= self._settled_at:
+            self._interval, self._settled_at = p.probe_interval, None
+        falling = (
+            estimate is not None
+            and self._peak is not None
+            and estimate < rate
+            and estimate < self._peak * p.estimate_drop
+        )
+        if (lossy or falling) and now - self._since >= p.down_hold:
+            if not lower:
+                return current
+            if estimate is None:
+                target = max(lower)  # loss alone: one step down
+            else:
+                fits = [i for i in lower if (bitrates[i] or 0.0) <= estimate]
+                target = max(fits) if fits else min(lower)
+            return self._congested(target, now, estimate)
+        higher = [i for i in allowed if i > current]
+        if not higher or now < self._next_up:
+            return current
+        up = min(higher)
+        # after congestion the estimate has proved too optimistic (a loss-only link, a
+        # policer): every move up is then a probe until a layer holds again
+        probing = (
+            estimate is None
+            or estimate < (bitrates[up] or 0.0) * p.up_margin
+            or self._interval > p.probe_interval
+        )
+        self._enter(up, now, estimate=estimate, probing=probing)
+        if not probing:
+            self._settled_at = now + p.probe_interval_max
+        return up
