@@ -77,6 +77,7 @@ from rtckit.sfu.rtp import (
     rewrite_abs_send_time,
     unwrap_rtx,
 )
+from rtckit.sfu.selection import LayerPolicy, LayerSelector
 
 __all__ = [
     "DEFAULT_FORWARDED_EXTENSIONS",
@@ -169,6 +170,10 @@ class SfuConfig:
     #: adapted to CPU or bandwidth): its subscriptions move to the nearest layer still
     #: sending, and back when it sends again; checked every ``receiver_report_interval``
     layer_timeout: float = attrs.field(default=1.0, validator=_positive)
+    #: how each subscription of a simulcast publication picks its layer from its downlink
+    #: (REMB, loss, probing; the preference of :meth:`SfuRouter.set_quality` is the
+    #: ceiling), re-decided every ``receiver_report_interval``; None: the preference alone
+    layer_policy: LayerPolicy | None = attrs.field(factory=LayerPolicy)
 
 
 @attrs.frozen
@@ -415,6 +420,10 @@ class PublishedTrack:
         self._next_uplink = 0.0
         #: media SSRC of a layer -> when its last packet arrived
         self._layer_seen: dict[int, float] = {}
+        #: media SSRC of a layer -> bytes since the last rate update, and its bitrate (bit/s)
+        self._layer_bytes: dict[int, int] = {}
+        self._layer_rates: dict[int, float] = {}
+        self._rates_at: float | None = None
         self.kind: str = transceiver.kind
         self.transceiver = transceiver
         self._router = router
@@ -560,6 +569,7 @@ class PublishedTrack:
             reception.add(header.sequence_number, header.timestamp, now)
             if self.layers:
                 self._layer_seen[header.ssrc] = now
+                self._layer_bytes[header.ssrc] = self._layer_bytes.get(header.ssrc, 0) + len(data)
         lost: tuple[int, ...] = ()
         losses = self._layer_losses.get(header.ssrc) if self.layers else self._losses
         if losses is not None:
@@ -639,6 +649,7 @@ class PublishedTrack:
             self._next_report = now + router.config.receiver_report_interval
             await self._send_receiver_report(now)
             if layered:
+                self._update_layer_rates(now)
                 for sub in subs:
                     if sub._rewriter is not None and not sub.closed:
                         self._select_layer(sub)
@@ -685,6 +696,8 @@ class PublishedTrack:
             self._layer_losses.pop(previous, None)
             self._layer_limiters.pop(previous, None)
             self._layer_seen.pop(previous, None)
+            self._layer_bytes.pop(previous, None)
+            self._layer_rates.pop(previous, None)
             self._rtx_media = {r: m for r, m in self._rtx_media.items() if m != previous}
         self.layer_ssrcs[rid] = ssrc
         self._layer_of[ssrc] = rid
@@ -714,9 +727,46 @@ class PublishedTrack:
         sending = [s for s in known if self._layer_seen.get(s, oldest) > oldest]
         return (sending or known)[0]
 
+    def _update_layer_rates(self, now: float) -> None:
+        """Measure each layer's incoming bitrate since the last call (smoothed)."""
+        since, self._rates_at = self._rates_at, now
+        counted, self._layer_bytes = self._layer_bytes, {}
+        if since is None or now <= since:
+            return
+        for ssrc in self._layer_of:
+            rate = counted.get(ssrc, 0) * 8 / (now - since)
+            previous = self._layer_rates.get(ssrc)
+            self._layer_rates[ssrc] = rate if previous is None else (previous + rate) / 2
+
+    def layer_bitrates(self) -> list[float | None]:
+        """Each layer's measured bitrate (bit/s), lowest first; None: not sending (or unseen)."""
+        oldest = self._router.clock() - self._router.config.layer_timeout
+        rates: list[float | None] = []
+        for rid in self.layers:
+            ssrc = self.layer_ssrcs.get(rid)
+            if ssrc is None or self._layer_seen.get(ssrc, oldest) <= oldest:
+                rates.append(None)
+            else:
+                rates.append(self._layer_rates.get(ssrc, 0.0))
+        return rates
+
+    def _chosen_layer_ssrc(self, sub: Subscription) -> int | None:
+        """The SSRC *sub* should forward: its selector's choice, else its preference's layer."""
+        selector = sub._selector
+        if selector is None:
+            return self.layer_ssrc(sub.quality)
+        now = self._router.clock()
+        ceiling = VIDEO_QUALITIES[sub.quality] % len(self.layers)
+        index = selector.update(
+            now, sub.estimate(now), sub._take_loss(), self.layer_bitrates(), ceiling
+        )
+        if index is None:
+            return self.layer_ssrc(sub.quality)
+        return self.layer_ssrcs.get(self.layers[index])
+
     def _select_layer(self, sub: Subscription) -> None:
         """Point *sub* at its layer: at once if it has none, else at the target's keyframe."""
-        target = self.layer_ssrc(sub.quality)
+        target = self._chosen_layer_ssrc(sub)
         rewriter = sub._rewriter
         if target is None or rewriter is None:
             return
@@ -883,6 +933,11 @@ class Subscription:
         #: the simulcast layer forwarded, and the one it moves to at its next keyframe
         self._layer_ssrc: int | None = None
         self._pending_ssrc: int | None = None
+        policy = router.config.layer_policy
+        self._selector = LayerSelector(policy) if policy is not None else None
+        #: the subscriber's last REMB (bit/s) and when it came; its last reported loss
+        self._remb: tuple[float, float] | None = None
+        self._loss: float | None = None
         self._router = router
         self._publication: PublishedTrack | None = None
         self._rewriter: StreamRewriter | None = None
@@ -947,6 +1002,17 @@ class Subscription:
         if pub is None or self._layer_ssrc is None:
             return None
         return pub._layer_of.get(self._layer_ssrc)
+
+    def estimate(self, now: float) -> float | None:
+        """The subscriber's downlink estimate (its last REMB, bit/s), None if none is recent."""
+        if self._remb is None:
+            return None
+        bitrate, at = self._remb
+        return bitrate if now - at <= self._router.config.bandwidth_estimate_max_age else None
+
+    def _take_loss(self) -> float | None:
+        loss, self._loss = self._loss, None
+        return loss
 
     def _source_of(self, pub: PublishedTrack) -> int | None:
         """The source SSRC to forward from *pub*: the one source, or the chosen layer's."""
@@ -1078,8 +1144,14 @@ class Subscription:
             elif isinstance(packet, (RtcpPli, RtcpFir)):
                 counters.keyframe_requests_received += 1
                 await pub.request_keyframe(self._pending_ssrc or self._layer_ssrc)
+            elif isinstance(packet, RtcpReceiverReport):
+                for block in packet.reports:
+                    if block.ssrc == self._ssrc:
+                        loss = block.fraction_lost / 256
+                        self._loss = loss if self._loss is None else max(self._loss, loss)
             elif isinstance(packet, RtcpRemb):
                 now = self._router.clock()
+                self._remb = (float(packet.bitrate), now)
                 pub.bandwidth.update(self, packet.bitrate, now)
                 await pub._send_bandwidth(now)
 
