@@ -19,7 +19,7 @@ Run: ``python benchmarks/sfu.py`` (about five minutes; each figure is the median
 process spends its time at the largest subscriber count. Results go to
 ``docs/topics/sfu-benchmark.rst`` and ``docs/_static/sfu-benchmark.svg``.
 
-``python benchmarks/sfu.py --simulcast`` (about two minutes, needs Chromium) measures
+``python benchmarks/sfu.py --simulcast`` (under three minutes, needs Chromium) measures
 simulcast instead: a headless Chromium page publishes its fake camera through ``rtckit.js``,
 as one layer and then as three, into a server process (signaling and SFU) on loopback;
 ``--simulcast-subscribers`` aiortc participants subscribe, spread over the layers with
