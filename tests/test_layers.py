@@ -107,9 +107,11 @@ PURE_CORES: tuple[str, ...] = (
     "rtckit.sfu.rtp",
     "rtckit.sfu.depacketize",
     "rtckit.sfu.forward",
+    "rtckit.sfu.selection",
     "rtckit.mcu.audio",
     "rtckit.mcu.video",
     "rtckit.whip.protocol",  # WHIP's HTTP decisions (statuses, headers, SDP checks)
+    "rtckit.peer.simulcast",  # simulcast SDP (a=rid, a=simulcast) read and written
 )
 # rtckit.certs.dev is not listed: it names this machine with rtckit.net, which asks the system.
 NOT_IN_PURE_CORES = frozenset({"asyncio", "aiohttp", "aiortc", "aioice", "av", "socket", "redis"})

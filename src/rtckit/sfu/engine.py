@@ -661,9 +661,10 @@ class PublishedTrack:
             await self._send_receiver_report(now)
             if layered:
                 self._update_layer_rates(now)
+                rates = self.layer_bitrates()  # once for every subscription of this report
                 for sub in subs:
                     if sub._rewriter is not None and not sub.closed:
-                        self._select_layer(sub)
+                        self._select_layer(sub, rates)
         if layered and now >= self._next_uplink:
             self._next_uplink = now + router.config.bandwidth_feedback_interval
             await self._send_uplink_estimate()
@@ -761,23 +762,26 @@ class PublishedTrack:
                 rates.append(self._layer_rates.get(ssrc, 0.0))
         return rates
 
-    def _chosen_layer_ssrc(self, sub: Subscription) -> int | None:
-        """The SSRC *sub* should forward: its selector's choice, else its preference's layer."""
+    def _chosen_layer_ssrc(
+        self, sub: Subscription, rates: list[float | None] | None = None
+    ) -> int | None:
+        """The SSRC *sub* should forward: its selector's choice, else its preference's layer.
+        *rates*: :meth:`layer_bitrates`, if the caller has them."""
         selector = sub._selector
         if selector is None:
             return self.layer_ssrc(sub.quality)
         now = self._router.clock()
         ceiling = VIDEO_QUALITIES[sub.quality] % len(self.layers)
-        index = selector.update(
-            now, sub.estimate(now), sub._take_loss(), self.layer_bitrates(), ceiling
-        )
+        if rates is None:
+            rates = self.layer_bitrates()
+        index = selector.update(now, sub.estimate(now), sub._take_loss(), rates, ceiling)
         if index is None:
             return self.layer_ssrc(sub.quality)
         return self.layer_ssrcs.get(self.layers[index])
 
-    def _select_layer(self, sub: Subscription) -> None:
+    def _select_layer(self, sub: Subscription, rates: list[float | None] | None = None) -> None:
         """Point *sub* at its layer: at once if it has none, else at the target's keyframe."""
-        target = self._chosen_layer_ssrc(sub)
+        target = self._chosen_layer_ssrc(sub, rates)
         rewriter = sub._rewriter
         if target is None or rewriter is None:
             return
