@@ -1,15 +1,13 @@
 """A headless Chromium inside a NAT lab namespace connects to an aiortc peer behind another NAT.
 
-Chromium runs through a launcher that enters the namespace (``ip netns exec``) so Playwright's
-pipes survive; it trusts the lab CA through its own NSS database for ``turns:``.
+Chromium runs through the lab's launcher (``NatLab.chromium_launcher``: ``ip netns exec``, so
+Playwright's pipes survive); it trusts the lab CA through its own NSS database for ``turns:``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import stat
-import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -77,34 +75,9 @@ async def lab() -> AsyncIterator[NatLab]:
     require_executable("iptables", hint="apt-get install iptables")
     require_executable("turnserver", hint="apt-get install coturn")
     require_executable("chromium", hint="apt-get install chromium")
+    require_executable("certutil", hint="apt-get install libnss3-tools")
     async with NatLab() as lab:
         yield lab
-
-
-def _chromium_in(namespace: str, directory: Path, ca: Path) -> Path:
-    """A launcher that runs the system Chromium inside *namespace* (pipes survive the exec).
-
-    Chromium verifies ``turns:`` certificates against its NSS database: the launcher gives it
-    a fresh ``$HOME`` whose database trusts the lab CA *ca*.
-    """
-    home = directory / "home"
-    nssdb = home / ".pki" / "nssdb"
-    nssdb.mkdir(parents=True)
-    certutil = require_executable("certutil", hint="apt-get install libnss3-tools")
-    subprocess.run(
-        [certutil, "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True, timeout=30
-    )
-    subprocess.run(
-        [certutil, "-d", f"sql:{nssdb}", "-A", "-n", "rtckit-lab", "-t", "CP,,", "-i", str(ca)],
-        check=True,
-        timeout=30,
-    )
-    wrapper = directory / "chromium-in-netns"
-    wrapper.write_text(
-        f'#!/bin/sh\nHOME={home} exec ip netns exec {namespace} /usr/bin/chromium "$@"\n'
-    )
-    wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
-    return wrapper
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -136,7 +109,7 @@ async def _wait_json(path: Path, limit: float) -> dict[str, Any]:
 async def test_chromium_behind_nat_connects_to_aiortc(
     lab: NatLab, tmp_path: Path, nat: str, path: str
 ) -> None:
-    alice = await lab.add_host("alice", nat=nat)  # type: ignore[arg-type]
+    await lab.add_host("alice", nat=nat)  # type: ignore[arg-type]
     await lab.add_host("bob", nat=nat)  # type: ignore[arg-type]
     signal_dir = tmp_path / "signal"
     signal_dir.mkdir()
@@ -168,7 +141,7 @@ async def test_chromium_behind_nat_connects_to_aiortc(
             # NOTFOUND even for an IP literal (the last --host-resolver-rules wins).
             rules = f"--host-resolver-rules={HOST_RESOLVER_RULES}, EXCLUDE {lab.public_address}"
             async with launch_chromium(
-                executable_path=str(_chromium_in(alice.namespace, tmp_path, tls.ca_file)),
+                executable_path=str(lab.chromium_launcher("alice", tmp_path, trust=tls.ca_file)),
                 fake_media=False,
                 extra_args=[rules],
             ) as browser:

@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -22,6 +23,7 @@ from rtckit.ice.turn import TurnRestAuth
 from rtckit.stun.server import stun_binding
 from rtckit.testing import require_executable, require_root
 from rtckit.testing.natlab import (
+    PUBLIC_HOST,
     LabTls,
     NatLab,
     NatType,
@@ -147,6 +149,105 @@ async def test_host_names_are_checked(lab: NatLab) -> None:
         await lab.add_host("Bad-Name")
     with pytest.raises(ConfigurationError):
         await lab.add_host("bob", nat="full-cone")  # type: ignore[arg-type]
+
+
+def _inode(path: str) -> int:
+    return Path(path).stat().st_ino
+
+
+def _thread_namespace() -> int:
+    return _inode("/proc/thread-self/ns/net")
+
+
+async def test_inside_moves_the_calling_thread_and_back(lab: NatLab) -> None:
+    await lab.add_host("alice")
+    own = _thread_namespace()
+    public = _inode(f"/run/netns/{lab.public_namespace}")
+    loop = asyncio.get_running_loop()
+    received: asyncio.Queue[bytes] = asyncio.Queue()
+
+    class Receiver(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+            received.put_nowait(data)
+
+    with pytest.raises(OSError, match="assign"):  # the lab's address is not the host's
+        await loop.create_datagram_endpoint(Receiver, local_addr=(lab.public_address, 7000))
+    with lab.inside(PUBLIC_HOST):
+        assert _thread_namespace() == public
+        transport, _ = await loop.create_datagram_endpoint(
+            Receiver, local_addr=(lab.public_address, 7000)
+        )
+    assert _thread_namespace() == own
+    try:
+        # the socket stays in the public namespace: a host of the lab reaches it
+        sender = f"import socket; socket.socket(2, 2).sendto(b'hi', ({lab.public_address!r}, 7000))"
+        result = await lab.run("alice", [sys.executable, "-c", sender], timeout=20)
+        assert result.returncode == 0, result.stderr
+        async with asyncio.timeout(5):
+            assert await received.get() == b"hi"
+    finally:
+        transport.close()
+    with pytest.raises(ConfigurationError), lab.inside("nobody"):
+        pass
+    assert _thread_namespace() == own
+
+
+async def _blast(lab: NatLab, host: str, *, bitrate: int, seconds: float) -> int:
+    """Send 1000-byte datagrams from ``pub`` to *host* at *bitrate* for *seconds*; count
+    those that arrive."""
+    receiver = lab.socket_factory(host)(socket.AF_INET, socket.SOCK_DGRAM)
+    sender = lab.socket_factory(PUBLIC_HOST)(socket.AF_INET, socket.SOCK_DGRAM)
+    with receiver, sender:
+        receiver.bind((lab.host(host).address, 9000))
+        receiver.setblocking(False)
+        count = 0
+        interval = 1000 * 8 / bitrate
+        started = time.monotonic()
+        for sent in range(int(seconds / interval)):
+            sender.sendto(bytes(1000), (lab.host(host).address, 9000))
+            await asyncio.sleep(max(0.0, started + (sent + 1) * interval - time.monotonic()))
+            while True:
+                try:
+                    receiver.recv(2000)
+                except BlockingIOError:
+                    break
+                count += 1
+        await asyncio.sleep(0.3)  # the queue drains
+        while True:
+            try:
+                receiver.recv(2000)
+            except BlockingIOError:
+                return count
+            count += 1
+
+
+async def test_shape_downlink_limits_what_a_host_receives(lab: NatLab) -> None:
+    require_executable("tc", hint="apt-get install iproute2")
+    await lab.add_host("alice")
+    await lab.add_host("bob", nat="cone")
+    assert await lab.shaping_stats("alice") is None
+    await lab.shape_downlink("alice", 400_000, queue=0.1)
+    # 2 Mbit/s for 1 s toward a 400 kbit/s link: about 50 kB pass (plus the queue and the
+    # burst, 8 kB), the rest is dropped
+    arrived = await _blast(lab, "alice", bitrate=2_000_000, seconds=1.0)
+    stats = await lab.shaping_stats("alice")
+    assert stats is not None
+    assert 35 <= arrived <= 80, arrived
+    assert stats.sent_packets >= arrived
+    assert stats.dropped >= 250 - 80, stats
+    # changed in place, then lifted: everything arrives
+    await lab.shape_downlink("alice", 4_000_000)
+    assert await _blast(lab, "alice", bitrate=2_000_000, seconds=0.5) >= 120
+    await lab.shape_downlink("alice", None)
+    assert await lab.shaping_stats("alice") is None
+    assert await _blast(lab, "alice", bitrate=2_000_000, seconds=0.5) >= 120
+    # a host behind a NAT: its NAT's port on the bridge
+    await lab.shape_downlink("bob", 100_000)
+    assert await lab.shaping_stats("bob") is not None
+    with pytest.raises(ConfigurationError):
+        await lab.shape_downlink("alice", 1000)
+    with pytest.raises(ConfigurationError):
+        await lab.shape_downlink("nobody", 100_000)
 
 
 CRASHING_OWNER = """

@@ -64,11 +64,12 @@ import secrets
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -92,6 +93,7 @@ __all__ = [
     "NatType",
     "PeerResult",
     "RunResult",
+    "ShapingStats",
     "cleanup_stale",
     "connect_peers",
     "lab_tls",
@@ -136,6 +138,19 @@ class LabHost:
     nat: NatType | None
     #: Namespace of the host's NAT, or ``None``.
     nat_namespace: str | None
+
+
+@attrs.frozen(kw_only=True)
+class ShapingStats:
+    """Counters of the queue :meth:`NatLab.shape_downlink` put toward a host (``tc -s``)."""
+
+    #: bytes and packets that left the queue toward the host
+    sent_bytes: int
+    sent_packets: int
+    #: packets dropped because the queue was full
+    dropped: int
+    #: bytes waiting in the queue now
+    backlog_bytes: int
 
 
 @attrs.frozen(kw_only=True)
@@ -329,6 +344,13 @@ def _setns() -> Callable[[int, int], int]:
     return function
 
 
+def _enter_namespace(descriptor: int, what: str) -> None:
+    """Move the calling thread into the network namespace open as *descriptor*."""
+    if _setns()(descriptor, _CLONE_NEWNET) != 0:
+        number = ctypes.get_errno()
+        raise OSError(number, f"setns into {what}: {os.strerror(number)}")
+
+
 def _socket_in_namespace(
     namespace: str, family: socket.AddressFamily, kind: socket.SocketKind
 ) -> socket.socket:
@@ -345,9 +367,7 @@ def _socket_in_namespace(
         try:
             descriptor = os.open(f"/run/netns/{namespace}", os.O_RDONLY | os.O_CLOEXEC)
             try:
-                if _setns()(descriptor, _CLONE_NEWNET) != 0:
-                    number = ctypes.get_errno()
-                    raise OSError(number, f"setns into {namespace}: {os.strerror(number)}")
+                _enter_namespace(descriptor, namespace)
                 made.append(socket.socket(family, kind))
             finally:
                 os.close(descriptor)
@@ -407,6 +427,8 @@ class NatLab:
         self._terminate_grace = terminate_grace
         self.prefix = "rk" + secrets.token_hex(3)
         self._hosts: dict[str, LabHost] = {}
+        #: each host's port on the bridge (in ``pub``): its downlink leaves through it
+        self._ports: dict[str, str] = {}
         self._namespaces: list[str] = []
         self._processes: list[asyncio.subprocess.Process] = []
         self._started = False
@@ -589,6 +611,7 @@ class NatLab:
                 raise ConfigurationError(f"a NatLab holds at most {_MAX_HOSTS} hosts")
             host = await self._build_host(name, index, nat)
             self._hosts[name] = host
+            self._ports[name] = f"v{index}"
             return host
 
     async def _plug_into_bridge(self, namespace: str, ifname: str, index: int) -> None:
@@ -718,6 +741,128 @@ class NatLab:
         :func:`rtckit.stun.server.stun_binding`'s *socket_factory*.
         """
         return functools.partial(_socket_in_namespace, self._namespace_of(host))
+
+    @contextlib.contextmanager
+    def inside(self, host: str) -> Iterator[None]:
+        """Move the calling thread into *host*'s namespace for the block (``"pub"``: public).
+
+        Sockets made in the block belong to that namespace and stay there after it, and so do
+        the interfaces they see: an rtckit server started in the block on the thread of the
+        event loop (aiohttp, aiortc's ICE candidates) serves the lab from this very process,
+        where a test can read its state. Processes started from the thread in the block start
+        in the namespace too. Only the calling thread moves (``setns``); it moves back at the
+        end of the block. Blocks may nest.
+        """
+        if not self._started or self._closed:
+            raise ConfigurationError("inside() needs a started, open NatLab")
+        target = os.open(f"/run/netns/{self._namespace_of(host)}", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            own = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        except BaseException:
+            os.close(target)
+            raise
+        try:
+            _enter_namespace(target, host)
+            try:
+                yield
+            finally:
+                _enter_namespace(own, "the thread's own namespace")
+        finally:
+            os.close(target)
+            os.close(own)
+
+    async def shape_downlink(
+        self,
+        host: str,
+        bitrate: int | None,
+        *,
+        queue: float = 0.1,
+        burst: int = 3028,
+    ) -> None:
+        """Limit what *host* receives from the public network to *bitrate* bit/s (None: lift it).
+
+        A token bucket filter (``tc qdisc replace ... tbf``) on the bridge port toward the
+        host (for a host behind a NAT, toward its NAT): packets beyond the rate wait in a queue
+        that holds *queue* seconds at that rate and are dropped when it is full, as at the
+        bottleneck of a real access link. *burst*: bytes that may pass at once after a quiet
+        spell (at least one full Ethernet frame, 1514). What the host sends is not limited.
+        """
+        if bitrate is not None and (bitrate < 8000 or queue <= 0 or burst < 1514):
+            raise ConfigurationError(
+                "shape_downlink() needs bitrate >= 8000 bit/s, queue > 0 and burst >= 1514"
+            )
+        port = self._port_of(host)
+        if bitrate is None:
+            argv = ["tc", "qdisc", "del", "dev", port, "root"]
+        else:
+            argv = [
+                "tc", "qdisc", "replace", "dev", port, "root", "tbf", "rate", f"{bitrate}bit",
+                "burst", str(burst), "latency", f"{queue * 1000:.0f}ms",
+            ]  # fmt: skip
+        await _exec(
+            ["ip", "netns", "exec", self.public_namespace, *argv], limit=self._command_timeout
+        )
+
+    async def shaping_stats(self, host: str) -> ShapingStats | None:
+        """The counters of *host*'s downlink queue, None while it is not shaped."""
+        port = self._port_of(host)
+        result = await _exec(
+            ["ip", "netns", "exec", self.public_namespace, "tc", "-j", "-s", "qdisc", "show",
+             "dev", port],
+            limit=self._command_timeout,
+        )  # fmt: skip
+        for qdisc in json.loads(result.stdout or "[]"):
+            if qdisc.get("kind") == "tbf":
+                return ShapingStats(
+                    sent_bytes=int(qdisc["bytes"]),
+                    sent_packets=int(qdisc["packets"]),
+                    dropped=int(qdisc["drops"]),
+                    backlog_bytes=int(qdisc["backlog"]),
+                )
+        return None
+
+    def _port_of(self, host: str) -> str:
+        self.host(host)  # a clear error for an unknown host
+        return self._ports[host]
+
+    def chromium_launcher(self, host: str, directory: Path, *, trust: Path | None = None) -> Path:
+        """Write a launcher that runs the system Chromium inside *host*'s namespace.
+
+        Give it to :func:`rtckit.testing.browser.launch_chromium` as *executable_path*: it
+        runs ``exec ip netns exec <namespace> /usr/bin/chromium``, so Playwright's pipes to
+        the browser survive. The browser gets a fresh ``$HOME`` under *directory*; with *trust*
+        (a CA certificate, e.g. :attr:`LabTls.ca_file`) the NSS database there trusts that CA,
+        which Chromium checks ``turns:`` and HTTPS certificates against (``certutil``, from
+        ``libnss3-tools``). Pages reach the lab's servers by IP address: pass
+        ``--host-resolver-rules`` with ``EXCLUDE`` of those addresses, or Chromium's rule
+        that resolves no name refuses them too.
+        """
+        namespace = self._namespace_of(host)
+        home = directory / f"home-{host}"
+        nssdb = home / ".pki" / "nssdb"
+        nssdb.mkdir(parents=True)
+        if trust is not None:
+            certutil = shutil.which("certutil")
+            if certutil is None:
+                raise SystemComponentError(
+                    "certutil is not installed (apt-get install libnss3-tools)"
+                )
+            for argv in (
+                [certutil, "-d", f"sql:{nssdb}", "-N", "--empty-password"],
+                [certutil, "-d", f"sql:{nssdb}", "-A", "-n", "rtckit-lab", "-t", "CP,,",
+                 "-i", str(trust)],
+            ):  # fmt: skip
+                done = subprocess.run(argv, check=False, capture_output=True, timeout=30)
+                if done.returncode != 0:
+                    raise SystemComponentError(
+                        f"{' '.join(argv)} failed: {done.stderr.decode(errors='replace')}"
+                    )
+        launcher = directory / f"chromium-in-{host}"
+        launcher.write_text(
+            f'#!/bin/sh\nHOME={home} exec ip netns exec {namespace} /usr/bin/chromium "$@"\n'
+        )
+        launcher.chmod(0o755)
+        return launcher
 
     def coturn_config(
         self, auth: TurnRestAuth, *, tls: LabTls | None = None, **changes: Any
