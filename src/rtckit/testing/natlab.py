@@ -38,7 +38,12 @@ a new user namespace it is root over its own network namespaces, with a private 
 everything it made disappears when it exits.
 
 Servers run in ``pub``: :meth:`NatLab.run_coturn` runs :mod:`rtckit.coturn`'s coturn there,
-:meth:`NatLab.run_stun_server` rtckit's own STUN server. Example::
+:meth:`NatLab.run_stun_server` rtckit's own STUN server. A server can also run in the calling
+process: inside a :meth:`NatLab.inside` block the event loop's thread is in ``pub``, so an
+rtckit server started there (aiohttp, aiortc's ICE sockets) serves the lab while the test
+reads its state. :meth:`NatLab.chromium_launcher` runs Chromium on a host, and
+:meth:`NatLab.shape_downlink` limits what a host receives (``tc``), as a slow access link
+does. Example::
 
     auth = TurnRestAuth(secrets=[secret])
     async with NatLab() as lab:
