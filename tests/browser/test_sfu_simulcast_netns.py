@@ -380,7 +380,8 @@ async def test_layers_over_shaped_links(lab: NatLab, tmp_path: Path) -> None:
                 assert queue is not None
                 print(
                     f"netns: 'slow' over {WATCH} s on its link: layers"
-                    f" {''.join(x or '-' for x in layers)}, {fps:.1f} frames/s decoded,"
+                    f" {''.join(x or '-' for x in layers)}, 160-pixel frames"
+                    f" {widths.count(160) / len(widths):.0%}, {fps:.1f} frames/s decoded,"
                     f" longest stall {longest:.1f} s, freezes"
                     f" {previous['freezes'] - first['freezes']}"
                     f" ({previous['frozen'] - first['frozen']:.1f} s),"
