@@ -751,12 +751,13 @@ class NatLab:
     def inside(self, host: str) -> Iterator[None]:
         """Move the calling thread into *host*'s namespace for the block (``"pub"``: public).
 
-        Sockets made in the block belong to that namespace and stay there after it, and so do
-        the interfaces they see: an rtckit server started in the block on the thread of the
-        event loop (aiohttp, aiortc's ICE candidates) serves the lab from this very process,
-        where a test can read its state. Processes started from the thread in the block start
-        in the namespace too. Only the calling thread moves (``setns``); it moves back at the
-        end of the block. Blocks may nest.
+        Sockets made in the block belong to that namespace and stay there after it, and the
+        interfaces listed in the block are the namespace's: an rtckit server started in the
+        block on the event loop's thread (aiohttp's listening socket, aiortc's ICE candidates
+        and sockets) serves the lab from this very process, where a test can read its state.
+        Processes and threads started from the thread in the block (an executor's workers
+        too) start in the namespace and stay there. Only the calling thread moves
+        (``setns``); it moves back at the end of the block. Blocks may nest.
         """
         if not self._started or self._closed:
             raise ConfigurationError("inside() needs a started, open NatLab")
