@@ -75,6 +75,7 @@ from rtckit.signaling import OpenAuth, RoomConfig, SignalingClient, SignalingCon
 from rtckit.signaling.wsserver import SignalingServer  # noqa: E402
 from rtckit.testing import require_executable  # noqa: E402
 from rtckit.testing.browser import launch_chromium  # noqa: E402
+from rtckit.testing.labroom import SIMULCAST_TRIAL  # noqa: E402
 from rtckit.topology import TrackPublished, join_room  # noqa: E402
 from rtckit.topology.sfu import SfuRoom, SfuServerStrategy  # noqa: E402
 from rtckit.topology.strategies import RoomStrategies  # noqa: E402
@@ -677,9 +678,6 @@ def write_svg(sfu: list[dict[str, Any]], relay: list[dict[str, Any]]) -> None:
 
 # --- simulcast: a Chromium publisher, aiortc subscribers spread over its layers ----------------
 
-# rtckit.js's three layers at a 640x360 capture need this trial (see tests/browser/
-# test_sfu_simulcast.py: libwebrtc allows two layers for that size by default).
-SIMULCAST_TRIAL = "--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/"
 SIM_FPS = 15
 QUALITY_WIDTH = {"low": 160, "medium": 320, "high": 640}
 # the constrained subscriber's limit: this share of the top layer's rate

@@ -16,12 +16,12 @@ from typing import Any
 
 from playwright.async_api import Page
 
-from browser.test_sfu_simulcast import SIMULCAST_TRIAL
 from rtckit.server.app import _APP_KEY, RtcKitServer
 from rtckit.server.config import AuthSettings, ServeConfig, ServerSettings
 from rtckit.sfu.engine import Subscription
 from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
+from rtckit.testing.labroom import SIMULCAST_TRIAL
 from rtckit.topology.sfu import SfuServerStrategy
 
 TIMEOUT = 150

@@ -23,13 +23,13 @@ from browser.test_sfu_room import site
 from browser.test_sfu_simulcast import (
     JOIN,
     OUTBOUND,
-    SIMULCAST_TRIAL,
     frames_of_width,
     subscriber,
     track_of,
 )
 from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
+from rtckit.testing.labroom import SIMULCAST_TRIAL
 from rtckit.topology.sfu import SfuServerStrategy
 
 #: Chromium's fake camera is easy to encode: its layers take about 60, 105 and 200 kbit/s

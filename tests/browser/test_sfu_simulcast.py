@@ -2,7 +2,7 @@
 
 The page publishes its fake camera at 640x360, 15 fps, with rtckit.js's three layers (q/h/f,
 160x90, 320x180, 640x360). Chromium limits a 640x360 capture to two layers by default
-(libwebrtc's simulcast format table); the field trial below lifts that limit so that three
+(libwebrtc's simulcast format table); labroom's SIMULCAST_TRIAL lifts that limit so that three
 layers run without the CPU cost of a 1280x720 capture on a loaded machine. Two aiortc
 participants subscribe: one asks for "low" and decodes 160-pixel frames, one keeps "high"
 and decodes 640-pixel frames, then switches high -> low -> high with frames decoding across
@@ -28,10 +28,9 @@ from rtckit.sfu.rtp import parse_rtp_header
 from rtckit.signaling import SignalingClient
 from rtckit.testing import require_executable
 from rtckit.testing.browser import launch_chromium
+from rtckit.testing.labroom import SIMULCAST_TRIAL
 from rtckit.topology import TrackPublished, join_room
 from rtckit.topology.sfu import SfuRoom, SfuServerStrategy
-
-SIMULCAST_TRIAL = "--force-fieldtrials=WebRTC-LegacySimulcastLayerLimit/Disabled/"
 
 JOIN = """async ([url]) => {
   const sig = await window.rtc.connectSignaling(url, {room: "sfu"});
