@@ -283,6 +283,32 @@ def table(rounds: Sequence[Round], args: argparse.Namespace) -> list[str]:
     return lines
 
 
+def goals(rounds: Sequence[Round], args: argparse.Namespace) -> list[str]:
+    """The medians against the issue's goals, one sentence."""
+
+    def against(values: Sequence[float | None], goal: float, bound: float) -> str:
+        found = [v for v in values if v is not None]
+        if not found:
+            return f"never within {bound:g} s (goal: {goal:g} s)"
+        value = statistics.median(found)
+        missed = len(values) - len(found)
+        return (
+            f"{value:.1f} s ({'met' if value <= goal and not missed else 'not met'}:"
+            f" goal {goal:g} s{f'; {missed} round(s) beyond {bound:g} s' if missed else ''})"
+        )
+
+    frozen = statistics.median(r.slow.frozen_share for r in rounds)
+    free = statistics.median(r.free.frozen_share for r in rounds)
+    return textwrap.wrap(
+        f"Medians against the goals: the page decodes a lower layer"
+        f" {against([r.page_down for r in rounds], 2.0, args.shaped)} after the shaping and"
+        f" 640-pixel frames again {against([r.page_up for r in rounds], 10.0, args.climb_limit)}"
+        f" after the lift; the shaped subscriber is frozen {frozen:.1%} of its shaped time"
+        f" ({'met' if frozen < 0.01 else 'not met'}: goal under 1%), the free one {free:.1%}.",
+        92,
+    )
+
+
 def machine() -> str:
     """Cores, Python, Chromium and the load, for the page."""
     try:
@@ -341,6 +367,8 @@ def page(rounds: Sequence[Round], args: argparse.Namespace) -> str:
         *textwrap.wrap(f"Machine: {machine()}. {sfu_commit()}.", 92),
         "",
         *table(rounds, args),
+        "",
+        *goals(rounds, args),
         "",
         "How each figure is taken (the SFU's layer and the page's ``inbound-rtp`` statistics",
         f"are read every {STEP:g} s or so):",

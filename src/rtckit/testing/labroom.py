@@ -59,9 +59,10 @@ _JOIN = """async ([url, room, publish, publisher, quality]) => {
   return sig.peerId;
 }"""
 
-#: Page script: the publisher's per-rid [frame width, frames encoded, limitation, media bytes
-#: sent (without retransmissions: libwebrtc probes its uplink with unasked ones), target
-#: bit/s], and its selected candidate pair's ``availableOutgoingBitrate``
+#: The page script that gives the publisher's per-rid [frame width, frames encoded,
+#: limitation, media bytes sent (without retransmissions: libwebrtc probes its uplink with
+#: unasked ones), target bit/s], and its selected candidate pair's
+#: ``availableOutgoingBitrate``
 OUTBOUND = """async () => {
   const report = await window.room.session.pc.getStats();
   const layers = {};
@@ -82,8 +83,9 @@ OUTBOUND = """async () => {
   return {layers, available, at: performance.now()};
 }"""
 
-#: Page script: a subscriber's inbound video from the publisher given as argument (null
-#: before it arrives); ``frozen`` is Chromium's ``totalFreezesDuration`` in seconds
+#: The page script that gives a subscriber's inbound video from the publisher given as
+#: argument (null before it arrives); ``frozen`` is Chromium's ``totalFreezesDuration`` in
+#: seconds
 INBOUND = """async (publisher) => {
   const room = window.room;
   if (!room.session || !room.session.pc) return null;
