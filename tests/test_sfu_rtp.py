@@ -421,6 +421,37 @@ def test_rewriter_nack_lookup_and_retransmission() -> None:
     assert plain.retransmission(data, parse_rtp_header(data)) is None
 
 
+def test_a_nack_for_the_segment_before_a_switch_is_still_answered() -> None:
+    """A simulcast layer switch starts a new segment; packets sent just before it were lost
+    on the way and asked for after it: they are re-sent with the numbers they were sent with
+    (aiortc's jitter buffer waits for such a hole until 512 packets later)."""
+    rw = StreamRewriter(params(rtx_ssrc=0x7777, rtx_payload_type=101))
+    old = [make_packet(ssrc=0x1111, seq=seq, ts=seq * 10) for seq in range(100, 110)]
+    for data in old:
+        assert rw.rewrite(data, parse_rtp_header(data), 0.0, keyframe=True) is not None
+    rw.switch(0x2222)  # to another layer, from its next keyframe
+    assert rw.incoming_sequence_number(1009) == (0x1111, 109)  # waiting: still the old one
+    new = make_packet(ssrc=0x2222, seq=7000, ts=99)
+    out = rw.rewrite(new, parse_rtp_header(new), 0.1, keyframe=True)
+    assert out is not None
+    assert parse_rtp_header(out).sequence_number == 1010
+    assert rw.incoming_sequence_number(1010) == (0x2222, 7000)
+    assert rw.incoming_sequence_number(1008) == (0x1111, 108)
+    assert rw.incoming_sequence_number(999) is None
+    rtx = rw.retransmission(old[8], parse_rtp_header(old[8]))
+    assert rtx is not None
+    rh = parse_rtp_header(rtx)
+    assert (rh.ssrc, rh.payload_type) == (0x7777, 101)
+    assert rtx[rh.payload_offset : rh.payload_offset + 2] == struct.pack("!H", 1008)
+    # only the last PREVIOUS_SEGMENTS segments are kept
+    for n in range(StreamRewriter.PREVIOUS_SEGMENTS):
+        rw.switch(0x3000 + n)
+        data = make_packet(ssrc=0x3000 + n, seq=1, ts=1)
+        assert rw.rewrite(data, parse_rtp_header(data), 0.2 + n, keyframe=True) is not None
+    assert rw.incoming_sequence_number(1008) is None
+    assert rw.retransmission(old[8], parse_rtp_header(old[8])) is None
+
+
 def test_retransmission_names_the_rtx_of_the_packets_codec() -> None:
     # Two codecs forwarded (a publisher may send either): each has its own RTX payload type.
     rw = StreamRewriter(
@@ -465,6 +496,20 @@ def test_packet_cache() -> None:
     assert cache.get(2, 5) is None
     cache.clear()
     assert cache.get(1, 5) is None
+
+
+def test_packet_cache_keeps_each_source_apart() -> None:
+    """Simulcast layers number their packets on their own: one must not evict another's."""
+    cache = PacketCache(4, max_sources=2)
+    cache.put(1, 10, b"a")
+    cache.put(2, 14, b"b")  # the same slot, another layer
+    assert cache.get(1, 10) == b"a"
+    assert cache.get(2, 14) == b"b"
+    cache.put(3, 1, b"c")  # a third source evicts the oldest
+    assert cache.get(1, 10) is None
+    assert (cache.get(2, 14), cache.get(3, 1)) == (b"b", b"c")
+    with pytest.raises(ConfigurationError):
+        PacketCache(4, max_sources=0)
 
 
 def test_keyframe_limiter_coalesces() -> None:

@@ -142,7 +142,7 @@ def _cache_size(_: object, attribute: attrs.Attribute[int], value: int) -> None:
 class SfuConfig:
     """Tuning of an :class:`SfuRouter`. Times are in seconds."""
 
-    #: packets kept per published track to answer NACKs (a power of two)
+    #: packets kept per published track (per simulcast layer) to answer NACKs (a power of two)
     packet_cache_size: int = attrs.field(default=512, validator=_cache_size)
     #: minimum time between two keyframe requests sent upstream for one track
     keyframe_request_interval: float = attrs.field(default=0.3, validator=_positive)
