@@ -181,3 +181,112 @@ def test_steady_conditions_settle(estimate: float, loss: float) -> None:
     assert changes <= 2 * (60 / LayerPolicy().probe_interval_max) + 4
     if estimate >= RATES[2] * 1.2:
         assert set(layers) == {2}
+
+
+# --- probing with padding (the subscriber negotiated RTX) -----------------------------------
+
+
+def padding(sel: LayerSelector) -> float | None:
+    """The padding asked for now (a function: mypy keeps no narrowing of a call's result)."""
+    return sel.probe_bitrate
+
+
+def probing(sel: LayerSelector) -> bool:
+    return sel.probing
+
+
+def test_a_padding_probe_keeps_the_layer_and_asks_for_the_missing_rate() -> None:
+    sel = LayerSelector()
+    run(sel, 0, 3, 300_000, ceiling=0)  # on the bottom layer
+    assert sel.update(3, 300_000, 0.0, RATES, 2, padding=True) == 0
+    assert sel.probing
+    assert sel.probe_target == 1
+    assert sel.probe_bitrate == RATES[1] - RATES[0]
+    # clean reports for the window: the probe holds, the layer moves up
+    layers = [sel.update(3 + 0.5 * i, 300_000, 0.0, RATES, 2, padding=True) for i in range(1, 5)]
+    assert layers[:3] == [0, 0, 0]
+    assert layers[3] == 1
+    assert padding(sel) is None
+    assert not probing(sel)
+
+
+def test_a_padding_probe_that_loses_packets_stops_without_touching_the_layer() -> None:
+    sel = LayerSelector()
+    run(sel, 0, 3, 300_000, ceiling=0)
+    assert sel.update(3, 300_000, 0.0, RATES, 2, padding=True) == 0
+    assert padding(sel) is not None
+    assert sel.loss_seen(3.2)  # a NACK: the link overflows
+    assert padding(sel) is None
+    assert not probing(sel)
+    assert sel.layer == 0
+    assert not sel.loss_seen(3.3)  # no probe any more: nothing to end
+    # and a lossy receiver report does the same
+    sel = LayerSelector()
+    run(sel, 0, 3, 300_000, ceiling=0)
+    sel.update(3, 300_000, 0.0, RATES, 2, padding=True)
+    assert sel.update(3.5, 300_000, 0.3, RATES, 2, padding=True) == 0
+    assert padding(sel) is None
+
+
+def test_a_padding_probe_ends_when_the_ceiling_drops_below_its_target() -> None:
+    sel = LayerSelector()
+    run(sel, 0, 3, 300_000, ceiling=0)
+    sel.update(3, 300_000, 0.0, RATES, 2, padding=True)
+    assert sel.probe_target == 1
+    assert sel.update(3.5, 300_000, 0.0, RATES, 0, padding=True) == 0
+    assert padding(sel) is None
+
+
+def test_a_constrained_subscriber_never_leaves_its_layer_for_a_probe() -> None:
+    """With padding, a link that carries the bottom layer only keeps the bottom layer all
+    along (the probes fail on loss, the video is never switched), and climbs back within
+    10 s once the link is free."""
+    sel = LayerSelector()
+    link = 300_000.0
+    timeline = []
+    now = 0.0
+    while now < 60:
+        if now >= 30:
+            link = 10_000_000.0
+        layer = sel.layer if sel.layer is not None else 2
+        sent = RATES[layer] + (sel.probe_bitrate or 0.0)
+        loss = 0.3 if sent > link else 0.0
+        if loss and padding(sel) is not None:
+            sel.loss_seen(now)  # the NACKs of the lost packets
+        estimate = min(1.5 * sent, link * 0.9)
+        result = sel.update(now, estimate, loss, RATES, 2, padding=True)
+        assert result is not None
+        timeline.append((now, result))
+        now += 0.5
+    shaped = [layer for t, layer in timeline if 5 <= t < 30]
+    assert set(shaped) == {0}
+    back = next(t for t, layer in timeline if t >= 30 and layer == 2)
+    assert back - 30 <= 10
+    assert all(layer == 2 for t, layer in timeline if t >= back)
+
+
+@given(st.lists(conditions, min_size=1, max_size=80), st.lists(st.booleans(), max_size=80))
+def test_padding_probes_never_move_faster_than_the_holds(
+    steps: list[tuple[float | None, float | None, int]], nacks: list[bool]
+) -> None:
+    policy = LayerPolicy()
+    sel = LayerSelector(policy)
+    last_change = None
+    previous = None
+    for i, (estimate, loss, ceiling) in enumerate(steps):
+        now = i * 0.25
+        if i < len(nacks) and nacks[i]:
+            sel.loss_seen(now)
+        layer = sel.update(now, estimate, loss, RATES, ceiling, padding=True)
+        assert layer is not None
+        assert layer <= ceiling
+        rate = padding(sel)
+        if rate is not None:
+            assert sel.probe_target is not None
+            assert sel.probe_target > layer
+            assert 0 <= rate <= max(RATES)
+        if previous is not None and layer != previous:
+            if last_change is not None and layer > previous:
+                assert now - last_change >= policy.up_hold
+            last_change = now
+        previous = layer

@@ -62,6 +62,7 @@ from rtckit.sfu.rtp import (
     RtcpPli,
     RtcpReceiverReport,
     RtcpRemb,
+    RtcpReportBlock,
     RtcpSenderReport,
     RtpHeader,
     build_fir,
@@ -178,6 +179,18 @@ class SfuConfig:
     #: retransmission is not sent again: aiortc's receiver repeats every packet still missing
     #: in each NACK, which on a congested link would multiply the traffic that congests it
     retransmission_interval: float = attrs.field(default=0.5, validator=_positive)
+    #: a retransmission is sent again, up to this many times, every
+    #: ``repair_retry_interval``, until a NACK of the subscriber no longer lists its packet:
+    #: aiortc's receiver asks for a missing packet only when a new gap appears, and its
+    #: jitter buffer waits for a hole until 512 packets later, so a retransmission lost
+    #: on a congested link (the last ones before the SFU moves the subscriber down) would
+    #: freeze its picture for tens of seconds. When the repeats are used up without a NACK
+    #: saying the packet arrived, the subscriber's stream restarts at a keyframe of its
+    #: layer (requested at once), its sequence numbers skipping
+    #: ``rtckit._aiortc.AIORTC_JITTER_SKIP`` so that aiortc's jitter buffer drops the hole
+    #: (at most once per ``repair_retry_interval`` times four). 0 disables both.
+    repair_retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
+    repair_retry_interval: float = attrs.field(default=0.25, validator=_positive)
 
 
 @attrs.frozen
@@ -210,6 +223,10 @@ class SfuStats:
     nacks_answered: int
     #: lost packets asked for that were not cached (relayed upstream)
     nacks_missed: int
+    #: retransmissions sent again unasked (``SfuConfig.repair_retries``)
+    retransmissions_repeated: int
+    #: subscriber streams restarted at a keyframe after a loss they could not repair
+    keyframe_restarts: int
     #: NACK messages sent upstream (relayed cache misses and the SFU's own)
     nacks_relayed: int
     #: lost publisher packets the SFU asked for itself (upstream NACK), and RTX received
@@ -378,6 +395,8 @@ class _Counters:
         self.nacks_received = 0
         self.nacks_answered = 0
         self.nacks_missed = 0
+        self.retransmissions_repeated = 0
+        self.keyframe_restarts = 0
         self.nacks_relayed = 0
         self.nacks_generated = 0
         self.retransmissions_in = 0
@@ -645,6 +664,8 @@ class PublishedTrack:
                     continue
             counters.packets_out += 1
             counters.bytes_out += len(out)
+            if sub._repairs and now >= sub._next_repair:
+                await sub._repeat_repairs(self, now)
         if self._keyframe_wanted:
             self._keyframe_wanted = False
             if not keyframe:
@@ -955,6 +976,16 @@ class Subscription:
         self._loss: float | None = None
         #: outgoing sequence number -> when it was last retransmitted (bounded, see _on_rtcp)
         self._resent: dict[int, float] = {}
+        #: retransmitted outgoing sequence number -> (times sent, last sent), until a NACK
+        #: no longer lists it (see SfuConfig.repair_retries); and when to look at them next
+        self._repairs: dict[int, tuple[int, float]] = {}
+        self._next_repair = 0.0
+        #: when the stream last restarted at a keyframe, and the sequence numbers it skipped
+        #: (first one after the skip, how many) not yet covered by a receiver report
+        self._restarted: float | None = None
+        self._skips: list[tuple[int, int]] = []
+        #: highest sequence number and cumulative loss of the last receiver report
+        self._last_report: tuple[int, int] | None = None
         self._router = router
         self._publication: PublishedTrack | None = None
         self._rewriter: StreamRewriter | None = None
@@ -1140,6 +1171,10 @@ class Subscription:
                 interval = self._router.config.retransmission_interval
                 if len(self._resent) > 1024:
                     self._resent = {q: t for q, t in self._resent.items() if now - t < interval}
+                if self._repairs:
+                    # a NACK lists what is still missing: a repair it leaves out arrived
+                    lost = set(packet.lost)
+                    self._repairs = {q: r for q, r in self._repairs.items() if q in lost}
                 for out_seq in packet.lost:
                     sent_at = self._resent.get(out_seq)
                     if sent_at is not None and now - sent_at < interval:
@@ -1165,6 +1200,12 @@ class Subscription:
                     self._resent[out_seq] = now
                     counters.packets_out += 1
                     counters.bytes_out += len(out)
+                    if len(self._repairs) < _MAX_REPAIRS and self._router.config.repair_retries:
+                        tries = self._repairs.get(out_seq, (0, now))[0]
+                        self._repairs[out_seq] = (tries + 1, now)
+                        self._next_repair = min(
+                            self._next_repair, now + self._router.config.repair_retry_interval
+                        )
                 await pub._send_nack(missing, self._layer_ssrc)
             elif isinstance(packet, (RtcpPli, RtcpFir)):
                 counters.keyframe_requests_received += 1
@@ -1172,7 +1213,7 @@ class Subscription:
             elif isinstance(packet, RtcpReceiverReport):
                 for block in packet.reports:
                     if block.ssrc == self._ssrc:
-                        loss = block.fraction_lost / 256
+                        loss = self._reported_loss(block)
                         self._loss = loss if self._loss is None else max(self._loss, loss)
             elif isinstance(packet, RtcpRemb):
                 now = self._router.clock()
@@ -1180,8 +1221,99 @@ class Subscription:
                 pub.bandwidth.update(self, packet.bitrate, now)
                 await pub._send_bandwidth(now)
 
+    def _reported_loss(self, block: RtcpReportBlock) -> float:
+        """The loss fraction of a receiver report block, not counting skipped numbers.
+
+        A report covering a restart's skip counts the skipped numbers as lost; its loss is
+        then computed again from its cumulative loss and highest sequence number.
+        """
+        previous, self._last_report = (
+            self._last_report,
+            (
+                block.highest_sequence,
+                block.packets_lost,
+            ),
+        )
+        if not self._skips or previous is None:
+            return block.fraction_lost / 256
+        expected = (block.highest_sequence - previous[0]) & 0xFFFFFFFF
+        if expected >= 0x80000000:
+            return block.fraction_lost / 256  # a report older than the last one
+        skipped = 0
+        for first, count in list(self._skips):
+            if 0 < (first - previous[0]) & 0xFFFF <= expected:
+                skipped += count
+                self._skips.remove((first, count))
+        if not skipped:
+            return block.fraction_lost / 256
+        lost = block.packets_lost - previous[1] - skipped
+        return min(1.0, max(0, lost) / max(1, expected - skipped))
+
+    async def _repeat_repairs(self, pub: PublishedTrack, now: float) -> None:
+        """Send again the retransmissions no NACK has confirmed (``repair_retries``)."""
+        cfg = self._router.config
+        rewriter = self._rewriter
+        last = rewriter.last_sequence_number if rewriter is not None else None
+        self._next_repair = now + cfg.repair_retry_interval
+        counters = self._router._counters
+        given_up = False
+        for out_seq, (tries, sent_at) in list(self._repairs.items()):
+            if now - sent_at < cfg.repair_retry_interval:
+                self._next_repair = min(self._next_repair, sent_at + cfg.repair_retry_interval)
+                continue
+            del self._repairs[out_seq]
+            if tries > cfg.repair_retries:
+                given_up = True
+                continue
+            # aiortc takes a copy of a packet 100 older than its oldest hole for a restart
+            if last is None or (last - out_seq) & 0xFFFF > 64:
+                continue
+            found = rewriter.incoming_sequence_number(out_seq) if rewriter is not None else None
+            cached = pub.cache.get(*found) if found is not None else None
+            out = (
+                rewriter.retransmission(cached, parse_rtp_header(cached))
+                if cached is not None and rewriter is not None
+                else None
+            )
+            if out is None:
+                continue
+            try:
+                await self._send(out)
+            except ConnectionError:
+                counters.send_errors += 1
+                continue
+            self._repairs[out_seq] = (tries + 1, now)
+            self._resent[out_seq] = now
+            counters.retransmissions_repeated += 1
+            counters.packets_out += 1
+            counters.bytes_out += len(out)
+        if given_up:
+            await self._restart(pub, now)
+
+    async def _restart(self, pub: PublishedTrack, now: float) -> None:
+        """Give up repairing: continue at a keyframe, past the hole (``repair_retries``)."""
+        rewriter = self._rewriter
+        cfg = self._router.config
+        if rewriter is None or (
+            self._restarted is not None and now - self._restarted < 4 * cfg.repair_retry_interval
+        ):
+            return
+        self._restarted = now
+        self._repairs.clear()
+        if self._pending_ssrc is not None:  # the layer it was moving to anyway
+            self._layer_ssrc, self._pending_ssrc = self._pending_ssrc, None
+        source = self._layer_ssrc if pub.layers else pub.source_ssrc
+        last = rewriter.last_sequence_number
+        if last is not None:
+            skip = (last + 1 + _aiortc.AIORTC_JITTER_SKIP) & 0xFFFF, _aiortc.AIORTC_JITTER_SKIP
+            self._skips = [*self._skips[-7:], skip]
+        rewriter.restart(source, skip=_aiortc.AIORTC_JITTER_SKIP)
+        self._router._counters.keyframe_restarts += 1
+        await pub.request_keyframe(self._layer_ssrc if pub.layers else None)
+
     def _close(self) -> None:
         self.closed = True
+        self._repairs.clear()
         if self._publication is not None:
             self._publication.bandwidth.remove(self)
         track = self.transceiver.sender.track
@@ -1548,6 +1680,9 @@ def _log_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.warning("SFU keyframe request failed", exc_info=task.exception())
 
+
+#: retransmissions followed per subscription (SfuConfig.repair_retries)
+_MAX_REPAIRS = 256
 
 _NTP_EPOCH_OFFSET = 2208988800
 

@@ -113,6 +113,7 @@ class StreamRewriter:
         "_rebase",
         "_rtx_seq",
         "_seq_offset",
+        "_skip",
         "_src_ssrc",
         "_tl0_delta",
         "_ts_offset",
@@ -145,6 +146,7 @@ class StreamRewriter:
         self._pid_delta = 0
         self._tl0_delta = 0
         self._previous: list[_Segment] = []
+        self._skip = 0
         #: packets and payload octets sent on the outgoing stream (for sender reports)
         self.packets_sent = 0
         self.octets_sent = 0
@@ -177,6 +179,19 @@ class StreamRewriter:
         self._rebase = True
         self._expected_ssrc = source_ssrc
         self._waiting_keyframe = self.params.is_video
+
+    def restart(self, source_ssrc: int | None, *, skip: int) -> None:
+        """Give up on what was sent: start a new segment at the next keyframe of
+        *source_ssrc*, with sequence numbers *skip* past the last one sent.
+
+        For a receiver with a hole that cannot be repaired (see
+        :data:`rtckit._aiortc.AIORTC_JITTER_SKIP`). What was sent before is no longer
+        retransmitted.
+        """
+        self._previous.clear()
+        self._src_ssrc = None
+        self._skip = skip
+        self.switch(source_ssrc)
 
     def pause(self) -> None:
         """Stop forwarding; :meth:`resume` continues the stream without a sequence gap."""
@@ -327,7 +342,8 @@ class StreamRewriter:
             first_seq = self.params.initial_sequence_number
             first_ts = self.params.initial_timestamp
         else:
-            first_seq = (self._last_out_seq + 1) & _SEQ_MASK
+            first_seq = (self._last_out_seq + 1 + self._skip) & _SEQ_MASK
+            self._skip = 0
             gap = max(1, round((now - self._last_time) * self.params.clock_rate))
             first_ts = (self._last_out_ts + gap) & _TS_MASK
         self._seq_offset = (first_seq - in_seq) & _SEQ_MASK
