@@ -467,6 +467,65 @@ async def test_a_hole_that_cannot_be_repaired_restarts_the_stream_at_a_keyframe(
         await server.close()
 
 
+async def test_probe_padding_is_paced_bounded_and_leaves_the_video_alone(
+    router: SfuRouter,
+) -> None:
+    """While a layer selector probes (``probe_bitrate``), the subscriber gets RTX packets of
+    padding only at that rate: aiortc's receiver counts them for its estimate and discards
+    them, the video keeps decoding without a loss, and the padding stops with the probe
+    and when the subscription pauses."""
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    viewer = Subscriber(rtckit=True)
+    try:
+        await wait_for(lambda: len(pubs) == 1)
+        [sub] = await viewer.connect(router, "viewer", pubs)
+        await wait_for(lambda: viewer.frames["video"] >= 10)
+        selector = sub._selector
+        assert selector is not None
+        nacks = router.stats().nacks_received
+        frames = viewer.frames["video"]
+        start = router.stats().padding_bytes_sent
+        began = time.monotonic()
+        selector.probe_bitrate, selector.probe_target = 400_000.0, 1
+        sub._update_padding()
+        await asyncio.sleep(1.5)
+        sent = router.stats().padding_bytes_sent - start
+        rate = sent * 8 / (time.monotonic() - began)
+        print(f"padding {rate / 1000:.0f} kbit/s for a probe of 400 kbit/s")
+        assert 300_000 < rate <= 440_000
+        assert viewer.frames["video"] >= frames + 20  # still decoding
+        assert router.stats().nacks_received == nacks  # and nothing was lost
+        # a small rate is sent too (less than a packet per tick)
+        selector.probe_bitrate = 40_000.0
+        start, began = router.stats().padding_bytes_sent, time.monotonic()
+        await asyncio.sleep(1.0)
+        rate = (router.stats().padding_bytes_sent - start) * 8 / (time.monotonic() - began)
+        assert 25_000 < rate <= 50_000
+        # a probe asking for more than the bound gets the bound
+        selector.probe_bitrate = 50_000_000.0
+        start, began = router.stats().padding_bytes_sent, time.monotonic()
+        await asyncio.sleep(1.0)
+        rate = (router.stats().padding_bytes_sent - start) * 8 / (time.monotonic() - began)
+        assert rate <= router.config.probe_padding_max * 1.1
+        # the probe ends: the padding stops
+        selector.probe_bitrate = None
+        await asyncio.sleep(0.1)
+        assert sub._padding_task is None
+        stopped = router.stats().padding_packets_sent
+        await asyncio.sleep(0.2)
+        assert router.stats().padding_packets_sent == stopped
+        # a paused subscription gets none
+        selector.probe_bitrate = 400_000.0
+        router.pause(sub)
+        sub._update_padding()
+        await asyncio.sleep(0.2)
+        assert router.stats().padding_packets_sent == stopped
+    finally:
+        await viewer.close()
+        await pub_pc.close()
+        await server.close()
+
+
 async def test_publisher_leaves_and_comes_back(router: SfuRouter) -> None:
     events: list[Any] = []
 

@@ -606,3 +606,36 @@ def test_loss_tracker() -> None:
         tracker.add(seq)
     assert len(tracker.missing) <= 9
     assert max(tracker.missing) == 528
+
+
+def test_padding_packet() -> None:
+    """An RTP packet of padding only, as aiortc reads it: no payload, the padding counted."""
+    from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+    from rtckit.sfu.rtp import MAX_PADDING, build_padding
+
+    data = build_padding(
+        payload_type=97,
+        sequence_number=7,
+        timestamp=9,
+        ssrc=5,
+        size=200,
+        abs_send_time=(3, 1 << 40),
+    )
+    packet = RtpPacket.parse(data, HeaderExtensionsMap())
+    assert (packet.payload_type, packet.sequence_number, packet.ssrc) == (97, 7, 5)
+    assert packet.payload == b""
+    assert packet.padding_size == 200
+    header = parse_rtp_header(data)
+    assert [found for found, _, _ in iter_extensions(data, header)] == [3]
+    with pytest.raises(ValueError):
+        build_padding(payload_type=97, sequence_number=7, timestamp=9, ssrc=5, size=MAX_PADDING + 1)
+    # the rewriter sends it on the RTX stream, never before the first packet
+    rw = StreamRewriter(params(rtx_ssrc=0x7777, rtx_payload_type=101))
+    assert rw.padding(100) is None
+    first = make_packet(seq=1, ts=1)
+    assert rw.rewrite(first, parse_rtp_header(first), 0.0, keyframe=True) is not None
+    pad = rw.padding(100)
+    assert pad is not None
+    assert (parse_rtp_header(pad).ssrc, parse_rtp_header(pad).payload_type) == (0x7777, 101)
+    assert StreamRewriter(params()).padding(100) is None  # no RTX: no padding

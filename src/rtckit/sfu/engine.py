@@ -56,6 +56,7 @@ from rtckit.sfu.forward import (
     StreamRewriter,
 )
 from rtckit.sfu.rtp import (
+    MAX_PADDING,
     ExtensionRemap,
     RtcpFir,
     RtcpNack,
@@ -191,6 +192,9 @@ class SfuConfig:
     #: (at most once per ``repair_retry_interval`` times four). 0 disables both.
     repair_retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
     repair_retry_interval: float = attrs.field(default=0.25, validator=_positive)
+    #: the most padding (bit/s) sent to one subscriber while its selector probes the next
+    #: layer's rate (``LayerSelector.probe_bitrate``; subscribers with RTX only)
+    probe_padding_max: int = attrs.field(default=2_000_000, validator=_positive)
 
 
 @attrs.frozen
@@ -227,6 +231,9 @@ class SfuStats:
     retransmissions_repeated: int
     #: subscriber streams restarted at a keyframe after a loss they could not repair
     keyframe_restarts: int
+    #: padding packets (RTX, no payload) sent to probe subscribers' links, and their bytes
+    padding_packets_sent: int
+    padding_bytes_sent: int
     #: NACK messages sent upstream (relayed cache misses and the SFU's own)
     nacks_relayed: int
     #: lost publisher packets the SFU asked for itself (upstream NACK), and RTX received
@@ -397,6 +404,8 @@ class _Counters:
         self.nacks_missed = 0
         self.retransmissions_repeated = 0
         self.keyframe_restarts = 0
+        self.padding_packets_sent = 0
+        self.padding_bytes_sent = 0
         self.nacks_relayed = 0
         self.nacks_generated = 0
         self.retransmissions_in = 0
@@ -795,7 +804,12 @@ class PublishedTrack:
         ceiling = VIDEO_QUALITIES[sub.quality] % len(self.layers)
         if rates is None:
             rates = self.layer_bitrates()
-        index = selector.update(now, sub.estimate(now), sub._take_loss(), rates, ceiling)
+        rewriter = sub._rewriter
+        padding = rewriter is not None and rewriter.params.rtx_ssrc is not None
+        index = selector.update(
+            now, sub.estimate(now), sub._take_loss(), rates, ceiling, padding=padding
+        )
+        sub._update_padding()
         if index is None:
             return self.layer_ssrc(sub.quality)
         return self.layer_ssrcs.get(self.layers[index])
@@ -986,6 +1000,11 @@ class Subscription:
         self._skips: list[tuple[int, int]] = []
         #: highest sequence number and cumulative loss of the last receiver report
         self._last_report: tuple[int, int] | None = None
+        #: the task sending padding while the selector probes, and the first outgoing
+        #: sequence number sent during the probe (a NACK from there on ends it)
+        self._padding_task: asyncio.Task[None] | None = None
+        self._probe_seq = 0
+        self._abs_send_time_id: int | None = None
         self._router = router
         self._publication: PublishedTrack | None = None
         self._rewriter: StreamRewriter | None = None
@@ -1108,6 +1127,7 @@ class Subscription:
             if e.uri in forwarded
         }
         in_ext = {uri: x_id for uri, x_id in pub.extensions.items() if uri in forwarded}
+        self._abs_send_time_id = out_ext.get(ABS_SEND_TIME_URI)
         self.problem = None
         return OutputParameters(
             ssrc=self._ssrc,
@@ -1175,6 +1195,14 @@ class Subscription:
                     # a NACK lists what is still missing: a repair it leaves out arrived
                     lost = set(packet.lost)
                     self._repairs = {q: r for q, r in self._repairs.items() if q in lost}
+                selector = self._selector
+                if (
+                    selector is not None
+                    and selector.probe_bitrate is not None
+                    and any((q - self._probe_seq) & 0xFFFF < 0x8000 for q in packet.lost)
+                    and selector.loss_seen(now)
+                ):
+                    self._update_padding()  # a packet sent during the probe was lost
                 for out_seq in packet.lost:
                     sent_at = self._resent.get(out_seq)
                     if sent_at is not None and now - sent_at < interval:
@@ -1215,11 +1243,70 @@ class Subscription:
                     if block.ssrc == self._ssrc:
                         loss = self._reported_loss(block)
                         self._loss = loss if self._loss is None else max(self._loss, loss)
+                if self._loss is not None and pub.layers and not self.closed:
+                    pub._select_layer(self)  # at once: the next report tick is up to 1 s away
             elif isinstance(packet, RtcpRemb):
                 now = self._router.clock()
                 self._remb = (float(packet.bitrate), now)
                 pub.bandwidth.update(self, packet.bitrate, now)
                 await pub._send_bandwidth(now)
+
+    def _update_padding(self) -> None:
+        """Start or stop the padding of a probe (``LayerSelector.probe_bitrate``)."""
+        selector, rewriter = self._selector, self._rewriter
+        wanted = (
+            selector is not None
+            and selector.probe_bitrate is not None
+            and rewriter is not None
+            and not self.paused
+            and not self.closed
+            and self._ready
+        )
+        if wanted and self._padding_task is None:
+            assert rewriter is not None
+            self._probe_seq = ((rewriter.last_sequence_number or 0) + 1) & 0xFFFF
+            self._padding_task = asyncio.ensure_future(self._pad())
+            self._padding_task.add_done_callback(_log_failure)
+        elif not wanted and self._padding_task is not None:
+            self._padding_task.cancel()
+            self._padding_task = None
+
+    async def _pad(self) -> None:
+        """Send RTX padding at the probe's rate, paced, until the probe ends."""
+        counters = self._router._counters
+        cfg = self._router.config
+        clock = self._router.clock
+        credit = 0.0
+        last = clock()
+        try:
+            while True:
+                await asyncio.sleep(_PADDING_TICK)
+                selector, rewriter = self._selector, self._rewriter
+                rate = selector.probe_bitrate if selector is not None else None
+                if rate is None or rewriter is None or self.paused or self.closed:
+                    return
+                now = clock()
+                rate = min(rate, cfg.probe_padding_max)
+                # bounded: at most two ticks' worth (or two packets) after a late wake-up
+                most = max(rate * 2 * _PADDING_TICK / 8, 2 * _PADDING_PACKET)
+                credit = min(credit + rate * (now - last) / 8, most)
+                last = now
+                while credit >= _PADDING_PACKET:
+                    ext = self._abs_send_time_id
+                    packet = rewriter.padding(
+                        _PADDING_SIZE, abs_send_time=(ext, _ntp_now()) if ext else None
+                    )
+                    if packet is None:
+                        return
+                    await self._send(packet)
+                    credit -= len(packet)
+                    counters.padding_packets_sent += 1
+                    counters.padding_bytes_sent += len(packet)
+        except ConnectionError:
+            counters.send_errors += 1
+        finally:
+            if self._padding_task is asyncio.current_task():
+                self._padding_task = None
 
     def _reported_loss(self, block: RtcpReportBlock) -> float:
         """The loss fraction of a receiver report block, not counting skipped numbers.
@@ -1314,6 +1401,9 @@ class Subscription:
     def _close(self) -> None:
         self.closed = True
         self._repairs.clear()
+        if self._padding_task is not None:
+            self._padding_task.cancel()
+            self._padding_task = None
         if self._publication is not None:
             self._publication.bandwidth.remove(self)
         track = self.transceiver.sender.track
@@ -1683,6 +1773,10 @@ def _log_failure(task: asyncio.Future[None]) -> None:
 
 #: retransmissions followed per subscription (SfuConfig.repair_retries)
 _MAX_REPAIRS = 256
+#: a probe's padding: packets of this many padding bytes, sent every tick
+_PADDING_SIZE = MAX_PADDING
+_PADDING_PACKET = _PADDING_SIZE + 20  # with its RTP header and abs-send-time
+_PADDING_TICK = 0.02
 
 _NTP_EPOCH_OFFSET = 2208988800
 

@@ -25,6 +25,7 @@ from rtckit.sfu.rtp import (
     RtcpReportBlock,
     RtcpSenderReport,
     RtpHeader,
+    build_padding,
     rewrite_rtp_header,
     shift_vp8_ids,
     vp8_ids,
@@ -445,6 +446,29 @@ class StreamRewriter:
             ssrc=self.params.rtx_ssrc,
         )
         return bytes(rtx)
+
+    def padding(self, size: int, *, abs_send_time: tuple[int, int] | None = None) -> bytes | None:
+        """A padding-only packet of *size* bytes on the RTX stream (to probe the link).
+
+        None without negotiated RTX or before the first packet: padding on the media stream
+        would take sequence numbers from it. See :func:`rtckit.sfu.rtp.build_padding`.
+        """
+        params = self.params
+        rtx_pt = params.rtx_payload_type
+        if rtx_pt is None and params.rtx_payload_types:
+            rtx_pt = next(iter(params.rtx_payload_types.values()))
+        if params.rtx_ssrc is None or rtx_pt is None or self._last_out_seq is None:
+            return None
+        seq = self._rtx_seq
+        self._rtx_seq = (seq + 1) & _SEQ_MASK
+        return build_padding(
+            payload_type=rtx_pt,
+            sequence_number=seq,
+            timestamp=self._last_out_ts,
+            ssrc=params.rtx_ssrc,
+            size=size,
+            abs_send_time=abs_send_time,
+        )
 
     def rewrite_sender_report(self, report: RtcpSenderReport) -> RtcpSenderReport | None:
         """The publisher's SR as this subscriber's stream: its SSRC, timestamps and counts.
