@@ -11,7 +11,7 @@ import fractions
 import random
 import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import av
@@ -371,6 +371,31 @@ async def test_loss_repaired_by_nack(router: SfuRouter) -> None:
         await server.close()
 
 
+def lose_three_packets(sub: Subscription, repair_lost: Callable[[int], bool]) -> set[int]:
+    """Drop three media packets in a row sent to *sub*, and each retransmission of them for
+    which ``repair_lost(sequence number)`` is True; returns the lost numbers (filled later)."""
+    rewriter = sub.rewriter
+    assert rewriter is not None
+    media_pts = set(rewriter.params.payload_types.values())
+    rtx_pts = {rewriter.params.rtx_payload_type, *rewriter.params.rtx_payload_types.values()}
+    lost: set[int] = set()
+
+    def keep(data: bytes) -> bool:
+        if 192 <= data[1] <= 223:
+            return True  # RTCP
+        header = parse_rtp_header(data)
+        if header.payload_type in media_pts and len(lost) < 3:
+            lost.add(header.sequence_number)
+            return False
+        if header.payload_type in rtx_pts and header.payload_end - header.payload_offset > 2:
+            osn = struct.unpack_from("!H", data, header.payload_offset)[0]
+            return osn not in lost or not repair_lost(osn)
+        return True
+
+    sub.set_send_filter(keep)
+    return lost
+
+
 async def test_a_lost_retransmission_is_sent_again(router: SfuRouter) -> None:
     """aiortc's receiver asks for a missing packet once, when the gap appears; if the
     retransmission is lost too, its jitter buffer waits for the hole until 512 packets later
@@ -382,28 +407,15 @@ async def test_a_lost_retransmission_is_sent_again(router: SfuRouter) -> None:
         await wait_for(lambda: len(pubs) == 1)
         [sub] = await viewer.connect(router, "viewer", pubs)
         await wait_for(lambda: viewer.frames["video"] >= 10)
-        rewriter = sub.rewriter
-        assert rewriter is not None
-        media_pts = set(rewriter.params.payload_types.values())
-        rtx_pts = {rewriter.params.rtx_payload_type, *rewriter.params.rtx_payload_types.values()}
-        lost: set[int] = set()
         first_repairs: set[int] = set()
 
-        def keep(data: bytes) -> bool:
-            if 192 <= data[1] <= 223:
-                return True  # RTCP
-            header = parse_rtp_header(data)
-            if header.payload_type in media_pts and len(lost) < 3:
-                lost.add(header.sequence_number)  # three media packets in a row
+        def first_repair_lost(osn: int) -> bool:
+            if osn in first_repairs:
                 return False
-            if header.payload_type in rtx_pts and header.payload_end - header.payload_offset > 2:
-                osn = struct.unpack_from("!H", data, header.payload_offset)[0]
-                if osn in lost and osn not in first_repairs:
-                    first_repairs.add(osn)  # and the first retransmission of each
-                    return False
+            first_repairs.add(osn)
             return True
 
-        sub.set_send_filter(keep)
+        lost = lose_three_packets(sub, first_repair_lost)
         await wait_for(lambda: first_repairs == lost and len(lost) == 3, limit=5)
         frames = viewer.frames["video"]
         await wait_for(lambda: viewer.frames["video"] >= frames + 10, limit=3)
@@ -426,24 +438,7 @@ async def test_a_hole_that_cannot_be_repaired_restarts_the_stream_at_a_keyframe(
         await wait_for(lambda: len(pubs) == 1)
         [sub] = await viewer.connect(router, "viewer", pubs)
         await wait_for(lambda: viewer.frames["video"] >= 10)
-        rewriter = sub.rewriter
-        assert rewriter is not None
-        media_pts = set(rewriter.params.payload_types.values())
-        rtx_pts = {rewriter.params.rtx_payload_type, *rewriter.params.rtx_payload_types.values()}
-        lost: set[int] = set()
-
-        def keep(data: bytes) -> bool:
-            if 192 <= data[1] <= 223:
-                return True  # RTCP
-            header = parse_rtp_header(data)
-            if header.payload_type in media_pts and len(lost) < 3:
-                lost.add(header.sequence_number)
-                return False
-            if header.payload_type in rtx_pts and header.payload_end - header.payload_offset > 2:
-                return struct.unpack_from("!H", data, header.payload_offset)[0] not in lost
-            return True
-
-        sub.set_send_filter(keep)
+        lost = lose_three_packets(sub, lambda _: True)
         await wait_for(lambda: len(lost) == 3, limit=5)
         frames = viewer.frames["video"]
         restarted = time.monotonic()

@@ -150,19 +150,32 @@ conditions = st.tuples(
 )
 
 
-@given(st.lists(conditions, min_size=1, max_size=80))
+@given(
+    st.lists(conditions, min_size=1, max_size=80),
+    st.booleans(),
+    st.lists(st.booleans(), max_size=80),
+)
 def test_never_above_the_ceiling_and_never_faster_than_the_holds(
-    steps: list[tuple[float | None, float | None, int]],
+    steps: list[tuple[float | None, float | None, int]], padding: bool, nacks: list[bool]
 ) -> None:
+    """Also with padding probes, and NACKs (``loss_seen``) coming at any time."""
     policy = LayerPolicy()
     sel = LayerSelector(policy)
     last_change = None
     previous = None
     for i, (estimate, loss, ceiling) in enumerate(steps):
         now = i * 0.25
-        layer = sel.update(now, estimate, loss, RATES, ceiling)
+        if i < len(nacks) and nacks[i]:
+            sel.loss_seen(now)
+        layer = sel.update(now, estimate, loss, RATES, ceiling, padding=padding)
         assert layer is not None
         assert layer <= ceiling
+        rate = sel.probe_bitrate
+        if rate is not None:
+            assert padding
+            assert sel.probe_target is not None
+            assert sel.probe_target > layer
+            assert 0 <= rate <= max(RATES)
         if previous is not None and layer != previous:
             if last_change is not None and layer > previous:
                 # up: only after up_hold on the layer
@@ -265,28 +278,20 @@ def test_a_constrained_subscriber_never_leaves_its_layer_for_a_probe() -> None:
     assert all(layer == 2 for t, layer in timeline if t >= back)
 
 
-@given(st.lists(conditions, min_size=1, max_size=80), st.lists(st.booleans(), max_size=80))
-def test_padding_probes_never_move_faster_than_the_holds(
-    steps: list[tuple[float | None, float | None, int]], nacks: list[bool]
-) -> None:
-    policy = LayerPolicy()
-    sel = LayerSelector(policy)
-    last_change = None
-    previous = None
-    for i, (estimate, loss, ceiling) in enumerate(steps):
-        now = i * 0.25
-        if i < len(nacks) and nacks[i]:
-            sel.loss_seen(now)
-        layer = sel.update(now, estimate, loss, RATES, ceiling, padding=True)
-        assert layer is not None
-        assert layer <= ceiling
-        rate = padding(sel)
-        if rate is not None:
-            assert sel.probe_target is not None
-            assert sel.probe_target > layer
-            assert 0 <= rate <= max(RATES)
-        if previous is not None and layer != previous:
-            if last_change is not None and layer > previous:
-                assert now - last_change >= policy.up_hold
-            last_change = now
-        previous = layer
+def test_a_loss_for_good_moves_down_at_once_and_backs_off() -> None:
+    sel = LayerSelector()
+    run(sel, 0, 5, 2_500_000)
+    assert sel.layer == 2
+    assert sel.unrepairable(5.1, RATES, 2) == 1  # no down_hold
+    assert sel.unrepairable(5.2, RATES, 2) == 0
+    assert sel.unrepairable(5.3, RATES, 2) == 0  # the bottom: stays
+    # and the next move up waits the backoff (not up_hold)
+    layers = [sel.update(5.5 + 0.5 * i, 2_500_000, 0.0, RATES, 2) for i in range(4)]
+    assert layers[:3] == [0, 0, 0]
+    assert LayerSelector().unrepairable(0, RATES, 2) is None  # no layer yet
+    sel = LayerSelector()
+    run(sel, 0, 3, 300_000, ceiling=0)
+    sel.update(3, 300_000, 0.0, RATES, 2, padding=True)
+    assert sel.probe_target == 1
+    assert sel.unrepairable(3.1, RATES, 2) == 0
+    assert padding(sel) is None  # the padding probe failed

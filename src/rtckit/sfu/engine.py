@@ -190,8 +190,8 @@ class SfuConfig:
     #: layer (requested at once), its sequence numbers skipping
     #: ``rtckit._aiortc.AIORTC_JITTER_SKIP`` so that aiortc's jitter buffer drops the hole
     #: (at most once per ``repair_retry_interval`` times four). 0 disables both.
-    repair_retries: int = attrs.field(default=3, validator=attrs.validators.ge(0))
-    repair_retry_interval: float = attrs.field(default=0.25, validator=_positive)
+    repair_retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
+    repair_retry_interval: float = attrs.field(default=0.2, validator=_positive)
     #: the most padding (bit/s) sent to one subscriber while its selector probes the next
     #: layer's rate (``LayerSelector.probe_bitrate``; subscribers with RTX only)
     probe_padding_max: int = attrs.field(default=2_000_000, validator=_positive)
@@ -1217,17 +1217,9 @@ class Subscription:
                         missing.append(found[1])
                         continue
                     out = rewriter.retransmission(cached, parse_rtp_header(cached))
-                    if out is None:
-                        continue
-                    try:
-                        await self._send(out)
-                    except ConnectionError:
-                        counters.send_errors += 1
+                    if out is None or not await self._retransmit(out, out_seq, now):
                         continue
                     counters.nacks_answered += 1
-                    self._resent[out_seq] = now
-                    counters.packets_out += 1
-                    counters.bytes_out += len(out)
                     if len(self._repairs) < _MAX_REPAIRS and self._router.config.repair_retries:
                         tries = self._repairs.get(out_seq, (0, now))[0]
                         self._repairs[out_seq] = (tries + 1, now)
@@ -1362,20 +1354,25 @@ class Subscription:
                 if cached is not None and rewriter is not None
                 else None
             )
-            if out is None:
-                continue
-            try:
-                await self._send(out)
-            except ConnectionError:
-                counters.send_errors += 1
+            if out is None or not await self._retransmit(out, out_seq, now):
                 continue
             self._repairs[out_seq] = (tries + 1, now)
-            self._resent[out_seq] = now
             counters.retransmissions_repeated += 1
-            counters.packets_out += 1
-            counters.bytes_out += len(out)
         if given_up:
             await self._restart(pub, now)
+
+    async def _retransmit(self, out: bytes, out_seq: int, now: float) -> bool:
+        """Send a retransmission of the outgoing packet *out_seq*; False if it failed."""
+        counters = self._router._counters
+        try:
+            await self._send(out)
+        except ConnectionError:
+            counters.send_errors += 1
+            return False
+        self._resent[out_seq] = now
+        counters.packets_out += 1
+        counters.bytes_out += len(out)
+        return True
 
     async def _restart(self, pub: PublishedTrack, now: float) -> None:
         """Give up repairing: continue at a keyframe, past the hole (``repair_retries``)."""
@@ -1389,6 +1386,16 @@ class Subscription:
         self._repairs.clear()
         if self._pending_ssrc is not None:  # the layer it was moving to anyway
             self._layer_ssrc, self._pending_ssrc = self._pending_ssrc, None
+        selector = self._selector
+        if pub.layers and selector is not None:
+            # a loss for good is congestion: restart one layer down rather than on a layer
+            # whose keyframe the link would lose again
+            ceiling = VIDEO_QUALITIES[self.quality] % len(pub.layers)
+            index = selector.unrepairable(now, pub.layer_bitrates(), ceiling)
+            self._update_padding()
+            ssrc = pub.layer_ssrcs.get(pub.layers[index]) if index is not None else None
+            if ssrc is not None:
+                self._layer_ssrc = ssrc
         source = self._layer_ssrc if pub.layers else pub.source_ssrc
         last = rewriter.last_sequence_number
         if last is not None:

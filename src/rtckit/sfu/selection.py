@@ -165,6 +165,21 @@ class LayerSelector:
         self._congested(self.layer, now, None)
         return True
 
+    def unrepairable(
+        self, now: float, bitrates: Sequence[float | None], ceiling: int
+    ) -> int | None:
+        """The subscriber lost packets for good (repairs lost too): congestion, now.
+
+        One layer down at once (no ``down_hold``: the loss is certain), with the backoff of
+        any congestion; a padding probe fails. Returns the layer (None before the first).
+        """
+        if self.layer is None:
+            return None
+        ceiling = max(0, min(ceiling, len(bitrates) - 1))
+        lower = [i for i, rate in enumerate(bitrates) if rate is not None and i < self.layer]
+        lower = [i for i in lower if i <= ceiling] or lower
+        return self._congested(max(lower) if lower else self.layer, now, None)
+
     @staticmethod
     def _padding_rate(bitrates: Sequence[float | None], current: int, target: int) -> float:
         """The padding that makes the current layer's rate the target's."""
