@@ -200,7 +200,7 @@ def test_steady_conditions_settle(estimate: float, loss: float) -> None:
 
 
 def padding(sel: LayerSelector) -> float | None:
-    """The padding asked for now (a function: mypy keeps no narrowing of a call's result)."""
+    """The padding asked for (a function: mypy keeps no narrowing of a call's result)."""
     return sel.probe_bitrate
 
 

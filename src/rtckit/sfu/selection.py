@@ -20,10 +20,11 @@ link. So the selector *tries* the next layer's rate for ``probe_duration``:
 
 - with ``padding=True`` (the subscriber negotiated RTX) it stays on its layer and asks for
   padding: :attr:`LayerSelector.probe_bitrate` is the extra rate the next layer needs
-  (its bitrate minus the current one's), which the caller sends as RTX padding packets the
-  receiver discards. The video is not touched: a link that cannot carry the next layer
-  loses some packets (repaired by NACK once the padding stops) instead of a layer switch
-  that freezes the picture until the lower layer's next keyframe. The probe also fails at
+  (its bitrate minus the current one's), sent by the caller as RTX
+  padding packets the receiver discards. The video is not touched: a link that cannot
+  carry the next layer loses some packets (repaired by NACK once the padding stops) instead
+  of a layer switch that freezes the picture until the lower layer's next keyframe. The
+  probe also fails at
   once when the caller reports a loss (:meth:`LayerSelector.loss_seen`, a NACK), so the
   padding stops as soon as the link overflows. Only when the probe holds does the layer
   move up (the caller switches at the new layer's keyframe);
@@ -52,8 +53,14 @@ Decisions, in order:
    layer's bitrate times ``up_margin`` and no congestion is remembered (the backoff is
    not set back yet).
 
-So the layer cannot change up faster than ``up_hold`` nor down faster than ``down_hold``,
-and a link that cannot carry the next layer is probed at most every ``probe_interval_max``.
+Besides :meth:`~LayerSelector.update`, the caller reports what it sees between reports:
+:meth:`~LayerSelector.loss_seen` (a NACK: a padding probe fails) and
+:meth:`~LayerSelector.unrepairable` (packets lost for good: one layer down at once, as
+congestion).
+
+So the layer cannot change up faster than ``up_hold`` nor down faster than ``down_hold``
+(but on :meth:`~LayerSelector.unrepairable`), and a link that cannot carry the next layer
+is probed at most every ``probe_interval_max``.
 """
 
 from __future__ import annotations
