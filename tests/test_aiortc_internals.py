@@ -1373,3 +1373,41 @@ def test_negotiate_rid_extensions_reports_a_moved_table(monkeypatch: pytest.Monk
     monkeypatch.setattr(aiortc.codecs, "HEADER_EXTENSIONS", {"video": []})
     with pytest.raises(InternalsError, match="HEADER_EXTENSIONS"):
         negotiate_rid_extensions()
+
+
+async def test_aiortc_video_jitter_buffer_still_waits_for_a_hole() -> None:
+    """Why the SFU skips sequence numbers after a loss it cannot repair (AIORTC_JITTER_SKIP).
+
+    aiortc's video receiver keeps 512 packets and hands out frames in sequence order only: one
+    packet missing for good stalls every frame after it, without a PLI, until a packet 512
+    numbers later. A packet AIORTC_JITTER_SKIP ahead empties it and asks for a keyframe.
+    When aiortc repairs this, the skip (and this test) can go.
+    """
+    from aiortc.jitterbuffer import JitterBuffer
+    from aiortc.rtp import RtpPacket
+
+    pc = RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("video", direction="recvonly").receiver
+        capacity = receiver._RTCRtpReceiver__jitter_buffer.capacity  # type: ignore[attr-defined]
+    finally:
+        await pc.close()
+    assert 2 * capacity <= _aiortc.AIORTC_JITTER_SKIP
+
+    def packet(seq: int, ts: int) -> RtpPacket:
+        p = RtpPacket(payload_type=96, sequence_number=seq & 0xFFFF, timestamp=ts)
+        p._data = b"x"  # type: ignore[attr-defined]
+        return p
+
+    buffer = JitterBuffer(capacity=capacity, is_video=True)
+    frames = [buffer.add(packet(seq, seq // 2))[1] for seq in range(10)]
+    assert any(frames)
+    # 10 is lost for good: nothing comes out, and no PLI, for 500 packets
+    out = [buffer.add(packet(seq, seq // 2)) for seq in range(11, 11 + capacity - 12)]
+    assert not any(frame for _, frame in out)
+    assert not any(pli for pli, _ in out)
+    # the SFU's restart: a keyframe AIORTC_JITTER_SKIP further on
+    start = 11 + capacity - 12 + _aiortc.AIORTC_JITTER_SKIP
+    pli, _ = buffer.add(packet(start, 10_000))
+    assert pli
+    assert buffer.add(packet(start + 1, 10_001))[1] is not None  # frames flow again

@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import fractions
 import random
+import struct
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import av
@@ -32,6 +33,7 @@ from rtckit.peer.connection import create_peer_connection
 from rtckit.sfu import (
     ForwardingTrack,
     PublishedTrack,
+    SfuConfig,
     SfuRouter,
     SfuTrackPublished,
     Subscription,
@@ -301,9 +303,11 @@ async def test_publisher_sending_another_codec_than_the_first_negotiated(
         await server.close()
 
 
-async def test_a_repeated_nack_is_answered_once_per_interval(router: SfuRouter) -> None:
+async def test_a_repeated_nack_is_answered_once_per_interval() -> None:
     """aiortc's receiver lists every packet still missing in each NACK it sends; answering
-    each copy would multiply the traffic on a link that is losing packets already."""
+    each copy would multiply the traffic on a link that is losing packets already. (Without
+    the SFU's own repeats, ``repair_retries``, which count as retransmissions too.)"""
+    router = SfuRouter(SfuConfig(repair_retries=0))
     pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
     viewer = Subscriber()
     try:
@@ -334,6 +338,7 @@ async def test_a_repeated_nack_is_answered_once_per_interval(router: SfuRouter) 
         await viewer.close()
         await pub_pc.close()
         await server.close()
+        await router.aclose()
 
 
 async def test_loss_repaired_by_nack(router: SfuRouter) -> None:
@@ -362,6 +367,156 @@ async def test_loss_repaired_by_nack(router: SfuRouter) -> None:
         await wait_for(lambda: lossy.frames["video"] >= frames + 15)
     finally:
         await lossy.close()
+        await pub_pc.close()
+        await server.close()
+
+
+def lose_three_packets(sub: Subscription, repair_lost: Callable[[int], bool]) -> set[int]:
+    """Drop three media packets in a row sent to *sub*, and each retransmission of them for
+    which ``repair_lost(sequence number)`` is True; returns the lost numbers (filled later)."""
+    rewriter = sub.rewriter
+    assert rewriter is not None
+    media_pts = set(rewriter.params.payload_types.values())
+    rtx_pts = {rewriter.params.rtx_payload_type, *rewriter.params.rtx_payload_types.values()}
+    lost: set[int] = set()
+
+    def keep(data: bytes) -> bool:
+        if 192 <= data[1] <= 223:
+            return True  # RTCP
+        header = parse_rtp_header(data)
+        if header.payload_type in media_pts and len(lost) < 3:
+            lost.add(header.sequence_number)
+            return False
+        if header.payload_type in rtx_pts and header.payload_end - header.payload_offset > 2:
+            osn = struct.unpack_from("!H", data, header.payload_offset)[0]
+            return osn not in lost or not repair_lost(osn)
+        return True
+
+    sub.set_send_filter(keep)
+    return lost
+
+
+async def test_a_lost_retransmission_is_sent_again(router: SfuRouter) -> None:
+    """aiortc's receiver asks for a missing packet once, when the gap appears; if the
+    retransmission is lost too, its jitter buffer waits for the hole until 512 packets later
+    (seconds of frozen picture). The SFU sends the retransmission again until a NACK no
+    longer lists it (``SfuConfig.repair_retries``)."""
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    viewer = Subscriber(rtckit=True)
+    try:
+        await wait_for(lambda: len(pubs) == 1)
+        [sub] = await viewer.connect(router, "viewer", pubs)
+        await wait_for(lambda: viewer.frames["video"] >= 10)
+        first_repairs: set[int] = set()
+
+        def first_repair_lost(osn: int) -> bool:
+            if osn in first_repairs:
+                return False
+            first_repairs.add(osn)
+            return True
+
+        lost = lose_three_packets(sub, first_repair_lost)
+        await wait_for(lambda: first_repairs == lost and len(lost) == 3, limit=5)
+        frames = viewer.frames["video"]
+        await wait_for(lambda: viewer.frames["video"] >= frames + 10, limit=3)
+        assert router.stats().retransmissions_repeated >= 3
+    finally:
+        await viewer.close()
+        await pub_pc.close()
+        await server.close()
+
+
+async def test_a_hole_that_cannot_be_repaired_restarts_the_stream_at_a_keyframe(
+    router: SfuRouter,
+) -> None:
+    """Three packets lost with every retransmission of them: once the repeats are used up,
+    the stream goes on from a keyframe (asked for at once), its sequence numbers skipping
+    past the hole so that aiortc's jitter buffer does not wait for it (512 packets)."""
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    viewer = Subscriber(rtckit=True)
+    try:
+        await wait_for(lambda: len(pubs) == 1)
+        [sub] = await viewer.connect(router, "viewer", pubs)
+        await wait_for(lambda: viewer.frames["video"] >= 10)
+        lost = lose_three_packets(sub, lambda _: True)
+        await wait_for(lambda: len(lost) == 3, limit=5)
+        frames = viewer.frames["video"]
+        restarted = time.monotonic()
+        await wait_for(lambda: viewer.frames["video"] >= frames + 10, limit=4)
+        took = time.monotonic() - restarted
+        stats = router.stats()
+        assert stats.keyframe_restarts == 1
+        assert stats.retransmissions_repeated >= 3
+        print(f"stream restarted at a keyframe; 10 frames {took:.2f} s after the loss")
+        # the receiver reports count the skipped numbers as lost: the SFU does not
+        sub._loss = None
+
+        def loss() -> float | None:
+            return sub._loss
+
+        await wait_for(lambda: loss() is not None, limit=3)
+        assert (loss() or 0.0) < 0.2
+    finally:
+        await viewer.close()
+        await pub_pc.close()
+        await server.close()
+
+
+async def test_probe_padding_is_paced_bounded_and_leaves_the_video_alone(
+    router: SfuRouter,
+) -> None:
+    """While a layer selector probes (``probe_bitrate``), the subscriber gets RTX packets of
+    padding only at that rate: aiortc's receiver counts them for its estimate and discards
+    them, the video keeps decoding without a loss, and the padding stops with the probe
+    and when the subscription pauses."""
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    viewer = Subscriber(rtckit=True)
+    try:
+        await wait_for(lambda: len(pubs) == 1)
+        [sub] = await viewer.connect(router, "viewer", pubs)
+        await wait_for(lambda: viewer.frames["video"] >= 10)
+        selector = sub._selector
+        assert selector is not None
+        nacks = router.stats().nacks_received
+        frames = viewer.frames["video"]
+        start = router.stats().padding_bytes_sent
+        began = time.monotonic()
+        selector.probe_bitrate, selector.probe_target = 400_000.0, 1
+        sub._update_padding()
+        await asyncio.sleep(1.5)
+        sent = router.stats().padding_bytes_sent - start
+        rate = sent * 8 / (time.monotonic() - began)
+        print(f"padding {rate / 1000:.0f} kbit/s for a probe of 400 kbit/s")
+        assert 300_000 < rate <= 440_000
+        assert viewer.frames["video"] >= frames + 20  # still decoding
+        assert router.stats().nacks_received == nacks  # and nothing was lost
+        # a small rate is sent too (less than a packet per tick)
+        selector.probe_bitrate = 40_000.0
+        start, began = router.stats().padding_bytes_sent, time.monotonic()
+        await asyncio.sleep(1.0)
+        rate = (router.stats().padding_bytes_sent - start) * 8 / (time.monotonic() - began)
+        assert 25_000 < rate <= 50_000
+        # a probe asking for more than the bound gets the bound
+        selector.probe_bitrate = 50_000_000.0
+        start, began = router.stats().padding_bytes_sent, time.monotonic()
+        await asyncio.sleep(1.0)
+        rate = (router.stats().padding_bytes_sent - start) * 8 / (time.monotonic() - began)
+        assert rate <= router.config.probe_padding_max * 1.1
+        # the probe ends: the padding stops
+        selector.probe_bitrate = None
+        await asyncio.sleep(0.1)
+        assert sub._padding_task is None
+        stopped = router.stats().padding_packets_sent
+        await asyncio.sleep(0.2)
+        assert router.stats().padding_packets_sent == stopped
+        # a paused subscription gets none
+        selector.probe_bitrate = 400_000.0
+        router.pause(sub)
+        sub._update_padding()
+        await asyncio.sleep(0.2)
+        assert router.stats().padding_packets_sent == stopped
+    finally:
+        await viewer.close()
         await pub_pc.close()
         await server.close()
 

@@ -421,6 +421,37 @@ def test_rewriter_nack_lookup_and_retransmission() -> None:
     assert plain.retransmission(data, parse_rtp_header(data)) is None
 
 
+def test_a_nack_for_the_segment_before_a_switch_is_still_answered() -> None:
+    """A simulcast layer switch starts a new segment; packets sent just before it were lost
+    on the way and asked for after it: they are re-sent with the numbers they were sent with
+    (aiortc's jitter buffer waits for such a hole until 512 packets later)."""
+    rw = StreamRewriter(params(rtx_ssrc=0x7777, rtx_payload_type=101))
+    old = [make_packet(ssrc=0x1111, seq=seq, ts=seq * 10) for seq in range(100, 110)]
+    for data in old:
+        assert rw.rewrite(data, parse_rtp_header(data), 0.0, keyframe=True) is not None
+    rw.switch(0x2222)  # to another layer, from its next keyframe
+    assert rw.incoming_sequence_number(1009) == (0x1111, 109)  # waiting: still the old one
+    new = make_packet(ssrc=0x2222, seq=7000, ts=99)
+    out = rw.rewrite(new, parse_rtp_header(new), 0.1, keyframe=True)
+    assert out is not None
+    assert parse_rtp_header(out).sequence_number == 1010
+    assert rw.incoming_sequence_number(1010) == (0x2222, 7000)
+    assert rw.incoming_sequence_number(1008) == (0x1111, 108)
+    assert rw.incoming_sequence_number(999) is None
+    rtx = rw.retransmission(old[8], parse_rtp_header(old[8]))
+    assert rtx is not None
+    rh = parse_rtp_header(rtx)
+    assert (rh.ssrc, rh.payload_type) == (0x7777, 101)
+    assert rtx[rh.payload_offset : rh.payload_offset + 2] == struct.pack("!H", 1008)
+    # only the last PREVIOUS_SEGMENTS segments are kept
+    for n in range(StreamRewriter.PREVIOUS_SEGMENTS):
+        rw.switch(0x3000 + n)
+        data = make_packet(ssrc=0x3000 + n, seq=1, ts=1)
+        assert rw.rewrite(data, parse_rtp_header(data), 0.2 + n, keyframe=True) is not None
+    assert rw.incoming_sequence_number(1008) is None
+    assert rw.retransmission(old[8], parse_rtp_header(old[8])) is None
+
+
 def test_retransmission_names_the_rtx_of_the_packets_codec() -> None:
     # Two codecs forwarded (a publisher may send either): each has its own RTX payload type.
     rw = StreamRewriter(
@@ -465,6 +496,20 @@ def test_packet_cache() -> None:
     assert cache.get(2, 5) is None
     cache.clear()
     assert cache.get(1, 5) is None
+
+
+def test_packet_cache_keeps_each_source_apart() -> None:
+    """Simulcast layers number their packets on their own: one must not evict another's."""
+    cache = PacketCache(4, max_sources=2)
+    cache.put(1, 10, b"a")
+    cache.put(2, 14, b"b")  # the same slot, another layer
+    assert cache.get(1, 10) == b"a"
+    assert cache.get(2, 14) == b"b"
+    cache.put(3, 1, b"c")  # a third source evicts the oldest
+    assert cache.get(1, 10) is None
+    assert (cache.get(2, 14), cache.get(3, 1)) == (b"b", b"c")
+    with pytest.raises(ConfigurationError):
+        PacketCache(4, max_sources=0)
 
 
 def test_keyframe_limiter_coalesces() -> None:
@@ -561,3 +606,36 @@ def test_loss_tracker() -> None:
         tracker.add(seq)
     assert len(tracker.missing) <= 9
     assert max(tracker.missing) == 528
+
+
+def test_padding_packet() -> None:
+    """An RTP packet of padding only, as aiortc reads it: no payload, the padding counted."""
+    from aiortc.rtp import HeaderExtensionsMap, RtpPacket
+
+    from rtckit.sfu.rtp import MAX_PADDING, build_padding
+
+    data = build_padding(
+        payload_type=97,
+        sequence_number=7,
+        timestamp=9,
+        ssrc=5,
+        size=200,
+        abs_send_time=(3, 1 << 40),
+    )
+    packet = RtpPacket.parse(data, HeaderExtensionsMap())
+    assert (packet.payload_type, packet.sequence_number, packet.ssrc) == (97, 7, 5)
+    assert packet.payload == b""
+    assert packet.padding_size == 200
+    header = parse_rtp_header(data)
+    assert [found for found, _, _ in iter_extensions(data, header)] == [3]
+    with pytest.raises(ValueError):
+        build_padding(payload_type=97, sequence_number=7, timestamp=9, ssrc=5, size=MAX_PADDING + 1)
+    # the rewriter sends it on the RTX stream, never before the first packet
+    rw = StreamRewriter(params(rtx_ssrc=0x7777, rtx_payload_type=101))
+    assert rw.padding(100) is None
+    first = make_packet(seq=1, ts=1)
+    assert rw.rewrite(first, parse_rtp_header(first), 0.0, keyframe=True) is not None
+    pad = rw.padding(100)
+    assert pad is not None
+    assert (parse_rtp_header(pad).ssrc, parse_rtp_header(pad).payload_type) == (0x7777, 101)
+    assert StreamRewriter(params()).padding(100) is None  # no RTX: no padding

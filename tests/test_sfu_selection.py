@@ -150,19 +150,32 @@ conditions = st.tuples(
 )
 
 
-@given(st.lists(conditions, min_size=1, max_size=80))
+@given(
+    st.lists(conditions, min_size=1, max_size=80),
+    st.booleans(),
+    st.lists(st.booleans(), max_size=80),
+)
 def test_never_above_the_ceiling_and_never_faster_than_the_holds(
-    steps: list[tuple[float | None, float | None, int]],
+    steps: list[tuple[float | None, float | None, int]], padding: bool, nacks: list[bool]
 ) -> None:
+    """Also with padding probes, and NACKs (``loss_seen``) coming at any time."""
     policy = LayerPolicy()
     sel = LayerSelector(policy)
     last_change = None
     previous = None
     for i, (estimate, loss, ceiling) in enumerate(steps):
         now = i * 0.25
-        layer = sel.update(now, estimate, loss, RATES, ceiling)
+        if i < len(nacks) and nacks[i]:
+            sel.loss_seen(now)
+        layer = sel.update(now, estimate, loss, RATES, ceiling, padding=padding)
         assert layer is not None
         assert layer <= ceiling
+        rate = sel.probe_bitrate
+        if rate is not None:
+            assert padding
+            assert sel.probe_target is not None
+            assert sel.probe_target > layer
+            assert 0 <= rate <= max(RATES)
         if previous is not None and layer != previous:
             if last_change is not None and layer > previous:
                 # up: only after up_hold on the layer
@@ -181,3 +194,104 @@ def test_steady_conditions_settle(estimate: float, loss: float) -> None:
     assert changes <= 2 * (60 / LayerPolicy().probe_interval_max) + 4
     if estimate >= RATES[2] * 1.2:
         assert set(layers) == {2}
+
+
+# --- probing with padding (the subscriber negotiated RTX) -----------------------------------
+
+
+def padding(sel: LayerSelector) -> float | None:
+    """The padding asked for (a function: mypy keeps no narrowing of a call's result)."""
+    return sel.probe_bitrate
+
+
+def probing(sel: LayerSelector) -> bool:
+    return sel.probing
+
+
+def test_a_padding_probe_keeps_the_layer_and_asks_for_the_missing_rate() -> None:
+    sel = LayerSelector()
+    run(sel, 0, 3, 300_000, ceiling=0)  # on the bottom layer
+    assert sel.update(3, 300_000, 0.0, RATES, 2, padding=True) == 0
+    assert sel.probing
+    assert sel.probe_target == 1
+    assert sel.probe_bitrate == RATES[1] - RATES[0]
+    # clean reports for the window: the probe holds, the layer moves up
+    layers = [sel.update(3 + 0.5 * i, 300_000, 0.0, RATES, 2, padding=True) for i in range(1, 5)]
+    assert layers[:3] == [0, 0, 0]
+    assert layers[3] == 1
+    assert padding(sel) is None
+    assert not probing(sel)
+
+
+def test_a_padding_probe_that_loses_packets_stops_without_touching_the_layer() -> None:
+    sel = LayerSelector()
+    run(sel, 0, 3, 300_000, ceiling=0)
+    assert sel.update(3, 300_000, 0.0, RATES, 2, padding=True) == 0
+    assert padding(sel) is not None
+    assert sel.loss_seen(3.2)  # a NACK: the link overflows
+    assert padding(sel) is None
+    assert not probing(sel)
+    assert sel.layer == 0
+    assert not sel.loss_seen(3.3)  # no probe any more: nothing to end
+    # and a lossy receiver report does the same
+    sel = LayerSelector()
+    run(sel, 0, 3, 300_000, ceiling=0)
+    sel.update(3, 300_000, 0.0, RATES, 2, padding=True)
+    assert sel.update(3.5, 300_000, 0.3, RATES, 2, padding=True) == 0
+    assert padding(sel) is None
+
+
+def test_a_padding_probe_ends_when_the_ceiling_drops_below_its_target() -> None:
+    sel = LayerSelector()
+    run(sel, 0, 3, 300_000, ceiling=0)
+    sel.update(3, 300_000, 0.0, RATES, 2, padding=True)
+    assert sel.probe_target == 1
+    assert sel.update(3.5, 300_000, 0.0, RATES, 0, padding=True) == 0
+    assert padding(sel) is None
+
+
+def test_a_constrained_subscriber_never_leaves_its_layer_for_a_probe() -> None:
+    """With padding, a link that carries the bottom layer only keeps the bottom layer all
+    along (the probes fail on loss, the video is never switched), and climbs back within
+    10 s once the link is free."""
+    sel = LayerSelector()
+    link = 300_000.0
+    timeline = []
+    now = 0.0
+    while now < 60:
+        if now >= 30:
+            link = 10_000_000.0
+        layer = sel.layer if sel.layer is not None else 2
+        sent = RATES[layer] + (sel.probe_bitrate or 0.0)
+        loss = 0.3 if sent > link else 0.0
+        if loss and padding(sel) is not None:
+            sel.loss_seen(now)  # the NACKs of the lost packets
+        estimate = min(1.5 * sent, link * 0.9)
+        result = sel.update(now, estimate, loss, RATES, 2, padding=True)
+        assert result is not None
+        timeline.append((now, result))
+        now += 0.5
+    shaped = [layer for t, layer in timeline if 5 <= t < 30]
+    assert set(shaped) == {0}
+    back = next(t for t, layer in timeline if t >= 30 and layer == 2)
+    assert back - 30 <= 10
+    assert all(layer == 2 for t, layer in timeline if t >= back)
+
+
+def test_a_loss_for_good_moves_down_at_once_and_backs_off() -> None:
+    sel = LayerSelector()
+    run(sel, 0, 5, 2_500_000)
+    assert sel.layer == 2
+    assert sel.unrepairable(5.1, RATES, 2) == 1  # no down_hold
+    assert sel.unrepairable(5.2, RATES, 2) == 0
+    assert sel.unrepairable(5.3, RATES, 2) == 0  # the bottom: stays
+    # and the next move up waits the backoff (not up_hold)
+    layers = [sel.update(5.5 + 0.5 * i, 2_500_000, 0.0, RATES, 2) for i in range(4)]
+    assert layers[:3] == [0, 0, 0]
+    assert LayerSelector().unrepairable(0, RATES, 2) is None  # no layer yet
+    sel = LayerSelector()
+    run(sel, 0, 3, 300_000, ceiling=0)
+    sel.update(3, 300_000, 0.0, RATES, 2, padding=True)
+    assert sel.probe_target == 1
+    assert sel.unrepairable(3.1, RATES, 2) == 0
+    assert padding(sel) is None  # the padding probe failed

@@ -7,16 +7,18 @@ the budget are dropped, as a shaped link would): the SFU moves it down to the 16
 and keeps it there, and it climbs back to the top layer within 10 s once the limit is
 lifted (the SFU probes the next layer up). The publisher's layers are not limited by CPU.
 
-What is checked on the SFU side while limited: the layer forwarded and packets still sent.
-aiortc's receiver does not decode the bottom layer behind the policer: after a packet that
-was lost for good it waits for a keyframe it never asks for (it sends no PLI for that), so
-"still playing" is not shown by decoded frames here.
+What is checked while limited: the layer forwarded, packets still sent, probes made with
+padding (the video is not switched for them), and frames still decoded by the limited
+subscriber: the SFU repeats retransmissions lost on the limited link, and restarts its stream
+at a keyframe past a hole that stays (aiortc's jitter buffer would wait for it for tens of
+seconds, without asking for a keyframe).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 
 from browser.test_sfu_room import site
@@ -93,6 +95,15 @@ async def test_a_constrained_subscriber_gets_the_bottom_layer_and_climbs_back() 
             if s.key.participant == publisher and s.transceiver.kind == "video"
         ]
         policer = Policer(LINK_BITRATE)
+        frame_times: list[float] = []
+
+        async def read_frames() -> None:
+            while True:
+                await slow_track.recv()
+                frame_times.append(time.monotonic())
+
+        reader = asyncio.create_task(read_frames())
+        padding_before = router.stats().padding_packets_sent
         sub.set_send_filter(policer)
         # the SFU moves it down within a few seconds, then keeps it low: probes of the next
         # layer fail (loss) and step back; packets keep flowing to it
@@ -117,6 +128,17 @@ async def test_a_constrained_subscriber_gets_the_bottom_layer_and_climbs_back() 
         assert layers.count("q") >= 0.6 * len(layers)
         assert "f" not in layers
         assert rewriter.packets_sent > sent + 100  # still forwarding (15 fps)
+        assert router.stats().padding_packets_sent > padding_before  # probes pad
+        # and the limited subscriber still decodes: frozen (frame gaps over 200 ms) for less
+        # than a third of the 10 s on the bottom layer (a loss on the policed link costs up to
+        # about 1.5 s before the stream restarts at a keyframe)
+        ended = time.monotonic()
+        reader.cancel()
+        times = [started, *(t for t in frame_times if started <= t <= ended), ended]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        frozen = sum(g for g in gaps if g > 0.2)
+        print(f"bandwidth: limited subscriber frozen {frozen:.2f} s of {ended - started:.1f} s")
+        assert frozen < (ended - started) / 3
         # the free subscriber kept the top layer all along
         (free_sub,) = [
             s

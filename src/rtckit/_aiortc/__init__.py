@@ -65,6 +65,7 @@ from rtckit._aiortc.rtp_routing import (
 )
 from rtckit._aiortc.sdp import SdpDescription, candidate_from_sdp
 from rtckit._aiortc.sfu import (
+    AIORTC_JITTER_SKIP,
     CodecCounters,
     sfu_codec_counters,
     sfu_fast_rtp_sender,
@@ -87,6 +88,7 @@ from rtckit._aiortc.srtp import SRTP_BUFFER_BYTES, widen_srtp, widen_transport_s
 from rtckit._aiortc.versions import SUPPORTED_AIOICE, SUPPORTED_AIORTC, check_versions
 
 __all__ = [
+    "AIORTC_JITTER_SKIP",
     "DTLS_CIPHERS",
     "RID_EXTENSION_URIS",
     "SRTP_BUFFER_BYTES",

@@ -32,6 +32,17 @@ from rtckit._aiortc.rtp_routing import install_rtp_routing_on_transport
 from rtckit._aiortc.srtp import widen_transport_srtp
 from rtckit._aiortc.versions import missing_internal
 
+#: How far a forwarded stream's sequence numbers jump to make an aiortc receiver skip a
+#: hole it can never fill. aiortc's video receiver (``RTCRtpReceiver``, 1.14 to 1.16) puts
+#: packets in a ``JitterBuffer`` of 512 slots that hands out frames only in sequence
+#: order: a packet lost for good stalls it until a packet 512 numbers later overflows it
+#: (tens of seconds on a low layer), and aiortc asks for no keyframe meanwhile. A packet
+#: more than twice the capacity ahead empties it at once (``smart_remove`` of everything),
+#: restarts it there and makes aiortc send a PLI. Other receivers take the jump as loss of
+#: the skipped numbers (libwebrtc: a NACK list over 1000 is cleared, with a keyframe
+#: request). Tested by tests/test_aiortc_internals.py.
+AIORTC_JITTER_SKIP = 1024
+
 # The SFU forwards RTP without decoding. It relies on:
 # * RTCRtpReceiveParameters (aiortc.rtcrtpparameters; aiortc does not export it), built from the
 #   negotiated codecs to start a receiver by hand;

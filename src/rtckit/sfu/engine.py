@@ -56,12 +56,14 @@ from rtckit.sfu.forward import (
     StreamRewriter,
 )
 from rtckit.sfu.rtp import (
+    MAX_PADDING,
     ExtensionRemap,
     RtcpFir,
     RtcpNack,
     RtcpPli,
     RtcpReceiverReport,
     RtcpRemb,
+    RtcpReportBlock,
     RtcpSenderReport,
     RtpHeader,
     build_fir,
@@ -142,7 +144,7 @@ def _cache_size(_: object, attribute: attrs.Attribute[int], value: int) -> None:
 class SfuConfig:
     """Tuning of an :class:`SfuRouter`. Times are in seconds."""
 
-    #: packets kept per published track to answer NACKs (a power of two)
+    #: packets kept per published track (per simulcast layer) to answer NACKs (a power of two)
     packet_cache_size: int = attrs.field(default=512, validator=_cache_size)
     #: minimum time between two keyframe requests sent upstream for one track
     keyframe_request_interval: float = attrs.field(default=0.3, validator=_positive)
@@ -178,6 +180,21 @@ class SfuConfig:
     #: retransmission is not sent again: aiortc's receiver repeats every packet still missing
     #: in each NACK, which on a congested link would multiply the traffic that congests it
     retransmission_interval: float = attrs.field(default=0.5, validator=_positive)
+    #: a retransmission is sent again, up to this many times, every
+    #: ``repair_retry_interval``, until a NACK of the subscriber no longer lists its packet:
+    #: aiortc's receiver asks for a missing packet only when a new gap appears, and its
+    #: jitter buffer waits for a hole until 512 packets later, so a retransmission lost
+    #: on a congested link (the last ones before the SFU moves the subscriber down) would
+    #: freeze its picture for tens of seconds. When the repeats are used up without a NACK
+    #: saying the packet arrived, the subscriber's stream restarts at a keyframe of its
+    #: layer (requested at once), its sequence numbers skipping
+    #: ``rtckit._aiortc.AIORTC_JITTER_SKIP`` so that aiortc's jitter buffer drops the hole
+    #: (at most once per ``repair_retry_interval`` times four). 0 disables both.
+    repair_retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
+    repair_retry_interval: float = attrs.field(default=0.2, validator=_positive)
+    #: the most padding (bit/s) sent to one subscriber while its selector probes the next
+    #: layer's rate (``LayerSelector.probe_bitrate``; subscribers with RTX only)
+    probe_padding_max: int = attrs.field(default=2_000_000, validator=_positive)
 
 
 @attrs.frozen
@@ -210,6 +227,13 @@ class SfuStats:
     nacks_answered: int
     #: lost packets asked for that were not cached (relayed upstream)
     nacks_missed: int
+    #: retransmissions sent again unasked (``SfuConfig.repair_retries``)
+    retransmissions_repeated: int
+    #: subscriber streams restarted at a keyframe after a loss they could not repair
+    keyframe_restarts: int
+    #: padding packets (RTX, no payload) sent to probe subscribers' links, and their bytes
+    padding_packets_sent: int
+    padding_bytes_sent: int
     #: NACK messages sent upstream (relayed cache misses and the SFU's own)
     nacks_relayed: int
     #: lost publisher packets the SFU asked for itself (upstream NACK), and RTX received
@@ -378,6 +402,10 @@ class _Counters:
         self.nacks_received = 0
         self.nacks_answered = 0
         self.nacks_missed = 0
+        self.retransmissions_repeated = 0
+        self.keyframe_restarts = 0
+        self.padding_packets_sent = 0
+        self.padding_bytes_sent = 0
         self.nacks_relayed = 0
         self.nacks_generated = 0
         self.retransmissions_in = 0
@@ -645,6 +673,8 @@ class PublishedTrack:
                     continue
             counters.packets_out += 1
             counters.bytes_out += len(out)
+            if sub._repairs and now >= sub._next_repair:
+                await sub._repeat_repairs(self, now)
         if self._keyframe_wanted:
             self._keyframe_wanted = False
             if not keyframe:
@@ -774,7 +804,12 @@ class PublishedTrack:
         ceiling = VIDEO_QUALITIES[sub.quality] % len(self.layers)
         if rates is None:
             rates = self.layer_bitrates()
-        index = selector.update(now, sub.estimate(now), sub._take_loss(), rates, ceiling)
+        rewriter = sub._rewriter
+        padding = rewriter is not None and rewriter.params.rtx_ssrc is not None
+        index = selector.update(
+            now, sub.estimate(now), sub._take_loss(), rates, ceiling, padding=padding
+        )
+        sub._update_padding()
         if index is None:
             return self.layer_ssrc(sub.quality)
         return self.layer_ssrcs.get(self.layers[index])
@@ -955,6 +990,21 @@ class Subscription:
         self._loss: float | None = None
         #: outgoing sequence number -> when it was last retransmitted (bounded, see _on_rtcp)
         self._resent: dict[int, float] = {}
+        #: retransmitted outgoing sequence number -> (times sent, last sent), until a NACK
+        #: no longer lists it (see SfuConfig.repair_retries); and when to look at them next
+        self._repairs: dict[int, tuple[int, float]] = {}
+        self._next_repair = 0.0
+        #: when the stream last restarted at a keyframe, and the sequence numbers it skipped
+        #: (first one after the skip, how many) not yet covered by a receiver report
+        self._restarted: float | None = None
+        self._skips: list[tuple[int, int]] = []
+        #: highest sequence number and cumulative loss of the last receiver report
+        self._last_report: tuple[int, int] | None = None
+        #: the task sending padding while the selector probes, and the first outgoing
+        #: sequence number sent during the probe (a NACK from there on ends it)
+        self._padding_task: asyncio.Task[None] | None = None
+        self._probe_seq = 0
+        self._abs_send_time_id: int | None = None
         self._router = router
         self._publication: PublishedTrack | None = None
         self._rewriter: StreamRewriter | None = None
@@ -1077,6 +1127,7 @@ class Subscription:
             if e.uri in forwarded
         }
         in_ext = {uri: x_id for uri, x_id in pub.extensions.items() if uri in forwarded}
+        self._abs_send_time_id = out_ext.get(ABS_SEND_TIME_URI)
         self.problem = None
         return OutputParameters(
             ssrc=self._ssrc,
@@ -1140,6 +1191,18 @@ class Subscription:
                 interval = self._router.config.retransmission_interval
                 if len(self._resent) > 1024:
                     self._resent = {q: t for q, t in self._resent.items() if now - t < interval}
+                if self._repairs:
+                    # a NACK lists what is still missing: a repair it leaves out arrived
+                    lost = set(packet.lost)
+                    self._repairs = {q: r for q, r in self._repairs.items() if q in lost}
+                selector = self._selector
+                if (
+                    selector is not None
+                    and selector.probe_bitrate is not None
+                    and any((q - self._probe_seq) & 0xFFFF < 0x8000 for q in packet.lost)
+                    and selector.loss_seen(now)
+                ):
+                    self._update_padding()  # a packet sent during the probe was lost
                 for out_seq in packet.lost:
                     sent_at = self._resent.get(out_seq)
                     if sent_at is not None and now - sent_at < interval:
@@ -1154,17 +1217,15 @@ class Subscription:
                         missing.append(found[1])
                         continue
                     out = rewriter.retransmission(cached, parse_rtp_header(cached))
-                    if out is None:
-                        continue
-                    try:
-                        await self._send(out)
-                    except ConnectionError:
-                        counters.send_errors += 1
+                    if out is None or not await self._retransmit(out, out_seq, now):
                         continue
                     counters.nacks_answered += 1
-                    self._resent[out_seq] = now
-                    counters.packets_out += 1
-                    counters.bytes_out += len(out)
+                    if len(self._repairs) < _MAX_REPAIRS and self._router.config.repair_retries:
+                        tries = self._repairs.get(out_seq, (0, now))[0]
+                        self._repairs[out_seq] = (tries + 1, now)
+                        self._next_repair = min(
+                            self._next_repair, now + self._router.config.repair_retry_interval
+                        )
                 await pub._send_nack(missing, self._layer_ssrc)
             elif isinstance(packet, (RtcpPli, RtcpFir)):
                 counters.keyframe_requests_received += 1
@@ -1172,16 +1233,184 @@ class Subscription:
             elif isinstance(packet, RtcpReceiverReport):
                 for block in packet.reports:
                     if block.ssrc == self._ssrc:
-                        loss = block.fraction_lost / 256
+                        loss = self._reported_loss(block)
                         self._loss = loss if self._loss is None else max(self._loss, loss)
+                if self._loss is not None and pub.layers and not self.closed:
+                    pub._select_layer(self)  # at once: the next report tick is up to 1 s away
             elif isinstance(packet, RtcpRemb):
                 now = self._router.clock()
                 self._remb = (float(packet.bitrate), now)
                 pub.bandwidth.update(self, packet.bitrate, now)
                 await pub._send_bandwidth(now)
 
+    def _update_padding(self) -> None:
+        """Start or stop the padding of a probe (``LayerSelector.probe_bitrate``)."""
+        selector, rewriter = self._selector, self._rewriter
+        wanted = (
+            selector is not None
+            and selector.probe_bitrate is not None
+            and rewriter is not None
+            and not self.paused
+            and not self.closed
+            and self._ready
+        )
+        if wanted and self._padding_task is None:
+            assert rewriter is not None
+            self._probe_seq = ((rewriter.last_sequence_number or 0) + 1) & 0xFFFF
+            self._padding_task = asyncio.ensure_future(self._pad())
+            self._padding_task.add_done_callback(_log_failure)
+        elif not wanted and self._padding_task is not None:
+            self._padding_task.cancel()
+            self._padding_task = None
+
+    async def _pad(self) -> None:
+        """Send RTX padding at the probe's rate, paced, until the probe ends."""
+        counters = self._router._counters
+        cfg = self._router.config
+        clock = self._router.clock
+        credit = 0.0
+        last = clock()
+        try:
+            while True:
+                await asyncio.sleep(_PADDING_TICK)
+                selector, rewriter = self._selector, self._rewriter
+                rate = selector.probe_bitrate if selector is not None else None
+                if rate is None or rewriter is None or self.paused or self.closed:
+                    return
+                now = clock()
+                rate = min(rate, cfg.probe_padding_max)
+                # bounded: at most two ticks' worth (or two packets) after a late wake-up
+                most = max(rate * 2 * _PADDING_TICK / 8, 2 * _PADDING_PACKET)
+                credit = min(credit + rate * (now - last) / 8, most)
+                last = now
+                while credit >= _PADDING_PACKET:
+                    ext = self._abs_send_time_id
+                    packet = rewriter.padding(
+                        _PADDING_SIZE, abs_send_time=(ext, _ntp_now()) if ext else None
+                    )
+                    if packet is None:
+                        return
+                    await self._send(packet)
+                    credit -= len(packet)
+                    counters.padding_packets_sent += 1
+                    counters.padding_bytes_sent += len(packet)
+        except ConnectionError:
+            counters.send_errors += 1
+        finally:
+            if self._padding_task is asyncio.current_task():
+                self._padding_task = None
+
+    def _reported_loss(self, block: RtcpReportBlock) -> float:
+        """The loss fraction of a receiver report block, not counting skipped numbers.
+
+        A report covering a restart's skip counts the skipped numbers as lost; its loss is
+        then computed again from its cumulative loss and highest sequence number.
+        """
+        previous, self._last_report = (
+            self._last_report,
+            (
+                block.highest_sequence,
+                block.packets_lost,
+            ),
+        )
+        if not self._skips or previous is None:
+            return block.fraction_lost / 256
+        expected = (block.highest_sequence - previous[0]) & 0xFFFFFFFF
+        if expected >= 0x80000000:
+            return block.fraction_lost / 256  # a report older than the last one
+        skipped = 0
+        for first, count in list(self._skips):
+            if 0 < (first - previous[0]) & 0xFFFF <= expected:
+                skipped += count
+                self._skips.remove((first, count))
+        if not skipped:
+            return block.fraction_lost / 256
+        lost = block.packets_lost - previous[1] - skipped
+        return min(1.0, max(0, lost) / max(1, expected - skipped))
+
+    async def _repeat_repairs(self, pub: PublishedTrack, now: float) -> None:
+        """Send again the retransmissions no NACK has confirmed (``repair_retries``)."""
+        cfg = self._router.config
+        rewriter = self._rewriter
+        last = rewriter.last_sequence_number if rewriter is not None else None
+        self._next_repair = now + cfg.repair_retry_interval
+        counters = self._router._counters
+        given_up = False
+        for out_seq, (tries, sent_at) in list(self._repairs.items()):
+            if now - sent_at < cfg.repair_retry_interval:
+                self._next_repair = min(self._next_repair, sent_at + cfg.repair_retry_interval)
+                continue
+            del self._repairs[out_seq]
+            if tries > cfg.repair_retries:
+                given_up = True
+                continue
+            # aiortc takes a copy of a packet 100 older than its oldest hole for a restart
+            if last is None or (last - out_seq) & 0xFFFF > 64:
+                continue
+            found = rewriter.incoming_sequence_number(out_seq) if rewriter is not None else None
+            cached = pub.cache.get(*found) if found is not None else None
+            out = (
+                rewriter.retransmission(cached, parse_rtp_header(cached))
+                if cached is not None and rewriter is not None
+                else None
+            )
+            if out is None or not await self._retransmit(out, out_seq, now):
+                continue
+            self._repairs[out_seq] = (tries + 1, now)
+            counters.retransmissions_repeated += 1
+        if given_up:
+            await self._restart(pub, now)
+
+    async def _retransmit(self, out: bytes, out_seq: int, now: float) -> bool:
+        """Send a retransmission of the outgoing packet *out_seq*; False if it failed."""
+        counters = self._router._counters
+        try:
+            await self._send(out)
+        except ConnectionError:
+            counters.send_errors += 1
+            return False
+        self._resent[out_seq] = now
+        counters.packets_out += 1
+        counters.bytes_out += len(out)
+        return True
+
+    async def _restart(self, pub: PublishedTrack, now: float) -> None:
+        """Give up repairing: continue at a keyframe, past the hole (``repair_retries``)."""
+        rewriter = self._rewriter
+        cfg = self._router.config
+        if rewriter is None or (
+            self._restarted is not None and now - self._restarted < 4 * cfg.repair_retry_interval
+        ):
+            return
+        self._restarted = now
+        self._repairs.clear()
+        if self._pending_ssrc is not None:  # the layer it was moving to anyway
+            self._layer_ssrc, self._pending_ssrc = self._pending_ssrc, None
+        selector = self._selector
+        if pub.layers and selector is not None:
+            # a loss for good is congestion: restart one layer down rather than on a layer
+            # whose keyframe the link would lose again
+            ceiling = VIDEO_QUALITIES[self.quality] % len(pub.layers)
+            index = selector.unrepairable(now, pub.layer_bitrates(), ceiling)
+            self._update_padding()
+            ssrc = pub.layer_ssrcs.get(pub.layers[index]) if index is not None else None
+            if ssrc is not None:
+                self._layer_ssrc = ssrc
+        source = self._layer_ssrc if pub.layers else pub.source_ssrc
+        last = rewriter.last_sequence_number
+        if last is not None:
+            skip = (last + 1 + _aiortc.AIORTC_JITTER_SKIP) & 0xFFFF, _aiortc.AIORTC_JITTER_SKIP
+            self._skips = [*self._skips[-7:], skip]
+        rewriter.restart(source, skip=_aiortc.AIORTC_JITTER_SKIP)
+        self._router._counters.keyframe_restarts += 1
+        await pub.request_keyframe(self._layer_ssrc if pub.layers else None)
+
     def _close(self) -> None:
         self.closed = True
+        self._repairs.clear()
+        if self._padding_task is not None:
+            self._padding_task.cancel()
+            self._padding_task = None
         if self._publication is not None:
             self._publication.bandwidth.remove(self)
         track = self.transceiver.sender.track
@@ -1548,6 +1777,13 @@ def _log_failure(task: asyncio.Future[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.warning("SFU keyframe request failed", exc_info=task.exception())
 
+
+#: retransmissions followed per subscription (SfuConfig.repair_retries)
+_MAX_REPAIRS = 256
+#: a probe's padding: packets of this many padding bytes, sent every tick
+_PADDING_SIZE = MAX_PADDING
+_PADDING_PACKET = _PADDING_SIZE + 20  # with its RTP header and abs-send-time
+_PADDING_TICK = 0.02
 
 _NTP_EPOCH_OFFSET = 2208988800
 

@@ -25,6 +25,7 @@ from rtckit.sfu.rtp import (
     RtcpReportBlock,
     RtcpSenderReport,
     RtpHeader,
+    build_padding,
     rewrite_rtp_header,
     shift_vp8_ids,
     vp8_ids,
@@ -87,7 +88,15 @@ class StreamRewriter:
     No segment starts at a retransmitted packet. VP8 picture IDs and TL0PICIDX continue too
     (each simulcast layer numbers its pictures on its own): a segment's first picture gets
     the last forwarded one's ID + 1; the first segment keeps the publisher's numbers.
+
+    The mappings of the last ``PREVIOUS_SEGMENTS`` segments are kept after a new one starts,
+    so that a NACK for a packet sent just before a switch (a simulcast layer change) is still
+    answered: a receiver cannot skip such a hole (aiortc's jitter buffer waits for it until
+    512 packets later), and the packet is usually still in the publication's cache.
     """
+
+    #: closed segments whose packets can still be retransmitted
+    PREVIOUS_SEGMENTS = 3
 
     __slots__ = (
         "_base_ext",
@@ -101,9 +110,11 @@ class StreamRewriter:
         "_last_time",
         "_paused",
         "_pid_delta",
+        "_previous",
         "_rebase",
         "_rtx_seq",
         "_seq_offset",
+        "_skip",
         "_src_ssrc",
         "_tl0_delta",
         "_ts_offset",
@@ -135,6 +146,8 @@ class StreamRewriter:
         self._last_header: RtpHeader | None = None
         self._pid_delta = 0
         self._tl0_delta = 0
+        self._previous: list[_Segment] = []
+        self._skip = 0
         #: packets and payload octets sent on the outgoing stream (for sender reports)
         self.packets_sent = 0
         self.octets_sent = 0
@@ -167,6 +180,19 @@ class StreamRewriter:
         self._rebase = True
         self._expected_ssrc = source_ssrc
         self._waiting_keyframe = self.params.is_video
+
+    def restart(self, source_ssrc: int | None, *, skip: int) -> None:
+        """Give up on what was sent: start a new segment at the next keyframe of
+        *source_ssrc*, with sequence numbers *skip* past the last one sent.
+
+        For a receiver with a hole that cannot be repaired (see
+        :data:`rtckit._aiortc.AIORTC_JITTER_SKIP`). What was sent before is no longer
+        retransmitted.
+        """
+        self._previous.clear()
+        self._src_ssrc = None
+        self._skip = skip
+        self.switch(source_ssrc)
 
     def pause(self) -> None:
         """Stop forwarding; :meth:`resume` continues the stream without a sequence gap."""
@@ -292,14 +318,33 @@ class StreamRewriter:
             last_tl0 = old.tl0picidx + self._tl0_delta
             self._tl0_delta = (last_tl0 + 1 - new.tl0picidx) & 0xFF
 
+    def _segment(self) -> _Segment | None:
+        """The mapping of the segment forwarded last (None before the first packet)."""
+        if self._src_ssrc is None:
+            return None
+        return _Segment(
+            src_ssrc=self._src_ssrc,
+            seq_offset=self._seq_offset,
+            ts_offset=self._ts_offset,
+            base_ext=self._base_ext,
+            highest_ext=self._highest_ext,
+            highest_in=self._highest_in,
+            pid_delta=self._pid_delta,
+            tl0_delta=self._tl0_delta,
+        )
+
     def _start_segment(self, data: bytes | bytearray, header: RtpHeader, now: float) -> None:
+        closed = self._segment()
+        if closed is not None:
+            self._previous = [*self._previous[1 - self.PREVIOUS_SEGMENTS :], closed]
         self._continue_vp8_ids(data, header)
         in_seq = header.sequence_number
         if self._last_out_seq is None:
             first_seq = self.params.initial_sequence_number
             first_ts = self.params.initial_timestamp
         else:
-            first_seq = (self._last_out_seq + 1) & _SEQ_MASK
+            first_seq = (self._last_out_seq + 1 + self._skip) & _SEQ_MASK
+            self._skip = 0
             gap = max(1, round((now - self._last_time) * self.params.clock_rate))
             first_ts = (self._last_out_ts + gap) & _TS_MASK
         self._seq_offset = (first_seq - in_seq) & _SEQ_MASK
@@ -313,32 +358,43 @@ class StreamRewriter:
 
     # -- feedback ----------------------------------------------------------------------------
 
+    def _segments(self) -> list[_Segment]:
+        """The segments whose packets can be retransmitted, newest first."""
+        current = self._segment()
+        return [*([current] if current is not None else []), *reversed(self._previous)]
+
     def incoming_sequence_number(self, out_seq: int) -> tuple[int, int] | None:
         """Map an outgoing sequence number (from a NACK) to ``(source ssrc, incoming seq)``.
 
-        None if it does not belong to the current segment.
+        None if no segment kept (the current one and ``PREVIOUS_SEGMENTS`` before it) sent it.
         """
-        if self._src_ssrc is None or self._rebase:
-            return None
-        in_seq = (out_seq - self._seq_offset) & _SEQ_MASK
-        delta = (in_seq - self._highest_in) & _SEQ_MASK
-        if delta >= 0x8000:
-            delta -= 0x10000
-        ext = self._highest_ext + delta
-        if ext < self._base_ext or ext > self._highest_ext:
-            return None
-        return self._src_ssrc, in_seq
+        for segment in self._segments():
+            in_seq = (out_seq - segment.seq_offset) & _SEQ_MASK
+            if segment.holds(in_seq):
+                return segment.src_ssrc, in_seq
+        return None
 
     def retransmission(self, data: bytes | bytearray, header: RtpHeader) -> bytes | None:
-        """Rewrite a cached packet of the current segment as an RTX retransmission.
+        """Rewrite a cached packet of a kept segment as an RTX retransmission.
 
-        None without negotiated RTX: SRTP forbids protecting the same packet index twice
-        (libsrtp refuses it), so a plain re-send is impossible; such a subscriber recovers
-        with a keyframe request instead.
+        The packet is rewritten as it was first sent (the numbers of its segment). None if
+        no kept segment sent it, or without negotiated RTX: SRTP forbids protecting the same
+        packet index twice (libsrtp refuses it), so a plain re-send is impossible; such a
+        subscriber recovers with a keyframe request instead.
         """
         params = self.params
         out_pt = params.payload_types.get(header.payload_type)
-        if out_pt is None or header.ssrc != self._src_ssrc or self._rebase:
+        if out_pt is None:
+            return None
+        segment = next(
+            (
+                s
+                for s in self._segments()
+                if s.src_ssrc == header.ssrc and s.holds(header.sequence_number)
+            ),
+            None,
+        )
+        if segment is None:
             return None
         rtx_pt = (
             params.rtx_payload_types.get(out_pt)
@@ -347,25 +403,36 @@ class StreamRewriter:
         )
         if params.rtx_ssrc is None or rtx_pt is None:
             return None
+        out_seq = (header.sequence_number + segment.seq_offset) & _SEQ_MASK
         buf = bytearray(data)
         rewrite_rtp_header(
             buf,
             payload_type=out_pt,
-            sequence_number=(header.sequence_number + self._seq_offset) & _SEQ_MASK,
-            timestamp=(header.timestamp + self._ts_offset) & _TS_MASK,
+            sequence_number=out_seq,
+            timestamp=(header.timestamp + segment.ts_offset) & _TS_MASK,
             ssrc=params.ssrc,
         )
-        if self._pid_delta or self._tl0_delta:
-            self._shift_vp8(buf, header)
+        if (segment.pid_delta or segment.tl0_delta) and header.payload_type in (
+            params.vp8_payload_types
+        ):
+            ids = vp8_ids(memoryview(buf)[header.payload_offset : header.payload_end])
+            if ids is not None:
+                shift_vp8_ids(buf, header.payload_offset, ids, segment.pid_delta, segment.tl0_delta)
         params.extensions.apply(buf, header)
+        return self._wrap_rtx(buf, header, out_pt, out_seq, rtx_pt)
+
+    def _wrap_rtx(
+        self, buf: bytearray, header: RtpHeader, out_pt: int, out_seq: int, rtx_pt: int
+    ) -> bytes:
+        assert self.params.rtx_ssrc is not None
         seq = self._rtx_seq
         self._rtx_seq = (seq + 1) & _SEQ_MASK
         out_header = RtpHeader(
             marker=header.marker,
             payload_type=out_pt,
-            sequence_number=(header.sequence_number + self._seq_offset) & _SEQ_MASK,
+            sequence_number=out_seq,
             timestamp=0,
-            ssrc=params.ssrc,
+            ssrc=self.params.ssrc,
             extension_offset=header.extension_offset,
             extension_profile=header.extension_profile,
             payload_offset=header.payload_offset,
@@ -376,9 +443,32 @@ class StreamRewriter:
             out_header,
             payload_type=rtx_pt,
             sequence_number=seq,
-            ssrc=params.rtx_ssrc,
+            ssrc=self.params.rtx_ssrc,
         )
         return bytes(rtx)
+
+    def padding(self, size: int, *, abs_send_time: tuple[int, int] | None = None) -> bytes | None:
+        """A padding-only packet of *size* bytes on the RTX stream (to probe the link).
+
+        None without negotiated RTX or before the first packet: padding on the media stream
+        would take sequence numbers from it. See :func:`rtckit.sfu.rtp.build_padding`.
+        """
+        params = self.params
+        rtx_pt = params.rtx_payload_type
+        if rtx_pt is None and params.rtx_payload_types:
+            rtx_pt = next(iter(params.rtx_payload_types.values()))
+        if params.rtx_ssrc is None or rtx_pt is None or self._last_out_seq is None:
+            return None
+        seq = self._rtx_seq
+        self._rtx_seq = (seq + 1) & _SEQ_MASK
+        return build_padding(
+            payload_type=rtx_pt,
+            sequence_number=seq,
+            timestamp=self._last_out_ts,
+            ssrc=params.rtx_ssrc,
+            size=size,
+            abs_send_time=abs_send_time,
+        )
 
     def rewrite_sender_report(self, report: RtcpSenderReport) -> RtcpSenderReport | None:
         """The publisher's SR as this subscriber's stream: its SSRC, timestamps and counts.
@@ -398,31 +488,72 @@ class StreamRewriter:
         )
 
 
+@attrs.frozen
+class _Segment:
+    """The mapping of one segment of a :class:`StreamRewriter` (see its docstring)."""
+
+    src_ssrc: int
+    seq_offset: int
+    ts_offset: int
+    base_ext: int
+    highest_ext: int
+    highest_in: int
+    pid_delta: int
+    tl0_delta: int
+
+    def holds(self, in_seq: int) -> bool:
+        """Whether the segment forwarded the incoming sequence number *in_seq*."""
+        delta = (in_seq - self.highest_in) & _SEQ_MASK
+        if delta >= 0x8000:
+            delta -= 0x10000
+        return self.base_ext <= self.highest_ext + delta <= self.highest_ext
+
+
 class PacketCache:
-    """The last ``size`` packets of a published track, by sequence number, for NACKs."""
+    """The last ``size`` packets of each source of a published track, by sequence number, for
+    NACKs.
 
-    __slots__ = ("_mask", "_slots")
+    Each source SSRC has its own ``size`` slots: the simulcast layers of a publication number
+    their packets independently, and sharing slots by sequence number would let one layer
+    overwrite another's packets at random (half of a layer's packets within two seconds,
+    with three layers), so that losses there could not be repaired. At most
+    ``max_sources`` sources are kept; a new one beyond them evicts the oldest.
+    """
 
-    def __init__(self, size: int = 512) -> None:
+    __slots__ = ("_mask", "_max_sources", "_size", "_sources")
+
+    def __init__(self, size: int = 512, *, max_sources: int = 8) -> None:
         if size < 1 or size & (size - 1):
             raise ConfigurationError(f"packet cache size must be a power of two, not {size}")
+        if max_sources < 1:
+            raise ConfigurationError("a packet cache keeps at least one source")
+        self._size = size
         self._mask = size - 1
-        self._slots: list[tuple[int, int, bytes] | None] = [None] * size
+        self._max_sources = max_sources
+        self._sources: dict[int, list[tuple[int, bytes] | None]] = {}
 
     def put(self, ssrc: int, sequence_number: int, data: bytes) -> None:
-        """Store a packet (replacing the one ``size`` sequence numbers older)."""
-        self._slots[sequence_number & self._mask] = (ssrc, sequence_number, data)
+        """Store a packet (replacing the one ``size`` sequence numbers older of its source)."""
+        slots = self._sources.get(ssrc)
+        if slots is None:
+            if len(self._sources) >= self._max_sources:
+                del self._sources[next(iter(self._sources))]
+            slots = self._sources[ssrc] = [None] * self._size
+        slots[sequence_number & self._mask] = (sequence_number, data)
 
     def get(self, ssrc: int, sequence_number: int) -> bytes | None:
         """The packet with this source and sequence number, if still cached."""
-        entry = self._slots[sequence_number & self._mask]
-        if entry is None or entry[0] != ssrc or entry[1] != sequence_number:
+        slots = self._sources.get(ssrc)
+        if slots is None:
             return None
-        return entry[2]
+        entry = slots[sequence_number & self._mask]
+        if entry is None or entry[0] != sequence_number:
+            return None
+        return entry[1]
 
     def clear(self) -> None:
         """Forget every packet."""
-        self._slots = [None] * len(self._slots)
+        self._sources.clear()
 
 
 class KeyframeRequestLimiter:

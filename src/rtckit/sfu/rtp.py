@@ -20,6 +20,7 @@ from typing import NamedTuple
 import attrs
 
 __all__ = [
+    "MAX_PADDING",
     "RTCP_BYE",
     "RTCP_PSFB",
     "RTCP_RR",
@@ -40,6 +41,7 @@ __all__ = [
     "Vp8Ids",
     "build_fir",
     "build_nack",
+    "build_padding",
     "build_pli",
     "build_remb",
     "build_rr",
@@ -276,6 +278,41 @@ def wrap_rtx(
     struct.pack_into("!BH", out, 1, (out[1] & 0x80) | payload_type, sequence_number)
     _U32.pack_into(out, 8, ssrc)
     return out
+
+
+#: the most padding one RTP packet carries (its count is one byte)
+MAX_PADDING = 255
+
+
+def build_padding(
+    *,
+    payload_type: int,
+    sequence_number: int,
+    timestamp: int,
+    ssrc: int,
+    size: int,
+    abs_send_time: tuple[int, int] | None = None,
+) -> bytes:
+    """An RTP packet with no payload, only *size* bytes of padding (1 to ``MAX_PADDING``).
+
+    On an RTX stream, what libwebrtc sends to probe a link: receivers count its bytes for
+    their bandwidth estimate and discard it (aiortc drops an RTX packet of under two payload
+    bytes). *abs_send_time*: ``(extension id, 64-bit NTP time)`` to carry the abs-send-time
+    header extension, without which aiortc's estimator ignores the packet.
+    """
+    if not 1 <= size <= MAX_PADDING:
+        raise ValueError(f"padding must be 1 to {MAX_PADDING} bytes, not {size}")
+    first = 0xA0  # version 2, padding
+    extension = b""
+    if abs_send_time is not None:
+        x_id, ntp_time = abs_send_time
+        first |= 0x10
+        value = ((ntp_time >> 14) & 0xFFFFFF).to_bytes(3, "big")
+        extension = struct.pack("!HH", 0xBEDE, 1) + bytes([(x_id << 4) | 2]) + value
+    header = struct.pack(
+        "!BBHII", first, payload_type & 0x7F, sequence_number & 0xFFFF, timestamp, ssrc
+    )
+    return header + extension + bytes(size - 1) + bytes([size])
 
 
 def unwrap_rtx(

@@ -16,12 +16,25 @@ Why probing: the only estimate a browser subscriber gives aiortc's SFU is REMB (
 does not negotiate transport-wide congestion control), and Chromium's receive-side estimator
 never reports much more than 1.5 times what it receives. A subscriber moved down to a layer
 of 150 kbit/s therefore never announces the 500 kbit/s the next layer needs, however fast its
-link. So the selector *tries* the next layer up for ``probe_duration``. The probe fails on
-loss (``loss_high``) or when the estimate falls below ``estimate_drop`` of what it was when
-the probe began (the estimator saw queues grow); it then steps back. A probe that lasts its
-window, with at least two loss reports received meanwhile, keeps the layer. Probing with
-the real layer costs no padding and tests exactly the load that would be kept, at the price
-of a short burst of loss on a link that cannot carry it; the waits below keep that rare.
+link. So the selector *tries* the next layer's rate for ``probe_duration``:
+
+- with ``padding=True`` (the subscriber negotiated RTX) it stays on its layer and asks for
+  padding: :attr:`LayerSelector.probe_bitrate` is the extra rate the next layer needs
+  (its bitrate minus the current one's), sent by the caller as RTX
+  padding packets the receiver discards. The video is not touched: a link that cannot
+  carry the next layer loses some packets (repaired by NACK once the padding stops) instead
+  of a layer switch that freezes the picture until the lower layer's next keyframe. The
+  probe also fails at
+  once when the caller reports a loss (:meth:`LayerSelector.loss_seen`, a NACK), so the
+  padding stops as soon as the link overflows. Only when the probe holds does the layer
+  move up (the caller switches at the new layer's keyframe);
+- without padding the selector switches to the next layer itself for the probe (the
+  fallback for a subscriber without RTX, which cannot be padded without touching its
+  video stream), and steps back if it fails.
+
+The probe fails on loss (``loss_high``) or when the estimate falls below ``estimate_drop``
+of what it was when the probe began (the estimator saw queues grow). A probe that lasts its
+window, with at least two loss reports received meanwhile, holds.
 
 Decisions, in order:
 
@@ -40,8 +53,14 @@ Decisions, in order:
    layer's bitrate times ``up_margin`` and no congestion is remembered (the backoff is
    not set back yet).
 
-So the layer cannot change up faster than ``up_hold`` nor down faster than ``down_hold``,
-and a link that cannot carry the next layer is probed at most every ``probe_interval_max``.
+Besides :meth:`~LayerSelector.update`, the caller reports what it sees between reports:
+:meth:`~LayerSelector.loss_seen` (a NACK: a padding probe fails) and
+:meth:`~LayerSelector.unrepairable` (packets lost for good: one layer down at once, as
+congestion).
+
+So the layer cannot change up faster than ``up_hold`` nor down faster than ``down_hold``
+(but on :meth:`~LayerSelector.unrepairable`), and a link that cannot carry the next layer
+is probed at most every ``probe_interval_max``.
 """
 
 from __future__ import annotations
@@ -99,8 +118,13 @@ class LayerSelector:
         self.policy = policy or LayerPolicy()
         #: the layer chosen by the last update (None before the first)
         self.layer: int | None = None
-        #: True while the current layer is a probe that may still fail
+        #: True while a probe runs that may still fail (the current layer, or padding)
         self.probing = False
+        #: bit/s of padding to send now (a padding probe runs), else None
+        self.probe_bitrate: float | None = None
+        #: the layer a padding probe is for
+        self.probe_target: int | None = None
+        self._probe_since = 0.0
         self._since = 0.0
         self._peak: float | None = None
         self._probe_start_estimate: float | None = None
@@ -117,12 +141,56 @@ class LayerSelector:
         self, layer: int, now: float, *, estimate: float | None, probing: bool = False
     ) -> None:
         self.layer = layer
-        self.probing = probing
         self._since = now
         self._peak = estimate
+        self._next_up = now + self.policy.up_hold
+        self._start_probe(now, estimate, probing=probing)
+
+    def _start_probe(
+        self,
+        now: float,
+        estimate: float | None,
+        *,
+        probing: bool = True,
+        target: int | None = None,
+        bitrate: float | None = None,
+    ) -> None:
+        self.probing = probing
+        self.probe_target = target
+        self.probe_bitrate = bitrate
+        self._probe_since = now
         self._probe_start_estimate = estimate if probing else None
         self._probe_reports = 0
-        self._next_up = now + self.policy.up_hold
+
+    def loss_seen(self, now: float) -> bool:
+        """The subscriber reported a lost packet (a NACK): a padding probe fails at once.
+
+        True if that ended a probe (the caller stops its padding).
+        """
+        if self.probe_target is None or self.layer is None:
+            return False
+        self._congested(self.layer, now, None)
+        return True
+
+    def unrepairable(
+        self, now: float, bitrates: Sequence[float | None], ceiling: int
+    ) -> int | None:
+        """The subscriber lost packets for good (repairs lost too): congestion, now.
+
+        One layer down at once (no ``down_hold``: the loss is certain), with the backoff of
+        any congestion; a padding probe fails. Returns the layer (None before the first).
+        """
+        if self.layer is None:
+            return None
+        ceiling = max(0, min(ceiling, len(bitrates) - 1))
+        lower = [i for i, rate in enumerate(bitrates) if rate is not None and i < self.layer]
+        lower = [i for i in lower if i <= ceiling] or lower
+        return self._congested(max(lower) if lower else self.layer, now, None)
+
+    @staticmethod
+    def _padding_rate(bitrates: Sequence[float | None], current: int, target: int) -> float:
+        """The padding that makes the current layer's rate the target's."""
+        return max(0.0, (bitrates[target] or 0.0) - (bitrates[current] or 0.0))
 
     def _congested(self, layer: int, now: float, estimate: float | None) -> int:
         """Move down to *layer* after congestion: the next move up waits, longer each time."""
@@ -139,8 +207,13 @@ class LayerSelector:
         loss: float | None,
         bitrates: Sequence[float | None],
         ceiling: int,
+        *,
+        padding: bool = False,
     ) -> int | None:
-        """The layer to forward now (index into *bitrates*), None if no layer sends."""
+        """The layer to forward now (index into *bitrates*), None if no layer sends.
+
+        *padding*: the caller can probe with padding (:attr:`probe_bitrate`).
+        """
         sending = [i for i, rate in enumerate(bitrates) if rate is not None]
         if not sending:
             return self.layer
@@ -166,19 +239,31 @@ class LayerSelector:
                 and start_estimate is not None
                 and estimate < start_estimate * p.estimate_drop
             )
+            target = self.probe_target
             if lossy or dropped:
-                return self._congested(max(lower or [current]), now, estimate)
+                # a padding probe leaves the layer as it is; a switched one steps back
+                back = current if target is not None else max(lower or [current])
+                return self._congested(back, now, estimate)
+            if target is not None and (target not in allowed or target <= current):
+                self._start_probe(now, estimate, probing=False)  # ceiling lowered, or stopped
+                return current
             if loss is not None:
                 self._probe_reports += 1
-            # the first report may predate the switch: a probe holds with two clean ones
+            # the first report may predate the probe: a probe holds with two clean ones
             # (or, from a subscriber that reports no loss, twice the window)
-            elapsed = now - self._since
+            elapsed = now - self._probe_since
             if elapsed < p.probe_duration or (
                 self._probe_reports < 2 and elapsed < 2 * p.probe_duration
             ):
+                if target is not None:
+                    self.probe_bitrate = self._padding_rate(bitrates, current, target)
                 return current
-            self.probing = False  # the probe held: keep the layer
+            self.probing = False  # the probe held: keep the layer (or move to its target)
             self._settled_at = now + p.probe_interval_max
+            if target is not None:
+                self._enter(target, now, estimate=estimate)
+                self._settled_at = now + p.probe_interval_max
+                return target
         if self._settled_at is not None and now >= self._settled_at:
             self._interval, self._settled_at = p.probe_interval, None
         falling = (
@@ -207,6 +292,11 @@ class LayerSelector:
             or estimate < (bitrates[up] or 0.0) * p.up_margin
             or self._interval > p.probe_interval
         )
+        if probing and padding:
+            self._next_up = now + p.up_hold
+            rate = self._padding_rate(bitrates, current, up)
+            self._start_probe(now, estimate, target=up, bitrate=rate)
+            return current
         self._enter(up, now, estimate=estimate, probing=probing)
         if not probing:
             self._settled_at = now + p.probe_interval_max
