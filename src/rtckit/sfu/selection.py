@@ -263,6 +263,9 @@ class LayerSelector:
             if target is not None:
                 self._enter(target, now, estimate=estimate)
                 self._settled_at = now + p.probe_interval_max
+                # the padding proved the link carries the target: the probe for the next
+                # layer may start at once (it lasts probe_duration before any move)
+                self._next_up = now
                 return target
         if self._settled_at is not None and now >= self._settled_at:
             self._interval, self._settled_at = p.probe_interval, None

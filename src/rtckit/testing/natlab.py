@@ -792,22 +792,33 @@ class NatLab:
         that holds *queue* seconds at that rate and are dropped when it is full, as at the
         bottleneck of a real access link. *burst*: bytes that may pass at once after a quiet
         spell (at least one full Ethernet frame, 1514). What the host sends is not limited.
+
+        Lifting the limit delivers what waits in the queue, as when a real bottleneck
+        clears (the rate is raised first, then the queue removed once empty): deleting a
+        full queue at once would drop its packets, a loss no recovering link causes.
         """
         if bitrate is not None and (bitrate < 8000 or queue <= 0 or burst < 1514):
             raise ConfigurationError(
                 "shape_downlink() needs bitrate >= 8000 bit/s, queue > 0 and burst >= 1514"
             )
         port = self._port_of(host)
-        if bitrate is None:
-            argv = ["tc", "qdisc", "del", "dev", port, "root"]
-        else:
-            argv = [
-                "tc", "qdisc", "replace", "dev", port, "root", "tbf", "rate", f"{bitrate}bit",
-                "burst", str(burst), "latency", f"{queue * 1000:.0f}ms",
-            ]  # fmt: skip
-        await _exec(
-            ["ip", "netns", "exec", self.public_namespace, *argv], limit=self._command_timeout
-        )
+
+        async def tc(*args: str) -> None:
+            argv = ["ip", "netns", "exec", self.public_namespace, "tc", "qdisc", *args]
+            await _exec(argv, limit=self._command_timeout)
+
+        def tbf(rate: str, size: int) -> tuple[str, ...]:
+            latency = f"{queue * 1000:.0f}ms"
+            return ("replace", "dev", port, "root", "tbf", "rate", rate, "burst", str(size),
+                    "latency", latency)  # fmt: skip
+
+        if bitrate is not None:
+            await tc(*tbf(f"{bitrate}bit", burst))
+        elif await self.shaping_stats(host) is not None:
+            # changed in place (tbf keeps its queue), drained at 1 Gbit/s, then removed
+            await tc(*tbf("1gbit", 250_000))
+            await asyncio.sleep(0.05)
+            await tc("del", "dev", port, "root")
 
     async def shaping_stats(self, host: str) -> ShapingStats | None:
         """The counters of *host*'s downlink queue, None while it is not shaped."""
