@@ -462,6 +462,46 @@ async def test_a_hole_that_cannot_be_repaired_restarts_the_stream_at_a_keyframe(
         await server.close()
 
 
+def retries(sub: Subscription) -> bool:
+    """Whether *sub* retries its NACKs (a function: mypy keeps no narrowing of a call)."""
+    return sub.renacks
+
+
+async def test_a_receiver_that_asks_again_itself_gets_no_repeats_nor_restarts(
+    router: SfuRouter,
+) -> None:
+    """libwebrtc, Firefox and GStreamer ask again for a packet still missing, and for a
+    keyframe when they give up: seen doing so (a NACK listing only packets already asked
+    for), a subscriber gets no repeated retransmissions and no restart, which for such a
+    receiver would only cost a keyframe after a repair that did arrive."""
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    viewer = Subscriber(rtckit=True)
+    try:
+        await wait_for(lambda: len(pubs) == 1)
+        [sub] = await viewer.connect(router, "viewer", pubs)
+        await wait_for(lambda: viewer.frames["video"] >= 10)
+        assert not sub.renacks
+        rewriter = sub.rewriter
+        assert rewriter is not None
+        assert rewriter.last_sequence_number is not None
+        asked = [(rewriter.last_sequence_number - 3) & 0xFFFF]
+        media_ssrc = rewriter.params.ssrc
+        await sub._on_rtcp(build_nack(1234, media_ssrc, asked))
+        assert not retries(sub)  # a first NACK says nothing of the receiver
+        await sub._on_rtcp(build_nack(1234, media_ssrc, asked))
+        assert retries(sub)  # the same packet again, nothing new: it retries itself
+        lost = lose_three_packets(sub, lambda _: True)
+        await wait_for(lambda: len(lost) == 3, limit=5)
+        await asyncio.sleep(1.5)  # the repeats would be used up within 0.6 s
+        stats = router.stats()
+        assert stats.retransmissions_repeated == 0
+        assert stats.keyframe_restarts == 0
+    finally:
+        await viewer.close()
+        await pub_pc.close()
+        await server.close()
+
+
 async def test_probe_padding_is_paced_bounded_and_leaves_the_video_alone(
     router: SfuRouter,
 ) -> None:

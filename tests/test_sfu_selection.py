@@ -215,25 +215,27 @@ def test_a_padding_probe_keeps_the_layer_and_asks_for_the_missing_rate() -> None
     assert sel.probing
     assert sel.probe_target == 1
     assert sel.probe_bitrate == RATES[1] - RATES[0]
-    # clean reports for the window: the probe holds, the layer moves up
-    layers = [sel.update(3 + 0.5 * i, 300_000, 0.0, RATES, 2, padding=True) for i in range(1, 5)]
-    assert layers[:3] == [0, 0, 0]
-    assert layers[3] == 1
+    # clean reports for the window (probe_duration, 2 s): the probe holds, the layer moves
+    # up; with the ceiling at the middle layer no further probe follows
+    layers = [sel.update(3 + 0.5 * i, 300_000, 0.0, RATES, 1, padding=True) for i in range(1, 5)]
+    assert layers == [0, 0, 0, 1]
     assert padding(sel) is None
     assert not probing(sel)
 
 
 def test_a_held_padding_probe_starts_the_next_one_without_waiting() -> None:
-    """The padding proved the link: the probe for the layer above starts at the next
-    decision, not ``up_hold`` later (the climb from the bottom takes two probes)."""
+    """The padding proved the link: the probe for the layer above starts with the move,
+    not ``up_hold`` later (the climb from the bottom takes two probes)."""
     sel = LayerSelector()
     run(sel, 0, 3, 300_000, ceiling=0)
     sel.update(3, 300_000, 0.0, RATES, 2, padding=True)
     layers = [sel.update(3 + 0.5 * i, 300_000, 0.0, RATES, 2, padding=True) for i in range(1, 5)]
-    assert layers[3] == 1  # held at 5.0
-    assert sel.update(5.1, 300_000, 0.0, RATES, 2, padding=True) == 1
+    assert layers == [0, 0, 0, 1]  # held at 5, and the probe for the top layer runs
     assert sel.probe_target == 2
     assert sel.probe_bitrate == RATES[2] - RATES[1]
+    layers = [sel.update(5 + 0.5 * i, 300_000, 0.0, RATES, 2, padding=True) for i in range(1, 5)]
+    assert layers == [1, 1, 1, 2]  # on the top layer 4 s after the first probe began
+    assert padding(sel) is None
 
 
 def test_a_padding_probe_that_loses_packets_stops_without_touching_the_layer() -> None:

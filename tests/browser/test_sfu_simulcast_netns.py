@@ -130,6 +130,7 @@ class Timeline:
         queue = await self.room.lab.shaping_stats("slow")
         now = time.monotonic()
         estimate = self.sub.estimate(now)
+        counters = self.room.router.stats()
         if estimate is not None:
             self.estimates.append(estimate)
         self.rows.append(
@@ -138,7 +139,8 @@ class Timeline:
             f" {stats['width']} px x {stats['decoded']}  lost {stats['lost']}"
             f"  nacks {stats['nacks']}  plis {stats['plis']}  freezes {stats['freezes']}"
             f" ({stats['frozen']:.1f} s)  queue drops {'-' if queue is None else queue.dropped}"
-            f" {note}"
+            f"  SFU restarts {counters.keyframe_restarts} padding {counters.padding_packets_sent}"
+            f"{' probing' if self.sub._selector and self.sub._selector.probing else ''} {note}"
         )
         return stats
 

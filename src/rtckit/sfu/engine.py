@@ -189,7 +189,10 @@ class SfuConfig:
     #: saying the packet arrived, the subscriber's stream restarts at a keyframe of its
     #: layer (requested at once), its sequence numbers skipping
     #: ``rtckit._aiortc.AIORTC_JITTER_SKIP`` so that aiortc's jitter buffer drops the hole
-    #: (at most once per ``repair_retry_interval`` times four). 0 disables both.
+    #: (at most once per ``repair_retry_interval`` times four). 0 disables both. A
+    #: subscriber seen asking again for the same packets on its own (libwebrtc, Firefox,
+    #: GStreamer; :attr:`Subscription.renacks`) gets neither: it repairs its losses and asks
+    #: for a keyframe itself, and the SFU cannot tell its repaired packets from lost ones.
     repair_retries: int = attrs.field(default=2, validator=attrs.validators.ge(0))
     repair_retry_interval: float = attrs.field(default=0.2, validator=_positive)
     #: the most padding (bit/s) sent to one subscriber while its selector probes the next
@@ -994,6 +997,13 @@ class Subscription:
         #: no longer lists it (see SfuConfig.repair_retries); and when to look at them next
         self._repairs: dict[int, tuple[int, float]] = {}
         self._next_repair = 0.0
+        #: the packets the subscriber's last NACK listed
+        self._nacked: frozenset[int] = frozenset()
+        #: True once the subscriber asked again for packets it had asked for, with no new
+        #: one (libwebrtc, Firefox and GStreamer retry their NACKs; aiortc asks for a packet
+        #: only when its gap appears): such a receiver gets no repeated retransmissions
+        #: and no restarts (``SfuConfig.repair_retries``)
+        self.renacks = False
         #: when the stream last restarted at a keyframe, and the sequence numbers it skipped
         #: (first one after the skip, how many) not yet covered by a receiver report
         self._restarted: float | None = None
@@ -1191,9 +1201,15 @@ class Subscription:
                 interval = self._router.config.retransmission_interval
                 if len(self._resent) > 1024:
                     self._resent = {q: t for q, t in self._resent.items() if now - t < interval}
+                lost = frozenset(packet.lost)
+                if lost and not self.renacks and lost <= self._nacked:
+                    # the same packets asked for again with no new one: a receiver that
+                    # retries its NACKs, and asks for a keyframe itself when it gives up
+                    self.renacks = True
+                    self._repairs.clear()
+                self._nacked = lost
                 if self._repairs:
                     # a NACK lists what is still missing: a repair it leaves out arrived
-                    lost = set(packet.lost)
                     self._repairs = {q: r for q, r in self._repairs.items() if q in lost}
                 selector = self._selector
                 if (
@@ -1220,7 +1236,11 @@ class Subscription:
                     if out is None or not await self._retransmit(out, out_seq, now):
                         continue
                     counters.nacks_answered += 1
-                    if len(self._repairs) < _MAX_REPAIRS and self._router.config.repair_retries:
+                    if (
+                        len(self._repairs) < _MAX_REPAIRS
+                        and self._router.config.repair_retries
+                        and not self.renacks
+                    ):
                         tries = self._repairs.get(out_seq, (0, now))[0]
                         self._repairs[out_seq] = (tries + 1, now)
                         self._next_repair = min(

@@ -186,7 +186,7 @@ class StreamRewriter:
         *source_ssrc*, with sequence numbers *skip* past the last one sent.
 
         For a receiver with a hole that cannot be repaired (see
-        :data:`rtckit._aiortc.AIORTC_JITTER_SKIP`). What was sent before is no longer
+        ``rtckit._aiortc.AIORTC_JITTER_SKIP``). What was sent before is no longer
         retransmitted.
         """
         self._previous.clear()

@@ -102,7 +102,7 @@ class LayerPolicy:
     #: time on a layer below the ceiling before trying the next one up
     probe_interval: float = attrs.field(default=2.0, validator=_positive)
     #: the longest wait between probes, after failed probes doubled it
-    probe_interval_max: float = attrs.field(default=4.0, validator=_positive)
+    probe_interval_max: float = attrs.field(default=3.0, validator=_positive)
     #: how long a probe lasts before the layer is kept
     probe_duration: float = attrs.field(default=2.0, validator=_positive)
 
@@ -264,8 +264,12 @@ class LayerSelector:
                 self._enter(target, now, estimate=estimate)
                 self._settled_at = now + p.probe_interval_max
                 # the padding proved the link carries the target: the probe for the next
-                # layer may start at once (it lasts probe_duration before any move)
+                # layer starts at once (it lasts probe_duration before any move)
                 self._next_up = now
+                above = [i for i in allowed if i > target]
+                if padding and above:
+                    rate = self._padding_rate(bitrates, target, min(above))
+                    self._start_probe(now, estimate, target=min(above), bitrate=rate)
                 return target
         if self._settled_at is not None and now >= self._settled_at:
             self._interval, self._settled_at = p.probe_interval, None
