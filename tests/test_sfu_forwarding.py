@@ -490,6 +490,17 @@ async def test_a_receiver_that_asks_again_itself_gets_no_repeats_nor_restarts(
         assert not retries(sub)  # a first NACK says nothing of the receiver
         await sub._on_rtcp(build_nack(1234, media_ssrc, asked))
         assert retries(sub)  # the same packet again, nothing new: it retries itself
+        # a packet sent before the last keyframe the stream restarted from is obsolete for it
+        pub = sub.publication
+        assert pub is not None
+        before = rewriter.last_sequence_number
+        rewriter.switch(pub.source_ssrc)  # a new segment, from the next keyframe
+        await pub.request_keyframe()
+        await wait_for(lambda: rewriter.sent_before_the_segment(before), limit=5)
+        answered = router.stats().nacks_answered
+        await sub._on_rtcp(build_nack(1234, media_ssrc, [before]))
+        stats = router.stats()
+        assert (stats.nacks_obsolete, stats.nacks_answered) == (1, answered)
         lost = lose_three_packets(sub, lambda _: True)
         await wait_for(lambda: len(lost) == 3, limit=5)
         await asyncio.sleep(1.5)  # the repeats would be used up within 0.6 s

@@ -431,6 +431,7 @@ def test_a_nack_for_the_segment_before_a_switch_is_still_answered() -> None:
         assert rw.rewrite(data, parse_rtp_header(data), 0.0, keyframe=True) is not None
     rw.switch(0x2222)  # to another layer, from its next keyframe
     assert rw.incoming_sequence_number(1009) == (0x1111, 109)  # waiting: still the old one
+    assert not rw.sent_before_the_segment(1009)
     new = make_packet(ssrc=0x2222, seq=7000, ts=99)
     out = rw.rewrite(new, parse_rtp_header(new), 0.1, keyframe=True)
     assert out is not None
@@ -438,6 +439,9 @@ def test_a_nack_for_the_segment_before_a_switch_is_still_answered() -> None:
     assert rw.incoming_sequence_number(1010) == (0x2222, 7000)
     assert rw.incoming_sequence_number(1008) == (0x1111, 108)
     assert rw.incoming_sequence_number(999) is None
+    assert rw.sent_before_the_segment(1008)
+    assert not rw.sent_before_the_segment(1010)
+    assert not rw.sent_before_the_segment(999)  # never sent by a kept segment
     rtx = rw.retransmission(old[8], parse_rtp_header(old[8]))
     assert rtx is not None
     rh = parse_rtp_header(rtx)

@@ -230,6 +230,9 @@ class SfuStats:
     nacks_answered: int
     #: lost packets asked for that were not cached (relayed upstream)
     nacks_missed: int
+    #: lost packets not re-sent: sent before a keyframe the subscriber has since been sent,
+    #: to a subscriber that recovers on its own (``Subscription.renacks``)
+    nacks_obsolete: int
     #: retransmissions sent again unasked (``SfuConfig.repair_retries``)
     retransmissions_repeated: int
     #: subscriber streams restarted at a keyframe after a loss they could not repair
@@ -405,6 +408,7 @@ class _Counters:
         self.nacks_received = 0
         self.nacks_answered = 0
         self.nacks_missed = 0
+        self.nacks_obsolete = 0
         self.retransmissions_repeated = 0
         self.keyframe_restarts = 0
         self.padding_packets_sent = 0
@@ -1222,6 +1226,12 @@ class Subscription:
                 for out_seq in packet.lost:
                     sent_at = self._resent.get(out_seq)
                     if sent_at is not None and now - sent_at < interval:
+                        continue
+                    if self.renacks and rewriter.sent_before_the_segment(out_seq):
+                        # the stream went on from a keyframe since, which a receiver that
+                        # recovers on its own decodes without it: re-sending it would only
+                        # load a congested link (the usual reason for the switch)
+                        counters.nacks_obsolete += 1
                         continue
                     found = rewriter.incoming_sequence_number(out_seq)
                     if found is None:

@@ -363,6 +363,20 @@ class StreamRewriter:
         current = self._segment()
         return [*([current] if current is not None else []), *reversed(self._previous)]
 
+    def sent_before_the_segment(self, out_seq: int) -> bool:
+        """Whether the outgoing *out_seq* was sent by a segment before the current one.
+
+        A video segment starts at a keyframe, so a receiver can decode on without such a
+        packet (only a receiver waiting for every hole in order, aiortc's, needs it).
+        """
+        current = self._segment()
+        if current is None:
+            return False
+        in_seq = (out_seq - current.seq_offset) & _SEQ_MASK
+        if current.holds(in_seq):
+            return False
+        return any(s.holds((out_seq - s.seq_offset) & _SEQ_MASK) for s in reversed(self._previous))
+
     def incoming_sequence_number(self, out_seq: int) -> tuple[int, int] | None:
         """Map an outgoing sequence number (from a NACK) to ``(source ssrc, incoming seq)``.
 
