@@ -230,8 +230,8 @@ class SfuStats:
     nacks_answered: int
     #: lost packets asked for that were not cached (relayed upstream)
     nacks_missed: int
-    #: lost packets not re-sent: sent before a keyframe the subscriber has since been sent,
-    #: to a subscriber that recovers on its own (``Subscription.renacks``)
+    #: lost packets not re-sent because they came before a keyframe the subscriber has
+    #: since been sent, and it recovers on its own (``Subscription.renacks``)
     nacks_obsolete: int
     #: retransmissions sent again unasked (``SfuConfig.repair_retries``)
     retransmissions_repeated: int
