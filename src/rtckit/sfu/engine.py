@@ -1336,13 +1336,8 @@ class Subscription:
         A report covering a restart's skip counts the skipped numbers as lost; its loss is
         then computed again from its cumulative loss and highest sequence number.
         """
-        previous, self._last_report = (
-            self._last_report,
-            (
-                block.highest_sequence,
-                block.packets_lost,
-            ),
-        )
+        previous = self._last_report
+        self._last_report = (block.highest_sequence, block.packets_lost)
         if not self._skips or previous is None:
             return block.fraction_lost / 256
         expected = (block.highest_sequence - previous[0]) & 0xFFFFFFFF

@@ -279,7 +279,7 @@ class StreamRewriter:
             buf, payload_type=out_pt, sequence_number=out_seq, timestamp=out_ts, ssrc=params.ssrc
         )
         if self._pid_delta or self._tl0_delta:
-            self._shift_vp8(buf, header)
+            self._shift_vp8(buf, header, self._pid_delta, self._tl0_delta)
         if header.extension_offset >= 0:
             extensions = params.extensions
             cached = extension_cache.get(extensions) if extension_cache is not None else None
@@ -293,11 +293,11 @@ class StreamRewriter:
         self.octets_sent += header.payload_end - header.payload_offset
         return bytes(buf)
 
-    def _shift_vp8(self, buf: bytearray, header: RtpHeader) -> None:
+    def _shift_vp8(self, buf: bytearray, header: RtpHeader, pid_delta: int, tl0_delta: int) -> None:
         if header.payload_type in self.params.vp8_payload_types:
             ids = vp8_ids(memoryview(buf)[header.payload_offset : header.payload_end])
             if ids is not None:
-                shift_vp8_ids(buf, header.payload_offset, ids, self._pid_delta, self._tl0_delta)
+                shift_vp8_ids(buf, header.payload_offset, ids, pid_delta, tl0_delta)
 
     def _continue_vp8_ids(self, data: bytes | bytearray, header: RtpHeader) -> None:
         """Shift the new segment's VP8 numbers to follow the last forwarded packet's."""
@@ -363,30 +363,33 @@ class StreamRewriter:
         current = self._segment()
         return [*([current] if current is not None else []), *reversed(self._previous)]
 
+    def _sender_of(self, out_seq: int) -> tuple[int, _Segment, int] | None:
+        """The kept segment that sent the outgoing *out_seq*: (its age, 0 for the current
+        one, the segment, the incoming sequence number), None if none did."""
+        for age, segment in enumerate(self._segments()):
+            in_seq = (out_seq - segment.seq_offset) & _SEQ_MASK
+            if segment.holds(in_seq):
+                return age, segment, in_seq
+        return None
+
     def sent_before_the_segment(self, out_seq: int) -> bool:
         """Whether the outgoing *out_seq* was sent by a segment before the current one.
 
         A video segment starts at a keyframe, so a receiver can decode on without such a
         packet (only a receiver waiting for every hole in order, aiortc's, needs it).
         """
-        current = self._segment()
-        if current is None:
+        if self._src_ssrc is None:  # no current segment
             return False
-        in_seq = (out_seq - current.seq_offset) & _SEQ_MASK
-        if current.holds(in_seq):
-            return False
-        return any(s.holds((out_seq - s.seq_offset) & _SEQ_MASK) for s in reversed(self._previous))
+        found = self._sender_of(out_seq)
+        return found is not None and found[0] > 0
 
     def incoming_sequence_number(self, out_seq: int) -> tuple[int, int] | None:
         """Map an outgoing sequence number (from a NACK) to ``(source ssrc, incoming seq)``.
 
         None if no segment kept (the current one and ``PREVIOUS_SEGMENTS`` before it) sent it.
         """
-        for segment in self._segments():
-            in_seq = (out_seq - segment.seq_offset) & _SEQ_MASK
-            if segment.holds(in_seq):
-                return segment.src_ssrc, in_seq
-        return None
+        found = self._sender_of(out_seq)
+        return None if found is None else (found[1].src_ssrc, found[2])
 
     def retransmission(self, data: bytes | bytearray, header: RtpHeader) -> bytes | None:
         """Rewrite a cached packet of a kept segment as an RTX retransmission.
@@ -426,12 +429,8 @@ class StreamRewriter:
             timestamp=(header.timestamp + segment.ts_offset) & _TS_MASK,
             ssrc=params.ssrc,
         )
-        if (segment.pid_delta or segment.tl0_delta) and header.payload_type in (
-            params.vp8_payload_types
-        ):
-            ids = vp8_ids(memoryview(buf)[header.payload_offset : header.payload_end])
-            if ids is not None:
-                shift_vp8_ids(buf, header.payload_offset, ids, segment.pid_delta, segment.tl0_delta)
+        if segment.pid_delta or segment.tl0_delta:
+            self._shift_vp8(buf, header, segment.pid_delta, segment.tl0_delta)
         params.extensions.apply(buf, header)
         return self._wrap_rtx(buf, header, out_pt, out_seq, rtx_pt)
 

@@ -252,10 +252,14 @@ def rewrite_abs_send_time(buf: bytearray, header: RtpHeader, x_id: int, ntp_time
     """
     for found, value_offset, length in iter_extensions(buf, header):
         if found == x_id and length == 3:
-            value = (ntp_time >> 14) & 0xFFFFFF
-            buf[value_offset : value_offset + 3] = value.to_bytes(3, "big")
+            buf[value_offset : value_offset + 3] = _abs_send_time(ntp_time)
             return True
     return False
+
+
+def _abs_send_time(ntp_time: int) -> bytes:
+    """The 3-byte abs-send-time value (6.18 fixed point seconds) of a 64-bit NTP time."""
+    return ((ntp_time >> 14) & 0xFFFFFF).to_bytes(3, "big")
 
 
 def wrap_rtx(
@@ -307,8 +311,9 @@ def build_padding(
     if abs_send_time is not None:
         x_id, ntp_time = abs_send_time
         first |= 0x10
-        value = ((ntp_time >> 14) & 0xFFFFFF).to_bytes(3, "big")
-        extension = struct.pack("!HH", 0xBEDE, 1) + bytes([(x_id << 4) | 2]) + value
+        extension = (
+            struct.pack("!HH", 0xBEDE, 1) + bytes([(x_id << 4) | 2]) + _abs_send_time(ntp_time)
+        )
     header = struct.pack(
         "!BBHII", first, payload_type & 0x7F, sequence_number & 0xFFFF, timestamp, ssrc
     )
