@@ -513,6 +513,38 @@ async def test_a_receiver_that_asks_again_itself_gets_no_repeats_nor_restarts(
         await server.close()
 
 
+async def test_a_subscriber_flooding_nacks_keeps_its_state_bounded(router: SfuRouter) -> None:
+    """A hostile (or broken) subscriber asks for every recent packet, and more, again and
+    again, each NACK with a new number (so it never looks like a retrying receiver): the
+    retransmissions followed for it stay bounded (``_MAX_REPAIRS``), a garbled RTCP packet
+    is dropped, and its video goes on."""
+    pub_pc, server, pubs = await connect_publisher(router, "alice", audio=False)
+    viewer = Subscriber(rtckit=True)
+    try:
+        await wait_for(lambda: len(pubs) == 1)
+        [sub] = await viewer.connect(router, "viewer", pubs)
+        await wait_for(lambda: viewer.frames["video"] >= 10)
+        rewriter = sub.rewriter
+        assert rewriter is not None
+        await wait_for(lambda: rewriter.packets_sent >= 400, limit=20)  # all 400 cached
+        last = rewriter.last_sequence_number
+        assert last is not None
+        ssrc = rewriter.params.ssrc
+        for i in range(200):
+            lost = [(last - j) & 0xFFFF for j in range(400)] + [(last + 1000 + i) & 0xFFFF]
+            await sub._on_rtcp(build_nack(1234, ssrc, lost))
+        await sub._on_rtcp(b"\x81\xcd\x00\xff" + b"\x00" * 8)  # claims 1 KB, has 12 bytes
+        assert router.stats().nacks_received == 200
+        assert 0 < len(sub._repairs) <= 256
+        assert not retries(sub)
+        frames = viewer.frames["video"]
+        await wait_for(lambda: viewer.frames["video"] >= frames + 10, limit=5)
+    finally:
+        await viewer.close()
+        await pub_pc.close()
+        await server.close()
+
+
 async def test_probe_padding_is_paced_bounded_and_leaves_the_video_alone(
     router: SfuRouter,
 ) -> None:
